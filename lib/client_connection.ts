@@ -1,0 +1,89 @@
+/**
+ * One client connection: lines from the socket go through the line stream
+ * to the router, and replies go back in order through the reply queue.
+ */
+
+import { nowNs } from "./decimal.ts";
+import { readLines } from "./line_stream.ts";
+import { log } from "./logging.ts";
+import { type Reply, ReplyQueue } from "./reply_queue.ts";
+import { route, type RouterContext } from "./router.ts";
+
+/** Replies a connection may have outstanding before the server stops reading its commands. */
+const MAX_PENDING_REPLIES = 1024;
+
+const _lossy = new TextDecoder();
+
+function _forLog(reply: Reply): string {
+  return typeof reply === "string" ? reply : _lossy.decode(reply);
+}
+
+function _address(addr: Deno.Addr): string {
+  return addr.transport === "tcp" || addr.transport === "udp" ? `${addr.hostname}:${addr.port}` : addr.transport;
+}
+
+/** A client connection being served; {@linkcode stop} makes it finish its replies and close. */
+export class ClientConnection {
+  readonly id: string;
+  readonly done: Promise<void>;
+  #conn: Deno.Conn;
+  #reader: ReadableStreamDefaultReader | undefined;
+
+  constructor(conn: Deno.Conn, context: RouterContext, maxLineBytes: number) {
+    this.#conn = conn;
+    this.id = _address(conn.remoteAddr);
+    this.done = this.#serve(context, maxLineBytes);
+  }
+
+  /** Stops reading commands; replies already owed are still written. */
+  stop(): void {
+    this.#reader?.cancel().catch(() => {});
+  }
+
+  /** Closes the socket now, replies or not. */
+  abort(): void {
+    try {
+      this.#conn.close();
+    } catch { /* already closed */ }
+  }
+
+  async #serve(context: RouterContext, maxLineBytes: number): Promise<void> {
+    const client = this.id;
+    log.client.info("Client {client} connected", { client });
+    const replies = new ReplyQueue(this.#conn, (batch) => {
+      for (const reply of batch) log.client.info("{client} > {reply}", { client, reply: _forLog(reply) });
+    });
+    const reader = readLines(this.#conn, maxLineBytes).getReader();
+    this.#reader = reader;
+    let reason = "closed its side";
+    try {
+      while (true) {
+        const { value, done } = await reader.read();
+        if (done) break;
+        const arrivedNs = nowNs();
+        for (const line of value.lines) {
+          log.client.info("{client} < {line}", { client, line: _lossy.decode(line) });
+          const reply = route(context, line, arrivedNs);
+          if (reply !== null) replies.push(reply);
+        }
+        if (value.overflow) {
+          reason = `sent a line longer than ${maxLineBytes} bytes`;
+          log.client.warning("Client {client} sent a line longer than {max} bytes; closing the connection", {
+            client,
+            max: maxLineBytes,
+          });
+          break;
+        }
+        if (replies.size > MAX_PENDING_REPLIES) await replies.flush();
+        else replies.flush().catch(() => {});
+      }
+      await replies.flush();
+    } catch (error) {
+      reason = `failed: ${(error as Error).message}`;
+    } finally {
+      reader.cancel().catch(() => {});
+      this.abort();
+    }
+    log.client.info("Client {client} disconnected ({reason})", { client, reason });
+  }
+}

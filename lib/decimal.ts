@@ -1,0 +1,77 @@
+/**
+ * Exact decimal arithmetic on the number forms the protocol uses: client
+ * times (`1621464827.959498503`), radii in km and ISO 6709 degrees. Floats
+ * would round; these work on the digits.
+ */
+
+/** Unsigned decimal: digits, optionally a point and more digits. */
+export const UNSIGNED_DECIMAL = /^[0-9]+(?:\.[0-9]+)?$/;
+
+/** Splits an unsigned decimal into its integer digits (no leading zeros) and fraction digits (no trailing zeros). */
+function _canonical(text: string): [string, string] {
+  const point = text.indexOf(".");
+  let whole = point < 0 ? text : text.slice(0, point);
+  let fraction = point < 0 ? "" : text.slice(point + 1);
+  let start = 0;
+  while (start < whole.length - 1 && whole.charCodeAt(start) === 48) start++;
+  whole = whole.slice(start);
+  let end = fraction.length;
+  while (end > 0 && fraction.charCodeAt(end - 1) === 48) end--;
+  fraction = fraction.slice(0, end);
+  return [whole, fraction];
+}
+
+/** Compares two unsigned decimals exactly: negative, zero or positive. */
+export function compareDecimal(a: string, b: string): number {
+  const [aw, af] = _canonical(a);
+  const [bw, bf] = _canonical(b);
+  if (aw.length !== bw.length) return aw.length - bw.length;
+  if (aw !== bw) return aw < bw ? -1 : 1;
+  if (af === bf) return 0;
+  return af < bf ? -1 : 1; // digit strings without trailing zeros compare as fractions
+}
+
+/** Whether an unsigned decimal is zero. */
+export function isZeroDecimal(text: string): boolean {
+  const [whole, fraction] = _canonical(text);
+  return whole === "0" && fraction === "";
+}
+
+/**
+ * Formats `serverNs − clientTime` in seconds: a sign, the whole seconds,
+ * a point and exactly nine decimals, rounded half away from zero when the
+ * client time has more than nine decimals. Zero is `+0.000000000`.
+ */
+export function formatTimeDifference(serverNs: bigint, clientTime: string): string {
+  const point = clientTime.indexOf(".");
+  const whole = point < 0 ? clientTime : clientTime.slice(0, point);
+  const fraction = point < 0 ? "" : clientTime.slice(point + 1);
+  const scale = Math.max(9, fraction.length);
+  const client = BigInt(whole + fraction.padEnd(scale, "0"));
+  const extra = 10n ** BigInt(scale - 9);
+  const exact = serverNs * extra - client;
+  const negative = exact < 0n;
+  const magnitude = negative ? -exact : exact;
+  let ns = magnitude / extra;
+  if ((magnitude % extra) * 2n >= extra && extra > 1n) ns += 1n;
+  const sign = negative && ns !== 0n ? "-" : "+";
+  const seconds = ns / 1_000_000_000n;
+  const nanos = (ns % 1_000_000_000n).toString().padStart(9, "0");
+  return `${sign}${seconds}.${nanos}`;
+}
+
+/** Multiplies an unsigned decimal by 1000 exactly, as a decimal string: `1.5` → `1500`, `0.0001` → `0.1`. */
+export function timesThousand(text: string): string {
+  const [whole, fraction] = _canonical(text);
+  const moved = fraction.padEnd(3, "0");
+  const newWhole = (whole + moved.slice(0, 3)).replace(/^0+(?=[0-9])/, "");
+  const rest = moved.slice(3);
+  return rest === "" ? newWhole : `${newWhole}.${rest}`;
+}
+
+/** The current wall-clock time in integer nanoseconds since the epoch. */
+export function nowNs(): bigint {
+  const ms = performance.timeOrigin + performance.now();
+  const whole = Math.floor(ms);
+  return BigInt(whole) * 1_000_000n + BigInt(Math.round((ms - whole) * 1e6));
+}

@@ -1,0 +1,184 @@
+/**
+ * One server of the herd: the client and peer acceptors, the store, the
+ * links to its neighbours and the Places provider, wired together, with an
+ * orderly shutdown.
+ */
+
+import { ClientConnection } from "./client_connection.ts";
+import { type HerdConfig, neighboursOf, serverNamed } from "./config.ts";
+import { log } from "./logging.ts";
+import { PeerLink } from "./peer_link.ts";
+import { servePeer } from "./peer_connection.ts";
+import type { PlacesProvider } from "./places.ts";
+import type { LocationRecord } from "./protocol.ts";
+import type { RouterContext } from "./router.ts";
+import { LocationStore } from "./store.ts";
+
+/** Options for {@linkcode HerdServer}. */
+export interface HerdServerOptions {
+  config: HerdConfig;
+  /** This server's name in the config. */
+  name: string;
+  places: PlacesProvider;
+}
+
+/** A running herd server. */
+export class HerdServer {
+  readonly name: string;
+  readonly store: LocationStore = new LocationStore();
+  #config: HerdConfig;
+  #places: PlacesProvider;
+  #links = new Map<string, PeerLink>();
+  #clientListener: Deno.TcpListener | undefined;
+  #peerListener: Deno.TcpListener | undefined;
+  #clients = new Set<ClientConnection>();
+  #peerConns = new Set<Deno.Conn>();
+  #peerTasks = new Set<Promise<void>>();
+  #accepting: Promise<void>[] = [];
+  #stopping = false;
+
+  constructor(options: HerdServerOptions) {
+    this.name = options.name;
+    this.#config = options.config;
+    this.#places = options.places;
+    serverNamed(options.config, options.name);
+  }
+
+  /** Listens on the client and peer ports, then starts the links; no network I/O happens before listening. */
+  start(): void {
+    const self = serverNamed(this.#config, this.name);
+    this.#clientListener = Deno.listen({ hostname: self.host, port: self.port });
+    this.#peerListener = Deno.listen({ hostname: self.host, port: self.peerPort });
+    log.server.info("{name} listening for clients on {host}:{port} and peers on {host}:{peerPort}", {
+      name: this.name,
+      host: self.host,
+      port: self.port,
+      peerPort: self.peerPort,
+    });
+    const context: RouterContext = {
+      name: this.name,
+      store: this.store,
+      places: this.#places,
+      flood: (record) => this.#flood(record, undefined, this.#config.peers.ackTimeoutMs),
+    };
+    this.#accepting.push(this.#acceptClients(this.#clientListener, context));
+    this.#accepting.push(this.#acceptPeers(this.#peerListener));
+    for (const neighbour of neighboursOf(this.#config, this.name)) {
+      const peer = serverNamed(this.#config, neighbour);
+      const link = new PeerLink({
+        self: this.name,
+        neighbour,
+        host: peer.host,
+        peerPort: peer.peerPort,
+        ...this.#config.peers,
+      });
+      this.#links.set(neighbour, link);
+      link.start();
+    }
+  }
+
+  /** The outbound link to `neighbour`, for inspection. */
+  link(neighbour: string): PeerLink | undefined {
+    return this.#links.get(neighbour);
+  }
+
+  async #acceptClients(listener: Deno.TcpListener, context: RouterContext): Promise<void> {
+    try {
+      for await (const conn of listener) {
+        conn.setNoDelay(true);
+        const client = new ClientConnection(conn, context, this.#config.maxLineBytes);
+        this.#clients.add(client);
+        client.done.finally(() => this.#clients.delete(client));
+      }
+    } catch (error) {
+      if (!this.#stopping) log.server.error("Client acceptor failed: {error}", { error: (error as Error).message });
+    }
+  }
+
+  async #acceptPeers(listener: Deno.TcpListener): Promise<void> {
+    const neighbours = new Set(this.#links.keys());
+    for (const name of neighboursOf(this.#config, this.name)) neighbours.add(name);
+    const context = {
+      neighbours,
+      receive: (record: LocationRecord, from: string, waitMs: number) => this.#receive(record, from, waitMs),
+      greeted: (name: string) => this.#links.get(name)?.poke(),
+    };
+    try {
+      for await (const conn of listener) {
+        conn.setNoDelay(true);
+        this.#peerConns.add(conn);
+        const task = servePeer(conn, context, this.#config.maxLineBytes).finally(() => {
+          this.#peerConns.delete(conn);
+          this.#peerTasks.delete(task);
+        });
+        this.#peerTasks.add(task);
+      }
+    } catch (error) {
+      if (!this.#stopping) log.server.error("Peer acceptor failed: {error}", { error: (error as Error).message });
+    }
+  }
+
+  /** A record from neighbour `from`: stored and passed on if it is newer than ours. */
+  #receive(record: LocationRecord, from: string, waitMs: number): Promise<void> {
+    if (!this.store.offer(record)) {
+      log.peer.debug("From {neighbour}, not newer, dropped: {line}", { neighbour: from, line: record.line });
+      return Promise.resolve();
+    }
+    log.peer.info("From {neighbour}, stored: {line}", { neighbour: from, line: record.line });
+    // Half the sender's wait, so our answer reaches it before it gives up on us.
+    return this.#flood(record, from, Math.floor(waitMs / 2));
+  }
+
+  /** Sends a stored record to every neighbour but `from`; resolves once each live one acknowledged it or `waitMs` passed. */
+  #flood(record: LocationRecord, from: string | undefined, waitMs: number): Promise<void> {
+    const sends: Promise<void>[] = [];
+    const to: string[] = [];
+    for (const [name, link] of this.#links) {
+      if (name === from) continue;
+      if (!link.up) {
+        log.peer.debug("Not forwarded to {neighbour}: link down", { neighbour: name });
+        continue;
+      }
+      to.push(name);
+      sends.push(link.send(record, waitMs));
+    }
+    if (to.length > 0) log.peer.info("Forwarded to {to}: {line}", { to: to.join(","), line: record.line });
+    return Promise.all(sends).then(() => {});
+  }
+
+  /** Stops accepting, finishes replies in flight (bounded by `shutdownGraceMs`), closes links. */
+  async shutdown(): Promise<void> {
+    if (this.#stopping) return;
+    this.#stopping = true;
+    log.server.info("{name} shutting down", { name: this.name });
+    for (const listener of [this.#clientListener, this.#peerListener]) {
+      try {
+        listener?.close();
+      } catch { /* already closed */ }
+    }
+    await Promise.all(this.#accepting);
+    const clients = [...this.#clients];
+    for (const client of clients) client.stop();
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    const graceOver = new Promise<boolean>((resolve) => {
+      timer = setTimeout(() => resolve(false), this.#config.shutdownGraceMs);
+    });
+    const finished = await Promise.race([Promise.all(clients.map((c) => c.done)).then(() => true), graceOver]);
+    clearTimeout(timer);
+    if (!finished) {
+      log.server.warning("Replies still pending after {ms} ms; closing those connections", {
+        ms: this.#config.shutdownGraceMs,
+      });
+      for (const client of this.#clients) client.abort();
+      await Promise.all(clients.map((c) => c.done));
+    }
+    await Promise.all([...this.#links.values()].map((link) => link.close()));
+    for (const conn of this.#peerConns) {
+      try {
+        conn.close();
+      } catch { /* already closed */ }
+    }
+    await Promise.all(this.#peerTasks);
+    log.server.info("{name} stopped", { name: this.name });
+  }
+}

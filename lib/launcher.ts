@@ -1,0 +1,144 @@
+/**
+ * Starting servers as child processes with exactly the permissions each
+ * needs: `serve` runs one, `herd` runs them all with their output prefixed
+ * by name, `compile` bakes one binary per server.
+ */
+
+import { type HerdConfig, serverNamed } from "./config.ts";
+import { LineStream } from "./line_stream.ts";
+import { serverPermissionFlags } from "./permissions.ts";
+
+/** The Deno executable children run with, by name: `--allow-run=deno` grants exactly this. */
+const DENO = "deno";
+
+/** Path of the program's entry point. */
+export const MAIN_MODULE: string = new URL("../main.ts", import.meta.url).pathname;
+
+/** The `.env` file next to the config, if there is one. */
+export function envFileFor(config: HerdConfig): string | undefined {
+  const path = config.path.replace(/[^/]*$/, ".env");
+  try {
+    return Deno.statSync(path).isFile ? path : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+/** The `deno run` arguments that start server `name` with its own permissions. */
+export function serverRunArgs(config: HerdConfig, name: string, envFile?: string): string[] {
+  serverNamed(config, name);
+  return [
+    "run",
+    "--no-prompt",
+    ...serverPermissionFlags(config, name),
+    ...(envFile === undefined ? [] : [`--env-file=${envFile}`]),
+    MAIN_MODULE,
+    "run",
+    name,
+    "--config",
+    config.path,
+  ];
+}
+
+/** The `deno compile` arguments that build `dist/<name>` with that server's name and permissions baked in. */
+export function serverCompileArgs(config: HerdConfig, name: string, outDir: string): string[] {
+  serverNamed(config, name);
+  return [
+    "compile",
+    "--no-prompt",
+    ...serverPermissionFlags(config, name),
+    "--output",
+    `${outDir}/${name}`,
+    MAIN_MODULE,
+    "run",
+    name,
+    "--config",
+    config.path,
+  ];
+}
+
+function _spawn(args: string[], piped: boolean): Deno.ChildProcess {
+  return new Deno.Command(DENO, {
+    args,
+    stdin: "null",
+    stdout: piped ? "piped" : "inherit",
+    stderr: piped ? "piped" : "inherit",
+  }).spawn();
+}
+
+function _forwardSignals(children: Deno.ChildProcess[]): () => void {
+  const handlers = (["SIGINT", "SIGTERM"] as const).map((signal) => {
+    const handler = () => {
+      for (const child of children) {
+        try {
+          child.kill(signal);
+        } catch { /* already gone */ }
+      }
+    };
+    Deno.addSignalListener(signal, handler);
+    return [signal, handler] as const;
+  });
+  return () => handlers.forEach(([signal, handler]) => Deno.removeSignalListener(signal, handler));
+}
+
+/** Runs server `name` in a child process with its permissions; resolves to its exit code. */
+export async function serveOne(config: HerdConfig, name: string): Promise<number> {
+  const child = _spawn(serverRunArgs(config, name, envFileFor(config)), false);
+  const stopForwarding = _forwardSignals([child]);
+  const status = await child.status;
+  stopForwarding();
+  return status.code;
+}
+
+async function _prefix(stream: ReadableStream<Uint8Array>, prefix: string, out: (line: string) => void) {
+  const decoder = new TextDecoder();
+  for await (const batch of stream.pipeThrough(new LineStream(1 << 20))) {
+    for (const line of batch.lines) out(`${prefix}${decoder.decode(line)}`);
+  }
+}
+
+/** Runs every server of the herd, prefixing their output with their names; Ctrl-C stops them all. */
+export async function serveAll(config: HerdConfig): Promise<number> {
+  const names = [...config.servers.keys()];
+  const width = Math.max(...names.map((name) => name.length));
+  const envFile = envFileFor(config);
+  const children = names.map((name) => _spawn(serverRunArgs(config, name, envFile), true));
+  const stopForwarding = _forwardSignals(children);
+  const codes = await Promise.all(children.map(async (child, index) => {
+    const prefix = `${names[index].padEnd(width)} | `;
+    await Promise.all([
+      _prefix(child.stdout, prefix, console.log),
+      _prefix(child.stderr, prefix, console.error),
+    ]);
+    const { code } = await child.status;
+    if (code !== 0) console.error(`${prefix}exited with code ${code}`);
+    return code;
+  }));
+  stopForwarding();
+  return codes.find((code) => code !== 0) ?? 0;
+}
+
+/** Compiles one binary per server into `outDir`; explains plainly when Deno's runtime cannot be had. */
+export async function compileAll(config: HerdConfig, outDir: string, names: string[]): Promise<number> {
+  for (const name of names) {
+    const output = await new Deno.Command(DENO, {
+      args: serverCompileArgs(config, name, outDir),
+      stdin: "null",
+    }).output();
+    const text = new TextDecoder().decode(output.stderr);
+    if (output.success) {
+      console.log(`Built ${outDir}/${name}`);
+      continue;
+    }
+    console.error(text.trimEnd());
+    if (/denort|dns error|failed to lookup|download/i.test(text)) {
+      console.error(
+        "\ndeno compile needs Deno's `denort` runtime for this platform, which it downloads from Deno's servers," +
+          " and they cannot be reached from here. Copy a denort binary of the same Deno version onto this" +
+          " machine and point DENORT_BIN at it, or run the compile task where Deno's servers are reachable.",
+      );
+    }
+    return output.code || 1;
+  }
+  return 0;
+}

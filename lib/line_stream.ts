@@ -1,0 +1,129 @@
+/**
+ * Splitting a byte stream into lines with a length cap, in the spirit of
+ * `TextLineStream`: lines stay bytes (so an invalid UTF-8 line can be
+ * echoed back exactly), a last line without `\n` is still a line, and a
+ * line longer than the cap is reported instead of being buffered without
+ * bound.
+ */
+
+const NEWLINE = 10;
+
+/** A batch of complete lines split from one chunk; `overflow` when a line passed the cap (nothing follows it). */
+export interface LineBatch {
+  /** Lines without their `\n`. */
+  lines: Uint8Array[];
+  /** Set when a line longer than the cap was met; the stream ends after this batch. */
+  overflow?: boolean;
+}
+
+/** Incremental, synchronous line splitter over byte chunks. */
+export class LineSplitter {
+  #maxLineBytes: number;
+  #partial: Uint8Array[] = [];
+  #partialLength = 0;
+  #overflowed = false;
+
+  /** `maxLineBytes` is the longest line accepted, without its `\n`. */
+  constructor(maxLineBytes: number) {
+    this.#maxLineBytes = maxLineBytes;
+  }
+
+  /** Whether a line has passed the cap; after that every push returns an empty overflowing batch. */
+  get overflowed(): boolean {
+    return this.#overflowed;
+  }
+
+  /** Splits `chunk`; the bytes are copied out, so the caller may reuse its buffer. */
+  push(chunk: Uint8Array): LineBatch {
+    const lines: Uint8Array[] = [];
+    if (this.#overflowed) return { lines, overflow: true };
+    let start = 0;
+    while (start < chunk.length) {
+      const end = chunk.indexOf(NEWLINE, start);
+      if (end < 0) {
+        const rest = chunk.length - start;
+        if (this.#partialLength + rest > this.#maxLineBytes) return this.#overflow(lines);
+        this.#partial.push(chunk.slice(start));
+        this.#partialLength += rest;
+        break;
+      }
+      if (this.#partialLength + end - start > this.#maxLineBytes) return this.#overflow(lines);
+      lines.push(this.#take(chunk.subarray(start, end)));
+      start = end + 1;
+    }
+    return { lines };
+  }
+
+  /** Ends the input: returns the last line if it had no `\n`. */
+  end(): Uint8Array | null {
+    if (this.#overflowed || this.#partialLength === 0) return null;
+    return this.#take(new Uint8Array(0));
+  }
+
+  #overflow(lines: Uint8Array[]): LineBatch {
+    this.#overflowed = true;
+    this.#partial = [];
+    this.#partialLength = 0;
+    return { lines, overflow: true };
+  }
+
+  #take(tail: Uint8Array): Uint8Array {
+    if (this.#partialLength === 0) return tail.slice();
+    const line = new Uint8Array(this.#partialLength + tail.length);
+    let offset = 0;
+    for (const piece of this.#partial) {
+      line.set(piece, offset);
+      offset += piece.length;
+    }
+    line.set(tail, offset);
+    this.#partial = [];
+    this.#partialLength = 0;
+    return line;
+  }
+}
+
+/**
+ * A `TransformStream` from byte chunks to batches of lines. The chunks
+ * written to it may be views of a reused buffer: each is split before the
+ * write resolves.
+ */
+export class LineStream extends TransformStream<Uint8Array, LineBatch> {
+  constructor(maxLineBytes: number) {
+    const splitter = new LineSplitter(maxLineBytes);
+    super({
+      transform(chunk, controller) {
+        const batch = splitter.push(chunk);
+        if (batch.lines.length > 0 || batch.overflow) controller.enqueue(batch);
+        if (batch.overflow) controller.terminate();
+      },
+      flush(controller) {
+        const last = splitter.end();
+        if (last !== null) controller.enqueue({ lines: [last] });
+      },
+    });
+  }
+}
+
+/**
+ * Reads `conn` with one reused buffer until the peer half-closes, feeding
+ * a line stream; returns its readable side. `conn.readable` is avoided on
+ * purpose: it closes the whole socket on half-close and allocates per read.
+ */
+export function readLines(conn: Deno.Conn, maxLineBytes: number, bufferBytes = 16 * 1024): ReadableStream<LineBatch> {
+  const lineStream = new LineStream(maxLineBytes);
+  const writer = lineStream.writable.getWriter();
+  const buffer = new Uint8Array(bufferBytes);
+  (async () => {
+    try {
+      while (true) {
+        const n = await conn.read(buffer);
+        if (n === null) break;
+        await writer.write(buffer.subarray(0, n));
+      }
+      await writer.close();
+    } catch (error) {
+      await writer.abort(error).catch(() => {});
+    }
+  })();
+  return lineStream.readable;
+}

@@ -1,0 +1,320 @@
+/**
+ * One persistent outbound link to a neighbour's peer port. Records wait in
+ * a queue coalesced by client (so a slow or frozen neighbour costs at most
+ * one pending record per client), go out in batches, one write each, and
+ * are acknowledged by the neighbour. The link reconnects with exponential
+ * backoff and jitter when it drops.
+ */
+
+import { log } from "./logging.ts";
+import { LineSplitter } from "./line_stream.ts";
+import { formatHello, formatRecord, parsePeerMessage } from "./peer_wire.ts";
+import { type LocationRecord, splitFields } from "./protocol.ts";
+import { writeAll } from "./reply_queue.ts";
+
+/** Options for {@linkcode PeerLink}. */
+export interface PeerLinkOptions {
+  /** This server's name, sent in the handshake. */
+  self: string;
+  /** The neighbour's name. */
+  neighbour: string;
+  /** The neighbour's host. */
+  host: string;
+  /** The neighbour's peer port. */
+  peerPort: number;
+  /** First reconnect delay in milliseconds. */
+  reconnectMinMs: number;
+  /** Longest reconnect delay in milliseconds. */
+  reconnectMaxMs: number;
+  /** A neighbour that leaves a record unacknowledged this long is lagging: no one waits on it until it catches up. */
+  ackTimeoutMs: number;
+  /** Called each time the link comes up. */
+  onUp?: () => void;
+}
+
+interface _Waiter {
+  resolve: () => void;
+  deadline: number;
+  done: boolean;
+}
+
+interface _Entry {
+  record: LocationRecord;
+  waitMs: number;
+  waiters: _Waiter[];
+}
+
+interface _Sent {
+  sentAt: number;
+  waiters: _Waiter[];
+}
+
+const _encoder = new TextEncoder();
+const _decoder = new TextDecoder();
+const _SWEEP_MS = 5;
+
+/** An outbound link to one neighbour. */
+export class PeerLink {
+  readonly neighbour: string;
+  #options: PeerLinkOptions;
+  #conn: Deno.TcpConn | undefined;
+  #queue = new Map<string, _Entry>();
+  #sent = new Map<number, _Sent>();
+  #waiting: _Waiter[] = [];
+  #seq = 0;
+  #lagging = false;
+  #closed = false;
+  #wake: (() => void) | undefined;
+  #retry: { timer: ReturnType<typeof setTimeout>; resolve: () => void } | undefined;
+  #sweeper: ReturnType<typeof setInterval> | undefined;
+  #running: Promise<void> | undefined;
+
+  constructor(options: PeerLinkOptions) {
+    this.neighbour = options.neighbour;
+    this.#options = options;
+  }
+
+  /** Whether the link is connected. */
+  get up(): boolean {
+    return this.#conn !== undefined;
+  }
+
+  /** Whether the neighbour is connected but has stopped acknowledging in time. */
+  get lagging(): boolean {
+    return this.#lagging;
+  }
+
+  /** Starts connecting; the link keeps itself up until {@linkcode close}. */
+  start(): void {
+    this.#running ??= this.#run();
+  }
+
+  /** Retries at once if the link is waiting to reconnect (the neighbour just dialled us, so it is back). */
+  poke(): void {
+    if (this.#retry === undefined) return;
+    clearTimeout(this.#retry.timer);
+    this.#retry.resolve();
+  }
+
+  /**
+   * Queues `record` for the neighbour. Resolves when the neighbour has
+   * acknowledged it, after `waitMs`, or at once when the link is down or
+   * lagging (a down link skips the record; a lagging one still gets it).
+   */
+  send(record: LocationRecord, waitMs: number): Promise<void> {
+    if (this.#conn === undefined) return Promise.resolve();
+    const waits = waitMs > 0 && !this.#lagging;
+    let entry = this.#queue.get(record.clientId);
+    if (entry === undefined) {
+      entry = { record, waitMs, waiters: [] };
+      this.#queue.set(record.clientId, entry);
+    } else {
+      entry.record = record;
+      entry.waitMs = waitMs;
+    }
+    this.#wake?.();
+    if (!waits) return Promise.resolve();
+    return new Promise<void>((resolve) => {
+      const waiter = { resolve, deadline: performance.now() + waitMs, done: false };
+      entry.waiters.push(waiter);
+      this.#waiting.push(waiter);
+      this.#sweeper ??= setInterval(() => this.#sweep(), _SWEEP_MS);
+    });
+  }
+
+  /** Closes the link for good. */
+  async close(): Promise<void> {
+    this.#closed = true;
+    this.poke();
+    this.#wake?.();
+    try {
+      this.#conn?.close();
+    } catch { /* already closed */ }
+    await this.#running;
+  }
+
+  async #run(): Promise<void> {
+    const { host, peerPort, reconnectMinMs, reconnectMaxMs } = this.#options;
+    let delay = reconnectMinMs;
+    let announcedDown = false;
+    while (!this.#closed) {
+      let conn: Deno.TcpConn;
+      try {
+        conn = await Deno.connect({ hostname: host, port: peerPort });
+      } catch (error) {
+        if (!announcedDown) {
+          log.peer.warning("Link to {neighbour} at {host}:{port} is down: {error}; retrying with backoff", {
+            neighbour: this.neighbour,
+            host,
+            port: peerPort,
+            error: (error as Error).message,
+          });
+          announcedDown = true;
+        }
+        await this.#sleep(delay / 2 + Math.random() * delay / 2);
+        delay = Math.min(delay * 2, reconnectMaxMs);
+        continue;
+      }
+      if (this.#closed) {
+        conn.close();
+        break;
+      }
+      conn.setNoDelay(true);
+      delay = reconnectMinMs;
+      announcedDown = false;
+      await this.#session(conn);
+    }
+  }
+
+  async #session(conn: Deno.TcpConn): Promise<void> {
+    this.#conn = conn;
+    this.#lagging = false;
+    log.peer.info("Link to {neighbour} is up", { neighbour: this.neighbour });
+    const reading = this.#readAcks(conn);
+    try {
+      await writeAll(conn, _encoder.encode(formatHello(this.#options.self)));
+      this.#options.onUp?.();
+      await this.#writeLoop(conn);
+    } catch (error) {
+      if (!this.#closed) {
+        log.peer.warning("Link to {neighbour} failed while writing: {error}", {
+          neighbour: this.neighbour,
+          error: (error as Error).message,
+        });
+      }
+    }
+    try {
+      conn.close();
+    } catch { /* already closed by the reader */ }
+    await reading;
+    this.#conn = undefined;
+    this.#dropAll();
+    log.peer.info("Link to {neighbour} is down", { neighbour: this.neighbour });
+  }
+
+  async #writeLoop(conn: Deno.TcpConn): Promise<void> {
+    while (!this.#closed && this.#conn === conn) {
+      if (this.#queue.size === 0) {
+        await new Promise<void>((resolve) => this.#wake = resolve);
+        this.#wake = undefined;
+        continue;
+      }
+      const batch = [...this.#queue.values()];
+      this.#queue.clear();
+      const now = performance.now();
+      let text = "";
+      for (const entry of batch) {
+        const seq = ++this.#seq;
+        this.#sent.set(seq, { sentAt: now, waiters: entry.waiters });
+        text += formatRecord(entry.record, seq, entry.waitMs);
+        log.peer.debug("Sent to {neighbour}: {line}", { neighbour: this.neighbour, line: entry.record.line });
+      }
+      this.#sweeper ??= setInterval(() => this.#sweep(), _SWEEP_MS);
+      await writeAll(conn, _encoder.encode(text));
+    }
+  }
+
+  async #readAcks(conn: Deno.TcpConn): Promise<void> {
+    const splitter = new LineSplitter(1024);
+    const buffer = new Uint8Array(4096);
+    try {
+      while (true) {
+        const n = await conn.read(buffer);
+        if (n === null) break;
+        const batch = splitter.push(buffer.subarray(0, n));
+        for (const line of batch.lines) {
+          const message = parsePeerMessage(splitFields(_decoder.decode(line)));
+          if (message.kind === "ACK") this.#acknowledged(message.seq);
+          else {log.peer.warning("Unexpected line from {neighbour}: {line}", {
+              neighbour: this.neighbour,
+              line: _decoder.decode(line),
+            });}
+        }
+        if (batch.overflow) break;
+      }
+    } catch { /* the writer side reports the failure */ }
+    if (this.#conn === conn) {
+      try {
+        conn.close();
+      } catch { /* already closed */ }
+      this.#wake?.();
+      if (this.#conn === conn) this.#conn = undefined;
+    }
+  }
+
+  #acknowledged(seq: number): void {
+    const sent = this.#sent.get(seq);
+    if (sent === undefined) return;
+    this.#sent.delete(seq);
+    if (this.#lagging && performance.now() - sent.sentAt < this.#options.ackTimeoutMs) {
+      this.#lagging = false;
+      log.peer.info("Link to {neighbour} caught up", { neighbour: this.neighbour });
+    }
+    for (const waiter of sent.waiters) _release(waiter);
+  }
+
+  #sweep(): void {
+    const now = performance.now();
+    let expired = false;
+    this.#waiting = this.#waiting.filter((waiter) => {
+      if (waiter.done) return false;
+      if (waiter.deadline > now) return true;
+      _release(waiter);
+      expired = true;
+      return false;
+    });
+    if (expired && !this.#lagging && this.#conn !== undefined) {
+      this.#lagging = true;
+      log.peer.warning(
+        "Link to {neighbour} is lagging: a record went unacknowledged; not waiting on it until it catches up",
+        {
+          neighbour: this.neighbour,
+        },
+      );
+    }
+    // Sent records are kept only long enough to notice the neighbour catching up.
+    const cutoff = now - this.#options.ackTimeoutMs;
+    for (const [seq, sent] of this.#sent) {
+      if (sent.sentAt >= cutoff) break;
+      this.#sent.delete(seq);
+    }
+    if (this.#waiting.length === 0 && this.#sent.size === 0) {
+      clearInterval(this.#sweeper);
+      this.#sweeper = undefined;
+    }
+  }
+
+  #dropAll(): void {
+    for (const entry of this.#queue.values()) entry.waiters.forEach(_release);
+    for (const sent of this.#sent.values()) sent.waiters.forEach(_release);
+    this.#waiting.forEach(_release);
+    this.#queue.clear();
+    this.#sent.clear();
+    this.#waiting = [];
+    this.#lagging = false;
+    clearInterval(this.#sweeper);
+    this.#sweeper = undefined;
+  }
+
+  #sleep(ms: number): Promise<void> {
+    if (this.#closed) return Promise.resolve();
+    return new Promise<void>((resolve) => {
+      this.#retry = {
+        timer: setTimeout(() => {
+          this.#retry = undefined;
+          resolve();
+        }, ms),
+        resolve: () => {
+          this.#retry = undefined;
+          resolve();
+        },
+      };
+    });
+  }
+}
+
+function _release(waiter: _Waiter): void {
+  if (waiter.done) return;
+  waiter.done = true;
+  waiter.resolve();
+}

@@ -1,0 +1,56 @@
+/**
+ * Messages on a peer link, one per line. The dialer sends `HELLO <name>`
+ * first, then records: the six-field AT line followed by two fields of
+ * ours, a sequence number and how long the sender will wait for the
+ * acknowledgement in milliseconds. The acceptor answers each record with
+ * `ACK <seq>` once it has stored it and passed it on (or found it old).
+ */
+
+import { type LocationRecord, parseRecordFields } from "./protocol.ts";
+
+/** A message received on a peer link. */
+export type PeerMessage =
+  | { kind: "HELLO"; name: string }
+  | { kind: "RECORD"; record: LocationRecord; seq: number | undefined; waitMs: number }
+  | { kind: "ACK"; seq: number }
+  | { kind: "invalid" };
+
+const _COUNT = /^[0-9]{1,15}$/;
+
+/** The first line a dialer sends. */
+export function formatHello(name: string): string {
+  return `HELLO ${name}\n`;
+}
+
+/** A record with its sequence number and acknowledgement wait. */
+export function formatRecord(record: LocationRecord, seq: number, waitMs: number): string {
+  return `${record.line} ${seq} ${waitMs}\n`;
+}
+
+/** An acknowledgement. */
+export function formatAck(seq: number): string {
+  return `ACK ${seq}\n`;
+}
+
+/** Parses the fields of one peer line. */
+export function parsePeerMessage(fields: readonly string[]): PeerMessage {
+  switch (fields[0]) {
+    case "HELLO":
+      return fields.length === 2 ? { kind: "HELLO", name: fields[1] } : { kind: "invalid" };
+    case "ACK":
+      return fields.length === 2 && _COUNT.test(fields[1])
+        ? { kind: "ACK", seq: Number(fields[1]) }
+        : { kind: "invalid" };
+    case "AT": {
+      const record = parseRecordFields(fields);
+      if (record === null) return { kind: "invalid" };
+      if (fields.length === 6) return { kind: "RECORD", record, seq: undefined, waitMs: 0 };
+      if (fields.length === 8 && _COUNT.test(fields[6]) && _COUNT.test(fields[7])) {
+        return { kind: "RECORD", record, seq: Number(fields[6]), waitMs: Number(fields[7]) };
+      }
+      return { kind: "invalid" };
+    }
+    default:
+      return { kind: "invalid" };
+  }
+}

@@ -1,0 +1,37 @@
+/**
+ * The exact Deno permission flags one server needs, computed from the
+ * config: its own listen addresses, its neighbours' peer addresses, the
+ * Places host, reading the config, writing the log directory and the key
+ * variable. `serve`, `herd`, `compile` and the tests all use these.
+ */
+
+import { type HerdConfig, neighboursOf, PLACES_KEY_VARIABLE, serverNamed } from "./config.ts";
+
+/** `host:port` of a URL, with the scheme's default port made explicit. */
+export function urlAddress(url: string): string {
+  const parsed = new URL(url);
+  const port = parsed.port || (parsed.protocol === "https:" ? "443" : "80");
+  return `${parsed.hostname}:${port}`;
+}
+
+/** The network addresses server `name` listens on or connects to. */
+export function serverNetAddresses(config: HerdConfig, name: string): string[] {
+  const self = serverNamed(config, name);
+  const addresses = [`${self.host}:${self.port}`, `${self.host}:${self.peerPort}`];
+  for (const neighbour of neighboursOf(config, name)) {
+    const peer = serverNamed(config, neighbour);
+    addresses.push(`${peer.host}:${peer.peerPort}`);
+  }
+  addresses.push(urlAddress(config.places.url));
+  return [...new Set(addresses)];
+}
+
+/** The permission flags for running server `name` of `config`, and nothing more. */
+export function serverPermissionFlags(config: HerdConfig, name: string): string[] {
+  return [
+    `--allow-net=${serverNetAddresses(config, name).join(",")}`,
+    `--allow-read=${config.path}`,
+    `--allow-write=${config.logDir}`,
+    `--allow-env=${PLACES_KEY_VARIABLE}`,
+  ];
+}

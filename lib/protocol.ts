@@ -1,0 +1,155 @@
+/**
+ * The herd protocol as pure functions: parsing client commands and peer
+ * records, formatting AT lines, and the total order on records. No I/O.
+ */
+
+import { compareDecimal, formatTimeDifference, isZeroDecimal, UNSIGNED_DECIMAL } from "./decimal.ts";
+
+/** Field separators: ASCII space, tab, LF, VT, FF and CR only; Unicode spaces are ordinary characters. */
+const FIELD_SEPARATOR = /[ \t\n\v\f\r]+/;
+const EDGE_WHITESPACE = /^[ \t\n\v\f\r]+|[ \t\n\v\f\r]+$/g;
+const ISO_6709 = /^([+-])([0-9]+(?:\.[0-9]+)?)([+-])([0-9]+(?:\.[0-9]+)?)$/;
+const SIGNED_DECIMAL = /^[+-][0-9]+(?:\.[0-9]+)?$/;
+const INTEGER = /^[0-9]+$/;
+
+/** A client's location as the decimal strings it sent, sign included. */
+export interface Location {
+  /** Latitude, e.g. `+34.068930`. */
+  latitude: string;
+  /** Longitude, e.g. `-118.445127`. */
+  longitude: string;
+}
+
+/** A location record: the AT line a server stores for a client, with the parts needed to order and use it. */
+export interface LocationRecord {
+  /** The whole AT line, six fields separated by single spaces. */
+  line: string;
+  /** The client ID. */
+  clientId: string;
+  /** The client's send time, an unsigned decimal. */
+  clientTime: string;
+  /** The location field as sent, e.g. `+34.068930-118.445127`. */
+  location: string;
+}
+
+/** A parsed IAMAT command. */
+export interface IamatCommand {
+  kind: "IAMAT";
+  clientId: string;
+  location: string;
+  clientTime: string;
+}
+
+/** A parsed WHATSAT command. */
+export interface WhatsatCommand {
+  kind: "WHATSAT";
+  clientId: string;
+  /** Radius in km, an unsigned decimal in (0, 50]. */
+  radiusKm: string;
+  /** Upper bound on results, 0 to 20. */
+  bound: number;
+}
+
+/** What a client line is. `empty` lines are ignored; `invalid` ones get `? `. */
+export type Command = IamatCommand | WhatsatCommand | { kind: "empty" } | { kind: "invalid" };
+
+/** Splits a line into fields on ASCII whitespace. */
+export function splitFields(line: string): string[] {
+  const trimmed = line.replace(EDGE_WHITESPACE, "");
+  return trimmed === "" ? [] : trimmed.split(FIELD_SEPARATOR);
+}
+
+function _inRange(degrees: string, limit: number): boolean {
+  const point = degrees.indexOf(".");
+  const whole = Number(point < 0 ? degrees : degrees.slice(0, point));
+  if (whole < limit) return true;
+  return whole === limit && isZeroDecimal(point < 0 ? "0" : "0" + degrees.slice(point));
+}
+
+/** Parses an ISO 6709 location like `+34.068930-118.445127`; null when malformed or out of range. */
+export function parseLocation(text: string): Location | null {
+  const match = ISO_6709.exec(text);
+  if (match === null) return null;
+  if (!_inRange(match[2], 90) || !_inRange(match[4], 180)) return null;
+  return { latitude: match[1] + match[2], longitude: match[3] + match[4] };
+}
+
+/** Whether a client time is valid POSIX seconds: digits with an optional fraction, no sign or exponent. */
+export function isClientTime(text: string): boolean {
+  return UNSIGNED_DECIMAL.test(text);
+}
+
+/** Whether a WHATSAT radius is a decimal in (0, 50] km. */
+export function isRadius(text: string): boolean {
+  return UNSIGNED_DECIMAL.test(text) && !isZeroDecimal(text) && compareDecimal(text, "50") <= 0;
+}
+
+/** Parses one client line (without its newline) into a command. */
+export function parseCommand(line: string): Command {
+  const fields = splitFields(line);
+  if (fields.length === 0) return { kind: "empty" };
+  if (fields.length !== 4) return { kind: "invalid" };
+  const [verb, clientId, a, b] = fields;
+  if (verb === "IAMAT") {
+    if (parseLocation(a) === null || !isClientTime(b)) return { kind: "invalid" };
+    return { kind: "IAMAT", clientId, location: a, clientTime: b };
+  }
+  if (verb === "WHATSAT") {
+    if (!isRadius(a) || !INTEGER.test(b)) return { kind: "invalid" };
+    const bound = Number(b);
+    if (bound > 20) return { kind: "invalid" };
+    return { kind: "WHATSAT", clientId, radiusKm: a, bound };
+  }
+  return { kind: "invalid" };
+}
+
+/** Builds the record a server stores and replies with for an IAMAT that arrived at `serverNs`. */
+export function recordFromIamat(server: string, command: IamatCommand, serverNs: bigint): LocationRecord {
+  const difference = formatTimeDifference(serverNs, command.clientTime);
+  return {
+    line: `AT ${server} ${difference} ${command.clientId} ${command.location} ${command.clientTime}`,
+    clientId: command.clientId,
+    clientTime: command.clientTime,
+    location: command.location,
+  };
+}
+
+/**
+ * Parses an AT record from its fields (as received from a peer): `AT`,
+ * server, time difference, client, location, client time. Fields after the
+ * sixth are ours (see peer_wire.ts) and are not part of the record.
+ */
+export function parseRecordFields(fields: readonly string[]): LocationRecord | null {
+  if (fields.length < 6 || fields[0] !== "AT") return null;
+  const [, server, difference, clientId, location, clientTime] = fields;
+  if (server === "" || !SIGNED_DECIMAL.test(difference)) return null;
+  if (parseLocation(location) === null || !isClientTime(clientTime)) return null;
+  return {
+    line: `AT ${server} ${difference} ${clientId} ${location} ${clientTime}`,
+    clientId,
+    clientTime,
+    location,
+  };
+}
+
+const _encoder = new TextEncoder();
+
+function _compareBytes(a: string, b: string): number {
+  const x = _encoder.encode(a);
+  const y = _encoder.encode(b);
+  const n = Math.min(x.length, y.length);
+  for (let i = 0; i < n; i++) {
+    if (x[i] !== y[i]) return x[i] - y[i];
+  }
+  return x.length - y.length;
+}
+
+/**
+ * The total order on records of one client: by client time (exact
+ * decimal), then by the AT line compared as UTF-8 bytes.
+ */
+export function compareRecords(a: LocationRecord, b: LocationRecord): number {
+  const byTime = compareDecimal(a.clientTime, b.clientTime);
+  if (byTime !== 0) return byTime;
+  return a.line === b.line ? 0 : _compareBytes(a.line, b.line);
+}

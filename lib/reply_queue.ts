@@ -1,0 +1,109 @@
+/**
+ * Replies to one connection, in command order, in as few writes as
+ * possible. A reply may be ready at once or later (a WHATSAT waiting on
+ * Places, an IAMAT waiting on its flood); replies that are ready behind the
+ * head wait for it, then go out together in one write.
+ */
+
+/** A reply: text, or raw bytes (an echo of a line that was not UTF-8). */
+export type Reply = string | Uint8Array;
+
+interface _Slot {
+  value: Reply | undefined;
+  pending: Promise<void> | undefined;
+}
+
+const _encoder = new TextEncoder();
+
+/** Writes all of `bytes`, looping over partial writes. */
+export async function writeAll(conn: Deno.Conn, bytes: Uint8Array): Promise<void> {
+  let offset = 0;
+  while (offset < bytes.length) {
+    offset += await conn.write(offset === 0 ? bytes : bytes.subarray(offset));
+  }
+}
+
+/** Encodes replies into one buffer. */
+export function encodeReplies(replies: readonly Reply[]): Uint8Array {
+  if (replies.every((reply) => typeof reply === "string")) return _encoder.encode(replies.join(""));
+  const parts = replies.map((reply) => typeof reply === "string" ? _encoder.encode(reply) : reply);
+  const out = new Uint8Array(parts.reduce((sum, part) => sum + part.length, 0));
+  let offset = 0;
+  for (const part of parts) {
+    out.set(part, offset);
+    offset += part.length;
+  }
+  return out;
+}
+
+/** Ordered reply writer for one connection. */
+export class ReplyQueue {
+  #conn: Deno.Conn;
+  #slots: _Slot[] = [];
+  #head = 0;
+  #flushing: Promise<void> | undefined;
+  #failed: unknown;
+  #onSent: (replies: Reply[]) => void;
+
+  /** `onSent` sees each batch of replies after it is written (for logging). */
+  constructor(conn: Deno.Conn, onSent: (replies: Reply[]) => void = () => {}) {
+    this.#conn = conn;
+    this.#onSent = onSent;
+  }
+
+  /** Replies queued and not yet written. */
+  get size(): number {
+    return this.#slots.length - this.#head;
+  }
+
+  /** Queues a reply (or one still being computed) behind the others. */
+  push(reply: Reply | Promise<Reply>): void {
+    if (typeof reply === "string" || reply instanceof Uint8Array) {
+      this.#slots.push({ value: reply, pending: undefined });
+      return;
+    }
+    const slot: _Slot = { value: undefined, pending: undefined };
+    slot.pending = reply.then((value) => {
+      slot.value = value;
+    }, () => {
+      // Handlers answer every command and never reject; if one did, the client must not hang on it.
+      slot.value = "";
+    });
+    this.#slots.push(slot);
+  }
+
+  /** Writes everything queued so far (and anything queued meanwhile); rejects if the connection fails. */
+  flush(): Promise<void> {
+    if (this.#failed !== undefined) return Promise.reject(this.#failed);
+    this.#flushing ??= this.#drain().finally(() => {
+      this.#flushing = undefined;
+    });
+    return this.#flushing;
+  }
+
+  async #drain(): Promise<void> {
+    try {
+      while (this.#head < this.#slots.length) {
+        const first = this.#slots[this.#head];
+        if (first.value === undefined) await first.pending;
+        const batch: Reply[] = [];
+        while (this.#head < this.#slots.length && this.#slots[this.#head].value !== undefined) {
+          batch.push(this.#slots[this.#head].value!);
+          this.#head++;
+        }
+        if (this.#head === this.#slots.length) {
+          this.#slots = [];
+          this.#head = 0;
+        } else if (this.#head > 1024) {
+          this.#slots = this.#slots.slice(this.#head);
+          this.#head = 0;
+        }
+        await writeAll(this.#conn, encodeReplies(batch));
+        this.#onSent(batch);
+      }
+    } catch (error) {
+      this.#failed = error;
+      throw error;
+    }
+  }
+}

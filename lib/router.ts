@@ -1,0 +1,98 @@
+/**
+ * The command router: one client line in, one reply out (now, or once its
+ * flood or Places search completes). Empty lines get no reply.
+ */
+
+import { formatGoogleJson, formatWhatsatReply } from "./google_json.ts";
+import { timesThousand } from "./decimal.ts";
+import { log } from "./logging.ts";
+import { boundResults, type PlacesProvider } from "./places.ts";
+import { type LocationRecord, parseCommand, parseLocation, recordFromIamat } from "./protocol.ts";
+import type { Reply } from "./reply_queue.ts";
+import type { LocationStore } from "./store.ts";
+
+/** What the router needs from the server. */
+export interface RouterContext {
+  /** This server's name. */
+  name: string;
+  store: LocationStore;
+  places: PlacesProvider;
+  /** Floods a record this server just stored; resolves once the live neighbours have it. */
+  flood(record: LocationRecord): Promise<void>;
+}
+
+const _decoder = new TextDecoder("utf-8", { fatal: true });
+const _encoder = new TextEncoder();
+const _QUESTION = _encoder.encode("? ");
+
+/** The `? ` reply for a line, as bytes when the line was not UTF-8. */
+function _invalid(line: string | Uint8Array): Reply {
+  if (typeof line === "string") return `? ${line}\n`;
+  const out = new Uint8Array(line.length + 3);
+  out.set(_QUESTION, 0);
+  out.set(line, 2);
+  out[line.length + 2] = 10;
+  return out;
+}
+
+/** Decodes a line as UTF-8, or returns null when it is not. */
+export function decodeLine(bytes: Uint8Array): string | null {
+  try {
+    return _decoder.decode(bytes);
+  } catch {
+    return null;
+  }
+}
+
+/** Routes one line (without `\n`) that arrived at `arrivedNs`; returns its reply, or null for an ignored empty line. */
+export function route(
+  context: RouterContext,
+  bytes: Uint8Array,
+  arrivedNs: bigint,
+): Reply | Promise<Reply> | null {
+  const line = decodeLine(bytes);
+  if (line === null) return _invalid(bytes);
+  const command = parseCommand(line);
+  switch (command.kind) {
+    case "empty":
+      return null;
+    case "invalid":
+      return _invalid(line);
+    case "IAMAT": {
+      const record = recordFromIamat(context.name, command, arrivedNs);
+      const reply = record.line + "\n";
+      if (!context.store.offer(record)) {
+        log.client.debug("IAMAT for {client} is not newer than the stored record; not flooded", {
+          client: command.clientId,
+        });
+        return reply;
+      }
+      return context.flood(record).then(() => reply);
+    }
+    case "WHATSAT": {
+      const record = context.store.get(command.clientId);
+      if (record === undefined) return _invalid(line);
+      return _whatsat(context, record, command.radiusKm, command.bound);
+    }
+  }
+}
+
+async function _whatsat(
+  context: RouterContext,
+  record: LocationRecord,
+  radiusKm: string,
+  bound: number,
+): Promise<Reply> {
+  const location = parseLocation(record.location)!;
+  const radiusMetres = timesThousand(radiusKm);
+  const started = performance.now();
+  const answer = await context.places.search({ ...location, radiusMetres });
+  log.places.info("Places {provider} around {location} radius {radius} m: {status} in {ms} ms", {
+    provider: context.places.name,
+    location: record.location,
+    radius: radiusMetres,
+    status: answer.status,
+    ms: Math.round(performance.now() - started),
+  });
+  return formatWhatsatReply(record.line, formatGoogleJson(boundResults(answer, bound)));
+}

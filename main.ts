@@ -1,0 +1,111 @@
+/**
+ * herd: a Deno application server herd.
+ *
+ *   main.ts run NAME      run server NAME in this process
+ *   main.ts serve NAME    run server NAME in a child with exactly its permissions
+ *   main.ts herd          run every server of the config, output prefixed by name
+ *   main.ts compile       build dist/NAME for every server, permissions baked in
+ *   main.ts flags NAME    print the permission flags server NAME runs with
+ *
+ * Options: --config PATH (default herd.config.json).
+ */
+
+import { parseArgs } from "node:util";
+import { configWarnings, type HerdConfig, loadConfig, PLACES_KEY_VARIABLE } from "./lib/config.ts";
+import { HerdServer } from "./lib/herd_server.ts";
+import { compileAll, serveAll, serveOne } from "./lib/launcher.ts";
+import { log, setupLogging, shutdownLogging } from "./lib/logging.ts";
+import { serverPermissionFlags } from "./lib/permissions.ts";
+import { GoogleLegacyPlaces } from "./lib/places.ts";
+
+const USAGE = `Usage: main.ts <run|serve|herd|compile|flags> [NAME] [--config PATH]
+  run NAME      run server NAME in this process
+  serve NAME    run server NAME with exactly the permissions it needs
+  herd          run every server of the config
+  compile       build dist/NAME for each server (or only the NAMEs given)
+  flags NAME    print the permission flags of server NAME`;
+
+function fail(message: string, code = 2): never {
+  console.error(message);
+  Deno.exit(code);
+}
+
+function requireName(config: HerdConfig, name: string | undefined): string {
+  const known = [...config.servers.keys()].join(", ");
+  if (name === undefined) fail(`Missing server name: expected one of ${known}`);
+  if (!config.servers.has(name)) fail(`Unknown server "${name}": expected one of ${known}`);
+  return name;
+}
+
+async function runServer(config: HerdConfig, name: string): Promise<void> {
+  await setupLogging({ logDir: config.logDir, name });
+  log.server.info("{name} starting with config {path}", { name, path: config.path });
+  for (const warning of configWarnings(config)) log.server.warning(warning);
+  const key = Deno.env.get(PLACES_KEY_VARIABLE);
+  if (!key) log.server.warning(`${PLACES_KEY_VARIABLE} is not set: WHATSAT will answer REQUEST_DENIED`);
+  const server = new HerdServer({
+    config,
+    name,
+    places: new GoogleLegacyPlaces({ url: config.places.url, key, timeoutMs: config.places.timeoutMs }),
+  });
+  try {
+    server.start();
+  } catch (error) {
+    log.server.error("{name} cannot start: {error}", { name, error: (error as Error).message });
+    await shutdownLogging();
+    Deno.exit(1);
+  }
+  const stop = async (signal: string) => {
+    log.server.info("{name} received {signal}", { name, signal });
+    await server.shutdown();
+    await shutdownLogging();
+    Deno.exit(0);
+  };
+  Deno.addSignalListener("SIGINT", () => stop("SIGINT"));
+  Deno.addSignalListener("SIGTERM", () => stop("SIGTERM"));
+}
+
+async function main(args: string[]): Promise<void> {
+  let parsed;
+  try {
+    parsed = parseArgs({
+      args,
+      allowPositionals: true,
+      options: { config: { type: "string", default: "herd.config.json" }, help: { type: "boolean", short: "h" } },
+    });
+  } catch (error) {
+    fail(`${(error as Error).message}\n${USAGE}`);
+  }
+  const [command, ...names] = parsed.positionals;
+  if (parsed.values.help || command === undefined) fail(USAGE, parsed.values.help ? 0 : 2);
+  let config: HerdConfig;
+  try {
+    config = await loadConfig(parsed.values.config);
+  } catch (error) {
+    fail((error as Error).message, 1);
+  }
+  switch (command) {
+    case "run":
+      return await runServer(config, requireName(config, names[0]));
+    case "serve":
+      return Deno.exit(await serveOne(config, requireName(config, names[0])));
+    case "herd":
+      for (const warning of configWarnings(config)) console.error(`Warning: ${warning}`);
+      return Deno.exit(await serveAll(config));
+    case "compile":
+      return Deno.exit(
+        await compileAll(
+          config,
+          "dist",
+          names.length === 0 ? [...config.servers.keys()] : names.map((n) => requireName(config, n)),
+        ),
+      );
+    case "flags":
+      console.log(serverPermissionFlags(config, requireName(config, names[0])).join(" "));
+      return;
+    default:
+      fail(`Unknown command "${command}"\n${USAGE}`);
+  }
+}
+
+if (import.meta.main) await main(Deno.args);
