@@ -41,17 +41,24 @@ export interface LoggingOptions {
 export async function setupLogging(options: LoggingOptions): Promise<string> {
   await Deno.mkdir(options.logDir, { recursive: true });
   const path = `${options.logDir}/${options.name}.log`;
-  const consoleFormatter = getTextFormatter({ timestamp: "time", category: "." });
+  // The console is read by people: values unquoted. The file keeps them quoted, so a line's exact text survives.
+  const consoleFormatter = getTextFormatter({
+    timestamp: "time",
+    category: ".",
+    value: (value, inspect) => typeof value === "string" ? value : inspect(value),
+  });
   await configure({
     sinks: {
       file: getFileSink(path, { nonBlocking: true, bufferSize: 64 * 1024, flushInterval: 100 }),
-      console: withFilter(getConsoleSink({ formatter: consoleFormatter }), "info"),
+      console: getConsoleSink({ formatter: consoleFormatter }),
+      consoleWarnings: withFilter(getConsoleSink({ formatter: consoleFormatter }), "warning"),
     },
     loggers: [
       { category: ["herd"], sinks: ["file"], lowestLevel: "debug" },
-      { category: ["herd", "server"], sinks: ["console"], lowestLevel: "debug" },
-      { category: ["herd", "peer"], sinks: ["console"], lowestLevel: "warning" },
-      { category: ["logtape", "meta"], sinks: ["console"], lowestLevel: "warning" },
+      { category: ["herd", "server"], sinks: ["console"] },
+      { category: ["herd", "peer"], sinks: ["consoleWarnings"] },
+      { category: ["herd", "places"], sinks: ["consoleWarnings"] },
+      { category: ["logtape", "meta"], sinks: ["consoleWarnings"], lowestLevel: "warning" },
     ],
   });
   return path;

@@ -1,0 +1,268 @@
+import assert from "node:assert/strict";
+import { configWarnings, type HerdConfig, neighboursOf, parseConfig, serverNamed } from "../lib/config.ts";
+
+const FAKE_PATH = "/tmp/x/herd.config.json";
+const DEFAULT_PATH = new URL("../herd.config.json", import.meta.url).pathname;
+const DEFAULT_DIR = DEFAULT_PATH.slice(0, DEFAULT_PATH.lastIndexOf("/"));
+
+// deno-lint-ignore no-explicit-any
+type Raw = Record<string, any>;
+
+/** A small valid herd: A — B — C, each with its own client and peer port. */
+function sample(): Raw {
+  return {
+    servers: {
+      A: { host: "127.0.0.1", port: 13000, peerPort: 13100 },
+      B: { host: "127.0.0.1", port: 13001, peerPort: 13101 },
+      C: { host: "127.0.0.1", port: 13002, peerPort: 13102 },
+    },
+    links: [["A", "B"], ["B", "C"]],
+    places: { url: "https://maps.googleapis.com/maps/api/place/nearbysearch/json" },
+    logDir: "logs",
+  };
+}
+
+function parse(raw: Raw): HerdConfig {
+  return parseConfig(JSON.stringify(raw), FAKE_PATH);
+}
+
+function assertRefused(raw: Raw | string, pattern: RegExp): void {
+  const text = typeof raw === "string" ? raw : JSON.stringify(raw);
+  assert.throws(() => parseConfig(text, FAKE_PATH), (error: unknown) => {
+    assert.ok(error instanceof SyntaxError, `expected a SyntaxError, got ${error}`);
+    assert.match(error.message, pattern);
+    assert.ok(error.message.includes(FAKE_PATH), `message should name the file: ${error.message}`);
+    return true;
+  });
+}
+
+async function loadDefault(): Promise<HerdConfig> {
+  return parseConfig(await Deno.readTextFile(DEFAULT_PATH), DEFAULT_PATH);
+}
+
+Deno.test("parseConfig() reads the default herd file", async () => {
+  const config = await loadDefault();
+  assert.deepEqual([...config.servers.keys()], ["Hill", "Jaquez", "Smith", "Campbell", "Singleton"]);
+  assert.equal(config.links.length, 6);
+  assert.deepEqual(config.servers.get("Hill"), { host: "127.0.0.1", port: 12000, peerPort: 12100 });
+  assert.equal(config.logDir, `${DEFAULT_DIR}/logs`);
+  assert.ok(config.logDir.startsWith("/"));
+  assert.equal(config.path, DEFAULT_PATH);
+  assert.deepEqual(configWarnings(config), []);
+});
+
+Deno.test("parseConfig() fills in defaults for optional settings", () => {
+  const config = parse(sample());
+  assert.equal(config.maxLineBytes, 8192);
+  assert.equal(config.places.timeoutMs, 5000);
+  assert.equal(config.places.url, "https://maps.googleapis.com/maps/api/place/nearbysearch/json");
+  assert.ok(config.shutdownGraceMs > 0);
+  assert.ok(config.peers.reconnectMinMs > 0);
+  assert.ok(config.peers.reconnectMaxMs >= config.peers.reconnectMinMs);
+  assert.ok(config.peers.ackTimeoutMs > 0);
+});
+
+Deno.test("parseConfig() resolves logDir against the config's folder", () => {
+  assert.equal(parse(sample()).logDir, "/tmp/x/logs");
+  assert.equal(parse({ ...sample(), logDir: "./a/b" }).logDir, "/tmp/x/a/b");
+  assert.equal(parse({ ...sample(), logDir: "../logs" }).logDir, "/tmp/logs");
+  assert.equal(parse({ ...sample(), logDir: "/var/log/herd" }).logDir, "/var/log/herd");
+});
+
+Deno.test("parseConfig() keeps links as given", () => {
+  assert.deepEqual(parse(sample()).links, [["A", "B"], ["B", "C"]]);
+});
+
+Deno.test("parseConfig() allows the same port on different hosts", () => {
+  const raw = sample();
+  raw.servers.B.host = "127.0.0.2";
+  raw.servers.B.port = 13000;
+  assert.equal(parse(raw).servers.get("B")?.port, 13000);
+});
+
+Deno.test("parseConfig() refuses text that is not JSON", () => {
+  assertRefused("{ servers: ", /not JSON/);
+  assertRefused("", /not JSON/);
+});
+
+Deno.test("parseConfig() refuses a top level that is not an object", () => {
+  assertRefused("[]", /top level must be an object/);
+  assertRefused("null", /top level must be an object/);
+});
+
+Deno.test("parseConfig() refuses a link to an unknown server and lists the valid names", () => {
+  const raw = sample();
+  raw.links.push(["A", "Hil"]);
+  assertRefused(raw, /links\[2\] names unknown server "Hil": expected one of A, B, C/);
+});
+
+Deno.test("parseConfig() refuses two servers on the same address", () => {
+  const raw = sample();
+  raw.servers.B.port = 13000;
+  assertRefused(raw, /duplicate address 127\.0\.0\.1:13000/);
+});
+
+Deno.test("parseConfig() refuses a client port equal to another server's peer port", () => {
+  const raw = sample();
+  raw.servers.C.port = 13100;
+  assertRefused(raw, /duplicate address 127\.0\.0\.1:13100/);
+});
+
+Deno.test("parseConfig() refuses a peer port equal to another server's client port", () => {
+  const raw = sample();
+  raw.servers.C.peerPort = 13001;
+  assertRefused(raw, /duplicate address 127\.0\.0\.1:13001/);
+});
+
+Deno.test("parseConfig() refuses a server whose client and peer ports are equal", () => {
+  const raw = sample();
+  raw.servers.A.peerPort = 13000;
+  assertRefused(raw, /duplicate address 127\.0\.0\.1:13000/);
+});
+
+Deno.test("parseConfig() refuses a server linked to itself", () => {
+  const raw = sample();
+  raw.links.push(["B", "B"]);
+  assertRefused(raw, /links\[2\] links "B" to itself/);
+});
+
+Deno.test("parseConfig() refuses a repeated link, in either direction", () => {
+  const same = sample();
+  same.links.push(["A", "B"]);
+  assertRefused(same, /links\[2\] repeats the link A-B/);
+  const reversed = sample();
+  reversed.links.push(["B", "A"]);
+  assertRefused(reversed, /links\[2\] repeats the link B-A/);
+});
+
+Deno.test("parseConfig() refuses a link that is not a pair of names", () => {
+  for (const link of [["A"], ["A", "B", "C"], ["A", 1], "A-B", null]) {
+    const raw = sample();
+    raw.links = [link];
+    assertRefused(raw, /links\[0\] must be a pair of server names/);
+  }
+});
+
+Deno.test("parseConfig() refuses a config without servers", () => {
+  const raw = sample();
+  delete raw.servers;
+  assertRefused(raw, /missing field servers/);
+});
+
+Deno.test("parseConfig() refuses an empty set of servers", () => {
+  assertRefused({ ...sample(), servers: {}, links: [] }, /at least one server/);
+});
+
+Deno.test("parseConfig() refuses a config without links", () => {
+  const raw = sample();
+  delete raw.links;
+  assertRefused(raw, /missing field links/);
+});
+
+Deno.test("parseConfig() refuses links that are not an array", () => {
+  assertRefused({ ...sample(), links: { A: "B" } }, /links must be an array/);
+});
+
+Deno.test("parseConfig() refuses a config without places", () => {
+  const raw = sample();
+  delete raw.places;
+  assertRefused(raw, /missing field places/);
+});
+
+Deno.test("parseConfig() refuses places without a url", () => {
+  assertRefused({ ...sample(), places: {} }, /missing field places\.url/);
+});
+
+Deno.test("parseConfig() refuses a places url that is not http or https", () => {
+  assertRefused({ ...sample(), places: { url: "not a url" } }, /places\.url is not a URL/);
+  assertRefused({ ...sample(), places: { url: "ftp://example.com/x" } }, /places\.url must be http or https/);
+});
+
+Deno.test("parseConfig() refuses a config without logDir", () => {
+  const raw = sample();
+  delete raw.logDir;
+  assertRefused(raw, /missing field logDir/);
+});
+
+Deno.test("parseConfig() refuses a server without host, port or peerPort", () => {
+  for (const field of ["host", "port", "peerPort"]) {
+    const raw = sample();
+    delete raw.servers.B[field];
+    assertRefused(raw, new RegExp(`missing field servers\\.B\\.${field}`));
+  }
+});
+
+Deno.test("parseConfig() refuses a bad port", () => {
+  for (const port of [0, -1, 65536, 1.5, "12000", null]) {
+    const raw = sample();
+    raw.servers.B.port = port;
+    assertRefused(raw, /servers\.B\.port must be an integer port from 1 to 65535/);
+  }
+  const raw = sample();
+  raw.servers.A.peerPort = 70000;
+  assertRefused(raw, /servers\.A\.peerPort must be an integer port from 1 to 65535, got 70000/);
+});
+
+Deno.test("parseConfig() refuses an empty host", () => {
+  const raw = sample();
+  raw.servers.A.host = "";
+  assertRefused(raw, /servers\.A\.host must be a non-empty string/);
+});
+
+Deno.test("parseConfig() refuses a server name with spaces", () => {
+  const raw = sample();
+  raw.servers["Hill Top"] = { host: "127.0.0.1", port: 13005, peerPort: 13105 };
+  assertRefused(raw, /server name "Hill Top"/);
+});
+
+Deno.test("parseConfig() refuses a non-positive maxLineBytes", () => {
+  assertRefused({ ...sample(), maxLineBytes: 0 }, /maxLineBytes must be a positive integer/);
+});
+
+Deno.test("configWarnings() is empty for a connected herd", () => {
+  assert.deepEqual(configWarnings(parse(sample())), []);
+});
+
+Deno.test("configWarnings() is empty for a single server", () => {
+  const raw = sample();
+  delete raw.servers.B;
+  delete raw.servers.C;
+  raw.links = [];
+  assert.deepEqual(configWarnings(parse(raw)), []);
+});
+
+Deno.test("configWarnings() names the servers a disconnected herd cannot reach", () => {
+  const raw = sample();
+  raw.servers.D = { host: "127.0.0.1", port: 13003, peerPort: 13103 };
+  raw.servers.E = { host: "127.0.0.1", port: 13004, peerPort: 13104 };
+  raw.links = [["A", "B"], ["D", "E"]];
+  const warnings = configWarnings(parse(raw));
+  assert.equal(warnings.length, 1);
+  assert.match(warnings[0], /not connected/);
+  assert.match(warnings[0], /C, D, E cannot be reached from A/);
+  assert.doesNotMatch(warnings[0], /\bB\b/);
+});
+
+Deno.test("neighboursOf() lists the neighbours of a server in link order", async () => {
+  const config = await loadDefault();
+  assert.deepEqual(neighboursOf(config, "Hill"), ["Jaquez", "Smith"]);
+  assert.deepEqual(neighboursOf(config, "Smith"), ["Hill", "Campbell", "Singleton"]);
+  assert.deepEqual(neighboursOf(config, "Singleton"), ["Jaquez", "Smith", "Campbell"]);
+  assert.deepEqual(neighboursOf(config, "Campbell"), ["Smith", "Singleton"]);
+  assert.deepEqual(neighboursOf(config, "Nobody"), []);
+});
+
+Deno.test("serverNamed() returns the named server", async () => {
+  const config = await loadDefault();
+  assert.deepEqual(serverNamed(config, "Singleton"), { host: "127.0.0.1", port: 12004, peerPort: 12104 });
+});
+
+Deno.test("serverNamed() throws a RangeError listing the valid names", async () => {
+  const config = await loadDefault();
+  assert.throws(() => serverNamed(config, "Hil"), (error: unknown) => {
+    assert.ok(error instanceof RangeError);
+    assert.equal(error.message, 'Unknown server "Hil": expected one of Hill, Jaquez, Smith, Campbell, Singleton');
+    return true;
+  });
+  assert.throws(() => serverNamed(config, "hill"), RangeError);
+});

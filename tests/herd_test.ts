@@ -1,0 +1,300 @@
+/**
+ * Integration tests: real server processes, started with the permission
+ * flags `deno task serve` uses, on loopback, against a fake Places server.
+ */
+
+import assert from "node:assert/strict";
+import { startFakePlaces } from "./testing/fake_places.ts";
+import { exchange, exchangeBytes, HERD_TEST_PERMISSIONS, TestHerd } from "./testing/herd.ts";
+
+const KEY = "test-key-3f9a1c";
+const KIWI = "IAMAT kiwi.cs.ucla.edu +34.068930-118.445127 1621464827.959498503";
+const AT_LINE = /^AT (\S+) ([+-][0-9]+\.[0-9]{9}) (\S+) (\S+) (\S+)$/;
+
+/** Splits a stream of replies into single replies: AT lines, `? ` lines, and WHATSAT blocks ending in an empty line. */
+function splitReplies(text: string): string[] {
+  const replies: string[] = [];
+  let rest = text;
+  while (rest.length > 0) {
+    const newline = rest.indexOf("\n");
+    assert.ok(newline >= 0, `reply without newline: ${JSON.stringify(rest.slice(0, 200))}`);
+    if (rest[newline + 1] === "{") {
+      const end = rest.indexOf("\n}\n\n", newline);
+      assert.ok(end >= 0, "WHATSAT reply without its end");
+      replies.push(rest.slice(0, end + 4));
+      rest = rest.slice(end + 4);
+    } else {
+      replies.push(rest.slice(0, newline + 1));
+      rest = rest.slice(newline + 1);
+    }
+  }
+  return replies;
+}
+
+function parseWhatsat(reply: string): { atLine: string; json: Record<string, unknown> } {
+  assert.ok(reply.endsWith("}\n\n"), `WHATSAT reply must end with "}\\n\\n": ${JSON.stringify(reply.slice(-40))}`);
+  const newline = reply.indexOf("\n");
+  return { atLine: reply.slice(0, newline), json: JSON.parse(reply.slice(newline + 1)) };
+}
+
+Deno.test({
+  name: "a healthy herd speaks the whole protocol",
+  permissions: HERD_TEST_PERMISSIONS,
+}, async (t) => {
+  await using fake = startFakePlaces({ key: KEY });
+  await using herd = await TestHerd.create({ placesUrl: fake.url, key: KEY });
+  await herd.startAll();
+
+  await t.step("an IAMAT at Hill is visible through WHATSAT at every other server, with no sleep", async () => {
+    const reply = await exchange(herd.port("Hill"), KIWI + "\n");
+    const match = AT_LINE.exec(reply.trimEnd());
+    assert.ok(match, `not an AT line: ${reply}`);
+    assert.equal(match[1], "Hill");
+    assert.equal(reply, `AT Hill ${match[2]} kiwi.cs.ucla.edu +34.068930-118.445127 1621464827.959498503\n`);
+    for (const name of ["Jaquez", "Smith", "Campbell", "Singleton"]) {
+      const answer = parseWhatsat(await exchange(herd.port(name), "WHATSAT kiwi.cs.ucla.edu 10 5\n"));
+      assert.equal(answer.atLine, reply.trimEnd(), `${name} must answer with the stored AT line of Hill`);
+      assert.equal(answer.json.status, "OK");
+      assert.equal((answer.json.results as unknown[]).length, 5);
+    }
+    const sent = fake.requests.at(-1)!;
+    assert.deepEqual(sent, { location: "34.068930,-118.445127", radius: "10000", key: KEY });
+  });
+
+  await t.step("a record from Campbell reaches Hill, two hops away, with no sleep", async () => {
+    const reply = await exchange(herd.port("Campbell"), "IAMAT far-client -33.8688+151.2093 1700000000.5\n");
+    assert.match(reply, /^AT Campbell [+-][0-9]+\.[0-9]{9} far-client -33\.8688\+151\.2093 1700000000\.5\n$/);
+    const answer = parseWhatsat(await exchange(herd.port("Hill"), "WHATSAT far-client 0.5 2\n"));
+    assert.equal(answer.atLine, reply.trimEnd());
+    assert.deepEqual(fake.requests.at(-1), { location: "-33.8688,151.2093", radius: "500", key: KEY });
+  });
+
+  await t.step("WHATSAT output is Google-style JSON with results cut to the bound", async () => {
+    const reply = await exchange(herd.port("Smith"), "WHATSAT kiwi.cs.ucla.edu 1.5 3\n");
+    const newline = reply.indexOf("\n");
+    const json = reply.slice(newline + 1);
+    assert.ok(json.startsWith('{\n   "html_attributions" : [],\n   "results" : [\n      {\n'), json.slice(0, 80));
+    assert.ok(!/\n\n./.test(json.slice(0, -2)), "no empty lines inside the JSON");
+    assert.equal((JSON.parse(json).results as unknown[]).length, 3);
+    assert.equal(fake.requests.at(-1)!.radius, "1500");
+    const none = parseWhatsat(await exchange(herd.port("Smith"), "WHATSAT kiwi.cs.ucla.edu 50 0\n"));
+    assert.deepEqual(none.json.results, []);
+    assert.equal(none.json.status, "OK");
+  });
+
+  await t.step("invalid commands get ? and the line, including a last line without newline before half-close", async () => {
+    const lines = [
+      "LLL",
+      "IAMAT kiwi +34-118",
+      "IAMAT kiwi +34-118 1 extra",
+      "iamat kiwi +34-118 1",
+      "IAMAT kiwi +91-118 1",
+      "IAMAT kiwi +34-181 1",
+      "IAMAT kiwi 34-118 1",
+      "IAMAT kiwi +34-118 -1",
+      "IAMAT kiwi +34-118 1e9",
+      "WHATSAT kiwi.cs.ucla.edu 0 5",
+      "WHATSAT kiwi.cs.ucla.edu 51 5",
+      "WHATSAT kiwi.cs.ucla.edu 10 21",
+      "WHATSAT kiwi.cs.ucla.edu 10 -1",
+      "WHATSAT nobody-knows-me 10 5",
+      "WHATSAT kiwi.cs.ucla.edu 10",
+      "\tLLL  extra\t",
+    ];
+    const reply = await exchange(herd.port("Jaquez"), lines.join("\n") + "\n\n   \nLAST no newline");
+    assert.equal(reply, [...lines, "LAST no newline"].map((line) => `? ${line}\n`).join(""));
+  });
+
+  await t.step("a client that sends an AT line gets ? and the line", async () => {
+    const line = "AT Hill +0.263873386 kiwi.cs.ucla.edu +34.068930-118.445127 1621464827.959498503";
+    assert.equal(await exchange(herd.port("Hill"), line + "\n"), `? ${line}\n`);
+    assert.equal(await exchange(herd.port("Hill"), "AT Hill +0.1 kiwi +34-118 1\n"), "? AT Hill +0.1 kiwi +34-118 1\n");
+  });
+
+  await t.step("a line that is not UTF-8 is echoed back byte for byte", async () => {
+    const line = new Uint8Array([0x49, 0x41, 0x4d, 0x41, 0x54, 0x20, 0xff, 0xfe, 0x20, 0xc3]);
+    const reply = await exchangeBytes(herd.port("Hill"), new Uint8Array([...line, 10]));
+    assert.deepEqual(reply, new Uint8Array([0x3f, 0x20, ...line, 10]));
+  });
+
+  await t.step("many pipelined commands on one connection are answered in order", async () => {
+    const commands: string[] = [];
+    const expected: ((reply: string) => void)[] = [];
+    for (let i = 0; i < 600; i++) {
+      commands.push(`IAMAT pipe-${i} +${i % 90}.5-${i % 180}.25 ${1700000000 + i}.000000001`);
+      expected.push((reply) => assert.match(reply, new RegExp(`^AT Hill \\S+ pipe-${i} \\S+ ${1700000000 + i}\\.000000001\\n$`)));
+      if (i % 50 === 49) {
+        commands.push(`WHATSAT pipe-${i - 1} 2 1`);
+        expected.push((reply) => assert.match(reply, new RegExp(`^AT Hill \\S+ pipe-${i - 1} `)));
+      }
+      if (i % 7 === 0) {
+        commands.push(`bogus ${i}`);
+        expected.push((reply) => assert.equal(reply, `? bogus ${i}\n`));
+      }
+    }
+    const replies = splitReplies(await exchange(herd.port("Hill"), commands.join("\n") + "\n"));
+    assert.equal(replies.length, expected.length);
+    replies.forEach((reply, index) => expected[index](reply));
+  });
+
+  await t.step("a 20-result WHATSAT arrives in one read", async () => {
+    using conn = await Deno.connect({ hostname: "127.0.0.1", port: herd.port("Campbell") });
+    await conn.write(new TextEncoder().encode("WHATSAT kiwi.cs.ucla.edu 10 20\n"));
+    const buffer = new Uint8Array(1 << 20);
+    const n = await conn.read(buffer);
+    assert.ok(n !== null);
+    const reply = new TextDecoder().decode(buffer.subarray(0, n));
+    assert.ok(reply.length > 5000, `a 20-result answer is large, got ${reply.length} bytes`);
+    const answer = parseWhatsat(reply);
+    assert.equal((answer.json.results as unknown[]).length, 20);
+  });
+
+  await t.step("Unicode client IDs travel the herd intact", async () => {
+    for (const id of ["🥝kiwi", "José-Müller", "a\u00a0b", "line\u2028sep", "雪"]) {
+      const reply = await exchange(herd.port("Jaquez"), `IAMAT ${id} +1.5-2.5 1700000001\n`);
+      assert.match(reply, new RegExp(`^AT Jaquez \\S+ ${id} \\+1\\.5-2\\.5 1700000001\\n$`));
+      const answer = parseWhatsat(await exchange(herd.port("Campbell"), `WHATSAT ${id} 5 1\n`));
+      assert.equal(answer.atLine, reply.trimEnd());
+    }
+  });
+
+  await t.step("an older IAMAT is answered but neither stored nor flooded", async () => {
+    const newer = await exchange(herd.port("Hill"), "IAMAT mover +10+10 1700000100\n");
+    const older = await exchange(herd.port("Smith"), "IAMAT mover +20+20 1700000050\n");
+    assert.match(older, /^AT Smith \S+ mover \+20\+20 1700000050\n$/);
+    for (const name of herd.names) {
+      const answer = parseWhatsat(await exchange(herd.port(name), "WHATSAT mover 1 0\n"));
+      assert.equal(answer.atLine, newer.trimEnd(), `${name} keeps the newer record`);
+    }
+  });
+
+  await t.step("Places failures become Places-shaped errors, and the key never shows", async () => {
+    for (const [mode, pattern] of [["http-500", /HTTP 500/], ["malformed", /malformed JSON/], ["hang", /within 1000 ms/]] as const) {
+      fake.mode = mode;
+      const reply = await exchange(herd.port("Singleton"), "WHATSAT kiwi.cs.ucla.edu 10 5\n");
+      const answer = parseWhatsat(reply);
+      assert.equal(answer.json.status, "UNKNOWN_ERROR", mode);
+      assert.deepEqual(answer.json.results, []);
+      assert.match(String(answer.json.error_message), pattern);
+      assert.ok(!reply.includes(KEY), "the key must not appear in a reply");
+    }
+    fake.mode = "ok";
+    for (const name of herd.names) assert.ok(!(await herd.log(name)).includes(KEY), `the key is in ${name}'s log`);
+  });
+
+  await t.step("an over-long line closes that connection and nobody else's", async () => {
+    using other = await Deno.connect({ hostname: "127.0.0.1", port: herd.port("Hill") });
+    const reply = await exchange(herd.port("Hill"), "IAMAT ok +1+1 1\n" + "x".repeat(20_000) + "\nIAMAT never +1+1 1\n");
+    assert.match(reply, /^AT Hill \S+ ok \+1\+1 1\n$/);
+    await other.write(new TextEncoder().encode("bogus\n"));
+    const buffer = new Uint8Array(100);
+    const n = await other.read(buffer);
+    assert.equal(new TextDecoder().decode(buffer.subarray(0, n!)), "? bogus\n");
+  });
+});
+
+Deno.test({
+  name: "records reach the servers still connected after kills, and restarted servers are used again",
+  permissions: HERD_TEST_PERMISSIONS,
+}, async (t) => {
+  await using fake = startFakePlaces({ key: KEY });
+  await using herd = await TestHerd.create({ placesUrl: fake.url, key: KEY });
+  await herd.startAll();
+
+  await t.step("with Smith and Singleton killed, Jaquez gets Hill's record and isolated Campbell does not", async () => {
+    await herd.stop("Smith", "SIGKILL");
+    await herd.stop("Singleton", "SIGKILL");
+    const reply = await exchange(herd.port("Hill"), "IAMAT during-outage +5+5 1700000200\n");
+    assert.match(reply, /^AT Hill \S+ during-outage \+5\+5 1700000200\n$/);
+    const atJaquez = parseWhatsat(await exchange(herd.port("Jaquez"), "WHATSAT during-outage 1 1\n"));
+    assert.equal(atJaquez.atLine, reply.trimEnd());
+    assert.equal(await exchange(herd.port("Campbell"), "WHATSAT during-outage 1 1\n"), "? WHATSAT during-outage 1 1\n");
+  });
+
+  await t.step("restarted servers are linked again and get new records with no sleep", async () => {
+    await herd.start("Smith");
+    await herd.start("Singleton");
+    await herd.waitConverged(herd.names);
+    const reply = await exchange(herd.port("Hill"), "IAMAT after-restart +6+6 1700000300\n");
+    for (const name of ["Smith", "Singleton", "Campbell"]) {
+      const answer = parseWhatsat(await exchange(herd.port(name), "WHATSAT after-restart 1 1\n"));
+      assert.equal(answer.atLine, reply.trimEnd(), name);
+    }
+    assert.match(await herd.log("Smith"), /Link from "?Hill"? is up/);
+  });
+});
+
+Deno.test({
+  name: "a frozen neighbour does not stall the herd, and gets the latest records when it thaws",
+  permissions: HERD_TEST_PERMISSIONS,
+}, async () => {
+  await using fake = startFakePlaces({ key: KEY });
+  await using herd = await TestHerd.create({
+    placesUrl: fake.url,
+    key: KEY,
+    names: ["A", "B", "C"],
+    links: [["A", "B"], ["A", "C"]],
+    extra: { peers: { reconnectMinMs: 20, reconnectMaxMs: 200, ackTimeoutMs: 300 } },
+  });
+  await herd.startAll();
+  herd.signal("B", "SIGSTOP");
+  try {
+    const deadline = Date.now() + 20_000;
+    let last = "";
+    for (let i = 0; i < 200 && Date.now() < deadline; i++) {
+      last = await exchange(herd.port("A"), `IAMAT walker +1+1 ${1700000400 + i}\n`);
+      assert.match(last, new RegExp(`^AT A \\S+ walker \\+1\\+1 ${1700000400 + i}\\n$`));
+    }
+    assert.match(last, /1700000599\n$/, "A kept answering while B was frozen");
+    const atC = parseWhatsat(await exchange(herd.port("C"), "WHATSAT walker 1 0\n"));
+    assert.equal(atC.atLine, last.trimEnd());
+  } finally {
+    herd.signal("B", "SIGCONT");
+  }
+  const deadline = Date.now() + 10_000;
+  while (true) {
+    const reply = await exchange(herd.port("B"), "WHATSAT walker 1 0\n");
+    if (reply.includes("1700000599")) break;
+    assert.ok(Date.now() < deadline, `B never got the latest record: ${reply.slice(0, 120)}`);
+    await new Promise((resolve) => setTimeout(resolve, 50));
+  }
+});
+
+Deno.test({
+  name: "SIGTERM finishes replies in flight and leaves a complete log",
+  permissions: HERD_TEST_PERMISSIONS,
+}, async () => {
+  await using fake = startFakePlaces({ key: KEY });
+  await using herd = await TestHerd.create({ placesUrl: fake.url, key: KEY, names: ["Solo"], links: [] });
+  await herd.start("Solo");
+  const port = herd.port("Solo");
+  assert.match(await exchange(port, KIWI + "\n"), /^AT Solo /);
+  fake.mode = "hang";
+  using conn = await Deno.connect({ hostname: "127.0.0.1", port });
+  await conn.write(new TextEncoder().encode("WHATSAT kiwi.cs.ucla.edu 10 5\n"));
+  await new Promise((resolve) => setTimeout(resolve, 100)); // let the WHATSAT reach the fake
+  const stopping = herd.stop("Solo", "SIGTERM");
+  const buffer = new Uint8Array(1 << 16);
+  const n = await conn.read(buffer);
+  const reply = new TextDecoder().decode(buffer.subarray(0, n ?? 0));
+  assert.equal(parseWhatsat(reply).json.status, "UNKNOWN_ERROR", "the reply in flight is finished");
+  const { code } = await stopping;
+  assert.equal(code, 0);
+  const log = await herd.log("Solo");
+  for (
+    const event of [
+      /Solo" starting/,
+      /listening for clients/,
+      /connected/,
+      /< "IAMAT kiwi\.cs\.ucla\.edu/,
+      /> "AT Solo/,
+      /< "WHATSAT kiwi\.cs\.ucla\.edu 10 5"/,
+      /Places "google-legacy" .*UNKNOWN_ERROR/,
+      /disconnected/,
+      /received "SIGTERM"/,
+    ]
+  ) {
+    assert.match(log, event);
+  }
+  assert.match(log.trimEnd().split("\n").at(-1)!, /Solo" stopped$/, "the log ends with the shutdown");
+});

@@ -1,0 +1,212 @@
+/**
+ * Test helpers that build the real thing cheaply: a herd of real server
+ * processes on loopback with a generated config, started with exactly the
+ * permission flags `deno task serve` gives them, and small TCP clients.
+ */
+
+import { loadConfig } from "../../lib/config.ts";
+import { serverRunArgs } from "../../lib/launcher.ts";
+
+/** The default herd's names and links. */
+export const DEFAULT_NAMES = ["Hill", "Jaquez", "Smith", "Campbell", "Singleton"];
+/** The default herd's links. */
+export const DEFAULT_LINKS: [string, string][] = [
+  ["Hill", "Jaquez"],
+  ["Hill", "Smith"],
+  ["Smith", "Campbell"],
+  ["Singleton", "Jaquez"],
+  ["Singleton", "Smith"],
+  ["Singleton", "Campbell"],
+];
+
+/** Permissions an integration test needs; tests narrow to these with `Deno.test({ permissions })`. */
+export const HERD_TEST_PERMISSIONS: Deno.PermissionOptionsObject = {
+  net: ["127.0.0.1"],
+  run: ["deno"],
+  read: [".", "/tmp"],
+  write: ["/tmp"],
+  env: false,
+};
+
+const _encoder = new TextEncoder();
+const _decoder = new TextDecoder();
+
+/** Distinct free TCP ports on 127.0.0.1. */
+export function freePorts(count: number): number[] {
+  const listeners = Array.from({ length: count }, () => Deno.listen({ hostname: "127.0.0.1", port: 0 }));
+  const ports = listeners.map((listener) => listener.addr.port);
+  listeners.forEach((listener) => listener.close());
+  return ports;
+}
+
+/** Options for {@linkcode TestHerd.create}. */
+export interface TestHerdOptions {
+  /** Places URL (the fake's). */
+  placesUrl: string;
+  /** Places API key given to the servers; none when undefined. */
+  key?: string;
+  names?: string[];
+  links?: [string, string][];
+  /** Extra top-level config fields. */
+  extra?: Record<string, unknown>;
+}
+
+interface _Running {
+  child: Deno.ChildProcess;
+  stderr: Promise<string>;
+}
+
+/** A herd of server processes for one test. */
+export class TestHerd implements AsyncDisposable {
+  readonly dir: string;
+  readonly configPath: string;
+  readonly names: string[];
+  #ports = new Map<string, { port: number; peerPort: number }>();
+  #running = new Map<string, _Running>();
+  #key: string | undefined;
+
+  private constructor(dir: string, names: string[], key: string | undefined) {
+    this.dir = dir;
+    this.configPath = `${dir}/herd.config.json`;
+    this.names = names;
+    this.#key = key;
+  }
+
+  /** Writes a config for a herd on free loopback ports in a new temporary directory. */
+  static async create(options: TestHerdOptions): Promise<TestHerd> {
+    const names = options.names ?? DEFAULT_NAMES;
+    const dir = await Deno.makeTempDir({ dir: "/tmp", prefix: "herd-test-" });
+    const herd = new TestHerd(dir, names, options.key);
+    const ports = freePorts(names.length * 2);
+    const servers: Record<string, unknown> = {};
+    names.forEach((name, index) => {
+      const entry = { host: "127.0.0.1", port: ports[2 * index], peerPort: ports[2 * index + 1] };
+      herd.#ports.set(name, { port: entry.port, peerPort: entry.peerPort });
+      servers[name] = entry;
+    });
+    const config = {
+      servers,
+      links: options.links ?? DEFAULT_LINKS,
+      places: { url: options.placesUrl, timeoutMs: 1000 },
+      logDir: "logs",
+      peers: { reconnectMinMs: 20, reconnectMaxMs: 200 },
+      ...options.extra,
+    };
+    await Deno.writeTextFile(herd.configPath, JSON.stringify(config, null, 2));
+    return herd;
+  }
+
+  /** Client port of `name`. */
+  port(name: string): number {
+    return this.#ports.get(name)!.port;
+  }
+
+  /** Starts `name` with the same flags `deno task serve` uses and waits until its client port accepts. */
+  async start(name: string): Promise<void> {
+    const config = await loadConfig(this.configPath);
+    const child = new Deno.Command("deno", {
+      args: serverRunArgs(config, name),
+      env: this.#key === undefined ? {} : { GOOGLE_PLACES_API_KEY: this.#key },
+      stdin: "null",
+      stdout: "null",
+      stderr: "piped",
+    }).spawn();
+    const stderr = new Response(child.stderr).text();
+    this.#running.set(name, { child, stderr });
+    const deadline = Date.now() + 10_000;
+    while (true) {
+      try {
+        const conn = await Deno.connect({ hostname: "127.0.0.1", port: this.port(name) });
+        conn.close();
+        return;
+      } catch {
+        if (Date.now() > deadline) {
+          await this.stop(name, "SIGKILL");
+          throw new Error(`${name} did not start listening within 10 s`);
+        }
+        await new Promise((resolve) => setTimeout(resolve, 20));
+      }
+    }
+  }
+
+  /** Starts every server, then waits until every server's records reach every other server. */
+  async startAll(): Promise<void> {
+    await Promise.all(this.names.map((name) => this.start(name)));
+    await this.waitConverged(this.names);
+  }
+
+  /**
+   * Waits (polling, bounded) until a probe IAMAT at each of `names` is
+   * visible by WHATSAT at each of the others: the links between them are up.
+   */
+  async waitConverged(names: string[], timeoutMs = 10_000): Promise<void> {
+    const deadline = Date.now() + timeoutMs;
+    const probes = names.map((name) => `probe-${name}-${crypto.randomUUID()}`);
+    await Promise.all(names.map((name, i) => exchange(this.port(name), `IAMAT ${probes[i]} +0+0 1\n`)));
+    for (const name of names) {
+      for (const probe of probes) {
+        while (true) {
+          const reply = await exchange(this.port(name), `WHATSAT ${probe} 1 0\n`);
+          if (reply.startsWith("AT ")) break;
+          if (Date.now() > deadline) throw new Error(`${probe} never reached ${name}`);
+          await new Promise((resolve) => setTimeout(resolve, 25));
+        }
+      }
+    }
+  }
+
+  /** Sends `signal` to `name` and waits for it to exit; returns its status and what it wrote to stderr. */
+  async stop(name: string, signal: Deno.Signal = "SIGTERM"): Promise<{ code: number; stderr: string }> {
+    const running = this.#running.get(name);
+    if (running === undefined) throw new Error(`${name} is not running`);
+    this.#running.delete(name);
+    try {
+      running.child.kill(signal);
+    } catch { /* already exited */ }
+    const status = await running.child.status;
+    return { code: status.code, stderr: await running.stderr };
+  }
+
+  /** Sends `signal` to `name` without waiting (SIGSTOP, SIGCONT). */
+  signal(name: string, signal: Deno.Signal): void {
+    this.#running.get(name)!.child.kill(signal);
+  }
+
+  /** The log file of `name`. */
+  log(name: string): Promise<string> {
+    return Deno.readTextFile(`${this.dir}/logs/${name}.log`);
+  }
+
+  /** Kills every server still running and removes the directory. */
+  async [Symbol.asyncDispose](): Promise<void> {
+    await Promise.all([...this.#running.keys()].map((name) => this.stop(name, "SIGKILL")));
+    await Deno.remove(this.dir, { recursive: true });
+  }
+}
+
+/** Connects, sends `request`, half-closes, and reads everything until the server closes. */
+export async function exchangeBytes(port: number, request: string | Uint8Array): Promise<Uint8Array> {
+  using conn = await Deno.connect({ hostname: "127.0.0.1", port });
+  const bytes = typeof request === "string" ? _encoder.encode(request) : request;
+  for (let offset = 0; offset < bytes.length;) offset += await conn.write(bytes.subarray(offset));
+  await conn.closeWrite();
+  const chunks: Uint8Array[] = [];
+  const buffer = new Uint8Array(64 * 1024);
+  while (true) {
+    const n = await conn.read(buffer);
+    if (n === null) break;
+    chunks.push(buffer.slice(0, n));
+  }
+  const out = new Uint8Array(chunks.reduce((sum, chunk) => sum + chunk.length, 0));
+  let offset = 0;
+  for (const chunk of chunks) {
+    out.set(chunk, offset);
+    offset += chunk.length;
+  }
+  return out;
+}
+
+/** {@linkcode exchangeBytes}, decoded as UTF-8. */
+export async function exchange(port: number, request: string | Uint8Array): Promise<string> {
+  return _decoder.decode(await exchangeBytes(port, request));
+}
