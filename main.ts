@@ -7,7 +7,7 @@
  *   main.ts compile       build dist/NAME for every server, permissions baked in
  *   main.ts flags NAME    print the permission flags server NAME runs with
  *
- * Options: --config PATH (default herd.config.json).
+ * Options: --config PATH (default herd.config.json), --out DIR (compile only, default dist).
  */
 
 import { parseArgs } from "node:util";
@@ -18,7 +18,7 @@ import { log, setupLogging, shutdownLogging } from "./lib/logging.ts";
 import { serverPermissionFlags } from "./lib/permissions.ts";
 import { GoogleLegacyPlaces } from "./lib/places.ts";
 
-const USAGE = `Usage: main.ts <run|serve|herd|compile|flags> [NAME] [--config PATH]
+const USAGE = `Usage: main.ts <run|serve|herd|compile|flags> [NAME] [--config PATH] [--out DIR]
   run NAME      run server NAME in this process
   serve NAME    run server NAME with exactly the permissions it needs
   herd          run every server of the config
@@ -71,7 +71,11 @@ async function main(args: string[]): Promise<void> {
     parsed = parseArgs({
       args,
       allowPositionals: true,
-      options: { config: { type: "string", default: "herd.config.json" }, help: { type: "boolean", short: "h" } },
+      options: {
+        config: { type: "string", default: "herd.config.json" },
+        out: { type: "string", default: "dist" },
+        help: { type: "boolean", short: "h" },
+      },
     });
   } catch (error) {
     fail(`${(error as Error).message}\n${USAGE}`);
@@ -96,7 +100,7 @@ async function main(args: string[]): Promise<void> {
       return Deno.exit(
         await compileAll(
           config,
-          "dist",
+          parsed.values.out,
           names.length === 0 ? [...config.servers.keys()] : names.map((n) => requireName(config, n)),
         ),
       );

@@ -84,7 +84,9 @@ export async function servePeer(conn: Deno.Conn, context: PeerContext, maxLineBy
       }
     }
   } catch (error) {
-    log.peer.warning("Link from {neighbour} failed: {error}", {
+    // Interrupted and BadResource mean we closed it ourselves (shutdown); anything else is the link failing.
+    const ours = error instanceof Deno.errors.Interrupted || error instanceof Deno.errors.BadResource;
+    log.peer[ours ? "info" : "warning"]("Link from {neighbour} closed: {error}", {
       neighbour: name ?? "?",
       error: (error as Error).message,
     });

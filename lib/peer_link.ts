@@ -137,18 +137,23 @@ export class PeerLink {
     const { host, peerPort, reconnectMinMs, reconnectMaxMs } = this.#options;
     let delay = reconnectMinMs;
     let announcedDown = false;
+    let wasUp = false;
     while (!this.#closed) {
       let conn: Deno.TcpConn;
       try {
         conn = await Deno.connect({ hostname: host, port: peerPort });
       } catch (error) {
         if (!announcedDown) {
-          log.peer.warning("Link to {neighbour} at {host}:{port} is down: {error}; retrying with backoff", {
-            neighbour: this.neighbour,
-            host,
-            port: peerPort,
-            error: (error as Error).message,
-          });
+          // Neighbours starting after us is normal; a link that was up and cannot come back is worth a warning.
+          log.peer[wasUp ? "warning" : "info"](
+            "Link to {neighbour} at {host}:{port} is down: {error}; retrying with backoff",
+            {
+              neighbour: this.neighbour,
+              host,
+              port: peerPort,
+              error: (error as Error).message,
+            },
+          );
           announcedDown = true;
         }
         await this.#sleep(delay / 2 + Math.random() * delay / 2);
@@ -162,6 +167,7 @@ export class PeerLink {
       conn.setNoDelay(true);
       delay = reconnectMinMs;
       announcedDown = false;
+      wasUp = true;
       await this.#session(conn);
     }
   }
@@ -189,7 +195,7 @@ export class PeerLink {
     await reading;
     this.#conn = undefined;
     this.#dropAll();
-    log.peer.info("Link to {neighbour} is down", { neighbour: this.neighbour });
+    log.peer[this.#closed ? "info" : "warning"]("Link to {neighbour} is down", { neighbour: this.neighbour });
   }
 
   async #writeLoop(conn: Deno.TcpConn): Promise<void> {

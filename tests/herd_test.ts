@@ -82,28 +82,31 @@ Deno.test({
     assert.equal(none.json.status, "OK");
   });
 
-  await t.step("invalid commands get ? and the line, including a last line without newline before half-close", async () => {
-    const lines = [
-      "LLL",
-      "IAMAT kiwi +34-118",
-      "IAMAT kiwi +34-118 1 extra",
-      "iamat kiwi +34-118 1",
-      "IAMAT kiwi +91-118 1",
-      "IAMAT kiwi +34-181 1",
-      "IAMAT kiwi 34-118 1",
-      "IAMAT kiwi +34-118 -1",
-      "IAMAT kiwi +34-118 1e9",
-      "WHATSAT kiwi.cs.ucla.edu 0 5",
-      "WHATSAT kiwi.cs.ucla.edu 51 5",
-      "WHATSAT kiwi.cs.ucla.edu 10 21",
-      "WHATSAT kiwi.cs.ucla.edu 10 -1",
-      "WHATSAT nobody-knows-me 10 5",
-      "WHATSAT kiwi.cs.ucla.edu 10",
-      "\tLLL  extra\t",
-    ];
-    const reply = await exchange(herd.port("Jaquez"), lines.join("\n") + "\n\n   \nLAST no newline");
-    assert.equal(reply, [...lines, "LAST no newline"].map((line) => `? ${line}\n`).join(""));
-  });
+  await t.step(
+    "invalid commands get ? and the line, including a last line without newline before half-close",
+    async () => {
+      const lines = [
+        "LLL",
+        "IAMAT kiwi +34-118",
+        "IAMAT kiwi +34-118 1 extra",
+        "iamat kiwi +34-118 1",
+        "IAMAT kiwi +91-118 1",
+        "IAMAT kiwi +34-181 1",
+        "IAMAT kiwi 34-118 1",
+        "IAMAT kiwi +34-118 -1",
+        "IAMAT kiwi +34-118 1e9",
+        "WHATSAT kiwi.cs.ucla.edu 0 5",
+        "WHATSAT kiwi.cs.ucla.edu 51 5",
+        "WHATSAT kiwi.cs.ucla.edu 10 21",
+        "WHATSAT kiwi.cs.ucla.edu 10 -1",
+        "WHATSAT nobody-knows-me 10 5",
+        "WHATSAT kiwi.cs.ucla.edu 10",
+        "\tLLL  extra\t",
+      ];
+      const reply = await exchange(herd.port("Jaquez"), lines.join("\n") + "\n\n   \nLAST no newline");
+      assert.equal(reply, [...lines, "LAST no newline"].map((line) => `? ${line}\n`).join(""));
+    },
+  );
 
   await t.step("a client that sends an AT line gets ? and the line", async () => {
     const line = "AT Hill +0.263873386 kiwi.cs.ucla.edu +34.068930-118.445127 1621464827.959498503";
@@ -122,7 +125,9 @@ Deno.test({
     const expected: ((reply: string) => void)[] = [];
     for (let i = 0; i < 600; i++) {
       commands.push(`IAMAT pipe-${i} +${i % 90}.5-${i % 180}.25 ${1700000000 + i}.000000001`);
-      expected.push((reply) => assert.match(reply, new RegExp(`^AT Hill \\S+ pipe-${i} \\S+ ${1700000000 + i}\\.000000001\\n$`)));
+      expected.push((reply) =>
+        assert.match(reply, new RegExp(`^AT Hill \\S+ pipe-${i} \\S+ ${1700000000 + i}\\.000000001\\n$`))
+      );
       if (i % 50 === 49) {
         commands.push(`WHATSAT pipe-${i - 1} 2 1`);
         expected.push((reply) => assert.match(reply, new RegExp(`^AT Hill \\S+ pipe-${i - 1} `)));
@@ -169,7 +174,12 @@ Deno.test({
   });
 
   await t.step("Places failures become Places-shaped errors, and the key never shows", async () => {
-    for (const [mode, pattern] of [["http-500", /HTTP 500/], ["malformed", /malformed JSON/], ["hang", /within 1000 ms/]] as const) {
+    for (
+      const [mode, pattern] of [["http-500", /HTTP 500/], ["malformed", /malformed JSON/], [
+        "hang",
+        /within 1000 ms/,
+      ]] as const
+    ) {
       fake.mode = mode;
       const reply = await exchange(herd.port("Singleton"), "WHATSAT kiwi.cs.ucla.edu 10 5\n");
       const answer = parseWhatsat(reply);
@@ -184,7 +194,10 @@ Deno.test({
 
   await t.step("an over-long line closes that connection and nobody else's", async () => {
     using other = await Deno.connect({ hostname: "127.0.0.1", port: herd.port("Hill") });
-    const reply = await exchange(herd.port("Hill"), "IAMAT ok +1+1 1\n" + "x".repeat(20_000) + "\nIAMAT never +1+1 1\n");
+    const reply = await exchange(
+      herd.port("Hill"),
+      "IAMAT ok +1+1 1\n" + "x".repeat(20_000) + "\nIAMAT never +1+1 1\n",
+    );
     assert.match(reply, /^AT Hill \S+ ok \+1\+1 1\n$/);
     await other.write(new TextEncoder().encode("bogus\n"));
     const buffer = new Uint8Array(100);
@@ -201,15 +214,21 @@ Deno.test({
   await using herd = await TestHerd.create({ placesUrl: fake.url, key: KEY });
   await herd.startAll();
 
-  await t.step("with Smith and Singleton killed, Jaquez gets Hill's record and isolated Campbell does not", async () => {
-    await herd.stop("Smith", "SIGKILL");
-    await herd.stop("Singleton", "SIGKILL");
-    const reply = await exchange(herd.port("Hill"), "IAMAT during-outage +5+5 1700000200\n");
-    assert.match(reply, /^AT Hill \S+ during-outage \+5\+5 1700000200\n$/);
-    const atJaquez = parseWhatsat(await exchange(herd.port("Jaquez"), "WHATSAT during-outage 1 1\n"));
-    assert.equal(atJaquez.atLine, reply.trimEnd());
-    assert.equal(await exchange(herd.port("Campbell"), "WHATSAT during-outage 1 1\n"), "? WHATSAT during-outage 1 1\n");
-  });
+  await t.step(
+    "with Smith and Singleton killed, Jaquez gets Hill's record and isolated Campbell does not",
+    async () => {
+      await herd.stop("Smith", "SIGKILL");
+      await herd.stop("Singleton", "SIGKILL");
+      const reply = await exchange(herd.port("Hill"), "IAMAT during-outage +5+5 1700000200\n");
+      assert.match(reply, /^AT Hill \S+ during-outage \+5\+5 1700000200\n$/);
+      const atJaquez = parseWhatsat(await exchange(herd.port("Jaquez"), "WHATSAT during-outage 1 1\n"));
+      assert.equal(atJaquez.atLine, reply.trimEnd());
+      assert.equal(
+        await exchange(herd.port("Campbell"), "WHATSAT during-outage 1 1\n"),
+        "? WHATSAT during-outage 1 1\n",
+      );
+    },
+  );
 
   await t.step("restarted servers are linked again and get new records with no sleep", async () => {
     await herd.start("Smith");

@@ -70,7 +70,9 @@ export function startFakePlaces(options: FakePlacesOptions): FakePlaces {
     fake.requests.push({ location, radius, key });
     if (url.pathname !== "/maps/api/place/nearbysearch/json") return new Response("Not found", { status: 404 });
     if (fake.mode === "http-500") return new Response("Internal error", { status: 500 });
-    if (fake.mode === "malformed") return new Response('{"results": [', { headers: { "content-type": "application/json" } });
+    if (fake.mode === "malformed") {
+      return new Response('{"results": [', { headers: { "content-type": "application/json" } });
+    }
     if (fake.mode === "hang") {
       // Held until the fake closes; the herd's own timeout gives up long before.
       await new Promise<void>((resolve) => hanging.add(resolve));

@@ -1,0 +1,111 @@
+/** The command line as a user meets it: the deno.json tasks and main.ts's refusals. */
+
+import assert from "node:assert/strict";
+import { HERD_TEST_PERMISSIONS, TestHerd } from "./testing/herd.ts";
+
+const _decoder = new TextDecoder();
+
+async function run(args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
+  const output = await new Deno.Command("deno", { args, stdin: "null" }).output();
+  return { code: output.code, stdout: _decoder.decode(output.stdout), stderr: _decoder.decode(output.stderr) };
+}
+
+const VALID = {
+  servers: {
+    A: { host: "127.0.0.1", port: 1, peerPort: 2 },
+    B: { host: "127.0.0.1", port: 3, peerPort: 4 },
+  },
+  links: [["A", "B"]],
+  places: { url: "http://127.0.0.1:9/nearby" },
+  logDir: "logs",
+};
+
+Deno.test({
+  name: "deno task serve with an unknown name prints the valid names and exits non-zero",
+  permissions: HERD_TEST_PERMISSIONS,
+}, async () => {
+  const { code, stderr } = await run(["task", "-q", "serve", "Hil"]);
+  assert.equal(code, 2);
+  assert.match(stderr, /Unknown server "Hil": expected one of Hill, Jaquez, Smith, Campbell, Singleton/);
+});
+
+Deno.test({
+  name: "main.ts refuses a bad config at start with a message that names the problem",
+  permissions: HERD_TEST_PERMISSIONS,
+}, async () => {
+  const dir = await Deno.makeTempDir({ dir: "/tmp", prefix: "herd-cli-" });
+  try {
+    const cases: [string, unknown, RegExp][] = [
+      [
+        "unknown server in a link",
+        { ...VALID, links: [["A", "Zed"]] },
+        /links\[0\] names unknown server "Zed": expected one of A, B/,
+      ],
+      ["self-link", { ...VALID, links: [["A", "A"]] }, /links\[0\] links "A" to itself/],
+      [
+        "duplicate address",
+        { ...VALID, servers: { ...VALID.servers, B: { host: "127.0.0.1", port: 2, peerPort: 5 } } },
+        /duplicate address 127\.0\.0\.1:2/,
+      ],
+      [
+        "missing field",
+        { ...VALID, servers: { A: { host: "127.0.0.1", port: 1 } } },
+        /missing field servers\.A\.peerPort/,
+      ],
+      ["missing places", { ...VALID, places: undefined }, /missing field places/],
+    ];
+    for (const [what, config, message] of cases) {
+      const path = `${dir}/config.json`;
+      await Deno.writeTextFile(path, JSON.stringify(config));
+      const { code, stderr } = await run([
+        "run",
+        "--no-prompt",
+        `--allow-read=${dir}`,
+        "main.ts",
+        "run",
+        "A",
+        "--config",
+        path,
+      ]);
+      assert.equal(code, 1, what);
+      assert.match(stderr, message, what);
+    }
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test({
+  name: "a herd whose graph is not connected starts, with a warning",
+  permissions: HERD_TEST_PERMISSIONS,
+}, async () => {
+  await using herd = await TestHerd.create({
+    placesUrl: "http://127.0.0.1:9/nearby",
+    names: ["A", "B", "C"],
+    links: [["A", "B"]],
+  });
+  await herd.start("C");
+  const { code } = await herd.stop("C", "SIGTERM");
+  assert.equal(code, 0);
+  assert.match(await herd.log("C"), /The herd is not connected: C cannot be reached from A/);
+});
+
+Deno.test({
+  name: "deno task compile builds one binary per server, or says plainly what it lacks",
+  permissions: HERD_TEST_PERMISSIONS,
+}, async () => {
+  const out = await Deno.makeTempDir({ dir: "/tmp", prefix: "herd-dist-" });
+  try {
+    const { code, stdout, stderr } = await run(["task", "-q", "compile", "--out", out, "Hill"]);
+    if (code === 0) {
+      assert.match(stdout, new RegExp(`Built ${out}/Hill`));
+      assert.ok((await Deno.stat(`${out}/Hill`)).isFile);
+    } else {
+      assert.ok(stderr.includes(`${out}/Hill`), `compiles to the --out directory: ${stderr}`);
+      assert.match(stderr, /deno compile needs Deno's `denort` runtime/);
+      assert.match(stderr, /DENORT_BIN/);
+    }
+  } finally {
+    await Deno.remove(out, { recursive: true });
+  }
+});
