@@ -97,13 +97,13 @@ function _dirname(path: string): string {
 /** Resolves `path` against directory `base` unless it is absolute. */
 export function resolvePath(base: string, path: string): string {
   if (path.startsWith("/")) return path;
-  const parts = base.split("/");
+  const parts = base.split("/").filter((part) => part !== "");
   for (const part of path.split("/")) {
     if (part === "" || part === ".") continue;
-    if (part === "..") parts.length > 1 ? parts.pop() : null;
+    if (part === "..") parts.pop();
     else parts.push(part);
   }
-  return parts.join("/") || "/";
+  return "/" + parts.join("/");
 }
 
 /**

@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { configWarnings, type HerdConfig, neighboursOf, parseConfig, serverNamed } from "../lib/config.ts";
+import { configWarnings, type HerdConfig, neighboursOf, parseConfig, resolvePath, serverNamed } from "../lib/config.ts";
 
 const FAKE_PATH = "/tmp/x/herd.config.json";
 const DEFAULT_PATH = new URL("../herd.config.json", import.meta.url).pathname;
@@ -67,6 +67,18 @@ Deno.test("parseConfig() resolves logDir against the config's folder", () => {
   assert.equal(parse({ ...sample(), logDir: "./a/b" }).logDir, "/tmp/x/a/b");
   assert.equal(parse({ ...sample(), logDir: "../logs" }).logDir, "/tmp/logs");
   assert.equal(parse({ ...sample(), logDir: "/var/log/herd" }).logDir, "/var/log/herd");
+});
+
+Deno.test("parseConfig() resolves logDir for a config at the filesystem root", () => {
+  assert.equal(parseConfig(JSON.stringify(sample()), "/herd.config.json").logDir, "/logs");
+});
+
+Deno.test("resolvePath() joins relative paths with single slashes", () => {
+  assert.equal(resolvePath("/tmp/x", "logs"), "/tmp/x/logs");
+  assert.equal(resolvePath("/tmp/x", "a//b/./c/"), "/tmp/x/a/b/c");
+  assert.equal(resolvePath("/tmp/x", "../../../a"), "/a");
+  assert.equal(resolvePath("/tmp/x", "/abs"), "/abs");
+  assert.equal(resolvePath("/", "logs"), "/logs");
 });
 
 Deno.test("parseConfig() keeps links as given", () => {

@@ -88,7 +88,9 @@ Deno.test("parseCommand() accepts a client time of digits with an optional fract
 });
 
 Deno.test("parseCommand() rejects a client time with a sign, an exponent or no digits after the point", () => {
-  for (const time of ["+1621464827", "-1621464827", "1.6e9", "1e9", "1621464827.", ".5", "abc", "1,5", "0x10", "1.2.3"]) {
+  for (
+    const time of ["+1621464827", "-1621464827", "1.6e9", "1e9", "1621464827.", ".5", "abc", "1,5", "0x10", "1.2.3"]
+  ) {
     assert.deepEqual(parseCommand(`IAMAT kiwi +34-118 ${time}`), INVALID, time);
   }
 });
@@ -197,7 +199,10 @@ Deno.test("parseCommand() rejects a WHATSAT with three or five fields", () => {
 
 Deno.test("parseCommand() rejects an AT line from a client", () => {
   assert.deepEqual(parseCommand("AT Hill +0.1 kiwi +34-118 1"), INVALID);
-  assert.deepEqual(parseCommand("AT Hill +0.263873386 kiwi.cs.ucla.edu +34.068930-118.445127 1621464827.959498503"), INVALID);
+  assert.deepEqual(
+    parseCommand("AT Hill +0.263873386 kiwi.cs.ucla.edu +34.068930-118.445127 1621464827.959498503"),
+    INVALID,
+  );
 });
 
 // recordFromIamat

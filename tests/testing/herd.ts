@@ -138,20 +138,26 @@ export class TestHerd implements AsyncDisposable {
   /**
    * Waits (polling, bounded) until a probe IAMAT at each of `names` is
    * visible by WHATSAT at each of the others: the links between them are up.
+   * A record flooded while a link is still down skips that link, so each
+   * round sends newer probes.
    */
   async waitConverged(names: string[], timeoutMs = 10_000): Promise<void> {
     const deadline = Date.now() + timeoutMs;
     const probes = names.map((name) => `probe-${name}-${crypto.randomUUID()}`);
-    await Promise.all(names.map((name, i) => exchange(this.port(name), `IAMAT ${probes[i]} +0+0 1\n`)));
-    for (const name of names) {
-      for (const probe of probes) {
-        while (true) {
+    for (let round = 1;; round++) {
+      await Promise.all(names.map((name, i) => exchange(this.port(name), `IAMAT ${probes[i]} +0+0 ${round}\n`)));
+      const missing: string[] = [];
+      for (const name of names) {
+        for (const probe of probes) {
           const reply = await exchange(this.port(name), `WHATSAT ${probe} 1 0\n`);
-          if (reply.startsWith("AT ")) break;
-          if (Date.now() > deadline) throw new Error(`${probe} never reached ${name}`);
-          await new Promise((resolve) => setTimeout(resolve, 25));
+          if (!reply.startsWith(`AT `) || !reply.split("\n")[0].endsWith(` ${round}`)) {
+            missing.push(`${probe} at ${name}`);
+          }
         }
       }
+      if (missing.length === 0) return;
+      if (Date.now() > deadline) throw new Error(`Herd not converged: missing ${missing.join(", ")}`);
+      await new Promise((resolve) => setTimeout(resolve, 25));
     }
   }
 

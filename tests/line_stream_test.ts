@@ -1,0 +1,222 @@
+import assert from "node:assert/strict";
+import { type LineBatch, LineSplitter, LineStream } from "../lib/line_stream.ts";
+
+const encoder = new TextEncoder();
+const decoder = new TextDecoder();
+
+function bytes(text: string): Uint8Array {
+  return encoder.encode(text);
+}
+
+function texts(lines: Uint8Array[]): string[] {
+  return lines.map((line) => decoder.decode(line));
+}
+
+async function collect(chunks: string[], maxLineBytes: number): Promise<LineBatch[]> {
+  const source = ReadableStream.from(chunks.map(bytes));
+  return await Array.fromAsync(source.pipeThrough(new LineStream(maxLineBytes)));
+}
+
+// LineSplitter
+
+Deno.test("LineSplitter returns several lines from one chunk", () => {
+  const splitter = new LineSplitter(100);
+  assert.deepEqual(texts(splitter.push(bytes("one\ntwo\nthree\n")).lines), ["one", "two", "three"]);
+  assert.equal(splitter.end(), null);
+});
+
+Deno.test("LineSplitter joins a line split across chunks", () => {
+  const splitter = new LineSplitter(100);
+  assert.deepEqual(splitter.push(bytes("IAMAT ki")).lines, []);
+  assert.deepEqual(splitter.push(bytes("wi +34")).lines, []);
+  assert.deepEqual(texts(splitter.push(bytes("-118 1\nWHAT")).lines), ["IAMAT kiwi +34-118 1"]);
+  assert.deepEqual(texts(splitter.push(bytes("SAT kiwi 10 5\n")).lines), ["WHATSAT kiwi 10 5"]);
+});
+
+Deno.test("LineSplitter returns empty lines", () => {
+  const splitter = new LineSplitter(100);
+  assert.deepEqual(texts(splitter.push(bytes("\n\na\n\n")).lines), ["", "", "a", ""]);
+  assert.deepEqual(texts(splitter.push(bytes("\n")).lines), [""]);
+});
+
+Deno.test("LineSplitter end() returns a final line without a newline", () => {
+  const splitter = new LineSplitter(100);
+  assert.deepEqual(texts(splitter.push(bytes("one\ntw")).lines), ["one"]);
+  assert.deepEqual(splitter.push(bytes("o")).lines, []);
+  assert.equal(decoder.decode(splitter.end()!), "two");
+});
+
+Deno.test("LineSplitter end() returns null when the input ended with a newline", () => {
+  const splitter = new LineSplitter(100);
+  splitter.push(bytes("one\n"));
+  assert.equal(splitter.end(), null);
+  assert.equal(new LineSplitter(100).end(), null);
+});
+
+Deno.test("LineSplitter keeps CR in the line bytes", () => {
+  const splitter = new LineSplitter(100);
+  const lines = splitter.push(bytes("one\r\ntwo\r"));
+  assert.deepEqual(texts(lines.lines), ["one\r"]);
+  assert.deepEqual([...lines.lines[0]], [0x6f, 0x6e, 0x65, 0x0d]);
+  assert.deepEqual([...splitter.end()!], [0x74, 0x77, 0x6f, 0x0d]);
+});
+
+Deno.test("LineSplitter keeps invalid UTF-8 bytes as they are", () => {
+  const splitter = new LineSplitter(100);
+  const batch = splitter.push(new Uint8Array([0xff, 0xfe, 0x41, 0x0a]));
+  assert.deepEqual(batch.lines.map((line) => [...line]), [[0xff, 0xfe, 0x41]]);
+});
+
+Deno.test("LineSplitter accepts a line exactly at the cap in one chunk", () => {
+  const splitter = new LineSplitter(8);
+  const batch = splitter.push(bytes("12345678\n"));
+  assert.deepEqual(texts(batch.lines), ["12345678"]);
+  assert.ok(!batch.overflow);
+  assert.equal(splitter.overflowed, false);
+});
+
+Deno.test("LineSplitter accepts a line exactly at the cap across chunks", () => {
+  const splitter = new LineSplitter(8);
+  assert.ok(!splitter.push(bytes("123")).overflow);
+  assert.ok(!splitter.push(bytes("45678")).overflow);
+  const batch = splitter.push(bytes("\n"));
+  assert.deepEqual(texts(batch.lines), ["12345678"]);
+  assert.ok(!batch.overflow);
+});
+
+Deno.test("LineSplitter accepts a final line exactly at the cap without a newline", () => {
+  const splitter = new LineSplitter(8);
+  assert.ok(!splitter.push(bytes("1234")).overflow);
+  assert.ok(!splitter.push(bytes("5678")).overflow);
+  assert.equal(decoder.decode(splitter.end()!), "12345678");
+});
+
+Deno.test("LineSplitter overflows on a line one byte over the cap in one chunk", () => {
+  const splitter = new LineSplitter(8);
+  const batch = splitter.push(bytes("123456789\n"));
+  assert.equal(batch.overflow, true);
+  assert.deepEqual(batch.lines, []);
+  assert.equal(splitter.overflowed, true);
+});
+
+Deno.test("LineSplitter overflows on an unfinished line one byte over the cap", () => {
+  const splitter = new LineSplitter(8);
+  const batch = splitter.push(bytes("123456789"));
+  assert.equal(batch.overflow, true);
+  assert.equal(splitter.overflowed, true);
+});
+
+Deno.test("LineSplitter overflows on a line that passes the cap across chunks", () => {
+  const splitter = new LineSplitter(8);
+  assert.ok(!splitter.push(bytes("1234")).overflow);
+  assert.ok(!splitter.push(bytes("5678")).overflow);
+  const batch = splitter.push(bytes("9"));
+  assert.equal(batch.overflow, true);
+  assert.equal(splitter.overflowed, true);
+});
+
+Deno.test("LineSplitter overflows when the newline arrives after the cap was passed across chunks", () => {
+  const splitter = new LineSplitter(8);
+  assert.ok(!splitter.push(bytes("12345678")).overflow);
+  const batch = splitter.push(bytes("9\nnext\n"));
+  assert.equal(batch.overflow, true);
+  assert.deepEqual(batch.lines, []);
+});
+
+Deno.test("LineSplitter counts CR toward the cap", () => {
+  const splitter = new LineSplitter(8);
+  assert.equal(splitter.push(bytes("12345678\r\n")).overflow, true);
+});
+
+Deno.test("LineSplitter returns the lines before an overflow in the same chunk", () => {
+  const splitter = new LineSplitter(8);
+  const batch = splitter.push(bytes("short\nalso ok\n123456789\nafter\n"));
+  assert.equal(batch.overflow, true);
+  assert.deepEqual(texts(batch.lines), ["short", "also ok"]);
+});
+
+Deno.test("LineSplitter returns earlier lines when a chunk ends in an unfinished overlong line", () => {
+  const splitter = new LineSplitter(8);
+  const batch = splitter.push(bytes("ok\n123456789"));
+  assert.equal(batch.overflow, true);
+  assert.deepEqual(texts(batch.lines), ["ok"]);
+});
+
+Deno.test("LineSplitter returns nothing after an overflow", () => {
+  const splitter = new LineSplitter(8);
+  splitter.push(bytes("abc"));
+  assert.equal(splitter.push(bytes("123456789\n")).overflow, true);
+  assert.deepEqual(splitter.push(bytes("fine\n")), { lines: [], overflow: true });
+  assert.equal(splitter.end(), null);
+});
+
+Deno.test("LineSplitter is safe when the caller reuses the chunk's buffer", () => {
+  const splitter = new LineSplitter(100);
+  const buffer = new Uint8Array(16);
+  function pushText(text: string): LineBatch {
+    const n = encoder.encodeInto(text, buffer).written;
+    return splitter.push(buffer.subarray(0, n));
+  }
+  const first = pushText("one\ntwo\nthr");
+  assert.deepEqual(texts(first.lines), ["one", "two"]);
+  buffer.fill(0x58); // "X"
+  const second = pushText("ee\nfour");
+  buffer.fill(0x59); // "Y"
+  assert.deepEqual(texts(first.lines), ["one", "two"]);
+  assert.deepEqual(texts(second.lines), ["three"]);
+  assert.equal(decoder.decode(splitter.end()!), "four");
+});
+
+Deno.test("LineSplitter lines do not share memory with the chunk", () => {
+  const splitter = new LineSplitter(100);
+  const chunk = bytes("abc\n");
+  const [line] = splitter.push(chunk).lines;
+  chunk[0] = 0x5a;
+  assert.equal(decoder.decode(line), "abc");
+});
+
+// LineStream
+
+Deno.test("LineStream splits a byte stream into batches of lines", async () => {
+  const batches = await collect(["IAMAT kiwi +34-118 1\nWHAT", "SAT kiwi 10 5\n", "\n", "last"], 100);
+  assert.deepEqual(batches.map((batch) => texts(batch.lines)), [
+    ["IAMAT kiwi +34-118 1"],
+    ["WHATSAT kiwi 10 5"],
+    [""],
+    ["last"],
+  ]);
+  assert.ok(batches.every((batch) => !batch.overflow));
+});
+
+Deno.test("LineStream emits no batch for a chunk without a complete line", async () => {
+  const batches = await collect(["ab", "cd", "ef\n"], 100);
+  assert.deepEqual(batches.map((batch) => texts(batch.lines)), [["abcdef"]]);
+});
+
+Deno.test("LineStream ends with an overflow batch when a line passes the cap", async () => {
+  const batches = await collect(["ok\n1234", "56789", "\nnever\n"], 8);
+  assert.deepEqual(batches.map((batch) => texts(batch.lines)), [["ok"], []]);
+  assert.equal(batches.at(-1)!.overflow, true);
+});
+
+Deno.test("LineStream returns the lines before an overflow in the same chunk", async () => {
+  const batches = await collect(["a\nb\n123456789\nc\n", "d\n"], 8);
+  assert.equal(batches.length, 1);
+  assert.deepEqual(texts(batches[0].lines), ["a", "b"]);
+  assert.equal(batches[0].overflow, true);
+});
+
+Deno.test("LineStream is safe when the writer reuses its buffer", async () => {
+  const stream = new LineStream(100);
+  const writer = stream.writable.getWriter();
+  const reading = Array.fromAsync(stream.readable);
+  const buffer = new Uint8Array(32);
+  for (const text of ["one\ntw", "o\nthree", "\n"]) {
+    const n = encoder.encodeInto(text, buffer).written;
+    await writer.write(buffer.subarray(0, n));
+    buffer.fill(0x58);
+  }
+  await writer.close();
+  const batches = await reading;
+  assert.deepEqual(batches.flatMap((batch) => texts(batch.lines)), ["one", "two", "three"]);
+});
