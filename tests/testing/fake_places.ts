@@ -21,6 +21,8 @@ export interface FakePlacesOptions {
   key: string;
   /** How many results an OK answer has (before the herd cuts them). */
   results?: number;
+  /** Port on 127.0.0.1; a free one when omitted. */
+  port?: number;
 }
 
 /** A running fake; close it with `await using` or {@linkcode FakePlaces.close}. */
@@ -62,7 +64,7 @@ export function startFakePlaces(options: FakePlacesOptions): FakePlaces {
       return fake.close();
     },
   };
-  const server = Deno.serve({ hostname: "127.0.0.1", port: 0, onListen() {} }, async (request) => {
+  const server = Deno.serve({ hostname: "127.0.0.1", port: options.port ?? 0, onListen() {} }, async (request) => {
     const url = new URL(request.url);
     const location = url.searchParams.get("location");
     const radius = url.searchParams.get("radius");
@@ -103,4 +105,14 @@ export function startFakePlaces(options: FakePlacesOptions): FakePlaces {
   });
   fake.url = `http://127.0.0.1:${server.addr.port}/maps/api/place/nearbysearch/json`;
   return fake;
+}
+
+/** The port `deno task fake-places` listens on. */
+export const FAKE_PLACES_PORT = 8099;
+/** The key `deno task fake-places` expects. */
+export const FAKE_PLACES_KEY = "fake-key";
+
+if (import.meta.main) {
+  const fake = startFakePlaces({ key: FAKE_PLACES_KEY, port: FAKE_PLACES_PORT });
+  console.log(`Fake Places listening: ${fake.url} (key "${FAKE_PLACES_KEY}"). Ctrl-C stops it.`);
 }
