@@ -55,11 +55,15 @@ async function runServer(config: HerdConfig, name: string): Promise<void> {
     await shutdownLogging();
     Deno.exit(1);
   }
-  const stop = async (signal: string) => {
-    log.server.info("{name} received {signal}", { name, signal });
-    await server.shutdown();
-    await shutdownLogging();
-    Deno.exit(0);
+  // `deno task herd` delivers Ctrl-C twice (the terminal's and the launcher's): shut down once.
+  let stopping: Promise<void> | undefined;
+  const stop = (signal: string) => {
+    stopping ??= (async () => {
+      log.server.info("{name} received {signal}", { name, signal });
+      await server.shutdown();
+      await shutdownLogging();
+      Deno.exit(0);
+    })();
   };
   Deno.addSignalListener("SIGINT", () => stop("SIGINT"));
   Deno.addSignalListener("SIGTERM", () => stop("SIGTERM"));
