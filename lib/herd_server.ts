@@ -82,40 +82,54 @@ export class HerdServer {
     return this.#links.get(neighbour);
   }
 
-  async #acceptClients(listener: Deno.TcpListener, context: RouterContext): Promise<void> {
-    try {
-      for await (const conn of listener) {
-        conn.setNoDelay(true);
-        const client = new ClientConnection(conn, context, this.#config.maxLineBytes);
-        this.#clients.add(client);
-        client.done.finally(() => this.#clients.delete(client));
+  /**
+   * Accepts until the listener closes. A failed accept (out of file
+   * descriptors, say) is logged and retried after a pause: it must not
+   * stop the server accepting for good.
+   */
+  async #acceptLoop(listener: Deno.TcpListener, what: string, onConn: (conn: Deno.TcpConn) => void): Promise<void> {
+    let failing = false;
+    while (!this.#stopping) {
+      let conn: Deno.TcpConn;
+      try {
+        conn = await listener.accept();
+      } catch (error) {
+        if (this.#stopping || error instanceof Deno.errors.BadResource) return;
+        if (!failing) {
+          log.server.error("Accepting {what} failed: {error}; retrying", { what, error: (error as Error).message });
+        }
+        failing = true;
+        await new Promise((resolve) => setTimeout(resolve, 100));
+        continue;
       }
-    } catch (error) {
-      if (!this.#stopping) log.server.error("Client acceptor failed: {error}", { error: (error as Error).message });
+      failing = false;
+      conn.setNoDelay(true);
+      onConn(conn);
     }
   }
 
-  async #acceptPeers(listener: Deno.TcpListener): Promise<void> {
-    const neighbours = new Set(this.#links.keys());
-    for (const name of neighboursOf(this.#config, this.name)) neighbours.add(name);
+  #acceptClients(listener: Deno.TcpListener, context: RouterContext): Promise<void> {
+    return this.#acceptLoop(listener, "clients", (conn) => {
+      const client = new ClientConnection(conn, context, this.#config.maxLineBytes);
+      this.#clients.add(client);
+      client.done.finally(() => this.#clients.delete(client));
+    });
+  }
+
+  #acceptPeers(listener: Deno.TcpListener): Promise<void> {
     const context = {
-      neighbours,
+      neighbours: new Set(neighboursOf(this.#config, this.name)),
       receive: (record: LocationRecord, from: string, waitMs: number) => this.#receive(record, from, waitMs),
       greeted: (name: string) => this.#links.get(name)?.poke(),
     };
-    try {
-      for await (const conn of listener) {
-        conn.setNoDelay(true);
-        this.#peerConns.add(conn);
-        const task = servePeer(conn, context, this.#config.maxLineBytes).finally(() => {
-          this.#peerConns.delete(conn);
-          this.#peerTasks.delete(task);
-        });
-        this.#peerTasks.add(task);
-      }
-    } catch (error) {
-      if (!this.#stopping) log.server.error("Peer acceptor failed: {error}", { error: (error as Error).message });
-    }
+    return this.#acceptLoop(listener, "peers", (conn) => {
+      this.#peerConns.add(conn);
+      const task = servePeer(conn, context, this.#config.maxLineBytes).finally(() => {
+        this.#peerConns.delete(conn);
+        this.#peerTasks.delete(task);
+      });
+      this.#peerTasks.add(task);
+    });
   }
 
   /** A record from neighbour `from`: stored and passed on if it is newer than ours. */
