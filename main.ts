@@ -13,10 +13,10 @@
 import { parseArgs } from "node:util";
 import { configWarnings, type HerdConfig, loadConfig, PLACES_KEY_VARIABLE } from "./lib/config.ts";
 import { HerdServer } from "./lib/herd_server.ts";
-import { compileAll, serveAll, serveOne } from "./lib/launcher.ts";
+import { compileAll, keyPresentFor, serveAll, serveOne } from "./lib/launcher.ts";
 import { log, setupLogging, shutdownLogging } from "./lib/logging.ts";
 import { serverPermissionFlags } from "./lib/permissions.ts";
-import { GoogleLegacyPlaces } from "./lib/places.ts";
+import { createPlaces } from "./lib/places_factory.ts";
 
 const USAGE = `Usage: main.ts <run|serve|herd|compile|flags> [NAME] [--config PATH] [--out DIR]
   run NAME      run server NAME in this process
@@ -42,14 +42,16 @@ async function runServer(config: HerdConfig, name: string): Promise<void> {
   log.server.info("{name} starting with config {path}", { name, path: config.path });
   for (const warning of configWarnings(config)) log.server.warning(warning);
   const key = Deno.env.get(PLACES_KEY_VARIABLE);
-  if (!key) log.server.warning(`${PLACES_KEY_VARIABLE} is not set: WHATSAT will answer REQUEST_DENIED`);
-  const server = new HerdServer({
-    config,
-    name,
-    places: new GoogleLegacyPlaces({ url: config.places.url, key, timeoutMs: config.places.timeoutMs }),
-  });
+  const places = createPlaces(config.places, key);
+  log.server.info("Places provider: {provider} ({reason})", { provider: places.provider, reason: places.reason });
+  if (!key && places.provider !== "offline") {
+    log.server.warning(`${PLACES_KEY_VARIABLE} is not set: WHATSAT will answer REQUEST_DENIED`);
+  }
+  const server = new HerdServer({ config, name, places: places.places });
   try {
     server.start();
+    // After listening, so start-up stays fast; the first WHATSAT waits for this load if it comes first.
+    places.warm().catch(() => {});
   } catch (error) {
     log.server.error("{name} cannot start: {error}", { name, error: (error as Error).message });
     await shutdownLogging();
@@ -109,7 +111,9 @@ async function main(args: string[]): Promise<void> {
         ),
       );
     case "flags":
-      console.log(serverPermissionFlags(config, requireName(config, names[0])).join(" "));
+      console.log(
+        serverPermissionFlags(config, requireName(config, names[0]), { keyPresent: keyPresentFor(config) }).join(" "),
+      );
       return;
     default:
       fail(`Unknown command "${command}"\n${USAGE}`);

@@ -13,12 +13,29 @@ export interface ServerConfig {
   peerPort: number;
 }
 
+/** Which Places service answers WHATSAT; `auto` is `google-new` with a key, else `offline`. */
+export type PlacesProviderSetting = "auto" | "google-legacy" | "google-new" | "offline";
+
+/** The provider settings that can be chosen in the config. */
+export const PLACES_PROVIDERS: readonly PlacesProviderSetting[] = ["auto", "google-legacy", "google-new", "offline"];
+
+/** Places API (New) Nearby Search endpoint. */
+export const GOOGLE_NEW_URL = "https://places.googleapis.com/v1/places:searchNearby";
+
 /** Places service settings. */
 export interface PlacesConfig {
-  /** Nearby Search endpoint. */
+  /** Which provider answers. */
+  provider: PlacesProviderSetting;
+  /** Legacy Nearby Search endpoint (`google-legacy`). */
   url: string;
+  /** Places API (New) `searchNearby` endpoint (`google-new`). */
+  newUrl: string;
   /** Upstream timeout in milliseconds. */
   timeoutMs: number;
+  /** How long an answer is served from the cache, in milliseconds. */
+  cacheTtlMs: number;
+  /** Most answers the cache holds. */
+  cacheEntries: number;
 }
 
 /** Peer link tuning. */
@@ -87,6 +104,20 @@ function _positive(value: unknown, fallback: number, where: string, source: stri
     _fail(source, `${where} must be a positive integer, got ${JSON.stringify(value)}`);
   }
   return value as number;
+}
+
+function _httpUrl(value: unknown, where: string, source: string): string {
+  const url = _string(value, where, source);
+  let parsed: URL;
+  try {
+    parsed = new URL(url);
+  } catch {
+    _fail(source, `${where} is not a URL: ${JSON.stringify(url)}`);
+  }
+  if (parsed.protocol !== "https:" && parsed.protocol !== "http:") {
+    _fail(source, `${where} must be http or https, got ${JSON.stringify(url)}`);
+  }
+  return url;
 }
 
 function _dirname(path: string): string {
@@ -169,17 +200,18 @@ export function parseConfig(text: string, path: string): HerdConfig {
 
   if (top.places === undefined) _fail(path, "missing field places");
   const placesRaw = _object(top.places, "places", path);
-  const url = _string(placesRaw.url, "places.url", path);
-  let parsedUrl: URL;
-  try {
-    parsedUrl = new URL(url);
-  } catch {
-    _fail(path, `places.url is not a URL: ${JSON.stringify(url)}`);
+  const provider = placesRaw.provider ?? "auto";
+  if (!PLACES_PROVIDERS.includes(provider as PlacesProviderSetting)) {
+    _fail(path, `places.provider must be one of ${PLACES_PROVIDERS.join(", ")}, got ${JSON.stringify(provider)}`);
   }
-  if (parsedUrl.protocol !== "https:" && parsedUrl.protocol !== "http:") {
-    _fail(path, `places.url must be http or https, got ${JSON.stringify(url)}`);
-  }
-  const places = { url, timeoutMs: _positive(placesRaw.timeoutMs, 5000, "places.timeoutMs", path) };
+  const places: PlacesConfig = {
+    provider: provider as PlacesProviderSetting,
+    url: _httpUrl(placesRaw.url, "places.url", path),
+    newUrl: placesRaw.newUrl === undefined ? GOOGLE_NEW_URL : _httpUrl(placesRaw.newUrl, "places.newUrl", path),
+    timeoutMs: _positive(placesRaw.timeoutMs, 5000, "places.timeoutMs", path),
+    cacheTtlMs: _positive(placesRaw.cacheTtlMs, 300_000, "places.cacheTtlMs", path),
+    cacheEntries: _positive(placesRaw.cacheEntries, 10_000, "places.cacheEntries", path),
+  };
 
   const base = _dirname(path);
   const logDir = resolvePath(base, _string(top.logDir, "logDir", path));

@@ -4,7 +4,7 @@
  * by name, `compile` bakes one binary per server.
  */
 
-import { type HerdConfig, serverNamed } from "./config.ts";
+import { type HerdConfig, PLACES_KEY_VARIABLE, serverNamed } from "./config.ts";
 import { LineStream } from "./line_stream.ts";
 import { serverPermissionFlags } from "./permissions.ts";
 
@@ -24,14 +24,51 @@ export function envFileFor(config: HerdConfig): string | undefined {
   }
 }
 
+/**
+ * Whether dotenv text sets the Places key to something non-empty. Only
+ * presence matters here (it picks the provider, hence the permissions);
+ * the value itself reaches the server through Deno's own `--env-file`.
+ */
+export function envTextSetsKey(text: string): boolean {
+  for (const raw of text.split(/\r?\n/)) {
+    const match = /^\s*(?:export\s+)?([A-Za-z_][A-Za-z0-9_]*)\s*=\s*(.*)$/.exec(raw);
+    if (match === null || match[1] !== PLACES_KEY_VARIABLE) continue;
+    const value = match[2].replace(/\s+#.*$/, "").trim().replace(/^(['"])(.*)\1$/, "$2");
+    if (value !== "") return true;
+  }
+  return false;
+}
+
+/** Whether the servers will have a Places key: from the environment, or from the `.env` next to the config. */
+export function keyPresentFor(config: HerdConfig): boolean {
+  try {
+    if (Deno.env.get(PLACES_KEY_VARIABLE)) return true;
+  } catch { /* no env permission: only the .env file can tell */ }
+  const envFile = envFileFor(config);
+  if (envFile === undefined) return false;
+  try {
+    return envTextSetsKey(Deno.readTextFileSync(envFile));
+  } catch {
+    return false;
+  }
+}
+
+/** Options for {@linkcode serverRunArgs}. */
+export interface RunOptions {
+  /** A dotenv file for `--env-file`. */
+  envFile?: string;
+  /** Whether the server will have a Places key (see {@linkcode serverPermissionFlags}). */
+  keyPresent: boolean;
+}
+
 /** The `deno run` arguments that start server `name` with its own permissions. */
-export function serverRunArgs(config: HerdConfig, name: string, envFile?: string): string[] {
+export function serverRunArgs(config: HerdConfig, name: string, options: RunOptions): string[] {
   serverNamed(config, name);
   return [
     "run",
     "--no-prompt",
-    ...serverPermissionFlags(config, name),
-    ...(envFile === undefined ? [] : [`--env-file=${envFile}`]),
+    ...serverPermissionFlags(config, name, { keyPresent: options.keyPresent }),
+    ...(options.envFile === undefined ? [] : [`--env-file=${options.envFile}`]),
     MAIN_MODULE,
     "run",
     name,
@@ -40,13 +77,17 @@ export function serverRunArgs(config: HerdConfig, name: string, envFile?: string
   ];
 }
 
-/** The `deno compile` arguments that build `dist/<name>` with that server's name and permissions baked in. */
+/**
+ * The `deno compile` arguments that build `dist/<name>` with that server's
+ * name and permissions baked in. The key is given at run time, so with
+ * `auto` the binary may use `google-new`: its host is allowed.
+ */
 export function serverCompileArgs(config: HerdConfig, name: string, outDir: string): string[] {
   serverNamed(config, name);
   return [
     "compile",
     "--no-prompt",
-    ...serverPermissionFlags(config, name),
+    ...serverPermissionFlags(config, name, { keyPresent: true }),
     "--output",
     `${outDir}/${name}`,
     MAIN_MODULE,
@@ -83,7 +124,10 @@ function _forwardSignals(children: Deno.ChildProcess[]): () => void {
 
 /** Runs server `name` in a child process with its permissions; resolves to its exit code. */
 export async function serveOne(config: HerdConfig, name: string): Promise<number> {
-  const child = _spawn(serverRunArgs(config, name, envFileFor(config)), false);
+  const child = _spawn(
+    serverRunArgs(config, name, { envFile: envFileFor(config), keyPresent: keyPresentFor(config) }),
+    false,
+  );
   const stopForwarding = _forwardSignals([child]);
   const status = await child.status;
   stopForwarding();
@@ -101,8 +145,8 @@ async function _prefix(stream: ReadableStream<Uint8Array>, prefix: string, out: 
 export async function serveAll(config: HerdConfig): Promise<number> {
   const names = [...config.servers.keys()];
   const width = Math.max(...names.map((name) => name.length));
-  const envFile = envFileFor(config);
-  const children = names.map((name) => _spawn(serverRunArgs(config, name, envFile), true));
+  const options = { envFile: envFileFor(config), keyPresent: keyPresentFor(config) };
+  const children = names.map((name) => _spawn(serverRunArgs(config, name, options), true));
   const stopForwarding = _forwardSignals(children);
   const codes = await Promise.all(children.map(async (child, index) => {
     const prefix = `${names[index].padEnd(width)} | `;

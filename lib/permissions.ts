@@ -1,11 +1,22 @@
 /**
  * The exact Deno permission flags one server needs, computed from the
  * config: its own listen addresses, its neighbours' peer addresses, the
- * Places host, reading the config, writing the log directory and the key
- * variable. `serve`, `herd`, `compile` and the tests all use these.
+ * chosen Places provider's host (none for `offline`), reading the config,
+ * writing the log directory and the key variable. `serve`, `herd`,
+ * `compile` and the tests all use these.
  */
 
 import { type HerdConfig, neighboursOf, PLACES_KEY_VARIABLE, serverNamed } from "./config.ts";
+import { chooseProvider, providerUrl } from "./places.ts";
+
+/** Options for {@linkcode serverPermissionFlags}. */
+export interface PermissionOptions {
+  /**
+   * Whether the server will have a Places API key: with `auto`, that picks
+   * `google-new` (its host is allowed) or `offline` (no host at all).
+   */
+  keyPresent: boolean;
+}
 
 /** `host:port` of a URL, with the scheme's default port made explicit. */
 export function urlAddress(url: string): string {
@@ -15,21 +26,23 @@ export function urlAddress(url: string): string {
 }
 
 /** The network addresses server `name` listens on or connects to. */
-export function serverNetAddresses(config: HerdConfig, name: string): string[] {
+export function serverNetAddresses(config: HerdConfig, name: string, options: PermissionOptions): string[] {
   const self = serverNamed(config, name);
   const addresses = [`${self.host}:${self.port}`, `${self.host}:${self.peerPort}`];
   for (const neighbour of neighboursOf(config, name)) {
     const peer = serverNamed(config, neighbour);
     addresses.push(`${peer.host}:${peer.peerPort}`);
   }
-  addresses.push(urlAddress(config.places.url));
+  const { provider } = chooseProvider(config.places.provider, options.keyPresent);
+  const url = providerUrl(config.places, provider);
+  if (url !== undefined) addresses.push(urlAddress(url));
   return [...new Set(addresses)];
 }
 
 /** The permission flags for running server `name` of `config`, and nothing more. */
-export function serverPermissionFlags(config: HerdConfig, name: string): string[] {
+export function serverPermissionFlags(config: HerdConfig, name: string, options: PermissionOptions): string[] {
   return [
-    `--allow-net=${serverNetAddresses(config, name).join(",")}`,
+    `--allow-net=${serverNetAddresses(config, name, options).join(",")}`,
     `--allow-read=${config.path}`,
     `--allow-write=${config.logDir}`,
     `--allow-env=${PLACES_KEY_VARIABLE}`,

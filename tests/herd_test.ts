@@ -42,7 +42,7 @@ Deno.test({
   permissions: HERD_TEST_PERMISSIONS,
 }, async (t) => {
   await using fake = startFakePlaces({ key: KEY });
-  await using herd = await TestHerd.create({ placesUrl: fake.url, key: KEY });
+  await using herd = await TestHerd.create({ placesUrl: fake.url, key: KEY, places: { provider: "google-legacy" } });
   await herd.startAll();
 
   await t.step("an IAMAT at Hill is visible through WHATSAT at every other server, with no sleep", async () => {
@@ -58,7 +58,7 @@ Deno.test({
       assert.equal((answer.json.results as unknown[]).length, 5);
     }
     const sent = fake.requests.at(-1)!;
-    assert.deepEqual(sent, { location: "34.068930,-118.445127", radius: "10000", key: KEY });
+    assert.deepEqual(sent, { api: "legacy", location: "34.068930,-118.445127", radius: "10000", key: KEY });
   });
 
   await t.step("a record from Campbell reaches Hill, two hops away, with no sleep", async () => {
@@ -66,7 +66,7 @@ Deno.test({
     assert.match(reply, /^AT Campbell [+-][0-9]+\.[0-9]{9} far-client -33\.8688\+151\.2093 1700000000\.5\n$/);
     const answer = parseWhatsat(await exchange(herd.port("Hill"), "WHATSAT far-client 0.5 2\n"));
     assert.equal(answer.atLine, reply.trimEnd());
-    assert.deepEqual(fake.requests.at(-1), { location: "-33.8688,151.2093", radius: "500", key: KEY });
+    assert.deepEqual(fake.requests.at(-1), { api: "legacy", location: "-33.8688,151.2093", radius: "500", key: KEY });
   });
 
   await t.step("WHATSAT output is Google-style JSON with results cut to the bound", async () => {
@@ -174,14 +174,11 @@ Deno.test({
   });
 
   await t.step("Places failures become Places-shaped errors, and the key never shows", async () => {
-    for (
-      const [mode, pattern] of [["http-500", /HTTP 500/], ["malformed", /malformed JSON/], [
-        "hang",
-        /within 1000 ms/,
-      ]] as const
-    ) {
+    const failures = [["http-500", /HTTP 500/], ["malformed", /malformed JSON/], ["hang", /within 1000 ms/]] as const;
+    for (const [index, [mode, pattern]] of failures.entries()) {
       fake.mode = mode;
-      const reply = await exchange(herd.port("Singleton"), "WHATSAT kiwi.cs.ucla.edu 10 5\n");
+      // A radius not asked before: the cache must not answer for the failing service.
+      const reply = await exchange(herd.port("Singleton"), `WHATSAT kiwi.cs.ucla.edu ${30 + index} 5\n`);
       const answer = parseWhatsat(reply);
       assert.equal(answer.json.status, "UNKNOWN_ERROR", mode);
       assert.deepEqual(answer.json.results, []);
@@ -310,7 +307,7 @@ Deno.test({
       /< "IAMAT kiwi\.cs\.ucla\.edu/,
       /> "AT Solo/,
       /< "WHATSAT kiwi\.cs\.ucla\.edu 10 5"/,
-      /Places "google-legacy" .*UNKNOWN_ERROR/,
+      /Places "google-new" .*UNKNOWN_ERROR/,
       /disconnected/,
       /received "SIGINT"/,
     ]

@@ -1,17 +1,27 @@
 import assert from "node:assert/strict";
 import { type HerdConfig, parseConfig } from "../lib/config.ts";
-import { MAIN_MODULE, serverCompileArgs, serverRunArgs } from "../lib/launcher.ts";
+import { envTextSetsKey, MAIN_MODULE, serverCompileArgs, serverRunArgs } from "../lib/launcher.ts";
 import { serverNetAddresses, serverPermissionFlags, urlAddress } from "../lib/permissions.ts";
 
 const DEFAULT_PATH = new URL("../herd.config.json", import.meta.url).pathname;
 const DEFAULT_DIR = DEFAULT_PATH.slice(0, DEFAULT_PATH.lastIndexOf("/"));
 
+/** Hill with no key: `auto` is `offline`, so no Places host at all. */
 const HILL_FLAGS = [
-  "--allow-net=127.0.0.1:12000,127.0.0.1:12100,127.0.0.1:12101,127.0.0.1:12102,maps.googleapis.com:443",
+  "--allow-net=127.0.0.1:12000,127.0.0.1:12100,127.0.0.1:12101,127.0.0.1:12102",
   `--allow-read=${DEFAULT_PATH}`,
   `--allow-write=${DEFAULT_DIR}/logs`,
   "--allow-env=GOOGLE_PLACES_API_KEY",
 ];
+
+/** Hill with a key: `auto` is `google-new`. */
+const HILL_FLAGS_KEYED = [
+  "--allow-net=127.0.0.1:12000,127.0.0.1:12100,127.0.0.1:12101,127.0.0.1:12102,places.googleapis.com:443",
+  ...HILL_FLAGS.slice(1),
+];
+
+const NO_KEY = { keyPresent: false };
+const KEY = { keyPresent: true };
 
 async function loadDefault(): Promise<HerdConfig> {
   return parseConfig(await Deno.readTextFile(DEFAULT_PATH), DEFAULT_PATH);
@@ -25,7 +35,7 @@ function httpHerd(): HerdConfig {
         B: { host: "localhost", port: 13001, peerPort: 13101 },
       },
       links: [["A", "B"]],
-      places: { url: "http://127.0.0.1:8080/maps/api/place/nearbysearch/json" },
+      places: { provider: "google-legacy", url: "http://127.0.0.1:8080/maps/api/place/nearbysearch/json" },
       logDir: "/tmp/x/logs",
     }),
     "/tmp/x/herd.config.json",
@@ -44,29 +54,31 @@ Deno.test("urlAddress() keeps an explicit port", () => {
   assert.equal(urlAddress("http://example.com:443/"), "example.com:443");
 });
 
-Deno.test("serverPermissionFlags() gives Hill exactly what it needs", async () => {
-  assert.deepEqual(serverPermissionFlags(await loadDefault(), "Hill"), HILL_FLAGS);
+Deno.test("serverPermissionFlags() gives Hill exactly what it needs, with and without a key", async () => {
+  assert.deepEqual(serverPermissionFlags(await loadDefault(), "Hill", NO_KEY), HILL_FLAGS);
+  assert.deepEqual(serverPermissionFlags(await loadDefault(), "Hill", KEY), HILL_FLAGS_KEYED);
 });
 
-Deno.test("serverNetAddresses() lists Hill's own ports, its neighbours' peer ports and Places", async () => {
-  assert.deepEqual(serverNetAddresses(await loadDefault(), "Hill"), [
-    "127.0.0.1:12000",
-    "127.0.0.1:12100",
-    "127.0.0.1:12101",
-    "127.0.0.1:12102",
-    "maps.googleapis.com:443",
-  ]);
+Deno.test("serverNetAddresses() lists Hill's own ports, its neighbours' peer ports and the chosen provider's host", async () => {
+  const own = ["127.0.0.1:12000", "127.0.0.1:12100", "127.0.0.1:12101", "127.0.0.1:12102"];
+  const config = await loadDefault();
+  assert.deepEqual(serverNetAddresses(config, "Hill", NO_KEY), own);
+  assert.deepEqual(serverNetAddresses(config, "Hill", KEY), [...own, "places.googleapis.com:443"]);
+  config.places.provider = "google-legacy";
+  assert.deepEqual(serverNetAddresses(config, "Hill", NO_KEY), [...own, "maps.googleapis.com:443"]);
+  config.places.provider = "offline";
+  assert.deepEqual(serverNetAddresses(config, "Hill", KEY), own);
 });
 
 Deno.test("serverNetAddresses() gives Singleton its neighbours' peer ports and not Hill's", async () => {
-  const addresses = serverNetAddresses(await loadDefault(), "Singleton");
+  const addresses = serverNetAddresses(await loadDefault(), "Singleton", KEY);
   assert.deepEqual(addresses, [
     "127.0.0.1:12004",
     "127.0.0.1:12104",
     "127.0.0.1:12101",
     "127.0.0.1:12102",
     "127.0.0.1:12103",
-    "maps.googleapis.com:443",
+    "places.googleapis.com:443",
   ]);
   assert.ok(!addresses.includes("127.0.0.1:12100"));
   assert.ok(!addresses.includes("127.0.0.1:12000"));
@@ -75,7 +87,7 @@ Deno.test("serverNetAddresses() gives Singleton its neighbours' peer ports and n
 Deno.test("serverNetAddresses() never includes a neighbour's client port", async () => {
   const config = await loadDefault();
   for (const name of config.servers.keys()) {
-    const addresses = serverNetAddresses(config, name);
+    const addresses = serverNetAddresses(config, name, KEY);
     for (const [other, server] of config.servers) {
       if (other !== name) assert.ok(!addresses.includes(`${server.host}:${server.port}`), `${name} → ${other}`);
     }
@@ -84,13 +96,13 @@ Deno.test("serverNetAddresses() never includes a neighbour's client port", async
 
 Deno.test("serverNetAddresses() uses an http Places URL with its explicit port", () => {
   const config = httpHerd();
-  assert.deepEqual(serverNetAddresses(config, "A"), [
+  assert.deepEqual(serverNetAddresses(config, "A", NO_KEY), [
     "127.0.0.1:13000",
     "127.0.0.1:13100",
     "localhost:13101",
     "127.0.0.1:8080",
   ]);
-  assert.deepEqual(serverPermissionFlags(config, "B"), [
+  assert.deepEqual(serverPermissionFlags(config, "B", NO_KEY), [
     "--allow-net=localhost:13001,localhost:13101,127.0.0.1:13100,127.0.0.1:8080",
     "--allow-read=/tmp/x/herd.config.json",
     "--allow-write=/tmp/x/logs",
@@ -100,12 +112,12 @@ Deno.test("serverNetAddresses() uses an http Places URL with its explicit port",
 
 Deno.test("serverPermissionFlags() throws a RangeError for an unknown server", async () => {
   const config = await loadDefault();
-  assert.throws(() => serverPermissionFlags(config, "Hil"), RangeError);
+  assert.throws(() => serverPermissionFlags(config, "Hil", NO_KEY), RangeError);
 });
 
 Deno.test("serverRunArgs() runs Hill with its flags and its name", async () => {
   const config = await loadDefault();
-  assert.deepEqual(serverRunArgs(config, "Hill"), [
+  assert.deepEqual(serverRunArgs(config, "Hill", NO_KEY), [
     "run",
     "--no-prompt",
     ...HILL_FLAGS,
@@ -119,17 +131,17 @@ Deno.test("serverRunArgs() runs Hill with its flags and its name", async () => {
 
 Deno.test("serverRunArgs() passes an env file before the module", async () => {
   const config = await loadDefault();
-  const args = serverRunArgs(config, "Hill", "/tmp/x/.env");
+  const args = serverRunArgs(config, "Hill", { envFile: "/tmp/x/.env", keyPresent: false });
   assert.ok(args.includes("--env-file=/tmp/x/.env"));
   assert.ok(args.indexOf("--env-file=/tmp/x/.env") < args.indexOf(MAIN_MODULE));
   for (const flag of HILL_FLAGS) assert.ok(args.includes(flag), flag);
 });
 
-Deno.test("serverCompileArgs() bakes Hill's flags into dist/Hill", async () => {
+Deno.test("serverCompileArgs() bakes Hill's flags into dist/Hill, allowing google-new since the key comes at run time", async () => {
   const config = await loadDefault();
   const args = serverCompileArgs(config, "Hill", "dist");
   assert.equal(args[0], "compile");
-  for (const flag of HILL_FLAGS) assert.ok(args.includes(flag), flag);
+  for (const flag of HILL_FLAGS_KEYED) assert.ok(args.includes(flag), flag);
   const output = args.indexOf("--output");
   assert.ok(output > 0);
   assert.equal(args[output + 1], "dist/Hill");
@@ -138,6 +150,17 @@ Deno.test("serverCompileArgs() bakes Hill's flags into dist/Hill", async () => {
 
 Deno.test("serverRunArgs() and serverCompileArgs() throw a RangeError for an unknown server", async () => {
   const config = await loadDefault();
-  assert.throws(() => serverRunArgs(config, "Nobody"), RangeError);
+  assert.throws(() => serverRunArgs(config, "Nobody", NO_KEY), RangeError);
   assert.throws(() => serverCompileArgs(config, "Nobody", "dist"), RangeError);
+});
+
+Deno.test("envTextSetsKey() sees the key set in dotenv text, and only when it is non-empty", () => {
+  assert.equal(envTextSetsKey("GOOGLE_PLACES_API_KEY=abc\n"), true);
+  assert.equal(envTextSetsKey("# comment\nexport GOOGLE_PLACES_API_KEY = 'abc'\r\n"), true);
+  assert.equal(envTextSetsKey('OTHER=1\nGOOGLE_PLACES_API_KEY="x y"'), true);
+  assert.equal(envTextSetsKey("GOOGLE_PLACES_API_KEY=\n"), false);
+  assert.equal(envTextSetsKey('GOOGLE_PLACES_API_KEY=""'), false);
+  assert.equal(envTextSetsKey("# GOOGLE_PLACES_API_KEY=abc"), false);
+  assert.equal(envTextSetsKey("GOOGLE_PLACES_API_KEY_OLD=abc"), false);
+  assert.equal(envTextSetsKey(""), false);
 });

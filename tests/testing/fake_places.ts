@@ -1,18 +1,27 @@
 /**
- * A fake of Google's legacy Nearby Search on loopback, for tests. It checks
- * what real Google checks (the key) and what the herd must send (the
- * location and the radius in metres), records every request, and can be
- * told to fail in the ways a real service fails.
+ * A fake of both Google Places Nearby Search APIs on loopback, for tests and
+ * manual sessions: legacy (`GET .../nearbysearch/json`) and Places API (New)
+ * (`POST /v1/places:searchNearby`). It checks what Google checks (the key:
+ * a query parameter for legacy, a header for New; the field mask) and what
+ * the herd must send (location, radius in metres), records every request,
+ * and can be told to fail the ways a real service fails.
  */
 
-/** How the fake answers. */
-export type FakePlacesMode = "ok" | "http-500" | "malformed" | "hang";
+/** How the fake answers: normally, with an HTTP error, with malformed JSON, or not at all. */
+export type FakePlacesMode = "ok" | "http-400" | "http-403" | "http-429" | "http-500" | "malformed" | "hang";
 
 /** One request the fake received. */
 export interface FakePlacesRequest {
+  api: "legacy" | "new";
+  /** `LAT,LNG` as sent (legacy) or rebuilt from the JSON numbers (New). */
   location: string | null;
+  /** Radius in metres, as sent. */
   radius: string | null;
   key: string | null;
+  /** New only. */
+  fieldMask?: string | null;
+  /** New only. */
+  maxResultCount?: number;
 }
 
 /** Options for {@linkcode startFakePlaces}. */
@@ -27,8 +36,10 @@ export interface FakePlacesOptions {
 
 /** A running fake; close it with `await using` or {@linkcode FakePlaces.close}. */
 export interface FakePlaces extends AsyncDisposable {
-  /** The Nearby Search URL to put in the herd config. */
+  /** The legacy Nearby Search URL. */
   url: string;
+  /** The Places API (New) searchNearby URL. */
+  newUrl: string;
   /** Requests received, oldest first. */
   requests: FakePlacesRequest[];
   /** Changes how later requests are answered. */
@@ -36,24 +47,59 @@ export interface FakePlaces extends AsyncDisposable {
   close(): Promise<void>;
 }
 
-/** A result like Google's, with a long name so answers are large. */
+/** The fields of Places API (New) the herd may ask for: exactly those the legacy shape carries. */
+export const EXPECTED_FIELD_MASK = new Set([
+  "places.id",
+  "places.displayName",
+  "places.shortFormattedAddress",
+  "places.location",
+  "places.types",
+  "places.rating",
+  "places.userRatingCount",
+  "places.businessStatus",
+]);
+
+const _NAME = "with a long name so the answer spans many segments";
+
+/** A legacy result like Google's, with a long name so answers are large. */
 export function fakeResult(index: number, lat: number, lng: number): Record<string, unknown> {
   return {
     business_status: "OPERATIONAL",
     geometry: { location: { lat: lat + index / 1000, lng: lng - index / 1000 } },
-    name: `Place number ${index} near the client, with a long name so the answer spans many segments`,
+    name: `Place number ${index} near the client, ${_NAME}`,
     place_id: `ChIJfake${index.toString().padStart(4, "0")}`,
     types: ["point_of_interest", "establishment"],
     vicinity: `${100 + index} Fake Street, Los Angeles`,
   };
 }
 
-/** Starts the fake on 127.0.0.1 on a free port. */
+/** A Places API (New) place; every third one has no rating, as real places often lack one. */
+export function fakeNewPlace(index: number, lat: number, lng: number): Record<string, unknown> {
+  return {
+    id: `ChIJnew${index.toString().padStart(4, "0")}`,
+    types: ["restaurant", "food", "point_of_interest", "establishment"],
+    location: { latitude: lat + index / 1000, longitude: lng - index / 1000 },
+    ...(index % 3 === 2 ? {} : { rating: 4.1 + (index % 9) / 10, userRatingCount: 100 + index }),
+    businessStatus: "OPERATIONAL",
+    displayName: { text: `New place ${index} near the client, ${_NAME}`, languageCode: "en" },
+    shortFormattedAddress: `${200 + index} New Street, Los Angeles`,
+  };
+}
+
+const _newErrors: Record<string, [number, string]> = {
+  "http-400": [400, "INVALID_ARGUMENT"],
+  "http-403": [403, "PERMISSION_DENIED"],
+  "http-429": [429, "RESOURCE_EXHAUSTED"],
+  "http-500": [500, "INTERNAL"],
+};
+
+/** Starts the fake on 127.0.0.1. */
 export function startFakePlaces(options: FakePlacesOptions): FakePlaces {
   const count = options.results ?? 20;
   const hanging = new Set<() => void>();
   const fake: FakePlaces = {
     url: "",
+    newUrl: "",
     requests: [],
     mode: "ok",
     async close() {
@@ -64,22 +110,32 @@ export function startFakePlaces(options: FakePlacesOptions): FakePlaces {
       return fake.close();
     },
   };
-  const server = Deno.serve({ hostname: "127.0.0.1", port: options.port ?? 0, onListen() {} }, async (request) => {
-    const url = new URL(request.url);
+
+  async function failure(api: "legacy" | "new"): Promise<Response | undefined> {
+    switch (fake.mode) {
+      case "ok":
+        return undefined;
+      case "malformed":
+        return new Response('{"results": [', { headers: { "content-type": "application/json" } });
+      case "hang":
+        // Held until the fake closes; the herd's own timeout gives up long before.
+        await new Promise<void>((resolve) => hanging.add(resolve));
+        return new Response("late");
+      default: {
+        const [status, code] = _newErrors[fake.mode];
+        if (api === "legacy") return new Response("Upstream error", { status });
+        return Response.json({ error: { code: status, message: `Fake ${code} error`, status: code } }, { status });
+      }
+    }
+  }
+
+  async function legacy(url: URL): Promise<Response> {
     const location = url.searchParams.get("location");
     const radius = url.searchParams.get("radius");
     const key = url.searchParams.get("key");
-    fake.requests.push({ location, radius, key });
-    if (url.pathname !== "/maps/api/place/nearbysearch/json") return new Response("Not found", { status: 404 });
-    if (fake.mode === "http-500") return new Response("Internal error", { status: 500 });
-    if (fake.mode === "malformed") {
-      return new Response('{"results": [', { headers: { "content-type": "application/json" } });
-    }
-    if (fake.mode === "hang") {
-      // Held until the fake closes; the herd's own timeout gives up long before.
-      await new Promise<void>((resolve) => hanging.add(resolve));
-      return new Response("late");
-    }
+    fake.requests.push({ api: "legacy", location, radius, key });
+    const failed = await failure("legacy");
+    if (failed !== undefined) return failed;
     if (key !== options.key) {
       return Response.json({
         error_message: "The provided API key is invalid.",
@@ -102,8 +158,67 @@ export function startFakePlaces(options: FakePlacesOptions): FakePlaces {
     if (lat === 0 && lng === 0) return Response.json({ html_attributions: [], results: [], status: "ZERO_RESULTS" });
     const results = Array.from({ length: count }, (_, index) => fakeResult(index, lat, lng));
     return Response.json({ html_attributions: [], results, status: "OK" });
+  }
+
+  async function searchNearby(request: Request): Promise<Response> {
+    const key = request.headers.get("x-goog-api-key");
+    const fieldMask = request.headers.get("x-goog-fieldmask");
+    let body: Record<string, unknown>;
+    try {
+      body = await request.json();
+    } catch {
+      fake.requests.push({ api: "new", location: null, radius: null, key, fieldMask });
+      return Response.json({ error: { code: 400, message: "Body is not JSON", status: "INVALID_ARGUMENT" } }, {
+        status: 400,
+      });
+    }
+    // deno-lint-ignore no-explicit-any
+    const circle = (body as any)?.locationRestriction?.circle;
+    const lat = circle?.center?.latitude;
+    const lng = circle?.center?.longitude;
+    const radius = circle?.radius;
+    const maxResultCount = body.maxResultCount as number;
+    fake.requests.push({
+      api: "new",
+      location: `${lat},${lng}`,
+      radius: radius === undefined ? null : String(radius),
+      key,
+      fieldMask,
+      maxResultCount,
+    });
+    const failed = await failure("new");
+    if (failed !== undefined) return failed;
+    if (key !== options.key) {
+      return Response.json({
+        error: { code: 403, message: "API key not valid. Please pass a valid API key.", status: "PERMISSION_DENIED" },
+      }, { status: 403 });
+    }
+    const asked = new Set((fieldMask ?? "").split(","));
+    const wrongMask = asked.size !== EXPECTED_FIELD_MASK.size || [...asked].some((f) => !EXPECTED_FIELD_MASK.has(f));
+    const badNumbers = typeof lat !== "number" || typeof lng !== "number" || typeof radius !== "number";
+    if (wrongMask || badNumbers || radius <= 0 || radius > 50000 || !(maxResultCount >= 1 && maxResultCount <= 20)) {
+      return Response.json({
+        error: {
+          code: 400,
+          message: `Invalid request: mask=${fieldMask} body=${JSON.stringify(body)}`,
+          status: "INVALID_ARGUMENT",
+        },
+      }, { status: 400 });
+    }
+    if (lat === 0 && lng === 0) return Response.json({});
+    const places = Array.from({ length: Math.min(count, maxResultCount) }, (_, i) => fakeNewPlace(i, lat, lng));
+    return Response.json({ places });
+  }
+
+  const server = Deno.serve({ hostname: "127.0.0.1", port: options.port ?? 0, onListen() {} }, (request) => {
+    const url = new URL(request.url);
+    if (request.method === "GET" && url.pathname === "/maps/api/place/nearbysearch/json") return legacy(url);
+    if (request.method === "POST" && url.pathname === "/v1/places:searchNearby") return searchNearby(request);
+    return new Response("Not found", { status: 404 });
   });
-  fake.url = `http://127.0.0.1:${server.addr.port}/maps/api/place/nearbysearch/json`;
+  const base = `http://127.0.0.1:${server.addr.port}`;
+  fake.url = `${base}/maps/api/place/nearbysearch/json`;
+  fake.newUrl = `${base}/v1/places:searchNearby`;
   return fake;
 }
 
@@ -114,5 +229,7 @@ export const FAKE_PLACES_KEY = "fake-key";
 
 if (import.meta.main) {
   const fake = startFakePlaces({ key: FAKE_PLACES_KEY, port: FAKE_PLACES_PORT });
-  console.log(`Fake Places listening: ${fake.url} (key "${FAKE_PLACES_KEY}"). Ctrl-C stops it.`);
+  console.log(`Fake Places (key "${FAKE_PLACES_KEY}"). Ctrl-C stops it.`);
+  console.log(`  legacy: ${fake.url}`);
+  console.log(`  new:    ${fake.newUrl}`);
 }

@@ -47,6 +47,8 @@ export interface TestHerdOptions {
   key?: string;
   names?: string[];
   links?: [string, string][];
+  /** Extra `places` fields (provider, newUrl, cache settings). */
+  places?: Record<string, unknown>;
   /** Extra top-level config fields. */
   extra?: Record<string, unknown>;
 }
@@ -87,7 +89,13 @@ export class TestHerd implements AsyncDisposable {
     const config = {
       servers,
       links: options.links ?? DEFAULT_LINKS,
-      places: { url: options.placesUrl, timeoutMs: 1000 },
+      // Both Google endpoints point at the fake: a test never reaches past loopback.
+      places: {
+        url: options.placesUrl,
+        newUrl: new URL("/v1/places:searchNearby", options.placesUrl).href,
+        timeoutMs: 1000,
+        ...options.places,
+      },
       logDir: "logs",
       peers: { reconnectMinMs: 20, reconnectMaxMs: 200 },
       ...options.extra,
@@ -105,7 +113,7 @@ export class TestHerd implements AsyncDisposable {
   async start(name: string): Promise<void> {
     const config = await loadConfig(this.configPath);
     const child = new Deno.Command("deno", {
-      args: serverRunArgs(config, name),
+      args: serverRunArgs(config, name, { keyPresent: this.#key !== undefined }),
       env: this.#key === undefined ? {} : { GOOGLE_PLACES_API_KEY: this.#key },
       stdin: "null",
       stdout: "null",

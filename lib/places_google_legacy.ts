@@ -1,0 +1,62 @@
+/** Google's legacy Nearby Search: `GET url?location=LAT,LNG&radius=METRES&key=KEY`. */
+
+import { type PlacesAnswer, placesError, type PlacesProvider, type PlacesQuery } from "./places.ts";
+import { fetchPlacesJson, scrubKey } from "./places_http.ts";
+
+/** Options for {@linkcode GoogleLegacyPlaces}. */
+export interface GoogleLegacyPlacesOptions {
+  /** Nearby Search endpoint, e.g. `https://maps.googleapis.com/maps/api/place/nearbysearch/json`. */
+  url: string;
+  /** API key; without one every search answers `REQUEST_DENIED`. */
+  key?: string;
+  /** Upstream timeout in milliseconds. */
+  timeoutMs: number;
+}
+
+/** A decimal degree as Google wants it: no `+`. */
+export function unsignedDegrees(degrees: string): string {
+  return degrees.startsWith("+") ? degrees.slice(1) : degrees;
+}
+
+/** The legacy Nearby Search provider. */
+export class GoogleLegacyPlaces implements PlacesProvider {
+  readonly name = "google-legacy";
+  #url: string;
+  #key: string;
+  #timeoutMs: number;
+
+  constructor(options: GoogleLegacyPlacesOptions) {
+    this.#url = options.url;
+    this.#key = options.key ?? "";
+    this.#timeoutMs = options.timeoutMs;
+  }
+
+  async search(query: PlacesQuery): Promise<PlacesAnswer> {
+    if (this.#key === "") {
+      return placesError("REQUEST_DENIED", "No Places API key: the server has no GOOGLE_PLACES_API_KEY set");
+    }
+    const separator = this.#url.includes("?") ? "&" : "?";
+    const url = `${this.#url}${separator}location=${unsignedDegrees(query.latitude)},` +
+      `${unsignedDegrees(query.longitude)}&radius=${query.radiusMetres}&key=${encodeURIComponent(this.#key)}`;
+    const result = await fetchPlacesJson(url, {}, { timeoutMs: this.#timeoutMs, key: this.#key });
+    if (!result.ok) return result.answer;
+    const { body, response } = result;
+    if (typeof body !== "object" || body === null || Array.isArray(body)) {
+      return placesError("UNKNOWN_ERROR", "The Places service answered with JSON that is not an object");
+    }
+    const answer = body as Record<string, unknown>;
+    const status = typeof answer.status === "string" ? answer.status : undefined;
+    if (status === "OK" || status === "ZERO_RESULTS") {
+      if (!Array.isArray(answer.results)) {
+        return placesError("UNKNOWN_ERROR", "The Places service answered without a results list");
+      }
+      return answer as PlacesAnswer;
+    }
+    const message = typeof answer.error_message === "string"
+      ? scrubKey(answer.error_message, this.#key)
+      : response.ok
+      ? "The Places service answered without a status"
+      : `The Places service answered HTTP ${response.status}`;
+    return placesError(status ?? "UNKNOWN_ERROR", message);
+  }
+}

@@ -1,0 +1,125 @@
+/**
+ * Places API (New) Nearby Search: `POST places:searchNearby` with the key
+ * and a field mask in headers, translated into the legacy answer shape.
+ */
+
+import { type PlacesAnswer, placesError, type PlacesProvider, type PlacesQuery } from "./places.ts";
+import { fetchPlacesJson, scrubKey } from "./places_http.ts";
+
+/** Only the fields the legacy shape carries: Google bills by the fields asked for. */
+export const GOOGLE_NEW_FIELD_MASK = [
+  "places.id",
+  "places.displayName",
+  "places.shortFormattedAddress",
+  "places.location",
+  "places.types",
+  "places.rating",
+  "places.userRatingCount",
+  "places.businessStatus",
+].join(",");
+
+/** The most results Places API (New) returns for one search. */
+export const GOOGLE_NEW_MAX_RESULTS = 20;
+
+/** Options for {@linkcode GoogleNewPlaces}. */
+export interface GoogleNewPlacesOptions {
+  /** `searchNearby` endpoint. */
+  url: string;
+  /** API key; without one every search answers `REQUEST_DENIED`. */
+  key?: string;
+  /** Upstream timeout in milliseconds. */
+  timeoutMs: number;
+}
+
+function _object(value: unknown): Record<string, unknown> | undefined {
+  return typeof value === "object" && value !== null && !Array.isArray(value)
+    ? value as Record<string, unknown>
+    : undefined;
+}
+
+/** One Places API (New) place as a legacy result, keys in Google's (alphabetical) order, fields only where present. */
+function _legacyResult(place: Record<string, unknown>): Record<string, unknown> {
+  const location = _object(place.location);
+  const name = _object(place.displayName)?.text;
+  const result: Record<string, unknown> = {
+    business_status: typeof place.businessStatus === "string" ? place.businessStatus : undefined,
+    geometry: location === undefined ? undefined : { location: { lat: location.latitude, lng: location.longitude } },
+    name: typeof name === "string" ? name : undefined,
+    place_id: typeof place.id === "string" ? place.id : undefined,
+    rating: typeof place.rating === "number" ? place.rating : undefined,
+    types: Array.isArray(place.types) ? place.types : undefined,
+    user_ratings_total: typeof place.userRatingCount === "number" ? place.userRatingCount : undefined,
+    vicinity: typeof place.shortFormattedAddress === "string" ? place.shortFormattedAddress : undefined,
+  };
+  for (const key of Object.keys(result)) if (result[key] === undefined) delete result[key];
+  return result;
+}
+
+/** Translates a successful `searchNearby` body into the legacy shape. */
+export function translateNearbyResponse(body: unknown): PlacesAnswer {
+  const object = _object(body);
+  if (object === undefined) {
+    return placesError("UNKNOWN_ERROR", "The Places service answered with JSON that is not an object");
+  }
+  const places = object.places ?? [];
+  if (!Array.isArray(places)) {
+    return placesError("UNKNOWN_ERROR", "The Places service answered with a places field that is not a list");
+  }
+  const results = places.map(_object).filter((place) => place !== undefined).map(_legacyResult);
+  return { html_attributions: [], results, status: results.length === 0 ? "ZERO_RESULTS" : "OK" };
+}
+
+/** The legacy status for a Places API (New) HTTP error. */
+export function legacyStatusForHttp(status: number): string {
+  if (status === 400 || status === 404) return "INVALID_REQUEST";
+  if (status === 401 || status === 403) return "REQUEST_DENIED";
+  if (status === 429) return "OVER_QUERY_LIMIT";
+  return "UNKNOWN_ERROR";
+}
+
+/** The Places API (New) provider. */
+export class GoogleNewPlaces implements PlacesProvider {
+  readonly name = "google-new";
+  #url: string;
+  #key: string;
+  #timeoutMs: number;
+
+  constructor(options: GoogleNewPlacesOptions) {
+    this.#url = options.url;
+    this.#key = options.key ?? "";
+    this.#timeoutMs = options.timeoutMs;
+  }
+
+  async search(query: PlacesQuery): Promise<PlacesAnswer> {
+    if (this.#key === "") {
+      return placesError("REQUEST_DENIED", "No Places API key: the server has no GOOGLE_PLACES_API_KEY set");
+    }
+    const body = {
+      locationRestriction: {
+        circle: {
+          center: { latitude: Number(query.latitude), longitude: Number(query.longitude) },
+          radius: Number(query.radiusMetres),
+        },
+      },
+      maxResultCount: GOOGLE_NEW_MAX_RESULTS,
+    };
+    const result = await fetchPlacesJson(this.#url, {
+      method: "POST",
+      headers: {
+        "Content-Type": "application/json",
+        "X-Goog-Api-Key": this.#key,
+        "X-Goog-FieldMask": GOOGLE_NEW_FIELD_MASK,
+      },
+      body: JSON.stringify(body),
+    }, { timeoutMs: this.#timeoutMs, key: this.#key });
+    if (!result.ok) return result.answer;
+    if (result.response.ok) return translateNearbyResponse(result.body);
+    const message = _object(_object(result.body)?.error)?.message;
+    return placesError(
+      legacyStatusForHttp(result.response.status),
+      typeof message === "string"
+        ? scrubKey(message, this.#key)
+        : `The Places service answered HTTP ${result.response.status}`,
+    );
+  }
+}

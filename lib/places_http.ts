@@ -1,0 +1,55 @@
+/**
+ * One HTTP exchange with a Places service, with a timeout, and every way it
+ * can fail turned into a Places-shaped error that never shows the key.
+ */
+
+import { type PlacesAnswer, placesError } from "./places.ts";
+
+/** Options for {@linkcode fetchPlacesJson}. */
+export interface PlacesHttpOptions {
+  /** Upstream timeout in milliseconds. */
+  timeoutMs: number;
+  /** The API key, to scrub from anything that might echo it. */
+  key: string;
+}
+
+/** A parsed JSON answer, or the error answer that replaces it. */
+export type PlacesHttpResult =
+  | { ok: true; response: Response; body: unknown }
+  | { ok: false; answer: PlacesAnswer };
+
+/** `text` with every occurrence of the key (plain or URL-encoded) replaced. */
+export function scrubKey(text: string, key: string): string {
+  if (key === "") return text;
+  return text.replaceAll(key, "<key>").replaceAll(encodeURIComponent(key), "<key>");
+}
+
+/** Fetches `url` and parses its JSON body, whatever the HTTP status. */
+export async function fetchPlacesJson(
+  url: string,
+  init: RequestInit,
+  options: PlacesHttpOptions,
+): Promise<PlacesHttpResult> {
+  const fail = (message: string): PlacesHttpResult => ({
+    ok: false,
+    answer: placesError("UNKNOWN_ERROR", scrubKey(message, options.key)),
+  });
+  const signal = AbortSignal.timeout(options.timeoutMs);
+  let response: Response;
+  let text: string;
+  try {
+    response = await fetch(url, { ...init, signal });
+    text = await response.text();
+  } catch (error) {
+    if (error instanceof DOMException && error.name === "TimeoutError") {
+      return fail(`The Places service did not answer within ${options.timeoutMs} ms`);
+    }
+    return fail(`The Places service cannot be reached: ${String(error)}`);
+  }
+  try {
+    return { ok: true, response, body: JSON.parse(text) };
+  } catch {
+    const what = response.ok ? "malformed JSON" : `HTTP ${response.status} ${response.statusText}`.trim();
+    return fail(`The Places service answered with ${what}`);
+  }
+}
