@@ -11,6 +11,10 @@ export interface ServerConfig {
   port: number;
   /** Peer port (server-to-server only). */
   peerPort: number;
+  /** Where neighbours dial this server's peer port: `host:peerPort` unless a proxy or NAT sits between. */
+  peerDialHost: string;
+  /** Port neighbours dial; see {@linkcode ServerConfig.peerDialHost}. */
+  peerDialPort: number;
 }
 
 /** Which Places service answers WHATSAT; `auto` is `google-new` with a key, else `offline`. */
@@ -57,6 +61,8 @@ export interface HerdConfig {
   places: PlacesConfig;
   /** Log directory, absolute. */
   logDir: string;
+  /** Directory of the servers' databases, absolute. */
+  dataDir: string;
   /** Longest accepted line in bytes, without its newline. */
   maxLineBytes: number;
   /** How long shutdown waits for replies in flight, in milliseconds. */
@@ -159,10 +165,23 @@ export function parseConfig(text: string, path: string): HerdConfig {
       _fail(path, `server name ${JSON.stringify(name)} must be letters, digits, "_", "." or "-"`);
     }
     const entry = _object(value, `servers.${name}`, path);
+    const host = _string(entry.host, `servers.${name}.host`, path);
+    const peerPort = _port(entry.peerPort, `servers.${name}.peerPort`, path);
+    let peerDialHost = host;
+    let peerDialPort = peerPort;
+    if (entry.peerAddress !== undefined) {
+      const where = `servers.${name}.peerAddress`;
+      const match = /^(.+):([0-9]+)$/.exec(_string(entry.peerAddress, where, path));
+      if (match === null) _fail(path, `${where} must be "host:port", got ${JSON.stringify(entry.peerAddress)}`);
+      peerDialHost = match[1];
+      peerDialPort = _port(Number(match[2]), where, path);
+    }
     const server = {
-      host: _string(entry.host, `servers.${name}.host`, path),
+      host,
       port: _port(entry.port, `servers.${name}.port`, path),
-      peerPort: _port(entry.peerPort, `servers.${name}.peerPort`, path),
+      peerPort,
+      peerDialHost,
+      peerDialPort,
     };
     for (const [field, port] of [["port", server.port], ["peerPort", server.peerPort]] as const) {
       const address = `${server.host}:${port}`;
@@ -215,6 +234,7 @@ export function parseConfig(text: string, path: string): HerdConfig {
 
   const base = _dirname(path);
   const logDir = resolvePath(base, _string(top.logDir, "logDir", path));
+  const dataDir = resolvePath(base, top.dataDir === undefined ? "data" : _string(top.dataDir, "dataDir", path));
   const peersRaw = top.peers === undefined ? {} : _object(top.peers, "peers", path);
   const peers = {
     reconnectMinMs: _positive(peersRaw.reconnectMinMs, 50, "peers.reconnectMinMs", path),
@@ -229,6 +249,7 @@ export function parseConfig(text: string, path: string): HerdConfig {
     links,
     places,
     logDir,
+    dataDir,
     maxLineBytes: _positive(top.maxLineBytes, 8192, "maxLineBytes", path),
     shutdownGraceMs: _positive(top.shutdownGraceMs, 2000, "shutdownGraceMs", path),
     peers,

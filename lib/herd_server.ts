@@ -68,8 +68,8 @@ export class HerdServer {
       const link = new PeerLink({
         self: this.name,
         neighbour,
-        host: peer.host,
-        peerPort: peer.peerPort,
+        host: peer.peerDialHost,
+        peerPort: peer.peerDialPort,
         ...this.#config.peers,
       });
       this.#links.set(neighbour, link);

@@ -2,7 +2,8 @@
  * The exact Deno permission flags one server needs, computed from the
  * config: its own listen addresses, its neighbours' peer addresses, the
  * chosen Places provider's host (none for `offline`), reading the config,
- * writing the log directory and the key variable. `serve`, `herd`,
+ * writing the log directory, reading and writing the data directory, and
+ * the key variable. `serve`, `herd`,
  * `compile` and the tests all use these.
  */
 
@@ -31,7 +32,7 @@ export function serverNetAddresses(config: HerdConfig, name: string, options: Pe
   const addresses = [`${self.host}:${self.port}`, `${self.host}:${self.peerPort}`];
   for (const neighbour of neighboursOf(config, name)) {
     const peer = serverNamed(config, neighbour);
-    addresses.push(`${peer.host}:${peer.peerPort}`);
+    addresses.push(`${peer.peerDialHost}:${peer.peerDialPort}`);
   }
   const { provider } = chooseProvider(config.places.provider, options.keyPresent);
   const url = providerUrl(config.places, provider);
@@ -43,8 +44,8 @@ export function serverNetAddresses(config: HerdConfig, name: string, options: Pe
 export function serverPermissionFlags(config: HerdConfig, name: string, options: PermissionOptions): string[] {
   return [
     `--allow-net=${serverNetAddresses(config, name, options).join(",")}`,
-    `--allow-read=${config.path}`,
-    `--allow-write=${config.logDir}`,
+    `--allow-read=${config.path},${config.dataDir}`,
+    `--allow-write=${config.logDir},${config.dataDir}`,
     `--allow-env=${PLACES_KEY_VARIABLE}`,
   ];
 }

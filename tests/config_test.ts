@@ -44,8 +44,15 @@ Deno.test("parseConfig() reads the default herd file", async () => {
   const config = await loadDefault();
   assert.deepEqual([...config.servers.keys()], ["Hill", "Jaquez", "Smith", "Campbell", "Singleton"]);
   assert.equal(config.links.length, 6);
-  assert.deepEqual(config.servers.get("Hill"), { host: "127.0.0.1", port: 12000, peerPort: 12100 });
+  assert.deepEqual(config.servers.get("Hill"), {
+    host: "127.0.0.1",
+    port: 12000,
+    peerPort: 12100,
+    peerDialHost: "127.0.0.1",
+    peerDialPort: 12100,
+  });
   assert.equal(config.logDir, `${DEFAULT_DIR}/logs`);
+  assert.equal(config.dataDir, `${DEFAULT_DIR}/data`);
   assert.ok(config.logDir.startsWith("/"));
   assert.equal(config.path, DEFAULT_PATH);
   assert.deepEqual(configWarnings(config), []);
@@ -266,7 +273,13 @@ Deno.test("neighboursOf() lists the neighbours of a server in link order", async
 
 Deno.test("serverNamed() returns the named server", async () => {
   const config = await loadDefault();
-  assert.deepEqual(serverNamed(config, "Singleton"), { host: "127.0.0.1", port: 12004, peerPort: 12104 });
+  assert.deepEqual(serverNamed(config, "Singleton"), {
+    host: "127.0.0.1",
+    port: 12004,
+    peerPort: 12104,
+    peerDialHost: "127.0.0.1",
+    peerDialPort: 12104,
+  });
 });
 
 Deno.test("serverNamed() throws a RangeError listing the valid names", async () => {
@@ -277,4 +290,23 @@ Deno.test("serverNamed() throws a RangeError listing the valid names", async () 
     return true;
   });
   assert.throws(() => serverNamed(config, "hill"), RangeError);
+});
+
+Deno.test("parseConfig() lets peers dial a server through peerAddress, and refuses a malformed one", () => {
+  const text = (peerAddress: unknown) =>
+    JSON.stringify({
+      servers: {
+        A: { host: "127.0.0.1", port: 1, peerPort: 2, peerAddress },
+        B: { host: "127.0.0.1", port: 3, peerPort: 4 },
+      },
+      links: [["A", "B"]],
+      places: { url: "https://x.example/" },
+      logDir: "logs",
+    });
+  const config = parseConfig(text("127.0.0.2:9002"), "/tmp/c.json");
+  assert.equal(config.servers.get("A")!.peerDialHost, "127.0.0.2");
+  assert.equal(config.servers.get("A")!.peerDialPort, 9002);
+  assert.equal(config.servers.get("A")!.peerPort, 2);
+  assert.throws(() => parseConfig(text("nowhere"), "/tmp/c.json"), /servers\.A\.peerAddress must be "host:port"/);
+  assert.throws(() => parseConfig(text("h:70000"), "/tmp/c.json"), /servers\.A\.peerAddress must be an integer port/);
 });

@@ -9,8 +9,8 @@ const DEFAULT_DIR = DEFAULT_PATH.slice(0, DEFAULT_PATH.lastIndexOf("/"));
 /** Hill with no key: `auto` is `offline`, so no Places host at all. */
 const HILL_FLAGS = [
   "--allow-net=127.0.0.1:12000,127.0.0.1:12100,127.0.0.1:12101,127.0.0.1:12102",
-  `--allow-read=${DEFAULT_PATH}`,
-  `--allow-write=${DEFAULT_DIR}/logs`,
+  `--allow-read=${DEFAULT_PATH},${DEFAULT_DIR}/data`,
+  `--allow-write=${DEFAULT_DIR}/logs,${DEFAULT_DIR}/data`,
   "--allow-env=GOOGLE_PLACES_API_KEY",
 ];
 
@@ -104,8 +104,8 @@ Deno.test("serverNetAddresses() uses an http Places URL with its explicit port",
   ]);
   assert.deepEqual(serverPermissionFlags(config, "B", NO_KEY), [
     "--allow-net=localhost:13001,localhost:13101,127.0.0.1:13100,127.0.0.1:8080",
-    "--allow-read=/tmp/x/herd.config.json",
-    "--allow-write=/tmp/x/logs",
+    "--allow-read=/tmp/x/herd.config.json,/tmp/x/data",
+    "--allow-write=/tmp/x/logs,/tmp/x/data",
     "--allow-env=GOOGLE_PLACES_API_KEY",
   ]);
 });
