@@ -181,6 +181,11 @@ export class TestHerd implements AsyncDisposable {
     return { code: status.code, stderr: await running.stderr };
   }
 
+  /** Process id of `name`. */
+  pid(name: string): number {
+    return this.#running.get(name)!.child.pid;
+  }
+
   /** Sends `signal` to `name` without waiting (SIGSTOP, SIGCONT). */
   signal(name: string, signal: Deno.Signal): void {
     this.#running.get(name)!.child.kill(signal);
