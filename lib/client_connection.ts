@@ -12,7 +12,7 @@ import { route, type RouterContext } from "./router.ts";
 /** Replies a connection may have outstanding before the server stops reading its commands. */
 const MAX_PENDING_REPLIES = 1024;
 
-const _lossy = new TextDecoder();
+const _lossy = new TextDecoder("utf-8", { ignoreBOM: true });
 
 function _forLog(reply: Reply): string {
   return typeof reply === "string" ? reply : _lossy.decode(reply);

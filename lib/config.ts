@@ -50,6 +50,8 @@ export interface PeerConfig {
   reconnectMaxMs: number;
   /** How long an IAMAT reply waits for the herd to acknowledge a record before it goes out anyway. */
   ackTimeoutMs: number;
+  /** How often a server reconciles its store with one neighbour, in milliseconds. */
+  reconcileIntervalMs: number;
 }
 
 /** A validated herd configuration. */
@@ -240,6 +242,7 @@ export function parseConfig(text: string, path: string): HerdConfig {
     reconnectMinMs: _positive(peersRaw.reconnectMinMs, 50, "peers.reconnectMinMs", path),
     reconnectMaxMs: _positive(peersRaw.reconnectMaxMs, 2000, "peers.reconnectMaxMs", path),
     ackTimeoutMs: _positive(peersRaw.ackTimeoutMs, 500, "peers.ackTimeoutMs", path),
+    reconcileIntervalMs: _positive(peersRaw.reconcileIntervalMs, 5000, "peers.reconcileIntervalMs", path),
   };
   if (peers.reconnectMaxMs < peers.reconnectMinMs) {
     _fail(path, "peers.reconnectMaxMs must not be less than peers.reconnectMinMs");

@@ -1,16 +1,18 @@
 /**
- * One server of the herd: the client and peer acceptors, the store, the
- * links to its neighbours and the Places provider, wired together, with an
- * orderly shutdown.
+ * One server of the herd: the client and peer acceptors, the store and its
+ * log on disk, the links to its neighbours and the Places provider, wired
+ * together, with reconciliation and an orderly shutdown.
  */
 
 import { ClientConnection } from "./client_connection.ts";
 import { type HerdConfig, neighboursOf, serverNamed } from "./config.ts";
 import { log } from "./logging.ts";
-import { PeerLink } from "./peer_link.ts";
+import { differingBuckets } from "./digest.ts";
+import { PEER_MAX_LINE_BYTES, PeerLink, type ReconcileSource } from "./peer_link.ts";
 import { servePeer } from "./peer_connection.ts";
 import type { PlacesProvider } from "./places.ts";
 import type { LocationRecord } from "./protocol.ts";
+import { RecordLog } from "./record_log.ts";
 import type { RouterContext } from "./router.ts";
 import { LocationStore } from "./store.ts";
 
@@ -35,6 +37,8 @@ export class HerdServer {
   #peerConns = new Set<Deno.Conn>();
   #peerTasks = new Set<Promise<void>>();
   #accepting: Promise<void>[] = [];
+  #recordLog: RecordLog | undefined;
+  #timers: ReturnType<typeof setInterval>[] = [];
   #stopping = false;
 
   constructor(options: HerdServerOptions) {
@@ -44,9 +48,28 @@ export class HerdServer {
     serverNamed(options.config, options.name);
   }
 
-  /** Listens on the client and peer ports, then starts the links; no network I/O happens before listening. */
+  /** Path of this server's database. */
+  get databasePath(): string {
+    return `${this.#config.dataDir}/${this.name}.db`;
+  }
+
+  /**
+   * Loads the store from disk, listens on the client and peer ports, then
+   * starts the links; no network I/O happens before listening. Throws a
+   * `CorruptDatabaseError` before listening if the database is unusable.
+   */
   start(): void {
     const self = serverNamed(this.#config, this.name);
+    const started = performance.now();
+    const { log: recordLog, records } = RecordLog.open(this.databasePath);
+    this.#recordLog = recordLog;
+    for (const record of records) this.store.offer(record);
+    log.server.info("{name} loaded {count} records from {path} in {ms} ms", {
+      name: this.name,
+      count: records.length,
+      path: this.databasePath,
+      ms: Math.round(performance.now() - started),
+    });
     this.#clientListener = Deno.listen({ hostname: self.host, port: self.port });
     this.#peerListener = Deno.listen({ hostname: self.host, port: self.peerPort });
     log.server.info("{name} listening for clients on {host}:{port} and peers on {host}:{peerPort}", {
@@ -59,10 +82,16 @@ export class HerdServer {
       name: this.name,
       store: this.store,
       places: this.#places,
-      flood: (record) => this.#flood(record, undefined, this.#config.peers.ackTimeoutMs),
+      publish: (record) => this.#publish(record, undefined, this.#config.peers.ackTimeoutMs),
     };
     this.#accepting.push(this.#acceptClients(this.#clientListener, context));
     this.#accepting.push(this.#acceptPeers(this.#peerListener));
+    const source: ReconcileSource = {
+      digestWords: () => this.store.digest.words,
+      digestHex: () => this.store.digest.toHex(),
+      inBuckets: (buckets) => this.store.inBuckets(buckets),
+      catchUp: (record, from) => this.#catchUp(record, from),
+    };
     for (const neighbour of neighboursOf(this.#config, this.name)) {
       const peer = serverNamed(this.#config, neighbour);
       const link = new PeerLink({
@@ -71,10 +100,21 @@ export class HerdServer {
         host: peer.peerDialHost,
         peerPort: peer.peerDialPort,
         ...this.#config.peers,
+        source,
       });
       this.#links.set(neighbour, link);
       link.start();
     }
+    this.#timers.push(setInterval(() => this.#reconcileWithOne(), this.#config.peers.reconcileIntervalMs));
+    this.#timers.push(setInterval(() => {
+      this.#recordLog?.compactIfWorthIt(() => [...this.store.values()], this.store.size);
+    }, 10_000));
+  }
+
+  /** Reconciles with one live neighbour, chosen at random, to repair anything lost in flight. */
+  #reconcileWithOne(): void {
+    const live = [...this.#links.values()].filter((link) => link.up);
+    if (live.length > 0) live[Math.floor(Math.random() * live.length)].reconcile();
   }
 
   /** The outbound link to `neighbour`, for inspection. */
@@ -120,11 +160,16 @@ export class HerdServer {
     const context = {
       neighbours: new Set(neighboursOf(this.#config, this.name)),
       receive: (record: LocationRecord, from: string, waitMs: number) => this.#receive(record, from, waitMs),
+      catchUp: (record: LocationRecord, from: string) => this.#catchUp(record, from),
       greeted: (name: string) => this.#links.get(name)?.poke(),
+      reconcile: (digest: Uint32Array | null) => {
+        const buckets = digest === null ? new Set<number>() : differingBuckets(this.store.digest.words, digest);
+        return { records: this.store.inBuckets(buckets), hex: this.store.digest.toHex() };
+      },
     };
     return this.#acceptLoop(listener, "peers", (conn) => {
       this.#peerConns.add(conn);
-      const task = servePeer(conn, context, this.#config.maxLineBytes).finally(() => {
+      const task = servePeer(conn, context, PEER_MAX_LINE_BYTES).finally(() => {
         this.#peerConns.delete(conn);
         this.#peerTasks.delete(task);
       });
@@ -132,7 +177,7 @@ export class HerdServer {
     });
   }
 
-  /** A record from neighbour `from`: stored and passed on if it is newer than ours. */
+  /** A record from neighbour `from`: stored, written to disk and passed on if it is newer than ours. */
   #receive(record: LocationRecord, from: string, waitMs: number): Promise<void> {
     if (!this.store.offer(record)) {
       log.peer.debug("From {neighbour}, not newer, dropped: {line}", { neighbour: from, line: record.line });
@@ -140,7 +185,30 @@ export class HerdServer {
     }
     log.peer.info("From {neighbour}, stored: {line}", { neighbour: from, line: record.line });
     // Half the sender's wait, so our answer reaches it before it gives up on us.
-    return this.#flood(record, from, Math.floor(waitMs / 2));
+    return this.#publish(record, from, Math.floor(waitMs / 2));
+  }
+
+  /**
+   * A record from reconciling with `from`: stored, written to disk and
+   * passed on (as reconciliation records too) if newer. No promises and no
+   * line per record in the log: a catch-up can carry 100,000 of these, so
+   * the callers log a count instead.
+   */
+  #catchUp(record: LocationRecord, from: string): boolean {
+    if (!this.store.offer(record)) return false;
+    this.#recordLog?.append(record);
+    for (const [name, link] of this.#links) if (name !== from) link.enqueue(record);
+    return true;
+  }
+
+  /**
+   * A record this server just stored: on to disk (group commit) and to
+   * every live neighbour but `from`. Resolves when both are done: the
+   * record is committed and acknowledged by the live neighbours (or they
+   * ran out of `waitMs`).
+   */
+  #publish(record: LocationRecord, from: string | undefined, waitMs: number): Promise<void> {
+    return Promise.all([this.#recordLog?.append(record), this.#flood(record, from, waitMs)]).then(() => {});
   }
 
   /** Sends a stored record to every neighbour but `from`; resolves once each live one acknowledged it or `waitMs` passed. */
@@ -186,6 +254,7 @@ export class HerdServer {
       for (const client of this.#clients) client.abort();
       await Promise.all(clients.map((c) => c.done));
     }
+    this.#timers.forEach(clearInterval);
     await Promise.all([...this.#links.values()].map((link) => link.close()));
     for (const conn of this.#peerConns) {
       try {
@@ -193,6 +262,7 @@ export class HerdServer {
       } catch { /* already closed */ }
     }
     await Promise.all(this.#peerTasks);
+    this.#recordLog?.close();
     log.server.info("{name} stopped", { name: this.name });
   }
 }

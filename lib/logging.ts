@@ -12,6 +12,7 @@ import {
   getLogger,
   getTextFormatter,
   type Logger,
+  type LogRecord,
   withFilter,
 } from "@logtape/logtape";
 import { getFileSink } from "@logtape/file";
@@ -28,6 +29,45 @@ export const log: {
   peer: getLogger(["herd", "peer"]),
   places: getLogger(["herd", "places"]),
 };
+
+const _LEVELS: Record<string, string> = {
+  trace: "TRC",
+  debug: "DBG",
+  info: "INF",
+  warning: "WRN",
+  error: "ERR",
+  fatal: "FTL",
+};
+
+function _fileValue(value: unknown): string {
+  switch (typeof value) {
+    case "string":
+      return JSON.stringify(value);
+    case "number":
+    case "bigint":
+    case "boolean":
+      return String(value);
+    default:
+      return value instanceof Error ? JSON.stringify(value.message) : JSON.stringify(value) ?? String(value);
+  }
+}
+
+/**
+ * One log line per record: ISO time, level, category, message, with string
+ * values JSON-quoted so a client's exact line (control characters and all)
+ * survives. Cheaper than LogTape's text formatter, which inspects every
+ * value: this runs several times per command.
+ */
+export function formatFileLine(record: LogRecord): string {
+  let message = "";
+  for (let i = 0; i < record.message.length; i++) {
+    const part = record.message[i];
+    message += i % 2 === 0 ? part as string : _fileValue(part);
+  }
+  return `${new Date(record.timestamp).toISOString()} [${_LEVELS[record.level]}] ${
+    record.category.join(".")
+  }: ${message}\n`;
+}
 
 /** Options for {@linkcode setupLogging}. */
 export interface LoggingOptions {
@@ -49,7 +89,12 @@ export async function setupLogging(options: LoggingOptions): Promise<string> {
   });
   await configure({
     sinks: {
-      file: getFileSink(path, { nonBlocking: true, bufferSize: 64 * 1024, flushInterval: 100 }),
+      file: getFileSink(path, {
+        formatter: formatFileLine,
+        nonBlocking: true,
+        bufferSize: 64 * 1024,
+        flushInterval: 100,
+      }),
       console: getConsoleSink({ formatter: consoleFormatter }),
       consoleWarnings: withFilter(getConsoleSink({ formatter: consoleFormatter }), "warning"),
     },

@@ -1,12 +1,13 @@
 /**
  * One inbound peer connection: a neighbour's link to us. The first line
  * must be `HELLO <name>` from a configured neighbour; then each record is
- * offered to the server and acknowledged once handled.
+ * offered to the server and acknowledged once handled, and each `DIGEST`
+ * is answered with our records of the buckets that differ and our digest.
  */
 
 import { readLines } from "./line_stream.ts";
 import { log } from "./logging.ts";
-import { formatAck, parsePeerMessage } from "./peer_wire.ts";
+import { formatAck, formatDigest, parsePeerMessage } from "./peer_wire.ts";
 import { type LocationRecord, splitFields } from "./protocol.ts";
 import { writeAll } from "./reply_queue.ts";
 
@@ -14,10 +15,14 @@ import { writeAll } from "./reply_queue.ts";
 export interface PeerContext {
   /** Names this server accepts links from. */
   neighbours: ReadonlySet<string>;
-  /** Handles a record from `from`; resolves when it may be acknowledged (stored and passed on, or found old). */
+  /** Handles a flooded record from `from`; resolves when it may be acknowledged (stored and passed on, or found old). */
   receive(record: LocationRecord, from: string, waitMs: number): Promise<void>;
+  /** Handles a reconciliation record from `from`; returns whether it was new. */
+  catchUp(record: LocationRecord, from: string): boolean;
   /** A neighbour dialled in: it is back, so our own link to it should retry now. */
   greeted(name: string): void;
+  /** Our records in the buckets where `digest` differs from ours (none for null), and our digest as hex. */
+  reconcile(digest: Uint32Array | null): { records: LocationRecord[]; hex: string };
 }
 
 const _decoder = new TextDecoder();
@@ -26,13 +31,13 @@ const _encoder = new TextEncoder();
 /** Serves one inbound peer connection until it closes. */
 export async function servePeer(conn: Deno.Conn, context: PeerContext, maxLineBytes: number): Promise<void> {
   let name: string | undefined;
-  let acks = "";
+  let out = "";
   let writing: Promise<void> | undefined;
   let failed = false;
   const flushAcks = async () => {
-    while (acks !== "" && !failed) {
-      const text = acks;
-      acks = "";
+    while (out !== "" && !failed) {
+      const text = out;
+      out = "";
       try {
         await writeAll(conn, _encoder.encode(text));
       } catch {
@@ -41,11 +46,13 @@ export async function servePeer(conn: Deno.Conn, context: PeerContext, maxLineBy
     }
     writing = undefined;
   };
-  const ack = (seq: number) => {
-    acks += formatAck(seq);
+  const send = (text: string) => {
+    out += text;
     writing ??= Promise.resolve().then(flushAcks);
   };
   const handling = new Set<Promise<void>>();
+  let caughtUp = 0;
+  let stored = 0;
   try {
     for await (const batch of readLines(conn, maxLineBytes)) {
       for (const bytes of batch.lines) {
@@ -65,18 +72,45 @@ export async function servePeer(conn: Deno.Conn, context: PeerContext, maxLineBy
           context.greeted(name);
           continue;
         }
+        if (message.kind === "DIGEST?") {
+          send(formatDigest(context.reconcile(null).hex));
+          continue;
+        }
+        if (message.kind === "DIGEST") {
+          const { records, hex } = context.reconcile(message.digest);
+          let text = "";
+          for (const record of records) text += record.line + "\n";
+          send(text + formatDigest(hex));
+          log.peer.info("Reconciling with {neighbour}: sent {count} records", {
+            neighbour: name,
+            count: records.length,
+          });
+          continue;
+        }
         if (message.kind !== "RECORD") {
           log.peer.warning("Invalid line from {neighbour}: {line}", { neighbour: name, line });
           continue;
         }
         const { seq } = message;
+        if (seq === undefined) {
+          caughtUp++;
+          if (context.catchUp(message.record, name)) stored++;
+          continue;
+        }
         const handled = context.receive(message.record, name, message.waitMs);
-        if (seq === undefined) continue;
         const done: Promise<void> = handled.then(() => {
           handling.delete(done);
-          ack(seq);
+          send(formatAck(seq));
         });
         handling.add(done);
+      }
+      if (caughtUp > 0) {
+        log.peer.info("From {neighbour}, reconciling: received {received} records, stored {stored}", {
+          neighbour: name,
+          received: caughtUp,
+          stored,
+        });
+        caughtUp = stored = 0;
       }
       if (batch.overflow) {
         log.peer.warning("Peer {neighbour} sent an over-long line; closing its link", { neighbour: name ?? "?" });

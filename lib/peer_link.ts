@@ -8,7 +8,8 @@
 
 import { log } from "./logging.ts";
 import { LineSplitter } from "./line_stream.ts";
-import { formatHello, formatRecord, parsePeerMessage } from "./peer_wire.ts";
+import { differingBuckets } from "./digest.ts";
+import { formatDigest, formatHello, formatRecord, parsePeerMessage } from "./peer_wire.ts";
 import { type LocationRecord, splitFields } from "./protocol.ts";
 import { writeAll } from "./reply_queue.ts";
 
@@ -28,9 +29,24 @@ export interface PeerLinkOptions {
   reconnectMaxMs: number;
   /** A neighbour that leaves a record unacknowledged this long is lagging: no one waits on it until it catches up. */
   ackTimeoutMs: number;
-  /** Called each time the link comes up. */
-  onUp?: () => void;
+  /** The local store, for reconciling with the neighbour. */
+  source: ReconcileSource;
 }
+
+/** What a link needs from its server to reconcile stores with the neighbour. */
+export interface ReconcileSource {
+  /** The store's digest words, live. */
+  digestWords(): Uint32Array;
+  /** The store's digest as hex. */
+  digestHex(): string;
+  /** The stored records of some digest buckets. */
+  inBuckets(buckets: ReadonlySet<number>): LocationRecord[];
+  /** A record the neighbour sent while reconciling: offered to the store (and passed on if new); whether it was new. */
+  catchUp(record: LocationRecord, from: string): boolean;
+}
+
+/** Longest line a peer may send: a digest is 16 KiB of hex. */
+export const PEER_MAX_LINE_BYTES = 64 * 1024;
 
 interface _Waiter {
   resolve: () => void;
@@ -42,6 +58,8 @@ interface _Entry {
   record: LocationRecord;
   waitMs: number;
   waiters: _Waiter[];
+  /** Live floods are numbered and acknowledged; reconciliation records are plain AT lines. */
+  ack: boolean;
 }
 
 interface _Sent {
@@ -63,6 +81,7 @@ export class PeerLink {
   #waiting: _Waiter[] = [];
   #seq = 0;
   #lagging = false;
+  #digestDue = false;
   #closed = false;
   #wake: (() => void) | undefined;
   #retry: { timer: ReturnType<typeof setTimeout>; resolve: () => void } | undefined;
@@ -96,6 +115,13 @@ export class PeerLink {
     this.#retry.resolve();
   }
 
+  /** Starts a reconciliation: our digest goes out with the next write. */
+  reconcile(): void {
+    if (this.#conn === undefined) return;
+    this.#digestDue = true;
+    this.#wake?.();
+  }
+
   /**
    * Queues `record` for the neighbour. Resolves when the neighbour has
    * acknowledged it, after `waitMs`, or at once when the link is down or
@@ -106,11 +132,12 @@ export class PeerLink {
     const waits = waitMs > 0 && !this.#lagging;
     let entry = this.#queue.get(record.clientId);
     if (entry === undefined) {
-      entry = { record, waitMs, waiters: [] };
+      entry = { record, waitMs, waiters: [], ack: true };
       this.#queue.set(record.clientId, entry);
     } else {
       entry.record = record;
-      entry.waitMs = waitMs;
+      entry.waitMs = Math.max(entry.waitMs, waitMs);
+      entry.ack = true;
     }
     this.#wake?.();
     if (!waits) return Promise.resolve();
@@ -120,6 +147,19 @@ export class PeerLink {
       this.#waiting.push(waiter);
       this.#sweeper ??= setInterval(() => this.#sweep(), _SWEEP_MS);
     });
+  }
+
+  /**
+   * Queues a record for reconciliation: sent as a plain AT line, not
+   * acknowledged, nobody waits. Skipped when the link is down (the next
+   * reconciliation covers it).
+   */
+  enqueue(record: LocationRecord): void {
+    if (this.#conn === undefined) return;
+    const entry = this.#queue.get(record.clientId);
+    if (entry === undefined) this.#queue.set(record.clientId, { record, waitMs: 0, waiters: [], ack: false });
+    else entry.record = record; // the store's record: never older than one already queued
+    this.#wake?.();
   }
 
   /** Closes the link for good. */
@@ -175,11 +215,11 @@ export class PeerLink {
   async #session(conn: Deno.TcpConn): Promise<void> {
     this.#conn = conn;
     this.#lagging = false;
+    this.#digestDue = true;
     log.peer.info("Link to {neighbour} is up", { neighbour: this.neighbour });
-    const reading = this.#readAcks(conn);
+    const reading = this.#readReplies(conn);
     try {
       await writeAll(conn, _encoder.encode(formatHello(this.#options.self)));
-      this.#options.onUp?.();
       await this.#writeLoop(conn);
     } catch (error) {
       if (!this.#closed) {
@@ -200,29 +240,39 @@ export class PeerLink {
 
   async #writeLoop(conn: Deno.TcpConn): Promise<void> {
     while (!this.#closed && this.#conn === conn) {
-      if (this.#queue.size === 0) {
+      if (this.#queue.size === 0 && !this.#digestDue) {
         await new Promise<void>((resolve) => this.#wake = resolve);
         this.#wake = undefined;
         continue;
       }
+      let text = "";
+      if (this.#digestDue) {
+        this.#digestDue = false;
+        text += formatDigest(this.#options.source.digestHex());
+      }
       const batch = [...this.#queue.values()];
       this.#queue.clear();
       const now = performance.now();
-      let text = "";
       for (const entry of batch) {
+        if (!entry.ack) {
+          text += entry.record.line + "\n";
+          continue;
+        }
         const seq = ++this.#seq;
         this.#sent.set(seq, { sentAt: now, waiters: entry.waiters });
         text += formatRecord(entry.record, seq, entry.waitMs);
-        log.peer.debug("Sent to {neighbour}: {line}", { neighbour: this.neighbour, line: entry.record.line });
       }
-      this.#sweeper ??= setInterval(() => this.#sweep(), _SWEEP_MS);
+      if (batch.length > 0) this.#sweeper ??= setInterval(() => this.#sweep(), _SWEEP_MS);
       await writeAll(conn, _encoder.encode(text));
     }
   }
 
-  async #readAcks(conn: Deno.TcpConn): Promise<void> {
-    const splitter = new LineSplitter(1024);
-    const buffer = new Uint8Array(4096);
+  /** Reads what the neighbour sends back: acknowledgements, and its side of a reconciliation. */
+  async #readReplies(conn: Deno.TcpConn): Promise<void> {
+    const splitter = new LineSplitter(PEER_MAX_LINE_BYTES);
+    const buffer = new Uint8Array(64 * 1024);
+    let received = 0;
+    let stored = 0;
     try {
       while (true) {
         const n = await conn.read(buffer);
@@ -231,10 +281,18 @@ export class PeerLink {
         for (const line of batch.lines) {
           const message = parsePeerMessage(splitFields(_decoder.decode(line)));
           if (message.kind === "ACK") this.#acknowledged(message.seq);
-          else {log.peer.warning("Unexpected line from {neighbour}: {line}", {
+          else if (message.kind === "RECORD") {
+            received++;
+            if (this.#options.source.catchUp(message.record, this.neighbour)) stored++;
+          } else if (message.kind === "DIGEST") {
+            this.#reconciled(message.digest, received, stored);
+            received = stored = 0;
+          } else {
+            log.peer.warning("Unexpected line from {neighbour}: {line}", {
               neighbour: this.neighbour,
-              line: _decoder.decode(line),
-            });}
+              line: _decoder.decode(line).slice(0, 200),
+            });
+          }
         }
         if (batch.overflow) break;
       }
@@ -246,6 +304,17 @@ export class PeerLink {
       this.#wake?.();
       if (this.#conn === conn) this.#conn = undefined;
     }
+  }
+
+  /** The neighbour's digest came back after its records: send ours for the buckets that still differ. */
+  #reconciled(digest: Uint32Array, received: number, stored: number): void {
+    const buckets = differingBuckets(this.#options.source.digestWords(), digest);
+    const records = this.#options.source.inBuckets(buckets);
+    for (const record of records) this.enqueue(record);
+    log.peer.info(
+      "Reconciled with {neighbour}: received {received} records, stored {stored}; sending {sent} from {buckets} buckets",
+      { neighbour: this.neighbour, received, stored, sent: records.length, buckets: buckets.size },
+    );
   }
 
   #acknowledged(seq: number): void {

@@ -4,8 +4,16 @@
  * ours, a sequence number and how long the sender will wait for the
  * acknowledgement in milliseconds. The acceptor answers each record with
  * `ACK <seq>` once it has stored it and passed it on (or found it old).
+ *
+ * Anti-entropy: the dialer sends `DIGEST <hex>` (see digest.ts) when the
+ * link comes up and from time to time; the acceptor answers with its own
+ * records of every bucket that differs, as plain six-field AT lines, then
+ * `DIGEST <its hex>`; the dialer then sends its records of the buckets
+ * that still differ. Each side keeps the greater record per client. A bare
+ * `DIGEST` asks for the acceptor's digest alone (to watch convergence).
  */
 
+import { parseDigestHex } from "./digest.ts";
 import { type LocationRecord, parseRecordFields } from "./protocol.ts";
 
 /** A message received on a peer link. */
@@ -13,6 +21,8 @@ export type PeerMessage =
   | { kind: "HELLO"; name: string }
   | { kind: "RECORD"; record: LocationRecord; seq: number | undefined; waitMs: number }
   | { kind: "ACK"; seq: number }
+  | { kind: "DIGEST"; digest: Uint32Array }
+  | { kind: "DIGEST?" }
   | { kind: "invalid" };
 
 const _COUNT = /^[0-9]{1,15}$/;
@@ -25,6 +35,11 @@ export function formatHello(name: string): string {
 /** A record with its sequence number and acknowledgement wait. */
 export function formatRecord(record: LocationRecord, seq: number, waitMs: number): string {
   return `${record.line} ${seq} ${waitMs}\n`;
+}
+
+/** A digest of the sender's store. */
+export function formatDigest(hex: string): string {
+  return `DIGEST ${hex}\n`;
 }
 
 /** An acknowledgement. */
@@ -41,6 +56,11 @@ export function parsePeerMessage(fields: readonly string[]): PeerMessage {
       return fields.length === 2 && _COUNT.test(fields[1])
         ? { kind: "ACK", seq: Number(fields[1]) }
         : { kind: "invalid" };
+    case "DIGEST": {
+      if (fields.length === 1) return { kind: "DIGEST?" };
+      const digest = fields.length === 2 ? parseDigestHex(fields[1]) : null;
+      return digest === null ? { kind: "invalid" } : { kind: "DIGEST", digest };
+    }
     case "AT": {
       const record = parseRecordFields(fields);
       if (record === null) return { kind: "invalid" };

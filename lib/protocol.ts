@@ -6,8 +6,6 @@
 import { compareDecimal, formatTimeDifference, isZeroDecimal, UNSIGNED_DECIMAL } from "./decimal.ts";
 
 /** Field separators: ASCII space, tab, LF, VT, FF and CR only; Unicode spaces are ordinary characters. */
-const FIELD_SEPARATOR = /[ \t\n\v\f\r]+/;
-const EDGE_WHITESPACE = /^[ \t\n\v\f\r]+|[ \t\n\v\f\r]+$/g;
 const ISO_6709 = /^([+-])([0-9]+(?:\.[0-9]+)?)([+-])([0-9]+(?:\.[0-9]+)?)$/;
 const SIGNED_DECIMAL = /^[+-][0-9]+(?:\.[0-9]+)?$/;
 const INTEGER = /^[0-9]+$/;
@@ -55,8 +53,23 @@ export type Command = IamatCommand | WhatsatCommand | { kind: "empty" } | { kind
 
 /** Splits a line into fields on ASCII whitespace. */
 export function splitFields(line: string): string[] {
-  const trimmed = line.replace(EDGE_WHITESPACE, "");
-  return trimmed === "" ? [] : trimmed.split(FIELD_SEPARATOR);
+  // A scan, not a regex: this runs for every line a server reads.
+  const fields: string[] = [];
+  let start = -1;
+  for (let i = 0; i < line.length; i++) {
+    const code = line.charCodeAt(i);
+    const separator = code === 32 || (code >= 9 && code <= 13);
+    if (separator) {
+      if (start >= 0) {
+        fields.push(line.slice(start, i));
+        start = -1;
+      }
+    } else if (start < 0) {
+      start = i;
+    }
+  }
+  if (start >= 0) fields.push(line.slice(start));
+  return fields;
 }
 
 function _inRange(degrees: string, limit: number): boolean {

@@ -17,11 +17,12 @@ export interface RouterContext {
   name: string;
   store: LocationStore;
   places: PlacesProvider;
-  /** Floods a record this server just stored; resolves once the live neighbours have it. */
-  flood(record: LocationRecord): Promise<void>;
+  /** Writes a record this server just stored to disk and floods it; resolves once both are done. */
+  publish(record: LocationRecord): Promise<void>;
 }
 
-const _decoder = new TextDecoder("utf-8", { fatal: true });
+// ignoreBOM keeps a leading U+FEFF in the text, so the `? ` echo of such a line is byte for byte.
+const _decoder = new TextDecoder("utf-8", { fatal: true, ignoreBOM: true });
 const _encoder = new TextEncoder();
 const _QUESTION = _encoder.encode("? ");
 
@@ -67,7 +68,7 @@ export function route(
         });
         return reply;
       }
-      return context.flood(record).then(() => reply);
+      return context.publish(record).then(() => reply);
     }
     case "WHATSAT": {
       const record = context.store.get(command.clientId);

@@ -181,6 +181,11 @@ export class TestHerd implements AsyncDisposable {
     return { code: status.code, stderr: await running.stderr };
   }
 
+  /** Peer port of `name`. */
+  peerPort(name: string): number {
+    return this.#ports.get(name)!.peerPort;
+  }
+
   /** Process id of `name`. */
   pid(name: string): number {
     return this.#running.get(name)!.child.pid;

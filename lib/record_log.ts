@@ -1,0 +1,171 @@
+/**
+ * The store on disk: an append-only table of AT lines in an embedded
+ * SQLite database (`node:sqlite`, WAL). Records stored in one turn of the
+ * event loop are committed together (group commit, scheduled with
+ * `setImmediate`), so pipelined and concurrent IAMATs share one commit;
+ * callers that must not reply before the record is on disk await
+ * {@linkcode RecordLog.append}. With `synchronous=NORMAL` a commit is in
+ * the WAL file when it returns: it survives the process being killed, not
+ * the machine losing power. Superseded lines are compacted away once they
+ * outnumber the live ones.
+ */
+
+import { DatabaseSync, type StatementSync } from "node:sqlite";
+import { setImmediate } from "node:timers";
+import { log } from "./logging.ts";
+import { compareRecords, type LocationRecord, parseRecordFields, splitFields } from "./protocol.ts";
+
+/** A database that cannot be opened or read: the server must not start on it. */
+export class CorruptDatabaseError extends Error {
+  override name = "CorruptDatabaseError";
+}
+
+/** An append-only, group-committed log of records. */
+export class RecordLog {
+  readonly path: string;
+  #db: DatabaseSync;
+  #append: StatementSync;
+  #pending = new Map<string, string>();
+  #committed: Promise<void> | undefined;
+  #release: (() => void) | undefined;
+  #rows = 0;
+  #closed = false;
+
+  private constructor(path: string, db: DatabaseSync) {
+    this.path = path;
+    this.#db = db;
+    this.#append = db.prepare("INSERT INTO records (line) SELECT value FROM json_each(?)");
+  }
+
+  /**
+   * Opens (creating if missing) the database at `path` and reads every
+   * record in it, greatest per client. Throws a {@linkcode CorruptDatabaseError}
+   * naming the file when it cannot be opened, checked or read.
+   */
+  static open(path: string): { log: RecordLog; records: LocationRecord[] } {
+    const directory = path.slice(0, path.lastIndexOf("/"));
+    if (directory !== "") Deno.mkdirSync(directory, { recursive: true });
+    let db: DatabaseSync | undefined;
+    try {
+      db = new DatabaseSync(path);
+      db.exec("PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL");
+      const check = db.prepare("PRAGMA quick_check").get() as { quick_check: string } | undefined;
+      if (check?.quick_check !== "ok") throw new Error(`integrity check says ${JSON.stringify(check?.quick_check)}`);
+      db.exec("CREATE TABLE IF NOT EXISTS records (line TEXT NOT NULL)");
+      const recordLog = new RecordLog(path, db);
+      const records = recordLog.#load();
+      return { log: recordLog, records };
+    } catch (error) {
+      try {
+        db?.close();
+      } catch { /* already failed */ }
+      if (error instanceof CorruptDatabaseError) throw error;
+      throw new CorruptDatabaseError(
+        `Cannot use the database ${path}: ${(error as Error).message}. The server will not start on it, ` +
+          "so nothing is silently lost: move the file aside to start empty (neighbours fill the store back in), " +
+          "or restore it from a backup.",
+      );
+    }
+  }
+
+  #load(): LocationRecord[] {
+    const latest = new Map<string, LocationRecord>();
+    let row = 0;
+    for (const { line } of this.#db.prepare("SELECT line FROM records").iterate() as Iterable<{ line: unknown }>) {
+      row++;
+      const record = typeof line === "string" ? parseRecordFields(splitFields(line)) : null;
+      if (record === null) {
+        throw new CorruptDatabaseError(`The database ${this.path} holds a row that is not an AT record (row ${row})`);
+      }
+      const current = latest.get(record.clientId);
+      if (current === undefined || compareRecords(record, current) > 0) latest.set(record.clientId, record);
+    }
+    this.#rows = row;
+    const records = [...latest.values()];
+    if (this.#rows > 2 * records.length + 1000) this.#compact(records);
+    return records;
+  }
+
+  /** Lines in the table, superseded ones included. */
+  get rows(): number {
+    return this.#rows;
+  }
+
+  /**
+   * Queues `record` for the next group commit and resolves once it is in
+   * the database (or the commit failed, which is logged: the record is
+   * still in memory and on the neighbours).
+   */
+  append(record: LocationRecord): Promise<void> {
+    if (this.#closed) return Promise.resolve();
+    this.#pending.set(record.clientId, record.line);
+    if (this.#committed === undefined) {
+      this.#committed = new Promise<void>((resolve) => this.#release = resolve);
+      setImmediate(() => this.commit());
+    }
+    return this.#committed;
+  }
+
+  /** Commits what is pending now. */
+  commit(): void {
+    const release = this.#release;
+    this.#committed = undefined;
+    this.#release = undefined;
+    if (this.#pending.size > 0 && !this.#closed) {
+      const lines = [...this.#pending.values()];
+      try {
+        this.#db.exec("BEGIN");
+        this.#append.run(JSON.stringify(lines));
+        this.#db.exec("COMMIT");
+        this.#pending.clear();
+        this.#rows += lines.length;
+      } catch (error) {
+        try {
+          this.#db.exec("ROLLBACK");
+        } catch { /* no transaction left */ }
+        // Kept pending (one line per client at most) and retried with the next commit.
+        log.server.error("Writing {count} records to {path} failed: {error}", {
+          count: lines.length,
+          path: this.path,
+          error: (error as Error).message,
+        });
+      }
+    }
+    release?.();
+  }
+
+  /** Rewrites the table to hold exactly `records` once superseded lines outnumber them. */
+  compactIfWorthIt(records: () => LocationRecord[], live: number): void {
+    if (this.#rows > 2 * live + 1000) this.#compact(records());
+  }
+
+  #compact(records: LocationRecord[]): void {
+    const started = performance.now();
+    try {
+      this.#db.exec("BEGIN");
+      this.#db.exec("DELETE FROM records");
+      this.#append.run(JSON.stringify(records.map((record) => record.line)));
+      this.#db.exec("COMMIT");
+      log.server.info("Compacted {path}: {before} rows to {after} in {ms} ms", {
+        path: this.path,
+        before: this.#rows,
+        after: records.length,
+        ms: Math.round(performance.now() - started),
+      });
+      this.#rows = records.length;
+    } catch (error) {
+      try {
+        this.#db.exec("ROLLBACK");
+      } catch { /* no transaction left */ }
+      log.server.error("Compacting {path} failed: {error}", { path: this.path, error: (error as Error).message });
+    }
+  }
+
+  /** Commits what is pending and closes the database. */
+  close(): void {
+    if (this.#closed) return;
+    this.commit();
+    this.#closed = true;
+    this.#db.close();
+  }
+}
