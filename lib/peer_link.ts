@@ -98,6 +98,11 @@ export class PeerLink {
     return this.#conn !== undefined;
   }
 
+  /** Records waiting to be written: at most one per client. */
+  get queued(): number {
+    return this.#queue.size;
+  }
+
   /** Whether the neighbour is connected but has stopped acknowledging in time. */
   get lagging(): boolean {
     return this.#lagging;

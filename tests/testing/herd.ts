@@ -121,6 +121,8 @@ export class TestHerd implements AsyncDisposable {
     }).spawn();
     const stderr = new Response(child.stderr).text();
     this.#running.set(name, { child, stderr });
+    let exited: number | undefined;
+    child.status.then((status) => exited = status.code);
     const deadline = Date.now() + 10_000;
     while (true) {
       try {
@@ -128,6 +130,10 @@ export class TestHerd implements AsyncDisposable {
         conn.close();
         return;
       } catch {
+        if (exited !== undefined) {
+          const { stderr: text } = await this.stop(name, "SIGKILL");
+          throw new Error(`${name} exited with code ${exited} before listening: ${text}`);
+        }
         if (Date.now() > deadline) {
           await this.stop(name, "SIGKILL");
           throw new Error(`${name} did not start listening within 10 s`);

@@ -1,0 +1,106 @@
+/**
+ * kill -9 of random servers, over and over, during a sustained IAMAT load
+ * spread over the herd; then every server restarted. Nothing acknowledged
+ * may be lost: every server must end with, for every client, a record at
+ * least as great as the greatest one any client was acknowledged for, and
+ * all servers must hold the same records.
+ */
+
+import assert from "node:assert/strict";
+import { DEFAULT_LINKS, DEFAULT_NAMES, exchange, HERD_TEST_PERMISSIONS, TestHerd } from "./testing/herd.ts";
+import { PeerProbe } from "./testing/peer_probe.ts";
+
+const CHAOS_MS = 8_000;
+const LOOPS = 8;
+const CLIENTS_PER_LOOP = 10;
+
+async function digestOf(herd: TestHerd, name: string): Promise<string> {
+  using probe = await PeerProbe.connect(herd.peerPort(name), "Probe");
+  return await probe.digest();
+}
+
+function pick<T>(items: readonly T[]): T {
+  return items[Math.floor(Math.random() * items.length)];
+}
+
+Deno.test({
+  name: "kill -9 of random servers under load loses no acknowledged record",
+  permissions: HERD_TEST_PERMISSIONS,
+}, async () => {
+  await using herd = await TestHerd.create({
+    placesUrl: "http://127.0.0.1:9/unused",
+    names: [...DEFAULT_NAMES, "Probe"],
+    links: [...DEFAULT_LINKS, ...DEFAULT_NAMES.map((name) => [name, "Probe"] as [string, string])],
+    extra: { peers: { reconnectMinMs: 20, reconnectMaxMs: 200, reconcileIntervalMs: 1000 } },
+  });
+  for (const name of DEFAULT_NAMES) await herd.start(name);
+  await herd.waitConverged(DEFAULT_NAMES);
+
+  const down = new Set<string>();
+  const acknowledged = new Map<string, number>();
+  let sent = 0;
+  let failed = 0;
+  let kills = 0;
+  let stop = false;
+
+  const load = Array.from({ length: LOOPS }, async (_, loop) => {
+    let time = 1_700_000_000;
+    while (!stop) {
+      const client = `chaos-${loop}-${Math.floor(Math.random() * CLIENTS_PER_LOOP)}`;
+      const server = pick(DEFAULT_NAMES.filter((name) => !down.has(name)));
+      time++;
+      sent++;
+      try {
+        const reply = await exchange(herd.port(server), `IAMAT ${client} +5.5-7.5 ${time}\n`);
+        if (reply.startsWith(`AT ${server} `)) {
+          acknowledged.set(client, Math.max(acknowledged.get(client) ?? 0, time));
+        } else failed++;
+      } catch {
+        failed++; // killed while we talked to it: not acknowledged, so no promise was made
+      }
+    }
+  });
+
+  const chaos = (async () => {
+    const until = Date.now() + CHAOS_MS;
+    while (Date.now() < until) {
+      const victim = pick(DEFAULT_NAMES.filter((name) => !down.has(name)));
+      if (down.size < 2) {
+        down.add(victim);
+        await herd.stop(victim, "SIGKILL");
+        kills++;
+        // Bring it back later, while the load goes on.
+        setTimeout(async () => {
+          await herd.start(victim);
+          down.delete(victim);
+        }, 200 + Math.random() * 400);
+      }
+      await new Promise((resolve) => setTimeout(resolve, 150 + Math.random() * 250));
+    }
+    while (down.size > 0) await new Promise((resolve) => setTimeout(resolve, 50));
+  })();
+
+  await chaos;
+  stop = true;
+  await Promise.all(load);
+
+  const deadline = Date.now() + 60_000;
+  let digests: string[] = [];
+  while (true) {
+    digests = await Promise.all(DEFAULT_NAMES.map((name) => digestOf(herd, name)));
+    if (digests.every((digest) => digest === digests[0])) break;
+    assert.ok(Date.now() < deadline, "the herd did not converge within 60 s of the last restart");
+    await new Promise((resolve) => setTimeout(resolve, 100));
+  }
+  for (const [client, time] of acknowledged) {
+    for (const name of DEFAULT_NAMES) {
+      const line = (await exchange(herd.port(name), `WHATSAT ${client} 1 0\n`)).split("\n")[0];
+      const held = Number(line.split(" ").at(-1));
+      assert.ok(held >= time, `${name} holds ${line} for ${client}, but ${time} was acknowledged`);
+    }
+  }
+  console.log(
+    `chaos: ${kills} kills, ${sent} IAMATs sent, ${sent - failed} acknowledged, ${acknowledged.size} clients, 0 lost`,
+  );
+  assert.ok(kills >= 5, `only ${kills} kills happened`);
+});

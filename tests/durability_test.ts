@@ -1,0 +1,109 @@
+/** The store survives its server: kill -9, restarts, whole-herd restarts, and corrupt files. */
+
+import assert from "node:assert/strict";
+import { exchange, HERD_TEST_PERMISSIONS, TestHerd } from "./testing/herd.ts";
+import { PeerProbe } from "./testing/peer_probe.ts";
+
+const NOWHERE = "http://127.0.0.1:9/unused";
+
+async function digestOf(herd: TestHerd, name: string): Promise<string> {
+  using probe = await PeerProbe.connect(herd.peerPort(name), "Probe");
+  return await probe.digest();
+}
+
+/** Polls until `name`'s digest is `expected`; bounded. */
+async function waitForDigest(herd: TestHerd, name: string, expected: string, timeoutMs = 30_000): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (await digestOf(herd, name) !== expected) {
+    assert.ok(Date.now() < deadline, `${name} never reached the expected records`);
+    await new Promise((resolve) => setTimeout(resolve, 50));
+  }
+}
+
+Deno.test({
+  name: "an acknowledged IAMAT survives kill -9 of the server that acknowledged it",
+  permissions: HERD_TEST_PERMISSIONS,
+}, async () => {
+  await using herd = await TestHerd.create({ placesUrl: NOWHERE, names: ["Solo"], links: [] });
+  await herd.start("Solo");
+  const replies: string[] = [];
+  for (let i = 0; i < 20; i++) {
+    replies.push(await exchange(herd.port("Solo"), `IAMAT durable-${i} +1+1 ${1_700_000_000 + i}\n`));
+  }
+  // No pause: the reply itself is the promise that the record is on disk.
+  await herd.stop("Solo", "SIGKILL");
+  await herd.start("Solo");
+  for (let i = 0; i < 20; i++) {
+    const answer = await exchange(herd.port("Solo"), `WHATSAT durable-${i} 1 0\n`);
+    assert.equal(answer.split("\n")[0] + "\n", replies[i], `durable-${i}`);
+  }
+});
+
+Deno.test({
+  name: "a whole herd killed and restarted ends with every acknowledged record on every server",
+  permissions: HERD_TEST_PERMISSIONS,
+}, async () => {
+  const names = ["A", "B", "C", "Probe"];
+  await using herd = await TestHerd.create({
+    placesUrl: NOWHERE,
+    names,
+    links: [["A", "B"], ["B", "C"], ["A", "Probe"], ["B", "Probe"], ["C", "Probe"]],
+  });
+  const servers = ["A", "B", "C"];
+  for (const name of servers) await herd.start(name);
+  await herd.waitConverged(servers);
+  const latest = new Map<string, string>();
+  for (let i = 0; i < 300; i++) {
+    const server = servers[i % 3];
+    const reply = await exchange(herd.port(server), `IAMAT walker-${i % 50} +2+2 ${1_700_000_000 + i}\n`);
+    latest.set(`walker-${i % 50}`, reply.trimEnd());
+  }
+  for (const name of servers) await herd.stop(name, "SIGKILL");
+  for (const name of servers) await herd.start(name);
+  for (const name of servers) {
+    for (const [client, line] of latest) {
+      const answer = await exchange(herd.port(name), `WHATSAT ${client} 1 0\n`);
+      assert.equal(answer.split("\n")[0], line, `${client} at ${name}`);
+    }
+  }
+  const digests = await Promise.all(servers.map((name) => digestOf(herd, name)));
+  assert.ok(digests.every((digest) => digest === digests[0]), "every server holds the same records");
+});
+
+Deno.test({
+  name: "a server restarted after missing updates catches up with its neighbour",
+  permissions: HERD_TEST_PERMISSIONS,
+}, async () => {
+  await using herd = await TestHerd.create({
+    placesUrl: NOWHERE,
+    names: ["A", "B", "Probe"],
+    links: [["A", "B"], ["A", "Probe"], ["B", "Probe"]],
+  });
+  await herd.start("A");
+  await herd.start("B");
+  await herd.waitConverged(["A", "B"]);
+  await herd.stop("B", "SIGKILL");
+  const lines: string[] = [];
+  for (let i = 0; i < 5000; i++) lines.push(`IAMAT missed-${i} +3.${i % 100}-4.5 ${1_700_000_000 + i}`);
+  const replies = (await exchange(herd.port("A"), lines.join("\n") + "\n")).split("\n");
+  assert.equal(replies.filter((reply) => reply.startsWith("AT A ")).length, 5000);
+  await herd.start("B");
+  await waitForDigest(herd, "B", await digestOf(herd, "A"));
+  const sample = await exchange(herd.port("B"), "WHATSAT missed-4321 1 0\n");
+  assert.equal(sample.split("\n")[0], replies[4321]);
+  assert.match(await herd.log("B"), /Reconciled with "A": received \d+ records, stored \d+/);
+});
+
+Deno.test({
+  name: "a server with a corrupt database refuses to start, names the file, and leaves it as it was",
+  permissions: HERD_TEST_PERMISSIONS,
+}, async () => {
+  await using herd = await TestHerd.create({ placesUrl: NOWHERE, names: ["Solo"], links: [] });
+  const path = `${herd.dir}/data/Solo.db`;
+  await Deno.mkdir(`${herd.dir}/data`, { recursive: true });
+  const garbage = new Uint8Array(8192).map((_, i) => (i * 7919) & 0xff);
+  await Deno.writeFile(path, garbage);
+  await assert.rejects(herd.start("Solo"), /exited with code 1 before listening/);
+  assert.deepEqual(await Deno.readFile(path), garbage);
+  assert.match(await herd.log("Solo"), /Cannot use the database .*Solo\.db/);
+});

@@ -1,0 +1,56 @@
+import assert from "node:assert/strict";
+import { PeerLink, type ReconcileSource } from "../lib/peer_link.ts";
+import type { LocationRecord } from "../lib/protocol.ts";
+
+const SOURCE: ReconcileSource = {
+  digestWords: () => new Uint32Array(2048),
+  digestHex: () => "0".repeat(16384),
+  inBuckets: () => [],
+  catchUp: () => false,
+};
+
+function record(client: string, time: number): LocationRecord {
+  return {
+    line: `AT A +0.000000001 ${client} +1+1 ${time} ${"padding-to-fill-buffers-".repeat(4)}`.slice(0, 200),
+    clientId: client,
+    clientTime: String(time),
+    location: "+1+1",
+  };
+}
+
+Deno.test({
+  name:
+    "PeerLink to a neighbour that never reads coalesces its queue to one record per client, and nobody waits forever",
+  permissions: { net: ["127.0.0.1"] },
+}, async () => {
+  const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const accepted: Deno.Conn[] = [];
+  const accepting = (async () => {
+    for await (const conn of listener) accepted.push(conn); // a frozen neighbour: accepts, never reads
+  })();
+  const link = new PeerLink({
+    self: "A",
+    neighbour: "Frozen",
+    host: "127.0.0.1",
+    peerPort: listener.addr.port,
+    reconnectMinMs: 20,
+    reconnectMaxMs: 100,
+    ackTimeoutMs: 200,
+    source: SOURCE,
+  });
+  link.start();
+  while (!link.up) await new Promise((resolve) => setTimeout(resolve, 5));
+  const waits: Promise<void>[] = [];
+  for (let i = 0; i < 200_000; i++) {
+    const sent = link.send(record(`client-${i % 10}`, i), 200);
+    if (i % 1000 === 0) waits.push(sent);
+    if (i % 5000 === 0) await new Promise((resolve) => setTimeout(resolve, 0)); // let the writer fill the socket
+  }
+  assert.ok(link.queued <= 10, `queued ${link.queued} records for 10 clients`);
+  await Promise.all(waits); // released by the ack timeout, not by the frozen neighbour
+  assert.equal(link.lagging, true);
+  await link.close();
+  listener.close();
+  await accepting;
+  accepted.forEach((conn) => conn.close());
+});
