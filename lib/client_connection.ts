@@ -9,8 +9,12 @@ import { log } from "./logging.ts";
 import { type Reply, ReplyQueue } from "./reply_queue.ts";
 import { route, type RouterContext } from "./router.ts";
 
-/** Replies a connection may have outstanding before the server stops reading its commands. */
-const MAX_PENDING_REPLIES = 1024;
+/**
+ * Replies a connection may have outstanding (computing, waiting, or being
+ * written) before the server stops reading its commands: a client that
+ * never reads holds at most this many, about 2 MB of 20-result WHATSATs.
+ */
+const MAX_PENDING_REPLIES = 256;
 
 const _lossy = new TextDecoder("utf-8", { ignoreBOM: true });
 
@@ -62,9 +66,13 @@ export class ClientConnection {
         if (done) break;
         const arrivedNs = nowNs();
         for (const line of value.lines) {
+          // A client whose socket failed gets nothing more: its remaining commands are not worth computing.
+          if (replies.failed) break;
           log.client.info("{client} < {line}", { client, line: _lossy.decode(line) });
           const reply = route(context, line, arrivedNs);
           if (reply !== null) replies.push(reply);
+          // Checked per line, not per read: one read can carry hundreds of pipelined commands.
+          if (replies.size >= MAX_PENDING_REPLIES) await replies.flush();
         }
         if (value.overflow) {
           reason = `sent a line longer than ${maxLineBytes} bytes`;
@@ -74,8 +82,8 @@ export class ClientConnection {
           });
           break;
         }
-        if (replies.size > MAX_PENDING_REPLIES) await replies.flush();
-        else replies.flush().catch(() => {});
+        if (replies.failed) break;
+        replies.flush().catch(() => {});
       }
       await replies.flush();
     } catch (error) {

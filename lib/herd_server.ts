@@ -39,6 +39,8 @@ export class HerdServer {
   #accepting: Promise<void>[] = [];
   #recordLog: RecordLog | undefined;
   #timers: ReturnType<typeof setInterval>[] = [];
+  /** When each neighbour last started a reconciliation with us. */
+  #reconciledAt = new Map<string, number>();
   #stopping = false;
 
   constructor(options: HerdServerOptions) {
@@ -91,6 +93,7 @@ export class HerdServer {
       digestHex: () => this.store.digest.toHex(),
       inBuckets: (buckets) => this.store.inBuckets(buckets),
       catchUp: (record, from) => this.#catchUp(record, from),
+      reconciledBy: (neighbour) => performance.now() - (this.#reconciledAt.get(neighbour) ?? -Infinity) < 2000,
     };
     for (const neighbour of neighboursOf(this.#config, this.name)) {
       const peer = serverNamed(this.#config, neighbour);
@@ -162,7 +165,8 @@ export class HerdServer {
       receive: (record: LocationRecord, from: string, waitMs: number) => this.#receive(record, from, waitMs),
       catchUp: (record: LocationRecord, from: string) => this.#catchUp(record, from),
       greeted: (name: string) => this.#links.get(name)?.poke(),
-      reconcile: (digest: Uint32Array | null) => {
+      reconcile: (digest: Uint32Array | null, from: string) => {
+        if (digest !== null) this.#reconciledAt.set(from, performance.now());
         const buckets = digest === null ? new Set<number>() : differingBuckets(this.store.digest.words, digest);
         return { records: this.store.inBuckets(buckets), hex: this.store.digest.toHex() };
       },

@@ -22,7 +22,7 @@ export interface PeerContext {
   /** A neighbour dialled in: it is back, so our own link to it should retry now. */
   greeted(name: string): void;
   /** Our records in the buckets where `digest` differs from ours (none for null), and our digest as hex. */
-  reconcile(digest: Uint32Array | null): { records: LocationRecord[]; hex: string };
+  reconcile(digest: Uint32Array | null, from: string): { records: LocationRecord[]; hex: string };
 }
 
 const _decoder = new TextDecoder();
@@ -73,11 +73,11 @@ export async function servePeer(conn: Deno.Conn, context: PeerContext, maxLineBy
           continue;
         }
         if (message.kind === "DIGEST?") {
-          send(formatDigest(context.reconcile(null).hex));
+          send(formatDigest(context.reconcile(null, name).hex));
           continue;
         }
         if (message.kind === "DIGEST") {
-          const { records, hex } = context.reconcile(message.digest);
+          const { records, hex } = context.reconcile(message.digest, name);
           let text = "";
           for (const record of records) text += record.line + "\n";
           send(text + formatDigest(hex));

@@ -41,6 +41,12 @@ export interface ReconcileSource {
   digestHex(): string;
   /** The stored records of some digest buckets. */
   inBuckets(buckets: ReadonlySet<number>): LocationRecord[];
+  /**
+   * Whether the neighbour itself just started a reconciliation with us
+   * (over its link to us): that exchange goes both ways, so ours, on our
+   * link coming up, would only send everything a second time.
+   */
+  reconciledBy(neighbour: string): boolean;
   /** A record the neighbour sent while reconciling: offered to the store (and passed on if new); whether it was new. */
   catchUp(record: LocationRecord, from: string): boolean;
 }
@@ -220,7 +226,7 @@ export class PeerLink {
   async #session(conn: Deno.TcpConn): Promise<void> {
     this.#conn = conn;
     this.#lagging = false;
-    this.#digestDue = true;
+    this.#digestDue = !this.#options.source.reconciledBy(this.neighbour);
     log.peer.info("Link to {neighbour} is up", { neighbour: this.neighbour });
     const reading = this.#readReplies(conn);
     try {

@@ -43,6 +43,7 @@ export class ReplyQueue {
   #head = 0;
   #flushing: Promise<void> | undefined;
   #failed: unknown;
+  #writing = 0;
   #onSent: (replies: Reply[]) => void;
 
   /** `onSent` sees each batch of replies after it is written (for logging). */
@@ -51,9 +52,14 @@ export class ReplyQueue {
     this.#onSent = onSent;
   }
 
-  /** Replies queued and not yet written. */
+  /** Replies not yet written, counting a batch whose write has not finished. */
   get size(): number {
-    return this.#slots.length - this.#head;
+    return this.#slots.length - this.#head + this.#writing;
+  }
+
+  /** Whether a write to the connection has failed: nothing more will be written. */
+  get failed(): boolean {
+    return this.#failed !== undefined;
   }
 
   /** Queues a reply (or one still being computed) behind the others. */
@@ -98,7 +104,9 @@ export class ReplyQueue {
           this.#slots = this.#slots.slice(this.#head);
           this.#head = 0;
         }
+        this.#writing = batch.length;
         await writeAll(this.#conn, encodeReplies(batch));
+        this.#writing = 0;
         this.#onSent(batch);
       }
     } catch (error) {

@@ -7,6 +7,7 @@ const SOURCE: ReconcileSource = {
   digestHex: () => "0".repeat(16384),
   inBuckets: () => [],
   catchUp: () => false,
+  reconciledBy: () => false,
 };
 
 function record(client: string, time: number): LocationRecord {
