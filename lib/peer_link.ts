@@ -216,10 +216,18 @@ export class PeerLink {
         break;
       }
       conn.setNoDelay(true);
-      delay = reconnectMinMs;
       announcedDown = false;
       wasUp = true;
+      const began = performance.now();
       await this.#session(conn);
+      // A neighbour that accepts and drops us at once (refusing our HELLO, or cut by a proxy) must not be
+      // redialled in a tight loop: only a session that lasted resets the backoff.
+      if (performance.now() - began >= reconnectMaxMs) {
+        delay = reconnectMinMs;
+      } else if (!this.#closed) {
+        await this.#sleep(delay / 2 + Math.random() * delay / 2);
+        delay = Math.min(delay * 2, reconnectMaxMs);
+      }
     }
   }
 
