@@ -18,8 +18,12 @@ const MAX_PENDING_REPLIES = 256;
 
 const _lossy = new TextDecoder("utf-8", { ignoreBOM: true });
 
+/** A reply as the log shows it: whole, except a WHATSAT's JSON, which is summed up by its size. */
 function _forLog(reply: Reply): string {
-  return typeof reply === "string" ? reply : _lossy.decode(reply);
+  const text = typeof reply === "string" ? reply : _lossy.decode(reply);
+  const newline = text.indexOf("\n");
+  if (newline < 0 || newline === text.length - 1) return text;
+  return `${text.slice(0, newline + 1)}[${text.length - newline - 1} characters of JSON]`;
 }
 
 function _address(addr: Deno.Addr): string {

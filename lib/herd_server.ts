@@ -110,7 +110,7 @@ export class HerdServer {
     }
     this.#timers.push(setInterval(() => this.#reconcileWithOne(), this.#config.peers.reconcileIntervalMs));
     this.#timers.push(setInterval(() => {
-      this.#recordLog?.compactIfWorthIt(() => [...this.store.values()], this.store.size);
+      this.#recordLog?.compactIfWorthIt(() => this.store.lines(), this.store.size);
     }, 10_000));
   }
 

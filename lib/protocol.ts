@@ -120,7 +120,8 @@ export function parseCommand(line: string): Command {
 export function recordFromIamat(server: string, command: IamatCommand, serverNs: bigint): LocationRecord {
   const difference = formatTimeDifference(serverNs, command.clientTime);
   return {
-    line: `AT ${server} ${difference} ${command.clientId} ${command.location} ${command.clientTime}`,
+    // join() makes one flat string; a template literal would keep a rope of six pieces in the store.
+    line: ["AT", server, difference, command.clientId, command.location, command.clientTime].join(" "),
     clientId: command.clientId,
     clientTime: command.clientTime,
     location: command.location,
@@ -138,7 +139,7 @@ export function parseRecordFields(fields: readonly string[]): LocationRecord | n
   if (server === "" || !SIGNED_DECIMAL.test(difference)) return null;
   if (parseLocation(location) === null || !isClientTime(clientTime)) return null;
   return {
-    line: `AT ${server} ${difference} ${clientId} ${location} ${clientTime}`,
+    line: ["AT", server, difference, clientId, location, clientTime].join(" "),
     clientId,
     clientTime,
     location,

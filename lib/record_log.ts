@@ -82,7 +82,7 @@ export class RecordLog {
     }
     this.#rows = row;
     const records = [...latest.values()];
-    if (this.#rows > 2 * records.length + 1000) this.#compact(records);
+    if (this.#rows > 2 * records.length + 1000) this.#compact(records.map((record) => record.line));
     return records;
   }
 
@@ -134,25 +134,25 @@ export class RecordLog {
     release?.();
   }
 
-  /** Rewrites the table to hold exactly `records` once superseded lines outnumber them. */
-  compactIfWorthIt(records: () => LocationRecord[], live: number): void {
-    if (this.#rows > 2 * live + 1000) this.#compact(records());
+  /** Rewrites the table to hold exactly `lines` once superseded lines outnumber the live ones. */
+  compactIfWorthIt(lines: () => Iterable<string>, live: number): void {
+    if (this.#rows > 2 * live + 1000) this.#compact([...lines()]);
   }
 
-  #compact(records: LocationRecord[]): void {
+  #compact(lines: string[]): void {
     const started = performance.now();
     try {
       this.#db.exec("BEGIN");
       this.#db.exec("DELETE FROM records");
-      this.#append.run(JSON.stringify(records.map((record) => record.line)));
+      this.#append.run(JSON.stringify(lines));
       this.#db.exec("COMMIT");
       log.server.info("Compacted {path}: {before} rows to {after} in {ms} ms", {
         path: this.path,
         before: this.#rows,
-        after: records.length,
+        after: lines.length,
         ms: Math.round(performance.now() - started),
       });
-      this.#rows = records.length;
+      this.#rows = lines.length;
     } catch (error) {
       try {
         this.#db.exec("ROLLBACK");

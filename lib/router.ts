@@ -6,7 +6,7 @@
 import { formatGoogleJson, formatWhatsatReply } from "./google_json.ts";
 import { timesThousand } from "./decimal.ts";
 import { log } from "./logging.ts";
-import { boundResults, type PlacesProvider } from "./places.ts";
+import { boundResults, type PlacesAnswer, type PlacesProvider } from "./places.ts";
 import { type LocationRecord, parseCommand, parseLocation, recordFromIamat } from "./protocol.ts";
 import type { Reply } from "./reply_queue.ts";
 import type { LocationStore } from "./store.ts";
@@ -88,12 +88,42 @@ async function _whatsat(
   const radiusMetres = timesThousand(radiusKm);
   const started = performance.now();
   const answer = await context.places.search({ ...location, radiusMetres });
-  log.places.info("Places {provider} around {location} radius {radius} m: {status} in {ms} ms", {
+  const properties = {
     provider: context.places.name,
     location: record.location,
     radius: radiusMetres,
     status: answer.status,
     ms: Math.round(performance.now() - started),
-  });
-  return formatWhatsatReply(record.line, formatGoogleJson(boundResults(answer, bound)));
+    error: answer.error_message,
+  };
+  if (answer.error_message === undefined) {
+    log.places.info("Places {provider} around {location} radius {radius} m: {status} in {ms} ms", properties);
+  } else {
+    log.places.warning(
+      "Places {provider} around {location} radius {radius} m: {status} in {ms} ms: {error}",
+      properties,
+    );
+  }
+  return formatWhatsatReply(record.line, _printed(answer, bound));
+}
+
+/**
+ * The printed JSON of an answer cut to a bound. Answers served from the
+ * cache are the same object each time, so their printed forms are kept
+ * with them (and go when the cache drops the answer).
+ */
+const _printedForms = new WeakMap<PlacesAnswer, Map<number, string>>();
+
+function _printed(answer: PlacesAnswer, bound: number): string {
+  let forms = _printedForms.get(answer);
+  if (forms === undefined) {
+    forms = new Map();
+    _printedForms.set(answer, forms);
+  }
+  let printed = forms.get(bound);
+  if (printed === undefined) {
+    printed = formatGoogleJson(boundResults(answer, bound));
+    forms.set(bound, printed);
+  }
+  return printed;
 }

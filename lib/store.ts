@@ -1,46 +1,63 @@
-/** The location store: the greatest record per client, in a `Map`, with its digest for anti-entropy. */
+/**
+ * The location store: the greatest record per client, in a `Map` from
+ * client ID to its AT line, with the digest used for anti-entropy. Only the
+ * line is kept (one flat string per client, about 200 bytes a client with
+ * the map's own cost); the other fields are read back from it on demand.
+ */
 
 import { bucketOf, StoreDigest } from "./digest.ts";
 import { compareRecords, type LocationRecord } from "./protocol.ts";
 
+/** The record an AT line held in the store stands for. */
+function _record(clientId: string, line: string): LocationRecord {
+  const fields = line.split(" ");
+  return { line, clientId, location: fields[4], clientTime: fields[5] };
+}
+
 /** Holds the greatest record seen for each client. */
 export class LocationStore {
-  #records = new Map<string, LocationRecord>();
+  #lines = new Map<string, string>();
   readonly digest: StoreDigest = new StoreDigest();
 
   /** Number of clients known. */
   get size(): number {
-    return this.#records.size;
+    return this.#lines.size;
   }
 
   /** The stored record for `clientId`, if any. */
   get(clientId: string): LocationRecord | undefined {
-    return this.#records.get(clientId);
+    const line = this.#lines.get(clientId);
+    return line === undefined ? undefined : _record(clientId, line);
   }
 
   /** Stores `record` if it is greater than the one held for its client; returns whether it was stored. */
   offer(record: LocationRecord): boolean {
-    const current = this.#records.get(record.clientId);
+    const current = this.#lines.get(record.clientId);
     if (current !== undefined) {
-      if (compareRecords(record, current) <= 0) return false;
-      this.digest.toggle(current.clientId, current.line);
+      const currentTime = current.slice(current.lastIndexOf(" ") + 1);
+      if (
+        compareRecords(record, { line: current, clientId: record.clientId, location: "", clientTime: currentTime }) <= 0
+      ) {
+        return false;
+      }
+      this.digest.toggle(record.clientId, current);
     }
-    this.#records.set(record.clientId, record);
+    this.#lines.set(record.clientId, record.line);
     this.digest.toggle(record.clientId, record.line);
     return true;
   }
 
-  /** Every stored record. */
-  values(): IterableIterator<LocationRecord> {
-    return this.#records.values();
+  /** Every stored AT line. */
+  lines(): IterableIterator<string> {
+    return this.#lines.values();
   }
 
   /** The records of the given digest buckets. */
   inBuckets(buckets: ReadonlySet<number>): LocationRecord[] {
     const found: LocationRecord[] = [];
     if (buckets.size === 0) return found;
-    for (const record of this.#records.values()) {
-      if (buckets.has(bucketOf(record.clientId))) found.push(record);
+    for (const [clientId, line] of this.#lines) {
+      if (buckets.has(bucketOf(clientId))) found.push(_record(clientId, line));
     }
     return found;
   }

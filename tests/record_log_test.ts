@@ -66,7 +66,7 @@ Deno.test({
     for (let time = 1; time <= 1200; time++) await log.append(record("busy", String(time)));
     assert.equal(log.rows, 1200);
     const latest = record("busy", "1200");
-    log.compactIfWorthIt(() => [latest], 1);
+    log.compactIfWorthIt(() => [latest.line], 1);
     assert.equal(log.rows, 1);
     log.close();
     const reopened = RecordLog.open(path);
