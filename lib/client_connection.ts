@@ -5,7 +5,7 @@
 
 import { nowNs } from "./decimal.ts";
 import { readLines } from "./line_stream.ts";
-import { log } from "./logging.ts";
+import { log, quote, traffic } from "./logging.ts";
 import { type Reply, ReplyQueue } from "./reply_queue.ts";
 import { route, type RouterContext } from "./router.ts";
 
@@ -58,8 +58,9 @@ export class ClientConnection {
   async #serve(context: RouterContext, maxLineBytes: number): Promise<void> {
     const client = this.id;
     log.client.info("Client {client} connected", { client });
+    const quotedClient = quote(client);
     const replies = new ReplyQueue(this.#conn, (batch) => {
-      for (const reply of batch) log.client.info("{client} > {reply}", { client, reply: _forLog(reply) });
+      for (const reply of batch) traffic.event("client", `${quotedClient} > ${quote(_forLog(reply))}`);
     });
     const reader = readLines(this.#conn, maxLineBytes).getReader();
     this.#reader = reader;
@@ -72,7 +73,7 @@ export class ClientConnection {
         for (const line of value.lines) {
           // A client whose socket failed gets nothing more: its remaining commands are not worth computing.
           if (replies.failed) break;
-          log.client.info("{client} < {line}", { client, line: _lossy.decode(line) });
+          traffic.event("client", `${quotedClient} < ${quote(_lossy.decode(line))}`);
           const reply = route(context, line, arrivedNs);
           if (reply !== null) replies.push(reply);
           // Checked per line, not per read: one read can carry hundreds of pipelined commands.

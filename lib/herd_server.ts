@@ -6,7 +6,7 @@
 
 import { ClientConnection } from "./client_connection.ts";
 import { type HerdConfig, neighboursOf, serverNamed } from "./config.ts";
-import { log } from "./logging.ts";
+import { log, quote, traffic } from "./logging.ts";
 import { differingBuckets } from "./digest.ts";
 import { PEER_MAX_LINE_BYTES, PeerLink, type ReconcileSource } from "./peer_link.ts";
 import { servePeer } from "./peer_connection.ts";
@@ -184,12 +184,14 @@ export class HerdServer {
   /** A record from neighbour `from`: stored, written to disk and passed on if it is newer than ours. */
   #receive(record: LocationRecord, from: string, waitMs: number): Promise<void> {
     if (!this.store.offer(record)) {
-      log.peer.debug("From {neighbour}, not newer, dropped: {line}", { neighbour: from, line: record.line });
+      traffic.event("peer", `From ${quote(from)}, not newer, dropped: ${quote(record.line)}`, "DBG");
       return Promise.resolve();
     }
-    log.peer.info("From {neighbour}, stored: {line}", { neighbour: from, line: record.line });
+    traffic.event("peer", `From ${quote(from)}, stored: ${quote(record.line)}`);
+    // Written behind: the disk promise is the receiving server's; ours is to have it in memory and pass it on.
+    this.#recordLog?.writeBehind(record);
     // Half the sender's wait, so our answer reaches it before it gives up on us.
-    return this.#publish(record, from, Math.floor(waitMs / 2));
+    return this.#flood(record, from, Math.floor(waitMs / 2));
   }
 
   /**
@@ -200,7 +202,7 @@ export class HerdServer {
    */
   #catchUp(record: LocationRecord, from: string): boolean {
     if (!this.store.offer(record)) return false;
-    this.#recordLog?.append(record);
+    this.#recordLog?.writeBehind(record);
     for (const [name, link] of this.#links) if (name !== from) link.enqueue(record);
     return true;
   }
@@ -222,13 +224,13 @@ export class HerdServer {
     for (const [name, link] of this.#links) {
       if (name === from) continue;
       if (!link.up) {
-        log.peer.debug("Not forwarded to {neighbour}: link down", { neighbour: name });
+        traffic.event("peer", `Not forwarded to ${quote(name)}: link down`, "DBG");
         continue;
       }
       to.push(name);
       sends.push(link.send(record, waitMs));
     }
-    if (to.length > 0) log.peer.info("Forwarded to {to}: {line}", { to: to.join(","), line: record.line });
+    if (to.length > 0) traffic.event("peer", `Forwarded to ${quote(to.join(","))}: ${quote(record.line)}`);
     return Promise.all(sends).then(() => {});
   }
 
@@ -267,6 +269,7 @@ export class HerdServer {
     }
     await Promise.all(this.#peerTasks);
     this.#recordLog?.close();
+    traffic.flush(); // so the traffic of the last turn comes before the last line
     log.server.info("{name} stopped", { name: this.name });
   }
 }

@@ -5,6 +5,7 @@
  * is answered with our records of the buckets that differ and our digest.
  */
 
+import { setImmediate } from "node:timers";
 import { readLines } from "./line_stream.ts";
 import { log } from "./logging.ts";
 import { formatAck, formatDigest, parsePeerMessage } from "./peer_wire.ts";
@@ -48,7 +49,8 @@ export async function servePeer(conn: Deno.Conn, context: PeerContext, maxLineBy
   };
   const send = (text: string) => {
     out += text;
-    writing ??= Promise.resolve().then(flushAcks);
+    // At the end of this turn: the acks of everything handled meanwhile go out in one write.
+    writing ??= new Promise<void>((resolve) => setImmediate(resolve)).then(flushAcks);
   };
   const handling = new Set<Promise<void>>();
   let caughtUp = 0;

@@ -15,6 +15,9 @@ import { setImmediate } from "node:timers";
 import { log } from "./logging.ts";
 import { compareRecords, type LocationRecord, parseRecordFields, splitFields } from "./protocol.ts";
 
+/** Longest a record written behind waits for its commit, in milliseconds. */
+export const WRITE_BEHIND_MS = 20;
+
 /** A database that cannot be opened or read: the server must not start on it. */
 export class CorruptDatabaseError extends Error {
   override name = "CorruptDatabaseError";
@@ -30,6 +33,7 @@ export class RecordLog {
   #release: (() => void) | undefined;
   #rows = 0;
   #closed = false;
+  #timer: ReturnType<typeof setTimeout> | undefined;
 
   private constructor(path: string, db: DatabaseSync) {
     this.path = path;
@@ -106,6 +110,20 @@ export class RecordLog {
     return this.#committed;
   }
 
+  /**
+   * Queues `record` for a commit within {@linkcode WRITE_BEHIND_MS}, or with
+   * the next awaited append, whichever comes first: for records nobody is
+   * waiting on (those from peers), so a busy server commits far less often.
+   */
+  writeBehind(record: LocationRecord): void {
+    if (this.#closed) return;
+    this.#pending.set(record.clientId, record.line);
+    this.#timer ??= setTimeout(() => {
+      this.#timer = undefined;
+      this.commit();
+    }, WRITE_BEHIND_MS);
+  }
+
   /** Commits what is pending now. */
   commit(): void {
     const release = this.#release;
@@ -164,6 +182,7 @@ export class RecordLog {
   /** Commits what is pending and closes the database. */
   close(): void {
     if (this.#closed) return;
+    clearTimeout(this.#timer);
     this.commit();
     this.#closed = true;
     this.#db.close();

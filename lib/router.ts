@@ -5,7 +5,7 @@
 
 import { formatGoogleJson, formatWhatsatReply } from "./google_json.ts";
 import { timesThousand } from "./decimal.ts";
-import { log } from "./logging.ts";
+import { log, quote, traffic } from "./logging.ts";
 import { boundResults, type PlacesAnswer, type PlacesProvider } from "./places.ts";
 import { type LocationRecord, parseCommand, parseLocation, recordFromIamat } from "./protocol.ts";
 import type { Reply } from "./reply_queue.ts";
@@ -63,9 +63,11 @@ export function route(
       const record = recordFromIamat(context.name, command, arrivedNs);
       const reply = record.line + "\n";
       if (!context.store.offer(record)) {
-        log.client.debug("IAMAT for {client} is not newer than the stored record; not flooded", {
-          client: command.clientId,
-        });
+        traffic.event(
+          "client",
+          `IAMAT for ${quote(command.clientId)} is not newer than the stored record; not flooded`,
+          "DBG",
+        );
         return reply;
       }
       return context.publish(record).then(() => reply);
