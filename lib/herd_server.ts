@@ -120,11 +120,6 @@ export class HerdServer {
     if (live.length > 0) live[Math.floor(Math.random() * live.length)].reconcile();
   }
 
-  /** The outbound link to `neighbour`, for inspection. */
-  link(neighbour: string): PeerLink | undefined {
-    return this.#links.get(neighbour);
-  }
-
   /**
    * Accepts until the listener closes. A failed accept (out of file
    * descriptors, say) is logged and retried after a pause: it must not

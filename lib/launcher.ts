@@ -12,7 +12,7 @@ import { serverPermissionFlags } from "./permissions.ts";
 const DENO = "deno";
 
 /** Path of the program's entry point. */
-export const MAIN_MODULE: string = new URL("../main.ts", import.meta.url).pathname;
+export const MAIN_MODULE: string = decodeURIComponent(new URL("../main.ts", import.meta.url).pathname);
 
 /** The `.env` file next to the config, if there is one. */
 export function envFileFor(config: HerdConfig): string | undefined {

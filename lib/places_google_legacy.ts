@@ -1,17 +1,7 @@
 /** Google's legacy Nearby Search: `GET url?location=LAT,LNG&radius=METRES&key=KEY`. */
 
 import { type PlacesAnswer, placesError, type PlacesProvider, type PlacesQuery } from "./places.ts";
-import { fetchPlacesJson, scrubKey } from "./places_http.ts";
-
-/** Options for {@linkcode GoogleLegacyPlaces}. */
-export interface GoogleLegacyPlacesOptions {
-  /** Nearby Search endpoint, e.g. `https://maps.googleapis.com/maps/api/place/nearbysearch/json`. */
-  url: string;
-  /** API key; without one every search answers `REQUEST_DENIED`. */
-  key?: string;
-  /** Upstream timeout in milliseconds. */
-  timeoutMs: number;
-}
+import { fetchPlacesJson, type GooglePlacesOptions, scrubKey } from "./places_http.ts";
 
 /** A decimal degree as Google wants it: no `+`. */
 export function unsignedDegrees(degrees: string): string {
@@ -25,7 +15,7 @@ export class GoogleLegacyPlaces implements PlacesProvider {
   #key: string;
   #timeoutMs: number;
 
-  constructor(options: GoogleLegacyPlacesOptions) {
+  constructor(options: GooglePlacesOptions) {
     this.#url = options.url;
     this.#key = options.key ?? "";
     this.#timeoutMs = options.timeoutMs;

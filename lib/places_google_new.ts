@@ -4,7 +4,7 @@
  */
 
 import { type PlacesAnswer, placesError, type PlacesProvider, type PlacesQuery } from "./places.ts";
-import { fetchPlacesJson, scrubKey } from "./places_http.ts";
+import { fetchPlacesJson, type GooglePlacesOptions, scrubKey } from "./places_http.ts";
 
 /** Only the fields the legacy shape carries: Google bills by the fields asked for. */
 export const GOOGLE_NEW_FIELD_MASK = [
@@ -20,16 +20,6 @@ export const GOOGLE_NEW_FIELD_MASK = [
 
 /** The most results Places API (New) returns for one search. */
 export const GOOGLE_NEW_MAX_RESULTS = 20;
-
-/** Options for {@linkcode GoogleNewPlaces}. */
-export interface GoogleNewPlacesOptions {
-  /** `searchNearby` endpoint. */
-  url: string;
-  /** API key; without one every search answers `REQUEST_DENIED`. */
-  key?: string;
-  /** Upstream timeout in milliseconds. */
-  timeoutMs: number;
-}
 
 function _object(value: unknown): Record<string, unknown> | undefined {
   return typeof value === "object" && value !== null && !Array.isArray(value)
@@ -84,7 +74,7 @@ export class GoogleNewPlaces implements PlacesProvider {
   #key: string;
   #timeoutMs: number;
 
-  constructor(options: GoogleNewPlacesOptions) {
+  constructor(options: GooglePlacesOptions) {
     this.#url = options.url;
     this.#key = options.key ?? "";
     this.#timeoutMs = options.timeoutMs;

@@ -5,6 +5,16 @@
 
 import { type PlacesAnswer, placesError } from "./places.ts";
 
+/** Options of the Google providers. */
+export interface GooglePlacesOptions {
+  /** The endpoint. */
+  url: string;
+  /** API key; without one every search answers `REQUEST_DENIED`. */
+  key?: string;
+  /** Upstream timeout in milliseconds. */
+  timeoutMs: number;
+}
+
 /** Options for {@linkcode fetchPlacesJson}. */
 export interface PlacesHttpOptions {
   /** Upstream timeout in milliseconds. */

@@ -23,10 +23,8 @@ export async function writeAll(conn: Deno.Conn, bytes: Uint8Array): Promise<void
   }
 }
 
-/** Encodes replies into one buffer. */
-export function encodeReplies(replies: readonly Reply[]): Uint8Array {
-  if (replies.every((reply) => typeof reply === "string")) return _encoder.encode(replies.join(""));
-  const parts = replies.map((reply) => typeof reply === "string" ? _encoder.encode(reply) : reply);
+/** The bytes of `parts`, one after another, in one buffer. */
+export function concatBytes(parts: readonly Uint8Array[]): Uint8Array {
   const out = new Uint8Array(parts.reduce((sum, part) => sum + part.length, 0));
   let offset = 0;
   for (const part of parts) {
@@ -34,6 +32,12 @@ export function encodeReplies(replies: readonly Reply[]): Uint8Array {
     offset += part.length;
   }
   return out;
+}
+
+/** Encodes replies into one buffer. */
+export function encodeReplies(replies: readonly Reply[]): Uint8Array {
+  if (replies.every((reply) => typeof reply === "string")) return _encoder.encode(replies.join(""));
+  return concatBytes(replies.map((reply) => typeof reply === "string" ? _encoder.encode(reply) : reply));
 }
 
 /** Ordered reply writer for one connection. */

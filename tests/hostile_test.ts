@@ -4,6 +4,7 @@
  * (a real IAMAT and WHATSAT, each answered within a generous bound).
  */
 
+import { concatBytes, writeAll } from "../lib/reply_queue.ts";
 import assert from "node:assert/strict";
 import { exchangeBytes, HERD_TEST_PERMISSIONS, TestHerd } from "./testing/herd.ts";
 
@@ -37,20 +38,6 @@ async function settlesWithin(promise: Promise<unknown>, ms: number): Promise<boo
   }
 }
 
-async function writeAll(conn: Deno.Conn, bytes: Uint8Array): Promise<void> {
-  for (let offset = 0; offset < bytes.length;) offset += await conn.write(bytes.subarray(offset));
-}
-
-function concat(chunks: Uint8Array[]): Uint8Array {
-  const out = new Uint8Array(chunks.reduce((sum, chunk) => sum + chunk.length, 0));
-  let offset = 0;
-  for (const chunk of chunks) {
-    out.set(chunk, offset);
-    offset += chunk.length;
-  }
-  return out;
-}
-
 /** What a client read before the server closed: `reset` when the close was a TCP reset rather than a FIN. */
 interface Received {
   bytes: Uint8Array;
@@ -73,7 +60,7 @@ async function readUntilClosed(conn: Deno.Conn): Promise<Received> {
     if (n === null) break;
     chunks.push(buffer.slice(0, n));
   }
-  return { bytes: concat(chunks), reset };
+  return { bytes: concatBytes(chunks), reset };
 }
 
 /** Like the harness's `exchange`, but closes the socket and fails when the answer is not complete within `ms`. */
@@ -289,7 +276,7 @@ const ASCII_WHITESPACE = new Set([0x20, 0x09, 0x0b, 0x0c, 0x0d]);
 /** What the server must answer to one line without its `\n`: nothing for a blank line, else `? ` and its bytes. */
 function expectedEcho(line: Uint8Array): Uint8Array {
   if (line.every((byte) => ASCII_WHITESPACE.has(byte))) return new Uint8Array(0);
-  return concat([encoder.encode("? "), line, Uint8Array.of(10)]);
+  return concatBytes([encoder.encode("? "), line, Uint8Array.of(10)]);
 }
 
 function firstDifference(a: Uint8Array, b: Uint8Array): string {
@@ -352,7 +339,7 @@ const TRICKY_LINES: Uint8Array[] = [
 ].map((bytes) => Uint8Array.from(bytes));
 
 function joinLines(lines: Uint8Array[]): Uint8Array {
-  return concat(lines.flatMap((line) => [line, Uint8Array.of(10)]));
+  return concatBytes(lines.flatMap((line) => [line, Uint8Array.of(10)]));
 }
 
 Deno.test({
@@ -558,7 +545,7 @@ Deno.test({
         serveUntil(port, () => true),
       ]);
       connections.forEach(({ lines }, i) => {
-        const expected = concat(lines.map(expectedEcho));
+        const expected = concatBytes(lines.map(expectedEcho));
         assert.ok(
           replies[i].length === expected.length && replies[i].every((byte, j) => byte === expected[j]),
           firstDifference(replies[i], expected),

@@ -6,6 +6,7 @@
 
 import { loadConfig } from "../../lib/config.ts";
 import { serverRunArgs } from "../../lib/launcher.ts";
+import { concatBytes, writeAll } from "../../lib/reply_queue.ts";
 
 /** The default herd's names and links. */
 export const DEFAULT_NAMES = ["Hill", "Jaquez", "Smith", "Campbell", "Singleton"];
@@ -218,7 +219,7 @@ export class TestHerd implements AsyncDisposable {
 export async function exchangeBytes(port: number, request: string | Uint8Array): Promise<Uint8Array> {
   using conn = await Deno.connect({ hostname: "127.0.0.1", port });
   const bytes = typeof request === "string" ? _encoder.encode(request) : request;
-  for (let offset = 0; offset < bytes.length;) offset += await conn.write(bytes.subarray(offset));
+  await writeAll(conn, bytes);
   await conn.closeWrite();
   const chunks: Uint8Array[] = [];
   const buffer = new Uint8Array(64 * 1024);
@@ -227,13 +228,7 @@ export async function exchangeBytes(port: number, request: string | Uint8Array):
     if (n === null) break;
     chunks.push(buffer.slice(0, n));
   }
-  const out = new Uint8Array(chunks.reduce((sum, chunk) => sum + chunk.length, 0));
-  let offset = 0;
-  for (const chunk of chunks) {
-    out.set(chunk, offset);
-    offset += chunk.length;
-  }
-  return out;
+  return concatBytes(chunks);
 }
 
 /** {@linkcode exchangeBytes}, decoded as UTF-8. */
