@@ -38,7 +38,11 @@ function requireName(config: HerdConfig, name: string | undefined): string {
 }
 
 async function runServer(config: HerdConfig, name: string): Promise<void> {
-  await setupLogging({ logDir: config.logDir, name });
+  try {
+    await setupLogging({ logDir: config.logDir, name });
+  } catch (error) {
+    fail(`${name} cannot open its log in ${config.logDir}: ${(error as Error).message}`, 1);
+  }
   log.server.info("{name} starting with config {path}", { name, path: config.path });
   for (const warning of configWarnings(config)) log.server.warning(warning);
   const key = Deno.env.get(PLACES_KEY_VARIABLE);
