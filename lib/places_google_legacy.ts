@@ -1,7 +1,7 @@
 /** Google's legacy Nearby Search: `GET url?location=LAT,LNG&radius=METRES&key=KEY`. */
 
 import { type PlacesAnswer, placesError, type PlacesProvider, type PlacesQuery } from "./places.ts";
-import { fetchPlacesJson, type GooglePlacesOptions, scrubKey } from "./places_http.ts";
+import { fetchPlacesJson, type GooglePlacesOptions, missingKeyAnswer, scrubKey } from "./places_http.ts";
 
 /** A decimal degree as Google wants it: no `+`. */
 export function unsignedDegrees(degrees: string): string {
@@ -22,9 +22,7 @@ export class GoogleLegacyPlaces implements PlacesProvider {
   }
 
   async search(query: PlacesQuery): Promise<PlacesAnswer> {
-    if (this.#key === "") {
-      return placesError("REQUEST_DENIED", "No Places API key: the server has no GOOGLE_PLACES_API_KEY set");
-    }
+    if (this.#key === "") return missingKeyAnswer();
     const separator = this.#url.includes("?") ? "&" : "?";
     const url = `${this.#url}${separator}location=${unsignedDegrees(query.latitude)},` +
       `${unsignedDegrees(query.longitude)}&radius=${query.radiusMetres}&key=${encodeURIComponent(this.#key)}`;

@@ -4,7 +4,7 @@
  */
 
 import { type PlacesAnswer, placesError, type PlacesProvider, type PlacesQuery } from "./places.ts";
-import { fetchPlacesJson, type GooglePlacesOptions, scrubKey } from "./places_http.ts";
+import { fetchPlacesJson, type GooglePlacesOptions, missingKeyAnswer, scrubKey } from "./places_http.ts";
 
 /** Only the fields the legacy shape carries: Google bills by the fields asked for. */
 export const GOOGLE_NEW_FIELD_MASK = [
@@ -81,9 +81,7 @@ export class GoogleNewPlaces implements PlacesProvider {
   }
 
   async search(query: PlacesQuery): Promise<PlacesAnswer> {
-    if (this.#key === "") {
-      return placesError("REQUEST_DENIED", "No Places API key: the server has no GOOGLE_PLACES_API_KEY set");
-    }
+    if (this.#key === "") return missingKeyAnswer();
     const body = {
       locationRestriction: {
         circle: {

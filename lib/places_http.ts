@@ -15,6 +15,11 @@ export interface GooglePlacesOptions {
   timeoutMs: number;
 }
 
+/** The answer of a Google provider that has no key: it does not call out. */
+export function missingKeyAnswer(): PlacesAnswer {
+  return placesError("REQUEST_DENIED", "No Places API key: the server has no GOOGLE_PLACES_API_KEY set");
+}
+
 /** Options for {@linkcode fetchPlacesJson}. */
 export interface PlacesHttpOptions {
   /** Upstream timeout in milliseconds. */
