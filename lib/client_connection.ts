@@ -7,7 +7,7 @@ import { nowNs } from "./decimal.ts";
 import { readLines } from "./line_stream.ts";
 import { log, quote, traffic } from "./logging.ts";
 import { type Reply, ReplyQueue } from "./reply_queue.ts";
-import { route, type RouterContext } from "./router.ts";
+import { decodeLine, route, type RouterContext } from "./router.ts";
 
 /**
  * Replies a connection may have outstanding (computing, waiting, or being
@@ -73,8 +73,10 @@ export class ClientConnection {
         for (const line of value.lines) {
           // A client whose socket failed gets nothing more: its remaining commands are not worth computing.
           if (replies.failed) break;
-          traffic.event("client", `${quotedClient} < ${quote(_lossy.decode(line))}`);
-          const reply = route(context, line, arrivedNs);
+          // Decoded once, for the log and the router both; a line that is not UTF-8 is logged lossily.
+          const text = decodeLine(line);
+          traffic.event("client", `${quotedClient} < ${quote(text ?? _lossy.decode(line))}`);
+          const reply = route(context, line, arrivedNs, text);
           if (reply !== null) replies.push(reply);
           // Checked per line, not per read: one read can carry hundreds of pipelined commands.
           if (replies.size >= MAX_PENDING_REPLIES) await replies.flush();

@@ -45,13 +45,17 @@ export function decodeLine(bytes: Uint8Array): string | null {
   }
 }
 
-/** Routes one line (without `\n`) that arrived at `arrivedNs`; returns its reply, or null for an ignored empty line. */
+/**
+ * Routes one line (without `\n`) that arrived at `arrivedNs`; returns its
+ * reply, or null for an ignored empty line. `line` is the line decoded by
+ * {@linkcode decodeLine}, when the caller has already done that.
+ */
 export function route(
   context: RouterContext,
   bytes: Uint8Array,
   arrivedNs: bigint,
+  line: string | null = decodeLine(bytes),
 ): Reply | Promise<Reply> | null {
-  const line = decodeLine(bytes);
   if (line === null) return _invalid(bytes);
   const command = parseCommand(line);
   switch (command.kind) {
