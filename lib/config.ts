@@ -42,14 +42,25 @@ export interface PlacesConfig {
   cacheEntries: number;
 }
 
+/** The settings of `peers.ackScope`. */
+export const ACK_SCOPES = ["neighbours", "herd"] as const;
+/** Who acknowledges a record before its IAMAT is answered. */
+export type AckScope = typeof ACK_SCOPES[number];
+
 /** Peer link tuning. */
 export interface PeerConfig {
   /** First reconnect delay after a link drops, in milliseconds. */
   reconnectMinMs: number;
   /** Longest reconnect delay, in milliseconds. */
   reconnectMaxMs: number;
-  /** How long an IAMAT reply waits for the herd to acknowledge a record before it goes out anyway. */
+  /** How long an IAMAT reply waits for acknowledgements of its record before it goes out anyway. */
   ackTimeoutMs: number;
+  /**
+   * Who must hold a new record before its IAMAT is answered: `neighbours`
+   * (the receiving server's neighbours, as PROTOCOL.md asks) or `herd`
+   * (every server reachable over live links; each hop waits on the next).
+   */
+  ackScope: AckScope;
   /** How often a server reconciles its store with one neighbour, in milliseconds. */
   reconcileIntervalMs: number;
 }
@@ -221,7 +232,7 @@ export function parseConfig(text: string, path: string): HerdConfig {
 
   if (top.places === undefined) _fail(path, "missing field places");
   const placesRaw = _object(top.places, "places", path);
-  const provider = placesRaw.provider ?? "auto";
+  const provider = placesRaw.provider === undefined ? "auto" : placesRaw.provider;
   if (!PLACES_PROVIDERS.includes(provider as PlacesProviderSetting)) {
     _fail(path, `places.provider must be one of ${PLACES_PROVIDERS.join(", ")}, got ${JSON.stringify(provider)}`);
   }
@@ -238,11 +249,16 @@ export function parseConfig(text: string, path: string): HerdConfig {
   const logDir = resolvePath(base, _string(top.logDir, "logDir", path));
   const dataDir = resolvePath(base, top.dataDir === undefined ? "data" : _string(top.dataDir, "dataDir", path));
   const peersRaw = top.peers === undefined ? {} : _object(top.peers, "peers", path);
-  const peers = {
+  const ackScope = peersRaw.ackScope === undefined ? "neighbours" : peersRaw.ackScope;
+  if (!ACK_SCOPES.includes(ackScope as AckScope)) {
+    _fail(path, `peers.ackScope must be one of ${ACK_SCOPES.join(", ")}, got ${JSON.stringify(ackScope)}`);
+  }
+  const peers: PeerConfig = {
     reconnectMinMs: _positive(peersRaw.reconnectMinMs, 50, "peers.reconnectMinMs", path),
     reconnectMaxMs: _positive(peersRaw.reconnectMaxMs, 2000, "peers.reconnectMaxMs", path),
     ackTimeoutMs: _positive(peersRaw.ackTimeoutMs, 500, "peers.ackTimeoutMs", path),
     reconcileIntervalMs: _positive(peersRaw.reconcileIntervalMs, 5000, "peers.reconcileIntervalMs", path),
+    ackScope: ackScope as AckScope,
   };
   if (peers.reconnectMaxMs < peers.reconnectMinMs) {
     _fail(path, "peers.reconnectMaxMs must not be less than peers.reconnectMinMs");

@@ -16,6 +16,9 @@ import { RecordLog } from "./record_log.ts";
 import type { RouterContext } from "./router.ts";
 import { LocationStore } from "./store.ts";
 
+const _SETTLED = Promise.resolve();
+const _nothing = () => {};
+
 /** Options for {@linkcode HerdServer}. */
 export interface HerdServerOptions {
   config: HerdConfig;
@@ -176,15 +179,25 @@ export class HerdServer {
     });
   }
 
-  /** A record from neighbour `from`: stored, written to disk and passed on if it is newer than ours. */
-  #receive(record: LocationRecord, from: string, waitMs: number): Promise<void> {
+  /**
+   * A live record from neighbour `from`: stored, written to disk and passed
+   * on if it is newer than ours. The returned promise, if any, is when the
+   * sender may be acknowledged: with `ackScope` "neighbours", once stored
+   * here (nobody waits on the records we pass on); with "herd", once our
+   * own neighbours acknowledged it too, each hop waiting half as long.
+   */
+  #receive(record: LocationRecord, from: string, waitMs: number): Promise<void> | undefined {
     if (!this.store.offer(record)) {
       traffic.event("peer", `From ${quote(from)}, not newer, dropped: ${quote(record.line)}`, "DBG");
-      return Promise.resolve();
+      return undefined;
     }
     traffic.event("peer", `From ${quote(from)}, stored: ${quote(record.line)}`);
     // Written behind: the disk promise is the receiving server's; ours is to have it in memory and pass it on.
     this.#recordLog?.writeBehind(record);
+    if (this.#config.peers.ackScope === "neighbours") {
+      this.#flood(record, from, 0);
+      return undefined;
+    }
     // Half the sender's wait, so our answer reaches it before it gives up on us.
     return this.#flood(record, from, Math.floor(waitMs / 2));
   }
@@ -209,24 +222,31 @@ export class HerdServer {
    * ran out of `waitMs`).
    */
   #publish(record: LocationRecord, from: string | undefined, waitMs: number): Promise<void> {
-    return Promise.all([this.#recordLog?.append(record), this.#flood(record, from, waitMs)]).then(() => {});
+    // The flood first: its writes are then scheduled ahead of the commit, which overlaps their round trips.
+    const flooded = this.#flood(record, from, waitMs);
+    return Promise.all([flooded, this.#recordLog?.append(record)]).then(_nothing);
   }
 
-  /** Sends a stored record to every neighbour but `from`; resolves once each live one acknowledged it or `waitMs` passed. */
+  /**
+   * Sends a stored record to every neighbour but `from`. With `waitMs` > 0,
+   * resolves once each live one acknowledged it or `waitMs` passed; with 0
+   * the records go unacknowledged and the promise is already settled.
+   */
   #flood(record: LocationRecord, from: string | undefined, waitMs: number): Promise<void> {
     const sends: Promise<void>[] = [];
-    const to: string[] = [];
+    let to = "";
     for (const [name, link] of this.#links) {
       if (name === from) continue;
       if (!link.up) {
         traffic.event("peer", `Not forwarded to ${quote(name)}: link down`, "DBG");
         continue;
       }
-      to.push(name);
-      sends.push(link.send(record, waitMs));
+      to += to === "" ? name : "," + name;
+      const sent = link.send(record, waitMs);
+      if (sent !== undefined) sends.push(sent);
     }
-    if (to.length > 0) traffic.event("peer", `Forwarded to ${quote(to.join(","))}: ${quote(record.line)}`);
-    return Promise.all(sends).then(() => {});
+    if (to !== "") traffic.event("peer", `Forwarded to ${quote(to)}: ${quote(record.line)}`);
+    return sends.length === 0 ? _SETTLED : Promise.all(sends).then(_nothing);
   }
 
   /** Stops accepting, finishes replies in flight (bounded by `shutdownGraceMs`), closes links. */

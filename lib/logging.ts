@@ -5,6 +5,7 @@
  * Nothing here ever writes to a client socket.
  */
 
+import { afterNetworkWrites } from "./turn.ts";
 import {
   configure,
   dispose,
@@ -15,7 +16,6 @@ import {
   type LogRecord,
   withFilter,
 } from "@logtape/logtape";
-import { setImmediate } from "node:timers";
 import { getStreamFileSink } from "@logtape/file";
 
 /** Loggers by concern. */
@@ -60,7 +60,7 @@ export class TrafficLog {
     this.#lines.push(`${this.#lastIso} [${level}] herd.${category}: ${text}\n`);
     if (!this.#scheduled) {
       this.#scheduled = true;
-      setImmediate(() => this.flush());
+      afterNetworkWrites(() => this.flush());
     }
   }
 

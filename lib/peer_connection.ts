@@ -16,8 +16,12 @@ import { writeAll } from "./reply_queue.ts";
 export interface PeerContext {
   /** Names this server accepts links from. */
   neighbours: ReadonlySet<string>;
-  /** Handles a flooded record from `from`; resolves when it may be acknowledged (stored and passed on, or found old). */
-  receive(record: LocationRecord, from: string, waitMs: number): Promise<void>;
+  /**
+   * Handles a flooded record from `from`. Returns a promise when the
+   * acknowledgement must wait for it (the record passed on and acknowledged
+   * further), or nothing when it may be acknowledged at once.
+   */
+  receive(record: LocationRecord, from: string, waitMs: number): Promise<void> | undefined;
   /** Handles a reconciliation record from `from`; returns whether it was new. */
   catchUp(record: LocationRecord, from: string): boolean;
   /** A neighbour dialled in: it is back, so our own link to it should retry now. */
@@ -47,10 +51,13 @@ export async function servePeer(conn: Deno.Conn, context: PeerContext, maxLineBy
     }
     writing = undefined;
   };
+  // At the end of this turn: the acks of everything handled meanwhile go out in one write.
+  const scheduleFlush = () => {
+    writing ??= new Promise<void>((resolve) => setImmediate(resolve)).then(flushAcks);
+  };
   const send = (text: string) => {
     out += text;
-    // At the end of this turn: the acks of everything handled meanwhile go out in one write.
-    writing ??= new Promise<void>((resolve) => setImmediate(resolve)).then(flushAcks);
+    scheduleFlush();
   };
   const handling = new Set<Promise<void>>();
   let caughtUp = 0;
@@ -99,7 +106,16 @@ export async function servePeer(conn: Deno.Conn, context: PeerContext, maxLineBy
           if (context.catchUp(message.record, name)) stored++;
           continue;
         }
+        // The flush is booked before the record is handled, so its acknowledgement goes out ahead of the floods
+        // it causes: the sender is waiting on the one, nobody on the others.
+        if (message.waitMs > 0) scheduleFlush();
         const handled = context.receive(message.record, name, message.waitMs);
+        // A record sent with no wait is not acknowledged: nobody is waiting on it.
+        if (message.waitMs === 0) continue;
+        if (handled === undefined) {
+          send(formatAck(seq));
+          continue;
+        }
         const done: Promise<void> = handled.then(() => {
           handling.delete(done);
           send(formatAck(seq));

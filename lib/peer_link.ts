@@ -136,12 +136,13 @@ export class PeerLink {
   }
 
   /**
-   * Queues `record` for the neighbour. Resolves when the neighbour has
-   * acknowledged it, after `waitMs`, or at once when the link is down or
-   * lagging (a down link skips the record; a lagging one still gets it).
+   * Queues `record` for the neighbour. With `waitMs` > 0 the neighbour
+   * acknowledges it, and the promise resolves then or after `waitMs`;
+   * nothing is returned when there is nothing to wait for: `waitMs` is 0,
+   * or the link is down (the record is skipped) or lagging (it still goes).
    */
-  send(record: LocationRecord, waitMs: number): Promise<void> {
-    if (this.#conn === undefined) return Promise.resolve();
+  send(record: LocationRecord, waitMs: number): Promise<void> | undefined {
+    if (this.#conn === undefined) return undefined;
     const waits = waitMs > 0 && !this.#lagging;
     let entry = this.#queue.get(record.clientId);
     if (entry === undefined) {
@@ -153,7 +154,7 @@ export class PeerLink {
       entry.ack = true;
     }
     this.#wakeSoon();
-    if (!waits) return Promise.resolve();
+    if (!waits) return undefined;
     return new Promise<void>((resolve) => {
       const waiter = { resolve, deadline: performance.now() + waitMs, done: false };
       entry.waiters.push(waiter);
@@ -295,10 +296,11 @@ export class PeerLink {
           continue;
         }
         const seq = ++this.#seq;
-        this.#sent.set(seq, { sentAt: now, waiters: entry.waiters });
+        // Sent with no wait, a record is not acknowledged (see peer_wire.ts).
+        if (entry.waitMs > 0) this.#sent.set(seq, { sentAt: now, waiters: entry.waiters });
         text += formatRecord(entry.record, seq, entry.waitMs);
       }
-      if (batch.length > 0) this.#sweeper ??= setInterval(() => this.#sweep(), _SWEEP_MS);
+      if (this.#sent.size > 0) this.#sweeper ??= setInterval(() => this.#sweep(), _SWEEP_MS);
       await writeAll(conn, _encoder.encode(text));
     }
   }

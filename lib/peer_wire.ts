@@ -2,8 +2,10 @@
  * Messages on a peer link, one per line. The dialer sends `HELLO <name>`
  * first, then records: the six-field AT line followed by two fields of
  * ours, a sequence number and how long the sender will wait for the
- * acknowledgement in milliseconds. The acceptor answers each record with
- * `ACK <seq>` once it has stored it and passed it on (or found it old).
+ * acknowledgement in milliseconds. The acceptor answers each record sent
+ * with a wait above 0 with `ACK <seq>` once it has handled it (stored it,
+ * or found it old; with `peers.ackScope` "herd", passed it on and had it
+ * acknowledged in turn). Records sent with a wait of 0 are not answered.
  *
  * Anti-entropy: the dialer sends `DIGEST <hex>` (see digest.ts) when the
  * link comes up and from time to time; the acceptor answers with its own

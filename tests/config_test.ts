@@ -67,6 +67,19 @@ Deno.test("parseConfig() fills in defaults for optional settings", () => {
   assert.ok(config.peers.reconnectMinMs > 0);
   assert.ok(config.peers.reconnectMaxMs >= config.peers.reconnectMinMs);
   assert.ok(config.peers.ackTimeoutMs > 0);
+  assert.equal(config.peers.ackScope, "neighbours");
+});
+
+Deno.test("parseConfig() takes peers.ackScope neighbours or herd and refuses anything else", () => {
+  assert.equal(parse({ ...sample(), peers: { ackScope: "herd" } }).peers.ackScope, "herd");
+  assert.equal(parse({ ...sample(), peers: { ackScope: "neighbours" } }).peers.ackScope, "neighbours");
+  for (const bad of ["all", "Herd", "", 1, null]) {
+    assert.throws(
+      () => parse({ ...sample(), peers: { ackScope: bad } }),
+      /peers\.ackScope must be one of neighbours, herd, got /,
+      JSON.stringify(bad),
+    );
+  }
 });
 
 Deno.test("parseConfig() resolves logDir against the config's folder", () => {

@@ -37,6 +37,42 @@ function parseWhatsat(reply: string): { atLine: string; json: Record<string, unk
   return { atLine: reply.slice(0, newline), json: JSON.parse(reply.slice(newline + 1)) };
 }
 
+/**
+ * Sends a WHATSAT until the server knows the client (a record two hops away
+ * arrives shortly after the IAMAT reply), for at most `timeoutMs`.
+ */
+async function exchangeUntilKnown(port: number, request: string, timeoutMs = 5000): Promise<string> {
+  const deadline = performance.now() + timeoutMs;
+  while (true) {
+    const reply = await exchange(port, request);
+    if (!reply.startsWith("? ") || performance.now() > deadline) return reply;
+    await new Promise((resolve) => setTimeout(resolve, 5));
+  }
+}
+
+Deno.test({
+  name: 'with peers.ackScope "herd", an IAMAT reply comes once every server holds the record, two hops away included',
+  permissions: HERD_TEST_PERMISSIONS,
+}, async () => {
+  await using fake = startFakePlaces({ key: KEY });
+  await using herd = await TestHerd.create({
+    placesUrl: fake.url,
+    key: KEY,
+    places: { provider: "google-legacy" },
+    extra: { peers: { ackScope: "herd" } },
+  });
+  await herd.startAll();
+  for (const [from, id] of [["Hill", "herd-scope-1"], ["Campbell", "herd-scope-2"], ["Singleton", "herd-scope-3"]]) {
+    const reply = await exchange(herd.port(from), `IAMAT ${id} +1+1 1700000000.5\n`);
+    assert.match(reply, new RegExp(`^AT ${from} \\S+ ${id} \\+1\\+1 1700000000\\.5\\n$`));
+    for (const name of herd.names) {
+      // No retry: the reply promised that every server already holds it.
+      const answer = parseWhatsat(await exchange(herd.port(name), `WHATSAT ${id} 1 1\n`));
+      assert.equal(answer.atLine, reply.trimEnd(), `${name} must hold ${from}'s record when the reply comes`);
+    }
+  }
+});
+
 Deno.test({
   name: "a healthy herd speaks the whole protocol",
   permissions: HERD_TEST_PERMISSIONS,
@@ -45,14 +81,19 @@ Deno.test({
   await using herd = await TestHerd.create({ placesUrl: fake.url, key: KEY, places: { provider: "google-legacy" } });
   await herd.startAll();
 
-  await t.step("an IAMAT at Hill is visible through WHATSAT at every other server, with no sleep", async () => {
+  await t.step("an IAMAT at Hill is visible at its neighbours with no sleep, then at every other server", async () => {
     const reply = await exchange(herd.port("Hill"), KIWI + "\n");
     const match = AT_LINE.exec(reply.trimEnd());
     assert.ok(match, `not an AT line: ${reply}`);
     assert.equal(match[1], "Hill");
     assert.equal(reply, `AT Hill ${match[2]} kiwi.cs.ucla.edu +34.068930-118.445127 1621464827.959498503\n`);
     for (const name of ["Jaquez", "Smith", "Campbell", "Singleton"]) {
-      const answer = parseWhatsat(await exchange(herd.port(name), "WHATSAT kiwi.cs.ucla.edu 10 5\n"));
+      // Hill's neighbours acknowledged the record before the reply; the others are two hops away.
+      const neighbour = name === "Jaquez" || name === "Smith";
+      const request = "WHATSAT kiwi.cs.ucla.edu 10 5\n";
+      const answer = parseWhatsat(
+        neighbour ? await exchange(herd.port(name), request) : await exchangeUntilKnown(herd.port(name), request),
+      );
       assert.equal(answer.atLine, reply.trimEnd(), `${name} must answer with the stored AT line of Hill`);
       assert.equal(answer.json.status, "OK");
       assert.equal((answer.json.results as unknown[]).length, 5);
@@ -61,10 +102,10 @@ Deno.test({
     assert.deepEqual(sent, { api: "legacy", location: "34.068930,-118.445127", radius: "10000", key: KEY });
   });
 
-  await t.step("a record from Campbell reaches Hill, two hops away, with no sleep", async () => {
+  await t.step("a record from Campbell reaches Hill, two hops away", async () => {
     const reply = await exchange(herd.port("Campbell"), "IAMAT far-client -33.8688+151.2093 1700000000.5\n");
     assert.match(reply, /^AT Campbell [+-][0-9]+\.[0-9]{9} far-client -33\.8688\+151\.2093 1700000000\.5\n$/);
-    const answer = parseWhatsat(await exchange(herd.port("Hill"), "WHATSAT far-client 0.5 2\n"));
+    const answer = parseWhatsat(await exchangeUntilKnown(herd.port("Hill"), "WHATSAT far-client 0.5 2\n"));
     assert.equal(answer.atLine, reply.trimEnd());
     assert.deepEqual(fake.requests.at(-1), { api: "legacy", location: "-33.8688,151.2093", radius: "500", key: KEY });
   });
@@ -227,17 +268,25 @@ Deno.test({
     },
   );
 
-  await t.step("restarted servers are linked again and get new records with no sleep", async () => {
-    await herd.start("Smith");
-    await herd.start("Singleton");
-    await herd.waitConverged(herd.names);
-    const reply = await exchange(herd.port("Hill"), "IAMAT after-restart +6+6 1700000300\n");
-    for (const name of ["Smith", "Singleton", "Campbell"]) {
-      const answer = parseWhatsat(await exchange(herd.port(name), "WHATSAT after-restart 1 1\n"));
-      assert.equal(answer.atLine, reply.trimEnd(), name);
-    }
-    assert.match(await herd.log("Smith"), /Link from "?Hill"? is up/);
-  });
+  await t.step(
+    "restarted servers are linked again and get new records (Hill's neighbour Smith with no sleep)",
+    async () => {
+      await herd.start("Smith");
+      await herd.start("Singleton");
+      await herd.waitConverged(herd.names);
+      const reply = await exchange(herd.port("Hill"), "IAMAT after-restart +6+6 1700000300\n");
+      for (const name of ["Smith", "Singleton", "Campbell"]) {
+        const request = "WHATSAT after-restart 1 1\n";
+        const answer = parseWhatsat(
+          name === "Smith"
+            ? await exchange(herd.port(name), request)
+            : await exchangeUntilKnown(herd.port(name), request),
+        );
+        assert.equal(answer.atLine, reply.trimEnd(), name);
+      }
+      assert.match(await herd.log("Smith"), /Link from "?Hill"? is up/);
+    },
+  );
 });
 
 Deno.test({

@@ -24,8 +24,10 @@ const ABSENT_MS = 600;
 interface ProxiedHerdOptions {
   names: string[];
   links: [string, string][];
-  /** `peers.ackTimeoutMs`: how long an IAMAT reply waits for the herd's acknowledgements. */
+  /** `peers.ackTimeoutMs`: how long an IAMAT reply waits for acknowledgements. */
   ackTimeoutMs: number;
+  /** `peers.ackScope`: who acknowledges before the reply (the default: the neighbours). */
+  ackScope?: "neighbours" | "herd";
 }
 
 interface Running {
@@ -73,7 +75,13 @@ class ProxiedHerd implements AsyncDisposable {
       logDir: "logs",
       // Reconciling every second keeps [catch-up] well inside its deadline: after a black hole heals no link comes
       // up again, so the periodic reconciliation is the only way the lost records come back.
-      peers: { reconnectMinMs: 20, reconnectMaxMs: 200, ackTimeoutMs: options.ackTimeoutMs, reconcileIntervalMs: 1000 },
+      peers: {
+        reconnectMinMs: 20,
+        reconnectMaxMs: 200,
+        ackTimeoutMs: options.ackTimeoutMs,
+        reconcileIntervalMs: 1000,
+        ...(options.ackScope === undefined ? {} : { ackScope: options.ackScope }),
+      },
     };
     await Deno.writeTextFile(herd.#configPath, JSON.stringify(config, null, 2));
     return herd;
@@ -275,7 +283,37 @@ Deno.test({
 });
 
 Deno.test({
-  name: "a slow link within the ack budget: replies wait for it and every server holds the record when the reply comes",
+  name: "a slow link within the ack budget: a reply waits for the server's neighbours, not for servers further away",
+  permissions: HERD_TEST_PERMISSIONS,
+}, async (t) => {
+  // The default ackScope, "neighbours": 200 ms each way on A–B makes a record's round trip there 400 ms.
+  await using herd = await ProxiedHerd.create({
+    names: ["A", "B", "C"],
+    links: [["A", "B"], ["B", "C"]],
+    ackTimeoutMs: 1500,
+  });
+  await herd.startAll();
+  herd.link("A", "B", delay(200));
+
+  await t.step("an IAMAT at A waits for B, its neighbour behind the slow link, and B holds the record", async () => {
+    const { line, ms } = await iamat(herd, "A", "near-a");
+    assert.ok(ms >= 380, `the reply waits for B's ack across 2 × 200 ms, took ${ms.toFixed(0)} ms`);
+    assert.ok(ms < 1500 + 500, `the reply never waits past the budget, took ${ms.toFixed(0)} ms`);
+    await assertHolds(herd, "B", "near-a", line);
+    await waitHolds(herd, "C", "near-a", line, 5_000);
+  });
+
+  await t.step("an IAMAT at C waits only for B: A, two hops away over the slow link, gets it after", async () => {
+    const { line, ms } = await iamat(herd, "C", "near-c");
+    assert.ok(ms < 380, `the reply needs no round trip over the slow link, took ${ms.toFixed(0)} ms`);
+    await assertHolds(herd, "B", "near-c", line);
+    await waitHolds(herd, "A", "near-c", line, 5_000);
+  });
+});
+
+Deno.test({
+  name:
+    'with ackScope "herd", a slow link within the ack budget: replies wait for it and every server holds the record',
   permissions: HERD_TEST_PERMISSIONS,
 }, async (t) => {
   // 200 ms each way through the proxy makes a record's round trip on A–B 400 ms; the 1500 ms budget covers it (and B
@@ -284,6 +322,7 @@ Deno.test({
     names: ["A", "B", "C"],
     links: [["A", "B"], ["B", "C"]],
     ackTimeoutMs: 1500,
+    ackScope: "herd",
   });
   await herd.startAll();
   herd.link("A", "B", delay(200));
@@ -313,7 +352,8 @@ Deno.test({
 });
 
 Deno.test({
-  name: "a link slower than the ack budget does not stall the herd: replies come within the budget, then at once",
+  name:
+    'with ackScope "herd", a link slower than the ack budget does not stall the herd: replies come within the budget, then at once',
   permissions: HERD_TEST_PERMISSIONS,
 }, async (t) => {
   // The A–B round trip (400 ms) is longer than the 250 ms budget: the first record across it waits the budget out
@@ -323,6 +363,7 @@ Deno.test({
     names: ["A", "B", "C"],
     links: [["A", "B"], ["B", "C"]],
     ackTimeoutMs: budget,
+    ackScope: "herd",
   });
   await herd.startAll();
   herd.link("A", "B", delay(200));
