@@ -5,7 +5,6 @@
  * Nothing here ever writes to a client socket.
  */
 
-import { afterNetworkWrites } from "./turn.ts";
 import {
   configure,
   dispose,
@@ -60,7 +59,9 @@ export class TrafficLog {
     this.#lines.push(`${this.#lastIso} [${level}] herd.${category}: ${text}\n`);
     if (!this.#scheduled) {
       this.#scheduled = true;
-      afterNetworkWrites(() => this.flush());
+      // On a timer, not at the end of this turn: the flush (a join and a file write) then never sits between a
+      // turn's reads and its replies, and one flush carries a millisecond or so of turns.
+      setTimeout(() => this.flush(), 0);
     }
   }
 
