@@ -39,9 +39,9 @@ const _TRAFFIC = "herd.traffic";
  * received, stored, dropped and forwarded. A LogTape call costs several
  * microseconds, which at tens of thousands of events a second was half of
  * the herd's CPU; so each event is formatted at once into a log line of its
- * own (time, level, category, text) and the lines of one turn of the event
- * loop go to LogTape together, as one record the file sink writes out as
- * it is. Only the file gets them.
+ * own (time, level, category, text), and the lines gathered until the
+ * next timer tick (about a millisecond) go to LogTape together, as one
+ * record the file sink writes out as it is. Only the file gets them.
  */
 export class TrafficLog {
   #lines: string[] = [];
