@@ -18,12 +18,19 @@ const MAX_PENDING_REPLIES = 256;
 
 const _lossy = new TextDecoder("utf-8", { ignoreBOM: true });
 
-/** A reply as the log shows it: whole, except a WHATSAT's JSON, which is summed up by its size. */
+/**
+ * A reply as the log shows it: whole, except a WHATSAT's JSON, which is
+ * summed up by its size (only the first line of a reply in bytes is decoded).
+ */
 function _forLog(reply: Reply): string {
-  const text = typeof reply === "string" ? reply : _lossy.decode(reply);
-  const newline = text.indexOf("\n");
-  if (newline < 0 || newline === text.length - 1) return text;
-  return `${text.slice(0, newline + 1)}[${text.length - newline - 1} characters of JSON]`;
+  if (typeof reply === "string") {
+    const newline = reply.indexOf("\n");
+    if (newline < 0 || newline === reply.length - 1) return reply;
+    return `${reply.slice(0, newline + 1)}[${reply.length - newline - 1} characters of JSON]`;
+  }
+  const newline = reply.indexOf(10);
+  if (newline < 0 || newline === reply.length - 1) return _lossy.decode(reply);
+  return `${_lossy.decode(reply.subarray(0, newline + 1))}[${reply.length - newline - 1} bytes of JSON]`;
 }
 
 function _address(addr: Deno.Addr): string {

@@ -46,9 +46,16 @@ export function formatGoogleJson(value: unknown): string {
 }
 
 /**
- * The WHATSAT reply: the stored AT line, a newline, the JSON; then runs of
- * newlines squeezed to one, trailing newlines removed, two newlines added.
+ * The part of a WHATSAT reply after the AT line: a newline, the JSON; then
+ * runs of newlines squeezed to one, trailing newlines removed, two newlines
+ * added. The AT line holds no newline, so the reply is the line followed by
+ * this, and the body of a cached answer can be made once and reused.
  */
+export function whatsatBody(json: string): string {
+  return `\n${json}`.replace(/\n{2,}/g, "\n").replace(/\n+$/, "") + "\n\n";
+}
+
+/** The WHATSAT reply: the stored AT line, then {@linkcode whatsatBody} of the JSON. */
 export function formatWhatsatReply(atLine: string, json: string): string {
-  return `${atLine}\n${json}`.replace(/\n{2,}/g, "\n").replace(/\n+$/, "") + "\n\n";
+  return atLine + whatsatBody(json);
 }

@@ -36,6 +36,7 @@ export function concatBytes(parts: readonly Uint8Array[]): Uint8Array {
 
 /** Encodes replies into one buffer. */
 export function encodeReplies(replies: readonly Reply[]): Uint8Array {
+  if (replies.length === 1 && typeof replies[0] !== "string") return replies[0];
   if (replies.every((reply) => typeof reply === "string")) return _encoder.encode(replies.join(""));
   return concatBytes(replies.map((reply) => typeof reply === "string" ? _encoder.encode(reply) : reply));
 }

@@ -3,7 +3,7 @@
  * flood or Places search completes). Empty lines get no reply.
  */
 
-import { formatGoogleJson, formatWhatsatReply } from "./google_json.ts";
+import { formatGoogleJson, whatsatBody } from "./google_json.ts";
 import { timesThousand } from "./decimal.ts";
 import { log, quote, traffic } from "./logging.ts";
 import { boundResults, type PlacesAnswer, type PlacesProvider } from "./places.ts";
@@ -94,42 +94,56 @@ async function _whatsat(
   const radiusMetres = timesThousand(radiusKm);
   const started = performance.now();
   const answer = await context.places.search({ ...location, radiusMetres });
-  const properties = {
-    provider: context.places.name,
-    location: record.location,
-    radius: radiusMetres,
-    status: answer.status,
-    ms: Math.round(performance.now() - started),
-    error: answer.error_message,
-  };
+  const provider = context.places.name;
+  const ms = Math.round(performance.now() - started);
   if (answer.error_message === undefined) {
-    log.places.info("Places {provider} around {location} radius {radius} m: {status} in {ms} ms", properties);
+    // One per WHATSAT, so through the traffic log's cheap path rather than a LogTape call each.
+    traffic.event(
+      "places",
+      `Places ${quote(provider)} around ${quote(record.location)} radius ${radiusMetres} m: ${
+        quote(answer.status)
+      } in ${ms} ms`,
+    );
   } else {
     log.places.warning(
       "Places {provider} around {location} radius {radius} m: {status} in {ms} ms: {error}",
-      properties,
+      {
+        provider,
+        location: record.location,
+        radius: radiusMetres,
+        status: answer.status,
+        ms,
+        error: answer.error_message,
+      },
     );
   }
-  return formatWhatsatReply(record.line, _printed(answer, bound));
+  const body = _body(answer, bound);
+  const line = _encoder.encode(record.line);
+  const reply = new Uint8Array(line.length + body.length);
+  reply.set(line, 0);
+  reply.set(body, line.length);
+  return reply;
 }
 
 /**
- * The printed JSON of an answer cut to a bound. Answers served from the
- * cache are the same object each time, so their printed forms are kept
- * with them (and go when the cache drops the answer).
+ * The encoded reply body ({@linkcode whatsatBody}) of an answer cut to a
+ * bound. Answers served from the cache are the same object each time, so
+ * their bodies are kept with them (and go when the cache drops the answer):
+ * a warm WHATSAT then costs a copy, not printing, squeezing and encoding
+ * kilobytes of JSON.
  */
-const _printedForms = new WeakMap<PlacesAnswer, Map<number, string>>();
+const _bodies = new WeakMap<PlacesAnswer, Map<number, Uint8Array>>();
 
-function _printed(answer: PlacesAnswer, bound: number): string {
-  let forms = _printedForms.get(answer);
+function _body(answer: PlacesAnswer, bound: number): Uint8Array {
+  let forms = _bodies.get(answer);
   if (forms === undefined) {
     forms = new Map();
-    _printedForms.set(answer, forms);
+    _bodies.set(answer, forms);
   }
-  let printed = forms.get(bound);
-  if (printed === undefined) {
-    printed = formatGoogleJson(boundResults(answer, bound));
-    forms.set(bound, printed);
+  let body = forms.get(bound);
+  if (body === undefined) {
+    body = _encoder.encode(whatsatBody(formatGoogleJson(boundResults(answer, bound))));
+    forms.set(bound, body);
   }
-  return printed;
+  return body;
 }

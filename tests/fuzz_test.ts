@@ -15,6 +15,7 @@ import { LocationStore } from "../lib/store.ts";
 import { exchangeBytes, HERD_TEST_PERMISSIONS, TestHerd } from "./testing/herd.ts";
 
 const encoder = new TextEncoder();
+const decoder = new TextDecoder("utf-8", { fatal: true, ignoreBOM: true });
 const strictDecoder = new TextDecoder("utf-8", { fatal: true, ignoreBOM: true });
 
 // ---------------------------------------------------------------------------
@@ -570,8 +571,8 @@ async function checkRouted(lines: Uint8Array[], tally: Tally): Promise<void> {
     const query = searches[searchIndex];
     checks.push(
       Promise.resolve(reply!).then((value) => {
-        assert.equal(typeof value, "string", label);
-        const json = checkWhatsatShape(value as string, stored.line, bound);
+        assert.ok(value instanceof Uint8Array, label);
+        const json = checkWhatsatShape(decoder.decode(value), stored.line, bound);
         assert.equal(
           query.latitude + query.longitude,
           stored.location,

@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { formatGoogleJson, formatWhatsatReply } from "../lib/google_json.ts";
+import { formatGoogleJson, formatWhatsatReply, whatsatBody } from "../lib/google_json.ts";
 
 const AT_LINE = "AT Hill +0.263873386 kiwi.cs.ucla.edu +34.068930-118.445127 1621464827.959498503";
 
@@ -128,4 +128,14 @@ Deno.test("formatWhatsatReply() has exactly one blank line at its end", () => {
   assert.ok(reply.endsWith("}\n\n"));
   assert.ok(!reply.endsWith("\n\n\n"));
   assert.ok(!reply.slice(0, -2).includes("\n\n"));
+});
+
+Deno.test("formatWhatsatReply() is the line then whatsatBody(), the same as squeezing the whole reply", () => {
+  // The reply squeezed as one string, the way it was first written; the line holds no newline, so the two agree.
+  const whole = (json: string) => `${AT_LINE}\n${json}`.replace(/\n{2,}/g, "\n").replace(/\n+$/, "") + "\n\n";
+  for (const json of ["", "\n", "\n\n", "{}", "\n\n{}", "{}\n\n\n", '{\n\n"a" : 1\n}\n', "x\ny"]) {
+    assert.equal(formatWhatsatReply(AT_LINE, json), whole(json), JSON.stringify(json));
+    assert.equal(AT_LINE + whatsatBody(json), whole(json), JSON.stringify(json));
+  }
+  assert.equal(formatWhatsatReply(AT_LINE, ""), `${AT_LINE}\n\n`);
 });
