@@ -23,6 +23,9 @@ function _canonical(text: string): [string, string] {
 
 /** Compares two unsigned decimals exactly: negative, zero or positive. */
 export function compareDecimal(a: string, b: string): number {
+  // Fast path, the usual case of two client times written alike: the same length with the point (or none) at the
+  // same place. Then both have as many whole and fraction digits, and the strings compare as the numbers do.
+  if (a.length === b.length && a.indexOf(".") === b.indexOf(".")) return a === b ? 0 : a < b ? -1 : 1;
   const [aw, af] = _canonical(a);
   const [bw, bf] = _canonical(b);
   if (aw.length !== bw.length) return aw.length - bw.length;

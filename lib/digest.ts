@@ -34,9 +34,21 @@ export class StoreDigest {
 
   /** Adds a record to its bucket, or removes it: XOR is its own inverse. */
   toggle(clientId: string, line: string): void {
-    const bucket = bucketOf(clientId);
-    this.words[2 * bucket] ^= _fnv1a(line, 0x811c9dc5);
-    this.words[2 * bucket + 1] ^= _fnv1a(line, 0x050c5d1f);
+    this.toggleIn(bucketOf(clientId), line);
+  }
+
+  /** {@linkcode toggle} with the client's bucket already known. */
+  toggleIn(bucket: number, line: string): void {
+    // Both 32-bit halves in one pass over the line: the same values as two FNV-1a passes with the two seeds.
+    let low = 0x811c9dc5;
+    let high = 0x050c5d1f;
+    for (let i = 0; i < line.length; i++) {
+      const unit = line.charCodeAt(i);
+      low = Math.imul(low ^ unit, 0x01000193);
+      high = Math.imul(high ^ unit, 0x01000193);
+    }
+    this.words[2 * bucket] ^= low >>> 0;
+    this.words[2 * bucket + 1] ^= high >>> 0;
   }
 
   /** The digest as hex, for the wire. */

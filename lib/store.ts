@@ -34,6 +34,7 @@ export class LocationStore {
   /** Stores `record` if it is greater than the one held for its client; returns whether it was stored. */
   offer(record: LocationRecord): boolean {
     const current = this.#lines.get(record.clientId);
+    const bucket = bucketOf(record.clientId);
     if (current !== undefined) {
       const currentTime = current.slice(current.lastIndexOf(" ") + 1);
       if (
@@ -41,10 +42,10 @@ export class LocationStore {
       ) {
         return false;
       }
-      this.digest.toggle(record.clientId, current);
+      this.digest.toggleIn(bucket, current);
     }
     this.#lines.set(record.clientId, record.line);
-    this.digest.toggle(record.clientId, record.line);
+    this.digest.toggleIn(bucket, record.line);
     return true;
   }
 

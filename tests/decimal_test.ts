@@ -1,4 +1,5 @@
 import assert from "node:assert/strict";
+import fc from "fast-check";
 import { compareDecimal, formatTimeDifference, timesThousand } from "../lib/decimal.ts";
 
 const SECOND = 1_000_000_000n;
@@ -124,4 +125,33 @@ Deno.test("timesThousand() drops leading and trailing zeros", () => {
   assert.equal(timesThousand("007.50"), "7500");
   assert.equal(timesThousand("0.0100"), "10");
   assert.equal(timesThousand("00.000"), "0");
+});
+
+/** The value of an unsigned decimal as a fraction over 10^12, for the reference comparison. */
+function scaled(text: string): bigint {
+  const [whole, fraction = ""] = text.split(".");
+  return BigInt(whole + fraction.padEnd(12, "0"));
+}
+
+Deno.test("compareDecimal() agrees with exact arithmetic, alike-written pairs (its fast path) and all others", () => {
+  const digits = (min: number, max: number) =>
+    fc.array(fc.constantFrom(..."0123456789"), { minLength: min, maxLength: max }).map((d) => d.join(""));
+  const decimal = fc.tuple(digits(1, 3), fc.option(digits(1, 4))).map(([w, f]) => f === null ? w : `${w}.${f}`);
+  // Pairs written alike: the same shape, digits changed.
+  const alike = decimal.chain((a) =>
+    fc.array(fc.constantFrom(..."0123456789"), { minLength: a.length, maxLength: a.length }).map((d) => [
+      a,
+      [...a].map((c, i) => c === "." ? "." : d[i]).join(""),
+    ])
+  );
+  let fast = 0;
+  fc.assert(
+    fc.property(fc.oneof(alike, fc.tuple(decimal, decimal)), ([a, b]) => {
+      const expected = scaled(a) < scaled(b) ? -1 : scaled(a) > scaled(b) ? 1 : 0;
+      assert.equal(sign(compareDecimal(a, b)), expected, `${a} vs ${b}`);
+      if (a.length === b.length && a.indexOf(".") === b.indexOf(".")) fast++;
+    }),
+    { numRuns: 5000 },
+  );
+  assert.ok(fast > 1000, `alike pairs met: ${fast}`);
 });
