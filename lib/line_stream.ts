@@ -33,11 +33,17 @@ export class LineSplitter {
     return this.#overflowed;
   }
 
-  /** Splits `chunk`; the bytes are copied out, so the caller may reuse its buffer. */
+  /**
+   * Splits `chunk`; the bytes are copied out, so the caller may reuse its
+   * buffer. The whole lines of a chunk are copied once, together, and
+   * handed out as views of that copy: one allocation per read, not per line.
+   */
   push(chunk: Uint8Array): LineBatch {
     const lines: Uint8Array[] = [];
     if (this.#overflowed) return { lines, overflow: true };
     let start = 0;
+    let copy: Uint8Array | undefined;
+    let copyStart = 0;
     while (start < chunk.length) {
       const end = chunk.indexOf(NEWLINE, start);
       if (end < 0) {
@@ -48,7 +54,15 @@ export class LineSplitter {
         break;
       }
       if (this.#partialLength + end - start > this.#maxLineBytes) return this.#overflow(lines);
-      lines.push(this.#take(chunk.subarray(start, end)));
+      if (this.#partialLength > 0) {
+        lines.push(this.#take(chunk.subarray(start, end)));
+      } else {
+        if (copy === undefined) {
+          copyStart = start;
+          copy = chunk.slice(start, chunk.lastIndexOf(NEWLINE) + 1);
+        }
+        lines.push(copy.subarray(start - copyStart, end - copyStart));
+      }
       start = end + 1;
     }
     return { lines };
