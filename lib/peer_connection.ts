@@ -10,7 +10,7 @@ import { readLines } from "./line_stream.ts";
 import { log } from "./logging.ts";
 import { formatAck, formatDigest, parsePeerMessage } from "./peer_wire.ts";
 import { type LocationRecord, splitFields } from "./protocol.ts";
-import { writeAll } from "./reply_queue.ts";
+import { writeParts } from "./reply_queue.ts";
 
 /** What an inbound peer connection needs from the server. */
 export interface PeerContext {
@@ -31,7 +31,6 @@ export interface PeerContext {
 }
 
 const _decoder = new TextDecoder();
-const _encoder = new TextEncoder();
 
 /** Serves one inbound peer connection until it closes. */
 export async function servePeer(conn: Deno.Conn, context: PeerContext, maxLineBytes: number): Promise<void> {
@@ -44,7 +43,7 @@ export async function servePeer(conn: Deno.Conn, context: PeerContext, maxLineBy
       const text = out;
       out = "";
       try {
-        await writeAll(conn, _encoder.encode(text));
+        await writeParts(conn, [text]);
       } catch {
         failed = true;
       }

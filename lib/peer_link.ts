@@ -12,7 +12,7 @@ import { LineSplitter } from "./line_stream.ts";
 import { differingBuckets } from "./digest.ts";
 import { formatDigest, formatHello, formatRecord, parsePeerMessage } from "./peer_wire.ts";
 import { type LocationRecord, splitFields } from "./protocol.ts";
-import { writeAll } from "./reply_queue.ts";
+import { writeAll, writeParts } from "./reply_queue.ts";
 
 /** Options for {@linkcode PeerLink}. */
 export interface PeerLinkOptions {
@@ -301,7 +301,7 @@ export class PeerLink {
         text += formatRecord(entry.record, seq, entry.waitMs);
       }
       if (this.#sent.size > 0) this.#sweeper ??= setInterval(() => this.#sweep(), _SWEEP_MS);
-      await writeAll(conn, _encoder.encode(text));
+      await writeParts(conn, [text]);
     }
   }
 

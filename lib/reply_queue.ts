@@ -34,9 +34,49 @@ export function concatBytes(parts: readonly Uint8Array[]): Uint8Array {
   return out;
 }
 
+/**
+ * Write buffers shared by every connection: a batch is encoded into one,
+ * written, and the buffer handed back, so a write allocates nothing.
+ * Batches that do not fit get a buffer of their own.
+ */
+const _POOL_BUFFER_BYTES = 16 * 1024;
+const _POOL_MAX = 64;
+const _pool: Uint8Array[] = [];
+
+/** Encodes `parts` into `buffer`; returns the bytes written, or -1 when they do not fit. */
+function _encodeInto(parts: readonly Reply[], buffer: Uint8Array): number {
+  let offset = 0;
+  for (const part of parts) {
+    if (typeof part === "string") {
+      const { read, written } = _encoder.encodeInto(part, offset === 0 ? buffer : buffer.subarray(offset));
+      if (read < part.length) return -1;
+      offset += written;
+    } else {
+      if (part.length > buffer.length - offset) return -1;
+      buffer.set(part, offset);
+      offset += part.length;
+    }
+  }
+  return offset;
+}
+
+/**
+ * Writes `parts` (text or bytes) in one write, through a pooled buffer when
+ * they fit in one; a lone part in bytes is written as it is.
+ */
+export async function writeParts(conn: Deno.Conn, parts: readonly Reply[]): Promise<void> {
+  if (parts.length === 1 && typeof parts[0] !== "string") return await writeAll(conn, parts[0]);
+  const buffer = _pool.pop() ?? new Uint8Array(_POOL_BUFFER_BYTES);
+  try {
+    const length = _encodeInto(parts, buffer);
+    await writeAll(conn, length >= 0 ? buffer.subarray(0, length) : encodeReplies(parts));
+  } finally {
+    if (_pool.length < _POOL_MAX) _pool.push(buffer);
+  }
+}
+
 /** Encodes replies into one buffer. */
 export function encodeReplies(replies: readonly Reply[]): Uint8Array {
-  if (replies.length === 1 && typeof replies[0] !== "string") return replies[0];
   if (replies.every((reply) => typeof reply === "string")) return _encoder.encode(replies.join(""));
   return concatBytes(replies.map((reply) => typeof reply === "string" ? _encoder.encode(reply) : reply));
 }
@@ -110,7 +150,7 @@ export class ReplyQueue {
           this.#head = 0;
         }
         this.#writing = batch.length;
-        await writeAll(this.#conn, encodeReplies(batch));
+        await writeParts(this.#conn, batch);
         this.#writing = 0;
         this.#onSent(batch);
       }

@@ -1,0 +1,76 @@
+import assert from "node:assert/strict";
+import { concatBytes, ReplyQueue, writeParts } from "../lib/reply_queue.ts";
+
+const encoder = new TextEncoder();
+const decoder = new TextDecoder();
+
+/**
+ * A connection that accepts at most `perWrite` bytes a call and finishes
+ * each write a macrotask later, reading the caller's buffer only then: a
+ * buffer reused while its write is in flight shows up as wrong bytes.
+ */
+function slowConn(perWrite = Infinity): { conn: Deno.Conn; received: () => string; writes: () => number } {
+  const chunks: Uint8Array[] = [];
+  let writes = 0;
+  const conn = {
+    write(bytes: Uint8Array): Promise<number> {
+      writes++;
+      const n = Math.min(bytes.length, perWrite);
+      return new Promise((resolve) =>
+        setTimeout(() => {
+          chunks.push(bytes.slice(0, n));
+          resolve(n);
+        }, 0)
+      );
+    },
+  } as unknown as Deno.Conn;
+  return { conn, received: () => decoder.decode(concatBytes(chunks)), writes: () => writes };
+}
+
+Deno.test("writeParts() writes text and bytes, in order, in one write", async () => {
+  const { conn, received, writes } = slowConn();
+  await writeParts(conn, ["AT one\n", encoder.encode("? \xff bytes\n"), "é and 🙂\n"]);
+  assert.equal(received(), "AT one\n? \xff bytes\né and 🙂\n");
+  assert.equal(writes(), 1);
+});
+
+Deno.test("writeParts() writes a batch larger than a pooled buffer whole", async () => {
+  const { conn, received } = slowConn();
+  const big = "x".repeat(40_000) + "\n";
+  await writeParts(conn, ["AT small\n", big, "ü".repeat(9_000)]);
+  assert.equal(received(), "AT small\n" + big + "ü".repeat(9_000));
+});
+
+Deno.test("writeParts() finishes partial writes", async () => {
+  const { conn, received, writes } = slowConn(7);
+  await writeParts(conn, ["AT Hill +0.1 kiwi +34-118 1\n", "AT Hill +0.2 kiwi +34-118 2\n"]);
+  assert.equal(received(), "AT Hill +0.1 kiwi +34-118 1\nAT Hill +0.2 kiwi +34-118 2\n");
+  assert.equal(writes(), 8);
+});
+
+Deno.test("writeParts() never lends a buffer in flight to another write", async () => {
+  const conns = Array.from({ length: 100 }, () => slowConn(5));
+  await Promise.all(
+    conns.map(({ conn }, i) => writeParts(conn, [`AT reply number ${i}\n`, `and its second line ${i}\n`])),
+  );
+  conns.forEach(({ received }, i) => assert.equal(received(), `AT reply number ${i}\nand its second line ${i}\n`));
+  // And again, now that the pool holds buffers that were used.
+  await Promise.all(conns.map(({ conn }, i) => writeParts(conn, [`again ${i}\n`])));
+  conns.forEach(({ received }, i) => assert.ok(received().endsWith(`second line ${i}\nagain ${i}\n`)));
+});
+
+Deno.test("ReplyQueue writes replies in command order, the ready ones behind the head together", async () => {
+  const { conn, received, writes } = slowConn();
+  const queue = new ReplyQueue(conn);
+  let release!: (reply: string) => void;
+  queue.push(new Promise<string>((resolve) => release = resolve));
+  queue.push("second\n");
+  queue.push(encoder.encode("third\n"));
+  const flushed = queue.flush();
+  await new Promise((resolve) => setTimeout(resolve, 5));
+  assert.equal(writes(), 0, "nothing goes out before the head is ready");
+  release("first\n");
+  await flushed;
+  assert.equal(received(), "first\nsecond\nthird\n");
+  assert.equal(writes(), 1);
+});
