@@ -103,3 +103,58 @@ Deno.test({
     db.close();
     assert.throws(() => RecordLog.open(path), /holds a row that is not an AT record \(row 2\)/);
   }));
+
+Deno.test({
+  name: "RecordLog's checkpointer thread copies the WAL into the database while the commits do not",
+  permissions: PERMISSIONS,
+}, () =>
+  withDir(async (dir) => {
+    const path = `${dir}/Hill.db`;
+    const { log } = RecordLog.open(path);
+    try {
+      // Let the checkpointer start, so the commits no longer checkpoint: 300 commits stay below SQLite's own
+      // threshold of 1,000 pages anyway, so only the checkpointer can move them into the database file.
+      await new Promise((resolve) => setTimeout(resolve, 100));
+      const before = Deno.statSync(path).size;
+      for (let i = 0; i < 300; i++) await log.append(record(`client-${i}`, `${i}.5`));
+      const walPages = Deno.statSync(`${path}-wal`).size / 4096;
+      assert.ok(walPages >= 300, `each commit wrote a page to the WAL (${walPages})`);
+      const deadline = Date.now() + 5000;
+      while (Deno.statSync(path).size <= before) {
+        assert.ok(Date.now() < deadline, "the database file did not grow within 5 s");
+        await new Promise((resolve) => setTimeout(resolve, 20));
+      }
+    } finally {
+      log.close();
+    }
+    const { log: reopened, records } = RecordLog.open(path);
+    reopened.close();
+    assert.equal(records.length, 300);
+  }));
+
+Deno.test({
+  name: "RecordLog opened and closed 100 times leaves no file descriptor open",
+  permissions: { ...PERMISSIONS, run: ["deno"] },
+}, () =>
+  withDir(async (dir) => {
+    const path = `${dir}/Hill.db`;
+    // Deno lets only --allow-all read /proc, so a child with it counts our descriptors (as hostile_test.ts does).
+    const openFds = async () => {
+      const code = `let n = 0; for (const _ of Deno.readDirSync("/proc/${Deno.pid}/fd")) n++; console.log(n);`;
+      const output = await new Deno.Command("deno", { args: ["eval", "-A", code], stdin: "null" }).output();
+      assert.ok(output.success, new TextDecoder().decode(output.stderr));
+      return Number(new TextDecoder().decode(output.stdout).trim());
+    };
+    const cycle = async () => {
+      const { log } = RecordLog.open(path);
+      await log.append(record("kiwi", `${Math.random()}`.slice(2)));
+      await new Promise((resolve) => setTimeout(resolve, 5));
+      log.close();
+    };
+    await cycle(); // the first open loads SQLite and the worker runtime
+    const before = await openFds();
+    for (let i = 0; i < 100; i++) await cycle();
+    await new Promise((resolve) => setTimeout(resolve, 200));
+    const after = await openFds();
+    assert.ok(after <= before + 2, `file descriptors: ${before} before, ${after} after`);
+  }));
