@@ -81,6 +81,7 @@ export class RecordLog {
   #closed = false;
   #timer: ReturnType<typeof setTimeout> | undefined;
   #checkpointer: Worker | undefined;
+  #checkpointerDue: ReturnType<typeof setTimeout> | undefined;
 
   private constructor(path: string, db: DatabaseSync) {
     this.path = path;
@@ -127,13 +128,15 @@ export class RecordLog {
     let db: DatabaseSync | undefined;
     try {
       db = new DatabaseSync(path);
-      db.exec("PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL");
+      // A lock held a moment by the checkpointer thread (of an earlier open, closing) is waited for, not an error.
+      db.exec("PRAGMA busy_timeout = 2000; PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL");
       const check = db.prepare("PRAGMA quick_check").get() as { quick_check: string } | undefined;
       if (check?.quick_check !== "ok") throw new Error(`integrity check says ${JSON.stringify(check?.quick_check)}`);
       db.exec("CREATE TABLE IF NOT EXISTS records (line TEXT NOT NULL)");
       const recordLog = new RecordLog(path, db);
       const records = recordLog.#load();
-      recordLog.#startCheckpointer();
+      // Started once the caller is done starting (listening, for a server): a thread is not free on two cores.
+      recordLog.#checkpointerDue = setTimeout(() => recordLog.#startCheckpointer(), 0);
       return { log: recordLog, records };
     } catch (error) {
       try {
@@ -259,6 +262,7 @@ export class RecordLog {
   close(): void {
     if (this.#closed) return;
     clearTimeout(this.#timer);
+    clearTimeout(this.#checkpointerDue);
     this.commit();
     this.#closed = true;
     this.#checkpointer?.terminate();
