@@ -33,7 +33,7 @@ export const CHECKPOINT_INTERVAL_MS = 200;
  * Self-contained on purpose: nothing from outside the function exists there.
  */
 function _checkpointer(): void {
-  const scope = self as unknown as Worker & { close(): void };
+  const scope = self as unknown as Worker;
   // deno-lint-ignore no-explicit-any
   let db: any;
   scope.onmessage = async (event: MessageEvent) => {

@@ -34,7 +34,6 @@ export class LocationStore {
   /** Stores `record` if it is greater than the one held for its client; returns whether it was stored. */
   offer(record: LocationRecord): boolean {
     const current = this.#lines.get(record.clientId);
-    const bucket = bucketOf(record.clientId);
     if (current !== undefined) {
       const currentTime = current.slice(current.lastIndexOf(" ") + 1);
       if (
@@ -42,8 +41,10 @@ export class LocationStore {
       ) {
         return false;
       }
-      this.digest.toggleIn(bucket, current);
     }
+    // Hashed once the record is known to be stored: most floods arrive more than once, and the repeats stop above.
+    const bucket = bucketOf(record.clientId);
+    if (current !== undefined) this.digest.toggleIn(bucket, current);
     this.#lines.set(record.clientId, record.line);
     this.digest.toggleIn(bucket, record.line);
     return true;

@@ -7,6 +7,7 @@
 import { concatBytes, writeAll } from "../lib/reply_queue.ts";
 import assert from "node:assert/strict";
 import { exchangeBytes, HERD_TEST_PERMISSIONS, TestHerd } from "./testing/herd.ts";
+import { inspectProcess, type ProcessStats } from "./testing/process_stats.ts";
 
 const encoder = new TextEncoder();
 const decoder = new TextDecoder();
@@ -121,39 +122,6 @@ async function serveUntil(port: number, done: () => boolean): Promise<number[]> 
 
 function summary(times: number[]): string {
   return `${times.length} normal IAMAT+WHATSAT rounds, slowest ${Math.round(Math.max(...times))} ms`;
-}
-
-/** Resident memory, open descriptors and descriptor limit of a process. */
-interface ProcessStats {
-  rssKb: number;
-  openFiles: number;
-  maxOpenFiles: number;
-}
-
-/**
- * Reads `/proc/<pid>`. Deno lets only `--allow-all` read `/proc`, so a
- * short `deno eval` child (which runs with all permissions) reads it.
- */
-async function inspectProcess(pid: number): Promise<ProcessStats> {
-  const script = `
-    const status = Deno.readTextFileSync("/proc/${pid}/status");
-    const limits = Deno.readTextFileSync("/proc/${pid}/limits");
-    let openFiles = 0;
-    for (const _ of Deno.readDirSync("/proc/${pid}/fd")) openFiles++;
-    const max = /^Max open files\\s+(\\S+)/m.exec(limits)[1];
-    console.log(JSON.stringify({
-      rssKb: Number(/^VmRSS:\\s+(\\d+) kB$/m.exec(status)[1]),
-      openFiles,
-      maxOpenFiles: max === "unlimited" ? 1e9 : Number(max),
-    }));`;
-  const output = await new Deno.Command("deno", {
-    args: ["eval", "--no-config", "--quiet", script],
-    stdin: "null",
-    stdout: "piped",
-    stderr: "piped",
-  }).output();
-  assert.ok(output.success, `reading /proc/${pid} failed: ${decoder.decode(output.stderr)}`);
-  return JSON.parse(decoder.decode(output.stdout));
 }
 
 /** Polls until `test` passes on the server's process stats; returns them. */

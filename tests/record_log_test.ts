@@ -2,6 +2,7 @@ import assert from "node:assert/strict";
 import { DatabaseSync } from "node:sqlite";
 import { CorruptDatabaseError, RecordLog } from "../lib/record_log.ts";
 import type { LocationRecord } from "../lib/protocol.ts";
+import { inspectProcess } from "./testing/process_stats.ts";
 
 const PERMISSIONS: Deno.PermissionOptionsObject = { read: ["/tmp"], write: ["/tmp"] };
 
@@ -138,13 +139,7 @@ Deno.test({
 }, () =>
   withDir(async (dir) => {
     const path = `${dir}/Hill.db`;
-    // Deno lets only --allow-all read /proc, so a child with it counts our descriptors (as hostile_test.ts does).
-    const openFds = async () => {
-      const code = `let n = 0; for (const _ of Deno.readDirSync("/proc/${Deno.pid}/fd")) n++; console.log(n);`;
-      const output = await new Deno.Command("deno", { args: ["eval", "-A", code], stdin: "null" }).output();
-      assert.ok(output.success, new TextDecoder().decode(output.stderr));
-      return Number(new TextDecoder().decode(output.stdout).trim());
-    };
+    const openFds = async () => (await inspectProcess(Deno.pid)).openFiles;
     const cycle = async () => {
       const { log } = RecordLog.open(path);
       await log.append(record("kiwi", `${Math.random()}`.slice(2)));
