@@ -13,10 +13,11 @@
 import { parseArgs } from "node:util";
 import { configWarnings, type HerdConfig, loadConfig, PLACES_KEY_VARIABLE } from "./lib/config.ts";
 import { HerdServer } from "./lib/herd_server.ts";
-import { compileAll, keyPresentFor, serveAll, serveOne } from "./lib/launcher.ts";
+import { compileAll, keyPresentFor, serveAll, serveOne } from "./lib/cli/launcher.ts";
 import { log, setupLogging, shutdownLogging } from "./lib/logging.ts";
-import { serverPermissionFlags } from "./lib/permissions.ts";
-import { createPlaces } from "./lib/places_factory.ts";
+import { traffic } from "./lib/traffic_log.ts";
+import { serverPermissionFlags } from "./lib/cli/permissions.ts";
+import { createPlaces } from "./lib/places/factory.ts";
 
 const USAGE = `Usage: main.ts <run|serve|herd|compile|flags> [NAME] [--config PATH] [--out DIR]
   run NAME      run server NAME in this process
@@ -67,6 +68,7 @@ async function runServer(config: HerdConfig, name: string): Promise<void> {
     stopping ??= (async () => {
       log.server.info("{name} received {signal}", { name, signal });
       await server.shutdown();
+      traffic.flush();
       await shutdownLogging();
       Deno.exit(0);
     })();

@@ -11,9 +11,9 @@
  * table and writes `bench/results/offline_places.json`. Runs in a few seconds.
  */
 
-import { type CityIndex, loadCityIndex, parseCityIndex } from "../lib/city_index.ts";
-import { OfflinePlaces } from "../lib/places_offline.ts";
-import type { PlacesQuery } from "../lib/places.ts";
+import { type CityIndex, loadCityIndex, parseCityIndex } from "../lib/places/city_index.ts";
+import { OfflinePlaces } from "../lib/places/offline.ts";
+import type { PlacesQuery } from "../lib/places/provider.ts";
 
 const QUERIES_PER_KIND = 20_000;
 const WARMUP_QUERIES = 2_000;

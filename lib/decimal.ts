@@ -71,10 +71,3 @@ export function timesThousand(text: string): string {
   const rest = moved.slice(3);
   return rest === "" ? newWhole : `${newWhole}.${rest}`;
 }
-
-/** The current wall-clock time in integer nanoseconds since the epoch. */
-export function nowNs(): bigint {
-  const ms = performance.timeOrigin + performance.now();
-  const whole = Math.floor(ms);
-  return BigInt(whole) * 1_000_000n + BigInt(Math.round((ms - whole) * 1e6));
-}

@@ -4,17 +4,18 @@
  * together, with reconciliation and an orderly shutdown.
  */
 
-import { ClientConnection } from "./client_connection.ts";
+import { ClientConnection } from "./client/connection.ts";
 import { type HerdConfig, neighboursOf, serverNamed } from "./config.ts";
-import { log, quote, traffic } from "./logging.ts";
-import { differingBuckets } from "./digest.ts";
-import { PEER_MAX_LINE_BYTES, PeerLink, type ReconcileSource } from "./peer_link.ts";
-import { servePeer } from "./peer_connection.ts";
-import type { PlacesProvider } from "./places.ts";
+import { log, quote } from "./logging.ts";
+import { traffic } from "./traffic_log.ts";
+import { differingBuckets } from "./store/digest.ts";
+import { PEER_MAX_LINE_BYTES, PeerLink, type ReconcileSource } from "./peer/outbound.ts";
+import { servePeer } from "./peer/inbound.ts";
+import type { PlacesProvider } from "./places/provider.ts";
 import type { LocationRecord } from "./protocol.ts";
-import { RecordLog } from "./record_log.ts";
-import type { RouterContext } from "./router.ts";
-import { LocationStore } from "./store.ts";
+import { RecordLog } from "./store/record_log.ts";
+import type { RouterContext } from "./client/router.ts";
+import { LocationStore } from "./store/store.ts";
 
 const _SETTLED = Promise.resolve();
 const _nothing = () => {};

@@ -17,6 +17,9 @@ import {
 } from "@logtape/logtape";
 import { getStreamFileSink } from "@logtape/file";
 
+/** The category of the traffic log's batches (see traffic_log.ts): written to the file as they are. */
+export const TRAFFIC_CATEGORY = "herd.traffic";
+
 /** Loggers by concern. */
 export const log: {
   server: Logger;
@@ -31,52 +34,6 @@ export const log: {
   places: getLogger(["herd", "places"]),
   traffic: getLogger(["herd", "traffic"]),
 };
-
-const _TRAFFIC = "herd.traffic";
-
-/**
- * The high-volume events: every client line and reply, every record
- * received, stored, dropped and forwarded. A LogTape call costs several
- * microseconds, which at tens of thousands of events a second was half of
- * the herd's CPU; so each event is formatted at once into a log line of its
- * own (time, level, category, text), and the lines gathered until the
- * next timer tick (about a millisecond) go to LogTape together, as one
- * record the file sink writes out as it is. Only the file gets them.
- */
-export class TrafficLog {
-  #lines: string[] = [];
-  #scheduled = false;
-  #lastMs = 0;
-  #lastIso = "";
-
-  /** Records one event of `category` (`client`, `peer`); `text` is the message, values already quoted. */
-  event(category: string, text: string, level = "INF"): void {
-    const now = Date.now();
-    if (now !== this.#lastMs) {
-      this.#lastMs = now;
-      this.#lastIso = new Date(now).toISOString();
-    }
-    this.#lines.push(`${this.#lastIso} [${level}] herd.${category}: ${text}\n`);
-    if (!this.#scheduled) {
-      this.#scheduled = true;
-      // On a timer, not at the end of this turn: the flush (a join and a file write) then never sits between a
-      // turn's reads and its replies, and one flush carries a millisecond or so of turns.
-      setTimeout(() => this.flush(), 0);
-    }
-  }
-
-  /** Hands the events so far to LogTape. */
-  flush(): void {
-    this.#scheduled = false;
-    if (this.#lines.length === 0) return;
-    const lines = this.#lines.join("");
-    this.#lines = [];
-    log.traffic.info("{lines}", { lines });
-  }
-}
-
-/** The server's traffic log. */
-export const traffic: TrafficLog = new TrafficLog();
 
 /** A value quoted for the log, so a line's exact text (control characters and all) survives. */
 export function quote(value: string): string {
@@ -112,7 +69,7 @@ function _fileValue(value: unknown): string {
  * value: this runs several times per command.
  */
 export function formatFileLine(record: LogRecord): string {
-  if (record.category.join(".") === _TRAFFIC) return record.properties.lines as string;
+  if (record.category.join(".") === TRAFFIC_CATEGORY) return record.properties.lines as string;
   let message = "";
   for (let i = 0; i < record.message.length; i++) {
     const part = record.message[i];
@@ -163,6 +120,5 @@ export async function setupLogging(options: LoggingOptions): Promise<string> {
 
 /** Flushes and closes every sink. */
 export async function shutdownLogging(): Promise<void> {
-  traffic.flush();
   await dispose();
 }

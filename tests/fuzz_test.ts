@@ -8,10 +8,10 @@
 
 import assert from "node:assert/strict";
 import fc from "fast-check";
-import type { PlacesAnswer, PlacesProvider, PlacesQuery } from "../lib/places.ts";
+import type { PlacesAnswer, PlacesProvider, PlacesQuery } from "../lib/places/provider.ts";
 import type { LocationRecord } from "../lib/protocol.ts";
-import { route, type RouterContext } from "../lib/router.ts";
-import { LocationStore } from "../lib/store.ts";
+import { route, type RouterContext } from "../lib/client/router.ts";
+import { LocationStore } from "../lib/store/store.ts";
 import { exchangeBytes, HERD_TEST_PERMISSIONS, TestHerd } from "./testing/herd.ts";
 
 const encoder = new TextEncoder();

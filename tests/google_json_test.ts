@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { formatGoogleJson, formatWhatsatReply, whatsatBody } from "../lib/google_json.ts";
+import { formatGoogleJson, formatWhatsatReply, whatsatBody } from "../lib/places/google_json.ts";
 
 const AT_LINE = "AT Hill +0.263873386 kiwi.cs.ucla.edu +34.068930-118.445127 1621464827.959498503";
 

@@ -4,7 +4,7 @@
  * (a real IAMAT and WHATSAT, each answered within a generous bound).
  */
 
-import { concatBytes, writeAll } from "../lib/reply_queue.ts";
+import { concatBytes, writeAll } from "../lib/net/write.ts";
 import assert from "node:assert/strict";
 import { exchangeBytes, HERD_TEST_PERMISSIONS, TestHerd } from "./testing/herd.ts";
 import { inspectProcess, type ProcessStats } from "./testing/process_stats.ts";

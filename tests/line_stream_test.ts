@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { type LineBatch, LineSplitter, LineStream } from "../lib/line_stream.ts";
+import { type LineBatch, LineSplitter, LineStream } from "../lib/net/line_stream.ts";
 
 const encoder = new TextEncoder();
 const decoder = new TextDecoder();

@@ -13,7 +13,7 @@
 
 import assert from "node:assert/strict";
 import { loadConfig } from "../lib/config.ts";
-import { serverRunArgs } from "../lib/launcher.ts";
+import { serverRunArgs } from "../lib/cli/launcher.ts";
 import { HERD_TEST_PERMISSIONS } from "./testing/herd.ts";
 
 /** The test's private subnet; it exists only on the bridge inside the test's namespaces. */

@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { PeerLink, type ReconcileSource } from "../lib/peer_link.ts";
+import { PeerLink, type ReconcileSource } from "../lib/peer/outbound.ts";
 import type { LocationRecord } from "../lib/protocol.ts";
 
 const SOURCE: ReconcileSource = {

@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { formatAck, formatHello, formatRecord, parsePeerMessage } from "../lib/peer_wire.ts";
+import { formatAck, formatHello, formatRecord, parsePeerMessage } from "../lib/peer/wire.ts";
 import { type IamatCommand, recordFromIamat, splitFields } from "../lib/protocol.ts";
 
 const INVALID = { kind: "invalid" };

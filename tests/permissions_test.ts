@@ -1,7 +1,7 @@
 import assert from "node:assert/strict";
 import { type HerdConfig, parseConfig } from "../lib/config.ts";
-import { envTextSetsKey, MAIN_MODULE, serverCompileArgs, serverRunArgs } from "../lib/launcher.ts";
-import { serverNetAddresses, serverPermissionFlags, urlAddress } from "../lib/permissions.ts";
+import { envTextSetsKey, MAIN_MODULE, serverCompileArgs, serverRunArgs } from "../lib/cli/launcher.ts";
+import { serverNetAddresses, serverPermissionFlags, urlAddress } from "../lib/cli/permissions.ts";
 
 const DEFAULT_PATH = new URL("../herd.config.json", import.meta.url).pathname;
 const DEFAULT_DIR = DEFAULT_PATH.slice(0, DEFAULT_PATH.lastIndexOf("/"));

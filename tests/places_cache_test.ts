@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
-import { type PlacesAnswer, placesError, type PlacesProvider, type PlacesQuery } from "../lib/places.ts";
-import { CachedPlaces } from "../lib/places_cache.ts";
+import { type PlacesAnswer, placesError, type PlacesProvider, type PlacesQuery } from "../lib/places/provider.ts";
+import { CachedPlaces } from "../lib/places/cache.ts";
 
 /** A provider that counts its calls and answers when told to. */
 class CountingPlaces implements PlacesProvider {

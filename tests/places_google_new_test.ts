@@ -4,8 +4,8 @@ import {
   GoogleNewPlaces,
   legacyStatusForHttp,
   translateNearbyResponse,
-} from "../lib/places_google_new.ts";
-import { GoogleLegacyPlaces } from "../lib/places_google_legacy.ts";
+} from "../lib/places/google_new.ts";
+import { GoogleLegacyPlaces } from "../lib/places/google_legacy.ts";
 import { EXPECTED_FIELD_MASK, startFakePlaces } from "./testing/fake_places.ts";
 
 const KEY = "unit-key-5d2";

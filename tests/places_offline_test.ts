@@ -1,8 +1,8 @@
 import assert from "node:assert/strict";
 import { distance } from "geokdbush";
-import { type CityIndex, loadCityIndex, parseCityIndex } from "../lib/city_index.ts";
-import { GEONAMES_ATTRIBUTION, OfflinePlaces } from "../lib/places_offline.ts";
-import type { PlacesAnswer } from "../lib/places.ts";
+import { type CityIndex, loadCityIndex, parseCityIndex } from "../lib/places/city_index.ts";
+import { GEONAMES_ATTRIBUTION, OfflinePlaces } from "../lib/places/offline.ts";
+import type { PlacesAnswer } from "../lib/places/provider.ts";
 
 // Parsing the real data takes ~100 ms: most tests share one parse.
 let _sharedIndex: Promise<CityIndex> | undefined;

@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import { parseConfig } from "../lib/config.ts";
-import { boundResults, chooseProvider, placesError, providerUrl } from "../lib/places.ts";
+import { boundResults, chooseProvider, placesError, providerUrl } from "../lib/places/provider.ts";
 
 const config = parseConfig(
   JSON.stringify({

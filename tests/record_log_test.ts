@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import { DatabaseSync } from "node:sqlite";
-import { CorruptDatabaseError, RecordLog } from "../lib/record_log.ts";
+import { CorruptDatabaseError, RecordLog } from "../lib/store/record_log.ts";
 import type { LocationRecord } from "../lib/protocol.ts";
 import { inspectProcess } from "./testing/process_stats.ts";
 

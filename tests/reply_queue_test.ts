@@ -1,5 +1,6 @@
 import assert from "node:assert/strict";
-import { concatBytes, ReplyQueue, writeParts } from "../lib/reply_queue.ts";
+import { ReplyQueue } from "../lib/client/reply_queue.ts";
+import { concatBytes, writeParts } from "../lib/net/write.ts";
 
 const encoder = new TextEncoder();
 const decoder = new TextDecoder();

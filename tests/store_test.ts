@@ -1,7 +1,7 @@
 import assert from "node:assert/strict";
-import { StoreDigest } from "../lib/digest.ts";
+import { StoreDigest } from "../lib/store/digest.ts";
 import type { LocationRecord } from "../lib/protocol.ts";
-import { LocationStore } from "../lib/store.ts";
+import { LocationStore } from "../lib/store/store.ts";
 
 function record(client: string, time: string, server = "Hill"): LocationRecord {
   return {

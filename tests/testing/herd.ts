@@ -5,8 +5,8 @@
  */
 
 import { loadConfig } from "../../lib/config.ts";
-import { serverRunArgs } from "../../lib/launcher.ts";
-import { concatBytes, writeAll } from "../../lib/reply_queue.ts";
+import { serverRunArgs } from "../../lib/cli/launcher.ts";
+import { concatBytes, writeAll } from "../../lib/net/write.ts";
 
 /** The default herd's names and links. */
 export const DEFAULT_NAMES = ["Hill", "Jaquez", "Smith", "Campbell", "Singleton"];

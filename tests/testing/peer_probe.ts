@@ -4,7 +4,7 @@
  * and benchmarks can see two servers hold exactly the same records.
  */
 
-import { LineSplitter } from "../../lib/line_stream.ts";
+import { LineSplitter } from "../../lib/net/line_stream.ts";
 
 const _encoder = new TextEncoder();
 const _decoder = new TextDecoder();

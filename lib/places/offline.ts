@@ -7,8 +7,8 @@
 
 import { around } from "geokdbush";
 import { type CityIndex, loadCityIndex } from "./city_index.ts";
-import { UNSIGNED_DECIMAL } from "./decimal.ts";
-import { type PlacesAnswer, placesError, type PlacesProvider, type PlacesQuery } from "./places.ts";
+import { UNSIGNED_DECIMAL } from "../decimal.ts";
+import { type PlacesAnswer, placesError, type PlacesProvider, type PlacesQuery } from "./provider.ts";
 
 /** GeoNames data is CC BY 4.0: every answer carries this credit. */
 export const GEONAMES_ATTRIBUTION = 'Place data from <a href="https://www.geonames.org/">GeoNames</a>, ' +

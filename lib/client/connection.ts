@@ -3,9 +3,10 @@
  * to the router, and replies go back in order through the reply queue.
  */
 
-import { nowNs } from "./decimal.ts";
-import { readLines } from "./line_stream.ts";
-import { log, quote, traffic } from "./logging.ts";
+import { nowNs } from "../clock.ts";
+import { readLines } from "../net/line_stream.ts";
+import { log, quote } from "../logging.ts";
+import { traffic } from "../traffic_log.ts";
 import { type Reply, ReplyQueue } from "./reply_queue.ts";
 import { decodeLine, route, type RouterContext } from "./router.ts";
 

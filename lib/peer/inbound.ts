@@ -6,11 +6,11 @@
  */
 
 import { setImmediate } from "node:timers";
-import { readLines } from "./line_stream.ts";
-import { log } from "./logging.ts";
-import { formatAck, formatDigest, parsePeerMessage } from "./peer_wire.ts";
-import { type LocationRecord, splitFields } from "./protocol.ts";
-import { writeParts } from "./reply_queue.ts";
+import { readLines } from "../net/line_stream.ts";
+import { log } from "../logging.ts";
+import { formatAck, formatDigest, parsePeerMessage } from "./wire.ts";
+import { type LocationRecord, splitFields } from "../protocol.ts";
+import { writeParts } from "../net/write.ts";
 
 /** What an inbound peer connection needs from the server. */
 export interface PeerContext {

@@ -7,12 +7,12 @@
  */
 
 import { setImmediate } from "node:timers";
-import { log } from "./logging.ts";
-import { LineSplitter } from "./line_stream.ts";
-import { differingBuckets } from "./digest.ts";
-import { formatDigest, formatHello, formatRecord, parsePeerMessage } from "./peer_wire.ts";
-import { type LocationRecord, splitFields } from "./protocol.ts";
-import { writeAll, writeParts } from "./reply_queue.ts";
+import { log } from "../logging.ts";
+import { LineSplitter } from "../net/line_stream.ts";
+import { differingBuckets } from "../store/digest.ts";
+import { formatDigest, formatHello, formatRecord, parsePeerMessage } from "./wire.ts";
+import { type LocationRecord, splitFields } from "../protocol.ts";
+import { writeAll, writeParts } from "../net/write.ts";
 
 /** Options for {@linkcode PeerLink}. */
 export interface PeerLinkOptions {

@@ -1,7 +1,7 @@
 /** Google's legacy Nearby Search: `GET url?location=LAT,LNG&radius=METRES&key=KEY`. */
 
-import { type PlacesAnswer, placesError, type PlacesProvider, type PlacesQuery } from "./places.ts";
-import { fetchPlacesJson, type GooglePlacesOptions, missingKeyAnswer, scrubKey } from "./places_http.ts";
+import { type PlacesAnswer, placesError, type PlacesProvider, type PlacesQuery } from "./provider.ts";
+import { fetchPlacesJson, type GooglePlacesOptions, missingKeyAnswer, scrubKey } from "./http.ts";
 
 /** A decimal degree as Google wants it: no `+`. */
 export function unsignedDegrees(degrees: string): string {

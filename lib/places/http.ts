@@ -3,7 +3,7 @@
  * can fail turned into a Places-shaped error that never shows the key.
  */
 
-import { type PlacesAnswer, placesError } from "./places.ts";
+import { type PlacesAnswer, placesError } from "./provider.ts";
 
 /** Options of the Google providers. */
 export interface GooglePlacesOptions {

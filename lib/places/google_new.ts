@@ -3,8 +3,8 @@
  * and a field mask in headers, translated into the legacy answer shape.
  */
 
-import { type PlacesAnswer, placesError, type PlacesProvider, type PlacesQuery } from "./places.ts";
-import { fetchPlacesJson, type GooglePlacesOptions, missingKeyAnswer, scrubKey } from "./places_http.ts";
+import { type PlacesAnswer, placesError, type PlacesProvider, type PlacesQuery } from "./provider.ts";
+import { fetchPlacesJson, type GooglePlacesOptions, missingKeyAnswer, scrubKey } from "./http.ts";
 
 /** Only the fields the legacy shape carries: Google bills by the fields asked for. */
 export const GOOGLE_NEW_FIELD_MASK = [

@@ -7,7 +7,7 @@
  */
 
 import { bucketOf, StoreDigest } from "./digest.ts";
-import { compareRecords, type LocationRecord } from "./protocol.ts";
+import { compareRecords, type LocationRecord } from "../protocol.ts";
 
 /** The record an AT line held in the store stands for. */
 function _record(clientId: string, line: string): LocationRecord {

@@ -14,8 +14,8 @@
 
 import { DatabaseSync, type StatementSync } from "node:sqlite";
 import { setImmediate } from "node:timers";
-import { log } from "./logging.ts";
-import { compareRecords, type LocationRecord, parseRecordFields, splitFields } from "./protocol.ts";
+import { log } from "../logging.ts";
+import { compareRecords, type LocationRecord, parseRecordFields, splitFields } from "../protocol.ts";
 
 /** Longest a record written behind waits for its commit, in milliseconds. */
 export const WRITE_BEHIND_MS = 20;

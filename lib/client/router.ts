@@ -3,13 +3,14 @@
  * flood or Places search completes). Empty lines get no reply.
  */
 
-import { formatGoogleJson, whatsatBody } from "./google_json.ts";
-import { timesThousand } from "./decimal.ts";
-import { log, quote, traffic } from "./logging.ts";
-import { boundResults, type PlacesAnswer, type PlacesProvider } from "./places.ts";
-import { type LocationRecord, parseCommand, parseLocation, recordFromIamat } from "./protocol.ts";
+import { formatGoogleJson, whatsatBody } from "../places/google_json.ts";
+import { timesThousand } from "../decimal.ts";
+import { log, quote } from "../logging.ts";
+import { traffic } from "../traffic_log.ts";
+import { boundResults, type PlacesAnswer, type PlacesProvider } from "../places/provider.ts";
+import { type LocationRecord, parseCommand, parseLocation, recordFromIamat } from "../protocol.ts";
 import type { Reply } from "./reply_queue.ts";
-import type { LocationStore } from "./store.ts";
+import type { LocationStore } from "../store/store.ts";
 
 /** What the router needs from the server. */
 export interface RouterContext {

@@ -15,8 +15,8 @@
  * `DIGEST` asks for the acceptor's digest alone (to watch convergence).
  */
 
-import { parseDigestHex } from "./digest.ts";
-import { type LocationRecord, parseRecordFields } from "./protocol.ts";
+import { parseDigestHex } from "../store/digest.ts";
+import { type LocationRecord, parseRecordFields } from "../protocol.ts";
 
 /** A message received on a peer link. */
 export type PeerMessage =

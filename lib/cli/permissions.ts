@@ -7,8 +7,8 @@
  * `compile` and the tests all use these.
  */
 
-import { type HerdConfig, neighboursOf, PLACES_KEY_VARIABLE, serverNamed } from "./config.ts";
-import { chooseProvider, providerUrl } from "./places.ts";
+import { type HerdConfig, neighboursOf, PLACES_KEY_VARIABLE, serverNamed } from "../config.ts";
+import { chooseProvider, providerUrl } from "../places/provider.ts";
 
 /** Options for {@linkcode serverPermissionFlags}. */
 export interface PermissionOptions {

@@ -6,8 +6,8 @@
  * WHATSAT bound is applied after the cache, so one entry serves every bound.
  */
 
-import { log } from "./logging.ts";
-import { type PlacesAnswer, placesError, type PlacesProvider, type PlacesQuery } from "./places.ts";
+import { log } from "../logging.ts";
+import { type PlacesAnswer, placesError, type PlacesProvider, type PlacesQuery } from "./provider.ts";
 
 /** Options for {@linkcode CachedPlaces}. */
 export interface CachedPlacesOptions {

@@ -1,11 +1,11 @@
 /** Builds the Places provider the config asks for, behind the cache. */
 
-import type { PlacesConfig } from "./config.ts";
-import { chooseProvider, type PlacesProvider, type PlacesProviderName } from "./places.ts";
-import { CachedPlaces } from "./places_cache.ts";
-import { GoogleLegacyPlaces } from "./places_google_legacy.ts";
-import { GoogleNewPlaces } from "./places_google_new.ts";
-import { OfflinePlaces } from "./places_offline.ts";
+import type { PlacesConfig } from "../config.ts";
+import { chooseProvider, type PlacesProvider, type PlacesProviderName } from "./provider.ts";
+import { CachedPlaces } from "./cache.ts";
+import { GoogleLegacyPlaces } from "./google_legacy.ts";
+import { GoogleNewPlaces } from "./google_new.ts";
+import { OfflinePlaces } from "./offline.ts";
 
 /** The provider a server uses, and what to say about it. */
 export interface PlacesSetup {

@@ -4,15 +4,15 @@
  * by name, `compile` bakes one binary per server.
  */
 
-import { type HerdConfig, PLACES_KEY_VARIABLE, serverNamed } from "./config.ts";
-import { LineStream } from "./line_stream.ts";
+import { type HerdConfig, PLACES_KEY_VARIABLE, serverNamed } from "../config.ts";
+import { LineStream } from "../net/line_stream.ts";
 import { serverPermissionFlags } from "./permissions.ts";
 
 /** The Deno executable children run with, by name: `--allow-run=deno` grants exactly this. */
 const DENO = "deno";
 
 /** Path of the program's entry point. */
-export const MAIN_MODULE: string = decodeURIComponent(new URL("../main.ts", import.meta.url).pathname);
+export const MAIN_MODULE: string = decodeURIComponent(new URL("../../main.ts", import.meta.url).pathname);
 
 /** The `.env` file next to the config, if there is one. */
 export function envFileFor(config: HerdConfig): string | undefined {
