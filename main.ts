@@ -6,12 +6,19 @@
  *   main.ts herd          run every server of the config, output prefixed by name
  *   main.ts compile       build dist/NAME for every server, permissions baked in
  *   main.ts flags NAME    print the permission flags server NAME runs with
+ *   main.ts schema        print the JSON Schema of herd.config.json
  *
  * Options: --config PATH (default herd.config.json), --out DIR (compile only, default dist).
  */
 
 import { parseArgs } from "node:util";
-import { configWarnings, type HerdConfig, loadConfig, PLACES_KEY_VARIABLE } from "./lib/config.ts";
+import {
+  configWarnings,
+  type HerdConfig,
+  herdConfigJsonSchema,
+  loadConfig,
+  PLACES_KEY_VARIABLE,
+} from "./lib/config/config.ts";
 import { HerdServer } from "./lib/herd_server.ts";
 import { compileAll, keyPresentFor, serveAll, serveOne } from "./lib/cli/launcher.ts";
 import { log, setupLogging, shutdownLogging } from "./lib/logging.ts";
@@ -19,12 +26,13 @@ import { traffic } from "./lib/traffic_log.ts";
 import { serverPermissionFlags } from "./lib/cli/permissions.ts";
 import { createPlaces } from "./lib/places/factory.ts";
 
-const USAGE = `Usage: main.ts <run|serve|herd|compile|flags> [NAME] [--config PATH] [--out DIR]
+const USAGE = `Usage: main.ts <run|serve|herd|compile|flags|schema> [NAME] [--config PATH] [--out DIR]
   run NAME      run server NAME in this process
   serve NAME    run server NAME with exactly the permissions it needs
   herd          run every server of the config
   compile       build dist/NAME for each server (or only the NAMEs given)
-  flags NAME    print the permission flags of server NAME`;
+  flags NAME    print the permission flags of server NAME
+  schema        print the JSON Schema of herd.config.json`;
 
 function fail(message: string, code = 2): never {
   console.error(message);
@@ -94,6 +102,10 @@ async function main(args: string[]): Promise<void> {
   }
   const [command, ...names] = parsed.positionals;
   if (parsed.values.help || command === undefined) fail(USAGE, parsed.values.help ? 0 : 2);
+  if (command === "schema") {
+    console.log(JSON.stringify(herdConfigJsonSchema(), null, 2));
+    return;
+  }
   let config: HerdConfig;
   try {
     config = await loadConfig(parsed.values.config);

@@ -5,7 +5,7 @@
  */
 
 import { ClientConnection } from "./client/connection.ts";
-import { type HerdConfig, neighboursOf, serverNamed } from "./config.ts";
+import { type HerdConfig, neighboursOf, serverNamed } from "./config/config.ts";
 import { log, quote } from "./logging.ts";
 import { traffic } from "./traffic_log.ts";
 import { differingBuckets } from "./store/digest.ts";

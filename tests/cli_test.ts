@@ -53,6 +53,17 @@ Deno.test({
         /missing field servers\.A\.peerPort/,
       ],
       ["missing places", { ...VALID, places: undefined }, /missing field places/],
+      [
+        "misspelt key",
+        { ...VALID, places: { ...VALID.places, provder: "offline" } },
+        /Unknown key places\.provder: did you mean places\.provider\?/,
+      ],
+      ["misspelt top-level key", { ...VALID, logdir: "x" }, /Unknown key logdir: did you mean logDir\?/],
+      [
+        "wrong type",
+        { ...VALID, places: { ...VALID.places, timeoutMs: "5000" } },
+        /places\.timeoutMs must be a positive integer, got "5000"/,
+      ],
     ];
     for (const [what, config, message] of cases) {
       const path = `${dir}/config.json`;

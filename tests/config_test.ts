@@ -1,5 +1,15 @@
 import assert from "node:assert/strict";
-import { configWarnings, type HerdConfig, neighboursOf, parseConfig, resolvePath, serverNamed } from "../lib/config.ts";
+import Ajv2020 from "ajv/dist/2020.js";
+import {
+  configWarnings,
+  type HerdConfig,
+  herdConfigJsonSchema,
+  neighboursOf,
+  parseConfig,
+  resolvePath,
+  serverNamed,
+} from "../lib/config/config.ts";
+import { nearestKey } from "../lib/config/schema.ts";
 
 const FAKE_PATH = "/tmp/x/herd.config.json";
 const DEFAULT_PATH = new URL("../herd.config.json", import.meta.url).pathname;
@@ -322,4 +332,64 @@ Deno.test("parseConfig() lets peers dial a server through peerAddress, and refus
   assert.equal(config.servers.get("A")!.peerPort, 2);
   assert.throws(() => parseConfig(text("nowhere"), "/tmp/c.json"), /servers\.A\.peerAddress must be "host:port"/);
   assert.throws(() => parseConfig(text("h:70000"), "/tmp/c.json"), /servers\.A\.peerAddress must be an integer port/);
+});
+
+Deno.test("parseConfig() refuses an unknown key, naming its path and the nearest known key", () => {
+  assertRefused({ ...sample(), logdir: "x" }, /Unknown key logdir: did you mean logDir\?/);
+  assertRefused(
+    { ...sample(), places: { ...sample().places, provder: "offline" } },
+    /Unknown key places\.provder: did you mean places\.provider\?/,
+  );
+  assertRefused(
+    { ...sample(), peers: { ackTimeout: 5 } },
+    /Unknown key peers\.ackTimeout: did you mean peers\.ackTimeoutMs\?/,
+  );
+  const raw = sample();
+  raw.servers.A.peerprot = 1;
+  assertRefused(raw, /Unknown key servers\.A\.peerprot: did you mean servers\.A\.peerPort\?/);
+  assertRefused({ ...sample(), zzzzzzzz: 1 }, /Unknown key zzzzzzzz: expected one of servers, links, places, logDir/);
+});
+
+Deno.test("parseConfig() names the path and the value of a wrong type or range", () => {
+  assertRefused(
+    { ...sample(), places: { ...sample().places, timeoutMs: "5000" } },
+    /places\.timeoutMs must be a positive integer, got "5000"/,
+  );
+  assertRefused(
+    { ...sample(), peers: { reconnectMinMs: 1.5 } },
+    /peers\.reconnectMinMs must be a positive integer, got 1\.5/,
+  );
+  assertRefused(
+    { ...sample(), places: { ...sample().places, provider: "google" } },
+    /places\.provider must be one of auto, google-legacy, google-new, offline, got "google"/,
+  );
+  assertRefused({ ...sample(), logDir: null }, /logDir must be a non-empty string, got null/);
+  assertRefused({ ...sample(), peers: [] }, /peers must be an object/);
+});
+
+Deno.test("parseConfig() accepts the $schema key editors use", () => {
+  assert.equal(parse({ ...sample(), $schema: "./herd.config.schema.json" }).maxLineBytes, 8192);
+});
+
+Deno.test("nearestKey() suggests only a key near enough to be meant", () => {
+  assert.equal(nearestKey("provder", ["provider", "url"]), "provider");
+  assert.equal(nearestKey("URL", ["provider", "url"]), "url");
+  assert.equal(nearestKey("something", ["provider", "url"]), undefined);
+});
+
+Deno.test("herd.config.schema.json is the schema the config is checked with (deno task schema remakes it)", async () => {
+  const shipped = JSON.parse(await Deno.readTextFile(new URL("../herd.config.schema.json", import.meta.url)));
+  assert.deepEqual(shipped, herdConfigJsonSchema());
+});
+
+Deno.test("herd.config.schema.json accepts the default config and refuses a typo, in a real JSON Schema validator", async () => {
+  // deno-lint-ignore no-explicit-any
+  const ajv = new (Ajv2020 as any)({ allErrors: true, strict: true });
+  const validate = ajv.compile(herdConfigJsonSchema());
+  const config = JSON.parse(await Deno.readTextFile(DEFAULT_PATH));
+  assert.equal(validate(config), true, JSON.stringify(validate.errors));
+  assert.equal(config.$schema, "./herd.config.schema.json");
+  config.places.provder = "offline";
+  assert.equal(validate(config), false);
+  assert.equal(validate.errors[0].params.additionalProperty, "provder");
 });

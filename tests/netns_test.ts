@@ -12,7 +12,7 @@
  */
 
 import assert from "node:assert/strict";
-import { loadConfig } from "../lib/config.ts";
+import { loadConfig } from "../lib/config/config.ts";
 import { serverRunArgs } from "../lib/cli/launcher.ts";
 import { HERD_TEST_PERMISSIONS } from "./testing/herd.ts";
 

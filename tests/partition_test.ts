@@ -10,7 +10,7 @@
  */
 
 import assert from "node:assert/strict";
-import { loadConfig } from "../lib/config.ts";
+import { loadConfig } from "../lib/config/config.ts";
 import { serverRunArgs } from "../lib/cli/launcher.ts";
 import { CUT, delay, DROP, type Fault, FaultProxy, PASS } from "./testing/fault_proxy.ts";
 import { exchange, freePorts, HERD_TEST_PERMISSIONS } from "./testing/herd.ts";

@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { type HerdConfig, parseConfig } from "../lib/config.ts";
+import { type HerdConfig, parseConfig } from "../lib/config/config.ts";
 import { envTextSetsKey, MAIN_MODULE, serverCompileArgs, serverRunArgs } from "../lib/cli/launcher.ts";
 import { serverNetAddresses, serverPermissionFlags, urlAddress } from "../lib/cli/permissions.ts";
 

@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { parseConfig } from "../lib/config.ts";
+import { parseConfig } from "../lib/config/config.ts";
 import { boundResults, chooseProvider, placesError, providerUrl } from "../lib/places/provider.ts";
 
 const config = parseConfig(

@@ -4,7 +4,7 @@
  * by name, `compile` bakes one binary per server.
  */
 
-import { type HerdConfig, PLACES_KEY_VARIABLE, serverNamed } from "../config.ts";
+import { type HerdConfig, PLACES_KEY_VARIABLE, serverNamed } from "../config/config.ts";
 import { LineStream } from "../net/line_stream.ts";
 import { serverPermissionFlags } from "./permissions.ts";
 

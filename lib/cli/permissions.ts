@@ -7,7 +7,7 @@
  * `compile` and the tests all use these.
  */
 
-import { type HerdConfig, neighboursOf, PLACES_KEY_VARIABLE, serverNamed } from "../config.ts";
+import { type HerdConfig, neighboursOf, PLACES_KEY_VARIABLE, serverNamed } from "../config/config.ts";
 import { chooseProvider, providerUrl } from "../places/provider.ts";
 
 /** Options for {@linkcode serverPermissionFlags}. */

@@ -1,6 +1,6 @@
 /** Builds the Places provider the config asks for, behind the cache. */
 
-import type { PlacesConfig } from "../config.ts";
+import type { PlacesConfig } from "../config/config.ts";
 import { chooseProvider, type PlacesProvider, type PlacesProviderName } from "./provider.ts";
 import { CachedPlaces } from "./cache.ts";
 import { GoogleLegacyPlaces } from "./google_legacy.ts";

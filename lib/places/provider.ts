@@ -5,7 +5,7 @@
  * appears in an answer, a log line or an error message.
  */
 
-import type { PlacesConfig, PlacesProviderSetting } from "../config.ts";
+import type { PlacesConfig, PlacesProviderSetting } from "../config/config.ts";
 
 /** A nearby search around a point. */
 export interface PlacesQuery {

@@ -4,7 +4,7 @@
  * permission flags `deno task serve` gives them, and small TCP clients.
  */
 
-import { loadConfig } from "../../lib/config.ts";
+import { loadConfig } from "../../lib/config/config.ts";
 import { serverRunArgs } from "../../lib/cli/launcher.ts";
 import { concatBytes, writeAll } from "../../lib/net/write.ts";
 

@@ -1,0 +1,373 @@
+/**
+ * The herd's configuration: one JSON file holds every name, address, link,
+ * directory and setting. Each key is described once, in {@linkcode HERD_CONFIG_SCHEMA},
+ * which both checks the file and makes `herd.config.schema.json`; what one
+ * key cannot say alone (links naming servers, addresses used twice) is
+ * checked after it. Parsing is pure; loading reads the file.
+ */
+
+import {
+  arrayOf,
+  ConfigValueError,
+  httpUrl,
+  type JsonSchema,
+  mapOf,
+  object,
+  oneOf,
+  optional,
+  port,
+  positiveInteger,
+  required,
+  type Schema,
+  section,
+  string,
+  withDefault,
+} from "./schema.ts";
+
+/** One server of the herd. */
+export interface ServerConfig {
+  /** Host the server listens on and peers dial. */
+  host: string;
+  /** Client port (IAMAT, WHATSAT). */
+  port: number;
+  /** Peer port (server-to-server only). */
+  peerPort: number;
+  /** Where neighbours dial this server's peer port: `host:peerPort` unless a proxy or NAT sits between. */
+  peerDialHost: string;
+  /** Port neighbours dial; see {@linkcode ServerConfig.peerDialHost}. */
+  peerDialPort: number;
+}
+
+/** Which Places service answers WHATSAT; `auto` is `google-new` with a key, else `offline`. */
+export type PlacesProviderSetting = "auto" | "google-legacy" | "google-new" | "offline";
+
+/** The provider settings that can be chosen in the config. */
+export const PLACES_PROVIDERS: readonly PlacesProviderSetting[] = ["auto", "google-legacy", "google-new", "offline"];
+
+/** Places API (New) Nearby Search endpoint. */
+export const GOOGLE_NEW_URL = "https://places.googleapis.com/v1/places:searchNearby";
+
+/** Places service settings. */
+export interface PlacesConfig {
+  /** Which provider answers. */
+  provider: PlacesProviderSetting;
+  /** Legacy Nearby Search endpoint (`google-legacy`). */
+  url: string;
+  /** Places API (New) `searchNearby` endpoint (`google-new`). */
+  newUrl: string;
+  /** Upstream timeout in milliseconds. */
+  timeoutMs: number;
+  /** How long an answer is served from the cache, in milliseconds. */
+  cacheTtlMs: number;
+  /** Most answers the cache holds. */
+  cacheEntries: number;
+}
+
+/** The settings of `peers.ackScope`. */
+export const ACK_SCOPES = ["neighbours", "herd"] as const;
+/** Who acknowledges a record before its IAMAT is answered. */
+export type AckScope = typeof ACK_SCOPES[number];
+
+/** Peer link tuning. */
+export interface PeerConfig {
+  /** First reconnect delay after a link drops, in milliseconds. */
+  reconnectMinMs: number;
+  /** Longest reconnect delay, in milliseconds. */
+  reconnectMaxMs: number;
+  /** How long an IAMAT reply waits for acknowledgements of its record before it goes out anyway. */
+  ackTimeoutMs: number;
+  /**
+   * Who must hold a new record before its IAMAT is answered: `neighbours`
+   * (the receiving server's neighbours, as PROTOCOL.md asks) or `herd`
+   * (every server reachable over live links; each hop waits on the next).
+   */
+  ackScope: AckScope;
+  /** How often a server reconciles its store with one neighbour, in milliseconds. */
+  reconcileIntervalMs: number;
+}
+
+/** A validated herd configuration. */
+export interface HerdConfig {
+  /** Servers by name, in file order. */
+  servers: Map<string, ServerConfig>;
+  /** Undirected links, each once, as given. */
+  links: [string, string][];
+  /** The Places service. */
+  places: PlacesConfig;
+  /** Log directory, absolute. */
+  logDir: string;
+  /** Directory of the servers' databases, absolute. */
+  dataDir: string;
+  /** Longest accepted line in bytes, without its newline. */
+  maxLineBytes: number;
+  /** How long shutdown waits for replies in flight, in milliseconds. */
+  shutdownGraceMs: number;
+  /** Peer link tuning. */
+  peers: PeerConfig;
+  /** Absolute path of the file this came from. */
+  path: string;
+}
+
+/** The environment variable that holds the Places API key. */
+export const PLACES_KEY_VARIABLE = "GOOGLE_PLACES_API_KEY";
+
+const _NAME = /^[A-Za-z0-9_.-]+$/;
+const _HOST_PORT = /^(.+):([0-9]+)$/;
+
+/** A link: a pair of names, each checked against the servers after the schema. */
+const _link: Schema<[string, string]> = {
+  parse(value, path) {
+    if (!Array.isArray(value) || value.length !== 2 || value.some((end) => typeof end !== "string")) {
+      throw new ConfigValueError(`${path} must be a pair of server names, got ${JSON.stringify(value)}`);
+    }
+    return value as [string, string];
+  },
+  jsonSchema: () => ({ type: "array", items: { type: "string" }, minItems: 2, maxItems: 2 }),
+};
+
+const _server = object({
+  host: required(string(), "Host the server listens on and its neighbours dial."),
+  port: required(port(), "Client port: IAMAT and WHATSAT."),
+  peerPort: required(port(), "Peer port: server-to-server traffic only."),
+  peerAddress: optional(
+    string(),
+    'Where neighbours dial this server\'s peer port, "host:port", when a proxy or NAT sits in between; host:peerPort by default.',
+  ),
+});
+
+const _places = object({
+  provider: withDefault(
+    oneOf(PLACES_PROVIDERS),
+    "auto",
+    "Which Places service answers WHATSAT: auto is google-new when GOOGLE_PLACES_API_KEY is set, else offline.",
+  ),
+  url: required(httpUrl(), "Legacy Nearby Search endpoint (google-legacy)."),
+  newUrl: withDefault(httpUrl(), GOOGLE_NEW_URL, "Places API (New) searchNearby endpoint (google-new)."),
+  timeoutMs: withDefault(positiveInteger(), 5000, "Upstream timeout, in milliseconds."),
+  cacheTtlMs: withDefault(positiveInteger(), 300_000, "How long an answer is served from the cache, in milliseconds."),
+  cacheEntries: withDefault(positiveInteger(), 10_000, "Most answers the cache holds."),
+});
+
+const _peers = object({
+  reconnectMinMs: withDefault(positiveInteger(), 50, "First reconnect delay after a link drops, in milliseconds."),
+  reconnectMaxMs: withDefault(positiveInteger(), 2000, "Longest reconnect delay, in milliseconds."),
+  ackTimeoutMs: withDefault(
+    positiveInteger(),
+    500,
+    "How long an IAMAT reply waits for its record's acknowledgements, in milliseconds.",
+  ),
+  ackScope: withDefault(
+    oneOf(ACK_SCOPES),
+    "neighbours",
+    "Who holds a record before its IAMAT is answered: the neighbours, or every server reachable (herd).",
+  ),
+  reconcileIntervalMs: withDefault(
+    positiveInteger(),
+    5000,
+    "How often a server reconciles its store with one neighbour, in milliseconds.",
+  ),
+});
+
+/** Every key of `herd.config.json`: its type, range, default and meaning. */
+export const HERD_CONFIG_SCHEMA = object({
+  servers: required(
+    mapOf(_server, {
+      keyPattern: _NAME,
+      keyName: "server name",
+      keyExpected: 'letters, digits, "_", "." or "-"',
+    }),
+    "The servers of the herd, by name.",
+  ),
+  links: required(
+    arrayOf(_link, "an array of [name, name] pairs"),
+    "Undirected links between servers; a server only talks with the servers it is linked with.",
+  ),
+  places: required(_places, "The Places service that answers WHATSAT."),
+  logDir: required(string(), "Directory of the log files (<Name>.log), relative to this file."),
+  dataDir: withDefault(string(), "data", "Directory of the databases (<Name>.db), relative to this file."),
+  maxLineBytes: withDefault(
+    positiveInteger(),
+    8192,
+    "Longest line accepted, in bytes; a longer one is logged and its connection closed.",
+  ),
+  shutdownGraceMs: withDefault(
+    positiveInteger(),
+    2000,
+    "How long shutdown waits for replies in flight, in milliseconds.",
+  ),
+  peers: section(_peers, "Peer link tuning."),
+}, { name: "the top level", ignored: ["$schema"] });
+
+/** The JSON Schema of `herd.config.json`, for editors (`deno task schema` writes it). */
+export function herdConfigJsonSchema(): JsonSchema {
+  return {
+    $schema: "https://json-schema.org/draft/2020-12/schema",
+    title: "herd.config.json",
+    description: "The configuration of a herd of location servers: names, addresses, links, directories, settings.",
+    ...HERD_CONFIG_SCHEMA.jsonSchema(),
+  };
+}
+
+function _fail(source: string, message: string): never {
+  throw new SyntaxError(`Invalid herd config ${source}: ${message}`);
+}
+
+function _dirname(path: string): string {
+  const slash = path.lastIndexOf("/");
+  return slash <= 0 ? (slash === 0 ? "/" : ".") : path.slice(0, slash);
+}
+
+/** Resolves `path` against directory `base` unless it is absolute. */
+export function resolvePath(base: string, path: string): string {
+  if (path.startsWith("/")) return path;
+  const parts = base.split("/").filter((part) => part !== "");
+  for (const part of path.split("/")) {
+    if (part === "" || part === ".") continue;
+    if (part === "..") parts.pop();
+    else parts.push(part);
+  }
+  return "/" + parts.join("/");
+}
+
+type _RawServer = ReturnType<typeof _server.parse>;
+
+/** A server's entry with its dial address worked out; refuses a `peerAddress` that is not `host:port`. */
+function _serverConfig(name: string, raw: _RawServer): ServerConfig {
+  let peerDialHost = raw.host;
+  let peerDialPort = raw.peerPort;
+  if (raw.peerAddress !== undefined) {
+    const where = `servers.${name}.peerAddress`;
+    const match = _HOST_PORT.exec(raw.peerAddress);
+    if (match === null) {
+      throw new ConfigValueError(`${where} must be "host:port", got ${JSON.stringify(raw.peerAddress)}`);
+    }
+    peerDialHost = match[1];
+    peerDialPort = port().parse(Number(match[2]), where);
+  }
+  return { host: raw.host, port: raw.port, peerPort: raw.peerPort, peerDialHost, peerDialPort };
+}
+
+/** Refuses two listeners on one `host:port`. */
+function _checkAddresses(servers: Map<string, ServerConfig>): void {
+  const addresses = new Map<string, string>();
+  for (const [name, server] of servers) {
+    for (const [field, port] of [["port", server.port], ["peerPort", server.peerPort]] as const) {
+      const address = `${server.host}:${port}`;
+      const owner = addresses.get(address);
+      if (owner !== undefined) {
+        throw new ConfigValueError(`duplicate address ${address}: used by ${owner} and servers.${name}.${field}`);
+      }
+      addresses.set(address, `servers.${name}.${field}`);
+    }
+  }
+}
+
+/** Refuses links naming unknown servers, linking a server to itself, or given twice. */
+function _checkLinks(links: [string, string][], servers: Map<string, ServerConfig>): void {
+  const known = [...servers.keys()].join(", ");
+  const seen = new Set<string>();
+  for (const [index, [a, b]] of links.entries()) {
+    for (const end of [a, b]) {
+      if (!servers.has(end)) {
+        throw new ConfigValueError(`links[${index}] names unknown server "${end}": expected one of ${known}`);
+      }
+    }
+    if (a === b) throw new ConfigValueError(`links[${index}] links "${a}" to itself`);
+    const key = a < b ? `${a}\n${b}` : `${b}\n${a}`;
+    if (seen.has(key)) throw new ConfigValueError(`links[${index}] repeats the link ${a}-${b}`);
+    seen.add(key);
+  }
+}
+
+/**
+ * Parses and validates config text. `path` must be absolute: relative
+ * directories in the file are resolved against its folder. Throws a
+ * SyntaxError that names the file and the problem.
+ */
+export function parseConfig(text: string, path: string): HerdConfig {
+  let json: unknown;
+  try {
+    json = JSON.parse(text);
+  } catch (error) {
+    _fail(path, `not JSON (${(error as Error).message})`);
+  }
+  try {
+    const raw = HERD_CONFIG_SCHEMA.parse(json, "");
+    const servers = new Map<string, ServerConfig>();
+    for (const [name, server] of raw.servers) servers.set(name, _serverConfig(name, server));
+    if (servers.size === 0) throw new ConfigValueError("servers must name at least one server");
+    _checkAddresses(servers);
+    _checkLinks(raw.links, servers);
+    if (raw.peers.reconnectMaxMs < raw.peers.reconnectMinMs) {
+      throw new ConfigValueError("peers.reconnectMaxMs must not be less than peers.reconnectMinMs");
+    }
+    const base = _dirname(path);
+    return {
+      servers,
+      links: raw.links,
+      places: raw.places,
+      logDir: resolvePath(base, raw.logDir),
+      dataDir: resolvePath(base, raw.dataDir),
+      maxLineBytes: raw.maxLineBytes,
+      shutdownGraceMs: raw.shutdownGraceMs,
+      peers: raw.peers,
+      path,
+    };
+  } catch (error) {
+    if (error instanceof ConfigValueError) _fail(path, error.message);
+    throw error;
+  }
+}
+
+/** Reads and validates the config file at `path` (relative to the working directory or absolute). */
+export async function loadConfig(path: string): Promise<HerdConfig> {
+  const absolute = resolvePath(Deno.cwd(), path);
+  let text: string;
+  try {
+    text = await Deno.readTextFile(absolute);
+  } catch (error) {
+    throw new Error(`Cannot read herd config ${absolute}: ${(error as Error).message}`);
+  }
+  return parseConfig(text, absolute);
+}
+
+/** The neighbours of `name`, in link order. */
+export function neighboursOf(config: HerdConfig, name: string): string[] {
+  const result: string[] = [];
+  for (const [a, b] of config.links) {
+    if (a === name) result.push(b);
+    else if (b === name) result.push(a);
+  }
+  return result;
+}
+
+/** Returns the server named `name`, or throws a RangeError listing the valid names. */
+export function serverNamed(config: HerdConfig, name: string): ServerConfig {
+  const server = config.servers.get(name);
+  if (server === undefined) {
+    throw new RangeError(`Unknown server "${name}": expected one of ${[...config.servers.keys()].join(", ")}`);
+  }
+  return server;
+}
+
+/** Warnings about a valid but doubtful herd: a graph that is not connected. */
+export function configWarnings(config: HerdConfig): string[] {
+  const names = [...config.servers.keys()];
+  const reached = new Set<string>([names[0]]);
+  const todo = [names[0]];
+  while (todo.length > 0) {
+    for (const next of neighboursOf(config, todo.pop()!)) {
+      if (!reached.has(next)) {
+        reached.add(next);
+        todo.push(next);
+      }
+    }
+  }
+  if (reached.size === names.length) return [];
+  const apart = names.filter((name) => !reached.has(name));
+  return [
+    `The herd is not connected: ${apart.join(", ")} cannot be reached from ${
+      names[0]
+    }, so records will not reach every server`,
+  ];
+}
