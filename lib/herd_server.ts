@@ -5,19 +5,20 @@
  */
 
 import { ClientConnection } from "./client/connection.ts";
-import { type HerdConfig, neighboursOf, serverNamed } from "./config/config.ts";
+import { type HerdConfig, serverNamed } from "./config/config.ts";
 import { log, quote } from "./logging.ts";
+import { acceptLoop } from "./net/acceptor.ts";
 import { traffic } from "./traffic_log.ts";
-import { differingBuckets } from "./store/digest.ts";
-import { PEER_MAX_LINE_BYTES, PeerLink, type ReconcileSource } from "./peer/outbound.ts";
+import type { PeerHost } from "./peer/host.ts";
 import { servePeer } from "./peer/inbound.ts";
-import type { PlacesProvider } from "./places/provider.ts";
+import { PeerLinks } from "./peer/links.ts";
+import { Reconciler } from "./peer/reconcile.ts";
+import type { PlacesService } from "./places/cache.ts";
 import type { LocationRecord } from "./protocol.ts";
 import { RecordLog } from "./store/record_log.ts";
 import type { RouterContext } from "./client/router.ts";
 import { LocationStore } from "./store/store.ts";
 
-const _SETTLED = Promise.resolve();
 const _nothing = () => {};
 
 /** Options for {@linkcode HerdServer}. */
@@ -25,16 +26,20 @@ export interface HerdServerOptions {
   config: HerdConfig;
   /** This server's name in the config. */
   name: string;
-  places: PlacesProvider;
+  places: PlacesService;
 }
 
-/** A running herd server. */
-export class HerdServer {
+/** A running herd server; its peer links see it as their {@linkcode PeerHost}. */
+export class HerdServer implements PeerHost {
+  /** This server's name in the config. */
   readonly name: string;
+  /** The latest record of every client known. */
   readonly store: LocationStore = new LocationStore();
+  /** Reconciliation with the neighbours. */
+  readonly reconciler: Reconciler = new Reconciler(this.store);
   #config: HerdConfig;
-  #places: PlacesProvider;
-  #links = new Map<string, PeerLink>();
+  #places: PlacesService;
+  #links: PeerLinks;
   #clientListener: Deno.TcpListener | undefined;
   #peerListener: Deno.TcpListener | undefined;
   #clients = new Set<ClientConnection>();
@@ -43,8 +48,6 @@ export class HerdServer {
   #accepting: Promise<void>[] = [];
   #recordLog: RecordLog | undefined;
   #timers: ReturnType<typeof setInterval>[] = [];
-  /** When each neighbour last started a reconciliation with us. */
-  #reconciledAt = new Map<string, number>();
   #stopping = false;
 
   constructor(options: HerdServerOptions) {
@@ -52,6 +55,7 @@ export class HerdServer {
     this.#config = options.config;
     this.#places = options.places;
     serverNamed(options.config, options.name);
+    this.#links = new PeerLinks(this, options.config);
   }
 
   /** Path of this server's database. */
@@ -92,66 +96,15 @@ export class HerdServer {
     };
     this.#accepting.push(this.#acceptClients(this.#clientListener, context));
     this.#accepting.push(this.#acceptPeers(this.#peerListener));
-    const source: ReconcileSource = {
-      digestWords: () => this.store.digest.words,
-      digestHex: () => this.store.digest.toHex(),
-      inBuckets: (buckets) => this.store.inBuckets(buckets),
-      catchUp: (record, from) => this.#catchUp(record, from),
-      reconciledBy: (neighbour) => performance.now() - (this.#reconciledAt.get(neighbour) ?? -Infinity) < 2000,
-    };
-    for (const neighbour of neighboursOf(this.#config, this.name)) {
-      const peer = serverNamed(this.#config, neighbour);
-      const link = new PeerLink({
-        self: this.name,
-        neighbour,
-        host: peer.peerDialHost,
-        peerPort: peer.peerDialPort,
-        ...this.#config.peers,
-        source,
-      });
-      this.#links.set(neighbour, link);
-      link.start();
-    }
-    this.#timers.push(setInterval(() => this.#reconcileWithOne(), this.#config.peers.reconcileIntervalMs));
+    this.#links.start();
+    this.#timers.push(setInterval(() => this.#links.reconcileWithOne(), this.#config.peers.reconcileIntervalMs));
     this.#timers.push(setInterval(() => {
       this.#recordLog?.compactIfWorthIt(() => this.store.lines(), this.store.size);
     }, 10_000));
   }
 
-  /** Reconciles with one live neighbour, chosen at random, to repair anything lost in flight. */
-  #reconcileWithOne(): void {
-    const live = [...this.#links.values()].filter((link) => link.up);
-    if (live.length > 0) live[Math.floor(Math.random() * live.length)].reconcile();
-  }
-
-  /**
-   * Accepts until the listener closes. A failed accept (out of file
-   * descriptors, say) is logged and retried after a pause: it must not
-   * stop the server accepting for good.
-   */
-  async #acceptLoop(listener: Deno.TcpListener, what: string, onConn: (conn: Deno.TcpConn) => void): Promise<void> {
-    let failing = false;
-    while (!this.#stopping) {
-      let conn: Deno.TcpConn;
-      try {
-        conn = await listener.accept();
-      } catch (error) {
-        if (this.#stopping || error instanceof Deno.errors.BadResource) return;
-        if (!failing) {
-          log.server.error("Accepting {what} failed: {error}; retrying", { what, error: (error as Error).message });
-        }
-        failing = true;
-        await new Promise((resolve) => setTimeout(resolve, 100));
-        continue;
-      }
-      failing = false;
-      conn.setNoDelay(true);
-      onConn(conn);
-    }
-  }
-
   #acceptClients(listener: Deno.TcpListener, context: RouterContext): Promise<void> {
-    return this.#acceptLoop(listener, "clients", (conn) => {
+    return acceptLoop(listener, "clients", (conn) => {
       const client = new ClientConnection(conn, context, this.#config.maxLineBytes);
       this.#clients.add(client);
       client.done.finally(() => this.#clients.delete(client));
@@ -159,25 +112,24 @@ export class HerdServer {
   }
 
   #acceptPeers(listener: Deno.TcpListener): Promise<void> {
-    const context = {
-      neighbours: new Set(neighboursOf(this.#config, this.name)),
-      receive: (record: LocationRecord, from: string, waitMs: number) => this.#receive(record, from, waitMs),
-      catchUp: (record: LocationRecord, from: string) => this.#catchUp(record, from),
-      greeted: (name: string) => this.#links.get(name)?.poke(),
-      reconcile: (digest: Uint32Array | null, from: string) => {
-        if (digest !== null) this.#reconciledAt.set(from, performance.now());
-        const buckets = digest === null ? new Set<number>() : differingBuckets(this.store.digest.words, digest);
-        return { records: this.store.inBuckets(buckets), hex: this.store.digest.toHex() };
-      },
-    };
-    return this.#acceptLoop(listener, "peers", (conn) => {
+    return acceptLoop(listener, "peers", (conn) => {
       this.#peerConns.add(conn);
-      const task = servePeer(conn, context, PEER_MAX_LINE_BYTES).finally(() => {
+      const task = servePeer(conn, this).finally(() => {
         this.#peerConns.delete(conn);
         this.#peerTasks.delete(task);
       });
       this.#peerTasks.add(task);
     });
+  }
+
+  /** Whether `name` is one of our neighbours (PeerHost). */
+  isNeighbour(name: string): boolean {
+    return this.#links.has(name);
+  }
+
+  /** `name` dialled us, so it is back: our link to it retries now (PeerHost). */
+  dialledBy(name: string): void {
+    this.#links.poke(name);
   }
 
   /**
@@ -187,7 +139,7 @@ export class HerdServer {
    * here (nobody waits on the records we pass on); with "herd", once our
    * own neighbours acknowledged it too, each hop waiting half as long.
    */
-  #receive(record: LocationRecord, from: string, waitMs: number): Promise<void> | undefined {
+  receive(record: LocationRecord, from: string, waitMs: number): Promise<void> | undefined {
     if (!this.store.offer(record)) {
       traffic.event("peer", `From ${quote(from)}, not newer, dropped: ${quote(record.line)}`, "DBG");
       return undefined;
@@ -196,11 +148,11 @@ export class HerdServer {
     // Written behind: the disk promise is the receiving server's; ours is to have it in memory and pass it on.
     this.#recordLog?.writeBehind(record);
     if (this.#config.peers.ackScope === "neighbours") {
-      this.#flood(record, from, 0);
+      this.#links.flood(record, from, 0);
       return undefined;
     }
     // Half the sender's wait, so our answer reaches it before it gives up on us.
-    return this.#flood(record, from, Math.floor(waitMs / 2));
+    return this.#links.flood(record, from, Math.floor(waitMs / 2));
   }
 
   /**
@@ -209,10 +161,10 @@ export class HerdServer {
    * line per record in the log: a catch-up can carry 100,000 of these, so
    * the callers log a count instead.
    */
-  #catchUp(record: LocationRecord, from: string): boolean {
+  catchUp(record: LocationRecord, from: string): boolean {
     if (!this.store.offer(record)) return false;
     this.#recordLog?.writeBehind(record);
-    for (const [name, link] of this.#links) if (name !== from) link.enqueue(record);
+    this.#links.passOn(record, from);
     return true;
   }
 
@@ -224,30 +176,8 @@ export class HerdServer {
    */
   #publish(record: LocationRecord, from: string | undefined, waitMs: number): Promise<void> {
     // The flood first: its writes are then scheduled ahead of the commit, which overlaps their round trips.
-    const flooded = this.#flood(record, from, waitMs);
+    const flooded = this.#links.flood(record, from, waitMs);
     return Promise.all([flooded, this.#recordLog?.append(record)]).then(_nothing);
-  }
-
-  /**
-   * Sends a stored record to every neighbour but `from`. With `waitMs` > 0,
-   * resolves once each live one acknowledged it or `waitMs` passed; with 0
-   * the records go unacknowledged and the promise is already settled.
-   */
-  #flood(record: LocationRecord, from: string | undefined, waitMs: number): Promise<void> {
-    const sends: Promise<void>[] = [];
-    let to = "";
-    for (const [name, link] of this.#links) {
-      if (name === from) continue;
-      if (!link.up) {
-        traffic.event("peer", `Not forwarded to ${quote(name)}: link down`, "DBG");
-        continue;
-      }
-      to += to === "" ? name : "," + name;
-      const sent = link.send(record, waitMs);
-      if (sent !== undefined) sends.push(sent);
-    }
-    if (to !== "") traffic.event("peer", `Forwarded to ${quote(to)}: ${quote(record.line)}`);
-    return sends.length === 0 ? _SETTLED : Promise.all(sends).then(_nothing);
   }
 
   /** Stops accepting, finishes replies in flight (bounded by `shutdownGraceMs`), closes links. */
@@ -277,7 +207,7 @@ export class HerdServer {
       await Promise.all(clients.map((c) => c.done));
     }
     this.#timers.forEach(clearInterval);
-    await Promise.all([...this.#links.values()].map((link) => link.close()));
+    await this.#links.close();
     for (const conn of this.#peerConns) {
       try {
         conn.close();

@@ -129,6 +129,21 @@ export function recordFromIamat(server: string, command: IamatCommand, serverNs:
 }
 
 /**
+ * The record an AT line stands for, when the line is one the herd made
+ * (six fields joined by single spaces, as {@linkcode recordFromIamat} and
+ * {@linkcode parseRecordFields} build them): read back without checks.
+ */
+export function recordOfLine(line: string): LocationRecord {
+  const fields = line.split(" ");
+  return { line, clientId: fields[3], location: fields[4], clientTime: fields[5] };
+}
+
+/** The client time of an AT line the herd made: its last field. */
+export function clientTimeOfLine(line: string): string {
+  return line.slice(line.lastIndexOf(" ") + 1);
+}
+
+/**
  * Parses an AT record from its fields (as received from a peer): `AT`,
  * server, time difference, client, location, client time. Fields after the
  * sixth are ours (see peer_wire.ts) and are not part of the record.
@@ -163,7 +178,15 @@ function _compareBytes(a: string, b: string): number {
  * decimal), then by the AT line compared as UTF-8 bytes.
  */
 export function compareRecords(a: LocationRecord, b: LocationRecord): number {
-  const byTime = compareDecimal(a.clientTime, b.clientTime);
+  return compareToLine(a, b.line, b.clientTime);
+}
+
+/**
+ * {@linkcode compareRecords} against a record of the same client held only
+ * as its AT line (and that line's client time, {@linkcode clientTimeOfLine}).
+ */
+export function compareToLine(record: LocationRecord, line: string, clientTime: string): number {
+  const byTime = compareDecimal(record.clientTime, clientTime);
   if (byTime !== 0) return byTime;
-  return a.line === b.line ? 0 : _compareBytes(a.line, b.line);
+  return record.line === line ? 0 : _compareBytes(record.line, line);
 }

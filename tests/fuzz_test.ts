@@ -8,7 +8,8 @@
 
 import assert from "node:assert/strict";
 import fc from "fast-check";
-import type { PlacesAnswer, PlacesProvider, PlacesQuery } from "../lib/places/provider.ts";
+import type { PlacesAnswer, PlacesQuery } from "../lib/places/provider.ts";
+import { PlacesResult, type PlacesService } from "../lib/places/cache.ts";
 import type { LocationRecord } from "../lib/protocol.ts";
 import { route, type RouterContext } from "../lib/client/router.ts";
 import { LocationStore } from "../lib/store/store.ts";
@@ -479,11 +480,11 @@ interface FakeServer {
 function fakeServer(): FakeServer {
   const published: LocationRecord[] = [];
   const searches: PlacesQuery[] = [];
-  const places: PlacesProvider = {
+  const places: PlacesService = {
     name: "fake",
-    search(query) {
+    result(query) {
       searches.push(query);
-      return Promise.resolve(fakeAnswer(query));
+      return Promise.resolve(new PlacesResult(fakeAnswer(query)));
     },
   };
   const hook = (record: LocationRecord) => {

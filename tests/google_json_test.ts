@@ -1,5 +1,10 @@
 import assert from "node:assert/strict";
-import { formatGoogleJson, formatWhatsatReply, whatsatBody } from "../lib/places/google_json.ts";
+import { formatGoogleJson, whatsatBody } from "../lib/places/google_json.ts";
+
+/** A WHATSAT reply as the router makes it: the stored AT line, then the body. */
+function formatWhatsatReply(atLine: string, json: string): string {
+  return atLine + whatsatBody(json);
+}
 
 const AT_LINE = "AT Hill +0.263873386 kiwi.cs.ucla.edu +34.068930-118.445127 1621464827.959498503";
 
@@ -101,21 +106,21 @@ Deno.test("formatGoogleJson() leaves out undefined object values and prints unde
   assert.equal(formatGoogleJson([undefined]), "[\n   null\n]");
 });
 
-Deno.test("formatWhatsatReply() joins the AT line and JSON and ends with two newlines", () => {
+Deno.test("A WHATSAT reply (the AT line, then whatsatBody()) joins the AT line and JSON and ends with two newlines", () => {
   const json = formatGoogleJson({ html_attributions: [], results: [], status: "ZERO_RESULTS" });
   assert.equal(formatWhatsatReply(AT_LINE, json), `${AT_LINE}\n${json}\n\n`);
 });
 
-Deno.test("formatWhatsatReply() removes trailing newlines before adding exactly two", () => {
+Deno.test("A WHATSAT reply (the AT line, then whatsatBody()) removes trailing newlines before adding exactly two", () => {
   assert.equal(formatWhatsatReply(AT_LINE, "{}\n"), `${AT_LINE}\n{}\n\n`);
   assert.equal(formatWhatsatReply(AT_LINE, "{}\n\n\n\n"), `${AT_LINE}\n{}\n\n`);
 });
 
-Deno.test("formatWhatsatReply() squeezes runs of newlines to one", () => {
+Deno.test("A WHATSAT reply (the AT line, then whatsatBody()) squeezes runs of newlines to one", () => {
   assert.equal(formatWhatsatReply(AT_LINE, '\n\n{\n\n\n   "a" : 1\n\n}'), `${AT_LINE}\n{\n   "a" : 1\n}\n\n`);
 });
 
-Deno.test("formatWhatsatReply() leaves escaped newlines inside JSON strings alone", () => {
+Deno.test("A WHATSAT reply (the AT line, then whatsatBody()) leaves escaped newlines inside JSON strings alone", () => {
   const json = formatGoogleJson({ name: "two\n\nlines\n" });
   assert.equal(json, '{\n   "name" : "two\\n\\nlines\\n"\n}');
   const reply = formatWhatsatReply(AT_LINE, json);
@@ -123,14 +128,14 @@ Deno.test("formatWhatsatReply() leaves escaped newlines inside JSON strings alon
   assert.deepEqual(JSON.parse(reply.slice(AT_LINE.length + 1)), { name: "two\n\nlines\n" });
 });
 
-Deno.test("formatWhatsatReply() has exactly one blank line at its end", () => {
+Deno.test("A WHATSAT reply (the AT line, then whatsatBody()) has exactly one blank line at its end", () => {
   const reply = formatWhatsatReply(AT_LINE, formatGoogleJson({ results: [{ a: [] }], status: "OK" }));
   assert.ok(reply.endsWith("}\n\n"));
   assert.ok(!reply.endsWith("\n\n\n"));
   assert.ok(!reply.slice(0, -2).includes("\n\n"));
 });
 
-Deno.test("formatWhatsatReply() is the line then whatsatBody(), the same as squeezing the whole reply", () => {
+Deno.test("A WHATSAT reply (the AT line, then whatsatBody()) is the line then whatsatBody(), the same as squeezing the whole reply", () => {
   // The reply squeezed as one string, the way it was first written; the line holds no newline, so the two agree.
   const whole = (json: string) => `${AT_LINE}\n${json}`.replace(/\n{2,}/g, "\n").replace(/\n+$/, "") + "\n\n";
   for (const json of ["", "\n", "\n\n", "{}", "\n\n{}", "{}\n\n\n", '{\n\n"a" : 1\n}\n', "x\ny"]) {

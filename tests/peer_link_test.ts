@@ -1,13 +1,18 @@
 import assert from "node:assert/strict";
-import { PeerLink, type ReconcileSource } from "../lib/peer/outbound.ts";
+import type { PeerHost } from "../lib/peer/host.ts";
+import { PeerLink } from "../lib/peer/outbound.ts";
+import { Reconciler } from "../lib/peer/reconcile.ts";
 import type { LocationRecord } from "../lib/protocol.ts";
+import { LocationStore } from "../lib/store/store.ts";
 
-const SOURCE: ReconcileSource = {
-  digestWords: () => new Uint32Array(2048),
-  digestHex: () => "0".repeat(16384),
-  inBuckets: () => [],
+/** A server with an empty store that never gets anything from the neighbour. */
+const HOST: PeerHost = {
+  name: "A",
+  reconciler: new Reconciler(new LocationStore()),
+  isNeighbour: () => true,
+  receive: () => undefined,
   catchUp: () => false,
-  reconciledBy: () => false,
+  dialledBy: () => {},
 };
 
 function record(client: string, time: number): LocationRecord {
@@ -30,20 +35,19 @@ Deno.test({
     for await (const conn of listener) accepted.push(conn); // a frozen neighbour: accepts, never reads
   })();
   const link = new PeerLink({
-    self: "A",
+    host: HOST,
     neighbour: "Frozen",
-    host: "127.0.0.1",
-    peerPort: listener.addr.port,
+    dialHost: "127.0.0.1",
+    dialPort: listener.addr.port,
     reconnectMinMs: 20,
     reconnectMaxMs: 100,
     ackTimeoutMs: 200,
-    source: SOURCE,
   });
   link.start();
   while (!link.up) await new Promise((resolve) => setTimeout(resolve, 5));
   const waits: Promise<void>[] = [];
   for (let i = 0; i < 200_000; i++) {
-    const sent = link.send(record(`client-${i % 10}`, i), 200);
+    const sent = link.sendAcknowledged(record(`client-${i % 10}`, i), 200);
     if (i % 1000 === 0 && sent !== undefined) waits.push(sent); // undefined once lagging: nothing to wait for
     if (i % 5000 === 0) await new Promise((resolve) => setTimeout(resolve, 0)); // let the writer fill the socket
   }

@@ -3,11 +3,10 @@
  * flood or Places search completes). Empty lines get no reply.
  */
 
-import { formatGoogleJson, whatsatBody } from "../places/google_json.ts";
 import { timesThousand } from "../decimal.ts";
 import { log, quote } from "../logging.ts";
 import { traffic } from "../traffic_log.ts";
-import { boundResults, type PlacesAnswer, type PlacesProvider } from "../places/provider.ts";
+import type { PlacesService } from "../places/cache.ts";
 import { type LocationRecord, parseCommand, parseLocation, recordFromIamat } from "../protocol.ts";
 import type { Reply } from "./reply_queue.ts";
 import type { LocationStore } from "../store/store.ts";
@@ -17,7 +16,7 @@ export interface RouterContext {
   /** This server's name. */
   name: string;
   store: LocationStore;
-  places: PlacesProvider;
+  places: PlacesService;
   /** Writes a record this server just stored to disk and floods it; resolves once both are done. */
   publish(record: LocationRecord): Promise<void>;
 }
@@ -94,7 +93,8 @@ async function _whatsat(
   const location = parseLocation(record.location)!;
   const radiusMetres = timesThousand(radiusKm);
   const started = performance.now();
-  const answer = await context.places.search({ ...location, radiusMetres });
+  const result = await context.places.result({ ...location, radiusMetres });
+  const answer = result.answer;
   const provider = context.places.name;
   const ms = Math.round(performance.now() - started);
   if (answer.error_message === undefined) {
@@ -118,33 +118,10 @@ async function _whatsat(
       },
     );
   }
-  const body = _body(answer, bound);
+  const body = result.body(bound);
   const line = _encoder.encode(record.line);
   const reply = new Uint8Array(line.length + body.length);
   reply.set(line, 0);
   reply.set(body, line.length);
   return reply;
-}
-
-/**
- * The encoded reply body ({@linkcode whatsatBody}) of an answer cut to a
- * bound. Answers served from the cache are the same object each time, so
- * their bodies are kept with them (and go when the cache drops the answer):
- * a warm WHATSAT then costs a copy, not printing, squeezing and encoding
- * kilobytes of JSON.
- */
-const _bodies = new WeakMap<PlacesAnswer, Map<number, Uint8Array>>();
-
-function _body(answer: PlacesAnswer, bound: number): Uint8Array {
-  let forms = _bodies.get(answer);
-  if (forms === undefined) {
-    forms = new Map();
-    _bodies.set(answer, forms);
-  }
-  let body = forms.get(bound);
-  if (body === undefined) {
-    body = _encoder.encode(whatsatBody(formatGoogleJson(boundResults(answer, bound))));
-    forms.set(bound, body);
-  }
-  return body;
 }

@@ -118,26 +118,39 @@ export class LineStream extends TransformStream<Uint8Array, LineBatch> {
   }
 }
 
+/** Where bytes come from: a `Deno.Conn`, or anything that reads like one. */
+export interface ByteReader {
+  /** Reads into `buffer`; resolves to the bytes read, or null at the end of the input. */
+  read(buffer: Uint8Array): Promise<number | null>;
+}
+
 /**
- * Reads `conn` with one reused buffer until the peer half-closes, feeding
- * a line stream; returns its readable side. `conn.readable` is avoided on
- * purpose: it closes the whole socket on half-close and allocates per read.
+ * The one read loop of the herd: reads `conn` with one reused buffer until
+ * the peer half-closes, and yields its lines in batches, one batch per read
+ * that completed a line; a last line without `\n` comes at the end, and a
+ * line over the cap ends it with an `overflow` batch. `conn.readable` is
+ * avoided on purpose: it closes the whole socket on half-close
+ * (denoland/deno#22258) and allocates per read.
  */
-export function readLines(conn: Deno.Conn, maxLineBytes: number, bufferBytes = 16 * 1024): ReadableStream<LineBatch> {
-  const lineStream = new LineStream(maxLineBytes);
-  const writer = lineStream.writable.getWriter();
+export async function* readLineBatches(
+  conn: ByteReader,
+  maxLineBytes: number,
+  bufferBytes = 16 * 1024,
+): AsyncGenerator<LineBatch, void, undefined> {
+  const splitter = new LineSplitter(maxLineBytes);
   const buffer = new Uint8Array(bufferBytes);
-  (async () => {
-    try {
-      while (true) {
-        const n = await conn.read(buffer);
-        if (n === null) break;
-        await writer.write(buffer.subarray(0, n));
-      }
-      await writer.close();
-    } catch (error) {
-      await writer.abort(error).catch(() => {});
-    }
-  })();
-  return lineStream.readable;
+  while (true) {
+    const n = await conn.read(buffer);
+    if (n === null) break;
+    const batch = splitter.push(buffer.subarray(0, n));
+    if (batch.lines.length > 0 || batch.overflow) yield batch;
+    if (batch.overflow) return;
+  }
+  const last = splitter.end();
+  if (last !== null) yield { lines: [last] };
+}
+
+/** {@linkcode readLineBatches} as a web stream: the client side's line pipeline. */
+export function readLines(conn: ByteReader, maxLineBytes: number, bufferBytes = 16 * 1024): ReadableStream<LineBatch> {
+  return ReadableStream.from(readLineBatches(conn, maxLineBytes, bufferBytes));
 }

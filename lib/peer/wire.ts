@@ -7,12 +7,10 @@
  * or found it old; with `peers.ackScope` "herd", passed it on and had it
  * acknowledged in turn). Records sent with a wait of 0 are not answered.
  *
- * Anti-entropy: the dialer sends `DIGEST <hex>` (see digest.ts) when the
- * link comes up and from time to time; the acceptor answers with its own
- * records of every bucket that differs, as plain six-field AT lines, then
- * `DIGEST <its hex>`; the dialer then sends its records of the buckets
- * that still differ. Each side keeps the greater record per client. A bare
- * `DIGEST` asks for the acceptor's digest alone (to watch convergence).
+ * Anti-entropy (peer/reconcile.ts): `DIGEST <hex>` starts an exchange,
+ * answered by plain six-field AT lines (not acknowledged) and the other
+ * side's `DIGEST <hex>`. A bare `DIGEST` asks for the acceptor's digest
+ * alone (to watch convergence).
  */
 
 import { parseDigestHex } from "../store/digest.ts";
@@ -28,6 +26,9 @@ export type PeerMessage =
   | { kind: "invalid" };
 
 const _COUNT = /^[0-9]{1,15}$/;
+
+/** Longest line a peer may send: a digest is 16 KiB of hex. */
+export const PEER_MAX_LINE_BYTES = 64 * 1024;
 
 /** The first line a dialer sends. */
 export function formatHello(name: string): string {

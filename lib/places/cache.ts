@@ -3,11 +3,45 @@
  * location and radius, bounded in entries (least recently used go first),
  * entries expire after a TTL, and concurrent identical searches share one
  * upstream call. Only good answers (`OK`, `ZERO_RESULTS`) are kept. The
- * WHATSAT bound is applied after the cache, so one entry serves every bound.
+ * WHATSAT bound is applied after the cache, so one entry serves every bound;
+ * the entry keeps the reply bodies made from it, so a warm WHATSAT costs a
+ * copy, not printing and encoding kilobytes of JSON.
  */
 
 import { log } from "../logging.ts";
-import { type PlacesAnswer, placesError, type PlacesProvider, type PlacesQuery } from "./provider.ts";
+import { formatGoogleJson, whatsatBody } from "./google_json.ts";
+import { boundResults, type PlacesAnswer, placesError, type PlacesProvider, type PlacesQuery } from "./provider.ts";
+
+const _encoder = new TextEncoder();
+
+/** An answer and the WHATSAT reply bodies made from it, one per bound asked for. */
+export class PlacesResult {
+  /** The answer in the legacy shape. */
+  readonly answer: PlacesAnswer;
+  #bodies = new Map<number, Uint8Array>();
+
+  constructor(answer: PlacesAnswer) {
+    this.answer = answer;
+  }
+
+  /** The encoded part of a WHATSAT reply after its AT line ({@linkcode whatsatBody}), results cut to `bound`. */
+  body(bound: number): Uint8Array {
+    let body = this.#bodies.get(bound);
+    if (body === undefined) {
+      body = _encoder.encode(whatsatBody(formatGoogleJson(boundResults(this.answer, bound))));
+      this.#bodies.set(bound, body);
+    }
+    return body;
+  }
+}
+
+/** What the router asks for a WHATSAT: a search's result, with its reply bodies. */
+export interface PlacesService {
+  /** The provider's short name, for logs. */
+  readonly name: string;
+  /** Searches around a point (from the cache when it can). Never rejects. */
+  result(query: PlacesQuery): Promise<PlacesResult>;
+}
 
 /** Options for {@linkcode CachedPlaces}. */
 export interface CachedPlacesOptions {
@@ -28,15 +62,15 @@ export interface CacheStats {
 }
 
 /** A caching, single-flight wrapper around a provider. */
-export class CachedPlaces implements PlacesProvider {
+export class CachedPlaces implements PlacesProvider, PlacesService {
   readonly name: string;
   readonly stats: CacheStats = { hits: 0, misses: 0, shared: 0 };
   #inner: PlacesProvider;
   #ttlMs: number;
   #maxEntries: number;
   #now: () => number;
-  #entries = new Map<string, { answer: PlacesAnswer; expires: number }>();
-  #inflight = new Map<string, Promise<PlacesAnswer>>();
+  #entries = new Map<string, { result: PlacesResult; expires: number }>();
+  #inflight = new Map<string, Promise<PlacesResult>>();
 
   constructor(inner: PlacesProvider, options: CachedPlacesOptions) {
     this.name = inner.name;
@@ -51,7 +85,13 @@ export class CachedPlaces implements PlacesProvider {
     return this.#entries.size;
   }
 
-  search(query: PlacesQuery): Promise<PlacesAnswer> {
+  /** The answer alone (see {@linkcode CachedPlaces.result}). */
+  async search(query: PlacesQuery): Promise<PlacesAnswer> {
+    return (await this.result(query)).answer;
+  }
+
+  /** The result of a search: cached, joined to one in flight, or asked upstream. */
+  result(query: PlacesQuery): Promise<PlacesResult> {
     const key = `${this.#inner.name} ${query.latitude}${query.longitude} ${query.radiusMetres}`;
     const entry = this.#entries.get(key);
     if (entry !== undefined) {
@@ -59,7 +99,7 @@ export class CachedPlaces implements PlacesProvider {
       if (entry.expires > this.#now()) {
         this.#entries.set(key, entry); // most recently used goes last
         this.stats.hits++;
-        return Promise.resolve(entry.answer);
+        return Promise.resolve(entry.result);
       }
     }
     const pending = this.#inflight.get(key);
@@ -86,14 +126,15 @@ export class CachedPlaces implements PlacesProvider {
         status: answer.status,
         ms: Math.round(performance.now() - started),
       });
+      const result = new PlacesResult(answer);
       if (answer.status === "OK" || answer.status === "ZERO_RESULTS") {
-        this.#entries.set(key, { answer, expires: this.#now() + this.#ttlMs });
+        this.#entries.set(key, { result, expires: this.#now() + this.#ttlMs });
         for (const oldest of this.#entries.keys()) {
           if (this.#entries.size <= this.#maxEntries) break;
           this.#entries.delete(oldest);
         }
       }
-      return answer;
+      return result;
     });
     this.#inflight.set(key, search);
     return search;

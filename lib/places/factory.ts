@@ -10,7 +10,7 @@ import { OfflinePlaces } from "./offline.ts";
 /** The provider a server uses, and what to say about it. */
 export interface PlacesSetup {
   /** The cached provider. */
-  places: PlacesProvider;
+  places: CachedPlaces;
   /** What `places.provider` resolved to. */
   provider: PlacesProviderName;
   /** Why, for the log. */

@@ -54,8 +54,3 @@ export function formatGoogleJson(value: unknown): string {
 export function whatsatBody(json: string): string {
   return `\n${json}`.replace(/\n{2,}/g, "\n").replace(/\n+$/, "") + "\n\n";
 }
-
-/** The WHATSAT reply: the stored AT line, then {@linkcode whatsatBody} of the JSON. */
-export function formatWhatsatReply(atLine: string, json: string): string {
-  return atLine + whatsatBody(json);
-}

@@ -7,13 +7,7 @@
  */
 
 import { bucketOf, StoreDigest } from "./digest.ts";
-import { compareRecords, type LocationRecord } from "../protocol.ts";
-
-/** The record an AT line held in the store stands for. */
-function _record(clientId: string, line: string): LocationRecord {
-  const fields = line.split(" ");
-  return { line, clientId, location: fields[4], clientTime: fields[5] };
-}
+import { clientTimeOfLine, compareToLine, type LocationRecord, recordOfLine } from "../protocol.ts";
 
 /** Holds the greatest record seen for each client. */
 export class LocationStore {
@@ -28,20 +22,13 @@ export class LocationStore {
   /** The stored record for `clientId`, if any. */
   get(clientId: string): LocationRecord | undefined {
     const line = this.#lines.get(clientId);
-    return line === undefined ? undefined : _record(clientId, line);
+    return line === undefined ? undefined : recordOfLine(line);
   }
 
   /** Stores `record` if it is greater than the one held for its client; returns whether it was stored. */
   offer(record: LocationRecord): boolean {
     const current = this.#lines.get(record.clientId);
-    if (current !== undefined) {
-      const currentTime = current.slice(current.lastIndexOf(" ") + 1);
-      if (
-        compareRecords(record, { line: current, clientId: record.clientId, location: "", clientTime: currentTime }) <= 0
-      ) {
-        return false;
-      }
-    }
+    if (current !== undefined && compareToLine(record, current, clientTimeOfLine(current)) <= 0) return false;
     // Hashed once the record is known to be stored: most floods arrive more than once, and the repeats stop above.
     const bucket = bucketOf(record.clientId);
     if (current !== undefined) this.digest.toggleIn(bucket, current);
@@ -60,7 +47,7 @@ export class LocationStore {
     const found: LocationRecord[] = [];
     if (buckets.size === 0) return found;
     for (const [clientId, line] of this.#lines) {
-      if (buckets.has(bucketOf(clientId))) found.push(_record(clientId, line));
+      if (buckets.has(bucketOf(clientId))) found.push(recordOfLine(line));
     }
     return found;
   }

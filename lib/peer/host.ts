@@ -1,0 +1,25 @@
+/** What a server gives its peer links, inbound and outbound: the one seam between links and server. */
+
+import type { LocationRecord } from "../protocol.ts";
+import type { Reconciler } from "./reconcile.ts";
+
+/** The server as its peer links see it; `HerdServer` implements it once. */
+export interface PeerHost {
+  /** This server's name, sent in the handshake. */
+  readonly name: string;
+  /** Reconciliation with the neighbours. */
+  readonly reconciler: Reconciler;
+  /** Whether `name` is a configured neighbour, so may link to us. */
+  isNeighbour(name: string): boolean;
+  /**
+   * A live record from neighbour `from`, sent with `waitMs` to acknowledge
+   * it. Returns a promise when the acknowledgement must wait for it (the
+   * record passed on and acknowledged further), or nothing when it may be
+   * acknowledged at once.
+   */
+  receive(record: LocationRecord, from: string, waitMs: number): Promise<void> | undefined;
+  /** A record `from` sent while reconciling: offered to the store and passed on if new; whether it was new. */
+  catchUp(record: LocationRecord, from: string): boolean;
+  /** `name` dialled us: it is back, so our own link to it should retry now. */
+  dialledBy(name: string): void;
+}

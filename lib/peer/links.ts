@@ -1,0 +1,98 @@
+/**
+ * A server's outbound links, one per neighbour: flooding a record to all of
+ * them but the one it came from, passing reconciliation records on, and
+ * picking a neighbour to reconcile with.
+ */
+
+import { type HerdConfig, neighboursOf, serverNamed } from "../config/config.ts";
+import { quote } from "../logging.ts";
+import type { LocationRecord } from "../protocol.ts";
+import { traffic } from "../traffic_log.ts";
+import type { PeerHost } from "./host.ts";
+import { PeerLink } from "./outbound.ts";
+
+const _SETTLED = Promise.resolve();
+const _nothing = () => {};
+
+/** The links from one server to each of its neighbours. */
+export class PeerLinks {
+  #links = new Map<string, PeerLink>();
+
+  /** Makes a link to each neighbour of `host` in `config`; none dials until {@linkcode PeerLinks.start}. */
+  constructor(host: PeerHost, config: HerdConfig) {
+    const { reconnectMinMs, reconnectMaxMs, ackTimeoutMs } = config.peers;
+    for (const neighbour of neighboursOf(config, host.name)) {
+      const peer = serverNamed(config, neighbour);
+      this.#links.set(
+        neighbour,
+        new PeerLink({
+          host,
+          neighbour,
+          dialHost: peer.peerDialHost,
+          dialPort: peer.peerDialPort,
+          reconnectMinMs,
+          reconnectMaxMs,
+          ackTimeoutMs,
+        }),
+      );
+    }
+  }
+
+  /** Whether `name` is a neighbour. */
+  has(name: string): boolean {
+    return this.#links.has(name);
+  }
+
+  /** The link to each neighbour, by name. */
+  get all(): ReadonlyMap<string, PeerLink> {
+    return this.#links;
+  }
+
+  /** Starts dialling every neighbour. */
+  start(): void {
+    for (const link of this.#links.values()) link.start();
+  }
+
+  /** `name` dialled us, so it is back: our link to it retries now. */
+  poke(name: string): void {
+    this.#links.get(name)?.poke();
+  }
+
+  /**
+   * Sends a stored record to every neighbour but `from`. With `waitMs` > 0,
+   * resolves once each live one acknowledged it or `waitMs` passed; with 0
+   * the records go unacknowledged and the promise is already settled.
+   */
+  flood(record: LocationRecord, from: string | undefined, waitMs: number): Promise<void> {
+    const sends: Promise<void>[] = [];
+    let to = "";
+    for (const [name, link] of this.#links) {
+      if (name === from) continue;
+      if (!link.up) {
+        traffic.event("peer", `Not forwarded to ${quote(name)}: link down`, "DBG");
+        continue;
+      }
+      to += to === "" ? name : "," + name;
+      const sent = link.sendAcknowledged(record, waitMs);
+      if (sent !== undefined) sends.push(sent);
+    }
+    if (to !== "") traffic.event("peer", `Forwarded to ${quote(to)}: ${quote(record.line)}`);
+    return sends.length === 0 ? _SETTLED : Promise.all(sends).then(_nothing);
+  }
+
+  /** Passes a record learnt by reconciling with `from` on to every other neighbour, as a reconciliation record. */
+  passOn(record: LocationRecord, from: string): void {
+    for (const [name, link] of this.#links) if (name !== from) link.sendUnacknowledged(record);
+  }
+
+  /** Reconciles with one live neighbour, chosen at random, to repair anything lost in flight. */
+  reconcileWithOne(): void {
+    const live = [...this.#links.values()].filter((link) => link.up);
+    if (live.length > 0) live[Math.floor(Math.random() * live.length)].reconcile();
+  }
+
+  /** Closes every link for good. */
+  async close(): Promise<void> {
+    await Promise.all([...this.#links.values()].map((link) => link.close()));
+  }
+}
