@@ -23,9 +23,11 @@ const _nothing = () => {};
 
 /** Options for {@linkcode HerdServer}. */
 export interface HerdServerOptions {
+  /** The herd's configuration. */
   config: HerdConfig;
   /** This server's name in the config. */
   name: string;
+  /** Where WHATSAT asks for places. */
   places: PlacesService;
 }
 
@@ -50,6 +52,7 @@ export class HerdServer implements PeerHost {
   #timers: ReturnType<typeof setInterval>[] = [];
   #stopping = false;
 
+  /** A server named in the config; nothing happens until {@linkcode HerdServer.start}. */
   constructor(options: HerdServerOptions) {
     this.name = options.name;
     this.#config = options.config;

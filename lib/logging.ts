@@ -11,7 +11,6 @@ import {
   getConsoleSink,
   getLogger,
   getTextFormatter,
-  type Logger,
   type LogRecord,
   withFilter,
 } from "@logtape/logtape";
@@ -20,14 +19,37 @@ import { getStreamFileSink } from "@logtape/file";
 /** The category of the traffic log's batches (see traffic_log.ts): written to the file as they are. */
 export const TRAFFIC_CATEGORY = "herd.traffic";
 
+/** Properties of a log message, named in its template: `"Link to {neighbour} is up"`. */
+export type LogProperties = Record<string, unknown>;
+
+/** A logger of one concern, at the levels the herd uses (LogTape's `Logger` behind it). */
+export interface HerdLogger {
+  /** Detail for whoever debugs. */
+  debug(message: string, properties?: LogProperties): void;
+  /** What happened, in the normal course. */
+  info(message: string, properties?: LogProperties): void;
+  /** Something an operator should look at. */
+  warning(message: string, properties?: LogProperties): void;
+  /** Something failed. */
+  error(message: string, properties?: LogProperties): void;
+}
+
+/** The loggers of the herd, one per concern. */
+export interface HerdLoggers {
+  /** Start-up, shutdown, the disk. */
+  server: HerdLogger;
+  /** Client connections. */
+  client: HerdLogger;
+  /** Peer links and reconciliation. */
+  peer: HerdLogger;
+  /** The Places service. */
+  places: HerdLogger;
+  /** The traffic log's batches (traffic_log.ts). */
+  traffic: HerdLogger;
+}
+
 /** Loggers by concern. */
-export const log: {
-  server: Logger;
-  client: Logger;
-  peer: Logger;
-  places: Logger;
-  traffic: Logger;
-} = {
+export const log: HerdLoggers = {
   server: getLogger(["herd", "server"]),
   client: getLogger(["herd", "client"]),
   peer: getLogger(["herd", "peer"]),
@@ -68,7 +90,7 @@ function _fileValue(value: unknown): string {
  * survives. Cheaper than LogTape's text formatter, which inspects every
  * value: this runs several times per command.
  */
-export function formatFileLine(record: LogRecord): string {
+function _formatFileLine(record: LogRecord): string {
   if (record.category.join(".") === TRAFFIC_CATEGORY) return record.properties.lines as string;
   let message = "";
   for (let i = 0; i < record.message.length; i++) {
@@ -103,7 +125,7 @@ export async function setupLogging(options: LoggingOptions): Promise<string> {
       // The stream sink: non-blocking, and its writes keep up with a busy server. The package's getFileSink with
       // nonBlocking issues one write per record and an fsync per flush; under load its buffer grew past 1 GB and
       // took minutes to drain after shutdown (400,000 records: 12.5 s to dispose, against 1 ms here).
-      file: getStreamFileSink(path, { formatter: formatFileLine, highWaterMark: 64 * 1024 }),
+      file: getStreamFileSink(path, { formatter: _formatFileLine, highWaterMark: 64 * 1024 }),
       console: getConsoleSink({ formatter: consoleFormatter }),
       consoleWarnings: withFilter(getConsoleSink({ formatter: consoleFormatter }), "warning"),
     },

@@ -32,15 +32,21 @@ export interface LocationRecord {
 
 /** A parsed IAMAT command. */
 export interface IamatCommand {
+  /** What the command is. */
   kind: "IAMAT";
+  /** The client ID. */
   clientId: string;
+  /** The location field as sent. */
   location: string;
+  /** The client's send time as sent. */
   clientTime: string;
 }
 
 /** A parsed WHATSAT command. */
 export interface WhatsatCommand {
+  /** What the command is. */
   kind: "WHATSAT";
+  /** The client asked about. */
   clientId: string;
   /** Radius in km, an unsigned decimal in (0, 50]. */
   radiusKm: string;

@@ -20,6 +20,7 @@ export type TrafficCategory = "client" | "peer" | "places";
 /** The levels traffic events are written at, as the log file writes them. */
 export type TrafficLevel = "DBG" | "INF";
 
+/** The batched log of high-volume events. */
 export class TrafficLog {
   #lines: string[] = [];
   #scheduled = false;

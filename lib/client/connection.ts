@@ -40,11 +40,14 @@ function _address(addr: Deno.Addr): string {
 
 /** A client connection being served; {@linkcode stop} makes it finish its replies and close. */
 export class ClientConnection {
+  /** The client's address, `host:port`, as the log names it. */
   readonly id: string;
+  /** Settles once the connection is closed. */
   readonly done: Promise<void>;
   #conn: Deno.Conn;
   #reader: ReadableStreamDefaultReader | undefined;
 
+  /** Starts serving `conn`: lines up to `maxLineBytes` go to the router in `context`. */
   constructor(conn: Deno.Conn, context: RouterContext, maxLineBytes: number) {
     this.#conn = conn;
     this.id = _address(conn.remoteAddr);

@@ -15,7 +15,9 @@ import type { LocationStore } from "../store/store.ts";
 export interface RouterContext {
   /** This server's name. */
   name: string;
+  /** The latest record of every client. */
   store: LocationStore;
+  /** Where WHATSAT asks for places. */
   places: PlacesService;
   /** Writes a record this server just stored to disk and floods it; resolves once both are done. */
   publish(record: LocationRecord): Promise<void>;

@@ -115,6 +115,26 @@ const _NAME = /^[A-Za-z0-9_.-]+$/;
 const _HOST_PORT = /^(.+):([0-9]+)$/;
 
 /** A link: a pair of names, each checked against the servers after the schema. */
+/** The config file's contents as the schema gives them, before the checks across keys. */
+export interface RawHerdConfig {
+  /** Server entries as written. */
+  servers: Map<string, { host: string; port: number; peerPort: number; peerAddress: string | undefined }>;
+  /** Links as written. */
+  links: [string, string][];
+  /** Places settings, defaults filled in. */
+  places: PlacesConfig;
+  /** Log directory, relative to the file. */
+  logDir: string;
+  /** Data directory, relative to the file. */
+  dataDir: string;
+  /** See {@linkcode HerdConfig.maxLineBytes}. */
+  maxLineBytes: number;
+  /** See {@linkcode HerdConfig.shutdownGraceMs}. */
+  shutdownGraceMs: number;
+  /** Peer settings, defaults filled in. */
+  peers: PeerConfig;
+}
+
 const _link: Schema<[string, string]> = {
   parse(value, path) {
     if (!Array.isArray(value) || value.length !== 2 || value.some((end) => typeof end !== "string")) {
@@ -169,7 +189,7 @@ const _peers = object({
 });
 
 /** Every key of `herd.config.json`: its type, range, default and meaning. */
-export const HERD_CONFIG_SCHEMA = object({
+export const HERD_CONFIG_SCHEMA: Schema<RawHerdConfig> = object({
   servers: required(
     mapOf(_server, {
       keyPattern: _NAME,

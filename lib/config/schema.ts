@@ -13,6 +13,7 @@ export type JsonSchema = { [key: string]: unknown };
 
 /** A config value that breaks its schema; the message names where, what was expected, and the value. */
 export class ConfigValueError extends Error {
+  /** The error's name. */
   override name = "ConfigValueError";
 }
 
@@ -43,10 +44,11 @@ export interface Field<T> {
 /** The type a schema gives its values. */
 export type Infer<S> = S extends Schema<infer T> ? T : never;
 
-type _FieldType<F> = F extends Field<infer T> ? T : never;
+/** The type of a field once parsed. */
+export type FieldType<F> = F extends Field<infer T> ? T : never;
 
 /** The parsed type of an object with these fields. */
-export type ObjectOf<F extends Record<string, Field<unknown>>> = { [K in keyof F]: _FieldType<F[K]> };
+export type ObjectOf<F extends Record<string, Field<unknown>>> = { [K in keyof F]: FieldType<F[K]> };
 
 function _fail(path: string, expected: string, value: unknown): never {
   throw new ConfigValueError(`${path} must be ${expected}, got ${JSON.stringify(value)}`);

@@ -102,6 +102,7 @@ export class LineSplitter {
  * write resolves.
  */
 export class LineStream extends TransformStream<Uint8Array, LineBatch> {
+  /** Lines longer than `maxLineBytes` (without `\n`) end the stream with an overflowing batch. */
   constructor(maxLineBytes: number) {
     const splitter = new LineSplitter(maxLineBytes);
     super({

@@ -34,6 +34,7 @@ export class AckTracker {
   #lagging = false;
   #sweeper: ReturnType<typeof setInterval> | undefined;
 
+  /** A tracker with nothing to wait for yet. */
   constructor(options: AckTrackerOptions) {
     this.#options = options;
   }

@@ -88,6 +88,7 @@ export class PeerLink {
   #retry: { timer: ReturnType<typeof setTimeout>; resolve: () => void } | undefined;
   #running: Promise<void> | undefined;
 
+  /** A link that dials once {@linkcode PeerLink.start} is called. */
   constructor(options: PeerLinkOptions) {
     this.neighbour = options.neighbour;
     this.#options = options;

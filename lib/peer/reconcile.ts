@@ -34,6 +34,7 @@ export class Reconciler {
   /** When each neighbour last started an exchange with us. */
   #startedBy = new Map<string, number>();
 
+  /** Reconciles `store` with the neighbours. */
   constructor(store: ReconcileStore) {
     this.#store = store;
   }

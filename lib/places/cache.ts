@@ -20,6 +20,7 @@ export class PlacesResult {
   readonly answer: PlacesAnswer;
   #bodies = new Map<number, Uint8Array>();
 
+  /** Wraps an answer; bodies are made when first asked for. */
   constructor(answer: PlacesAnswer) {
     this.answer = answer;
   }
@@ -55,7 +56,9 @@ export interface CachedPlacesOptions {
 
 /** Cache counters. */
 export interface CacheStats {
+  /** Searches answered from the cache. */
   hits: number;
+  /** Searches asked upstream. */
   misses: number;
   /** Searches that joined one already in flight. */
   shared: number;
@@ -64,6 +67,7 @@ export interface CacheStats {
 /** A caching, single-flight wrapper around a provider. */
 export class CachedPlaces implements PlacesProvider, PlacesService {
   readonly name: string;
+  /** What the cache has done so far. */
   readonly stats: CacheStats = { hits: 0, misses: 0, shared: 0 };
   #inner: PlacesProvider;
   #ttlMs: number;
@@ -72,6 +76,7 @@ export class CachedPlaces implements PlacesProvider, PlacesService {
   #entries = new Map<string, { result: PlacesResult; expires: number }>();
   #inflight = new Map<string, Promise<PlacesResult>>();
 
+  /** A cache in front of `inner`. */
   constructor(inner: PlacesProvider, options: CachedPlacesOptions) {
     this.name = inner.name;
     this.#inner = inner;

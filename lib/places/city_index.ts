@@ -11,7 +11,10 @@ import KDBush from "kdbush";
 export interface CityIndex {
   /** How many cities the index holds. */
   readonly count: number;
-  /** Kd-tree over the cities (x = longitude, y = latitude) for geokdbush's `around`. */
+  /**
+   * Kd-tree over the cities (x = longitude, y = latitude) for geokdbush's `around`.
+   * @ignore (a kdbush type, documented by that package)
+   */
   readonly spatialIndex: KDBush;
   /** Bytes held by the index's typed arrays, kd-tree included. */
   readonly estimatedBytes: number;

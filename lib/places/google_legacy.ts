@@ -15,6 +15,7 @@ export class GoogleLegacyPlaces implements PlacesProvider {
   #key: string;
   #timeoutMs: number;
 
+  /** A provider calling `options.url` with `options.key`. */
   constructor(options: GooglePlacesOptions) {
     this.#url = options.url;
     this.#key = options.key ?? "";

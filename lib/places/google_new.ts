@@ -7,7 +7,7 @@ import { type PlacesAnswer, placesError, type PlacesProvider, type PlacesQuery }
 import { fetchPlacesJson, type GooglePlacesOptions, missingKeyAnswer, scrubKey } from "./http.ts";
 
 /** Only the fields the legacy shape carries: Google bills by the fields asked for. */
-export const GOOGLE_NEW_FIELD_MASK = [
+export const GOOGLE_NEW_FIELD_MASK: string = [
   "places.id",
   "places.displayName",
   "places.shortFormattedAddress",
@@ -74,6 +74,7 @@ export class GoogleNewPlaces implements PlacesProvider {
   #key: string;
   #timeoutMs: number;
 
+  /** A provider calling `options.url` with `options.key`. */
   constructor(options: GooglePlacesOptions) {
     this.#url = options.url;
     this.#key = options.key ?? "";

@@ -11,7 +11,7 @@ import { UNSIGNED_DECIMAL } from "../decimal.ts";
 import { type PlacesAnswer, placesError, type PlacesProvider, type PlacesQuery } from "./provider.ts";
 
 /** GeoNames data is CC BY 4.0: every answer carries this credit. */
-export const GEONAMES_ATTRIBUTION = 'Place data from <a href="https://www.geonames.org/">GeoNames</a>, ' +
+export const GEONAMES_ATTRIBUTION: string = 'Place data from <a href="https://www.geonames.org/">GeoNames</a>, ' +
   'licensed under <a href="https://creativecommons.org/licenses/by/4.0/">CC BY 4.0</a>';
 
 /** Google's Nearby Search answers at most 20 results per page; so does this. */
@@ -37,6 +37,7 @@ export class OfflinePlaces implements PlacesProvider {
   #load: () => Promise<CityIndex>;
   #index: Promise<CityIndex> | undefined;
 
+  /** A provider whose index is loaded on first use (or by {@linkcode OfflinePlaces.warm}). */
   constructor(options: OfflinePlacesOptions = {}) {
     this.#load = options.load ?? loadCityIndex;
   }

@@ -66,11 +66,13 @@ const _CHECKPOINTER_URL = URL.createObjectURL(
 
 /** A database that cannot be opened or read: the server must not start on it. */
 export class CorruptDatabaseError extends Error {
+  /** The error's name. */
   override name = "CorruptDatabaseError";
 }
 
 /** An append-only, group-committed log of records. */
 export class RecordLog {
+  /** The database file. */
   readonly path: string;
   #db: DatabaseSync;
   #append: StatementSync;

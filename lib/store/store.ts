@@ -12,6 +12,7 @@ import { clientTimeOfLine, compareToLine, type LocationRecord, recordOfLine } fr
 /** Holds the greatest record seen for each client. */
 export class LocationStore {
   #lines = new Map<string, string>();
+  /** The digest of every stored record, kept current. */
   readonly digest: StoreDigest = new StoreDigest();
 
   /** Number of clients known. */
