@@ -361,7 +361,7 @@ async function main(): Promise<void> {
     "64",
   ]);
   // Right after the fill, RSS still holds the garbage of a million commands; V8's memory reducer gives it
-  // back once the server has been idle a while (about 20 s here). Report both: the lowest RSS seen over the
+  // back once the server has been idle a while (docs/PERFORMANCE.md, scenario 6). Report both: the lowest RSS seen over the
   // next 40 s is the settled figure.
   const justAfter = await rssBytes(solo.pid("Solo"));
   let settled = justAfter;

@@ -123,8 +123,8 @@ export async function setupLogging(options: LoggingOptions): Promise<string> {
   await configure({
     sinks: {
       // The stream sink: non-blocking, and its writes keep up with a busy server. The package's getFileSink with
-      // nonBlocking issues one write per record and an fsync per flush; under load its buffer grew past 1 GB and
-      // took minutes to drain after shutdown (400,000 records: 12.5 s to dispose, against 1 ms here).
+      // nonBlocking issues one write per record and an fsync per flush: under load it fell far behind and its
+      // buffer grew without bound (docs/PERFORMANCE.md, "What logging, the disk and the store cost").
       file: getStreamFileSink(path, { formatter: _formatFileLine, highWaterMark: 64 * 1024 }),
       console: getConsoleSink({ formatter: consoleFormatter }),
       consoleWarnings: withFilter(getConsoleSink({ formatter: consoleFormatter }), "warning"),

@@ -7,9 +7,9 @@ import { log } from "./logging.ts";
 
 /**
  * The high-volume events: every client line and reply, every record
- * received, stored, dropped and forwarded. A LogTape call costs several
- * microseconds, which at tens of thousands of events a second was half of
- * the herd's CPU; so each event is formatted at once into a log line of its
+ * received, stored, dropped and forwarded. A LogTape call per event is too
+ * costly at tens of thousands of events a second (docs/PERFORMANCE.md,
+ * "What logging, the disk and the store cost"); so each event is formatted at once into a log line of its
  * own (time, level, category, text), and the lines gathered until the
  * next timer tick (about a millisecond) go to LogTape together, as one
  * record the file sink writes out as it is. Only the file gets them.

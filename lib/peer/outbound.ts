@@ -183,7 +183,8 @@ export class PeerLink {
    * Wakes the writer at the end of this turn of the event loop, not at once:
    * every record stored while handling this turn's reads then goes out in
    * the same write. Under load that turns one write per record into one per
-   * batch, which is most of a server's cost.
+   * batch; socket operations are a large share of a server's time
+   * (docs/PERFORMANCE.md).
    */
   #wakeSoon(): void {
     if (this.#wakeScheduled) return;

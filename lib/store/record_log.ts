@@ -28,8 +28,9 @@ export const CHECKPOINT_INTERVAL_MS = 200;
  * source (a blob URL, so it needs no read permission on our code and a
  * compiled binary carries it). It opens its own connection to the database
  * and checkpoints the WAL every interval. A PASSIVE checkpoint never waits
- * on the server's writes, nor they on it; its syncs of the disk (about 5 ms
- * per 1,000 commits here) happen on this thread, not on the event loop.
+ * on the server's writes, nor they on it; its syncs of the disk happen on
+ * this thread, not on the event loop, where they stalled commits
+ * (docs/PERFORMANCE.md).
  * Self-contained on purpose: nothing from outside the function exists there.
  */
 function _checkpointer(): void {

@@ -1,9 +1,9 @@
 /**
  * The location store: the greatest record per client, in a `Map` from
  * client ID to its AT line, with the digest used for anti-entropy. Only the
- * line is kept, one flat string per client (177 resident bytes a client
- * with the map's own cost, measured with 1,000,000 clients); the other
- * fields are read back from it on demand.
+ * line is kept, one flat string per client (the cheapest `Map` layout
+ * measured: docs/PERFORMANCE.md, scenario 6); the other fields are read
+ * back from it on demand.
  */
 
 import { bucketOf, StoreDigest } from "./digest.ts";
