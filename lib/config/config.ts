@@ -8,6 +8,7 @@
 
 import {
   arrayOf,
+  boolean,
   ConfigValueError,
   httpUrl,
   type JsonSchema,
@@ -84,6 +85,8 @@ export interface PeerConfig {
   ackScope: AckScope;
   /** How often a server reconciles its store with one neighbour, in milliseconds. */
   reconcileIntervalMs: number;
+  /** Whether peer links run over mutually authenticated TLS (plain text only when set to false). */
+  tls: boolean;
 }
 
 /** A validated herd configuration. */
@@ -98,6 +101,8 @@ export interface HerdConfig {
   logDir: string;
   /** Directory of the servers' databases, absolute. */
   dataDir: string;
+  /** Directory of the herd's CA and the servers' certificates and keys, absolute. */
+  certDir: string;
   /** Longest accepted line in bytes, without its newline. */
   maxLineBytes: number;
   /** How long shutdown waits for replies in flight, in milliseconds. */
@@ -127,6 +132,8 @@ export interface RawHerdConfig {
   logDir: string;
   /** Data directory, relative to the file. */
   dataDir: string;
+  /** Certificate directory, relative to the file. */
+  certDir: string;
   /** See {@linkcode HerdConfig.maxLineBytes}. */
   maxLineBytes: number;
   /** See {@linkcode HerdConfig.shutdownGraceMs}. */
@@ -186,6 +193,12 @@ const _peers = object({
     5000,
     "How often a server reconciles its store with one neighbour, in milliseconds.",
   ),
+  tls: withDefault(
+    boolean(),
+    true,
+    "Peer links over mutually authenticated TLS with the certificates in certDir; false sends them in clear text, " +
+      "to anyone who connects (each server warns at start).",
+  ),
 });
 
 /** Every key of `herd.config.json`: its type, range, default and meaning. */
@@ -205,6 +218,11 @@ export const HERD_CONFIG_SCHEMA: Schema<RawHerdConfig> = object({
   places: required(_places, "The Places service that answers WHATSAT."),
   logDir: required(string(), "Directory of the log files (<Name>.log), relative to this file."),
   dataDir: withDefault(string(), "data", "Directory of the databases (<Name>.db), relative to this file."),
+  certDir: withDefault(
+    string(),
+    "certs",
+    "Directory of the herd's CA and each server's certificate and key (made on first start), relative to this file.",
+  ),
   maxLineBytes: withDefault(
     positiveInteger(),
     8192,
@@ -328,6 +346,7 @@ export function parseConfig(text: string, path: string): HerdConfig {
       places: raw.places,
       logDir: resolvePath(base, raw.logDir),
       dataDir: resolvePath(base, raw.dataDir),
+      certDir: resolvePath(base, raw.certDir),
       maxLineBytes: raw.maxLineBytes,
       shutdownGraceMs: raw.shutdownGraceMs,
       peers: raw.peers,

@@ -1,0 +1,236 @@
+/**
+ * The herd's certificates: a CA of its own, and for each server a key and a
+ * certificate signed by that CA, naming the server (subject CN, and a DNS
+ * name) and the addresses its peer port is dialled at. Made with
+ * `@peculiar/x509` on WebCrypto (ECDSA P-256), into `certDir`: `ca.crt`,
+ * `ca.key`, `<Name>.crt`, `<Name>.key`, every file 0600. Each certificate
+ * serves both ends of a link (server and client authentication).
+ */
+
+import type { HerdConfig, ServerConfig } from "../config/config.ts";
+
+/** How long the herd's CA is valid, in days. */
+const _CA_DAYS = 3650;
+/** How long a server's certificate is valid, in days. */
+const _SERVER_DAYS = 825;
+/** How long a server waits for another process that is making the certificates, in milliseconds. */
+const _WAIT_MS = 20_000;
+
+const _ALGORITHM = { name: "ECDSA", namedCurve: "P-256", hash: "SHA-256" };
+const _IPV4 = /^[0-9]{1,3}(?:\.[0-9]{1,3}){3}$/;
+
+/** The files of a herd's certificate directory. */
+export interface CertFiles {
+  /** The CA's certificate: every server trusts it. */
+  ca: string;
+  /** The CA's key: only `deno task certs` reads it, to make and renew server certificates. */
+  caKey: string;
+  /** A server's certificate. */
+  cert(name: string): string;
+  /** A server's key. */
+  key(name: string): string;
+}
+
+/** Where the certificates of `config` live. */
+export function certFiles(config: HerdConfig): CertFiles {
+  const dir = config.certDir;
+  return {
+    ca: `${dir}/ca.crt`,
+    caKey: `${dir}/ca.key`,
+    cert: (name) => `${dir}/${name}.crt`,
+    key: (name) => `${dir}/${name}.key`,
+  };
+}
+
+/** The names and addresses a server's certificate is valid for: its name, its host, and where it is dialled. */
+export function certificateNames(name: string, server: ServerConfig): { dns: string[]; ip: string[] } {
+  const dns = new Set([name]);
+  const ip = new Set<string>();
+  for (const host of [server.host, server.peerDialHost]) {
+    if (_IPV4.test(host) || host.includes(":")) ip.add(host.replace(/^\[|\]$/g, ""));
+    else dns.add(host);
+  }
+  return { dns: [...dns], ip: [...ip] };
+}
+
+function _serial(): string {
+  const bytes = crypto.getRandomValues(new Uint8Array(16));
+  bytes[0] &= 0x7f; // a positive serial number
+  return Array.from(bytes, (byte) => byte.toString(16).padStart(2, "0")).join("");
+}
+
+async function _writePrivate(path: string, text: string): Promise<void> {
+  // Written whole under a temporary name, then renamed: a reader never sees half a file.
+  const temporary = `${path}.${crypto.randomUUID()}.tmp`;
+  await Deno.writeTextFile(temporary, text, { mode: 0o600 });
+  await Deno.chmod(temporary, 0o600);
+  await Deno.rename(temporary, path);
+}
+
+async function _exists(path: string): Promise<boolean> {
+  try {
+    await Deno.stat(path);
+    return true;
+  } catch (error) {
+    if (error instanceof Deno.errors.NotFound) return false;
+    throw error;
+  }
+}
+
+/** A loaded or new CA: its certificate and signing key. */
+interface _Ca {
+  // deno-lint-ignore no-explicit-any
+  cert: any;
+  key: CryptoKey;
+}
+
+// The library is large (about a second to import): only the processes that make certificates load it.
+async function _x509() {
+  return await import("@peculiar/x509");
+}
+
+async function _newCa(herdName: string): Promise<{ ca: _Ca; keyPem: string }> {
+  const x509 = await _x509();
+  const keys = await crypto.subtle.generateKey(_ALGORITHM, true, ["sign", "verify"]) as CryptoKeyPair;
+  const now = Date.now();
+  const cert = await x509.X509CertificateGenerator.createSelfSigned({
+    serialNumber: _serial(),
+    name: `CN=${herdName} CA, O=herd`,
+    notBefore: new Date(now - 60_000),
+    notAfter: new Date(now + _CA_DAYS * 86_400_000),
+    signingAlgorithm: _ALGORITHM,
+    keys,
+    extensions: [
+      new x509.BasicConstraintsExtension(true, 0, true),
+      new x509.KeyUsagesExtension(x509.KeyUsageFlags.keyCertSign | x509.KeyUsageFlags.cRLSign, true),
+      await x509.SubjectKeyIdentifierExtension.create(keys.publicKey),
+    ],
+  });
+  const keyPem = x509.PemConverter.encode(await crypto.subtle.exportKey("pkcs8", keys.privateKey), "PRIVATE KEY");
+  return { ca: { cert, key: keys.privateKey }, keyPem };
+}
+
+async function _loadCa(files: CertFiles): Promise<_Ca> {
+  const x509 = await _x509();
+  const cert = new x509.X509Certificate(await Deno.readTextFile(files.ca));
+  const der = x509.PemConverter.decodeFirst(await Deno.readTextFile(files.caKey));
+  const key = await crypto.subtle.importKey("pkcs8", der, _ALGORITHM, false, ["sign"]);
+  return { cert, key };
+}
+
+async function _serverCertificate(
+  ca: _Ca,
+  name: string,
+  server: ServerConfig,
+): Promise<{ certPem: string; keyPem: string }> {
+  const x509 = await _x509();
+  const keys = await crypto.subtle.generateKey(_ALGORITHM, true, ["sign", "verify"]) as CryptoKeyPair;
+  const { dns, ip } = certificateNames(name, server);
+  const now = Date.now();
+  const cert = await x509.X509CertificateGenerator.create({
+    serialNumber: _serial(),
+    subject: `CN=${name}, O=herd`,
+    issuer: ca.cert.subject,
+    notBefore: new Date(now - 60_000),
+    notAfter: new Date(now + _SERVER_DAYS * 86_400_000),
+    signingAlgorithm: _ALGORITHM,
+    publicKey: keys.publicKey,
+    signingKey: ca.key,
+    extensions: [
+      new x509.BasicConstraintsExtension(false, undefined, true),
+      new x509.KeyUsagesExtension(x509.KeyUsageFlags.digitalSignature, true),
+      new x509.ExtendedKeyUsageExtension([x509.ExtendedKeyUsage.serverAuth, x509.ExtendedKeyUsage.clientAuth]),
+      new x509.SubjectAlternativeNameExtension([
+        ...dns.map((value) => ({ type: "dns" as const, value })),
+        ...ip.map((value) => ({ type: "ip" as const, value })),
+      ]),
+      await x509.AuthorityKeyIdentifierExtension.create(ca.cert),
+    ],
+  });
+  return {
+    certPem: cert.toString("pem") + "\n",
+    keyPem: x509.PemConverter.encode(await crypto.subtle.exportKey("pkcs8", keys.privateKey), "PRIVATE KEY"),
+  };
+}
+
+/** Options for {@linkcode makeCertificates}. */
+export interface MakeCertificatesOptions {
+  /** The servers to make (or remake) a key and certificate for; every server of the config by default. */
+  names?: string[];
+  /** Remake the servers' keys and certificates even where they exist (rotation); the CA is kept. */
+  renew?: boolean;
+}
+
+/**
+ * Makes the herd's certificates in `certDir`: the CA if there is none, and
+ * a key and certificate for each server that lacks one (or for the named
+ * servers, with `renew`). Returns the files written.
+ */
+export async function makeCertificates(config: HerdConfig, options: MakeCertificatesOptions = {}): Promise<string[]> {
+  const files = certFiles(config);
+  await Deno.mkdir(config.certDir, { recursive: true, mode: 0o700 });
+  const written: string[] = [];
+  let ca: _Ca;
+  if (await _exists(files.ca)) {
+    ca = await _loadCa(files);
+  } else {
+    const made = await _newCa(_herdLabel(config));
+    await _writePrivate(files.caKey, made.keyPem);
+    await _writePrivate(files.ca, made.ca.cert.toString("pem") + "\n");
+    written.push(files.caKey, files.ca);
+    ca = made.ca;
+  }
+  for (const name of options.names ?? [...config.servers.keys()]) {
+    const server = config.servers.get(name);
+    if (server === undefined) {
+      throw new RangeError(`Unknown server "${name}": expected one of ${[...config.servers.keys()].join(", ")}`);
+    }
+    if (!options.renew && await _exists(files.cert(name)) && await _exists(files.key(name))) continue;
+    const { certPem, keyPem } = await _serverCertificate(ca, name, server);
+    // The key first: a server that reads a new certificate then finds the key that goes with it.
+    await _writePrivate(files.key(name), keyPem);
+    await _writePrivate(files.cert(name), certPem);
+    written.push(files.key(name), files.cert(name));
+  }
+  return written;
+}
+
+function _herdLabel(config: HerdConfig): string {
+  return [...config.servers.keys()].slice(0, 3).join("-") + (config.servers.size > 3 ? "-..." : "");
+}
+
+/**
+ * Makes the certificates on first start, when `certDir` does not exist yet.
+ * Safe when several processes start at once: the one that creates the
+ * directory makes them, the others wait until their files are there.
+ * Returns what happened, for the console.
+ */
+export async function ensureCertificates(config: HerdConfig): Promise<"made" | "present" | "waited"> {
+  try {
+    await Deno.mkdir(config.certDir, { mode: 0o700 });
+  } catch (error) {
+    if (!(error instanceof Deno.errors.AlreadyExists)) throw error;
+    return await _waitForCertificates(config) ? "present" : "waited";
+  }
+  await makeCertificates(config);
+  return "made";
+}
+
+/** Waits until every server's files exist; true when they already did. Throws after a while, saying what to do. */
+async function _waitForCertificates(config: HerdConfig): Promise<boolean> {
+  const files = certFiles(config);
+  const needed = [files.ca, ...[...config.servers.keys()].flatMap((name) => [files.cert(name), files.key(name)])];
+  const deadline = Date.now() + _WAIT_MS;
+  for (let first = true;; first = false) {
+    const missing: string[] = [];
+    for (const path of needed) if (!await _exists(path)) missing.push(path);
+    if (missing.length === 0) return first;
+    if (Date.now() > deadline) {
+      throw new Error(
+        `The certificate directory ${config.certDir} exists but lacks ${missing.join(", ")}: ` +
+          "run `deno task certs` to make what is missing (or remove the directory to start over)",
+      );
+    }
+    await new Promise((resolve) => setTimeout(resolve, 50));
+  }
+}
