@@ -5,7 +5,7 @@
  * proxy in front of each server's peer port, and small TCP clients.
  */
 
-import { loadConfig, type PeerConfig, type PlacesConfig } from "../../lib/config.ts";
+import { loadConfig } from "../../lib/config.ts";
 import { serverRunArgs } from "../../lib/cli/launcher.ts";
 import { concatBytes, writeAll } from "../../lib/net/write.ts";
 import { type Fault, FaultProxy } from "./fault_proxy.ts";
@@ -54,10 +54,23 @@ export interface TestHerdOptions {
   names?: string[];
   /** Links between them; {@linkcode DEFAULT_LINKS} when omitted. */
   links?: [string, string][];
-  /** Extra `places` fields (provider, newUrl, cache settings). */
-  places?: Partial<PlacesConfig>;
-  /** `peers` settings (ackTimeoutMs, ackScope, reconcileIntervalMs) over the harness's fast reconnects. */
-  peers?: Partial<PeerConfig>;
+  /** Extra fields of the config's `places` (provider, newUrl, timeout and cache settings). */
+  places?: {
+    provider?: "auto" | "google-legacy" | "google-new" | "offline";
+    url?: string;
+    newUrl?: string;
+    timeoutMs?: number;
+    cacheTtlMs?: number;
+    cacheEntries?: number;
+  };
+  /** Fields of the config's `peers` (ackTimeoutMs, ackScope, reconcileIntervalMs) over the harness's fast reconnects. */
+  peers?: {
+    reconnectMinMs?: number;
+    reconnectMaxMs?: number;
+    ackTimeoutMs?: number;
+    ackScope?: "neighbours" | "herd";
+    reconcileIntervalMs?: number;
+  };
   /** Puts one {@linkcode FaultProxy} in front of each server's peer port: neighbours dial it (`peerAddress`). */
   faultProxies?: boolean;
   /** Extra top-level config fields; they replace what the options above wrote. */
