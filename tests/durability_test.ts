@@ -91,7 +91,11 @@ Deno.test({
   await waitForDigest(herd, "B", await herd.digestOf("A"));
   const sample = await exchange(herd.port("B"), "WHATSAT missed-4321 1 0\n");
   assert.equal(sample.split("\n")[0], replies[4321]);
-  assert.match(await herd.log("B"), /Reconciled with "A": received \d+ records, stored \d+/);
+  // B stores the records before it logs the reconciliation, and the log is written behind: await the line.
+  await waitFor(async () => /Reconciled with "A": received \d+ records, stored \d+/.test(await herd.log("B")), {
+    timeoutMs: 5_000,
+    what: "B's log to report the reconciliation with A",
+  });
 });
 
 Deno.test({
