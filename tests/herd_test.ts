@@ -40,7 +40,8 @@ function parseWhatsat(reply: string): { atLine: string; json: Record<string, unk
 
 /**
  * Sends a WHATSAT until the server knows the client (a record two hops away
- * arrives shortly after the IAMAT reply), for at most `timeoutMs`.
+ * arrives shortly after the IAMAT reply) and returns that reply; fails after
+ * `timeoutMs`.
  */
 async function exchangeUntilKnown(port: number, request: string, timeoutMs = 5000): Promise<string> {
   return await waitFor(async () => {
