@@ -2,22 +2,17 @@
 
 import assert from "node:assert/strict";
 import { exchange, HERD_TEST_PERMISSIONS, TestHerd } from "./testing/herd.ts";
-import { PeerProbe } from "./testing/peer_probe.ts";
+import { waitFor } from "./testing/wait.ts";
 
 const NOWHERE = "http://127.0.0.1:9/unused";
 
-async function digestOf(herd: TestHerd, name: string): Promise<string> {
-  using probe = await PeerProbe.connect(herd.peerPort(name), "Probe");
-  return await probe.digest();
-}
-
 /** Polls until `name`'s digest is `expected`; bounded. */
 async function waitForDigest(herd: TestHerd, name: string, expected: string, timeoutMs = 30_000): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (await digestOf(herd, name) !== expected) {
-    assert.ok(Date.now() < deadline, `${name} never reached the expected records`);
-    await new Promise((resolve) => setTimeout(resolve, 50));
-  }
+  await waitFor(async () => await herd.digestOf(name) === expected, {
+    timeoutMs,
+    stepMs: 50,
+    what: `${name} to reach the expected records`,
+  });
 }
 
 Deno.test({
@@ -62,11 +57,11 @@ Deno.test({
   for (const name of servers) await herd.start(name);
   // Each acknowledged record was on the disk of the server that acknowledged it; the others may have had it
   // only in memory (written behind), so they get it back by reconciling. Wait for that, bounded.
-  const deadline = Date.now() + 30_000;
-  while (new Set(await Promise.all(servers.map((name) => digestOf(herd, name)))).size !== 1) {
-    assert.ok(Date.now() < deadline, "the restarted herd did not converge");
-    await new Promise((resolve) => setTimeout(resolve, 50));
-  }
+  await waitFor(async () => new Set(await Promise.all(servers.map((name) => herd.digestOf(name)))).size === 1, {
+    timeoutMs: 30_000,
+    stepMs: 50,
+    what: "the restarted herd to converge",
+  });
   for (const name of servers) {
     for (const [client, line] of latest) {
       const answer = await exchange(herd.port(name), `WHATSAT ${client} 1 0\n`);
@@ -93,10 +88,14 @@ Deno.test({
   const replies = (await exchange(herd.port("A"), lines.join("\n") + "\n")).split("\n");
   assert.equal(replies.filter((reply) => reply.startsWith("AT A ")).length, 5000);
   await herd.start("B");
-  await waitForDigest(herd, "B", await digestOf(herd, "A"));
+  await waitForDigest(herd, "B", await herd.digestOf("A"));
   const sample = await exchange(herd.port("B"), "WHATSAT missed-4321 1 0\n");
   assert.equal(sample.split("\n")[0], replies[4321]);
-  assert.match(await herd.log("B"), /Reconciled with "A": received \d+ records, stored \d+/);
+  // B stores the records before it logs the reconciliation, and the log is written behind: await the line.
+  await waitFor(async () => /Reconciled with "A": received \d+ records, stored \d+/.test(await herd.log("B")), {
+    timeoutMs: 5_000,
+    what: "B's log to report the reconciliation with A",
+  });
 });
 
 Deno.test({

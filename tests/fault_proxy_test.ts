@@ -2,6 +2,8 @@
 
 import assert from "node:assert/strict";
 import { CUT, delay, DROP, FaultProxy, PASS, UNKNOWN_SOURCE } from "./testing/fault_proxy.ts";
+// `delay` here is the proxy's fault; the pause between writes is wait.ts's.
+import { checkThroughout, delay as pause, waitFor } from "./testing/wait.ts";
 
 const encoder = new TextEncoder();
 const decoder = new TextDecoder();
@@ -119,13 +121,7 @@ class Client implements AsyncDisposable {
   /** Polls until `done()` holds; fails after `timeoutMs`. Returns the milliseconds it took. */
   async until(done: () => boolean, what: string, timeoutMs = 3000): Promise<number> {
     const start = performance.now();
-    while (!done()) {
-      assert.ok(
-        performance.now() - start < timeoutMs,
-        `${what} within ${timeoutMs} ms; got ${JSON.stringify(this.text)}`,
-      );
-      await new Promise((resolve) => setTimeout(resolve, 5));
-    }
+    await waitFor(done, { timeoutMs, stepMs: 5, what: () => `${what}; got ${JSON.stringify(this.text)}` });
     return performance.now() - start;
   }
 
@@ -137,13 +133,10 @@ class Client implements AsyncDisposable {
   /** Watches for `ms` and fails if anything arrives or the connection ends. */
   async quietFor(ms: number): Promise<void> {
     const before = this.text;
-    const start = performance.now();
-    while (performance.now() - start < ms) {
+    await checkThroughout(() => {
       assert.equal(this.text, before, "nothing may arrive");
       assert.ok(!this.#ended, "the connection must stay open");
-      await new Promise((resolve) => setTimeout(resolve, 10));
-    }
-    assert.equal(this.text, before, "nothing may arrive");
+    }, { durationMs: ms, stepMs: 10 });
   }
 
   async #read(): Promise<void> {
@@ -206,7 +199,7 @@ Deno.test("FaultProxy reads a first line split over several writes", async () =>
   await using proxy = new FaultProxy({ targetPort: echo.port });
   proxy.set("Split", DROP);
   await using client = await Client.connect(proxy.port, "HEL");
-  await new Promise((resolve) => setTimeout(resolve, 20)); // let the first piece arrive on its own
+  await pause(20); // the first piece arrives on its own: the first line comes in two reads
   await client.write("LO Split\nlost\n");
   await client.until(() => proxy.stats("Split").droppedBytes === 5, "the record after HELLO dropped");
   assert.equal(echo.accepted, 0);
@@ -233,7 +226,7 @@ Deno.test("FaultProxy delay holds each chunk in each direction and keeps their o
   // A chunk sent after the delay is lifted must not overtake the ones still held.
   for (let i = 0; i < 10; i++) {
     await slow.write(`held ${i}\n`);
-    await new Promise((resolve) => setTimeout(resolve, 5));
+    await pause(5);
   }
   proxy.set("Slow", PASS);
   await slow.write("after\n");
@@ -265,7 +258,7 @@ Deno.test("FaultProxy drop also discards what the server sends", async () => {
     using conn = await listener.accept();
     await conn.read(new Uint8Array(100));
     await conn.write(encoder.encode("hi\n"));
-    await new Promise((resolve) => setTimeout(resolve, 200));
+    await pause(200);
     await conn.write(encoder.encode("late\n"));
     await conn.read(new Uint8Array(100)); // until the proxy closes
   })();

@@ -6,6 +6,7 @@
 import assert from "node:assert/strict";
 import { startFakePlaces } from "./testing/fake_places.ts";
 import { exchange, exchangeBytes, HERD_TEST_PERMISSIONS, TestHerd } from "./testing/herd.ts";
+import { waitFor } from "./testing/wait.ts";
 
 const KEY = "test-key-3f9a1c";
 const KIWI = "IAMAT kiwi.cs.ucla.edu +34.068930-118.445127 1621464827.959498503";
@@ -39,15 +40,14 @@ function parseWhatsat(reply: string): { atLine: string; json: Record<string, unk
 
 /**
  * Sends a WHATSAT until the server knows the client (a record two hops away
- * arrives shortly after the IAMAT reply), for at most `timeoutMs`.
+ * arrives shortly after the IAMAT reply) and returns that reply; fails after
+ * `timeoutMs`.
  */
 async function exchangeUntilKnown(port: number, request: string, timeoutMs = 5000): Promise<string> {
-  const deadline = performance.now() + timeoutMs;
-  while (true) {
+  return await waitFor(async () => {
     const reply = await exchange(port, request);
-    if (!reply.startsWith("? ") || performance.now() > deadline) return reply;
-    await new Promise((resolve) => setTimeout(resolve, 5));
-  }
+    return reply.startsWith("? ") ? undefined : reply;
+  }, { timeoutMs, stepMs: 5, what: `port ${port} to know the client of ${JSON.stringify(request)}` });
 }
 
 Deno.test({
@@ -59,7 +59,7 @@ Deno.test({
     placesUrl: fake.url,
     key: KEY,
     places: { provider: "google-legacy" },
-    extra: { peers: { ackScope: "herd" } },
+    peers: { ackScope: "herd" },
   });
   await herd.startAll();
   for (const [from, id] of [["Hill", "herd-scope-1"], ["Campbell", "herd-scope-2"], ["Singleton", "herd-scope-3"]]) {
@@ -299,7 +299,7 @@ Deno.test({
     key: KEY,
     names: ["A", "B", "C"],
     links: [["A", "B"], ["A", "C"]],
-    extra: { peers: { reconnectMinMs: 20, reconnectMaxMs: 200, ackTimeoutMs: 300 } },
+    peers: { ackTimeoutMs: 300 },
   });
   await herd.startAll();
   herd.signal("B", "SIGSTOP");
@@ -316,13 +316,12 @@ Deno.test({
   } finally {
     herd.signal("B", "SIGCONT");
   }
-  const deadline = Date.now() + 10_000;
-  while (true) {
-    const reply = await exchange(herd.port("B"), "WHATSAT walker 1 0\n");
-    if (reply.includes("1700000599")) break;
-    assert.ok(Date.now() < deadline, `B never got the latest record: ${reply.slice(0, 120)}`);
-    await new Promise((resolve) => setTimeout(resolve, 50));
-  }
+  let reply = "";
+  await waitFor(async () => (reply = await exchange(herd.port("B"), "WHATSAT walker 1 0\n")).includes("1700000599"), {
+    timeoutMs: 10_000,
+    stepMs: 50,
+    what: () => `B to get the latest record; it answers ${reply.slice(0, 120)}`,
+  });
 });
 
 Deno.test({
@@ -337,7 +336,7 @@ Deno.test({
   fake.mode = "hang";
   using conn = await Deno.connect({ hostname: "127.0.0.1", port });
   await conn.write(new TextEncoder().encode("WHATSAT kiwi.cs.ucla.edu 10 5\n"));
-  await new Promise((resolve) => setTimeout(resolve, 100)); // let the WHATSAT reach the fake
+  await fake.waitForRequest((request) => request.radius === "10000"); // the WHATSAT is in flight, held by the fake
   // Ctrl-C under `deno task herd` arrives twice (terminal and launcher); the second must not cut the first short.
   herd.signal("Solo", "SIGINT");
   const stopping = herd.stop("Solo", "SIGTERM");

@@ -8,6 +8,7 @@ import { concatBytes, writeAll } from "../lib/net/write.ts";
 import assert from "node:assert/strict";
 import { exchangeBytes, HERD_TEST_PERMISSIONS, TestHerd } from "./testing/herd.ts";
 import { inspectProcess, type ProcessStats } from "./testing/process_stats.ts";
+import { delay, waitFor } from "./testing/wait.ts";
 
 const encoder = new TextEncoder();
 const decoder = new TextDecoder();
@@ -21,10 +22,6 @@ const MAX_LINE_BYTES = 8192;
 const UCLA = "+34.068930-118.445127";
 /** {@linkcode UCLA} inside a regular expression. */
 const UCLA_PATTERN = UCLA.replace(/[+.]/g, "\\$&");
-
-function sleep(ms: number): Promise<void> {
-  return new Promise((resolve) => setTimeout(resolve, ms));
-}
 
 /** Whether `promise` settles (either way) within `ms`. */
 async function settlesWithin(promise: Promise<unknown>, ms: number): Promise<boolean> {
@@ -115,7 +112,7 @@ async function serveUntil(port: number, done: () => boolean): Promise<number[]> 
   const times: number[] = [];
   do {
     times.push(await assertServed(port));
-    await sleep(20);
+    await delay(20);
   } while (!done());
   return times;
 }
@@ -131,13 +128,11 @@ async function waitForStats(
   what: string,
   ms = 15_000,
 ): Promise<ProcessStats> {
-  const deadline = Date.now() + ms;
-  while (true) {
-    const stats = await inspectProcess(pid);
-    if (test(stats)) return stats;
-    assert.ok(Date.now() < deadline, `${what} within ${ms} ms; last: ${JSON.stringify(stats)}`);
-    await sleep(100);
-  }
+  let last: ProcessStats | undefined;
+  return await waitFor(async () => {
+    last = await inspectProcess(pid);
+    return test(last) && last;
+  }, { timeoutMs: ms, stepMs: 100, what: () => `${what}; last: ${JSON.stringify(last)}` });
 }
 
 /** How much of the server's log exists now: later lookups read only what comes after. */
@@ -157,13 +152,10 @@ async function waitForLog(
   what: string,
   ms = 10_000,
 ): Promise<string> {
-  const deadline = Date.now() + ms;
-  while (true) {
+  return await waitFor(async () => {
     const log = (await herd.log("Solo")).slice(mark);
-    if (test(log)) return log;
-    assert.ok(Date.now() < deadline, `the log shows ${what} within ${ms} ms`);
-    await sleep(100);
-  }
+    return test(log) && log;
+  }, { timeoutMs: ms, stepMs: 100, what: `the log to show ${what}` });
 }
 
 /** The log lines about client `port` (log values are quoted: `Client "127.0.0.1:5000" ...`). */
@@ -207,7 +199,8 @@ async function pipelineUntilBlocked(conn: Deno.Conn, commands: string[]): Promis
 /**
  * Lines the server logged (after `mark`) as received from client `port`,
  * and replies it logged as written (after each write completes), once the
- * log stops changing: received − answered is what it holds for that client.
+ * log stops changing for 300 ms: received − answered is what it holds for
+ * that client.
  */
 async function settledCounts(
   herd: TestHerd,
@@ -215,16 +208,16 @@ async function settledCounts(
   port: number,
 ): Promise<{ received: number; answered: number }> {
   let last = "";
-  while (true) {
-    await sleep(300);
+  return await waitFor(async () => {
     const lines = logLinesOf((await herd.log("Solo")).slice(mark), port);
     const counts = {
       received: lines.filter((line) => line.includes(`" < "`)).length,
       answered: lines.filter((line) => line.includes(`" > "`)).length,
     };
-    if (JSON.stringify(counts) === last) return counts;
+    const settled = JSON.stringify(counts) === last;
     last = JSON.stringify(counts);
-  }
+    return settled && counts;
+  }, { timeoutMs: 30_000, stepMs: 300, what: () => `the log about client ${port} to stop changing; last: ${last}` });
 }
 
 /** A small deterministic PRNG (mulberry32), so a failure can be replayed. */
@@ -377,7 +370,7 @@ Deno.test({
       const holding = await waitForStats(
         pid,
         (stats) => stats.openFiles >= base.openFiles + count,
-        `the server holds ${count} more descriptors`,
+        `the server to hold ${count} more descriptors`,
       );
       const times: number[] = [];
       for (let i = 0; i < 3; i++) times.push(await assertServed(port));
@@ -397,7 +390,7 @@ Deno.test({
     const after = await waitForStats(
       pid,
       (stats) => stats.openFiles <= base.openFiles + 2,
-      `the server closes all ${count} connections`,
+      `the server to close all ${count} connections`,
     );
     const ports = new Set(conns.map((conn) => conn.localAddr.port));
     await waitForLog(herd, mark, (log) => {
@@ -416,7 +409,7 @@ Deno.test({
       const request = `IAMAT ${id} ${UCLA} 1700000000.${i}\nWHATSAT ${id} 5 1\n`;
       for (const byte of encoder.encode(request)) {
         await conn.write(Uint8Array.of(byte));
-        await sleep(15);
+        await delay(15);
       }
       await conn.closeWrite();
       const { bytes, reset } = await readUntilClosed(conn);
@@ -563,7 +556,11 @@ Deno.test({
     for (let i = 0; i < 3; i++) await assertServed(port);
   });
 
-  const end = await waitForStats(pid, (stats) => stats.openFiles <= start.openFiles + 2, "connections all closed");
+  const end = await waitForStats(
+    pid,
+    (stats) => stats.openFiles <= start.openFiles + 2,
+    "every connection to be closed",
+  );
   console.log(`server at end: RSS ${end.rssKb} kB, ${end.openFiles} descriptors`);
   const { code, stderr } = await herd.stop("Solo", "SIGTERM");
   assert.equal(code, 0, stderr);
@@ -591,7 +588,7 @@ Deno.test({
     const during = await inspectProcess(pid);
     const { received, answered } = await settledCounts(herd, mark, conn.localAddr.port);
     const growthMb = (during.rssKb - before.rssKb) / 1024;
-    // README and lib/client_connection.ts: at most 256 replies may be outstanding per connection.
+    // README and lib/client/connection.ts: at most 256 replies may be outstanding per connection.
     assert.ok(
       received - answered <= 256 && growthMb < 100,
       `the server computed ${received} replies and wrote ${answered}: ${received - answered} outstanding; ` +

@@ -7,14 +7,15 @@
  * `--allow-run=deno,ip`: `nft` and the servers run through `ip netns exec`.
  * Without them the test is ignored and says why.
  *
- * Steps named "[catch-up]" need records that missed a server during the cut
- * to reach it after the heal; they fail until catch-up is implemented.
+ * Steps named "[catch-up]" check that records that missed a server during
+ * the cut reach it after the heal.
  */
 
 import assert from "node:assert/strict";
 import { loadConfig } from "../lib/config/config.ts";
 import { serverRunArgs } from "../lib/cli/launcher.ts";
 import { HERD_TEST_PERMISSIONS } from "./testing/herd.ts";
+import { waitFor } from "./testing/wait.ts";
 
 /** The test's private subnet; it exists only on the bridge inside the test's namespaces. */
 const SUBNET = "10.213.7";
@@ -33,9 +34,11 @@ const decoder = new TextDecoder();
  * The client, run inside the client namespace: `ask` prints the reply to one
  * request; `until` repeats the request until the reply matches a pattern;
  * `absent` repeats it for a while and fails if a reply ever matches. It prints
- * `{ "ok": boolean, "reply": string }`.
+ * `{ "ok": boolean, "reply": string }`. It polls with the tests' wait.ts,
+ * imported by its file URL (a static import needs no read permission).
  */
 const CLIENT_SCRIPT = `
+import { checkThroughout, waitFor } from ${JSON.stringify(import.meta.resolve("./testing/wait.ts"))};
 const [mode, host, port, request, pattern = "", ms = "0"] = Deno.args;
 const encoder = new TextEncoder();
 const decoder = new TextDecoder();
@@ -58,13 +61,18 @@ async function ask() {
   }
 }
 const regex = new RegExp(pattern);
-const end = Date.now() + Number(ms);
-let reply = await ask();
-let ok = mode === "ask" || (mode === "until" ? regex.test(reply) : !regex.test(reply));
-while (mode !== "ask" && Date.now() < end && (mode === "until" ? !ok : ok)) {
-  await new Promise((resolve) => setTimeout(resolve, 25));
+let reply = "";
+let ok = true;
+if (mode === "ask") {
   reply = await ask();
-  ok = mode === "until" ? regex.test(reply) : !regex.test(reply);
+} else if (mode === "until") {
+  // waitFor rejects only when the time is up: ask() never throws.
+  ok = await waitFor(async () => regex.test(reply = await ask()), { timeoutMs: Number(ms), stepMs: 25 })
+    .then(() => true, () => false);
+} else {
+  ok = await checkThroughout(async () => {
+    if (regex.test(reply = await ask())) throw new Error("matched");
+  }, { durationMs: Number(ms), stepMs: 25 }).then(() => true, () => false);
 }
 console.log(JSON.stringify({ ok, reply }));
 `;
@@ -176,7 +184,7 @@ class NetnsHerd implements AsyncDisposable {
       links: [["A", "B"], ["B", "C"]],
       places: { provider: "offline", url: "http://127.0.0.1:9/unused" },
       logDir: "logs",
-      // Periodic reconciliation well inside the [catch-up] deadline (the default is 5 s).
+      // Periodic reconciliation well inside the [catch-up] timeout (the default is 5 s).
       peers: { reconnectMinMs: 20, reconnectMaxMs: 200, ackTimeoutMs: ACK_TIMEOUT_MS, reconcileIntervalMs: 1000 },
     };
     await Deno.writeTextFile(`${this.dir}/herd.config.json`, JSON.stringify(config, null, 2));
@@ -283,14 +291,18 @@ async function assertStaysAway(herd: NetnsHerd, name: string, id: string): Promi
 
 /** Waits until a fresh record from `from` reaches `to`; each round sends a newer one in case a link was reconnecting. */
 async function waitFlowing(herd: NetnsHerd, from: string, to: string, ms: number): Promise<void> {
-  const deadline = Date.now() + ms;
   const id = `flow-${from}-${to}-${crypto.randomUUID().slice(0, 8)}`;
-  while (true) {
+  let reply = "";
+  await waitFor(async () => {
     const line = await iamat(herd, from, id);
-    const { ok, reply } = await herd.client("until", to, `WHATSAT ${id} 1 0\n`, `^${escape(line)}\\n`, 1000);
-    if (ok) return;
-    assert.ok(Date.now() < deadline, `no record from ${from} reached ${to} within ${ms} ms: ${reply.split("\n")[0]}`);
-  }
+    const answer = await herd.client("until", to, `WHATSAT ${id} 1 0\n`, `^${escape(line)}\\n`, 1000);
+    reply = answer.reply;
+    return answer.ok;
+  }, {
+    timeoutMs: ms,
+    stepMs: 0,
+    what: () => `a record from ${from} to reach ${to}; it answers ${reply.split("\n")[0]}`,
+  });
 }
 
 /** Drops every packet between B and C on the bridge: a black hole in the network. */
@@ -359,8 +371,8 @@ Deno.test({
     await waitFlowing(herd, "A", "C", 15_000);
     await waitFlowing(herd, "C", "A", 15_000);
   });
-  // Today TCP itself may deliver these: the records sat in the kernel's send buffer and are retransmitted after the
-  // heal. A link that was closed and reopened in between would lose them, which only catch-up makes good.
+  // TCP itself may deliver these: the records sat in the kernel's send buffer and are retransmitted after the heal.
+  // Had the link been closed and reopened in between, catch-up (reconciliation) would bring them.
   await t.step(
     "[catch-up] after the black hole heals, every server holds the records from during the cut",
     async () => {

@@ -3,171 +3,39 @@
  * of every server's peer port (the config's `peerAddress`), and the tests
  * cut, delay and black-hole single links of a line herd A–B–C.
  *
- * Steps named "[catch-up]" need records that missed a server during a
- * partition to reach it after the heal (reconciliation on link-up and
- * periodically). Until catch-up is implemented they fail; every other step
- * must pass.
+ * Steps named "[catch-up]" check that records that missed a server during a
+ * partition reach it after the heal (reconciliation on link-up and
+ * periodically).
  */
 
 import assert from "node:assert/strict";
-import { loadConfig } from "../lib/config/config.ts";
-import { serverRunArgs } from "../lib/cli/launcher.ts";
-import { CUT, delay, DROP, type Fault, FaultProxy, PASS } from "./testing/fault_proxy.ts";
-import { exchange, freePorts, HERD_TEST_PERMISSIONS } from "./testing/herd.ts";
+import { CUT, delay, DROP, PASS } from "./testing/fault_proxy.ts";
+import { exchange, HERD_TEST_PERMISSIONS, TestHerd, type TestHerdOptions } from "./testing/herd.ts";
+import { checkThroughout, waitFor } from "./testing/wait.ts";
 
 /** How long a [catch-up] step waits for a missed record after the heal. */
 const CATCH_UP_TIMEOUT_MS = 10_000;
 /** How long a record must stay away from a server on the far side of a fault. */
 const ABSENT_MS = 600;
 
-/** Options for {@linkcode ProxiedHerd.create}. */
-interface ProxiedHerdOptions {
-  names: string[];
-  links: [string, string][];
-  /** `peers.ackTimeoutMs`: how long an IAMAT reply waits for acknowledgements. */
-  ackTimeoutMs: number;
-  /** `peers.ackScope`: who acknowledges before the reply (the default: the neighbours). */
-  ackScope?: "neighbours" | "herd";
-}
-
-interface Running {
-  child: Deno.ChildProcess;
-  /** What the server printed to stderr so far (its warnings, such as a lagging link). */
-  stderr: string;
-  reading: Promise<void>;
-}
-
-/**
- * A herd of server processes whose peers dial each other through one
- * {@linkcode FaultProxy} per server. The config is written here rather
- * than by `TestHerd.create`, which cannot set `peerAddress`.
- */
-class ProxiedHerd implements AsyncDisposable {
-  readonly names: string[];
-  #dir: string;
-  #configPath: string;
-  #ports = new Map<string, number>();
-  #proxies = new Map<string, FaultProxy>();
-  #running = new Map<string, Running>();
-
-  private constructor(dir: string, names: string[]) {
-    this.#dir = dir;
-    this.#configPath = `${dir}/herd.config.json`;
-    this.names = names;
-  }
-
-  static async create(options: ProxiedHerdOptions): Promise<ProxiedHerd> {
-    const dir = await Deno.makeTempDir({ dir: "/tmp", prefix: "herd-partition-" });
-    const herd = new ProxiedHerd(dir, options.names);
-    const ports = freePorts(options.names.length * 2);
-    const servers: Record<string, unknown> = {};
-    options.names.forEach((name, index) => {
-      const [port, peerPort] = [ports[2 * index], ports[2 * index + 1]];
-      const proxy = new FaultProxy({ targetPort: peerPort });
-      herd.#ports.set(name, port);
-      herd.#proxies.set(name, proxy);
-      servers[name] = { host: "127.0.0.1", port, peerPort, peerAddress: proxy.address };
-    });
-    const config = {
-      servers,
-      links: options.links,
-      places: { provider: "offline", url: "http://127.0.0.1:9/unused" },
-      logDir: "logs",
-      // Reconciling every second keeps [catch-up] well inside its deadline: after a black hole heals no link comes
-      // up again, so the periodic reconciliation is the only way the lost records come back.
-      peers: {
-        reconnectMinMs: 20,
-        reconnectMaxMs: 200,
-        ackTimeoutMs: options.ackTimeoutMs,
-        reconcileIntervalMs: 1000,
-        ...(options.ackScope === undefined ? {} : { ackScope: options.ackScope }),
-      },
-    };
-    await Deno.writeTextFile(herd.#configPath, JSON.stringify(config, null, 2));
-    return herd;
-  }
-
-  /** Client port of `name`. */
-  port(name: string): number {
-    return this.#ports.get(name)!;
-  }
-
-  /** The proxy in front of `name`'s peer port. */
-  proxy(name: string): FaultProxy {
-    return this.#proxies.get(name)!;
-  }
-
-  /** Sets `fault` on the link between `a` and `b`, both ways: `a`'s connection to `b` and `b`'s to `a`. */
-  link(a: string, b: string, fault: Fault): void {
-    this.proxy(b).set(a, fault);
-    this.proxy(a).set(b, fault);
-  }
-
-  /** What `name` printed to stderr so far. */
-  stderr(name: string): string {
-    return this.#running.get(name)!.stderr;
-  }
-
-  /** Starts `name` with the flags `deno task serve` gives it; resolves once its client port accepts. */
-  async start(name: string): Promise<void> {
-    const config = await loadConfig(this.#configPath);
-    const child = new Deno.Command("deno", {
-      args: serverRunArgs(config, name, { keyPresent: false }),
-      stdin: "null",
-      stdout: "null",
-      stderr: "piped",
-    }).spawn();
-    const running: Running = { child, stderr: "", reading: Promise.resolve() };
-    running.reading = (async () => {
-      for await (const text of child.stderr.pipeThrough(new TextDecoderStream())) running.stderr += text;
-    })();
-    this.#running.set(name, running);
-    await poll(`${name} listening`, 10_000, async () => {
-      try {
-        (await Deno.connect({ hostname: "127.0.0.1", port: this.port(name) })).close();
-        return true;
-      } catch {
-        return false;
-      }
-    });
-  }
-
-  /** Starts every server and waits until records flow between all of them. */
-  async startAll(): Promise<void> {
-    await Promise.all(this.names.map((name) => this.start(name)));
-    for (const from of this.names) {
-      for (const to of this.names) if (from !== to) await waitFlowing(this, from, to, 10_000);
-    }
-  }
-
-  async [Symbol.asyncDispose](): Promise<void> {
-    for (const running of this.#running.values()) {
-      try {
-        running.child.kill("SIGKILL");
-      } catch { /* already exited */ }
-    }
-    await Promise.all([...this.#running.values()].map(async (running) => {
-      await running.child.status;
-      await running.reading;
-    }));
-    await Promise.all([...this.#proxies.values()].map((proxy) => proxy.close()));
-    await Deno.remove(this.#dir, { recursive: true });
-  }
-}
-
-/** Polls `check` every 25 ms until it holds; fails after `timeoutMs` naming `what`. */
-async function poll(what: string, timeoutMs: number, check: () => Promise<boolean> | boolean): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (!await check()) {
-    assert.ok(Date.now() < deadline, `Timed out after ${timeoutMs} ms waiting for ${what}`);
-    await new Promise((resolve) => setTimeout(resolve, 25));
-  }
+/** A line herd A–B–C whose peers dial each other through one fault proxy per server; WHATSAT answers offline. */
+function lineHerd(peers: TestHerdOptions["peers"]): Promise<TestHerd> {
+  return TestHerd.create({
+    placesUrl: "http://127.0.0.1:9/unused",
+    names: ["A", "B", "C"],
+    links: [["A", "B"], ["B", "C"]],
+    places: { provider: "offline" },
+    // Reconciling every second keeps [catch-up] well inside its timeout: after a black hole heals no link comes
+    // up again, so the periodic reconciliation is the only way the lost records come back.
+    peers: { reconcileIntervalMs: 1000, ...peers },
+    faultProxies: true,
+  });
 }
 
 let clock = 1_700_000_000;
 
 /** Sends an IAMAT for `id` at `name` with a client time later than any before; returns the AT line and how long the reply took. */
-async function iamat(herd: ProxiedHerd, name: string, id: string): Promise<{ line: string; ms: number }> {
+async function iamat(herd: TestHerd, name: string, id: string): Promise<{ line: string; ms: number }> {
   const time = ++clock;
   const start = performance.now();
   const reply = await exchange(herd.port(name), `IAMAT ${id} +1+1 ${time}\n`);
@@ -177,7 +45,7 @@ async function iamat(herd: ProxiedHerd, name: string, id: string): Promise<{ lin
 }
 
 /** The AT line `name` holds for `id`, or undefined when it knows no such client. */
-async function recordAt(herd: ProxiedHerd, name: string, id: string): Promise<string | undefined> {
+async function recordAt(herd: TestHerd, name: string, id: string): Promise<string | undefined> {
   const reply = await exchange(herd.port(name), `WHATSAT ${id} 1 0\n`);
   if (reply.startsWith("? ")) return undefined;
   assert.ok(reply.startsWith("AT "), `unexpected WHATSAT reply from ${name}: ${reply.slice(0, 200)}`);
@@ -185,50 +53,44 @@ async function recordAt(herd: ProxiedHerd, name: string, id: string): Promise<st
 }
 
 /** Asserts that `name` holds exactly `line` for `id` now, with no waiting. */
-async function assertHolds(herd: ProxiedHerd, name: string, id: string, line: string): Promise<void> {
+async function assertHolds(herd: TestHerd, name: string, id: string, line: string): Promise<void> {
   assert.equal(await recordAt(herd, name, id), line, `${name} must hold ${id} as soon as the IAMAT is answered`);
 }
 
 /** Polls until `name` holds exactly `line` for `id`. */
-async function waitHolds(herd: ProxiedHerd, name: string, id: string, line: string, timeoutMs: number) {
-  await poll(`${name} to hold ${line}`, timeoutMs, async () => await recordAt(herd, name, id) === line);
+async function waitHolds(herd: TestHerd, name: string, id: string, line: string, timeoutMs: number) {
+  await waitFor(async () => await recordAt(herd, name, id) === line, { timeoutMs, what: `${name} to hold ${line}` });
 }
 
 /** Watches `names` for `ABSENT_MS` and fails if any of them ever learns of `id`. */
-async function assertStaysAway(herd: ProxiedHerd, names: string[], id: string): Promise<void> {
-  const end = Date.now() + ABSENT_MS;
-  do {
+async function assertStaysAway(herd: TestHerd, names: string[], id: string): Promise<void> {
+  await checkThroughout(async () => {
     for (const name of names) {
       const line = await recordAt(herd, name, id);
       assert.equal(line, undefined, `${id} must not reach ${name} across the fault`);
     }
-    await new Promise((resolve) => setTimeout(resolve, 50));
-  } while (Date.now() < end);
+  }, { durationMs: ABSENT_MS, stepMs: 50 });
 }
 
 /**
  * Waits until a fresh record from `from` reaches `to`. A record flooded while
  * a link is still reconnecting skips it, so each round sends a newer one.
  */
-async function waitFlowing(herd: ProxiedHerd, from: string, to: string, timeoutMs: number): Promise<void> {
+async function waitFlowing(herd: TestHerd, from: string, to: string, timeoutMs: number): Promise<void> {
   const id = `flow-${from}-${to}-${crypto.randomUUID().slice(0, 8)}`;
   let line = "";
-  await poll(`a record from ${from} to reach ${to}`, timeoutMs, async () => {
+  await waitFor(async () => {
     if (line !== "" && await recordAt(herd, to, id) === line) return true;
     line = (await iamat(herd, from, id)).line;
     return await recordAt(herd, to, id) === line;
-  });
+  }, { timeoutMs, what: `a record from ${from} to reach ${to}` });
 }
 
 Deno.test({
   name: "a partition keeps records on their side of a cut link, and records flow again after the heal",
   permissions: HERD_TEST_PERMISSIONS,
 }, async (t) => {
-  await using herd = await ProxiedHerd.create({
-    names: ["A", "B", "C"],
-    links: [["A", "B"], ["B", "C"]],
-    ackTimeoutMs: 300,
-  });
+  await using herd = await lineHerd({ ackTimeoutMs: 300 });
   await herd.startAll();
   herd.link("B", "C", CUT);
   const cutAt = performance.now();
@@ -287,11 +149,7 @@ Deno.test({
   permissions: HERD_TEST_PERMISSIONS,
 }, async (t) => {
   // The default ackScope, "neighbours": 200 ms each way on A–B makes a record's round trip there 400 ms.
-  await using herd = await ProxiedHerd.create({
-    names: ["A", "B", "C"],
-    links: [["A", "B"], ["B", "C"]],
-    ackTimeoutMs: 1500,
-  });
+  await using herd = await lineHerd({ ackTimeoutMs: 1500 });
   await herd.startAll();
   herd.link("A", "B", delay(200));
 
@@ -318,12 +176,7 @@ Deno.test({
 }, async (t) => {
   // 200 ms each way through the proxy makes a record's round trip on A–B 400 ms; the 1500 ms budget covers it (and B
   // passes half, 750 ms, on to its own neighbours), so no link is marked lagging and every reply carries the guarantee.
-  await using herd = await ProxiedHerd.create({
-    names: ["A", "B", "C"],
-    links: [["A", "B"], ["B", "C"]],
-    ackTimeoutMs: 1500,
-    ackScope: "herd",
-  });
+  await using herd = await lineHerd({ ackTimeoutMs: 1500, ackScope: "herd" });
   await herd.startAll();
   herd.link("A", "B", delay(200));
 
@@ -359,12 +212,7 @@ Deno.test({
   // The A–B round trip (400 ms) is longer than the 250 ms budget: the first record across it waits the budget out
   // (B only waits 125 ms, half of what C gave it), the link is marked lagging, and then nobody waits on it.
   const budget = 250;
-  await using herd = await ProxiedHerd.create({
-    names: ["A", "B", "C"],
-    links: [["A", "B"], ["B", "C"]],
-    ackTimeoutMs: budget,
-    ackScope: "herd",
-  });
+  await using herd = await lineHerd({ ackTimeoutMs: budget, ackScope: "herd" });
   await herd.startAll();
   herd.link("A", "B", delay(200));
 
@@ -376,11 +224,10 @@ Deno.test({
   });
 
   await t.step("once B marks A lagging, IAMATs at B and C answer promptly and still reach everyone", async () => {
-    await poll(
-      "B to log that its link to A is lagging",
-      5_000,
-      () => /Link to "?A"? is lagging/.test(herd.stderr("B")),
-    );
+    await waitFor(() => /Link to "?A"? is lagging/.test(herd.stderr("B")), {
+      timeoutMs: 5_000,
+      what: "B to log that its link to A is lagging",
+    });
     for (let i = 0; i < 5; i++) {
       for (const name of ["B", "C"]) {
         const { line, ms } = await iamat(herd, name, `prompt-${name}-${i}`);
@@ -407,11 +254,7 @@ Deno.test({
   permissions: HERD_TEST_PERMISSIONS,
 }, async (t) => {
   const budget = 300;
-  await using herd = await ProxiedHerd.create({
-    names: ["A", "B", "C"],
-    links: [["A", "B"], ["B", "C"]],
-    ackTimeoutMs: budget,
-  });
+  await using herd = await lineHerd({ ackTimeoutMs: budget });
   await herd.startAll();
   herd.link("A", "B", DROP);
   const lost: { name: string; id: string; line: string }[] = [];
@@ -424,11 +267,10 @@ Deno.test({
       `the first reply waits for B's ack until the budget, took ${first.ms.toFixed(0)}`,
     );
     assert.ok(first.ms < budget + 300, `and no longer, took ${first.ms.toFixed(0)} ms`);
-    await poll(
-      "A to log that its link to B is lagging",
-      5_000,
-      () => /Link to "?B"? is lagging/.test(herd.stderr("A")),
-    );
+    await waitFor(() => /Link to "?B"? is lagging/.test(herd.stderr("A")), {
+      timeoutMs: 5_000,
+      what: "A to log that its link to B is lagging",
+    });
     for (let i = 1; i <= 5; i++) {
       const { line, ms } = await iamat(herd, "A", `hole-a${i}`);
       lost.push({ name: "A", id: `hole-a${i}`, line });
@@ -459,10 +301,10 @@ Deno.test({
     await waitFlowing(herd, "C", "A", 10_000);
     // Once A's link acknowledges in time again, A's replies again wait for B: B holds the record at reply time.
     let round = 0;
-    await poll("A's reply to carry the guarantee again", 5_000, async () => {
+    await waitFor(async () => {
       const { line } = await iamat(herd, "A", `healed-${round++}`);
       return await recordAt(herd, "B", `healed-${round - 1}`) === line;
-    });
+    }, { timeoutMs: 5_000, what: "A's reply to carry the guarantee again" });
   });
 
   await t.step("[catch-up] after the heal the black-holed records reach the other side", async () => {

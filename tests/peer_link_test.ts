@@ -4,6 +4,7 @@ import { PeerLink } from "../lib/peer/outbound.ts";
 import { Reconciler } from "../lib/peer/reconcile.ts";
 import type { LocationRecord } from "../lib/protocol.ts";
 import { LocationStore } from "../lib/store/store.ts";
+import { delay, waitFor } from "./testing/wait.ts";
 
 /** A server with an empty store that never gets anything from the neighbour. */
 const HOST: PeerHost = {
@@ -44,12 +45,12 @@ Deno.test({
     ackTimeoutMs: 200,
   });
   link.start();
-  while (!link.up) await new Promise((resolve) => setTimeout(resolve, 5));
+  await waitFor(() => link.up, { stepMs: 5, what: "the link to come up" });
   const waits: Promise<void>[] = [];
   for (let i = 0; i < 200_000; i++) {
     const sent = link.sendAcknowledged(record(`client-${i % 10}`, i), 200);
     if (i % 1000 === 0 && sent !== undefined) waits.push(sent); // undefined once lagging: nothing to wait for
-    if (i % 5000 === 0) await new Promise((resolve) => setTimeout(resolve, 0)); // let the writer fill the socket
+    if (i % 5000 === 0) await delay(0); // let the writer fill the socket
   }
   assert.ok(link.queued <= 10, `queued ${link.queued} records for 10 clients`);
   assert.ok(waits.length > 0, "the first sends, before the link was found lagging, wait for an acknowledgement");

@@ -3,6 +3,7 @@ import { DatabaseSync } from "node:sqlite";
 import { CorruptDatabaseError, RecordLog } from "../lib/store/record_log.ts";
 import type { LocationRecord } from "../lib/protocol.ts";
 import { inspectProcess } from "./testing/process_stats.ts";
+import { delay, waitFor } from "./testing/wait.ts";
 
 const PERMISSIONS: Deno.PermissionOptionsObject = { read: ["/tmp"], write: ["/tmp"] };
 
@@ -113,18 +114,24 @@ Deno.test({
     const path = `${dir}/Hill.db`;
     const { log } = RecordLog.open(path);
     try {
-      // Let the checkpointer start, so the commits no longer checkpoint: 300 commits stay below SQLite's own
-      // threshold of 1,000 pages anyway, so only the checkpointer can move them into the database file.
-      await new Promise((resolve) => setTimeout(resolve, 100));
+      // Await the checkpointer thread's first checkpoint, which copies the table's creation from the WAL into the
+      // database file: the thread is running, so the commits no longer checkpoint. 300 commits stay below SQLite's
+      // own threshold of 1,000 pages anyway, so only the checkpointer can move them into the database file.
+      const created = Deno.statSync(path).size;
+      await waitFor(() => Deno.statSync(path).size > created, {
+        timeoutMs: 5000,
+        stepMs: 5,
+        what: "the checkpointer thread's first checkpoint",
+      });
       const before = Deno.statSync(path).size;
       for (let i = 0; i < 300; i++) await log.append(record(`client-${i}`, `${i}.5`));
       const walPages = Deno.statSync(`${path}-wal`).size / 4096;
       assert.ok(walPages >= 300, `each commit wrote a page to the WAL (${walPages})`);
-      const deadline = Date.now() + 5000;
-      while (Deno.statSync(path).size <= before) {
-        assert.ok(Date.now() < deadline, "the database file did not grow within 5 s");
-        await new Promise((resolve) => setTimeout(resolve, 20));
-      }
+      await waitFor(() => Deno.statSync(path).size > before, {
+        timeoutMs: 5000,
+        stepMs: 20,
+        what: "the database file to grow",
+      });
     } finally {
       log.close();
     }
@@ -143,13 +150,17 @@ Deno.test({
     const cycle = async () => {
       const { log } = RecordLog.open(path);
       await log.append(record("kiwi", `${Math.random()}`.slice(2)));
-      await new Promise((resolve) => setTimeout(resolve, 5));
+      await delay(5); // the checkpointer thread is started (a 0 ms timer), so the close has a thread to end
       log.close();
     };
     await cycle(); // the first open loads SQLite and the worker runtime
     const before = await openFds();
     for (let i = 0; i < 100; i++) await cycle();
-    await new Promise((resolve) => setTimeout(resolve, 200));
-    const after = await openFds();
-    assert.ok(after <= before + 2, `file descriptors: ${before} before, ${after} after`);
+    // Ended threads close their databases' descriptors a moment after the close returns.
+    let after = 0;
+    await waitFor(async () => (after = await openFds()) <= before + 2, {
+      timeoutMs: 2000,
+      stepMs: 50,
+      what: () => `the descriptors to be closed; file descriptors: ${before} before, ${after} after`,
+    });
   }));

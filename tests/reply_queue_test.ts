@@ -1,6 +1,7 @@
 import assert from "node:assert/strict";
 import { ReplyQueue } from "../lib/client/reply_queue.ts";
 import { concatBytes, writeParts } from "../lib/net/write.ts";
+import { delay } from "./testing/wait.ts";
 
 const encoder = new TextEncoder();
 const decoder = new TextDecoder();
@@ -68,7 +69,7 @@ Deno.test("ReplyQueue writes replies in command order, the ready ones behind the
   queue.push("second\n");
   queue.push(encoder.encode("third\n"));
   const flushed = queue.flush();
-  await new Promise((resolve) => setTimeout(resolve, 5));
+  await delay(5); // time for a wrong early write to happen
   assert.equal(writes(), 0, "nothing goes out before the head is ready");
   release("first\n");
   await flushed;

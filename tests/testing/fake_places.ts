@@ -7,16 +7,20 @@
  * and can be told to fail the ways a real service fails.
  */
 
+import { waitFor } from "./wait.ts";
+
 /** How the fake answers: normally, with an HTTP error, with malformed JSON, or not at all. */
 export type FakePlacesMode = "ok" | "http-400" | "http-403" | "http-429" | "http-500" | "malformed" | "hang";
 
 /** One request the fake received. */
 export interface FakePlacesRequest {
+  /** Which API was called. */
   api: "legacy" | "new";
   /** `LAT,LNG` as sent (legacy) or rebuilt from the JSON numbers (New). */
   location: string | null;
   /** Radius in metres, as sent. */
   radius: string | null;
+  /** The key as sent: a query parameter (legacy) or the `X-Goog-Api-Key` header (New). */
   key: string | null;
   /** New only. */
   fieldMask?: string | null;
@@ -44,6 +48,9 @@ export interface FakePlaces extends AsyncDisposable {
   requests: FakePlacesRequest[];
   /** Changes how later requests are answered. */
   mode: FakePlacesMode;
+  /** Resolves with the first request recorded, before or after the call, that `match` accepts; rejects after `timeoutMs` (5 s). */
+  waitForRequest(match: (request: FakePlacesRequest) => boolean, timeoutMs?: number): Promise<FakePlacesRequest>;
+  /** Answers every request still held (`hang`) and stops listening. */
   close(): Promise<void>;
 }
 
@@ -102,6 +109,9 @@ export function startFakePlaces(options: FakePlacesOptions): FakePlaces {
     newUrl: "",
     requests: [],
     mode: "ok",
+    waitForRequest(match, timeoutMs = 5_000) {
+      return waitFor(() => fake.requests.find(match), { timeoutMs, stepMs: 5, what: "a matching Places request" });
+    },
     async close() {
       for (const release of hanging) release();
       await server.shutdown();

@@ -81,6 +81,7 @@ export class FaultProxy implements AsyncDisposable {
     },
   };
 
+  /** Starts listening on 127.0.0.1 and forwarding to the target. */
   constructor(options: FaultProxyOptions) {
     this.#target = { hostname: options.targetHost ?? "127.0.0.1", port: options.targetPort };
     this.#listener = Deno.listen({ hostname: "127.0.0.1", port: options.port ?? 0 });
@@ -144,6 +145,7 @@ export class FaultProxy implements AsyncDisposable {
     await Promise.all(connections.map((connection) => connection.done));
   }
 
+  /** {@linkcode FaultProxy.close}. */
   async [Symbol.asyncDispose](): Promise<void> {
     await this.close();
   }

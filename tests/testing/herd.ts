@@ -1,14 +1,18 @@
 /**
  * Test helpers that build the real thing cheaply: a herd of real server
  * processes on loopback with a generated config, started with exactly the
- * permission flags `deno task serve` gives them, and small TCP clients.
+ * permission flags `deno task serve` gives them, optionally with a fault
+ * proxy in front of each server's peer port, and small TCP clients.
  */
 
 import { loadConfig } from "../../lib/config/config.ts";
 import { serverRunArgs } from "../../lib/cli/launcher.ts";
 import { concatBytes, writeAll } from "../../lib/net/write.ts";
+import { type Fault, FaultProxy } from "./fault_proxy.ts";
+import { PeerProbe } from "./peer_probe.ts";
+import { waitFor } from "./wait.ts";
 
-/** The default herd's names and links. */
+/** The default herd's names. */
 export const DEFAULT_NAMES = ["Hill", "Jaquez", "Smith", "Campbell", "Singleton"];
 /** The default herd's links. */
 export const DEFAULT_LINKS: [string, string][] = [
@@ -46,25 +50,51 @@ export interface TestHerdOptions {
   placesUrl: string;
   /** Places API key given to the servers; none when undefined. */
   key?: string;
+  /** Server names; {@linkcode DEFAULT_NAMES} when omitted. */
   names?: string[];
+  /** Links between them; {@linkcode DEFAULT_LINKS} when omitted. */
   links?: [string, string][];
-  /** Extra `places` fields (provider, newUrl, cache settings). */
-  places?: Record<string, unknown>;
-  /** Extra top-level config fields. */
+  /** Extra fields of the config's `places` (provider, newUrl, timeout and cache settings). */
+  places?: {
+    provider?: "auto" | "google-legacy" | "google-new" | "offline";
+    url?: string;
+    newUrl?: string;
+    timeoutMs?: number;
+    cacheTtlMs?: number;
+    cacheEntries?: number;
+  };
+  /** Fields of the config's `peers` (ackTimeoutMs, ackScope, reconcileIntervalMs) over the harness's fast reconnects. */
+  peers?: {
+    reconnectMinMs?: number;
+    reconnectMaxMs?: number;
+    ackTimeoutMs?: number;
+    ackScope?: "neighbours" | "herd";
+    reconcileIntervalMs?: number;
+  };
+  /** Puts one {@linkcode FaultProxy} in front of each server's peer port: neighbours dial it (`peerAddress`). */
+  faultProxies?: boolean;
+  /** Extra top-level config fields; they replace what the options above wrote. */
   extra?: Record<string, unknown>;
 }
 
 interface _Running {
   child: Deno.ChildProcess;
-  stderr: Promise<string>;
+  /** What the server wrote to stderr so far. */
+  stderr: string;
+  /** Reads stderr until the server exits. */
+  reading: Promise<void>;
 }
 
 /** A herd of server processes for one test. */
 export class TestHerd implements AsyncDisposable {
+  /** The test's temporary directory: config, logs and databases. */
   readonly dir: string;
+  /** The generated config file. */
   readonly configPath: string;
+  /** The configured servers, started or not. */
   readonly names: string[];
   #ports = new Map<string, { port: number; peerPort: number }>();
+  #proxies = new Map<string, FaultProxy>();
   #running = new Map<string, _Running>();
   #key: string | undefined;
 
@@ -85,7 +115,13 @@ export class TestHerd implements AsyncDisposable {
     names.forEach((name, index) => {
       const entry = { host: "127.0.0.1", port: ports[2 * index], peerPort: ports[2 * index + 1] };
       herd.#ports.set(name, { port: entry.port, peerPort: entry.peerPort });
-      servers[name] = entry;
+      if (!options.faultProxies) {
+        servers[name] = entry;
+        return;
+      }
+      const proxy = new FaultProxy({ targetPort: entry.peerPort });
+      herd.#proxies.set(name, proxy);
+      servers[name] = { ...entry, peerAddress: proxy.address };
     });
     const config = {
       servers,
@@ -98,7 +134,7 @@ export class TestHerd implements AsyncDisposable {
         ...options.places,
       },
       logDir: "logs",
-      peers: { reconnectMinMs: 20, reconnectMaxMs: 200 },
+      peers: { reconnectMinMs: 20, reconnectMaxMs: 200, ...options.peers },
       ...options.extra,
     };
     await Deno.writeTextFile(herd.configPath, JSON.stringify(config, null, 2));
@@ -120,27 +156,27 @@ export class TestHerd implements AsyncDisposable {
       stdout: "null",
       stderr: "piped",
     }).spawn();
-    const stderr = new Response(child.stderr).text();
-    this.#running.set(name, { child, stderr });
+    const running: _Running = { child, stderr: "", reading: Promise.resolve() };
+    running.reading = (async () => {
+      for await (const text of child.stderr.pipeThrough(new TextDecoderStream())) running.stderr += text;
+    })();
+    this.#running.set(name, running);
     let exited: number | undefined;
     child.status.then((status) => exited = status.code);
-    const deadline = Date.now() + 10_000;
-    while (true) {
-      try {
-        const conn = await Deno.connect({ hostname: "127.0.0.1", port: this.port(name) });
-        conn.close();
-        return;
-      } catch {
-        if (exited !== undefined) {
-          const { stderr: text } = await this.stop(name, "SIGKILL");
-          throw new Error(`${name} exited with code ${exited} before listening: ${text}`);
-        }
-        if (Date.now() > deadline) {
-          await this.stop(name, "SIGKILL");
-          throw new Error(`${name} did not start listening within 10 s`);
-        }
-        await new Promise((resolve) => setTimeout(resolve, 20));
-      }
+    let listening = false;
+    try {
+      await waitFor(async () => (listening = await _accepts(this.port(name))) || exited !== undefined, {
+        timeoutMs: 10_000,
+        stepMs: 20,
+        what: `${name} to listen on its client port`,
+      });
+    } catch (error) {
+      await this.stop(name, "SIGKILL");
+      throw error;
+    }
+    if (!listening) {
+      const { stderr } = await this.stop(name, "SIGKILL");
+      throw new Error(`${name} exited with code ${exited} before listening: ${stderr}`);
     }
   }
 
@@ -157,11 +193,13 @@ export class TestHerd implements AsyncDisposable {
    * round sends newer probes.
    */
   async waitConverged(names: string[], timeoutMs = 10_000): Promise<void> {
-    const deadline = Date.now() + timeoutMs;
     const probes = names.map((name) => `probe-${name}-${crypto.randomUUID()}`);
-    for (let round = 1;; round++) {
+    let round = 0;
+    let missing: string[] = [];
+    await waitFor(async () => {
+      round++;
       await Promise.all(names.map((name, i) => exchange(this.port(name), `IAMAT ${probes[i]} +0+0 ${round}\n`)));
-      const missing: string[] = [];
+      missing = [];
       for (const name of names) {
         for (const probe of probes) {
           const reply = await exchange(this.port(name), `WHATSAT ${probe} 1 0\n`);
@@ -170,10 +208,8 @@ export class TestHerd implements AsyncDisposable {
           }
         }
       }
-      if (missing.length === 0) return;
-      if (Date.now() > deadline) throw new Error(`Herd not converged: missing ${missing.join(", ")}`);
-      await new Promise((resolve) => setTimeout(resolve, 25));
-    }
+      return missing.length === 0;
+    }, { timeoutMs, what: () => `the herd to converge; missing ${missing.join(", ")}` });
   }
 
   /** Sends `signal` to `name` and waits for it to exit; returns its status and what it wrote to stderr. */
@@ -185,7 +221,15 @@ export class TestHerd implements AsyncDisposable {
       running.child.kill(signal);
     } catch { /* already exited */ }
     const status = await running.child.status;
-    return { code: status.code, stderr: await running.stderr };
+    await running.reading;
+    return { code: status.code, stderr: running.stderr };
+  }
+
+  /** What `name`, running, has written to stderr so far (its warnings, such as a lagging link). */
+  stderr(name: string): string {
+    const running = this.#running.get(name);
+    if (running === undefined) throw new Error(`${name} is not running`);
+    return running.stderr;
   }
 
   /** Peer port of `name`. */
@@ -208,10 +252,40 @@ export class TestHerd implements AsyncDisposable {
     return Deno.readTextFile(`${this.dir}/logs/${name}.log`);
   }
 
-  /** Kills every server still running and removes the directory. */
+  /** The store digest of running `name`, asked over its peer port by a probe introduced as `as`, a configured neighbour that is never started. */
+  async digestOf(name: string, as = "Probe"): Promise<string> {
+    using probe = await PeerProbe.connect(this.peerPort(name), as);
+    return await probe.digest();
+  }
+
+  /** The fault proxy in front of `name`'s peer port; the herd must be created with `faultProxies`. */
+  proxy(name: string): FaultProxy {
+    const proxy = this.#proxies.get(name);
+    if (proxy === undefined) throw new Error(`${name} has no fault proxy: create the herd with faultProxies: true`);
+    return proxy;
+  }
+
+  /** Sets `fault` on the link between `a` and `b`, both ways: `a`'s connection to `b` and `b`'s to `a`. */
+  link(a: string, b: string, fault: Fault): void {
+    this.proxy(b).set(a, fault);
+    this.proxy(a).set(b, fault);
+  }
+
+  /** Kills every server still running, closes the fault proxies and removes the directory. */
   async [Symbol.asyncDispose](): Promise<void> {
     await Promise.all([...this.#running.keys()].map((name) => this.stop(name, "SIGKILL")));
+    await Promise.all([...this.#proxies.values()].map((proxy) => proxy.close()));
     await Deno.remove(this.dir, { recursive: true });
+  }
+}
+
+/** Whether something accepts a connection on `port` now. */
+async function _accepts(port: number): Promise<boolean> {
+  try {
+    (await Deno.connect({ hostname: "127.0.0.1", port })).close();
+    return true;
+  } catch {
+    return false;
   }
 }
 

@@ -45,6 +45,7 @@ export class PeerProbe implements Disposable {
     return this.#lines.shift()!;
   }
 
+  /** Closes the connection. */
   [Symbol.dispose](): void {
     this.#conn.close();
   }

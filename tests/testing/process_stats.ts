@@ -9,8 +9,11 @@ const decoder = new TextDecoder();
 
 /** Resident memory, open descriptors and descriptor limit of a process. */
 export interface ProcessStats {
+  /** Resident memory (`VmRSS`), in kB. */
   rssKb: number;
+  /** Open file descriptors. */
   openFiles: number;
+  /** The soft limit on open file descriptors; 1e9 when unlimited. */
   maxOpenFiles: number;
 }
 
