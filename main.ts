@@ -7,6 +7,8 @@
  *   main.ts compile       build dist/NAME for every server, permissions baked in
  *   main.ts flags NAME    print the permission flags server NAME runs with
  *   main.ts schema        print the JSON Schema of herd.config.json
+ *   main.ts certs [NAME]  make the herd's CA and each server's certificate (or NAME's), in a child with only
+ *                         the permissions that takes; --renew remakes the named servers' (rotation)
  *
  * Options: --config PATH (default herd.config.json), --out DIR (compile only, default dist).
  */
@@ -20,19 +22,21 @@ import {
   PLACES_KEY_VARIABLE,
 } from "./lib/config/config.ts";
 import { HerdServer } from "./lib/herd_server.ts";
-import { compileAll, keyPresentFor, serveAll, serveOne } from "./lib/cli/launcher.ts";
+import { ensureCertificates, makeCertificates } from "./lib/cli/certs.ts";
+import { compileAll, keyPresentFor, makeCertificatesInChild, serveAll, serveOne } from "./lib/cli/launcher.ts";
 import { log, setupLogging, shutdownLogging } from "./lib/logging.ts";
 import { traffic } from "./lib/traffic_log.ts";
 import { serverPermissionFlags } from "./lib/cli/permissions.ts";
 import { createPlaces } from "./lib/places/factory.ts";
 
-const USAGE = `Usage: main.ts <run|serve|herd|compile|flags|schema> [NAME] [--config PATH] [--out DIR]
+const USAGE = `Usage: main.ts <run|serve|herd|compile|flags|schema|certs> [NAME] [--config PATH] [--out DIR] [--renew]
   run NAME      run server NAME in this process
   serve NAME    run server NAME with exactly the permissions it needs
   herd          run every server of the config
   compile       build dist/NAME for each server (or only the NAMEs given)
   flags NAME    print the permission flags of server NAME
-  schema        print the JSON Schema of herd.config.json`;
+  schema        print the JSON Schema of herd.config.json
+  certs [NAME]  make the herd's CA and the servers' certificates (--renew: remake NAME's)`;
 
 function fail(message: string, code = 2): never {
   console.error(message);
@@ -62,7 +66,7 @@ async function runServer(config: HerdConfig, name: string): Promise<void> {
   }
   const server = new HerdServer({ config, name, places: places.places });
   try {
-    server.start();
+    await server.start();
     // After listening, so start-up stays fast; the first WHATSAT waits for this load if it comes first.
     places.warm().catch(() => {});
   } catch (error) {
@@ -82,7 +86,35 @@ async function runServer(config: HerdConfig, name: string): Promise<void> {
     })();
   };
   Deno.addSignalListener("SIGINT", () => stop("SIGINT"));
+  // SIGHUP: a rotated certificate is read now rather than within the minute.
+  Deno.addSignalListener("SIGHUP", () => server.reloadCertificates());
   Deno.addSignalListener("SIGTERM", () => stop("SIGTERM"));
+}
+
+/** `make-certs`: the work of `certs`, in this process (which may read and write `certDir`). */
+async function makeCertificatesHere(
+  config: HerdConfig,
+  names: string[],
+  flags: { renew: boolean; "if-missing": boolean },
+): Promise<void> {
+  try {
+    if (flags["if-missing"]) {
+      if (await ensureCertificates(config) === "made") {
+        console.log(`Made the herd's certificates in ${config.certDir} (first start)`);
+      }
+      return;
+    }
+    if (flags.renew && names.length === 0) fail("--renew needs the names of the servers whose certificates to remake");
+    const written = await makeCertificates(config, {
+      names: names.length === 0 ? undefined : names,
+      renew: flags.renew,
+    });
+    console.log(
+      written.length === 0 ? `Nothing to make: ${config.certDir} is complete` : `Wrote ${written.join(", ")}`,
+    );
+  } catch (error) {
+    fail(`Cannot make the certificates in ${config.certDir}: ${(error as Error).message}`, 1);
+  }
 }
 
 async function main(args: string[]): Promise<void> {
@@ -95,6 +127,8 @@ async function main(args: string[]): Promise<void> {
         config: { type: "string", default: "herd.config.json" },
         out: { type: "string", default: "dist" },
         help: { type: "boolean", short: "h" },
+        renew: { type: "boolean", default: false },
+        "if-missing": { type: "boolean", default: false },
       },
     });
   } catch (error) {
@@ -128,6 +162,15 @@ async function main(args: string[]): Promise<void> {
           names.length === 0 ? [...config.servers.keys()] : names.map((n) => requireName(config, n)),
         ),
       );
+    case "certs":
+      return Deno.exit(
+        await makeCertificatesInChild(config, {
+          names: names.map((n) => requireName(config, n)),
+          renew: parsed.values.renew,
+        }),
+      );
+    case "make-certs":
+      return await makeCertificatesHere(config, names.map((n) => requireName(config, n)), parsed.values);
     case "flags":
       console.log(
         serverPermissionFlags(config, requireName(config, names[0]), { keyPresent: keyPresentFor(config) }).join(" "),

@@ -8,7 +8,6 @@
  */
 
 import { exchange, TestHerd } from "../tests/testing/herd.ts";
-import { PeerProbe } from "../tests/testing/peer_probe.ts";
 
 const UPDATES = Number(Deno.args[0] ?? 100_000);
 const CONNECTIONS = 10;
@@ -17,11 +16,6 @@ async function pipelined(port: number, lines: string[]): Promise<void> {
   const replies = (await exchange(port, lines.join("\n") + "\n")).split("\n");
   const stored = replies.filter((reply) => reply.startsWith("AT ")).length;
   if (stored !== lines.length) throw new Error(`Expected ${lines.length} AT replies, got ${stored}`);
-}
-
-async function digestOf(port: number): Promise<string> {
-  using probe = await PeerProbe.connect(port, "Probe");
-  return await probe.digest();
 }
 
 await using herd = await TestHerd.create({
@@ -50,7 +44,7 @@ await Promise.all(Array.from({ length: CONNECTIONS }, (_, c) => {
   return pipelined(herd.port("A"), lines);
 }));
 const loadMs = performance.now() - started;
-const target = await digestOf(herd.peerPort("A"));
+const target = await herd.digestOf("A");
 
 const restart = Date.now();
 await herd.start("B");
@@ -58,7 +52,7 @@ let converged = 0;
 let polls = 0;
 while (true) {
   polls++;
-  if (await digestOf(herd.peerPort("B")) === target) {
+  if (await herd.digestOf("B") === target) {
     converged = Date.now();
     break;
   }

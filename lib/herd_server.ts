@@ -1,25 +1,33 @@
 /**
- * One server of the herd: the client and peer acceptors, the store and its
- * log on disk, the links to its neighbours and the Places provider, wired
- * together, with reconciliation and an orderly shutdown.
+ * One server of the herd, the composition root: the store and its log on
+ * disk, the client acceptor, the peer transport and links, and the Places
+ * service, wired together, with an orderly shutdown.
  */
 
 import { ClientConnection } from "./client/connection.ts";
-import { type HerdConfig, serverNamed } from "./config/config.ts";
+import type { RouterContext } from "./client/router.ts";
+import { certFiles, type HerdConfig, serverNamed } from "./config/config.ts";
 import { log, quote } from "./logging.ts";
 import { acceptLoop } from "./net/acceptor.ts";
-import { traffic } from "./traffic_log.ts";
 import type { PeerHost } from "./peer/host.ts";
-import { servePeer } from "./peer/inbound.ts";
+import { type InboundPeer, servePeer } from "./peer/inbound.ts";
 import { PeerLinks } from "./peer/links.ts";
 import { Reconciler } from "./peer/reconcile.ts";
+import { PeerTransport } from "./peer/transport.ts";
 import type { PlacesService } from "./places/cache.ts";
-import type { LocationRecord } from "./protocol.ts";
+import type { HerdRecordRules, LocationRecord } from "./protocol.ts";
 import { RecordLog } from "./store/record_log.ts";
-import type { RouterContext } from "./client/router.ts";
 import { LocationStore } from "./store/store.ts";
+import { traffic } from "./traffic_log.ts";
 
 const _nothing = () => {};
+
+/** How long a peer has for the TLS handshake, and then for its `HELLO`, in milliseconds. */
+const _PEER_HANDSHAKE_MS = 5000;
+/** How often the TLS files are looked at for a rotated certificate, in milliseconds (SIGHUP: at once). */
+const _CERT_CHECK_MS = 60_000;
+/** How long compaction waits between checks, in milliseconds. */
+const _COMPACT_CHECK_MS = 10_000;
 
 /** Options for {@linkcode HerdServer}. */
 export interface HerdServerOptions {
@@ -39,26 +47,41 @@ export class HerdServer implements PeerHost {
   readonly store: LocationStore = new LocationStore();
   /** Reconciliation with the neighbours. */
   readonly reconciler: Reconciler = new Reconciler(this.store);
+  /** What a record from a neighbour must keep to. */
+  readonly recordRules: HerdRecordRules;
   #config: HerdConfig;
   #places: PlacesService;
+  #transport: PeerTransport;
   #links: PeerLinks;
   #clientListener: Deno.TcpListener | undefined;
-  #peerListener: Deno.TcpListener | undefined;
+  #peerServer: { close(): void } | undefined;
   #clients = new Set<ClientConnection>();
-  #peerConns = new Set<Deno.Conn>();
-  #peerTasks = new Set<Promise<void>>();
-  #accepting: Promise<void>[] = [];
+  #peers = new Set<InboundPeer>();
+  #accepting: Promise<void> | undefined;
   #recordLog: RecordLog | undefined;
   #timers: ReturnType<typeof setInterval>[] = [];
   #stopping = false;
 
   /** A server named in the config; nothing happens until {@linkcode HerdServer.start}. */
   constructor(options: HerdServerOptions) {
-    this.name = options.name;
-    this.#config = options.config;
+    const { config, name } = options;
+    this.name = name;
+    this.#config = config;
     this.#places = options.places;
-    serverNamed(options.config, options.name);
-    this.#links = new PeerLinks(this, options.config);
+    serverNamed(config, name);
+    const longestName = Math.max(...[...config.servers.keys()].map((server) => server.length));
+    this.recordRules = {
+      servers: new Set(config.servers.keys()),
+      maxClientIdBytes: config.maxLineBytes,
+      // An AT line is its IAMAT's fields, a server name and a time difference longer.
+      maxLineBytes: config.maxLineBytes + longestName + 64,
+    };
+    const files = certFiles(config);
+    this.#transport = new PeerTransport({
+      files: config.peers.tls ? { ca: files.ca, cert: files.cert(name), key: files.key(name) } : null,
+      handshakeTimeoutMs: _PEER_HANDSHAKE_MS,
+    });
+    this.#links = new PeerLinks(this, config, this.#transport);
   }
 
   /** Path of this server's database. */
@@ -67,13 +90,15 @@ export class HerdServer implements PeerHost {
   }
 
   /**
-   * Loads the store from disk, listens on the client and peer ports, then
-   * starts the links; no network I/O happens before listening. Throws a
-   * `CorruptDatabaseError` before listening if the database is unusable.
+   * Loads the store from disk and the TLS files, listens on the client and
+   * peer ports, then starts the links; no network I/O happens before
+   * listening. Throws before listening if the database is unusable
+   * (`CorruptDatabaseError`) or a TLS file cannot be read.
    */
-  start(): void {
+  async start(): Promise<void> {
     const self = serverNamed(this.#config, this.name);
     const started = performance.now();
+    this.#transport.load();
     const { log: recordLog, records } = RecordLog.open(this.databasePath);
     this.#recordLog = recordLog;
     for (const record of records) this.store.offer(record);
@@ -83,46 +108,73 @@ export class HerdServer implements PeerHost {
       path: this.databasePath,
       ms: Math.round(performance.now() - started),
     });
+    // The peer port first: once the client port accepts, the whole server is up.
+    this.#peerServer = await this.#transport.listen({
+      host: self.host,
+      port: self.peerPort,
+      onPeer: (peer) => {
+        const inbound = servePeer(peer, this, {
+          helloTimeoutMs: _PEER_HANDSHAKE_MS,
+          // Half the interval: our neighbours keep to one exchange per interval, give or take their timers.
+          minExchangeIntervalMs: this.#config.peers.reconcileIntervalMs / 2,
+        });
+        this.#peers.add(inbound);
+        inbound.done.finally(() => this.#peers.delete(inbound));
+      },
+      onRefused: (address, reason) => {
+        log.peer.warning("Refused a peer connection from {address}: {reason}", { address, reason });
+      },
+    });
     this.#clientListener = Deno.listen({ hostname: self.host, port: self.port });
-    this.#peerListener = Deno.listen({ hostname: self.host, port: self.peerPort });
-    log.server.info("{name} listening for clients on {host}:{port} and peers on {host}:{peerPort}", {
+    log.server.info("{name} listening for clients on {host}:{port} and peers on {host}:{peerPort} ({security})", {
       name: this.name,
       host: self.host,
       port: self.port,
       peerPort: self.peerPort,
+      security: this.#transport.secure ? "mutually authenticated TLS" : "plain text",
     });
+    if (!this.#transport.secure) {
+      log.server.warning(
+        'Peer links are plain text ("peers": { "tls": false }): the peer port {host}:{peerPort} accepts anyone ' +
+          "who connects and says HELLO with a neighbour's name, and locations cross the network readable",
+        { host: self.host, peerPort: self.peerPort },
+      );
+    }
     const context: RouterContext = {
       name: this.name,
       store: this.store,
       places: this.#places,
-      publish: (record) => this.#publish(record, undefined, this.#config.peers.ackTimeoutMs),
+      publish: (record) => this.#publish(record, this.#config.peers.ackTimeoutMs),
     };
-    this.#accepting.push(this.#acceptClients(this.#clientListener, context));
-    this.#accepting.push(this.#acceptPeers(this.#peerListener));
-    this.#links.start();
-    this.#timers.push(setInterval(() => this.#links.reconcileWithOne(), this.#config.peers.reconcileIntervalMs));
-    this.#timers.push(setInterval(() => {
-      this.#recordLog?.compactIfWorthIt(() => this.store.lines(), this.store.size);
-    }, 10_000));
-  }
-
-  #acceptClients(listener: Deno.TcpListener, context: RouterContext): Promise<void> {
-    return acceptLoop(listener, "clients", (conn) => {
+    this.#accepting = acceptLoop(this.#clientListener, "clients", (conn) => {
       const client = new ClientConnection(conn, context, this.#config.maxLineBytes);
       this.#clients.add(client);
       client.done.finally(() => this.#clients.delete(client));
     });
+    this.#links.start();
+    const { reconcileIntervalMs } = this.#config.peers;
+    this.#timers.push(setInterval(() => this.#links.reconcileWithOne(reconcileIntervalMs), reconcileIntervalMs));
+    this.#timers.push(setInterval(() => {
+      this.#recordLog?.compactIfWorthIt(() => this.store.lines(), this.store.size);
+    }, _COMPACT_CHECK_MS));
+    if (this.#transport.secure) this.#timers.push(setInterval(() => this.reloadCertificates(), _CERT_CHECK_MS));
   }
 
-  #acceptPeers(listener: Deno.TcpListener): Promise<void> {
-    return acceptLoop(listener, "peers", (conn) => {
-      this.#peerConns.add(conn);
-      const task = servePeer(conn, this).finally(() => {
-        this.#peerConns.delete(conn);
-        this.#peerTasks.delete(task);
+  /**
+   * Reads the TLS files again, for a rotated certificate, key or CA: new
+   * links use them; links already up keep theirs. A file that cannot be
+   * read, or a key that does not match its certificate, keeps the old ones
+   * and is logged.
+   */
+  reloadCertificates(): void {
+    try {
+      if (this.#transport.reload()) log.server.info("{name} reloaded its TLS certificates", { name: this.name });
+    } catch (error) {
+      log.server.error("{name} kept its TLS certificates: {error}", {
+        name: this.name,
+        error: (error as Error).message,
       });
-      this.#peerTasks.add(task);
-    });
+    }
   }
 
   /** Whether `name` is one of our neighbours (PeerHost). */
@@ -172,14 +224,14 @@ export class HerdServer implements PeerHost {
   }
 
   /**
-   * A record this server just stored: on to disk (group commit) and to
-   * every live neighbour but `from`. Resolves when both are done: the
+   * A record this server just stored from an IAMAT: on to disk (group
+   * commit) and to every live neighbour. Resolves when both are done: the
    * record is committed and acknowledged by the live neighbours (or they
    * ran out of `waitMs`).
    */
-  #publish(record: LocationRecord, from: string | undefined, waitMs: number): Promise<void> {
+  #publish(record: LocationRecord, waitMs: number): Promise<void> {
     // The flood first: its writes are then scheduled ahead of the commit, which overlaps their round trips.
-    const flooded = this.#links.flood(record, from, waitMs);
+    const flooded = this.#links.flood(record, undefined, waitMs);
     return Promise.all([flooded, this.#recordLog?.append(record)]).then(_nothing);
   }
 
@@ -188,12 +240,11 @@ export class HerdServer implements PeerHost {
     if (this.#stopping) return;
     this.#stopping = true;
     log.server.info("{name} shutting down", { name: this.name });
-    for (const listener of [this.#clientListener, this.#peerListener]) {
-      try {
-        listener?.close();
-      } catch { /* already closed */ }
-    }
-    await Promise.all(this.#accepting);
+    try {
+      this.#clientListener?.close();
+    } catch { /* already closed */ }
+    this.#peerServer?.close();
+    await this.#accepting;
     const clients = [...this.#clients];
     for (const client of clients) client.stop();
     let timer: ReturnType<typeof setTimeout> | undefined;
@@ -211,12 +262,9 @@ export class HerdServer implements PeerHost {
     }
     this.#timers.forEach(clearInterval);
     await this.#links.close();
-    for (const conn of this.#peerConns) {
-      try {
-        conn.close();
-      } catch { /* already closed */ }
-    }
-    await Promise.all(this.#peerTasks);
+    const peers = [...this.#peers];
+    for (const peer of peers) peer.close();
+    await Promise.all(peers.map((peer) => peer.done));
     this.#recordLog?.close();
     traffic.flush(); // so the traffic of the last turn comes before the last line
     log.server.info("{name} stopped", { name: this.name });

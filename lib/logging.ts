@@ -62,6 +62,27 @@ export function quote(value: string): string {
   return JSON.stringify(value);
 }
 
+/** Longest text value a log line carries whole, in UTF-16 code units; longer ones are cut (see {@linkcode cutForLog}). */
+export const LOGGED_VALUE_MAX = 300;
+
+/**
+ * `value` cut to `max` code units for the log, its full length noted:
+ * a peer or client chooses what it sends, not how much of the log it fills.
+ */
+export function cutForLog(value: string, max: number = LOGGED_VALUE_MAX): string {
+  if (value.length <= max) return value;
+  return `${value.slice(0, max)}... (${new TextEncoder().encode(value).length} bytes in all)`;
+}
+
+// C0 and C1 controls and DEL: a value shown on a terminal must not move its cursor or change its colours.
+// deno-lint-ignore no-control-regex
+const _CONTROLS = /[\u0000-\u001f\u007f-\u009f]/g;
+
+/** A text value for the console: cut, with control characters written as `\u001b` escapes. */
+function _consoleText(value: string): string {
+  return cutForLog(value).replace(_CONTROLS, (c) => `\\u${c.charCodeAt(0).toString(16).padStart(4, "0")}`);
+}
+
 const _LEVELS: Record<string, string> = {
   trace: "TRC",
   debug: "DBG",
@@ -74,13 +95,13 @@ const _LEVELS: Record<string, string> = {
 function _fileValue(value: unknown): string {
   switch (typeof value) {
     case "string":
-      return JSON.stringify(value);
+      return JSON.stringify(cutForLog(value));
     case "number":
     case "bigint":
     case "boolean":
       return String(value);
     default:
-      return value instanceof Error ? JSON.stringify(value.message) : JSON.stringify(value) ?? String(value);
+      return value instanceof Error ? JSON.stringify(cutForLog(value.message)) : JSON.stringify(value) ?? String(value);
   }
 }
 
@@ -114,11 +135,12 @@ export interface LoggingOptions {
 export async function setupLogging(options: LoggingOptions): Promise<string> {
   await Deno.mkdir(options.logDir, { recursive: true });
   const path = `${options.logDir}/${options.name}.log`;
-  // The console is read by people: values unquoted. The file keeps them quoted, so a line's exact text survives.
+  // The console is read by people: values unquoted, but cut and with control characters escaped. The file keeps
+  // them quoted, so a line's exact text survives (cut to a bound too).
   const consoleFormatter = getTextFormatter({
     timestamp: "time",
     category: ".",
-    value: (value, inspect) => typeof value === "string" ? value : inspect(value),
+    value: (value, inspect) => typeof value === "string" ? _consoleText(value) : inspect(value),
   });
   await configure({
     sinks: {

@@ -8,6 +8,8 @@ import { compareDecimal, formatTimeDifference, isZeroDecimal, UNSIGNED_DECIMAL }
 /** Field separators: ASCII space, tab, LF, VT, FF and CR only; Unicode spaces are ordinary characters. */
 const ISO_6709 = /^([+-])([0-9]+(?:\.[0-9]+)?)([+-])([0-9]+(?:\.[0-9]+)?)$/;
 const SIGNED_DECIMAL = /^[+-][0-9]+(?:\.[0-9]+)?$/;
+/** A time difference as the herd writes it: a sign, whole seconds without leading zeros, exactly nine decimals. */
+const HERD_DIFFERENCE = /^(?:\+0|[+-][1-9][0-9]*|-0(?=\.[0-9]*[1-9]))\.[0-9]{9}$/;
 const INTEGER = /^[0-9]+$/;
 
 /** A client's location as the decimal strings it sent, sign included. */
@@ -168,6 +170,36 @@ export function parseRecordFields(fields: readonly string[]): LocationRecord | n
 }
 
 const _encoder = new TextEncoder();
+
+/** What a record from a peer must keep to, to be one the herd could have produced. */
+export interface HerdRecordRules {
+  /** The herd's server names: a record names the server that took its IAMAT. */
+  servers: ReadonlySet<string>;
+  /** Longest client ID in UTF-8 bytes. */
+  maxClientIdBytes: number;
+  /** Longest AT line in UTF-8 bytes. */
+  maxLineBytes: number;
+}
+
+/**
+ * Parses the six fields of an AT record from a peer, to the letter of what
+ * the herd produces: a configured server, a difference with a sign and
+ * exactly nine decimals, and a client ID, location and time an IAMAT
+ * would accept (the clock skew allowance is checked only by the server
+ * that took the IAMAT). Returns why not, in words, when it is not one.
+ */
+export function parseHerdRecord(fields: readonly string[], rules: HerdRecordRules): LocationRecord | string {
+  if (fields.length !== 6 || fields[0] !== "AT") return "not a six-field AT record";
+  const [, server, difference, clientId, location, clientTime] = fields;
+  if (!rules.servers.has(server)) return "names a server the herd does not have";
+  if (!HERD_DIFFERENCE.test(difference)) return "its time difference is not a sign, seconds and nine decimals";
+  if (_encoder.encode(clientId).length > rules.maxClientIdBytes) return "its client ID is too long";
+  if (parseLocation(location) === null) return "its location is not valid ISO 6709 within range";
+  if (!isClientTime(clientTime)) return "its client time is not POSIX seconds";
+  const line = ["AT", server, difference, clientId, location, clientTime].join(" ");
+  if (_encoder.encode(line).length > rules.maxLineBytes) return "it is longer than a line may be";
+  return { line, clientId, clientTime, location };
+}
 
 function _compareBytes(a: string, b: string): number {
   const x = _encoder.encode(a);

@@ -12,6 +12,7 @@
  */
 
 import assert from "node:assert/strict";
+import { makeCertificates } from "../lib/cli/certs.ts";
 import { loadConfig } from "../lib/config/config.ts";
 import { serverRunArgs } from "../lib/cli/launcher.ts";
 import { HERD_TEST_PERMISSIONS } from "./testing/herd.ts";
@@ -188,6 +189,8 @@ class NetnsHerd implements AsyncDisposable {
       peers: { reconnectMinMs: 20, reconnectMaxMs: 200, ackTimeoutMs: ACK_TIMEOUT_MS, reconcileIntervalMs: 1000 },
     };
     await Deno.writeTextFile(`${this.dir}/herd.config.json`, JSON.stringify(config, null, 2));
+    // Peer links over TLS, as by default: each certificate names its server's host address.
+    await makeCertificates(await loadConfig(`${this.dir}/herd.config.json`));
     await Deno.writeTextFile(`${this.dir}/client.ts`, CLIENT_SCRIPT);
   }
 

@@ -2,6 +2,7 @@ import assert from "node:assert/strict";
 import type { PeerHost } from "../lib/peer/host.ts";
 import { PeerLink } from "../lib/peer/outbound.ts";
 import { Reconciler } from "../lib/peer/reconcile.ts";
+import { PeerTransport } from "../lib/peer/transport.ts";
 import type { LocationRecord } from "../lib/protocol.ts";
 import { LocationStore } from "../lib/store/store.ts";
 import { delay, waitFor } from "./testing/wait.ts";
@@ -10,6 +11,7 @@ import { delay, waitFor } from "./testing/wait.ts";
 const HOST: PeerHost = {
   name: "A",
   reconciler: new Reconciler(new LocationStore()),
+  recordRules: { servers: new Set(["A", "Frozen"]), maxClientIdBytes: 256, maxLineBytes: 8192 },
   isNeighbour: () => true,
   receive: () => undefined,
   catchUp: () => false,
@@ -37,6 +39,7 @@ Deno.test({
   })();
   const link = new PeerLink({
     host: HOST,
+    transport: new PeerTransport({ files: null, handshakeTimeoutMs: 1000 }),
     neighbour: "Frozen",
     dialHost: "127.0.0.1",
     dialPort: listener.addr.port,

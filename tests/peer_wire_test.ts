@@ -1,8 +1,23 @@
 import assert from "node:assert/strict";
 import { formatAck, formatHello, formatRecord, parsePeerMessage } from "../lib/peer/wire.ts";
-import { type IamatCommand, recordFromIamat, splitFields } from "../lib/protocol.ts";
+import { type HerdRecordRules, type IamatCommand, recordFromIamat } from "../lib/protocol.ts";
 
-const INVALID = { kind: "invalid" };
+/** The default herd's names, with the default limits. */
+const RULES: HerdRecordRules = {
+  servers: new Set(["Hill", "Jaquez", "Smith", "Campbell", "Singleton"]),
+  maxClientIdBytes: 256,
+  maxLineBytes: 8192,
+};
+
+/** Parses a line with the default rules. */
+function parse(line: string) {
+  return parsePeerMessage(line, RULES);
+}
+
+/** Asserts `line` is refused, whatever the reason. */
+function assertInvalid(line: string, message?: string): void {
+  assert.equal(parse(line).kind, "invalid", message ?? line);
+}
 
 const RECORD = recordFromIamat(
   "Hill",
@@ -19,7 +34,7 @@ const RECORD = recordFromIamat(
 function reparse(message: string) {
   assert.ok(message.endsWith("\n"), "a peer message is one line");
   assert.equal(message.indexOf("\n"), message.length - 1, "a peer message is exactly one line");
-  return parsePeerMessage(splitFields(message.slice(0, -1)));
+  return parse(message.slice(0, -1));
 }
 
 Deno.test("formatHello() writes one HELLO line", () => {
@@ -66,7 +81,7 @@ Deno.test("parsePeerMessage() reads back a record with a Unicode client ID and a
 });
 
 Deno.test("parsePeerMessage() accepts a plain six-field AT record without sequence number", () => {
-  assert.deepEqual(parsePeerMessage(splitFields(RECORD.line)), {
+  assert.deepEqual(parse(RECORD.line), {
     kind: "RECORD",
     record: RECORD,
     seq: undefined,
@@ -75,27 +90,27 @@ Deno.test("parsePeerMessage() accepts a plain six-field AT record without sequen
 });
 
 Deno.test("parsePeerMessage() rejects a HELLO without exactly one name", () => {
-  assert.deepEqual(parsePeerMessage(["HELLO"]), INVALID);
-  assert.deepEqual(parsePeerMessage(["HELLO", "Hill", "Smith"]), INVALID);
+  assertInvalid("HELLO");
+  assertInvalid("HELLO Hill Smith");
 });
 
 Deno.test("parsePeerMessage() rejects a malformed ACK", () => {
   for (const line of ["ACK", "ACK 1 2", "ACK -1", "ACK +1", "ACK 1.5", "ACK abc", "ACK 1e3", "ACK 1234567890123456"]) {
-    assert.deepEqual(parsePeerMessage(splitFields(line)), INVALID, line);
+    assertInvalid(line, line);
   }
 });
 
 Deno.test("parsePeerMessage() rejects a record with a seventh field but no wait", () => {
-  assert.deepEqual(parsePeerMessage(splitFields(`${RECORD.line} 7`)), INVALID);
+  assertInvalid(`${RECORD.line} 7`);
 });
 
 Deno.test("parsePeerMessage() rejects a record with too many fields", () => {
-  assert.deepEqual(parsePeerMessage(splitFields(`${RECORD.line} 7 500 extra`)), INVALID);
+  assertInvalid(`${RECORD.line} 7 500 extra`);
 });
 
 Deno.test("parsePeerMessage() rejects a record with a malformed sequence number or wait", () => {
   for (const tail of ["x 500", "7 x", "-1 500", "7 -1", "1.5 500", "7 2.5", "1234567890123456 500"]) {
-    assert.deepEqual(parsePeerMessage(splitFields(`${RECORD.line} ${tail}`)), INVALID, tail);
+    assertInvalid(`${RECORD.line} ${tail}`, tail);
   }
 });
 
@@ -108,13 +123,47 @@ Deno.test("parsePeerMessage() rejects a malformed AT record", () => {
       "AT Hill +0.1 kiwi +34-118 1e9 7 500",
     ]
   ) {
-    assert.deepEqual(parsePeerMessage(splitFields(line)), INVALID, line);
+    assertInvalid(line, line);
   }
 });
 
 Deno.test("parsePeerMessage() rejects unknown and client messages", () => {
   for (const line of ["IAMAT kiwi +34-118 1", "WHATSAT kiwi 10 5", "hello Hill", "ack 1", "at Hill +0.1 kiwi +1+1 1"]) {
-    assert.deepEqual(parsePeerMessage(splitFields(line)), INVALID, line);
+    assertInvalid(line, line);
   }
-  assert.deepEqual(parsePeerMessage([]), INVALID);
+  assert.deepEqual(parse(""), { kind: "empty" });
+  assert.deepEqual(parse(" \t"), { kind: "empty" });
+});
+
+Deno.test("parsePeerMessage() refuses a record the herd could not have produced, saying why", () => {
+  const good = "AT Hill +0.263873386 kiwi +34.068930-118.445127 1621464827.959498503";
+  assert.equal(parse(good).kind, "RECORD");
+  const cases: [string, RegExp][] = [
+    ["AT Mallory +0.263873386 kiwi +34-118 1", /server the herd does not have/],
+    ["AT Hill +0.000000001 forged.client +1+1 99999999999.0", /^$/], // the issue's forgery is well-formed: refused by TLS
+    ["AT Hill +0.1 kiwi +34-118 1", /nine decimals/],
+    ["AT Hill 0.263873386 kiwi +34-118 1", /nine decimals/],
+    ["AT Hill +00.263873386 kiwi +34-118 1", /nine decimals/],
+    ["AT Hill -0.000000000 kiwi +34-118 1", /nine decimals/],
+    ["AT Hill +1e3.000000000 kiwi +34-118 1", /nine decimals/],
+    [`AT Hill +0.263873386 ${"k".repeat(257)} +34-118 1`, /client ID is too long/],
+    ["AT Hill +0.263873386 kiwi +91-118 1", /location/],
+    ["AT Hill +0.263873386 kiwi 34-118 1", /location/],
+    ["AT Hill +0.263873386 kiwi +34-118 -1", /client time/],
+    ["AT Hill +0.263873386 kiwi +34-118 1e9", /client time/],
+    ["AT Hill +0.263873386 kiwi +34-118", /six-field/],
+    ["AT Hill +0.263873386 kiwi +34-118 1 extra", /six-field/],
+    [`AT Hill +0.263873386 kiwi +34-118 1${"0".repeat(8200)}`, /longer than a line/],
+  ];
+  for (const [line, reason] of cases) {
+    const message = parse(line);
+    if (reason.source === "^$") {
+      assert.equal(message.kind, "RECORD", line);
+      continue;
+    }
+    assert.equal(message.kind, "invalid", line.slice(0, 80));
+    assert.match((message as { reason: string }).reason, reason, line.slice(0, 80));
+  }
+  assert.equal(parse("AT Hill -3.250000000 kiwi +1+1 1").kind, "RECORD", "a negative difference is fine");
+  assert.equal(parse("AT Hill -0.250000000 kiwi +1+1 1").kind, "RECORD", "so is one under a second");
 });

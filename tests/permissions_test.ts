@@ -1,6 +1,12 @@
 import assert from "node:assert/strict";
 import { type HerdConfig, parseConfig } from "../lib/config/config.ts";
-import { envTextSetsKey, MAIN_MODULE, serverCompileArgs, serverRunArgs } from "../lib/cli/launcher.ts";
+import {
+  certificateRunArgs,
+  envTextSetsKey,
+  MAIN_MODULE,
+  serverCompileArgs,
+  serverRunArgs,
+} from "../lib/cli/launcher.ts";
 import { serverNetAddresses, serverPermissionFlags, urlAddress } from "../lib/cli/permissions.ts";
 
 const DEFAULT_PATH = new URL("../herd.config.json", import.meta.url).pathname;
@@ -9,7 +15,7 @@ const DEFAULT_DIR = DEFAULT_PATH.slice(0, DEFAULT_PATH.lastIndexOf("/"));
 /** Hill with no key: `auto` is `offline`, so no Places host at all. */
 const HILL_FLAGS = [
   "--allow-net=127.0.0.1:12000,127.0.0.1:12100,127.0.0.1:12101,127.0.0.1:12102",
-  `--allow-read=${DEFAULT_PATH},${DEFAULT_DIR}/data`,
+  `--allow-read=${DEFAULT_PATH},${DEFAULT_DIR}/data,${DEFAULT_DIR}/certs/ca.crt,${DEFAULT_DIR}/certs/Hill.crt,${DEFAULT_DIR}/certs/Hill.key`,
   `--allow-write=${DEFAULT_DIR}/logs,${DEFAULT_DIR}/data`,
   "--allow-env=GOOGLE_PLACES_API_KEY",
 ];
@@ -104,7 +110,7 @@ Deno.test("serverNetAddresses() uses an http Places URL with its explicit port",
   ]);
   assert.deepEqual(serverPermissionFlags(config, "B", NO_KEY), [
     "--allow-net=localhost:13001,localhost:13101,127.0.0.1:13100,127.0.0.1:8080",
-    "--allow-read=/tmp/x/herd.config.json,/tmp/x/data",
+    "--allow-read=/tmp/x/herd.config.json,/tmp/x/data,/tmp/x/certs/ca.crt,/tmp/x/certs/B.crt,/tmp/x/certs/B.key",
     "--allow-write=/tmp/x/logs,/tmp/x/data",
     "--allow-env=GOOGLE_PLACES_API_KEY",
   ]);
@@ -163,4 +169,32 @@ Deno.test("envTextSetsKey() sees the key set in dotenv text, and only when it is
   assert.equal(envTextSetsKey("# GOOGLE_PLACES_API_KEY=abc"), false);
   assert.equal(envTextSetsKey("GOOGLE_PLACES_API_KEY_OLD=abc"), false);
   assert.equal(envTextSetsKey(""), false);
+});
+
+Deno.test("serverPermissionFlags() reads exactly its own TLS files, and none with plain-text links", async () => {
+  const config = await loadDefault();
+  const read = (name: string) => serverPermissionFlags(config, name, NO_KEY)[1].split("=")[1].split(",");
+  assert.deepEqual(read("Smith").slice(2), [
+    `${DEFAULT_DIR}/certs/ca.crt`,
+    `${DEFAULT_DIR}/certs/Smith.crt`,
+    `${DEFAULT_DIR}/certs/Smith.key`,
+  ]);
+  assert.ok(
+    !read("Smith").some((path) => path.includes("ca.key") || path.includes("Hill")),
+    "no CA key, no one else's",
+  );
+  config.peers.tls = false;
+  assert.deepEqual(read("Smith"), [DEFAULT_PATH, `${DEFAULT_DIR}/data`]);
+});
+
+Deno.test("certificateRunArgs() lets make-certs read the config and read and write certDir, nothing more", async () => {
+  const config = await loadDefault();
+  const args = certificateRunArgs(config, { names: ["Hill"], renew: true });
+  assert.deepEqual(args.slice(0, 4), [
+    "run",
+    "--no-prompt",
+    `--allow-read=${DEFAULT_PATH},${DEFAULT_DIR}/certs`,
+    `--allow-write=${DEFAULT_DIR}/certs`,
+  ]);
+  assert.deepEqual(args.slice(4), [MAIN_MODULE, "make-certs", "Hill", "--renew", "--config", DEFAULT_PATH]);
 });

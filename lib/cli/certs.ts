@@ -7,7 +7,7 @@
  * serves both ends of a link (server and client authentication).
  */
 
-import type { HerdConfig, ServerConfig } from "../config/config.ts";
+import { type CertFiles, certFiles, type HerdConfig, type ServerConfig } from "../config/config.ts";
 
 /** How long the herd's CA is valid, in days. */
 const _CA_DAYS = 3650;
@@ -18,29 +18,6 @@ const _WAIT_MS = 20_000;
 
 const _ALGORITHM = { name: "ECDSA", namedCurve: "P-256", hash: "SHA-256" };
 const _IPV4 = /^[0-9]{1,3}(?:\.[0-9]{1,3}){3}$/;
-
-/** The files of a herd's certificate directory. */
-export interface CertFiles {
-  /** The CA's certificate: every server trusts it. */
-  ca: string;
-  /** The CA's key: only `deno task certs` reads it, to make and renew server certificates. */
-  caKey: string;
-  /** A server's certificate. */
-  cert(name: string): string;
-  /** A server's key. */
-  key(name: string): string;
-}
-
-/** Where the certificates of `config` live. */
-export function certFiles(config: HerdConfig): CertFiles {
-  const dir = config.certDir;
-  return {
-    ca: `${dir}/ca.crt`,
-    caKey: `${dir}/ca.key`,
-    cert: (name) => `${dir}/${name}.crt`,
-    key: (name) => `${dir}/${name}.key`,
-  };
-}
 
 /** The names and addresses a server's certificate is valid for: its name, its host, and where it is dialled. */
 export function certificateNames(name: string, server: ServerConfig): { dns: string[]; ip: string[] } {

@@ -122,8 +122,55 @@ function _forwardSignals(children: Deno.ChildProcess[]): () => void {
   return () => handlers.forEach(([signal, handler]) => Deno.removeSignalListener(signal, handler));
 }
 
+/** Options for {@linkcode makeCertificatesInChild}. */
+export interface CertificateRunOptions {
+  /** The servers whose key and certificate to make or renew; every server when empty. */
+  names?: string[];
+  /** Remake the named servers' keys and certificates (rotation). */
+  renew?: boolean;
+  /** Only make them if `certDir` does not exist yet (first start); safe when several processes start at once. */
+  ifMissing?: boolean;
+}
+
+/**
+ * The `deno run` arguments of `main.ts make-certs`: it may read the config
+ * and read and write `certDir`, nothing more.
+ */
+export function certificateRunArgs(config: HerdConfig, options: CertificateRunOptions = {}): string[] {
+  return [
+    "run",
+    "--no-prompt",
+    `--allow-read=${config.path},${config.certDir}`,
+    `--allow-write=${config.certDir}`,
+    MAIN_MODULE,
+    "make-certs",
+    ...(options.names ?? []),
+    ...(options.renew ? ["--renew"] : []),
+    ...(options.ifMissing ? ["--if-missing"] : []),
+    "--config",
+    config.path,
+  ];
+}
+
+/**
+ * Makes the herd's certificates in a child process with exactly the
+ * permissions that takes (the launcher itself may not touch `certDir`);
+ * resolves to its exit code.
+ */
+export async function makeCertificatesInChild(
+  config: HerdConfig,
+  options: CertificateRunOptions = {},
+): Promise<number> {
+  const child = _spawn(certificateRunArgs(config, options), false);
+  return (await child.status).code;
+}
+
 /** Runs server `name` in a child process with its permissions; resolves to its exit code. */
 export async function serveOne(config: HerdConfig, name: string): Promise<number> {
+  if (config.peers.tls) {
+    const code = await makeCertificatesInChild(config, { ifMissing: true });
+    if (code !== 0) return code;
+  }
   const child = _spawn(
     serverRunArgs(config, name, { envFile: envFileFor(config), keyPresent: keyPresentFor(config) }),
     false,
@@ -143,6 +190,10 @@ async function _prefix(stream: ReadableStream<Uint8Array>, prefix: string, out: 
 
 /** Runs every server of the herd, prefixing their output with their names; Ctrl-C stops them all. */
 export async function serveAll(config: HerdConfig): Promise<number> {
+  if (config.peers.tls) {
+    const code = await makeCertificatesInChild(config, { ifMissing: true });
+    if (code !== 0) return code;
+  }
   const names = [...config.servers.keys()];
   const width = Math.max(...names.map((name) => name.length));
   const options = { envFile: envFileFor(config), keyPresent: keyPresentFor(config) };

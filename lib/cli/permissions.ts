@@ -2,12 +2,13 @@
  * The exact Deno permission flags one server needs, computed from the
  * config: its own listen addresses, its neighbours' peer addresses, the
  * chosen Places provider's host (none for `offline`), reading the config,
- * writing the log directory, reading and writing the data directory, and
- * the key variable. `serve`, `herd`,
- * `compile` and the tests all use these.
+ * writing the log directory, reading and writing the data directory,
+ * reading its own TLS certificate and key and the herd's CA certificate,
+ * and the key variable. `serve`, `herd`, `compile` and the tests all use
+ * these.
  */
 
-import { type HerdConfig, neighboursOf, PLACES_KEY_VARIABLE, serverNamed } from "../config/config.ts";
+import { certFiles, type HerdConfig, neighboursOf, PLACES_KEY_VARIABLE, serverNamed } from "../config/config.ts";
 import { chooseProvider, providerUrl } from "../places/provider.ts";
 
 /** Options for {@linkcode serverPermissionFlags}. */
@@ -40,11 +41,18 @@ export function serverNetAddresses(config: HerdConfig, name: string, options: Pe
   return [...new Set(addresses)];
 }
 
+/** The TLS files server `name` reads: the CA certificate, its own certificate and key (none with plain links). */
+export function serverCertificateFiles(config: HerdConfig, name: string): string[] {
+  if (!config.peers.tls) return [];
+  const files = certFiles(config);
+  return [files.ca, files.cert(name), files.key(name)];
+}
+
 /** The permission flags for running server `name` of `config`, and nothing more. */
 export function serverPermissionFlags(config: HerdConfig, name: string, options: PermissionOptions): string[] {
   return [
     `--allow-net=${serverNetAddresses(config, name, options).join(",")}`,
-    `--allow-read=${config.path},${config.dataDir}`,
+    `--allow-read=${[config.path, config.dataDir, ...serverCertificateFiles(config, name)].join(",")}`,
     `--allow-write=${config.logDir},${config.dataDir}`,
     `--allow-env=${PLACES_KEY_VARIABLE}`,
   ];

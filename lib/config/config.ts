@@ -389,6 +389,29 @@ export function serverNamed(config: HerdConfig, name: string): ServerConfig {
   return server;
 }
 
+/** The files of a herd's certificate directory. */
+export interface CertFiles {
+  /** The CA's certificate: every server trusts it. */
+  ca: string;
+  /** The CA's key: only `deno task certs` reads it, to make and renew server certificates. */
+  caKey: string;
+  /** A server's certificate. */
+  cert(name: string): string;
+  /** A server's key. */
+  key(name: string): string;
+}
+
+/** Where the certificates of `config` live. */
+export function certFiles(config: HerdConfig): CertFiles {
+  const dir = config.certDir;
+  return {
+    ca: `${dir}/ca.crt`,
+    caKey: `${dir}/ca.key`,
+    cert: (name) => `${dir}/${name}.crt`,
+    key: (name) => `${dir}/${name}.key`,
+  };
+}
+
 /** Warnings about a valid but doubtful herd: a graph that is not connected. */
 export function configWarnings(config: HerdConfig): string[] {
   const names = [...config.servers.keys()];

@@ -1,6 +1,6 @@
 /** What a server gives its peer links, inbound and outbound: the one seam between links and server. */
 
-import type { LocationRecord } from "../protocol.ts";
+import type { HerdRecordRules, LocationRecord } from "../protocol.ts";
 import type { Reconciler } from "./reconcile.ts";
 
 /** The server as its peer links see it; `HerdServer` implements it once. */
@@ -9,6 +9,8 @@ export interface PeerHost {
   readonly name: string;
   /** Reconciliation with the neighbours. */
   readonly reconciler: Reconciler;
+  /** What a record from a neighbour must keep to. */
+  readonly recordRules: HerdRecordRules;
   /** Whether `name` is a configured neighbour, so may link to us. */
   isNeighbour(name: string): boolean;
   /**

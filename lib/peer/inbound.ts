@@ -1,131 +1,128 @@
 /**
- * One inbound peer connection: a neighbour's link to us. The first line
- * must be `HELLO <name>` from a configured neighbour; then each live record
- * is offered to the server and acknowledged once handled, each
- * reconciliation record is offered too, and each `DIGEST` is answered
- * (peer/reconcile.ts).
+ * One inbound peer connection: a neighbour's link to us. With TLS its
+ * certificate has already proved which server it is (peer/transport.ts);
+ * its first line must be `HELLO <that name>`, from a configured neighbour,
+ * within a few seconds. Then each live record is checked, offered to the
+ * server and acknowledged once handled, each reconciliation record is
+ * offered too, and each `DIGEST` is answered (peer/reconcile.ts). Lines a
+ * neighbour could not have sent are logged (quoted and cut) and dropped; a
+ * link that keeps sending them, or stops reading what we send, is closed.
  */
 
 import { setImmediate } from "node:timers";
-import { log } from "../logging.ts";
-import { readLineBatches } from "../net/line_stream.ts";
-import { writeParts } from "../net/write.ts";
-import { splitFields } from "../protocol.ts";
+import { cutForLog, log } from "../logging.ts";
+import { LineSocket } from "../net/line_socket.ts";
+import type { LocationRecord } from "../protocol.ts";
 import type { PeerHost } from "./host.ts";
+import type { AcceptedPeer } from "./transport.ts";
 import { formatAck, parsePeerMessage, PEER_MAX_LINE_BYTES, type PeerMessage } from "./wire.ts";
+
+/** Options for {@linkcode servePeer}. */
+export interface InboundOptions {
+  /** How long a dialler has to introduce itself (`HELLO`), in milliseconds. */
+  helloTimeoutMs: number;
+  /** The least time between two full reconciliations a link may ask for, in milliseconds. */
+  minExchangeIntervalMs: number;
+}
+
+/** Invalid lines a link may send before it is closed. */
+const _MAX_INVALID_LINES = 16;
+/** Bytes of replies a neighbour may leave unread before its link is closed: it does not read. */
+const _MAX_UNREAD_BYTES = 4 * 1024 * 1024;
+/** Size of one write of a reconciliation answer. */
+const _ANSWER_CHUNK_BYTES = 64 * 1024;
 
 const _decoder = new TextDecoder();
 
-/**
- * What goes back to the neighbour (acknowledgements, reconciliation
- * answers): gathered during a turn of the event loop and written together,
- * one write per turn.
- */
-class _Replies {
-  #conn: Deno.Conn;
-  #out = "";
-  #writing: Promise<void> | undefined;
-  #failed = false;
-
-  constructor(conn: Deno.Conn) {
-    this.#conn = conn;
-  }
-
-  /** Books a write at the end of this turn, even with nothing to send yet (see {@linkcode InboundLink}). */
-  schedule(): void {
-    this.#writing ??= new Promise<void>((resolve) => setImmediate(resolve)).then(() => this.#flush());
-  }
-
-  /** Adds `text` to this turn's write. */
-  send(text: string): void {
-    this.#out += text;
-    this.schedule();
-  }
-
-  /** Resolves once everything sent so far is written (or the connection failed). */
-  async done(): Promise<void> {
-    await this.#writing;
-  }
-
-  async #flush(): Promise<void> {
-    while (this.#out !== "" && !this.#failed) {
-      const text = this.#out;
-      this.#out = "";
-      try {
-        await writeParts(this.#conn, [text]);
-      } catch {
-        this.#failed = true;
-      }
-    }
-    this.#writing = undefined;
-  }
-}
-
 /** A neighbour's link to us, being served. */
 class InboundLink {
-  #conn: Deno.Conn;
+  #peer: AcceptedPeer;
   #host: PeerHost;
-  #replies: _Replies;
+  #options: InboundOptions;
+  #conn: LineSocket;
   /** The neighbour, once it said `HELLO`. */
   #name: string | undefined;
+  #helloTimer: ReturnType<typeof setTimeout> | undefined;
+  /** Acknowledgements and short answers gathered this turn, written together at its end. */
+  #out = "";
+  #flushScheduled = false;
   /** Acknowledgements waiting on records being passed on (`ackScope` herd). */
   #handling = new Set<Promise<void>>();
+  /** A reconciliation answer being written, and when the last full one began. */
+  #answering: Promise<void> | undefined;
+  #lastExchange = -Infinity;
+  #refusedExchanges = 0;
+  #invalid = 0;
   /** Reconciliation records received in this read, and how many of them were new. */
   #caughtUp = 0;
   #stored = 0;
 
-  constructor(conn: Deno.Conn, host: PeerHost) {
-    this.#conn = conn;
+  constructor(peer: AcceptedPeer, host: PeerHost, options: InboundOptions) {
+    this.#peer = peer;
     this.#host = host;
-    this.#replies = new _Replies(conn);
-  }
-
-  /** Reads and handles lines until the link closes or breaks the protocol. */
-  async serve(): Promise<void> {
-    try {
-      for await (const batch of readLineBatches(this.#conn, PEER_MAX_LINE_BYTES)) {
-        for (const bytes of batch.lines) {
-          const line = _decoder.decode(bytes);
-          const fields = splitFields(line);
-          if (fields.length === 0) continue;
-          if (!this.#handle(parsePeerMessage(fields), line)) return;
-        }
-        this.#logCatchUp();
-        if (batch.overflow) {
-          log.peer.warning("Peer {neighbour} sent an over-long line; closing its link", {
-            neighbour: this.#name ?? "?",
-          });
-          return;
-        }
-      }
-    } catch (error) {
-      // Interrupted and BadResource mean we closed it ourselves (shutdown); anything else is the link failing.
-      const ours = error instanceof Deno.errors.Interrupted || error instanceof Deno.errors.BadResource;
-      log.peer[ours ? "info" : "warning"]("Link from {neighbour} closed: {error}", {
-        neighbour: this.#name ?? "?",
-        error: (error as Error).message,
+    this.#options = options;
+    this.#conn = new LineSocket(peer.socket, {
+      maxLineBytes: PEER_MAX_LINE_BYTES,
+      onLines: (lines) => this.#handleLines(lines),
+      onOverflow: () => {
+        log.peer.warning("Peer {neighbour} sent an over-long line; closing its link", { neighbour: this.#who });
+      },
+    });
+    this.#helloTimer = setTimeout(() => {
+      log.peer.warning("Refused a peer connection from {address}: no HELLO within {ms} ms", {
+        address: peer.address,
+        ms: options.helloTimeoutMs,
       });
-    } finally {
-      await Promise.all(this.#handling);
-      await this.#replies.done();
-      try {
-        this.#conn.close();
-      } catch { /* already closed */ }
-      if (this.#name !== undefined) log.peer.info("Link from {neighbour} is down", { neighbour: this.#name });
-    }
+      this.#conn.destroy();
+    }, options.helloTimeoutMs);
   }
 
-  /** Handles one message; false when the link must close. */
-  #handle(message: PeerMessage, line: string): boolean {
-    if (this.#name === undefined) return this.#hello(message, line);
+  /** The neighbour's name for the log, or its address before it said `HELLO`. */
+  get #who(): string {
+    return this.#name ?? this.#peer.address;
+  }
+
+  /** Serves the link until it closes. */
+  async serve(): Promise<void> {
+    await this.#conn.closed;
+    clearTimeout(this.#helloTimer);
+    await Promise.all(this.#handling);
+    await this.#answering;
+    const error = this.#conn.error;
+    if (error !== undefined) {
+      log.peer.warning("Link from {neighbour} failed: {error}", { neighbour: this.#who, error: error.message });
+    }
+    if (this.#name !== undefined) log.peer.info("Link from {neighbour} is down", { neighbour: this.#name });
+  }
+
+  /** Closes the link now. */
+  close(): void {
+    this.#conn.destroy();
+  }
+
+  #handleLines(lines: Uint8Array[]): void {
+    for (const bytes of lines) {
+      if (this.#conn.isClosed) return;
+      const line = _decoder.decode(bytes);
+      this.#handle(parsePeerMessage(line, this.#host.recordRules), line);
+    }
+    this.#logCatchUp();
+  }
+
+  #handle(message: PeerMessage, line: string): void {
+    if (message.kind === "empty") return;
+    if (this.#name === undefined) {
+      this.#hello(message, line);
+      return;
+    }
     const name = this.#name;
     switch (message.kind) {
       case "DIGEST?":
-        this.#replies.send(this.#host.reconciler.answer(name, null));
-        return true;
+        this.#send(this.#host.reconciler.request());
+        return;
       case "DIGEST":
-        this.#replies.send(this.#host.reconciler.answer(name, message.digest));
-        return true;
+        this.#exchange(message.digest);
+        return;
       case "RECORD":
         if (message.seq === undefined) {
           this.#caughtUp++;
@@ -133,42 +130,125 @@ class InboundLink {
         } else {
           this.#live(message.record, message.seq, message.waitMs);
         }
-        return true;
+        return;
       default:
-        log.peer.warning("Invalid line from {neighbour}: {line}", { neighbour: name, line });
-        return true;
+        this.#refuseLine(message.kind === "invalid" ? message.reason : "a HELLO once introduced", line);
     }
   }
 
-  /** The first line: `HELLO <name>` from a neighbour, or the link closes. */
-  #hello(message: PeerMessage, line: string): boolean {
-    if (message.kind !== "HELLO" || !this.#host.isNeighbour(message.name)) {
-      log.peer.warning("Refused a peer connection that did not introduce itself as a neighbour: {line}", { line });
-      return false;
+  /** The first line: `HELLO <name>` from a neighbour, the one its certificate names, or the link closes. */
+  #hello(message: PeerMessage, line: string): void {
+    const { provenName, address } = this.#peer;
+    let refusal: string | undefined;
+    if (message.kind !== "HELLO") refusal = "it did not start with HELLO";
+    else if (!this.#host.isNeighbour(message.name)) refusal = `"${cutForLog(message.name, 64)}" is not a neighbour`;
+    else if (provenName !== undefined && provenName !== message.name) {
+      refusal = `it said HELLO ${cutForLog(message.name, 64)} but its certificate names ${provenName}`;
     }
+    if (refusal !== undefined || message.kind !== "HELLO") {
+      log.peer.warning("Refused a peer connection from {address}: {reason}; its first line: {line}", {
+        address,
+        reason: refusal,
+        line: cutForLog(line),
+      });
+      this.#conn.destroy();
+      return;
+    }
+    clearTimeout(this.#helloTimer);
     this.#name = message.name;
     log.peer.info("Link from {neighbour} is up", { neighbour: message.name });
     this.#host.dialledBy(message.name);
-    return true;
   }
 
   /** A live record: handed to the server, and acknowledged when it was sent with a wait. */
-  #live(record: Parameters<PeerHost["receive"]>[0], seq: number, waitMs: number): void {
+  #live(record: LocationRecord, seq: number, waitMs: number): void {
     // The write is booked before the record is handled, so its acknowledgement goes out ahead of the floods it
     // causes: the sender is waiting on the one, nobody on the others.
-    if (waitMs > 0) this.#replies.schedule();
+    if (waitMs > 0) this.#scheduleFlush();
     const handled = this.#host.receive(record, this.#name!, waitMs);
     // A record sent with no wait is not acknowledged: nobody is waiting on it.
     if (waitMs === 0) return;
     if (handled === undefined) {
-      this.#replies.send(formatAck(seq));
+      this.#send(formatAck(seq));
       return;
     }
     const done: Promise<void> = handled.then(() => {
       this.#handling.delete(done);
-      this.#replies.send(formatAck(seq));
+      this.#send(formatAck(seq));
     });
     this.#handling.add(done);
+  }
+
+  /**
+   * A full reconciliation asked for. At most one per link per interval, one
+   * at a time: another is answered with our digest alone (the neighbour
+   * then sends what we lack, and gets what it lacks next time).
+   */
+  #exchange(digest: Uint32Array): void {
+    const now = performance.now();
+    if (this.#answering !== undefined || now - this.#lastExchange < this.#options.minExchangeIntervalMs) {
+      if (this.#refusedExchanges++ === 0) {
+        log.peer.warning("{neighbour} asks to reconcile again too soon; answering with our digest alone", {
+          neighbour: this.#name,
+        });
+      }
+      this.#send(this.#host.reconciler.request());
+      return;
+    }
+    this.#lastExchange = now;
+    this.#answering = this.#writeAnswer(digest).finally(() => this.#answering = undefined);
+  }
+
+  /** Writes a reconciliation answer in chunks, each once the neighbour has read the one before. */
+  async #writeAnswer(digest: Uint32Array): Promise<void> {
+    let chunk = "";
+    for (const text of this.#host.reconciler.answer(this.#name!, digest)) {
+      chunk += text;
+      if (chunk.length < _ANSWER_CHUNK_BYTES) continue;
+      if (!this.#conn.write(chunk)) await this.#conn.drained();
+      chunk = "";
+      if (this.#conn.isClosed) return;
+    }
+    if (chunk !== "") this.#conn.write(chunk);
+  }
+
+  /** Logs and drops a line no neighbour could have sent; closes a link that keeps sending them. */
+  #refuseLine(reason: string, line: string): void {
+    this.#invalid++;
+    log.peer.warning("Dropped a line from {neighbour} ({reason}): {line}", {
+      neighbour: this.#who,
+      reason,
+      line: cutForLog(line),
+    });
+    if (this.#invalid >= _MAX_INVALID_LINES) {
+      log.peer.warning("Closing the link from {neighbour}: {count} lines it could not have sent", {
+        neighbour: this.#who,
+        count: this.#invalid,
+      });
+      this.#conn.destroy();
+    }
+  }
+
+  /** Adds `text` to this turn's write. */
+  #send(text: string): void {
+    this.#out += text;
+    this.#scheduleFlush();
+  }
+
+  /** Books a write at the end of this turn, even with nothing to send yet (see {@linkcode InboundLink.#live}). */
+  #scheduleFlush(): void {
+    if (this.#flushScheduled) return;
+    this.#flushScheduled = true;
+    setImmediate(() => {
+      this.#flushScheduled = false;
+      if (this.#out === "" || this.#conn.isClosed) return;
+      this.#conn.write(this.#out);
+      this.#out = "";
+      if (this.#conn.buffered > _MAX_UNREAD_BYTES) {
+        log.peer.warning("Closing the link from {neighbour}: it leaves what we send unread", { neighbour: this.#who });
+        this.#conn.destroy();
+      }
+    });
   }
 
   /** Reconciliation records are logged as a count per read, not a line each: a catch-up can carry 100,000. */
@@ -183,7 +263,16 @@ class InboundLink {
   }
 }
 
+/** A neighbour's link being served: {@linkcode InboundPeer.done} settles once it closed. */
+export interface InboundPeer {
+  /** Settles once the link has closed and its last acknowledgements are written. */
+  done: Promise<void>;
+  /** Closes the link now. */
+  close(): void;
+}
+
 /** Serves one inbound peer connection until it closes. */
-export function servePeer(conn: Deno.Conn, host: PeerHost): Promise<void> {
-  return new InboundLink(conn, host).serve();
+export function servePeer(peer: AcceptedPeer, host: PeerHost, options: InboundOptions): InboundPeer {
+  const link = new InboundLink(peer, host, options);
+  return { done: link.serve(), close: () => link.close() };
 }

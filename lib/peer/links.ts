@@ -10,6 +10,7 @@ import type { LocationRecord } from "../protocol.ts";
 import { traffic } from "../traffic_log.ts";
 import type { PeerHost } from "./host.ts";
 import { PeerLink } from "./outbound.ts";
+import type { PeerTransport } from "./transport.ts";
 
 const _SETTLED = Promise.resolve();
 const _nothing = () => {};
@@ -18,8 +19,8 @@ const _nothing = () => {};
 export class PeerLinks {
   #links = new Map<string, PeerLink>();
 
-  /** Makes a link to each neighbour of `host` in `config`; none dials until {@linkcode PeerLinks.start}. */
-  constructor(host: PeerHost, config: HerdConfig) {
+  /** Makes a link to each neighbour of `host` in `config`, over `transport`; none dials until {@linkcode PeerLinks.start}. */
+  constructor(host: PeerHost, config: HerdConfig, transport: PeerTransport) {
     const { reconnectMinMs, reconnectMaxMs, ackTimeoutMs } = config.peers;
     for (const neighbour of neighboursOf(config, host.name)) {
       const peer = serverNamed(config, neighbour);
@@ -27,6 +28,7 @@ export class PeerLinks {
         neighbour,
         new PeerLink({
           host,
+          transport,
           neighbour,
           dialHost: peer.peerDialHost,
           dialPort: peer.peerDialPort,
@@ -85,9 +87,13 @@ export class PeerLinks {
     for (const [name, link] of this.#links) if (name !== from) link.sendUnacknowledged(record);
   }
 
-  /** Reconciles with one live neighbour, chosen at random, to repair anything lost in flight. */
-  reconcileWithOne(): void {
-    const live = [...this.#links.values()].filter((link) => link.up);
+  /**
+   * Reconciles with one live neighbour, chosen at random among those not
+   * reconciled with for `intervalMs` (a neighbour allows one exchange per
+   * link per interval), to repair anything lost in flight.
+   */
+  reconcileWithOne(intervalMs: number): void {
+    const live = [...this.#links.values()].filter((link) => link.up && link.sinceReconciled >= intervalMs * 0.9);
     if (live.length > 0) live[Math.floor(Math.random() * live.length)].reconcile();
   }
 

@@ -1,5 +1,6 @@
 /**
- * One persistent outbound link to a neighbour's peer port. Records wait in
+ * One persistent outbound link to a neighbour's peer port, over TLS that
+ * proves the neighbour is who we meant to reach (peer/transport.ts). Records wait in
  * a queue coalesced by client (so a slow or frozen neighbour costs at most
  * one pending record per client), go out in batches, one write each, and
  * live ones are acknowledged by the neighbour (peer/acks.ts). The link
@@ -8,18 +9,20 @@
  */
 
 import { setImmediate } from "node:timers";
-import { log } from "../logging.ts";
-import { readLineBatches } from "../net/line_stream.ts";
-import { writeAll, writeParts } from "../net/write.ts";
-import { type LocationRecord, splitFields } from "../protocol.ts";
+import { cutForLog, log } from "../logging.ts";
+import { LineSocket } from "../net/line_socket.ts";
+import type { LocationRecord } from "../protocol.ts";
 import { type AckTicket, AckTracker } from "./acks.ts";
 import type { PeerHost } from "./host.ts";
+import type { PeerTransport } from "./transport.ts";
 import { formatHello, formatRecord, parsePeerMessage, PEER_MAX_LINE_BYTES } from "./wire.ts";
 
 /** Options for {@linkcode PeerLink}. */
 export interface PeerLinkOptions {
   /** The server this link belongs to. */
   host: PeerHost;
+  /** How to dial: TLS that checks the neighbour's certificate, or plain text. */
+  transport: PeerTransport;
   /** The neighbour's name. */
   neighbour: string;
   /** Where the neighbour's peer port is dialled: host. */
@@ -43,7 +46,6 @@ interface _Entry {
   live: boolean;
 }
 
-const _encoder = new TextEncoder();
 const _decoder = new TextDecoder();
 
 /** Exponential backoff with jitter: each pause is half to all of a step that doubles up to a ceiling. */
@@ -77,11 +79,13 @@ export class PeerLink {
   readonly neighbour: string;
   #options: PeerLinkOptions;
   #host: PeerHost;
-  #conn: Deno.TcpConn | undefined;
+  #conn: LineSocket | undefined;
   #queue = new Map<string, _Entry>();
   #acks: AckTracker;
   #seq = 0;
   #digestDue = false;
+  /** When this link last started a reconciliation. */
+  #reconciledAt = -Infinity;
   #closed = false;
   #wake: (() => void) | undefined;
   #wakeScheduled = false;
@@ -133,6 +137,11 @@ export class PeerLink {
     if (this.#retry === undefined) return;
     clearTimeout(this.#retry.timer);
     this.#retry.resolve();
+  }
+
+  /** Milliseconds since this link last started a reconciliation. */
+  get sinceReconciled(): number {
+    return performance.now() - this.#reconciledAt;
   }
 
   /** Starts a reconciliation: our digest goes out with the next write. */
@@ -200,9 +209,7 @@ export class PeerLink {
     this.#closed = true;
     this.poke();
     this.#wake?.();
-    try {
-      this.#conn?.close();
-    } catch { /* already closed */ }
+    this.#conn?.destroy();
     await this.#running;
   }
 
@@ -213,9 +220,9 @@ export class PeerLink {
     let announcedDown = false;
     let wasUp = false;
     while (!this.#closed) {
-      let conn: Deno.TcpConn;
+      let socket: Awaited<ReturnType<PeerTransport["dial"]>>;
       try {
-        conn = await Deno.connect({ hostname: dialHost, port: dialPort });
+        socket = await this.#options.transport.dial(dialHost, dialPort, this.neighbour);
       } catch (error) {
         if (!announcedDown) {
           // Neighbours starting after us is normal; a link that was up and cannot come back is worth a warning.
@@ -229,14 +236,13 @@ export class PeerLink {
         continue;
       }
       if (this.#closed) {
-        conn.close();
+        socket.destroy();
         break;
       }
-      conn.setNoDelay(true);
       announcedDown = false;
       wasUp = true;
       const began = performance.now();
-      await this.#session(conn);
+      await this.#session(socket);
       // A neighbour that accepts and drops us at once (refusing our HELLO, or cut by a proxy) must not be
       // redialled in a tight loop: only a session that lasted resets the backoff.
       if (performance.now() - began >= reconnectMaxMs) backoff.reset();
@@ -244,26 +250,31 @@ export class PeerLink {
     }
   }
 
-  async #session(conn: Deno.TcpConn): Promise<void> {
+  async #session(socket: Awaited<ReturnType<PeerTransport["dial"]>>): Promise<void> {
+    const replies = new _Replies(this, this.#host);
+    const conn = new LineSocket(socket, {
+      maxLineBytes: PEER_MAX_LINE_BYTES,
+      onLines: (lines) => replies.handle(lines),
+      onOverflow: () => {
+        log.peer.warning("Link to {neighbour}: the neighbour sent an over-long line; closing", {
+          neighbour: this.neighbour,
+        });
+      },
+    });
     this.#conn = conn;
     this.#digestDue = this.#host.reconciler.shouldStart(this.neighbour);
     log.peer.info("Link to {neighbour} is up", { neighbour: this.neighbour });
-    const reading = this.#readReplies(conn);
-    try {
-      await writeAll(conn, _encoder.encode(formatHello(this.#host.name)));
-      await this.#writeLoop(conn);
-    } catch (error) {
-      if (!this.#closed) {
-        log.peer.warning("Link to {neighbour} failed while writing: {error}", {
-          neighbour: this.neighbour,
-          error: (error as Error).message,
-        });
-      }
+    conn.closed.then(() => this.#wake?.());
+    conn.write(formatHello(this.#host.name));
+    await this.#writeLoop(conn);
+    conn.destroy();
+    await conn.closed;
+    if (conn.error !== undefined && !this.#closed) {
+      log.peer.warning("Link to {neighbour} failed: {error}", {
+        neighbour: this.neighbour,
+        error: conn.error.message,
+      });
     }
-    try {
-      conn.close();
-    } catch { /* already closed by the reader */ }
-    await reading;
     this.#conn = undefined;
     this.#queue.clear();
     this.#acks.reset();
@@ -271,8 +282,8 @@ export class PeerLink {
   }
 
   /** Writes what is queued, one write per batch, until the link drops or closes. */
-  async #writeLoop(conn: Deno.TcpConn): Promise<void> {
-    while (!this.#closed && this.#conn === conn) {
+  async #writeLoop(conn: LineSocket): Promise<void> {
+    while (!this.#closed && !conn.isClosed) {
       if (this.#queue.size === 0 && !this.#digestDue) {
         await new Promise<void>((resolve) => this.#wake = resolve);
         this.#wake = undefined;
@@ -281,6 +292,7 @@ export class PeerLink {
       let text = "";
       if (this.#digestDue) {
         this.#digestDue = false;
+        this.#reconciledAt = performance.now();
         text += this.#host.reconciler.request();
       }
       const batch = [...this.#queue.values()];
@@ -296,42 +308,14 @@ export class PeerLink {
         if (entry.waitMs > 0) this.#acks.sent(seq, entry.ticket, now);
         text += formatRecord(entry.record, seq, entry.waitMs);
       }
-      await writeParts(conn, [text]);
+      // A neighbour that does not read holds the writer here; the queue meanwhile keeps one record per client.
+      if (!conn.write(text)) await conn.drained();
     }
   }
 
-  /** Reads what the neighbour sends back: acknowledgements, and its side of a reconciliation. */
-  async #readReplies(conn: Deno.TcpConn): Promise<void> {
-    let received = 0;
-    let stored = 0;
-    try {
-      for await (const batch of readLineBatches(conn, PEER_MAX_LINE_BYTES, 64 * 1024)) {
-        for (const line of batch.lines) {
-          const message = parsePeerMessage(splitFields(_decoder.decode(line)));
-          if (message.kind === "ACK") this.#acks.acknowledged(message.seq);
-          else if (message.kind === "RECORD") {
-            received++;
-            if (this.#host.catchUp(message.record, this.neighbour)) stored++;
-          } else if (message.kind === "DIGEST") {
-            const records = this.#host.reconciler.finish(this.neighbour, message.digest, received, stored);
-            for (const record of records) this.sendUnacknowledged(record);
-            received = stored = 0;
-          } else {
-            log.peer.warning("Unexpected line from {neighbour}: {line}", {
-              neighbour: this.neighbour,
-              line: _decoder.decode(line).slice(0, 200),
-            });
-          }
-        }
-      }
-    } catch { /* the writer side reports the failure */ }
-    if (this.#conn === conn) {
-      try {
-        conn.close();
-      } catch { /* already closed */ }
-      this.#wake?.();
-      if (this.#conn === conn) this.#conn = undefined;
-    }
+  /** A neighbour's acknowledgement. */
+  acknowledged(seq: number): void {
+    this.#acks.acknowledged(seq);
   }
 
   #sleep(ms: number): Promise<void> {
@@ -343,5 +327,45 @@ export class PeerLink {
       };
       this.#retry = { timer: setTimeout(done, ms), resolve: done };
     });
+  }
+}
+
+/**
+ * What the neighbour sends back on our link: acknowledgements, and its side
+ * of a reconciliation (its records, then its digest). Anything else is
+ * logged, quoted and cut, and dropped.
+ */
+class _Replies {
+  #link: PeerLink;
+  #host: PeerHost;
+  #received = 0;
+  #stored = 0;
+
+  constructor(link: PeerLink, host: PeerHost) {
+    this.#link = link;
+    this.#host = host;
+  }
+
+  handle(lines: Uint8Array[]): void {
+    const link = this.#link;
+    const host = this.#host;
+    for (const bytes of lines) {
+      const line = _decoder.decode(bytes);
+      const message = parsePeerMessage(line, host.recordRules);
+      if (message.kind === "ACK") link.acknowledged(message.seq);
+      else if (message.kind === "RECORD" && message.seq === undefined) {
+        this.#received++;
+        if (host.catchUp(message.record, link.neighbour)) this.#stored++;
+      } else if (message.kind === "DIGEST") {
+        const records = host.reconciler.finish(link.neighbour, message.digest, this.#received, this.#stored);
+        for (const record of records) link.sendUnacknowledged(record);
+        this.#received = this.#stored = 0;
+      } else if (message.kind !== "empty") {
+        log.peer.warning("Unexpected line from {neighbour} on our link: {line}", {
+          neighbour: link.neighbour,
+          line: cutForLog(line),
+        });
+      }
+    }
   }
 }

@@ -19,6 +19,8 @@ export interface ReconcileStore {
   readonly digest: StoreDigest;
   /** The stored records of some digest buckets. */
   inBuckets(buckets: ReadonlySet<number>): LocationRecord[];
+  /** The stored AT lines of some digest buckets, one at a time. */
+  linesInBuckets(buckets: ReadonlySet<number>): Iterable<string>;
 }
 
 /**
@@ -50,18 +52,19 @@ export class Reconciler {
   }
 
   /**
-   * The acceptor's answer to `DIGEST <hex>` from `from` (or to a bare
-   * `DIGEST`, `digest` null, which asks for our digest alone): our records
-   * of the buckets that differ, as AT lines, then our digest.
+   * The acceptor's answer to `DIGEST <hex>` from `from`: our records of the
+   * buckets that differ, as AT lines, then our digest, made as the caller
+   * takes them (a whole store can differ: nothing is gathered first).
    */
-  answer(from: string, digest: Uint32Array | null): string {
-    if (digest === null) return this.request();
+  *answer(from: string, digest: Uint32Array): Generator<string, void, undefined> {
     this.#startedBy.set(from, performance.now());
-    const records = this.#store.inBuckets(differingBuckets(this.#store.digest.words, digest));
-    let text = "";
-    for (const record of records) text += record.line + "\n";
-    log.peer.info("Reconciling with {neighbour}: sent {count} records", { neighbour: from, count: records.length });
-    return text + this.request();
+    let count = 0;
+    for (const line of this.#store.linesInBuckets(differingBuckets(this.#store.digest.words, digest))) {
+      count++;
+      yield line + "\n";
+    }
+    yield this.request();
+    log.peer.info("Reconciling with {neighbour}: sent {count} records", { neighbour: from, count });
   }
 
   /**

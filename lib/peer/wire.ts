@@ -14,7 +14,7 @@
  */
 
 import { parseDigestHex } from "../store/digest.ts";
-import { type LocationRecord, parseRecordFields } from "../protocol.ts";
+import { type HerdRecordRules, type LocationRecord, parseHerdRecord, splitFields } from "../protocol.ts";
 
 /** A message received on a peer link. */
 export type PeerMessage =
@@ -23,7 +23,8 @@ export type PeerMessage =
   | { kind: "ACK"; seq: number }
   | { kind: "DIGEST"; digest: Uint32Array }
   | { kind: "DIGEST?" }
-  | { kind: "invalid" };
+  | { kind: "empty" }
+  | { kind: "invalid"; reason: string };
 
 const _COUNT = /^[0-9]{1,15}$/;
 
@@ -50,30 +51,37 @@ export function formatAck(seq: number): string {
   return `ACK ${seq}\n`;
 }
 
-/** Parses the fields of one peer line. */
-export function parsePeerMessage(fields: readonly string[]): PeerMessage {
+const _INVALID = (reason: string): PeerMessage => ({ kind: "invalid", reason });
+
+/** Parses one peer line (without its `\n`); records must keep to `rules` ({@linkcode parseHerdRecord}). */
+export function parsePeerMessage(line: string, rules: HerdRecordRules): PeerMessage {
+  const fields = splitFields(line);
   switch (fields[0]) {
+    case undefined:
+      return { kind: "empty" };
     case "HELLO":
-      return fields.length === 2 ? { kind: "HELLO", name: fields[1] } : { kind: "invalid" };
+      return fields.length === 2 ? { kind: "HELLO", name: fields[1] } : _INVALID("a HELLO takes one name");
     case "ACK":
       return fields.length === 2 && _COUNT.test(fields[1])
         ? { kind: "ACK", seq: Number(fields[1]) }
-        : { kind: "invalid" };
+        : _INVALID("an ACK takes one sequence number");
     case "DIGEST": {
       if (fields.length === 1) return { kind: "DIGEST?" };
       const digest = fields.length === 2 ? parseDigestHex(fields[1]) : null;
-      return digest === null ? { kind: "invalid" } : { kind: "DIGEST", digest };
+      return digest === null ? _INVALID("not a digest") : { kind: "DIGEST", digest };
     }
     case "AT": {
-      const record = parseRecordFields(fields);
-      if (record === null) return { kind: "invalid" };
-      if (fields.length === 6) return { kind: "RECORD", record, seq: undefined, waitMs: 0 };
-      if (fields.length === 8 && _COUNT.test(fields[6]) && _COUNT.test(fields[7])) {
+      if (fields.length === 8) {
+        if (!_COUNT.test(fields[6]) || !_COUNT.test(fields[7])) return _INVALID("its sequence or wait is not a count");
+        const record = parseHerdRecord(fields.slice(0, 6), rules);
+        if (typeof record === "string") return _INVALID(record);
         return { kind: "RECORD", record, seq: Number(fields[6]), waitMs: Number(fields[7]) };
       }
-      return { kind: "invalid" };
+      const record = parseHerdRecord(fields, rules);
+      if (typeof record === "string") return _INVALID(record);
+      return { kind: "RECORD", record, seq: undefined, waitMs: 0 };
     }
     default:
-      return { kind: "invalid" };
+      return _INVALID("not a peer message");
   }
 }

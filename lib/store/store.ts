@@ -43,6 +43,14 @@ export class LocationStore {
     return this.#lines.values();
   }
 
+  /** The AT lines of the given digest buckets, as the map is walked (nothing gathered first). */
+  *linesInBuckets(buckets: ReadonlySet<number>): Generator<string, void, undefined> {
+    if (buckets.size === 0) return;
+    for (const [clientId, line] of this.#lines) {
+      if (buckets.has(bucketOf(clientId))) yield line;
+    }
+  }
+
   /** The records of the given digest buckets. */
   inBuckets(buckets: ReadonlySet<number>): LocationRecord[] {
     const found: LocationRecord[] = [];

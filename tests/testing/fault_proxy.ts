@@ -48,6 +48,14 @@ export interface FaultProxyOptions {
   targetHost?: string;
   /** Port to listen on; a free one by default. */
   port?: number;
+  /**
+   * Every connection comes from this source (a proxy for one directed link):
+   * nothing is read to find out, so bytes pass from the first one, which a
+   * TLS handshake needs. Without it, the first line (`HELLO <name>`) says.
+   */
+  source?: string;
+  /** Keep a copy of the bytes forwarded each way, up to this many (see {@linkcode FaultProxy.captured}). */
+  captureBytes?: number;
 }
 
 /** The source of connections whose first line is not `HELLO <name>`. */
@@ -68,7 +76,17 @@ export class FaultProxy implements AsyncDisposable {
   #stats = new Map<string, FaultProxyStats>();
   #accepting: Promise<void>;
   #closed = false;
+  #captured: Uint8Array[] = [];
+  #capturedBytes = 0;
+  #captureLimit: number;
   #context: _Context = {
+    source: undefined,
+    capture: (bytes) => {
+      if (this.#capturedBytes >= this.#captureLimit) return;
+      const kept = bytes.slice(0, this.#captureLimit - this.#capturedBytes);
+      this.#captured.push(kept);
+      this.#capturedBytes += kept.length;
+    },
     fault: (source) => source === undefined ? this.#all : this.faultFor(source),
     target: () => this.#target,
     stats: (source) => {
@@ -84,6 +102,8 @@ export class FaultProxy implements AsyncDisposable {
   /** Starts listening on 127.0.0.1 and forwarding to the target. */
   constructor(options: FaultProxyOptions) {
     this.#target = { hostname: options.targetHost ?? "127.0.0.1", port: options.targetPort };
+    this.#context.source = options.source;
+    this.#captureLimit = options.captureBytes ?? 0;
     this.#listener = Deno.listen({ hostname: "127.0.0.1", port: options.port ?? 0 });
     this.#accepting = this.#accept();
   }
@@ -96,6 +116,17 @@ export class FaultProxy implements AsyncDisposable {
   /** `127.0.0.1:<port>`, ready for a config's `peerAddress`. */
   get address(): string {
     return `127.0.0.1:${this.port}`;
+  }
+
+  /** The bytes forwarded so far, both directions, as captured (up to `captureBytes`). */
+  captured(): Uint8Array {
+    const out = new Uint8Array(this.#capturedBytes);
+    let offset = 0;
+    for (const piece of this.#captured) {
+      out.set(piece, offset);
+      offset += piece.length;
+    }
+    return out;
   }
 
   /** The fault in force for `source`: its own, else the whole proxy's. */
@@ -173,6 +204,10 @@ export class FaultProxy implements AsyncDisposable {
 
 /** What a connection needs from its proxy. */
 interface _Context {
+  /** The source of every connection, when the proxy serves one directed link. */
+  source: string | undefined;
+  /** Keeps a copy of forwarded bytes (when the proxy captures). */
+  capture(bytes: Uint8Array): void;
   /** The fault in force for `source` (the whole proxy's while the source is unknown). */
   fault(source: string | undefined): Fault;
   target(): Deno.ConnectOptions;
@@ -316,7 +351,7 @@ class _Connection {
     let head: Uint8Array = new Uint8Array(0);
     let rest: Uint8Array = new Uint8Array(0);
     let ended = false;
-    while (true) {
+    while (this.#context.source === undefined) {
       const n = await this.#client.read(buffer);
       if (n === null) {
         ended = true;
@@ -333,12 +368,12 @@ class _Connection {
       }
       head = joined;
     }
-    if (head.length === 0 && ended) {
+    if (head.length === 0 && ended && this.#context.source === undefined) {
       this.close();
       return;
     }
     const match = _HELLO.exec(_decoder.decode(head));
-    this.source = match?.[1] ?? UNKNOWN_SOURCE;
+    this.source = this.#context.source ?? match?.[1] ?? UNKNOWN_SOURCE;
     const stats = this.#context.stats(this.source);
     stats.connections++;
     stats.open++;
@@ -374,6 +409,7 @@ class _Connection {
     }
     if (!await this.#ensureUpstream()) return;
     stats.forwardedBytes += bytes.length;
+    this.#context.capture(bytes);
     this.#toUpstream!.push(bytes, this.#due());
   }
 
@@ -400,6 +436,7 @@ class _Connection {
     this.#toUpstream = new _Pipe(upstream, () => this.close());
     this.#toUpstream.push(this.#held!, this.#due());
     this.#context.stats(this.source!).forwardedBytes += this.#held!.length;
+    this.#context.capture(this.#held!);
     this.#tasks.push(this.#pumpUpstream(upstream).catch(() => this.close()));
     return true;
   }
@@ -416,7 +453,9 @@ class _Connection {
         continue;
       }
       stats.forwardedBytes += n;
-      this.#toClient.push(buffer.slice(0, n), this.#due());
+      const bytes = buffer.slice(0, n);
+      this.#context.capture(bytes);
+      this.#toClient.push(bytes, this.#due());
     }
     if (this.#closed) return;
     this.#toClient.push(null, this.#due());

@@ -1,15 +1,18 @@
 /**
  * Test helpers that build the real thing cheaply: a herd of real server
- * processes on loopback with a generated config, started with exactly the
- * permission flags `deno task serve` gives them, optionally with a fault
- * proxy in front of each server's peer port, and small TCP clients.
+ * processes on loopback with a generated config and its certificates,
+ * started with exactly the permission flags `deno task serve` gives them,
+ * optionally with a fault proxy on every directed link, and small TCP
+ * clients.
  */
 
-import { loadConfig } from "../../lib/config/config.ts";
+import { makeCertificates } from "../../lib/cli/certs.ts";
+import { certFiles, type HerdConfig, loadConfig } from "../../lib/config/config.ts";
 import { serverRunArgs } from "../../lib/cli/launcher.ts";
 import { concatBytes, writeAll } from "../../lib/net/write.ts";
 import { type Fault, FaultProxy } from "./fault_proxy.ts";
 import { PeerProbe } from "./peer_probe.ts";
+import type { PeerTlsFiles } from "../../lib/peer/transport.ts";
 import { waitFor } from "./wait.ts";
 
 /** The default herd's names. */
@@ -70,9 +73,17 @@ export interface TestHerdOptions {
     ackTimeoutMs?: number;
     ackScope?: "neighbours" | "herd";
     reconcileIntervalMs?: number;
+    tls?: boolean;
   };
-  /** Puts one {@linkcode FaultProxy} in front of each server's peer port: neighbours dial it (`peerAddress`). */
+  /**
+   * Puts a {@linkcode FaultProxy} on every directed link: each server dials
+   * each neighbour through a proxy of its own (its config's `peerAddress`
+   * for that neighbour), so faults are set per link even though TLS hides
+   * who is dialling.
+   */
   faultProxies?: boolean;
+  /** Proxies keep a copy of this many bytes they forward (see {@linkcode FaultProxy.captured}). */
+  captureBytes?: number;
   /** Extra top-level config fields; they replace what the options above wrote. */
   extra?: Record<string, unknown>;
 }
@@ -94,7 +105,11 @@ export class TestHerd implements AsyncDisposable {
   /** The configured servers, started or not. */
   readonly names: string[];
   #ports = new Map<string, { port: number; peerPort: number }>();
+  /** The proxy of each directed link, by `dialler>target`. */
   #proxies = new Map<string, FaultProxy>();
+  /** Each server's own config file, when the servers see different peer addresses (proxied links). */
+  #configPaths = new Map<string, string>();
+  #config: HerdConfig | undefined;
   #running = new Map<string, _Running>();
   #key: string | undefined;
 
@@ -111,21 +126,16 @@ export class TestHerd implements AsyncDisposable {
     const dir = await Deno.makeTempDir({ dir: "/tmp", prefix: "herd-test-" });
     const herd = new TestHerd(dir, names, options.key);
     const ports = freePorts(names.length * 2);
-    const servers: Record<string, unknown> = {};
+    const servers: Record<string, { host: string; port: number; peerPort: number; peerAddress?: string }> = {};
     names.forEach((name, index) => {
       const entry = { host: "127.0.0.1", port: ports[2 * index], peerPort: ports[2 * index + 1] };
       herd.#ports.set(name, { port: entry.port, peerPort: entry.peerPort });
-      if (!options.faultProxies) {
-        servers[name] = entry;
-        return;
-      }
-      const proxy = new FaultProxy({ targetPort: entry.peerPort });
-      herd.#proxies.set(name, proxy);
-      servers[name] = { ...entry, peerAddress: proxy.address };
+      servers[name] = entry;
     });
+    const links = options.links ?? DEFAULT_LINKS;
     const config = {
       servers,
-      links: options.links ?? DEFAULT_LINKS,
+      links,
       // Both Google endpoints point at the fake: a test never reaches past loopback.
       places: {
         url: options.placesUrl,
@@ -138,7 +148,38 @@ export class TestHerd implements AsyncDisposable {
       ...options.extra,
     };
     await Deno.writeTextFile(herd.configPath, JSON.stringify(config, null, 2));
+    herd.#config = await loadConfig(herd.configPath);
+    if (herd.#config.peers.tls) await makeCertificates(herd.#config);
+    if (options.faultProxies) {
+      for (const dialler of names) {
+        const own = structuredClone(servers);
+        for (const [a, b] of links) {
+          if (a !== dialler && b !== dialler) continue;
+          const target = a === dialler ? b : a;
+          const proxy = new FaultProxy({
+            targetPort: servers[target].peerPort,
+            source: dialler,
+            captureBytes: options.captureBytes,
+          });
+          herd.#proxies.set(`${dialler}>${target}`, proxy);
+          own[target] = { ...own[target], peerAddress: proxy.address };
+        }
+        const path = `${dir}/herd.config.${dialler}.json`;
+        await Deno.writeTextFile(path, JSON.stringify({ ...config, servers: own }, null, 2));
+        herd.#configPaths.set(dialler, path);
+      }
+    }
     return herd;
+  }
+
+  /** The config file `name` runs with: the herd's, or its own when links are proxied. */
+  configPathOf(name: string): string {
+    return this.#configPaths.get(name) ?? this.configPath;
+  }
+
+  /** The herd's config, as the servers read it. */
+  get config(): HerdConfig {
+    return this.#config!;
   }
 
   /** Client port of `name`. */
@@ -148,7 +189,7 @@ export class TestHerd implements AsyncDisposable {
 
   /** Starts `name` with the same flags `deno task serve` uses and waits until its client port accepts. */
   async start(name: string): Promise<void> {
-    const config = await loadConfig(this.configPath);
+    const config = await loadConfig(this.configPathOf(name));
     const child = new Deno.Command("deno", {
       args: serverRunArgs(config, name, { keyPresent: this.#key !== undefined }),
       env: this.#key === undefined ? {} : { GOOGLE_PLACES_API_KEY: this.#key },
@@ -254,21 +295,45 @@ export class TestHerd implements AsyncDisposable {
 
   /** The store digest of running `name`, asked over its peer port by a probe introduced as `as`, a configured neighbour that is never started. */
   async digestOf(name: string, as = "Probe"): Promise<string> {
-    using probe = await PeerProbe.connect(this.peerPort(name), as);
+    await using probe = await PeerProbe.connect({
+      server: name,
+      port: this.peerPort(name),
+      as,
+      files: this.tlsFiles(as),
+    });
     return await probe.digest();
   }
 
-  /** The fault proxy in front of `name`'s peer port; the herd must be created with `faultProxies`. */
-  proxy(name: string): FaultProxy {
-    const proxy = this.#proxies.get(name);
-    if (proxy === undefined) throw new Error(`${name} has no fault proxy: create the herd with faultProxies: true`);
+  /** The TLS files of `name` (certificate, key, the herd's CA), or null when the herd's links are plain text. */
+  tlsFiles(name: string): PeerTlsFiles | null {
+    if (!this.config.peers.tls) return null;
+    const files = certFiles(this.config);
+    return { ca: files.ca, cert: files.cert(name), key: files.key(name) };
+  }
+
+  /** The proxy of the link `dialler` dials to `target`; the herd must be created with `faultProxies`. */
+  linkProxy(dialler: string, target: string): FaultProxy {
+    const proxy = this.#proxies.get(`${dialler}>${target}`);
+    if (proxy === undefined) {
+      throw new Error(`No proxy on ${dialler}'s link to ${target}: create the herd with faultProxies: true`);
+    }
     return proxy;
+  }
+
+  /** Every link proxy, by `dialler>target`. */
+  get linkProxies(): ReadonlyMap<string, FaultProxy> {
+    return this.#proxies;
+  }
+
+  /** The proxies in front of `name`'s peer port, seen as one proxy whose sources are the neighbours dialling it. */
+  proxy(name: string): TargetProxies {
+    return new TargetProxies((source) => this.linkProxy(source, name));
   }
 
   /** Sets `fault` on the link between `a` and `b`, both ways: `a`'s connection to `b` and `b`'s to `a`. */
   link(a: string, b: string, fault: Fault): void {
-    this.proxy(b).set(a, fault);
-    this.proxy(a).set(b, fault);
+    this.linkProxy(a, b).setAll(fault);
+    this.linkProxy(b, a).setAll(fault);
   }
 
   /** Kills every server still running, closes the fault proxies and removes the directory. */
@@ -276,6 +341,26 @@ export class TestHerd implements AsyncDisposable {
     await Promise.all([...this.#running.keys()].map((name) => this.stop(name, "SIGKILL")));
     await Promise.all([...this.#proxies.values()].map((proxy) => proxy.close()));
     await Deno.remove(this.dir, { recursive: true });
+  }
+}
+
+/** The link proxies into one server, by dialler: a fault or counters per neighbour. */
+export class TargetProxies {
+  #of: (source: string) => FaultProxy;
+
+  /** A view over the proxies `of` gives for each dialler. */
+  constructor(of: (source: string) => FaultProxy) {
+    this.#of = of;
+  }
+
+  /** Sets the fault of `source`'s link to the server. */
+  set(source: string, fault: Fault): void {
+    this.#of(source).setAll(fault);
+  }
+
+  /** Counters of `source`'s link to the server. */
+  stats(source: string): ReturnType<FaultProxy["stats"]> {
+    return this.#of(source).stats();
   }
 }
 

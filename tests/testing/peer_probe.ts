@@ -1,34 +1,56 @@
 /**
  * A test probe that speaks the peer protocol as a configured neighbour
- * that is never started: it asks a server for its store digest, so tests
- * and benchmarks can see two servers hold exactly the same records.
+ * that is never started (over TLS with that neighbour's certificate, when
+ * the herd's links use TLS): it asks a server for its store digest, so
+ * tests and benchmarks can see two servers hold exactly the same records.
  */
 
-import { LineSplitter } from "../../lib/net/line_stream.ts";
+import { LineSocket } from "../../lib/net/line_socket.ts";
+import { type PeerTlsFiles, PeerTransport } from "../../lib/peer/transport.ts";
 
-const _encoder = new TextEncoder();
 const _decoder = new TextDecoder();
 
-/** A peer connection to one server, introduced as `name`. */
-export class PeerProbe implements Disposable {
-  #conn: Deno.TcpConn;
-  #splitter = new LineSplitter(1 << 20);
-  #lines: string[] = [];
+/** Options for {@linkcode PeerProbe.connect}. */
+export interface PeerProbeOptions {
+  /** The server probed, as its certificate names it. */
+  server: string;
+  /** Its peer port on 127.0.0.1. */
+  port: number;
+  /** The neighbour the probe says it is. */
+  as: string;
+  /** That neighbour's TLS files; plain text when null. */
+  files: PeerTlsFiles | null;
+}
 
-  private constructor(conn: Deno.TcpConn) {
-    this.#conn = conn;
+/** A peer connection to one server, introduced as a neighbour. */
+export class PeerProbe implements AsyncDisposable {
+  #conn: LineSocket;
+  #lines: string[] = [];
+  #waiting: (() => void) | undefined;
+
+  private constructor(socket: Awaited<ReturnType<PeerTransport["dial"]>>) {
+    this.#conn = new LineSocket(socket, {
+      maxLineBytes: 1 << 20,
+      onLines: (lines) => {
+        this.#lines.push(...lines.map((line) => _decoder.decode(line)));
+        this.#waiting?.();
+      },
+    });
+    this.#conn.closed.then(() => this.#waiting?.());
   }
 
-  /** Connects to `port` and says `HELLO <name>`. */
-  static async connect(port: number, name: string): Promise<PeerProbe> {
-    const conn = await Deno.connect({ hostname: "127.0.0.1", port });
-    await conn.write(_encoder.encode(`HELLO ${name}\n`));
-    return new PeerProbe(conn);
+  /** Connects to the server and says `HELLO <as>`. */
+  static async connect(options: PeerProbeOptions): Promise<PeerProbe> {
+    const transport = new PeerTransport({ files: options.files, handshakeTimeoutMs: 5000 });
+    transport.load();
+    const probe = new PeerProbe(await transport.dial("127.0.0.1", options.port, options.server));
+    probe.#conn.write(`HELLO ${options.as}\n`);
+    return probe;
   }
 
   /** The server's digest, as hex. */
   async digest(): Promise<string> {
-    await this.#conn.write(_encoder.encode("DIGEST\n"));
+    this.#conn.write("DIGEST\n");
     while (true) {
       const line = await this.#nextLine();
       if (line.startsWith("DIGEST ")) return line.slice(7);
@@ -36,17 +58,16 @@ export class PeerProbe implements Disposable {
   }
 
   async #nextLine(): Promise<string> {
-    const buffer = new Uint8Array(64 * 1024);
     while (this.#lines.length === 0) {
-      const n = await this.#conn.read(buffer);
-      if (n === null) throw new Error("The server closed the probe's connection");
-      this.#lines.push(...this.#splitter.push(buffer.subarray(0, n)).lines.map((line) => _decoder.decode(line)));
+      if (this.#conn.isClosed) throw new Error("The server closed the probe's connection");
+      await new Promise<void>((resolve) => this.#waiting = resolve);
     }
     return this.#lines.shift()!;
   }
 
-  /** Closes the connection. */
-  [Symbol.dispose](): void {
-    this.#conn.close();
+  /** Closes the connection and waits until it is closed. */
+  async [Symbol.asyncDispose](): Promise<void> {
+    this.#conn.destroy();
+    await this.#conn.closed;
   }
 }

@@ -1,0 +1,120 @@
+/**
+ * Lines over a `node:net` or `node:tls` socket (the peer links): the push
+ * side of the herd's line reading. Each chunk the socket delivers goes
+ * through the same {@linkcode LineSplitter} as the client side's read loop,
+ * and its lines are handed over at once, in the socket's own event: no
+ * await per chunk. Writes are whole batches; the caller waits for
+ * {@linkcode LineSocket.drained} when a write says the socket is full.
+ */
+
+import type { Socket } from "node:net";
+import { LineSplitter } from "./line_stream.ts";
+
+/** Options for {@linkcode LineSocket}. */
+export interface LineSocketOptions {
+  /** Longest line accepted, without its `\n`; a longer one closes the socket after `onOverflow`. */
+  maxLineBytes: number;
+  /** The complete lines of one chunk, without their `\n`. */
+  onLines(lines: Uint8Array[]): void;
+  /** A line passed the cap: the socket is closed right after. */
+  onOverflow?(): void;
+}
+
+const _encoder = new TextEncoder();
+
+/** A socket read as lines and written in batches. */
+export class LineSocket {
+  /** Settles once the socket is closed, whoever closed it; never rejects. */
+  readonly closed: Promise<void>;
+  #socket: Socket;
+  #error: Error | undefined;
+  #drainWaiters: (() => void)[] = [];
+  #isClosed = false;
+
+  /** Starts reading `socket`. */
+  constructor(socket: Socket, options: LineSocketOptions) {
+    this.#socket = socket;
+    const splitter = new LineSplitter(options.maxLineBytes);
+    socket.on("data", (chunk: Uint8Array) => {
+      if (this.#isClosed) return;
+      // A plain view, not the Buffer: Buffer's slice() shares memory, and the splitter's must copy.
+      const batch = splitter.push(new Uint8Array(chunk.buffer, chunk.byteOffset, chunk.byteLength));
+      if (batch.lines.length > 0) options.onLines(batch.lines);
+      if (batch.overflow) {
+        options.onOverflow?.();
+        this.destroy();
+      }
+    });
+    socket.on("end", () => {
+      const last = splitter.end();
+      if (last !== null && !this.#isClosed) options.onLines([last]);
+    });
+    socket.on("drain", () => this.#releaseDrainWaiters());
+    // Deno's node:tls reports a broken stream (a record that cannot be decrypted) without closing the socket.
+    socket.on("error", (error: Error) => {
+      this.#error ??= error;
+      socket.destroy();
+    });
+    this.closed = new Promise((resolve) => {
+      socket.once("close", () => {
+        this.#isClosed = true;
+        this.#releaseDrainWaiters();
+        resolve();
+      });
+    });
+  }
+
+  /** The first error the socket reported, if any. */
+  get error(): Error | undefined {
+    return this.#error;
+  }
+
+  /** Whether the socket has closed. */
+  get isClosed(): boolean {
+    return this.#isClosed;
+  }
+
+  /** Bytes written but not yet handed to the kernel. */
+  get buffered(): number {
+    return this.#socket.writableLength;
+  }
+
+  /** `host:port` of the other end, for the log. */
+  get address(): string {
+    return `${this.#socket.remoteAddress ?? "?"}:${this.#socket.remotePort ?? "?"}`;
+  }
+
+  /**
+   * Writes `data` with one write. Returns false when the socket's buffer is
+   * over its high-water mark: wait for {@linkcode LineSocket.drained}
+   * before writing more. Nothing is written once the socket is closed.
+   */
+  write(data: string | Uint8Array): boolean {
+    if (this.#isClosed || this.#socket.destroyed) return false;
+    return this.#socket.write(typeof data === "string" ? _encoder.encode(data) : data);
+  }
+
+  /** Resolves once the socket's buffer has drained (or the socket closed). */
+  drained(): Promise<void> {
+    if (this.#isClosed || this.#socket.writableLength === 0 || !this.#socket.writableNeedDrain) {
+      return Promise.resolve();
+    }
+    return new Promise((resolve) => this.#drainWaiters.push(resolve));
+  }
+
+  /** Ends our side once what was written is sent; the socket closes when the other side ends too. */
+  end(): void {
+    if (!this.#isClosed) this.#socket.end();
+  }
+
+  /** Closes the socket now. */
+  destroy(): void {
+    this.#socket.destroy();
+  }
+
+  #releaseDrainWaiters(): void {
+    const waiters = this.#drainWaiters;
+    this.#drainWaiters = [];
+    for (const resolve of waiters) resolve();
+  }
+}

@@ -1,0 +1,232 @@
+/**
+ * The sockets of peer links: mutually authenticated TLS by default, plain
+ * TCP only when the config says `"peers": { "tls": false }`. Both ends use
+ * `node:tls` (`node:net` in plain text), whose sockets can turn Nagle off
+ * (Deno's own TLS sockets cannot, which stalled bursts of batches for tens
+ * of milliseconds) and whose server can ask for and check the dialler's
+ * certificate (`Deno.listenTls` cannot).
+ *
+ * With TLS, the dialler checks that the acceptor's certificate, signed by
+ * the herd's CA, names the neighbour it meant to reach (the server name it
+ * asks for); the acceptor checks that the dialler's certificate is signed
+ * by the CA and tells the link which server it names, so the link can hold
+ * the dialler's `HELLO` to it. Nothing a dialler sends reaches the link
+ * before its certificate is verified.
+ */
+
+import net from "node:net";
+import tls from "node:tls";
+
+/** The files a server's peer links use: the herd's CA, and its own certificate and key. */
+export interface PeerTlsFiles {
+  /** The CA certificates (PEM; several during a CA rotation). */
+  ca: string;
+  /** This server's certificate (PEM). */
+  cert: string;
+  /** This server's key (PEM). */
+  key: string;
+}
+
+/** Options for {@linkcode PeerTransport}. */
+export interface PeerTransportOptions {
+  /** The TLS files, or null for plain text links. */
+  files: PeerTlsFiles | null;
+  /** How long a dialler has to finish the TLS handshake, in milliseconds. */
+  handshakeTimeoutMs: number;
+}
+
+/** A connection the acceptor was given: the socket, and the server its certificate names (none in plain text). */
+export interface AcceptedPeer {
+  /** The socket, handshake done. */
+  socket: net.Socket;
+  /** The name the dialler's certificate proves (subject CN, also a DNS name of it); undefined in plain text. */
+  provenName: string | undefined;
+  /** Where it came from, `host:port`, for the log. */
+  address: string;
+}
+
+/** Options for {@linkcode PeerTransport.listen}. */
+export interface PeerListenOptions {
+  /** Host to listen on. */
+  host: string;
+  /** Port to listen on. */
+  port: number;
+  /** Each connection whose handshake succeeded. */
+  onPeer(peer: AcceptedPeer): void;
+  /** Each connection refused during the handshake (no certificate, wrong CA, timeout), with the reason. */
+  onRefused(address: string, reason: string): void;
+}
+
+interface _Credentials {
+  ca: string;
+  cert: string;
+  key: string;
+}
+
+function _address(socket: net.Socket): string {
+  return `${socket.remoteAddress ?? "?"}:${socket.remotePort ?? "?"}`;
+}
+
+/** The DNS names a certificate's subjectAltName lists. */
+function _dnsNames(cert: tls.PeerCertificate): string[] {
+  return (cert.subjectaltname ?? "").split(", ").filter((name) => name.startsWith("DNS:")).map((name) => name.slice(4));
+}
+
+/** The server a verified certificate names: its subject CN, when the certificate also lists it as a DNS name. */
+export function certificateName(cert: tls.PeerCertificate): string | undefined {
+  const cn = cert.subject?.CN;
+  const name = Array.isArray(cn) ? undefined : cn;
+  return name !== undefined && _dnsNames(cert).includes(name) ? name : undefined;
+}
+
+/** Dials and accepts peer connections, with TLS or without. */
+export class PeerTransport {
+  #files: PeerTlsFiles | null;
+  #handshakeTimeoutMs: number;
+  #credentials: _Credentials | undefined;
+  #servers = new Set<net.Server>();
+
+  /** A transport; with TLS files, {@linkcode PeerTransport.load} reads them. */
+  constructor(options: PeerTransportOptions) {
+    this.#files = options.files;
+    this.#handshakeTimeoutMs = options.handshakeTimeoutMs;
+  }
+
+  /** Whether links are encrypted and authenticated. */
+  get secure(): boolean {
+    return this.#files !== null;
+  }
+
+  /** Reads the TLS files; throws an error naming the one that cannot be read. */
+  load(): void {
+    if (this.#files === null) return;
+    this.#credentials = this.#read(this.#files);
+  }
+
+  /**
+   * Reads the TLS files again (a rotated certificate or CA): new links use
+   * them, links already up keep theirs. Returns whether anything changed.
+   */
+  reload(): boolean {
+    if (this.#files === null) return false;
+    const fresh = this.#read(this.#files);
+    const old = this.#credentials;
+    if (old !== undefined && old.ca === fresh.ca && old.cert === fresh.cert && old.key === fresh.key) return false;
+    // Checked before use: a key that does not go with its certificate must not replace a working pair.
+    tls.createSecureContext(fresh);
+    this.#credentials = fresh;
+    for (const server of this.#servers) (server as tls.Server).setSecureContext(fresh);
+    return true;
+  }
+
+  #read(files: PeerTlsFiles): _Credentials {
+    const read = (path: string, what: string) => {
+      try {
+        return Deno.readTextFileSync(path);
+      } catch (error) {
+        throw new Error(`Cannot read ${what} ${path}: ${(error as Error).message}`);
+      }
+    };
+    return {
+      ca: read(files.ca, "the herd's CA certificate"),
+      cert: read(files.cert, "this server's certificate"),
+      key: read(files.key, "this server's key"),
+    };
+  }
+
+  /** Listens for peers; resolves once listening. */
+  listen(options: PeerListenOptions): Promise<net.Server> {
+    const server = this.#credentials === undefined
+      ? net.createServer({ noDelay: true }, (socket) => {
+        options.onPeer({ socket, provenName: undefined, address: _address(socket) });
+      })
+      : this.#tlsServer(this.#credentials, options);
+    this.#servers.add(server);
+    server.on("close", () => this.#servers.delete(server));
+    return new Promise((resolve, reject) => {
+      server.once("error", reject);
+      server.listen(options.port, options.host, () => {
+        server.off("error", reject);
+        resolve(server);
+      });
+    });
+  }
+
+  #tlsServer(credentials: _Credentials, options: PeerListenOptions): tls.Server {
+    const server = tls.createServer({
+      ...credentials,
+      requestCert: true,
+      rejectUnauthorized: true,
+      noDelay: true,
+      handshakeTimeout: this.#handshakeTimeoutMs,
+    } as tls.TlsOptions, (socket) => {
+      const cert = socket.getPeerCertificate();
+      const provenName = certificateName(cert);
+      if (!socket.authorized || provenName === undefined) {
+        options.onRefused(_address(socket), "its certificate names no server");
+        socket.destroy();
+        return;
+      }
+      options.onPeer({ socket, provenName, address: _address(socket) });
+    });
+    server.on("tlsClientError", (error, socket) => {
+      options.onRefused(_address(socket), _handshakeError(error));
+      socket.destroy();
+    });
+    return server;
+  }
+
+  /**
+   * Dials a neighbour's peer port. With TLS, resolves only once the
+   * acceptor proved it is `neighbour` (a certificate from the herd's CA
+   * naming it); rejects otherwise, saying why.
+   */
+  dial(host: string, port: number, neighbour: string): Promise<net.Socket> {
+    const credentials = this.#credentials;
+    return new Promise((resolve, reject) => {
+      let socket: net.Socket;
+      const timer = setTimeout(() => {
+        socket.destroy();
+        reject(new Error(`no handshake within ${this.#handshakeTimeoutMs} ms`));
+      }, this.#handshakeTimeoutMs);
+      const done = (error?: Error) => {
+        clearTimeout(timer);
+        socket.off("error", done);
+        if (error === undefined) resolve(socket);
+        else {
+          socket.destroy();
+          reject(error);
+        }
+      };
+      if (credentials === undefined) {
+        socket = net.connect({ host, port, noDelay: true }, () => done());
+      } else {
+        socket = tls.connect({
+          host,
+          port,
+          servername: neighbour,
+          ...credentials,
+          noDelay: true,
+          checkServerIdentity: (_name: string, cert: tls.PeerCertificate) => {
+            const named = certificateName(cert);
+            return named === neighbour ? undefined : new Error(
+              `its certificate names ${named === undefined ? "no server" : `"${named}"`}, not "${neighbour}"`,
+            );
+          },
+        } as tls.ConnectionOptions, () => done());
+      }
+      socket.once("error", done);
+    });
+  }
+}
+
+/** A handshake failure in words: node:tls reports a wrong CA or an expired certificate as a reset. */
+function _handshakeError(error: Error): string {
+  const code = (error as { code?: string }).code;
+  if (code === "ERR_SSL_PEER_DID_NOT_RETURN_A_CERTIFICATE") return "it sent no certificate";
+  if (/handshake timeout/i.test(error.message)) return "no TLS handshake in time";
+  if (code === "ECONNRESET" || /hang up|reset/i.test(error.message)) {
+    return "the TLS handshake failed (a certificate not from the herd's CA, expired, or not for a client)";
+  }
+  return `the TLS handshake failed: ${error.message}`;
+}
