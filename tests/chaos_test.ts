@@ -7,8 +7,11 @@
  */
 
 import assert from "node:assert/strict";
-import { DEFAULT_LINKS, DEFAULT_NAMES, exchange, HERD_TEST_PERMISSIONS, TestHerd } from "./testing/herd.ts";
+import { DEFAULT_LINKS, DEFAULT_NAMES, exchange, HERD_TEST_PERMISSIONS, suiteMode, TestHerd } from "./testing/herd.ts";
 import { delay, waitFor } from "./testing/wait.ts";
+
+/** TLS peer links, or plain text when run from plaintext_test.ts. */
+const MODE = suiteMode(import.meta.url);
 
 const CHAOS_MS = 8_000;
 const LOOPS = 8;
@@ -19,10 +22,11 @@ function pick<T>(items: readonly T[]): T {
 }
 
 Deno.test({
-  name: "kill -9 of random servers under load loses no acknowledged record",
+  name: "kill -9 of random servers under load loses no acknowledged record" + MODE.suffix,
   permissions: HERD_TEST_PERMISSIONS,
 }, async () => {
   await using herd = await TestHerd.create({
+    tls: MODE.tls,
     placesUrl: "http://127.0.0.1:9/unused",
     names: [...DEFAULT_NAMES, "Probe"],
     links: [...DEFAULT_LINKS, ...DEFAULT_NAMES.map((name) => [name, "Probe"] as [string, string])],

@@ -1,8 +1,11 @@
 /** The store survives its server: kill -9, restarts, whole-herd restarts, and corrupt files. */
 
 import assert from "node:assert/strict";
-import { exchange, HERD_TEST_PERMISSIONS, TestHerd } from "./testing/herd.ts";
+import { exchange, HERD_TEST_PERMISSIONS, suiteMode, TestHerd } from "./testing/herd.ts";
 import { waitFor } from "./testing/wait.ts";
+
+/** TLS peer links, or plain text when run from plaintext_test.ts. */
+const MODE = suiteMode(import.meta.url);
 
 const NOWHERE = "http://127.0.0.1:9/unused";
 
@@ -16,10 +19,10 @@ async function waitForDigest(herd: TestHerd, name: string, expected: string, tim
 }
 
 Deno.test({
-  name: "an acknowledged IAMAT survives kill -9 of the server that acknowledged it",
+  name: "an acknowledged IAMAT survives kill -9 of the server that acknowledged it" + MODE.suffix,
   permissions: HERD_TEST_PERMISSIONS,
 }, async () => {
-  await using herd = await TestHerd.create({ placesUrl: NOWHERE, names: ["Solo"], links: [] });
+  await using herd = await TestHerd.create({ tls: MODE.tls, placesUrl: NOWHERE, names: ["Solo"], links: [] });
   await herd.start("Solo");
   const replies: string[] = [];
   for (let i = 0; i < 20; i++) {
@@ -35,11 +38,12 @@ Deno.test({
 });
 
 Deno.test({
-  name: "a whole herd killed and restarted ends with every acknowledged record on every server",
+  name: "a whole herd killed and restarted ends with every acknowledged record on every server" + MODE.suffix,
   permissions: HERD_TEST_PERMISSIONS,
 }, async () => {
   const names = ["A", "B", "C", "Probe"];
   await using herd = await TestHerd.create({
+    tls: MODE.tls,
     placesUrl: NOWHERE,
     names,
     links: [["A", "B"], ["B", "C"], ["A", "Probe"], ["B", "Probe"], ["C", "Probe"]],
@@ -71,10 +75,11 @@ Deno.test({
 });
 
 Deno.test({
-  name: "a server restarted after missing updates catches up with its neighbour",
+  name: "a server restarted after missing updates catches up with its neighbour" + MODE.suffix,
   permissions: HERD_TEST_PERMISSIONS,
 }, async () => {
   await using herd = await TestHerd.create({
+    tls: MODE.tls,
     placesUrl: NOWHERE,
     names: ["A", "B", "Probe"],
     links: [["A", "B"], ["A", "Probe"], ["B", "Probe"]],
@@ -99,10 +104,10 @@ Deno.test({
 });
 
 Deno.test({
-  name: "a server with a corrupt database refuses to start, names the file, and leaves it as it was",
+  name: "a server with a corrupt database refuses to start, names the file, and leaves it as it was" + MODE.suffix,
   permissions: HERD_TEST_PERMISSIONS,
 }, async () => {
-  await using herd = await TestHerd.create({ placesUrl: NOWHERE, names: ["Solo"], links: [] });
+  await using herd = await TestHerd.create({ tls: MODE.tls, placesUrl: NOWHERE, names: ["Solo"], links: [] });
   const path = `${herd.dir}/data/Solo.db`;
   await Deno.mkdir(`${herd.dir}/data`, { recursive: true });
   const garbage = new Uint8Array(8192).map((_, i) => (i * 7919) & 0xff);

@@ -5,8 +5,11 @@
 
 import assert from "node:assert/strict";
 import { startFakePlaces } from "./testing/fake_places.ts";
-import { exchange, exchangeBytes, HERD_TEST_PERMISSIONS, TestHerd } from "./testing/herd.ts";
+import { exchange, exchangeBytes, HERD_TEST_PERMISSIONS, suiteMode, TestHerd } from "./testing/herd.ts";
 import { waitFor } from "./testing/wait.ts";
+
+/** TLS peer links, or plain text when run from plaintext_test.ts. */
+const MODE = suiteMode(import.meta.url);
 
 const KEY = "test-key-3f9a1c";
 const KIWI = "IAMAT kiwi.cs.ucla.edu +34.068930-118.445127 1621464827.959498503";
@@ -51,11 +54,13 @@ async function exchangeUntilKnown(port: number, request: string, timeoutMs = 500
 }
 
 Deno.test({
-  name: 'with peers.ackScope "herd", an IAMAT reply comes once every server holds the record, two hops away included',
+  name: 'with peers.ackScope "herd", an IAMAT reply comes once every server holds the record, two hops away included' +
+    MODE.suffix,
   permissions: HERD_TEST_PERMISSIONS,
 }, async () => {
   await using fake = startFakePlaces({ key: KEY });
   await using herd = await TestHerd.create({
+    tls: MODE.tls,
     placesUrl: fake.url,
     key: KEY,
     places: { provider: "google-legacy" },
@@ -74,11 +79,16 @@ Deno.test({
 });
 
 Deno.test({
-  name: "a healthy herd speaks the whole protocol",
+  name: "a healthy herd speaks the whole protocol" + MODE.suffix,
   permissions: HERD_TEST_PERMISSIONS,
 }, async (t) => {
   await using fake = startFakePlaces({ key: KEY });
-  await using herd = await TestHerd.create({ placesUrl: fake.url, key: KEY, places: { provider: "google-legacy" } });
+  await using herd = await TestHerd.create({
+    tls: MODE.tls,
+    placesUrl: fake.url,
+    key: KEY,
+    places: { provider: "google-legacy" },
+  });
   await herd.startAll();
 
   await t.step("an IAMAT at Hill is visible at its neighbours with no sleep, then at every other server", async () => {
@@ -245,11 +255,11 @@ Deno.test({
 });
 
 Deno.test({
-  name: "records reach the servers still connected after kills, and restarted servers are used again",
+  name: "records reach the servers still connected after kills, and restarted servers are used again" + MODE.suffix,
   permissions: HERD_TEST_PERMISSIONS,
 }, async (t) => {
   await using fake = startFakePlaces({ key: KEY });
-  await using herd = await TestHerd.create({ placesUrl: fake.url, key: KEY });
+  await using herd = await TestHerd.create({ tls: MODE.tls, placesUrl: fake.url, key: KEY });
   await herd.startAll();
 
   await t.step(
@@ -290,11 +300,12 @@ Deno.test({
 });
 
 Deno.test({
-  name: "a frozen neighbour does not stall the herd, and gets the latest records when it thaws",
+  name: "a frozen neighbour does not stall the herd, and gets the latest records when it thaws" + MODE.suffix,
   permissions: HERD_TEST_PERMISSIONS,
 }, async () => {
   await using fake = startFakePlaces({ key: KEY });
   await using herd = await TestHerd.create({
+    tls: MODE.tls,
     placesUrl: fake.url,
     key: KEY,
     names: ["A", "B", "C"],
@@ -325,11 +336,17 @@ Deno.test({
 });
 
 Deno.test({
-  name: "SIGINT then SIGTERM finish replies in flight and leave a complete log",
+  name: "SIGINT then SIGTERM finish replies in flight and leave a complete log" + MODE.suffix,
   permissions: HERD_TEST_PERMISSIONS,
 }, async () => {
   await using fake = startFakePlaces({ key: KEY });
-  await using herd = await TestHerd.create({ placesUrl: fake.url, key: KEY, names: ["Solo"], links: [] });
+  await using herd = await TestHerd.create({
+    tls: MODE.tls,
+    placesUrl: fake.url,
+    key: KEY,
+    names: ["Solo"],
+    links: [],
+  });
   await herd.start("Solo");
   const port = herd.port("Solo");
   assert.match(await exchange(port, KIWI + "\n"), /^AT Solo /);

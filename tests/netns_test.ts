@@ -15,7 +15,10 @@ import assert from "node:assert/strict";
 import { makeCertificates } from "../lib/cli/certs.ts";
 import { loadConfig } from "../lib/config/config.ts";
 import { serverRunArgs } from "../lib/cli/launcher.ts";
-import { HERD_TEST_PERMISSIONS } from "./testing/herd.ts";
+import { HERD_TEST_PERMISSIONS, suiteMode } from "./testing/herd.ts";
+
+/** TLS peer links, or plain text when run from plaintext_test.ts. */
+const MODE = suiteMode(import.meta.url);
 import { waitFor } from "./testing/wait.ts";
 
 /** The test's private subnet; it exists only on the bridge inside the test's namespaces. */
@@ -40,6 +43,7 @@ const decoder = new TextDecoder();
  */
 const CLIENT_SCRIPT = `
 import { checkThroughout, waitFor } from ${JSON.stringify(import.meta.resolve("./testing/wait.ts"))};
+
 const [mode, host, port, request, pattern = "", ms = "0"] = Deno.args;
 const encoder = new TextEncoder();
 const decoder = new TextDecoder();
@@ -186,11 +190,17 @@ class NetnsHerd implements AsyncDisposable {
       places: { provider: "offline", url: "http://127.0.0.1:9/unused" },
       logDir: "logs",
       // Periodic reconciliation well inside the [catch-up] timeout (the default is 5 s).
-      peers: { reconnectMinMs: 20, reconnectMaxMs: 200, ackTimeoutMs: ACK_TIMEOUT_MS, reconcileIntervalMs: 1000 },
+      peers: {
+        reconnectMinMs: 20,
+        reconnectMaxMs: 200,
+        ackTimeoutMs: ACK_TIMEOUT_MS,
+        reconcileIntervalMs: 1000,
+        tls: MODE.tls,
+      },
     };
     await Deno.writeTextFile(`${this.dir}/herd.config.json`, JSON.stringify(config, null, 2));
     // Peer links over TLS, as by default: each certificate names its server's host address.
-    await makeCertificates(await loadConfig(`${this.dir}/herd.config.json`));
+    if (MODE.tls) await makeCertificates(await loadConfig(`${this.dir}/herd.config.json`));
     await Deno.writeTextFile(`${this.dir}/client.ts`, CLIENT_SCRIPT);
   }
 
@@ -346,7 +356,7 @@ if (skipped !== undefined) console.log(`netns_test.ts: skipped: ${skipped}`);
 Deno.test({
   name: `a herd on three hosts in network namespaces survives nftables cuts of the B–C link${
     skipped === undefined ? "" : ` (skipped: ${skipped})`
-  }`,
+  }${MODE.suffix}`,
   ignore: skipped !== undefined,
   permissions: { ...HERD_TEST_PERMISSIONS, run: ["deno", "ip"] },
 }, async (t) => {

@@ -10,8 +10,11 @@
 
 import assert from "node:assert/strict";
 import { CUT, delay, DROP, PASS } from "./testing/fault_proxy.ts";
-import { exchange, HERD_TEST_PERMISSIONS, TestHerd, type TestHerdOptions } from "./testing/herd.ts";
+import { exchange, HERD_TEST_PERMISSIONS, suiteMode, TestHerd, type TestHerdOptions } from "./testing/herd.ts";
 import { checkThroughout, waitFor } from "./testing/wait.ts";
+
+/** TLS peer links, or plain text when run from plaintext_test.ts. */
+const MODE = suiteMode(import.meta.url);
 
 /** How long a [catch-up] step waits for a missed record after the heal. */
 const CATCH_UP_TIMEOUT_MS = 10_000;
@@ -21,6 +24,7 @@ const ABSENT_MS = 600;
 /** A line herd A–B–C whose peers dial each other through one fault proxy per server; WHATSAT answers offline. */
 function lineHerd(peers: TestHerdOptions["peers"]): Promise<TestHerd> {
   return TestHerd.create({
+    tls: MODE.tls,
     placesUrl: "http://127.0.0.1:9/unused",
     names: ["A", "B", "C"],
     links: [["A", "B"], ["B", "C"]],
@@ -87,7 +91,7 @@ async function waitFlowing(herd: TestHerd, from: string, to: string, timeoutMs: 
 }
 
 Deno.test({
-  name: "a partition keeps records on their side of a cut link, and records flow again after the heal",
+  name: "a partition keeps records on their side of a cut link, and records flow again after the heal" + MODE.suffix,
   permissions: HERD_TEST_PERMISSIONS,
 }, async (t) => {
   await using herd = await lineHerd({ ackTimeoutMs: 300 });
@@ -145,7 +149,8 @@ Deno.test({
 });
 
 Deno.test({
-  name: "a slow link within the ack budget: a reply waits for the server's neighbours, not for servers further away",
+  name: "a slow link within the ack budget: a reply waits for the server's neighbours, not for servers further away" +
+    MODE.suffix,
   permissions: HERD_TEST_PERMISSIONS,
 }, async (t) => {
   // The default ackScope, "neighbours": 200 ms each way on A–B makes a record's round trip there 400 ms.
@@ -171,7 +176,8 @@ Deno.test({
 
 Deno.test({
   name:
-    'with ackScope "herd", a slow link within the ack budget: replies wait for it and every server holds the record',
+    'with ackScope "herd", a slow link within the ack budget: replies wait for it and every server holds the record' +
+    MODE.suffix,
   permissions: HERD_TEST_PERMISSIONS,
 }, async (t) => {
   // 200 ms each way through the proxy makes a record's round trip on A–B 400 ms; the 1500 ms budget covers it (and B
@@ -206,7 +212,8 @@ Deno.test({
 
 Deno.test({
   name:
-    'with ackScope "herd", a link slower than the ack budget does not stall the herd: replies come within the budget, then at once',
+    'with ackScope "herd", a link slower than the ack budget does not stall the herd: replies come within the budget, then at once' +
+    MODE.suffix,
   permissions: HERD_TEST_PERMISSIONS,
 }, async (t) => {
   // The A–B round trip (400 ms) is longer than the 250 ms budget: the first record across it waits the budget out
@@ -250,7 +257,8 @@ Deno.test({
 });
 
 Deno.test({
-  name: "a black-holed link is marked lagging and the herd keeps answering; after the heal records flow again",
+  name: "a black-holed link is marked lagging and the herd keeps answering; after the heal records flow again" +
+    MODE.suffix,
   permissions: HERD_TEST_PERMISSIONS,
 }, async (t) => {
   const budget = 300;

@@ -217,20 +217,23 @@ export class PeerLink {
   async #run(): Promise<void> {
     const { dialHost, dialPort, reconnectMinMs, reconnectMaxMs } = this.#options;
     const backoff = new _Backoff(reconnectMinMs, reconnectMaxMs);
-    let announcedDown = false;
+    /** Why the link was last said to be down: a new reason is logged, the same one again is not. */
+    let announced: string | undefined;
     let wasUp = false;
     while (!this.#closed) {
       let socket: Awaited<ReturnType<PeerTransport["dial"]>>;
       try {
         socket = await this.#options.transport.dial(dialHost, dialPort, this.neighbour);
       } catch (error) {
-        if (!announcedDown) {
-          // Neighbours starting after us is normal; a link that was up and cannot come back is worth a warning.
-          log.peer[wasUp ? "warning" : "info"](
+        const reason = (error as Error).message;
+        if (reason !== announced) {
+          // Neighbours starting after us is normal; a link that was up and cannot come back, or a neighbour that
+          // cannot prove who it is, is worth a warning.
+          log.peer[wasUp || announced !== undefined ? "warning" : "info"](
             "Link to {neighbour} at {host}:{port} is down: {error}; retrying with backoff",
-            { neighbour: this.neighbour, host: dialHost, port: dialPort, error: (error as Error).message },
+            { neighbour: this.neighbour, host: dialHost, port: dialPort, error: reason },
           );
-          announcedDown = true;
+          announced = reason;
         }
         await this.#sleep(backoff.next());
         continue;
@@ -239,7 +242,7 @@ export class PeerLink {
         socket.destroy();
         break;
       }
-      announcedDown = false;
+      announced = undefined;
       wasUp = true;
       const began = performance.now();
       await this.#session(socket);

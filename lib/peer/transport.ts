@@ -64,7 +64,9 @@ interface _Credentials {
 }
 
 function _address(socket: net.Socket): string {
-  return `${socket.remoteAddress ?? "?"}:${socket.remotePort ?? "?"}`;
+  // Deno's node:tls keeps the peer's address on the TCP socket under the TLS one.
+  const tcp = socket.remoteAddress === undefined ? (socket as { _parent?: net.Socket })._parent ?? socket : socket;
+  return `${tcp.remoteAddress ?? "?"}:${tcp.remotePort ?? "?"}`;
 }
 
 /** The DNS names a certificate's subjectAltName lists. */
@@ -210,7 +212,7 @@ export class PeerTransport {
           checkServerIdentity: (_name: string, cert: tls.PeerCertificate) => {
             const named = certificateName(cert);
             return named === neighbour ? undefined : new Error(
-              `its certificate names ${named === undefined ? "no server" : `"${named}"`}, not "${neighbour}"`,
+              `its certificate names ${named ?? "no server"}, not ${neighbour}`,
             );
           },
         } as tls.ConnectionOptions, () => done());

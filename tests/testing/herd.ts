@@ -39,6 +39,24 @@ export const HERD_TEST_PERMISSIONS: Deno.PermissionOptionsObject = {
 const _encoder = new TextEncoder();
 const _decoder = new TextDecoder();
 
+/** How a suite module runs: with TLS peer links, or (imported with `?plain`) with plain-text ones. */
+export interface SuiteMode {
+  /** The `peers.tls` its herds get. */
+  tls: boolean;
+  /** What its test names end with, so the two runs are told apart. */
+  suffix: string;
+}
+
+/**
+ * The mode of the suite at `moduleUrl` (its `import.meta.url`): the
+ * protocol and fault suites run as themselves with TLS peer links, and
+ * again from tests/plaintext_test.ts with `"tls": false`.
+ */
+export function suiteMode(moduleUrl: string): SuiteMode {
+  const plain = new URL(moduleUrl).searchParams.has("plain");
+  return { tls: !plain, suffix: plain ? " [plain-text peer links]" : "" };
+}
+
 /** Distinct free TCP ports on 127.0.0.1. */
 export function freePorts(count: number): number[] {
   const listeners = Array.from({ length: count }, () => Deno.listen({ hostname: "127.0.0.1", port: 0 }));
@@ -84,6 +102,8 @@ export interface TestHerdOptions {
   faultProxies?: boolean;
   /** Proxies keep a copy of this many bytes they forward (see {@linkcode FaultProxy.captured}). */
   captureBytes?: number;
+  /** Peer links over TLS (the default) or plain text: the config's `peers.tls`. */
+  tls?: boolean;
   /** Extra top-level config fields; they replace what the options above wrote. */
   extra?: Record<string, unknown>;
 }
@@ -144,7 +164,12 @@ export class TestHerd implements AsyncDisposable {
         ...options.places,
       },
       logDir: "logs",
-      peers: { reconnectMinMs: 20, reconnectMaxMs: 200, ...options.peers },
+      peers: {
+        reconnectMinMs: 20,
+        reconnectMaxMs: 200,
+        ...(options.tls === undefined ? {} : { tls: options.tls }),
+        ...options.peers,
+      },
       ...options.extra,
     };
     await Deno.writeTextFile(herd.configPath, JSON.stringify(config, null, 2));

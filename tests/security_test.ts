@@ -1,0 +1,352 @@
+/**
+ * The peer port faces the network: whoever reaches it without the herd's
+ * credentials gets nothing and changes nothing, an impostor on a downed
+ * neighbour's address is not trusted, links carry no location in clear,
+ * and an authenticated neighbour that misbehaves is bounded. Each test
+ * reads the servers' logs for the line that names what was refused.
+ */
+
+import assert from "node:assert/strict";
+import net from "node:net";
+import tls from "node:tls";
+import { makeCertificates } from "../lib/cli/certs.ts";
+import { certFiles, parseConfig } from "../lib/config/config.ts";
+import { LineSocket } from "../lib/net/line_socket.ts";
+import { PeerTransport } from "../lib/peer/transport.ts";
+import { exchange, HERD_TEST_PERMISSIONS, TestHerd } from "./testing/herd.ts";
+import { inspectProcess } from "./testing/process_stats.ts";
+import { waitFor } from "./testing/wait.ts";
+
+/** No key is given, so WHATSAT answers from offline GeoNames data and this URL is never called. */
+const NOWHERE = "http://127.0.0.1:9/unused";
+const ZERO_DIGEST = `DIGEST ${"0".repeat(16384)}`;
+const FORGED = "AT A +0.000000001 forged.client +1+1 99999999999.0";
+const decoder = new TextDecoder();
+
+/** A line herd A–B–C (and D, configured and linked to B, never started: its certificate is an insider's). */
+function lineHerd(options: { tls?: boolean; faultProxies?: boolean; captureBytes?: number } = {}) {
+  return TestHerd.create({
+    placesUrl: NOWHERE,
+    names: ["A", "B", "C", "D"],
+    links: [["A", "B"], ["B", "C"], ["B", "D"]],
+    places: { provider: "offline" },
+    peers: { ackTimeoutMs: 300, reconcileIntervalMs: 1000 },
+    ...options,
+  });
+}
+
+/** Whether `name` holds any record for `id` (a WHATSAT answered with an AT line). */
+async function holds(herd: TestHerd, name: string, id: string): Promise<boolean> {
+  return (await exchange(herd.port(name), `WHATSAT ${id} 1 0\n`)).startsWith("AT ");
+}
+
+/** Waits until `name`'s log has a line matching `pattern`; returns it. */
+async function logLine(herd: TestHerd, name: string, pattern: RegExp): Promise<string> {
+  let found = "";
+  await waitFor(async () => {
+    found = (await herd.log(name)).split("\n").find((line) => pattern.test(line)) ?? "";
+    return found !== "";
+  }, { timeoutMs: 10_000, what: `${name}'s log to say ${pattern}` });
+  return found;
+}
+
+/** What a raw socket reads until it is closed (or `ms` pass, when it is closed by us). */
+function readAll(socket: net.Socket, ms = 10_000): Promise<{ text: string; closedByServer: boolean }> {
+  return new Promise((resolve) => {
+    const chunks: Uint8Array[] = [];
+    const timer = setTimeout(() => socket.destroy(), ms);
+    let closedByServer = true;
+    socket.on("data", (chunk: Uint8Array) => chunks.push(new Uint8Array(chunk)));
+    socket.on("error", () => {});
+    socket.on("timeout", () => closedByServer = false);
+    socket.once("close", () => {
+      clearTimeout(timer);
+      const bytes = new Uint8Array(chunks.reduce((sum, chunk) => sum + chunk.length, 0));
+      let offset = 0;
+      for (const chunk of chunks) {
+        bytes.set(chunk, offset);
+        offset += chunk.length;
+      }
+      resolve({ text: decoder.decode(bytes), closedByServer });
+    });
+  });
+}
+
+/** The forger's script: introduce itself as A, ask for everything, and push a record that would win forever. */
+const FORGERY = `HELLO A\n${ZERO_DIGEST}\n${FORGED} 1 500\n${FORGED}\n`;
+
+Deno.test({
+  name: "a forger without the herd's credentials gets no record and changes nothing, and the refusal is logged",
+  permissions: HERD_TEST_PERMISSIONS,
+}, async () => {
+  await using herd = await lineHerd();
+  await herd.startAll();
+  await exchange(herd.port("A"), "IAMAT victim +34.068930-118.445127 1700000000\n");
+  await waitFor(() => holds(herd, "C", "victim"), { what: "the victim's record to reach C" });
+
+  // 1. Plain TCP, speaking the peer protocol in clear to B's peer port.
+  const plain = net.connect({ host: "127.0.0.1", port: herd.peerPort("B") });
+  plain.on("connect", () => plain.write(FORGERY));
+  const plainRead = await readAll(plain);
+  assert.equal(plainRead.text.includes("victim"), false, "no record comes back in clear");
+  assert.equal(plainRead.text.includes("AT "), false);
+  await logLine(herd, "B", /Refused a peer connection from "127\.0\.0\.1:\d+": "the TLS handshake failed/);
+
+  // 2. TLS that trusts the herd's CA, without a client certificate.
+  const files = herd.tlsFiles("A")!;
+  const anonymous = tls.connect({
+    host: "127.0.0.1",
+    port: herd.peerPort("B"),
+    servername: "B",
+    ca: await Deno.readTextFile(files.ca),
+  });
+  anonymous.on("secureConnect", () => anonymous.write(FORGERY));
+  const anonymousRead = await readAll(anonymous);
+  assert.equal(anonymousRead.text.includes("victim"), false);
+  await logLine(herd, "B", /Refused a peer connection from .*: "it sent no certificate"/);
+
+  // 3. A certificate for "A" from another CA: same names, same addresses, the wrong authority.
+  const otherDir = `${herd.dir}/other-ca`;
+  const other = parseConfig(
+    JSON.stringify({ ...JSON.parse(await Deno.readTextFile(herd.configPath)), certDir: otherDir }),
+    herd.configPath,
+  );
+  await makeCertificates(other, { names: ["A"] });
+  const foreign = certFiles(other);
+  const forged = tls.connect({
+    host: "127.0.0.1",
+    port: herd.peerPort("B"),
+    servername: "B",
+    ca: await Deno.readTextFile(foreign.ca),
+    cert: await Deno.readTextFile(foreign.cert("A")),
+    key: await Deno.readTextFile(foreign.key("A")),
+    rejectUnauthorized: false,
+  });
+  forged.on("secureConnect", () => forged.write(FORGERY));
+  const forgedRead = await readAll(forged);
+  assert.equal(forgedRead.text.includes("victim"), false);
+  await logLine(herd, "B", /Refused a peer connection from .*: "the TLS handshake failed \(a certificate not from/);
+
+  for (const name of ["A", "B", "C"]) {
+    assert.equal(await holds(herd, name, "forged.client"), false, `${name} stored nothing of the forger's`);
+  }
+  // The victim's own record is untouched and a later report still wins.
+  const reply = await exchange(herd.port("C"), "IAMAT victim +1+1 1700000001\n");
+  assert.match(reply, /^AT C /);
+  await waitFor(async () => (await exchange(herd.port("A"), "WHATSAT victim 1 0\n")).includes("+1+1 1700000001"), {
+    what: "the victim's later report to win at A",
+  });
+});
+
+Deno.test({
+  name: "an impostor on a downed neighbour's peer address is not trusted: nothing it sends is stored or counted",
+  permissions: HERD_TEST_PERMISSIONS,
+}, async () => {
+  await using herd = await lineHerd();
+  await herd.startAll();
+  await herd.stop("B", "SIGKILL");
+  // The impostor holds a real certificate of the herd, D's (an insider), and listens where A dials B.
+  const impostor = new PeerTransport({ files: herd.tlsFiles("D"), handshakeTimeoutMs: 5000 });
+  impostor.load();
+  const heard: string[] = [];
+  const sockets = new Set<LineSocket>();
+  const server = await impostor.listen({
+    host: "127.0.0.1",
+    port: herd.peerPort("B"),
+    onPeer: ({ socket }) => {
+      const conn = new LineSocket(socket, {
+        maxLineBytes: 1 << 20,
+        onLines: (lines) => heard.push(...lines.map((line) => decoder.decode(line))),
+      });
+      sockets.add(conn);
+      // What it would answer if A trusted it: acknowledgements for anything, and a record that wins forever.
+      conn.write(`${Array.from({ length: 50 }, (_, i) => `ACK ${i}`).join("\n")}\n${FORGED}\n`);
+    },
+    onRefused: () => {},
+  });
+  try {
+    const line = await logLine(herd, "A", /Link to "B" at .* is down: "its certificate names D, not B"/);
+    assert.ok(line.length > 0);
+    const started = performance.now();
+    const reply = await exchange(herd.port("A"), "IAMAT after.impostor +1+1 1700000002\n");
+    assert.match(reply, /^AT A /, "A answers with no neighbour up");
+    assert.ok(performance.now() - started < 300, "and does not wait on the impostor's acknowledgements");
+    assert.equal(await holds(herd, "A", "forged.client"), false, "nothing the impostor sends is stored");
+    assert.deepEqual(heard, [], "no link ever came up to it, so it heard no line");
+  } finally {
+    for (const conn of sockets) conn.destroy();
+    await Promise.all([...sockets].map((conn) => conn.closed));
+    await new Promise<void>((resolve) => server.close(() => resolve()));
+  }
+});
+
+Deno.test({
+  name: "the bytes of a TLS peer link carry no client ID or location in clear (and a plain-text link does)",
+  permissions: HERD_TEST_PERMISSIONS,
+}, async () => {
+  for (const secure of [true, false]) {
+    await using herd = await lineHerd({ tls: secure, faultProxies: true, captureBytes: 1 << 20 });
+    await herd.startAll();
+    const id = `secret-${secure}-${crypto.randomUUID()}`;
+    const location = "+48.858370+002.294481";
+    await exchange(herd.port("A"), `IAMAT ${id} ${location} 1700000003\n`);
+    await waitFor(() => holds(herd, "C", id), { what: `${id} to reach C` });
+    let wire = "";
+    for (const proxy of herd.linkProxies.values()) wire += decoder.decode(proxy.captured());
+    assert.ok(wire.length > 1000, "the proxies saw the links' bytes");
+    assert.equal(wire.includes(id), !secure, secure ? "no client ID in clear" : "the plain-text control shows it");
+    assert.equal(wire.includes(location), !secure, secure ? "no location in clear" : "the plain-text control shows it");
+  }
+});
+
+/** An authenticated connection to `server`'s peer port as neighbour `as`, with `as`'s certificate. */
+async function insider(herd: TestHerd, server: string, as: string): Promise<{ conn: LineSocket; heard: string[] }> {
+  const transport = new PeerTransport({ files: herd.tlsFiles(as), handshakeTimeoutMs: 5000 });
+  transport.load();
+  const heard: string[] = [];
+  const conn = new LineSocket(await transport.dial("127.0.0.1", herd.peerPort(server), server), {
+    maxLineBytes: 1 << 20,
+    onLines: (lines) => heard.push(...lines.map((line) => decoder.decode(line))),
+  });
+  conn.write(`HELLO ${as}\n`);
+  return { conn, heard };
+}
+
+Deno.test({
+  name: "records no neighbour could have sent are logged and dropped, and a link that keeps sending them is closed",
+  permissions: HERD_TEST_PERMISSIONS,
+}, async () => {
+  await using herd = await lineHerd();
+  await herd.start("B");
+  const { conn } = await insider(herd, "B", "A");
+  try {
+    const malformed = [
+      "AT Mallory +0.263873386 m1 +34-118 1 1 0", // a server the herd does not have
+      "AT A +0.1 m2 +34-118 1 2 0", // not nine decimals
+      "AT A 0.263873386 m3 +34-118 1 3 0", // no sign
+      `AT A +0.263873386 ${"m".repeat(9000)} +34-118 1 4 0`, // a client ID no line could carry
+      "AT A +0.263873386 m5 +91-118 1 5 0", // latitude out of range
+      "AT A +0.263873386 m6 +34-118 1e9 6 0", // not POSIX seconds
+      "AT A +0.263873386 m7 +34-118", // five fields
+      "WHATSAT m8 10 5", // a client command
+    ];
+    conn.write(malformed.join("\n") + "\nAT A +0.263873386 good +34-118 1700000004 9 0\n");
+    await waitFor(() => holds(herd, "B", "good"), { what: "the well-formed record to be stored" });
+    const log = await herd.log("B");
+    for (const reason of [/server the herd does not have/, /nine decimals/, /client ID is too long/, /location/]) {
+      assert.match(log, new RegExp(`Dropped a line from "A" \\("[^"]*${reason.source}`), String(reason));
+    }
+    assert.ok(!/mmmmmmmmmm{400}/.test(log), "a dropped line is cut in the log");
+    for (const id of ["m1", "m2", "m3", "m5", "m6", "m7", "m8"]) assert.equal(await holds(herd, "B", id), false, id);
+    // More of them: the link is closed.
+    for (let i = 0; i < 16 && !conn.isClosed; i++) conn.write("AT A +0.1 junk +1+1 1 1 0\n");
+    await logLine(herd, "B", /Closing the link from "A": \d+ lines it could not have sent/);
+    await waitFor(() => conn.isClosed, { what: "B to close the link" });
+  } finally {
+    conn.destroy();
+    await conn.closed;
+  }
+});
+
+Deno.test({
+  name: "a DIGEST storm from an authenticated neighbour that never reads leaves memory bounded and clients served",
+  permissions: HERD_TEST_PERMISSIONS,
+}, async () => {
+  await using herd = await lineHerd();
+  await herd.start("B");
+  // 20,000 clients: a full answer is about 1.6 MB of AT lines.
+  const lines = Array.from({ length: 20_000 }, (_, i) => `IAMAT storm-${i} +34.068930-118.445127 1700000000.${i}`);
+  const replies = await exchange(herd.port("B"), lines.join("\n") + "\n");
+  assert.equal(replies.split("\n").filter((line) => line.startsWith("AT ")).length, lines.length);
+  const before = await inspectProcess(herd.pid("B"));
+  // The neighbour: a child process with A's certificate that sends 2,000 requests for everything (32 MB of
+  // requests, 3 GB of answers if each were answered in full), then stops itself, so it reads nothing more.
+  const files = herd.tlsFiles("A")!;
+  const script = `
+    import tls from "node:tls";
+    const socket = tls.connect({
+      host: "127.0.0.1", port: ${herd.peerPort("B")}, servername: "B",
+      ca: Deno.readTextFileSync(${JSON.stringify(files.ca)}),
+      cert: Deno.readTextFileSync(${JSON.stringify(files.cert)}),
+      key: Deno.readTextFileSync(${JSON.stringify(files.key)}),
+    }, () => {
+      socket.write("HELLO A\\n" + ${
+    JSON.stringify(`${ZERO_DIGEST}
+`)
+  }.repeat(2000), () => {
+        console.log("sent");
+        Deno.kill(Deno.pid, "SIGSTOP");
+      });
+    });
+    socket.on("error", () => {});
+    setInterval(() => {}, 1000);`;
+  const child = new Deno.Command("deno", {
+    args: ["eval", "--no-config", script],
+    stdin: "null",
+    stdout: "piped",
+    stderr: "null",
+  }).spawn();
+  try {
+    const reader = child.stdout.pipeThrough(new TextDecoderStream()).getReader();
+    let said = "";
+    while (!said.includes("sent")) {
+      const { value, done } = await reader.read();
+      if (done) throw new Error("the storm's process ended before sending");
+      said += value;
+    }
+    reader.releaseLock();
+    for (let i = 0; i < 10; i++) {
+      const served = performance.now();
+      assert.match(await exchange(herd.port("B"), `WHATSAT storm-${i} 10 1\n`), /^AT B /);
+      assert.ok(performance.now() - served < 5000, "a client is served during the storm");
+    }
+    await logLine(herd, "B", /"A" asks to reconcile again too soon; answering with our digest alone/);
+    await logLine(herd, "B", /Closing the link from "A": it leaves what we send unread/);
+    const after = await inspectProcess(herd.pid("B"));
+    assert.ok(
+      after.rssKb - before.rssKb < 200 * 1024,
+      `B's memory grew by ${after.rssKb - before.rssKb} KB under the storm`,
+    );
+    assert.match(await exchange(herd.port("B"), "IAMAT after.storm +1+1 1700000005\n"), /^AT B /);
+  } finally {
+    child.kill("SIGKILL");
+    await child.status;
+    await child.stdout.cancel().catch(() => {});
+  }
+});
+
+Deno.test({
+  name: "a peer connection that does not finish its handshake in a few seconds is closed and logged",
+  permissions: HERD_TEST_PERMISSIONS,
+}, async () => {
+  await using herd = await lineHerd();
+  await herd.start("B");
+  // Connects and says nothing: no TLS handshake.
+  const silent = net.connect({ host: "127.0.0.1", port: herd.peerPort("B") });
+  const started = performance.now();
+  const { closedByServer } = await readAll(silent, 15_000);
+  assert.ok(closedByServer);
+  const ms = performance.now() - started;
+  assert.ok(ms < 10_000, `closed after ${ms.toFixed(0)} ms`);
+  await logLine(herd, "B", /Refused a peer connection from .*: "no TLS handshake in time"/);
+  // Finishes TLS with a good certificate, then never says HELLO.
+  const transport = new PeerTransport({ files: herd.tlsFiles("A"), handshakeTimeoutMs: 5000 });
+  transport.load();
+  const mute = new LineSocket(await transport.dial("127.0.0.1", herd.peerPort("B"), "B"), {
+    maxLineBytes: 1024,
+    onLines: () => {},
+  });
+  await mute.closed;
+  await logLine(herd, "B", /Refused a peer connection from .*: no HELLO within 5000 ms/);
+});
+
+Deno.test({
+  name: 'with "peers": { "tls": false } each server warns once at start that its peer port accepts anyone',
+  permissions: HERD_TEST_PERMISSIONS,
+}, async () => {
+  await using herd = await lineHerd({ tls: false });
+  await herd.start("B");
+  await waitFor(() => herd.stderr("B").includes("Peer links are plain text"), { what: "B's warning" });
+  assert.equal(herd.stderr("B").split("Peer links are plain text").length - 1, 1, "once");
+  assert.match(herd.stderr("B"), /accepts anyone who connects/);
+});
