@@ -1,0 +1,150 @@
+/**
+ * The herd's certificates: what `deno task certs` makes, that five servers
+ * starting at once make them once, and that a server takes a renewed
+ * certificate without stopping.
+ */
+
+import assert from "node:assert/strict";
+import * as x509 from "@peculiar/x509";
+import { certificateNames, makeCertificates } from "../lib/cli/certs.ts";
+import { certificateRunArgs } from "../lib/cli/launcher.ts";
+import { certFiles, type HerdConfig, parseConfig } from "../lib/config/config.ts";
+import { exchange, HERD_TEST_PERMISSIONS, TestHerd } from "./testing/herd.ts";
+import { waitFor } from "./testing/wait.ts";
+
+/** A config for a small herd in `dir`, certificates in `dir/certs`. */
+function configIn(dir: string): HerdConfig {
+  return parseConfig(
+    JSON.stringify({
+      servers: {
+        A: { host: "127.0.0.1", port: 1, peerPort: 2 },
+        B: { host: "b.example", port: 3, peerPort: 4, peerAddress: "10.0.0.2:9004" },
+        C: { host: "127.0.0.1", port: 5, peerPort: 6 },
+      },
+      links: [["A", "B"], ["B", "C"]],
+      places: { url: "http://127.0.0.1:9/unused" },
+      logDir: "logs",
+    }),
+    `${dir}/herd.config.json`,
+  );
+}
+
+async function temporaryDir(): Promise<string> {
+  return await Deno.makeTempDir({ dir: "/tmp", prefix: "herd-certs-" });
+}
+
+Deno.test("certificateNames() names the server and every address its peer port is reached at", () => {
+  const config = configIn("/tmp/x");
+  assert.deepEqual(certificateNames("A", config.servers.get("A")!), { dns: ["A"], ip: ["127.0.0.1"] });
+  assert.deepEqual(certificateNames("B", config.servers.get("B")!), { dns: ["B", "b.example"], ip: ["10.0.0.2"] });
+});
+
+Deno.test({
+  name: "makeCertificates() makes a CA and, per server, a key and a certificate for both ends of a link, all 0600",
+  permissions: { read: ["/tmp"], write: ["/tmp"] },
+}, async () => {
+  const dir = await temporaryDir();
+  try {
+    const config = configIn(dir);
+    const written = await makeCertificates(config);
+    const files = certFiles(config);
+    assert.equal(written.length, 2 + 2 * 3);
+    for (const path of written) assert.equal((await Deno.stat(path)).mode! & 0o777, 0o600, path);
+    assert.equal((await Deno.stat(config.certDir)).mode! & 0o777, 0o700);
+    const ca = new x509.X509Certificate(await Deno.readTextFile(files.ca));
+    assert.equal(await ca.verify({ signatureOnly: true }), true, "the CA signs itself");
+    const b = new x509.X509Certificate(await Deno.readTextFile(files.cert("B")));
+    assert.match(b.subject, /CN=B/);
+    assert.equal(b.issuer, ca.subject);
+    assert.equal(await b.verify({ publicKey: ca.publicKey, signatureOnly: true }), true, "B's is signed by the CA");
+    const san = b.getExtension(x509.SubjectAlternativeNameExtension)!;
+    assert.deepEqual(san.names.items.map((name) => `${name.type}:${name.value}`), [
+      "dns:B",
+      "dns:b.example",
+      "ip:10.0.0.2",
+    ]);
+    const usage = b.getExtension(x509.ExtendedKeyUsageExtension)!;
+    assert.deepEqual([...usage.usages], [x509.ExtendedKeyUsage.serverAuth, x509.ExtendedKeyUsage.clientAuth]);
+    assert.equal(b.getExtension(x509.BasicConstraintsExtension)!.ca, false);
+    // Run again: nothing to make. Renew B: a new key and certificate from the same CA.
+    assert.deepEqual(await makeCertificates(config), []);
+    const oldKey = await Deno.readTextFile(files.key("B"));
+    assert.deepEqual(await makeCertificates(config, { names: ["B"], renew: true }), [files.key("B"), files.cert("B")]);
+    assert.notEqual(await Deno.readTextFile(files.key("B")), oldKey);
+    const renewed = new x509.X509Certificate(await Deno.readTextFile(files.cert("B")));
+    assert.equal(await renewed.verify({ publicKey: ca.publicKey, signatureOnly: true }), true);
+    assert.notEqual(renewed.serialNumber, b.serialNumber);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test({
+  name: "five servers starting at once make the certificates once, and each finds its own",
+  permissions: HERD_TEST_PERMISSIONS,
+}, async () => {
+  const dir = await temporaryDir();
+  try {
+    const config = configIn(dir);
+    await Deno.writeTextFile(
+      config.path,
+      JSON.stringify({
+        servers: Object.fromEntries(
+          [...config.servers].map(([name, s]) => [name, { host: s.host, port: s.port, peerPort: s.peerPort }]),
+        ),
+        links: config.links,
+        places: { url: config.places.url },
+        logDir: "logs",
+      }),
+    );
+    const runs = await Promise.all(Array.from({ length: 5 }, () =>
+      new Deno.Command("deno", {
+        args: certificateRunArgs(config, { ifMissing: true }),
+        stdin: "null",
+        stdout: "piped",
+        stderr: "piped",
+      }).output()));
+    const said = runs.map((run) => new TextDecoder().decode(run.stdout));
+    for (const [index, run] of runs.entries()) {
+      assert.equal(run.code, 0, `run ${index}: ${new TextDecoder().decode(run.stderr)}`);
+    }
+    assert.equal(said.filter((text) => text.includes("Made the herd's certificates")).length, 1, said.join("|"));
+    const files = certFiles(config);
+    const ca = new x509.X509Certificate(await Deno.readTextFile(files.ca));
+    for (const name of config.servers.keys()) {
+      const cert = new x509.X509Certificate(await Deno.readTextFile(files.cert(name)));
+      assert.equal(await cert.verify({ publicKey: ca.publicKey, signatureOnly: true }), true, name);
+    }
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test({
+  name: "a server takes a renewed certificate on SIGHUP, without stopping, and new links use it",
+  permissions: HERD_TEST_PERMISSIONS,
+}, async () => {
+  await using herd = await TestHerd.create({
+    placesUrl: "http://127.0.0.1:9/unused",
+    names: ["A", "B"],
+    links: [["A", "B"]],
+    places: { provider: "offline" },
+  });
+  await herd.startAll();
+  const files = certFiles(herd.config);
+  const before = await Deno.readTextFile(files.cert("B"));
+  await makeCertificates(herd.config, { names: ["B"], renew: true });
+  assert.notEqual(await Deno.readTextFile(files.cert("B")), before);
+  herd.signal("B", "SIGHUP");
+  await waitFor(async () => /"B" reloaded its TLS certificates/.test(await herd.log("B")), {
+    what: "B to reload its certificates",
+  });
+  // B kept running; A starts again and dials B, whose new certificate it checks against the same CA.
+  await herd.stop("A", "SIGKILL");
+  await herd.start("A");
+  await herd.waitConverged(["A", "B"]);
+  assert.match(await exchange(herd.port("B"), "IAMAT renewed +1+1 1700000000\n"), /^AT B /);
+  await waitFor(async () => (await exchange(herd.port("A"), "WHATSAT renewed 1 0\n")).startsWith("AT B "), {
+    what: "B's record to reach A over the link B's new certificate serves",
+  });
+});
