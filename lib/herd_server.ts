@@ -115,8 +115,8 @@ export class HerdServer implements PeerHost {
       onPeer: (peer) => {
         const inbound = servePeer(peer, this, {
           helloTimeoutMs: _PEER_HANDSHAKE_MS,
-          // Half the interval: our neighbours keep to one exchange per interval, give or take their timers.
-          minExchangeIntervalMs: this.#config.peers.reconcileIntervalMs / 2,
+          // Our neighbours keep to one exchange per interval; 10% slack for their timers and the network.
+          minExchangeIntervalMs: this.#config.peers.reconcileIntervalMs * 0.9,
         });
         this.#peers.add(inbound);
         inbound.done.finally(() => this.#peers.delete(inbound));

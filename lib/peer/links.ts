@@ -93,7 +93,7 @@ export class PeerLinks {
    * link per interval), to repair anything lost in flight.
    */
   reconcileWithOne(intervalMs: number): void {
-    const live = [...this.#links.values()].filter((link) => link.up && link.sinceReconciled >= intervalMs * 0.9);
+    const live = [...this.#links.values()].filter((link) => link.up && link.sinceReconciled >= intervalMs);
     if (live.length > 0) live[Math.floor(Math.random() * live.length)].reconcile();
   }
 
