@@ -34,6 +34,30 @@ export function compareDecimal(a: string, b: string): number {
   return af < bf ? -1 : 1; // digit strings without trailing zeros compare as fractions
 }
 
+/**
+ * Compares an unsigned decimal number of seconds with `ns` nanoseconds,
+ * exactly: negative, zero or positive. `nsText` is `ns` already in the
+ * form {@linkcode nanosecondsText} gives (callers comparing many times with
+ * one instant make it once).
+ */
+export function compareToNanoseconds(text: string, nsText: { whole: string; nanos: string }): number {
+  const [whole, fraction] = _canonical(text);
+  if (whole.length !== nsText.whole.length) return whole.length < nsText.whole.length ? -1 : 1;
+  if (whole !== nsText.whole) return whole < nsText.whole ? -1 : 1;
+  const first = fraction.slice(0, 9).padEnd(9, "0");
+  if (first !== nsText.nanos) return first < nsText.nanos ? -1 : 1;
+  return fraction.length > 9 ? 1 : 0; // canonical: any digit past the ninth is not zero
+}
+
+/** `ns` nanoseconds as whole seconds (no leading zeros) and nine digits of nanoseconds, for {@linkcode compareToNanoseconds}. */
+export function nanosecondsText(ns: bigint): { whole: string; nanos: string } {
+  const clamped = ns < 0n ? 0n : ns;
+  return {
+    whole: (clamped / 1_000_000_000n).toString(),
+    nanos: (clamped % 1_000_000_000n).toString().padStart(9, "0"),
+  };
+}
+
 /** Whether an unsigned decimal is zero. */
 export function isZeroDecimal(text: string): boolean {
   const [whole, fraction] = _canonical(text);

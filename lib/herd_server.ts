@@ -5,7 +5,10 @@
  */
 
 import { ClientConnection } from "./client/connection.ts";
+import { NoReply } from "./client/reply_queue.ts";
 import type { RouterContext } from "./client/router.ts";
+import { nowNs } from "./clock.ts";
+import { nanosecondsText } from "./decimal.ts";
 import { certFiles, type HerdConfig, serverNamed } from "./config/config.ts";
 import { log, quote } from "./logging.ts";
 import { acceptLoop } from "./net/acceptor.ts";
@@ -20,7 +23,10 @@ import { RecordLog } from "./store/record_log.ts";
 import { LocationStore } from "./store/store.ts";
 import { traffic } from "./traffic_log.ts";
 
-const _nothing = () => {};
+/** Whether a published record may be acknowledged: only once it is committed. */
+function _acknowledgeable([, committed]: [void, boolean]): void {
+  if (!committed) throw new NoReply("the record could not be committed");
+}
 
 /** How long a peer has for the TLS handshake, and then for its `HELLO`, in milliseconds. */
 const _PEER_HANDSHAKE_MS = 5000;
@@ -28,6 +34,10 @@ const _PEER_HANDSHAKE_MS = 5000;
 const _CERT_CHECK_MS = 60_000;
 /** How long compaction waits between checks, in milliseconds. */
 const _COMPACT_CHECK_MS = 10_000;
+/** How often expired records are looked for (with `records.ttlS`), in milliseconds. */
+const _SWEEP_EVERY_MS = 1000;
+/** Records looked at per turn of a sweep: a few milliseconds' work, so a big store is swept without a stall. */
+const _SWEEP_SLICE = 20_000;
 
 /** Options for {@linkcode HerdServer}. */
 export interface HerdServerOptions {
@@ -44,9 +54,9 @@ export class HerdServer implements PeerHost {
   /** This server's name in the config. */
   readonly name: string;
   /** The latest record of every client known. */
-  readonly store: LocationStore = new LocationStore();
+  readonly store: LocationStore;
   /** Reconciliation with the neighbours. */
-  readonly reconciler: Reconciler = new Reconciler(this.store);
+  readonly reconciler: Reconciler;
   /** What a record from a neighbour must keep to. */
   readonly recordRules: HerdRecordRules;
   #config: HerdConfig;
@@ -61,6 +71,9 @@ export class HerdServer implements PeerHost {
   #recordLog: RecordLog | undefined;
   #timers: ReturnType<typeof setInterval>[] = [];
   #stopping = false;
+  /** Client connections refused at `limits.maxConnections` since the last warning, and when that was. */
+  #refusedClients = 0;
+  #refusedWarnedAt = -Infinity;
 
   /** A server named in the config; nothing happens until {@linkcode HerdServer.start}. */
   constructor(options: HerdServerOptions) {
@@ -69,10 +82,12 @@ export class HerdServer implements PeerHost {
     this.#config = config;
     this.#places = options.places;
     serverNamed(config, name);
+    this.store = new LocationStore({ ttlS: config.records.ttlS });
+    this.reconciler = new Reconciler(this.store);
     const longestName = Math.max(...[...config.servers.keys()].map((server) => server.length));
     this.recordRules = {
       servers: new Set(config.servers.keys()),
-      maxClientIdBytes: config.maxLineBytes,
+      maxClientIdBytes: config.limits.maxClientIdBytes,
       // An AT line is its IAMAT's fields, a server name and a time difference longer.
       maxLineBytes: config.maxLineBytes + longestName + 64,
     };
@@ -99,7 +114,15 @@ export class HerdServer implements PeerHost {
     const self = serverNamed(this.#config, this.name);
     const started = performance.now();
     this.#transport.load();
-    const { log: recordLog, records } = RecordLog.open(this.databasePath);
+    const { ttlS } = this.#config.records;
+    const { log: recordLog, records } = RecordLog.open(this.databasePath, {
+      isExpired: (clientTime) => this.store.isExpired(clientTime),
+      expiryCutoff: () => {
+        if (ttlS === 0) return null;
+        const cutoff = nanosecondsText(nowNs() - BigInt(ttlS) * 1_000_000_000n);
+        return `${cutoff.whole}.${cutoff.nanos}`;
+      },
+    });
     this.#recordLog = recordLog;
     for (const record of records) this.store.offer(record);
     log.server.info("{name} loaded {count} records from {path} in {ms} ms", {
@@ -112,6 +135,7 @@ export class HerdServer implements PeerHost {
     this.#peerServer = await this.#transport.listen({
       host: self.host,
       port: self.peerPort,
+      maxConnections: this.#config.limits.maxPeerConnections,
       onPeer: (peer) => {
         const inbound = servePeer(peer, this, {
           helloTimeoutMs: _PEER_HANDSHAKE_MS,
@@ -140,24 +164,75 @@ export class HerdServer implements PeerHost {
         { host: self.host, peerPort: self.peerPort },
       );
     }
+    const { limits } = this.#config;
     const context: RouterContext = {
       name: this.name,
       store: this.store,
       places: this.#places,
       publish: (record) => this.#publish(record, this.#config.peers.ackTimeoutMs),
+      limits: {
+        maxClientIdBytes: limits.maxClientIdBytes,
+        maxClockSkewS: limits.maxClockSkewS,
+        maxRecords: this.#config.records.max,
+      },
+      canCommit: () => this.#recordLog?.healthy ?? false,
     };
     this.#accepting = acceptLoop(this.#clientListener, "clients", (conn) => {
+      if (this.#clients.size >= limits.maxConnections) {
+        this.#refuseClient(conn);
+        return;
+      }
       const client = new ClientConnection(conn, context, this.#config.maxLineBytes);
       this.#clients.add(client);
       client.done.finally(() => this.#clients.delete(client));
     });
+    this.#timers.push(setInterval(() => this.#closeIdleClients(), Math.min(limits.idleTimeoutMs / 2, 5000)));
     this.#links.start();
     const { reconcileIntervalMs } = this.#config.peers;
     this.#timers.push(setInterval(() => this.#links.reconcileWithOne(reconcileIntervalMs), reconcileIntervalMs));
-    this.#timers.push(setInterval(() => {
-      this.#recordLog?.compactIfWorthIt(() => this.store.lines(), this.store.size);
-    }, _COMPACT_CHECK_MS));
+    this.#timers.push(setInterval(() => this.#recordLog?.compactIfWorthIt(this.store.size), _COMPACT_CHECK_MS));
+    if (ttlS > 0) this.#timers.push(setInterval(() => this.#sweepExpired(), _SWEEP_EVERY_MS));
+    // Right after start-up, not during it: a table left long by an earlier run is compacted on the worker.
+    setTimeout(() => this.#recordLog?.compactIfWorthIt(this.store.size), 0);
     if (this.#transport.secure) this.#timers.push(setInterval(() => this.reloadCertificates(), _CERT_CHECK_MS));
+  }
+
+  /** Closes a client connection over `limits.maxConnections` at once; says so at most once a second. */
+  #refuseClient(conn: Deno.Conn): void {
+    try {
+      conn.close();
+    } catch { /* already closed */ }
+    this.#refusedClients++;
+    const now = performance.now();
+    if (now - this.#refusedWarnedAt < 1000) return;
+    log.client.warning("Refused {count} client connections: {open} are open, limits.maxConnections", {
+      count: this.#refusedClients,
+      open: this.#clients.size,
+    });
+    this.#refusedClients = 0;
+    this.#refusedWarnedAt = now;
+  }
+
+  /** Closes client connections that sent nothing, with nothing pending, for `limits.idleTimeoutMs`. */
+  #closeIdleClients(): void {
+    const { idleTimeoutMs } = this.#config.limits;
+    for (const client of this.#clients) {
+      if (client.idleMs >= idleTimeoutMs) client.close(`idle for ${idleTimeoutMs} ms`);
+    }
+  }
+
+  /** Sweeps expired records out of the store, a slice per turn of the event loop, until the store is done. */
+  #sweepExpired(): void {
+    if (this.store.sweeping) return;
+    let removed = 0;
+    const slice = () => {
+      removed += this.store.sweepExpired(_SWEEP_SLICE);
+      if (this.store.sweeping && !this.#stopping) setTimeout(slice, 0);
+      else if (removed > 0) {
+        log.server.info("Removed {count} expired records (records.ttlS)", { count: removed });
+      }
+    };
+    slice();
   }
 
   /**
@@ -232,7 +307,8 @@ export class HerdServer implements PeerHost {
   #publish(record: LocationRecord, waitMs: number): Promise<void> {
     // The flood first: its writes are then scheduled ahead of the commit, which overlaps their round trips.
     const flooded = this.#links.flood(record, undefined, waitMs);
-    return Promise.all([flooded, this.#recordLog?.append(record)]).then(_nothing);
+    const committed = this.#recordLog?.append(record) ?? Promise.resolve(false);
+    return Promise.all([flooded, committed]).then(_acknowledgeable);
   }
 
   /** Stops accepting, finishes replies in flight (bounded by `shutdownGraceMs`), closes links. */

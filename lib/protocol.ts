@@ -11,6 +11,7 @@ const SIGNED_DECIMAL = /^[+-][0-9]+(?:\.[0-9]+)?$/;
 /** A time difference as the herd writes it: a sign, whole seconds without leading zeros, exactly nine decimals. */
 const HERD_DIFFERENCE = /^(?:\+0|[+-][1-9][0-9]*|-0(?=\.[0-9]*[1-9]))\.[0-9]{9}$/;
 const INTEGER = /^[0-9]+$/;
+const _encoder = new TextEncoder();
 
 /** A client's location as the decimal strings it sent, sign included. */
 export interface Location {
@@ -105,12 +106,26 @@ export function isRadius(text: string): boolean {
   return UNSIGNED_DECIMAL.test(text) && !isZeroDecimal(text) && compareDecimal(text, "50") <= 0;
 }
 
-/** Parses one client line (without its newline) into a command. */
-export function parseCommand(line: string): Command {
+/** The longest client ID, in UTF-8 bytes, a server takes unless configured otherwise (`limits.maxClientIdBytes`). */
+export const DEFAULT_MAX_CLIENT_ID_BYTES = 256;
+
+/** Whether `text` is at most `maxBytes` bytes in UTF-8 (without encoding it when its length already says). */
+export function fitsBytes(text: string, maxBytes: number): boolean {
+  if (text.length * 3 <= maxBytes) return true; // a UTF-16 code unit is at most three UTF-8 bytes
+  if (text.length > maxBytes) return false;
+  return _encoder.encode(text).length <= maxBytes;
+}
+
+/**
+ * Parses one client line (without its newline) into a command. A client ID
+ * longer than `maxClientIdBytes` in UTF-8 makes the command invalid.
+ */
+export function parseCommand(line: string, maxClientIdBytes: number = DEFAULT_MAX_CLIENT_ID_BYTES): Command {
   const fields = splitFields(line);
   if (fields.length === 0) return { kind: "empty" };
   if (fields.length !== 4) return { kind: "invalid" };
   const [verb, clientId, a, b] = fields;
+  if (!fitsBytes(clientId, maxClientIdBytes)) return { kind: "invalid" };
   if (verb === "IAMAT") {
     if (parseLocation(a) === null || !isClientTime(b)) return { kind: "invalid" };
     return { kind: "IAMAT", clientId, location: a, clientTime: b };
@@ -169,8 +184,6 @@ export function parseRecordFields(fields: readonly string[]): LocationRecord | n
   };
 }
 
-const _encoder = new TextEncoder();
-
 /** What a record from a peer must keep to, to be one the herd could have produced. */
 export interface HerdRecordRules {
   /** The herd's server names: a record names the server that took its IAMAT. */
@@ -193,7 +206,7 @@ export function parseHerdRecord(fields: readonly string[], rules: HerdRecordRule
   const [, server, difference, clientId, location, clientTime] = fields;
   if (!rules.servers.has(server)) return "names a server the herd does not have";
   if (!HERD_DIFFERENCE.test(difference)) return "its time difference is not a sign, seconds and nine decimals";
-  if (_encoder.encode(clientId).length > rules.maxClientIdBytes) return "its client ID is too long";
+  if (!fitsBytes(clientId, rules.maxClientIdBytes)) return "its client ID is too long";
   if (parseLocation(location) === null) return "its location is not valid ISO 6709 within range";
   if (!isClientTime(clientTime)) return "its client time is not POSIX seconds";
   const line = ["AT", server, difference, clientId, location, clientTime].join(" ");

@@ -1,6 +1,12 @@
 import assert from "node:assert/strict";
 import fc from "fast-check";
-import { compareDecimal, formatTimeDifference, timesThousand } from "../lib/decimal.ts";
+import {
+  compareDecimal,
+  compareToNanoseconds,
+  formatTimeDifference,
+  nanosecondsText,
+  timesThousand,
+} from "../lib/decimal.ts";
 
 const SECOND = 1_000_000_000n;
 
@@ -154,4 +160,36 @@ Deno.test("compareDecimal() agrees with exact arithmetic, alike-written pairs (i
     { numRuns: 5000 },
   );
   assert.ok(fast > 1000, `alike pairs met: ${fast}`);
+});
+
+Deno.test("compareToNanoseconds() compares decimal seconds with nanoseconds exactly", () => {
+  const at = nanosecondsText(1_700_000_000_123_456_789n);
+  assert.equal(compareToNanoseconds("1700000000.123456789", at), 0);
+  assert.equal(compareToNanoseconds("1700000000.1234567890000", at), 0);
+  assert.equal(compareToNanoseconds("01700000000.123456789", at), 0);
+  assert.equal(compareToNanoseconds("1700000000.1234567891", at), 1);
+  assert.equal(compareToNanoseconds("1700000000.123456788999", at), -1);
+  assert.equal(compareToNanoseconds("1700000000.2", at), 1);
+  assert.equal(compareToNanoseconds("1700000000", at), -1);
+  assert.equal(compareToNanoseconds("1700000001", at), 1);
+  assert.equal(compareToNanoseconds("999999999", at), -1);
+  assert.equal(compareToNanoseconds("99999999999999999999", at), 1);
+  assert.equal(compareToNanoseconds("0", nanosecondsText(0n)), 0);
+  assert.equal(compareToNanoseconds("0.000000001", nanosecondsText(0n)), 1);
+});
+
+Deno.test("compareToNanoseconds() agrees with exact arithmetic on random times", () => {
+  fc.assert(
+    fc.property(
+      fc.bigInt({ min: 0n, max: 10n ** 20n }),
+      fc.bigInt({ min: 0n, max: 10n ** 20n }),
+      fc.nat(12),
+      (a, b, extra) => {
+        // `a` as a decimal of seconds with `9 + extra` fraction digits (extra digits zero), against `b` nanoseconds.
+        const text = `${a / SECOND}.${(a % SECOND).toString().padStart(9, "0")}${"0".repeat(extra)}`;
+        const expected = a === b ? 0 : a < b ? -1 : 1;
+        assert.equal(Math.sign(compareToNanoseconds(text, nanosecondsText(b))), expected, `${text} vs ${b}`);
+      },
+    ),
+  );
 });

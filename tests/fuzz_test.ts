@@ -110,7 +110,24 @@ type Expectation =
   | { kind: "IAMAT"; maybe: boolean; clientId: string; location: string; time: string }
   | { kind: "WHATSAT"; maybe: boolean; clientId: string; radius: string; bound: number };
 
-function expectationOf(bytes: Uint8Array): Expectation {
+/** The server's default clock skew allowance (`limits.maxClockSkewS`), in nanoseconds. */
+const SKEW_NS = 3600n * 1_000_000_000n;
+/** The server's default longest client ID (`limits.maxClientIdBytes`), in UTF-8 bytes. */
+const MAX_ID_BYTES = 256;
+
+/**
+ * Whether an IAMAT time is from the far future for a server whose clock
+ * read between `serverNs.earliest` and `serverNs.latest` when the line
+ * arrived: "yes" past both, "maybe" past one only, "no" otherwise.
+ */
+function judgeFuture(time: string, serverNs: { earliest: bigint; latest: bigint }): Judgement {
+  const { digits, scale } = rational(time);
+  const past = (ns: bigint) => digits * 1_000_000_000n > (ns + SKEW_NS) * 10n ** BigInt(scale);
+  if (past(serverNs.latest) && past(serverNs.earliest)) return "yes";
+  return past(serverNs.earliest) ? "maybe" : "no";
+}
+
+function expectationOf(bytes: Uint8Array, serverNs: { earliest: bigint; latest: bigint }): Expectation {
   let line: string;
   try {
     line = strictDecoder.decode(bytes);
@@ -121,10 +138,13 @@ function expectationOf(bytes: Uint8Array): Expectation {
   if (fields.length === 0) return { kind: "none" };
   if (fields.length !== 4) return { kind: "echo" };
   const [verb, clientId, a, b] = fields;
+  if (encoder.encode(clientId).length > MAX_ID_BYTES) return { kind: "echo" };
   if (verb === "IAMAT") {
     const judgement = worst(judgeLocation(a), judgeTime(b));
     if (judgement === "no") return { kind: "echo" };
-    return { kind: "IAMAT", maybe: judgement === "maybe", clientId, location: a, time: b };
+    const future = judgement === "yes" ? judgeFuture(b, serverNs) : "no";
+    if (future === "yes") return { kind: "echo" };
+    return { kind: "IAMAT", maybe: judgement === "maybe" || future === "maybe", clientId, location: a, time: b };
   }
   if (verb === "WHATSAT") {
     const judgement = worst(judgeRadius(a), judgeBound(b));
@@ -491,8 +511,14 @@ function fakeServer(): FakeServer {
     published.push(record);
     return Promise.resolve();
   };
-  // The router's hook for a stored record has been named both `flood` and `publish`; the fake answers to either.
-  const fake = { name: "Fuzz", store: new LocationStore(), places, flood: hook, publish: hook };
+  const fake = {
+    name: "Fuzz",
+    store: new LocationStore(),
+    places,
+    publish: hook,
+    limits: { maxClientIdBytes: MAX_ID_BYTES, maxClockSkewS: 3600, maxRecords: 10_000_000 },
+    canCommit: () => true,
+  };
   return { context: fake, published, searches };
 }
 
@@ -511,7 +537,7 @@ async function checkRouted(lines: Uint8Array[], tally: Tally): Promise<void> {
   let arrivedNs = 1_700_000_000_123_456_789n;
   for (const bytes of lines) {
     arrivedNs += 987_654_321n;
-    const expected = expectationOf(bytes);
+    const expected = expectationOf(bytes, { earliest: arrivedNs, latest: arrivedNs });
     const publishedBefore = published.length;
     const searchIndex = searches.length;
     const reply = route(context, bytes, arrivedNs);
@@ -668,7 +694,10 @@ Deno.test({
       const receivedNs = BigInt(Date.now()) * 1_000_000n;
       let next = 0;
       for (const bytes of lines) {
-        const expected = expectationOf(bytes);
+        const expected = expectationOf(bytes, {
+          earliest: sentNs - 1_000_000_000n,
+          latest: receivedNs + 1_000_000_000n,
+        });
         tally.lines++;
         if (expected.kind === "none") {
           tally.blank++;

@@ -58,22 +58,90 @@ Deno.test({
     log.close();
   }));
 
+/** The lines the table holds, read over a connection of the test's own. */
+function tableLines(path: string): string[] {
+  const db = new DatabaseSync(path);
+  try {
+    return (db.prepare("SELECT line FROM records ORDER BY rowid").all() as { line: string }[]).map((row) => row.line);
+  } finally {
+    db.close();
+  }
+}
+
 Deno.test({
-  name: "RecordLog compacts superseded lines away and keeps the greatest",
+  name: "RecordLog compacts superseded lines away on its worker and keeps the greatest",
   permissions: PERMISSIONS,
 }, () =>
   withDir(async (dir) => {
     const path = `${dir}/A.db`;
     const { log } = RecordLog.open(path);
-    for (let time = 1; time <= 1200; time++) await log.append(record("busy", String(time)));
+    for (let time = 1; time <= 1200; time++) assert.equal(await log.append(record("busy", String(time))), true);
     assert.equal(log.rows, 1200);
     const latest = record("busy", "1200");
-    log.compactIfWorthIt(() => [latest.line], 1);
+    await waitFor(() => log.compactIfWorthIt(1), { what: "the worker to take a compaction" });
+    const report = await log.compacted();
+    assert.equal(report?.deleted, 1199);
     assert.equal(log.rows, 1);
+    assert.deepEqual(tableLines(path), [latest.line]);
     log.close();
     const reopened = RecordLog.open(path);
     assert.deepEqual(reopened.records.map((r) => r.line), [latest.line]);
     reopened.log.close();
+  }));
+
+Deno.test({
+  name: "RecordLog compaction deletes expired lines, and commits made while it runs are kept",
+  permissions: PERMISSIONS,
+}, () =>
+  withDir(async (dir) => {
+    const path = `${dir}/A.db`;
+    const { log } = RecordLog.open(path, { expiryCutoff: () => "1000" });
+    for (let client = 0; client < 3000; client++) await log.append(record(`old-${client}`, String(client % 1000)));
+    for (let time = 1000; time < 1500; time++) await log.append(record("new", String(time)));
+    await waitFor(() => log.compact(), { what: "the worker to take a compaction" });
+    const during: Promise<boolean>[] = [];
+    for (let client = 0; client < 200; client++) during.push(log.append(record(`during-${client}`, "2000")));
+    assert.deepEqual(new Set(await Promise.all(during)), new Set([true]));
+    const report = await log.compacted();
+    assert.equal(report?.deleted, 3000 + 499, "every expired line and every superseded one");
+    const lines = tableLines(path);
+    assert.ok(lines.includes(record("new", "1499").line));
+    for (let client = 0; client < 200; client++) assert.ok(lines.includes(record(`during-${client}`, "2000").line));
+    assert.equal(lines.length, 201);
+    log.close();
+  }));
+
+Deno.test({
+  name: "RecordLog never reports a failed commit as done, retries it, and is healthy again once writing works",
+  permissions: PERMISSIONS,
+}, () =>
+  withDir(async (dir) => {
+    const path = `${dir}/A.db`;
+    const { log } = RecordLog.open(path);
+    assert.equal(await log.append(record("before", "1")), true);
+    // Another connection makes every insert fail, as a full disk would.
+    const saboteur = new DatabaseSync(path);
+    saboteur.exec(
+      "CREATE TRIGGER no_room BEFORE INSERT ON records BEGIN SELECT RAISE(ABORT, 'database or disk is full'); END",
+    );
+    try {
+      assert.equal(await log.append(record("lost", "2")), false, "the failed commit is not acknowledged");
+      assert.equal(log.healthy, false);
+      assert.equal(await log.append(record("lost-too", "3")), false);
+      assert.ok(log.failures >= 2);
+      saboteur.exec("DROP TRIGGER no_room");
+      // The retry with backoff commits what was pending, without anyone appending.
+      await waitFor(() => log.healthy, { what: "a retried commit to succeed" });
+      assert.deepEqual(tableLines(path), [
+        record("before", "1").line,
+        record("lost", "2").line,
+        record("lost-too", "3").line,
+      ]);
+      assert.equal(await log.append(record("after", "4")), true);
+    } finally {
+      saboteur.close();
+      log.close();
+    }
   }));
 
 Deno.test({

@@ -153,6 +153,7 @@ Deno.test({
   const server = await impostor.listen({
     host: "127.0.0.1",
     port: herd.peerPort("B"),
+    maxConnections: 64,
     onPeer: ({ socket }) => {
       const conn = new LineSocket(socket, {
         maxLineBytes: 1 << 20,

@@ -5,9 +5,9 @@
 
 import { nowNs } from "../clock.ts";
 import { readLines } from "../net/line_stream.ts";
-import { log, quote } from "../logging.ts";
+import { cutForLog, log, quote } from "../logging.ts";
 import { traffic } from "../traffic_log.ts";
-import { type Reply, ReplyQueue } from "./reply_queue.ts";
+import { NoReply, type Reply, ReplyQueue } from "./reply_queue.ts";
 import { decodeLine, route, type RouterContext } from "./router.ts";
 
 /**
@@ -34,6 +34,13 @@ function _forLog(reply: Reply): string {
   return `${_lossy.decode(reply.subarray(0, newline + 1))}[${reply.length - newline - 1} bytes of JSON]`;
 }
 
+/** Why a connection ended, from what ended it. */
+function _closeReason(error: unknown): string {
+  return error instanceof NoReply
+    ? "an IAMAT could not be committed: closed without a reply"
+    : `failed: ${(error as Error).message}`;
+}
+
 function _address(addr: Deno.Addr): string {
   return addr.transport === "tcp" || addr.transport === "udp" ? `${addr.hostname}:${addr.port}` : addr.transport;
 }
@@ -46,6 +53,9 @@ export class ClientConnection {
   readonly done: Promise<void>;
   #conn: Deno.Conn;
   #reader: ReadableStreamDefaultReader | undefined;
+  #replies: ReplyQueue | undefined;
+  #lastActive = performance.now();
+  #closeReason: string | undefined;
 
   /** Starts serving `conn`: lines up to `maxLineBytes` go to the router in `context`. */
   constructor(conn: Deno.Conn, context: RouterContext, maxLineBytes: number) {
@@ -57,6 +67,18 @@ export class ClientConnection {
   /** Stops reading commands; replies already owed are still written. */
   stop(): void {
     this.#reader?.cancel().catch(() => {});
+  }
+
+  /** Milliseconds since the client last sent anything or was last sent a reply; 0 while replies are pending. */
+  get idleMs(): number {
+    if (this.#replies !== undefined && this.#replies.size > 0) return 0;
+    return performance.now() - this.#lastActive;
+  }
+
+  /** Closes the socket now, saying why in the log's disconnect line. */
+  close(reason: string): void {
+    this.#closeReason ??= reason;
+    this.abort();
   }
 
   /** Closes the socket now, replies or not. */
@@ -71,8 +93,10 @@ export class ClientConnection {
     log.client.info("Client {client} connected", { client });
     const quotedClient = quote(client);
     const replies = new ReplyQueue(this.#conn, (batch) => {
-      for (const reply of batch) traffic.event("client", `${quotedClient} > ${quote(_forLog(reply))}`);
+      this.#lastActive = performance.now();
+      for (const reply of batch) traffic.event("client", `${quotedClient} > ${quote(cutForLog(_forLog(reply)))}`);
     });
+    this.#replies = replies;
     const reader = readLines(this.#conn, maxLineBytes).getReader();
     this.#reader = reader;
     let reason = "closed its side";
@@ -80,13 +104,14 @@ export class ClientConnection {
       while (true) {
         const { value, done } = await reader.read();
         if (done) break;
+        this.#lastActive = performance.now();
         const arrivedNs = nowNs();
         for (const line of value.lines) {
           // A client whose socket failed gets nothing more: its remaining commands are not worth computing.
           if (replies.failed) break;
           // Decoded once, for the log and the router both; a line that is not UTF-8 is logged lossily.
           const text = decodeLine(line);
-          traffic.event("client", `${quotedClient} < ${quote(text ?? _lossy.decode(line))}`);
+          traffic.event("client", `${quotedClient} < ${quote(cutForLog(text ?? _lossy.decode(line)))}`);
           const reply = route(context, line, arrivedNs, text);
           if (reply !== null) replies.push(reply);
           // Checked per line, not per read: one read can carry hundreds of pipelined commands.
@@ -101,15 +126,16 @@ export class ClientConnection {
           break;
         }
         if (replies.failed) break;
-        replies.flush().catch(() => {});
+        // A write that failed, or a command refused without a reply, ends the connection even while it waits to read.
+        replies.flush().catch((error) => this.close(_closeReason(error)));
       }
       await replies.flush();
     } catch (error) {
-      reason = `failed: ${(error as Error).message}`;
+      reason = _closeReason(error);
     } finally {
       reader.cancel().catch(() => {});
       this.abort();
     }
-    log.client.info("Client {client} disconnected ({reason})", { client, reason });
+    log.client.info("Client {client} disconnected ({reason})", { client, reason: this.#closeReason ?? reason });
   }
 }

@@ -10,8 +10,21 @@ import { type Part, writeParts } from "../net/write.ts";
 /** A reply: text, or raw bytes (an echo of a line that was not UTF-8). */
 export type Reply = Part;
 
+/**
+ * The reason a command gets no reply at all: the replies before it are
+ * written, then the connection is closed (an IAMAT whose record could not
+ * be committed: the client may try another server).
+ */
+export class NoReply extends Error {
+  /** The error's name. */
+  override name = "NoReply";
+}
+
+/** A slot that closes the connection instead of holding a reply. */
+const _CLOSE = Symbol("close");
+
 interface _Slot {
-  value: Reply | undefined;
+  value: Reply | typeof _CLOSE | undefined;
   pending: Promise<void> | undefined;
 }
 
@@ -50,9 +63,9 @@ export class ReplyQueue {
     const slot: _Slot = { value: undefined, pending: undefined };
     slot.pending = reply.then((value) => {
       slot.value = value;
-    }, () => {
-      // Handlers answer every command and never reject; if one did, the client must not hang on it.
-      slot.value = "";
+    }, (error) => {
+      // Handlers answer every command, or refuse one with NoReply; a client must not hang on anything else.
+      slot.value = error instanceof NoReply ? _CLOSE : "";
     });
     this.#slots.push(slot);
   }
@@ -72,9 +85,15 @@ export class ReplyQueue {
         const first = this.#slots[this.#head];
         if (first.value === undefined) await first.pending;
         const batch: Reply[] = [];
+        let close = false;
         while (this.#head < this.#slots.length && this.#slots[this.#head].value !== undefined) {
-          batch.push(this.#slots[this.#head].value!);
+          const value = this.#slots[this.#head].value!;
           this.#head++;
+          if (value === _CLOSE) {
+            close = true;
+            break;
+          }
+          batch.push(value);
         }
         if (this.#head === this.#slots.length) {
           this.#slots = [];
@@ -83,10 +102,13 @@ export class ReplyQueue {
           this.#slots = this.#slots.slice(this.#head);
           this.#head = 0;
         }
-        this.#writing = batch.length;
-        await writeParts(this.#conn, batch);
-        this.#writing = 0;
-        this.#onSent(batch);
+        if (batch.length > 0) {
+          this.#writing = batch.length;
+          await writeParts(this.#conn, batch);
+          this.#writing = 0;
+          this.#onSent(batch);
+        }
+        if (close) throw new NoReply("A command was refused without a reply: closing the connection");
       }
     } catch (error) {
       this.#failed = error;

@@ -3,12 +3,12 @@
  * flood or Places search completes). Empty lines get no reply.
  */
 
-import { timesThousand } from "../decimal.ts";
-import { log, quote } from "../logging.ts";
+import { compareToNanoseconds, nanosecondsText, timesThousand } from "../decimal.ts";
+import { cutForLog, log, quote } from "../logging.ts";
 import { traffic } from "../traffic_log.ts";
 import type { PlacesService } from "../places/cache.ts";
 import { type LocationRecord, parseCommand, parseLocation, recordFromIamat } from "../protocol.ts";
-import type { Reply } from "./reply_queue.ts";
+import { NoReply, type Reply } from "./reply_queue.ts";
 import type { LocationStore } from "../store/store.ts";
 
 /** What the router needs from the server. */
@@ -19,9 +19,42 @@ export interface RouterContext {
   store: LocationStore;
   /** Where WHATSAT asks for places. */
   places: PlacesService;
-  /** Writes a record this server just stored to disk and floods it; resolves once both are done. */
+  /**
+   * Writes a record this server just stored to disk and floods it; resolves
+   * once both are done, rejects with {@linkcode NoReply} when the commit
+   * failed (the record must not be acknowledged).
+   */
   publish(record: LocationRecord): Promise<void>;
+  /** Bounds a command keeps to, beyond its syntax. */
+  limits: CommandLimits;
+  /** Whether records can be committed now: while they cannot, IAMATs are refused without a reply. */
+  canCommit(): boolean;
 }
+
+/** Bounds a command keeps to, beyond its syntax (`limits` and `records` in the config). */
+export interface CommandLimits {
+  /** Longest client ID in UTF-8 bytes. */
+  maxClientIdBytes: number;
+  /** How far past the server's clock an IAMAT's client time may be, in seconds. */
+  maxClockSkewS: number;
+  /** Most clients held: past it, an IAMAT for a new client is invalid. */
+  maxRecords: number;
+}
+
+/** The latest instant an IAMAT's time may name, for the arrival time it was computed for. */
+let _skewLimit: { arrivedNs: bigint; skewS: number; limit: { whole: string; nanos: string } } | undefined;
+
+/** Whether `clientTime` is later than `arrivedNs` plus the skew allowance: a record from the far future. */
+function _fromTheFuture(clientTime: string, arrivedNs: bigint, skewS: number): boolean {
+  // Every line of a read shares one arrival time: the limit is made once per read, not per line.
+  if (_skewLimit === undefined || _skewLimit.arrivedNs !== arrivedNs || _skewLimit.skewS !== skewS) {
+    _skewLimit = { arrivedNs, skewS, limit: nanosecondsText(arrivedNs + BigInt(skewS) * 1_000_000_000n) };
+  }
+  return compareToNanoseconds(clientTime, _skewLimit.limit) > 0;
+}
+
+/** When the store-full warning was last logged, so a client filling it makes one line a second, not one each. */
+let _fullWarnedAt = -Infinity;
 
 // ignoreBOM keeps a leading U+FEFF in the text, so the `? ` echo of such a line is byte for byte.
 const _decoder = new TextDecoder("utf-8", { fatal: true, ignoreBOM: true });
@@ -59,19 +92,36 @@ export function route(
   line: string | null = decodeLine(bytes),
 ): Reply | Promise<Reply> | null {
   if (line === null) return _invalid(bytes);
-  const command = parseCommand(line);
+  const { limits } = context;
+  const command = parseCommand(line, limits.maxClientIdBytes);
   switch (command.kind) {
     case "empty":
       return null;
     case "invalid":
       return _invalid(line);
     case "IAMAT": {
+      if (_fromTheFuture(command.clientTime, arrivedNs, limits.maxClockSkewS)) return _invalid(line);
+      const { store } = context;
+      if (store.size >= limits.maxRecords && !store.has(command.clientId)) {
+        const now = performance.now();
+        if (now - _fullWarnedAt >= 1000) {
+          _fullWarnedAt = now;
+          log.server.warning("The store holds {count} clients, records.max: IAMATs for new clients are invalid", {
+            count: store.size,
+          });
+        }
+        return _invalid(line);
+      }
+      // A server that cannot commit answers no IAMAT: the client may try another server.
+      if (!context.canCommit()) return Promise.reject(new NoReply("the server cannot commit records now"));
       const record = recordFromIamat(context.name, command, arrivedNs);
       const reply = record.line + "\n";
-      if (!context.store.offer(record)) {
+      if (!store.offer(record)) {
         traffic.event(
           "client",
-          `IAMAT for ${quote(command.clientId)} is not newer than the stored record; not flooded`,
+          `IAMAT for ${
+            quote(cutForLog(command.clientId))
+          } is not newer than the stored record (or expired); not flooded`,
           "DBG",
         );
         return reply;

@@ -11,6 +11,7 @@ import {
   boolean,
   ConfigValueError,
   httpUrl,
+  integer,
   type JsonSchema,
   mapOf,
   object,
@@ -62,6 +63,42 @@ export interface PlacesConfig {
   cacheTtlMs: number;
   /** Most answers the cache holds. */
   cacheEntries: number;
+  /** Most upstream searches at once; the rest wait their turn. */
+  maxConcurrent: number;
+  /** Most searches waiting for a turn; past it a search answers at once with an error. */
+  maxQueued: number;
+  /** How long a failed answer is served from the cache, in milliseconds (no retry storm on an error). */
+  errorTtlMs: number;
+}
+
+/** What one server lets its clients (and peers) cost it. */
+export interface LimitsConfig {
+  /** How far in the future, in seconds past the server's clock, an IAMAT's client time may be. */
+  maxClockSkewS: number;
+  /** Longest client ID in UTF-8 bytes. */
+  maxClientIdBytes: number;
+  /** Most client connections open at once; one more is closed at once. */
+  maxConnections: number;
+  /** Most peer connections open at once (handshakes included); one more is closed at once. */
+  maxPeerConnections: number;
+  /** How long a client connection may send nothing with nothing pending before it is closed, in milliseconds. */
+  idleTimeoutMs: number;
+}
+
+/** What the store keeps. */
+export interface RecordsConfig {
+  /** Records whose client time is older than this many seconds are removed everywhere; 0 keeps them forever. */
+  ttlS: number;
+  /** Most clients held; past it an IAMAT for a new client ID is invalid. */
+  max: number;
+}
+
+/** The log files. */
+export interface LogConfig {
+  /** Size at which a log file is rotated, in bytes. */
+  maxBytes: number;
+  /** How many log files are kept, the current one included. */
+  files: number;
 }
 
 /** The settings of `peers.ackScope`. */
@@ -109,6 +146,12 @@ export interface HerdConfig {
   shutdownGraceMs: number;
   /** Peer link tuning. */
   peers: PeerConfig;
+  /** Bounds on what clients and peers cost. */
+  limits: LimitsConfig;
+  /** What the store keeps. */
+  records: RecordsConfig;
+  /** The log files. */
+  log: LogConfig;
   /** Absolute path of the file this came from. */
   path: string;
 }
@@ -140,6 +183,12 @@ export interface RawHerdConfig {
   shutdownGraceMs: number;
   /** Peer settings, defaults filled in. */
   peers: PeerConfig;
+  /** Limits, defaults filled in. */
+  limits: LimitsConfig;
+  /** Record settings, defaults filled in. */
+  records: RecordsConfig;
+  /** Log settings, defaults filled in. */
+  log: LogConfig;
 }
 
 const _link: Schema<[string, string]> = {
@@ -173,6 +222,63 @@ const _places = object({
   timeoutMs: withDefault(positiveInteger(), 5000, "Upstream timeout, in milliseconds."),
   cacheTtlMs: withDefault(positiveInteger(), 300_000, "How long an answer is served from the cache, in milliseconds."),
   cacheEntries: withDefault(positiveInteger(), 10_000, "Most answers the cache holds."),
+  maxConcurrent: withDefault(positiveInteger(), 16, "Most upstream searches at once; the rest wait their turn."),
+  maxQueued: withDefault(
+    positiveInteger(),
+    1024,
+    "Most searches waiting for a turn; past it a WHATSAT answers at once with an error.",
+  ),
+  errorTtlMs: withDefault(
+    positiveInteger(),
+    10_000,
+    "How long a failed answer is served from the cache, in milliseconds, so that an error invites no retry storm.",
+  ),
+});
+
+const _limits = object({
+  maxClockSkewS: withDefault(
+    integer({ min: 0 }),
+    3600,
+    "How far past the server's clock an IAMAT's client time may be, in seconds; a later one is invalid.",
+  ),
+  maxClientIdBytes: withDefault(
+    positiveInteger(),
+    256,
+    "Longest client ID in UTF-8 bytes; a longer one makes an IAMAT or WHATSAT invalid.",
+  ),
+  maxConnections: withDefault(
+    positiveInteger(),
+    10_000,
+    "Most client connections open at once; one more is closed at once.",
+  ),
+  maxPeerConnections: withDefault(
+    positiveInteger(),
+    64,
+    "Most peer connections open at once, handshakes included; one more is closed at once.",
+  ),
+  idleTimeoutMs: withDefault(
+    positiveInteger(),
+    300_000,
+    "How long a client connection may send nothing, with nothing pending, before it is closed, in milliseconds.",
+  ),
+});
+
+const _records = object({
+  ttlS: withDefault(
+    integer({ min: 0 }),
+    0,
+    "Records whose client time is older than this many seconds are removed from every server; 0 keeps them.",
+  ),
+  max: withDefault(
+    positiveInteger(),
+    10_000_000,
+    "Most clients a server holds; past it an IAMAT for a new client ID is invalid (known clients still update).",
+  ),
+});
+
+const _log = object({
+  maxBytes: withDefault(integer({ min: 4096 }), 64 * 1024 * 1024, "Size at which a log file is rotated, in bytes."),
+  files: withDefault(positiveInteger(), 5, "How many log files are kept, the current one included."),
 });
 
 const _peers = object({
@@ -234,6 +340,9 @@ export const HERD_CONFIG_SCHEMA: Schema<RawHerdConfig> = object({
     "How long shutdown waits for replies in flight, in milliseconds.",
   ),
   peers: section(_peers, "Peer link tuning."),
+  limits: section(_limits, "What one server lets its clients and peers cost it."),
+  records: section(_records, "What the store keeps."),
+  log: section(_log, "The log files: size-based rotation."),
 }, { name: "the top level", ignored: ["$schema"] });
 
 /** The JSON Schema of `herd.config.json`, for editors (`deno task schema` writes it). */
@@ -350,6 +459,9 @@ export function parseConfig(text: string, path: string): HerdConfig {
       maxLineBytes: raw.maxLineBytes,
       shutdownGraceMs: raw.shutdownGraceMs,
       peers: raw.peers,
+      limits: raw.limits,
+      records: raw.records,
+      log: raw.log,
       path,
     };
   } catch (error) {

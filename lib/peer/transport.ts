@@ -51,6 +51,8 @@ export interface PeerListenOptions {
   host: string;
   /** Port to listen on. */
   port: number;
+  /** Most connections open at once, handshakes included; one more is closed at once (and reported refused). */
+  maxConnections: number;
   /** Each connection whose handshake succeeded. */
   onPeer(peer: AcceptedPeer): void;
   /** Each connection refused during the handshake (no certificate, wrong CA, timeout), with the reason. */
@@ -145,6 +147,17 @@ export class PeerTransport {
       : this.#tlsServer(this.#credentials, options);
     this.#servers.add(server);
     server.on("close", () => this.#servers.delete(server));
+    // Counted on the TCP connection, before any handshake: a flood of half-open handshakes is bounded too.
+    let open = 0;
+    server.on("connection", (socket: net.Socket) => {
+      if (open >= options.maxConnections) {
+        options.onRefused(_address(socket), `${open} peer connections are open, limits.maxPeerConnections`);
+        socket.destroy();
+        return;
+      }
+      open++;
+      socket.once("close", () => open--);
+    });
     return new Promise((resolve, reject) => {
       server.once("error", reject);
       server.listen(options.port, options.host, () => {

@@ -4,12 +4,18 @@
  * event loop are committed together (group commit, scheduled with
  * `setImmediate`), so pipelined and concurrent IAMATs share one commit;
  * callers that must not reply before the record is on disk await
- * {@linkcode RecordLog.append}. With `synchronous=NORMAL` a commit is in
- * the WAL file when it returns: it survives the process being killed, not
- * the machine losing power. Superseded lines are compacted away once they
- * outnumber the live ones. The WAL is copied into the database
- * (checkpointed) by a worker thread, not by the commit that fills it: a
- * checkpoint syncs the disk, which would stall the server for milliseconds.
+ * {@linkcode RecordLog.append}, which says whether the commit succeeded. With
+ * `synchronous=NORMAL` a commit is in the WAL file when it returns: it
+ * survives the process being killed, not the machine losing power.
+ *
+ * A failed commit (a full disk, an I/O error) is never reported as done:
+ * its records stay pending and are retried with backoff, and
+ * {@linkcode RecordLog.healthy} says false until a commit succeeds again.
+ *
+ * A worker thread keeps the table small and the WAL short, off the event
+ * loop: it checkpoints the WAL into the database (a checkpoint syncs the
+ * disk, which would stall the server) and compacts the table (superseded
+ * and expired lines deleted in small transactions).
  */
 
 import { DatabaseSync, type StatementSync } from "node:sqlite";
@@ -20,32 +26,98 @@ import { compareRecords, type LocationRecord, parseRecordFields, splitFields } f
 /** Longest a record written behind waits for its commit, in milliseconds. */
 export const WRITE_BEHIND_MS = 20;
 
-/** How often the checkpointer thread copies the WAL into the database, in milliseconds. */
+/** How often the worker copies the WAL into the database, in milliseconds. */
 export const CHECKPOINT_INTERVAL_MS = 200;
 
+/** First and longest pause before a failed commit is tried again, in milliseconds. */
+const _RETRY_MIN_MS = 50;
+const _RETRY_MAX_MS = 5000;
+
+/** Rows deleted per compaction transaction: each holds the write lock a millisecond or so. */
+const _COMPACT_BATCH = 2000;
+
+/** A message from the worker. */
+type _WorkerMessage =
+  | { kind: "ready" }
+  | { kind: "error"; error: string }
+  | { kind: "compacted"; rows: number; deleted: number; ms: number; longestBatchMs: number }
+  | { kind: "compactionFailed"; error: string };
+
 /**
- * The checkpointer: runs in a worker thread, made from this function's
- * source (a blob URL, so it needs no read permission on our code and a
- * compiled binary carries it). It opens its own connection to the database
- * and checkpoints the WAL every interval. A PASSIVE checkpoint never waits
- * on the server's writes, nor they on it; its syncs of the disk happen on
- * this thread, not on the event loop, where they stalled commits
- * (docs/PERFORMANCE.md).
+ * The store's worker: runs in a thread, made from this function's source (a
+ * blob URL, so it needs no read permission on our code and a compiled binary
+ * carries it), with its own connection to the database. Every interval it
+ * checkpoints the WAL (PASSIVE: it never waits on the server's commits, nor
+ * they on it). Asked to compact, it reads the table (a read does not block
+ * the server's commits), keeps each client's last row (rows of a client are
+ * appended in increasing order: a record is written only when it beats the
+ * one held) unless that row is expired, and deletes the rest in small
+ * transactions, yielding between them so the server's commits interleave.
  * Self-contained on purpose: nothing from outside the function exists there.
  */
-function _checkpointer(): void {
+function _storeWorker(): void {
   const scope = self as unknown as Worker;
   // deno-lint-ignore no-explicit-any
   let db: any;
-  scope.onmessage = async (event: MessageEvent) => {
-    const { path, intervalMs } = event.data as { path: string; intervalMs: number };
+  /** Whether an unsigned decimal `a` is less than `b` (both `whole.fraction`, any lengths). */
+  const less = (a: string, b: string): boolean => {
+    const [aw, af = ""] = a.split(".");
+    const [bw, bf = ""] = b.split(".");
+    const awt = aw.replace(/^0+(?=.)/, "");
+    const bwt = bw.replace(/^0+(?=.)/, "");
+    if (awt.length !== bwt.length) return awt.length < bwt.length;
+    if (awt !== bwt) return awt < bwt;
+    const width = Math.max(af.length, bf.length);
+    return af.padEnd(width, "0") < bf.padEnd(width, "0");
+  };
+  const compact = async (cutoff: string | null) => {
+    const started = performance.now();
+    const last = new Map<string, number>();
+    const expired = new Set<number>();
+    let rows = 0;
+    for (const { rowid, line } of db.prepare("SELECT rowid, line FROM records").iterate()) {
+      rows++;
+      const fields = (line as string).split(" ");
+      last.set(fields[3], rowid as number);
+      if (cutoff !== null && less(fields[5], cutoff)) expired.add(rowid as number);
+    }
+    const keep = new Set<number>();
+    for (const rowid of last.values()) if (!expired.has(rowid)) keep.add(rowid);
+    last.clear();
+    const remove = db.prepare("DELETE FROM records WHERE rowid IN (SELECT value FROM json_each(?))");
+    let batch: number[] = [];
+    let deleted = 0;
+    let longestBatchMs = 0;
+    const flush = async () => {
+      const began = performance.now();
+      db.exec("BEGIN IMMEDIATE");
+      remove.run(JSON.stringify(batch));
+      db.exec("COMMIT");
+      longestBatchMs = Math.max(longestBatchMs, performance.now() - began);
+      deleted += batch.length;
+      batch = [];
+      await new Promise((resolve) => setTimeout(resolve, 0));
+    };
+    const maxRowid = rows === 0 ? 0 : (db.prepare("SELECT max(rowid) AS m FROM records").get().m as number);
+    for (const { rowid } of db.prepare("SELECT rowid FROM records WHERE rowid <= ?").iterate(maxRowid)) {
+      if (keep.has(rowid as number)) continue;
+      batch.push(rowid as number);
+      if (batch.length >= 2000) await flush();
+    }
+    if (batch.length > 0) await flush();
+    scope.postMessage({ kind: "compacted", rows, deleted, ms: performance.now() - started, longestBatchMs });
+  };
+  let compacting = false;
+  let opened: Promise<void> | undefined;
+  const open = async (path: string, intervalMs: number) => {
     try {
       const { DatabaseSync } = await import("node:sqlite");
       db = new DatabaseSync(path);
-      db.exec("PRAGMA synchronous = NORMAL");
-      scope.postMessage({ ready: true });
+      db.exec("PRAGMA busy_timeout = 2000; PRAGMA synchronous = NORMAL");
+      scope.postMessage({ kind: "ready" });
     } catch (error) {
-      scope.postMessage({ error: (error as Error)?.message ?? String(error) });
+      db = undefined;
+      scope.postMessage({ kind: "error", error: (error as Error)?.message ?? String(error) });
       return;
     }
     let failed = false;
@@ -54,15 +126,44 @@ function _checkpointer(): void {
         db.exec("PRAGMA wal_checkpoint(PASSIVE)");
         failed = false;
       } catch (error) {
-        if (!failed) scope.postMessage({ error: (error as Error)?.message ?? String(error) });
+        if (!failed) scope.postMessage({ kind: "error", error: (error as Error)?.message ?? String(error) });
         failed = true;
       }
     }, intervalMs);
   };
+  scope.onmessage = async (event: MessageEvent) => {
+    const message = event.data as { kind: "open"; path: string; intervalMs: number } | {
+      kind: "compact";
+      cutoff: string | null;
+    };
+    if (message.kind === "open") {
+      opened = open(message.path, message.intervalMs);
+      return;
+    }
+    await opened;
+    if (compacting) return;
+    if (db === undefined) {
+      scope.postMessage({ kind: "compactionFailed", error: "the worker has no connection to the database" });
+      return;
+    }
+    compacting = true;
+    try {
+      await compact(message.cutoff);
+    } catch (error) {
+      try {
+        db.exec("ROLLBACK");
+      } catch { /* no transaction left */ }
+      scope.postMessage({ kind: "compactionFailed", error: (error as Error)?.message ?? String(error) });
+    } finally {
+      compacting = false;
+    }
+  };
 }
 
-const _CHECKPOINTER_URL = URL.createObjectURL(
-  new Blob([`(${_checkpointer.toString()})();`], { type: "text/javascript" }),
+const _WORKER_URL = URL.createObjectURL(
+  new Blob([`(${_storeWorker.toString().replace("batch.length >= 2000", `batch.length >= ${_COMPACT_BATCH}`)})();`], {
+    type: "text/javascript",
+  }),
 );
 
 /** A database that cannot be opened or read: the server must not start on it. */
@@ -71,35 +172,64 @@ export class CorruptDatabaseError extends Error {
   override name = "CorruptDatabaseError";
 }
 
+/** Options for {@linkcode RecordLog.open}. */
+export interface RecordLogOptions {
+  /** Whether a record with this client time has expired: such records are not loaded, and are compacted away. */
+  isExpired?(clientTime: string): boolean;
+  /** The decimal client time before which records have expired, for the worker's compaction; none without a TTL. */
+  expiryCutoff?(): string | null;
+}
+
+/** What a compaction did, as the worker reported it. */
+export interface CompactionReport {
+  /** Rows the table held when it started. */
+  rows: number;
+  /** Rows deleted. */
+  deleted: number;
+  /** How long it took, in milliseconds (on the worker). */
+  ms: number;
+  /** The longest of its write transactions, in milliseconds: the longest a commit of the server could wait on it. */
+  longestBatchMs: number;
+}
+
 /** An append-only, group-committed log of records. */
 export class RecordLog {
   /** The database file. */
   readonly path: string;
   #db: DatabaseSync;
   #append: StatementSync;
+  #options: RecordLogOptions;
   #pending = new Map<string, string>();
-  #committed: Promise<void> | undefined;
-  #release: (() => void) | undefined;
+  #committed: Promise<boolean> | undefined;
+  #release: ((ok: boolean) => void) | undefined;
   #rows = 0;
   #closed = false;
   #timer: ReturnType<typeof setTimeout> | undefined;
-  #checkpointer: Worker | undefined;
-  #checkpointerDue: ReturnType<typeof setTimeout> | undefined;
+  #worker: Worker | undefined;
+  #workerDue: ReturnType<typeof setTimeout> | undefined;
+  #failing = false;
+  #failures = 0;
+  #retry: ReturnType<typeof setTimeout> | undefined;
+  #retryMs = _RETRY_MIN_MS;
+  #compacting = false;
+  #lastCompaction: CompactionReport | undefined;
+  #compactionWaiters: ((report: CompactionReport | undefined) => void)[] = [];
 
-  private constructor(path: string, db: DatabaseSync) {
+  private constructor(path: string, db: DatabaseSync, options: RecordLogOptions) {
     this.path = path;
     this.#db = db;
+    this.#options = options;
     this.#append = db.prepare("INSERT INTO records (line) SELECT value FROM json_each(?)");
   }
 
   /**
-   * Hands checkpoints to the checkpointer thread. Until it says it is
-   * ready, and again if it fails, SQLite checkpoints in the commits as it
-   * does by default, so the WAL never grows without bound.
+   * Starts the worker. Until it says it is ready, and again if it fails,
+   * SQLite checkpoints in the commits as it does by default, so the WAL
+   * never grows without bound.
    */
-  #startCheckpointer(): void {
-    const worker = new Worker(_CHECKPOINTER_URL, { type: "module", name: `checkpointer ${this.path}` });
-    this.#checkpointer = worker;
+  #startWorker(): void {
+    const worker = new Worker(_WORKER_URL, { type: "module", name: `store worker ${this.path}` });
+    this.#worker = worker;
     const failed = (error: string | undefined) => {
       if (this.#closed) return;
       log.server.warning("Checkpointing {path} in the background failed: {error}; the commits checkpoint it instead", {
@@ -109,37 +239,68 @@ export class RecordLog {
       this.#db.exec("PRAGMA wal_autocheckpoint = 1000");
     };
     worker.onmessage = (event: MessageEvent) => {
-      const message = event.data as { ready?: boolean; error?: string };
-      if (!message.ready) failed(message.error);
-      else if (!this.#closed) this.#db.exec("PRAGMA wal_autocheckpoint = 0");
+      const message = event.data as _WorkerMessage;
+      switch (message.kind) {
+        case "ready":
+          if (!this.#closed) this.#db.exec("PRAGMA wal_autocheckpoint = 0");
+          return;
+        case "error":
+          return failed(message.error);
+        case "compacted":
+          return this.#compacted(message);
+        case "compactionFailed":
+          log.server.error("Compacting {path} failed: {error}", { path: this.path, error: message.error });
+          return this.#compacted(undefined);
+      }
     };
     worker.onerror = (event: ErrorEvent) => {
       event.preventDefault();
       failed(event.message);
     };
-    worker.postMessage({ path: this.path, intervalMs: CHECKPOINT_INTERVAL_MS });
+    worker.postMessage({ kind: "open", path: this.path, intervalMs: CHECKPOINT_INTERVAL_MS });
+  }
+
+  #compacted(report: CompactionReport | undefined): void {
+    this.#compacting = false;
+    if (report !== undefined) {
+      this.#rows = Math.max(0, this.#rows - report.deleted);
+      this.#lastCompaction = report;
+      log.server.info(
+        "Compacted {path}: {deleted} of {rows} rows deleted in {ms} ms, on the store's worker " +
+          "(longest write transaction {longest} ms)",
+        {
+          path: this.path,
+          deleted: report.deleted,
+          rows: report.rows,
+          ms: Math.round(report.ms),
+          longest: Number(report.longestBatchMs.toFixed(2)),
+        },
+      );
+    }
+    for (const waiter of this.#compactionWaiters.splice(0)) waiter(report);
   }
 
   /**
    * Opens (creating if missing) the database at `path` and reads every
-   * record in it, greatest per client. Throws a {@linkcode CorruptDatabaseError}
-   * naming the file when it cannot be opened, checked or read.
+   * record in it, greatest per client, expired ones left out. Throws a
+   * {@linkcode CorruptDatabaseError} naming the file when it cannot be
+   * opened, checked or read.
    */
-  static open(path: string): { log: RecordLog; records: LocationRecord[] } {
+  static open(path: string, options: RecordLogOptions = {}): { log: RecordLog; records: LocationRecord[] } {
     const directory = path.slice(0, path.lastIndexOf("/"));
     if (directory !== "") Deno.mkdirSync(directory, { recursive: true });
     let db: DatabaseSync | undefined;
     try {
       db = new DatabaseSync(path);
-      // A lock held a moment by the checkpointer thread (of an earlier open, closing) is waited for, not an error.
+      // A lock held a moment by the worker (of an earlier open, closing, or compacting) is waited for, not an error.
       db.exec("PRAGMA busy_timeout = 2000; PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL");
       const check = db.prepare("PRAGMA quick_check").get() as { quick_check: string } | undefined;
       if (check?.quick_check !== "ok") throw new Error(`integrity check says ${JSON.stringify(check?.quick_check)}`);
       db.exec("CREATE TABLE IF NOT EXISTS records (line TEXT NOT NULL)");
-      const recordLog = new RecordLog(path, db);
+      const recordLog = new RecordLog(path, db, options);
       const records = recordLog.#load();
       // Started once the caller is done starting (listening, for a server): a thread is not free on two cores.
-      recordLog.#checkpointerDue = setTimeout(() => recordLog.#startCheckpointer(), 0);
+      recordLog.#workerDue = setTimeout(() => recordLog.#startWorker(), 0);
       return { log: recordLog, records };
     } catch (error) {
       try {
@@ -167,9 +328,9 @@ export class RecordLog {
       if (current === undefined || compareRecords(record, current) > 0) latest.set(record.clientId, record);
     }
     this.#rows = row;
+    const isExpired = this.#options.isExpired;
     const records = [...latest.values()];
-    if (this.#rows > 2 * records.length + 1000) this.#compact(records.map((record) => record.line));
-    return records;
+    return isExpired === undefined ? records : records.filter((record) => !isExpired(record.clientTime));
   }
 
   /** Lines in the table, superseded ones included. */
@@ -177,16 +338,31 @@ export class RecordLog {
     return this.#rows;
   }
 
+  /** Whether commits succeed: false from a failed commit until one succeeds again. */
+  get healthy(): boolean {
+    return !this.#failing;
+  }
+
+  /** Commits that failed since the log was opened. */
+  get failures(): number {
+    return this.#failures;
+  }
+
+  /** What the last compaction did, if one ran. */
+  get lastCompaction(): CompactionReport | undefined {
+    return this.#lastCompaction;
+  }
+
   /**
-   * Queues `record` for the next group commit and resolves once it is in
-   * the database (or the commit failed, which is logged: the record is
-   * still in memory and on the neighbours).
+   * Queues `record` for the next group commit; resolves to true once it is
+   * in the database, to false if that commit failed (the record is then
+   * not acknowledged; it stays pending and is retried).
    */
-  append(record: LocationRecord): Promise<void> {
-    if (this.#closed) return Promise.resolve();
+  append(record: LocationRecord): Promise<boolean> {
+    if (this.#closed) return Promise.resolve(false);
     this.#pending.set(record.clientId, record.line);
     if (this.#committed === undefined) {
-      this.#committed = new Promise<void>((resolve) => this.#release = resolve);
+      this.#committed = new Promise<boolean>((resolve) => this.#release = resolve);
       setImmediate(() => this.commit());
     }
     return this.#committed;
@@ -206,11 +382,12 @@ export class RecordLog {
     }, WRITE_BEHIND_MS);
   }
 
-  /** Commits what is pending now. */
-  commit(): void {
+  /** Commits what is pending now; returns whether it succeeded (true with nothing to commit). */
+  commit(): boolean {
     const release = this.#release;
     this.#committed = undefined;
     this.#release = undefined;
+    let ok = true;
     if (this.#pending.size > 0 && !this.#closed) {
       const lines = [...this.#pending.values()];
       try {
@@ -219,56 +396,88 @@ export class RecordLog {
         this.#db.exec("COMMIT");
         this.#pending.clear();
         this.#rows += lines.length;
+        if (this.#failing) this.#recovered();
       } catch (error) {
+        ok = false;
         try {
           this.#db.exec("ROLLBACK");
         } catch { /* no transaction left */ }
-        // Kept pending (one line per client at most) and retried with the next commit.
-        log.server.error("Writing {count} records to {path} failed: {error}", {
-          count: lines.length,
-          path: this.path,
-          error: (error as Error).message,
-        });
+        this.#failed(lines.length, error as Error);
       }
     }
-    release?.();
+    release?.(ok);
+    return ok;
   }
 
-  /** Rewrites the table to hold exactly `lines` once superseded lines outnumber the live ones. */
-  compactIfWorthIt(lines: () => Iterable<string>, live: number): void {
-    if (this.#rows > 2 * live + 1000) this.#compact([...lines()]);
-  }
-
-  #compact(lines: string[]): void {
-    const started = performance.now();
-    try {
-      this.#db.exec("BEGIN");
-      this.#db.exec("DELETE FROM records");
-      this.#append.run(JSON.stringify(lines));
-      this.#db.exec("COMMIT");
-      log.server.info("Compacted {path}: {before} rows to {after} in {ms} ms", {
-        path: this.path,
-        before: this.#rows,
-        after: lines.length,
-        ms: Math.round(performance.now() - started),
-      });
-      this.#rows = lines.length;
-    } catch (error) {
-      try {
-        this.#db.exec("ROLLBACK");
-      } catch { /* no transaction left */ }
-      log.server.error("Compacting {path} failed: {error}", { path: this.path, error: (error as Error).message });
+  /** A commit failed: its records stay pending (one per client), IAMATs are refused, and a retry is scheduled. */
+  #failed(count: number, error: Error): void {
+    this.#failures++;
+    if (!this.#failing) {
+      log.server.error(
+        "Writing {count} records to {path} failed: {error}; no IAMAT is acknowledged until a commit succeeds again",
+        { count, path: this.path, error: error.message },
+      );
     }
+    this.#failing = true;
+    clearTimeout(this.#retry);
+    this.#retry = setTimeout(() => {
+      this.#retry = undefined;
+      this.commit();
+    }, this.#retryMs);
+    this.#retryMs = Math.min(this.#retryMs * 2, _RETRY_MAX_MS);
+  }
+
+  #recovered(): void {
+    log.server.warning("Writing to {path} succeeds again after {failures} failed commits; IAMATs are acknowledged", {
+      path: this.path,
+      failures: this.#failures,
+    });
+    this.#failing = false;
+    this.#retryMs = _RETRY_MIN_MS;
+    clearTimeout(this.#retry);
+    this.#retry = undefined;
+  }
+
+  /**
+   * Asks the worker to compact the table once superseded (or expired) lines
+   * outnumber the live ones; `live` is how many clients the store holds.
+   * Returns whether a compaction was started.
+   */
+  compactIfWorthIt(live: number): boolean {
+    if (this.#rows <= 2 * live + 1000) return false;
+    return this.compact();
+  }
+
+  /** Asks the worker to compact the table now; false when one is already running or the worker is not up. */
+  compact(): boolean {
+    if (this.#compacting || this.#worker === undefined || this.#closed) return false;
+    this.#compacting = true;
+    this.#worker.postMessage({ kind: "compact", cutoff: this.#options.expiryCutoff?.() ?? null });
+    return true;
+  }
+
+  /** Resolves with the report of the compaction running now (undefined if it failed, or none is running). */
+  compacted(): Promise<CompactionReport | undefined> {
+    if (!this.#compacting) return Promise.resolve(undefined);
+    return new Promise((resolve) => this.#compactionWaiters.push(resolve));
   }
 
   /** Commits what is pending and closes the database. */
   close(): void {
     if (this.#closed) return;
     clearTimeout(this.#timer);
-    clearTimeout(this.#checkpointerDue);
+    clearTimeout(this.#workerDue);
+    clearTimeout(this.#retry);
     this.commit();
+    if (this.#pending.size > 0) {
+      log.server.error("Closing {path} with {count} records not written: the disk kept failing", {
+        path: this.path,
+        count: this.#pending.size,
+      });
+    }
     this.#closed = true;
-    this.#checkpointer?.terminate();
+    this.#worker?.terminate();
+    this.#compacted(undefined);
     this.#db.close();
   }
 }
