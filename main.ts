@@ -52,7 +52,7 @@ function requireName(config: HerdConfig, name: string | undefined): string {
 
 async function runServer(config: HerdConfig, name: string): Promise<void> {
   try {
-    await setupLogging({ logDir: config.logDir, name });
+    await setupLogging({ logDir: config.logDir, name, maxBytes: config.log.maxBytes, files: config.log.files });
   } catch (error) {
     fail(`${name} cannot open its log in ${config.logDir}: ${(error as Error).message}`, 1);
   }

@@ -87,6 +87,16 @@ export function formatTimeDifference(serverNs: bigint, clientTime: string): stri
   return `${sign}${seconds}.${nanos}`;
 }
 
+/** A radius in km (an unsigned decimal) in whole metres, rounded half up, at least 1: `10.0004` → `10000`, `0.0002` → `1`. */
+export function wholeMetres(km: string): string {
+  const metres = timesThousand(km);
+  const point = metres.indexOf(".");
+  if (point < 0) return metres === "0" ? "1" : metres;
+  let whole = BigInt(metres.slice(0, point));
+  if (metres.charCodeAt(point + 1) >= 53) whole += 1n; // the first decimal is 5 or more
+  return whole === 0n ? "1" : whole.toString();
+}
+
 /** Multiplies an unsigned decimal by 1000 exactly, as a decimal string: `1.5` → `1500`, `0.0001` → `0.1`. */
 export function timesThousand(text: string): string {
   const [whole, fraction] = _canonical(text);

@@ -1,6 +1,6 @@
 /**
  * Logging with LogTape: every event goes to `<logDir>/<Name>.log` through
- * @logtape/file's non-blocking stream sink; start-up, shutdown and warnings also go to the
+ * our own rotating file sink (log_file.ts); start-up, shutdown and warnings also go to the
  * console, where `deno task herd` prefixes them with the server name.
  * Nothing here ever writes to a client socket.
  */
@@ -14,7 +14,7 @@ import {
   type LogRecord,
   withFilter,
 } from "@logtape/logtape";
-import { getStreamFileSink } from "@logtape/file";
+import { LogFile } from "./log_file.ts";
 
 /** The category of the traffic log's batches (see traffic_log.ts): written to the file as they are. */
 export const TRAFFIC_CATEGORY = "herd.traffic";
@@ -129,12 +129,29 @@ export interface LoggingOptions {
   logDir: string;
   /** Server name: the file is `<logDir>/<name>.log`. */
   name: string;
+  /** Size at which the file is rotated, in bytes. */
+  maxBytes: number;
+  /** Log files kept, the current one included. */
+  files: number;
+}
+
+/** The log file of this process, once {@linkcode setupLogging} opened it. */
+let _file: LogFile | undefined;
+
+/** The log file of this process (for its counters), once opened. */
+export function logFile(): LogFile | undefined {
+  return _file;
 }
 
 /** Configures LogTape for one server and returns the log file's path. */
 export async function setupLogging(options: LoggingOptions): Promise<string> {
   await Deno.mkdir(options.logDir, { recursive: true });
   const path = `${options.logDir}/${options.name}.log`;
+  const file = await LogFile.open(path, { maxBytes: options.maxBytes, files: options.files });
+  _file = file;
+  const fileSink = Object.assign((record: LogRecord) => file.write(_formatFileLine(record)), {
+    [Symbol.asyncDispose]: () => file.close(),
+  });
   // The console is read by people: values unquoted, but cut and with control characters escaped. The file keeps
   // them quoted, so a line's exact text survives (cut to a bound too).
   const consoleFormatter = getTextFormatter({
@@ -144,10 +161,10 @@ export async function setupLogging(options: LoggingOptions): Promise<string> {
   });
   await configure({
     sinks: {
-      // The stream sink: non-blocking, and its writes keep up with a busy server. The package's getFileSink with
-      // nonBlocking issues one write per record and an fsync per flush: under load it fell far behind and its
-      // buffer grew without bound (docs/PERFORMANCE.md, "What logging, the disk and the store cost").
-      file: getStreamFileSink(path, { formatter: _formatFileLine, highWaterMark: 64 * 1024 }),
+      // Our own file sink (log_file.ts): rotated by size, written in the background, bounded in memory. LogTape's
+      // file sinks write and fsync per flush on the event loop, and their buffers grow without bound when the
+      // disk cannot keep up (docs/PERFORMANCE.md, "What logging, the disk and the store cost").
+      file: fileSink,
       console: getConsoleSink({ formatter: consoleFormatter }),
       consoleWarnings: withFilter(getConsoleSink({ formatter: consoleFormatter }), "warning"),
     },

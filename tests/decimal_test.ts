@@ -6,6 +6,7 @@ import {
   formatTimeDifference,
   nanosecondsText,
   timesThousand,
+  wholeMetres,
 } from "../lib/decimal.ts";
 
 const SECOND = 1_000_000_000n;
@@ -192,4 +193,18 @@ Deno.test("compareToNanoseconds() agrees with exact arithmetic on random times",
       },
     ),
   );
+});
+
+Deno.test("wholeMetres() rounds a radius in km to whole metres, half up, at least one", () => {
+  assert.equal(wholeMetres("10"), "10000");
+  assert.equal(wholeMetres("10.0000001"), "10000");
+  assert.equal(wholeMetres("10.0000002"), "10000");
+  assert.equal(wholeMetres("10.0004999"), "10000");
+  assert.equal(wholeMetres("10.0005"), "10001");
+  assert.equal(wholeMetres("1.5"), "1500");
+  assert.equal(wholeMetres("0.0001"), "1");
+  assert.equal(wholeMetres("0.0000001"), "1");
+  assert.equal(wholeMetres("0.0015"), "2");
+  assert.equal(wholeMetres("50"), "50000");
+  assert.equal(wholeMetres("049.9999"), "50000");
 });

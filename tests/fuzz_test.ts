@@ -605,9 +605,11 @@ async function checkRouted(lines: Uint8Array[], tally: Tally): Promise<void> {
           stored.location,
           `${label}: searched around the stored location`,
         );
-        const metres = rational(query.radiusMetres);
+        // The radius in whole metres, rounded half up, at least 1.
         const km = rational(radius.replace(/^\+/, ""));
-        assert.equal(metres.digits * 10n ** BigInt(km.scale), km.digits * 1000n * 10n ** BigInt(metres.scale), label);
+        const scaled = km.digits * 1000n * 10n;
+        const rounded = (scaled / 10n ** BigInt(km.scale) + 5n) / 10n;
+        assert.equal(query.radiusMetres, String(rounded === 0n ? 1n : rounded), label);
         assert.equal((json.results as unknown[]).length, Math.min(bound, fakeAnswer(query).results.length), label);
       }),
     );

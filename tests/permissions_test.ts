@@ -15,7 +15,7 @@ const DEFAULT_DIR = DEFAULT_PATH.slice(0, DEFAULT_PATH.lastIndexOf("/"));
 /** Hill with no key: `auto` is `offline`, so no Places host at all. */
 const HILL_FLAGS = [
   "--allow-net=127.0.0.1:12000,127.0.0.1:12100,127.0.0.1:12101,127.0.0.1:12102",
-  `--allow-read=${DEFAULT_PATH},${DEFAULT_DIR}/data,${DEFAULT_DIR}/certs/ca.crt,${DEFAULT_DIR}/certs/Hill.crt,${DEFAULT_DIR}/certs/Hill.key`,
+  `--allow-read=${DEFAULT_PATH},${DEFAULT_DIR}/data,${DEFAULT_DIR}/logs,${DEFAULT_DIR}/certs/ca.crt,${DEFAULT_DIR}/certs/Hill.crt,${DEFAULT_DIR}/certs/Hill.key`,
   `--allow-write=${DEFAULT_DIR}/logs,${DEFAULT_DIR}/data`,
   "--allow-env=GOOGLE_PLACES_API_KEY",
 ];
@@ -110,7 +110,7 @@ Deno.test("serverNetAddresses() uses an http Places URL with its explicit port",
   ]);
   assert.deepEqual(serverPermissionFlags(config, "B", NO_KEY), [
     "--allow-net=localhost:13001,localhost:13101,127.0.0.1:13100,127.0.0.1:8080",
-    "--allow-read=/tmp/x/herd.config.json,/tmp/x/data,/tmp/x/certs/ca.crt,/tmp/x/certs/B.crt,/tmp/x/certs/B.key",
+    "--allow-read=/tmp/x/herd.config.json,/tmp/x/data,/tmp/x/logs,/tmp/x/certs/ca.crt,/tmp/x/certs/B.crt,/tmp/x/certs/B.key",
     "--allow-write=/tmp/x/logs,/tmp/x/data",
     "--allow-env=GOOGLE_PLACES_API_KEY",
   ]);
@@ -174,7 +174,7 @@ Deno.test("envTextSetsKey() sees the key set in dotenv text, and only when it is
 Deno.test("serverPermissionFlags() reads exactly its own TLS files, and none with plain-text links", async () => {
   const config = await loadDefault();
   const read = (name: string) => serverPermissionFlags(config, name, NO_KEY)[1].split("=")[1].split(",");
-  assert.deepEqual(read("Smith").slice(2), [
+  assert.deepEqual(read("Smith").slice(3), [
     `${DEFAULT_DIR}/certs/ca.crt`,
     `${DEFAULT_DIR}/certs/Smith.crt`,
     `${DEFAULT_DIR}/certs/Smith.key`,
@@ -184,7 +184,7 @@ Deno.test("serverPermissionFlags() reads exactly its own TLS files, and none wit
     "no CA key, no one else's",
   );
   config.peers.tls = false;
-  assert.deepEqual(read("Smith"), [DEFAULT_PATH, `${DEFAULT_DIR}/data`]);
+  assert.deepEqual(read("Smith"), [DEFAULT_PATH, `${DEFAULT_DIR}/data`, `${DEFAULT_DIR}/logs`]);
 });
 
 Deno.test("certificateRunArgs() lets make-certs read the config and read and write certDir, nothing more", async () => {

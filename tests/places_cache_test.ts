@@ -1,6 +1,13 @@
 import assert from "node:assert/strict";
-import { type PlacesAnswer, placesError, type PlacesProvider, type PlacesQuery } from "../lib/places/provider.ts";
-import { CachedPlaces } from "../lib/places/cache.ts";
+import {
+  boundResults,
+  type PlacesAnswer,
+  placesError,
+  type PlacesProvider,
+  type PlacesQuery,
+} from "../lib/places/provider.ts";
+import { CachedPlaces, PlacesResult } from "../lib/places/cache.ts";
+import { formatGoogleJson, whatsatBody } from "../lib/places/google_json.ts";
 
 /** A provider that counts its calls and answers when told to. */
 class CountingPlaces implements PlacesProvider {
@@ -37,7 +44,7 @@ Deno.test("CachedPlaces answers a repeated search from the cache until the TTL p
   now = 1000;
   await cache.search(HERE);
   assert.equal(inner.calls.length, 2, "an expired entry is fetched again");
-  assert.deepEqual(cache.stats, { hits: 1, misses: 2, shared: 0 });
+  assert.deepEqual(cache.stats, { hits: 1, misses: 2, shared: 0, queued: 0, refused: 0 });
 });
 
 Deno.test("CachedPlaces keys by location and radius", async () => {
@@ -78,15 +85,85 @@ Deno.test("CachedPlaces lets concurrent identical searches share one upstream ca
   assert.equal(cache.stats.shared, 9);
 });
 
-Deno.test("CachedPlaces does not keep error answers", async () => {
+Deno.test("CachedPlaces keeps error answers only for errorTtlMs, so an error invites no retry storm", async () => {
   const inner = new CountingPlaces();
   inner.status = "OVER_QUERY_LIMIT";
-  const cache = new CachedPlaces(inner, { ttlMs: 1000, maxEntries: 10 });
-  assert.equal((await cache.search(HERE)).status, "OVER_QUERY_LIMIT");
+  let now = 0;
+  const cache = new CachedPlaces(inner, { ttlMs: 60_000, errorTtlMs: 1000, maxEntries: 10, now: () => now });
+  for (let i = 0; i < 100; i++) assert.equal((await cache.search(HERE)).status, "OVER_QUERY_LIMIT");
+  assert.equal(inner.calls.length, 1, "a hundred searches, one upstream call");
   inner.status = "OK";
-  assert.equal((await cache.search(HERE)).status, "OK");
+  now = 999;
+  assert.equal((await cache.search(HERE)).status, "OVER_QUERY_LIMIT");
+  now = 1000;
+  assert.equal((await cache.search(HERE)).status, "OK", "the error expires after errorTtlMs");
   assert.equal(inner.calls.length, 2);
-  assert.equal(cache.size, 1);
+  const uncached = new CachedPlaces(inner, { ttlMs: 1000, maxEntries: 10 });
+  inner.status = "UNKNOWN_ERROR";
+  await uncached.search(HERE);
+  await uncached.search(HERE);
+  assert.equal(inner.calls.length, 4, "without errorTtlMs errors are not kept");
+});
+
+Deno.test("CachedPlaces runs at most maxConcurrent upstream searches, queues maxQueued, refuses the rest", async () => {
+  const inner = new CountingPlaces();
+  inner.held = true;
+  const cache = new CachedPlaces(inner, { ttlMs: 1000, maxEntries: 100, maxConcurrent: 3, maxQueued: 2 });
+  const at = (radiusMetres: string) => ({ ...HERE, radiusMetres });
+  const searches = Array.from({ length: 8 }, (_, i) => cache.search(at(String(i + 1))));
+  await Promise.resolve();
+  assert.equal(inner.calls.length, 3, "three upstream at once");
+  assert.equal(cache.running, 3);
+  const refused = await Promise.race([searches[5], searches[6], searches[7]]);
+  assert.equal(refused.status, "OVER_QUERY_LIMIT", "past the queue, refused at once");
+  while (inner.calls.length < 5) {
+    inner.releaseAll();
+    await new Promise((resolve) => setTimeout(resolve, 0));
+  }
+  inner.releaseAll();
+  const answers = await Promise.all(searches);
+  assert.deepEqual(answers.map((answer) => answer.status), [
+    "OK",
+    "OK",
+    "OK",
+    "OK",
+    "OK",
+    ...Array(3).fill("OVER_QUERY_LIMIT"),
+  ]);
+  assert.equal(inner.calls.length, 5, "the queued two ran after the first three");
+  assert.deepEqual(cache.stats, { hits: 0, misses: 5, shared: 0, queued: 2, refused: 3 });
+  assert.equal(cache.running, 0);
+});
+
+Deno.test("PlacesResult.reply() is byte for byte the line then the squeezed JSON of the answer cut to each bound", () => {
+  const line = new TextEncoder().encode("AT Hill +0.263873386 kiwi +34.068930-118.445127 1621464827.959498503");
+  const answers: PlacesAnswer[] = [
+    { html_attributions: [], results: [], status: "ZERO_RESULTS" },
+    {
+      html_attributions: ['<a href="x">ä 🥝</a>'],
+      results: Array.from({ length: 20 }, (_, i) => ({
+        geometry: { location: { lat: i / 3, lng: -i } },
+        name: `Café ${i} "quoted"\n🥝`,
+        types: i % 2 ? [] : ["locality", "political"],
+        empty: {},
+      })),
+      status: "OK",
+      next_page_token: "abc",
+    },
+    { results: [1, "two", null, [3]], status: "OK" },
+    placesError("REQUEST_DENIED", "no key"),
+  ];
+  for (const answer of answers) {
+    const result = new PlacesResult(answer);
+    for (let bound = 0; bound <= 21; bound++) {
+      const expected = new TextEncoder().encode(
+        "AT Hill +0.263873386 kiwi +34.068930-118.445127 1621464827.959498503" +
+          whatsatBody(formatGoogleJson(boundResults(answer, bound))),
+      );
+      assert.deepEqual(result.reply(line, bound), expected, `${answer.status} bound ${bound}`);
+    }
+    assert.ok(result.bytes > 0, "one body, made once");
+  }
 });
 
 Deno.test("CachedPlaces turns a provider that rejects into an UNKNOWN_ERROR answer", async () => {

@@ -1,6 +1,7 @@
 /** Places providers end to end: real server processes, the fake Places on loopback, or no network at all. */
 
 import assert from "node:assert/strict";
+import { waitFor } from "./testing/wait.ts";
 import { startFakePlaces } from "./testing/fake_places.ts";
 import { exchange, HERD_TEST_PERMISSIONS, TestHerd } from "./testing/herd.ts";
 
@@ -43,7 +44,13 @@ Deno.test({
   permissions: HERD_TEST_PERMISSIONS,
 }, async (t) => {
   await using fake = startFakePlaces({ key: KEY });
-  await using herd = await TestHerd.create({ placesUrl: fake.url, key: KEY, names: ["Solo"], links: [] });
+  await using herd = await TestHerd.create({
+    placesUrl: fake.url,
+    key: KEY,
+    names: ["Solo"],
+    links: [],
+    places: { errorTtlMs: 300 },
+  });
   await herd.start("Solo");
   const port = herd.port("Solo");
   await exchange(port, UCLA);
@@ -96,33 +103,45 @@ Deno.test({
     assert.equal(fake.requests.length, before + 1);
   });
 
-  await t.step("upstream errors map to legacy statuses, are not cached, and never show the key", async () => {
-    const cases = [
-      ["http-400", "INVALID_REQUEST"],
-      ["http-403", "REQUEST_DENIED"],
-      ["http-429", "OVER_QUERY_LIMIT"],
-      ["http-500", "UNKNOWN_ERROR"],
-      ["malformed", "UNKNOWN_ERROR"],
-      ["hang", "UNKNOWN_ERROR"],
-    ] as const;
-    for (const [index, [mode, status]] of cases.entries()) {
-      fake.mode = mode;
-      const reply = await exchange(port, `WHATSAT kiwi.cs.ucla.edu ${20 + index} 5\n`);
-      const answer = json(reply);
-      assert.equal(answer.status, status, mode);
-      assert.deepEqual(answer.results, []);
-      assert.equal(typeof answer.error_message, "string");
-      assert.ok(!reply.includes(KEY));
-    }
-    fake.mode = "ok";
-    const before = fake.requests.length;
-    assert.equal(json(await exchange(port, "WHATSAT kiwi.cs.ucla.edu 20 5\n")).status, "OK", "errors are not cached");
-    assert.equal(fake.requests.length, before + 1);
-    const { code } = await herd.stop("Solo", "SIGTERM");
-    assert.equal(code, 0);
-    const log = await herd.log("Solo");
-    assert.ok(!log.includes(KEY), "the key must not appear in the log");
-    assert.match(log, /Places provider: "google-new" \("auto: GOOGLE_PLACES_API_KEY is set"\)/);
-    assert.match(log, /Fake RESOURCE_EXHAUSTED error/, "the upstream message is kept");
-  });
+  await t.step(
+    "upstream errors map to legacy statuses, are cached for errorTtlMs only, and never show the key",
+    async () => {
+      const cases = [
+        ["http-400", "INVALID_REQUEST"],
+        ["http-403", "REQUEST_DENIED"],
+        ["http-429", "OVER_QUERY_LIMIT"],
+        ["http-500", "UNKNOWN_ERROR"],
+        ["malformed", "UNKNOWN_ERROR"],
+        ["hang", "UNKNOWN_ERROR"],
+      ] as const;
+      for (const [index, [mode, status]] of cases.entries()) {
+        fake.mode = mode;
+        const reply = await exchange(port, `WHATSAT kiwi.cs.ucla.edu ${20 + index} 5\n`);
+        const answer = json(reply);
+        assert.equal(answer.status, status, mode);
+        assert.deepEqual(answer.results, []);
+        assert.equal(typeof answer.error_message, "string");
+        assert.ok(!reply.includes(KEY));
+      }
+      fake.mode = "ok";
+      const before = fake.requests.length;
+      // Asked again at once: the error is served from the cache (no retry storm), with no call upstream...
+      const again = json(await exchange(port, "WHATSAT kiwi.cs.ucla.edu 20 5\n"));
+      if (again.status !== "OK") {
+        assert.equal(again.status, "INVALID_REQUEST", "the error is served from the cache");
+        assert.equal(fake.requests.length, before);
+      }
+      // ...and once errorTtlMs has passed, the search is made again.
+      await waitFor(async () => json(await exchange(port, "WHATSAT kiwi.cs.ucla.edu 20 5\n")).status === "OK", {
+        what: "the cached error to expire",
+      });
+      assert.equal(fake.requests.length, before + 1);
+      const { code } = await herd.stop("Solo", "SIGTERM");
+      assert.equal(code, 0);
+      const log = await herd.log("Solo");
+      assert.ok(!log.includes(KEY), "the key must not appear in the log");
+      assert.match(log, /Places provider: "google-new" \("auto: GOOGLE_PLACES_API_KEY is set"\)/);
+      assert.match(log, /Fake RESOURCE_EXHAUSTED error/, "the upstream message is kept");
+    },
+  );
 });

@@ -52,7 +52,8 @@ export function serverCertificateFiles(config: HerdConfig, name: string): string
 export function serverPermissionFlags(config: HerdConfig, name: string, options: PermissionOptions): string[] {
   return [
     `--allow-net=${serverNetAddresses(config, name, options).join(",")}`,
-    `--allow-read=${[config.path, config.dataDir, ...serverCertificateFiles(config, name)].join(",")}`,
+    // The log directory is read too: rotating a log file renames it, which Deno counts as reading.
+    `--allow-read=${[config.path, config.dataDir, config.logDir, ...serverCertificateFiles(config, name)].join(",")}`,
     `--allow-write=${config.logDir},${config.dataDir}`,
     `--allow-env=${PLACES_KEY_VARIABLE}`,
   ];

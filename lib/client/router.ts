@@ -3,7 +3,7 @@
  * flood or Places search completes). Empty lines get no reply.
  */
 
-import { compareToNanoseconds, nanosecondsText, timesThousand } from "../decimal.ts";
+import { compareToNanoseconds, nanosecondsText, wholeMetres } from "../decimal.ts";
 import { cutForLog, log, quote } from "../logging.ts";
 import { traffic } from "../traffic_log.ts";
 import type { PlacesService } from "../places/cache.ts";
@@ -143,7 +143,8 @@ async function _whatsat(
   bound: number,
 ): Promise<Reply> {
   const location = parseLocation(record.location)!;
-  const radiusMetres = timesThousand(radiusKm);
+  // Whole metres: radii a fraction of a metre apart are one search (one cache entry, one billed call).
+  const radiusMetres = wholeMetres(radiusKm);
   const started = performance.now();
   const result = await context.places.result({ ...location, radiusMetres });
   const answer = result.answer;
@@ -170,10 +171,5 @@ async function _whatsat(
       },
     );
   }
-  const body = result.body(bound);
-  const line = _encoder.encode(record.line);
-  const reply = new Uint8Array(line.length + body.length);
-  reply.set(line, 0);
-  reply.set(body, line.length);
-  return reply;
+  return result.reply(_encoder.encode(record.line), bound);
 }

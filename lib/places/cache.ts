@@ -1,42 +1,103 @@
 /**
  * A per-server cache in front of any Places provider: keyed by provider,
- * location and radius, bounded in entries (least recently used go first),
- * entries expire after a TTL, and concurrent identical searches share one
- * upstream call. Only good answers (`OK`, `ZERO_RESULTS`) are kept. The
- * WHATSAT bound is applied after the cache, so one entry serves every bound;
- * the entry keeps the reply bodies made from it, so a warm WHATSAT costs a
- * copy, not printing and encoding kilobytes of JSON.
+ * location and radius (in whole metres: the router rounds it), bounded in
+ * entries (least recently used go first). Good answers (`OK`,
+ * `ZERO_RESULTS`) are served for `cacheTtlMs`, failed ones for `errorTtlMs`
+ * (an error invites no retry storm, and Google bills every call);
+ * concurrent identical searches share one upstream call, and at most
+ * `maxConcurrent` upstream calls run at once, the rest waiting in a bounded
+ * queue. The WHATSAT bound is applied after the cache: each entry keeps one
+ * encoded reply body, and the body for a lower bound is cut out of it.
  */
 
 import { log } from "../logging.ts";
-import { formatGoogleJson, whatsatBody } from "./google_json.ts";
-import { boundResults, type PlacesAnswer, placesError, type PlacesProvider, type PlacesQuery } from "./provider.ts";
+import { formatGoogleJsonWithLayout, whatsatBody } from "./google_json.ts";
+import { type PlacesAnswer, placesError, type PlacesProvider, type PlacesQuery } from "./provider.ts";
 
 const _encoder = new TextEncoder();
 
-/** An answer and the WHATSAT reply bodies made from it, one per bound asked for. */
+/** Where the results sit in an encoded body, in bytes (see {@linkcode PlacesResult.reply}). */
+interface _ByteLayout {
+  open: number;
+  close: number;
+  ends: number[];
+}
+
+/** An answer and the one encoded WHATSAT reply body made from it, from which every bound's body is cut. */
 export class PlacesResult {
   /** The answer in the legacy shape. */
   readonly answer: PlacesAnswer;
-  #bodies = new Map<number, Uint8Array>();
+  #body: Uint8Array | undefined;
+  #layout: _ByteLayout | undefined;
 
-  /** Wraps an answer; bodies are made when first asked for. */
+  /** Wraps an answer; its body is made when first asked for. */
   constructor(answer: PlacesAnswer) {
     this.answer = answer;
   }
 
-  /** The encoded part of a WHATSAT reply after its AT line ({@linkcode whatsatBody}), results cut to `bound`. */
-  body(bound: number): Uint8Array {
-    let body = this.#bodies.get(bound);
-    if (body === undefined) {
-      body = _encoder.encode(whatsatBody(formatGoogleJson(boundResults(this.answer, bound))));
-      this.#bodies.set(bound, body);
+  /** Bytes the encoded body holds, once made (0 before). */
+  get bytes(): number {
+    return this.#body?.length ?? 0;
+  }
+
+  #make(): Uint8Array {
+    if (this.#body !== undefined) return this.#body;
+    const { json, layout } = formatGoogleJsonWithLayout(this.answer);
+    const body = whatsatBody(json);
+    this.#body = _encoder.encode(body);
+    // The body is a newline, the JSON and two newlines (printed JSON has no runs of newlines to squeeze); offsets
+    // in the JSON move by one. Offsets become bytes by encoding what comes before them.
+    if (layout !== undefined && body === `\n${json}\n\n`) {
+      const bytesAt = (offset: number) => _encoder.encode(body.slice(0, offset + 1)).length;
+      this.#layout = { open: bytesAt(layout.open), close: bytesAt(layout.close), ends: layout.ends.map(bytesAt) };
     }
-    return body;
+    return this.#body;
+  }
+
+  /**
+   * The whole WHATSAT reply: `line` (the stored AT line, encoded), then the
+   * body with `results` cut to `bound`, in one buffer made here: the body of
+   * a lower bound is the head of the full one up to that many results, then
+   * its tail from where the results end.
+   */
+  reply(line: Uint8Array, bound: number): Uint8Array {
+    const body = this.#make();
+    const layout = this.#layout;
+    const count = layout?.ends.length ?? 0;
+    if (layout === undefined || bound >= count) return _join(line, body, body.length, body.length);
+    if (bound === 0) {
+      // `"results" : []`: the head up to the `[`, `[]`, then the rest after the `]`.
+      return _join(line, body, layout.open, layout.close, _EMPTY_ARRAY);
+    }
+    return _join(line, body, layout.ends[bound - 1], layout.ends[count - 1]);
+  }
+
+  /** The body alone, results cut to `bound` ({@linkcode PlacesResult.reply} with no line). */
+  body(bound: number): Uint8Array {
+    return this.reply(new Uint8Array(0), bound);
   }
 }
 
-/** What the router asks for a WHATSAT: a search's result, with its reply bodies. */
+const _EMPTY_ARRAY = _encoder.encode("[]");
+
+/** `line`, `body[0, headEnd)`, `middle`, `body[tailStart, end)`, in one new buffer. */
+function _join(
+  line: Uint8Array,
+  body: Uint8Array,
+  headEnd: number,
+  tailStart: number,
+  middle?: Uint8Array,
+): Uint8Array {
+  const middleLength = middle?.length ?? 0;
+  const out = new Uint8Array(line.length + headEnd + middleLength + body.length - tailStart);
+  out.set(line, 0);
+  out.set(body.subarray(0, headEnd), line.length);
+  if (middle !== undefined) out.set(middle, line.length + headEnd);
+  out.set(body.subarray(tailStart), line.length + headEnd + middleLength);
+  return out;
+}
+
+/** What the router asks for a WHATSAT: a search's result, with its reply body. */
 export interface PlacesService {
   /** The provider's short name, for logs. */
   readonly name: string;
@@ -46,10 +107,16 @@ export interface PlacesService {
 
 /** Options for {@linkcode CachedPlaces}. */
 export interface CachedPlacesOptions {
-  /** How long an answer is served, in milliseconds. */
+  /** How long a good answer is served, in milliseconds. */
   ttlMs: number;
+  /** How long a failed answer is served, in milliseconds; the default serves none. */
+  errorTtlMs?: number;
   /** Most answers kept. */
   maxEntries: number;
+  /** Most upstream searches at once; unbounded by default. */
+  maxConcurrent?: number;
+  /** Most searches waiting for one of those; past it a search answers at once with an error. */
+  maxQueued?: number;
   /** Clock in milliseconds; tests pass their own. */
   now?: () => number;
 }
@@ -62,26 +129,39 @@ export interface CacheStats {
   misses: number;
   /** Searches that joined one already in flight. */
   shared: number;
+  /** Searches that waited for an upstream turn. */
+  queued: number;
+  /** Searches refused because too many were waiting. */
+  refused: number;
 }
 
-/** A caching, single-flight wrapper around a provider. */
+/** A caching, single-flight, concurrency-bounded wrapper around a provider. */
 export class CachedPlaces implements PlacesProvider, PlacesService {
+  /** The provider's short name. */
   readonly name: string;
   /** What the cache has done so far. */
-  readonly stats: CacheStats = { hits: 0, misses: 0, shared: 0 };
+  readonly stats: CacheStats = { hits: 0, misses: 0, shared: 0, queued: 0, refused: 0 };
   #inner: PlacesProvider;
   #ttlMs: number;
+  #errorTtlMs: number;
   #maxEntries: number;
+  #maxConcurrent: number;
+  #maxQueued: number;
   #now: () => number;
   #entries = new Map<string, { result: PlacesResult; expires: number }>();
   #inflight = new Map<string, Promise<PlacesResult>>();
+  #running = 0;
+  #waiting: (() => void)[] = [];
 
   /** A cache in front of `inner`. */
   constructor(inner: PlacesProvider, options: CachedPlacesOptions) {
     this.name = inner.name;
     this.#inner = inner;
     this.#ttlMs = options.ttlMs;
+    this.#errorTtlMs = options.errorTtlMs ?? 0;
     this.#maxEntries = options.maxEntries;
+    this.#maxConcurrent = options.maxConcurrent ?? Infinity;
+    this.#maxQueued = options.maxQueued ?? Infinity;
     this.#now = options.now ?? (() => performance.now());
   }
 
@@ -90,12 +170,17 @@ export class CachedPlaces implements PlacesProvider, PlacesService {
     return this.#entries.size;
   }
 
+  /** Upstream searches running now. */
+  get running(): number {
+    return this.#running;
+  }
+
   /** The answer alone (see {@linkcode CachedPlaces.result}). */
   async search(query: PlacesQuery): Promise<PlacesAnswer> {
     return (await this.result(query)).answer;
   }
 
-  /** The result of a search: cached, joined to one in flight, or asked upstream. */
+  /** The result of a search: cached, joined to one in flight, or asked upstream when a turn is free. */
   result(query: PlacesQuery): Promise<PlacesResult> {
     const key = `${this.#inner.name} ${query.latitude}${query.longitude} ${query.radiusMetres}`;
     const entry = this.#entries.get(key);
@@ -112,36 +197,68 @@ export class CachedPlaces implements PlacesProvider, PlacesService {
       this.stats.shared++;
       return pending;
     }
+    if (this.#running >= this.#maxConcurrent && this.#waiting.length >= this.#maxQueued) {
+      this.stats.refused++;
+      return Promise.resolve(
+        new PlacesResult(
+          placesError("OVER_QUERY_LIMIT", "This server has too many Places searches waiting; try again later"),
+        ),
+      );
+    }
     this.stats.misses++;
+    let search: Promise<PlacesResult>;
+    if (this.#running < this.#maxConcurrent) {
+      this.#running++;
+      search = this.#ask(key, query); // upstream at once, in this turn
+    } else {
+      this.stats.queued++;
+      search = new Promise<void>((resolve) => this.#waiting.push(resolve)).then(() => this.#ask(key, query));
+    }
+    this.#inflight.set(key, search);
+    return search;
+  }
+
+  /** Hands the upstream turn of a finished search to the next waiting one, or frees it. */
+  #release(): void {
+    const next = this.#waiting.shift();
+    if (next !== undefined) next();
+    else this.#running--;
+  }
+
+  async #ask(key: string, query: PlacesQuery): Promise<PlacesResult> {
     const started = performance.now();
-    const search = this.#inner.search(query).catch((error) => {
+    let answer: PlacesAnswer;
+    try {
+      answer = await this.#inner.search(query);
+    } catch (error) {
       // Providers never reject; if one does, its error text is not trusted to be free of the key.
       log.places.error("Provider {provider} failed unexpectedly: {name}", {
         provider: this.#inner.name,
         name: (error as Error)?.name,
       });
-      return placesError("UNKNOWN_ERROR", "The Places provider failed unexpectedly");
-    }).then((answer) => {
-      this.#inflight.delete(key);
-      log.places.info("Upstream {provider} around {latitude}{longitude} radius {radius} m: {status} in {ms} ms", {
-        provider: this.#inner.name,
-        latitude: query.latitude,
-        longitude: query.longitude,
-        radius: query.radiusMetres,
-        status: answer.status,
-        ms: Math.round(performance.now() - started),
-      });
-      const result = new PlacesResult(answer);
-      if (answer.status === "OK" || answer.status === "ZERO_RESULTS") {
-        this.#entries.set(key, { result, expires: this.#now() + this.#ttlMs });
-        for (const oldest of this.#entries.keys()) {
-          if (this.#entries.size <= this.#maxEntries) break;
-          this.#entries.delete(oldest);
-        }
-      }
-      return result;
+      answer = placesError("UNKNOWN_ERROR", "The Places provider failed unexpectedly");
+    } finally {
+      this.#release();
+    }
+    this.#inflight.delete(key);
+    log.places.info("Upstream {provider} around {latitude}{longitude} radius {radius} m: {status} in {ms} ms", {
+      provider: this.#inner.name,
+      latitude: query.latitude,
+      longitude: query.longitude,
+      radius: query.radiusMetres,
+      status: answer.status,
+      ms: Math.round(performance.now() - started),
     });
-    this.#inflight.set(key, search);
-    return search;
+    const result = new PlacesResult(answer);
+    const good = answer.status === "OK" || answer.status === "ZERO_RESULTS";
+    const ttl = good ? this.#ttlMs : this.#errorTtlMs;
+    if (ttl > 0) {
+      this.#entries.set(key, { result, expires: this.#now() + ttl });
+      for (const oldest of this.#entries.keys()) {
+        if (this.#entries.size <= this.#maxEntries) break;
+        this.#entries.delete(oldest);
+      }
+    }
+    return result;
   }
 }

@@ -38,6 +38,12 @@ export function createPlaces(places: PlacesConfig, key: string | undefined): Pla
       break;
     }
   }
-  const cached = new CachedPlaces(inner, { ttlMs: places.cacheTtlMs, maxEntries: places.cacheEntries });
+  const cached = new CachedPlaces(inner, {
+    ttlMs: places.cacheTtlMs,
+    errorTtlMs: places.errorTtlMs,
+    maxEntries: places.cacheEntries,
+    maxConcurrent: places.maxConcurrent,
+    maxQueued: places.maxQueued,
+  });
   return { places: cached, provider, reason, warm };
 }

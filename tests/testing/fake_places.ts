@@ -48,6 +48,12 @@ export interface FakePlaces extends AsyncDisposable {
   requests: FakePlacesRequest[];
   /** Changes how later requests are answered. */
   mode: FakePlacesMode;
+  /** Requests being answered now. */
+  inFlight: number;
+  /** The most requests it was answering at once. */
+  maxInFlight: number;
+  /** Answers the requests held so far (`hang`), leaving the mode as it is. */
+  release(): void;
   /** Resolves with the first request recorded, before or after the call, that `match` accepts; rejects after `timeoutMs` (5 s). */
   waitForRequest(match: (request: FakePlacesRequest) => boolean, timeoutMs?: number): Promise<FakePlacesRequest>;
   /** Answers every request still held (`hang`) and stops listening. */
@@ -109,6 +115,12 @@ export function startFakePlaces(options: FakePlacesOptions): FakePlaces {
     newUrl: "",
     requests: [],
     mode: "ok",
+    inFlight: 0,
+    maxInFlight: 0,
+    release() {
+      for (const release of hanging) release();
+      hanging.clear();
+    },
     waitForRequest(match, timeoutMs = 5_000) {
       return waitFor(() => fake.requests.find(match), { timeoutMs, stepMs: 5, what: "a matching Places request" });
     },
@@ -220,11 +232,21 @@ export function startFakePlaces(options: FakePlacesOptions): FakePlaces {
     return Response.json({ places });
   }
 
-  const server = Deno.serve({ hostname: "127.0.0.1", port: options.port ?? 0, onListen() {} }, (request) => {
+  async function answer(request: Request): Promise<Response> {
     const url = new URL(request.url);
-    if (request.method === "GET" && url.pathname === "/maps/api/place/nearbysearch/json") return legacy(url);
-    if (request.method === "POST" && url.pathname === "/v1/places:searchNearby") return searchNearby(request);
+    if (request.method === "GET" && url.pathname === "/maps/api/place/nearbysearch/json") return await legacy(url);
+    if (request.method === "POST" && url.pathname === "/v1/places:searchNearby") return await searchNearby(request);
     return new Response("Not found", { status: 404 });
+  }
+
+  const server = Deno.serve({ hostname: "127.0.0.1", port: options.port ?? 0, onListen() {} }, async (request) => {
+    fake.inFlight++;
+    fake.maxInFlight = Math.max(fake.maxInFlight, fake.inFlight);
+    try {
+      return await answer(request);
+    } finally {
+      fake.inFlight--;
+    }
   });
   const base = `http://127.0.0.1:${server.addr.port}`;
   fake.url = `${base}/maps/api/place/nearbysearch/json`;

@@ -83,6 +83,9 @@ export interface TestHerdOptions {
     timeoutMs?: number;
     cacheTtlMs?: number;
     cacheEntries?: number;
+    maxConcurrent?: number;
+    maxQueued?: number;
+    errorTtlMs?: number;
   };
   /** Fields of the config's `peers` (ackTimeoutMs, ackScope, reconcileIntervalMs) over the harness's fast reconnects. */
   peers?: {
@@ -260,16 +263,19 @@ export class TestHerd implements AsyncDisposable {
    */
   async waitConverged(names: string[], timeoutMs = 10_000): Promise<void> {
     const probes = names.map((name) => `probe-${name}-${crypto.randomUUID()}`);
+    // Times of now, each round later by a nanosecond: not expired under records.ttlS, not from the future.
+    const now = Math.floor(Date.now() / 1000);
     let round = 0;
     let missing: string[] = [];
     await waitFor(async () => {
       round++;
-      await Promise.all(names.map((name, i) => exchange(this.port(name), `IAMAT ${probes[i]} +0+0 ${round}\n`)));
+      const time = `${now}.${String(round).padStart(9, "0")}`;
+      await Promise.all(names.map((name, i) => exchange(this.port(name), `IAMAT ${probes[i]} +0+0 ${time}\n`)));
       missing = [];
       for (const name of names) {
         for (const probe of probes) {
           const reply = await exchange(this.port(name), `WHATSAT ${probe} 1 0\n`);
-          if (!reply.startsWith(`AT `) || !reply.split("\n")[0].endsWith(` ${round}`)) {
+          if (!reply.startsWith(`AT `) || !reply.split("\n")[0].endsWith(` ${time}`)) {
             missing.push(`${probe} at ${name}`);
           }
         }

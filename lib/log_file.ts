@@ -1,0 +1,177 @@
+/**
+ * The log file: appended by one background writer, rotated by size, and
+ * bounded in memory. Lines wait in a queue of at most a few MiB while the
+ * writer works (writes never run on the event loop's time); when the queue
+ * is full (the disk is full, or far slower than the server), new lines are
+ * dropped and counted, and a line saying how many were dropped is written
+ * once writing works again. Rotation renames `<name>.log` to `<name>.log.1`
+ * (and `.1` to `.2`, up to the number of files kept) when the next write
+ * would pass the size bound.
+ */
+
+/** Options for {@linkcode LogFile}. */
+export interface LogFileOptions {
+  /** Size at which the file is rotated, in bytes. */
+  maxBytes: number;
+  /** Files kept, the current one included (1: the file is started over). */
+  files: number;
+  /** Most bytes waiting to be written; past it, lines are dropped and counted. */
+  maxQueuedBytes?: number;
+}
+
+const _encoder = new TextEncoder();
+/** A write of at most this many bytes: the queue is taken in pieces of about this size. */
+const _WRITE_BYTES = 256 * 1024;
+
+/** A size-rotated log file written in the background. */
+export class LogFile {
+  /** The file's path. */
+  readonly path: string;
+  #options: Required<LogFileOptions>;
+  #file: Deno.FsFile | undefined;
+  #size = 0;
+  #queue: Uint8Array[] = [];
+  #queuedBytes = 0;
+  #dropped = 0;
+  #writing: Promise<void> | undefined;
+  #closed = false;
+
+  private constructor(path: string, options: LogFileOptions) {
+    this.path = path;
+    this.#options = { maxQueuedBytes: 8 * 1024 * 1024, ...options };
+  }
+
+  /** Opens (creating if missing) the log file at `path` for appending. */
+  static async open(path: string, options: LogFileOptions): Promise<LogFile> {
+    const file = new LogFile(path, options);
+    file.#file = await Deno.open(path, { append: true, create: true });
+    file.#size = (await file.#file.stat()).size;
+    return file;
+  }
+
+  /** Lines dropped because the queue was full, since the last time that was written down. */
+  get dropped(): number {
+    return this.#dropped;
+  }
+
+  /** Bytes waiting to be written. */
+  get queuedBytes(): number {
+    return this.#queuedBytes;
+  }
+
+  /** Queues `text` (whole lines) for the file; drops it, counted, when the queue is full. */
+  write(text: string): void {
+    if (this.#closed) return;
+    const bytes = _encoder.encode(text);
+    if (this.#queuedBytes + bytes.length > this.#options.maxQueuedBytes) {
+      let lines = 0;
+      for (let i = 0; i < bytes.length; i++) if (bytes[i] === 10) lines++;
+      this.#dropped += Math.max(lines, 1);
+      return;
+    }
+    this.#queue.push(bytes);
+    this.#queuedBytes += bytes.length;
+    this.#writing ??= this.#drain();
+  }
+
+  /** Resolves once everything queued so far is written (or dropped). */
+  async flush(): Promise<void> {
+    while (this.#writing !== undefined) await this.#writing;
+  }
+
+  /** Writes what is queued, then closes the file. */
+  async close(): Promise<void> {
+    await this.flush();
+    this.#closed = true;
+    this.#file?.close();
+    this.#file = undefined;
+  }
+
+  async #drain(): Promise<void> {
+    try {
+      while (this.#queue.length > 0 && this.#file !== undefined) {
+        // Rotated before a write that would pass the bound, so no file passes it (unless one entry alone does).
+        if (this.#size > 0 && this.#size + this.#queue[0].length > this.#options.maxBytes) await this.#rotateSafely();
+        const chunk = this.#take(Math.max(1, this.#options.maxBytes - this.#size));
+        if (this.#dropped > 0) {
+          const note = _encoder.encode(
+            `${new Date().toISOString()} [WRN] herd.server: ${this.#dropped} log lines were dropped: ` +
+              "the log could not keep up, or its disk was full\n",
+          );
+          if (await this.#append(note)) this.#dropped = 0;
+        }
+        if (!await this.#append(chunk)) {
+          let lines = 0;
+          for (let i = 0; i < chunk.length; i++) if (chunk[i] === 10) lines++;
+          this.#dropped += lines;
+        }
+      }
+    } finally {
+      this.#writing = undefined;
+    }
+  }
+
+  /** Whole entries from the head of the queue, at most `room` (and {@linkcode _WRITE_BYTES}) bytes but one at least. */
+  #take(room: number): Uint8Array {
+    const limit = Math.min(room, _WRITE_BYTES);
+    let length = 0;
+    let count = 0;
+    while (count < this.#queue.length && (count === 0 || length + this.#queue[count].length <= limit)) {
+      length += this.#queue[count].length;
+      count++;
+    }
+    const pieces = this.#queue.splice(0, count);
+    this.#queuedBytes -= length;
+    if (pieces.length === 1) return pieces[0];
+    const out = new Uint8Array(length);
+    let offset = 0;
+    for (const piece of pieces) {
+      out.set(piece, offset);
+      offset += piece.length;
+    }
+    return out;
+  }
+
+  /** Rotates; a failure (the directory gone, say) is survived: the file goes on growing. */
+  async #rotateSafely(): Promise<void> {
+    try {
+      await this.#rotate();
+    } catch {
+      this.#size = 0; // not rotated: try again only after another maxBytes
+    }
+  }
+
+  /** Appends `bytes`; false when the write failed (the disk is full). */
+  async #append(bytes: Uint8Array): Promise<boolean> {
+    try {
+      if (this.#file === undefined) return false;
+      let offset = 0;
+      while (offset < bytes.length) offset += await this.#file.write(bytes.subarray(offset));
+      this.#size += bytes.length;
+      return true;
+    } catch {
+      return false;
+    }
+  }
+
+  async #rotate(): Promise<void> {
+    this.#file?.close();
+    this.#file = undefined;
+    const { files } = this.#options;
+    try {
+      if (files <= 1) {
+        await Deno.remove(this.path);
+      } else {
+        for (let i = files - 2; i >= 1; i--) {
+          try {
+            await Deno.rename(`${this.path}.${i}`, `${this.path}.${i + 1}`);
+          } catch { /* not there yet */ }
+        }
+        await Deno.rename(this.path, `${this.path}.1`);
+      }
+    } finally {
+      this.#file = await Deno.open(this.path, { append: true, create: true });
+      this.#size = (await this.#file.stat()).size;
+    }
+  }
+}

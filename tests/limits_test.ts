@@ -1,0 +1,260 @@
+/**
+ * The bounds a server keeps (issue 12): what a client gets when it hits
+ * each, and what every server holds afterwards. The failing-disk test is
+ * in disk_test.ts.
+ */
+
+import assert from "node:assert/strict";
+import { startFakePlaces } from "./testing/fake_places.ts";
+import { exchange, HERD_TEST_PERMISSIONS, TestHerd } from "./testing/herd.ts";
+import { waitFor } from "./testing/wait.ts";
+
+/** No key is given, so WHATSAT answers from offline GeoNames data and this URL is never called. */
+const NOWHERE = "http://127.0.0.1:9/unused";
+
+/** Now, in whole POSIX seconds, plus `seconds`. */
+function secondsFromNow(seconds: number): number {
+  return Math.floor(Date.now() / 1000) + seconds;
+}
+
+/** What `name` answers to a WHATSAT for `id`: its first line. */
+async function lookup(herd: TestHerd, name: string, id: string): Promise<string> {
+  return (await exchange(herd.port(name), `WHATSAT ${id} 1 0\n`)).split("\n")[0];
+}
+
+Deno.test({
+  name: "IAMATs from the far future, over-long client IDs and new clients past records.max are invalid everywhere",
+  permissions: HERD_TEST_PERMISSIONS,
+}, async () => {
+  await using herd = await TestHerd.create({
+    placesUrl: NOWHERE,
+    names: ["A", "B"],
+    links: [["A", "B"]],
+    places: { provider: "offline" },
+    extra: { records: { max: 6 } },
+  });
+  await herd.startAll(); // two probe clients on each server
+
+  // A time from the far future would win over every later report, forever: invalid.
+  const forever = "IAMAT victim +10+10 99999999999999999999";
+  assert.equal(await exchange(herd.port("A"), `${forever}\n`), `? ${forever}\n`);
+  const lateHour = `IAMAT victim +10+10 ${secondsFromNow(3700)}`;
+  assert.equal(await exchange(herd.port("A"), `${lateHour}\n`), `? ${lateHour}\n`);
+  assert.match(await exchange(herd.port("A"), `IAMAT victim +10+10 ${secondsFromNow(3500)}\n`), /^AT A /);
+  // The victim's own report, in the past, is still answered; and a later one still wins.
+  await waitFor(async () => (await lookup(herd, "B", "victim")).startsWith("AT A "), { what: "victim at B" });
+
+  // Client IDs: 256 bytes is fine, 257 is not (in UTF-8: 128 two-byte letters are 256).
+  const longest = "é".repeat(128);
+  const tooLong = `${longest}x`;
+  assert.match(await exchange(herd.port("A"), `IAMAT ${longest} +1+1 1700000000\n`), /^AT A /);
+  assert.equal(
+    await exchange(herd.port("A"), `IAMAT ${tooLong} +1+1 1700000000\n`),
+    `? IAMAT ${tooLong} +1+1 1700000000\n`,
+  );
+  assert.equal(await exchange(herd.port("A"), `WHATSAT ${tooLong} 10 1\n`), `? WHATSAT ${tooLong} 10 1\n`);
+
+  // records.max 6: two probes, the victim, the longest ID, one more; then no new client, known ones update.
+  assert.match(await exchange(herd.port("A"), "IAMAT fifth +1+1 1700000000\n"), /^AT A /);
+  await waitFor(async () => (await lookup(herd, "B", "fifth")).startsWith("AT A "), { what: "fifth at B" });
+  assert.match(await exchange(herd.port("B"), "IAMAT sixth +1+1 1700000000\n"), /^AT B /);
+  assert.equal(await exchange(herd.port("B"), "IAMAT seventh +1+1 1700000000\n"), "? IAMAT seventh +1+1 1700000000\n");
+  assert.match(await exchange(herd.port("B"), "IAMAT fifth +2+2 1700000001\n"), /^AT B /, "a known client updates");
+  await waitFor(() => /records\.max: IAMATs for new clients are invalid/.test(herd.stderr("B")), {
+    what: "B's warning that its store is full",
+  });
+
+  for (const name of ["A", "B"]) {
+    assert.match(await lookup(herd, name, "victim"), /^AT A \S+ victim \+10\+10 \d+$/);
+    assert.ok(!(await lookup(herd, name, "victim")).includes("99999999999999999999"), `${name} holds no forever`);
+    assert.equal(await lookup(herd, name, tooLong), `? WHATSAT ${tooLong} 1 0`);
+    assert.equal(await lookup(herd, name, "seventh"), "? WHATSAT seventh 1 0");
+  }
+});
+
+Deno.test({
+  name: "with records.ttlS, records expire by client time on every server and are neither resent nor accepted",
+  permissions: HERD_TEST_PERMISSIONS,
+}, async () => {
+  await using herd = await TestHerd.create({
+    placesUrl: NOWHERE,
+    names: ["A", "B", "Probe"],
+    links: [["A", "B"], ["A", "Probe"], ["B", "Probe"]],
+    places: { provider: "offline" },
+    peers: { reconcileIntervalMs: 500 },
+    extra: { records: { ttlS: 3 } },
+  });
+  await herd.start("A");
+  await herd.start("B");
+  await herd.waitConverged(["A", "B"]);
+  const soon = Date.now() / 1000 - 1; // expires two seconds from now
+  const reply = await exchange(herd.port("A"), `IAMAT brief +1+1 ${soon.toFixed(3)}\n`);
+  assert.match(reply, /^AT A /);
+  assert.match(await lookup(herd, "B", "brief"), /^AT A /, "B holds it while it lasts");
+  // An IAMAT already older than the TTL is answered, like any other, but stored nowhere.
+  assert.match(await exchange(herd.port("A"), `IAMAT stale +1+1 ${secondsFromNow(-10)}\n`), /^AT A /);
+  assert.equal(await lookup(herd, "A", "stale"), "? WHATSAT stale 1 0");
+  assert.equal(await lookup(herd, "B", "stale"), "? WHATSAT stale 1 0");
+  // Expired: gone from both, swept from both stores, and the digests (which reconciliation compares) agree.
+  await waitFor(async () => (await lookup(herd, "A", "brief")).startsWith("? "), { what: "brief to expire at A" });
+  await waitFor(async () => (await lookup(herd, "B", "brief")).startsWith("? "), { what: "brief to expire at B" });
+  for (const name of ["A", "B"]) {
+    await waitFor(async () => /Removed \d+ expired records/.test(await herd.log(name)), {
+      what: `${name} to sweep its expired records`,
+    });
+  }
+  await waitFor(async () => await herd.digestOf("A") === await herd.digestOf("B"), { what: "A and B to agree" });
+  // Reconciliation runs every 500 ms: it has not brought the expired record back anywhere.
+  await waitFor(
+    async () => /Reconciled with/.test(await herd.log("A")) && /Reconciled with/.test(await herd.log("B")),
+    {
+      what: "a reconciliation after the expiry",
+    },
+  );
+  assert.equal(await lookup(herd, "A", "brief"), "? WHATSAT brief 1 0");
+  assert.equal(await lookup(herd, "B", "brief"), "? WHATSAT brief 1 0");
+});
+
+/** Opens a connection to `port` and returns it with a promise of what it reads until the server closes it. */
+async function idleConnection(port: number): Promise<{ conn: Deno.TcpConn; closed: Promise<number> }> {
+  const conn = await Deno.connect({ hostname: "127.0.0.1", port });
+  const closed = (async () => {
+    const started = performance.now();
+    const buffer = new Uint8Array(1024);
+    try {
+      while (await conn.read(buffer) !== null) { /* nothing is sent to an idle client */ }
+    } catch { /* reset */ }
+    return performance.now() - started;
+  })();
+  return { conn, closed };
+}
+
+Deno.test({
+  name: "connections past limits.maxConnections are closed at once, idle ones time out, and a working client is served",
+  permissions: HERD_TEST_PERMISSIONS,
+}, async () => {
+  await using herd = await TestHerd.create({
+    placesUrl: NOWHERE,
+    names: ["Solo"],
+    links: [],
+    places: { provider: "offline" },
+    extra: { limits: { maxConnections: 20, idleTimeoutMs: 1500 } },
+  });
+  await herd.start("Solo");
+  const port = herd.port("Solo");
+  // The working client: one persistent connection, one IAMAT and WHATSAT every 200 ms throughout.
+  const worker = await Deno.connect({ hostname: "127.0.0.1", port });
+  const encoder = new TextEncoder();
+  const decoder = new TextDecoder();
+  let served = 0;
+  let working = true;
+  const work = (async () => {
+    const buffer = new Uint8Array(64 * 1024);
+    for (let i = 0; working; i++) {
+      await worker.write(encoder.encode(`IAMAT worker +1+1 1700000000.${i}\n`));
+      const n = await worker.read(buffer);
+      assert.ok(n !== null, "the working client's connection stays open");
+      assert.match(decoder.decode(buffer.subarray(0, n)), /^AT Solo /);
+      served++;
+      await new Promise((resolve) => setTimeout(resolve, 200));
+    }
+  })();
+  try {
+    // Thirty more: nineteen fit beside the working client, the rest are closed at once. (A connection of the
+    // harness's start-up check may still be closing: one more may be refused.)
+    const opened = await Promise.all(Array.from({ length: 30 }, () => idleConnection(port)));
+    const lasted = await Promise.all(opened.map(({ closed }) => closed));
+    const refused = lasted.filter((ms) => ms < 1000);
+    const idled = lasted.filter((ms) => ms >= 1000);
+    assert.ok(refused.length >= 11 && refused.length <= 12, `${refused.length} refused at once`);
+    for (const ms of idled) assert.ok(ms >= 1400 && ms < 10_000, `an idle connection closed after ${ms} ms`);
+    await waitFor(
+      async () => /Refused \d+ client connections: 20 are open, limits\.maxConnections/.test(await herd.log("Solo")),
+      { what: "the refusal in the log" },
+    );
+    await waitFor(async () => /disconnected \("idle for 1500 ms"\)/.test(await herd.log("Solo")), {
+      what: "the idle connections' close in the log",
+    });
+    assert.ok(served >= 5, `the working client was served ${served} times`);
+    for (const { conn } of opened) conn.close();
+    // Room again: a new client is served.
+    assert.match(await exchange(port, "IAMAT after +1+1 1700000000\n"), /^AT Solo /);
+  } finally {
+    working = false;
+    await work;
+    worker.close();
+  }
+});
+
+Deno.test({
+  name: "the log rotates at log.maxBytes, keeping log.files files, and cuts long client lines",
+  permissions: HERD_TEST_PERMISSIONS,
+}, async () => {
+  await using herd = await TestHerd.create({
+    placesUrl: NOWHERE,
+    names: ["Solo"],
+    links: [],
+    places: { provider: "offline" },
+    extra: { log: { maxBytes: 65536, files: 3 } },
+  });
+  await herd.start("Solo");
+  const long = `IAMAT ${"k".repeat(200)} +1+1 1700000000 ${"x".repeat(7000)}`;
+  const lines = Array.from({ length: 2000 }, (_, i) => `IAMAT rotating-${i} +1+1 1700000000.${i}`);
+  await exchange(herd.port("Solo"), `${lines.join("\n")}\n${long}\n`);
+  await herd.stop("Solo");
+  const files = new Map<string, number>();
+  for await (const entry of Deno.readDir(`${herd.dir}/logs`)) {
+    files.set(entry.name, (await Deno.stat(`${herd.dir}/logs/${entry.name}`)).size);
+  }
+  assert.deepEqual([...files.keys()].sort(), ["Solo.log", "Solo.log.1", "Solo.log.2"]);
+  for (const [name, size] of files) assert.ok(size <= 65536, `${name}: ${size} bytes`);
+  const oldest = await Deno.readTextFile(`${herd.dir}/logs/Solo.log.2`);
+  const all = oldest + await Deno.readTextFile(`${herd.dir}/logs/Solo.log.1`) + await herd.log("Solo");
+  assert.match(all, /"Solo" stopped/);
+  // The 7 KB line: cut, with its length; and its "? " reply too.
+  assert.match(all, /"IAMAT k{200} \+1\+1 1700000000 x{70,}\.\.\. \(\d{4} bytes in all\)"/);
+  assert.ok(!all.includes("x".repeat(1000)), "no line is logged whole past the bound");
+});
+
+Deno.test({
+  name: "WHATSAT radii a fraction of a metre apart share one upstream call, and upstream calls are bounded",
+  permissions: HERD_TEST_PERMISSIONS,
+}, async () => {
+  await using fake = startFakePlaces({ key: "limits-test-key" });
+  await using herd = await TestHerd.create({
+    placesUrl: fake.url,
+    key: "limits-test-key",
+    names: ["Solo"],
+    links: [],
+    places: { provider: "google-new", timeoutMs: 5000, maxConcurrent: 4, maxQueued: 100 },
+  });
+  await herd.start("Solo");
+  const port = herd.port("Solo");
+  assert.match(await exchange(port, "IAMAT kiwi +34.068930-118.445127 1700000000\n"), /^AT Solo /);
+  // Ten radii within half a metre of 10 km: one search.
+  const near = Array.from({ length: 10 }, (_, i) => `WHATSAT kiwi 10.000000${i} 1`);
+  const replies = await exchange(port, near.join("\n") + "\n");
+  assert.equal(replies.split("\n\n").filter((reply) => reply.startsWith("AT Solo")).length, 10);
+  assert.equal(fake.requests.length, 1);
+  assert.equal(fake.requests[0].radius, "10000");
+  // Forty different radii while the fake holds every request: never more than four at the fake at once.
+  fake.mode = "hang";
+  const many = exchange(port, Array.from({ length: 40 }, (_, i) => `WHATSAT kiwi ${i + 11} 1`).join("\n") + "\n");
+  await waitFor(() => fake.inFlight === 4, { what: "four searches to reach the fake" });
+  fake.mode = "ok";
+  while (fake.requests.length < 41) {
+    fake.release();
+    await waitFor(() => fake.inFlight > 0 || fake.requests.length >= 41, { what: "the next searches" });
+  }
+  fake.release();
+  const answered = await many;
+  assert.equal(answered.split("\n\n").filter((reply) => reply.startsWith("AT Solo")).length, 40);
+  assert.equal(fake.maxInFlight, 4, "places.maxConcurrent upstream calls at most");
+  assert.equal(fake.requests.length, 41);
+  // A failed answer is kept for errorTtlMs: a client retrying does not call again.
+  fake.mode = "http-429";
+  const first = await exchange(port, "WHATSAT kiwi 9 1\n");
+  assert.match(first, /"status" : "OVER_QUERY_LIMIT"/);
+  for (let i = 0; i < 5; i++) assert.equal(await exchange(port, "WHATSAT kiwi 9 1\n"), first);
+  assert.equal(fake.requests.length, 42, "one upstream call for six searches");
+});

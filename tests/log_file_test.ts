@@ -1,0 +1,65 @@
+import assert from "node:assert/strict";
+import { LogFile } from "../lib/log_file.ts";
+
+const PERMISSIONS: Deno.PermissionOptionsObject = { read: ["/tmp"], write: ["/tmp"] };
+
+async function withDir(fn: (dir: string) => Promise<void>): Promise<void> {
+  const dir = await Deno.makeTempDir({ dir: "/tmp", prefix: "herd-logfile-" });
+  try {
+    await fn(dir);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+}
+
+async function files(dir: string): Promise<Map<string, number>> {
+  const found = new Map<string, number>();
+  for await (const entry of Deno.readDir(dir)) found.set(entry.name, (await Deno.stat(`${dir}/${entry.name}`)).size);
+  return found;
+}
+
+Deno.test({
+  name: "LogFile rotates at its size bound and keeps only its number of files",
+  permissions: PERMISSIONS,
+}, () =>
+  withDir(async (dir) => {
+    const path = `${dir}/A.log`;
+    const log = await LogFile.open(path, { maxBytes: 10_000, files: 3 });
+    const line = `${"x".repeat(99)}\n`;
+    for (let i = 0; i < 450; i++) log.write(line); // 45,000 bytes: four files and a half
+    await log.close();
+    const found = await files(dir);
+    assert.deepEqual([...found.keys()].sort(), ["A.log", "A.log.1", "A.log.2"]);
+    for (const [name, size] of found) assert.ok(size <= 10_000, `${name} holds ${size} bytes`);
+    assert.equal(found.get("A.log.1"), 10_000, "a rotated file is full to its bound");
+    // Appending to what is there: a reopened log goes on in the current file.
+    const again = await LogFile.open(path, { maxBytes: 10_000, files: 3 });
+    again.write("last\n");
+    await again.close();
+    assert.ok((await Deno.readTextFile(path)).endsWith("x\nlast\n"));
+  }));
+
+Deno.test({
+  name: "LogFile keeps at most its queue bound in memory, drops the rest, and says how many it dropped",
+  permissions: PERMISSIONS,
+}, () =>
+  withDir(async (dir) => {
+    const path = `${dir}/A.log`;
+    const log = await LogFile.open(path, { maxBytes: 1 << 30, files: 2, maxQueuedBytes: 10_000 });
+    // All written in one turn, before the writer runs: the queue takes 100 of these lines, the rest are dropped.
+    for (let i = 0; i < 1000; i++) log.write(`${String(i).padStart(99, "0")}\n`);
+    assert.ok(log.queuedBytes <= 10_000);
+    const dropped = log.dropped;
+    assert.ok(dropped >= 890 && dropped <= 900, `${dropped} dropped`);
+    await log.flush();
+    log.write("after\n");
+    await log.close();
+    const text = await Deno.readTextFile(path);
+    const lines = text.trimEnd().split("\n");
+    assert.equal(lines.length, 1000 - dropped + 1 + 1, "every line kept, one note, and the line after");
+    assert.match(
+      text,
+      new RegExp(`${dropped} log lines were dropped: the log could not keep up, or its disk was full\n`),
+    );
+    assert.equal(lines.at(-1), "after");
+  }));
