@@ -15,11 +15,13 @@
 
 import { parseArgs } from "node:util";
 import {
+  ADMIN_TOKEN_VARIABLE,
   configWarnings,
   type HerdConfig,
   herdConfigJsonSchema,
   loadConfig,
   PLACES_KEY_VARIABLE,
+  serverNamed,
 } from "./lib/config/config.ts";
 import { HerdServer } from "./lib/herd_server.ts";
 import { ensureCertificates, makeCertificates } from "./lib/cli/certs.ts";
@@ -64,7 +66,15 @@ async function runServer(config: HerdConfig, name: string): Promise<void> {
   if (!key && places.provider !== "offline") {
     log.server.warning(`${PLACES_KEY_VARIABLE} is not set: WHATSAT will answer REQUEST_DENIED`);
   }
-  const server = new HerdServer({ config, name, places: places.places });
+  const server = new HerdServer({
+    config,
+    name,
+    places: places.places,
+    // Read only with an admin port: only then is the server allowed the variable.
+    adminToken: serverNamed(config, name).adminPort === undefined
+      ? undefined
+      : Deno.env.get(ADMIN_TOKEN_VARIABLE) || undefined,
+  });
   try {
     await server.start();
     // After listening, so start-up stays fast; the first WHATSAT waits for this load if it comes first.

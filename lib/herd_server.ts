@@ -5,6 +5,10 @@
  */
 
 import { ClientConnection } from "./client/connection.ts";
+import { DensityMap, type DensityReport } from "./admin/density.ts";
+import { metrics, registerGauges } from "./admin/metrics.ts";
+import { type Health, serveAdmin } from "./admin/server.ts";
+import { RecentRates, type StatusReport } from "./admin/status.ts";
 import { NoReply } from "./client/reply_queue.ts";
 import type { RouterContext } from "./client/router.ts";
 import { nowNs } from "./clock.ts";
@@ -17,11 +21,21 @@ import { type InboundPeer, servePeer } from "./peer/inbound.ts";
 import { PeerLinks } from "./peer/links.ts";
 import { Reconciler } from "./peer/reconcile.ts";
 import { PeerTransport } from "./peer/transport.ts";
-import type { PlacesService } from "./places/cache.ts";
+import type { CachedPlaces } from "./places/cache.ts";
+import { logFile } from "./logging.ts";
 import type { HerdRecordRules, LocationRecord } from "./protocol.ts";
 import { RecordLog } from "./store/record_log.ts";
 import { LocationStore } from "./store/store.ts";
 import { traffic } from "./traffic_log.ts";
+
+let _gaugesRegistered = false;
+
+/** The metrics' gauges read one server: the first of this process with an admin endpoint. */
+function _registerGaugesOnce(server: HerdServer): void {
+  if (_gaugesRegistered) return;
+  _gaugesRegistered = true;
+  registerGauges(server.gaugeSources());
+}
 
 /** Whether a published record may be acknowledged: only once it is committed. */
 function _acknowledgeable([, committed]: [void, boolean]): void {
@@ -46,7 +60,9 @@ export interface HerdServerOptions {
   /** This server's name in the config. */
   name: string;
   /** Where WHATSAT asks for places. */
-  places: PlacesService;
+  places: CachedPlaces;
+  /** The admin endpoint's bearer token (`HERD_ADMIN_TOKEN`), if set. */
+  adminToken?: string;
 }
 
 /** A running herd server; its peer links see it as their {@linkcode PeerHost}. */
@@ -60,7 +76,13 @@ export class HerdServer implements PeerHost {
   /** What a record from a neighbour must keep to. */
   readonly recordRules: HerdRecordRules;
   #config: HerdConfig;
-  #places: PlacesService;
+  #places: CachedPlaces;
+  #adminToken: string | undefined;
+  #admin: Deno.HttpServer | undefined;
+  #phase: "starting" | "running" | "stopping" = "starting";
+  #startedAt = Date.now();
+  #rates = new RecentRates();
+  #density: DensityMap;
   #transport: PeerTransport;
   #links: PeerLinks;
   #clientListener: Deno.TcpListener | undefined;
@@ -81,8 +103,10 @@ export class HerdServer implements PeerHost {
     this.name = name;
     this.#config = config;
     this.#places = options.places;
+    this.#adminToken = options.adminToken;
     serverNamed(config, name);
     this.store = new LocationStore({ ttlS: config.records.ttlS });
+    this.#density = new DensityMap(() => this.store.lines());
     this.reconciler = new Reconciler(this.store);
     const longestName = Math.max(...[...config.servers.keys()].map((server) => server.length));
     this.recordRules = {
@@ -112,6 +136,8 @@ export class HerdServer implements PeerHost {
    */
   async start(): Promise<void> {
     const self = serverNamed(this.#config, this.name);
+    // First, so that while the server starts /healthz says so.
+    if (self.adminPort !== undefined) this.#startAdmin(self.host, self.adminPort);
     const started = performance.now();
     this.#transport.load();
     const { ttlS } = this.#config.records;
@@ -179,9 +205,11 @@ export class HerdServer implements PeerHost {
     };
     this.#accepting = acceptLoop(this.#clientListener, "clients", (conn) => {
       if (this.#clients.size >= limits.maxConnections) {
+        metrics.clientsRefused.inc();
         this.#refuseClient(conn);
         return;
       }
+      metrics.clientsAccepted.inc();
       const client = new ClientConnection(conn, context, this.#config.maxLineBytes);
       this.#clients.add(client);
       client.done.finally(() => this.#clients.delete(client));
@@ -195,6 +223,87 @@ export class HerdServer implements PeerHost {
     // Right after start-up, not during it: a table left long by an earlier run is compacted on the worker.
     setTimeout(() => this.#recordLog?.compactIfWorthIt(this.store.size), 0);
     if (this.#transport.secure) this.#timers.push(setInterval(() => this.reloadCertificates(), _CERT_CHECK_MS));
+    this.#rates.start();
+    this.#phase = "running";
+  }
+
+  /** Starts the admin endpoint; one that cannot start (no token off loopback, port taken) is logged, not fatal. */
+  #startAdmin(host: string, port: number): void {
+    try {
+      this.#admin = serveAdmin({ host, port, token: this.#adminToken, source: this });
+      _registerGaugesOnce(this);
+      log.server.info("{name} admin endpoint on http://{host}:{port}/ (/metrics, /healthz, /status){auth}", {
+        name: this.name,
+        host,
+        port,
+        auth: this.#adminToken ? ", bearer token required" : "",
+      });
+    } catch (error) {
+      log.server.error("{name} did not start its admin endpoint: {error}", {
+        name: this.name,
+        error: (error as Error).message,
+      });
+    }
+  }
+
+  /** Whether the server accepts clients and can commit, and why not (the admin endpoint's `/healthz`). */
+  health(): Health {
+    if (this.#phase === "starting") return { ok: false, reason: "starting" };
+    if (this.#phase === "stopping") return { ok: false, reason: "stopping" };
+    if (this.#recordLog?.healthy === false) {
+      return { ok: false, reason: "cannot commit records to disk: IAMATs are refused until a commit succeeds" };
+    }
+    return { ok: true, reason: "ok" };
+  }
+
+  /** The server at a glance (the admin endpoint's `/status`). */
+  status(): StatusReport {
+    const links = [...this.#links.all.values()].map((link) => ({
+      neighbour: link.neighbour,
+      state: !link.up ? "down" as const : link.lagging ? "lagging" as const : "up" as const,
+      queued: link.queued,
+      ackWaits: link.ackWaits,
+      lastReconciliation: link.lastReconciliation === undefined
+        ? null
+        : new Date(link.lastReconciliation).toISOString(),
+    }));
+    return {
+      name: this.name,
+      uptimeS: Math.round((Date.now() - this.#startedAt) / 100) / 10,
+      health: this.health(),
+      records: this.store.size,
+      digest: this.store.digest.fingerprint(),
+      links,
+      rates: this.#rates.rates(),
+      places: { provider: this.#places.name, cacheEntries: this.#places.size },
+      clientConnections: this.#clients.size,
+      rssBytes: Deno.memoryUsage().rss,
+    };
+  }
+
+  /** Where clients are, as counts per grid cell (the admin endpoint's `/density`). */
+  density(): DensityReport {
+    return this.#density.report();
+  }
+
+  /** What the metrics' gauges read. */
+  gaugeSources(): Parameters<typeof registerGauges>[0] {
+    return {
+      records: () => this.store.size,
+      clientConnections: () => this.#clients.size,
+      links: () =>
+        [...this.#links.all.values()].map((link) => ({
+          neighbour: link.neighbour,
+          up: link.up,
+          lagging: link.lagging,
+          queued: link.queued,
+          ackWaits: link.ackWaits,
+        })),
+      commitsHealthy: () => this.#recordLog?.healthy ?? false,
+      placesCache: () => ({ ...this.#places.stats, entries: this.#places.size }),
+      logLinesDropped: () => logFile()?.droppedTotal ?? 0,
+      startTimeSeconds: this.#startedAt / 1000,
+    };
   }
 
   /** Closes a client connection over `limits.maxConnections` at once; says so at most once a second. */
@@ -270,10 +379,13 @@ export class HerdServer implements PeerHost {
    * own neighbours acknowledged it too, each hop waiting half as long.
    */
   receive(record: LocationRecord, from: string, waitMs: number): Promise<void> | undefined {
+    metrics.peerReceived.inc();
     if (!this.store.offer(record)) {
+      metrics.peerNotNewer.inc();
       traffic.event("peer", `From ${quote(from)}, not newer, dropped: ${quote(record.line)}`, "DBG");
       return undefined;
     }
+    metrics.peerStored.inc();
     traffic.event("peer", `From ${quote(from)}, stored: ${quote(record.line)}`);
     // Written behind: the disk promise is the receiving server's; ours is to have it in memory and pass it on.
     this.#recordLog?.writeBehind(record);
@@ -292,7 +404,9 @@ export class HerdServer implements PeerHost {
    * the callers log a count instead.
    */
   catchUp(record: LocationRecord, from: string): boolean {
+    metrics.reconcileReceived.inc();
     if (!this.store.offer(record)) return false;
+    metrics.reconcileStored.inc();
     this.#recordLog?.writeBehind(record);
     this.#links.passOn(record, from);
     return true;
@@ -315,6 +429,7 @@ export class HerdServer implements PeerHost {
   async shutdown(): Promise<void> {
     if (this.#stopping) return;
     this.#stopping = true;
+    this.#phase = "stopping";
     log.server.info("{name} shutting down", { name: this.name });
     try {
       this.#clientListener?.close();
@@ -342,6 +457,8 @@ export class HerdServer implements PeerHost {
     for (const peer of peers) peer.close();
     await Promise.all(peers.map((peer) => peer.done));
     this.#recordLog?.close();
+    this.#rates.stop();
+    await this.#admin?.shutdown();
     traffic.flush(); // so the traffic of the last turn comes before the last line
     log.server.info("{name} stopped", { name: this.name });
   }

@@ -33,6 +33,7 @@ export class LogFile {
   #queue: Uint8Array[] = [];
   #queuedBytes = 0;
   #dropped = 0;
+  #droppedTotal = 0;
   #writing: Promise<void> | undefined;
   #closed = false;
 
@@ -54,6 +55,11 @@ export class LogFile {
     return this.#dropped;
   }
 
+  /** Lines dropped since the file was opened. */
+  get droppedTotal(): number {
+    return this.#droppedTotal;
+  }
+
   /** Bytes waiting to be written. */
   get queuedBytes(): number {
     return this.#queuedBytes;
@@ -67,6 +73,7 @@ export class LogFile {
       let lines = 0;
       for (let i = 0; i < bytes.length; i++) if (bytes[i] === 10) lines++;
       this.#dropped += Math.max(lines, 1);
+      this.#droppedTotal += Math.max(lines, 1);
       return;
     }
     this.#queue.push(bytes);
@@ -104,6 +111,7 @@ export class LogFile {
           let lines = 0;
           for (let i = 0; i < chunk.length; i++) if (chunk[i] === 10) lines++;
           this.#dropped += lines;
+          this.#droppedTotal += lines;
         }
       }
     } finally {

@@ -8,7 +8,14 @@
  * these.
  */
 
-import { certFiles, type HerdConfig, neighboursOf, PLACES_KEY_VARIABLE, serverNamed } from "../config/config.ts";
+import {
+  ADMIN_TOKEN_VARIABLE,
+  certFiles,
+  type HerdConfig,
+  neighboursOf,
+  PLACES_KEY_VARIABLE,
+  serverNamed,
+} from "../config/config.ts";
 import { chooseProvider, providerUrl } from "../places/provider.ts";
 
 /** Options for {@linkcode serverPermissionFlags}. */
@@ -31,6 +38,7 @@ export function urlAddress(url: string): string {
 export function serverNetAddresses(config: HerdConfig, name: string, options: PermissionOptions): string[] {
   const self = serverNamed(config, name);
   const addresses = [`${self.host}:${self.port}`, `${self.host}:${self.peerPort}`];
+  if (self.adminPort !== undefined) addresses.push(`${self.host}:${self.adminPort}`);
   for (const neighbour of neighboursOf(config, name)) {
     const peer = serverNamed(config, neighbour);
     addresses.push(`${peer.peerDialHost}:${peer.peerDialPort}`);
@@ -55,6 +63,8 @@ export function serverPermissionFlags(config: HerdConfig, name: string, options:
     // The log directory is read too: rotating a log file renames it, which Deno counts as reading.
     `--allow-read=${[config.path, config.dataDir, config.logDir, ...serverCertificateFiles(config, name)].join(",")}`,
     `--allow-write=${config.logDir},${config.dataDir}`,
-    `--allow-env=${PLACES_KEY_VARIABLE}`,
+    `--allow-env=${PLACES_KEY_VARIABLE}${
+      serverNamed(config, name).adminPort === undefined ? "" : `,${ADMIN_TOKEN_VARIABLE}`
+    }`,
   ];
 }

@@ -7,6 +7,7 @@ import { nowNs } from "../clock.ts";
 import { readLines } from "../net/line_stream.ts";
 import { cutForLog, log, quote } from "../logging.ts";
 import { traffic } from "../traffic_log.ts";
+import { commandIndex } from "../admin/metrics.ts";
 import { NoReply, type Reply, ReplyQueue } from "./reply_queue.ts";
 import { decodeLine, route, type RouterContext } from "./router.ts";
 
@@ -104,7 +105,8 @@ export class ClientConnection {
       while (true) {
         const { value, done } = await reader.read();
         if (done) break;
-        this.#lastActive = performance.now();
+        const arrivedAt = performance.now();
+        this.#lastActive = arrivedAt;
         const arrivedNs = nowNs();
         for (const line of value.lines) {
           // A client whose socket failed gets nothing more: its remaining commands are not worth computing.
@@ -113,7 +115,7 @@ export class ClientConnection {
           const text = decodeLine(line);
           traffic.event("client", `${quotedClient} < ${quote(cutForLog(text ?? _lossy.decode(line)))}`);
           const reply = route(context, line, arrivedNs, text);
-          if (reply !== null) replies.push(reply);
+          if (reply !== null) replies.push(reply, commandIndex(line), arrivedAt);
           // Checked per line, not per read: one read can carry hundreds of pipelined commands.
           if (replies.size >= MAX_PENDING_REPLIES) await replies.flush();
         }

@@ -5,6 +5,7 @@
  * head wait for it, then go out together in one write.
  */
 
+import { metrics } from "../admin/metrics.ts";
 import { type Part, writeParts } from "../net/write.ts";
 
 /** A reply: text, or raw bytes (an echo of a line that was not UTF-8). */
@@ -26,6 +27,9 @@ const _CLOSE = Symbol("close");
 interface _Slot {
   value: Reply | typeof _CLOSE | undefined;
   pending: Promise<void> | undefined;
+  /** Which latency series the reply counts in (`commandIndex()`), and when its line arrived (`performance.now()`). */
+  kind: number;
+  arrivedAt: number;
 }
 
 /** Ordered reply writer for one connection. */
@@ -54,13 +58,17 @@ export class ReplyQueue {
     return this.#failed !== undefined;
   }
 
-  /** Queues a reply (or one still being computed) behind the others. */
-  push(reply: Reply | Promise<Reply>): void {
+  /**
+   * Queues a reply (or one still being computed) behind the others. Its
+   * latency, from `arrivedAt` to its write, counts in series `kind` of the
+   * reply-latency histogram.
+   */
+  push(reply: Reply | Promise<Reply>, kind = 0, arrivedAt = performance.now()): void {
     if (typeof reply === "string" || reply instanceof Uint8Array) {
-      this.#slots.push({ value: reply, pending: undefined });
+      this.#slots.push({ value: reply, pending: undefined, kind, arrivedAt });
       return;
     }
-    const slot: _Slot = { value: undefined, pending: undefined };
+    const slot: _Slot = { value: undefined, pending: undefined, kind, arrivedAt };
     slot.pending = reply.then((value) => {
       slot.value = value;
     }, (error) => {
@@ -85,15 +93,17 @@ export class ReplyQueue {
         const first = this.#slots[this.#head];
         if (first.value === undefined) await first.pending;
         const batch: Reply[] = [];
+        const written: _Slot[] = [];
         let close = false;
         while (this.#head < this.#slots.length && this.#slots[this.#head].value !== undefined) {
-          const value = this.#slots[this.#head].value!;
+          const slot = this.#slots[this.#head];
           this.#head++;
-          if (value === _CLOSE) {
+          if (slot.value === _CLOSE) {
             close = true;
             break;
           }
-          batch.push(value);
+          batch.push(slot.value!);
+          written.push(slot);
         }
         if (this.#head === this.#slots.length) {
           this.#slots = [];
@@ -106,6 +116,8 @@ export class ReplyQueue {
           this.#writing = batch.length;
           await writeParts(this.#conn, batch);
           this.#writing = 0;
+          const now = performance.now();
+          for (const slot of written) metrics.replySeconds[slot.kind].observe((now - slot.arrivedAt) / 1000);
           this.#onSent(batch);
         }
         if (close) throw new NoReply("A command was refused without a reply: closing the connection");

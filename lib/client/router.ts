@@ -7,7 +7,8 @@ import { compareToNanoseconds, nanosecondsText, wholeMetres } from "../decimal.t
 import { cutForLog, log, quote } from "../logging.ts";
 import { traffic } from "../traffic_log.ts";
 import type { PlacesService } from "../places/cache.ts";
-import { type LocationRecord, parseCommand, parseLocation, recordFromIamat } from "../protocol.ts";
+import { type LocationRecord, parseCommand, parseLocation, recordFromIamat, splitFields } from "../protocol.ts";
+import { metrics } from "../admin/metrics.ts";
 import { NoReply, type Reply } from "./reply_queue.ts";
 import type { LocationStore } from "../store/store.ts";
 
@@ -91,16 +92,26 @@ export function route(
   arrivedNs: bigint,
   line: string | null = decodeLine(bytes),
 ): Reply | Promise<Reply> | null {
-  if (line === null) return _invalid(bytes);
+  const counts = metrics.commands;
+  if (line === null) {
+    counts.otherInvalid.inc();
+    return _invalid(bytes);
+  }
   const { limits } = context;
   const command = parseCommand(line, limits.maxClientIdBytes);
   switch (command.kind) {
     case "empty":
       return null;
-    case "invalid":
+    case "invalid": {
+      const verb = splitFields(line)[0]; // split again, off the path of valid commands, only to count it
+      (verb === "IAMAT" ? counts.iamatInvalid : verb === "WHATSAT" ? counts.whatsatInvalid : counts.otherInvalid).inc();
       return _invalid(line);
+    }
     case "IAMAT": {
-      if (_fromTheFuture(command.clientTime, arrivedNs, limits.maxClockSkewS)) return _invalid(line);
+      if (_fromTheFuture(command.clientTime, arrivedNs, limits.maxClockSkewS)) {
+        counts.iamatInvalid.inc();
+        return _invalid(line);
+      }
       const { store } = context;
       if (store.size >= limits.maxRecords && !store.has(command.clientId)) {
         const now = performance.now();
@@ -110,10 +121,14 @@ export function route(
             count: store.size,
           });
         }
+        counts.iamatInvalid.inc();
         return _invalid(line);
       }
       // A server that cannot commit answers no IAMAT: the client may try another server.
-      if (!context.canCommit()) return Promise.reject(new NoReply("the server cannot commit records now"));
+      if (!context.canCommit()) {
+        counts.iamatRefused.inc();
+        return Promise.reject(new NoReply("the server cannot commit records now"));
+      }
       const record = recordFromIamat(context.name, command, arrivedNs);
       const reply = record.line + "\n";
       if (!store.offer(record)) {
@@ -124,13 +139,24 @@ export function route(
           } is not newer than the stored record (or expired); not flooded`,
           "DBG",
         );
+        counts.iamatOk.inc();
         return reply;
       }
-      return context.publish(record).then(() => reply);
+      return context.publish(record).then(() => {
+        counts.iamatOk.inc();
+        return reply;
+      }, (error) => {
+        counts.iamatRefused.inc();
+        throw error;
+      });
     }
     case "WHATSAT": {
       const record = context.store.get(command.clientId);
-      if (record === undefined) return _invalid(line);
+      if (record === undefined) {
+        counts.whatsatInvalid.inc();
+        return _invalid(line);
+      }
+      counts.whatsatOk.inc();
       return _whatsat(context, record, command.radiusKm, command.bound);
     }
   }

@@ -38,6 +38,14 @@ export interface ServerConfig {
   peerDialHost: string;
   /** Port neighbours dial; see {@linkcode ServerConfig.peerDialHost}. */
   peerDialPort: number;
+  /** Admin port (`/metrics`, `/healthz`, `/status`), when the server has one. */
+  adminPort?: number;
+}
+
+/** The dashboard (`deno task dashboard`). */
+export interface DashboardConfig {
+  /** Its port on 127.0.0.1. */
+  port: number;
 }
 
 /** Which Places service answers WHATSAT; `auto` is `google-new` with a key, else `offline`. */
@@ -152,12 +160,17 @@ export interface HerdConfig {
   records: RecordsConfig;
   /** The log files. */
   log: LogConfig;
+  /** The dashboard. */
+  dashboard: DashboardConfig;
   /** Absolute path of the file this came from. */
   path: string;
 }
 
 /** The environment variable that holds the Places API key. */
 export const PLACES_KEY_VARIABLE = "GOOGLE_PLACES_API_KEY";
+
+/** The environment variable that holds the admin endpoints' bearer token. */
+export const ADMIN_TOKEN_VARIABLE = "HERD_ADMIN_TOKEN";
 
 const _NAME = /^[A-Za-z0-9_.-]+$/;
 const _HOST_PORT = /^(.+):([0-9]+)$/;
@@ -166,7 +179,10 @@ const _HOST_PORT = /^(.+):([0-9]+)$/;
 /** The config file's contents as the schema gives them, before the checks across keys. */
 export interface RawHerdConfig {
   /** Server entries as written. */
-  servers: Map<string, { host: string; port: number; peerPort: number; peerAddress: string | undefined }>;
+  servers: Map<
+    string,
+    { host: string; port: number; peerPort: number; peerAddress: string | undefined; adminPort: number | undefined }
+  >;
   /** Links as written. */
   links: [string, string][];
   /** Places settings, defaults filled in. */
@@ -189,6 +205,8 @@ export interface RawHerdConfig {
   records: RecordsConfig;
   /** Log settings, defaults filled in. */
   log: LogConfig;
+  /** Dashboard settings, defaults filled in. */
+  dashboard: DashboardConfig;
 }
 
 const _link: Schema<[string, string]> = {
@@ -209,6 +227,15 @@ const _server = object({
     string(),
     'Where neighbours dial this server\'s peer port, "host:port", when a proxy or NAT sits in between; host:peerPort by default.',
   ),
+  adminPort: optional(
+    port(),
+    "Admin port: /metrics (Prometheus), /healthz, /status, /density. None when left out. Off loopback it needs " +
+      "HERD_ADMIN_TOKEN.",
+  ),
+});
+
+const _dashboard = object({
+  port: withDefault(port(), 12300, "Port of the dashboard (deno task dashboard) on 127.0.0.1."),
 });
 
 const _places = object({
@@ -343,6 +370,7 @@ export const HERD_CONFIG_SCHEMA: Schema<RawHerdConfig> = object({
   limits: section(_limits, "What one server lets its clients and peers cost it."),
   records: section(_records, "What the store keeps."),
   log: section(_log, "The log files: size-based rotation."),
+  dashboard: section(_dashboard, "The live dashboard of the herd."),
 }, { name: "the top level", ignored: ["$schema"] });
 
 /** The JSON Schema of `herd.config.json`, for editors (`deno task schema` writes it). */
@@ -391,14 +419,18 @@ function _serverConfig(name: string, raw: _RawServer): ServerConfig {
     peerDialHost = match[1];
     peerDialPort = port().parse(Number(match[2]), where);
   }
-  return { host: raw.host, port: raw.port, peerPort: raw.peerPort, peerDialHost, peerDialPort };
+  const server: ServerConfig = { host: raw.host, port: raw.port, peerPort: raw.peerPort, peerDialHost, peerDialPort };
+  if (raw.adminPort !== undefined) server.adminPort = raw.adminPort;
+  return server;
 }
 
 /** Refuses two listeners on one `host:port`. */
 function _checkAddresses(servers: Map<string, ServerConfig>): void {
   const addresses = new Map<string, string>();
   for (const [name, server] of servers) {
-    for (const [field, port] of [["port", server.port], ["peerPort", server.peerPort]] as const) {
+    const ports = [["port", server.port], ["peerPort", server.peerPort]] as [string, number][];
+    if (server.adminPort !== undefined) ports.push(["adminPort", server.adminPort]);
+    for (const [field, port] of ports) {
       const address = `${server.host}:${port}`;
       const owner = addresses.get(address);
       if (owner !== undefined) {
@@ -462,6 +494,7 @@ export function parseConfig(text: string, path: string): HerdConfig {
       limits: raw.limits,
       records: raw.records,
       log: raw.log,
+      dashboard: raw.dashboard,
       path,
     };
   } catch (error) {

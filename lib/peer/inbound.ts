@@ -10,6 +10,7 @@
  */
 
 import { setImmediate } from "node:timers";
+import { metrics } from "../admin/metrics.ts";
 import { cutForLog, log } from "../logging.ts";
 import { LineSocket } from "../net/line_socket.ts";
 import type { LocationRecord } from "../protocol.ts";
@@ -187,6 +188,7 @@ class InboundLink {
   #exchange(digest: Uint32Array): void {
     const now = performance.now();
     if (this.#answering !== undefined || now - this.#lastExchange < this.#options.minExchangeIntervalMs) {
+      metrics.reconciliationsRefused.inc();
       if (this.#refusedExchanges++ === 0) {
         log.peer.warning("{neighbour} asks to reconcile again too soon; answering with our digest alone", {
           neighbour: this.#name,
@@ -215,6 +217,7 @@ class InboundLink {
   /** Logs and drops a line no neighbour could have sent; closes a link that keeps sending them. */
   #refuseLine(reason: string, line: string): void {
     this.#invalid++;
+    metrics.peerInvalid.inc();
     log.peer.warning("Dropped a line from {neighbour} ({reason}): {line}", {
       neighbour: this.#who,
       reason,

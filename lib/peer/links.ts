@@ -5,6 +5,7 @@
  */
 
 import { type HerdConfig, neighboursOf, serverNamed } from "../config/config.ts";
+import { metrics } from "../admin/metrics.ts";
 import { quote } from "../logging.ts";
 import type { LocationRecord } from "../protocol.ts";
 import { traffic } from "../traffic_log.ts";
@@ -75,6 +76,7 @@ export class PeerLinks {
         continue;
       }
       to += to === "" ? name : "," + name;
+      metrics.forwardedLive.inc();
       const sent = link.sendAcknowledged(record, waitMs);
       if (sent !== undefined) sends.push(sent);
     }
@@ -84,7 +86,11 @@ export class PeerLinks {
 
   /** Passes a record learnt by reconciling with `from` on to every other neighbour, as a reconciliation record. */
   passOn(record: LocationRecord, from: string): void {
-    for (const [name, link] of this.#links) if (name !== from) link.sendUnacknowledged(record);
+    for (const [name, link] of this.#links) {
+      if (name === from || !link.up) continue;
+      metrics.forwardedReconciling.inc();
+      link.sendUnacknowledged(record);
+    }
   }
 
   /**

@@ -9,6 +9,7 @@
  */
 
 import { setImmediate } from "node:timers";
+import { metrics } from "../admin/metrics.ts";
 import { cutForLog, log } from "../logging.ts";
 import { LineSocket } from "../net/line_socket.ts";
 import type { LocationRecord } from "../protocol.ts";
@@ -84,8 +85,9 @@ export class PeerLink {
   #acks: AckTracker;
   #seq = 0;
   #digestDue = false;
-  /** When this link last started a reconciliation. */
+  /** When this link last started a reconciliation (`performance.now()`, and wall-clock ms for status). */
   #reconciledAt = -Infinity;
+  #lastReconciliation: number | undefined;
   #closed = false;
   #wake: (() => void) | undefined;
   #wakeScheduled = false;
@@ -137,6 +139,16 @@ export class PeerLink {
     if (this.#retry === undefined) return;
     clearTimeout(this.#retry.timer);
     this.#retry.resolve();
+  }
+
+  /** When (wall-clock ms) this link last started a reconciliation, if it did. */
+  get lastReconciliation(): number | undefined {
+    return this.#lastReconciliation;
+  }
+
+  /** Acknowledgements being waited on. */
+  get ackWaits(): number {
+    return this.#acks.waiting;
   }
 
   /** Milliseconds since this link last started a reconciliation. */
@@ -296,6 +308,8 @@ export class PeerLink {
       if (this.#digestDue) {
         this.#digestDue = false;
         this.#reconciledAt = performance.now();
+        this.#lastReconciliation = Date.now();
+        metrics.reconciliationsStarted.inc();
         text += this.#host.reconciler.request();
       }
       const batch = [...this.#queue.values()];

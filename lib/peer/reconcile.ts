@@ -8,6 +8,7 @@
  * exchange both hold the same records, whatever was lost in flight.
  */
 
+import { metrics } from "../admin/metrics.ts";
 import { log } from "../logging.ts";
 import type { LocationRecord } from "../protocol.ts";
 import { differingBuckets, type StoreDigest } from "../store/digest.ts";
@@ -58,9 +59,11 @@ export class Reconciler {
    */
   *answer(from: string, digest: Uint32Array): Generator<string, void, undefined> {
     this.#startedBy.set(from, performance.now());
+    metrics.reconciliationsAnswered.inc();
     let count = 0;
     for (const line of this.#store.linesInBuckets(differingBuckets(this.#store.digest.words, digest))) {
       count++;
+      metrics.reconciliationSent.inc();
       yield line + "\n";
     }
     yield this.request();
@@ -75,6 +78,8 @@ export class Reconciler {
   finish(neighbour: string, digest: Uint32Array, received: number, stored: number): LocationRecord[] {
     const buckets = differingBuckets(this.#store.digest.words, digest);
     const records = this.#store.inBuckets(buckets);
+    metrics.reconciliationReceived.inc(received);
+    metrics.reconciliationSent.inc(records.length);
     log.peer.info(
       "Reconciled with {neighbour}: received {received} records, stored {stored}; sending {sent} from {buckets} buckets",
       { neighbour, received, stored, sent: records.length, buckets: buckets.size },

@@ -10,6 +10,7 @@
  * encoded reply body, and the body for a lower bound is cut out of it.
  */
 
+import { metrics } from "../admin/metrics.ts";
 import { log } from "../logging.ts";
 import { formatGoogleJsonWithLayout, whatsatBody } from "./google_json.ts";
 import { type PlacesAnswer, placesError, type PlacesProvider, type PlacesQuery } from "./provider.ts";
@@ -241,6 +242,7 @@ export class CachedPlaces implements PlacesProvider, PlacesService {
       this.#release();
     }
     this.#inflight.delete(key);
+    metrics.placesRequest(this.#inner.name, answer.status, (performance.now() - started) / 1000);
     log.places.info("Upstream {provider} around {latitude}{longitude} radius {radius} m: {status} in {ms} ms", {
       provider: this.#inner.name,
       latitude: query.latitude,

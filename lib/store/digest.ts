@@ -51,6 +51,21 @@ export class StoreDigest {
     this.words[2 * bucket + 1] ^= high >>> 0;
   }
 
+  /**
+   * A short fingerprint of the whole digest (16 hex digits, a 64-bit FNV-1a
+   * over its words): two stores with equal fingerprints hold the same records
+   * (up to a 2^-64 chance), which is what `deno task status` compares.
+   */
+  fingerprint(): string {
+    let low = 0x811c9dc5;
+    let high = 0x050c5d1f;
+    for (const word of this.words) {
+      low = Math.imul(low ^ word, 0x01000193);
+      high = Math.imul(high ^ (word >>> 16 | word << 16), 0x01000193);
+    }
+    return (high >>> 0).toString(16).padStart(8, "0") + (low >>> 0).toString(16).padStart(8, "0");
+  }
+
   /** The digest as hex, for the wire. */
   toHex(): string {
     let hex = "";

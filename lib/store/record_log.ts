@@ -20,6 +20,7 @@
 
 import { DatabaseSync, type StatementSync } from "node:sqlite";
 import { setImmediate } from "node:timers";
+import { metrics } from "../admin/metrics.ts";
 import { log } from "../logging.ts";
 import { compareRecords, type LocationRecord, parseRecordFields, splitFields } from "../protocol.ts";
 
@@ -390,15 +391,19 @@ export class RecordLog {
     let ok = true;
     if (this.#pending.size > 0 && !this.#closed) {
       const lines = [...this.#pending.values()];
+      const started = performance.now();
       try {
         this.#db.exec("BEGIN");
         this.#append.run(JSON.stringify(lines));
         this.#db.exec("COMMIT");
+        metrics.commitSeconds.observe((performance.now() - started) / 1000);
+        metrics.commitOk.inc();
         this.#pending.clear();
         this.#rows += lines.length;
         if (this.#failing) this.#recovered();
       } catch (error) {
         ok = false;
+        metrics.commitFailed.inc();
         try {
           this.#db.exec("ROLLBACK");
         } catch { /* no transaction left */ }

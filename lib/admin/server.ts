@@ -1,0 +1,120 @@
+/**
+ * A server's admin endpoint, on its own port (`servers.<Name>.adminPort`),
+ * served with `Deno.serve`: `GET /metrics` (Prometheus text), `GET /healthz`
+ * (200 while the server accepts clients and can commit, 503 with the reason
+ * otherwise), `GET /status` (JSON) and `GET /density` (where clients are, as
+ * counts per grid cell). On a host other than loopback every request needs
+ * `Authorization: Bearer <HERD_ADMIN_TOKEN>`, and without a token set the
+ * endpoint does not start.
+ */
+
+import { timingSafeEqual } from "node:crypto";
+import { ADMIN_TOKEN_VARIABLE } from "../config/config.ts";
+import type { DensityReport } from "./density.ts";
+import { registry } from "./metrics.ts";
+
+/** Whether `host` is a loopback address, where the admin endpoint needs no token. */
+export function isLoopback(host: string): boolean {
+  return /^127\.\d{1,3}\.\d{1,3}\.\d{1,3}$/.test(host) || host === "::1" || host === "[::1]" || host === "localhost";
+}
+
+/** Whether the server is fit for clients, and why not. */
+export interface Health {
+  /** True while it accepts clients and can commit. */
+  ok: boolean;
+  /** Why not (starting, stopping, cannot commit), or "ok". */
+  reason: string;
+}
+
+/** What the admin endpoint reads of its server. */
+export interface AdminSource {
+  /** Health now. */
+  health(): Health;
+  /** The status report (`GET /status`). */
+  status(): unknown;
+  /** The density report (`GET /density`). */
+  density(): DensityReport;
+}
+
+/** Options for {@linkcode serveAdmin}. */
+export interface AdminOptions {
+  /** Host to listen on (the server's). */
+  host: string;
+  /** Port to listen on. */
+  port: number;
+  /** The bearer token every request must carry; needed on a host other than loopback. */
+  token: string | undefined;
+  /** The server it reports on. */
+  source: AdminSource;
+}
+
+const _encoder = new TextEncoder();
+
+/** Whether `request` carries the bearer token (compared in constant time). */
+function _authorized(request: Request, token: string | undefined): boolean {
+  if (token === undefined) return true;
+  const header = request.headers.get("authorization") ?? "";
+  const given = _encoder.encode(header.startsWith("Bearer ") ? header.slice(7) : "");
+  const expected = _encoder.encode(token);
+  return given.length === expected.length && timingSafeEqual(given, expected);
+}
+
+function _json(value: unknown, status = 200): Response {
+  return new Response(JSON.stringify(value, null, 2) + "\n", {
+    status,
+    headers: { "content-type": "application/json; charset=utf-8", "cache-control": "no-store" },
+  });
+}
+
+/** Answers one admin request. */
+export function answerAdmin(request: Request, options: Pick<AdminOptions, "token" | "source">): Response {
+  if (!_authorized(request, options.token)) {
+    return new Response("A bearer token is required (HERD_ADMIN_TOKEN)\n", {
+      status: 401,
+      headers: { "www-authenticate": 'Bearer realm="herd"' },
+    });
+  }
+  if (request.method !== "GET" && request.method !== "HEAD") {
+    return new Response("Only GET\n", { status: 405, headers: { allow: "GET, HEAD" } });
+  }
+  const { pathname } = new URL(request.url);
+  const { source } = options;
+  switch (pathname) {
+    case "/metrics":
+      return new Response(registry.render(), {
+        headers: { "content-type": "text/plain; version=0.0.4; charset=utf-8", "cache-control": "no-store" },
+      });
+    case "/healthz": {
+      const health = source.health();
+      return new Response(`${health.reason}\n`, {
+        status: health.ok ? 200 : 503,
+        headers: { "content-type": "text/plain; charset=utf-8", "cache-control": "no-store" },
+      });
+    }
+    case "/status":
+      return _json(source.status());
+    case "/density":
+      return _json(source.density());
+    default:
+      return new Response("Not found: try /metrics, /healthz, /status or /density\n", { status: 404 });
+  }
+}
+
+/**
+ * Starts the admin endpoint. Throws, saying so plainly, when the host is
+ * not loopback and no token is set: the endpoint shows how busy the herd is
+ * and where its clients are, so it is never open to a network by default.
+ */
+export function serveAdmin(options: AdminOptions): Deno.HttpServer {
+  if (!isLoopback(options.host) && (options.token === undefined || options.token === "")) {
+    throw new Error(
+      `The admin endpoint on ${options.host}:${options.port} faces the network and needs a bearer token: ` +
+        `set ${ADMIN_TOKEN_VARIABLE} (in the environment or the .env next to the config)`,
+    );
+  }
+  const token = options.token === "" ? undefined : options.token;
+  return Deno.serve(
+    { hostname: options.host, port: options.port, onListen() {} },
+    (request) => answerAdmin(request, { token, source: options.source }),
+  );
+}
