@@ -7,6 +7,7 @@
  *   main.ts compile       build dist/NAME for every server, permissions baked in
  *   main.ts flags NAME    print the permission flags server NAME runs with
  *   main.ts schema        print the JSON Schema of herd.config.json
+ *   main.ts status        ask every server for its status and print one table (exit 0 when the herd is whole)
  *   main.ts certs [NAME]  make the herd's CA and each server's certificate (or NAME's), in a child with only
  *                         the permissions that takes; --renew remakes the named servers' (rotation)
  *
@@ -25,18 +26,27 @@ import {
 } from "./lib/config/config.ts";
 import { HerdServer } from "./lib/herd_server.ts";
 import { ensureCertificates, makeCertificates } from "./lib/cli/certs.ts";
-import { compileAll, keyPresentFor, makeCertificatesInChild, serveAll, serveOne } from "./lib/cli/launcher.ts";
+import {
+  compileAll,
+  keyPresentFor,
+  makeCertificatesInChild,
+  serveAll,
+  serveOne,
+  statusInChild,
+} from "./lib/cli/launcher.ts";
+import { askServers, statusTable } from "./lib/cli/status.ts";
 import { log, setupLogging, shutdownLogging } from "./lib/logging.ts";
 import { traffic } from "./lib/traffic_log.ts";
 import { serverPermissionFlags } from "./lib/cli/permissions.ts";
 import { createPlaces } from "./lib/places/factory.ts";
 
-const USAGE = `Usage: main.ts <run|serve|herd|compile|flags|schema|certs> [NAME] [--config PATH] [--out DIR] [--renew]
+const USAGE = `Usage: main.ts <run|serve|herd|status|compile|flags|schema|certs> [NAME] [--config PATH] [--out DIR]
   run NAME      run server NAME in this process
   serve NAME    run server NAME with exactly the permissions it needs
   herd          run every server of the config
   compile       build dist/NAME for each server (or only the NAMEs given)
   flags NAME    print the permission flags of server NAME
+  status        ask every server for its status; one table; exit 0 when all are up and agree
   schema        print the JSON Schema of herd.config.json
   certs [NAME]  make the herd's CA and the servers' certificates (--renew: remake NAME's)`;
 
@@ -172,6 +182,16 @@ async function main(args: string[]): Promise<void> {
           names.length === 0 ? [...config.servers.keys()] : names.map((n) => requireName(config, n)),
         ),
       );
+    case "status":
+      return Deno.exit(await statusInChild(config));
+    case "status-run": {
+      const { text, whole } = statusTable(
+        config,
+        await askServers(config, Deno.env.get(ADMIN_TOKEN_VARIABLE) || undefined),
+      );
+      console.log(text);
+      return Deno.exit(whole ? 0 : 1);
+    }
     case "certs":
       return Deno.exit(
         await makeCertificatesInChild(config, {

@@ -55,6 +55,7 @@ Deno.test({
     names: ["Solo"],
     links: [],
     places: { provider: "offline" },
+    admin: true,
   });
   const data = `${herd.dir}/data`;
   await Deno.mkdir(data);
@@ -72,6 +73,7 @@ Deno.test({
       return reply;
     };
     for (let i = 0; i < 20; i++) assert.match(await iamat(`before-${i}`), /^AT Solo /);
+    assert.deepEqual(await herd.admin("Solo", "/healthz"), { status: 200, body: "ok\n" });
     await fillDisk(`${data}/filler`);
     // Long IDs fill the WAL's pages fast: sooner or later a commit needs room the disk does not have.
     const pad = "p".repeat(200);
@@ -82,6 +84,10 @@ Deno.test({
     assert.ok(refusedAt !== undefined, "a commit failed once the disk was full");
     // Refused the same way, every one, while the disk stays full: no reply, the connection closed.
     for (let i = 0; i < 5; i++) assert.equal(await iamat(`while-full-${i}`), "", "no AT reply while commits fail");
+    // The health endpoint says so, for a supervisor or a load balancer.
+    const health = await herd.admin("Solo", "/healthz");
+    assert.equal(health.status, 503);
+    assert.match(health.body, /cannot commit records to disk/);
     // WHATSAT still answers, with what was acknowledged.
     const whatsat = await exchange(port, "WHATSAT before-3 10 1\n");
     assert.equal(whatsat.split("\n")[0], acknowledged.get("before-3"));
@@ -102,6 +108,7 @@ Deno.test({
     await waitFor(async () => /succeeds again after \d+ failed commits/.test(await herd.log("Solo")), {
       what: "the recovery in the log",
     });
+    assert.deepEqual(await herd.admin("Solo", "/healthz"), { status: 200, body: "ok\n" });
     // kill -9 and a restart: every acknowledged record is there.
     await herd.stop("Solo", "SIGKILL");
     await herd.start("Solo");

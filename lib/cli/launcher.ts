@@ -4,7 +4,8 @@
  * by name, `compile` bakes one binary per server.
  */
 
-import { type HerdConfig, PLACES_KEY_VARIABLE, serverNamed } from "../config/config.ts";
+import { ADMIN_TOKEN_VARIABLE, type HerdConfig, PLACES_KEY_VARIABLE, serverNamed } from "../config/config.ts";
+import { adminAddresses } from "./status.ts";
 import { LineStream } from "../net/line_stream.ts";
 import { serverPermissionFlags } from "./permissions.ts";
 
@@ -120,6 +121,33 @@ function _forwardSignals(children: Deno.ChildProcess[]): () => void {
     return [signal, handler] as const;
   });
   return () => handlers.forEach(([signal, handler]) => Deno.removeSignalListener(signal, handler));
+}
+
+/**
+ * The `deno run` arguments of `main.ts status-run`: it may read the config
+ * (and the `.env` with the admin token) and reach the servers' admin ports,
+ * nothing more.
+ */
+export function statusRunArgs(config: HerdConfig): string[] {
+  const envFile = envFileFor(config);
+  const addresses = adminAddresses(config);
+  return [
+    "run",
+    "--no-prompt",
+    `--allow-read=${config.path}`,
+    ...(addresses.length === 0 ? [] : [`--allow-net=${addresses.join(",")}`]),
+    `--allow-env=${ADMIN_TOKEN_VARIABLE}`,
+    ...(envFile === undefined ? [] : [`--env-file=${envFile}`]),
+    MAIN_MODULE,
+    "status-run",
+    "--config",
+    config.path,
+  ];
+}
+
+/** Runs `main.ts status-run` in a child with its permissions; resolves to its exit code. */
+export async function statusInChild(config: HerdConfig): Promise<number> {
+  return (await _spawn(statusRunArgs(config), false).status).code;
 }
 
 /** Options for {@linkcode makeCertificatesInChild}. */

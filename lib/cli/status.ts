@@ -1,0 +1,99 @@
+/**
+ * `deno task status`: asks every server of the config for its `/status`
+ * (at once, each with a short timeout) and prints one table: each server up
+ * or down, its records, whether its digest equals the others', links up of
+ * links configured, commands per second, p99 reply time and Places
+ * provider. The exit status is 0 when every server is up and healthy and all
+ * digests agree, 1 otherwise, so scripts and CI can use it.
+ */
+
+import type { StatusReport } from "../admin/status.ts";
+import { type HerdConfig, neighboursOf } from "../config/config.ts";
+
+/** How long one server has to answer, in milliseconds. */
+const _TIMEOUT_MS = 800;
+
+/** What one server said, or why it said nothing. */
+export type ServerAnswer =
+  | { name: string; report: StatusReport }
+  | { name: string; error: string };
+
+/** The admin addresses (`host:adminPort`) of the config's servers that have one. */
+export function adminAddresses(config: HerdConfig): string[] {
+  const addresses: string[] = [];
+  for (const server of config.servers.values()) {
+    if (server.adminPort !== undefined) addresses.push(`${server.host}:${server.adminPort}`);
+  }
+  return addresses;
+}
+
+/** Asks every server for its status; never rejects. */
+export async function askServers(config: HerdConfig, token: string | undefined): Promise<ServerAnswer[]> {
+  return await Promise.all([...config.servers].map(async ([name, server]): Promise<ServerAnswer> => {
+    if (server.adminPort === undefined) return { name, error: "no adminPort in the config" };
+    const host = server.host.includes(":") ? `[${server.host}]` : server.host;
+    try {
+      const response = await fetch(`http://${host}:${server.adminPort}/status`, {
+        headers: token === undefined ? {} : { authorization: `Bearer ${token}` },
+        signal: AbortSignal.timeout(_TIMEOUT_MS),
+      });
+      if (!response.ok) {
+        await response.body?.cancel();
+        return { name, error: `HTTP ${response.status}` };
+      }
+      return { name, report: await response.json() as StatusReport };
+    } catch (error) {
+      const message = error instanceof DOMException && error.name === "TimeoutError"
+        ? `no answer within ${_TIMEOUT_MS} ms`
+        : "not reachable";
+      return { name, error: message };
+    }
+  }));
+}
+
+/** The table, and whether the herd is whole: every server up and healthy, every digest equal. */
+export function statusTable(config: HerdConfig, answers: ServerAnswer[]): { text: string; whole: boolean } {
+  const digests = new Map<string, number>();
+  for (const answer of answers) {
+    if ("report" in answer) digests.set(answer.report.digest, (digests.get(answer.report.digest) ?? 0) + 1);
+  }
+  // The digest most servers hold is the reference; a server that differs from it is marked.
+  const common = [...digests].sort((a, b) => b[1] - a[1])[0]?.[0];
+  const rows: string[][] = [["server", "state", "records", "digest", "links", "cmd/s", "p99 ms", "places"]];
+  let whole = true;
+  for (const answer of answers) {
+    const configured = neighboursOf(config, answer.name).length;
+    if ("error" in answer) {
+      whole = false;
+      rows.push([answer.name, `down (${answer.error})`, "-", "-", `-/${configured}`, "-", "-", "-"]);
+      continue;
+    }
+    const report = answer.report;
+    const up = report.links.filter((link) => link.state !== "down").length;
+    const same = report.digest === common;
+    if (!report.health.ok || !same) whole = false;
+    rows.push([
+      answer.name,
+      report.health.ok ? "up" : `unhealthy (${report.health.reason})`,
+      String(report.records),
+      `${report.digest} ${same ? "=" : "differs"}`,
+      `${up}/${configured}`,
+      report.rates.commandsPerSecond.toFixed(1),
+      report.rates.replyP99Ms === null ? "-" : String(report.rates.replyP99Ms),
+      report.places.provider,
+    ]);
+  }
+  const widths = rows[0].map((_, column) => Math.max(...rows.map((row) => row[column].length)));
+  const numeric = new Set([2, 5, 6]);
+  const text = rows.map((row) =>
+    row.map((cell, column) => numeric.has(column) ? cell.padStart(widths[column]) : cell.padEnd(widths[column]))
+      .join("  ").trimEnd()
+  ).join("\n");
+  const upCount = answers.filter((answer) => "report" in answer && answer.report.health.ok).length;
+  const summary = whole
+    ? `All ${answers.length} servers up; their records agree.`
+    : `${upCount} of ${answers.length} servers up and healthy; ${
+      digests.size <= 1 ? "the digests of those up agree" : `${digests.size} different digests`
+    }.`;
+  return { text: `${text}\n${summary}`, whole };
+}

@@ -1,0 +1,235 @@
+/**
+ * Seeing the herd: each server's admin endpoint (`/metrics` checked by a real
+ * Prometheus parser, `/healthz`, `/status`, `/density`) and `deno task
+ * status` over the whole herd.
+ */
+
+import assert from "node:assert/strict";
+import { answerAdmin, isLoopback, serveAdmin } from "../lib/admin/server.ts";
+import { Counter, Gauge, Histogram, Registry } from "../lib/admin/prometheus.ts";
+import { MAIN_MODULE } from "../lib/cli/launcher.ts";
+import { exchange, HERD_TEST_PERMISSIONS, TestHerd } from "./testing/herd.ts";
+import { waitFor } from "./testing/wait.ts";
+
+const NOWHERE = "http://127.0.0.1:9/unused";
+const decoder = new TextDecoder();
+
+/** `promtool check metrics` of `text`: its exit status and what it said; undefined when promtool is not installed. */
+async function promtool(text: string): Promise<{ ok: boolean; said: string } | undefined> {
+  let child: Deno.ChildProcess;
+  try {
+    child = new Deno.Command("promtool", {
+      args: ["check", "metrics"],
+      stdin: "piped",
+      stdout: "piped",
+      stderr: "piped",
+    }).spawn();
+  } catch {
+    return undefined;
+  }
+  const writer = child.stdin.getWriter();
+  await writer.write(new TextEncoder().encode(text));
+  await writer.close();
+  const output = await child.output();
+  return { ok: output.success, said: decoder.decode(output.stdout) + decoder.decode(output.stderr) };
+}
+
+const promtoolHere = (await promtool("")) !== undefined;
+if (!promtoolHere) console.log("admin_test.ts: promtool is not installed (Debian: prometheus); its check is skipped");
+
+/** The value of the sample `name{labels}` in Prometheus text, or undefined. */
+function sample(text: string, series: string): number | undefined {
+  const line = text.split("\n").find((line) => line.startsWith(`${series} `));
+  return line === undefined ? undefined : Number(line.slice(series.length + 1));
+}
+
+Deno.test("the metrics module prints what a Prometheus parser takes, escapes labels, and sums histograms", async () => {
+  const registry = new Registry();
+  const counter = registry.add(new Counter("t_events_total", "Events\nwith a newline.", ["kind"]));
+  counter.labels('a "quoted" \\ kind').inc(3);
+  registry.add(new Gauge("t_level", "A level.", [], () => [[[], 1.5]]));
+  const histogram = registry.add(new Histogram("t_seconds", "Durations.", [0.1, 1]));
+  for (const value of [0.05, 0.1, 0.5, 5]) histogram.labels().observe(value);
+  const text = registry.render();
+  assert.equal(sample(text, 't_events_total{kind="a \\"quoted\\" \\\\ kind"}'), 3);
+  assert.equal(sample(text, 't_seconds_bucket{le="0.1"}'), 2, "le includes its bound");
+  assert.equal(sample(text, 't_seconds_bucket{le="1"}'), 3);
+  assert.equal(sample(text, 't_seconds_bucket{le="+Inf"}'), 4);
+  assert.equal(sample(text, "t_seconds_count"), 4);
+  assert.equal(sample(text, "t_seconds_sum"), 5.65);
+  assert.throws(() => registry.add(new Counter("t_events_total", "again")), RangeError);
+  if (promtoolHere) {
+    const checked = await promtool(text);
+    assert.ok(checked?.ok, checked?.said);
+  }
+});
+
+Deno.test({
+  name: "a herd's /metrics passes promtool, and its counters move as the IAMATs and WHATSATs say",
+  permissions: { ...HERD_TEST_PERMISSIONS, run: ["deno", "promtool"] },
+}, async () => {
+  await using herd = await TestHerd.create({
+    placesUrl: NOWHERE,
+    names: ["A", "B"],
+    links: [["A", "B"]],
+    places: { provider: "offline" },
+    admin: true,
+  });
+  await herd.startAll();
+  const before = (await herd.admin("A", "/metrics")).body;
+  const ok = (name: string) => sample(before, `herd_commands_total{command="${name}",outcome="ok"}`) ?? 0;
+  const iamatsBefore = ok("IAMAT");
+  const whatsatsBefore = ok("WHATSAT");
+  const lines = [
+    "IAMAT m1 +34.068930-118.445127 1700000000",
+    "IAMAT m2 +34.068930-118.445127 1700000000",
+    "IAMAT m3 +1+1 99999999999999",
+    "WHATSAT m1 10 2",
+    "WHATSAT nobody 10 2",
+    "LLL",
+  ];
+  await exchange(herd.port("A"), lines.join("\n") + "\n");
+  const response = await herd.admin("A", "/metrics");
+  assert.equal(response.status, 200);
+  const text = response.body;
+  assert.equal(sample(text, 'herd_commands_total{command="IAMAT",outcome="ok"}'), iamatsBefore + 2);
+  assert.equal(sample(text, 'herd_commands_total{command="IAMAT",outcome="invalid"}'), 1, "the far-future one");
+  assert.equal(sample(text, 'herd_commands_total{command="WHATSAT",outcome="ok"}'), whatsatsBefore + 1);
+  assert.equal(sample(text, 'herd_commands_total{command="WHATSAT",outcome="invalid"}'), 1);
+  assert.equal(sample(text, 'herd_commands_total{command="other",outcome="invalid"}'), 1);
+  assert.ok((sample(text, 'herd_reply_seconds_count{command="IAMAT"}') ?? 0) >= iamatsBefore + 3);
+  assert.equal(sample(text, 'herd_peer_link_up{neighbour="B"}'), 1);
+  assert.ok((sample(text, "herd_records") ?? 0) >= 2);
+  assert.ok((sample(text, 'herd_records_forwarded_total{kind="live"}') ?? 0) >= 2);
+  assert.ok((sample(text, 'herd_places_requests_total{provider="offline",status="OK"}') ?? 0) >= 1);
+  assert.ok((sample(text, "process_resident_memory_bytes") ?? 0) > 1_000_000);
+  assert.ok((sample(text, 'herd_commits_total{outcome="ok"}') ?? 0) >= 1);
+  await waitFor(async () => {
+    const metricsB = (await herd.admin("B", "/metrics")).body;
+    return (sample(metricsB, 'herd_peer_records_total{event="stored"}') ?? 0) >= 2;
+  }, { what: "B to count the records A flooded" });
+  if (promtoolHere) {
+    const checked = await promtool(text);
+    assert.ok(checked?.ok, checked?.said);
+  }
+});
+
+Deno.test({
+  name: "/healthz, /status and /density tell how a server is, never a client's own location",
+  permissions: HERD_TEST_PERMISSIONS,
+}, async () => {
+  await using herd = await TestHerd.create({
+    placesUrl: NOWHERE,
+    names: ["A", "B"],
+    links: [["A", "B"]],
+    places: { provider: "offline" },
+    admin: true,
+  });
+  await herd.startAll();
+  assert.deepEqual(await herd.admin("A", "/healthz"), { status: 200, body: "ok\n" });
+  await exchange(herd.port("A"), "IAMAT dense +34.068930-118.445127 1700000000\n");
+  const status = JSON.parse((await herd.admin("A", "/status")).body);
+  assert.equal(status.name, "A");
+  assert.equal(status.health.ok, true);
+  assert.ok(status.records >= 3);
+  assert.match(status.digest, /^[0-9a-f]{16}$/);
+  assert.deepEqual(status.links.map((link: { neighbour: string; state: string }) => [link.neighbour, link.state]), [
+    ["B", "up"],
+  ]);
+  assert.equal(status.places.provider, "offline");
+  await waitFor(async () => JSON.parse((await herd.admin("B", "/status")).body).digest === status.digest, {
+    what: "B's digest to equal A's",
+  });
+  const density = await waitFor(async () => {
+    const report = JSON.parse((await herd.admin("A", "/density")).body);
+    return report.records >= 3 ? report : undefined;
+  }, { what: "a density count" });
+  assert.equal(density.cellDegrees, 2);
+  // +34.07 -118.45 is in the cell from +34 to +36 and from -120 to -118.
+  assert.ok(density.cells.some(([row, column, count]: number[]) => row === 62 && column === 30 && count >= 1));
+  assert.ok(!JSON.stringify(density).includes("34.068930"), "no client location, only counts");
+  assert.equal((await herd.admin("A", "/nowhere")).status, 404);
+  await herd.stop("B", "SIGKILL");
+  await waitFor(async () => JSON.parse((await herd.admin("A", "/status")).body).links[0].state === "down", {
+    what: "A to report its link to B down",
+  });
+});
+
+Deno.test("the admin endpoint needs a bearer token off loopback, and refuses to start without one", async () => {
+  assert.equal(isLoopback("127.0.0.1"), true);
+  assert.equal(isLoopback("127.1.2.3"), true);
+  assert.equal(isLoopback("::1"), true);
+  assert.equal(isLoopback("10.0.0.2"), false);
+  assert.equal(isLoopback("0.0.0.0"), false);
+  const source = { health: () => ({ ok: true, reason: "ok" }), status: () => ({}), density: () => ({} as never) };
+  assert.throws(
+    () => serveAdmin({ host: "0.0.0.0", port: 1, token: undefined, source }),
+    /faces the network and needs a bearer token: set HERD_ADMIN_TOKEN/,
+  );
+  const ask = (authorization?: string) =>
+    answerAdmin(
+      new Request("http://x/healthz", { headers: authorization === undefined ? {} : { authorization } }),
+      { token: "s3cret", source },
+    );
+  for (const response of [ask(), ask("Bearer wrong!"), ask("Basic s3cret"), ask("Bearer s3cre")]) {
+    assert.equal(response.status, 401);
+    await response.body?.cancel();
+  }
+  const allowed = ask("Bearer s3cret");
+  assert.equal(allowed.status, 200);
+  assert.equal(await allowed.text(), "ok\n");
+});
+
+/** Runs `main.ts status` for `herd` the way `deno task status` does: exit code and output. */
+async function status(herd: TestHerd): Promise<{ code: number; out: string; ms: number }> {
+  const started = performance.now();
+  const output = await new Deno.Command("deno", {
+    args: [
+      "run",
+      "--no-prompt",
+      `--allow-read=${herd.dir}`,
+      "--allow-run=deno",
+      MAIN_MODULE,
+      "status",
+      "--config",
+      herd.configPath,
+    ],
+    stdin: "null",
+  }).output();
+  return {
+    code: output.code,
+    out: decoder.decode(output.stdout) + decoder.decode(output.stderr),
+    ms: performance.now() - started,
+  };
+}
+
+Deno.test({
+  name: "deno task status exits 0 on a whole herd, and non-zero showing a killed server down",
+  permissions: HERD_TEST_PERMISSIONS,
+}, async () => {
+  await using herd = await TestHerd.create({
+    placesUrl: NOWHERE,
+    names: ["A", "B", "C"],
+    links: [["A", "B"], ["B", "C"]],
+    places: { provider: "offline" },
+    admin: true,
+  });
+  await herd.startAll();
+  await exchange(herd.port("A"), "IAMAT seen +1+1 1700000000\n");
+  // Whole once the record reached C: all digests agree.
+  const whole = await waitFor(async () => {
+    const result = await status(herd);
+    return result.code === 0 ? result : undefined;
+  }, { what: "the status command to find the herd whole" });
+  assert.match(whole.out, /^server +state +records +digest +links +cmd\/s +p99 ms +places$/m);
+  for (const name of ["A", "B", "C"]) assert.match(whole.out, new RegExp(`^${name} +up +\\d+ +[0-9a-f]{16} = `, "m"));
+  assert.match(whole.out, /^B .* 2\/2 /m);
+  assert.match(whole.out, /All 3 servers up; their records agree\./);
+  assert.ok(whole.ms < 3000, `it answered in ${whole.ms.toFixed(0)} ms`);
+  await herd.stop("C", "SIGKILL");
+  const broken = await status(herd);
+  assert.equal(broken.code, 1);
+  assert.match(broken.out, /^C +down \(not reachable\)/m);
+  assert.match(broken.out, /^B .* 1\/2 /m);
+  assert.match(broken.out, /2 of 3 servers up and healthy/);
+});
