@@ -28,7 +28,9 @@ export function serverCertificate(dir: string, name: string): ServerCertificate 
 
 async function _openssl(args: string[]): Promise<string> {
   const { code, stdout, stderr } = await runCommand("openssl", args);
-  if (code !== 0) throw new Error(`openssl ${args.join(" ")} failed (exit code ${code}): ${stderr.trim()}`);
+  if (code !== 0) {
+    throw new Error(`openssl ${args.join(" ")} failed (exit code ${code}): ${stderr.trim().split("\n")[0]}`);
+  }
   return stdout;
 }
 

@@ -195,7 +195,7 @@ async function startRedisHerd(
   const needed = ["redis-server", "redis-cli", ...(CERT_DIR === undefined ? ["openssl"] : [])];
   const missing = needed.filter((tool) => !tools.has(tool));
   if (missing.length > 0) {
-    info.error = `not measured: ${missing.join(", ")} not found`;
+    info.error = `${missing.join(", ")} not found`;
     return undefined;
   }
   let certDir = CERT_DIR;
@@ -214,7 +214,7 @@ async function startRedisHerd(
     info.wait = { replicas: redisHerd.rootReplicas, timeout_ms: ACK_TIMEOUT_MS };
     return redisHerd;
   } catch (error) {
-    info.error = `not measured: ${(error as Error).message}`;
+    info.error = (error as Error).message;
     return undefined;
   }
 }
@@ -334,7 +334,7 @@ async function main(): Promise<void> {
     /** The reference for scenarios 1 and 2: see redis_herd.ts. */
     redis_herd: {},
     /** Plain Redis (no persistence, no replication) with redis-benchmark, a second reference for 1 and 2. */
-    redis: hasRedis ? {} : { error: "not measured: redis-server, redis-benchmark or redis-cli not found" },
+    redis: hasRedis ? {} : { error: "redis-server, redis-benchmark or redis-cli not found" },
     /** The reference for scenario 3: bench/echo_server.ts. */
     echo: {},
     /** Median server CPU (user + system, summed over the servers) per write or exchange in the measured window, µs. */
@@ -356,7 +356,7 @@ async function main(): Promise<void> {
   log("starting the Redis herd");
   const scratch = await Deno.makeTempDir({ dir: "/tmp", prefix: "herd-bench-" });
   let redisHerd = await startRedisHerd(herd, tools, scratch, result.redis_herd);
-  if (redisHerd === undefined) log(`Redis herd ${result.redis_herd.error}`);
+  if (redisHerd === undefined) log(`Redis herd not measured: ${result.redis_herd.error}`);
   /** Runs one measurement of the Redis herd; a failure is reported and ends the Redis herd's part of the run. */
   const onRedisHerd = async (measure: (redisHerd: RedisHerd) => Promise<Json>): Promise<Json | undefined> => {
     if (redisHerd === undefined) return undefined;
@@ -431,10 +431,10 @@ async function main(): Promise<void> {
     redisHerd = undefined;
 
     // 3: one command per connection, half-closed, interleaved with the Deno echo, repeated.
-    const halfclose = (port: number[], pids: string[], extra: string[] = []) =>
+    const halfclose = (targets: number[], pids: string[], extra: string[] = []) =>
       loadgen([
         "halfclose",
-        ...port.flatMap((port) => ["--port", String(port)]),
+        ...targets.flatMap((port) => ["--port", String(port)]),
         "--concurrency",
         "50",
         "--duration",
@@ -448,7 +448,7 @@ async function main(): Promise<void> {
     try {
       echo = await startEcho();
     } catch (error) {
-      result.echo.error = `not measured: ${(error as Error).message}`;
+      result.echo.error = (error as Error).message;
     }
     const s3: Json[] = [];
     const e3: Json[] = [];
