@@ -623,15 +623,106 @@ function treeText(root: string, parents: Record<string, string>): string {
     .join("; ");
 }
 
+/** One bar: what it asks, what this run measured, and whether that meets it (undefined: not measured). */
+interface BarResult {
+  bar: string;
+  target: string;
+  measured: string;
+  vs_plain_redis?: string;
+  met?: boolean;
+}
+
+function barResults(result: Json): BarResult[] {
+  const s = result.scenarios;
+  const ratios = result.ratios;
+  const check = (
+    bar: string,
+    target: string,
+    value: number | undefined,
+    met: (value: number) => boolean,
+    text: (value: number) => string,
+    vsPlainRedis?: string,
+  ): BarResult => {
+    const measured = value !== undefined && !Number.isNaN(value);
+    return {
+      bar,
+      target,
+      measured: measured ? text(value) : "n/a",
+      ...(vsPlainRedis === undefined ? {} : { vs_plain_redis: vsPlainRedis }),
+      met: measured ? met(value) : undefined,
+    };
+  };
+  const ms = (us: number) => `${fmt(us / 1000, 2)} ms`;
+  return [
+    check(
+      "1 vs Redis herd",
+      `≥ ${fmt(BARS.rrVsRedisHerd, 1)}×`,
+      ratios.iamat_rr_vs_redis_herd,
+      (ratio) => ratio >= BARS.rrVsRedisHerd,
+      ratioText,
+      `${ratioText(ratios.iamat_rr_vs_redis_p1)} (-P 1)`,
+    ),
+    check(
+      "2 vs Redis herd",
+      `≥ ${fmt(BARS.pipelinedVsRedisHerd, 1)}×`,
+      ratios.iamat_pipelined_vs_redis_herd,
+      (ratio) => ratio >= BARS.pipelinedVsRedisHerd,
+      ratioText,
+      `${ratioText(ratios.iamat_pipelined_vs_redis_p16)} (-P 16)`,
+    ),
+    check(
+      "3 vs Deno echo",
+      `≥ ${fmt(BARS.halfcloseVsEcho, 1)}×`,
+      ratios.halfclose_vs_echo,
+      (ratio) => ratio >= BARS.halfcloseVsEcho,
+      ratioText,
+    ),
+    check(
+      "4 p99 unloaded",
+      `≤ ${BARS.propagationUnloadedP99Ms} ms`,
+      s.propagation_unloaded?.latency_us?.p99,
+      (us) => us <= BARS.propagationUnloadedP99Ms * 1000,
+      ms,
+    ),
+    check(
+      "4 p99 half load",
+      `≤ ${BARS.propagationHalfLoadP99Ms} ms`,
+      s.propagation_half_load?.latency_us?.p99,
+      (us) => us <= BARS.propagationHalfLoadP99Ms * 1000,
+      ms,
+    ),
+    check(
+      "5 warm",
+      `≥ ${BARS.whatsatWarmPerS}/s`,
+      s.whatsat_warm?.throughput_per_s,
+      (rate) => rate >= BARS.whatsatWarmPerS,
+      (rate) => `${fmt(rate)}/s`,
+    ),
+    check(
+      "6 memory",
+      `≤ ${BARS.memoryBytesPerClient} B/client`,
+      s.memory?.bytes_per_client,
+      (bytes) => bytes <= BARS.memoryBytesPerClient,
+      (bytes) => `${fmt(bytes)} B`,
+    ),
+    check(
+      "7 start-up",
+      `≤ ${BARS.startupMs} ms`,
+      s.startup?.median_ms,
+      (ms) => ms <= BARS.startupMs,
+      (ms) => `${fmt(ms)} ms`,
+    ),
+  ];
+}
+
 async function report(result: Json): Promise<void> {
+  result.bars = barResults(result);
   const s = result.scenarios;
   const r = result.redis;
   const h = result.redis_herd;
   const e = result.echo;
   const cpu = result.cpu_per_write_us;
   const ratios = result.ratios;
-  const bar = (measured: number | undefined, ok: boolean) =>
-    measured === undefined || Number.isNaN(measured) ? "not measured" : ok ? "met" : "**missed**";
   const row = (name: string, x: Json, serverCpu?: number, herdRatio?: number) =>
     `| ${name} | ${fmt(x?.throughput_per_s)} | ${fmt(x?.latency_us?.p50)} | ${fmt(x?.latency_us?.p99)} | ${
       fmt(x?.latency_us?.p999)
@@ -707,42 +798,11 @@ async function report(result: Json): Promise<void> {
     ...(notMeasured.length > 0 ? [`Not measured: ${notMeasured.join("; ")}.`, ""] : []),
     "| bar | target | measured | vs plain Redis | |",
     "| --- | --- | --- | --- | --- |",
-    `| 1 vs Redis herd | ≥ ${fmt(BARS.rrVsRedisHerd, 1)}× | ${ratioText(ratios.iamat_rr_vs_redis_herd)} | ${
-      ratioText(ratios.iamat_rr_vs_redis_p1)
-    } (-P 1) | ${bar(ratios.iamat_rr_vs_redis_herd, ratios.iamat_rr_vs_redis_herd >= BARS.rrVsRedisHerd)} |`,
-    `| 2 vs Redis herd | ≥ ${fmt(BARS.pipelinedVsRedisHerd, 1)}× | ${
-      ratioText(ratios.iamat_pipelined_vs_redis_herd)
-    } | ${ratioText(ratios.iamat_pipelined_vs_redis_p16)} (-P 16) | ${
-      bar(ratios.iamat_pipelined_vs_redis_herd, ratios.iamat_pipelined_vs_redis_herd >= BARS.pipelinedVsRedisHerd)
-    } |`,
-    `| 3 vs Deno echo | ≥ ${fmt(BARS.halfcloseVsEcho, 1)}× | ${ratioText(ratios.halfclose_vs_echo)} | | ${
-      bar(ratios.halfclose_vs_echo, ratios.halfclose_vs_echo >= BARS.halfcloseVsEcho)
-    } |`,
-    `| 4 p99 unloaded | ≤ ${BARS.propagationUnloadedP99Ms} ms | ${
-      fmt(s.propagation_unloaded.latency_us.p99 / 1000, 2)
-    } ms | | ${
-      bar(
-        s.propagation_unloaded.latency_us.p99,
-        s.propagation_unloaded.latency_us.p99 <= BARS.propagationUnloadedP99Ms * 1000,
-      )
-    } |`,
-    `| 4 p99 half load | ≤ ${BARS.propagationHalfLoadP99Ms} ms | ${
-      fmt(s.propagation_half_load.latency_us.p99 / 1000, 2)
-    } ms | | ${
-      bar(
-        s.propagation_half_load.latency_us.p99,
-        s.propagation_half_load.latency_us.p99 <= BARS.propagationHalfLoadP99Ms * 1000,
-      )
-    } |`,
-    `| 5 warm | ≥ ${BARS.whatsatWarmPerS}/s | ${fmt(s.whatsat_warm.throughput_per_s)}/s | | ${
-      bar(s.whatsat_warm.throughput_per_s, s.whatsat_warm.throughput_per_s >= BARS.whatsatWarmPerS)
-    } |`,
-    `| 6 memory | ≤ ${BARS.memoryBytesPerClient} B/client | ${fmt(s.memory.bytes_per_client)} B | | ${
-      bar(s.memory.bytes_per_client, s.memory.bytes_per_client <= BARS.memoryBytesPerClient)
-    } |`,
-    `| 7 start-up | ≤ ${BARS.startupMs} ms | ${fmt(s.startup.median_ms)} ms | | ${
-      bar(s.startup.median_ms, s.startup.median_ms <= BARS.startupMs)
-    } |`,
+    ...result.bars.map((b: BarResult) =>
+      `| ${b.bar} | ${b.target} | ${b.measured} | ${b.vs_plain_redis ?? ""} | ${
+        b.met === undefined ? "not measured" : b.met ? "met" : "**missed**"
+      } |`
+    ),
     "",
   ];
   const markdown = lines.join("\n");
