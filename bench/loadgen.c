@@ -1,5 +1,5 @@
 /*
- * loadgen: a load generator for the herd's TCP line protocol (Linux, epoll, libc only).
+ * loadgen: a load generator for the herd's TCP line protocol, and for Redis (RESP) as a reference (Linux, epoll, libc only).
  *
  *   mkdir -p bench/.build && gcc -O2 -Wall -Wextra -o bench/.build/loadgen bench/loadgen.c
  *
@@ -40,6 +40,7 @@
 
 enum mode { M_RR, M_PIPELINED, M_HALFCLOSE, M_PROPAGATION, M_STARTUP, M_FILL };
 enum command { C_IAMAT, C_WHATSAT };
+enum protocol { P_LINE, P_RESP };
 
 static struct {
   enum mode mode;
@@ -70,6 +71,13 @@ static struct {
   bool time_base_set;
   uint64_t time_base_s;
   bool quiet;
+  enum protocol protocol;
+  unsigned wait_replicas;
+  unsigned wait_timeout_ms;
+  unsigned value_bytes;
+  bool echo;
+  int server_pids[MAX_PORTS];
+  int nserver_pids;
 } opt = {
     .connections = 1,
     .depth = 0, /* 0 = mode default */
@@ -88,6 +96,10 @@ static struct {
     .timeout_ms = -1,
     .clients = 0,
     .max_time_s = 0,
+    .protocol = P_LINE,
+    .wait_replicas = 0,
+    .wait_timeout_ms = 500,
+    .value_bytes = 77,
 };
 
 static void usage(FILE *f) {
@@ -122,6 +134,15 @@ static void usage(FILE *f) {
           "                            propagation: per sample (default 5000)\n"
           "  --clients N               fill: number of distinct clients\n"
           "  --max-time S              hard cap for fill and propagation (defaults 600 and samples*timeout+10)\n"
+          "  --protocol line|resp      line: the herd's protocol (default); resp: Redis, each command\n"
+          "                            SET <key> <value> (+ WAIT, see below); rr and pipelined only\n"
+          "  --wait-replicas N         resp: send WAIT N <ms> with each SET (default 0: SET alone)\n"
+          "  --wait-timeout-ms MS      resp: the WAIT's timeout (default 500)\n"
+          "  --value-bytes N           resp: length of each SET's value (default 77)\n"
+          "  --echo                    the server echoes each line (a reference echo server): a reply must\n"
+          "                            be the command itself (IAMAT only)\n"
+          "  --server-pid PID          report the CPU time (user+system, /proc/PID/stat) of these server\n"
+          "                            processes over the measured window; repeatable\n"
           "  --quiet                   no progress lines on stderr\n");
 }
 
@@ -220,6 +241,54 @@ static struct cpu_mark cpu_now(void) {
   m.user = (double)ru.ru_utime.tv_sec + ru.ru_utime.tv_usec / 1e6;
   m.sys = (double)ru.ru_stime.tv_sec + ru.ru_stime.tv_usec / 1e6;
   return m;
+}
+
+/* CPU time of the --server-pid processes (all their threads), from /proc/<pid>/stat: utime and stime, fields 14
+ * and 15, in clock ticks. The command name (field 2) may hold spaces and parentheses, so fields are counted from
+ * the last ')'. */
+struct server_cpu_mark {
+  bool ok;
+  int failed_pid;
+  unsigned long long utime, stime; /* clock ticks, summed over the processes */
+};
+
+static struct server_cpu_mark server_cpu_now(void) {
+  struct server_cpu_mark m = {.ok = true};
+  for (int i = 0; i < opt.nserver_pids; i++) {
+    char path[64], buf[1024];
+    snprintf(path, sizeof path, "/proc/%d/stat", opt.server_pids[i]);
+    FILE *f = fopen(path, "r");
+    size_t n = f ? fread(buf, 1, sizeof buf - 1, f) : 0;
+    if (f) fclose(f);
+    buf[n] = 0;
+    char *p = n ? strrchr(buf, ')') : NULL;
+    unsigned long long ut = 0, st = 0;
+    /* After ')': state (3), ppid, pgrp, session, tty_nr, tpgid, flags, minflt, cminflt, majflt, cmajflt, utime (14), stime (15). */
+    if (!p || sscanf(p + 1, " %*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %llu %llu", &ut, &st) != 2) {
+      m.ok = false;
+      m.failed_pid = opt.server_pids[i];
+      return m;
+    }
+    m.utime += ut;
+    m.stime += st;
+  }
+  return m;
+}
+
+static void json_server_cpu(FILE *f, struct server_cpu_mark a, struct server_cpu_mark b, double wall_s, uint64_t commands) {
+  fputs(",\"server_cpu\":{\"pids\":[", f);
+  for (int i = 0; i < opt.nserver_pids; i++) fprintf(f, "%s%d", i ? "," : "", opt.server_pids[i]);
+  fputc(']', f);
+  if (!a.ok || !b.ok) {
+    fprintf(f, ",\"error\":\"cannot read /proc/%d/stat\"}", a.ok ? b.failed_pid : a.failed_pid);
+    return;
+  }
+  double tick = (double)sysconf(_SC_CLK_TCK);
+  double user = (double)(b.utime - a.utime) / tick, sys = (double)(b.stime - a.stime) / tick;
+  fprintf(f, ",\"user_s\":%.2f,\"sys_s\":%.2f,\"cpu_s\":%.2f,\"cpu_percent_of_one_core\":%.1f,\"wall_s\":%.3f,\"us_per_command\":", user,
+          sys, user + sys, wall_s > 0 ? (user + sys) / wall_s * 100.0 : 0.0, wall_s);
+  if (commands) fprintf(f, "%.2f}", (user + sys) * 1e6 / (double)commands);
+  else fputs("null}", f);
 }
 
 static void on_signal(int sig) {
@@ -476,6 +545,54 @@ static const char *field(const char *line, size_t len, int idx, size_t *flen) {
   }
 }
 
+/* RESP (--protocol resp). A command is SET, or SET and WAIT sent together; its reply is the pair of replies. Only
+ * the reply types these two commands can give are framed: simple string, error, integer (and bulk string, to stay
+ * in step). RESP_BAD: a reply that cannot be framed, so the connection's stream is lost. */
+#define RESP_BAD SIZE_MAX
+
+static size_t resp_one(const char *p, size_t n) {
+  if (!n) return 0;
+  const char *nl = memchr(p, '\n', n);
+  if (!nl) return 0;
+  size_t line = (size_t)(nl - p) + 1;
+  if (line < 3 || nl[-1] != '\r') return RESP_BAD;
+  if (p[0] == '+' || p[0] == '-' || p[0] == ':') return line;
+  if (p[0] != '$') return RESP_BAD;
+  char *end;
+  long long len = strtoll(p + 1, &end, 10);
+  if (end != nl - 1 || len < -1 || len > 512 * 1024 * 1024) return RESP_BAD;
+  if (len == -1) return line;
+  size_t total = line + (size_t)len + 2;
+  return total <= n ? total : 0;
+}
+
+/* Length of the complete reply pair at p[0..n), 0 if more bytes are needed, or RESP_BAD. The first reply's length
+ * goes into s->line_len. */
+static size_t resp_reply_len(const char *p, size_t n, struct pstate *s) {
+  size_t first = resp_one(p, n);
+  if (first == 0 || first == RESP_BAD) return first;
+  s->line_len = first;
+  if (!opt.wait_replicas) return first;
+  size_t second = resp_one(p + first, n - first);
+  if (second == 0 || second == RESP_BAD) return second;
+  return first + second;
+}
+
+/* Checks a reply pair: SET's "+OK", and WAIT's integer. Returns true for a short ack (fewer replicas than asked). */
+static bool check_resp(const char *p, size_t len, size_t first) {
+  if (first != 5 || memcmp(p, "+OK\r\n", 5) != 0) note_invalid("SET not answered +OK", p, first - 2);
+  if (!opt.wait_replicas) return false;
+  const char *w = p + first;
+  size_t wl = len - first;
+  char *end;
+  long long acks = wl > 3 && w[0] == ':' ? strtoll(w + 1, &end, 10) : -1;
+  if (acks < 0 || end != w + wl - 2) {
+    note_invalid("WAIT not answered with a count", w, wl - 2);
+    return false;
+  }
+  return acks < (long long)opt.wait_replicas;
+}
+
 /* ------------------------------------------------------------------------------------------------ */
 /* Command generation                                                                               */
 /* ------------------------------------------------------------------------------------------------ */
@@ -486,6 +603,8 @@ static uint64_t g_cold_seq;
 static size_t g_cmd_max;        /* bound on one command's length */
 static char g_whatsat_line[1024];
 static size_t g_whatsat_len;
+static char g_wait_cmd[128]; /* resp: the WAIT sent after each SET */
+static size_t g_wait_len;
 
 static inline char *put_str(char *d, const char *s) {
   while (*s) *d++ = *s++;
@@ -542,7 +661,36 @@ struct slot {
 /* Writes one command into d; returns its length. */
 static size_t gen_command(char *d, unsigned conn_idx, uint32_t *next_k, struct slot *s) {
   char *start = d;
-  if (opt.mode == M_FILL) {
+  if (opt.protocol == P_RESP) {
+    /* SET <prefix><conn>-<k> "<location> <time>" padded with 'v' to --value-bytes, then the WAIT. */
+    s->ctr = g_counter++;
+    s->k = *next_k;
+    if (++*next_k >= opt.clients_per_conn) *next_k = 0;
+    char key[160], value_head[160];
+    char *k = put_str(key, opt.id_prefix);
+    k = put_u64(k, conn_idx);
+    *k++ = '-';
+    k = put_u64(k, s->k);
+    char *v = put_str(value_head, opt.location);
+    *v++ = ' ';
+    v = put_time(v, g_time_base_ns + s->ctr);
+    size_t head = (size_t)(v - value_head);
+    if (head > opt.value_bytes) head = opt.value_bytes;
+    d = put_str(d, "*3\r\n$3\r\nSET\r\n$");
+    d = put_u64(d, (uint64_t)(k - key));
+    d = put_str(d, "\r\n");
+    memcpy(d, key, (size_t)(k - key));
+    d += k - key;
+    d = put_str(d, "\r\n$");
+    d = put_u64(d, opt.value_bytes);
+    d = put_str(d, "\r\n");
+    memcpy(d, value_head, head);
+    memset(d + head, 'v', opt.value_bytes - head);
+    d += opt.value_bytes;
+    d = put_str(d, "\r\n");
+    memcpy(d, g_wait_cmd, g_wait_len);
+    d += g_wait_len;
+  } else if (opt.mode == M_FILL) {
     s->ctr = g_counter++;
     d = put_str(d, "IAMAT");
     d += iamat_tail(d, opt.id_prefix, s->ctr, false, 0, g_time_base_ns + s->ctr);
@@ -577,6 +725,14 @@ static size_t gen_command(char *d, unsigned conn_idx, uint32_t *next_k, struct s
 
 /* Checks a complete reply against the command it answers. */
 static void check_reply(const char *p, size_t len, size_t line_len, unsigned conn_idx, const struct slot *s) {
+  if (opt.echo) {
+    /* A reference echo server: the reply is the IAMAT line itself. */
+    char line[512];
+    char *d = put_str(line, "IAMAT");
+    d += iamat_tail(d, opt.id_prefix, conn_idx, true, s->k, g_time_base_ns + s->ctr);
+    if (line_len != len - 1 || line_len != (size_t)(d - line) || memcmp(p, line, line_len) != 0) note_invalid("does not echo the command", p, line_len);
+    return;
+  }
   if (line_len < 3 || memcmp(p, "AT ", 3) != 0) {
     note_invalid("not an AT reply", p, line_len);
     return;
@@ -623,13 +779,18 @@ static uint64_t budget(uint64_t now) {
   return b;
 }
 
-static inline void record(uint64_t t_send, uint64_t now) {
+/* Returns whether the reply fell inside the measured window. */
+static inline bool record(uint64_t t_send, uint64_t now) {
   g_completed_total++;
   if (now >= g_win_start && now < g_win_end) {
     g_completed_in_window++;
     hist_add(&g_hist, now - t_send);
+    return true;
   }
+  return false;
 }
+
+static uint64_t g_short_acks; /* resp: WAIT replies in the window that counted fewer replicas than asked */
 
 static int make_pace_timer(void) {
   if (opt.rate <= 0) return -1;
@@ -800,15 +961,25 @@ static void conn_readable(struct conn *c) {
   c->rlen += (size_t)n;
   size_t pos = 0;
   bool counting = c->state == CS_OPEN;
+  bool resp = opt.protocol == P_RESP;
   while (c->count > 0) {
-    size_t len = reply_len(c->rbuf + pos, c->rlen - pos, &c->ps, opt.mode != M_FILL && opt.command == C_WHATSAT);
+    size_t len = resp ? resp_reply_len(c->rbuf + pos, c->rlen - pos, &c->ps)
+                      : reply_len(c->rbuf + pos, c->rlen - pos, &c->ps, opt.mode != M_FILL && opt.command == C_WHATSAT);
     if (!len) break;
+    if (len == RESP_BAD) {
+      note_invalid("not a RESP reply to SET or WAIT", c->rbuf + pos, c->rlen - pos);
+      conn_fail(c, "lost the RESP framing", 0);
+      return;
+    }
     struct slot *s = &c->ring[c->head];
     if (c->stamped == 0) { /* cannot happen: a reply before its command was written */
       s->t_send = now;
       c->stamped = 1;
     }
-    if (counting) {
+    if (counting && resp) {
+      bool short_ack = check_resp(c->rbuf + pos, len, c->ps.line_len);
+      if (record(s->t_send, now) && short_ack) g_short_acks++;
+    } else if (counting) {
       check_reply(c->rbuf + pos, len, c->ps.line_len, c->idx, s);
       record(s->t_send, now);
     }
@@ -929,6 +1100,7 @@ static int run_conns(void) {
     g_win_end = g_win_start + (uint64_t)(opt.duration_s * 1e9);
   }
   struct cpu_mark cpu_a = cpu_now(), cpu_b = cpu_a;
+  struct server_cpu_mark scpu_a = server_cpu_now(), scpu_b;
   bool measuring = fill, capped = false;
   uint64_t last_completion = t_run, next_progress = t_run + NS_PER_S;
   if (opt.rate > 0) dispatch(t_run);
@@ -968,6 +1140,7 @@ static int run_conns(void) {
     if (!measuring && now >= g_win_start) {
       measuring = true;
       cpu_a = cpu_now();
+      scpu_a = server_cpu_now();
     }
     if (now >= next_progress) {
       progress(now, t_run, fill ? "replies" : "completed");
@@ -984,7 +1157,11 @@ static int run_conns(void) {
   }
   uint64_t t_stop = mono_ns();
   cpu_b = cpu_now();
-  if (!measuring) cpu_a = cpu_b;
+  scpu_b = server_cpu_now();
+  if (!measuring) {
+    cpu_a = cpu_b;
+    scpu_a = scpu_b;
+  }
   bool ended_early = !g_open && !g_interrupted; /* every connection failed before the end */
   if (ended_early) note_error("every connection failed: the run ended early");
   if (fill) g_win_end = last_completion;
@@ -1032,7 +1209,10 @@ static int run_conns(void) {
   FILE *f = stdout;
   fprintf(f, "{\"mode\":");
   json_str(f, opt.mode_name);
-  if (!fill) {
+  if (opt.protocol == P_RESP) {
+    fprintf(f, ",\"protocol\":\"resp\",\"command\":\"%s\",\"wait_replicas\":%u,\"wait_timeout_ms\":%u,\"value_bytes\":%u",
+            opt.wait_replicas ? "set+wait" : "set", opt.wait_replicas, opt.wait_timeout_ms, opt.value_bytes);
+  } else if (!fill) {
     fprintf(f, ",\"command\":\"%s\"", opt.command == C_IAMAT ? "iamat" : "whatsat");
     if (opt.command == C_WHATSAT) {
       fputs(",\"whatsat\":{\"id\":", f);
@@ -1056,7 +1236,10 @@ static int run_conns(void) {
   fprintf(f, ",\"replies_total\":%llu,\"errors\":%llu,\"invalid_replies\":%llu,\"connection_failures\":%u,\"lost_in_flight\":%llu,",
           (unsigned long long)g_completed_total, (unsigned long long)g_errors, (unsigned long long)g_invalid, g_conn_failures,
           (unsigned long long)g_lost);
+  if (opt.protocol == P_RESP) fprintf(f, "\"short_acks\":%llu,", (unsigned long long)g_short_acks);
+  if (opt.echo) fputs("\"echo\":true,", f);
   json_cpu(f, cpu_a, cpu_b);
+  if (opt.nserver_pids) json_server_cpu(f, scpu_a, scpu_b, (double)(cpu_b.mono - cpu_a.mono) / 1e9, g_completed_in_window);
   fprintf(f, ",\"interrupted\":%s,\"hit_time_cap\":%s,\"ended_early\":%s}\n", g_interrupted ? "true" : "false",
           capped ? "true" : "false", ended_early ? "true" : "false");
   fflush(f);
@@ -1199,6 +1382,7 @@ static int run_halfclose(void) {
   g_win_start = t_run + (uint64_t)(opt.warmup_s * 1e9);
   g_win_end = g_win_start + (uint64_t)(opt.duration_s * 1e9);
   struct cpu_mark cpu_a = cpu_now(), cpu_b;
+  struct server_cpu_mark scpu_a = server_cpu_now(), scpu_b;
   bool measuring = false, capped = false;
   uint64_t next_progress = t_run + NS_PER_S;
   for (unsigned i = 0; i < nx; i++) {
@@ -1263,6 +1447,7 @@ static int run_halfclose(void) {
     if (!measuring && now >= g_win_start) {
       measuring = true;
       cpu_a = cpu_now();
+      scpu_a = server_cpu_now();
     }
     if (now >= next_progress) {
       progress(now, t_run, "exchanges");
@@ -1275,7 +1460,11 @@ static int run_halfclose(void) {
     }
   }
   cpu_b = cpu_now();
-  if (!measuring) cpu_a = cpu_b;
+  scpu_b = server_cpu_now();
+  if (!measuring) {
+    cpu_a = cpu_b;
+    scpu_a = scpu_b;
+  }
   uint64_t t_stop = cpu_b.mono;
   /* Let exchanges in progress finish (not counted), at most 2 s. */
   g_stop_sending = true;
@@ -1321,7 +1510,9 @@ static int run_halfclose(void) {
   json_latency(f, &g_hist);
   fprintf(f, ",\"replies_total\":%llu,\"errors\":%llu,\"invalid_replies\":%llu,", (unsigned long long)g_completed_total,
           (unsigned long long)g_errors, (unsigned long long)g_invalid);
+  if (opt.echo) fputs("\"echo\":true,", f);
   json_cpu(f, cpu_a, cpu_b);
+  if (opt.nserver_pids) json_server_cpu(f, scpu_a, scpu_b, (double)(cpu_b.mono - cpu_a.mono) / 1e9, g_completed_in_window);
   fprintf(f, ",\"interrupted\":%s,\"hit_time_cap\":%s}\n", g_interrupted ? "true" : "false", capped ? "true" : "false");
   fflush(f);
   return g_completed_in_window > 0 && !capped && !g_interrupted ? 0 : 1;
@@ -1646,7 +1837,7 @@ int main(int argc, char **argv) {
   enum {
     O_HOST = 256, O_PORT, O_CONNECTIONS, O_DEPTH, O_DURATION, O_WARMUP, O_COMMAND, O_CPC, O_WID, O_RADIUS, O_BOUND, O_COLD,
     O_NOSEED, O_LOCATION, O_PREFIX, O_RATE, O_CONCURRENCY, O_FROM, O_TO, O_SAMPLES, O_TIMEOUT, O_INTERVAL, O_CLIENTS,
-    O_MAXTIME, O_TIMEBASE, O_QUIET, O_HELP
+    O_MAXTIME, O_TIMEBASE, O_QUIET, O_HELP, O_PROTOCOL, O_WAIT_REPLICAS, O_WAIT_TIMEOUT, O_VALUE_BYTES, O_ECHO, O_SERVER_PID
   };
   static const struct option longopts[] = {
       {"host", required_argument, 0, O_HOST},
@@ -1675,6 +1866,12 @@ int main(int argc, char **argv) {
       {"max-time", required_argument, 0, O_MAXTIME},
       {"time-base", required_argument, 0, O_TIMEBASE},
       {"quiet", no_argument, 0, O_QUIET},
+      {"protocol", required_argument, 0, O_PROTOCOL},
+      {"wait-replicas", required_argument, 0, O_WAIT_REPLICAS},
+      {"wait-timeout-ms", required_argument, 0, O_WAIT_TIMEOUT},
+      {"value-bytes", required_argument, 0, O_VALUE_BYTES},
+      {"echo", no_argument, 0, O_ECHO},
+      {"server-pid", required_argument, 0, O_SERVER_PID},
       {"help", no_argument, 0, O_HELP},
       {0, 0, 0, 0},
   };
@@ -1742,6 +1939,19 @@ int main(int argc, char **argv) {
       opt.time_base_set = true;
       break;
     case O_QUIET: opt.quiet = true; break;
+    case O_PROTOCOL:
+      if (!strcmp(optarg, "line")) opt.protocol = P_LINE;
+      else if (!strcmp(optarg, "resp")) opt.protocol = P_RESP;
+      else die_usage("--protocol: expected line or resp, got '%s'", optarg);
+      break;
+    case O_WAIT_REPLICAS: opt.wait_replicas = (unsigned)parse_u64("--wait-replicas", optarg, 0, 1000); break;
+    case O_WAIT_TIMEOUT: opt.wait_timeout_ms = (unsigned)parse_u64("--wait-timeout-ms", optarg, 0, 86400000); break;
+    case O_VALUE_BYTES: opt.value_bytes = (unsigned)parse_u64("--value-bytes", optarg, 1, 65536); break;
+    case O_ECHO: opt.echo = true; break;
+    case O_SERVER_PID:
+      if (opt.nserver_pids == MAX_PORTS) die_usage("at most %d --server-pid", MAX_PORTS);
+      opt.server_pids[opt.nserver_pids++] = (int)parse_u64("--server-pid", optarg, 1, 2147483647);
+      break;
     case O_HELP:
     case 'h': usage(stdout); return 0;
     default: die_usage("bad option");
@@ -1775,7 +1985,16 @@ int main(int argc, char **argv) {
   if (!is_field(opt.bound) || strlen(opt.bound) > 50) die_usage("--bound must be one field");
   if (opt.mode == M_PROPAGATION || opt.mode == M_STARTUP) {
     if (opt.command != C_IAMAT || opt.rate > 0) die_usage("--command and --rate do not apply to %s", opt.mode_name);
+    if (opt.nserver_pids) die_usage("--server-pid does not apply to %s", opt.mode_name);
   }
+  if (opt.protocol == P_RESP) {
+    if (opt.mode != M_RR && opt.mode != M_PIPELINED) die_usage("--protocol resp applies to rr and pipelined only");
+    if (opt.command != C_IAMAT || opt.echo) die_usage("--protocol resp sends SET (and WAIT): no --command or --echo");
+  } else if (opt.wait_replicas) {
+    die_usage("--wait-replicas needs --protocol resp");
+  }
+  if (opt.echo && (opt.command != C_IAMAT || opt.mode == M_FILL || opt.mode == M_PROPAGATION || opt.mode == M_STARTUP))
+    die_usage("--echo applies to IAMAT in rr, pipelined and halfclose only");
 
   struct sigaction sa;
   memset(&sa, 0, sizeof sa);
@@ -1803,6 +2022,15 @@ int main(int argc, char **argv) {
   d = put_str(d, opt.bound);
   *d++ = '\n';
   g_whatsat_len = (size_t)(d - g_whatsat_line);
+  if (opt.protocol == P_RESP) {
+    g_cmd_max += opt.value_bytes + 64;
+    if (opt.wait_replicas) {
+      char n[16], ms[16];
+      size_t nl = (size_t)(put_u64(n, opt.wait_replicas) - n), msl = (size_t)(put_u64(ms, opt.wait_timeout_ms) - ms);
+      g_wait_len = (size_t)snprintf(g_wait_cmd, sizeof g_wait_cmd, "*3\r\n$4\r\nWAIT\r\n$%zu\r\n%.*s\r\n$%zu\r\n%.*s\r\n", nl, (int)nl,
+                                    n, msl, (int)msl, ms);
+    }
+  }
 
   switch (opt.mode) {
   case M_STARTUP: return run_startup();
