@@ -18,7 +18,7 @@ async function writeAll(conn: Deno.Conn, bytes: Uint8Array): Promise<void> {
 
 async function echo(conn: Deno.Conn): Promise<void> {
   const buffer = new Uint8Array(64 * 1024);
-  let partial = new Uint8Array(0);
+  let partial: Uint8Array = new Uint8Array(0);
   try {
     while (true) {
       const n = await conn.read(buffer);
