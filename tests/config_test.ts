@@ -60,6 +60,7 @@ Deno.test("parseConfig() reads the default herd file", async () => {
     peerPort: 12100,
     peerDialHost: "127.0.0.1",
     peerDialPort: 12100,
+    adminPort: 12200,
   });
   assert.equal(config.logDir, `${DEFAULT_DIR}/logs`);
   assert.equal(config.dataDir, `${DEFAULT_DIR}/data`);
@@ -302,6 +303,7 @@ Deno.test("serverNamed() returns the named server", async () => {
     peerPort: 12104,
     peerDialHost: "127.0.0.1",
     peerDialPort: 12104,
+    adminPort: 12204,
   });
 });
 

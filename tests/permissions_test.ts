@@ -14,15 +14,15 @@ const DEFAULT_DIR = DEFAULT_PATH.slice(0, DEFAULT_PATH.lastIndexOf("/"));
 
 /** Hill with no key: `auto` is `offline`, so no Places host at all. */
 const HILL_FLAGS = [
-  "--allow-net=127.0.0.1:12000,127.0.0.1:12100,127.0.0.1:12101,127.0.0.1:12102",
+  "--allow-net=127.0.0.1:12000,127.0.0.1:12100,127.0.0.1:12200,127.0.0.1:12101,127.0.0.1:12102",
   `--allow-read=${DEFAULT_PATH},${DEFAULT_DIR}/data,${DEFAULT_DIR}/logs,${DEFAULT_DIR}/certs/ca.crt,${DEFAULT_DIR}/certs/Hill.crt,${DEFAULT_DIR}/certs/Hill.key`,
   `--allow-write=${DEFAULT_DIR}/logs,${DEFAULT_DIR}/data`,
-  "--allow-env=GOOGLE_PLACES_API_KEY",
+  "--allow-env=GOOGLE_PLACES_API_KEY,HERD_ADMIN_TOKEN",
 ];
 
 /** Hill with a key: `auto` is `google-new`. */
 const HILL_FLAGS_KEYED = [
-  "--allow-net=127.0.0.1:12000,127.0.0.1:12100,127.0.0.1:12101,127.0.0.1:12102,places.googleapis.com:443",
+  "--allow-net=127.0.0.1:12000,127.0.0.1:12100,127.0.0.1:12200,127.0.0.1:12101,127.0.0.1:12102,places.googleapis.com:443",
   ...HILL_FLAGS.slice(1),
 ];
 
@@ -66,7 +66,7 @@ Deno.test("serverPermissionFlags() gives Hill exactly what it needs, with and wi
 });
 
 Deno.test("serverNetAddresses() lists Hill's own ports, its neighbours' peer ports and the chosen provider's host", async () => {
-  const own = ["127.0.0.1:12000", "127.0.0.1:12100", "127.0.0.1:12101", "127.0.0.1:12102"];
+  const own = ["127.0.0.1:12000", "127.0.0.1:12100", "127.0.0.1:12200", "127.0.0.1:12101", "127.0.0.1:12102"];
   const config = await loadDefault();
   assert.deepEqual(serverNetAddresses(config, "Hill", NO_KEY), own);
   assert.deepEqual(serverNetAddresses(config, "Hill", KEY), [...own, "places.googleapis.com:443"]);
@@ -81,6 +81,7 @@ Deno.test("serverNetAddresses() gives Singleton its neighbours' peer ports and n
   assert.deepEqual(addresses, [
     "127.0.0.1:12004",
     "127.0.0.1:12104",
+    "127.0.0.1:12204",
     "127.0.0.1:12101",
     "127.0.0.1:12102",
     "127.0.0.1:12103",

@@ -107,6 +107,8 @@ export interface TestHerdOptions {
   captureBytes?: number;
   /** Peer links over TLS (the default) or plain text: the config's `peers.tls`. */
   tls?: boolean;
+  /** Gives every server an admin port (`servers.<Name>.adminPort`): `/metrics`, `/healthz`, `/status`, `/density`. */
+  admin?: boolean;
   /** Extra top-level config fields; they replace what the options above wrote. */
   extra?: Record<string, unknown>;
 }
@@ -127,7 +129,7 @@ export class TestHerd implements AsyncDisposable {
   readonly configPath: string;
   /** The configured servers, started or not. */
   readonly names: string[];
-  #ports = new Map<string, { port: number; peerPort: number }>();
+  #ports = new Map<string, { port: number; peerPort: number; adminPort: number | undefined }>();
   /** The proxy of each directed link, by `dialler>target`. */
   #proxies = new Map<string, FaultProxy>();
   /** Each server's own config file, when the servers see different peer addresses (proxied links). */
@@ -148,12 +150,16 @@ export class TestHerd implements AsyncDisposable {
     const names = options.names ?? DEFAULT_NAMES;
     const dir = await Deno.makeTempDir({ dir: "/tmp", prefix: "herd-test-" });
     const herd = new TestHerd(dir, names, options.key);
-    const ports = freePorts(names.length * 2);
-    const servers: Record<string, { host: string; port: number; peerPort: number; peerAddress?: string }> = {};
+    const ports = freePorts(names.length * 3);
+    const servers: Record<
+      string,
+      { host: string; port: number; peerPort: number; peerAddress?: string; adminPort?: number }
+    > = {};
     names.forEach((name, index) => {
-      const entry = { host: "127.0.0.1", port: ports[2 * index], peerPort: ports[2 * index + 1] };
-      herd.#ports.set(name, { port: entry.port, peerPort: entry.peerPort });
-      servers[name] = entry;
+      const entry = { host: "127.0.0.1", port: ports[3 * index], peerPort: ports[3 * index + 1] };
+      const adminPort = options.admin ? ports[3 * index + 2] : undefined;
+      herd.#ports.set(name, { port: entry.port, peerPort: entry.peerPort, adminPort });
+      servers[name] = adminPort === undefined ? entry : { ...entry, adminPort };
     });
     const links = options.links ?? DEFAULT_LINKS;
     const config = {
@@ -302,6 +308,19 @@ export class TestHerd implements AsyncDisposable {
     const running = this.#running.get(name);
     if (running === undefined) throw new Error(`${name} is not running`);
     return running.stderr;
+  }
+
+  /** Admin port of `name`; the herd must be created with `admin`. */
+  adminPort(name: string): number {
+    const port = this.#ports.get(name)?.adminPort;
+    if (port === undefined) throw new Error(`${name} has no admin port: create the herd with admin: true`);
+    return port;
+  }
+
+  /** `GET` of an admin path of `name` (`/metrics`, `/healthz`, `/status`, `/density`): status and body. */
+  async admin(name: string, path: string): Promise<{ status: number; body: string }> {
+    const response = await fetch(`http://127.0.0.1:${this.adminPort(name)}${path}`);
+    return { status: response.status, body: await response.text() };
   }
 
   /** Peer port of `name`. */
