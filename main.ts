@@ -9,6 +9,8 @@
  *   main.ts schema        print the JSON Schema of herd.config.json
  *   main.ts certs [NAME]  make the herd's CA and each server's certificate (or NAME's), in a child with only
  *                         the permissions that takes; --renew remakes the named servers' (rotation)
+ *   main.ts dashboard     serve the live dashboard on 127.0.0.1:dashboard.port, in a child with only the
+ *                         permissions that takes
  *
  * Options: --config PATH (default herd.config.json), --out DIR (compile only, default dist).
  */
@@ -30,6 +32,8 @@ import { log, setupLogging, shutdownLogging } from "./lib/logging.ts";
 import { traffic } from "./lib/traffic_log.ts";
 import { serverPermissionFlags } from "./lib/cli/permissions.ts";
 import { createPlaces } from "./lib/places/factory.ts";
+import { serveDashboard } from "./lib/cli/launcher.ts";
+import { runDashboard } from "./lib/dashboard/server.ts";
 
 const USAGE = `Usage: main.ts <run|serve|herd|compile|flags|schema|certs> [NAME] [--config PATH] [--out DIR] [--renew]
   run NAME      run server NAME in this process
@@ -38,6 +42,7 @@ const USAGE = `Usage: main.ts <run|serve|herd|compile|flags|schema|certs> [NAME]
   compile       build dist/NAME for each server (or only the NAMEs given)
   flags NAME    print the permission flags of server NAME
   schema        print the JSON Schema of herd.config.json
+  dashboard     serve the live dashboard of the herd on 127.0.0.1 (dashboard.port)
   certs [NAME]  make the herd's CA and the servers' certificates (--renew: remake NAME's)`;
 
 function fail(message: string, code = 2): never {
@@ -186,6 +191,10 @@ async function main(args: string[]): Promise<void> {
         serverPermissionFlags(config, requireName(config, names[0]), { keyPresent: keyPresentFor(config) }).join(" "),
       );
       return;
+    case "dashboard":
+      return Deno.exit(await serveDashboard(config));
+    case "dashboard-run":
+      return runDashboard(config);
     default:
       fail(`Unknown command "${command}"\n${USAGE}`);
   }
