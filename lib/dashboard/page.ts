@@ -71,7 +71,7 @@ const _COLUMNS: [field: string, heading: string][] = [
   ["records", "records"],
   ["commandsPerSecond", "cmd/s"],
   ["replyP99Ms", "p99 ms"],
-  ["clientConnections", "clients"],
+  ["clientConnections", "conns"],
   ["links", "links"],
   ["digest", "digest"],
   ["uptimeS", "uptime"],
