@@ -33,7 +33,6 @@ import { traffic } from "./lib/traffic_log.ts";
 import { serverPermissionFlags } from "./lib/cli/permissions.ts";
 import { createPlaces } from "./lib/places/factory.ts";
 import { serveDashboard } from "./lib/cli/launcher.ts";
-import { runDashboard } from "./lib/dashboard/server.ts";
 
 const USAGE = `Usage: main.ts <run|serve|herd|compile|flags|schema|certs> [NAME] [--config PATH] [--out DIR] [--renew]
   run NAME      run server NAME in this process
@@ -193,8 +192,11 @@ async function main(args: string[]): Promise<void> {
       return;
     case "dashboard":
       return Deno.exit(await serveDashboard(config));
-    case "dashboard-run":
+    case "dashboard-run": {
+      // Loaded here only: the servers need none of the map and the page.
+      const { runDashboard } = await import("./lib/dashboard/server.ts");
       return runDashboard(config);
+    }
     default:
       fail(`Unknown command "${command}"\n${USAGE}`);
   }
