@@ -10,6 +10,8 @@
  *   main.ts status        ask every server for its status and print one table (exit 0 when the herd is whole)
  *   main.ts certs [NAME]  make the herd's CA and each server's certificate (or NAME's), in a child with only
  *                         the permissions that takes; --renew remakes the named servers' (rotation)
+ *   main.ts dashboard     serve the live dashboard on 127.0.0.1:dashboard.port, in a child with only the
+ *                         permissions that takes
  *
  * Options: --config PATH (default herd.config.json), --out DIR (compile only, default dist).
  */
@@ -39,6 +41,7 @@ import { log, setupLogging, shutdownLogging } from "./lib/logging.ts";
 import { traffic } from "./lib/traffic_log.ts";
 import { serverPermissionFlags } from "./lib/cli/permissions.ts";
 import { createPlaces } from "./lib/places/factory.ts";
+import { serveDashboard } from "./lib/cli/launcher.ts";
 
 const USAGE = `Usage: main.ts <run|serve|herd|status|compile|flags|schema|certs> [NAME] [--config PATH] [--out DIR]
   run NAME      run server NAME in this process
@@ -48,6 +51,7 @@ const USAGE = `Usage: main.ts <run|serve|herd|status|compile|flags|schema|certs>
   flags NAME    print the permission flags of server NAME
   status        ask every server for its status; one table; exit 0 when all are up and agree
   schema        print the JSON Schema of herd.config.json
+  dashboard     serve the live dashboard of the herd on 127.0.0.1 (dashboard.port)
   certs [NAME]  make the herd's CA and the servers' certificates (--renew: remake NAME's)`;
 
 function fail(message: string, code = 2): never {
@@ -206,6 +210,13 @@ async function main(args: string[]): Promise<void> {
         serverPermissionFlags(config, requireName(config, names[0]), { keyPresent: keyPresentFor(config) }).join(" "),
       );
       return;
+    case "dashboard":
+      return Deno.exit(await serveDashboard(config));
+    case "dashboard-run": {
+      // Loaded here only: the servers need none of the map and the page.
+      const { runDashboard } = await import("./lib/dashboard/server.ts");
+      return runDashboard(config);
+    }
     default:
       fail(`Unknown command "${command}"\n${USAGE}`);
   }

@@ -49,8 +49,10 @@ export class HistogramSeries {
 }
 
 /** A metric: its name, help and type, and how it prints. */
-interface _Metric {
+export interface Metric {
+  /** Its name in the text format. */
   readonly name: string;
+  /** Appends its lines in the text format to `out`. */
   render(out: string[]): void;
 }
 
@@ -79,7 +81,7 @@ function _labels(names: readonly string[], values: LabelValues, extra?: [string,
 }
 
 /** A counter, with series per label set. */
-export class Counter implements _Metric {
+export class Counter implements Metric {
   /** The metric's name. */
   readonly name: string;
   #help: string;
@@ -118,7 +120,7 @@ export class Counter implements _Metric {
  * A metric whose series are read when scraped: a gauge, or (with `type`
  * `counter`) a counter whose source keeps the count.
  */
-export class Gauge implements _Metric {
+export class Gauge implements Metric {
   /** The metric's name. */
   readonly name: string;
   #help: string;
@@ -151,7 +153,7 @@ export class Gauge implements _Metric {
 }
 
 /** A histogram, with series per label set. */
-export class Histogram implements _Metric {
+export class Histogram implements Metric {
   /** The metric's name. */
   readonly name: string;
   /** The upper bounds of its buckets, ascending. */
@@ -204,7 +206,7 @@ export class Histogram implements _Metric {
 
 /** The metrics of one process, printed together. */
 export class Registry {
-  #metrics: _Metric[] = [];
+  #metrics: Metric[] = [];
 
   /** Adds a metric; returns it. */
   add<M extends Counter | Gauge | Histogram>(metric: M): M {

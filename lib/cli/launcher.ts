@@ -7,7 +7,7 @@
 import { ADMIN_TOKEN_VARIABLE, type HerdConfig, PLACES_KEY_VARIABLE, serverNamed } from "../config/config.ts";
 import { adminAddresses } from "./status.ts";
 import { LineStream } from "../net/line_stream.ts";
-import { serverPermissionFlags } from "./permissions.ts";
+import { dashboardPermissionFlags, serverPermissionFlags } from "./permissions.ts";
 
 /** The Deno executable children run with, by name: `--allow-run=deno` grants exactly this. */
 const DENO = "deno";
@@ -216,19 +216,27 @@ async function _prefix(stream: ReadableStream<Uint8Array>, prefix: string, out: 
   }
 }
 
-/** Runs every server of the herd, prefixing their output with their names; Ctrl-C stops them all. */
+/**
+ * Runs every server of the herd, and the dashboard when a server has an
+ * admin port, prefixing their output with their names (the dashboard prints
+ * its URL); Ctrl-C stops them all.
+ */
 export async function serveAll(config: HerdConfig): Promise<number> {
   if (config.peers.tls) {
     const code = await makeCertificatesInChild(config, { ifMissing: true });
     if (code !== 0) return code;
   }
   const names = [...config.servers.keys()];
-  const width = Math.max(...names.map((name) => name.length));
+  const dashboard = [...config.servers.values()].some((server) => server.adminPort !== undefined);
+  const labels = dashboard ? [...names, "dashboard"] : names;
+  const width = Math.max(...labels.map((label) => label.length));
   const options = { envFile: envFileFor(config), keyPresent: keyPresentFor(config) };
   const children = names.map((name) => _spawn(serverRunArgs(config, name, options), true));
+  if (dashboard) children.push(_spawn(dashboardRunArgs(config), true));
+  else console.log("No server has an adminPort: the dashboard is not started");
   const stopForwarding = _forwardSignals(children);
   const codes = await Promise.all(children.map(async (child, index) => {
-    const prefix = `${names[index].padEnd(width)} | `;
+    const prefix = `${labels[index].padEnd(width)} | `;
     await Promise.all([
       _prefix(child.stdout, prefix, console.log),
       _prefix(child.stderr, prefix, console.error),
@@ -264,4 +272,32 @@ export async function compileAll(config: HerdConfig, outDir: string, names: stri
     return output.code || 1;
   }
   return 0;
+}
+
+/**
+ * The `deno run` arguments of `main.ts dashboard-run`: the flags of
+ * {@linkcode dashboardPermissionFlags}, and the `.env` next to the config
+ * (where the admin token may be).
+ */
+export function dashboardRunArgs(config: HerdConfig): string[] {
+  const envFile = envFileFor(config);
+  return [
+    "run",
+    "--no-prompt",
+    ...dashboardPermissionFlags(config),
+    ...(envFile === undefined ? [] : [`--env-file=${envFile}`]),
+    MAIN_MODULE,
+    "dashboard-run",
+    "--config",
+    config.path,
+  ];
+}
+
+/** Runs the dashboard in a child process with its permissions; resolves to its exit code. */
+export async function serveDashboard(config: HerdConfig): Promise<number> {
+  const child = _spawn(dashboardRunArgs(config), false);
+  const stopForwarding = _forwardSignals([child]);
+  const status = await child.status;
+  stopForwarding();
+  return status.code;
 }

@@ -17,6 +17,7 @@ import {
   serverNamed,
 } from "../config/config.ts";
 import { chooseProvider, providerUrl } from "../places/provider.ts";
+import { DASHBOARD_HOST } from "../dashboard/address.ts";
 
 /** Options for {@linkcode serverPermissionFlags}. */
 export interface PermissionOptions {
@@ -66,5 +67,32 @@ export function serverPermissionFlags(config: HerdConfig, name: string, options:
     `--allow-env=${PLACES_KEY_VARIABLE}${
       serverNamed(config, name).adminPort === undefined ? "" : `,${ADMIN_TOKEN_VARIABLE}`
     }`,
+  ];
+}
+
+/** An address for `--allow-net`: IPv6 hosts in brackets. */
+function _netAddress(host: string, port: number): string {
+  return host.includes(":") && !host.startsWith("[") ? `[${host}]:${port}` : `${host}:${port}`;
+}
+
+/** The network addresses the dashboard listens on or connects to: its own port and each server's admin port. */
+export function dashboardNetAddresses(config: HerdConfig): string[] {
+  const addresses = [_netAddress(DASHBOARD_HOST, config.dashboard.port)];
+  for (const server of config.servers.values()) {
+    if (server.adminPort !== undefined) addresses.push(_netAddress(server.host, server.adminPort));
+  }
+  return [...new Set(addresses)];
+}
+
+/**
+ * The permission flags of the dashboard (`main.ts dashboard-run`), and
+ * nothing more: its listen address and the servers' admin addresses, reading
+ * the config, and the admin token variable.
+ */
+export function dashboardPermissionFlags(config: HerdConfig): string[] {
+  return [
+    `--allow-net=${dashboardNetAddresses(config).join(",")}`,
+    `--allow-read=${config.path}`,
+    `--allow-env=${ADMIN_TOKEN_VARIABLE}`,
   ];
 }

@@ -76,8 +76,11 @@ function _storeWorker(): void {
     const last = new Map<string, number>();
     const expired = new Set<number>();
     let rows = 0;
+    // The last row scanned, not max(rowid) asked afterwards: rows committed since the scan are not in `keep`.
+    let maxRowid = 0;
     for (const { rowid, line } of db.prepare("SELECT rowid, line FROM records").iterate()) {
       rows++;
+      maxRowid = Math.max(maxRowid, rowid as number);
       const fields = (line as string).split(" ");
       last.set(fields[3], rowid as number);
       if (cutoff !== null && less(fields[5], cutoff)) expired.add(rowid as number);
@@ -99,7 +102,6 @@ function _storeWorker(): void {
       batch = [];
       await new Promise((resolve) => setTimeout(resolve, 0));
     };
-    const maxRowid = rows === 0 ? 0 : (db.prepare("SELECT max(rowid) AS m FROM records").get().m as number);
     for (const { rowid } of db.prepare("SELECT rowid FROM records WHERE rowid <= ?").iterate(maxRowid)) {
       if (keep.has(rowid as number)) continue;
       batch.push(rowid as number);
