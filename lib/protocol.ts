@@ -161,6 +161,11 @@ export function recordOfLine(line: string): LocationRecord {
   return { line, clientId: fields[3], location: fields[4], clientTime: fields[5] };
 }
 
+/** The server an AT line the herd made names: the one that took its IAMAT (the second field). */
+export function originOfLine(line: string): string {
+  return line.slice(3, line.indexOf(" ", 3));
+}
+
 /** The client time of an AT line the herd made: its last field. */
 export function clientTimeOfLine(line: string): string {
   return line.slice(line.lastIndexOf(" ") + 1);
@@ -204,14 +209,73 @@ export interface HerdRecordRules {
 export function parseHerdRecord(fields: readonly string[], rules: HerdRecordRules): LocationRecord | string {
   if (fields.length !== 6 || fields[0] !== "AT") return "not a six-field AT record";
   const [, server, difference, clientId, location, clientTime] = fields;
+  return _checkHerdRecord(
+    ["AT", server, difference, clientId, location, clientTime].join(" "),
+    server,
+    difference,
+    clientId,
+    location,
+    clientTime,
+    rules,
+  );
+}
+
+/** The checks of {@linkcode parseHerdRecord} on fields already split out of `line` (the record's own six fields). */
+function _checkHerdRecord(
+  line: string,
+  server: string,
+  difference: string,
+  clientId: string,
+  location: string,
+  clientTime: string,
+  rules: HerdRecordRules,
+): LocationRecord | string {
   if (!rules.servers.has(server)) return "names a server the herd does not have";
   if (!HERD_DIFFERENCE.test(difference)) return "its time difference is not a sign, seconds and nine decimals";
   if (!fitsBytes(clientId, rules.maxClientIdBytes)) return "its client ID is too long";
   if (parseLocation(location) === null) return "its location is not valid ISO 6709 within range";
   if (!isClientTime(clientTime)) return "its client time is not POSIX seconds";
-  const line = ["AT", server, difference, clientId, location, clientTime].join(" ");
-  if (_encoder.encode(line).length > rules.maxLineBytes) return "it is longer than a line may be";
+  if (!fitsBytes(line, rules.maxLineBytes)) return "it is longer than a line may be";
   return { line, clientId, clientTime, location };
+}
+
+/** ASCII whitespace other than the space: a line holding one is split the slow way. */
+const _OTHER_WHITESPACE = /[\t\n\v\f\r]/;
+
+/**
+ * {@linkcode parseHerdRecord} straight from a peer's line, when the line is
+ * written as the herd writes it: `AT` and its fields joined by single
+ * spaces, optionally followed by `extra` more fields (the sequence number
+ * and wait of a live record). Finds the fields by their spaces, with no
+ * array and no second string for the record's line. Returns undefined when
+ * the line is written any other way: the caller then splits it.
+ */
+export function parseHerdRecordLine(
+  line: string,
+  extra: number,
+  rules: HerdRecordRules,
+): { record: LocationRecord | string; tail: string[] } | undefined {
+  if (!line.startsWith("AT ") || _OTHER_WHITESPACE.test(line)) return undefined;
+  const spaces: number[] = [2];
+  for (let at = line.indexOf(" ", 3); at >= 0; at = line.indexOf(" ", at + 1)) spaces.push(at);
+  if (spaces.length !== 5 + extra) return undefined;
+  for (let i = 1; i < spaces.length; i++) if (spaces[i] === spaces[i - 1] + 1) return undefined; // an empty field
+  if (spaces[spaces.length - 1] === line.length - 1) return undefined; // a trailing space
+  const end = extra === 0 ? line.length : spaces[5];
+  const tail: string[] = [];
+  for (let i = 5; i < spaces.length; i++) {
+    tail.push(line.slice(spaces[i] + 1, i + 1 < spaces.length ? spaces[i + 1] : line.length));
+  }
+  const record = _checkHerdRecord(
+    extra === 0 ? line : line.slice(0, end),
+    line.slice(3, spaces[1]),
+    line.slice(spaces[1] + 1, spaces[2]),
+    line.slice(spaces[2] + 1, spaces[3]),
+    line.slice(spaces[3] + 1, spaces[4]),
+    line.slice(spaces[4] + 1, end),
+    rules,
+  );
+  return { record, tail };
 }
 
 function _compareBytes(a: string, b: string): number {

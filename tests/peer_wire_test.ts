@@ -1,6 +1,14 @@
 import assert from "node:assert/strict";
 import { formatAck, formatHello, formatRecord, parsePeerMessage } from "../lib/peer/wire.ts";
-import { type HerdRecordRules, type IamatCommand, recordFromIamat } from "../lib/protocol.ts";
+import fc from "fast-check";
+import {
+  type HerdRecordRules,
+  type IamatCommand,
+  parseHerdRecord,
+  parseHerdRecordLine,
+  recordFromIamat,
+  splitFields,
+} from "../lib/protocol.ts";
 
 /** The default herd's names, with the default limits. */
 const RULES: HerdRecordRules = {
@@ -166,4 +174,55 @@ Deno.test("parsePeerMessage() refuses a record the herd could not have produced,
   }
   assert.equal(parse("AT Hill -3.250000000 kiwi +1+1 1").kind, "RECORD", "a negative difference is fine");
   assert.equal(parse("AT Hill -0.250000000 kiwi +1+1 1").kind, "RECORD", "so is one under a second");
+});
+
+Deno.test("parseHerdRecordLine() reads a line as splitting it would, whenever it reads it at all", () => {
+  // Each field mostly what a record holds there, sometimes anything; mostly joined by one space.
+  const valid = [
+    ["Hill", "Jaquez"],
+    ["+0.263873386", "-3.250000000"],
+    ["kiwi", "🥝a\u00A0b"],
+    ["+34.068930-118.445127", "-1+1"],
+    ["1621464827.959498503", "7"],
+    ["12", "0"],
+    ["500", "0"],
+  ];
+  const odd = fc.oneof(
+    fc.constantFrom("Mallory", "+0.1", "+91+1", "1e9", "x", ""),
+    fc.string({ maxLength: 6 }),
+  );
+  const field = (i: number) =>
+    fc.oneof({ arbitrary: fc.constantFrom(...valid[Math.min(i, valid.length - 1)]), weight: 6 }, {
+      arbitrary: odd,
+      weight: 1,
+    });
+  const separator = fc.oneof({ arbitrary: fc.constant(" "), weight: 12 }, fc.constantFrom("  ", "\t", " \r", ""));
+  const line = fc.oneof(fc.constant(5), fc.constant(7), fc.integer({ min: 1, max: 9 })).chain((count) =>
+    fc.tuple(
+      fc.tuple(...Array.from({ length: count }, (_, i) => fc.tuple(field(i), separator))),
+      fc.oneof({ arbitrary: fc.constant(""), weight: 8 }, fc.constantFrom(" ", "\t")),
+    ).map(([parts, trailing]) =>
+      "AT " + parts.map(([text, sep], i) => i === parts.length - 1 ? text : text + sep).join("") + trailing
+    )
+  );
+  let read = 0;
+  let records = 0;
+  fc.assert(
+    fc.property(line, (line) => {
+      for (const extra of [0, 2]) {
+        const fast = parseHerdRecordLine(line, extra, RULES);
+        if (fast === undefined) continue;
+        read++;
+        if (typeof fast.record !== "string") records++;
+        const fields = splitFields(line);
+        assert.equal(fields.length, 6 + extra, line);
+        assert.deepEqual(fast.record, parseHerdRecord(fields.slice(0, 6), RULES), line);
+        assert.deepEqual(fast.tail, fields.slice(6), line);
+      }
+    }),
+    { numRuns: 5000 },
+  );
+  // The property says something only if the fast path read lines, and records among them.
+  assert.ok(records > 200, `the fast path read only ${records} records: the property checked too little`);
+  assert.ok(read > 500, `the fast path read only ${read} lines: the property checked too little`);
 });

@@ -14,7 +14,13 @@
  */
 
 import { parseDigestHex } from "../store/digest.ts";
-import { type HerdRecordRules, type LocationRecord, parseHerdRecord, splitFields } from "../protocol.ts";
+import {
+  type HerdRecordRules,
+  type LocationRecord,
+  parseHerdRecord,
+  parseHerdRecordLine,
+  splitFields,
+} from "../protocol.ts";
 
 /** A message received on a peer link. */
 export type PeerMessage =
@@ -55,6 +61,14 @@ const _INVALID = (reason: string): PeerMessage => ({ kind: "invalid", reason });
 
 /** Parses one peer line (without its `\n`); records must keep to `rules` ({@linkcode parseHerdRecord}). */
 export function parsePeerMessage(line: string, rules: HerdRecordRules): PeerMessage {
+  // Records are most of what a link carries: read the herd's own way of writing them without splitting.
+  const live = parseHerdRecordLine(line, 2, rules);
+  if (live !== undefined) {
+    const [seq, waitMs] = live.tail;
+    if (!_COUNT.test(seq) || !_COUNT.test(waitMs)) return _INVALID("its sequence or wait is not a count");
+    if (typeof live.record === "string") return _INVALID(live.record);
+    return { kind: "RECORD", record: live.record, seq: Number(seq), waitMs: Number(waitMs) };
+  }
   const fields = splitFields(line);
   switch (fields[0]) {
     case undefined:
