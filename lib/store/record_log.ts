@@ -116,7 +116,9 @@ function _storeWorker(): void {
     try {
       const { DatabaseSync } = await import("node:sqlite");
       db = new DatabaseSync(path);
-      db.exec("PRAGMA busy_timeout = 2000; PRAGMA synchronous = NORMAL");
+      // No checkpoint inside this connection's commits either: a compaction's transaction that crossed the
+      // threshold would copy a whole WAL while holding the write lock, stalling the server's commits.
+      db.exec("PRAGMA busy_timeout = 2000; PRAGMA synchronous = NORMAL; PRAGMA wal_autocheckpoint = 0");
       scope.postMessage({ kind: "ready" });
     } catch (error) {
       db = undefined;
