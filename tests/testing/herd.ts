@@ -119,6 +119,8 @@ interface _Running {
   stderr: string;
   /** Reads stderr until the server exits. */
   reading: Promise<void>;
+  /** Its exit code, once it exited. */
+  exitCode?: number;
 }
 
 /** A herd of server processes for one test. */
@@ -237,7 +239,7 @@ export class TestHerd implements AsyncDisposable {
     })();
     this.#running.set(name, running);
     let exited: number | undefined;
-    child.status.then((status) => exited = status.code);
+    child.status.then((status) => exited = running.exitCode = status.code);
     let listening = false;
     try {
       await waitFor(async () => (listening = await _accepts(this.port(name))) || exited !== undefined, {
@@ -287,7 +289,21 @@ export class TestHerd implements AsyncDisposable {
         }
       }
       return missing.length === 0;
-    }, { timeoutMs, what: () => `the herd to converge; missing ${missing.join(", ")}` });
+    }, { timeoutMs, what: () => `the herd to converge; missing ${missing.join(", ")}${this.#postMortem(names)}` });
+  }
+
+  /** For a failure message: which of `names` exited, and what each wrote to stderr. */
+  #postMortem(names: string[]): string {
+    let text = "";
+    for (const name of names) {
+      const running = this.#running.get(name);
+      if (running === undefined) text += `\n${name} is not running`;
+      else if (running.exitCode !== undefined || running.stderr !== "") {
+        const exited = running.exitCode === undefined ? "running" : `exited with code ${running.exitCode}`;
+        text += `\n${name} (${exited}) wrote to stderr: ${running.stderr.slice(-2000)}`;
+      }
+    }
+    return text;
   }
 
   /** Sends `signal` to `name` and waits for it to exit; returns its status and what it wrote to stderr. */
