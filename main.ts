@@ -68,7 +68,14 @@ function requireName(config: HerdConfig, name: string | undefined): string {
 
 async function runServer(config: HerdConfig, name: string): Promise<void> {
   try {
-    await setupLogging({ logDir: config.logDir, name, maxBytes: config.log.maxBytes, files: config.log.files });
+    await setupLogging({
+      logDir: config.logDir,
+      name,
+      maxBytes: config.log.maxBytes,
+      files: config.log.files,
+      level: config.log.level,
+    });
+    traffic.debug = config.log.level === "debug";
   } catch (error) {
     fail(`${name} cannot open its log in ${config.logDir}: ${(error as Error).message}`, 1);
   }

@@ -374,24 +374,25 @@ export class HerdServer implements PeerHost {
   /**
    * A live record from neighbour `from`: stored, written to disk and passed
    * on if it is newer than ours. The returned promise, if any, is when the
-   * sender may be acknowledged: with `ackScope` "neighbours", once stored
-   * here (nobody waits on the records we pass on); with "herd", once our
-   * own neighbours acknowledged it too, each hop waiting half as long.
+   * sender may be acknowledged: with `ackScope` "neighbours", at once, and
+   * the result says whether it was stored (nobody waits on the records we
+   * pass on); with "herd", once our own neighbours acknowledged it too, each
+   * hop waiting half as long.
    */
-  receive(record: LocationRecord, from: string, waitMs: number): Promise<void> | undefined {
+  receive(record: LocationRecord, from: string, waitMs: number): Promise<void> | boolean {
     metrics.peerReceived.inc();
     if (!this.store.offer(record)) {
       metrics.peerNotNewer.inc();
-      traffic.event("peer", `From ${quote(from)}, not newer, dropped: ${quote(record.line)}`, "DBG");
-      return undefined;
+      if (traffic.debug) traffic.event("peer", `From ${quote(from)}, not newer, dropped: ${quote(record.line)}`, "DBG");
+      return false;
     }
     metrics.peerStored.inc();
-    traffic.event("peer", `From ${quote(from)}, stored: ${quote(record.line)}`);
+    if (traffic.debug) traffic.event("peer", `From ${quote(from)}, stored: ${quote(record.line)}`, "DBG");
     // Written behind: the disk promise is the receiving server's; ours is to have it in memory and pass it on.
     this.#recordLog?.writeBehind(record);
     if (this.#config.peers.ackScope === "neighbours") {
       this.#links.flood(record, from, 0);
-      return undefined;
+      return true;
     }
     // Half the sender's wait, so our answer reaches it before it gives up on us.
     return this.#links.flood(record, from, Math.floor(waitMs / 2));

@@ -133,6 +133,8 @@ export interface LoggingOptions {
   maxBytes: number;
   /** Log files kept, the current one included. */
   files: number;
+  /** The lowest level written to the file. */
+  level: "info" | "debug";
 }
 
 /** The log file of this process, once {@linkcode setupLogging} opened it. */
@@ -169,7 +171,7 @@ export async function setupLogging(options: LoggingOptions): Promise<string> {
       consoleWarnings: withFilter(getConsoleSink({ formatter: consoleFormatter }), "warning"),
     },
     loggers: [
-      { category: ["herd"], sinks: ["file"], lowestLevel: "debug" },
+      { category: ["herd"], sinks: ["file"], lowestLevel: options.level },
       { category: ["herd", "server"], sinks: ["console"] },
       { category: ["herd", "peer"], sinks: ["consoleWarnings"] },
       { category: ["herd", "places"], sinks: ["consoleWarnings"] },

@@ -3,25 +3,30 @@
  * and handed to LogTape in batches, off the path of replies.
  */
 
-import { log } from "./logging.ts";
+import { log, logFile } from "./logging.ts";
 
-/**
- * The high-volume events: every client line and reply, every record
- * received, stored, dropped and forwarded. A LogTape call per event is too
- * costly at tens of thousands of events a second (docs/PERFORMANCE.md,
- * "What logging, the disk and the store cost"); so each event is formatted at once into a log line of its
- * own (time, level, category, text), and the lines gathered until the
- * next timer tick (about a millisecond) go to LogTape together, as one
- * record the file sink writes out as it is. Only the file gets them.
- */
 /** Where an event happened, as the log's category says it (`herd.client`, ...). */
 export type TrafficCategory = "client" | "peer" | "places";
 
 /** The levels traffic events are written at, as the log file writes them. */
 export type TrafficLevel = "DBG" | "INF";
 
-/** The batched log of high-volume events. */
+/**
+ * The high-volume events: every client line and reply, and per batch the
+ * records received, stored and forwarded (each record itself at debug
+ * level). A LogTape call per event is too costly at tens of thousands of
+ * events a second (docs/PERFORMANCE.md, "What logging, the disk and the
+ * store cost"); so each event is formatted at once into a log line of its
+ * own (time, level, category, text), and the lines gathered until the next
+ * timer tick (about a millisecond) go to the log file together, as they
+ * are. Only the file gets them.
+ */
 export class TrafficLog {
+  /**
+   * Whether debug events are written (`log.level` `debug`). Callers check it
+   * before making the text of a debug event, so at `info` one costs nothing.
+   */
+  debug = false;
   #lines: string[] = [];
   #scheduled = false;
   #lastMs = 0;
@@ -29,6 +34,7 @@ export class TrafficLog {
 
   /** Records one event of `category`; `text` is the message, values already quoted (with `quote()` from logging.ts). */
   event(category: TrafficCategory, text: string, level: TrafficLevel = "INF"): void {
+    if (level === "DBG" && !this.debug) return;
     const now = Date.now();
     if (now !== this.#lastMs) {
       this.#lastMs = now;
@@ -49,7 +55,9 @@ export class TrafficLog {
     if (this.#lines.length === 0) return;
     const lines = this.#lines.join("");
     this.#lines = [];
-    log.traffic.info("{lines}", { lines });
+    const file = logFile();
+    if (file !== undefined) file.write(lines);
+    else log.traffic.info("{lines}", { lines });
   }
 }
 

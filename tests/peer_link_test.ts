@@ -3,6 +3,8 @@ import type { PeerHost } from "../lib/peer/host.ts";
 import { PeerLink } from "../lib/peer/outbound.ts";
 import { Reconciler } from "../lib/peer/reconcile.ts";
 import { PeerTransport } from "../lib/peer/transport.ts";
+import { BroadcastTrees } from "../lib/peer/tree.ts";
+import { parseConfig } from "../lib/config/config.ts";
 import type { LocationRecord } from "../lib/protocol.ts";
 import { LocationStore } from "../lib/store/store.ts";
 import { delay, waitFor } from "./testing/wait.ts";
@@ -13,7 +15,7 @@ const HOST: PeerHost = {
   reconciler: new Reconciler(new LocationStore()),
   recordRules: { servers: new Set(["A", "Frozen"]), maxClientIdBytes: 256, maxLineBytes: 8192 },
   isNeighbour: () => true,
-  receive: () => undefined,
+  receive: () => false,
   catchUp: () => false,
   dialledBy: () => {},
 };
@@ -63,4 +65,33 @@ Deno.test({
   listener.close();
   await accepting;
   accepted.forEach((conn) => conn.close());
+});
+
+Deno.test("BroadcastTrees are the breadth-first trees of the graph, one per server, the same on every server", async () => {
+  const config = parseConfig(await Deno.readTextFile(new URL("../herd.config.json", import.meta.url)), "/tmp/h.json");
+  const trees = new BroadcastTrees(config);
+  const childrenOf = (root: string) =>
+    Object.fromEntries([...config.servers.keys()].map((name) => [name, [...trees.children(root, name)]]));
+  assert.deepEqual(childrenOf("Hill"), {
+    Hill: ["Jaquez", "Smith"],
+    Jaquez: ["Singleton"],
+    Smith: ["Campbell"],
+    Campbell: [],
+    Singleton: [],
+  });
+  assert.deepEqual(childrenOf("Campbell"), {
+    Hill: [],
+    Jaquez: [],
+    Smith: ["Hill"],
+    Campbell: ["Smith", "Singleton"],
+    Singleton: ["Jaquez"],
+  });
+  assert.equal(trees.parent("Hill", "Hill"), undefined);
+  assert.equal(trees.parent("Hill", "Singleton"), "Jaquez");
+  assert.equal(trees.parent("Campbell", "Hill"), "Smith");
+  // Every tree spans the herd with one edge less than it has servers: each server gets a record once.
+  for (const root of config.servers.keys()) {
+    const edges = [...config.servers.keys()].reduce((sum, name) => sum + trees.children(root, name).length, 0);
+    assert.equal(edges, config.servers.size - 1, root);
+  }
 });

@@ -91,8 +91,10 @@ export class ClientConnection {
 
   async #serve(context: RouterContext, maxLineBytes: number): Promise<void> {
     const client = this.id;
-    log.client.info("Client {client} connected", { client });
     const quotedClient = quote(client);
+    // Through the traffic log, like the lines: a LogTape call per connection was a tenth of a server's time when
+    // clients connect for one command each.
+    traffic.event("client", `Client ${quotedClient} connected`);
     const replies = new ReplyQueue(this.#conn, (batch) => {
       this.#lastActive = performance.now();
       for (const reply of batch) traffic.event("client", `${quotedClient} > ${quote(cutForLog(_forLog(reply)))}`);
@@ -138,6 +140,6 @@ export class ClientConnection {
       reader.cancel().catch(() => {});
       this.abort();
     }
-    log.client.info("Client {client} disconnected ({reason})", { client, reason: this.#closeReason ?? reason });
+    traffic.event("client", `Client ${quotedClient} disconnected (${quote(this.#closeReason ?? reason)})`);
   }
 }

@@ -132,13 +132,15 @@ export function route(
       const record = recordFromIamat(context.name, command, arrivedNs);
       const reply = record.line + "\n";
       if (!store.offer(record)) {
-        traffic.event(
-          "client",
-          `IAMAT for ${
-            quote(cutForLog(command.clientId))
-          } is not newer than the stored record (or expired); not flooded`,
-          "DBG",
-        );
+        if (traffic.debug) {
+          traffic.event(
+            "client",
+            `IAMAT for ${
+              quote(cutForLog(command.clientId))
+            } is not newer than the stored record (or expired); not flooded`,
+            "DBG",
+          );
+        }
         counts.iamatOk.inc();
         return reply;
       }

@@ -107,6 +107,8 @@ export interface LogConfig {
   maxBytes: number;
   /** How many log files are kept, the current one included. */
   files: number;
+  /** `info`: every client line and reply, records per batch; `debug`: every record too. */
+  level: "info" | "debug";
 }
 
 /** The settings of `peers.ackScope`. */
@@ -132,6 +134,8 @@ export interface PeerConfig {
   reconcileIntervalMs: number;
   /** Whether peer links run over mutually authenticated TLS (plain text only when set to false). */
   tls: boolean;
+  /** How a new record travels: down a spanning tree of its origin (`tree`), or over every link (`flood`). */
+  broadcast: "tree" | "flood";
 }
 
 /** A validated herd configuration. */
@@ -306,6 +310,12 @@ const _records = object({
 const _log = object({
   maxBytes: withDefault(integer({ min: 4096 }), 64 * 1024 * 1024, "Size at which a log file is rotated, in bytes."),
   files: withDefault(positiveInteger(), 5, "How many log files are kept, the current one included."),
+  level: withDefault(
+    oneOf(["info", "debug"] as const),
+    "info",
+    "info: every client line and reply, peers' records counted per batch; debug: every record received, " +
+      "stored, dropped and forwarded, one line each.",
+  ),
 });
 
 const _peers = object({
@@ -325,6 +335,12 @@ const _peers = object({
     positiveInteger(),
     5000,
     "How often a server reconciles its store with one neighbour, in milliseconds.",
+  ),
+  broadcast: withDefault(
+    oneOf(["tree", "flood"] as const),
+    "tree",
+    "How a new record travels: down the breadth-first tree of the graph rooted at the server that took it, each " +
+      "server sending it once (flooding where a tree link is down), or flooded over every link.",
   ),
   tls: withDefault(
     boolean(),

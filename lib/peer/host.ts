@@ -16,10 +16,10 @@ export interface PeerHost {
   /**
    * A live record from neighbour `from`, sent with `waitMs` to acknowledge
    * it. Returns a promise when the acknowledgement must wait for it (the
-   * record passed on and acknowledged further), or nothing when it may be
-   * acknowledged at once.
+   * record passed on and acknowledged further), or, when it may be
+   * acknowledged at once, whether it was stored (new to us).
    */
-  receive(record: LocationRecord, from: string, waitMs: number): Promise<void> | undefined;
+  receive(record: LocationRecord, from: string, waitMs: number): Promise<void> | boolean;
   /** A record `from` sent while reconciling: offered to the store and passed on if new; whether it was new. */
   catchUp(record: LocationRecord, from: string): boolean;
   /** `name` dialled us: it is back, so our own link to it should retry now. */

@@ -11,7 +11,8 @@
 
 import { setImmediate } from "node:timers";
 import { metrics } from "../admin/metrics.ts";
-import { cutForLog, log } from "../logging.ts";
+import { cutForLog, log, quote } from "../logging.ts";
+import { traffic } from "../traffic_log.ts";
 import { LineSocket } from "../net/line_socket.ts";
 import type { LocationRecord } from "../protocol.ts";
 import type { PeerHost } from "./host.ts";
@@ -57,6 +58,9 @@ class InboundLink {
   /** Reconciliation records received in this read, and how many of them were new. */
   #caughtUp = 0;
   #stored = 0;
+  /** Live records received in this read, and how many of them were new (when that was known at once). */
+  #live = 0;
+  #liveStored = 0;
 
   constructor(peer: AcceptedPeer, host: PeerHost, options: InboundOptions) {
     this.#peer = peer;
@@ -108,6 +112,7 @@ class InboundLink {
       this.#handle(parsePeerMessage(line, this.#host.recordRules), line);
     }
     this.#logCatchUp();
+    this.#logLive();
   }
 
   #handle(message: PeerMessage, line: string): void {
@@ -129,7 +134,7 @@ class InboundLink {
           this.#caughtUp++;
           if (this.#host.catchUp(message.record, name)) this.#stored++;
         } else {
-          this.#live(message.record, message.seq, message.waitMs);
+          this.#liveRecord(message.record, message.seq, message.waitMs);
         }
         return;
       default:
@@ -162,14 +167,16 @@ class InboundLink {
   }
 
   /** A live record: handed to the server, and acknowledged when it was sent with a wait. */
-  #live(record: LocationRecord, seq: number, waitMs: number): void {
+  #liveRecord(record: LocationRecord, seq: number, waitMs: number): void {
     // The write is booked before the record is handled, so its acknowledgement goes out ahead of the floods it
     // causes: the sender is waiting on the one, nobody on the others.
     if (waitMs > 0) this.#scheduleFlush();
     const handled = this.#host.receive(record, this.#name!, waitMs);
+    this.#live++;
+    if (handled === true) this.#liveStored++;
     // A record sent with no wait is not acknowledged: nobody is waiting on it.
     if (waitMs === 0) return;
-    if (handled === undefined) {
+    if (typeof handled === "boolean") {
       this.#send(formatAck(seq));
       return;
     }
@@ -252,6 +259,13 @@ class InboundLink {
         this.#conn.destroy();
       }
     });
+  }
+
+  /** Live records are logged as a count per read (each record is a line at debug level, in herd_server.ts). */
+  #logLive(): void {
+    if (this.#live === 0) return;
+    traffic.event("peer", `From ${quote(this.#name!)}: ${this.#live} records, ${this.#liveStored} new`);
+    this.#live = this.#liveStored = 0;
   }
 
   /** Reconciliation records are logged as a count per read, not a line each: a catch-up can carry 100,000. */

@@ -7,11 +7,12 @@
 import { type HerdConfig, neighboursOf, serverNamed } from "../config/config.ts";
 import { metrics } from "../admin/metrics.ts";
 import { quote } from "../logging.ts";
-import type { LocationRecord } from "../protocol.ts";
+import { type LocationRecord, originOfLine } from "../protocol.ts";
 import { traffic } from "../traffic_log.ts";
 import type { PeerHost } from "./host.ts";
 import { PeerLink } from "./outbound.ts";
 import type { PeerTransport } from "./transport.ts";
+import { BroadcastTrees } from "./tree.ts";
 
 const _SETTLED = Promise.resolve();
 const _nothing = () => {};
@@ -19,10 +20,15 @@ const _nothing = () => {};
 /** The links from one server to each of its neighbours. */
 export class PeerLinks {
   #links = new Map<string, PeerLink>();
+  #self: string;
+  /** The broadcast trees, with `peers.broadcast` `tree`; flooding without them. */
+  #trees: BroadcastTrees | undefined;
 
   /** Makes a link to each neighbour of `host` in `config`, over `transport`; none dials until {@linkcode PeerLinks.start}. */
   constructor(host: PeerHost, config: HerdConfig, transport: PeerTransport) {
     const { reconnectMinMs, reconnectMaxMs, ackTimeoutMs } = config.peers;
+    this.#self = host.name;
+    this.#trees = config.peers.broadcast === "tree" ? new BroadcastTrees(config) : undefined;
     for (const neighbour of neighboursOf(config, host.name)) {
       const peer = serverNamed(config, neighbour);
       this.#links.set(
@@ -62,17 +68,38 @@ export class PeerLinks {
   }
 
   /**
-   * Sends a stored record to every neighbour but `from`. With `waitMs` > 0,
-   * resolves once each live one acknowledged it or `waitMs` passed; with 0
-   * the records go unacknowledged and the promise is already settled.
+   * Down the broadcast tree of the record's origin, the neighbours to send a
+   * record that came from `from` (undefined: our own IAMAT) to: our children
+   * in that tree when it came from our parent there and every child's link
+   * is up and keeping up; otherwise every neighbour but `from` (flooding).
+   */
+  #targets(record: LocationRecord, from: string | undefined): readonly string[] | undefined {
+    const trees = this.#trees;
+    if (trees === undefined) return undefined;
+    const origin = originOfLine(record.line);
+    if (from === undefined ? origin !== this.#self : trees.parent(origin, this.#self) !== from) return undefined;
+    const children = trees.children(origin, this.#self);
+    for (const child of children) {
+      const link = this.#links.get(child);
+      if (link === undefined || !link.up || link.lagging) return undefined;
+    }
+    return children;
+  }
+
+  /**
+   * Sends a stored record on: down its broadcast tree, or to every
+   * neighbour but `from` (see {@linkcode PeerLinks.#targets}). With `waitMs`
+   * > 0, resolves once each live one acknowledged it or `waitMs` passed;
+   * with 0 the records go unacknowledged and the promise is already settled.
    */
   flood(record: LocationRecord, from: string | undefined, waitMs: number): Promise<void> {
     const sends: Promise<void>[] = [];
+    const targets = this.#targets(record, from);
     let to = "";
     for (const [name, link] of this.#links) {
-      if (name === from) continue;
+      if (name === from || (targets !== undefined && !targets.includes(name))) continue;
       if (!link.up) {
-        traffic.event("peer", `Not forwarded to ${quote(name)}: link down`, "DBG");
+        if (traffic.debug) traffic.event("peer", `Not forwarded to ${quote(name)}: link down`, "DBG");
         continue;
       }
       to += to === "" ? name : "," + name;
@@ -80,7 +107,8 @@ export class PeerLinks {
       const sent = link.sendAcknowledged(record, waitMs);
       if (sent !== undefined) sends.push(sent);
     }
-    if (to !== "") traffic.event("peer", `Forwarded to ${quote(to)}: ${quote(record.line)}`);
+    // Each record forwarded is a line at debug level; at info, each link logs the records of a write (outbound.ts).
+    if (to !== "" && traffic.debug) traffic.event("peer", `Forwarded to ${quote(to)}: ${quote(record.line)}`, "DBG");
     return sends.length === 0 ? _SETTLED : Promise.all(sends).then(_nothing);
   }
 

@@ -10,7 +10,8 @@
 
 import { setImmediate } from "node:timers";
 import { metrics } from "../admin/metrics.ts";
-import { cutForLog, log } from "../logging.ts";
+import { cutForLog, log, quote } from "../logging.ts";
+import { traffic } from "../traffic_log.ts";
 import { LineSocket } from "../net/line_socket.ts";
 import type { LocationRecord } from "../protocol.ts";
 import { type AckTicket, AckTracker } from "./acks.ts";
@@ -78,6 +79,7 @@ class _Backoff {
 export class PeerLink {
   /** The neighbour's name. */
   readonly neighbour: string;
+  #quotedNeighbour: string;
   #options: PeerLinkOptions;
   #host: PeerHost;
   #conn: LineSocket | undefined;
@@ -97,6 +99,7 @@ export class PeerLink {
   /** A link that dials once {@linkcode PeerLink.start} is called. */
   constructor(options: PeerLinkOptions) {
     this.neighbour = options.neighbour;
+    this.#quotedNeighbour = quote(options.neighbour);
     this.#options = options;
     this.#host = options.host;
     this.#acks = new AckTracker({
@@ -315,16 +318,20 @@ export class PeerLink {
       const batch = [...this.#queue.values()];
       this.#queue.clear();
       const now = performance.now();
+      let live = 0;
       for (const entry of batch) {
         if (!entry.live) {
           text += entry.record.line + "\n";
           continue;
         }
         const seq = ++this.#seq;
+        live++;
         // Sent with no wait, a record is not acknowledged (see wire.ts).
         if (entry.waitMs > 0) this.#acks.sent(seq, entry.ticket, now);
         text += formatRecord(entry.record, seq, entry.waitMs);
       }
+      // The records of a write are logged as a count (each record is a line at debug level, in links.ts).
+      if (live > 0) traffic.event("peer", `To ${this.#quotedNeighbour}: ${live} records`);
       // A neighbour that does not read holds the writer here; the queue meanwhile keeps one record per client.
       if (!conn.write(text)) await conn.drained();
     }
