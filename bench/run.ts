@@ -27,6 +27,7 @@ import { checkCertificateDir, makeCertificateDir } from "./certs.ts";
 import { commandExists, delay, runCommand as run } from "./command.ts";
 import { RedisHerd } from "./redis_herd.ts";
 import { barChart } from "./svg.ts";
+import { waitFor } from "../tests/testing/wait.ts";
 
 const LOADGEN = "bench/.build/loadgen";
 const RESULTS = "bench/results";
@@ -192,13 +193,17 @@ async function startRedisHerd(
   const names: string[] = Object.keys(config.servers);
   const links: [string, string][] = config.links;
   info.root = names[0];
-  const needed = ["redis-server", "redis-cli", ...(CERT_DIR === undefined ? ["openssl"] : [])];
+  // The herd's own certificates (its TestHerd made them with `deno task certs`' code), unless HERD_BENCH_CERTS names
+  // others; openssl makes a set only for a herd running without TLS.
+  const herdCerts = herd.config.peers.tls ? herd.config.certDir : undefined;
+  const given = CERT_DIR ?? herdCerts;
+  const needed = ["redis-server", "redis-cli", ...(given === undefined ? ["openssl"] : [])];
   const missing = needed.filter((tool) => !tools.has(tool));
   if (missing.length > 0) {
     info.error = `${missing.join(", ")} not found`;
     return undefined;
   }
-  let certDir = CERT_DIR;
+  let certDir = given;
   try {
     if (certDir === undefined) {
       certDir = `${scratch}/certs`;
@@ -206,7 +211,7 @@ async function startRedisHerd(
       await Deno.mkdir(certDir);
       await makeCertificateDir(certDir, names);
     } else {
-      info.certificates = certDir;
+      info.certificates = certDir === herdCerts ? `the herd's own, ${certDir}` : certDir;
     }
     if (tools.has("openssl")) await checkCertificateDir(certDir, names);
     const redisHerd = await RedisHerd.start({ names, links, root: names[0], certDir });
@@ -348,10 +353,22 @@ async function main(): Promise<void> {
     key: KEY,
     places: { provider: "google-new" },
   });
-  log("starting a five-server herd");
+  log("starting a five-server herd (TLS peer links, the default)");
   await herd.startAll();
   const ports = herd.names.map((name) => herd.port(name));
   const herdPids = serverPids(herd.names.map((name) => herd.pid(name)));
+  // The same herd with plain-text peer links, for what TLS costs (scenarios 1, 2 and 4, interleaved).
+  const plainHerd = await TestHerd.create({
+    placesUrl: fake.url,
+    key: KEY,
+    places: { provider: "google-new" },
+    tls: false,
+  });
+  log("starting a five-server herd with plain-text peer links");
+  await plainHerd.startAll();
+  const plainPorts = plainHerd.names.map((name) => plainHerd.port(name));
+  const plainPids = serverPids(plainHerd.names.map((name) => plainHerd.pid(name)));
+  result.tls_off = {};
   const redis = hasRedis ? await startRedis() : undefined;
   log("starting the Redis herd");
   const scratch = await Deno.makeTempDir({ dir: "/tmp", prefix: "herd-bench-" });
@@ -380,10 +397,14 @@ async function main(): Promise<void> {
     const h16: Json[] = [];
     const r1: Json[] = [];
     const r16: Json[] = [];
+    const p1: Json[] = [];
+    const p16: Json[] = [];
     for (let repeat = 0; repeat < REPEATS; repeat++) {
       log(`scenario 1 and 2, repeat ${repeat + 1}/${REPEATS}`);
       s1.push(await herdRr(ports, 50, 1, herdPids));
       s2.push(await herdRr(ports, 50, 16, herdPids));
+      p1.push(await herdRr(plainPorts, 50, 1, plainPids));
+      p16.push(await herdRr(plainPorts, 50, 16, plainPids));
       const rr = await onRedisHerd((redisHerd) => redisHerdRr(redisHerd, 50, 1));
       const pipelined = await onRedisHerd((redisHerd) => redisHerdRr(redisHerd, 50, 16));
       if (rr !== undefined && pipelined !== undefined) {
@@ -400,6 +421,12 @@ async function main(): Promise<void> {
     result.scenarios.iamat_pipelined = { runs: s2, median: pick(s2) };
     result.cpu_per_write_us.iamat_rr = medianOf(s1, (run) => run.server_cpu?.us_per_command);
     result.cpu_per_write_us.iamat_pipelined = medianOf(s2, (run) => run.server_cpu?.us_per_command);
+    result.tls_off.iamat_rr = { runs: p1, median: pick(p1) };
+    result.tls_off.iamat_pipelined = { runs: p16, median: pick(p16) };
+    result.tls_off.cpu_per_write_us = {
+      iamat_rr: medianOf(p1, (run) => run.server_cpu?.us_per_command),
+      iamat_pipelined: medianOf(p16, (run) => run.server_cpu?.us_per_command),
+    };
     if (h1.length === REPEATS) {
       result.redis_herd.set_wait_rr = { runs: h1, median: pick(h1) };
       result.redis_herd.set_wait_pipelined = { runs: h16, median: pick(h16) };
@@ -483,15 +510,27 @@ async function main(): Promise<void> {
     // Repeated like scenarios 1 and 2; the run with the median p99 (the bar's figure) is reported, all are kept.
     const unloaded: Json[] = [];
     const halfLoad: Json[] = [];
+    const plainUnloaded: Json[] = [];
     const half = Math.round(pick(s1).throughput_per_s / 2);
+    const plainPropagation = [
+      "propagation",
+      "--from-port",
+      String(plainHerd.port("Hill")),
+      "--to-port",
+      String(plainHerd.port("Campbell")),
+    ];
     for (let repeat = 0; repeat < REPEATS; repeat++) {
       unloaded.push(await loadgen([...propagation, "--samples", "2000", "--id-prefix", `prop${repeat}-`]));
+      plainUnloaded.push(await loadgen([...plainPropagation, "--samples", "2000", "--id-prefix", `prop${repeat}-`]));
       const background = herdRr(ports, 50, 1, ["--rate", String(half), "--duration", String(SECONDS + 3)]);
       await delay(1500);
       const run = await loadgen([...propagation, "--samples", "1000", "--id-prefix", `propload${repeat}-`]);
       halfLoad.push({ ...run, background_rate_per_s: half, background: await background });
     }
     result.scenarios.propagation_unloaded = medianBy(unloaded, (run) => run.latency_us.p99);
+    result.tls_off.propagation_unloaded = medianBy(plainUnloaded, (run) => run.latency_us.p99);
+    result.repeated.propagation_unloaded_tls_off = plainUnloaded;
+    await plainHerd[Symbol.asyncDispose]();
     result.scenarios.propagation_half_load = medianBy(halfLoad, (run) => run.latency_us.p99);
     result.repeated.propagation_unloaded = unloaded;
     result.repeated.propagation_half_load = halfLoad;
@@ -593,6 +632,52 @@ async function main(): Promise<void> {
     rss_settled: settled,
     bytes_per_client_just_after_fill: (justAfter - before) / 1_000_000,
     bytes_per_client: (settled - before) / 1_000_000,
+  };
+
+  // Compaction at 1,000,000 clients: two more fills (newer times) leave 3,000,000 rows for 1,000,000 live records,
+  // past the compaction threshold. While the store's worker compacts, one client sends IAMATs back to back: its
+  // slowest reply is the stall a client sees. The server logs the compaction and its longest write transaction.
+  log("compaction with 1,000,000 clients");
+  for (let fillRound = 0; fillRound < 2; fillRound++) {
+    await loadgen([
+      "fill",
+      "--port",
+      String(solo.port("Solo")),
+      "--clients",
+      "1000000",
+      "--connections",
+      "8",
+      "--depth",
+      "64",
+    ]);
+  }
+  const rssBeforeCompaction = await rssBytes(solo.pid("Solo"));
+  const probe = loadgen([
+    "rr",
+    "--port",
+    String(solo.port("Solo")),
+    "--connections",
+    "1",
+    "--duration",
+    "15",
+    "--warmup",
+    "0",
+  ]);
+  const compacted = await waitFor(async () => {
+    const line = (await solo.log("Solo")).split("\n").find((text) => text.includes("Compacted "));
+    return line;
+  }, { timeoutMs: 60_000, stepMs: 250, what: "the compaction" });
+  const during = await probe;
+  const match = /(\d+) of (\d+) rows deleted in (\d+) ms.*longest write transaction ([0-9.]+) ms/.exec(compacted);
+  result.scenarios.compaction = {
+    clients: 1_000_000,
+    rows: match === null ? undefined : Number(match[2]),
+    deleted: match === null ? undefined : Number(match[1]),
+    worker_ms: match === null ? undefined : Number(match[3]),
+    longest_transaction_ms: match === null ? undefined : Number(match[4]),
+    client_during: { latency_us: during.latency_us, commands: during.commands },
+    rss_before_compaction: rssBeforeCompaction,
+    log_line: compacted.slice(0, 300),
   };
   await solo.stop("Solo", "SIGTERM");
   if (redis) {
@@ -743,6 +828,12 @@ async function report(result: Json): Promise<void> {
     "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
     row("1. IAMAT request/response, 50 conns", s.iamat_rr.median, cpu.iamat_rr),
     row(
+      "1. the same, plain-text peer links",
+      result.tls_off?.iamat_rr?.median,
+      result.tls_off?.cpu_per_write_us?.iamat_rr,
+      s.iamat_rr.median.throughput_per_s / result.tls_off?.iamat_rr?.median?.throughput_per_s,
+    ),
+    row(
       `1. Redis herd: SET + WAIT ${replicas ?? "n"} at ${h.root}, 50 conns`,
       h.set_wait_rr?.median,
       cpu.redis_herd_rr,
@@ -750,6 +841,12 @@ async function report(result: Json): Promise<void> {
     ),
     row("1. plain Redis: redis-benchmark SET -P 1, 50 conns", r.set_p1?.median, undefined, ratios.iamat_rr_vs_redis_p1),
     row("2. IAMAT pipelined, 50 conns × 16", s.iamat_pipelined.median, cpu.iamat_pipelined),
+    row(
+      "2. the same, plain-text peer links",
+      result.tls_off?.iamat_pipelined?.median,
+      result.tls_off?.cpu_per_write_us?.iamat_pipelined,
+      s.iamat_pipelined.median.throughput_per_s / result.tls_off?.iamat_pipelined?.median?.throughput_per_s,
+    ),
     row(
       `2. Redis herd: SET + WAIT ${replicas ?? "n"} at ${h.root}, 50 conns × 16`,
       h.set_wait_pipelined?.median,
@@ -765,6 +862,7 @@ async function report(result: Json): Promise<void> {
     row("3. one command per connection, half-close", s.halfclose, cpu.halfclose),
     row("3. Deno line echo, half-close", e.halfclose?.median, cpu.echo_halfclose, ratios.halfclose_vs_echo),
     row("4. propagation Hill → Campbell, unloaded", s.propagation_unloaded),
+    row("4. the same, plain-text peer links", result.tls_off?.propagation_unloaded),
     row("4. propagation Hill → Campbell, half load", s.propagation_half_load),
     row("5. WHATSAT, cache cold", s.whatsat_cold),
     row("5. WHATSAT, cache warm", s.whatsat_warm),
@@ -794,6 +892,19 @@ async function report(result: Json): Promise<void> {
     `7. Start-up: median ${fmt(s.startup.median_ms)} ms from process start to an accepting client port (${
       s.startup.runs_ms.map((v: number) => fmt(v)).join(", ")
     }).`,
+    ...(s.compaction
+      ? [
+        `Compaction at 1,000,000 clients (${fmt(s.compaction.rows)} rows, ${fmt(s.compaction.deleted)} deleted): ${
+          fmt(s.compaction.worker_ms)
+        } ms on the store's worker, longest write transaction ${s.compaction.longest_transaction_ms} ms; a client sending IAMATs meanwhile saw p99 ${
+          fmt(s.compaction.client_during.latency_us.p99)
+        } µs, ` +
+        `slowest ${fmt(s.compaction.client_during.latency_us.max)} µs.`,
+      ]
+      : []),
+    "",
+    'The herd\'s peer links use TLS (the default) unless a row says plain text; "herd ÷ this" on a plain-text row ' +
+    "is the TLS herd over the plain one: what TLS leaves of the throughput.",
     "",
     ...(notMeasured.length > 0 ? [`Not measured: ${notMeasured.join("; ")}.`, ""] : []),
     "| bar | target | measured | vs plain Redis | |",
