@@ -87,7 +87,7 @@ export interface TestHerdOptions {
     maxQueued?: number;
     errorTtlMs?: number;
   };
-  /** Fields of the config's `peers` (ackTimeoutMs, ackScope, reconcileIntervalMs) over the harness's fast reconnects. */
+  /** Fields of the config's `peers` (ackTimeoutMs, ackScope, broadcast, ...) over the harness's fast reconnects. */
   peers?: {
     reconnectMinMs?: number;
     reconnectMaxMs?: number;
@@ -95,6 +95,7 @@ export interface TestHerdOptions {
     ackScope?: "neighbours" | "herd";
     reconcileIntervalMs?: number;
     tls?: boolean;
+    broadcast?: "tree" | "flood";
   };
   /**
    * Puts a {@linkcode FaultProxy} on every directed link: each server dials
@@ -152,7 +153,11 @@ export class TestHerd implements AsyncDisposable {
     const names = options.names ?? DEFAULT_NAMES;
     const dir = await Deno.makeTempDir({ dir: "/tmp", prefix: "herd-test-" });
     const herd = new TestHerd(dir, names, options.key);
-    const ports = freePorts(names.length * 3);
+    const links = options.links ?? DEFAULT_LINKS;
+    // One batch for every port the herd uses, the proxies' too: a proxy listening on port 0 after the batch was
+    // released could be given a server's port, and the server would then fail to bind while the proxy accepts for it.
+    const ports = freePorts(names.length * 3 + (options.faultProxies ? 2 * links.length : 0));
+    const proxyPorts = ports.slice(names.length * 3);
     const servers: Record<
       string,
       { host: string; port: number; peerPort: number; peerAddress?: string; adminPort?: number }
@@ -163,7 +168,6 @@ export class TestHerd implements AsyncDisposable {
       herd.#ports.set(name, { port: entry.port, peerPort: entry.peerPort, adminPort });
       servers[name] = adminPort === undefined ? entry : { ...entry, adminPort };
     });
-    const links = options.links ?? DEFAULT_LINKS;
     const config = {
       servers,
       links,
@@ -193,6 +197,7 @@ export class TestHerd implements AsyncDisposable {
           if (a !== dialler && b !== dialler) continue;
           const target = a === dialler ? b : a;
           const proxy = new FaultProxy({
+            port: proxyPorts.pop(),
             targetPort: servers[target].peerPort,
             source: dialler,
             captureBytes: options.captureBytes,
