@@ -98,8 +98,6 @@ async function runServer(config: HerdConfig, name: string): Promise<void> {
   });
   try {
     await server.start();
-    // After listening, so start-up stays fast; the first WHATSAT waits for this load if it comes first.
-    places.warm().catch(() => {});
   } catch (error) {
     log.server.error("{name} cannot start: {error}", { name, error: (error as Error).message });
     await shutdownLogging();
@@ -120,6 +118,9 @@ async function runServer(config: HerdConfig, name: string): Promise<void> {
   // SIGHUP: a rotated certificate is read now rather than within the minute.
   Deno.addSignalListener("SIGHUP", () => server.reloadCertificates());
   Deno.addSignalListener("SIGTERM", () => stop("SIGTERM"));
+  // After listening, so start-up stays fast, and after the signal listeners: loading the offline index takes a while
+  // before its first await, and a SIGTERM meanwhile must still shut down cleanly. The first WHATSAT waits for it.
+  places.warm().catch(() => {});
 }
 
 /** `make-certs`: the work of `certs`, in this process (which may read and write `certDir`). */
