@@ -232,3 +232,27 @@ Deno.test({
       what: () => `the descriptors to be closed; file descriptors: ${before} before, ${after} after`,
     });
   }));
+
+Deno.test({
+  name: "RecordLog compaction of many batches succeeds while the server commits all along",
+  permissions: PERMISSIONS,
+}, () =>
+  withDir(async (dir) => {
+    const path = `${dir}/A.db`;
+    const { log } = RecordLog.open(path, {});
+    // 20,000 superseded rows (a commit each: a turn's appends for one client are one row): ten delete transactions,
+    // each of which must get the write lock between the server's commits.
+    for (let time = 1; time <= 20_001; time++) assert.equal(await log.append(record("busy", String(time))), true);
+    await waitFor(() => log.compact(), { what: "the worker to take a compaction" });
+    let done = false;
+    const report = log.compacted().finally(() => done = true);
+    let committed = 0;
+    while (!done) {
+      assert.equal(await log.append(record(`during-${committed}`, "30000")), true);
+      committed++;
+    }
+    assert.ok(committed > 10, `the server committed all along (${committed} commits)`);
+    assert.equal((await report)?.deleted, 20_000, `the compaction finished (${log.lastCompaction ? "ran" : "failed"})`);
+    assert.equal(tableLines(path).length, 1 + committed);
+    log.close();
+  }));

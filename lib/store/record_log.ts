@@ -34,6 +34,8 @@ export const CHECKPOINT_INTERVAL_MS = 200;
 const _RETRY_MIN_MS = 50;
 const _RETRY_MAX_MS = 5000;
 
+/** The longest a commit waits for a compaction transaction's turn before it takes its chances on the lock. */
+const _TURN_WAIT_MS = 100;
 /** Rows deleted per compaction transaction: each holds the write lock a millisecond or so. */
 const _COMPACT_BATCH = 2000;
 
@@ -60,6 +62,8 @@ function _storeWorker(): void {
   const scope = self as unknown as Worker;
   // deno-lint-ignore no-explicit-any
   let db: any;
+  /** Set while a compaction transaction wants or holds the write lock (shared with the server's thread). */
+  let turn: Int32Array | undefined;
   /** Whether an unsigned decimal `a` is less than `b` (both `whole.fraction`, any lengths). */
   const less = (a: string, b: string): boolean => {
     const [aw, af = ""] = a.split(".");
@@ -78,12 +82,17 @@ function _storeWorker(): void {
     let rows = 0;
     // The last row scanned, not max(rowid) asked afterwards: rows committed since the scan are not in `keep`.
     let maxRowid = 0;
-    for (const { rowid, line } of db.prepare("SELECT rowid, line FROM records").iterate()) {
-      rows++;
-      maxRowid = Math.max(maxRowid, rowid as number);
-      const fields = (line as string).split(" ");
-      last.set(fields[3], rowid as number);
-      if (cutoff !== null && less(fields[5], cutoff)) expired.add(rowid as number);
+    // Read a page at a time, each read finished before the next step, so that no read snapshot of this connection
+    // is held across the delete transactions. Rows only ever get greater rowids, so paging by rowid sees each once.
+    const scan = db.prepare("SELECT rowid, line FROM records WHERE rowid > ? ORDER BY rowid LIMIT 5000");
+    for (let page = scan.all(0); page.length > 0; page = scan.all(maxRowid)) {
+      for (const { rowid, line } of page as { rowid: number; line: string }[]) {
+        rows++;
+        maxRowid = rowid;
+        const fields = line.split(" ");
+        last.set(fields[3], rowid);
+        if (cutoff !== null && less(fields[5], cutoff)) expired.add(rowid);
+      }
     }
     const keep = new Set<number>();
     for (const rowid of last.values()) if (!expired.has(rowid)) keep.add(rowid);
@@ -93,18 +102,31 @@ function _storeWorker(): void {
     let deleted = 0;
     let longestBatchMs = 0;
     const flush = async () => {
-      const began = performance.now();
-      db.exec("BEGIN IMMEDIATE");
-      remove.run(JSON.stringify(batch));
-      db.exec("COMMIT");
+      let began = 0;
+      // Our turn: the server's commits wait (Atomics.wait) while this is set, so they cannot take the lock from us
+      // between its busy retries; at most one delete transaction long.
+      Atomics.store(turn!, 0, 1);
+      try {
+        db.exec("BEGIN IMMEDIATE");
+        // Held from here: the longest a commit of the server's can wait on it.
+        began = performance.now();
+        remove.run(JSON.stringify(batch));
+        db.exec("COMMIT");
+      } finally {
+        Atomics.store(turn!, 0, 0);
+        Atomics.notify(turn!, 0);
+      }
       longestBatchMs = Math.max(longestBatchMs, performance.now() - began);
       deleted += batch.length;
       batch = [];
       await new Promise((resolve) => setTimeout(resolve, 0));
     };
-    for (const { rowid } of db.prepare("SELECT rowid FROM records WHERE rowid <= ?").iterate(maxRowid)) {
-      if (keep.has(rowid as number)) continue;
-      batch.push(rowid as number);
+    const page = db.prepare("SELECT rowid FROM records WHERE rowid > ? AND rowid <= ? ORDER BY rowid LIMIT 2000");
+    for (let after = 0;;) {
+      const rowids = page.all(after, maxRowid).map((row: { rowid: number }) => row.rowid);
+      if (rowids.length === 0) break;
+      after = rowids[rowids.length - 1];
+      for (const rowid of rowids) if (!keep.has(rowid)) batch.push(rowid);
       if (batch.length >= 2000) await flush();
     }
     if (batch.length > 0) await flush();
@@ -137,11 +159,12 @@ function _storeWorker(): void {
     }, intervalMs);
   };
   scope.onmessage = async (event: MessageEvent) => {
-    const message = event.data as { kind: "open"; path: string; intervalMs: number } | {
+    const message = event.data as { kind: "open"; path: string; intervalMs: number; turn: Int32Array } | {
       kind: "compact";
       cutoff: string | null;
     };
     if (message.kind === "open") {
+      turn = message.turn;
       opened = open(message.path, message.intervalMs);
       return;
     }
@@ -219,6 +242,15 @@ export class RecordLog {
   #compacting = false;
   #lastCompaction: CompactionReport | undefined;
   #compactionWaiters: ((report: CompactionReport | undefined) => void)[] = [];
+  /**
+   * Set by the worker while one of its compaction transactions wants or
+   * holds the write lock: a commit then waits for it (a few milliseconds at
+   * most, the bench's "longest write transaction") rather than take the lock
+   * back between the worker's busy retries. Without it, commits made back to
+   * back under load starved the worker, whose BEGIN IMMEDIATE gave up after
+   * busy_timeout and failed the compaction.
+   */
+  #turn = new Int32Array(new SharedArrayBuffer(4));
 
   private constructor(path: string, db: DatabaseSync, options: RecordLogOptions) {
     this.path = path;
@@ -262,7 +294,7 @@ export class RecordLog {
       event.preventDefault();
       failed(event.message);
     };
-    worker.postMessage({ kind: "open", path: this.path, intervalMs: CHECKPOINT_INTERVAL_MS });
+    worker.postMessage({ kind: "open", path: this.path, intervalMs: CHECKPOINT_INTERVAL_MS, turn: this.#turn });
   }
 
   #compacted(report: CompactionReport | undefined): void {
@@ -397,6 +429,7 @@ export class RecordLog {
       const lines = [...this.#pending.values()];
       const started = performance.now();
       try {
+        if (Atomics.load(this.#turn, 0) !== 0) Atomics.wait(this.#turn, 0, 1, _TURN_WAIT_MS);
         this.#db.exec("BEGIN");
         this.#append.run(JSON.stringify(lines));
         this.#db.exec("COMMIT");
