@@ -96,16 +96,17 @@ async function runServer(config: HerdConfig, name: string): Promise<void> {
       ? undefined
       : Deno.env.get(ADMIN_TOKEN_VARIABLE) || undefined,
   });
-  try {
-    await server.start();
-  } catch (error) {
-    log.server.error("{name} cannot start: {error}", { name, error: (error as Error).message });
-    await shutdownLogging();
-    Deno.exit(1);
-  }
-  // `deno task herd` delivers Ctrl-C twice (the terminal's and the launcher's): shut down once.
+  // Signal handlers before start-up, so that a SIGTERM while the server loads its records or opens its ports stops it
+  // cleanly once it is up, instead of killing it. `deno task herd` delivers Ctrl-C twice (the terminal's and the
+  // launcher's): shut down once.
+  let started = false;
+  let signalledEarly: string | undefined;
   let stopping: Promise<void> | undefined;
   const stop = (signal: string) => {
+    if (!started) {
+      signalledEarly ??= signal;
+      return;
+    }
     stopping ??= (async () => {
       log.server.info("{name} received {signal}", { name, signal });
       await server.shutdown();
@@ -115,11 +116,22 @@ async function runServer(config: HerdConfig, name: string): Promise<void> {
     })();
   };
   Deno.addSignalListener("SIGINT", () => stop("SIGINT"));
-  // SIGHUP: a rotated certificate is read now rather than within the minute.
-  Deno.addSignalListener("SIGHUP", () => server.reloadCertificates());
   Deno.addSignalListener("SIGTERM", () => stop("SIGTERM"));
-  // After listening, so start-up stays fast, and after the signal listeners: loading the offline index takes a while
-  // before its first await, and a SIGTERM meanwhile must still shut down cleanly. The first WHATSAT waits for it.
+  // SIGHUP: a rotated certificate is read now rather than within the minute.
+  Deno.addSignalListener("SIGHUP", () => {
+    if (started) server.reloadCertificates();
+  });
+  try {
+    await server.start();
+  } catch (error) {
+    log.server.error("{name} cannot start: {error}", { name, error: (error as Error).message });
+    await shutdownLogging();
+    Deno.exit(1);
+  }
+  started = true;
+  if (signalledEarly !== undefined) stop(signalledEarly);
+  // After listening, so start-up stays fast, and after the signal handlers: loading the offline index takes a while
+  // before its first await. The first WHATSAT waits for it.
   places.warm().catch(() => {});
 }
 

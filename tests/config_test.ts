@@ -93,6 +93,17 @@ Deno.test("parseConfig() takes peers.ackScope neighbours or herd and refuses any
   }
 });
 
+Deno.test("parseConfig() takes peers.broadcast flood (the default) or tree, and refuses tree with ackScope herd", () => {
+  assert.equal(parse(sample()).peers.broadcast, "flood");
+  assert.equal(parse({ ...sample(), peers: { broadcast: "tree" } }).peers.broadcast, "tree");
+  assert.equal(parse({ ...sample(), peers: { broadcast: "flood", ackScope: "herd" } }).peers.broadcast, "flood");
+  assert.throws(
+    () => parse({ ...sample(), peers: { broadcast: "tree", ackScope: "herd" } }),
+    /peers\.broadcast "tree" cannot be combined with peers\.ackScope "herd"/,
+  );
+  assert.throws(() => parse({ ...sample(), peers: { broadcast: "gossip" } }), /peers\.broadcast must be one of/);
+});
+
 Deno.test("parseConfig() resolves logDir against the config's folder", () => {
   assert.equal(parse(sample()).logDir, "/tmp/x/logs");
   assert.equal(parse({ ...sample(), logDir: "./a/b" }).logDir, "/tmp/x/a/b");

@@ -323,3 +323,47 @@ Deno.test({
     }
   });
 });
+
+Deno.test({
+  name: "with a server down, a flooded record reaches every other server at once over the links left" + MODE.suffix,
+  permissions: HERD_TEST_PERMISSIONS,
+}, async () => {
+  // Reconciliation out of the way: only the flood itself can bring the record to Campbell, via Jaquez and Singleton.
+  await using herd = await TestHerd.create({
+    tls: MODE.tls,
+    placesUrl: "http://127.0.0.1:9/unused",
+    places: { provider: "offline" },
+    peers: { reconcileIntervalMs: 600_000 },
+  });
+  await herd.startAll();
+  await herd.stop("Smith", "SIGKILL");
+  const id = `around-${crypto.randomUUID().slice(0, 8)}`;
+  // A link to Smith may not have noticed yet: each round a newer record, until one goes around.
+  let line = "";
+  await waitFor(async () => {
+    line = (await iamat(herd, "Hill", id)).line;
+    return await recordAt(herd, "Jaquez", id) === line;
+  }, { what: "Hill's record at Jaquez" });
+  await waitHolds(herd, "Campbell", id, line, 2000);
+  await waitHolds(herd, "Singleton", id, line, 2000);
+});
+
+Deno.test({
+  name: "down a broadcast tree, a server cut off from its parent gets the record from the next reconciliation" +
+    MODE.suffix,
+  permissions: HERD_TEST_PERMISSIONS,
+}, async () => {
+  await using herd = await TestHerd.create({
+    tls: MODE.tls,
+    placesUrl: "http://127.0.0.1:9/unused",
+    places: { provider: "offline" },
+    peers: { broadcast: "tree", reconcileIntervalMs: 1000 },
+  });
+  await herd.startAll();
+  // In Hill's tree Campbell hangs below Smith; with Smith gone, no server passes Hill's records on to it live.
+  await herd.stop("Smith", "SIGKILL");
+  const id = `orphan-${crypto.randomUUID().slice(0, 8)}`;
+  const { line } = await iamat(herd, "Hill", id);
+  await waitHolds(herd, "Singleton", id, line, 2000);
+  await waitHolds(herd, "Campbell", id, line, CATCH_UP_TIMEOUT_MS);
+});

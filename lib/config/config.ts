@@ -134,8 +134,8 @@ export interface PeerConfig {
   reconcileIntervalMs: number;
   /** Whether peer links run over mutually authenticated TLS (plain text only when set to false). */
   tls: boolean;
-  /** How a new record travels: down a spanning tree of its origin (`tree`), or over every link (`flood`). */
-  broadcast: "tree" | "flood";
+  /** How a new record travels: over every link (`flood`), or down a spanning tree of its origin (`tree`). */
+  broadcast: "flood" | "tree";
 }
 
 /** A validated herd configuration. */
@@ -337,10 +337,12 @@ const _peers = object({
     "How often a server reconciles its store with one neighbour, in milliseconds.",
   ),
   broadcast: withDefault(
-    oneOf(["tree", "flood"] as const),
-    "tree",
-    "How a new record travels: down the breadth-first tree of the graph rooted at the server that took it, each " +
-      "server sending it once (flooding where a tree link is down), or flooded over every link.",
+    oneOf(["flood", "tree"] as const),
+    "flood",
+    "How a new record travels: flooded, each server passing it to every neighbour but the sender, so it reaches " +
+      "every server still reachable at once; or down the breadth-first tree of the graph rooted at the server that " +
+      "took it (tree: each server gets it once, about half the messages; a server cut off from its parent in the " +
+      "tree gets it from the next reconciliation instead). tree needs ackScope neighbours.",
   ),
   tls: withDefault(
     boolean(),
@@ -495,6 +497,13 @@ export function parseConfig(text: string, path: string): HerdConfig {
     _checkLinks(raw.links, servers);
     if (raw.peers.reconnectMaxMs < raw.peers.reconnectMinMs) {
       throw new ConfigValueError("peers.reconnectMaxMs must not be less than peers.reconnectMinMs");
+    }
+    if (raw.peers.broadcast === "tree" && raw.peers.ackScope === "herd") {
+      // A server cut off from its parent in a tree gets the record only from the next reconciliation, so a reply
+      // that waited on the tree would not mean what ackScope herd promises (every reachable server holds it).
+      throw new ConfigValueError(
+        'peers.broadcast "tree" cannot be combined with peers.ackScope "herd": use "flood" for a herd-wide reply',
+      );
     }
     const base = _dirname(path);
     return {

@@ -107,7 +107,8 @@ class InboundLink {
 
   #handleLines(lines: Uint8Array[]): void {
     for (const bytes of lines) {
-      if (this.#conn.isClosed) return;
+      // Closed by a line of this read: the rest is not handled, but what was is still logged.
+      if (this.#conn.isClosed) break;
       const line = _decoder.decode(bytes);
       this.#handle(parsePeerMessage(line, this.#host.recordRules), line);
     }
@@ -173,7 +174,8 @@ class InboundLink {
     if (waitMs > 0) this.#scheduleFlush();
     const handled = this.#host.receive(record, this.#name!, waitMs);
     this.#live++;
-    if (handled === true) this.#liveStored++;
+    // A promise (ackScope herd) means stored and passed on, waiting on the neighbours' acknowledgements.
+    if (handled !== false) this.#liveStored++;
     // A record sent with no wait is not acknowledged: nobody is waiting on it.
     if (waitMs === 0) return;
     if (typeof handled === "boolean") {

@@ -102,7 +102,7 @@ export class PeerLinks {
         if (traffic.debug) traffic.event("peer", `Not forwarded to ${quote(name)}: link down`, "DBG");
         continue;
       }
-      to += to === "" ? name : "," + name;
+      if (traffic.debug) to += to === "" ? name : "," + name;
       metrics.forwardedLive.inc();
       const sent = link.sendAcknowledged(record, waitMs);
       if (sent !== undefined) sends.push(sent);

@@ -319,8 +319,10 @@ export class PeerLink {
       this.#queue.clear();
       const now = performance.now();
       let live = 0;
+      let catchingUp = 0;
       for (const entry of batch) {
         if (!entry.live) {
+          catchingUp++;
           text += entry.record.line + "\n";
           continue;
         }
@@ -331,7 +333,10 @@ export class PeerLink {
         text += formatRecord(entry.record, seq, entry.waitMs);
       }
       // The records of a write are logged as a count (each record is a line at debug level, in links.ts).
-      if (live > 0) traffic.event("peer", `To ${this.#quotedNeighbour}: ${live} records`);
+      if (live + catchingUp > 0) {
+        const also = catchingUp > 0 ? `, ${catchingUp} catching up` : "";
+        traffic.event("peer", `To ${this.#quotedNeighbour}: ${live} records${also}`);
+      }
       // A neighbour that does not read holds the writer here; the queue meanwhile keeps one record per client.
       if (!conn.write(text)) await conn.drained();
     }

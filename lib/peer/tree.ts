@@ -1,14 +1,17 @@
 /**
- * Broadcast trees: for each server of the herd, the breadth-first spanning
- * tree of the config's graph rooted at it (neighbours taken in link order,
- * so every server works out the same trees). A record travels down the tree
- * of the server that took its IAMAT (the server its AT line names): each
- * server sends it once, to its children, so each server gets it once where
- * flooding delivers it over every link. A server that cannot reach a child
- * (link down or lagging), or that gets the record from a server other than
- * its parent (someone upstream did the same), floods it instead, so the
- * record still reaches every server that flooding would reach; periodic
- * reconciliation repairs what a black-holed link loses, as with flooding.
+ * Broadcast trees (`peers.broadcast` `tree`): for each server of the herd,
+ * the breadth-first spanning tree of the config's graph rooted at it
+ * (neighbours taken in link order, so every server works out the same
+ * trees). A record travels down the tree of the server that took its IAMAT
+ * (the server its AT line names): each server sends it once, to its
+ * children, so each server gets it once where flooding sends it over every
+ * link. A server that cannot reach a child (link down or lagging), or that
+ * gets the record from a server other than its parent (someone upstream did
+ * the same), floods it instead. That does not make the tree as good as
+ * flooding under faults: a server below a dead or cut-off server of the
+ * tree, which flooding would reach over another path, gets the record only
+ * from the next reconciliation with a neighbour that has it (the lazy
+ * repair PROTOCOL.md allows). Flooding is the default for that reason.
  */
 
 import { type HerdConfig, neighboursOf } from "../config/config.ts";

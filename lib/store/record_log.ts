@@ -126,8 +126,11 @@ function _storeWorker(): void {
       const rowids = page.all(after, maxRowid).map((row: { rowid: number }) => row.rowid);
       if (rowids.length === 0) break;
       after = rowids[rowids.length - 1];
-      for (const rowid of rowids) if (!keep.has(rowid)) batch.push(rowid);
-      if (batch.length >= 2000) await flush();
+      for (const rowid of rowids) {
+        if (keep.has(rowid)) continue;
+        batch.push(rowid);
+        if (batch.length >= 2000) await flush();
+      }
     }
     if (batch.length > 0) await flush();
     scope.postMessage({ kind: "compacted", rows, deleted, ms: performance.now() - started, longestBatchMs });
@@ -291,8 +294,13 @@ export class RecordLog {
       }
     };
     worker.onerror = (event: ErrorEvent) => {
+      // The worker is gone: commits checkpoint again, no compaction runs, and a turn it held is given back.
       event.preventDefault();
+      worker.terminate();
+      if (this.#worker === worker) this.#worker = undefined;
+      Atomics.store(this.#turn, 0, 0);
       failed(event.message);
+      this.#compacted(undefined);
     };
     worker.postMessage({ kind: "open", path: this.path, intervalMs: CHECKPOINT_INTERVAL_MS, turn: this.#turn });
   }
@@ -519,6 +527,7 @@ export class RecordLog {
     }
     this.#closed = true;
     this.#worker?.terminate();
+    Atomics.store(this.#turn, 0, 0);
     this.#compacted(undefined);
     this.#db.close();
   }
