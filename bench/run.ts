@@ -369,6 +369,18 @@ async function main(): Promise<void> {
   const plainPorts = plainHerd.names.map((name) => plainHerd.port(name));
   const plainPids = serverPids(plainHerd.names.map((name) => plainHerd.pid(name)));
   result.tls_off = {};
+  // The same herd with records broadcast down trees (peers.broadcast tree, an option), scenarios 1 and 2, interleaved.
+  const treeHerd = await TestHerd.create({
+    placesUrl: fake.url,
+    key: KEY,
+    places: { provider: "google-new" },
+    peers: { broadcast: "tree" },
+  });
+  log("starting a five-server herd broadcasting down trees");
+  await treeHerd.startAll();
+  const treePorts = treeHerd.names.map((name) => treeHerd.port(name));
+  const treePids = serverPids(treeHerd.names.map((name) => treeHerd.pid(name)));
+  result.broadcast_tree = {};
   const redis = hasRedis ? await startRedis() : undefined;
   log("starting the Redis herd");
   const scratch = await Deno.makeTempDir({ dir: "/tmp", prefix: "herd-bench-" });
@@ -399,12 +411,16 @@ async function main(): Promise<void> {
     const r16: Json[] = [];
     const p1: Json[] = [];
     const p16: Json[] = [];
+    const t1: Json[] = [];
+    const t16: Json[] = [];
     for (let repeat = 0; repeat < REPEATS; repeat++) {
       log(`scenario 1 and 2, repeat ${repeat + 1}/${REPEATS}`);
       s1.push(await herdRr(ports, 50, 1, herdPids));
       s2.push(await herdRr(ports, 50, 16, herdPids));
       p1.push(await herdRr(plainPorts, 50, 1, plainPids));
       p16.push(await herdRr(plainPorts, 50, 16, plainPids));
+      t1.push(await herdRr(treePorts, 50, 1, treePids));
+      t16.push(await herdRr(treePorts, 50, 16, treePids));
       const rr = await onRedisHerd((redisHerd) => redisHerdRr(redisHerd, 50, 1));
       const pipelined = await onRedisHerd((redisHerd) => redisHerdRr(redisHerd, 50, 16));
       if (rr !== undefined && pipelined !== undefined) {
@@ -427,6 +443,13 @@ async function main(): Promise<void> {
       iamat_rr: medianOf(p1, (run) => run.server_cpu?.us_per_command),
       iamat_pipelined: medianOf(p16, (run) => run.server_cpu?.us_per_command),
     };
+    result.broadcast_tree.iamat_rr = { runs: t1, median: pick(t1) };
+    result.broadcast_tree.iamat_pipelined = { runs: t16, median: pick(t16) };
+    result.broadcast_tree.cpu_per_write_us = {
+      iamat_rr: medianOf(t1, (run) => run.server_cpu?.us_per_command),
+      iamat_pipelined: medianOf(t16, (run) => run.server_cpu?.us_per_command),
+    };
+    await treeHerd[Symbol.asyncDispose]();
     if (h1.length === REPEATS) {
       result.redis_herd.set_wait_rr = { runs: h1, median: pick(h1) };
       result.redis_herd.set_wait_pipelined = { runs: h16, median: pick(h16) };
@@ -834,6 +857,12 @@ async function report(result: Json): Promise<void> {
       s.iamat_rr.median.throughput_per_s / result.tls_off?.iamat_rr?.median?.throughput_per_s,
     ),
     row(
+      "1. the same, broadcast trees",
+      result.broadcast_tree?.iamat_rr?.median,
+      result.broadcast_tree?.cpu_per_write_us?.iamat_rr,
+      s.iamat_rr.median.throughput_per_s / result.broadcast_tree?.iamat_rr?.median?.throughput_per_s,
+    ),
+    row(
       `1. Redis herd: SET + WAIT ${replicas ?? "n"} at ${h.root}, 50 conns`,
       h.set_wait_rr?.median,
       cpu.redis_herd_rr,
@@ -846,6 +875,12 @@ async function report(result: Json): Promise<void> {
       result.tls_off?.iamat_pipelined?.median,
       result.tls_off?.cpu_per_write_us?.iamat_pipelined,
       s.iamat_pipelined.median.throughput_per_s / result.tls_off?.iamat_pipelined?.median?.throughput_per_s,
+    ),
+    row(
+      "2. the same, broadcast trees",
+      result.broadcast_tree?.iamat_pipelined?.median,
+      result.broadcast_tree?.cpu_per_write_us?.iamat_pipelined,
+      s.iamat_pipelined.median.throughput_per_s / result.broadcast_tree?.iamat_pipelined?.median?.throughput_per_s,
     ),
     row(
       `2. Redis herd: SET + WAIT ${replicas ?? "n"} at ${h.root}, 50 conns × 16`,
@@ -903,8 +938,9 @@ async function report(result: Json): Promise<void> {
       ]
       : []),
     "",
-    'The herd\'s peer links use TLS (the default) unless a row says plain text; "herd ÷ this" on a plain-text row ' +
-    "is the TLS herd over the plain one: what TLS leaves of the throughput.",
+    'The herd runs with the shipped defaults (TLS peer links, records flooded) unless a row says otherwise; "herd ÷ ' +
+    'this" on a plain-text row is the TLS herd over the plain one (what TLS leaves of the throughput), on a ' +
+    "broadcast-trees row the flooding herd over the tree one.",
     "",
     ...(notMeasured.length > 0 ? [`Not measured: ${notMeasured.join("; ")}.`, ""] : []),
     "| bar | target | measured | vs plain Redis | |",
