@@ -98,12 +98,14 @@ Deno.test({
     const { log } = RecordLog.open(path, { expiryCutoff: () => "1000" });
     for (let client = 0; client < 3000; client++) await log.append(record(`old-${client}`, String(client % 1000)));
     for (let time = 1000; time < 1500; time++) await log.append(record("new", String(time)));
+    // A client whose every line has expired, the superseded ones included.
+    for (let time = 995; time < 1000; time++) await log.append(record("gone", String(time)));
     await waitFor(() => log.compact(), { what: "the worker to take a compaction" });
     const during: Promise<boolean>[] = [];
     for (let client = 0; client < 200; client++) during.push(log.append(record(`during-${client}`, "2000")));
     assert.deepEqual(new Set(await Promise.all(during)), new Set([true]));
     const report = await log.compacted();
-    assert.equal(report?.deleted, 3000 + 499, "every expired line and every superseded one");
+    assert.equal(report?.deleted, 3000 + 499 + 5, "every expired line and every superseded one");
     const lines = tableLines(path);
     assert.ok(lines.includes(record("new", "1499").line));
     for (let client = 0; client < 200; client++) assert.ok(lines.includes(record(`during-${client}`, "2000").line));
