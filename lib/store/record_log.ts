@@ -110,7 +110,9 @@ function _storeWorker(): void {
     }
     for (const rowid of last.values()) if (rowid < 0) remove.push(-rowid);
     last.clear();
-    // In rowid order, so that each transaction touches neighbouring pages.
+    // In rowid order: each transaction touches neighbouring pages, and, the table having no AUTOINCREMENT, a row
+    // committed meanwhile takes a rowid above every one still to be deleted (deleting the greatest first could free
+    // a rowid for a new row that a later batch would then delete).
     const ids = Float64Array.from(remove).sort();
     remove.length = 0;
     const deleteRows = db.prepare("DELETE FROM records WHERE rowid IN (SELECT value FROM json_each(?))");
@@ -137,8 +139,9 @@ function _storeWorker(): void {
       batch = [];
       await new Promise((resolve) => setTimeout(resolve, 0));
     };
-    for (let start = 0; start < ids.length; start += batchRows) {
-      batch = Array.from(ids.subarray(start, start + batchRows));
+    const step = Number.isInteger(batchRows) && batchRows > 0 ? batchRows : 2000;
+    for (let start = 0; start < ids.length; start += step) {
+      batch = Array.from(ids.subarray(start, start + step));
       await flush();
     }
     scope.postMessage({ kind: "compacted", rows, deleted, ms: performance.now() - started, longestBatchMs });
