@@ -3,8 +3,9 @@
  * few kinds the herd uses, kept cheap on the hot path. A counter or a
  * histogram with labels hands out one series object per label set, made
  * once; counting is then adding to a number field. Gauges are read when
- * scraped. (The `prom-client` package takes about 115 ms to import, more
- * than a server's whole start-up, and hashes label objects on each call.)
+ * scraped. (The `prom-client` package takes longer to import than a
+ * server's whole start-up, docs/PERFORMANCE.md, and hashes label objects on
+ * each call.)
  */
 
 /** Label values of one series, in the order of the metric's label names. */

@@ -4,8 +4,8 @@
  * its JSON Schema (for editors) are made. Objects are strict: a key the
  * schema does not know is an error naming the nearest known key. Pure.
  *
- * Not zod: importing zod 4 costs a server about 30 ms of its start-up
- * (docs/PERFORMANCE.md), and a config needs only these few shapes.
+ * Not zod: importing zod 4 would add a sixth or more to a server's
+ * start-up (docs/PERFORMANCE.md), and a config needs only these few shapes.
  */
 
 /** A JSON Schema document or fragment. */

@@ -36,7 +36,7 @@ const _RETRY_MAX_MS = 5000;
 
 /** The longest a commit waits for a compaction transaction's turn before it takes its chances on the lock. */
 const _TURN_WAIT_MS = 100;
-/** Rows deleted per compaction transaction: each holds the write lock a millisecond or so. */
+/** Rows deleted per compaction transaction: few, so a commit waiting on one waits little (docs/PERFORMANCE.md). */
 const _COMPACT_BATCH = 2000;
 
 /** A message from the worker. */
