@@ -8,6 +8,8 @@
  *   deno run --config <root>/deno.json ... bench/ab_one.ts <root> <label> <loadgen> [peers JSON]
  */
 
+import { measureStartups } from "./startup.ts";
+
 const [root, label, loadgen, peers] = Deno.args;
 const { TestHerd } = await import(`${root}/tests/testing/herd.ts`);
 const { startFakePlaces } = await import(`${root}/tests/testing/fake_places.ts`);
@@ -65,16 +67,8 @@ await herd[Symbol.asyncDispose]();
 await fake.close();
 
 const solo = await TestHerd.create({ placesUrl: fake.url, names: ["Solo"], links: [] });
-const startups: number[] = [];
-for (let i = 0; i < 5; i++) {
-  await Deno.remove(`${solo.dir}/data`, { recursive: true }).catch(() => {});
-  const spawnedAt = Date.now() * 1000;
-  const probe = run(["startup", "--port", String(solo.port("Solo")), "--timeout-ms", "5000"]);
-  await solo.start("Solo");
-  startups.push(Math.round(((await probe).connected_at_unix_us - spawnedAt) / 1000));
-  await solo.stop("Solo", "SIGTERM");
-}
-result.s7_ms = startups.sort((a, b) => a - b)[2];
+const startups = await measureStartups(solo, "Solo", run);
+result.s7_ms = Math.round(startups.sort((a, b) => a - b)[2]);
 await solo[Symbol.asyncDispose]();
 console.log(JSON.stringify(result));
 Deno.exit(0);

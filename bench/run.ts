@@ -25,6 +25,7 @@ import { startFakePlaces } from "../tests/testing/fake_places.ts";
 import { exchange, freePorts, TestHerd } from "../tests/testing/herd.ts";
 import { checkCertificateDir, makeCertificateDir } from "./certs.ts";
 import { commandExists, delay, runCommand as run } from "./command.ts";
+import { measureStartups } from "./startup.ts";
 import { RedisHerd } from "./redis_herd.ts";
 import { barChart } from "./svg.ts";
 import { waitFor } from "../tests/testing/wait.ts";
@@ -610,16 +611,7 @@ async function main(): Promise<void> {
   // 6 and 7: one server alone, for memory per client and start-up.
   await using solo = await TestHerd.create({ placesUrl: fake.url, names: ["Solo"], links: [] });
   log("scenario 7: start-up");
-  const startups: number[] = [];
-  for (let i = 0; i < 5; i++) {
-    await Deno.remove(`${solo.dir}/data`, { recursive: true }).catch(() => {});
-    const spawnedAt = Date.now() * 1000;
-    const probe = loadgen(["startup", "--port", String(solo.port("Solo")), "--timeout-ms", "5000"]);
-    await solo.start("Solo");
-    const { connected_at_unix_us } = await probe;
-    startups.push((connected_at_unix_us - spawnedAt) / 1000);
-    await solo.stop("Solo", "SIGTERM");
-  }
+  const startups = await measureStartups(solo, "Solo", loadgen);
   result.scenarios.startup = { runs_ms: startups, median_ms: median(startups) };
 
   log("scenario 6: memory with 1,000,000 clients");
