@@ -387,7 +387,8 @@ export class HerdServer implements PeerHost {
       return false;
     }
     metrics.peerStored.inc();
-    if (traffic.debug) traffic.event("peer", `From ${quote(from)}, stored: ${quote(record.line)}`, "DBG");
+    // PROTOCOL.md: records received are logged, each with its line.
+    traffic.event("peer", `From ${quote(from)}, stored: ${quote(record.line)}`);
     // Written behind: the disk promise is the receiving server's; ours is to have it in memory and pass it on.
     this.#recordLog?.writeBehind(record);
     if (this.#config.peers.ackScope === "neighbours") {

@@ -165,7 +165,7 @@ export async function setupLogging(options: LoggingOptions): Promise<string> {
     sinks: {
       // Our own file sink (log_file.ts): rotated by size, written in the background, bounded in memory. LogTape's
       // file sinks write and fsync per flush on the event loop, and their buffers grow without bound when the
-      // disk cannot keep up (docs/PERFORMANCE.md, "What logging, the disk and the store cost").
+      // disk cannot keep up (CHANGELOG.md, "performance, first pass": log file sink, traffic log).
       file: fileSink,
       console: getConsoleSink({ formatter: consoleFormatter }),
       consoleWarnings: withFilter(getConsoleSink({ formatter: consoleFormatter }), "warning"),

@@ -12,14 +12,14 @@ export type TrafficCategory = "client" | "peer" | "places";
 export type TrafficLevel = "DBG" | "INF";
 
 /**
- * The high-volume events: every client line and reply, and per batch the
- * records received, stored and forwarded (each record itself at debug
- * level). A LogTape call per event is too costly at tens of thousands of
- * events a second (docs/PERFORMANCE.md, "What logging, the disk and the
- * store cost"); so each event is formatted at once into a log line of its
- * own (time, level, category, text), and the lines gathered until the next
- * timer tick (about a millisecond) go to the log file together, as they
- * are. Only the file gets them.
+ * The high-volume events: every client line and reply, every record stored
+ * and forwarded, and per batch the records a peer link read or wrote. A
+ * LogTape call per event is too costly at tens of thousands of events a
+ * second (CHANGELOG.md, "performance, first pass": traffic log); so each
+ * event is formatted at once into a log line of its own (time, level,
+ * category, text), and the lines gathered until the next timer tick (about
+ * a millisecond) go to the log file together, as they are. Only the file
+ * gets them.
  */
 export class TrafficLog {
   /**

@@ -381,3 +381,32 @@ Deno.test({
   }
   assert.match(log.trimEnd().split("\n").at(-1)!, /Solo" stopped$/, "the log ends with the shutdown");
 });
+
+Deno.test({
+  name: "at the default log level, each server logs every record it stores from a peer and every record it forwards" +
+    MODE.suffix,
+  permissions: HERD_TEST_PERMISSIONS,
+}, async () => {
+  await using herd = await TestHerd.create({
+    tls: MODE.tls,
+    placesUrl: "http://127.0.0.1:9/unused",
+    names: ["A", "B", "C"],
+    links: [["A", "B"], ["B", "C"]],
+    places: { provider: "offline" },
+  });
+  await herd.startAll();
+  const line = (await exchange(herd.port("A"), "IAMAT logged.client +1+1 1700000000.5\n")).trimEnd();
+  assert.match(line, AT_LINE);
+  const quoted = JSON.stringify(line);
+  const expected: [string, string][] = [
+    ["A", `Forwarded to "B": ${quoted}`],
+    ["B", `From "A", stored: ${quoted}`],
+    ["B", `Forwarded to "C": ${quoted}`],
+    ["C", `From "B", stored: ${quoted}`],
+  ];
+  for (const [name, text] of expected) {
+    await waitFor(async () => (await herd.log(name)).includes(`[INF] herd.peer: ${text}`), {
+      what: `${name}'s log to say ${text}`,
+    });
+  }
+});

@@ -107,7 +107,7 @@ export interface LogConfig {
   maxBytes: number;
   /** How many log files are kept, the current one included. */
   files: number;
-  /** `info`: every client line and reply, records per batch; `debug`: every record too. */
+  /** `info`: every client line and reply, every record stored and forwarded; `debug`: also those dropped or not sent. */
   level: "info" | "debug";
 }
 
@@ -313,8 +313,8 @@ const _log = object({
   level: withDefault(
     oneOf(["info", "debug"] as const),
     "info",
-    "info: every client line and reply, peers' records counted per batch; debug: every record received, " +
-      "stored, dropped and forwarded, one line each.",
+    "info: every client line and reply, every record stored and forwarded, one line each, and peers' records " +
+      "counted per batch; debug: also every record dropped as not newer and every send skipped for a link down.",
   ),
 });
 

@@ -263,7 +263,7 @@ class InboundLink {
     });
   }
 
-  /** Live records are logged as a count per read (each record is a line at debug level, in herd_server.ts). */
+  /** Live records are logged as a count per read (each record stored is a line of its own, in herd_server.ts). */
   #logLive(): void {
     if (this.#live === 0) return;
     traffic.event("peer", `From ${quote(this.#name!)}: ${this.#live} records, ${this.#liveStored} new`);

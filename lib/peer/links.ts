@@ -102,13 +102,13 @@ export class PeerLinks {
         if (traffic.debug) traffic.event("peer", `Not forwarded to ${quote(name)}: link down`, "DBG");
         continue;
       }
-      if (traffic.debug) to += to === "" ? name : "," + name;
+      to += to === "" ? name : "," + name;
       metrics.forwardedLive.inc();
       const sent = link.sendAcknowledged(record, waitMs);
       if (sent !== undefined) sends.push(sent);
     }
-    // Each record forwarded is a line at debug level; at info, each link logs the records of a write (outbound.ts).
-    if (to !== "" && traffic.debug) traffic.event("peer", `Forwarded to ${quote(to)}: ${quote(record.line)}`, "DBG");
+    // PROTOCOL.md: records forwarded are logged, each with its line (and each link's write as a count, outbound.ts).
+    if (to !== "") traffic.event("peer", `Forwarded to ${quote(to)}: ${quote(record.line)}`);
     return sends.length === 0 ? _SETTLED : Promise.all(sends).then(_nothing);
   }
 

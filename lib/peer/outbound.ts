@@ -332,7 +332,7 @@ export class PeerLink {
         if (entry.waitMs > 0) this.#acks.sent(seq, entry.ticket, now);
         text += formatRecord(entry.record, seq, entry.waitMs);
       }
-      // The records of a write are logged as a count (each record is a line at debug level, in links.ts).
+      // The records of a write are logged as a count (each record forwarded is a line of its own, in links.ts).
       if (live + catchingUp > 0) {
         const also = catchingUp > 0 ? `, ${catchingUp} catching up` : "";
         traffic.event("peer", `To ${this.#quotedNeighbour}: ${live} records${also}`);
