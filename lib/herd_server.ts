@@ -14,7 +14,7 @@ import type { RouterContext } from "./client/router.ts";
 import { nowNs } from "./clock.ts";
 import { nanosecondsText } from "./decimal.ts";
 import { certFiles, type HerdConfig, serverNamed } from "./config/config.ts";
-import { log, quote } from "./logging.ts";
+import { cutForLog, log, logFile, quote } from "./logging.ts";
 import { acceptLoop } from "./net/acceptor.ts";
 import type { PeerHost } from "./peer/host.ts";
 import { type InboundPeer, servePeer } from "./peer/inbound.ts";
@@ -22,7 +22,6 @@ import { PeerLinks } from "./peer/links.ts";
 import { Reconciler } from "./peer/reconcile.ts";
 import { PeerTransport } from "./peer/transport.ts";
 import type { CachedPlaces } from "./places/cache.ts";
-import { logFile } from "./logging.ts";
 import type { HerdRecordRules, LocationRecord } from "./protocol.ts";
 import { RecordLog } from "./store/record_log.ts";
 import { LocationStore } from "./store/store.ts";
@@ -383,12 +382,13 @@ export class HerdServer implements PeerHost {
     metrics.peerReceived.inc();
     if (!this.store.offer(record)) {
       metrics.peerNotNewer.inc();
-      if (traffic.debug) traffic.event("peer", `From ${quote(from)}, not newer, dropped: ${quote(record.line)}`, "DBG");
+      if (traffic.debug) {
+        traffic.event("peer", `From ${quote(from)}, not newer, dropped: ${quote(cutForLog(record.line))}`, "DBG");
+      }
       return false;
     }
     metrics.peerStored.inc();
-    // PROTOCOL.md: records received are logged, each with its line.
-    traffic.event("peer", `From ${quote(from)}, stored: ${quote(record.line)}`);
+    // Logged by the flood, in one line with where it went (PROTOCOL.md: records received and forwarded are logged).
     // Written behind: the disk promise is the receiving server's; ours is to have it in memory and pass it on.
     this.#recordLog?.writeBehind(record);
     if (this.#config.peers.ackScope === "neighbours") {

@@ -400,8 +400,7 @@ Deno.test({
   const quoted = JSON.stringify(line);
   const expected: [string, string][] = [
     ["A", `Forwarded to "B": ${quoted}`],
-    ["B", `From "A", stored: ${quoted}`],
-    ["B", `Forwarded to "C": ${quoted}`],
+    ["B", `From "A", stored, forwarded to "C": ${quoted}`],
     ["C", `From "B", stored: ${quoted}`],
   ];
   for (const [name, text] of expected) {

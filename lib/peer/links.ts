@@ -6,7 +6,7 @@
 
 import { type HerdConfig, neighboursOf, serverNamed } from "../config/config.ts";
 import { metrics } from "../admin/metrics.ts";
-import { quote } from "../logging.ts";
+import { cutForLog, quote } from "../logging.ts";
 import { type LocationRecord, originOfLine } from "../protocol.ts";
 import { traffic } from "../traffic_log.ts";
 import type { PeerHost } from "./host.ts";
@@ -91,6 +91,7 @@ export class PeerLinks {
    * neighbour but `from` (see {@linkcode PeerLinks.#targets}). With `waitMs`
    * > 0, resolves once each live one acknowledged it or `waitMs` passed;
    * with 0 the records go unacknowledged and the promise is already settled.
+   * Logs the record: stored (from a peer) and where it went.
    */
   flood(record: LocationRecord, from: string | undefined, waitMs: number): Promise<void> {
     const sends: Promise<void>[] = [];
@@ -107,8 +108,14 @@ export class PeerLinks {
       const sent = link.sendAcknowledged(record, waitMs);
       if (sent !== undefined) sends.push(sent);
     }
-    // PROTOCOL.md: records forwarded are logged, each with its line (and each link's write as a count, outbound.ts).
-    if (to !== "") traffic.event("peer", `Forwarded to ${quote(to)}: ${quote(record.line)}`);
+    // PROTOCOL.md: records received and forwarded are logged, each with its line, one line per record stored (each
+    // link's write is also logged as a count, outbound.ts). A record from a client was logged as its IAMAT.
+    if (from !== undefined) {
+      const forwarded = to === "" ? "" : `, forwarded to ${quote(to)}`;
+      traffic.event("peer", `From ${quote(from)}, stored${forwarded}: ${quote(cutForLog(record.line))}`);
+    } else if (to !== "") {
+      traffic.event("peer", `Forwarded to ${quote(to)}: ${quote(cutForLog(record.line))}`);
+    }
     return sends.length === 0 ? _SETTLED : Promise.all(sends).then(_nothing);
   }
 
