@@ -266,7 +266,8 @@ class InboundLink {
   /** Live records are logged as a count per read (each record stored is a line of its own, in herd_server.ts). */
   #logLive(): void {
     if (this.#live === 0) return;
-    traffic.event("peer", `From ${quote(this.#name!)}: ${this.#live} records, ${this.#liveStored} new`);
+    const records = this.#live === 1 ? "record" : "records";
+    traffic.event("peer", `From ${quote(this.#name!)}: ${this.#live} ${records}, ${this.#liveStored} new`);
     this.#live = this.#liveStored = 0;
   }
 

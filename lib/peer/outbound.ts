@@ -335,7 +335,7 @@ export class PeerLink {
       // The records of a write are logged as a count (each record forwarded is a line of its own, in links.ts).
       if (live + catchingUp > 0) {
         const also = catchingUp > 0 ? `, ${catchingUp} catching up` : "";
-        traffic.event("peer", `To ${this.#quotedNeighbour}: ${live} records${also}`);
+        traffic.event("peer", `To ${this.#quotedNeighbour}: ${live} ${live === 1 ? "record" : "records"}${also}`);
       }
       // A neighbour that does not read holds the writer here; the queue meanwhile keeps one record per client.
       if (!conn.write(text)) await conn.drained();
