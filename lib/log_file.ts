@@ -7,6 +7,12 @@
  * once writing works again. Rotation renames `<name>.log` to `<name>.log.1`
  * (and `.1` to `.2`, up to the number of files kept) when the next write
  * would pass the size bound.
+ *
+ * Writes are spaced at least {@linkcode LogFileOptions.intervalMs} apart
+ * (10 ms by default) unless a full piece is waiting: an asynchronous file
+ * write costs the event loop about 30 µs of hand-off to a blocking thread,
+ * so writing every millisecond or so of a busy server's lines cost it a
+ * tenth of its CPU (docs/PERFORMANCE.md, "Log writes spaced").
  */
 
 /** Options for {@linkcode LogFile}. */
@@ -17,6 +23,8 @@ export interface LogFileOptions {
   files: number;
   /** Most bytes waiting to be written; past it, lines are dropped and counted. */
   maxQueuedBytes?: number;
+  /** Least time between two writes while less than a full write's worth is queued, in ms. */
+  intervalMs?: number;
 }
 
 const _encoder = new TextEncoder();
@@ -36,10 +44,14 @@ export class LogFile {
   #droppedTotal = 0;
   #writing: Promise<void> | undefined;
   #closed = false;
+  #lastWriteMs = -Infinity;
+  /** Ends the current wait between writes at once (a flush or close is waiting). */
+  #hurry: (() => void) | undefined;
+  #hurried = false;
 
   private constructor(path: string, options: LogFileOptions) {
     this.path = path;
-    this.#options = { maxQueuedBytes: 8 * 1024 * 1024, ...options };
+    this.#options = { maxQueuedBytes: 8 * 1024 * 1024, intervalMs: 10, ...options };
   }
 
   /** Opens (creating if missing) the log file at `path` for appending. */
@@ -83,7 +95,12 @@ export class LogFile {
 
   /** Resolves once everything queued so far is written (or dropped). */
   async flush(): Promise<void> {
-    while (this.#writing !== undefined) await this.#writing;
+    while (this.#writing !== undefined) {
+      this.#hurried = true;
+      this.#hurry?.();
+      await this.#writing;
+    }
+    this.#hurried = false;
   }
 
   /** Writes what is queued, then closes the file. */
@@ -97,6 +114,7 @@ export class LogFile {
   async #drain(): Promise<void> {
     try {
       while (this.#queue.length > 0 && this.#file !== undefined) {
+        await this.#spaced();
         // Rotated before a write that would pass the bound, so no file passes it (unless one entry alone does).
         if (this.#size > 0 && this.#size + this.#queue[0].length > this.#options.maxBytes) await this.#rotateSafely();
         const chunk = this.#take(Math.max(1, this.#options.maxBytes - this.#size));
@@ -117,6 +135,20 @@ export class LogFile {
     } finally {
       this.#writing = undefined;
     }
+  }
+
+  /** Waits until the last write is `intervalMs` old, unless a full write is queued or someone is flushing. */
+  async #spaced(): Promise<void> {
+    const waitMs = this.#lastWriteMs + this.#options.intervalMs - performance.now();
+    if (waitMs <= 0 || this.#hurried || this.#queuedBytes >= _WRITE_BYTES) return;
+    await new Promise<void>((resolve) => {
+      const timer = setTimeout(resolve, waitMs);
+      this.#hurry = () => {
+        clearTimeout(timer);
+        resolve();
+      };
+    });
+    this.#hurry = undefined;
   }
 
   /** Whole entries from the head of the queue, at most `room` (and {@linkcode _WRITE_BYTES}) bytes but one at least. */
@@ -154,6 +186,7 @@ export class LogFile {
     try {
       if (this.#file === undefined) return false;
       let offset = 0;
+      this.#lastWriteMs = performance.now();
       while (offset < bytes.length) offset += await this.#file.write(bytes.subarray(offset));
       this.#size += bytes.length;
       return true;
