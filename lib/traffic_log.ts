@@ -8,6 +8,9 @@ import { log, logFile } from "./logging.ts";
 /** Where an event happened, as the log's category says it (`herd.client`, ...). */
 export type TrafficCategory = "client" | "peer" | "places";
 
+/** How long events gather before they go to the log file together, in ms. */
+const _FLUSH_MS = 10;
+
 /** The levels traffic events are written at, as the log file writes them. */
 export type TrafficLevel = "DBG" | "INF";
 
@@ -17,9 +20,8 @@ export type TrafficLevel = "DBG" | "INF";
  * LogTape call per event is too costly at tens of thousands of events a
  * second (CHANGELOG.md, "performance, first pass": traffic log); so each
  * event is formatted at once into a log line of its own (time, level,
- * category, text), and the lines gathered until the next timer tick (about
- * a millisecond) go to the log file together, as they are. Only the file
- * gets them.
+ * category, text), and the lines gathered over 10 ms go to the log file
+ * together, as they are. Only the file gets them.
  */
 export class TrafficLog {
   /**
@@ -43,9 +45,9 @@ export class TrafficLog {
     this.#lines.push(`${this.#lastIso} [${level}] herd.${category}: ${text}\n`);
     if (!this.#scheduled) {
       this.#scheduled = true;
-      // On a timer, not at the end of this turn: the flush (a join and a file write) then never sits between a
-      // turn's reads and its replies, and one flush carries a millisecond or so of turns.
-      setTimeout(() => this.flush(), 0);
+      // On a timer, not at the end of this turn: the flush (a join) then never sits between a turn's reads and its
+      // replies, and one flush carries the turns of the log file's spacing of writes (10 ms).
+      setTimeout(() => this.flush(), _FLUSH_MS);
     }
   }
 
