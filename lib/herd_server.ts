@@ -378,7 +378,7 @@ export class HerdServer implements PeerHost {
    * pass on); with "herd", once our own neighbours acknowledged it too, each
    * hop waiting half as long.
    */
-  receive(record: LocationRecord, from: string, waitMs: number, covered?: readonly string[]): Promise<void> | boolean {
+  receive(record: LocationRecord, from: string, waitMs: number): Promise<void> | boolean {
     metrics.peerReceived.inc();
     if (!this.store.offer(record)) {
       metrics.peerNotNewer.inc();
@@ -392,11 +392,11 @@ export class HerdServer implements PeerHost {
     // Written behind: the disk promise is the receiving server's; ours is to have it in memory and pass it on.
     this.#recordLog?.writeBehind(record);
     if (this.#config.peers.ackScope === "neighbours") {
-      this.#links.flood(record, from, 0, covered);
+      this.#links.flood(record, from, 0);
       return true;
     }
     // Half the sender's wait, so our answer reaches it before it gives up on us.
-    return this.#links.flood(record, from, Math.floor(waitMs / 2), covered);
+    return this.#links.flood(record, from, Math.floor(waitMs / 2));
   }
 
   /**

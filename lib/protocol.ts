@@ -245,8 +245,8 @@ const _OTHER_WHITESPACE = /[\t\n\v\f\r]/;
 /**
  * {@linkcode parseHerdRecord} straight from a peer's line, when the line is
  * written as the herd writes it: `AT` and its fields joined by single
- * spaces, followed by `extra` to `maxExtra` (default `extra`) more fields
- * (the sequence number, wait and coverage of a live record). Finds the fields by their spaces, with no
+ * spaces, optionally followed by `extra` more fields (the sequence number
+ * and wait of a live record). Finds the fields by their spaces, with no
  * array and no second string for the record's line. Returns undefined when
  * the line is written any other way: the caller then splits it.
  */
@@ -254,21 +254,20 @@ export function parseHerdRecordLine(
   line: string,
   extra: number,
   rules: HerdRecordRules,
-  maxExtra: number = extra,
 ): { record: LocationRecord | string; tail: string[] } | undefined {
   if (!line.startsWith("AT ") || _OTHER_WHITESPACE.test(line)) return undefined;
   const spaces: number[] = [2];
   for (let at = line.indexOf(" ", 3); at >= 0; at = line.indexOf(" ", at + 1)) spaces.push(at);
-  if (spaces.length < 5 + extra || spaces.length > 5 + maxExtra) return undefined;
+  if (spaces.length !== 5 + extra) return undefined;
   for (let i = 1; i < spaces.length; i++) if (spaces[i] === spaces[i - 1] + 1) return undefined; // an empty field
   if (spaces[spaces.length - 1] === line.length - 1) return undefined; // a trailing space
-  const end = spaces.length === 5 ? line.length : spaces[5];
+  const end = extra === 0 ? line.length : spaces[5];
   const tail: string[] = [];
   for (let i = 5; i < spaces.length; i++) {
     tail.push(line.slice(spaces[i] + 1, i + 1 < spaces.length ? spaces[i + 1] : line.length));
   }
   const record = _checkHerdRecord(
-    spaces.length === 5 ? line : line.slice(0, end),
+    extra === 0 ? line : line.slice(0, end),
     line.slice(3, spaces[1]),
     line.slice(spaces[1] + 1, spaces[2]),
     line.slice(spaces[2] + 1, spaces[3]),

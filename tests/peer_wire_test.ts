@@ -226,38 +226,3 @@ Deno.test("parseHerdRecordLine() reads a line as splitting it would, whenever it
   assert.ok(records > 200, `the fast path read only ${records} records: the property checked too little`);
   assert.ok(read > 500, `the fast path read only ${read} lines: the property checked too little`);
 });
-
-Deno.test("formatRecord() and parsePeerMessage() carry a record's coverage, and refuse a coverage the herd cannot have", () => {
-  const line = formatRecord(RECORD, 7, 500, "Hill,Jaquez,Smith");
-  assert.equal(line, `${RECORD.line} 7 500 Hill,Jaquez,Smith\n`);
-  assert.deepEqual(reparse(line), {
-    kind: "RECORD",
-    record: RECORD,
-    seq: 7,
-    waitMs: 500,
-    covered: ["Hill", "Jaquez", "Smith"],
-  });
-  // Written with other spaces, read the slow way: the same message.
-  assert.deepEqual(parse(`${RECORD.line.replaceAll(" ", "  ")} 7 500 Smith`), {
-    kind: "RECORD",
-    record: RECORD,
-    seq: 7,
-    waitMs: 500,
-    covered: ["Smith"],
-  });
-  for (
-    const coverage of [
-      "Hill,Nobody",
-      "Hill,Hill",
-      "Hill,",
-      ",Hill",
-      "hill",
-      "Hill,Jaquez,Smith,Campbell,Singleton,Hill",
-    ]
-  ) {
-    const message = parse(`${RECORD.line} 7 500 ${coverage}`);
-    assert.equal(message.kind, "invalid", coverage);
-  }
-  assertInvalid(`${RECORD.line} 7 500 Hill Smith`, "a tenth field");
-  assertInvalid(`${RECORD.line} 7 Hill`, "a coverage in place of the wait");
-});

@@ -134,12 +134,8 @@ export interface PeerConfig {
   reconcileIntervalMs: number;
   /** Whether peer links run over mutually authenticated TLS (plain text only when set to false). */
   tls: boolean;
-  /**
-   * How a new record travels: over every link (`flood`), over every link but
-   * to the servers it is already sent to (`pruned`), or down a spanning tree
-   * of its origin (`tree`).
-   */
-  broadcast: "flood" | "pruned" | "tree";
+  /** How a new record travels: over every link (`flood`), or down a spanning tree of its origin (`tree`). */
+  broadcast: "flood" | "tree";
 }
 
 /** A validated herd configuration. */
@@ -341,15 +337,12 @@ const _peers = object({
     "How often a server reconciles its store with one neighbour, in milliseconds.",
   ),
   broadcast: withDefault(
-    oneOf(["flood", "pruned", "tree"] as const),
+    oneOf(["flood", "tree"] as const),
     "flood",
     "How a new record travels: flooded, each server passing it to every neighbour but the sender, so it reaches " +
-      "every server still reachable at once; pruned, flooded but never to a server the record's coverage names " +
-      "(the servers already sent it, which travel with it: about a third fewer messages in the default herd; a " +
-      "server sent it over a link that broke before it arrived gets it when the link is back and reconciles); or " +
-      "down the breadth-first tree of the graph rooted at the server that took it (tree: each server gets it once, " +
-      "about half the messages; a server cut off from its parent in the tree gets it from the next reconciliation " +
-      "instead). tree needs ackScope neighbours.",
+      "every server still reachable at once; or down the breadth-first tree of the graph rooted at the server that " +
+      "took it (tree: each server gets it once, about half the messages; a server cut off from its parent in the " +
+      "tree gets it from the next reconciliation instead). tree needs ackScope neighbours.",
   ),
   tls: withDefault(
     boolean(),

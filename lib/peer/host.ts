@@ -15,12 +15,11 @@ export interface PeerHost {
   isNeighbour(name: string): boolean;
   /**
    * A live record from neighbour `from`, sent with `waitMs` to acknowledge
-   * it and, if the sender said so, the servers it is already sent to
-   * (`covered`). Returns a promise when the acknowledgement must wait for it (the
+   * it. Returns a promise when the acknowledgement must wait for it (the
    * record passed on and acknowledged further), or, when it may be
    * acknowledged at once, whether it was stored (new to us).
    */
-  receive(record: LocationRecord, from: string, waitMs: number, covered?: readonly string[]): Promise<void> | boolean;
+  receive(record: LocationRecord, from: string, waitMs: number): Promise<void> | boolean;
   /** A record `from` sent while reconciling: offered to the store and passed on if new; whether it was new. */
   catchUp(record: LocationRecord, from: string): boolean;
   /** `name` dialled us: it is back, so our own link to it should retry now. */

@@ -135,7 +135,7 @@ class InboundLink {
           this.#caughtUp++;
           if (this.#host.catchUp(message.record, name)) this.#stored++;
         } else {
-          this.#liveRecord(message.record, message.seq, message.waitMs, message.covered);
+          this.#liveRecord(message.record, message.seq, message.waitMs);
         }
         return;
       default:
@@ -168,11 +168,11 @@ class InboundLink {
   }
 
   /** A live record: handed to the server, and acknowledged when it was sent with a wait. */
-  #liveRecord(record: LocationRecord, seq: number, waitMs: number, covered: readonly string[] | undefined): void {
+  #liveRecord(record: LocationRecord, seq: number, waitMs: number): void {
     // The write is booked before the record is handled, so its acknowledgement goes out ahead of the floods it
     // causes: the sender is waiting on the one, nobody on the others.
     if (waitMs > 0) this.#scheduleFlush();
-    const handled = this.#host.receive(record, this.#name!, waitMs, covered);
+    const handled = this.#host.receive(record, this.#name!, waitMs);
     this.#live++;
     // A promise (ackScope herd) means stored and passed on, waiting on the neighbours' acknowledgements.
     if (handled !== false) this.#liveStored++;

@@ -23,15 +23,12 @@ export class PeerLinks {
   #self: string;
   /** The broadcast trees, with `peers.broadcast` `tree`; flooding without them. */
   #trees: BroadcastTrees | undefined;
-  /** With `peers.broadcast` `pruned`: records carry their coverage, and go to no server in it. */
-  #pruned: boolean;
 
   /** Makes a link to each neighbour of `host` in `config`, over `transport`; none dials until {@linkcode PeerLinks.start}. */
   constructor(host: PeerHost, config: HerdConfig, transport: PeerTransport) {
     const { reconnectMinMs, reconnectMaxMs, ackTimeoutMs } = config.peers;
     this.#self = host.name;
     this.#trees = config.peers.broadcast === "tree" ? new BroadcastTrees(config) : undefined;
-    this.#pruned = config.peers.broadcast === "pruned";
     for (const neighbour of neighboursOf(config, host.name)) {
       const peer = serverNamed(config, neighbour);
       this.#links.set(
@@ -96,26 +93,19 @@ export class PeerLinks {
    * with 0 the records go unacknowledged and the promise is already settled.
    * Logs the record: stored (from a peer) and where it went.
    */
-  flood(record: LocationRecord, from: string | undefined, waitMs: number, covered?: readonly string[]): Promise<void> {
+  flood(record: LocationRecord, from: string | undefined, waitMs: number): Promise<void> {
+    const sends: Promise<void>[] = [];
     const targets = this.#targets(record, from);
-    const skip = this.#pruned ? covered : undefined;
-    const links: PeerLink[] = [];
     let to = "";
     for (const [name, link] of this.#links) {
       if (name === from || (targets !== undefined && !targets.includes(name))) continue;
-      if (skip !== undefined && skip.includes(name)) continue;
       if (!link.up) {
         if (traffic.debug) traffic.event("peer", `Not forwarded to ${quote(name)}: link down`, "DBG");
         continue;
       }
       to += to === "" ? name : "," + name;
-      links.push(link);
-    }
-    const coverage = this.#pruned && to !== "" ? this.#coverage(from, covered, to) : undefined;
-    const sends: Promise<void>[] = [];
-    for (const link of links) {
       metrics.forwardedLive.inc();
-      const sent = link.sendAcknowledged(record, waitMs, coverage);
+      const sent = link.sendAcknowledged(record, waitMs);
       if (sent !== undefined) sends.push(sent);
     }
     // PROTOCOL.md: records received and forwarded are logged, each with its line, one line per record stored (each
@@ -127,19 +117,6 @@ export class PeerLinks {
       traffic.event("peer", `Forwarded to ${quote(to)}: ${quote(cutForLog(record.line))}`);
     }
     return sends.length === 0 ? _SETTLED : Promise.all(sends).then(_nothing);
-  }
-
-  /**
-   * The coverage a record goes on with: what it came with (or, from a sender
-   * that said none, the sender), this server, and `to` (the neighbours it is
-   * being sent to now, comma-separated, none of them already covered).
-   */
-  #coverage(from: string | undefined, covered: readonly string[] | undefined, to: string): string {
-    let text = covered === undefined ? (from ?? "") : covered.join(",");
-    if (covered === undefined || !covered.includes(this.#self)) {
-      text = text === "" ? this.#self : `${text},${this.#self}`;
-    }
-    return `${text},${to}`;
   }
 
   /** Passes a record learnt by reconciling with `from` on to every other neighbour, as a reconciliation record. */

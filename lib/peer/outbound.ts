@@ -46,8 +46,6 @@ interface _Entry {
   ticket: AckTicket | undefined;
   /** Live records are numbered (and acknowledged when waited on); reconciliation records are plain AT lines. */
   live: boolean;
-  /** The servers this record is already sent to, comma-separated, sent with it (`peers.broadcast` `pruned`). */
-  covered: string | undefined;
 }
 
 const _decoder = new TextDecoder();
@@ -175,17 +173,16 @@ export class PeerLink {
    * `waitMs` is 0 (the record is not acknowledged), the link is down (the
    * record is skipped) or lagging (it still goes).
    */
-  sendAcknowledged(record: LocationRecord, waitMs: number, covered?: string): Promise<void> | undefined {
+  sendAcknowledged(record: LocationRecord, waitMs: number): Promise<void> | undefined {
     if (this.#conn === undefined) return undefined;
     let entry = this.#queue.get(record.clientId);
     if (entry === undefined) {
-      entry = { record, waitMs, ticket: undefined, live: true, covered };
+      entry = { record, waitMs, ticket: undefined, live: true };
       this.#queue.set(record.clientId, entry);
     } else {
       entry.record = record;
       entry.waitMs = Math.max(entry.waitMs, waitMs);
       entry.live = true;
-      entry.covered = covered;
     }
     this.#wakeSoon();
     if (waitMs <= 0 || this.#acks.lagging) return undefined;
@@ -201,12 +198,8 @@ export class PeerLink {
   sendUnacknowledged(record: LocationRecord): void {
     if (this.#conn === undefined) return;
     const entry = this.#queue.get(record.clientId);
-    if (entry === undefined) {
-      this.#queue.set(record.clientId, { record, waitMs: 0, ticket: undefined, live: false, covered: undefined });
-    } else {
-      entry.record = record; // the store's record: never older than one already queued
-      entry.covered = undefined; // that coverage was the replaced record's
-    }
+    if (entry === undefined) this.#queue.set(record.clientId, { record, waitMs: 0, ticket: undefined, live: false });
+    else entry.record = record; // the store's record: never older than one already queued
     this.#wakeSoon();
   }
 
@@ -337,7 +330,7 @@ export class PeerLink {
         live++;
         // Sent with no wait, a record is not acknowledged (see wire.ts).
         if (entry.waitMs > 0) this.#acks.sent(seq, entry.ticket, now);
-        text += formatRecord(entry.record, seq, entry.waitMs, entry.covered);
+        text += formatRecord(entry.record, seq, entry.waitMs);
       }
       // The records of a write are logged as a count (each record forwarded is a line of its own, in links.ts).
       if (live + catchingUp > 0) {

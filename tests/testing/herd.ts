@@ -95,7 +95,7 @@ export interface TestHerdOptions {
     ackScope?: "neighbours" | "herd";
     reconcileIntervalMs?: number;
     tls?: boolean;
-    broadcast?: "tree" | "flood" | "pruned";
+    broadcast?: "tree" | "flood";
   };
   /**
    * Puts a {@linkcode FaultProxy} on every directed link: each server dials
