@@ -12,6 +12,8 @@ import type { PlacesAnswer, PlacesQuery } from "../lib/places/provider.ts";
 import { PlacesResult, type PlacesService } from "../lib/places/cache.ts";
 import type { LocationRecord } from "../lib/protocol.ts";
 import { route, type RouterContext } from "../lib/client/router.ts";
+import { isParts } from "../lib/client/reply_queue.ts";
+import { encodeParts } from "../lib/net/write.ts";
 import { LocationStore } from "../lib/store/store.ts";
 import { exchangeBytes, HERD_TEST_PERMISSIONS, TestHerd } from "./testing/herd.ts";
 
@@ -598,8 +600,9 @@ async function checkRouted(lines: Uint8Array[], tally: Tally): Promise<void> {
     const query = searches[searchIndex];
     checks.push(
       Promise.resolve(reply!).then((value) => {
-        assert.ok(value instanceof Uint8Array, label);
-        const json = checkWhatsatShape(decoder.decode(value), stored.line, bound);
+        // A WHATSAT's reply is its parts (the AT line, then pieces of the cached body), written one after another.
+        assert.ok(isParts(value), label);
+        const json = checkWhatsatShape(decoder.decode(encodeParts(value)), stored.line, bound);
         assert.equal(
           query.latitude + query.longitude,
           stored.location,

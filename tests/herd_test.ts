@@ -380,6 +380,11 @@ Deno.test({
     assert.match(log, event);
   }
   assert.match(log.trimEnd().split("\n").at(-1)!, /Solo" stopped$/, "the log ends with the shutdown");
+  // A WHATSAT reply is logged as its AT line and the size of its JSON (what follows the line's newline), in bytes.
+  const bytes = new TextEncoder().encode(reply);
+  const atLine = reply.slice(0, reply.indexOf("\n"));
+  const jsonBytes = bytes.length - new TextEncoder().encode(atLine).length - 1;
+  assert.ok(log.includes(`> ${JSON.stringify(`${atLine}\n[${jsonBytes} bytes of JSON]`)}`), `no reply line in ${log}`);
 });
 
 Deno.test({

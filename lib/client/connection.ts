@@ -8,7 +8,7 @@ import { readLines } from "../net/line_stream.ts";
 import { cutForLog, log, quote } from "../logging.ts";
 import { traffic } from "../traffic_log.ts";
 import { commandIndex } from "../admin/metrics.ts";
-import { NoReply, type Reply, ReplyQueue } from "./reply_queue.ts";
+import { isParts, NoReply, type Reply, ReplyQueue } from "./reply_queue.ts";
 import { decodeLine, route, type RouterContext } from "./router.ts";
 
 /**
@@ -19,12 +19,22 @@ import { decodeLine, route, type RouterContext } from "./router.ts";
 const MAX_PENDING_REPLIES = 256;
 
 const _lossy = new TextDecoder("utf-8", { ignoreBOM: true });
+const _encoder = new TextEncoder();
 
 /**
  * A reply as the log shows it: whole, except a WHATSAT's JSON, which is
  * summed up by its size (only the first line of a reply in bytes is decoded).
  */
 function _forLog(reply: Reply): string {
+  if (isParts(reply)) {
+    // A WHATSAT: its AT line as text, then the body's bytes (a newline, the JSON, two newlines).
+    const [line, ...body] = reply;
+    const bytes = body.reduce(
+      (sum, part) => sum + (typeof part === "string" ? _encoder.encode(part).length : part.length),
+      0,
+    );
+    return `${_forLog(line)}\n[${bytes - 1} bytes of JSON]`;
+  }
   if (typeof reply === "string") {
     const newline = reply.indexOf("\n");
     if (newline < 0 || newline === reply.length - 1) return reply;

@@ -8,8 +8,17 @@
 import { metrics } from "../admin/metrics.ts";
 import { type Part, writeParts } from "../net/write.ts";
 
-/** A reply: text, or raw bytes (an echo of a line that was not UTF-8). */
-export type Reply = Part;
+/**
+ * A reply: text, raw bytes (an echo of a line that was not UTF-8), or parts
+ * written one after another (a WHATSAT: its AT line, then pieces of the
+ * cached body, which are copied once, into the write's buffer).
+ */
+export type Reply = Part | readonly Part[];
+
+/** Whether a reply (or a reply to come) is one in parts. */
+export function isParts(reply: Reply | Promise<Reply>): reply is readonly Part[] {
+  return Array.isArray(reply);
+}
 
 /**
  * The reason a command gets no reply at all: the replies before it are
@@ -64,7 +73,7 @@ export class ReplyQueue {
    * reply-latency histogram.
    */
   push(reply: Reply | Promise<Reply>, kind = 0, arrivedAt = performance.now()): void {
-    if (typeof reply === "string" || reply instanceof Uint8Array) {
+    if (typeof reply === "string" || reply instanceof Uint8Array || isParts(reply)) {
       this.#slots.push({ value: reply, pending: undefined, kind, arrivedAt });
       return;
     }
@@ -114,7 +123,7 @@ export class ReplyQueue {
         }
         if (batch.length > 0) {
           this.#writing = batch.length;
-          await writeParts(this.#conn, batch);
+          await writeParts(this.#conn, batch.some(isParts) ? batch.flat() : batch as Part[]);
           this.#writing = 0;
           const now = performance.now();
           for (const slot of written) metrics.replySeconds[slot.kind].observe((now - slot.arrivedAt) / 1000);

@@ -199,5 +199,5 @@ async function _whatsat(
       },
     );
   }
-  return result.reply(_encoder.encode(record.line), bound);
+  return result.replyParts(record.line, bound);
 }

@@ -12,6 +12,7 @@
 
 import { metrics } from "../admin/metrics.ts";
 import { log } from "../logging.ts";
+import { concatBytes, type Part } from "../net/write.ts";
 import { formatGoogleJsonWithLayout, whatsatBody } from "./google_json.ts";
 import { type PlacesAnswer, placesError, type PlacesProvider, type PlacesQuery } from "./provider.ts";
 
@@ -56,21 +57,27 @@ export class PlacesResult {
   }
 
   /**
-   * The whole WHATSAT reply: `line` (the stored AT line, encoded), then the
-   * body with `results` cut to `bound`, in one buffer made here: the body of
-   * a lower bound is the head of the full one up to that many results, then
-   * its tail from where the results end.
+   * The whole WHATSAT reply: `line` (the stored AT line), then the body with
+   * `results` cut to `bound`, as parts to write one after another: views of
+   * the one encoded body, nothing copied here. The body of a lower bound is
+   * the head of the full one up to that many results, then its tail from
+   * where the results end.
    */
-  reply(line: Uint8Array, bound: number): Uint8Array {
+  replyParts(line: Part, bound: number): Part[] {
     const body = this.#make();
     const layout = this.#layout;
     const count = layout?.ends.length ?? 0;
-    if (layout === undefined || bound >= count) return _join(line, body, body.length, body.length);
+    if (layout === undefined || bound >= count) return [line, body];
     if (bound === 0) {
       // `"results" : []`: the head up to the `[`, `[]`, then the rest after the `]`.
-      return _join(line, body, layout.open, layout.close, _EMPTY_ARRAY);
+      return [line, body.subarray(0, layout.open), _EMPTY_ARRAY, body.subarray(layout.close)];
     }
-    return _join(line, body, layout.ends[bound - 1], layout.ends[count - 1]);
+    return [line, body.subarray(0, layout.ends[bound - 1]), body.subarray(layout.ends[count - 1])];
+  }
+
+  /** {@linkcode PlacesResult.replyParts} in one buffer made here. */
+  reply(line: Uint8Array, bound: number): Uint8Array {
+    return concatBytes(this.replyParts(line, bound) as Uint8Array[]);
   }
 
   /** The body alone, results cut to `bound` ({@linkcode PlacesResult.reply} with no line). */
@@ -80,23 +87,6 @@ export class PlacesResult {
 }
 
 const _EMPTY_ARRAY = _encoder.encode("[]");
-
-/** `line`, `body[0, headEnd)`, `middle`, `body[tailStart, end)`, in one new buffer. */
-function _join(
-  line: Uint8Array,
-  body: Uint8Array,
-  headEnd: number,
-  tailStart: number,
-  middle?: Uint8Array,
-): Uint8Array {
-  const middleLength = middle?.length ?? 0;
-  const out = new Uint8Array(line.length + headEnd + middleLength + body.length - tailStart);
-  out.set(line, 0);
-  out.set(body.subarray(0, headEnd), line.length);
-  if (middle !== undefined) out.set(middle, line.length + headEnd);
-  out.set(body.subarray(tailStart), line.length + headEnd + middleLength);
-  return out;
-}
 
 /** What the router asks for a WHATSAT: a search's result, with its reply body. */
 export interface PlacesService {
