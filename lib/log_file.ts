@@ -115,9 +115,13 @@ export class LogFile {
     try {
       while (this.#queue.length > 0 && this.#file !== undefined) {
         await this.#spaced();
-        // Rotated before a write that would pass the bound, so no file passes it (unless one entry alone does).
-        if (this.#size > 0 && this.#size + this.#queue[0].length > this.#options.maxBytes) await this.#rotateSafely();
-        const chunk = this.#take(Math.max(1, this.#options.maxBytes - this.#size));
+        let chunk = this.#take(this.#options.maxBytes - this.#size);
+        if (chunk === undefined && this.#size > 0) {
+          // Not even the next line fits: rotated first, so no file passes the bound (unless one line alone does).
+          await this.#rotateSafely();
+          chunk = this.#take(this.#options.maxBytes - this.#size);
+        }
+        chunk ??= this.#takeLine();
         if (this.#dropped > 0) {
           const note = _encoder.encode(
             `${new Date().toISOString()} [WRN] herd.server: ${this.#dropped} log lines were dropped: ` +
@@ -151,14 +155,25 @@ export class LogFile {
     this.#hurry = undefined;
   }
 
-  /** Whole entries from the head of the queue, at most `room` (and {@linkcode _WRITE_BYTES}) bytes but one at least. */
-  #take(room: number): Uint8Array {
+  /**
+   * From the head of the queue, at most `room` (and {@linkcode _WRITE_BYTES})
+   * bytes of whole lines: whole entries while they fit, else the lines of
+   * the head entry that fit (an entry is all the lines of one
+   * {@linkcode LogFile.write}, up to 10 ms of a server's traffic). Undefined
+   * when not even the next line fits.
+   */
+  #take(room: number): Uint8Array | undefined {
     const limit = Math.min(room, _WRITE_BYTES);
     let length = 0;
     let count = 0;
-    while (count < this.#queue.length && (count === 0 || length + this.#queue[count].length <= limit)) {
+    while (count < this.#queue.length && length + this.#queue[count].length <= limit) {
       length += this.#queue[count].length;
       count++;
+    }
+    if (count === 0) {
+      const head = this.#queue[0];
+      const end = limit > 0 ? head.lastIndexOf(10, limit - 1) + 1 : 0;
+      return end === 0 ? undefined : this.#takeHead(end);
     }
     const pieces = this.#queue.splice(0, count);
     this.#queuedBytes -= length;
@@ -170,6 +185,21 @@ export class LogFile {
       offset += piece.length;
     }
     return out;
+  }
+
+  /** The first line of the head entry (one longer than the file's bound, written alone). */
+  #takeLine(): Uint8Array {
+    const head = this.#queue[0];
+    return this.#takeHead(head.indexOf(10) + 1 || head.length);
+  }
+
+  /** The first `bytes` of the head entry, the rest left at the head. */
+  #takeHead(bytes: number): Uint8Array {
+    const head = this.#queue[0];
+    this.#queuedBytes -= bytes;
+    if (bytes >= head.length) return this.#queue.shift()!;
+    this.#queue[0] = head.subarray(bytes);
+    return head.subarray(0, bytes);
   }
 
   /** Rotates; a failure (the directory gone, say) is survived: the file goes on growing. */

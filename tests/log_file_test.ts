@@ -40,6 +40,30 @@ Deno.test({
   }));
 
 Deno.test({
+  name: "LogFile splits one write of many lines at line ends to keep to its bound; a longer line is written alone",
+  permissions: PERMISSIONS,
+}, () =>
+  withDir(async (dir) => {
+    const path = `${dir}/A.log`;
+    const log = await LogFile.open(path, { maxBytes: 10_000, files: 10 });
+    const lines = Array.from({ length: 450 }, (_, i) => `${String(i).padStart(5, "0")}${"x".repeat(94)}\n`);
+    log.write(lines.join("")); // 45,000 bytes in one write (a traffic flush carries 10 ms of lines)
+    const long = `${"y".repeat(12_000)}\n`;
+    log.write(long);
+    log.write("after\n");
+    await log.close();
+    const found = await files(dir);
+    const names = [...found.keys()].sort((a, b) => (b.split(".")[2] ?? "0").localeCompare(a.split(".")[2] ?? "0"));
+    let text = "";
+    for (const name of names) text += await Deno.readTextFile(`${dir}/${name}`);
+    assert.equal(text, lines.join("") + long + "after\n", "every line, in order, none cut");
+    for (const [name, size] of found) {
+      if (size !== long.length) assert.ok(size <= 10_000, `${name} holds ${size} bytes`);
+    }
+    assert.ok([...found.values()].includes(long.length), "the line longer than the bound is a file alone");
+  }));
+
+Deno.test({
   name: "LogFile keeps at most its queue bound in memory, drops the rest, and says how many it dropped",
   permissions: PERMISSIONS,
 }, () =>
