@@ -30,7 +30,7 @@ export class TrafficLog {
    */
   debug = false;
   #lines: string[] = [];
-  #scheduled = false;
+  #timer: ReturnType<typeof setTimeout> | undefined;
   #lastMs = 0;
   #lastIso = "";
 
@@ -43,17 +43,17 @@ export class TrafficLog {
       this.#lastIso = new Date(now).toISOString();
     }
     this.#lines.push(`${this.#lastIso} [${level}] herd.${category}: ${text}\n`);
-    if (!this.#scheduled) {
-      this.#scheduled = true;
+    if (this.#timer === undefined) {
       // On a timer, not at the end of this turn: the flush (a join) then never sits between a turn's reads and its
       // replies, and one flush carries the turns of the log file's spacing of writes (10 ms).
-      setTimeout(() => this.flush(), _FLUSH_MS);
+      this.#timer = setTimeout(() => this.flush(), _FLUSH_MS);
     }
   }
 
-  /** Hands the events so far to LogTape. */
+  /** Hands the events so far to LogTape (and stops the timer that would have). */
   flush(): void {
-    this.#scheduled = false;
+    clearTimeout(this.#timer);
+    this.#timer = undefined;
     if (this.#lines.length === 0) return;
     const lines = this.#lines.join("");
     this.#lines = [];

@@ -7,6 +7,7 @@ import { BroadcastTrees } from "../lib/peer/tree.ts";
 import { parseConfig } from "../lib/config/config.ts";
 import type { LocationRecord } from "../lib/protocol.ts";
 import { LocationStore } from "../lib/store/store.ts";
+import { traffic } from "../lib/traffic_log.ts";
 import { delay, waitFor } from "./testing/wait.ts";
 
 /** A server with an empty store that never gets anything from the neighbour. */
@@ -16,6 +17,7 @@ const HOST: PeerHost = {
   recordRules: { servers: new Set(["A", "Frozen"]), maxClientIdBytes: 256, maxLineBytes: 8192 },
   isNeighbour: () => true,
   receive: () => false,
+  receiveNotNewer: () => false,
   catchUp: () => false,
   dialledBy: () => {},
 };
@@ -65,6 +67,7 @@ Deno.test({
   listener.close();
   await accepting;
   accepted.forEach((conn) => conn.close());
+  traffic.flush(); // the link's writes were logged: their lines wait on a timer, which this stops
 });
 
 Deno.test("BroadcastTrees are the breadth-first trees of the graph, one per server, the same on every server", async () => {
