@@ -113,6 +113,7 @@ export class HerdServer implements PeerHost {
       maxClientIdBytes: config.limits.maxClientIdBytes,
       // An AT line is its IAMAT's fields, a server name and a time difference longer.
       maxLineBytes: config.maxLineBytes + longestName + 64,
+      held: (clientId) => this.store.lineOf(clientId),
     };
     const files = certFiles(config);
     this.#transport = new PeerTransport({
@@ -379,14 +380,8 @@ export class HerdServer implements PeerHost {
    * hop waiting half as long.
    */
   receive(record: LocationRecord, from: string, waitMs: number): Promise<void> | boolean {
+    if (!this.store.offer(record)) return this.receiveNotNewer(from, record.line);
     metrics.peerReceived.inc();
-    if (!this.store.offer(record)) {
-      metrics.peerNotNewer.inc();
-      if (traffic.debug) {
-        traffic.event("peer", `From ${quote(from)}, not newer, dropped: ${quote(cutForLog(record.line))}`, "DBG");
-      }
-      return false;
-    }
     metrics.peerStored.inc();
     // Logged by the flood, in one line with where it went (PROTOCOL.md: records received and forwarded are logged).
     // Written behind: the disk promise is the receiving server's; ours is to have it in memory and pass it on.
@@ -397,6 +392,16 @@ export class HerdServer implements PeerHost {
     }
     // Half the sender's wait, so our answer reaches it before it gives up on us.
     return this.#links.flood(record, from, Math.floor(waitMs / 2));
+  }
+
+  /** A live record from `from` that is not newer than ours (PeerHost): counted, logged at debug, dropped. */
+  receiveNotNewer(from: string, line: string): false {
+    metrics.peerReceived.inc();
+    metrics.peerNotNewer.inc();
+    if (traffic.debug) {
+      traffic.event("peer", `From ${quote(from)}, not newer, dropped: ${quote(cutForLog(line))}`, "DBG");
+    }
+    return false;
   }
 
   /**

@@ -197,6 +197,13 @@ export interface HerdRecordRules {
   maxClientIdBytes: number;
   /** Longest AT line in UTF-8 bytes. */
   maxLineBytes: number;
+  /**
+   * The line the server holds for a client, if any: a record that is that
+   * line to the byte is not newer, and was checked when it was stored, so
+   * {@linkcode parseHerdRecordLine} reports it without checking it again
+   * (flooding brings most records to a server twice).
+   */
+  held?: (clientId: string) => string | undefined;
 }
 
 /**
@@ -248,13 +255,14 @@ const _OTHER_WHITESPACE = /[\t\n\v\f\r]/;
  * spaces, optionally followed by `extra` more fields (the sequence number
  * and wait of a live record). Finds the fields by their spaces, with no
  * array and no second string for the record's line. Returns undefined when
- * the line is written any other way: the caller then splits it.
+ * the line is written any other way: the caller then splits it; and null
+ * for the record when it is the line `rules.held` gives for its client.
  */
 export function parseHerdRecordLine(
   line: string,
   extra: number,
   rules: HerdRecordRules,
-): { record: LocationRecord | string; tail: string[] } | undefined {
+): { record: LocationRecord | string | null; tail: string[] } | undefined {
   if (!line.startsWith("AT ") || _OTHER_WHITESPACE.test(line)) return undefined;
   const spaces: number[] = [2];
   for (let at = line.indexOf(" ", 3); at >= 0; at = line.indexOf(" ", at + 1)) spaces.push(at);
@@ -265,6 +273,10 @@ export function parseHerdRecordLine(
   const tail: string[] = [];
   for (let i = 5; i < spaces.length; i++) {
     tail.push(line.slice(spaces[i] + 1, i + 1 < spaces.length ? spaces[i + 1] : line.length));
+  }
+  if (rules.held !== undefined) {
+    const held = rules.held(line.slice(spaces[2] + 1, spaces[3]));
+    if (held !== undefined && held.length === end && line.startsWith(held)) return { record: null, tail };
   }
   const record = _checkHerdRecord(
     extra === 0 ? line : line.slice(0, end),

@@ -226,3 +226,20 @@ Deno.test("parseHerdRecordLine() reads a line as splitting it would, whenever it
   assert.ok(records > 200, `the fast path read only ${records} records: the property checked too little`);
   assert.ok(read > 500, `the fast path read only ${read} lines: the property checked too little`);
 });
+
+Deno.test("parsePeerMessage() reports a live record that is the line held for its client, and checks every other", () => {
+  const held = new Map([[RECORD.clientId, RECORD.line]]);
+  const rules: HerdRecordRules = { ...RULES, held: (clientId) => held.get(clientId) };
+  assert.deepEqual(parsePeerMessage(`${RECORD.line} 7 500`, rules), { kind: "HELD", seq: 7, waitMs: 500 });
+  // A newer record of the same client, and one of another client: parsed and checked as ever.
+  const newer = RECORD.line.replace("1621464827.959498503", "1621464827.959498504");
+  assert.equal(parsePeerMessage(`${newer} 8 0`, rules).kind, "RECORD");
+  assert.equal(parsePeerMessage(`${RECORD.line.replace("kiwi", "kiwi2")} 9 0`, rules).kind, "RECORD");
+  // A line that differs from the held one only where a check refuses it is refused, not taken for the held one.
+  assertInvalid(`${RECORD.line.replace("+34.068930", "+94.068930")} 10 0`);
+  assert.equal(parsePeerMessage(`${RECORD.line.replace("+34.068930", "+94.068930")} 10 0`, rules).kind, "invalid");
+  assert.equal(parsePeerMessage(`${RECORD.line.replace("+0.263873386", "+0.26387338")} 11 0`, rules).kind, "invalid");
+  // Its sequence and wait are still checked; a catch-up line (no sequence) is parsed as a record.
+  assert.equal(parsePeerMessage(`${RECORD.line} x 500`, rules).kind, "invalid");
+  assert.equal(parsePeerMessage(RECORD.line, rules).kind, "RECORD");
+});

@@ -20,6 +20,8 @@ export interface PeerHost {
    * acknowledged at once, whether it was stored (new to us).
    */
   receive(record: LocationRecord, from: string, waitMs: number): Promise<void> | boolean;
+  /** A live record from `from` that is not newer than ours (`line`: as it came, or the line we hold for its client). */
+  receiveNotNewer(from: string, line: string): false;
   /** A record `from` sent while reconciling: offered to the store and passed on if new; whether it was new. */
   catchUp(record: LocationRecord, from: string): boolean;
   /** `name` dialled us: it is back, so our own link to it should retry now. */

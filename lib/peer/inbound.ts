@@ -130,12 +130,15 @@ class InboundLink {
       case "DIGEST":
         this.#exchange(message.digest);
         return;
+      case "HELD":
+        this.#liveRecord(undefined, line, message.seq, message.waitMs);
+        return;
       case "RECORD":
         if (message.seq === undefined) {
           this.#caughtUp++;
           if (this.#host.catchUp(message.record, name)) this.#stored++;
         } else {
-          this.#liveRecord(message.record, message.seq, message.waitMs);
+          this.#liveRecord(message.record, line, message.seq, message.waitMs);
         }
         return;
       default:
@@ -167,12 +170,18 @@ class InboundLink {
     this.#host.dialledBy(message.name);
   }
 
-  /** A live record: handed to the server, and acknowledged when it was sent with a wait. */
-  #liveRecord(record: LocationRecord, seq: number, waitMs: number): void {
+  /**
+   * A live record (undefined: the line we hold for its client, `line` being
+   * the whole line it came in): handed to the server, and acknowledged when
+   * it was sent with a wait.
+   */
+  #liveRecord(record: LocationRecord | undefined, line: string, seq: number, waitMs: number): void {
     // The write is booked before the record is handled, so its acknowledgement goes out ahead of the floods it
     // causes: the sender is waiting on the one, nobody on the others.
     if (waitMs > 0) this.#scheduleFlush();
-    const handled = this.#host.receive(record, this.#name!, waitMs);
+    const handled = record === undefined
+      ? this.#host.receiveNotNewer(this.#name!, line)
+      : this.#host.receive(record, this.#name!, waitMs);
     this.#live++;
     // A promise (ackScope herd) means stored and passed on, waiting on the neighbours' acknowledgements.
     if (handled !== false) this.#liveStored++;

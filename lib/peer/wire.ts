@@ -26,6 +26,8 @@ import {
 export type PeerMessage =
   | { kind: "HELLO"; name: string }
   | { kind: "RECORD"; record: LocationRecord; seq: number | undefined; waitMs: number }
+  /** A live record that is, to the byte, the line held for its client (`rules.held`): not newer, not checked again. */
+  | { kind: "HELD"; seq: number; waitMs: number }
   | { kind: "ACK"; seq: number }
   | { kind: "DIGEST"; digest: Uint32Array }
   | { kind: "DIGEST?" }
@@ -67,6 +69,7 @@ export function parsePeerMessage(line: string, rules: HerdRecordRules): PeerMess
     const [seq, waitMs] = live.tail;
     if (!_COUNT.test(seq) || !_COUNT.test(waitMs)) return _INVALID("its sequence or wait is not a count");
     if (typeof live.record === "string") return _INVALID(live.record);
+    if (live.record === null) return { kind: "HELD", seq: Number(seq), waitMs: Number(waitMs) };
     return { kind: "RECORD", record: live.record, seq: Number(seq), waitMs: Number(waitMs) };
   }
   const fields = splitFields(line);

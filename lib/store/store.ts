@@ -60,6 +60,11 @@ export class LocationStore {
     return compareToNanoseconds(clientTime, this.#cutoff) < 0;
   }
 
+  /** The line stored for `clientId`, if any, expired or not. */
+  lineOf(clientId: string): string | undefined {
+    return this.#lines.get(clientId);
+  }
+
   /** The stored record for `clientId`, if any (and not expired). */
   get(clientId: string): LocationRecord | undefined {
     const line = this.#lines.get(clientId);
