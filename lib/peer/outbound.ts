@@ -332,10 +332,16 @@ export class PeerLink {
         if (entry.waitMs > 0) this.#acks.sent(seq, entry.ticket, now);
         text += formatRecord(entry.record, seq, entry.waitMs);
       }
-      // The records of a write are logged as a count (each record forwarded is a line of its own, in links.ts).
-      if (live + catchingUp > 0) {
+      // A write is logged as a count when it carries reconciliation records (logged nowhere else); live records are
+      // each a line of their own already, with where they went (links.ts), so a write of them alone only at debug.
+      if (catchingUp > 0 || (live > 0 && traffic.debug)) {
         const also = catchingUp > 0 ? `, ${catchingUp} catching up` : "";
-        traffic.event("peer", `To ${this.#quotedNeighbour}: ${live} ${live === 1 ? "record" : "records"}${also}`);
+        const level = catchingUp > 0 ? "INF" : "DBG";
+        traffic.event(
+          "peer",
+          `To ${this.#quotedNeighbour}: ${live} ${live === 1 ? "record" : "records"}${also}`,
+          level,
+        );
       }
       // A neighbour that does not read holds the writer here; the queue meanwhile keeps one record per client.
       if (!conn.write(text)) await conn.drained();
