@@ -10,9 +10,10 @@
  *
  * Writes are spaced at least {@linkcode LogFileOptions.intervalMs} apart
  * (10 ms by default) unless a full piece is waiting: an asynchronous file
- * write costs the event loop about 30 µs of hand-off to a blocking thread,
- * so writing every millisecond or so of a busy server's lines cost it a
- * tenth of its CPU (docs/PERFORMANCE.md, "Log writes spaced").
+ * write of 11 KB costs the process 51-60 µs of CPU (a hand-off to a
+ * blocking thread and back) where the same write made synchronously costs
+ * 13-15 µs, so a write every millisecond or so took 5% of a core per busy
+ * server (docs/PERFORMANCE.md, "Before and after": log writes spaced).
  */
 
 /** Options for {@linkcode LogFile}. */
