@@ -1,0 +1,167 @@
+/**
+ * `deno task bench:pair REV_A[:label] REV_B[:label]`: two revisions of the
+ * herd measured at the same time. Each revision is checked out into a
+ * temporary worktree and runs its own five-server herd (bench/pair_herd.ts);
+ * then, for `HERD_PAIR_ROUNDS` rounds (5), scenarios 1, 2, 3 and 5 (warm)
+ * run against both herds at once, one load generator each, with the same
+ * settings as `deno task bench`. The two herds share the machine's cores
+ * for the same seconds, so the noise of these machines (tens of percent
+ * from minute to minute) falls on both alike: the ratio of what they
+ * answered in the same window is the measure, not either figure (each herd
+ * gets about half of the machine). Run a revision against itself to see
+ * the harness's own spread. Prints each round, then the median ratios.
+ *
+ * Needs bench/.build/loadgen (built by `deno task bench`) and git.
+ */
+
+const LOADGEN = new URL("./.build/loadgen", import.meta.url).pathname;
+const HERD = new URL("./pair_herd.ts", import.meta.url).pathname;
+const REPO = new URL("../", import.meta.url).pathname;
+const ROUNDS = Number(Deno.env.get("HERD_PAIR_ROUNDS") ?? 5);
+const decoder = new TextDecoder();
+
+async function git(args: string[]): Promise<string> {
+  const out = await new Deno.Command("git", { args: ["-C", REPO, ...args], stdout: "piped", stderr: "piped" }).output();
+  if (!out.success) throw new Error(`git ${args.join(" ")}: ${decoder.decode(out.stderr)}`);
+  return decoder.decode(out.stdout).trim();
+}
+
+if (Deno.args.length !== 2) {
+  console.error("usage: deno task bench:pair REV_A[:label] REV_B[:label]   e.g. 84b38f8:before HEAD:after");
+  Deno.exit(2);
+}
+await Deno.stat(LOADGEN).catch(() => {
+  console.error(`${LOADGEN} is missing: deno task bench builds it`);
+  Deno.exit(2);
+});
+
+/** A running herd of one revision. */
+interface Side {
+  label: string;
+  rev: string;
+  root: string;
+  child?: Deno.ChildProcess;
+  ports: number[];
+  pids: number[];
+}
+
+/** Starts the herd of `side` and waits for its ports and pids. */
+async function start(side: Side): Promise<void> {
+  const child = new Deno.Command("deno", {
+    args: [
+      "run",
+      "--no-prompt",
+      "--config",
+      `${side.root}/deno.json`,
+      `--allow-read=${side.root},/tmp`,
+      "--allow-write=/tmp",
+      "--allow-run=deno",
+      "--allow-net=127.0.0.1",
+      HERD,
+      side.root,
+    ],
+    stdin: "piped",
+    stdout: "piped",
+    stderr: "inherit",
+  }).spawn();
+  side.child = child;
+  const reader = child.stdout.pipeThrough(new TextDecoderStream()).getReader();
+  let text = "";
+  while (!text.includes("\n")) {
+    const { value, done } = await reader.read();
+    if (done) throw new Error(`the ${side.label} herd exited before it was up`);
+    text += value;
+  }
+  reader.releaseLock();
+  child.stdout.cancel().catch(() => {});
+  const { ports, pids } = JSON.parse(text.slice(0, text.indexOf("\n")));
+  side.ports = ports;
+  side.pids = pids;
+}
+
+/** The fields of the load generator's report used here. */
+interface Report {
+  throughput_per_s: number;
+  server_cpu?: { us_per_command: number };
+}
+
+async function load(side: Side, args: string[]): Promise<Report> {
+  const targets = side.ports.flatMap((port) => ["--port", String(port)]);
+  const pids = side.pids.flatMap((pid) => ["--server-pid", String(pid)]);
+  const out = await new Deno.Command(LOADGEN, {
+    args: [...args, ...targets, ...pids, "--duration", "3", "--warmup", "1", "--quiet"],
+    stdout: "piped",
+    stderr: "piped",
+  }).output();
+  if (!out.success) throw new Error(`loadgen ${args.join(" ")} (${side.label}): ${decoder.decode(out.stderr)}`);
+  return JSON.parse(decoder.decode(out.stdout).trim().split("\n").at(-1) ?? "");
+}
+
+const SCENARIOS: [string, string[]][] = [
+  ["1 IAMAT rr", ["rr", "--connections", "50"]],
+  ["2 IAMAT pipelined", ["pipelined", "--connections", "50", "--depth", "16"]],
+  ["3 one command per connection", ["halfclose", "--concurrency", "50"]],
+  ["5 WHATSAT warm", ["rr", "--connections", "50", "--command", "whatsat", "--radius", "10", "--bound", "20"]],
+];
+
+const scratch = await Deno.makeTempDir({ dir: "/tmp", prefix: "herd-pair-" });
+const sides: Side[] = [];
+for (const spec of Deno.args) {
+  const [rev, label = rev] = spec.split(":");
+  const commit = await git(["rev-parse", "--verify", `${rev}^{commit}`]);
+  const root = `${scratch}/${sides.length}-${commit.slice(0, 8)}`;
+  await git(["worktree", "add", "--detach", "-f", root, commit]);
+  sides.push({
+    label: sides.length === 1 && label === sides[0].label ? `${label}'` : label,
+    rev,
+    root,
+    ports: [],
+    pids: [],
+  });
+}
+const [a, b] = sides;
+const ratios = new Map<string, { perS: number[]; cpu: number[] }>();
+try {
+  await Promise.all(sides.map(start));
+  // The WHATSAT scenario's cache is warmed by a first pass against each herd, not measured.
+  await Promise.all(sides.map((side) => load(side, SCENARIOS[3][1])));
+  for (let round = 1; round <= ROUNDS; round++) {
+    for (const [name, args] of SCENARIOS) {
+      const [ra, rb] = await Promise.all([load(a, args), load(b, args)]);
+      const perS = rb.throughput_per_s / ra.throughput_per_s;
+      const cpu = (rb.server_cpu?.us_per_command ?? NaN) / (ra.server_cpu?.us_per_command ?? NaN);
+      const entry = ratios.get(name) ?? { perS: [], cpu: [] };
+      entry.perS.push(perS);
+      entry.cpu.push(cpu);
+      ratios.set(name, entry);
+      console.log(
+        `round ${round} ${name}: ${a.label} ${Math.round(ra.throughput_per_s)}/s ` +
+          `${Math.round(ra.server_cpu?.us_per_command ?? NaN)} µs, ${b.label} ${Math.round(rb.throughput_per_s)}/s ` +
+          `${Math.round(rb.server_cpu?.us_per_command ?? NaN)} µs: ${perS.toFixed(2)}× the commands, ` +
+          `${cpu.toFixed(2)}× the CPU per command`,
+      );
+    }
+  }
+} finally {
+  for (const side of sides) {
+    try {
+      await side.child?.stdin.close();
+      await side.child?.status;
+    } catch { /* already gone */ }
+  }
+  for (const side of sides) await git(["worktree", "remove", "--force", side.root]).catch(() => {});
+  await Deno.remove(scratch, { recursive: true }).catch(() => {});
+}
+const median = (values: number[]) => {
+  const sorted = [...values].sort((x, y) => x - y);
+  const middle = Math.floor(sorted.length / 2);
+  return sorted.length % 2 === 1 ? sorted[middle] : (sorted[middle - 1] + sorted[middle]) / 2;
+};
+console.log(`\n${b.label} against ${a.label}, run at the same time: median over ${ROUNDS} rounds (range)`);
+for (const [name, { perS, cpu }] of ratios) {
+  const range = (values: number[]) => `${Math.min(...values).toFixed(2)}-${Math.max(...values).toFixed(2)}`;
+  console.log(
+    `${name}: ${median(perS).toFixed(2)}× the commands (${range(perS)}), ` +
+      `${median(cpu).toFixed(2)}× the server CPU per command (${range(cpu)})`,
+  );
+}
