@@ -49,6 +49,8 @@ export class LogFile {
   /** Ends the current wait between writes at once (a flush or close is waiting). */
   #hurry: (() => void) | undefined;
   #hurried = false;
+  /** Where several entries are put together for one write: one buffer for the file's life, not one per write. */
+  #joined: Uint8Array | undefined;
 
   private constructor(path: string, options: LogFileOptions) {
     this.path = path;
@@ -179,7 +181,10 @@ export class LogFile {
     const pieces = this.#queue.splice(0, count);
     this.#queuedBytes -= length;
     if (pieces.length === 1) return pieces[0];
-    const out = new Uint8Array(length);
+    // Written (awaited) before the next take: one buffer serves every write. A buffer made per write, up to 256 KiB
+    // each under load, left a server 3 bytes per client larger once settled after a million IAMATs.
+    this.#joined ??= new Uint8Array(_WRITE_BYTES);
+    const out = this.#joined.subarray(0, length);
     let offset = 0;
     for (const piece of pieces) {
       out.set(piece, offset);
