@@ -13,7 +13,7 @@
  * write of 11 KB costs the process 51-60 µs of CPU (a hand-off to a
  * blocking thread and back) where the same write made synchronously costs
  * 13-15 µs, so a write every millisecond or so took 5% of a core per busy
- *  server (docs/PERFORMANCE.md, "Second round").
+ * server (docs/PERFORMANCE.md, "Second round").
  */
 
 /** Options for {@linkcode LogFile}. */
