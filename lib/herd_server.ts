@@ -399,7 +399,9 @@ export class HerdServer implements PeerHost {
     metrics.peerReceived.inc();
     metrics.peerNotNewer.inc();
     if (traffic.debug) {
-      traffic.event("peer", `From ${quote(from)}, not newer, dropped: ${quote(cutForLog(line))}`, "DBG");
+      // A held record comes as the peer's whole line: its record is the first six fields.
+      const record = line.split(" ").slice(0, 6).join(" ");
+      traffic.event("peer", `From ${quote(from)}, not newer, dropped: ${quote(cutForLog(record))}`, "DBG");
     }
     return false;
   }

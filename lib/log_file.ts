@@ -118,20 +118,19 @@ export class LogFile {
     try {
       while (this.#queue.length > 0 && this.#file !== undefined) {
         await this.#spaced();
-        let chunk = this.#take(this.#options.maxBytes - this.#size);
+        const note = this.#dropped === 0 ? undefined : _encoder.encode(
+          `${new Date().toISOString()} [WRN] herd.server: ${this.#dropped} log lines were dropped: ` +
+            "the log could not keep up, or its disk was full\n",
+        );
+        const noteBytes = note?.length ?? 0;
+        let chunk = this.#take(this.#options.maxBytes - this.#size - noteBytes);
         if (chunk === undefined && this.#size > 0) {
           // Not even the next line fits: rotated first, so no file passes the bound (unless one line alone does).
           await this.#rotateSafely();
-          chunk = this.#take(this.#options.maxBytes - this.#size);
+          chunk = this.#take(this.#options.maxBytes - this.#size - noteBytes);
         }
         chunk ??= this.#takeLine();
-        if (this.#dropped > 0) {
-          const note = _encoder.encode(
-            `${new Date().toISOString()} [WRN] herd.server: ${this.#dropped} log lines were dropped: ` +
-              "the log could not keep up, or its disk was full\n",
-          );
-          if (await this.#append(note)) this.#dropped = 0;
-        }
+        if (note !== undefined && await this.#append(note)) this.#dropped = 0;
         if (!await this.#append(chunk)) {
           let lines = 0;
           for (let i = 0; i < chunk.length; i++) if (chunk[i] === 10) lines++;
@@ -162,8 +161,9 @@ export class LogFile {
    * From the head of the queue, at most `room` (and {@linkcode _WRITE_BYTES})
    * bytes of whole lines: whole entries while they fit, else the lines of
    * the head entry that fit (an entry is all the lines of one
-   * {@linkcode LogFile.write}, up to 10 ms of a server's traffic). Undefined
-   * when not even the next line fits.
+   * {@linkcode LogFile.write}, up to 10 ms of a server's traffic); a line
+   * longer than a write's size alone when `room` holds it. Undefined when
+   * `room` does not hold the next line.
    */
   #take(room: number): Uint8Array | undefined {
     const limit = Math.min(room, _WRITE_BYTES);
@@ -176,7 +176,9 @@ export class LogFile {
     if (count === 0) {
       const head = this.#queue[0];
       const end = limit > 0 ? head.lastIndexOf(10, limit - 1) + 1 : 0;
-      return end === 0 ? undefined : this.#takeHead(end);
+      if (end > 0) return this.#takeHead(end);
+      const line = head.indexOf(10) + 1 || head.length;
+      return line <= room ? this.#takeHead(line) : undefined;
     }
     const pieces = this.#queue.splice(0, count);
     this.#queuedBytes -= length;
@@ -193,7 +195,7 @@ export class LogFile {
     return out;
   }
 
-  /** The first line of the head entry (one longer than the file's bound, written alone). */
+  /** The first line of the head entry (one longer than the file's bound: written alone, in a file of its own). */
   #takeLine(): Uint8Array {
     const head = this.#queue[0];
     return this.#takeHead(head.indexOf(10) + 1 || head.length);

@@ -139,6 +139,17 @@ export interface LoggingOptions {
 
 /** The log file of this process, once {@linkcode setupLogging} opened it. */
 let _file: LogFile | undefined;
+/** Runs before each of LogTape's lines goes to the file (see {@linkcode beforeFileLine}). */
+let _beforeFileLine: (() => void) | undefined;
+
+/**
+ * Sets what runs before each of LogTape's lines is queued for the file: the
+ * traffic log hands over the lines it gathered first, so the file stays in
+ * the order things happened.
+ */
+export function beforeFileLine(hook: () => void): void {
+  _beforeFileLine = hook;
+}
 
 /** The log file of this process (for its counters), once opened. */
 export function logFile(): LogFile | undefined {
@@ -151,7 +162,10 @@ export async function setupLogging(options: LoggingOptions): Promise<string> {
   const path = `${options.logDir}/${options.name}.log`;
   const file = await LogFile.open(path, { maxBytes: options.maxBytes, files: options.files });
   _file = file;
-  const fileSink = Object.assign((record: LogRecord) => file.write(_formatFileLine(record)), {
+  const fileSink = Object.assign((record: LogRecord) => {
+    _beforeFileLine?.();
+    file.write(_formatFileLine(record));
+  }, {
     [Symbol.asyncDispose]: () => file.close(),
   });
   // The console is read by people: values unquoted, but cut and with control characters escaped. The file keeps

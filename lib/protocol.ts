@@ -199,9 +199,13 @@ export interface HerdRecordRules {
   maxLineBytes: number;
   /**
    * The line the server holds for a client, if any: a record that is that
-   * line to the byte is not newer, and was checked when it was stored, so
-   * {@linkcode parseHerdRecordLine} reports it without checking it again
-   * (flooding brings most records to a server twice).
+   * line to the byte is not newer, so {@linkcode parseHerdRecordLine}
+   * reports it without checking it again (flooding brings most records to a
+   * server twice); it is dropped either way. Such a line was checked when it
+   * was stored, unless it was loaded from the database at start-up, where a
+   * line written under another config (a server since renamed, a longer
+   * client ID) is kept as it is: a copy of it from a peer is then dropped as
+   * not newer, and acknowledged, instead of refused as invalid.
    */
   held?: (clientId: string) => string | undefined;
 }

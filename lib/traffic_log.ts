@@ -3,7 +3,7 @@
  * and handed to LogTape in batches, off the path of replies.
  */
 
-import { log, logFile } from "./logging.ts";
+import { beforeFileLine, log, logFile } from "./logging.ts";
 
 /** Where an event happened, as the log's category says it (`herd.client`, ...). */
 export type TrafficCategory = "client" | "peer" | "places";
@@ -81,3 +81,5 @@ export class TrafficLog {
 
 /** The server's traffic log. */
 export const traffic: TrafficLog = new TrafficLog();
+// What LogTape writes to the file goes behind the traffic gathered before it.
+beforeFileLine(() => traffic.flush());

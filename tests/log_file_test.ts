@@ -1,5 +1,7 @@
 import assert from "node:assert/strict";
 import { LogFile } from "../lib/log_file.ts";
+import { log, setupLogging, shutdownLogging } from "../lib/logging.ts";
+import { traffic } from "../lib/traffic_log.ts";
 
 const PERMISSIONS: Deno.PermissionOptionsObject = { read: ["/tmp"], write: ["/tmp"] };
 
@@ -64,6 +66,40 @@ Deno.test({
   }));
 
 Deno.test({
+  name: "LogFile writes a line longer than one write's size in the room left, without rotating early",
+  permissions: PERMISSIONS,
+}, () =>
+  withDir(async (dir) => {
+    const path = `${dir}/A.log`;
+    const log = await LogFile.open(path, { maxBytes: 10_000_000, files: 3 });
+    log.write("small\n");
+    await log.flush();
+    const long = `${"z".repeat(300 * 1024)}\n`; // over the 256 KiB a write takes at most
+    log.write(long);
+    await log.close();
+    assert.deepEqual([...(await files(dir)).keys()], ["A.log"], "no rotation: the file had room");
+    assert.equal(await Deno.readTextFile(path), "small\n" + long);
+  }));
+
+Deno.test({
+  name: "LogFile keeps to its bound with the note of dropped lines in front of what follows it",
+  permissions: PERMISSIONS,
+}, () =>
+  withDir(async (dir) => {
+    const path = `${dir}/A.log`;
+    const log = await LogFile.open(path, { maxBytes: 1000, files: 20, maxQueuedBytes: 1000 });
+    for (let i = 0; i < 30; i++) log.write(`${String(i).padStart(99, "0")}\n`); // 10 queued, 20 dropped
+    await log.flush();
+    for (let i = 30; i < 60; i++) log.write(`${String(i).padStart(99, "0")}\n`);
+    await log.close();
+    const found = await files(dir);
+    for (const [name, size] of found) assert.ok(size <= 1000, `${name} holds ${size} bytes`);
+    let text = "";
+    for (const name of found.keys()) text += await Deno.readTextFile(`${dir}/${name}`);
+    assert.match(text, /\d+ log lines were dropped/);
+  }));
+
+Deno.test({
   name: "LogFile keeps at most its queue bound in memory, drops the rest, and says how many it dropped",
   permissions: PERMISSIONS,
 }, () =>
@@ -86,4 +122,24 @@ Deno.test({
       new RegExp(`${dropped} log lines were dropped: the log could not keep up, or its disk was full\n`),
     );
     assert.equal(lines.at(-1), "after");
+  }));
+
+Deno.test({
+  name: "a LogTape line goes to the file behind the traffic lines gathered before it",
+  permissions: PERMISSIONS,
+}, () =>
+  withDir(async (dir) => {
+    const path = await setupLogging({ logDir: dir, name: "Order", maxBytes: 1 << 20, files: 2, level: "info" });
+    try {
+      traffic.event("client", "first, through the traffic log");
+      log.server.info("second, through LogTape");
+      traffic.event("client", "third, through the traffic log");
+    } finally {
+      traffic.flush();
+      await shutdownLogging();
+    }
+    const lines = (await Deno.readTextFile(path)).trimEnd().split("\n");
+    const order = ["first", "second", "third"].map((word) => lines.findIndex((line) => line.includes(`: ${word},`)));
+    assert.ok(order.every((index) => index >= 0), `all three lines: ${lines.join("\n")}`);
+    assert.deepEqual([...order].sort((a, b) => a - b), order, `in the order they were logged: ${lines.join("\n")}`);
   }));

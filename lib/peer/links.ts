@@ -108,8 +108,9 @@ export class PeerLinks {
       const sent = link.sendAcknowledged(record, waitMs);
       if (sent !== undefined) sends.push(sent);
     }
-    // PROTOCOL.md: records received and forwarded are logged, each with its line, one line per record stored (each
-    // link's write is also logged as a count, outbound.ts). A record from a client was logged as its IAMAT.
+    // PROTOCOL.md: records received and forwarded are logged, each with its line, one line per record stored (a link's
+    // write is counted too at debug, or when it carries reconciliation records: outbound.ts). A record from a client
+    // was logged as its IAMAT.
     if (from !== undefined) {
       const forwarded = to === "" ? "" : `, forwarded to ${quote(to)}`;
       traffic.event("peer", `From ${quote(from)}, stored${forwarded}: ${quote(cutForLog(record.line))}`);
