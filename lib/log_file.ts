@@ -118,8 +118,10 @@ export class LogFile {
     try {
       while (this.#queue.length > 0 && this.#file !== undefined) {
         await this.#spaced();
-        const note = this.#dropped === 0 ? undefined : _encoder.encode(
-          `${new Date().toISOString()} [WRN] herd.server: ${this.#dropped} log lines were dropped: ` +
+        // Lines dropped while this write waits are told in the next note.
+        const noted = this.#dropped;
+        const note = noted === 0 ? undefined : _encoder.encode(
+          `${new Date().toISOString()} [WRN] herd.server: ${noted} log lines were dropped: ` +
             "the log could not keep up, or its disk was full\n",
         );
         const noteBytes = note?.length ?? 0;
@@ -130,7 +132,7 @@ export class LogFile {
           chunk = this.#take(this.#options.maxBytes - this.#size - noteBytes);
         }
         chunk ??= this.#takeLine();
-        if (note !== undefined && await this.#append(note)) this.#dropped = 0;
+        if (note !== undefined && await this.#append(note)) this.#dropped -= noted;
         if (!await this.#append(chunk)) {
           let lines = 0;
           for (let i = 0; i < chunk.length; i++) if (chunk[i] === 10) lines++;
