@@ -12,43 +12,31 @@
  * Needs bench/.build/loadgen (built by `deno task bench`) and git.
  */
 
-const LOADGEN = new URL("./.build/loadgen", import.meta.url).pathname;
+import { checkOut, denoRunArgs, LOADGEN, requireLoadgen } from "./checkouts.ts";
+
 const ONE = new URL("./ab_one.ts", import.meta.url).pathname;
-const REPO = new URL("../", import.meta.url).pathname;
 const ROUNDS = Number(Deno.env.get("HERD_AB_ROUNDS") ?? 3);
 const decoder = new TextDecoder();
 
 interface Subject {
-  rev: string;
+  commit: string;
   label: string;
   peers: string;
   root: string;
-}
-
-async function git(args: string[]): Promise<string> {
-  const out = await new Deno.Command("git", { args: ["-C", REPO, ...args], stdout: "piped", stderr: "piped" }).output();
-  if (!out.success) throw new Error(`git ${args.join(" ")}: ${decoder.decode(out.stderr)}`);
-  return decoder.decode(out.stdout).trim();
 }
 
 if (Deno.args.length === 0) {
   console.error("usage: deno task bench:ab REV[:label][@peers-json] ...   e.g. aea5397:before HEAD:after");
   Deno.exit(2);
 }
-await Deno.stat(LOADGEN).catch(() => {
-  console.error(`${LOADGEN} is missing: deno task bench builds it`);
-  Deno.exit(2);
-});
-const scratch = await Deno.makeTempDir({ dir: "/tmp", prefix: "herd-ab-" });
-const subjects: Subject[] = [];
-for (const spec of Deno.args) {
+await requireLoadgen();
+const specs = Deno.args.map((spec) => {
   const [head, peers = ""] = spec.split(/@(.*)/s);
   const [rev, label = rev] = head.split(":");
-  const commit = await git(["rev-parse", "--verify", `${rev}^{commit}`]);
-  const root = `${scratch}/${subjects.length}-${commit.slice(0, 8)}`;
-  await git(["worktree", "add", "--detach", "-f", root, commit]);
-  subjects.push({ rev: commit.slice(0, 8), label, peers, root });
-}
+  return { rev, label, peers };
+});
+const checkouts = await checkOut(specs.map((spec) => spec.rev), "herd-ab-");
+const subjects: Subject[] = specs.map(({ label, peers }, i) => ({ ...checkouts.list[i], label, peers }));
 /** A scenario's figures in one line of ab_one.ts. */
 interface Figures {
   per_s: number;
@@ -69,15 +57,7 @@ try {
     for (const subject of subjects) {
       const out = await new Deno.Command("deno", {
         args: [
-          "run",
-          "--no-prompt",
-          "--config",
-          `${subject.root}/deno.json`,
-          `--allow-read=${subject.root},/tmp`,
-          "--allow-write=/tmp",
-          `--allow-run=deno,${LOADGEN}`,
-          "--allow-net=127.0.0.1",
-          ONE,
+          ...denoRunArgs(subject.root, ONE, `deno,${LOADGEN}`),
           subject.root,
           subject.label,
           LOADGEN,
@@ -89,19 +69,18 @@ try {
       const line = decoder.decode(out.stdout).trim().split("\n").at(-1) ?? "";
       if (!out.success) {
         console.log(
-          `round ${round} ${subject.label} (${subject.rev}) failed: ${decoder.decode(out.stderr).slice(-500)}`,
+          `round ${round} ${subject.label} (${subject.commit}) failed: ${decoder.decode(out.stderr).slice(-500)}`,
         );
         continue;
       }
-      console.log(`round ${round} ${subject.label} (${subject.rev}) ${line}`);
+      console.log(`round ${round} ${subject.label} (${subject.commit}) ${line}`);
       const runs = results.get(subject.label) ?? [];
       runs.push(JSON.parse(line));
       results.set(subject.label, runs);
     }
   }
 } finally {
-  for (const subject of subjects) await git(["worktree", "remove", "--force", subject.root]).catch(() => {});
-  await Deno.remove(scratch, { recursive: true }).catch(() => {});
+  await checkouts[Symbol.asyncDispose]();
 }
 const range = (values: number[]) => `${Math.min(...values)}-${Math.max(...values)}`;
 console.log("\nranges over the rounds (scenario: per second / server CPU µs per command; 4: p99 µs; 7: ms)");

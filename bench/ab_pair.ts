@@ -14,31 +14,21 @@
  * Needs bench/.build/loadgen (built by `deno task bench`) and git.
  */
 
-const LOADGEN = new URL("./.build/loadgen", import.meta.url).pathname;
+import { checkOut, denoRunArgs, LOADGEN, requireLoadgen } from "./checkouts.ts";
+
 const HERD = new URL("./pair_herd.ts", import.meta.url).pathname;
-const REPO = new URL("../", import.meta.url).pathname;
 const ROUNDS = Number(Deno.env.get("HERD_PAIR_ROUNDS") ?? 5);
 const decoder = new TextDecoder();
-
-async function git(args: string[]): Promise<string> {
-  const out = await new Deno.Command("git", { args: ["-C", REPO, ...args], stdout: "piped", stderr: "piped" }).output();
-  if (!out.success) throw new Error(`git ${args.join(" ")}: ${decoder.decode(out.stderr)}`);
-  return decoder.decode(out.stdout).trim();
-}
 
 if (Deno.args.length !== 2) {
   console.error("usage: deno task bench:pair REV_A[:label] REV_B[:label]   e.g. 84b38f8:before HEAD:after");
   Deno.exit(2);
 }
-await Deno.stat(LOADGEN).catch(() => {
-  console.error(`${LOADGEN} is missing: deno task bench builds it`);
-  Deno.exit(2);
-});
+await requireLoadgen();
 
 /** A running herd of one revision. */
 interface Side {
   label: string;
-  rev: string;
   root: string;
   child?: Deno.ChildProcess;
   ports: number[];
@@ -48,18 +38,7 @@ interface Side {
 /** Starts the herd of `side` and waits for its ports and pids. */
 async function start(side: Side): Promise<void> {
   const child = new Deno.Command("deno", {
-    args: [
-      "run",
-      "--no-prompt",
-      "--config",
-      `${side.root}/deno.json`,
-      `--allow-read=${side.root},/tmp`,
-      "--allow-write=/tmp",
-      "--allow-run=deno",
-      "--allow-net=127.0.0.1",
-      HERD,
-      side.root,
-    ],
+    args: [...denoRunArgs(side.root, HERD, "deno"), side.root],
     stdin: "piped",
     stdout: "piped",
     stderr: "inherit",
@@ -104,21 +83,14 @@ const SCENARIOS: [string, string[]][] = [
   ["5 WHATSAT warm", ["rr", "--connections", "50", "--command", "whatsat", "--radius", "10", "--bound", "20"]],
 ];
 
-const scratch = await Deno.makeTempDir({ dir: "/tmp", prefix: "herd-pair-" });
-const sides: Side[] = [];
-for (const spec of Deno.args) {
+const specs = Deno.args.map((spec) => {
   const [rev, label = rev] = spec.split(":");
-  const commit = await git(["rev-parse", "--verify", `${rev}^{commit}`]);
-  const root = `${scratch}/${sides.length}-${commit.slice(0, 8)}`;
-  await git(["worktree", "add", "--detach", "-f", root, commit]);
-  sides.push({
-    label: sides.length === 1 && label === sides[0].label ? `${label}'` : label,
-    rev,
-    root,
-    ports: [],
-    pids: [],
-  });
-}
+  return { rev, label };
+});
+// The same label twice (a revision against itself) is told apart by a prime.
+if (specs[1].label === specs[0].label) specs[1].label += "'";
+const checkouts = await checkOut(specs.map((spec) => spec.rev), "herd-pair-");
+const sides: Side[] = specs.map(({ label }, i) => ({ label, root: checkouts.list[i].root, ports: [], pids: [] }));
 const [a, b] = sides;
 const ratios = new Map<string, { perS: number[]; cpu: number[] }>();
 try {
@@ -149,8 +121,7 @@ try {
       await side.child?.status;
     } catch { /* already gone */ }
   }
-  for (const side of sides) await git(["worktree", "remove", "--force", side.root]).catch(() => {});
-  await Deno.remove(scratch, { recursive: true }).catch(() => {});
+  await checkouts[Symbol.asyncDispose]();
 }
 const median = (values: number[]) => {
   const sorted = [...values].sort((x, y) => x - y);
