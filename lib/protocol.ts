@@ -278,15 +278,16 @@ export function parseHerdRecordLine(
   for (let i = 5; i < spaces.length; i++) {
     tail.push(line.slice(spaces[i] + 1, i + 1 < spaces.length ? spaces[i + 1] : line.length));
   }
+  const clientId = line.slice(spaces[2] + 1, spaces[3]);
   if (rules.held !== undefined) {
-    const held = rules.held(line.slice(spaces[2] + 1, spaces[3]));
+    const held = rules.held(clientId);
     if (held !== undefined && held.length === end && line.startsWith(held)) return { record: null, tail };
   }
   const record = _checkHerdRecord(
     extra === 0 ? line : line.slice(0, end),
     line.slice(3, spaces[1]),
     line.slice(spaces[1] + 1, spaces[2]),
-    line.slice(spaces[2] + 1, spaces[3]),
+    clientId,
     line.slice(spaces[3] + 1, spaces[4]),
     line.slice(spaces[4] + 1, end),
     rules,
