@@ -34,6 +34,14 @@ const LOADGEN = "bench/.build/loadgen";
 const RESULTS = "bench/results";
 const SECONDS = Number(Deno.env.get("HERD_BENCH_SECONDS") ?? 3);
 const REPEATS = 3;
+/**
+ * Seconds of load each herd takes before its measured runs of scenarios 1
+ * and 2, half request/response and half pipelined: V8 compiles a server's
+ * hot paths while they run, and under this load it is still compiling (and
+ * the herd getting faster) 20 s in (docs/PERFORMANCE.md, "Warm-up"). The
+ * first run after start-up is measured and reported on its own (`cold`).
+ */
+const WARMUP_SECONDS = Number(Deno.env.get("HERD_BENCH_WARMUP_SECONDS") ?? 20);
 /** A certificate directory for the Redis herd's TLS; a temporary one is made when unset. */
 const CERT_DIR = Deno.env.get("HERD_BENCH_CERTS");
 /** How long a write to the Redis herd waits for its replicas' acknowledgements (`WAIT n ACK_TIMEOUT_MS`). */
@@ -315,6 +323,13 @@ async function herdRr(ports: number[], connections: number, depth: number, extra
   ]);
 }
 
+/** Load on `ports` for WARMUP_SECONDS, not measured: half one command in flight per connection, half 16. */
+async function warmUp(ports: number[]): Promise<void> {
+  const seconds = String(WARMUP_SECONDS / 2);
+  await herdRr(ports, 50, 1, ["--duration", seconds, "--warmup", "0", "--quiet"]);
+  await herdRr(ports, 50, 16, ["--duration", seconds, "--warmup", "0", "--quiet"]);
+}
+
 async function main(): Promise<void> {
   const started = Date.now();
   await Deno.mkdir("bench/.build", { recursive: true });
@@ -402,6 +417,17 @@ async function main(): Promise<void> {
   };
 
   try {
+    // The first runs after start-up, on a cold JIT, then every herd warmed up before the measured runs.
+    if (WARMUP_SECONDS > 0) {
+      log("scenarios 1 and 2 once each, cold, on the TLS herd");
+      result.cold = {
+        iamat_rr: await herdRr(ports, 50, 1, herdPids),
+        iamat_pipelined: await herdRr(ports, 50, 16, herdPids),
+      };
+      log(`warming the three herds up, ${WARMUP_SECONDS} s each`);
+      for (const warmPorts of [ports, plainPorts, treePorts]) await warmUp(warmPorts);
+    }
+    result.warmup_seconds = WARMUP_SECONDS;
     // 1 and 2: request/response and pipelined, at 50 connections, interleaved with the Redis herd and plain
     // Redis, repeated.
     const s1: Json[] = [];
@@ -854,6 +880,14 @@ async function report(result: Json): Promise<void> {
     "| scenario | per second | p50 µs | p99 µs | p99.9 µs | loadgen CPU | server CPU µs per command | herd ÷ this |",
     "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
     row("1. IAMAT request/response, 50 conns", s.iamat_rr.median, cpu.iamat_rr),
+    ...(result.cold === undefined ? [] : [
+      row(
+        "1. the same, cold: the first run after start-up",
+        result.cold.iamat_rr,
+        result.cold.iamat_rr.server_cpu?.us_per_command,
+        s.iamat_rr.median.throughput_per_s / result.cold.iamat_rr.throughput_per_s,
+      ),
+    ]),
     row(
       "1. the same, plain-text peer links",
       result.tls_off?.iamat_rr?.median,
@@ -874,6 +908,14 @@ async function report(result: Json): Promise<void> {
     ),
     row("1. plain Redis: redis-benchmark SET -P 1, 50 conns", r.set_p1?.median, undefined, ratios.iamat_rr_vs_redis_p1),
     row("2. IAMAT pipelined, 50 conns × 16", s.iamat_pipelined.median, cpu.iamat_pipelined),
+    ...(result.cold === undefined ? [] : [
+      row(
+        "2. the same, cold: the first run after start-up",
+        result.cold.iamat_pipelined,
+        result.cold.iamat_pipelined.server_cpu?.us_per_command,
+        s.iamat_pipelined.median.throughput_per_s / result.cold.iamat_pipelined.throughput_per_s,
+      ),
+    ]),
     row(
       "2. the same, plain-text peer links",
       result.tls_off?.iamat_pipelined?.median,
@@ -944,7 +986,13 @@ async function report(result: Json): Promise<void> {
     "",
     'The herd runs with the shipped defaults (TLS peer links, records flooded) unless a row says otherwise; "herd ÷ ' +
     'this" on a plain-text row is the TLS herd over the plain one (what TLS leaves of the throughput), on a ' +
-    "broadcast-trees row the flooding herd over the tree one.",
+    "broadcast-trees row the flooding herd over the tree one, on a cold row the herd's median over its first run.",
+    ...(result.cold === undefined ? [] : [
+      "",
+      `Warm-up: the "cold" rows are the TLS herd's first run of each scenario after start-up; then each herd took ` +
+      `${result.warmup_seconds} s of unmeasured load (half one command in flight per connection, half 16) before ` +
+      "the measured runs, so that V8 has compiled the servers' hot paths, as on a server that has been running.",
+    ]),
     "",
     ...(notMeasured.length > 0 ? [`Not measured: ${notMeasured.join("; ")}.`, ""] : []),
     "| bar | target | measured | vs plain Redis | |",
