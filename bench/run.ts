@@ -290,6 +290,41 @@ async function startEcho(): Promise<Echo> {
   };
 }
 
+// --- the skeleton herd -------------------------------------------------------------------------------------------
+
+interface Skeleton {
+  ports: number[];
+  pids: number[];
+  stop(): Promise<void>;
+}
+
+/** Starts bench/skeleton_herd.ts (five processes) and reads their ports and pids. */
+async function startSkeleton(): Promise<Skeleton> {
+  const child = new Deno.Command("deno", {
+    args: ["run", "--no-prompt", "--allow-net=127.0.0.1", "--allow-run=deno", "bench/skeleton_herd.ts"],
+    stdin: "piped",
+    stdout: "piped",
+    stderr: "inherit",
+  }).spawn();
+  const reader = child.stdout.pipeThrough(new TextDecoderStream()).getReader();
+  let text = "";
+  while (!text.includes("\n")) {
+    const { value, done } = await reader.read();
+    if (done) throw new Error(`The skeleton herd exited before listening (${(await child.status).code})`);
+    text += value;
+  }
+  const { ports, pids } = JSON.parse(text.split("\n")[0]);
+  return {
+    ports,
+    pids,
+    async stop() {
+      await child.stdin.close();
+      await reader.cancel();
+      await child.status;
+    },
+  };
+}
+
 // --- the herd ----------------------------------------------------------------------------------------------------
 
 /** loadgen arguments that report these processes' CPU over the measured window. */
@@ -358,6 +393,8 @@ async function main(): Promise<void> {
     redis: hasRedis ? {} : { error: "redis-server, redis-benchmark or redis-cli not found" },
     /** The reference for scenario 3: bench/echo_server.ts. */
     echo: {},
+    /** A reference for scenarios 1 and 2: the herd's messages alone (bench/skeleton_herd.ts). */
+    skeleton: {},
     /** Median server CPU (user + system, summed over the servers) per write or exchange in the measured window, µs. */
     cpu_per_write_us: {},
     ratios: {},
@@ -416,6 +453,13 @@ async function main(): Promise<void> {
     }
   };
 
+  let skeleton: Skeleton | undefined;
+  try {
+    log("starting the skeleton herd");
+    skeleton = await startSkeleton();
+  } catch (error) {
+    result.skeleton.error = (error as Error).message;
+  }
   try {
     // The first runs after start-up, on a cold JIT, then every herd warmed up before the measured runs.
     if (WARMUP_SECONDS > 0) {
@@ -440,6 +484,8 @@ async function main(): Promise<void> {
     const p16: Json[] = [];
     const t1: Json[] = [];
     const t16: Json[] = [];
+    const k1: Json[] = [];
+    const k16: Json[] = [];
     for (let repeat = 0; repeat < REPEATS; repeat++) {
       log(`scenario 1 and 2, repeat ${repeat + 1}/${REPEATS}`);
       s1.push(await herdRr(ports, 50, 1, herdPids));
@@ -448,6 +494,10 @@ async function main(): Promise<void> {
       p16.push(await herdRr(plainPorts, 50, 16, plainPids));
       t1.push(await herdRr(treePorts, 50, 1, treePids));
       t16.push(await herdRr(treePorts, 50, 16, treePids));
+      if (skeleton) {
+        k1.push(await herdRr(skeleton.ports, 50, 1, serverPids(skeleton.pids)));
+        k16.push(await herdRr(skeleton.ports, 50, 16, serverPids(skeleton.pids)));
+      }
       const rr = await onRedisHerd((redisHerd) => redisHerdRr(redisHerd, 50, 1));
       const pipelined = await onRedisHerd((redisHerd) => redisHerdRr(redisHerd, 50, 16));
       if (rr !== undefined && pipelined !== undefined) {
@@ -477,6 +527,14 @@ async function main(): Promise<void> {
       iamat_pipelined: medianOf(t16, (run) => run.server_cpu?.us_per_command),
     };
     await treeHerd[Symbol.asyncDispose]();
+    await skeleton?.stop();
+    skeleton = undefined;
+    if (k1.length === REPEATS) {
+      result.skeleton.iamat_rr = { runs: k1, median: pick(k1) };
+      result.skeleton.iamat_pipelined = { runs: k16, median: pick(k16) };
+      result.cpu_per_write_us.skeleton_rr = medianOf(k1, (run) => run.server_cpu?.us_per_command);
+      result.cpu_per_write_us.skeleton_pipelined = medianOf(k16, (run) => run.server_cpu?.us_per_command);
+    }
     if (h1.length === REPEATS) {
       result.redis_herd.set_wait_rr = { runs: h1, median: pick(h1) };
       result.redis_herd.set_wait_pipelined = { runs: h16, median: pick(h16) };
@@ -629,6 +687,7 @@ async function main(): Promise<void> {
     result.scenarios.whatsat_warm = medianBy(warm, (run) => run.throughput_per_s);
     result.repeated.whatsat_warm = warm;
   } finally {
+    await skeleton?.stop();
     await redisHerd?.[Symbol.asyncDispose]();
     await Deno.remove(scratch, { recursive: true });
     await herd[Symbol.asyncDispose]();
@@ -873,6 +932,7 @@ async function report(result: Json): Promise<void> {
     ...(h.error ? [`Redis herd: ${h.error}`] : []),
     ...(r.error ? [`plain Redis: ${r.error}`] : []),
     ...(e.error ? [`Deno echo: ${e.error}`] : []),
+    ...(result.skeleton?.error ? [`skeleton herd: ${result.skeleton.error}`] : []),
   ];
   const lines = [
     `Benchmark run ${result.date} (${result.machine.cores} cores, Deno ${result.machine.deno}, ${result.seconds_per_run} s per run, medians of ${result.repeats}).`,
@@ -901,6 +961,12 @@ async function report(result: Json): Promise<void> {
       s.iamat_rr.median.throughput_per_s / result.broadcast_tree?.iamat_rr?.median?.throughput_per_s,
     ),
     row(
+      "1. skeleton herd: the herd's messages alone, plain TCP",
+      result.skeleton?.iamat_rr?.median,
+      cpu.skeleton_rr,
+      s.iamat_rr.median.throughput_per_s / result.skeleton?.iamat_rr?.median?.throughput_per_s,
+    ),
+    row(
       `1. Redis herd: SET + WAIT ${replicas ?? "n"} at ${h.root}, 50 conns`,
       h.set_wait_rr?.median,
       cpu.redis_herd_rr,
@@ -927,6 +993,12 @@ async function report(result: Json): Promise<void> {
       result.broadcast_tree?.iamat_pipelined?.median,
       result.broadcast_tree?.cpu_per_write_us?.iamat_pipelined,
       s.iamat_pipelined.median.throughput_per_s / result.broadcast_tree?.iamat_pipelined?.median?.throughput_per_s,
+    ),
+    row(
+      "2. skeleton herd: the herd's messages alone, plain TCP",
+      result.skeleton?.iamat_pipelined?.median,
+      cpu.skeleton_pipelined,
+      s.iamat_pipelined.median.throughput_per_s / result.skeleton?.iamat_pipelined?.median?.throughput_per_s,
     ),
     row(
       `2. Redis herd: SET + WAIT ${replicas ?? "n"} at ${h.root}, 50 conns × 16`,
@@ -987,6 +1059,12 @@ async function report(result: Json): Promise<void> {
     'The herd runs with the shipped defaults (TLS peer links, records flooded) unless a row says otherwise; "herd ÷ ' +
     'this" on a plain-text row is the TLS herd over the plain one (what TLS leaves of the throughput), on a ' +
     "broadcast-trees row the flooding herd over the tree one, on a cold row the herd's median over its first run.",
+    "",
+    "Skeleton herd (`bench/skeleton_herd.ts`): five Deno processes on the same links doing only the herd's messages: " +
+    "an IAMAT becomes an AT line sent to every neighbour, flooded on and acknowledged, and the reply goes once the " +
+    "neighbours acknowledged; plain TCP, one `conn.read()` loop per socket, one write per socket per turn, no checks, " +
+    "no disk, no log. Between it and the herd is the herd's own work; between it and the Redis herd, the design's " +
+    "shape on Deno.",
     ...(result.cold === undefined ? [] : [
       "",
       `Warm-up: the "cold" rows are the TLS herd's first run of each scenario after start-up; then each herd took ` +
