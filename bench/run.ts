@@ -37,9 +37,10 @@ const REPEATS = 3;
 /**
  * Seconds of load each herd takes before its measured runs of scenarios 1
  * and 2, half request/response and half pipelined: V8 compiles a server's
- * hot paths while they run, and under this load it is still compiling (and
- * the herd getting faster) 20 s in (docs/PERFORMANCE.md, "Warm-up"). The
- * first run after start-up is measured and reported on its own (`cold`).
+ * hot paths while they run, and a lone herd under this load was still
+ * compiling, and getting faster, 20 s in (docs/PERFORMANCE.md, "Third
+ * round"). The first run after start-up is measured and reported on its own
+ * (`cold`), so each run says how its first minutes compare.
  */
 const WARMUP_SECONDS = Number(Deno.env.get("HERD_BENCH_WARMUP_SECONDS") ?? 20);
 /** A certificate directory for the Redis herd's TLS; a temporary one is made when unset. */
@@ -1058,7 +1059,8 @@ async function report(result: Json): Promise<void> {
     "",
     'The herd runs with the shipped defaults (TLS peer links, records flooded) unless a row says otherwise; "herd ÷ ' +
     'this" on a plain-text row is the TLS herd over the plain one (what TLS leaves of the throughput), on a ' +
-    "broadcast-trees row the flooding herd over the tree one, on a cold row the herd's median over its first run.",
+    "broadcast-trees row the flooding herd over the tree one, on a cold row the herd's median over its first run, on a " +
+    "skeleton row the herd over the skeleton herd.",
     "",
     "Skeleton herd (`bench/skeleton_herd.ts`): five Deno processes on the same links doing only the herd's messages: " +
     "an IAMAT becomes an AT line sent to every neighbour, flooded on and acknowledged, and the reply goes once the " +
