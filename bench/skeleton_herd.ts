@@ -14,6 +14,12 @@
  *
  * `--node-peers`: peer links over `node:net` sockets, as the herd's are.
  *
+ * Less than the herd in ways that favour it: a wait for acknowledgements
+ * has no deadline (the herd sweeps expired waits every 5 ms), a client's
+ * next lines are read only once its last batch is answered (so batches
+ * merge while they wait), and a client that half-closes may lose its last
+ * replies (it is for scenarios 1 and 2, not 3).
+ *
  * Prints `{"ports":[...],"pids":[...]}` once every server listens and its
  * links are up; stops its servers when its standard input closes.
  */
@@ -242,6 +248,9 @@ async function serve(index: number, clientPorts: number[], peerPorts: number[], 
     readLines(conn, acknowledged(waiting));
   }));
   console.log("ready");
+  // Until our standard input closes: the parent, gone or done.
+  for await (const _ of Deno.stdin.readable) { /* nothing to read */ }
+  Deno.exit(0);
 }
 
 async function main(): Promise<void> {
@@ -269,25 +278,35 @@ async function main(): Promise<void> {
         JSON.stringify(peerPorts),
         Deno.args.includes("--node-peers") ? "node" : "deno",
       ],
-      stdin: "null",
+      stdin: "piped",
       stdout: "piped",
       stderr: "inherit",
     }).spawn()
   );
-  await Promise.all(children.map(async (child) => {
-    const reader = child.stdout.pipeThrough(new TextDecoderStream()).getReader();
-    let text = "";
-    while (!text.includes("ready")) {
-      const { value, done } = await reader.read();
-      if (done) throw new Error("a skeleton server exited before it was ready");
-      text += value;
+  try {
+    await Promise.all(children.map(async (child) => {
+      const reader = child.stdout.pipeThrough(new TextDecoderStream()).getReader();
+      let text = "";
+      while (!text.includes("ready")) {
+        const { value, done } = await reader.read();
+        if (done) throw new Error("a skeleton server exited before it was ready");
+        text += value;
+      }
+      reader.releaseLock();
+    }));
+  } catch (error) {
+    for (const child of children) {
+      try {
+        child.kill("SIGKILL");
+      } catch { /* already gone */ }
     }
-    reader.releaseLock();
-  }));
+    throw error;
+  }
   console.log(JSON.stringify({ ports: clientPorts, pids: children.map((child) => child.pid) }));
   // Until standard input closes.
   for await (const _ of Deno.stdin.readable) { /* nothing to read */ }
-  for (const child of children) child.kill("SIGKILL");
+  // Each server exits when its standard input closes.
+  await Promise.all(children.map((child) => child.stdin.close().catch(() => {})));
   await Promise.all(children.map((child) => child.status));
 }
 
