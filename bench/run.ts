@@ -1071,8 +1071,8 @@ async function report(result: Json): Promise<void> {
     "",
     'The herd runs with the shipped defaults (TLS peer links, records flooded) unless a row says otherwise; "herd ÷ ' +
     'this" on a plain-text row is the TLS herd over the plain one (what TLS leaves of the throughput), on a ' +
-    "broadcast-trees row the flooding herd over the tree one, on a cold row the herd's median over its first run, on a " +
-    "skeleton row the herd over the skeleton herd.",
+    "broadcast-trees row the flooding herd over the tree one, on a skeleton row the herd over the skeleton herd" +
+    (result.cold === undefined ? "." : ", on a cold row the herd's median over its first run."),
     ...(result.skeleton?.iamat_rr === undefined ? [] : [
       "",
       "Skeleton herd (`bench/skeleton_herd.ts`): five Deno processes on the same links doing only the herd's " +
