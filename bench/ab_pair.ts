@@ -94,7 +94,9 @@ const sides: Side[] = specs.map(({ label }, i) => ({ label, root: checkouts.list
 const [a, b] = sides;
 const ratios = new Map<string, { perS: number[]; cpu: number[] }>();
 try {
-  await Promise.all(sides.map(start));
+  // One after the other: each herd takes its ports from the free ones when it starts, and two herds starting at once
+  // could be given the same port (a run failed so: "Address already in use").
+  for (const side of sides) await start(side);
   // The WHATSAT scenario's cache is warmed by a first pass against each herd, not measured.
   await Promise.all(sides.map((side) => load(side, SCENARIOS[3][1])));
   for (let round = 1; round <= ROUNDS; round++) {
