@@ -30,7 +30,7 @@ import { setImmediate } from "node:timers";
 const NAMES = ["Hill", "Jaquez", "Smith", "Campbell", "Singleton"];
 /** The default links (herd.config.json), by index into NAMES. */
 const LINKS: [number, number][] = [[0, 1], [0, 2], [2, 3], [4, 1], [4, 2], [4, 3]];
-/** How long a record sent to a neighbour waits for its acknowledgement, as the herd's wire says. */
+/** The wait written on the wire with each record, as the herd writes it; the skeleton itself keeps no deadline. */
 const WAIT_MS = 500;
 const NEWLINE = 0x0a;
 const encoder = new TextEncoder();
