@@ -15,6 +15,7 @@
  */
 
 import { checkOut, denoRunArgs, LOADGEN, requireLoadgen } from "./checkouts.ts";
+import { firstLine } from "./command.ts";
 
 const HERD = new URL("./pair_herd.ts", import.meta.url).pathname;
 const ROUNDS = Number(Deno.env.get("HERD_PAIR_ROUNDS") ?? 5);
@@ -44,16 +45,7 @@ async function start(side: Side): Promise<void> {
     stderr: "inherit",
   }).spawn();
   side.child = child;
-  const reader = child.stdout.pipeThrough(new TextDecoderStream()).getReader();
-  let text = "";
-  while (!text.includes("\n")) {
-    const { value, done } = await reader.read();
-    if (done) throw new Error(`the ${side.label} herd exited before it was up`);
-    text += value;
-  }
-  reader.releaseLock();
-  child.stdout.cancel().catch(() => {});
-  const { ports, pids } = JSON.parse(text.slice(0, text.indexOf("\n")));
+  const { ports, pids } = JSON.parse(await firstLine(child, `The ${side.label} herd`));
   side.ports = ports;
   side.pids = pids;
 }

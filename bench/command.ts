@@ -29,3 +29,23 @@ export async function commandExists(name: string): Promise<boolean> {
 export function delay(ms: number): Promise<void> {
   return new Promise((resolve) => setTimeout(resolve, ms));
 }
+
+/**
+ * The first line `child` writes to its standard output (a helper announcing
+ * itself once it is up: its ports, its pids, "ready"); the rest of its
+ * output is not read. Throws, naming `what`, if the child ends first.
+ */
+export async function firstLine(child: Deno.ChildProcess, what: string): Promise<string> {
+  const reader = child.stdout.pipeThrough(new TextDecoderStream()).getReader();
+  let text = "";
+  try {
+    while (!text.includes("\n")) {
+      const { value, done } = await reader.read();
+      if (done) throw new Error(`${what} exited before it was up (exit code ${(await child.status).code})`);
+      text += value;
+    }
+  } finally {
+    await reader.cancel().catch(() => {});
+  }
+  return text.slice(0, text.indexOf("\n"));
+}

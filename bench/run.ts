@@ -24,7 +24,7 @@
 import { startFakePlaces } from "../tests/testing/fake_places.ts";
 import { exchange, freePorts, TestHerd } from "../tests/testing/herd.ts";
 import { checkCertificateDir, makeCertificateDir } from "./certs.ts";
-import { commandExists, delay, runCommand as run } from "./command.ts";
+import { commandExists, delay, firstLine, runCommand as run } from "./command.ts";
 import { measureStartups } from "./startup.ts";
 import { RedisHerd } from "./redis_herd.ts";
 import { barChart } from "./svg.ts";
@@ -274,19 +274,12 @@ async function startEcho(): Promise<Echo> {
     stdout: "piped",
     stderr: "null",
   }).spawn();
-  const reader = child.stdout.pipeThrough(new TextDecoderStream()).getReader();
-  let text = "";
-  while (!text.includes("\n")) {
-    const { value, done } = await reader.read();
-    if (done) throw new Error(`The echo server exited before listening (${(await child.status).code})`);
-    text += value;
-  }
+  const { port } = JSON.parse(await firstLine(child, "The echo server"));
   return {
-    port: JSON.parse(text.split("\n")[0]).port,
+    port,
     pid: child.pid,
     async stop() {
       child.kill("SIGTERM");
-      await reader.cancel();
       await child.status;
     },
   };
@@ -308,22 +301,12 @@ async function startSkeleton(): Promise<Skeleton> {
     stdout: "piped",
     stderr: "inherit",
   }).spawn();
-  const reader = child.stdout.pipeThrough(new TextDecoderStream()).getReader();
-  let text = "";
-  while (!text.includes("\n")) {
-    const { value, done } = await reader.read();
-    if (done) throw new Error(`The skeleton herd exited before listening (${(await child.status).code})`);
-    text += value;
-  }
-  const { ports, pids } = JSON.parse(text.split("\n")[0]);
+  const { ports, pids } = JSON.parse(await firstLine(child, "The skeleton herd"));
   return {
     ports,
     pids,
     async stop() {
-      try {
-        await child.stdin.close();
-        await reader.cancel();
-      } catch { /* already closed */ }
+      await child.stdin.close().catch(() => {});
       await child.status;
     },
   };

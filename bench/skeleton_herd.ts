@@ -26,6 +26,7 @@
 
 import net from "node:net";
 import { setImmediate } from "node:timers";
+import { firstLine } from "./command.ts";
 
 const NAMES = ["Hill", "Jaquez", "Smith", "Campbell", "Singleton"];
 /** The default links (herd.config.json), by index into NAMES. */
@@ -284,16 +285,7 @@ async function main(): Promise<void> {
     }).spawn()
   );
   try {
-    await Promise.all(children.map(async (child) => {
-      const reader = child.stdout.pipeThrough(new TextDecoderStream()).getReader();
-      let text = "";
-      while (!text.includes("ready")) {
-        const { value, done } = await reader.read();
-        if (done) throw new Error("a skeleton server exited before it was ready");
-        text += value;
-      }
-      reader.releaseLock();
-    }));
+    await Promise.all(children.map((child) => firstLine(child, "A skeleton server")));
   } catch (error) {
     for (const child of children) {
       try {

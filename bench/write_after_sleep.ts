@@ -16,6 +16,7 @@ import net from "node:net";
 import tls from "node:tls";
 import { setImmediate } from "node:timers";
 import { makeCertificateDir, serverCertificate } from "./certs.ts";
+import { firstLine } from "./command.ts";
 
 const WRITES = 3000;
 const ROUNDS = 3;
@@ -64,14 +65,7 @@ async function main(): Promise<void> {
       stdout: "piped",
       stderr: "inherit",
     }).spawn();
-    const lines = reader.stdout.pipeThrough(new TextDecoderStream()).getReader();
-    let text = "";
-    while (!text.includes("\n")) {
-      const { value, done } = await lines.read();
-      if (done) throw new Error("the reader exited before listening");
-      text += value;
-    }
-    const ports = JSON.parse(text);
+    const ports = JSON.parse(await firstLine(reader, "The reader"));
     const ca = Deno.readTextFileSync(serverCertificate(dir, "Reader").ca);
     const payload = new TextEncoder().encode(LINE.repeat(30));
     console.log(`${payload.length} bytes per write, ${WRITES} writes per socket and pacing, mean µs per write`);
@@ -104,7 +98,6 @@ async function main(): Promise<void> {
       denoTls.close();
     }
     reader.kill("SIGTERM");
-    await lines.cancel();
     await reader.status;
   } finally {
     await Deno.remove(dir, { recursive: true });
