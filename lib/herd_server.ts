@@ -104,7 +104,7 @@ export class HerdServer implements PeerHost {
     this.#places = options.places;
     this.#adminToken = options.adminToken;
     serverNamed(config, name);
-    this.store = new LocationStore({ ttlS: config.records.ttlS });
+    this.store = new LocationStore({ ttlS: config.records.ttlS, servers: config.servers.keys() });
     this.#density = new DensityMap(() => this.store.lines());
     this.reconciler = new Reconciler(this.store);
     const longestName = Math.max(...[...config.servers.keys()].map((server) => server.length));

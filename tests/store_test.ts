@@ -1,5 +1,6 @@
 import assert from "node:assert/strict";
-import { StoreDigest } from "../lib/store/digest.ts";
+import fc from "fast-check";
+import { bucketOf, StoreDigest } from "../lib/store/digest.ts";
 import type { LocationRecord } from "../lib/protocol.ts";
 import { LocationStore } from "../lib/store/store.ts";
 
@@ -53,4 +54,64 @@ Deno.test("LocationStore.inBuckets() returns the records of exactly those bucket
   assert.equal(all.length, 500);
   assert.deepEqual(store.inBuckets(new Set()), []);
   assert.deepEqual(all.find((r) => r.clientId === "client-7"), record("client-7", "1"));
+});
+
+Deno.test("LocationStore with the herd's server names keeps lines short and gives each back to the byte", () => {
+  // Lines of every shape a store may hold: the herd's servers and others (a record loaded from a database written
+  // under another config), IDs that look like the other fields, Unicode, times that tie with different lines.
+  const server = fc.constantFrom("Hill", "Jaquez", "Singleton", "Gone", "Hill2", "H");
+  const id = fc.oneof(fc.constantFrom("kiwi", "AT", "+1-2", "5", "Hill", "🥝", "é"), fc.string({ minLength: 1 }))
+    .filter((text) => !/\s/.test(text));
+  const time = fc.constantFrom("5", "5.0", "5.000000001", "6", "1764680000.123456789");
+  const difference = fc.constantFrom("+0.000000001", "-3.250000000", "+12.000000000");
+  const offer = fc.tuple(server, difference, id, time).map(([s, d, c, t]) => ({
+    line: ["AT", s, d, c, "+1-2", t].join(" "),
+    clientId: c,
+    clientTime: t,
+    location: "+1-2",
+  }));
+  fc.assert(
+    fc.property(fc.array(offer, { maxLength: 60 }), (records) => {
+      const plain = new LocationStore({ ttlS: 0 });
+      const short = new LocationStore({ servers: ["Hill", "Jaquez", "Smith", "Campbell", "Singleton"] });
+      for (const r of records) assert.equal(short.offer(r), plain.offer(r), r.line);
+      assert.deepEqual([...short.lines()], [...plain.lines()]);
+      assert.deepEqual(short.digest.words, plain.digest.words);
+      for (const r of records) {
+        assert.equal(short.lineOf(r.clientId), plain.lineOf(r.clientId));
+        assert.deepEqual(short.get(r.clientId), plain.get(r.clientId));
+      }
+      const buckets = new Set(records.map((r) => bucketOf(r.clientId)));
+      assert.deepEqual(short.inBuckets(buckets), plain.inBuckets(buckets));
+    }),
+    { numRuns: 300 },
+  );
+});
+
+Deno.test("LocationStore with the herd's server names keeps a record of the herd in fewer characters", () => {
+  const store = new LocationStore({ servers: ["Hill", "Jaquez"] });
+  const line = "AT Jaquez +0.263873386 kiwi.cs.ucla.edu +34.068930-118.445127 1621464827.959498503";
+  store.offer({
+    line,
+    clientId: "kiwi.cs.ucla.edu",
+    clientTime: "1621464827.959498503",
+    location: "+34.068930-118.445127",
+  });
+  assert.equal(store.lineOf("kiwi.cs.ucla.edu"), line);
+  assert.equal(store.get("kiwi.cs.ucla.edu")?.line, line);
+});
+
+Deno.test("LocationStore with the herd's server names sweeps expired short lines and takes them out of the digest", () => {
+  let now = 100n * 1_000_000_000n;
+  const store = new LocationStore({ ttlS: 10, nowNs: () => now, servers: ["Hill"] });
+  const empty = [...store.digest.words];
+  store.offer(record("kiwi", "95"));
+  store.offer(record("kiwi", "96", "Elsewhere"));
+  store.offer(record("apple", "97"));
+  now += 6_500_000_000n; // kiwi's 96 is now 10.5 s old: expired; apple's 97 is not
+  assert.equal(store.sweepExpired(10), 1);
+  assert.deepEqual([...store.lines()], [record("apple", "97").line]);
+  now += 1n * 1_000_000_000n;
+  assert.equal(store.sweepExpired(10), 1);
+  assert.deepEqual([...store.digest.words], empty);
 });

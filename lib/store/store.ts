@@ -3,11 +3,14 @@
  * client ID to its AT line, with the digest used for anti-entropy. Only the
  * line is kept, one flat string per client (the cheapest `Map` layout
  * measured: docs/PERFORMANCE.md, scenario 6); the other fields are read
- * back from it on demand.
+ * back from it on demand. With the herd's server names given, a line is
+ * kept shorter still: without the `AT `, the client ID (the key already
+ * holds it) and the server's name (one character for it), and made whole
+ * again, to the byte, when it is read.
  */
 
 import { nowNs } from "../clock.ts";
-import { compareToNanoseconds, nanosecondsText } from "../decimal.ts";
+import { compareDecimal, compareToNanoseconds, nanosecondsText } from "../decimal.ts";
 import { bucketOf, StoreDigest } from "./digest.ts";
 import { clientTimeOfLine, compareToLine, type LocationRecord, recordOfLine } from "../protocol.ts";
 
@@ -17,6 +20,37 @@ export interface LocationStoreOptions {
   ttlS?: number;
   /** The clock, in nanoseconds since the epoch; tests pass their own. */
   nowNs?: () => bigint;
+  /**
+   * The herd's server names: the lines of records these servers took are
+   * kept in the short form (see above); others are kept as they are.
+   */
+  servers?: Iterable<string>;
+}
+
+/** Servers a short line can name: one character each, below `A` (a whole line's first character). */
+const _MAX_SHORT_SERVERS = 64;
+
+/**
+ * A stored line in its short form, or the line itself when it has no short
+ * form: `<server's character><time difference> <location> <client time>`,
+ * the server's character being its index in `servers` plus one. Made only
+ * from a line of the herd's own form (`AT`, server, difference, client,
+ * location, time, joined by single spaces); the client must be `clientId`.
+ */
+function _shortLine(line: string, clientId: string, servers: ReadonlyMap<string, string>): string {
+  if (!line.startsWith("AT ")) return line;
+  const afterServer = line.indexOf(" ", 3);
+  if (afterServer < 0) return line;
+  const mark = servers.get(line.slice(3, afterServer));
+  if (mark === undefined) return line;
+  const afterDifference = line.indexOf(" ", afterServer + 1);
+  const afterClient = afterDifference + 1 + clientId.length;
+  if (
+    afterDifference < 0 || line.charCodeAt(afterClient) !== 32 ||
+    !line.startsWith(clientId, afterDifference + 1)
+  ) return line;
+  // join() makes one flat string: a concatenation would keep a rope of the pieces, and the line with them.
+  return [mark + line.slice(afterServer + 1, afterDifference), line.slice(afterClient + 1)].join(" ");
 }
 
 /** How long one expiry cutoff is used before the clock is read again, in milliseconds. */
@@ -29,14 +63,40 @@ export class LocationStore {
   readonly digest: StoreDigest = new StoreDigest();
   #ttlNs: bigint;
   #nowNs: () => bigint;
+  /** How long one expiry cutoff is used: a clock of the caller's (a test's) is read every time. */
+  #cutoffMs: number;
   #cutoff: { whole: string; nanos: string } | undefined;
   #cutoffAt = -Infinity;
   #sweep: Iterator<[string, string]> | undefined;
+  /** Each server's character in a short line, and the servers by character code less one. */
+  #marks = new Map<string, string>();
+  #servers: string[] = [];
 
   /** An empty store; with `ttlS`, records expire by their client time. */
   constructor(options: LocationStoreOptions = {}) {
     this.#ttlNs = BigInt(options.ttlS ?? 0) * 1_000_000_000n;
     this.#nowNs = options.nowNs ?? nowNs;
+    this.#cutoffMs = options.nowNs === undefined ? _CUTOFF_MS : 0;
+    for (const server of options.servers ?? []) {
+      if (this.#servers.length === _MAX_SHORT_SERVERS || this.#marks.has(server)) continue;
+      this.#marks.set(server, String.fromCharCode(this.#servers.length + 1));
+      this.#servers.push(server);
+    }
+  }
+
+  /** The whole AT line of a stored value (short or not) of `clientId`. */
+  #line(clientId: string, stored: string): string {
+    const mark = stored.charCodeAt(0);
+    if (!(mark >= 1 && mark <= _MAX_SHORT_SERVERS)) return stored;
+    const afterDifference = stored.indexOf(" ");
+    return [
+      "AT",
+      this.#servers[mark - 1],
+      stored.slice(1, afterDifference),
+      clientId,
+      stored.slice(afterDifference + 1),
+    ]
+      .join(" ");
   }
 
   /** Number of clients known (records that expired but were not swept yet included). */
@@ -53,7 +113,7 @@ export class LocationStore {
   isExpired(clientTime: string): boolean {
     if (this.#ttlNs === 0n) return false;
     const now = performance.now();
-    if (this.#cutoff === undefined || now - this.#cutoffAt >= _CUTOFF_MS) {
+    if (this.#cutoff === undefined || now - this.#cutoffAt >= this.#cutoffMs) {
       this.#cutoff = nanosecondsText(this.#nowNs() - this.#ttlNs);
       this.#cutoffAt = now;
     }
@@ -62,14 +122,15 @@ export class LocationStore {
 
   /** The line stored for `clientId`, if any, expired or not. */
   lineOf(clientId: string): string | undefined {
-    return this.#lines.get(clientId);
+    const stored = this.#lines.get(clientId);
+    return stored === undefined ? undefined : this.#line(clientId, stored);
   }
 
   /** The stored record for `clientId`, if any (and not expired). */
   get(clientId: string): LocationRecord | undefined {
-    const line = this.#lines.get(clientId);
-    if (line === undefined) return undefined;
-    const record = recordOfLine(line);
+    const stored = this.#lines.get(clientId);
+    if (stored === undefined) return undefined;
+    const record = recordOfLine(this.#line(clientId, stored));
     return this.isExpired(record.clientTime) ? undefined : record;
   }
 
@@ -78,13 +139,19 @@ export class LocationStore {
    * not expired); returns whether it was stored.
    */
   offer(record: LocationRecord): boolean {
-    const current = this.#lines.get(record.clientId);
-    if (current !== undefined && compareToLine(record, current, clientTimeOfLine(current)) <= 0) return false;
+    const { clientId } = record;
+    const stored = this.#lines.get(clientId);
+    // The time first, from the stored value as it is (a short line ends with it too); the whole line only for a tie.
+    if (stored !== undefined) {
+      const byTime = compareDecimal(record.clientTime, clientTimeOfLine(stored));
+      if (byTime < 0) return false;
+      if (byTime === 0 && compareToLine(record, this.#line(clientId, stored), record.clientTime) <= 0) return false;
+    }
     if (this.isExpired(record.clientTime)) return false;
     // Hashed once the record is known to be stored: most floods arrive more than once, and the repeats stop above.
-    const bucket = bucketOf(record.clientId);
-    if (current !== undefined) this.digest.toggleIn(bucket, current);
-    this.#lines.set(record.clientId, record.line);
+    const bucket = bucketOf(clientId);
+    if (stored !== undefined) this.digest.toggleIn(bucket, this.#line(clientId, stored));
+    this.#lines.set(clientId, this.#marks.size === 0 ? record.line : _shortLine(record.line, clientId, this.#marks));
     this.digest.toggleIn(bucket, record.line);
     return true;
   }
@@ -104,10 +171,10 @@ export class LocationStore {
         this.#sweep = undefined;
         break;
       }
-      const [clientId, line] = next.value;
-      if (!this.isExpired(clientTimeOfLine(line))) continue;
+      const [clientId, stored] = next.value;
+      if (!this.isExpired(clientTimeOfLine(stored))) continue;
       this.#lines.delete(clientId);
-      this.digest.toggle(clientId, line);
+      this.digest.toggle(clientId, this.#line(clientId, stored));
       removed++;
     }
     return removed;
@@ -120,14 +187,18 @@ export class LocationStore {
 
   /** Every stored AT line, expired ones left out. */
   *lines(): Generator<string, void, undefined> {
-    for (const line of this.#lines.values()) if (!this.isExpired(clientTimeOfLine(line))) yield line;
+    for (const [clientId, stored] of this.#lines) {
+      if (!this.isExpired(clientTimeOfLine(stored))) yield this.#line(clientId, stored);
+    }
   }
 
   /** The AT lines of the given digest buckets, as the map is walked (nothing gathered first), expired ones left out. */
   *linesInBuckets(buckets: ReadonlySet<number>): Generator<string, void, undefined> {
     if (buckets.size === 0) return;
-    for (const [clientId, line] of this.#lines) {
-      if (buckets.has(bucketOf(clientId)) && !this.isExpired(clientTimeOfLine(line))) yield line;
+    for (const [clientId, stored] of this.#lines) {
+      if (buckets.has(bucketOf(clientId)) && !this.isExpired(clientTimeOfLine(stored))) {
+        yield this.#line(clientId, stored);
+      }
     }
   }
 
