@@ -113,7 +113,7 @@ export class HerdServer implements PeerHost {
       maxClientIdBytes: config.limits.maxClientIdBytes,
       // An AT line is its IAMAT's fields, a server name and a time difference longer.
       maxLineBytes: config.maxLineBytes + longestName + 64,
-      held: (clientId) => this.store.lineOf(clientId),
+      holds: (clientId, line, end) => this.store.holds(clientId, line, end),
     };
     const files = certFiles(config);
     this.#transport = new PeerTransport({

@@ -198,8 +198,8 @@ export interface HerdRecordRules {
   /** Longest AT line in UTF-8 bytes. */
   maxLineBytes: number;
   /**
-   * The line the server holds for a client, if any: a record that is that
-   * line to the byte is not newer, so {@linkcode parseHerdRecordLine}
+   * Whether the line the server holds for a client is, to the byte, the
+   * first `end` characters of `line`: a record that is the held line is not newer, so {@linkcode parseHerdRecordLine}
    * reports it without checking it again (flooding brings most records to a
    * server twice); it is dropped either way. Such a line was checked when it
    * was stored, unless it was loaded from the database at start-up, where a
@@ -207,7 +207,7 @@ export interface HerdRecordRules {
    * client ID) is kept as it is: a copy of it from a peer is then dropped as
    * not newer, and acknowledged, instead of refused as invalid.
    */
-  held?: (clientId: string) => string | undefined;
+  holds?: (clientId: string, line: string, end: number) => boolean;
 }
 
 /**
@@ -260,7 +260,7 @@ const _OTHER_WHITESPACE = /[\t\n\v\f\r]/;
  * and wait of a live record). Finds the fields by their spaces, with no
  * array and no second string for the record's line. Returns undefined when
  * the line is written any other way: the caller then splits it; and null
- * for the record when it is the line `rules.held` gives for its client.
+ * for the record when it is the line held for its client (`rules.holds`).
  */
 export function parseHerdRecordLine(
   line: string,
@@ -279,10 +279,7 @@ export function parseHerdRecordLine(
     tail.push(line.slice(spaces[i] + 1, i + 1 < spaces.length ? spaces[i + 1] : line.length));
   }
   const clientId = line.slice(spaces[2] + 1, spaces[3]);
-  if (rules.held !== undefined) {
-    const held = rules.held(clientId);
-    if (held !== undefined && held.length === end && line.startsWith(held)) return { record: null, tail };
-  }
+  if (rules.holds?.(clientId, line, end)) return { record: null, tail };
   const record = _checkHerdRecord(
     extra === 0 ? line : line.slice(0, end),
     line.slice(3, spaces[1]),

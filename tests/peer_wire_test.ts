@@ -229,7 +229,10 @@ Deno.test("parseHerdRecordLine() reads a line as splitting it would, whenever it
 
 Deno.test("parsePeerMessage() reports a live record that is the line held for its client, and checks every other", () => {
   const held = new Map([[RECORD.clientId, RECORD.line]]);
-  const rules: HerdRecordRules = { ...RULES, held: (clientId) => held.get(clientId) };
+  const rules: HerdRecordRules = {
+    ...RULES,
+    holds: (clientId, line, end) => held.get(clientId) === line.slice(0, end),
+  };
   assert.deepEqual(parsePeerMessage(`${RECORD.line} 7 500`, rules), { kind: "HELD", seq: 7, waitMs: 500 });
   // A newer record of the same client, and one of another client: parsed and checked as ever.
   const newer = RECORD.line.replace("1621464827.959498503", "1621464827.959498504");

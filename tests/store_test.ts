@@ -80,6 +80,15 @@ Deno.test("LocationStore with the herd's server names keeps lines short and give
       for (const r of records) {
         assert.equal(short.lineOf(r.clientId), plain.lineOf(r.clientId));
         assert.deepEqual(short.get(r.clientId), plain.get(r.clientId));
+        // A live record's line (seq and wait after it), and the same with each character changed in turn.
+        const held = plain.lineOf(r.clientId);
+        const live = `${r.line} 7 500`;
+        assert.equal(short.holds(r.clientId, live, r.line.length), held === r.line, live);
+        for (let i = 0; i < r.line.length; i++) {
+          const changed = live.slice(0, i) + (live[i] === "x" ? "y" : "x") + live.slice(i + 1);
+          assert.equal(short.holds(r.clientId, changed, r.line.length), held === changed.slice(0, r.line.length));
+        }
+        assert.equal(short.holds(r.clientId, live, r.line.length - 1), false);
       }
       const buckets = new Set(records.map((r) => bucketOf(r.clientId)));
       assert.deepEqual(short.inBuckets(buckets), plain.inBuckets(buckets));

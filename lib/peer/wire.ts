@@ -26,7 +26,7 @@ import {
 export type PeerMessage =
   | { kind: "HELLO"; name: string }
   | { kind: "RECORD"; record: LocationRecord; seq: number | undefined; waitMs: number }
-  /** A live record that is, to the byte, the line held for its client (`rules.held`): not newer, not checked again. */
+  /** A live record that is, to the byte, the line held for its client (`rules.holds`): not newer, not checked again. */
   | { kind: "HELD"; seq: number; waitMs: number }
   | { kind: "ACK"; seq: number }
   | { kind: "DIGEST"; digest: Uint32Array }

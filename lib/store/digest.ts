@@ -39,16 +39,39 @@ export class StoreDigest {
 
   /** {@linkcode toggle} with the client's bucket already known. */
   toggleIn(bucket: number, line: string): void {
+    this.begin();
+    this.add(line, 0, line.length);
+    this.end(bucket);
+  }
+
+  // A line's hash can also be fed in pieces (begin, add each, end): the same as of the pieces joined, without joining.
+  #low = 0;
+  #high = 0;
+
+  /** Starts the hash of a line given in pieces. */
+  begin(): void {
+    this.#low = 0x811c9dc5;
+    this.#high = 0x050c5d1f;
+  }
+
+  /** Adds `text` from `from` up to `to` to the line being hashed. */
+  add(text: string, from: number, to: number): void {
     // Both 32-bit halves in one pass over the line: the same values as two FNV-1a passes with the two seeds.
-    let low = 0x811c9dc5;
-    let high = 0x050c5d1f;
-    for (let i = 0; i < line.length; i++) {
-      const unit = line.charCodeAt(i);
+    let low = this.#low;
+    let high = this.#high;
+    for (let i = from; i < to; i++) {
+      const unit = text.charCodeAt(i);
       low = Math.imul(low ^ unit, 0x01000193);
       high = Math.imul(high ^ unit, 0x01000193);
     }
-    this.words[2 * bucket] ^= low >>> 0;
-    this.words[2 * bucket + 1] ^= high >>> 0;
+    this.#low = low;
+    this.#high = high;
+  }
+
+  /** Toggles the line hashed since {@linkcode StoreDigest.begin} in `bucket`. */
+  end(bucket: number): void {
+    this.words[2 * bucket] ^= this.#low >>> 0;
+    this.words[2 * bucket + 1] ^= this.#high >>> 0;
   }
 
   /**

@@ -126,6 +126,48 @@ export class LocationStore {
     return stored === undefined ? undefined : this.#line(clientId, stored);
   }
 
+  /** Takes a stored value's line (short or not) in or out of the digest, without making the whole line. */
+  #toggle(bucket: number, clientId: string, stored: string): void {
+    const mark = stored.charCodeAt(0);
+    if (!(mark >= 1 && mark <= _MAX_SHORT_SERVERS)) return this.digest.toggleIn(bucket, stored);
+    const digest = this.digest;
+    const afterDifference = stored.indexOf(" ");
+    digest.begin();
+    digest.add("AT ", 0, 3);
+    digest.add(this.#servers[mark - 1], 0, this.#servers[mark - 1].length);
+    digest.add(" ", 0, 1);
+    digest.add(stored, 1, afterDifference + 1);
+    digest.add(clientId, 0, clientId.length);
+    digest.add(stored, afterDifference, stored.length);
+    digest.end(bucket);
+  }
+
+  /**
+   * Whether the line held for `clientId` (expired or not) is, to the byte,
+   * the first `end` characters of `line`: compared where it lies, without
+   * making the whole line of a short one (this runs for every record a
+   * neighbour sends, and flooding brings most of them twice).
+   */
+  holds(clientId: string, line: string, end: number): boolean {
+    const stored = this.#lines.get(clientId);
+    if (stored === undefined) return false;
+    const mark = stored.charCodeAt(0);
+    if (!(mark >= 1 && mark <= _MAX_SHORT_SERVERS)) return stored.length === end && line.startsWith(stored);
+    // AT <server> <difference> <client> <location> <time>, stored as <mark><difference> <location> <time>.
+    const server = this.#servers[mark - 1];
+    if (end !== stored.length + server.length + clientId.length + 4 || !line.startsWith("AT ")) return false;
+    if (!line.startsWith(server, 3) || line.charCodeAt(3 + server.length) !== 32) return false;
+    const afterDifference = stored.indexOf(" ");
+    let at = 4 + server.length;
+    for (let i = 1; i < afterDifference; i++) if (line.charCodeAt(at++) !== stored.charCodeAt(i)) return false;
+    if (line.charCodeAt(at++) !== 32 || !line.startsWith(clientId, at)) return false;
+    at += clientId.length;
+    for (let i = afterDifference; i < stored.length; i++) {
+      if (line.charCodeAt(at++) !== stored.charCodeAt(i)) return false;
+    }
+    return true;
+  }
+
   /** The stored record for `clientId`, if any (and not expired). */
   get(clientId: string): LocationRecord | undefined {
     const stored = this.#lines.get(clientId);
@@ -150,7 +192,7 @@ export class LocationStore {
     if (this.isExpired(record.clientTime)) return false;
     // Hashed once the record is known to be stored: most floods arrive more than once, and the repeats stop above.
     const bucket = bucketOf(clientId);
-    if (stored !== undefined) this.digest.toggleIn(bucket, this.#line(clientId, stored));
+    if (stored !== undefined) this.#toggle(bucket, clientId, stored);
     this.#lines.set(clientId, this.#marks.size === 0 ? record.line : _shortLine(record.line, clientId, this.#marks));
     this.digest.toggleIn(bucket, record.line);
     return true;
@@ -174,7 +216,7 @@ export class LocationStore {
       const [clientId, stored] = next.value;
       if (!this.isExpired(clientTimeOfLine(stored))) continue;
       this.#lines.delete(clientId);
-      this.digest.toggle(clientId, this.#line(clientId, stored));
+      this.#toggle(bucketOf(clientId), clientId, stored);
       removed++;
     }
     return removed;
