@@ -253,43 +253,66 @@ function _checkHerdRecord(
 /** ASCII whitespace other than the space: a line holding one is split the slow way. */
 const _OTHER_WHITESPACE = /[\t\n\v\f\r]/;
 
-/**
- * {@linkcode parseHerdRecord} straight from a peer's line, when the line is
- * written as the herd writes it: `AT` and its fields joined by single
- * spaces, optionally followed by `extra` more fields (the sequence number
- * and wait of a live record). Finds the fields by their spaces, with no
- * array and no second string for the record's line. Returns undefined when
- * the line is written any other way: the caller then splits it; and null
- * for the record when it is the line held for its client (`rules.holds`).
- */
-export function parseHerdRecordLine(
-  line: string,
-  extra: number,
-  rules: HerdRecordRules,
-): { record: LocationRecord | string | null; tail: string[] } | undefined {
-  if (!line.startsWith("AT ") || _OTHER_WHITESPACE.test(line)) return undefined;
-  const spaces: number[] = [2];
-  for (let at = line.indexOf(" ", 3); at >= 0; at = line.indexOf(" ", at + 1)) spaces.push(at);
-  if (spaces.length !== 5 + extra) return undefined;
-  for (let i = 1; i < spaces.length; i++) if (spaces[i] === spaces[i - 1] + 1) return undefined; // an empty field
-  if (spaces[spaces.length - 1] === line.length - 1) return undefined; // a trailing space
-  const end = extra === 0 ? line.length : spaces[5];
-  const tail: string[] = [];
-  for (let i = 5; i < spaces.length; i++) {
-    tail.push(line.slice(spaces[i] + 1, i + 1 < spaces.length ? spaces[i + 1] : line.length));
+/** A live record's line, read by {@linkcode parseLiveRecordLine}. */
+export interface LiveRecordLine {
+  /** The record; why it is not one, in words; or null when it is the line held for its client (`rules.holds`). */
+  record: LocationRecord | string | null;
+  /** The sequence number, or -1 when the field is not a count (1 to 15 digits). */
+  seq: number;
+  /** The wait in milliseconds, or -1 when the field is not a count. */
+  waitMs: number;
+}
+
+/** A field of 1 to 15 decimal digits from `from` up to `to` as a number, or -1. */
+function _count(line: string, from: number, to: number): number {
+  if (to - from < 1 || to - from > 15) return -1;
+  let value = 0;
+  for (let i = from; i < to; i++) {
+    const digit = line.charCodeAt(i) - 48;
+    if (digit < 0 || digit > 9) return -1;
+    value = value * 10 + digit;
   }
-  const clientId = line.slice(spaces[2] + 1, spaces[3]);
-  if (rules.holds?.(clientId, line, end)) return { record: null, tail };
+  return value;
+}
+
+/**
+ * {@linkcode parseHerdRecord} straight from a live record's line, when the
+ * line is written as the herd writes it: `AT` and its six fields joined by
+ * single spaces, then the sequence number and the wait. Finds the fields by
+ * their spaces, with no array and no second string for the record's line.
+ * Returns undefined when the line is written any other way: the caller then
+ * splits it.
+ */
+export function parseLiveRecordLine(line: string, rules: HerdRecordRules): LiveRecordLine | undefined {
+  if (!line.startsWith("AT ") || _OTHER_WHITESPACE.test(line)) return undefined;
+  // AT <server> <difference> <client> <location> <time> <seq> <wait>: the seven spaces after the first.
+  const afterServer = line.indexOf(" ", 3);
+  const afterDifference = afterServer < 0 ? -1 : line.indexOf(" ", afterServer + 1);
+  const afterClient = afterDifference < 0 ? -1 : line.indexOf(" ", afterDifference + 1);
+  const afterLocation = afterClient < 0 ? -1 : line.indexOf(" ", afterClient + 1);
+  const afterTime = afterLocation < 0 ? -1 : line.indexOf(" ", afterLocation + 1);
+  const afterSeq = afterTime < 0 ? -1 : line.indexOf(" ", afterTime + 1);
+  if (afterSeq < 0 || line.indexOf(" ", afterSeq + 1) >= 0) return undefined;
+  // An empty field: two spaces together, or one at either end.
+  if (
+    afterServer === 3 || afterDifference === afterServer + 1 || afterClient === afterDifference + 1 ||
+    afterLocation === afterClient + 1 || afterTime === afterLocation + 1 || afterSeq === afterTime + 1 ||
+    afterSeq === line.length - 1
+  ) return undefined;
+  const seq = _count(line, afterTime + 1, afterSeq);
+  const waitMs = _count(line, afterSeq + 1, line.length);
+  const clientId = line.slice(afterDifference + 1, afterClient);
+  if (rules.holds?.(clientId, line, afterTime)) return { record: null, seq, waitMs };
   const record = _checkHerdRecord(
-    extra === 0 ? line : line.slice(0, end),
-    line.slice(3, spaces[1]),
-    line.slice(spaces[1] + 1, spaces[2]),
+    line.slice(0, afterTime),
+    line.slice(3, afterServer),
+    line.slice(afterServer + 1, afterDifference),
     clientId,
-    line.slice(spaces[3] + 1, spaces[4]),
-    line.slice(spaces[4] + 1, end),
+    line.slice(afterClient + 1, afterLocation),
+    line.slice(afterLocation + 1, afterTime),
     rules,
   );
-  return { record, tail };
+  return { record, seq, waitMs };
 }
 
 function _compareBytes(a: string, b: string): number {

@@ -1,5 +1,6 @@
 import assert from "node:assert/strict";
-import { type LineBatch, LineSplitter, LineStream } from "../lib/net/line_stream.ts";
+import fc from "fast-check";
+import { type LineBatch, LineSplitter, LineStream, TextLineSplitter } from "../lib/net/line_stream.ts";
 
 const encoder = new TextEncoder();
 const decoder = new TextDecoder();
@@ -219,4 +220,55 @@ Deno.test("LineStream is safe when the writer reuses its buffer", async () => {
   await writer.close();
   const batches = await reading;
   assert.deepEqual(batches.flatMap((batch) => texts(batch.lines)), ["one", "two", "three"]);
+});
+
+// TextLineSplitter
+
+Deno.test("TextLineSplitter gives LineSplitter's lines decoded, whatever the bytes, chunks and cap", () => {
+  // Bytes rich in newlines, multi-byte UTF-8 (whole and cut), invalid bytes and byte order marks.
+  const piece = fc.oneof(
+    fc.constantFrom(..."\n\nAT ab\r".split("").map((c) => encoder.encode(c))),
+    fc.constantFrom(encoder.encode("é"), encoder.encode("🥝"), encoder.encode("\uFEFF"), Uint8Array.of(0xf0, 0x9f)),
+    fc.uint8Array({ minLength: 1, maxLength: 3 }),
+  );
+  const input = fc.array(piece, { maxLength: 60 }).map((pieces) => {
+    const all = new Uint8Array(pieces.reduce((n, p) => n + p.length, 0));
+    let at = 0;
+    for (const p of pieces) all.set(p, (at += p.length) - p.length);
+    return all;
+  });
+  const decode = new TextDecoder("utf-8", { ignoreBOM: true });
+  fc.assert(
+    fc.property(input, fc.array(fc.nat(40), { maxLength: 8 }), fc.integer({ min: 0, max: 12 }), (all, cuts, max) => {
+      const bytesSplitter = new LineSplitter(max);
+      const textSplitter = new TextLineSplitter(max);
+      const points = [...new Set(cuts.map((cut) => Math.min(cut, all.length)))].sort((a, b) => a - b);
+      let from = 0;
+      for (const to of [...points, all.length]) {
+        const chunk = all.slice(from, to);
+        from = to;
+        const expected = bytesSplitter.push(chunk);
+        const actual = textSplitter.push(chunk);
+        assert.deepEqual(actual.lines, expected.lines.map((line) => decode.decode(line)));
+        assert.equal(actual.overflow ?? false, expected.overflow ?? false);
+      }
+      const last = bytesSplitter.end();
+      assert.equal(textSplitter.end(), last === null ? null : decode.decode(last));
+    }),
+    { numRuns: 500 },
+  );
+});
+
+Deno.test("TextLineSplitter decodes a line split inside a character across chunks", () => {
+  const splitter = new TextLineSplitter(100);
+  const kiwi = encoder.encode("AT 🥝 x\nnext\n");
+  assert.deepEqual(splitter.push(kiwi.subarray(0, 5)).lines, []);
+  assert.deepEqual(splitter.push(kiwi.subarray(5)).lines, ["AT 🥝 x", "next"]);
+  assert.equal(splitter.end(), null);
+});
+
+Deno.test("TextLineSplitter stops at the first line over the cap, after the lines before it", () => {
+  const splitter = new TextLineSplitter(4);
+  assert.deepEqual(splitter.push(bytes("abcd\nabcde\nab\n")), { lines: ["abcd"], overflow: true });
+  assert.deepEqual(splitter.push(bytes("ab\n")), { lines: [], overflow: true });
 });

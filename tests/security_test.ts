@@ -157,7 +157,7 @@ Deno.test({
     onPeer: ({ socket }) => {
       const conn = new LineSocket(socket, {
         maxLineBytes: 1 << 20,
-        onLines: (lines) => heard.push(...lines.map((line) => decoder.decode(line))),
+        onLines: (lines) => heard.push(...lines),
       });
       sockets.add(conn);
       // What it would answer if A trusted it: acknowledgements for anything, and a record that wins forever.
@@ -207,7 +207,7 @@ async function insider(herd: TestHerd, server: string, as: string): Promise<{ co
   const heard: string[] = [];
   const conn = new LineSocket(await transport.dial("127.0.0.1", herd.peerPort(server), server), {
     maxLineBytes: 1 << 20,
-    onLines: (lines) => heard.push(...lines.map((line) => decoder.decode(line))),
+    onLines: (lines) => heard.push(...lines),
   });
   conn.write(`HELLO ${as}\n`);
   return { conn, heard };

@@ -1,21 +1,21 @@
 /**
  * Lines over a `node:net` or `node:tls` socket (the peer links): the push
- * side of the herd's line reading. Each chunk the socket delivers goes
- * through the same {@linkcode LineSplitter} as the client side's read loop,
- * and its lines are handed over at once, in the socket's own event: no
- * await per chunk. Writes are whole batches; the caller waits for
+ * side of the herd's line reading. Each chunk the socket delivers is split
+ * into lines and decoded ({@linkcode TextLineSplitter}: the same lines as
+ * the client side's splitter, decoded a chunk at a time), and its lines are
+ * handed over at once, in the socket's own event: no await per chunk. Writes are whole batches; the caller waits for
  * {@linkcode LineSocket.drained} when a write says the socket is full.
  */
 
 import type { Socket } from "node:net";
-import { LineSplitter } from "./line_stream.ts";
+import { TextLineSplitter } from "./line_stream.ts";
 
 /** Options for {@linkcode LineSocket}. */
 export interface LineSocketOptions {
   /** Longest line accepted, without its `\n`; a longer one closes the socket after `onOverflow`. */
   maxLineBytes: number;
-  /** The complete lines of one chunk, without their `\n`. */
-  onLines(lines: Uint8Array[]): void;
+  /** The complete lines of one chunk, without their `\n`, decoded as UTF-8. */
+  onLines(lines: string[]): void;
   /** A line passed the cap: the socket is closed right after. */
   onOverflow?(): void;
 }
@@ -34,7 +34,7 @@ export class LineSocket {
   /** Starts reading `socket`. */
   constructor(socket: Socket, options: LineSocketOptions) {
     this.#socket = socket;
-    const splitter = new LineSplitter(options.maxLineBytes);
+    const splitter = new TextLineSplitter(options.maxLineBytes);
     socket.on("data", (chunk: Uint8Array) => {
       if (this.#isClosed) return;
       // A plain view, not the Buffer: Buffer's slice() shares memory, and the splitter's must copy.

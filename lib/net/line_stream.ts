@@ -96,6 +96,108 @@ export class LineSplitter {
   }
 }
 
+/** A batch of complete lines, decoded, split from one chunk; `overflow` when a line passed the cap (nothing follows it). */
+export interface TextLineBatch {
+  /** Lines without their `\n`, decoded as UTF-8 (bytes that are not UTF-8 become U+FFFD). */
+  lines: string[];
+  /** Set when a line longer than the cap was met; nothing follows it. */
+  overflow?: boolean;
+}
+
+/**
+ * {@linkcode LineSplitter}'s lines decoded to text, for the peer links:
+ * the whole lines of a chunk are decoded in one call and split as text, so
+ * a line costs a string, not a view, a decode and a string. The same lines
+ * as decoding each line alone (a `\n` byte is never part of a UTF-8
+ * sequence), with a byte order mark kept as a character wherever it is.
+ * The cap is on a line's bytes, as with {@linkcode LineSplitter}.
+ */
+export class TextLineSplitter {
+  #maxLineBytes: number;
+  #partial: Uint8Array[] = [];
+  #partialLength = 0;
+  #overflowed = false;
+  #decoder = new TextDecoder("utf-8", { ignoreBOM: true });
+
+  /** `maxLineBytes` is the longest line accepted, in bytes, without its `\n`. */
+  constructor(maxLineBytes: number) {
+    this.#maxLineBytes = maxLineBytes;
+  }
+
+  /** Splits `chunk`; nothing of it is kept but a partial last line, copied. */
+  push(chunk: Uint8Array): TextLineBatch {
+    const lines: string[] = [];
+    if (this.#overflowed) return { lines, overflow: true };
+    const max = this.#maxLineBytes;
+    let start = 0;
+    if (this.#partialLength > 0) {
+      const end = chunk.indexOf(NEWLINE);
+      if (end < 0) return this.#keep(chunk, 0, lines);
+      if (this.#partialLength + end > max) return this.#overflow(lines);
+      lines.push(this.#decoder.decode(this.#take(chunk.subarray(0, end))));
+      start = end + 1;
+    }
+    const last = chunk.lastIndexOf(NEWLINE);
+    if (last >= start) {
+      // The lines within the cap, up to the first that is not.
+      let stop = last + 1;
+      for (let from = start; from <= last;) {
+        const end = chunk.indexOf(NEWLINE, from);
+        if (end - from > max) {
+          stop = from;
+          break;
+        }
+        from = end + 1;
+      }
+      if (stop > start) {
+        const text = this.#decoder.decode(chunk.subarray(start, stop));
+        for (let from = 0, end = text.indexOf("\n"); end >= 0; from = end + 1, end = text.indexOf("\n", from)) {
+          lines.push(text.slice(from, end));
+        }
+      }
+      if (stop <= last) return this.#overflow(lines);
+      start = last + 1;
+    }
+    return start < chunk.length ? this.#keep(chunk, start, lines) : { lines };
+  }
+
+  /** Ends the input: returns the last line if it had no `\n`. */
+  end(): string | null {
+    if (this.#overflowed || this.#partialLength === 0) return null;
+    return this.#decoder.decode(this.#take(new Uint8Array(0)));
+  }
+
+  /** Keeps `chunk` from `start` as (part of) a line still without its `\n`, within the cap. */
+  #keep(chunk: Uint8Array, start: number, lines: string[]): TextLineBatch {
+    const rest = chunk.length - start;
+    if (this.#partialLength + rest > this.#maxLineBytes) return this.#overflow(lines);
+    this.#partial.push(chunk.slice(start));
+    this.#partialLength += rest;
+    return { lines };
+  }
+
+  #overflow(lines: string[]): TextLineBatch {
+    this.#overflowed = true;
+    this.#partial = [];
+    this.#partialLength = 0;
+    return { lines, overflow: true };
+  }
+
+  /** The partial line so far and `tail`, in one buffer; the partial line is then empty. */
+  #take(tail: Uint8Array): Uint8Array {
+    const line = new Uint8Array(this.#partialLength + tail.length);
+    let offset = 0;
+    for (const piece of this.#partial) {
+      line.set(piece, offset);
+      offset += piece.length;
+    }
+    line.set(tail, offset);
+    this.#partial = [];
+    this.#partialLength = 0;
+    return line;
+  }
+}
+
 /**
  * A `TransformStream` from byte chunks to batches of lines. The chunks
  * written to it may be views of a reused buffer: each is split before the

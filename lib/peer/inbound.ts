@@ -17,7 +17,7 @@ import { LineSocket } from "../net/line_socket.ts";
 import type { LocationRecord } from "../protocol.ts";
 import type { PeerHost } from "./host.ts";
 import type { AcceptedPeer } from "./transport.ts";
-import { formatAck, parsePeerMessage, PEER_MAX_LINE_BYTES, type PeerMessage } from "./wire.ts";
+import { parsePeerMessage, PEER_MAX_LINE_BYTES, type PeerMessage, pushAck } from "./wire.ts";
 
 /** Options for {@linkcode servePeer}. */
 export interface InboundOptions {
@@ -34,8 +34,6 @@ const _MAX_UNREAD_BYTES = 4 * 1024 * 1024;
 /** Size of one write of a reconciliation answer. */
 const _ANSWER_CHUNK_BYTES = 64 * 1024;
 
-const _decoder = new TextDecoder();
-
 /** A neighbour's link to us, being served. */
 class InboundLink {
   #peer: AcceptedPeer;
@@ -46,7 +44,7 @@ class InboundLink {
   #name: string | undefined;
   #helloTimer: ReturnType<typeof setTimeout> | undefined;
   /** Acknowledgements and short answers gathered this turn, written together at its end. */
-  #out = "";
+  #out: (string | number)[] = [];
   #flushScheduled = false;
   /** Acknowledgements waiting on records being passed on (`ackScope` herd). */
   #handling = new Set<Promise<void>>();
@@ -105,11 +103,10 @@ class InboundLink {
     this.#conn.destroy();
   }
 
-  #handleLines(lines: Uint8Array[]): void {
-    for (const bytes of lines) {
+  #handleLines(lines: string[]): void {
+    for (const line of lines) {
       // Closed by a line of this read: the rest is not handled, but what was is still logged.
       if (this.#conn.isClosed) break;
-      const line = _decoder.decode(bytes);
       this.#handle(parsePeerMessage(line, this.#host.recordRules), line);
     }
     this.#logCatchUp();
@@ -188,12 +185,12 @@ class InboundLink {
     // A record sent with no wait is not acknowledged: nobody is waiting on it.
     if (waitMs === 0) return;
     if (typeof handled === "boolean") {
-      this.#send(formatAck(seq));
+      this.#acknowledge(seq);
       return;
     }
     const done: Promise<void> = handled.then(() => {
       this.#handling.delete(done);
-      this.#send(formatAck(seq));
+      this.#acknowledge(seq);
     });
     this.#handling.add(done);
   }
@@ -250,9 +247,15 @@ class InboundLink {
     }
   }
 
+  /** Adds `ACK <seq>` to this turn's write. */
+  #acknowledge(seq: number): void {
+    pushAck(this.#out, seq);
+    this.#scheduleFlush();
+  }
+
   /** Adds `text` to this turn's write. */
   #send(text: string): void {
-    this.#out += text;
+    this.#out.push(text);
     this.#scheduleFlush();
   }
 
@@ -262,9 +265,10 @@ class InboundLink {
     this.#flushScheduled = true;
     setImmediate(() => {
       this.#flushScheduled = false;
-      if (this.#out === "" || this.#conn.isClosed) return;
-      this.#conn.write(this.#out);
-      this.#out = "";
+      if (this.#out.length === 0 || this.#conn.isClosed) return;
+      // Joined once: one flat string for the write, not a string per acknowledgement and a rope of them.
+      this.#conn.write(this.#out.join(""));
+      this.#out = [];
       if (this.#conn.buffered > _MAX_UNREAD_BYTES) {
         log.peer.warning("Closing the link from {neighbour}: it leaves what we send unread", { neighbour: this.#who });
         this.#conn.destroy();

@@ -17,12 +17,25 @@ import { BroadcastTrees } from "./tree.ts";
 const _SETTLED = Promise.resolve();
 const _nothing = () => {};
 
+/** Links up to which a flood's log text is cached, keyed by a bit per link (in a 32-bit integer). */
+const _MAX_KEYED_LINKS = 30;
+
+/** A flood's log line's text before the record: from `from` (a client if undefined), forwarded to `names`. */
+function _logPrefix(from: string | undefined, names: string): string {
+  if (from === undefined) return `Forwarded to ${quote(names)}: `;
+  return `From ${quote(from)}, stored${names === "" ? "" : `, forwarded to ${quote(names)}`}: `;
+}
+
 /** The links from one server to each of its neighbours. */
 export class PeerLinks {
   #links = new Map<string, PeerLink>();
   #self: string;
   /** The broadcast trees, with `peers.broadcast` `tree`; flooding without them. */
   #trees: BroadcastTrees | undefined;
+  /** The text of the log lines of floods, before the record: see {@linkcode PeerLinks.#logPrefix}. */
+  #logPrefixes = new Map<number, string>();
+  /** Each neighbour's place among the links, from 1. */
+  #places = new Map<string, number>();
 
   /** Makes a link to each neighbour of `host` in `config`, over `transport`; none dials until {@linkcode PeerLinks.start}. */
   constructor(host: PeerHost, config: HerdConfig, transport: PeerTransport) {
@@ -31,6 +44,7 @@ export class PeerLinks {
     this.#trees = config.peers.broadcast === "tree" ? new BroadcastTrees(config) : undefined;
     for (const neighbour of neighboursOf(config, host.name)) {
       const peer = serverNamed(config, neighbour);
+      this.#places.set(neighbour, this.#links.size + 1);
       this.#links.set(
         neighbour,
         new PeerLink({
@@ -94,30 +108,48 @@ export class PeerLinks {
    * Logs the record: stored (from a peer) and where it went.
    */
   flood(record: LocationRecord, from: string | undefined, waitMs: number): Promise<void> {
-    const sends: Promise<void>[] = [];
+    let sends: Promise<void>[] | undefined;
     const targets = this.#targets(record, from);
-    let to = "";
+    /** Which links it went to, a bit per link in the order of #links (the key of its log line's text), or by name. */
+    let to = 0;
+    let bit = 1;
+    let names: string[] | undefined;
+    const wide = this.#links.size > _MAX_KEYED_LINKS;
     for (const [name, link] of this.#links) {
+      bit <<= 1;
       if (name === from || (targets !== undefined && !targets.includes(name))) continue;
       if (!link.up) {
         if (traffic.debug) traffic.event("peer", `Not forwarded to ${quote(name)}: link down`, "DBG");
         continue;
       }
-      to += to === "" ? name : "," + name;
+      if (wide) (names ??= []).push(name);
+      else to |= bit;
       metrics.forwardedLive.inc();
       const sent = link.sendAcknowledged(record, waitMs);
-      if (sent !== undefined) sends.push(sent);
+      if (sent !== undefined) (sends ??= []).push(sent);
     }
     // PROTOCOL.md: records received and forwarded are logged, each with its line, one line per record stored (a link's
     // write is counted too at debug, or when it carries reconciliation records: outbound.ts). A record from a client
     // was logged as its IAMAT.
-    if (from !== undefined) {
-      const forwarded = to === "" ? "" : `, forwarded to ${quote(to)}`;
-      traffic.event("peer", `From ${quote(from)}, stored${forwarded}: ${quote(cutForLog(record.line))}`);
-    } else if (to !== "") {
-      traffic.event("peer", `Forwarded to ${quote(to)}: ${quote(cutForLog(record.line))}`);
+    if (from !== undefined || to !== 0 || names !== undefined) {
+      const prefix = wide ? _logPrefix(from, names?.join(",") ?? "") : this.#logPrefix(from, to);
+      traffic.event("peer", prefix + quote(cutForLog(record.line)));
     }
-    return sends.length === 0 ? _SETTLED : Promise.all(sends).then(_nothing);
+    return sends === undefined ? _SETTLED : Promise.all(sends).then(_nothing);
+  }
+
+  /** The log line's text before the record, for a record from `from` sent over the links of `to`'s bits. */
+  #logPrefix(from: string | undefined, to: number): string {
+    // From one of a few neighbours (or a client) to one of a few sets of them: made once each, not once per record.
+    // The key is a number (no string made per record): the sender's place among the links (0: a client), and `to`.
+    const sender = from === undefined ? 0 : this.#places.get(from);
+    const key = sender === undefined ? undefined : sender * 2 ** (this.#links.size + 1) + to;
+    let prefix = key === undefined ? undefined : this.#logPrefixes.get(key);
+    if (prefix === undefined) {
+      prefix = _logPrefix(from, [...this.#links.keys()].filter((_, i) => (to & (2 << i)) !== 0).join(","));
+      if (key !== undefined) this.#logPrefixes.set(key, prefix);
+    }
+    return prefix;
   }
 
   /** Passes a record learnt by reconciling with `from` on to every other neighbour, as a reconciliation record. */

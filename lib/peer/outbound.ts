@@ -17,7 +17,7 @@ import type { LocationRecord } from "../protocol.ts";
 import { type AckTicket, AckTracker } from "./acks.ts";
 import type { PeerHost } from "./host.ts";
 import type { PeerTransport } from "./transport.ts";
-import { formatHello, formatRecord, parsePeerMessage, PEER_MAX_LINE_BYTES } from "./wire.ts";
+import { formatHello, parsePeerMessage, PEER_MAX_LINE_BYTES, pushRecord } from "./wire.ts";
 
 /** Options for {@linkcode PeerLink}. */
 export interface PeerLinkOptions {
@@ -47,8 +47,6 @@ interface _Entry {
   /** Live records are numbered (and acknowledged when waited on); reconciliation records are plain AT lines. */
   live: boolean;
 }
-
-const _decoder = new TextDecoder();
 
 /** Exponential backoff with jitter: each pause is half to all of a step that doubles up to a ceiling. */
 class _Backoff {
@@ -307,31 +305,32 @@ export class PeerLink {
         this.#wake = undefined;
         continue;
       }
-      let text = "";
+      // The batch's text in pieces, joined once: one flat string, not a string per record and a rope of them.
+      const parts: (string | number)[] = [];
       if (this.#digestDue) {
         this.#digestDue = false;
         this.#reconciledAt = performance.now();
         this.#lastReconciliation = Date.now();
         metrics.reconciliationsStarted.inc();
-        text += this.#host.reconciler.request();
+        parts.push(this.#host.reconciler.request());
       }
-      const batch = [...this.#queue.values()];
-      this.#queue.clear();
       const now = performance.now();
       let live = 0;
       let catchingUp = 0;
-      for (const entry of batch) {
+      for (const entry of this.#queue.values()) {
         if (!entry.live) {
           catchingUp++;
-          text += entry.record.line + "\n";
+          parts.push(entry.record.line, "\n");
           continue;
         }
         const seq = ++this.#seq;
         live++;
         // Sent with no wait, a record is not acknowledged (see wire.ts).
         if (entry.waitMs > 0) this.#acks.sent(seq, entry.ticket, now);
-        text += formatRecord(entry.record, seq, entry.waitMs);
+        pushRecord(parts, entry.record, seq, entry.waitMs);
       }
+      this.#queue.clear();
+      const text = parts.join("");
       // A write is logged as a count when it carries reconciliation records (logged nowhere else); live records are
       // each a line of their own already, with where they went (links.ts), so a write of them alone only at debug.
       if (catchingUp > 0 || (live > 0 && traffic.debug)) {
@@ -381,11 +380,10 @@ class _Replies {
     this.#host = host;
   }
 
-  handle(lines: Uint8Array[]): void {
+  handle(lines: string[]): void {
     const link = this.#link;
     const host = this.#host;
-    for (const bytes of lines) {
-      const line = _decoder.decode(bytes);
+    for (const line of lines) {
       const message = parsePeerMessage(line, host.recordRules);
       if (message.kind === "ACK") link.acknowledged(message.seq);
       else if (message.kind === "RECORD" && message.seq === undefined) {

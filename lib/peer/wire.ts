@@ -18,7 +18,7 @@ import {
   type HerdRecordRules,
   type LocationRecord,
   parseHerdRecord,
-  parseHerdRecordLine,
+  parseLiveRecordLine,
   splitFields,
 } from "../protocol.ts";
 
@@ -49,6 +49,11 @@ export function formatRecord(record: LocationRecord, seq: number, waitMs: number
   return `${record.line} ${seq} ${waitMs}\n`;
 }
 
+/** {@linkcode formatRecord} as pieces pushed onto `parts`, for a batch joined once. */
+export function pushRecord(parts: (string | number)[], record: LocationRecord, seq: number, waitMs: number): void {
+  parts.push(record.line, " ", seq, " ", waitMs, "\n");
+}
+
 /** A digest of the sender's store. */
 export function formatDigest(hex: string): string {
   return `DIGEST ${hex}\n`;
@@ -59,18 +64,23 @@ export function formatAck(seq: number): string {
   return `ACK ${seq}\n`;
 }
 
+/** {@linkcode formatAck} as pieces pushed onto `parts`, for a batch joined once. */
+export function pushAck(parts: (string | number)[], seq: number): void {
+  parts.push("ACK ", seq, "\n");
+}
+
 const _INVALID = (reason: string): PeerMessage => ({ kind: "invalid", reason });
 
 /** Parses one peer line (without its `\n`); records must keep to `rules` ({@linkcode parseHerdRecord}). */
 export function parsePeerMessage(line: string, rules: HerdRecordRules): PeerMessage {
   // Records are most of what a link carries: read the herd's own way of writing them without splitting.
-  const live = parseHerdRecordLine(line, 2, rules);
+  const live = parseLiveRecordLine(line, rules);
   if (live !== undefined) {
-    const [seq, waitMs] = live.tail;
-    if (!_COUNT.test(seq) || !_COUNT.test(waitMs)) return _INVALID("its sequence or wait is not a count");
+    const { seq, waitMs } = live;
+    if (seq < 0 || waitMs < 0) return _INVALID("its sequence or wait is not a count");
     if (typeof live.record === "string") return _INVALID(live.record);
-    if (live.record === null) return { kind: "HELD", seq: Number(seq), waitMs: Number(waitMs) };
-    return { kind: "RECORD", record: live.record, seq: Number(seq), waitMs: Number(waitMs) };
+    if (live.record === null) return { kind: "HELD", seq, waitMs };
+    return { kind: "RECORD", record: live.record, seq, waitMs };
   }
   const fields = splitFields(line);
   switch (fields[0]) {

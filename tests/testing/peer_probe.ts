@@ -8,8 +8,6 @@
 import { LineSocket } from "../../lib/net/line_socket.ts";
 import { type PeerTlsFiles, PeerTransport } from "../../lib/peer/transport.ts";
 
-const _decoder = new TextDecoder();
-
 /** Options for {@linkcode PeerProbe.connect}. */
 export interface PeerProbeOptions {
   /** The server probed, as its certificate names it. */
@@ -32,7 +30,7 @@ export class PeerProbe implements AsyncDisposable {
     this.#conn = new LineSocket(socket, {
       maxLineBytes: 1 << 20,
       onLines: (lines) => {
-        this.#lines.push(...lines.map((line) => _decoder.decode(line)));
+        this.#lines.push(...lines);
         this.#waiting?.();
       },
     });
