@@ -36,11 +36,6 @@ function _registerGaugesOnce(server: HerdServer): void {
   registerGauges(server.gaugeSources());
 }
 
-/** Whether a published record may be acknowledged: only once it is committed. */
-function _acknowledgeable([, committed]: [void, boolean]): void {
-  if (!committed) throw new NoReply("the record could not be committed");
-}
-
 /** How long a peer has for the TLS handshake, and then for its `HELLO`, in milliseconds. */
 const _PEER_HANDSHAKE_MS = 5000;
 /** How often the TLS files are looked at for a rotated certificate, in milliseconds (SIGHUP: at once). */
@@ -428,10 +423,23 @@ export class HerdServer implements PeerHost {
    * ran out of `waitMs`).
    */
   #publish(record: LocationRecord, waitMs: number): Promise<void> {
-    // The flood first: its writes are then scheduled ahead of the commit, which overlaps their round trips.
-    const flooded = this.#links.flood(record, undefined, waitMs);
-    const committed = this.#recordLog?.append(record) ?? Promise.resolve(false);
-    return Promise.all([flooded, committed]).then(_acknowledgeable);
+    // One promise, counted down by the neighbours' acknowledgements and the commit: not one per neighbour.
+    return new Promise<void>((resolve, reject) => {
+      let waits = 1;
+      let committed = false;
+      const release = () => {
+        if (--waits > 0) return;
+        if (committed) resolve();
+        else reject(new NoReply("the record could not be committed"));
+      };
+      // The flood first: its writes are then scheduled ahead of the commit, which overlaps their round trips.
+      waits += this.#links.forward(record, undefined, waitMs, release);
+      if (this.#recordLog === undefined) return release();
+      this.#recordLog.append(record).then((ok) => {
+        committed = ok;
+        release();
+      });
+    });
   }
 
   /** Stops accepting, finishes replies in flight (bounded by `shutdownGraceMs`), closes links. */

@@ -13,7 +13,7 @@ type _Waiter = AckTicket["waiters"][number];
 /** The waits on one queued record, until it is sent and acknowledged; only the tracker looks inside. */
 export class AckTicket {
   /** Who waits on the record: touched by {@linkcode AckTracker} alone. */
-  readonly waiters: { resolve: () => void; deadline: number; done: boolean }[] = [];
+  readonly waiters: { release: () => void; deadline: number; done: boolean }[] = [];
 }
 
 /** Options for {@linkcode AckTracker}. */
@@ -54,14 +54,16 @@ export class AckTracker {
     return new AckTicket();
   }
 
-  /** Waits on `ticket` at most `waitMs`: resolves when its record is acknowledged, or then. */
-  wait(ticket: AckTicket, waitMs: number): Promise<void> {
-    return new Promise<void>((resolve) => {
-      const waiter = { resolve, deadline: performance.now() + waitMs, done: false };
-      ticket.waiters.push(waiter);
-      this.#waiting.push(waiter);
-      this.#sweeper ??= setInterval(() => this.#sweep(), _SWEEP_MS);
-    });
+  /**
+   * Waits on `ticket` at most `waitMs`: `release` is called once, when its
+   * record is acknowledged, or then (or when the link is reset). A callback,
+   * not a promise: a server waits on each of its neighbours for every IAMAT.
+   */
+  wait(ticket: AckTicket, waitMs: number, release: () => void): void {
+    const waiter = { release, deadline: performance.now() + waitMs, done: false };
+    ticket.waiters.push(waiter);
+    this.#waiting.push(waiter);
+    this.#sweeper ??= setInterval(() => this.#sweep(), _SWEEP_MS);
   }
 
   /** The record of `ticket` went out as `seq`, to be acknowledged. */
@@ -123,7 +125,7 @@ export class AckTracker {
 function _release(waiter: _Waiter): void {
   if (waiter.done) return;
   waiter.done = true;
-  waiter.resolve();
+  waiter.release();
 }
 
 function _releaseAll(ticket: AckTicket): void {

@@ -15,7 +15,6 @@ import type { PeerTransport } from "./transport.ts";
 import { BroadcastTrees } from "./tree.ts";
 
 const _SETTLED = Promise.resolve();
-const _nothing = () => {};
 
 /** Links up to which a flood's log text is cached, keyed by a bit per link (in a 32-bit integer). */
 const _MAX_KEYED_LINKS = 30;
@@ -108,7 +107,28 @@ export class PeerLinks {
    * Logs the record: stored (from a peer) and where it went.
    */
   flood(record: LocationRecord, from: string | undefined, waitMs: number): Promise<void> {
-    let sends: Promise<void>[] | undefined;
+    if (waitMs <= 0) {
+      this.forward(record, from, 0);
+      return _SETTLED;
+    }
+    return new Promise<void>((resolve) => {
+      let waits = 1;
+      const release = () => {
+        if (--waits === 0) resolve();
+      };
+      waits += this.forward(record, from, waitMs, release);
+      release();
+    });
+  }
+
+  /**
+   * {@linkcode PeerLinks.flood} with a callback: `release` is called once
+   * for each neighbour that will acknowledge the record (or run out of
+   * `waitMs`), and the count of them is returned. No promise per neighbour
+   * and record: a server waits on its neighbours for every IAMAT.
+   */
+  forward(record: LocationRecord, from: string | undefined, waitMs: number, release?: () => void): number {
+    let waits = 0;
     const targets = this.#targets(record, from);
     /** Which links it went to, a bit per link in the order of #links (the key of its log line's text), or by name. */
     let to = 0;
@@ -125,8 +145,7 @@ export class PeerLinks {
       if (wide) (names ??= []).push(name);
       else to |= bit;
       metrics.forwardedLive.inc();
-      const sent = link.sendAcknowledged(record, waitMs);
-      if (sent !== undefined) (sends ??= []).push(sent);
+      if (link.sendAcknowledged(record, waitMs, release)) waits++;
     }
     // PROTOCOL.md: records received and forwarded are logged, each with its line, one line per record stored (a link's
     // write is counted too at debug, or when it carries reconciliation records: outbound.ts). A record from a client
@@ -135,7 +154,7 @@ export class PeerLinks {
       const prefix = wide ? _logPrefix(from, names?.join(",") ?? "") : this.#logPrefix(from, to);
       traffic.event("peer", prefix + quote(cutForLog(record.line)));
     }
-    return sends === undefined ? _SETTLED : Promise.all(sends).then(_nothing);
+    return waits;
   }
 
   /** The log line's text before the record, for a record from `from` sent over the links of `to`'s bits. */

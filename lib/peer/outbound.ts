@@ -166,13 +166,13 @@ export class PeerLink {
 
   /**
    * Queues a live record, numbered, for the neighbour. With `waitMs` > 0 the
-   * neighbour acknowledges it, and the promise resolves then or after
-   * `waitMs`; nothing is returned when there is nothing to wait for:
-   * `waitMs` is 0 (the record is not acknowledged), the link is down (the
-   * record is skipped) or lagging (it still goes).
+   * neighbour acknowledges it, and `release` (if given) is called once, then
+   * or after `waitMs`; returns whether it will be: not when there is nothing
+   * to wait for, `waitMs` being 0 (the record is not acknowledged), the link
+   * down (the record is skipped) or lagging (it still goes).
    */
-  sendAcknowledged(record: LocationRecord, waitMs: number): Promise<void> | undefined {
-    if (this.#conn === undefined) return undefined;
+  sendAcknowledged(record: LocationRecord, waitMs: number, release?: () => void): boolean {
+    if (this.#conn === undefined) return false;
     let entry = this.#queue.get(record.clientId);
     if (entry === undefined) {
       entry = { record, waitMs, ticket: undefined, live: true };
@@ -183,9 +183,10 @@ export class PeerLink {
       entry.live = true;
     }
     this.#wakeSoon();
-    if (waitMs <= 0 || this.#acks.lagging) return undefined;
+    if (release === undefined || waitMs <= 0 || this.#acks.lagging) return false;
     entry.ticket ??= this.#acks.ticket();
-    return this.#acks.wait(entry.ticket, waitMs);
+    this.#acks.wait(entry.ticket, waitMs, release);
+    return true;
   }
 
   /**
