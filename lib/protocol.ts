@@ -276,6 +276,18 @@ function _count(line: string, from: number, to: number): number {
 }
 
 /**
+ * The first `end` characters of `line` as a string of their own. A slice
+ * of a peer's line is a view of the whole read it came in (net/line_stream.ts
+ * decodes a read at once), and a record waits in a link's queue or for its
+ * commit as long as a neighbour or the disk is slow: it must not hold a
+ * read of hundreds of lines. A concatenation sliced is copied into a string
+ * of its own (V8 flattens it); the slice views that copy alone.
+ */
+function _ownCopy(line: string, end: number): string {
+  return (" " + line.slice(0, end)).slice(1);
+}
+
+/**
  * {@linkcode parseHerdRecord} straight from a live record's line, when the
  * line is written as the herd writes it: `AT` and its six fields joined by
  * single spaces, then the sequence number and the wait. Finds the fields by
@@ -304,7 +316,7 @@ export function parseLiveRecordLine(line: string, rules: HerdRecordRules): LiveR
   const clientId = line.slice(afterDifference + 1, afterClient);
   if (rules.holds?.(clientId, line, afterTime)) return { record: null, seq, waitMs };
   const record = _checkHerdRecord(
-    line.slice(0, afterTime),
+    _ownCopy(line, afterTime),
     line.slice(3, afterServer),
     line.slice(afterServer + 1, afterDifference),
     clientId,
