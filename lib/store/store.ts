@@ -172,8 +172,18 @@ export class LocationStore {
   get(clientId: string): LocationRecord | undefined {
     const stored = this.#lines.get(clientId);
     if (stored === undefined) return undefined;
-    const record = recordOfLine(this.#line(clientId, stored));
-    return this.isExpired(record.clientTime) ? undefined : record;
+    const mark = stored.charCodeAt(0);
+    if (!(mark >= 1 && mark <= _MAX_SHORT_SERVERS)) {
+      const record = recordOfLine(stored);
+      return this.isExpired(record.clientTime) ? undefined : record;
+    }
+    // A WHATSAT asks this: the fields are read from the short line where they lie, not split out of the whole one.
+    const afterDifference = stored.indexOf(" ");
+    const afterLocation = stored.indexOf(" ", afterDifference + 1);
+    const clientTime = stored.slice(afterLocation + 1);
+    if (this.isExpired(clientTime)) return undefined;
+    const location = stored.slice(afterDifference + 1, afterLocation);
+    return { line: this.#line(clientId, stored), clientId, location, clientTime };
   }
 
   /**
