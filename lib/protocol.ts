@@ -277,13 +277,14 @@ function _count(line: string, from: number, to: number): number {
 
 /**
  * The first `end` characters of `line` as a string of their own. A slice
- * of a peer's line is a view of the whole read it came in (net/line_stream.ts
- * decodes a read at once), and a record waits in a link's queue or for its
- * commit as long as a neighbour or the disk is slow: it must not hold a
- * read of hundreds of lines. A concatenation sliced is copied into a string
- * of its own (V8 flattens it); the slice views that copy alone.
+ * of a peer's line (13 characters or more: V8 copies shorter ones) is a
+ * view of the whole read it came in (net/line_stream.ts decodes a read at
+ * once), and a record and its fields live on in a link's queue, in the
+ * store (a new client's ID is a key) or waiting for a commit: they must
+ * not hold a read of hundreds of lines. A concatenation sliced is copied
+ * into a string of its own (V8 flattens it); the slice views that copy.
  */
-function _ownCopy(line: string, end: number): string {
+export function ownCopy(line: string, end: number = line.length): string {
   return (" " + line.slice(0, end)).slice(1);
 }
 
@@ -313,15 +314,18 @@ export function parseLiveRecordLine(line: string, rules: HerdRecordRules): LiveR
   ) return undefined;
   const seq = _count(line, afterTime + 1, afterSeq);
   const waitMs = _count(line, afterSeq + 1, line.length);
-  const clientId = line.slice(afterDifference + 1, afterClient);
-  if (rules.holds?.(clientId, line, afterTime)) return { record: null, seq, waitMs };
+  if (rules.holds?.(line.slice(afterDifference + 1, afterClient), line, afterTime)) {
+    return { record: null, seq, waitMs };
+  }
+  // Every field of the record from the copy, none from the line: see ownCopy().
+  const own = ownCopy(line, afterTime);
   const record = _checkHerdRecord(
-    _ownCopy(line, afterTime),
-    line.slice(3, afterServer),
-    line.slice(afterServer + 1, afterDifference),
-    clientId,
-    line.slice(afterClient + 1, afterLocation),
-    line.slice(afterLocation + 1, afterTime),
+    own,
+    own.slice(3, afterServer),
+    own.slice(afterServer + 1, afterDifference),
+    own.slice(afterDifference + 1, afterClient),
+    own.slice(afterClient + 1, afterLocation),
+    own.slice(afterLocation + 1, afterTime),
     rules,
   );
   return { record, seq, waitMs };

@@ -70,10 +70,20 @@ Deno.test("LocationStore with the herd's server names keeps lines short and give
     clientTime: t,
     location: "+1-2",
   }));
+  // Five servers, or seventy: the 32nd's character in a short line is a space, and past the 64th lines are kept whole.
+  const many = Array.from({ length: 70 }, (_, i) => `S${i}`);
+  const herds = fc.constantFrom(["Hill", "Jaquez", "Smith", "Campbell", "Singleton"], [...many, "Hill", "Jaquez"]);
+  const manyOffer = fc.tuple(fc.constantFrom("S30", "S31", "S32", "S63", "S64", "S69"), difference, id, time)
+    .map(([s, d, c, t]) => ({
+      line: ["AT", s, d, c, "+1-2", t].join(" "),
+      clientId: c,
+      clientTime: t,
+      location: "+1-2",
+    }));
   fc.assert(
-    fc.property(fc.array(offer, { maxLength: 60 }), (records) => {
+    fc.property(herds, fc.array(fc.oneof(offer, manyOffer), { maxLength: 60 }), (servers, records) => {
       const plain = new LocationStore({ ttlS: 0 });
-      const short = new LocationStore({ servers: ["Hill", "Jaquez", "Smith", "Campbell", "Singleton"] });
+      const short = new LocationStore({ servers });
       for (const r of records) assert.equal(short.offer(r), plain.offer(r), r.line);
       assert.deepEqual([...short.lines()], [...plain.lines()]);
       assert.deepEqual(short.digest.words, plain.digest.words);

@@ -17,6 +17,7 @@ import { parseDigestHex } from "../store/digest.ts";
 import {
   type HerdRecordRules,
   type LocationRecord,
+  ownCopy,
   parseHerdRecord,
   parseLiveRecordLine,
   splitFields,
@@ -98,13 +99,15 @@ export function parsePeerMessage(line: string, rules: HerdRecordRules): PeerMess
       return digest === null ? _INVALID("not a digest") : { kind: "DIGEST", digest };
     }
     case "AT": {
-      if (fields.length === 8) {
-        if (!_COUNT.test(fields[6]) || !_COUNT.test(fields[7])) return _INVALID("its sequence or wait is not a count");
-        const record = parseHerdRecord(fields.slice(0, 6), rules);
+      // A record's fields live on (see ownCopy()): split again from a copy of the line, not from a view of the read.
+      const own = splitFields(ownCopy(line));
+      if (own.length === 8) {
+        if (!_COUNT.test(own[6]) || !_COUNT.test(own[7])) return _INVALID("its sequence or wait is not a count");
+        const record = parseHerdRecord(own.slice(0, 6), rules);
         if (typeof record === "string") return _INVALID(record);
-        return { kind: "RECORD", record, seq: Number(fields[6]), waitMs: Number(fields[7]) };
+        return { kind: "RECORD", record, seq: Number(own[6]), waitMs: Number(own[7]) };
       }
-      const record = parseHerdRecord(fields, rules);
+      const record = parseHerdRecord(own, rules);
       if (typeof record === "string") return _INVALID(record);
       return { kind: "RECORD", record, seq: undefined, waitMs: 0 };
     }

@@ -27,7 +27,11 @@ export interface LocationStoreOptions {
   servers?: Iterable<string>;
 }
 
-/** Servers a short line can name: one character each, below `A` (a whole line's first character). */
+/**
+ * Servers a short line can name: one character each, below `A` (a whole
+ * line's first character). The 32nd server's is a space: a short line's
+ * fields are therefore looked for from its second character on.
+ */
 const _MAX_SHORT_SERVERS = 64;
 
 /**
@@ -88,7 +92,7 @@ export class LocationStore {
   #line(clientId: string, stored: string): string {
     const mark = stored.charCodeAt(0);
     if (!(mark >= 1 && mark <= _MAX_SHORT_SERVERS)) return stored;
-    const afterDifference = stored.indexOf(" ");
+    const afterDifference = stored.indexOf(" ", 1);
     return [
       "AT",
       this.#servers[mark - 1],
@@ -131,7 +135,7 @@ export class LocationStore {
     const mark = stored.charCodeAt(0);
     if (!(mark >= 1 && mark <= _MAX_SHORT_SERVERS)) return this.digest.toggleIn(bucket, stored);
     const digest = this.digest;
-    const afterDifference = stored.indexOf(" ");
+    const afterDifference = stored.indexOf(" ", 1);
     digest.begin();
     digest.add("AT ", 0, 3);
     digest.add(this.#servers[mark - 1], 0, this.#servers[mark - 1].length);
@@ -157,7 +161,7 @@ export class LocationStore {
     const server = this.#servers[mark - 1];
     if (end !== stored.length + server.length + clientId.length + 4 || !line.startsWith("AT ")) return false;
     if (!line.startsWith(server, 3) || line.charCodeAt(3 + server.length) !== 32) return false;
-    const afterDifference = stored.indexOf(" ");
+    const afterDifference = stored.indexOf(" ", 1);
     let at = 4 + server.length;
     for (let i = 1; i < afterDifference; i++) if (line.charCodeAt(at++) !== stored.charCodeAt(i)) return false;
     if (line.charCodeAt(at++) !== 32 || !line.startsWith(clientId, at)) return false;
@@ -178,7 +182,7 @@ export class LocationStore {
       return this.isExpired(record.clientTime) ? undefined : record;
     }
     // A WHATSAT asks this: the fields are read from the short line where they lie, not split out of the whole one.
-    const afterDifference = stored.indexOf(" ");
+    const afterDifference = stored.indexOf(" ", 1);
     const afterLocation = stored.indexOf(" ", afterDifference + 1);
     const clientTime = stored.slice(afterLocation + 1);
     if (this.isExpired(clientTime)) return undefined;
