@@ -3,7 +3,8 @@
  * side of the herd's line reading. Each chunk the socket delivers is split
  * into lines and decoded ({@linkcode TextLineSplitter}: the same lines as
  * the client side's splitter, decoded a chunk at a time), and its lines are
- * handed over at once, in the socket's own event: no await per chunk. Writes are whole batches; the caller waits for
+ * handed over at once, in the socket's own event: no await per chunk.
+ * Writes are whole batches; the caller waits for
  * {@linkcode LineSocket.drained} when a write says the socket is full.
  */
 

@@ -16,11 +16,43 @@ export interface LineBatch {
   overflow?: boolean;
 }
 
+/** The start of a line still waiting for its `\n`, kept across chunks (copied): both splitters' partial line. */
+class _PartialLine {
+  #pieces: Uint8Array[] = [];
+  /** Bytes kept so far. */
+  length = 0;
+
+  /** Keeps a copy of `bytes` (the caller may reuse its buffer). */
+  add(bytes: Uint8Array): void {
+    this.#pieces.push(bytes.slice());
+    this.length += bytes.length;
+  }
+
+  /** The line so far and `tail`, in one new buffer; the partial line is then empty. */
+  take(tail: Uint8Array): Uint8Array {
+    if (this.length === 0) return tail.slice();
+    const line = new Uint8Array(this.length + tail.length);
+    let offset = 0;
+    for (const piece of this.#pieces) {
+      line.set(piece, offset);
+      offset += piece.length;
+    }
+    line.set(tail, offset);
+    this.clear();
+    return line;
+  }
+
+  /** Forgets what was kept. */
+  clear(): void {
+    this.#pieces = [];
+    this.length = 0;
+  }
+}
+
 /** Incremental, synchronous line splitter over byte chunks. */
 export class LineSplitter {
   #maxLineBytes: number;
-  #partial: Uint8Array[] = [];
-  #partialLength = 0;
+  #partial = new _PartialLine();
   #overflowed = false;
 
   /** `maxLineBytes` is the longest line accepted, without its `\n`. */
@@ -47,15 +79,13 @@ export class LineSplitter {
     while (start < chunk.length) {
       const end = chunk.indexOf(NEWLINE, start);
       if (end < 0) {
-        const rest = chunk.length - start;
-        if (this.#partialLength + rest > this.#maxLineBytes) return this.#overflow(lines);
-        this.#partial.push(chunk.slice(start));
-        this.#partialLength += rest;
+        if (this.#partial.length + chunk.length - start > this.#maxLineBytes) return this.#overflow(lines);
+        this.#partial.add(chunk.subarray(start));
         break;
       }
-      if (this.#partialLength + end - start > this.#maxLineBytes) return this.#overflow(lines);
-      if (this.#partialLength > 0) {
-        lines.push(this.#take(chunk.subarray(start, end)));
+      if (this.#partial.length + end - start > this.#maxLineBytes) return this.#overflow(lines);
+      if (this.#partial.length > 0) {
+        lines.push(this.#partial.take(chunk.subarray(start, end)));
       } else {
         if (copy === undefined) {
           copyStart = start;
@@ -70,33 +100,18 @@ export class LineSplitter {
 
   /** Ends the input: returns the last line if it had no `\n`. */
   end(): Uint8Array | null {
-    if (this.#overflowed || this.#partialLength === 0) return null;
-    return this.#take(new Uint8Array(0));
+    if (this.#overflowed || this.#partial.length === 0) return null;
+    return this.#partial.take(new Uint8Array(0));
   }
 
   #overflow(lines: Uint8Array[]): LineBatch {
     this.#overflowed = true;
-    this.#partial = [];
-    this.#partialLength = 0;
+    this.#partial.clear();
     return { lines, overflow: true };
-  }
-
-  #take(tail: Uint8Array): Uint8Array {
-    if (this.#partialLength === 0) return tail.slice();
-    const line = new Uint8Array(this.#partialLength + tail.length);
-    let offset = 0;
-    for (const piece of this.#partial) {
-      line.set(piece, offset);
-      offset += piece.length;
-    }
-    line.set(tail, offset);
-    this.#partial = [];
-    this.#partialLength = 0;
-    return line;
   }
 }
 
-/** A batch of complete lines, decoded, split from one chunk; `overflow` when a line passed the cap (nothing follows it). */
+/** Complete lines split from one chunk, decoded; `overflow` when a line passed the cap (nothing follows it). */
 export interface TextLineBatch {
   /** Lines without their `\n`, decoded as UTF-8 (bytes that are not UTF-8 become U+FFFD). */
   lines: string[];
@@ -114,8 +129,7 @@ export interface TextLineBatch {
  */
 export class TextLineSplitter {
   #maxLineBytes: number;
-  #partial: Uint8Array[] = [];
-  #partialLength = 0;
+  #partial = new _PartialLine();
   #overflowed = false;
   #decoder = new TextDecoder("utf-8", { ignoreBOM: true });
 
@@ -130,11 +144,11 @@ export class TextLineSplitter {
     if (this.#overflowed) return { lines, overflow: true };
     const max = this.#maxLineBytes;
     let start = 0;
-    if (this.#partialLength > 0) {
+    if (this.#partial.length > 0) {
       const end = chunk.indexOf(NEWLINE);
       if (end < 0) return this.#keep(chunk, 0, lines);
-      if (this.#partialLength + end > max) return this.#overflow(lines);
-      lines.push(this.#decoder.decode(this.#take(chunk.subarray(0, end))));
+      if (this.#partial.length + end > max) return this.#overflow(lines);
+      lines.push(this.#decoder.decode(this.#partial.take(chunk.subarray(0, end))));
       start = end + 1;
     }
     const last = chunk.lastIndexOf(NEWLINE);
@@ -163,38 +177,21 @@ export class TextLineSplitter {
 
   /** Ends the input: returns the last line if it had no `\n`. */
   end(): string | null {
-    if (this.#overflowed || this.#partialLength === 0) return null;
-    return this.#decoder.decode(this.#take(new Uint8Array(0)));
+    if (this.#overflowed || this.#partial.length === 0) return null;
+    return this.#decoder.decode(this.#partial.take(new Uint8Array(0)));
   }
 
   /** Keeps `chunk` from `start` as (part of) a line still without its `\n`, within the cap. */
   #keep(chunk: Uint8Array, start: number, lines: string[]): TextLineBatch {
-    const rest = chunk.length - start;
-    if (this.#partialLength + rest > this.#maxLineBytes) return this.#overflow(lines);
-    this.#partial.push(chunk.slice(start));
-    this.#partialLength += rest;
+    if (this.#partial.length + chunk.length - start > this.#maxLineBytes) return this.#overflow(lines);
+    this.#partial.add(chunk.subarray(start));
     return { lines };
   }
 
   #overflow(lines: string[]): TextLineBatch {
     this.#overflowed = true;
-    this.#partial = [];
-    this.#partialLength = 0;
+    this.#partial.clear();
     return { lines, overflow: true };
-  }
-
-  /** The partial line so far and `tail`, in one buffer; the partial line is then empty. */
-  #take(tail: Uint8Array): Uint8Array {
-    const line = new Uint8Array(this.#partialLength + tail.length);
-    let offset = 0;
-    for (const piece of this.#partial) {
-      line.set(piece, offset);
-      offset += piece.length;
-    }
-    line.set(tail, offset);
-    this.#partial = [];
-    this.#partialLength = 0;
-    return line;
   }
 }
 

@@ -88,14 +88,20 @@ export class LocationStore {
     }
   }
 
+  /** The server a short line names, or undefined for a line kept whole. */
+  #serverOf(stored: string): string | undefined {
+    const mark = stored.charCodeAt(0);
+    return mark >= 1 && mark <= _MAX_SHORT_SERVERS ? this.#servers[mark - 1] : undefined;
+  }
+
   /** The whole AT line of a stored value (short or not) of `clientId`. */
   #line(clientId: string, stored: string): string {
-    const mark = stored.charCodeAt(0);
-    if (!(mark >= 1 && mark <= _MAX_SHORT_SERVERS)) return stored;
+    const server = this.#serverOf(stored);
+    if (server === undefined) return stored;
     const afterDifference = stored.indexOf(" ", 1);
     return [
       "AT",
-      this.#servers[mark - 1],
+      server,
       stored.slice(1, afterDifference),
       clientId,
       stored.slice(afterDifference + 1),
@@ -132,13 +138,13 @@ export class LocationStore {
 
   /** Takes a stored value's line (short or not) in or out of the digest, without making the whole line. */
   #toggle(bucket: number, clientId: string, stored: string): void {
-    const mark = stored.charCodeAt(0);
-    if (!(mark >= 1 && mark <= _MAX_SHORT_SERVERS)) return this.digest.toggleIn(bucket, stored);
+    const server = this.#serverOf(stored);
+    if (server === undefined) return this.digest.toggleIn(bucket, stored);
     const digest = this.digest;
     const afterDifference = stored.indexOf(" ", 1);
     digest.begin();
     digest.add("AT ", 0, 3);
-    digest.add(this.#servers[mark - 1], 0, this.#servers[mark - 1].length);
+    digest.add(server, 0, server.length);
     digest.add(" ", 0, 1);
     digest.add(stored, 1, afterDifference + 1);
     digest.add(clientId, 0, clientId.length);
@@ -155,10 +161,9 @@ export class LocationStore {
   holds(clientId: string, line: string, end: number): boolean {
     const stored = this.#lines.get(clientId);
     if (stored === undefined) return false;
-    const mark = stored.charCodeAt(0);
-    if (!(mark >= 1 && mark <= _MAX_SHORT_SERVERS)) return stored.length === end && line.startsWith(stored);
+    const server = this.#serverOf(stored);
+    if (server === undefined) return stored.length === end && line.startsWith(stored);
     // AT <server> <difference> <client> <location> <time>, stored as <mark><difference> <location> <time>.
-    const server = this.#servers[mark - 1];
     if (end !== stored.length + server.length + clientId.length + 4 || !line.startsWith("AT ")) return false;
     if (!line.startsWith(server, 3) || line.charCodeAt(3 + server.length) !== 32) return false;
     const afterDifference = stored.indexOf(" ", 1);
@@ -176,8 +181,7 @@ export class LocationStore {
   get(clientId: string): LocationRecord | undefined {
     const stored = this.#lines.get(clientId);
     if (stored === undefined) return undefined;
-    const mark = stored.charCodeAt(0);
-    if (!(mark >= 1 && mark <= _MAX_SHORT_SERVERS)) {
+    if (this.#serverOf(stored) === undefined) {
       const record = recordOfLine(stored);
       return this.isExpired(record.clientTime) ? undefined : record;
     }
