@@ -17,6 +17,7 @@ import { certFiles, type HerdConfig, serverNamed } from "./config/config.ts";
 import { cutForLog, log, logFile, quote } from "./logging.ts";
 import { acceptLoop } from "./net/acceptor.ts";
 import type { PeerHost } from "./peer/host.ts";
+import type { LinkReport } from "./peer/tree.ts";
 import { type InboundPeer, servePeer } from "./peer/inbound.ts";
 import { PeerLinks } from "./peer/links.ts";
 import { Reconciler } from "./peer/reconcile.ts";
@@ -359,6 +360,11 @@ export class HerdServer implements PeerHost {
   /** Whether `name` is one of our neighbours (PeerHost). */
   isNeighbour(name: string): boolean {
     return this.#links.has(name);
+  }
+
+  /** A server's link state from neighbour `from` (PeerHost): for the broadcast trees. */
+  linkState(report: LinkReport, from: string): void {
+    this.#links.linkState(report, from);
   }
 
   /** `name` dialled us, so it is back: our link to it retries now (PeerHost). */

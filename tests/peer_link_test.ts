@@ -20,6 +20,7 @@ const HOST: PeerHost = {
   receiveNotNewer: () => false,
   catchUp: () => false,
   dialledBy: () => {},
+  linkState: () => {},
 };
 
 function record(client: string, time: number): LocationRecord {
@@ -99,4 +100,35 @@ Deno.test("BroadcastTrees are the breadth-first trees of the graph, one per serv
     const edges = [...config.servers.keys()].reduce((sum, name) => sum + trees.children(root, name).length, 0);
     assert.equal(edges, config.servers.size - 1, root);
   }
+});
+
+Deno.test("BroadcastTrees leave out a link either end reports out, and go around a server whose links are all out", async () => {
+  const config = parseConfig(await Deno.readTextFile(new URL("../herd.config.json", import.meta.url)), "/tmp/h.json");
+  const trees = new BroadcastTrees(config);
+  const childrenOf = (root: string) =>
+    Object.fromEntries([...config.servers.keys()].map((name) => [name, [...trees.children(root, name)]]));
+  // Smith dies: its neighbours' links to it drop, and their reports say so (Smith itself says nothing more).
+  assert.equal(trees.apply({ server: "Hill", version: 10, up: ["Jaquez"] }), true);
+  assert.equal(trees.apply({ server: "Campbell", version: 10, up: ["Singleton"] }), true);
+  assert.equal(trees.apply({ server: "Singleton", version: 10, up: ["Jaquez", "Campbell"] }), true);
+  // Campbell hung below Smith in Hill's tree; now it hangs below Singleton, and nobody waits on Smith.
+  assert.deepEqual(childrenOf("Hill"), {
+    Hill: ["Jaquez"],
+    Jaquez: ["Singleton"],
+    Smith: [],
+    Campbell: [],
+    Singleton: ["Campbell"],
+  });
+  assert.equal(trees.parent("Hill", "Campbell"), "Singleton");
+  assert.equal(trees.parent("Hill", "Smith"), undefined);
+  // An older report changes nothing; a later one (Hill's link to Smith back) puts the link back once both ends agree.
+  assert.equal(trees.apply({ server: "Hill", version: 9, up: ["Jaquez", "Smith"] }), false);
+  assert.equal(trees.apply({ server: "Hill", version: 11, up: ["Jaquez", "Smith"] }), true);
+  assert.deepEqual(trees.children("Hill", "Hill"), ["Jaquez", "Smith"]);
+  assert.deepEqual(trees.children("Hill", "Smith"), [], "Campbell still reports its link to Smith out");
+  // A report's names that are not the server's neighbours are left out; an unknown server's report is not taken.
+  assert.equal(trees.apply({ server: "Campbell", version: 11, up: ["Singleton", "Smith", "Hill"] }), true);
+  assert.deepEqual(trees.reports().find((report) => report.server === "Campbell")?.up, ["Singleton", "Smith"]);
+  assert.deepEqual(childrenOf("Hill").Smith, ["Campbell"]);
+  assert.equal(trees.apply({ server: "Nobody", version: 12, up: [] }), false);
 });

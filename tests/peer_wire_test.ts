@@ -1,5 +1,13 @@
 import assert from "node:assert/strict";
-import { formatAck, formatHello, formatRecord, parsePeerMessage, pushAck, pushRecord } from "../lib/peer/wire.ts";
+import {
+  formatAck,
+  formatHello,
+  formatLinks,
+  formatRecord,
+  parsePeerMessage,
+  pushAck,
+  pushRecord,
+} from "../lib/peer/wire.ts";
 import fc from "fast-check";
 import {
   type HerdRecordRules,
@@ -67,6 +75,20 @@ Deno.test("pushRecord() and pushAck() give a batch the same text as formatRecord
   pushRecord(parts, RECORD, 8, 0);
   pushAck(parts, 12);
   assert.equal(parts.join(""), "DIGEST\n" + formatRecord(RECORD, 7, 500) + formatRecord(RECORD, 8, 0) + formatAck(12));
+});
+
+Deno.test("formatLinks() and parsePeerMessage() carry a server's link state, and refuse unknown servers", () => {
+  const report = { server: "Smith", version: 1_796_000_000_123, up: ["Hill", "Campbell"] };
+  assert.equal(formatLinks(report), "LINKS Smith 1796000000123 Hill,Campbell\n");
+  assert.deepEqual(parsePeerMessage(formatLinks(report).trimEnd(), RULES), { kind: "LINKS", report });
+  const none = { server: "Hill", version: 7, up: [] };
+  assert.equal(formatLinks(none), "LINKS Hill 7 -\n");
+  assert.deepEqual(parsePeerMessage("LINKS Hill 7 -", RULES), { kind: "LINKS", report: none });
+  for (
+    const line of ["LINKS Nobody 7 -", "LINKS Hill 7 Hill,Nobody", "LINKS Hill x -", "LINKS Hill 7", "LINKS Hill 7 - x"]
+  ) {
+    assert.equal(parsePeerMessage(line, RULES).kind, "invalid", line);
+  }
 });
 
 Deno.test("parsePeerMessage() reads back a HELLO", () => {

@@ -2,6 +2,7 @@
 
 import type { HerdRecordRules, LocationRecord } from "../protocol.ts";
 import type { Reconciler } from "./reconcile.ts";
+import type { LinkReport } from "./tree.ts";
 
 /** The server as its peer links see it; `HerdServer` implements it once. */
 export interface PeerHost {
@@ -24,6 +25,8 @@ export interface PeerHost {
   receiveNotNewer(from: string, line: string): false;
   /** A record `from` sent while reconciling: offered to the store and passed on if new; whether it was new. */
   catchUp(record: LocationRecord, from: string): boolean;
+  /** A server's link state, passed on by neighbour `from` (peer/tree.ts). */
+  linkState(report: LinkReport, from: string): void;
   /** `name` dialled us: it is back, so our own link to it should retry now. */
   dialledBy(name: string): void;
 }

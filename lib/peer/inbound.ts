@@ -127,6 +127,9 @@ class InboundLink {
       case "DIGEST":
         this.#exchange(message.digest);
         return;
+      case "LINKS":
+        this.#host.linkState(message.report, name);
+        return;
       case "HELD":
         this.#liveRecord(undefined, line, message.seq, message.waitMs);
         return;

@@ -12,7 +12,8 @@ import { traffic } from "../traffic_log.ts";
 import type { PeerHost } from "./host.ts";
 import { PeerLink } from "./outbound.ts";
 import type { PeerTransport } from "./transport.ts";
-import { BroadcastTrees } from "./tree.ts";
+import { BroadcastTrees, type LinkReport } from "./tree.ts";
+import { formatLinks } from "./wire.ts";
 
 const _SETTLED = Promise.resolve();
 
@@ -35,6 +36,9 @@ export class PeerLinks {
   #logPrefixes = new Map<number, string>();
   /** Each neighbour's place among the links, from 1. */
   #places = new Map<string, number>();
+  /** Our own link state as last reported (with trees): the neighbours in use, and the report's version. */
+  #ownUp: string | undefined;
+  #ownVersion = 0;
 
   /** Makes a link to each neighbour of `host` in `config`, over `transport`; none dials until {@linkcode PeerLinks.start}. */
   constructor(host: PeerHost, config: HerdConfig, transport: PeerTransport) {
@@ -55,6 +59,8 @@ export class PeerLinks {
           reconnectMinMs,
           reconnectMaxMs,
           ackTimeoutMs,
+          onStateChange: () => this.#linksChanged(),
+          greeting: () => this.#trees?.reports().map(formatLinks).join("") ?? "",
         }),
       );
     }
@@ -81,10 +87,55 @@ export class PeerLinks {
   }
 
   /**
+   * One of our links came up, went down, turned lagging or caught up: with
+   * trees, our link state is reported to the herd when it changed.
+   */
+  #linksChanged(): void {
+    const trees = this.#trees;
+    if (trees === undefined) return;
+    const up = [...this.#links].filter(([, link]) => link.up && !link.lagging).map(([name]) => name);
+    if (up.join(",") === this.#ownUp) return;
+    this.#ownUp = up.join(",");
+    // Later than any report of ours the herd may hold from before a restart, as long as the clock did not go back.
+    this.#ownVersion = Math.max(this.#ownVersion + 1, Date.now());
+    const report = { server: this.#self, version: this.#ownVersion, up };
+    trees.apply(report);
+    this.#sendLinks(report, undefined);
+  }
+
+  /**
+   * A neighbour passed on `report` (a server's link state, peer/tree.ts):
+   * taken and passed on to our other neighbours if it is news.
+   */
+  linkState(report: LinkReport, from: string): void {
+    const trees = this.#trees;
+    if (trees === undefined) return;
+    if (report.server === this.#self) {
+      // Ours, from before a restart, and later than ours now (the clock went back): ours must be later still.
+      if (report.version >= this.#ownVersion) {
+        this.#ownVersion = report.version;
+        this.#ownUp = undefined;
+        this.#linksChanged();
+      }
+      return;
+    }
+    if (trees.apply(report)) this.#sendLinks(report, from);
+  }
+
+  /** Sends a link state report to every neighbour but `from`. */
+  #sendLinks(report: LinkReport, from: string | undefined): void {
+    const line = formatLinks(report);
+    for (const [name, link] of this.#links) if (name !== from) link.sendControl(line);
+  }
+
+  /**
    * Down the broadcast tree of the record's origin, the neighbours to send a
    * record that came from `from` (undefined: our own IAMAT) to: our children
    * in that tree when it came from our parent there and every child's link
    * is up and keeping up; otherwise every neighbour but `from` (flooding).
+   * Our own records also go to the neighbours whose links are up but
+   * lagging: left out of the trees, they would otherwise get nothing to
+   * acknowledge in time, and stay lagging for good.
    */
   #targets(record: LocationRecord, from: string | undefined): readonly string[] | undefined {
     const trees = this.#trees;
@@ -96,7 +147,12 @@ export class PeerLinks {
       const link = this.#links.get(child);
       if (link === undefined || !link.up || link.lagging) return undefined;
     }
-    return children;
+    if (from !== undefined) return children;
+    let lagging: string[] | undefined;
+    for (const [name, link] of this.#links) {
+      if (link.up && link.lagging && !children.includes(name)) (lagging ??= [...children]).push(name);
+    }
+    return lagging ?? children;
   }
 
   /**

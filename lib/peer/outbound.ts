@@ -37,6 +37,10 @@ export interface PeerLinkOptions {
   reconnectMaxMs: number;
   /** A neighbour that leaves a record unacknowledged this long is lagging: no one waits on it until it catches up. */
   ackTimeoutMs: number;
+  /** Called when the link comes up, goes down, turns lagging or catches up. */
+  onStateChange?: () => void;
+  /** Lines written right after `HELLO` on each new session (the link state we hold, peer/tree.ts). */
+  greeting?: () => string;
 }
 
 interface _Entry {
@@ -84,6 +88,8 @@ export class PeerLink {
   #queue = new Map<string, _Entry>();
   #acks: AckTracker;
   #seq = 0;
+  /** Control lines (link state) for the next write, ahead of its records. */
+  #control: string[] = [];
   #digestDue = false;
   /** When this link last started a reconciliation (`performance.now()`, and wall-clock ms for status). */
   #reconciledAt = -Infinity;
@@ -111,6 +117,7 @@ export class PeerLink {
         } else {
           log.peer.info("Link to {neighbour} caught up", { neighbour: this.neighbour });
         }
+        options.onStateChange?.();
       },
     });
   }
@@ -187,6 +194,13 @@ export class PeerLink {
     entry.ticket ??= this.#acks.ticket();
     this.#acks.wait(entry.ticket, waitMs, release);
     return true;
+  }
+
+  /** Queues a control line (link state) for the next write, ahead of its records; dropped when the link is down. */
+  sendControl(line: string): void {
+    if (this.#conn === undefined) return;
+    this.#control.push(line);
+    this.#wakeSoon();
   }
 
   /**
@@ -279,10 +293,12 @@ export class PeerLink {
       },
     });
     this.#conn = conn;
+    this.#control = [];
     this.#digestDue = this.#host.reconciler.shouldStart(this.neighbour);
     log.peer.info("Link to {neighbour} is up", { neighbour: this.neighbour });
     conn.closed.then(() => this.#wake?.());
-    conn.write(formatHello(this.#host.name));
+    this.#options.onStateChange?.();
+    conn.write(formatHello(this.#host.name) + (this.#options.greeting?.() ?? ""));
     await this.#writeLoop(conn);
     conn.destroy();
     await conn.closed;
@@ -293,21 +309,25 @@ export class PeerLink {
       });
     }
     this.#conn = undefined;
+    this.#control = [];
     this.#queue.clear();
     this.#acks.reset();
+    this.#options.onStateChange?.();
     log.peer[this.#closed ? "info" : "warning"]("Link to {neighbour} is down", { neighbour: this.neighbour });
   }
 
   /** Writes what is queued, one write per batch, until the link drops or closes. */
   async #writeLoop(conn: LineSocket): Promise<void> {
     while (!this.#closed && !conn.isClosed) {
-      if (this.#queue.size === 0 && !this.#digestDue) {
+      if (this.#queue.size === 0 && !this.#digestDue && this.#control.length === 0) {
         await new Promise<void>((resolve) => this.#wake = resolve);
         this.#wake = undefined;
         continue;
       }
       // The batch's text in pieces, joined once: one flat string, not a string per record and a rope of them.
-      const parts: (string | number)[] = [];
+      // Link state first: a record must not overtake the link state it was routed by (peer/tree.ts).
+      const parts: (string | number)[] = this.#control;
+      this.#control = [];
       if (this.#digestDue) {
         this.#digestDue = false;
         this.#reconciledAt = performance.now();

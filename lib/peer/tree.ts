@@ -1,60 +1,115 @@
 /**
  * Broadcast trees (`peers.broadcast` `tree`): for each server of the herd,
- * the breadth-first spanning tree of the config's graph rooted at it
- * (neighbours taken in link order, so every server works out the same
- * trees). A record travels down the tree of the server that took its IAMAT
- * (the server its AT line names): each server sends it once, to its
- * children, so each server gets it once where flooding sends it over every
- * link. A server that cannot reach a child (link down or lagging), or that
- * gets the record from a server other than its parent (someone upstream did
- * the same), floods it instead. That does not make the tree as good as
- * flooding under faults: a server below a dead or cut-off server of the
- * tree, which flooding would reach over another path, gets the record only
- * from the next reconciliation with a neighbour that has it (the lazy
- * repair PROTOCOL.md allows). Flooding is the default for that reason.
+ * the breadth-first spanning tree rooted at it of the links in use
+ * (neighbours taken in the config's link order, so servers that know the
+ * same links work out the same trees). A record travels down the tree of
+ * the server that took its IAMAT (the server its AT line names): each
+ * server sends it once, to its children, so each server gets it once where
+ * flooding sends it over every link.
+ *
+ * Which links are in use is link state: each server reports the neighbours
+ * it has a live link to that keeps up (`LINKS <server> <version> <names>`,
+ * peer/wire.ts), floods its report to the herd whenever it changes, and
+ * hands every report it holds to a neighbour whose link comes up. A link is
+ * in the trees unless one of its two ends reports it out. When a server
+ * dies, its neighbours' links to it drop, their reports go round, and every
+ * tree is worked out again without it: the servers below it hang from
+ * another parent within a few milliseconds, where they got nothing until
+ * the next reconciliation before. A server that cannot reach a child (link
+ * down or lagging), or that gets a record from a server other than its
+ * parent (someone upstream sees the links otherwise, or did the same),
+ * floods it instead, so views that differ for a moment cost messages, not
+ * records.
  */
 
 import { type HerdConfig, neighboursOf } from "../config/config.ts";
 
-/** The breadth-first trees of a herd's graph, one per root. */
-export class BroadcastTrees {
-  /** For each root, each server's parent in the root's tree (the root has none). */
-  #parents = new Map<string, Map<string, string>>();
-  /** For each root, each server's children in the root's tree. */
-  #children = new Map<string, Map<string, string[]>>();
+/** One server's report of its links in use: the neighbours it has a live link to that keeps up. */
+export interface LinkReport {
+  /** The reporting server. */
+  server: string;
+  /** Greater for a later report of the same server, across restarts (milliseconds since the epoch, or one more). */
+  version: number;
+  /** The neighbours whose links it uses. */
+  up: readonly string[];
+}
 
-  /** The trees of `config`'s graph. */
+interface _Tree {
+  parents: Map<string, string>;
+  children: Map<string, string[]>;
+}
+
+/** The breadth-first trees of the herd's links in use, one per root. */
+export class BroadcastTrees {
+  /** Each server's configured neighbours, in link order. */
+  #neighbours: Map<string, string[]>;
+  /** The latest report of each server that sent one, with its links as a set. */
+  #reports = new Map<string, { report: LinkReport; up: Set<string> }>();
+  /** Trees worked out since the last change of a report, by root. */
+  #trees = new Map<string, _Tree>();
+
+  /** The trees of `config`'s graph, every link in use until a report says otherwise. */
   constructor(config: HerdConfig) {
-    const neighbours = new Map([...config.servers.keys()].map((name) => [name, neighboursOf(config, name)]));
-    for (const root of config.servers.keys()) {
-      const parents = new Map<string, string>();
-      const children = new Map<string, string[]>();
+    this.#neighbours = new Map([...config.servers.keys()].map((name) => [name, neighboursOf(config, name)]));
+  }
+
+  /** `server`'s parent in `root`'s tree; undefined for the root, or a server it does not reach. */
+  parent(root: string, server: string): string | undefined {
+    return this.#tree(root).parents.get(server);
+  }
+
+  /** `server`'s children in `root`'s tree (empty for a leaf, or a server it does not reach). */
+  children(root: string, server: string): readonly string[] {
+    return this.#tree(root).children.get(server) ?? [];
+  }
+
+  /**
+   * Takes `report` if it is later than the one held for its server (names
+   * that are not its neighbours are left out); returns whether it did, and
+   * so whether it is news to pass on.
+   */
+  apply(report: LinkReport): boolean {
+    const neighbours = this.#neighbours.get(report.server);
+    if (neighbours === undefined) return false;
+    const held = this.#reports.get(report.server);
+    if (held !== undefined && held.report.version >= report.version) return false;
+    const up = new Set(report.up.filter((name) => neighbours.includes(name)));
+    this.#reports.set(report.server, { report: { ...report, up: [...up] }, up });
+    this.#trees.clear();
+    return true;
+  }
+
+  /** The latest report of each server that sent one. */
+  reports(): LinkReport[] {
+    return [...this.#reports.values()].map(({ report }) => report);
+  }
+
+  /** Whether neither end of the link `a`–`b` reports it out. */
+  #inUse(a: string, b: string): boolean {
+    return this.#reports.get(a)?.up.has(b) !== false && this.#reports.get(b)?.up.has(a) !== false;
+  }
+
+  #tree(root: string): _Tree {
+    let tree = this.#trees.get(root);
+    if (tree !== undefined) return tree;
+    tree = { parents: new Map(), children: new Map() };
+    if (this.#neighbours.has(root)) {
       const seen = new Set([root]);
       const queue = [root];
       for (let head = 0; head < queue.length; head++) {
         const at = queue[head];
         const below: string[] = [];
-        for (const next of neighbours.get(at)!) {
-          if (seen.has(next)) continue;
+        for (const next of this.#neighbours.get(at)!) {
+          if (seen.has(next) || !this.#inUse(at, next)) continue;
           seen.add(next);
-          parents.set(next, at);
+          tree.parents.set(next, at);
           below.push(next);
           queue.push(next);
         }
-        children.set(at, below);
+        tree.children.set(at, below);
       }
-      this.#parents.set(root, parents);
-      this.#children.set(root, children);
     }
-  }
-
-  /** `server`'s parent in `root`'s tree; undefined for the root, or a server it does not reach. */
-  parent(root: string, server: string): string | undefined {
-    return this.#parents.get(root)?.get(server);
-  }
-
-  /** `server`'s children in `root`'s tree (empty for a leaf, or a server it does not reach). */
-  children(root: string, server: string): readonly string[] {
-    return this.#children.get(root)?.get(server) ?? [];
+    this.#trees.set(root, tree);
+    return tree;
   }
 }

@@ -11,9 +11,16 @@
  * answered by plain six-field AT lines (not acknowledged) and the other
  * side's `DIGEST <hex>`. A bare `DIGEST` asks for the acceptor's digest
  * alone (to watch convergence).
+ *
+ * Link state, with `peers.broadcast` `tree` (peer/tree.ts):
+ * `LINKS <server> <version> <neighbour>,<neighbour>,...` (`-` for none)
+ * says which neighbours `server` has a live link to that keeps up, as of
+ * `version`. Sent by the dialer ahead of the records of the same write, so
+ * a record never overtakes the link state it was routed by.
  */
 
 import { parseDigestHex } from "../store/digest.ts";
+import type { LinkReport } from "./tree.ts";
 import {
   type HerdRecordRules,
   type LocationRecord,
@@ -32,6 +39,7 @@ export type PeerMessage =
   | { kind: "ACK"; seq: number }
   | { kind: "DIGEST"; digest: Uint32Array }
   | { kind: "DIGEST?" }
+  | { kind: "LINKS"; report: LinkReport }
   | { kind: "empty" }
   | { kind: "invalid"; reason: string };
 
@@ -58,6 +66,11 @@ export function pushRecord(parts: (string | number)[], record: LocationRecord, s
 /** A digest of the sender's store. */
 export function formatDigest(hex: string): string {
   return `DIGEST ${hex}\n`;
+}
+
+/** A server's link state (see above). */
+export function formatLinks(report: LinkReport): string {
+  return `LINKS ${report.server} ${report.version} ${report.up.length === 0 ? "-" : report.up.join(",")}\n`;
 }
 
 /** An acknowledgement. */
@@ -93,6 +106,16 @@ export function parsePeerMessage(line: string, rules: HerdRecordRules): PeerMess
       return fields.length === 2 && _COUNT.test(fields[1])
         ? { kind: "ACK", seq: Number(fields[1]) }
         : _INVALID("an ACK takes one sequence number");
+    case "LINKS": {
+      if (fields.length !== 4 || !_COUNT.test(fields[2])) {
+        return _INVALID("a LINKS takes a server, a version and names");
+      }
+      const up = fields[3] === "-" ? [] : fields[3].split(",");
+      if (![fields[1], ...up].every((name) => rules.servers.has(name))) {
+        return _INVALID("a LINKS names an unknown server");
+      }
+      return { kind: "LINKS", report: { server: fields[1], version: Number(fields[2]), up } };
+    }
     case "DIGEST": {
       if (fields.length === 1) return { kind: "DIGEST?" };
       const digest = fields.length === 2 ? parseDigestHex(fields[1]) : null;
