@@ -93,8 +93,10 @@ Deno.test("parseConfig() takes peers.ackScope neighbours or herd and refuses any
   }
 });
 
-Deno.test("parseConfig() takes peers.broadcast flood (the default) or tree, and refuses tree with ackScope herd", () => {
-  assert.equal(parse(sample()).peers.broadcast, "flood");
+Deno.test("parseConfig() takes peers.broadcast tree (the default) or flood (the default with ackScope herd), and refuses tree with ackScope herd", () => {
+  assert.equal(parse(sample()).peers.broadcast, "tree");
+  assert.equal(parse({ ...sample(), peers: { broadcast: "flood" } }).peers.broadcast, "flood");
+  assert.equal(parse({ ...sample(), peers: { ackScope: "herd" } }).peers.broadcast, "flood");
   assert.equal(parse({ ...sample(), peers: { broadcast: "tree" } }).peers.broadcast, "tree");
   assert.equal(parse({ ...sample(), peers: { broadcast: "flood", ackScope: "herd" } }).peers.broadcast, "flood");
   assert.throws(

@@ -201,8 +201,8 @@ export interface RawHerdConfig {
   maxLineBytes: number;
   /** See {@linkcode HerdConfig.shutdownGraceMs}. */
   shutdownGraceMs: number;
-  /** Peer settings, defaults filled in. */
-  peers: PeerConfig;
+  /** Peer settings, defaults filled in but `broadcast`'s, which depends on `ackScope`. */
+  peers: Omit<PeerConfig, "broadcast"> & { broadcast: PeerConfig["broadcast"] | undefined };
   /** Limits, defaults filled in. */
   limits: LimitsConfig;
   /** Record settings, defaults filled in. */
@@ -336,13 +336,13 @@ const _peers = object({
     5000,
     "How often a server reconciles its store with one neighbour, in milliseconds.",
   ),
-  broadcast: withDefault(
+  broadcast: optional(
     oneOf(["flood", "tree"] as const),
-    "flood",
-    "How a new record travels: flooded, each server passing it to every neighbour but the sender, so it reaches " +
-      "every server still reachable at once; or down the breadth-first tree of the graph rooted at the server that " +
-      "took it (tree: each server gets it once, about half the messages; a server cut off from its parent in the " +
-      "tree gets it from the next reconciliation instead). tree needs ackScope neighbours.",
+    "How a new record travels: down the breadth-first tree rooted at the server that took it of the links in use " +
+      "(tree: each server gets it once, about half of flooding's messages; the servers report their links to each " +
+      "other, so the trees go around a server that is down or lagging once its neighbours see it); or flooded, each " +
+      "server passing it to every neighbour but the sender. Default: tree, or flood with ackScope herd (tree " +
+      "cannot be combined with it).",
   ),
   tls: withDefault(
     boolean(),
@@ -515,7 +515,7 @@ export function parseConfig(text: string, path: string): HerdConfig {
       certDir: resolvePath(base, raw.certDir),
       maxLineBytes: raw.maxLineBytes,
       shutdownGraceMs: raw.shutdownGraceMs,
-      peers: raw.peers,
+      peers: { ...raw.peers, broadcast: raw.peers.broadcast ?? (raw.peers.ackScope === "herd" ? "flood" : "tree") },
       limits: raw.limits,
       records: raw.records,
       log: raw.log,
