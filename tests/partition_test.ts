@@ -378,3 +378,44 @@ Deno.test({
   await waitHolds(herd, "Singleton", id, line, 2000);
   await waitHolds(herd, "Campbell", id, line, 2000);
 });
+
+Deno.test({
+  name:
+    "link state settles: when a server dies, each of its neighbours reports its links once, and no more reports follow" +
+    MODE.suffix,
+  permissions: HERD_TEST_PERMISSIONS,
+}, async () => {
+  await using herd = await TestHerd.create({
+    tls: MODE.tls,
+    placesUrl: "http://127.0.0.1:9/unused",
+    places: { provider: "offline" },
+    peers: { broadcast: "tree" },
+    admin: true,
+  });
+  await herd.startAll();
+  const metric = async (name: string, series: string) => {
+    const line = (await herd.admin(name, "/metrics")).body.split("\n").find((line) => line.startsWith(`${series} `));
+    return line === undefined ? 0 : Number(line.slice(series.length + 1));
+  };
+  const ownReports = async (names: string[]) => {
+    let sum = 0;
+    for (const name of names) sum += await metric(name, 'herd_link_reports_total{kind="own"}');
+    return sum;
+  };
+  // Every link up, on both ends: from here on only a link that changes makes a report.
+  await waitFor(async () => {
+    for (const name of herd.names) {
+      const body = (await herd.admin(name, "/metrics")).body;
+      if (body.split("\n").some((line) => line.startsWith("herd_peer_link_up{") && line.endsWith(" 0"))) return false;
+    }
+    return true;
+  }, { what: "every link up" });
+  const survivors = herd.names.filter((name) => name !== "Smith");
+  const before = await ownReports(survivors);
+  // A report passed round must not make another (a server's own report coming back to it, say).
+  await herd.stop("Smith", "SIGKILL");
+  for (const name of ["Hill", "Campbell", "Singleton"]) await logLine(herd, name, /Link to "Smith" is down/);
+  await checkThroughout(async () => {
+    assert.equal(await ownReports(survivors), before + 3, "one report each from Smith's three neighbours, no more");
+  }, { durationMs: ABSENT_MS });
+});

@@ -58,6 +58,13 @@ const _reconciliations = registry.add(
 const _reconciliationRecords = registry.add(
   new Counter("herd_reconciliation_records_total", "Records sent and received while reconciling.", ["direction"]),
 );
+const _linkReports = registry.add(
+  new Counter(
+    "herd_link_reports_total",
+    "Link state reports (broadcast trees): our own made, and others' received that were news or not.",
+    ["kind"],
+  ),
+);
 const _places = registry.add(
   new Counter("herd_places_requests_total", "Upstream Places searches, by provider and status.", [
     "provider",
@@ -97,6 +104,9 @@ export const metrics = {
   reconciliationsStarted: _reconciliations.labels("started"),
   reconciliationsAnswered: _reconciliations.labels("answered"),
   reconciliationsRefused: _reconciliations.labels("refused"),
+  linkReportsOwn: _linkReports.labels("own"),
+  linkReportsNew: _linkReports.labels("received_new"),
+  linkReportsOld: _linkReports.labels("received_old"),
   reconciliationSent: _reconciliationRecords.labels("sent"),
   reconciliationReceived: _reconciliationRecords.labels("received"),
   commitOk: _commits.labels("ok"),

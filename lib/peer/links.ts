@@ -99,6 +99,7 @@ export class PeerLinks {
     // Later than any report of ours the herd may hold from before a restart, as long as the clock did not go back.
     this.#ownVersion = Math.max(this.#ownVersion + 1, Date.now());
     const report = { server: this.#self, version: this.#ownVersion, up };
+    metrics.linkReportsOwn.inc();
     trees.apply(report);
     this.#sendLinks(report, undefined);
   }
@@ -111,15 +112,21 @@ export class PeerLinks {
     const trees = this.#trees;
     if (trees === undefined) return;
     if (report.server === this.#self) {
+      metrics.linkReportsOld.inc();
       // Ours, from before a restart, and later than ours now (the clock went back): ours must be later still.
-      if (report.version >= this.#ownVersion) {
+      if (report.version > this.#ownVersion) {
         this.#ownVersion = report.version;
         this.#ownUp = undefined;
         this.#linksChanged();
       }
       return;
     }
-    if (trees.apply(report)) this.#sendLinks(report, from);
+    if (trees.apply(report)) {
+      metrics.linkReportsNew.inc();
+      this.#sendLinks(report, from);
+    } else {
+      metrics.linkReportsOld.inc();
+    }
   }
 
   /** Sends a link state report to every neighbour but `from`. */
