@@ -292,6 +292,7 @@ export class HerdServer implements PeerHost {
           neighbour: link.neighbour,
           up: link.up,
           lagging: link.lagging,
+          inUse: link.inUse,
           queued: link.queued,
           ackWaits: link.ackWaits,
         })),

@@ -12,6 +12,7 @@ import assert from "node:assert/strict";
 import { CUT, delay, DROP, PASS } from "./testing/fault_proxy.ts";
 import { exchange, HERD_TEST_PERMISSIONS, suiteMode, TestHerd, type TestHerdOptions } from "./testing/herd.ts";
 import { checkThroughout, waitFor } from "./testing/wait.ts";
+import { PeerProbe } from "./testing/peer_probe.ts";
 
 /** TLS peer links, or plain text when run from plaintext_test.ts. */
 const MODE = suiteMode(import.meta.url);
@@ -402,14 +403,8 @@ Deno.test({
     for (const name of names) sum += await metric(name, 'herd_link_reports_total{kind="own"}');
     return sum;
   };
-  // Every link up, on both ends: from here on only a link that changes makes a report.
-  await waitFor(async () => {
-    for (const name of herd.names) {
-      const body = (await herd.admin(name, "/metrics")).body;
-      if (body.split("\n").some((line) => line.startsWith("herd_peer_link_up{") && line.endsWith(" 0"))) return false;
-    }
-    return true;
-  }, { what: "every link up" });
+  // Every link in use, on both ends: from here on only a link that changes makes a report.
+  await herd.waitLinksInUse();
   const survivors = herd.names.filter((name) => name !== "Smith");
   const before = await ownReports(survivors);
   // A report passed round must not make another (a server's own report coming back to it, say).
@@ -418,4 +413,103 @@ Deno.test({
   await checkThroughout(async () => {
     assert.equal(await ownReports(survivors), before + 3, "one report each from Smith's three neighbours, no more");
   }, { durationMs: ABSENT_MS });
+});
+
+/** A triangle A–B–C whose peers dial each other through one fault proxy per link and direction, records down trees. */
+function triangleHerd(peers: TestHerdOptions["peers"]): Promise<TestHerd> {
+  return TestHerd.create({
+    tls: MODE.tls,
+    placesUrl: "http://127.0.0.1:9/unused",
+    names: ["A", "B", "C"],
+    links: [["A", "B"], ["B", "C"], ["A", "C"]],
+    places: { provider: "offline" },
+    peers: { broadcast: "tree", reconcileIntervalMs: 600_000, ...peers },
+    faultProxies: true,
+    admin: true,
+  });
+}
+
+Deno.test({
+  name: "down a broadcast tree, a link that works one way carries records that way, and replies still wait for it" +
+    MODE.suffix,
+  permissions: HERD_TEST_PERMISSIONS,
+}, async () => {
+  await using herd = await triangleHerd({});
+  await herd.startAll();
+  // C cannot dial B; B's link to C is fine. C reports B out, B reports C in.
+  herd.linkProxy("C", "B").setAll(CUT);
+  await logLine(herd, "C", /Link to "B" is down/);
+  // A's record to C is slow: a record that reached C through A would come after B's reply.
+  herd.link("A", "C", delay(300));
+  const { line } = await iamat(herd, "B", `one-way-${crypto.randomUUID().slice(0, 8)}`);
+  await assertHolds(herd, "C", line.split(" ")[3], line);
+});
+
+Deno.test({
+  name: "down a broadcast tree, a neighbour whose link lags still gets the records passed on to it" + MODE.suffix,
+  permissions: HERD_TEST_PERMISSIONS,
+}, async () => {
+  await using herd = await lineHerd({ broadcast: "tree", ackTimeoutMs: 200, reconcileIntervalMs: 600_000 });
+  await herd.startAll();
+  // B's link to C lags (an IAMAT at B waits out its budget), then the link is healthy again: B's link stays lagging
+  // until one of B's own records is acknowledged in time, and meanwhile C is in no tree through B.
+  herd.link("B", "C", delay(300));
+  await iamat(herd, "B", `lag-${crypto.randomUUID().slice(0, 8)}`);
+  await waitFor(() => /Link to "?C"? is lagging/.test(herd.stderr("B")), { what: "B to mark its link to C lagging" });
+  herd.link("B", "C", PASS);
+  // A record from A, passed on by B, still reaches C.
+  const id = `relayed-${crypto.randomUUID().slice(0, 8)}`;
+  const { line } = await iamat(herd, "A", id);
+  await waitHolds(herd, "C", id, line, 2000);
+});
+
+Deno.test({
+  name: "link state settles with a link down one way: no report goes round for ever" + MODE.suffix,
+  permissions: HERD_TEST_PERMISSIONS,
+}, async () => {
+  await using herd = await triangleHerd({});
+  await herd.startAll();
+  herd.linkProxy("A", "B").setAll(CUT);
+  await logLine(herd, "A", /Link to "B" is down/);
+  const reports = async () => {
+    let sum = 0;
+    for (const name of herd.names) {
+      const body = (await herd.admin(name, "/metrics")).body;
+      for (const line of body.split("\n")) {
+        if (line.startsWith("herd_link_reports_total{")) sum += Number(line.split(" ")[1]);
+      }
+    }
+    return sum;
+  };
+  // What is already on its way arrives; then nothing more.
+  let before = await reports();
+  await waitFor(async () => {
+    const now = await reports();
+    const settled = now === before;
+    before = now;
+    return settled;
+  }, { what: "the reports to stop", stepMs: 100 });
+  await checkThroughout(async () => assert.equal(await reports(), before, "no more reports"), {
+    durationMs: ABSENT_MS,
+  });
+});
+
+Deno.test({
+  name: "a link state report with a version from the future is dropped, and said so" + MODE.suffix,
+  permissions: HERD_TEST_PERMISSIONS,
+}, async () => {
+  await using herd = await lineHerd({ broadcast: "tree" });
+  await herd.start("A");
+  await herd.start("B");
+  // C is never started: a probe introduces itself as C to B.
+  await using probe = await PeerProbe.connect({
+    server: "B",
+    port: herd.peerPort("B"),
+    as: "C",
+    files: herd.tlsFiles("C"),
+  });
+  probe.send(`LINKS A ${Date.now() + 2 * 60 * 60 * 1000} -\n`);
+  await logLine(herd, "B", /Dropped a link state report of "?A"? from "?C"?: its version is from the future/);
+  // The probe's link is still up: a line refused is not one a neighbour could not have sent.
+  assert.match(await probe.digest(), /^[0-9a-f]+$/);
 });

@@ -102,16 +102,17 @@ Deno.test("BroadcastTrees are the breadth-first trees of the graph, one per serv
   }
 });
 
-Deno.test("BroadcastTrees leave out a link either end reports out, and go around a server whose links are all out", async () => {
+Deno.test("BroadcastTrees leave out a server's link its server reports out, and go around a server nobody reaches", async () => {
   const config = parseConfig(await Deno.readTextFile(new URL("../herd.config.json", import.meta.url)), "/tmp/h.json");
   const trees = new BroadcastTrees(config);
   const childrenOf = (root: string) =>
     Object.fromEntries([...config.servers.keys()].map((name) => [name, [...trees.children(root, name)]]));
-  // Smith dies: its neighbours' links to it drop, and their reports say so (Smith itself says nothing more).
+  // Smith dies: its neighbours' links to it drop, and their reports say so (Smith's last word was that all was well).
+  assert.equal(trees.apply({ server: "Smith", version: 5, up: ["Hill", "Campbell", "Singleton"] }), true);
   assert.equal(trees.apply({ server: "Hill", version: 10, up: ["Jaquez"] }), true);
   assert.equal(trees.apply({ server: "Campbell", version: 10, up: ["Singleton"] }), true);
   assert.equal(trees.apply({ server: "Singleton", version: 10, up: ["Jaquez", "Campbell"] }), true);
-  // Campbell hung below Smith in Hill's tree; now it hangs below Singleton, and nobody waits on Smith.
+  // Campbell hung below Smith in Hill's tree; now it hangs below Singleton, and nobody sends to Smith.
   assert.deepEqual(childrenOf("Hill"), {
     Hill: ["Jaquez"],
     Jaquez: ["Singleton"],
@@ -121,14 +122,21 @@ Deno.test("BroadcastTrees leave out a link either end reports out, and go around
   });
   assert.equal(trees.parent("Hill", "Campbell"), "Singleton");
   assert.equal(trees.parent("Hill", "Smith"), undefined);
-  // An older report changes nothing; a later one (Hill's link to Smith back) puts the link back once both ends agree.
+  // An older report changes nothing; a later one puts Hill's link to Smith back. A record goes from Hill to Smith
+  // over Hill's own link, so what Campbell says of its link to Smith does not matter to it.
   assert.equal(trees.apply({ server: "Hill", version: 9, up: ["Jaquez", "Smith"] }), false);
   assert.equal(trees.apply({ server: "Hill", version: 11, up: ["Jaquez", "Smith"] }), true);
   assert.deepEqual(trees.children("Hill", "Hill"), ["Jaquez", "Smith"]);
-  assert.deepEqual(trees.children("Hill", "Smith"), [], "Campbell still reports its link to Smith out");
+  assert.deepEqual(trees.children("Hill", "Smith"), ["Campbell"], "Smith's own link to Campbell is in use");
+  assert.deepEqual(trees.children("Hill", "Singleton"), []);
+  // A one-way link: Campbell reaches Smith but not the other way round. Campbell's records go through Smith;
+  // Hill's reach Campbell through Singleton.
+  assert.equal(trees.apply({ server: "Smith", version: 12, up: ["Hill", "Singleton"] }), true);
+  assert.equal(trees.apply({ server: "Campbell", version: 12, up: ["Smith", "Singleton"] }), true);
+  assert.equal(trees.parent("Hill", "Campbell"), "Singleton");
+  assert.deepEqual(trees.children("Campbell", "Campbell"), ["Smith", "Singleton"]);
   // A report's names that are not the server's neighbours are left out; an unknown server's report is not taken.
-  assert.equal(trees.apply({ server: "Campbell", version: 11, up: ["Singleton", "Smith", "Hill"] }), true);
+  assert.equal(trees.apply({ server: "Campbell", version: 13, up: ["Singleton", "Smith", "Hill", "Smith"] }), true);
   assert.deepEqual(trees.reports().find((report) => report.server === "Campbell")?.up, ["Singleton", "Smith"]);
-  assert.deepEqual(childrenOf("Hill").Smith, ["Campbell"]);
-  assert.equal(trees.apply({ server: "Nobody", version: 12, up: [] }), false);
+  assert.equal(trees.apply({ server: "Nobody", version: 14, up: [] }), false);
 });

@@ -61,7 +61,7 @@ const _reconciliationRecords = registry.add(
 const _linkReports = registry.add(
   new Counter(
     "herd_link_reports_total",
-    "Link state reports (broadcast trees): our own made, and others' received that were news or not.",
+    "Link state reports (broadcast trees): our own made, and others' received: news, not news, or refused.",
     ["kind"],
   ),
 );
@@ -107,6 +107,7 @@ export const metrics = {
   linkReportsOwn: _linkReports.labels("own"),
   linkReportsNew: _linkReports.labels("received_new"),
   linkReportsOld: _linkReports.labels("received_old"),
+  linkReportsRefused: _linkReports.labels("refused"),
   reconciliationSent: _reconciliationRecords.labels("sent"),
   reconciliationReceived: _reconciliationRecords.labels("received"),
   commitOk: _commits.labels("ok"),
@@ -137,7 +138,9 @@ export interface GaugeSources {
   /** Client connections open. */
   clientConnections(): number;
   /** Each neighbour's link. */
-  links(): Iterable<{ neighbour: string; up: boolean; lagging: boolean; queued: number; ackWaits: number }>;
+  links(): Iterable<
+    { neighbour: string; up: boolean; lagging: boolean; inUse: boolean; queued: number; ackWaits: number }
+  >;
   /** Whether commits succeed now. */
   commitsHealthy(): boolean;
   /** Places cache counters. */
@@ -172,6 +175,16 @@ export function registerGauges(sources: GaugeSources): void {
       ["neighbour"],
       function* () {
         for (const link of sources.links()) yield [[link.neighbour], link.lagging ? 1 : 0];
+      },
+    ),
+  );
+  registry.add(
+    new Gauge(
+      "herd_peer_link_in_use",
+      "Whether the broadcast trees count on the link to a neighbour (1): up for a second, and keeping up.",
+      ["neighbour"],
+      function* () {
+        for (const link of sources.links()) yield [[link.neighbour], link.inUse ? 1 : 0];
       },
     ),
   );

@@ -6,7 +6,7 @@
 
 import { type HerdConfig, neighboursOf, serverNamed } from "../config/config.ts";
 import { metrics } from "../admin/metrics.ts";
-import { cutForLog, quote } from "../logging.ts";
+import { cutForLog, log, quote } from "../logging.ts";
 import { type LocationRecord, originOfLine } from "../protocol.ts";
 import { traffic } from "../traffic_log.ts";
 import type { PeerHost } from "./host.ts";
@@ -16,6 +16,13 @@ import { BroadcastTrees, type LinkReport } from "./tree.ts";
 import { formatLinks } from "./wire.ts";
 
 const _SETTLED = Promise.resolve();
+
+/**
+ * How far ahead of our clock a link state report's version may be, in
+ * milliseconds (versions are the reporting server's clock): a later one
+ * would keep its server's real reports out until then.
+ */
+const _MAX_VERSION_AHEAD_MS = 60 * 60 * 1000;
 
 /** Links up to which a flood's log text is cached, keyed by a bit per link (in a 32-bit integer). */
 const _MAX_KEYED_LINKS = 30;
@@ -87,13 +94,13 @@ export class PeerLinks {
   }
 
   /**
-   * One of our links came up, went down, turned lagging or caught up: with
+   * One of our links came up, lasted, went down, turned lagging or caught up: with
    * trees, our link state is reported to the herd when it changed.
    */
   #linksChanged(): void {
     const trees = this.#trees;
     if (trees === undefined) return;
-    const up = [...this.#links].filter(([, link]) => link.up && !link.lagging).map(([name]) => name);
+    const up = [...this.#links].filter(([, link]) => link.inUse).map(([name]) => name);
     if (up.join(",") === this.#ownUp) return;
     this.#ownUp = up.join(",");
     // Later than any report of ours the herd may hold from before a restart, as long as the clock did not go back.
@@ -111,6 +118,14 @@ export class PeerLinks {
   linkState(report: LinkReport, from: string): void {
     const trees = this.#trees;
     if (trees === undefined) return;
+    if (report.version > Date.now() + _MAX_VERSION_AHEAD_MS) {
+      metrics.linkReportsRefused.inc();
+      log.peer.warning("Dropped a link state report of {server} from {neighbour}: its version is from the future", {
+        server: report.server,
+        neighbour: from,
+      });
+      return;
+    }
     if (report.server === this.#self) {
       metrics.linkReportsOld.inc();
       // Ours, from before a restart, and later than ours now (the clock went back): ours must be later still.
@@ -132,7 +147,7 @@ export class PeerLinks {
   /** Sends a link state report to every neighbour but `from`. */
   #sendLinks(report: LinkReport, from: string | undefined): void {
     const line = formatLinks(report);
-    for (const [name, link] of this.#links) if (name !== from) link.sendControl(line);
+    for (const [name, link] of this.#links) if (name !== from) link.sendLinks(report.server, line);
   }
 
   /**
@@ -140,9 +155,11 @@ export class PeerLinks {
    * record that came from `from` (undefined: our own IAMAT) to: our children
    * in that tree when it came from our parent there and every child's link
    * is up and keeping up; otherwise every neighbour but `from` (flooding).
-   * Our own records also go to the neighbours whose links are up but
-   * lagging: left out of the trees, they would otherwise get nothing to
-   * acknowledge in time, and stay lagging for good.
+   * With the tree, the record also goes to the neighbours whose links are up
+   * but not in use (new, or lagging): left out of our link state, they are
+   * in no tree through us, and our own records are also how a lagging one
+   * catches up (a link stops lagging once a record it is waited on for is
+   * acknowledged in time).
    */
   #targets(record: LocationRecord, from: string | undefined): readonly string[] | undefined {
     const trees = this.#trees;
@@ -152,14 +169,13 @@ export class PeerLinks {
     const children = trees.children(origin, this.#self);
     for (const child of children) {
       const link = this.#links.get(child);
-      if (link === undefined || !link.up || link.lagging) return undefined;
+      if (link === undefined || !link.inUse) return undefined;
     }
-    if (from !== undefined) return children;
-    let lagging: string[] | undefined;
+    let extra: string[] | undefined;
     for (const [name, link] of this.#links) {
-      if (link.up && link.lagging && !children.includes(name)) (lagging ??= [...children]).push(name);
+      if (link.up && !link.inUse && name !== from && !children.includes(name)) (extra ??= [...children]).push(name);
     }
-    return lagging ?? children;
+    return extra ?? children;
   }
 
   /**

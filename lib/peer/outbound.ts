@@ -52,6 +52,15 @@ interface _Entry {
   live: boolean;
 }
 
+/**
+ * How long a session must last before the link counts as in use for the
+ * broadcast trees (peer/tree.ts): a link that drops as soon as it comes up
+ * (a neighbour that refuses us, a flapping network) would otherwise be put
+ * in the trees and taken out again on every retry, and lose what went over
+ * it each time.
+ */
+const _PROVEN_MS = 1000;
+
 /** Exponential backoff with jitter: each pause is half to all of a step that doubles up to a ceiling. */
 class _Backoff {
   #min: number;
@@ -88,13 +97,16 @@ export class PeerLink {
   #queue = new Map<string, _Entry>();
   #acks: AckTracker;
   #seq = 0;
-  /** Control lines (link state) for the next write, ahead of its records. */
-  #control: string[] = [];
+  /** Link state for the next write, ahead of its records: the latest report of each server, as its line. */
+  #control = new Map<string, string>();
   #digestDue = false;
   /** When this link last started a reconciliation (`performance.now()`, and wall-clock ms for status). */
   #reconciledAt = -Infinity;
   #lastReconciliation: number | undefined;
   #closed = false;
+  /** Whether this session has lasted {@linkcode _PROVEN_MS}, and the timer that says so. */
+  #proven = false;
+  #provenTimer: ReturnType<typeof setTimeout> | undefined;
   #wake: (() => void) | undefined;
   #wakeScheduled = false;
   #retry: { timer: ReturnType<typeof setTimeout>; resolve: () => void } | undefined;
@@ -135,6 +147,15 @@ export class PeerLink {
   /** Whether the neighbour is connected but has stopped acknowledging in time. */
   get lagging(): boolean {
     return this.#acks.lagging;
+  }
+
+  /**
+   * Whether the broadcast trees may count on the link: up for a while
+   * ({@linkcode _PROVEN_MS}) and keeping up. A link that is up but not in
+   * use still gets every record sent past it (peer/links.ts).
+   */
+  get inUse(): boolean {
+    return this.#conn !== undefined && this.#proven && !this.#acks.lagging;
   }
 
   /** Starts connecting; the link keeps itself up until {@linkcode PeerLink.close}. */
@@ -196,10 +217,14 @@ export class PeerLink {
     return true;
   }
 
-  /** Queues a control line (link state) for the next write, ahead of its records; dropped when the link is down. */
-  sendControl(line: string): void {
+  /**
+   * Queues `server`'s link state report (its line) for the next write, ahead
+   * of its records, in place of one of the same server still waiting;
+   * dropped when the link is down (the next session's greeting has it).
+   */
+  sendLinks(server: string, line: string): void {
     if (this.#conn === undefined) return;
-    this.#control.push(line);
+    this.#control.set(server, line);
     this.#wakeSoon();
   }
 
@@ -293,12 +318,18 @@ export class PeerLink {
       },
     });
     this.#conn = conn;
-    this.#control = [];
+    this.#control.clear();
     this.#digestDue = this.#host.reconciler.shouldStart(this.neighbour);
     log.peer.info("Link to {neighbour} is up", { neighbour: this.neighbour });
     conn.closed.then(() => this.#wake?.());
     this.#options.onStateChange?.();
+    this.#provenTimer = setTimeout(() => {
+      this.#proven = true;
+      this.#options.onStateChange?.();
+    }, _PROVEN_MS);
     conn.write(formatHello(this.#host.name) + (this.#options.greeting?.() ?? ""));
+    // The greeting has every report we hold, our own new one (queued just now) among them.
+    this.#control.clear();
     await this.#writeLoop(conn);
     conn.destroy();
     await conn.closed;
@@ -309,7 +340,9 @@ export class PeerLink {
       });
     }
     this.#conn = undefined;
-    this.#control = [];
+    clearTimeout(this.#provenTimer);
+    this.#proven = false;
+    this.#control.clear();
     this.#queue.clear();
     this.#acks.reset();
     this.#options.onStateChange?.();
@@ -319,15 +352,15 @@ export class PeerLink {
   /** Writes what is queued, one write per batch, until the link drops or closes. */
   async #writeLoop(conn: LineSocket): Promise<void> {
     while (!this.#closed && !conn.isClosed) {
-      if (this.#queue.size === 0 && !this.#digestDue && this.#control.length === 0) {
+      if (this.#queue.size === 0 && !this.#digestDue && this.#control.size === 0) {
         await new Promise<void>((resolve) => this.#wake = resolve);
         this.#wake = undefined;
         continue;
       }
       // The batch's text in pieces, joined once: one flat string, not a string per record and a rope of them.
       // Link state first: a record must not overtake the link state it was routed by (peer/tree.ts).
-      const parts: (string | number)[] = this.#control;
-      this.#control = [];
+      const parts: (string | number)[] = [...this.#control.values()];
+      this.#control.clear();
       if (this.#digestDue) {
         this.#digestDue = false;
         this.#reconciledAt = performance.now();

@@ -10,8 +10,9 @@
  * Which links are in use is link state: each server reports the neighbours
  * it has a live link to that keeps up (`LINKS <server> <version> <names>`,
  * peer/wire.ts), floods its report to the herd whenever it changes, and
- * hands every report it holds to a neighbour whose link comes up. A link is
- * in the trees unless one of its two ends reports it out. When a server
+ * hands every report it holds to a neighbour whose link comes up. A record
+ * goes from X to Y over X's own link to Y, so the trees take the link from
+ * X to Y unless X reports Y out, whatever Y says of its link to X. When a server
  * dies, its neighbours' links to it drop, their reports go round, and every
  * tree is worked out again without it: the servers below it hang from
  * another parent within a few milliseconds, where they got nothing until
@@ -84,9 +85,9 @@ export class BroadcastTrees {
     return [...this.#reports.values()].map(({ report }) => report);
   }
 
-  /** Whether neither end of the link `a`–`b` reports it out. */
-  #inUse(a: string, b: string): boolean {
-    return this.#reports.get(a)?.up.has(b) !== false && this.#reports.get(b)?.up.has(a) !== false;
+  /** Whether `from`'s link to `to` is in use: `from` does not report it out. */
+  #inUse(from: string, to: string): boolean {
+    return this.#reports.get(from)?.up.has(to) !== false;
   }
 
   #tree(root: string): _Tree {

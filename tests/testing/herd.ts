@@ -364,6 +364,23 @@ export class TestHerd implements AsyncDisposable {
     return Deno.readTextFile(`${this.dir}/logs/${name}.log`);
   }
 
+  /**
+   * Waits until every running server counts on each of its links for the
+   * broadcast trees (`herd_peer_link_in_use`: up for a second and keeping
+   * up); the herd must be created with `admin`.
+   */
+  async waitLinksInUse(timeoutMs = 10_000): Promise<void> {
+    await waitFor(async () => {
+      for (const name of this.#running.keys()) {
+        const body = (await this.admin(name, "/metrics")).body;
+        if (body.split("\n").some((line) => line.startsWith("herd_peer_link_in_use{") && line.endsWith(" 0"))) {
+          return false;
+        }
+      }
+      return true;
+    }, { timeoutMs, what: "every link in use" });
+  }
+
   /** The store digest of running `name`, asked over its peer port by a probe introduced as `as`, a configured neighbour that is never started. */
   async digestOf(name: string, as = "Probe"): Promise<string> {
     await using probe = await PeerProbe.connect({

@@ -55,6 +55,11 @@ export class PeerProbe implements AsyncDisposable {
     }
   }
 
+  /** Sends `text` (whole lines) to the server. */
+  send(text: string): void {
+    this.#conn.write(text);
+  }
+
   async #nextLine(): Promise<string> {
     while (this.#lines.length === 0) {
       if (this.#conn.isClosed) throw new Error("The server closed the probe's connection");
