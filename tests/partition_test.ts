@@ -34,6 +34,7 @@ function lineHerd(peers: TestHerdOptions["peers"]): Promise<TestHerd> {
     // up again, so the periodic reconciliation is the only way the lost records come back.
     peers: { reconcileIntervalMs: 1000, ...peers },
     faultProxies: true,
+    admin: true,
   });
 }
 
@@ -436,6 +437,7 @@ Deno.test({
 }, async () => {
   await using herd = await triangleHerd({});
   await herd.startAll();
+  await herd.waitLinksInUse();
   // C cannot dial B; B's link to C is fine. C reports B out, B reports C in.
   herd.linkProxy("C", "B").setAll(CUT);
   await logLine(herd, "C", /Link to "B" is down/);
@@ -451,6 +453,7 @@ Deno.test({
 }, async () => {
   await using herd = await lineHerd({ broadcast: "tree", ackTimeoutMs: 200, reconcileIntervalMs: 600_000 });
   await herd.startAll();
+  await herd.waitLinksInUse();
   // B's link to C lags (an IAMAT at B waits out its budget), then the link is healthy again: B's link stays lagging
   // until one of B's own records is acknowledged in time, and meanwhile C is in no tree through B.
   herd.link("B", "C", delay(300));
@@ -461,6 +464,13 @@ Deno.test({
   const id = `relayed-${crypto.randomUUID().slice(0, 8)}`;
   const { line } = await iamat(herd, "A", id);
   await waitHolds(herd, "C", id, line, 2000);
+  // And records B only passes on are enough for its link to C to catch up and count again: B has no clients here.
+  let round = 0;
+  await waitFor(async () => {
+    await iamat(herd, "A", `${id}-${round++}`);
+    const body = (await herd.admin("B", "/metrics")).body;
+    return body.split("\n").includes('herd_peer_link_in_use{neighbour="C"} 1');
+  }, { what: "B's link to C to be in use again" });
 });
 
 Deno.test({

@@ -46,10 +46,17 @@ export class PeerLinks {
   /** Our own link state as last reported (with trees): the neighbours in use, and the report's version. */
   #ownUp: string | undefined;
   #ownVersion = 0;
+  #ackTimeoutMs: number;
+  /**
+   * The targets of records (with trees), by origin and then by sender ("" for our own clients), until the trees or
+   * our links change: a record costs two lookups, not a walk over the links and an array.
+   */
+  #targetCache = new Map<string, Map<string, readonly string[] | undefined>>();
 
   /** Makes a link to each neighbour of `host` in `config`, over `transport`; none dials until {@linkcode PeerLinks.start}. */
   constructor(host: PeerHost, config: HerdConfig, transport: PeerTransport) {
     const { reconnectMinMs, reconnectMaxMs, ackTimeoutMs } = config.peers;
+    this.#ackTimeoutMs = ackTimeoutMs;
     this.#self = host.name;
     this.#trees = config.peers.broadcast === "tree" ? new BroadcastTrees(config) : undefined;
     for (const neighbour of neighboursOf(config, host.name)) {
@@ -100,6 +107,7 @@ export class PeerLinks {
   #linksChanged(): void {
     const trees = this.#trees;
     if (trees === undefined) return;
+    this.#targetCache.clear();
     const up = [...this.#links].filter(([, link]) => link.inUse).map(([name]) => name);
     if (up.join(",") === this.#ownUp) return;
     this.#ownUp = up.join(",");
@@ -137,6 +145,7 @@ export class PeerLinks {
       return;
     }
     if (trees.apply(report)) {
+      this.#targetCache.clear();
       metrics.linkReportsNew.inc();
       this.#sendLinks(report, from);
     } else {
@@ -162,9 +171,20 @@ export class PeerLinks {
    * acknowledged in time).
    */
   #targets(record: LocationRecord, from: string | undefined): readonly string[] | undefined {
-    const trees = this.#trees;
-    if (trees === undefined) return undefined;
+    if (this.#trees === undefined) return undefined;
     const origin = originOfLine(record.line);
+    let byOrigin = this.#targetCache.get(origin);
+    if (byOrigin === undefined) this.#targetCache.set(origin, byOrigin = new Map());
+    const sender = from ?? "";
+    if (byOrigin.has(sender)) return byOrigin.get(sender);
+    const targets = this.#targetsOf(origin, from);
+    byOrigin.set(sender, targets);
+    return targets;
+  }
+
+  /** {@linkcode PeerLinks.#targets}, worked out. */
+  #targetsOf(origin: string, from: string | undefined): readonly string[] | undefined {
+    const trees = this.#trees!;
     if (from === undefined ? origin !== this.#self : trees.parent(origin, this.#self) !== from) return undefined;
     const children = trees.children(origin, this.#self);
     for (const child of children) {
@@ -224,7 +244,10 @@ export class PeerLinks {
       if (wide) (names ??= []).push(name);
       else to |= bit;
       metrics.forwardedLive.inc();
-      if (link.sendAcknowledged(record, waitMs, release)) waits++;
+      // To a lagging neighbour a record passed on with no wait still asks for an acknowledgement (nobody waits on
+      // it): one in time is how the link catches up, and a server without clients of its own has no other records.
+      const wait = waitMs > 0 || !link.lagging ? waitMs : this.#ackTimeoutMs;
+      if (link.sendAcknowledged(record, wait, release)) waits++;
     }
     // PROTOCOL.md: records received and forwarded are logged, each with its line, one line per record stored (a link's
     // write is counted too at debug, or when it carries reconciliation records: outbound.ts). A record from a client

@@ -128,6 +128,9 @@ export class PeerLink {
           );
         } else {
           log.peer.info("Link to {neighbour} caught up", { neighbour: this.neighbour });
+          // Counted on again only after another second of keeping up: a link whose acknowledgements hover about the
+          // deadline would otherwise go in and out of the trees, and its link state round the herd, each time.
+          this.#prove();
         }
         options.onStateChange?.();
       },
@@ -215,6 +218,16 @@ export class PeerLink {
     entry.ticket ??= this.#acks.ticket();
     this.#acks.wait(entry.ticket, waitMs, release);
     return true;
+  }
+
+  /** The link counts for the trees {@linkcode _PROVEN_MS} from now, if the session lasts and keeps up. */
+  #prove(): void {
+    this.#proven = false;
+    clearTimeout(this.#provenTimer);
+    this.#provenTimer = setTimeout(() => {
+      this.#proven = true;
+      this.#options.onStateChange?.();
+    }, _PROVEN_MS);
   }
 
   /**
@@ -323,10 +336,7 @@ export class PeerLink {
     log.peer.info("Link to {neighbour} is up", { neighbour: this.neighbour });
     conn.closed.then(() => this.#wake?.());
     this.#options.onStateChange?.();
-    this.#provenTimer = setTimeout(() => {
-      this.#proven = true;
-      this.#options.onStateChange?.();
-    }, _PROVEN_MS);
+    this.#prove();
     conn.write(formatHello(this.#host.name) + (this.#options.greeting?.() ?? ""));
     // The greeting has every report we hold, our own new one (queued just now) among them.
     this.#control.clear();
