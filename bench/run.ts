@@ -1,7 +1,8 @@
 /**
  * `deno task bench`: the herd against its references on this machine, in
  * one run. Builds the C load generator; starts a five-server herd with
- * flooding to the real neighbours, a Redis herd (five `redis-server`s
+ * the shipped defaults (and the same herd with plain-text links, and with
+ * records flooded), a Redis herd (five `redis-server`s
  * replicating along a spanning tree of the same graph over mutually
  * authenticated TLS, with AOF; `redis_herd.ts`), a plain Redis
  * (persistence off), a bare Deno line echo, a single server for memory
@@ -409,18 +410,18 @@ async function main(): Promise<void> {
   const plainPorts = plainHerd.names.map((name) => plainHerd.port(name));
   const plainPids = serverPids(plainHerd.names.map((name) => plainHerd.pid(name)));
   result.tls_off = {};
-  // The same herd with records broadcast down trees (peers.broadcast tree, an option), scenarios 1 and 2, interleaved.
-  const treeHerd = await TestHerd.create({
+  // The same herd with records flooded (peers.broadcast flood, trees being the default), scenarios 1 and 2, interleaved.
+  const floodHerd = await TestHerd.create({
     placesUrl: fake.url,
     key: KEY,
     places: { provider: "google-new" },
-    peers: { broadcast: "tree" },
+    peers: { broadcast: "flood" },
   });
-  log("starting a five-server herd broadcasting down trees");
-  await treeHerd.startAll();
-  const treePorts = treeHerd.names.map((name) => treeHerd.port(name));
-  const treePids = serverPids(treeHerd.names.map((name) => treeHerd.pid(name)));
-  result.broadcast_tree = {};
+  log("starting a five-server herd flooding its records");
+  await floodHerd.startAll();
+  const floodPorts = floodHerd.names.map((name) => floodHerd.port(name));
+  const floodPids = serverPids(floodHerd.names.map((name) => floodHerd.pid(name)));
+  result.flooding = {};
   const redis = hasRedis ? await startRedis() : undefined;
   log("starting the Redis herd");
   const scratch = await Deno.makeTempDir({ dir: "/tmp", prefix: "herd-bench-" });
@@ -456,7 +457,7 @@ async function main(): Promise<void> {
         iamat_pipelined: await herdRr(ports, 50, 16, herdPids),
       };
       log(`warming the three herds up, ${WARMUP_SECONDS} s each`);
-      for (const warmPorts of [ports, plainPorts, treePorts]) await warmUp(warmPorts);
+      for (const warmPorts of [ports, plainPorts, floodPorts]) await warmUp(warmPorts);
     }
     result.warmup_seconds = WARMUP_SECONDS;
     // 1 and 2: request/response and pipelined, at 50 connections, interleaved with the Redis herd and plain
@@ -481,7 +482,7 @@ async function main(): Promise<void> {
       const herds: [number[], string[], Json[], Json[]][] = [
         [ports, herdPids, s1, s2],
         [plainPorts, plainPids, p1, p16],
-        [treePorts, treePids, t1, t16],
+        [floodPorts, floodPids, t1, t16],
       ];
       for (let turn = 0; turn < herds.length; turn++) {
         const [herdPorts, pids, rr, pipelined] = herds[(repeat + turn) % herds.length];
@@ -522,13 +523,13 @@ async function main(): Promise<void> {
       iamat_rr: medianOf(p1, (run) => run.server_cpu?.us_per_command),
       iamat_pipelined: medianOf(p16, (run) => run.server_cpu?.us_per_command),
     };
-    result.broadcast_tree.iamat_rr = { runs: t1, median: pick(t1) };
-    result.broadcast_tree.iamat_pipelined = { runs: t16, median: pick(t16) };
-    result.broadcast_tree.cpu_per_write_us = {
+    result.flooding.iamat_rr = { runs: t1, median: pick(t1) };
+    result.flooding.iamat_pipelined = { runs: t16, median: pick(t16) };
+    result.flooding.cpu_per_write_us = {
       iamat_rr: medianOf(t1, (run) => run.server_cpu?.us_per_command),
       iamat_pipelined: medianOf(t16, (run) => run.server_cpu?.us_per_command),
     };
-    await treeHerd[Symbol.asyncDispose]();
+    await floodHerd[Symbol.asyncDispose]();
     const done = skeleton;
     skeleton = undefined;
     await done?.stop();
@@ -958,10 +959,10 @@ async function report(result: Json): Promise<void> {
       s.iamat_rr.median.throughput_per_s / result.tls_off?.iamat_rr?.median?.throughput_per_s,
     ),
     row(
-      "1. the same, broadcast trees",
-      result.broadcast_tree?.iamat_rr?.median,
-      result.broadcast_tree?.cpu_per_write_us?.iamat_rr,
-      s.iamat_rr.median.throughput_per_s / result.broadcast_tree?.iamat_rr?.median?.throughput_per_s,
+      "1. the same, records flooded",
+      result.flooding?.iamat_rr?.median,
+      result.flooding?.cpu_per_write_us?.iamat_rr,
+      s.iamat_rr.median.throughput_per_s / result.flooding?.iamat_rr?.median?.throughput_per_s,
     ),
     row(
       "1. skeleton herd: the herd's messages alone, plain TCP",
@@ -992,10 +993,10 @@ async function report(result: Json): Promise<void> {
       s.iamat_pipelined.median.throughput_per_s / result.tls_off?.iamat_pipelined?.median?.throughput_per_s,
     ),
     row(
-      "2. the same, broadcast trees",
-      result.broadcast_tree?.iamat_pipelined?.median,
-      result.broadcast_tree?.cpu_per_write_us?.iamat_pipelined,
-      s.iamat_pipelined.median.throughput_per_s / result.broadcast_tree?.iamat_pipelined?.median?.throughput_per_s,
+      "2. the same, records flooded",
+      result.flooding?.iamat_pipelined?.median,
+      result.flooding?.cpu_per_write_us?.iamat_pipelined,
+      s.iamat_pipelined.median.throughput_per_s / result.flooding?.iamat_pipelined?.median?.throughput_per_s,
     ),
     row(
       "2. skeleton herd: the herd's messages alone, plain TCP",
@@ -1059,9 +1060,10 @@ async function report(result: Json): Promise<void> {
       ]
       : []),
     "",
-    'The herd runs with the shipped defaults (TLS peer links, records flooded) unless a row says otherwise; "herd ÷ ' +
-    'this" on a plain-text row is the TLS herd over the plain one (what TLS leaves of the throughput), on a ' +
-    "broadcast-trees row the flooding herd over the tree one, on a skeleton row the herd over the skeleton herd" +
+    "The herd runs with the shipped defaults (TLS peer links, records down broadcast trees) unless a row says " +
+    'otherwise; "herd ÷ this" on a plain-text row is the TLS herd over the plain one (what TLS leaves of the ' +
+    "throughput), on a flooding row the tree herd over the flooding one, on a skeleton row the herd over the skeleton " +
+    "herd" +
     (result.cold === undefined ? "." : ", on a cold row the herd's median over its first run."),
     ...(result.skeleton?.iamat_rr === undefined ? [] : [
       "",
