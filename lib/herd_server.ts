@@ -297,6 +297,7 @@ export class HerdServer implements PeerHost {
           ackWaits: link.ackWaits,
         })),
       commitsHealthy: () => this.#recordLog?.healthy ?? false,
+      flooding: () => this.#links.flooding,
       placesCache: () => ({ ...this.#places.stats, entries: this.#places.size }),
       logLinesDropped: () => logFile()?.droppedTotal ?? 0,
       startTimeSeconds: this.#startedAt / 1000,
@@ -371,6 +372,12 @@ export class HerdServer implements PeerHost {
   /** `name` dialled us, so it is back: our link to it retries now (PeerHost). */
   dialledBy(name: string): void {
     this.#links.poke(name);
+    this.#links.inbound(name, +1);
+  }
+
+  /** A link `name` dialled to us closed (PeerHost): for our link state. */
+  dialledByClosed(name: string): void {
+    this.#links.inbound(name, -1);
   }
 
   /**

@@ -261,8 +261,12 @@ Deno.test({
       peers: { broadcast, reconcileIntervalMs: 600_000 },
     });
     await herd.startAll();
-    // A link counts for the trees once it has been up a second; until then records also go past it.
-    await herd.waitLinksInUse();
+    // A link counts for the trees once it has been up a second, and records are flooded for a second after the link
+    // state changed.
+    if (broadcast === "tree") {
+      await herd.waitLinksInUse();
+      await herd.waitTreesSettled();
+    }
     const series = 'herd_records_forwarded_total{kind="live"}';
     const before = await herdSum(herd, series);
     const ids = Array.from({ length: 20 }, (_, i) => `tree-${broadcast}-${i}`);

@@ -20,6 +20,7 @@ const HOST: PeerHost = {
   receiveNotNewer: () => false,
   catchUp: () => false,
   dialledBy: () => {},
+  dialledByClosed: () => {},
   linkState: () => {},
 };
 
@@ -102,16 +103,24 @@ Deno.test("BroadcastTrees are the breadth-first trees of the graph, one per serv
   }
 });
 
-Deno.test("BroadcastTrees leave out a server's link its server reports out, and go around a server nobody reaches", async () => {
+Deno.test("BroadcastTrees leave out a link its dialler reports out or its other end reports not live, and go around a server nobody reaches", async () => {
   const config = parseConfig(await Deno.readTextFile(new URL("../herd.config.json", import.meta.url)), "/tmp/h.json");
   const trees = new BroadcastTrees(config);
   const childrenOf = (root: string) =>
     Object.fromEntries([...config.servers.keys()].map((name) => [name, [...trees.children(root, name)]]));
-  // Smith dies: its neighbours' links to it drop, and their reports say so (Smith's last word was that all was well).
-  assert.equal(trees.apply({ server: "Smith", version: 5, up: ["Hill", "Campbell", "Singleton"] }), true);
-  assert.equal(trees.apply({ server: "Hill", version: 10, up: ["Jaquez"] }), true);
-  assert.equal(trees.apply({ server: "Campbell", version: 10, up: ["Singleton"] }), true);
-  assert.equal(trees.apply({ server: "Singleton", version: 10, up: ["Jaquez", "Campbell"] }), true);
+  const report = (server: string, version: number, up: string[], inbound: string[]) => ({
+    server,
+    version,
+    up,
+    inbound,
+  });
+  // Smith dies: its neighbours' links to it and from it drop, and their reports say so (Smith's last word was that
+  // all was well).
+  const all = ["Hill", "Campbell", "Singleton"];
+  assert.equal(trees.apply(report("Smith", 5, all, all)), true);
+  assert.equal(trees.apply(report("Hill", 10, ["Jaquez"], ["Jaquez"])), true);
+  assert.equal(trees.apply(report("Campbell", 10, ["Singleton"], ["Singleton"])), true);
+  assert.equal(trees.apply(report("Singleton", 10, ["Jaquez", "Campbell"], ["Jaquez", "Campbell"])), true);
   // Campbell hung below Smith in Hill's tree; now it hangs below Singleton, and nobody sends to Smith.
   assert.deepEqual(childrenOf("Hill"), {
     Hill: ["Jaquez"],
@@ -122,21 +131,29 @@ Deno.test("BroadcastTrees leave out a server's link its server reports out, and 
   });
   assert.equal(trees.parent("Hill", "Campbell"), "Singleton");
   assert.equal(trees.parent("Hill", "Smith"), undefined);
-  // An older report changes nothing; a later one puts Hill's link to Smith back. A record goes from Hill to Smith
-  // over Hill's own link, so what Campbell says of its link to Smith does not matter to it.
-  assert.equal(trees.apply({ server: "Hill", version: 9, up: ["Jaquez", "Smith"] }), false);
-  assert.equal(trees.apply({ server: "Hill", version: 11, up: ["Jaquez", "Smith"] }), true);
+  // An older report changes nothing; a later one puts Hill's link to Smith back (Smith's last report has Hill's link
+  // into it live). Campbell reports no live link from Smith, so Smith's link to Campbell stays out whatever Smith said.
+  assert.equal(trees.apply(report("Hill", 9, ["Jaquez", "Smith"], ["Jaquez"])), false);
+  assert.equal(trees.apply(report("Hill", 11, ["Jaquez", "Smith"], ["Jaquez"])), true);
   assert.deepEqual(trees.children("Hill", "Hill"), ["Jaquez", "Smith"]);
-  assert.deepEqual(trees.children("Hill", "Smith"), ["Campbell"], "Smith's own link to Campbell is in use");
-  assert.deepEqual(trees.children("Hill", "Singleton"), []);
-  // A one-way link: Campbell reaches Smith but not the other way round. Campbell's records go through Smith;
-  // Hill's reach Campbell through Singleton.
-  assert.equal(trees.apply({ server: "Smith", version: 12, up: ["Hill", "Singleton"] }), true);
-  assert.equal(trees.apply({ server: "Campbell", version: 12, up: ["Smith", "Singleton"] }), true);
+  assert.deepEqual(trees.children("Hill", "Smith"), []);
   assert.equal(trees.parent("Hill", "Campbell"), "Singleton");
+  // Smith is back but can dial nobody: it cannot say so, its neighbours say it for it (no live link from Smith
+  // into them). Smith is a leaf of every tree; links to it are used.
+  assert.equal(trees.apply(report("Hill", 12, ["Jaquez", "Smith"], ["Jaquez"])), true);
+  assert.equal(trees.apply(report("Campbell", 12, ["Smith", "Singleton"], ["Singleton"])), true);
+  assert.equal(trees.apply(report("Singleton", 12, ["Jaquez", "Smith", "Campbell"], ["Jaquez", "Campbell"])), true);
+  for (const root of ["Hill", "Jaquez", "Campbell", "Singleton"]) {
+    assert.deepEqual(trees.children(root, "Smith"), [], root);
+  }
   assert.deepEqual(trees.children("Campbell", "Campbell"), ["Smith", "Singleton"]);
+  assert.equal(trees.parent("Hill", "Campbell"), "Singleton");
   // A report's names that are not the server's neighbours are left out; an unknown server's report is not taken.
-  assert.equal(trees.apply({ server: "Campbell", version: 13, up: ["Singleton", "Smith", "Hill", "Smith"] }), true);
-  assert.deepEqual(trees.reports().find((report) => report.server === "Campbell")?.up, ["Singleton", "Smith"]);
-  assert.equal(trees.apply({ server: "Nobody", version: 14, up: [] }), false);
+  assert.equal(
+    trees.apply(report("Campbell", 13, ["Singleton", "Smith", "Hill", "Smith"], ["Hill", "Singleton"])),
+    true,
+  );
+  const held = trees.reports().find((r) => r.server === "Campbell");
+  assert.deepEqual([held?.up, held?.inbound], [["Singleton", "Smith"], ["Singleton"]]);
+  assert.equal(trees.apply(report("Nobody", 14, [], [])), false);
 });

@@ -78,14 +78,22 @@ Deno.test("pushRecord() and pushAck() give a batch the same text as formatRecord
 });
 
 Deno.test("formatLinks() and parsePeerMessage() carry a server's link state, and refuse unknown servers", () => {
-  const report = { server: "Smith", version: 1_796_000_000_123, up: ["Hill", "Campbell"] };
-  assert.equal(formatLinks(report), "LINKS Smith 1796000000123 Hill,Campbell\n");
+  const report = { server: "Smith", version: 1_796_000_000_123, up: ["Hill", "Campbell"], inbound: ["Singleton"] };
+  assert.equal(formatLinks(report), "LINKS Smith 1796000000123 Hill,Campbell Singleton\n");
   assert.deepEqual(parsePeerMessage(formatLinks(report).trimEnd(), RULES), { kind: "LINKS", report });
-  const none = { server: "Hill", version: 7, up: [] };
-  assert.equal(formatLinks(none), "LINKS Hill 7 -\n");
-  assert.deepEqual(parsePeerMessage("LINKS Hill 7 -", RULES), { kind: "LINKS", report: none });
+  const none = { server: "Hill", version: 7, up: [], inbound: [] };
+  assert.equal(formatLinks(none), "LINKS Hill 7 - -\n");
+  assert.deepEqual(parsePeerMessage("LINKS Hill 7 - -", RULES), { kind: "LINKS", report: none });
   for (
-    const line of ["LINKS Nobody 7 -", "LINKS Hill 7 Hill,Nobody", "LINKS Hill x -", "LINKS Hill 7", "LINKS Hill 7 - x"]
+    const line of [
+      "LINKS Nobody 7 - -",
+      "LINKS Hill 7 Hill,Nobody -",
+      "LINKS Hill 7 - Nobody",
+      "LINKS Hill x - -",
+      "LINKS Hill 7 -",
+      "LINKS Hill 7 - - x",
+      "LINKS Hill 1234567890123456 - -",
+    ]
   ) {
     assert.equal(parsePeerMessage(line, RULES).kind, "invalid", line);
   }

@@ -143,6 +143,8 @@ export interface GaugeSources {
   >;
   /** Whether commits succeed now. */
   commitsHealthy(): boolean;
+  /** Whether records are flooded now rather than sent down broadcast trees. */
+  flooding(): boolean;
   /** Places cache counters. */
   placesCache(): { hits: number; misses: number; shared: number; refused: number; entries: number };
   /** Log lines dropped because the log could not keep up. */
@@ -197,6 +199,14 @@ export function registerGauges(sources: GaugeSources): void {
     new Gauge("herd_peer_ack_waits", "Acknowledgements of a neighbour being waited on.", ["neighbour"], function* () {
       for (const link of sources.links()) yield [[link.neighbour], link.ackWaits];
     }),
+  );
+  registry.add(
+    new Gauge(
+      "herd_broadcast_flooding",
+      "Whether records are flooded now (1): with peers.broadcast flood, or for a second after the link state changed.",
+      [],
+      () => one(sources.flooding() ? 1 : 0),
+    ),
   );
   registry.add(
     new Gauge("herd_commits_healthy", "Whether commits succeed (1) or fail (0).", [], () => {

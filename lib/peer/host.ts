@@ -29,4 +29,6 @@ export interface PeerHost {
   linkState(report: LinkReport, from: string): void;
   /** `name` dialled us: it is back, so our own link to it should retry now. */
   dialledBy(name: string): void;
+  /** A link `name` dialled to us (announced by {@linkcode PeerHost.dialledBy}) closed. */
+  dialledByClosed(name: string): void;
 }

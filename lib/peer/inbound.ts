@@ -89,6 +89,7 @@ class InboundLink {
   async serve(): Promise<void> {
     await this.#conn.closed;
     clearTimeout(this.#helloTimer);
+    if (this.#name !== undefined) this.#host.dialledByClosed(this.#name);
     await Promise.all(this.#handling);
     await this.#answering;
     const error = this.#conn.error;

@@ -24,6 +24,16 @@ const _SETTLED = Promise.resolve();
  */
 const _MAX_VERSION_AHEAD_MS = 60 * 60 * 1000;
 
+/**
+ * How long records are flooded after the link state last changed, in
+ * milliseconds: while a change goes round the herd, servers that see the
+ * links differently could leave a server out between them, and trees that
+ * are being worked out again may run longer paths than flooding's first
+ * arrival (a server that reads a record two hops from where it was taken,
+ * at once, would not find it yet).
+ */
+const _SETTLE_MS = 1000;
+
 /** Links up to which a flood's log text is cached, keyed by a bit per link (in a 32-bit integer). */
 const _MAX_KEYED_LINKS = 30;
 
@@ -43,8 +53,10 @@ export class PeerLinks {
   #logPrefixes = new Map<number, string>();
   /** Each neighbour's place among the links, from 1. */
   #places = new Map<string, number>();
-  /** Our own link state as last reported (with trees): the neighbours in use, and the report's version. */
+  /** Our own link state as last reported (with trees): the neighbours in use and linked into us, and its version. */
   #ownUp: string | undefined;
+  /** Live links into us, by neighbour (a neighbour may have a new one before the old one is seen closed). */
+  #inbound = new Map<string, number>();
   #ownVersion = 0;
   #ackTimeoutMs: number;
   /**
@@ -52,6 +64,8 @@ export class PeerLinks {
    * our links change: a record costs two lookups, not a walk over the links and an array.
    */
   #targetCache = new Map<string, Map<string, readonly string[] | undefined>>();
+  /** Until when (`performance.now()`) records are flooded, the link state having changed; 0 once past. */
+  #floodUntil = 0;
 
   /** Makes a link to each neighbour of `host` in `config`, over `transport`; none dials until {@linkcode PeerLinks.start}. */
   constructor(host: PeerHost, config: HerdConfig, transport: PeerTransport) {
@@ -78,6 +92,11 @@ export class PeerLinks {
         }),
       );
     }
+  }
+
+  /** Whether records are flooded now: with `peers.broadcast` `flood`, or for a moment after the link state changed. */
+  get flooding(): boolean {
+    return this.#trees === undefined || performance.now() < this.#floodUntil;
   }
 
   /** Whether `name` is a neighbour. */
@@ -109,14 +128,24 @@ export class PeerLinks {
     if (trees === undefined) return;
     this.#targetCache.clear();
     const up = [...this.#links].filter(([, link]) => link.inUse).map(([name]) => name);
-    if (up.join(",") === this.#ownUp) return;
-    this.#ownUp = up.join(",");
+    const inbound = [...this.#links.keys()].filter((name) => (this.#inbound.get(name) ?? 0) > 0);
+    const state = `${up.join(",")} ${inbound.join(",")}`;
+    if (state === this.#ownUp) return;
+    this.#ownUp = state;
     // Later than any report of ours the herd may hold from before a restart, as long as the clock did not go back.
     this.#ownVersion = Math.max(this.#ownVersion + 1, Date.now());
-    const report = { server: this.#self, version: this.#ownVersion, up };
+    const report = { server: this.#self, version: this.#ownVersion, up, inbound };
     metrics.linkReportsOwn.inc();
     trees.apply(report);
+    this.#floodUntil = performance.now() + _SETTLE_MS;
     this.#sendLinks(report, undefined);
+  }
+
+  /** A link `name` dialled into us came up (+1) or closed (-1): part of our link state. */
+  inbound(name: string, change: 1 | -1): void {
+    if (!this.#links.has(name)) return;
+    this.#inbound.set(name, Math.max(0, (this.#inbound.get(name) ?? 0) + change));
+    this.#linksChanged();
   }
 
   /**
@@ -146,6 +175,7 @@ export class PeerLinks {
     }
     if (trees.apply(report)) {
       this.#targetCache.clear();
+      this.#floodUntil = performance.now() + _SETTLE_MS;
       metrics.linkReportsNew.inc();
       this.#sendLinks(report, from);
     } else {
@@ -161,7 +191,8 @@ export class PeerLinks {
 
   /**
    * Down the broadcast tree of the record's origin, the neighbours to send a
-   * record that came from `from` (undefined: our own IAMAT) to: our children
+   * record that came from `from` (undefined: our own IAMAT) to (undefined:
+   * flooding, as for {@linkcode _SETTLE_MS} after the link state changed): our children
    * in that tree when it came from our parent there and every child's link
    * is up and keeping up; otherwise every neighbour but `from` (flooding).
    * With the tree, the record also goes to the neighbours whose links are up
@@ -172,6 +203,10 @@ export class PeerLinks {
    */
   #targets(record: LocationRecord, from: string | undefined): readonly string[] | undefined {
     if (this.#trees === undefined) return undefined;
+    if (this.#floodUntil !== 0) {
+      if (performance.now() < this.#floodUntil) return undefined;
+      this.#floodUntil = 0;
+    }
     const origin = originOfLine(record.line);
     let byOrigin = this.#targetCache.get(origin);
     if (byOrigin === undefined) this.#targetCache.set(origin, byOrigin = new Map());

@@ -12,27 +12,30 @@
  * peer/wire.ts), floods its report to the herd whenever it changes, and
  * hands every report it holds to a neighbour whose link comes up. A record
  * goes from X to Y over X's own link to Y, so the trees take the link from
- * X to Y unless X reports Y out, whatever Y says of its link to X. When a server
+ * X to Y unless X reports it out, or Y reports no live link from X into it
+ * (a server that can dial none of its neighbours cannot report that itself;
+ * they report it for it). When a server
  * dies, its neighbours' links to it drop, their reports go round, and every
  * tree is worked out again without it: the servers below it hang from
  * another parent within a few milliseconds, where they got nothing until
  * the next reconciliation before. A server that cannot reach a child (link
  * down or lagging), or that gets a record from a server other than its
  * parent (someone upstream sees the links otherwise, or did the same),
- * floods it instead, so views that differ for a moment cost messages, and
- * nearly never records. Not never: a record handled by two servers under
- * two views of one change can miss a third, which then gets it from its
- * next reconciliation (a review's simulation of the default herd with one
- * slow link: about once in 400,000 runs). Nor does link state help a
- * server that can dial none of its neighbours: its report of that cannot
- * leave it, and the others keep the last one it sent (flooding reaches it
- * over the links into it). Flooding (`peers.broadcast` `flood`) has
- * neither gap.
+ * floods it instead. And for a second after its link state last changed a
+ * server floods every record (peer/links.ts `_SETTLE_MS`): a record handled
+ * by two servers under two views of one change could otherwise miss a
+ * third. A change that takes longer than that to reach a server can still
+ * leave a record to the next reconciliation; flooding (`peers.broadcast`
+ * `flood`) has no such gap.
  */
 
 import { type HerdConfig, neighboursOf } from "../config/config.ts";
 
-/** One server's report of its links in use: the neighbours it has a live link to that keeps up. */
+/**
+ * One server's report of its links: the neighbours it has a link to that
+ * it uses (up a second and keeping up), and the neighbours whose links into
+ * it are live.
+ */
 export interface LinkReport {
   /** The reporting server. */
   server: string;
@@ -40,6 +43,8 @@ export interface LinkReport {
   version: number;
   /** The neighbours whose links it uses. */
   up: readonly string[];
+  /** The neighbours that have a live link into it. */
+  inbound: readonly string[];
 }
 
 interface _Tree {
@@ -51,8 +56,8 @@ interface _Tree {
 export class BroadcastTrees {
   /** Each server's configured neighbours, in link order. */
   #neighbours: Map<string, string[]>;
-  /** The latest report of each server that sent one, with its links as a set. */
-  #reports = new Map<string, { report: LinkReport; up: Set<string> }>();
+  /** The latest report of each server that sent one, with its links as sets. */
+  #reports = new Map<string, { report: LinkReport; up: Set<string>; inbound: Set<string> }>();
   /** Trees worked out since the last change of a report, by root. */
   #trees = new Map<string, _Tree>();
 
@@ -82,7 +87,8 @@ export class BroadcastTrees {
     const held = this.#reports.get(report.server);
     if (held !== undefined && held.report.version >= report.version) return false;
     const up = new Set(report.up.filter((name) => neighbours.includes(name)));
-    this.#reports.set(report.server, { report: { ...report, up: [...up] }, up });
+    const inbound = new Set(report.inbound.filter((name) => neighbours.includes(name)));
+    this.#reports.set(report.server, { report: { ...report, up: [...up], inbound: [...inbound] }, up, inbound });
     this.#trees.clear();
     return true;
   }
@@ -92,9 +98,9 @@ export class BroadcastTrees {
     return [...this.#reports.values()].map(({ report }) => report);
   }
 
-  /** Whether `from`'s link to `to` is in use: `from` does not report it out. */
+  /** Whether `from`'s link to `to` is in use: `from` does not report it out, nor `to` report it not live. */
   #inUse(from: string, to: string): boolean {
-    return this.#reports.get(from)?.up.has(to) !== false;
+    return this.#reports.get(from)?.up.has(to) !== false && this.#reports.get(to)?.inbound.has(from) !== false;
   }
 
   #tree(root: string): _Tree {

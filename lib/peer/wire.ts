@@ -13,9 +13,9 @@
  * alone (to watch convergence).
  *
  * Link state, with `peers.broadcast` `tree` (peer/tree.ts):
- * `LINKS <server> <version> <neighbour>,<neighbour>,...` (`-` for none)
- * says which neighbours `server` has a live link to that keeps up, as of
- * `version`. Sent by the dialer ahead of the records of the same write, so
+ * `LINKS <server> <version> <neighbour>,... <neighbour>,...` (`-` for
+ * none) says which neighbours `server` has a link to that it uses, and
+ * which have a live link into it, as of `version`. Sent by the dialer ahead of the records of the same write, so
  * a record never overtakes the link state it was routed by.
  */
 
@@ -70,7 +70,8 @@ export function formatDigest(hex: string): string {
 
 /** A server's link state (see above). */
 export function formatLinks(report: LinkReport): string {
-  return `LINKS ${report.server} ${report.version} ${report.up.length === 0 ? "-" : report.up.join(",")}\n`;
+  const names = (list: readonly string[]) => list.length === 0 ? "-" : list.join(",");
+  return `LINKS ${report.server} ${report.version} ${names(report.up)} ${names(report.inbound)}\n`;
 }
 
 /** An acknowledgement. */
@@ -107,14 +108,15 @@ export function parsePeerMessage(line: string, rules: HerdRecordRules): PeerMess
         ? { kind: "ACK", seq: Number(fields[1]) }
         : _INVALID("an ACK takes one sequence number");
     case "LINKS": {
-      if (fields.length !== 4 || !_COUNT.test(fields[2])) {
-        return _INVALID("a LINKS takes a server, a version and names");
+      if (fields.length !== 5 || !_COUNT.test(fields[2])) {
+        return _INVALID("a LINKS takes a server, a version and two lists of names");
       }
       const up = fields[3] === "-" ? [] : fields[3].split(",");
-      if (![fields[1], ...up].every((name) => rules.servers.has(name))) {
+      const inbound = fields[4] === "-" ? [] : fields[4].split(",");
+      if (![fields[1], ...up, ...inbound].every((name) => rules.servers.has(name))) {
         return _INVALID("a LINKS names an unknown server");
       }
-      return { kind: "LINKS", report: { server: fields[1], version: Number(fields[2]), up } };
+      return { kind: "LINKS", report: { server: fields[1], version: Number(fields[2]), up, inbound } };
     }
     case "DIGEST": {
       if (fields.length === 1) return { kind: "DIGEST?" };

@@ -381,6 +381,21 @@ export class TestHerd implements AsyncDisposable {
     }, { timeoutMs, what: "every link in use" });
   }
 
+  /**
+   * Waits until every running server sends records down its broadcast
+   * trees (`herd_broadcast_flooding` 0: a second after the link state last
+   * changed); the herd must be created with `admin` and trees.
+   */
+  async waitTreesSettled(timeoutMs = 10_000): Promise<void> {
+    await waitFor(async () => {
+      for (const name of this.#running.keys()) {
+        const body = (await this.admin(name, "/metrics")).body;
+        if (!body.split("\n").includes("herd_broadcast_flooding 0")) return false;
+      }
+      return true;
+    }, { timeoutMs, what: "every server to send down its trees" });
+  }
+
   /** The store digest of running `name`, asked over its peer port by a probe introduced as `as`, a configured neighbour that is never started. */
   async digestOf(name: string, as = "Probe"): Promise<string> {
     await using probe = await PeerProbe.connect({
