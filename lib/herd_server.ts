@@ -372,6 +372,10 @@ export class HerdServer implements PeerHost {
   /** `name` dialled us, so it is back: our link to it retries now (PeerHost). */
   dialledBy(name: string): void {
     this.#links.poke(name);
+  }
+
+  /** A link `name` dialled to us has lasted a second (PeerHost): for our link state. */
+  dialledByLasting(name: string): void {
     this.#links.inbound(name, +1);
   }
 

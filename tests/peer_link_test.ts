@@ -20,6 +20,7 @@ const HOST: PeerHost = {
   receiveNotNewer: () => false,
   catchUp: () => false,
   dialledBy: () => {},
+  dialledByLasting: () => {},
   dialledByClosed: () => {},
   linkState: () => {},
 };

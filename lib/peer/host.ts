@@ -29,6 +29,8 @@ export interface PeerHost {
   linkState(report: LinkReport, from: string): void;
   /** `name` dialled us: it is back, so our own link to it should retry now. */
   dialledBy(name: string): void;
-  /** A link `name` dialled to us (announced by {@linkcode PeerHost.dialledBy}) closed. */
+  /** A link `name` dialled to us has lasted a second: live, for our link state. */
+  dialledByLasting(name: string): void;
+  /** A link `name` dialled to us, announced by {@linkcode PeerHost.dialledByLasting}, closed. */
   dialledByClosed(name: string): void;
 }

@@ -27,6 +27,9 @@ export interface InboundOptions {
   minExchangeIntervalMs: number;
 }
 
+/** How long a link dialled to us must last before our link state counts it, in milliseconds (as outbound.ts's). */
+const _LIVE_AFTER_MS = 1000;
+
 /** Invalid lines a link may send before it is closed. */
 const _MAX_INVALID_LINES = 16;
 /** Bytes of replies a neighbour may leave unread before its link is closed: it does not read. */
@@ -43,6 +46,9 @@ class InboundLink {
   /** The neighbour, once it said `HELLO`. */
   #name: string | undefined;
   #helloTimer: ReturnType<typeof setTimeout> | undefined;
+  /** Whether the link has been said to be live (it lasted a second after `HELLO`), and the timer that says so. */
+  #announced = false;
+  #liveTimer: ReturnType<typeof setTimeout> | undefined;
   /** Acknowledgements and short answers gathered this turn, written together at its end. */
   #out: (string | number)[] = [];
   #flushScheduled = false;
@@ -89,7 +95,8 @@ class InboundLink {
   async serve(): Promise<void> {
     await this.#conn.closed;
     clearTimeout(this.#helloTimer);
-    if (this.#name !== undefined) this.#host.dialledByClosed(this.#name);
+    clearTimeout(this.#liveTimer);
+    if (this.#announced) this.#host.dialledByClosed(this.#name!);
     await Promise.all(this.#handling);
     await this.#answering;
     const error = this.#conn.error;
@@ -169,6 +176,12 @@ class InboundLink {
     this.#name = message.name;
     log.peer.info("Link from {neighbour} is up", { neighbour: message.name });
     this.#host.dialledBy(message.name);
+    // Live for the link state once it has lasted a second: a neighbour whose links drop as soon as they come up must
+    // not send a report round the herd, and start its second of flooding, at each retry (peer/links.ts).
+    this.#liveTimer = setTimeout(() => {
+      this.#announced = true;
+      this.#host.dialledByLasting(message.name);
+    }, _LIVE_AFTER_MS);
   }
 
   /**

@@ -199,7 +199,8 @@ export class PeerLinks {
    * but not in use (new, or lagging): left out of our link state, they are
    * in no tree through us, and our own records are also how a lagging one
    * catches up (a link stops lagging once a record it is waited on for is
-   * acknowledged in time).
+   * acknowledged in time); and to the neighbours the tree does not reach at
+   * all, whose link is up.
    */
   #targets(record: LocationRecord, from: string | undefined): readonly string[] | undefined {
     if (this.#trees === undefined) return undefined;
@@ -226,9 +227,14 @@ export class PeerLinks {
       const link = this.#links.get(child);
       if (link === undefined || !link.inUse) return undefined;
     }
+    // Also to a neighbour our link reaches that the tree does not: its link is not in use, or the trees leave it out
+    // (a report of it that went stale, say, while it could dial nobody to send a newer one).
     let extra: string[] | undefined;
     for (const [name, link] of this.#links) {
-      if (link.up && !link.inUse && name !== from && !children.includes(name)) (extra ??= [...children]).push(name);
+      if (!link.up || name === from || children.includes(name)) continue;
+      if (!link.inUse || (name !== origin && trees.parent(origin, name) === undefined)) {
+        (extra ??= [...children]).push(name);
+      }
     }
     return extra ?? children;
   }

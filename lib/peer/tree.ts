@@ -14,7 +14,8 @@
  * goes from X to Y over X's own link to Y, so the trees take the link from
  * X to Y unless X reports it out, or Y reports no live link from X into it
  * (a server that can dial none of its neighbours cannot report that itself;
- * they report it for it). When a server
+ * they report it for it, a link into them counting once it has lasted a
+ * second, as their own links do). When a server
  * dies, its neighbours' links to it drop, their reports go round, and every
  * tree is worked out again without it: the servers below it hang from
  * another parent within a few milliseconds, where they got nothing until
@@ -25,8 +26,12 @@
  * server floods every record (peer/links.ts `_SETTLE_MS`): a record handled
  * by two servers under two views of one change could otherwise miss a
  * third. A change that takes longer than that to reach a server can still
- * leave a record to the next reconciliation; flooding (`peers.broadcast`
- * `flood`) has no such gap.
+ * leave a record to the next reconciliation, as can a server whose
+ * outgoing packets are dropped rather than refused (its connections stay
+ * open, so nobody reports them gone); flooding (`peers.broadcast` `flood`)
+ * has neither gap. A record also goes to every neighbour whose link is up
+ * that the tree does not reach at all (peer/links.ts), so a stale report
+ * of a server that can send none cannot cut it off.
  */
 
 import { type HerdConfig, neighboursOf } from "../config/config.ts";
