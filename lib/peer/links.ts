@@ -141,7 +141,7 @@ export class PeerLinks {
     this.#sendLinks(report, undefined);
   }
 
-  /** A link `name` dialled into us came up (+1) or closed (-1): part of our link state. */
+  /** A link `name` dialled into us has lasted a second (+1), or one that had closed (-1): part of our link state. */
   inbound(name: string, change: 1 | -1): void {
     if (!this.#links.has(name)) return;
     this.#inbound.set(name, Math.max(0, (this.#inbound.get(name) ?? 0) + change));
