@@ -20,7 +20,8 @@
 import { TestHerd } from "../tests/testing/herd.ts";
 import { startFakePlaces } from "../tests/testing/fake_places.ts";
 import { RedisHerd } from "./redis_herd.ts";
-import { commandExists, firstLine, runCommand } from "./command.ts";
+import { commandExists, runCommand } from "./command.ts";
+import { startSkeleton } from "./skeleton.ts";
 
 const LOADGEN = "bench/.build/loadgen";
 const ROUNDS = Number(Deno.env.get("HERD_SPLIT_ROUNDS") ?? "2");
@@ -72,13 +73,7 @@ await herd.startAll();
 const herdPorts = herd.names.map((name) => herd.port(name));
 const herdPids = herd.names.map((name) => herd.pid(name));
 
-const skeletonChild = new Deno.Command("deno", {
-  args: ["run", "--no-prompt", "--allow-net=127.0.0.1", "--allow-run=deno", "bench/skeleton_herd.ts"],
-  stdin: "piped",
-  stdout: "piped",
-  stderr: "inherit",
-}).spawn();
-const skeleton = JSON.parse(await firstLine(skeletonChild, "The skeleton herd")) as { ports: number[]; pids: number[] };
+const skeleton = await startSkeleton();
 
 let redisHerd: RedisHerd | undefined;
 if (await commandExists("redis-server")) {
@@ -147,7 +142,6 @@ try {
   }
 } finally {
   await redisHerd?.[Symbol.asyncDispose]();
-  await skeletonChild.stdin.close().catch(() => {});
-  await skeletonChild.status;
+  await skeleton.stop();
   await fake.close();
 }

@@ -28,6 +28,7 @@ import { checkCertificateDir, makeCertificateDir } from "./certs.ts";
 import { commandExists, delay, firstLine, runCommand as run } from "./command.ts";
 import { measureStartups } from "./startup.ts";
 import { RedisHerd } from "./redis_herd.ts";
+import { type Skeleton, startSkeleton } from "./skeleton.ts";
 import { barChart } from "./svg.ts";
 import { waitFor } from "../tests/testing/wait.ts";
 
@@ -287,31 +288,6 @@ async function startEcho(): Promise<Echo> {
 }
 
 // --- the skeleton herd -------------------------------------------------------------------------------------------
-
-interface Skeleton {
-  ports: number[];
-  pids: number[];
-  stop(): Promise<void>;
-}
-
-/** Starts bench/skeleton_herd.ts (five processes) and reads their ports and pids. */
-async function startSkeleton(): Promise<Skeleton> {
-  const child = new Deno.Command("deno", {
-    args: ["run", "--no-prompt", "--allow-net=127.0.0.1", "--allow-run=deno", "bench/skeleton_herd.ts"],
-    stdin: "piped",
-    stdout: "piped",
-    stderr: "inherit",
-  }).spawn();
-  const { ports, pids } = JSON.parse(await firstLine(child, "The skeleton herd"));
-  return {
-    ports,
-    pids,
-    async stop() {
-      await child.stdin.close().catch(() => {});
-      await child.status;
-    },
-  };
-}
 
 // --- the herd ----------------------------------------------------------------------------------------------------
 

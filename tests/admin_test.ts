@@ -241,12 +241,6 @@ Deno.test({
 });
 
 /** The sum over `herd`'s servers of the sample `series` in their /metrics. */
-async function herdSum(herd: TestHerd, series: string): Promise<number> {
-  let sum = 0;
-  for (const name of herd.names) sum += sample((await herd.admin(name, "/metrics")).body, series) ?? 0;
-  return sum;
-}
-
 Deno.test({
   name: "down its broadcast tree a record is sent once per server (4 sends in the default herd); flooded, 8",
   permissions: HERD_TEST_PERMISSIONS,
@@ -268,7 +262,7 @@ Deno.test({
       await herd.waitTreesSettled();
     }
     const series = 'herd_records_forwarded_total{kind="live"}';
-    const before = await herdSum(herd, series);
+    const before = await herd.metricSum(series);
     const ids = Array.from({ length: 20 }, (_, i) => `tree-${broadcast}-${i}`);
     for (const [i, id] of ids.entries()) {
       // From each server in turn: each has its own tree.
@@ -282,7 +276,7 @@ Deno.test({
       }
       return true;
     }, { what: `the ${broadcast} broadcast to reach every server` });
-    sends[broadcast] = await herdSum(herd, series) - before;
+    sends[broadcast] = await herd.metricSum(series) - before;
   }
   assert.equal(sends.tree, 20 * 4, "one send per server but the origin, per record");
   // Flooding: each server sends to every neighbour but the one it got the record from, 12 link ends less 4.

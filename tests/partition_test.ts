@@ -38,6 +38,32 @@ function lineHerd(peers: TestHerdOptions["peers"]): Promise<TestHerd> {
   });
 }
 
+/** The default five servers, dialling each other directly; WHATSAT answers offline. */
+function defaultHerd(peers: TestHerdOptions["peers"], admin = false): Promise<TestHerd> {
+  return TestHerd.create({
+    tls: MODE.tls,
+    placesUrl: "http://127.0.0.1:9/unused",
+    places: { provider: "offline" },
+    peers,
+    admin,
+  });
+}
+
+/**
+ * Waits until the sum of `series` over `names` stops changing (what is on
+ * its way has arrived), and returns it.
+ */
+async function settledSum(herd: TestHerd, series: string, names?: string[]): Promise<number> {
+  let last = await herd.metricSum(series, names);
+  await waitFor(async () => {
+    const now = await herd.metricSum(series, names);
+    const settled = now === last;
+    last = now;
+    return settled;
+  }, { what: `${series} to stop changing`, stepMs: 100 });
+  return last;
+}
+
 /** Waits until `name`'s log has a line matching `pattern`. */
 async function logLine(herd: TestHerd, name: string, pattern: RegExp): Promise<void> {
   await waitFor(async () => (await herd.log(name)).split("\n").some((line) => pattern.test(line)), {
@@ -339,12 +365,7 @@ Deno.test({
   permissions: HERD_TEST_PERMISSIONS,
 }, async () => {
   // Reconciliation out of the way: only the flood itself can bring the record to Campbell, via Jaquez and Singleton.
-  await using herd = await TestHerd.create({
-    tls: MODE.tls,
-    placesUrl: "http://127.0.0.1:9/unused",
-    places: { provider: "offline" },
-    peers: { broadcast: "flood", reconcileIntervalMs: 600_000 },
-  });
+  await using herd = await defaultHerd({ broadcast: "flood", reconcileIntervalMs: 600_000 });
   await herd.startAll();
   await herd.stop("Smith", "SIGKILL");
   const id = `around-${crypto.randomUUID().slice(0, 8)}`;
@@ -364,13 +385,7 @@ Deno.test({
   permissions: HERD_TEST_PERMISSIONS,
 }, async () => {
   // Reconciliation out of the way: only the tree, worked out again from the link state, can bring the record to Campbell.
-  await using herd = await TestHerd.create({
-    tls: MODE.tls,
-    placesUrl: "http://127.0.0.1:9/unused",
-    places: { provider: "offline" },
-    peers: { broadcast: "tree", reconcileIntervalMs: 600_000 },
-    admin: true,
-  });
+  await using herd = await defaultHerd({ broadcast: "tree", reconcileIntervalMs: 600_000 }, true);
   await herd.startAll();
   // In Hill's tree Campbell hangs below Smith. Once Smith's neighbours have seen its links drop, their link state
   // goes round and Campbell hangs below Singleton instead.
@@ -389,27 +404,13 @@ Deno.test({
     MODE.suffix,
   permissions: HERD_TEST_PERMISSIONS,
 }, async () => {
-  await using herd = await TestHerd.create({
-    tls: MODE.tls,
-    placesUrl: "http://127.0.0.1:9/unused",
-    places: { provider: "offline" },
-    peers: { broadcast: "tree" },
-    admin: true,
-  });
+  await using herd = await defaultHerd({ broadcast: "tree" }, true);
   await herd.startAll();
-  const metric = async (name: string, series: string) => {
-    const line = (await herd.admin(name, "/metrics")).body.split("\n").find((line) => line.startsWith(`${series} `));
-    return line === undefined ? 0 : Number(line.slice(series.length + 1));
-  };
-  const ownReports = async (names: string[]) => {
-    let sum = 0;
-    for (const name of names) sum += await metric(name, 'herd_link_reports_total{kind="own"}');
-    return sum;
-  };
+  const own = 'herd_link_reports_total{kind="own"}';
   // Every link in use, on both ends: from here on only a link that changes makes a report.
   await herd.waitLinksInUse();
   const survivors = herd.names.filter((name) => name !== "Smith");
-  const before = await ownReports(survivors);
+  const before = await herd.metricSum(own, survivors);
   // A report passed round must not make another (a server's own report coming back to it, say).
   await herd.stop("Smith", "SIGKILL");
   for (const name of ["Hill", "Campbell", "Singleton"]) {
@@ -418,15 +419,9 @@ Deno.test({
   }
   // Each of Smith's three neighbours lost its link to Smith and Smith's link to it: one report for each, or one for
   // both, and nothing after.
-  let after = await ownReports(survivors);
-  await waitFor(async () => {
-    const now = await ownReports(survivors);
-    const settled = now === after;
-    after = now;
-    return settled;
-  }, { what: "the reports to stop", stepMs: 100 });
+  const after = await settledSum(herd, own, survivors);
   assert.ok(after >= before + 3 && after <= before + 6, `${after - before} reports`);
-  await checkThroughout(async () => assert.equal(await ownReports(survivors), after, "no more reports"), {
+  await checkThroughout(async () => assert.equal(await herd.metricSum(own, survivors), after, "no more reports"), {
     durationMs: ABSENT_MS,
   });
 });
@@ -485,8 +480,7 @@ Deno.test({
   let round = 0;
   await waitFor(async () => {
     await iamat(herd, "A", `${id}-${round++}`);
-    const body = (await herd.admin("B", "/metrics")).body;
-    return body.split("\n").includes('herd_peer_link_in_use{neighbour="C"} 1');
+    return (await herd.metrics("B")).get('herd_peer_link_in_use{neighbour="C"}') === 1;
   }, { what: "B's link to C to be in use again" });
 });
 
@@ -498,27 +492,14 @@ Deno.test({
   await herd.startAll();
   herd.linkProxy("A", "B").setAll(CUT);
   await logLine(herd, "A", /Link to "B" is down/);
-  const reports = async () => {
-    let sum = 0;
-    for (const name of herd.names) {
-      const body = (await herd.admin(name, "/metrics")).body;
-      for (const line of body.split("\n")) {
-        if (line.startsWith("herd_link_reports_total{")) sum += Number(line.split(" ")[1]);
-      }
-    }
-    return sum;
-  };
   // What is already on its way arrives; then nothing more.
-  let before = await reports();
-  await waitFor(async () => {
-    const now = await reports();
-    const settled = now === before;
-    before = now;
-    return settled;
-  }, { what: "the reports to stop", stepMs: 100 });
-  await checkThroughout(async () => assert.equal(await reports(), before, "no more reports"), {
-    durationMs: ABSENT_MS,
-  });
+  const before = await settledSum(herd, "herd_link_reports_total");
+  await checkThroughout(
+    async () => assert.equal(await herd.metricSum("herd_link_reports_total"), before, "no more reports"),
+    {
+      durationMs: ABSENT_MS,
+    },
+  );
 });
 
 Deno.test({

@@ -372,9 +372,8 @@ export class TestHerd implements AsyncDisposable {
   async waitLinksInUse(timeoutMs = 10_000): Promise<void> {
     await waitFor(async () => {
       for (const name of this.#running.keys()) {
-        const body = (await this.admin(name, "/metrics")).body;
-        if (body.split("\n").some((line) => line.startsWith("herd_peer_link_in_use{") && line.endsWith(" 0"))) {
-          return false;
+        for (const [series, value] of await this.metrics(name)) {
+          if (series.startsWith("herd_peer_link_in_use{") && value === 0) return false;
         }
       }
       return true;
@@ -389,11 +388,36 @@ export class TestHerd implements AsyncDisposable {
   async waitTreesSettled(timeoutMs = 10_000): Promise<void> {
     await waitFor(async () => {
       for (const name of this.#running.keys()) {
-        const body = (await this.admin(name, "/metrics")).body;
-        if (!body.split("\n").includes("herd_broadcast_flooding 0")) return false;
+        if ((await this.metrics(name)).get("herd_broadcast_flooding") !== 0) return false;
       }
       return true;
     }, { timeoutMs, what: "every server to send down its trees" });
+  }
+
+  /** `name`'s `/metrics` samples, by series (the name and its labels, as printed); the herd must have `admin`. */
+  async metrics(name: string): Promise<Map<string, number>> {
+    const samples = new Map<string, number>();
+    for (const line of (await this.admin(name, "/metrics")).body.split("\n")) {
+      if (line === "" || line.startsWith("#")) continue;
+      const space = line.lastIndexOf(" ");
+      samples.set(line.slice(0, space), Number(line.slice(space + 1)));
+    }
+    return samples;
+  }
+
+  /**
+   * The sum over `names` (every running server by default) of the samples
+   * of series `series`, or of every series of a metric when `series` is a
+   * bare metric name; 0 where there are none.
+   */
+  async metricSum(series: string, names: Iterable<string> = this.#running.keys()): Promise<number> {
+    let sum = 0;
+    for (const name of [...names]) {
+      for (const [key, value] of await this.metrics(name)) {
+        if (key === series || key.startsWith(`${series}{`)) sum += value;
+      }
+    }
+    return sum;
   }
 
   /** The store digest of running `name`, asked over its peer port by a probe introduced as `as`, a configured neighbour that is never started. */
