@@ -293,6 +293,7 @@ export class HerdServer implements PeerHost {
           up: link.up,
           lagging: link.lagging,
           inUse: link.inUse,
+          inboundLive: this.#links.inboundLive(link.neighbour),
           queued: link.queued,
           ackWaits: link.ackWaits,
         })),

@@ -139,7 +139,15 @@ export interface GaugeSources {
   clientConnections(): number;
   /** Each neighbour's link. */
   links(): Iterable<
-    { neighbour: string; up: boolean; lagging: boolean; inUse: boolean; queued: number; ackWaits: number }
+    {
+      neighbour: string;
+      up: boolean;
+      lagging: boolean;
+      inUse: boolean;
+      inboundLive: boolean;
+      queued: number;
+      ackWaits: number;
+    }
   >;
   /** Whether commits succeed now. */
   commitsHealthy(): boolean;
@@ -187,6 +195,16 @@ export function registerGauges(sources: GaugeSources): void {
       ["neighbour"],
       function* () {
         for (const link of sources.links()) yield [[link.neighbour], link.inUse ? 1 : 0];
+      },
+    ),
+  );
+  registry.add(
+    new Gauge(
+      "herd_peer_link_from_live",
+      "Whether a link the neighbour dialled to us has lasted a second and is open (1): reported in our link state.",
+      ["neighbour"],
+      function* () {
+        for (const link of sources.links()) yield [[link.neighbour], link.inboundLive ? 1 : 0];
       },
     ),
   );

@@ -128,7 +128,7 @@ export class PeerLinks {
     if (trees === undefined) return;
     this.#targetCache.clear();
     const up = [...this.#links].filter(([, link]) => link.inUse).map(([name]) => name);
-    const inbound = [...this.#links.keys()].filter((name) => (this.#inbound.get(name) ?? 0) > 0);
+    const inbound = [...this.#links.keys()].filter((name) => this.inboundLive(name));
     const state = `${up.join(",")} ${inbound.join(",")}`;
     if (state === this.#ownUp) return;
     this.#ownUp = state;
@@ -139,6 +139,11 @@ export class PeerLinks {
     trees.apply(report);
     this.#floodUntil = performance.now() + _SETTLE_MS;
     this.#sendLinks(report, undefined);
+  }
+
+  /** Whether a link `name` dialled into us has lasted a second and is open: part of our link state. */
+  inboundLive(name: string): boolean {
+    return (this.#inbound.get(name) ?? 0) > 0;
   }
 
   /** A link `name` dialled into us has lasted a second (+1), or one that had closed (-1): part of our link state. */

@@ -366,14 +366,17 @@ export class TestHerd implements AsyncDisposable {
 
   /**
    * Waits until every running server counts on each of its links for the
-   * broadcast trees (`herd_peer_link_in_use`: up for a second and keeping
-   * up); the herd must be created with `admin`.
+   * broadcast trees, both ways (`herd_peer_link_in_use`: up for a second and
+   * keeping up; `herd_peer_link_from_live`: the neighbour's link into it up
+   * for a second), so that its link state holds still; the herd must be
+   * created with `admin`.
    */
   async waitLinksInUse(timeoutMs = 10_000): Promise<void> {
     await waitFor(async () => {
       for (const name of this.#running.keys()) {
         for (const [series, value] of await this.metrics(name)) {
           if (series.startsWith("herd_peer_link_in_use{") && value === 0) return false;
+          if (series.startsWith("herd_peer_link_from_live{") && value === 0) return false;
         }
       }
       return true;
