@@ -163,6 +163,8 @@ export class HerdServer implements PeerHost {
           helloTimeoutMs: _PEER_HANDSHAKE_MS,
           // Our neighbours keep to one exchange per interval; 10% slack for their timers and the network.
           minExchangeIntervalMs: this.#config.peers.reconcileIntervalMs * 0.9,
+          heartbeatMs: this.#config.peers.heartbeatMs,
+          heartbeatTimeoutMs: this.#config.peers.heartbeatTimeoutMs,
         });
         this.#peers.add(inbound);
         inbound.done.finally(() => this.#peers.delete(inbound));

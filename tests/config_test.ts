@@ -106,6 +106,26 @@ Deno.test("parseConfig() takes peers.broadcast tree (the default) or flood (the 
   assert.throws(() => parse({ ...sample(), peers: { broadcast: "gossip" } }), /peers\.broadcast must be one of/);
 });
 
+Deno.test("parseConfig() takes peers.heartbeatMs and heartbeatTimeoutMs (1 s and 5 s by default), the timeout at least twice the heartbeat", () => {
+  const defaults = parse(sample()).peers;
+  assert.equal(defaults.heartbeatMs, 1000);
+  assert.equal(defaults.heartbeatTimeoutMs, 5000);
+  const set = parse({ ...sample(), peers: { heartbeatMs: 200, heartbeatTimeoutMs: 400 } }).peers;
+  assert.deepEqual([set.heartbeatMs, set.heartbeatTimeoutMs], [200, 400]);
+  assert.throws(
+    () => parse({ ...sample(), peers: { heartbeatMs: 200, heartbeatTimeoutMs: 399 } }),
+    /peers\.heartbeatTimeoutMs must be at least twice peers\.heartbeatMs/,
+  );
+  assert.throws(
+    () => parse({ ...sample(), peers: { heartbeatMs: 3000 } }),
+    /peers\.heartbeatTimeoutMs must be at least twice peers\.heartbeatMs/,
+  );
+  assert.throws(
+    () => parse({ ...sample(), peers: { heartbeatMs: 0 } }),
+    /peers\.heartbeatMs must be a positive integer/,
+  );
+});
+
 Deno.test("parseConfig() resolves logDir against the config's folder", () => {
   assert.equal(parse(sample()).logDir, "/tmp/x/logs");
   assert.equal(parse({ ...sample(), logDir: "./a/b" }).logDir, "/tmp/x/a/b");

@@ -11,7 +11,7 @@
 import assert from "node:assert/strict";
 import { CUT, delay, DROP, PASS } from "./testing/fault_proxy.ts";
 import { exchange, HERD_TEST_PERMISSIONS, suiteMode, TestHerd, type TestHerdOptions } from "./testing/herd.ts";
-import { checkThroughout, waitFor } from "./testing/wait.ts";
+import { checkThroughout, delay as pause, waitFor } from "./testing/wait.ts";
 import { PeerProbe } from "./testing/peer_probe.ts";
 
 /** TLS peer links, or plain text when run from plaintext_test.ts. */
@@ -298,7 +298,9 @@ Deno.test({
   permissions: HERD_TEST_PERMISSIONS,
 }, async (t) => {
   const budget = 300;
-  await using herd = await lineHerd({ ackTimeoutMs: budget });
+  // Heartbeats too slow to close the black-holed links while the test runs: this test is about the acknowledgements;
+  // the one after it is about the heartbeats.
+  await using herd = await lineHerd({ ackTimeoutMs: budget, heartbeatMs: 30_000, heartbeatTimeoutMs: 60_000 });
   await herd.startAll();
   herd.link("A", "B", DROP);
   const lost: { name: string; id: string; line: string }[] = [];
@@ -358,6 +360,100 @@ Deno.test({
       }
     }
   });
+});
+
+/** Heartbeats fast enough for a test: a link silent for half a second is closed. */
+const FAST_HEARTBEATS = { heartbeatMs: 100, heartbeatTimeoutMs: 500 };
+
+Deno.test({
+  name: "a black-holed server's silent links are closed at both ends, and the broadcast trees go around it" +
+    MODE.suffix,
+  permissions: HERD_TEST_PERMISSIONS,
+}, async () => {
+  // Reconciliation out of the way: only a tree that leaves Smith out brings Hill's record to Campbell, which hangs
+  // below Smith in Hill's tree while Smith is counted on.
+  await using herd = await TestHerd.create({
+    tls: MODE.tls,
+    placesUrl: "http://127.0.0.1:9/unused",
+    places: { provider: "offline" },
+    peers: { broadcast: "tree", reconcileIntervalMs: 600_000, ...FAST_HEARTBEATS },
+    faultProxies: true,
+    admin: true,
+  });
+  await herd.startAll();
+  await herd.waitLinksInUse();
+  await herd.waitTreesSettled();
+  // Smith's network goes dark: every byte to and from it vanishes and its connections stay open. Nothing is sent, so
+  // no acknowledgement is missed: only the heartbeats can tell.
+  for (const other of ["Hill", "Campbell", "Singleton"]) herd.link("Smith", other, DROP);
+  // Either end may give up on a connection first (the proxy passes a close on): each end then sees it close.
+  for (const name of ["Hill", "Campbell", "Singleton"]) {
+    await logLine(herd, name, /Link to "Smith" is down/);
+    await logLine(herd, name, /Link from "Smith" is down/);
+  }
+  // Nothing but the heartbeats closed them: all six connections between Smith and its neighbours, at one end or both.
+  assert.ok(await herd.metricSum("herd_peer_links_silent_total") >= 6);
+  await herd.waitTreesSettled();
+  const id = `dark-${crypto.randomUUID().slice(0, 8)}`;
+  const { line } = await iamat(herd, "Hill", id);
+  await waitHolds(herd, "Campbell", id, line, 2000);
+  await waitHolds(herd, "Singleton", id, line, 2000);
+});
+
+Deno.test({
+  name: "a neighbour's link that says HELLO and then nothing is closed after peers.heartbeatTimeoutMs; one that " +
+    "PINGs is answered PONG and kept" + MODE.suffix,
+  permissions: HERD_TEST_PERMISSIONS,
+}, async () => {
+  await using herd = await lineHerd(FAST_HEARTBEATS);
+  await herd.start("B");
+  // A and C are never started: probes introduce themselves as them to B.
+  await using silent = await PeerProbe.connect({
+    server: "B",
+    port: herd.peerPort("B"),
+    as: "A",
+    files: herd.tlsFiles("A"),
+  });
+  await using talking = await PeerProbe.connect({
+    server: "B",
+    port: herd.peerPort("B"),
+    as: "C",
+    files: herd.tlsFiles("C"),
+  });
+  const talked = (async () => {
+    // Ten timeouts' worth of PINGs, each answered before the next.
+    for (let i = 0; i < 50; i++) {
+      talking.send("PING\n");
+      assert.equal(await talking.nextLine(), "PONG");
+      await pause(100);
+    }
+  })();
+  await silent.closed;
+  await logLine(herd, "B", /Link from "A" sent nothing for \d+ ms; closing it/);
+  await talked;
+  assert.match(await talking.digest(), /^[0-9a-f]+$/, "the talking probe's link is still open");
+  assert.doesNotMatch(await herd.log("B"), /Link from "C" sent nothing/);
+  assert.equal(await herd.metricSum('herd_peer_links_silent_total{direction="from"}', ["B"]), 1);
+});
+
+Deno.test({
+  name: "an idle herd keeps its links: heartbeats close none of them" + MODE.suffix,
+  permissions: HERD_TEST_PERMISSIONS,
+}, async () => {
+  await using herd = await TestHerd.create({
+    tls: MODE.tls,
+    placesUrl: "http://127.0.0.1:9/unused",
+    places: { provider: "offline" },
+    peers: FAST_HEARTBEATS,
+    admin: true,
+  });
+  await herd.startAll();
+  await herd.waitLinksInUse();
+  // Four timeouts with nothing to send: the PINGs and PONGs alone keep every link, both ways.
+  await checkThroughout(async () => {
+    assert.equal(await herd.metricSum("herd_peer_links_silent_total"), 0, "no link was closed for silence");
+    assert.equal(await herd.metricSum("herd_peer_link_up"), 12, "every link up");
+  }, { durationMs: 4 * FAST_HEARTBEATS.heartbeatTimeoutMs });
 });
 
 Deno.test({

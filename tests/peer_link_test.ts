@@ -53,6 +53,9 @@ Deno.test({
     reconnectMinMs: 20,
     reconnectMaxMs: 100,
     ackTimeoutMs: 200,
+    // Not closed for its silence while the test runs: what a silent neighbour costs is the test below.
+    heartbeatMs: 60_000,
+    heartbeatTimeoutMs: 120_000,
   });
   link.start();
   await waitFor(() => link.up, { stepMs: 5, what: "the link to come up" });
@@ -73,6 +76,114 @@ Deno.test({
   await accepting;
   accepted.forEach((conn) => conn.close());
   traffic.flush(); // the link's writes were logged: their lines wait on a timer, which this stops
+});
+
+/** A neighbour's peer port on 127.0.0.1 that reads each connection's lines, and answers `PING` with `PONG` if told to. */
+function heartbeatNeighbour(answer: boolean) {
+  const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  /** The complete lines received, over every connection. */
+  const received: string[] = [];
+  const conns: Deno.Conn[] = [];
+  const closedByPeer: boolean[] = [];
+  const accepting = (async () => {
+    for await (const conn of listener) {
+      conns.push(conn);
+      const index = closedByPeer.push(false) - 1;
+      (async () => {
+        const buffer = new Uint8Array(65536);
+        const decoder = new TextDecoder();
+        let partial = "";
+        try {
+          while (true) {
+            const n = await conn.read(buffer);
+            if (n === null) break;
+            const lines = (partial + decoder.decode(buffer.subarray(0, n), { stream: true })).split("\n");
+            partial = lines.pop()!;
+            received.push(...lines);
+            const pings = lines.filter((line) => line === "PING").length;
+            if (answer && pings > 0) await conn.write(new TextEncoder().encode("PONG\n".repeat(pings)));
+          }
+        } catch {
+          // closed under us at the end of the test
+        }
+        closedByPeer[index] = true;
+      })();
+    }
+  })();
+  return {
+    port: listener.addr.port,
+    received,
+    closedByPeer,
+    async close() {
+      listener.close();
+      await accepting;
+      conns.forEach((conn) => {
+        try {
+          conn.close();
+        } catch {
+          // already closed
+        }
+      });
+    },
+  };
+}
+
+function heartbeatLink(port: number, changes: { count: number }): PeerLink {
+  return new PeerLink({
+    host: HOST,
+    transport: new PeerTransport({ files: null, handshakeTimeoutMs: 1000 }),
+    neighbour: "Frozen",
+    dialHost: "127.0.0.1",
+    dialPort: port,
+    reconnectMinMs: 60_000,
+    reconnectMaxMs: 60_000,
+    ackTimeoutMs: 200,
+    heartbeatMs: 50,
+    heartbeatTimeoutMs: 300,
+    onStateChange: () => changes.count++,
+  });
+}
+
+Deno.test({
+  name: "PeerLink asks a quiet neighbour for a sign of life (PING), and closes the link when none comes in time",
+  permissions: { net: ["127.0.0.1"] },
+}, async () => {
+  const neighbour = heartbeatNeighbour(false);
+  const changes = { count: 0 };
+  const link = heartbeatLink(neighbour.port, changes);
+  link.start();
+  await waitFor(() => link.up, { stepMs: 5, what: "the link to come up" });
+  await waitFor(() => !link.up, { timeoutMs: 5000, stepMs: 5, what: "the silent link to be closed" });
+  assert.equal(neighbour.received[0], "HELLO A");
+  assert.ok(neighbour.received.includes("PING"), `no PING among ${JSON.stringify(neighbour.received)}`);
+  await waitFor(() => neighbour.closedByPeer[0], { stepMs: 5, what: "the neighbour to see the link closed" });
+  assert.ok(changes.count >= 2, "the link said it came up and went down");
+  await link.close();
+  await neighbour.close();
+});
+
+Deno.test({
+  name: "PeerLink keeps a quiet link to a neighbour that answers its PINGs",
+  permissions: { net: ["127.0.0.1"] },
+}, async () => {
+  const neighbour = heartbeatNeighbour(true);
+  const changes = { count: 0 };
+  const link = heartbeatLink(neighbour.port, changes);
+  link.start();
+  await waitFor(() => link.up, { stepMs: 5, what: "the link to come up" });
+  // Five timeouts' worth of PINGs answered: the link is never closed, and only pings were sent.
+  await waitFor(() => neighbour.received.filter((line) => line === "PING").length >= 30, {
+    timeoutMs: 10_000,
+    stepMs: 10,
+    what: "30 PINGs",
+  });
+  assert.equal(link.up, true);
+  assert.equal(neighbour.closedByPeer[0], false);
+  // Besides HELLO, the reconciliation the link starts on coming up (DIGEST), and PINGs.
+  const others = neighbour.received.filter((line) => line !== "PING" && !line.startsWith("DIGEST "));
+  assert.deepEqual(others, ["HELLO A"]);
+  await link.close();
+  await neighbour.close();
 });
 
 Deno.test("BroadcastTrees are the breadth-first trees of the graph, one per server, the same on every server", async () => {

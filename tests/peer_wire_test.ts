@@ -5,6 +5,8 @@ import {
   formatLinks,
   formatRecord,
   parsePeerMessage,
+  PING_LINE,
+  PONG_LINE,
   pushAck,
   pushRecord,
 } from "../lib/peer/wire.ts";
@@ -101,6 +103,14 @@ Deno.test("formatLinks() and parsePeerMessage() carry a server's link state, and
 
 Deno.test("parsePeerMessage() reads back a HELLO", () => {
   assert.deepEqual(reparse(formatHello("Singleton")), { kind: "HELLO", name: "Singleton" });
+});
+
+Deno.test("parsePeerMessage() reads back a PING and a PONG, and refuses them with fields", () => {
+  assert.deepEqual(reparse(PING_LINE), { kind: "PING" });
+  assert.deepEqual(reparse(PONG_LINE), { kind: "PONG" });
+  assertInvalid("PING 1");
+  assertInvalid("PONG x");
+  assertInvalid("ping");
 });
 
 Deno.test("parsePeerMessage() reads back an ACK", () => {

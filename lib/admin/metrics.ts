@@ -65,6 +65,13 @@ const _linkReports = registry.add(
     ["kind"],
   ),
 );
+const _silentLinks = registry.add(
+  new Counter(
+    "herd_peer_links_silent_total",
+    "Peer links closed for hearing nothing for peers.heartbeatTimeoutMs: ours to a neighbour, or a neighbour's to us.",
+    ["direction"],
+  ),
+);
 const _places = registry.add(
   new Counter("herd_places_requests_total", "Upstream Places searches, by provider and status.", [
     "provider",
@@ -108,6 +115,8 @@ export const metrics = {
   linkReportsNew: _linkReports.labels("received_new"),
   linkReportsOld: _linkReports.labels("received_old"),
   linkReportsRefused: _linkReports.labels("refused"),
+  silentLinksTo: _silentLinks.labels("to"),
+  silentLinksFrom: _silentLinks.labels("from"),
   reconciliationSent: _reconciliationRecords.labels("sent"),
   reconciliationReceived: _reconciliationRecords.labels("received"),
   commitOk: _commits.labels("ok"),

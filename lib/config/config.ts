@@ -132,6 +132,10 @@ export interface PeerConfig {
   ackScope: AckScope;
   /** How often a server reconciles its store with one neighbour, in milliseconds. */
   reconcileIntervalMs: number;
+  /** How often a link that has heard nothing from the other end says `PING`, in milliseconds. */
+  heartbeatMs: number;
+  /** How long a link may hear nothing from the other end before it is closed, in milliseconds. */
+  heartbeatTimeoutMs: number;
   /** Whether peer links run over mutually authenticated TLS (plain text only when set to false). */
   tls: boolean;
   /** How a new record travels: over every link (`flood`), or down a spanning tree of its origin (`tree`). */
@@ -336,6 +340,19 @@ const _peers = object({
     5000,
     "How often a server reconciles its store with one neighbour, in milliseconds.",
   ),
+  heartbeatMs: withDefault(
+    positiveInteger(),
+    1000,
+    "How often a peer link that has heard nothing from the other end for this long asks it for a sign of life " +
+      "(PING, answered PONG), in milliseconds.",
+  ),
+  heartbeatTimeoutMs: withDefault(
+    positiveInteger(),
+    5000,
+    "How long a peer link may hear nothing from the other end before it is closed, in milliseconds: a neighbour " +
+      "gone without closing its connections, or a network that drops its packets, is then seen as down (and left " +
+      "out of the broadcast trees) instead of being written to for as long as TCP keeps trying.",
+  ),
   broadcast: optional(
     oneOf(["flood", "tree"] as const),
     "How a new record travels: down the breadth-first tree rooted at the server that took it of the links in use " +
@@ -497,6 +514,12 @@ export function parseConfig(text: string, path: string): HerdConfig {
     _checkLinks(raw.links, servers);
     if (raw.peers.reconnectMaxMs < raw.peers.reconnectMinMs) {
       throw new ConfigValueError("peers.reconnectMaxMs must not be less than peers.reconnectMinMs");
+    }
+    if (raw.peers.heartbeatTimeoutMs < 2 * raw.peers.heartbeatMs) {
+      throw new ConfigValueError(
+        "peers.heartbeatTimeoutMs must be at least twice peers.heartbeatMs: a link would be closed before its " +
+          "neighbour could answer a heartbeat",
+      );
     }
     if (raw.peers.broadcast === "tree" && raw.peers.ackScope === "herd") {
       // A server cut off from its parent in a tree gets the record only from the next reconciliation, so a reply

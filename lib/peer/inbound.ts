@@ -17,7 +17,8 @@ import { LineSocket } from "../net/line_socket.ts";
 import type { LocationRecord } from "../protocol.ts";
 import type { PeerHost } from "./host.ts";
 import type { AcceptedPeer } from "./transport.ts";
-import { parsePeerMessage, PEER_MAX_LINE_BYTES, type PeerMessage, pushAck } from "./wire.ts";
+import { Heartbeat } from "./heartbeat.ts";
+import { parsePeerMessage, PEER_MAX_LINE_BYTES, type PeerMessage, PONG_LINE, pushAck } from "./wire.ts";
 
 /** Options for {@linkcode servePeer}. */
 export interface InboundOptions {
@@ -25,6 +26,10 @@ export interface InboundOptions {
   helloTimeoutMs: number;
   /** The least time between two full reconciliations a link may ask for, in milliseconds. */
   minExchangeIntervalMs: number;
+  /** How often the link's silence is looked at, in milliseconds: `peers.heartbeatMs` (peer/heartbeat.ts). */
+  heartbeatMs: number;
+  /** A link that sends nothing this long once introduced is closed, in milliseconds: `peers.heartbeatTimeoutMs`. */
+  heartbeatTimeoutMs: number;
 }
 
 /** How long a link dialled to us must last before our link state counts it, in milliseconds (as outbound.ts's). */
@@ -49,6 +54,8 @@ class InboundLink {
   /** Whether the link has been said to be live (it lasted a second after `HELLO`), and the timer that says so. */
   #announced = false;
   #liveTimer: ReturnType<typeof setTimeout> | undefined;
+  /** The watch on the link's silence, from `HELLO` on (the dialer sends `PING` when quiet). */
+  #heartbeat: Heartbeat | undefined;
   /** Acknowledgements and short answers gathered this turn, written together at its end. */
   #out: (string | number)[] = [];
   #flushScheduled = false;
@@ -96,6 +103,7 @@ class InboundLink {
     await this.#conn.closed;
     clearTimeout(this.#helloTimer);
     clearTimeout(this.#liveTimer);
+    this.#heartbeat?.stop();
     if (this.#announced) this.#host.dialledByClosed(this.#name!);
     await Promise.all(this.#handling);
     await this.#answering;
@@ -112,6 +120,7 @@ class InboundLink {
   }
 
   #handleLines(lines: string[]): void {
+    this.#heartbeat?.heard();
     for (const line of lines) {
       // Closed by a line of this read: the rest is not handled, but what was is still logged.
       if (this.#conn.isClosed) break;
@@ -137,6 +146,9 @@ class InboundLink {
         return;
       case "LINKS":
         this.#host.linkState(message.report, name);
+        return;
+      case "PING":
+        this.#send(PONG_LINE);
         return;
       case "HELD":
         this.#liveRecord(undefined, line, message.seq, message.waitMs);
@@ -176,6 +188,19 @@ class InboundLink {
     this.#name = message.name;
     log.peer.info("Link from {neighbour} is up", { neighbour: message.name });
     this.#host.dialledBy(message.name);
+    const { heartbeatMs, heartbeatTimeoutMs } = this.#options;
+    this.#heartbeat = new Heartbeat({
+      intervalMs: heartbeatMs,
+      timeoutMs: heartbeatTimeoutMs,
+      onSilent: (silentMs) => {
+        metrics.silentLinksFrom.inc();
+        log.peer.warning("Link from {neighbour} sent nothing for {ms} ms; closing it", {
+          neighbour: message.name,
+          ms: Math.round(silentMs),
+        });
+        this.#conn.destroy();
+      },
+    });
     // Live for the link state once it has lasted a second: a neighbour whose links drop as soon as they come up must
     // not send a report round the herd, and start its second of flooding, at each retry (peer/links.ts).
     this.#liveTimer = setTimeout(() => {

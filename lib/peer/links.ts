@@ -69,7 +69,7 @@ export class PeerLinks {
 
   /** Makes a link to each neighbour of `host` in `config`, over `transport`; none dials until {@linkcode PeerLinks.start}. */
   constructor(host: PeerHost, config: HerdConfig, transport: PeerTransport) {
-    const { reconnectMinMs, reconnectMaxMs, ackTimeoutMs } = config.peers;
+    const { reconnectMinMs, reconnectMaxMs, ackTimeoutMs, heartbeatMs, heartbeatTimeoutMs } = config.peers;
     this.#ackTimeoutMs = ackTimeoutMs;
     this.#self = host.name;
     this.#trees = config.peers.broadcast === "tree" ? new BroadcastTrees(config) : undefined;
@@ -87,6 +87,8 @@ export class PeerLinks {
           reconnectMinMs,
           reconnectMaxMs,
           ackTimeoutMs,
+          heartbeatMs,
+          heartbeatTimeoutMs,
           onStateChange: () => this.#linksChanged(),
           greeting: () => this.#trees?.reports().map(formatLinks).join("") ?? "",
         }),

@@ -3,9 +3,11 @@
  * proves the neighbour is who we meant to reach (peer/transport.ts). Records wait in
  * a queue coalesced by client (so a slow or frozen neighbour costs at most
  * one pending record per client), go out in batches, one write each, and
- * live ones are acknowledged by the neighbour (peer/acks.ts). The link
- * reconnects with exponential backoff and jitter when it drops, and starts
- * a reconciliation when it comes up (peer/reconcile.ts).
+ * live ones are acknowledged by the neighbour (peer/acks.ts). A quiet link
+ * sends `PING` and is closed when the neighbour says nothing for
+ * `peers.heartbeatTimeoutMs` (peer/heartbeat.ts). The link reconnects with
+ * exponential backoff and jitter when it drops, and starts a
+ * reconciliation when it comes up (peer/reconcile.ts).
  */
 
 import { setImmediate } from "node:timers";
@@ -17,7 +19,8 @@ import type { LocationRecord } from "../protocol.ts";
 import { type AckTicket, AckTracker } from "./acks.ts";
 import type { PeerHost } from "./host.ts";
 import type { PeerTransport } from "./transport.ts";
-import { formatHello, parsePeerMessage, PEER_MAX_LINE_BYTES, pushRecord } from "./wire.ts";
+import { Heartbeat } from "./heartbeat.ts";
+import { formatHello, parsePeerMessage, PEER_MAX_LINE_BYTES, PING_LINE, pushRecord } from "./wire.ts";
 
 /** Options for {@linkcode PeerLink}. */
 export interface PeerLinkOptions {
@@ -37,6 +40,10 @@ export interface PeerLinkOptions {
   reconnectMaxMs: number;
   /** A neighbour that leaves a record unacknowledged this long is lagging: no one waits on it until it catches up. */
   ackTimeoutMs: number;
+  /** How often a quiet link sends `PING`, in milliseconds (peer/heartbeat.ts). */
+  heartbeatMs: number;
+  /** A link that hears nothing from the neighbour this long is closed, in milliseconds. */
+  heartbeatTimeoutMs: number;
   /** Called when the link comes up, goes down, turns lagging or catches up. */
   onStateChange?: () => void;
   /** Lines written right after `HELLO` on each new session (the link state we hold, peer/tree.ts). */
@@ -107,10 +114,16 @@ export class PeerLink {
   /** Whether this session has lasted {@linkcode _PROVEN_MS}, and the timer that says so. */
   #proven = false;
   #provenTimer: ReturnType<typeof setTimeout> | undefined;
+  /** Whether the neighbour has said anything in this session (a connection into a black hole says nothing). */
+  #heard = false;
+  /** Whether {@linkcode _PROVEN_MS} passed before the neighbour said anything: proven when it does. */
+  #provenWhenHeard = false;
   #wake: (() => void) | undefined;
   #wakeScheduled = false;
   #retry: { timer: ReturnType<typeof setTimeout>; resolve: () => void } | undefined;
   #running: Promise<void> | undefined;
+  /** When (`performance.now()`) this session last wrote to the neighbour. */
+  #lastWrite = 0;
 
   /** A link that dials once {@linkcode PeerLink.start} is called. */
   constructor(options: PeerLinkOptions) {
@@ -223,8 +236,15 @@ export class PeerLink {
   /** The link counts for the trees {@linkcode _PROVEN_MS} from now, if the session lasts and keeps up. */
   #prove(): void {
     this.#proven = false;
+    this.#provenWhenHeard = false;
     clearTimeout(this.#provenTimer);
     this.#provenTimer = setTimeout(() => {
+      // A plain-text connection into a black hole is up (the first hop accepted it) but the neighbour never answers:
+      // not counted on before it says something (the PING after HELLO asks it to at once).
+      if (!this.#heard) {
+        this.#provenWhenHeard = true;
+        return;
+      }
       this.#proven = true;
       this.#options.onStateChange?.();
     }, _PROVEN_MS);
@@ -321,9 +341,40 @@ export class PeerLink {
 
   async #session(socket: Awaited<ReturnType<PeerTransport["dial"]>>): Promise<void> {
     const replies = new _Replies(this, this.#host);
+    this.#heard = false;
+    const { heartbeatMs, heartbeatTimeoutMs } = this.#options;
+    const heartbeat = new Heartbeat({
+      intervalMs: heartbeatMs,
+      timeoutMs: heartbeatTimeoutMs,
+      onTick: (silentMs) => {
+        // Asked when the neighbour has been quiet, and also when we have: the neighbour judges our silence by what
+        // we write (a long reconciliation answer from it is heard here while it hears nothing from us).
+        const now = performance.now();
+        if (silentMs < heartbeatMs / 2 && now - this.#lastWrite < heartbeatMs / 2) return;
+        this.#lastWrite = now;
+        conn.write(PING_LINE);
+      },
+      onSilent: (silentMs) => {
+        metrics.silentLinksTo.inc();
+        log.peer.warning("Link to {neighbour} heard nothing for {ms} ms; closing it", {
+          neighbour: this.neighbour,
+          ms: Math.round(silentMs),
+        });
+        conn.destroy();
+      },
+    });
     const conn = new LineSocket(socket, {
       maxLineBytes: PEER_MAX_LINE_BYTES,
-      onLines: (lines) => replies.handle(lines),
+      onLines: (lines) => {
+        heartbeat.heard();
+        this.#heard = true;
+        if (this.#provenWhenHeard) {
+          this.#provenWhenHeard = false;
+          this.#proven = true;
+          this.#options.onStateChange?.();
+        }
+        replies.handle(lines);
+      },
       onOverflow: () => {
         log.peer.warning("Link to {neighbour}: the neighbour sent an over-long line; closing", {
           neighbour: this.neighbour,
@@ -337,10 +388,13 @@ export class PeerLink {
     conn.closed.then(() => this.#wake?.());
     this.#options.onStateChange?.();
     this.#prove();
-    conn.write(formatHello(this.#host.name) + (this.#options.greeting?.() ?? ""));
+    // A PING at once: the neighbour's PONG is the first sign that the link works (see #prove()).
+    conn.write(formatHello(this.#host.name) + PING_LINE + (this.#options.greeting?.() ?? ""));
+    this.#lastWrite = performance.now();
     // The greeting has every report we hold, our own new one (queued just now) among them.
     this.#control.clear();
     await this.#writeLoop(conn);
+    heartbeat.stop();
     conn.destroy();
     await conn.closed;
     if (conn.error !== undefined && !this.#closed) {
@@ -352,6 +406,7 @@ export class PeerLink {
     this.#conn = undefined;
     clearTimeout(this.#provenTimer);
     this.#proven = false;
+    this.#provenWhenHeard = false;
     this.#control.clear();
     this.#queue.clear();
     this.#acks.reset();
@@ -407,6 +462,7 @@ export class PeerLink {
         );
       }
       // A neighbour that does not read holds the writer here; the queue meanwhile keeps one record per client.
+      this.#lastWrite = performance.now();
       if (!conn.write(text)) await conn.drained();
     }
   }
@@ -450,6 +506,7 @@ class _Replies {
     for (const line of lines) {
       const message = parsePeerMessage(line, host.recordRules);
       if (message.kind === "ACK") link.acknowledged(message.seq);
+      else if (message.kind === "PONG") continue; // heard: that is all a heartbeat asks
       else if (message.kind === "RECORD" && message.seq === undefined) {
         this.#received++;
         if (host.catchUp(message.record, link.neighbour)) this.#stored++;

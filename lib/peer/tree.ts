@@ -26,10 +26,11 @@
  * server floods every record (peer/links.ts `_SETTLE_MS`): a record handled
  * by two servers under two views of one change could otherwise miss a
  * third. A change that takes longer than that to reach a server can still
- * leave a record to the next reconciliation, as can a server whose
- * outgoing packets are dropped rather than refused (its connections stay
- * open, so nobody reports them gone); flooding (`peers.broadcast` `flood`)
- * has neither gap. A record also goes to every neighbour whose link is up
+ * leave a record to the next reconciliation; flooding (`peers.broadcast`
+ * `flood`) does not. A server whose packets are dropped rather than refused
+ * keeps its connections open, so nobody reports them gone until they fall
+ * silent for `peers.heartbeatTimeoutMs` (peer/heartbeat.ts); records passed
+ * on through it until then wait for the next reconciliation too. A record also goes to every neighbour whose link is up
  * that the tree does not reach at all (peer/links.ts), so a stale report
  * of a server that can send none cannot cut it off.
  */

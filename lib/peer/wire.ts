@@ -12,6 +12,11 @@
  * side's `DIGEST <hex>`. A bare `DIGEST` asks for the acceptor's digest
  * alone (to watch convergence).
  *
+ * Heartbeats: a dialer that has heard nothing on its link for
+ * `peers.heartbeatMs` sends `PING`, which the acceptor answers with `PONG`;
+ * either end closes a link that has heard nothing for
+ * `peers.heartbeatTimeoutMs` (outbound.ts, inbound.ts).
+ *
  * Link state, with `peers.broadcast` `tree` (peer/tree.ts):
  * `LINKS <server> <version> <neighbour>,... <neighbour>,...` (`-` for
  * none) says which neighbours `server` has a link to that it uses, and
@@ -40,6 +45,8 @@ export type PeerMessage =
   | { kind: "DIGEST"; digest: Uint32Array }
   | { kind: "DIGEST?" }
   | { kind: "LINKS"; report: LinkReport }
+  | { kind: "PING" }
+  | { kind: "PONG" }
   | { kind: "empty" }
   | { kind: "invalid"; reason: string };
 
@@ -74,6 +81,12 @@ export function formatLinks(report: LinkReport): string {
   return `LINKS ${report.server} ${report.version} ${names(report.up)} ${names(report.inbound)}\n`;
 }
 
+/** A dialer's heartbeat. */
+export const PING_LINE = "PING\n";
+
+/** The acceptor's answer to a heartbeat. */
+export const PONG_LINE = "PONG\n";
+
 /** An acknowledgement. */
 export function formatAck(seq: number): string {
   return `ACK ${seq}\n`;
@@ -107,6 +120,9 @@ export function parsePeerMessage(line: string, rules: HerdRecordRules): PeerMess
       return fields.length === 2 && _COUNT.test(fields[1])
         ? { kind: "ACK", seq: Number(fields[1]) }
         : _INVALID("an ACK takes one sequence number");
+    case "PING":
+    case "PONG":
+      return fields.length === 1 ? { kind: fields[0] } : _INVALID(`a ${fields[0]} takes nothing`);
     case "LINKS": {
       if (fields.length !== 5 || !_COUNT.test(fields[2])) {
         return _INVALID("a LINKS takes a server, a version and two lists of names");

@@ -96,6 +96,8 @@ export interface TestHerdOptions {
     reconcileIntervalMs?: number;
     tls?: boolean;
     broadcast?: "tree" | "flood";
+    heartbeatMs?: number;
+    heartbeatTimeoutMs?: number;
   };
   /**
    * Puts a {@linkcode FaultProxy} on every directed link: each server dials

@@ -60,6 +60,16 @@ export class PeerProbe implements AsyncDisposable {
     this.#conn.write(text);
   }
 
+  /** The next line the server sends; throws if it closes the connection first. */
+  nextLine(): Promise<string> {
+    return this.#nextLine();
+  }
+
+  /** Resolves once the connection is closed, by either end. */
+  get closed(): Promise<void> {
+    return this.#conn.closed;
+  }
+
   async #nextLine(): Promise<string> {
     while (this.#lines.length === 0) {
       if (this.#conn.isClosed) throw new Error("The server closed the probe's connection");
