@@ -1,7 +1,7 @@
 /** The fault proxy on its own, in front of a plain echo server on loopback. */
 
 import assert from "node:assert/strict";
-import { CUT, delay, DROP, FaultProxy, PASS, UNKNOWN_SOURCE } from "./testing/fault_proxy.ts";
+import { CUT, delay, DROP, FaultProxy, PASS, throttle, UNKNOWN_SOURCE } from "./testing/fault_proxy.ts";
 // `delay` here is the proxy's fault; the pause between writes is wait.ts's.
 import { checkThroughout, delay as pause, waitFor } from "./testing/wait.ts";
 
@@ -232,6 +232,22 @@ Deno.test("FaultProxy delay holds each chunk in each direction and keeps their o
   await slow.write("after\n");
   const expected = "HELLO Slow\nfirst\n" + Array.from({ length: 10 }, (_, i) => `held ${i}\n`).join("") + "after\n";
   await slow.receive(expected);
+});
+
+Deno.test("FaultProxy throttle carries bytes intact at no more than its rate, each way", async () => {
+  await using echo = new EchoServer();
+  await using proxy = new FaultProxy({ targetPort: echo.port });
+  proxy.set("Narrow", throttle(100_000));
+  await using client = await Client.connect(proxy.port, "HELLO Narrow\n");
+  await client.receive("HELLO Narrow\n");
+  // 50 kB up and the same back down through 100 kB/s each way: at least half a second, whole and in order.
+  const body = Array.from({ length: 1000 }, (_, i) => `line ${String(i).padStart(42, "0")}\n`).join("");
+  const start = performance.now();
+  await client.write(body);
+  await client.receive("HELLO Narrow\n" + body);
+  const ms = performance.now() - start;
+  assert.ok(ms >= 450, `50 kB through 100 kB/s took ${ms.toFixed(0)} ms`);
+  assert.throws(() => throttle(0), RangeError);
 });
 
 Deno.test("FaultProxy drop black-holes an open connection both ways, then passes new bytes again", async () => {

@@ -9,7 +9,7 @@
  */
 
 import assert from "node:assert/strict";
-import { CUT, delay, DROP, PASS } from "./testing/fault_proxy.ts";
+import { CUT, delay, DROP, PASS, throttle } from "./testing/fault_proxy.ts";
 import { exchange, HERD_TEST_PERMISSIONS, suiteMode, TestHerd, type TestHerdOptions } from "./testing/herd.ts";
 import { checkThroughout, delay as pause, waitFor } from "./testing/wait.ts";
 import { PeerProbe } from "./testing/peer_probe.ts";
@@ -434,6 +434,45 @@ Deno.test({
   assert.match(await talking.digest(), /^[0-9a-f]+$/, "the talking probe's link is still open");
   assert.doesNotMatch(await herd.log("B"), /Link from "C" sent nothing/);
   assert.equal(await herd.metricSum('herd_peer_links_silent_total{direction="from"}', ["B"]), 1);
+});
+
+Deno.test({
+  name: "a catch-up that takes many heartbeat timeouts over a slow link is not taken for silence" + MODE.suffix,
+  permissions: HERD_TEST_PERMISSIONS,
+}, async () => {
+  await using herd = await TestHerd.create({
+    tls: MODE.tls,
+    placesUrl: "http://127.0.0.1:9/unused",
+    names: ["A", "B"],
+    links: [["A", "B"]],
+    places: { provider: "offline" },
+    peers: { reconcileIntervalMs: 600_000, ...FAST_HEARTBEATS },
+    faultProxies: true,
+    admin: true,
+  });
+  await herd.start("A");
+  const count = 10_000;
+  for (let batch = 0; batch < 10; batch++) {
+    const lines = Array.from({ length: count / 10 }, (_, i) => {
+      const n = batch * (count / 10) + i;
+      return `IAMAT slow-${n} +1.5+2.5 ${1_700_000_000 + n}.5\n`;
+    });
+    await exchange(herd.port("A"), lines.join(""));
+  }
+  // Only A's link reconciles (B's own link to A is cut): A sends B its 10,000 records, about 700 kB, in one write,
+  // over a link that carries 200 kB/s: several seconds, many timeouts, while B's side of A's link has nothing to say
+  // but its heartbeats.
+  herd.linkProxy("B", "A").setAll(CUT);
+  herd.linkProxy("A", "B").setAll(throttle(200_000));
+  await herd.start("B");
+  await waitFor(async () => (await herd.metrics("B")).get("herd_records") === count, {
+    timeoutMs: 30_000,
+    what: `B to hold ${count} records`,
+  });
+  assert.equal(await herd.metricSum("herd_peer_links_silent_total"), 0, "no link closed for silence");
+  // The catch-up went in one go: a link dropped halfway would have made a second reconciliation when it came back.
+  const reconciled = (await herd.log("A")).split("\n").filter((line) => /Reconciled with "?B"?/.test(line));
+  assert.equal(reconciled.length, 1, reconciled.join("\n"));
 });
 
 Deno.test({

@@ -1,6 +1,7 @@
 import assert from "node:assert/strict";
 import type { PeerHost } from "../lib/peer/host.ts";
-import { PeerLink } from "../lib/peer/outbound.ts";
+import { Heartbeat } from "../lib/peer/heartbeat.ts";
+import { PeerLink, type PeerLinkOptions } from "../lib/peer/outbound.ts";
 import { Reconciler } from "../lib/peer/reconcile.ts";
 import { PeerTransport } from "../lib/peer/transport.ts";
 import { BroadcastTrees } from "../lib/peer/tree.ts";
@@ -8,7 +9,7 @@ import { parseConfig } from "../lib/config/config.ts";
 import type { LocationRecord } from "../lib/protocol.ts";
 import { LocationStore } from "../lib/store/store.ts";
 import { traffic } from "../lib/traffic_log.ts";
-import { delay, waitFor } from "./testing/wait.ts";
+import { checkThroughout, delay, waitFor } from "./testing/wait.ts";
 
 /** A server with an empty store that never gets anything from the neighbour. */
 const HOST: PeerHost = {
@@ -78,17 +79,27 @@ Deno.test({
   traffic.flush(); // the link's writes were logged: their lines wait on a timer, which this stops
 });
 
-/** A neighbour's peer port on 127.0.0.1 that reads each connection's lines, and answers `PING` with `PONG` if told to. */
+/**
+ * A neighbour's peer port on 127.0.0.1 that reads each connection's lines,
+ * and answers `PING` with `PONG` while `answer` is set; it notes when each
+ * connection was accepted and when it was closed by the other end.
+ */
 function heartbeatNeighbour(answer: boolean) {
   const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
-  /** The complete lines received, over every connection. */
-  const received: string[] = [];
+  const state = {
+    answer,
+    /** The complete lines received, over every connection. */
+    received: [] as string[],
+    /** Per connection: when it was accepted, and when the dialer closed it (`performance.now()`). */
+    acceptedAt: [] as number[],
+    closedAt: [] as (number | undefined)[],
+  };
   const conns: Deno.Conn[] = [];
-  const closedByPeer: boolean[] = [];
   const accepting = (async () => {
     for await (const conn of listener) {
       conns.push(conn);
-      const index = closedByPeer.push(false) - 1;
+      const index = state.acceptedAt.push(performance.now()) - 1;
+      state.closedAt.push(undefined);
       (async () => {
         const buffer = new Uint8Array(65536);
         const decoder = new TextDecoder();
@@ -99,21 +110,20 @@ function heartbeatNeighbour(answer: boolean) {
             if (n === null) break;
             const lines = (partial + decoder.decode(buffer.subarray(0, n), { stream: true })).split("\n");
             partial = lines.pop()!;
-            received.push(...lines);
+            state.received.push(...lines);
             const pings = lines.filter((line) => line === "PING").length;
-            if (answer && pings > 0) await conn.write(new TextEncoder().encode("PONG\n".repeat(pings)));
+            if (state.answer && pings > 0) await conn.write(new TextEncoder().encode("PONG\n".repeat(pings)));
           }
         } catch {
           // closed under us at the end of the test
         }
-        closedByPeer[index] = true;
+        state.closedAt[index] = performance.now();
       })();
     }
   })();
   return {
     port: listener.addr.port,
-    received,
-    closedByPeer,
+    state,
     async close() {
       listener.close();
       await accepting;
@@ -128,7 +138,7 @@ function heartbeatNeighbour(answer: boolean) {
   };
 }
 
-function heartbeatLink(port: number, changes: { count: number }): PeerLink {
+function heartbeatLink(port: number, changes: { count: number }, options: Partial<PeerLinkOptions> = {}): PeerLink {
   return new PeerLink({
     host: HOST,
     transport: new PeerTransport({ files: null, handshakeTimeoutMs: 1000 }),
@@ -141,6 +151,7 @@ function heartbeatLink(port: number, changes: { count: number }): PeerLink {
     heartbeatMs: 50,
     heartbeatTimeoutMs: 300,
     onStateChange: () => changes.count++,
+    ...options,
   });
 }
 
@@ -154,10 +165,13 @@ Deno.test({
   link.start();
   await waitFor(() => link.up, { stepMs: 5, what: "the link to come up" });
   await waitFor(() => !link.up, { timeoutMs: 5000, stepMs: 5, what: "the silent link to be closed" });
-  assert.equal(neighbour.received[0], "HELLO A");
-  assert.ok(neighbour.received.includes("PING"), `no PING among ${JSON.stringify(neighbour.received)}`);
-  await waitFor(() => neighbour.closedByPeer[0], { stepMs: 5, what: "the neighbour to see the link closed" });
-  assert.ok(changes.count >= 2, "the link said it came up and went down");
+  const { received, acceptedAt, closedAt } = neighbour.state;
+  assert.equal(received[0], "HELLO A");
+  assert.ok(received.includes("PING"), `no PING among ${JSON.stringify(received)}`);
+  await waitFor(() => closedAt[0] !== undefined, { stepMs: 5, what: "the neighbour to see the link closed" });
+  // Not before the timeout (300 ms) from the connection.
+  assert.ok(closedAt[0]! - acceptedAt[0] >= 290, `closed after ${closedAt[0]! - acceptedAt[0]} ms`);
+  assert.equal(changes.count, 2, "the link said it came up, then went down");
   await link.close();
   await neighbour.close();
 });
@@ -171,19 +185,103 @@ Deno.test({
   const link = heartbeatLink(neighbour.port, changes);
   link.start();
   await waitFor(() => link.up, { stepMs: 5, what: "the link to come up" });
+  const { received, closedAt } = neighbour.state;
   // Five timeouts' worth of PINGs answered: the link is never closed, and only pings were sent.
-  await waitFor(() => neighbour.received.filter((line) => line === "PING").length >= 30, {
+  await waitFor(() => received.filter((line) => line === "PING").length >= 30, {
     timeoutMs: 10_000,
     stepMs: 10,
     what: "30 PINGs",
   });
   assert.equal(link.up, true);
-  assert.equal(neighbour.closedByPeer[0], false);
+  assert.equal(closedAt[0], undefined);
   // Besides HELLO, the reconciliation the link starts on coming up (DIGEST), and PINGs.
-  const others = neighbour.received.filter((line) => line !== "PING" && !line.startsWith("DIGEST "));
+  const others = received.filter((line) => line !== "PING" && !line.startsWith("DIGEST "));
   assert.deepEqual(others, ["HELLO A"]);
   await link.close();
   await neighbour.close();
+});
+
+Deno.test({
+  name:
+    "PeerLink does not count on a link (in use) before the neighbour has said something on it, however long it lasts",
+  permissions: { net: ["127.0.0.1"] },
+}, async () => {
+  const neighbour = heartbeatNeighbour(false);
+  const changes = { count: 0 };
+  // Heartbeats that never give up on the link while the test runs.
+  const link = heartbeatLink(neighbour.port, changes, { heartbeatMs: 100, heartbeatTimeoutMs: 60_000 });
+  link.start();
+  await waitFor(() => link.up, { stepMs: 5, what: "the link to come up" });
+  // Half again the second after which a link that answers is counted on (outbound.ts _PROVEN_MS).
+  await checkThroughout(() => assert.equal(link.inUse, false), { durationMs: 1500 });
+  neighbour.state.answer = true;
+  await waitFor(() => link.inUse, { stepMs: 5, what: "the link to be counted on once the neighbour answers" });
+  await link.close();
+  await neighbour.close();
+});
+
+Deno.test({
+  name: "PeerLink keeps backing off from a neighbour whose connections are accepted and then say nothing",
+  permissions: { net: ["127.0.0.1"] },
+}, async () => {
+  const neighbour = heartbeatNeighbour(false);
+  const changes = { count: 0 };
+  // Each silent session lasts the 300 ms timeout, longer than reconnectMaxMs: only having heard the neighbour may
+  // reset the backoff, so each redial still waits 50-200 ms.
+  const link = heartbeatLink(neighbour.port, changes, { reconnectMinMs: 100, reconnectMaxMs: 200 });
+  link.start();
+  const { acceptedAt, closedAt } = neighbour.state;
+  await waitFor(() => acceptedAt.length >= 4, { timeoutMs: 10_000, stepMs: 5, what: "four connections" });
+  await link.close();
+  for (let i = 1; i < 4; i++) {
+    const pause = acceptedAt[i] - closedAt[i - 1]!;
+    assert.ok(pause >= 40, `connection ${i + 1} came ${pause.toFixed(1)} ms after connection ${i} closed`);
+  }
+  await neighbour.close();
+});
+
+Deno.test("Heartbeat gives up on silence after the timeout, once, and not before", async () => {
+  const started = performance.now();
+  let silentAt = 0;
+  let silentCalls = 0;
+  const heartbeat = new Heartbeat({
+    intervalMs: 20,
+    timeoutMs: 100,
+    onSilent: () => {
+      silentAt = performance.now();
+      silentCalls++;
+    },
+  });
+  await waitFor(() => silentCalls > 0, { stepMs: 5, what: "the silence to be given up on" });
+  assert.ok(silentAt - started >= 100, `gave up after ${silentAt - started} ms`);
+  await delay(100);
+  assert.equal(silentCalls, 1);
+  heartbeat.stop();
+});
+
+Deno.test("Heartbeat does not count a pause of its own process as the other end's silence, and still ticks after it", async () => {
+  let silent = false;
+  let ticks = 0;
+  const heartbeat = new Heartbeat({
+    intervalMs: 50,
+    timeoutMs: 300,
+    onTick: () => ticks++,
+    onSilent: () => silent = true,
+  });
+  const hearing = setInterval(() => heartbeat.heard(), 10);
+  await waitFor(() => ticks >= 3, { stepMs: 5, what: "three ticks" });
+  clearInterval(hearing);
+  // The process is held up for longer than the timeout (a pause, SIGSTOP); the other end is heard again 100 ms after.
+  const stalled = performance.now();
+  while (performance.now() - stalled < 400) { /* held up */ }
+  const ticksBefore = ticks;
+  await delay(100);
+  heartbeat.heard();
+  const resumed = setInterval(() => heartbeat.heard(), 10);
+  await waitFor(() => ticks >= ticksBefore + 6, { stepMs: 5, what: "six more ticks" });
+  clearInterval(resumed);
+  heartbeat.stop();
+  assert.equal(silent, false, "a pause of our own is not the other end's silence");
 });
 
 Deno.test("BroadcastTrees are the breadth-first trees of the graph, one per server, the same on every server", async () => {

@@ -132,7 +132,7 @@ export interface PeerConfig {
   ackScope: AckScope;
   /** How often a server reconciles its store with one neighbour, in milliseconds. */
   reconcileIntervalMs: number;
-  /** How often a link that has heard nothing from the other end says `PING`, in milliseconds. */
+  /** How often each end of a link looks at it, in milliseconds; an end quiet for half of it says `PING` or `PONG`. */
   heartbeatMs: number;
   /** How long a link may hear nothing from the other end before it is closed, in milliseconds. */
   heartbeatTimeoutMs: number;
@@ -343,8 +343,8 @@ const _peers = object({
   heartbeatMs: withDefault(
     positiveInteger(),
     1000,
-    "How often a peer link that has heard nothing from the other end for this long asks it for a sign of life " +
-      "(PING, answered PONG), in milliseconds.",
+    "How often each end of a peer link looks at it, in milliseconds: an end that has been quiet for half of this " +
+      "says it is there (the dialler PING, answered PONG; the acceptor PONG).",
   ),
   heartbeatTimeoutMs: withDefault(
     positiveInteger(),

@@ -4,8 +4,10 @@
  * the timeout is given up, so that a neighbour gone without closing its
  * connection (its host powered off, a network that drops packets) is seen
  * as down within seconds, not after the many minutes TCP keeps trying, and
- * the broadcast trees go around it (peer/tree.ts). The dialer asks for a
- * sign of life when the link is quiet (`PING`, answered `PONG`: wire.ts).
+ * the broadcast trees go around it (peer/tree.ts). Each end speaks when it
+ * has been quiet for half a heartbeat: the dialer `PING` (answered `PONG`),
+ * the acceptor `PONG` (wire.ts). Each end's silence is then the other's
+ * to judge, even when one direction is busy with a long backlog.
  */
 
 /** Options for {@linkcode Heartbeat}. */
@@ -48,13 +50,15 @@ export class Heartbeat {
   #tick(): void {
     const now = performance.now();
     const { intervalMs, timeoutMs } = this.#options;
-    const late = now - this.#lastTick > intervalMs * 1.5;
+    const gap = now - this.#lastTick;
     this.#lastTick = now;
-    // This process was held up (a long pause, SIGSTOP): what the other end sent meanwhile may be waiting unread in
-    // the socket, so its silence cannot be judged at this look.
-    if (late) return;
+    // This process was held up (a long pause, SIGSTOP): the other end could not be heard meanwhile, and what it sent
+    // may be waiting unread in the socket. The pause does not count as its silence, and the link is not judged at
+    // this look, but it still says it is there (the dialer's PING), so that the other end hears from us at once.
+    const late = gap > intervalMs * 1.5;
+    if (late) this.#lastHeard = Math.min(now, this.#lastHeard + gap - intervalMs);
     const silentMs = now - this.#lastHeard;
-    if (silentMs >= timeoutMs) {
+    if (!late && silentMs >= timeoutMs) {
       this.stop();
       this.#options.onSilent(silentMs);
       return;

@@ -54,8 +54,10 @@ class InboundLink {
   /** Whether the link has been said to be live (it lasted a second after `HELLO`), and the timer that says so. */
   #announced = false;
   #liveTimer: ReturnType<typeof setTimeout> | undefined;
-  /** The watch on the link's silence, from `HELLO` on (the dialer sends `PING` when quiet). */
+  /** The watch on the link's silence, from `HELLO` on (the dialer sends `PING` when quiet, and so do we: `PONG`). */
   #heartbeat: Heartbeat | undefined;
+  /** When (`performance.now()`) we last wrote to the dialer. */
+  #lastWrite = 0;
   /** Acknowledgements and short answers gathered this turn, written together at its end. */
   #out: (string | number)[] = [];
   #flushScheduled = false;
@@ -192,6 +194,11 @@ class InboundLink {
     this.#heartbeat = new Heartbeat({
       intervalMs: heartbeatMs,
       timeoutMs: heartbeatTimeoutMs,
+      // A PONG of our own when we have been quiet, not only in answer to a PING: a dialer whose PING waits behind a
+      // long backlog (a catch-up over a slow network) hears from us meanwhile that we are there and reading.
+      onTick: () => {
+        if (performance.now() - this.#lastWrite >= heartbeatMs / 2) this.#send(PONG_LINE);
+      },
       onSilent: (silentMs) => {
         metrics.silentLinksFrom.inc();
         log.peer.warning("Link from {neighbour} sent nothing for {ms} ms; closing it", {
@@ -264,11 +271,14 @@ class InboundLink {
     for (const text of this.#host.reconciler.answer(this.#name!, digest)) {
       chunk += text;
       if (chunk.length < _ANSWER_CHUNK_BYTES) continue;
+      this.#lastWrite = performance.now();
       if (!this.#conn.write(chunk)) await this.#conn.drained();
       chunk = "";
       if (this.#conn.isClosed) return;
     }
-    if (chunk !== "") this.#conn.write(chunk);
+    if (chunk === "") return;
+    this.#lastWrite = performance.now();
+    this.#conn.write(chunk);
   }
 
   /** Logs and drops a line no neighbour could have sent; closes a link that keeps sending them. */
@@ -309,6 +319,7 @@ class InboundLink {
       this.#flushScheduled = false;
       if (this.#out.length === 0 || this.#conn.isClosed) return;
       // Joined once: one flat string for the write, not a string per acknowledgement and a rope of them.
+      this.#lastWrite = performance.now();
       this.#conn.write(this.#out.join(""));
       this.#out = [];
       if (this.#conn.buffered > _MAX_UNREAD_BYTES) {

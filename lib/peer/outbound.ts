@@ -333,8 +333,9 @@ export class PeerLink {
       const began = performance.now();
       await this.#session(socket);
       // A neighbour that accepts and drops us at once (refusing our HELLO, or cut by a proxy) must not be
-      // redialled in a tight loop: only a session that lasted resets the backoff.
-      if (performance.now() - began >= reconnectMaxMs) backoff.reset();
+      // redialled in a tight loop: only a session that lasted, and in which the neighbour said something, resets the
+      // backoff (a plain-text connection into a black hole lasts until the heartbeat gives up on it, silent).
+      if (performance.now() - began >= reconnectMaxMs && this.#heard) backoff.reset();
       else if (!this.#closed) await this.#sleep(backoff.next());
     }
   }

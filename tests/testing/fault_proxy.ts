@@ -3,8 +3,8 @@
  * peer port on 127.0.0.1 and forwards to it; neighbours dial the proxy (the
  * config's `peerAddress`). The first line of each connection, `HELLO <name>`,
  * tells the proxy which neighbour is dialing, so faults are set per source:
- * pass, delay every chunk, black-hole the bytes (`drop`), or close the
- * connections (`cut`). A fault set for the whole proxy applies to every
+ * pass, delay every chunk, limit the bytes per second (`throttle`),
+ * black-hole the bytes (`drop`), or close the connections (`cut`). A fault set for the whole proxy applies to every
  * source without one of its own.
  */
 
@@ -13,7 +13,8 @@ export type Fault =
   | { readonly kind: "pass" }
   | { readonly kind: "delay"; readonly ms: number }
   | { readonly kind: "drop" }
-  | { readonly kind: "cut" };
+  | { readonly kind: "cut" }
+  | { readonly kind: "throttle"; readonly bytesPerSecond: number };
 
 /** Forward bytes as they come. */
 export const PASS: Fault = Object.freeze({ kind: "pass" });
@@ -26,6 +27,14 @@ export const CUT: Fault = Object.freeze({ kind: "cut" });
 export function delay(ms: number): Fault {
   if (!Number.isFinite(ms) || ms < 0) throw new RangeError(`Delay must be a finite number of ms >= 0, got ${ms}`);
   return Object.freeze({ kind: "delay", ms });
+}
+
+/** Forward at most `bytesPerSecond` in each direction, keeping order: a slow network. */
+export function throttle(bytesPerSecond: number): Fault {
+  if (!Number.isFinite(bytesPerSecond) || bytesPerSecond <= 0) {
+    throw new RangeError(`A throttle must be a finite number of bytes per second > 0, got ${bytesPerSecond}`);
+  }
+  return Object.freeze({ kind: "throttle", bytesPerSecond });
 }
 
 /** Traffic seen from one source (or from all). */
@@ -224,6 +233,8 @@ class _Pipe {
   #conn: Deno.TcpConn;
   #queue: { due: number; bytes: Uint8Array | null }[] = [];
   #queuedBytes = 0;
+  /** When the last bytes queued are due (a throttle counts from it). */
+  #lastDue = 0;
   #wake: (() => void) | undefined;
   #timer: ReturnType<typeof setTimeout> | undefined;
   #drained: (() => void) | undefined;
@@ -235,8 +246,16 @@ class _Pipe {
     this.done = this.#run().catch(onFail);
   }
 
-  /** Queues `bytes` (or the end of the stream when null) to be written at `due` (performance.now() time). */
-  push(bytes: Uint8Array | null, due: number): void {
+  /**
+   * Queues `bytes` (or the end of the stream when null) to be written at
+   * `due` (performance.now() time), or, at `bytesPerSecond`, once the bytes
+   * before them had the time to go at that rate.
+   */
+  push(bytes: Uint8Array | null, due: number, bytesPerSecond?: number): void {
+    if (bytesPerSecond !== undefined && bytes !== null) {
+      due = Math.max(due, this.#lastDue) + bytes.length * 1000 / bytesPerSecond;
+    }
+    this.#lastDue = Math.max(this.#lastDue, due);
     this.#queue.push({ due, bytes });
     this.#queuedBytes += bytes?.length ?? 0;
     this.#wake?.();
@@ -410,7 +429,7 @@ class _Connection {
     if (!await this.#ensureUpstream()) return;
     stats.forwardedBytes += bytes.length;
     this.#context.capture(bytes);
-    this.#toUpstream!.push(bytes, this.#due());
+    this.#toUpstream!.push(bytes, this.#due(), this.#rate());
   }
 
   #ensureUpstream(): Promise<boolean> {
@@ -434,7 +453,7 @@ class _Connection {
     upstream.setNoDelay(true);
     this.#upstream = upstream;
     this.#toUpstream = new _Pipe(upstream, () => this.close());
-    this.#toUpstream.push(this.#held!, this.#due());
+    this.#toUpstream.push(this.#held!, this.#due(), this.#rate());
     this.#context.stats(this.source!).forwardedBytes += this.#held!.length;
     this.#context.capture(this.#held!);
     this.#tasks.push(this.#pumpUpstream(upstream).catch(() => this.close()));
@@ -455,11 +474,17 @@ class _Connection {
       stats.forwardedBytes += n;
       const bytes = buffer.slice(0, n);
       this.#context.capture(bytes);
-      this.#toClient.push(bytes, this.#due());
+      this.#toClient.push(bytes, this.#due(), this.#rate());
     }
     if (this.#closed) return;
     this.#toClient.push(null, this.#due());
     this.#halfDone();
+  }
+
+  /** The bytes per second of a throttle on this source, if there is one. */
+  #rate(): number | undefined {
+    const fault = this.#context.fault(this.source);
+    return fault.kind === "throttle" ? fault.bytesPerSecond : undefined;
   }
 
   /** When bytes read now may be written. */
