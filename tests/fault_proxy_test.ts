@@ -234,7 +234,7 @@ Deno.test("FaultProxy delay holds each chunk in each direction and keeps their o
   await slow.receive(expected);
 });
 
-Deno.test("FaultProxy throttle carries bytes intact at no more than its rate, each way", async () => {
+Deno.test("FaultProxy throttle carries bytes intact, paced at its rate, each way", async () => {
   await using echo = new EchoServer();
   await using proxy = new FaultProxy({ targetPort: echo.port });
   proxy.set("Narrow", throttle(100_000));

@@ -459,7 +459,7 @@ Deno.test({
     });
     await exchange(herd.port("A"), lines.join(""));
   }
-  // Only A's link reconciles (B's own link to A is cut): A sends B its 10,000 records, about 700 kB, in one write,
+  // Only A's link reconciles (B's own link to A is cut): A sends B its 10,000 records, about 600 kB, in one write,
   // over a link that carries 200 kB/s: several seconds, many timeouts, while B's side of A's link has nothing to say
   // but its heartbeats.
   herd.linkProxy("B", "A").setAll(CUT);

@@ -349,7 +349,8 @@ const _peers = object({
   heartbeatTimeoutMs: withDefault(
     positiveInteger(),
     5000,
-    "How long a peer link may hear nothing from the other end before it is closed, in milliseconds: a neighbour " +
+    "How long a peer link may hear nothing from the other end before it is closed, in milliseconds (a pause of the " +
+      "server's own, a SIGSTOP say, not counted): a neighbour " +
       "gone without closing its connections, or a network that drops its packets, is then seen as down (and left " +
       "out of the broadcast trees) instead of being written to for as long as TCP keeps trying.",
   ),
