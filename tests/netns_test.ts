@@ -147,11 +147,11 @@ class NetnsHerd implements AsyncDisposable {
     this.dir = dir;
   }
 
-  /** Builds the network and writes the config; tears down whatever it built if a step fails. */
-  static async create(): Promise<NetnsHerd> {
+  /** Builds the network and writes the config (`peers` over the test's own); tears down what it built if a step fails. */
+  static async create(peers: Record<string, unknown> = {}): Promise<NetnsHerd> {
     const herd = new NetnsHerd(await Deno.makeTempDir({ dir: "/tmp", prefix: "herd-netns-" }));
     try {
-      await herd.#build();
+      await herd.#build(peers);
     } catch (error) {
       await herd[Symbol.asyncDispose]();
       throw error;
@@ -164,7 +164,7 @@ class NetnsHerd implements AsyncDisposable {
     return `herd-${host}-${this.suffix}`;
   }
 
-  async #build(): Promise<void> {
+  async #build(peers: Record<string, unknown>): Promise<void> {
     const bridge = this.ns("bridge");
     await ip("netns", "add", bridge);
     this.#namespaces.push(bridge);
@@ -196,6 +196,7 @@ class NetnsHerd implements AsyncDisposable {
         ackTimeoutMs: ACK_TIMEOUT_MS,
         reconcileIntervalMs: 1000,
         tls: MODE.tls,
+        ...peers,
       },
     };
     await Deno.writeTextFile(`${this.dir}/herd.config.json`, JSON.stringify(config, null, 2));
@@ -247,6 +248,11 @@ class NetnsHerd implements AsyncDisposable {
     ]);
     assert.ok(result.ok, `client failed: ${result.out}`);
     return JSON.parse(result.out);
+  }
+
+  /** The log file of server `name`. */
+  log(name: string): Promise<string> {
+    return Deno.readTextFile(`${this.dir}/logs/${name}.log`);
   }
 
   /** Applies an nftables ruleset inside namespace `host`. */
@@ -422,4 +428,49 @@ Deno.test({
       for (const name of ["A", "B", "C"]) await waitHolds(herd, name, line, CATCH_UP_TIMEOUT_MS);
     }
   });
+});
+
+Deno.test({
+  name:
+    `a real black hole between B and C (nftables) is found by the heartbeats: each end closes its silent links, and they come back after the heal${
+      skipped === undefined ? "" : ` (skipped: ${skipped})`
+    }${MODE.suffix}`,
+  ignore: skipped !== undefined,
+  permissions: { ...HERD_TEST_PERMISSIONS, run: ["deno", "ip"] },
+}, async (t) => {
+  // Heartbeats fast enough for a test; reconciliation rare, so that only the links coming back bring what was missed.
+  await using herd = await NetnsHerd.create({
+    heartbeatMs: 200,
+    heartbeatTimeoutMs: 1000,
+    reconcileIntervalMs: 600_000,
+  });
+  await Promise.all(["A", "B", "C"].map((name) => herd.start(name)));
+  for (const [from, to] of [["A", "C"], ["C", "A"]]) await waitFlowing(herd, from, to, 15_000);
+
+  await bridgeCut(herd);
+  await t.step(
+    "each end gives up on its silent links to and from the other: no close gets through to tell it",
+    async () => {
+      // Unlike the fault proxy, the network drops the FIN and RST too: each of B and C must find out for itself.
+      for (const [name, other] of [["B", "C"], ["C", "B"]]) {
+        for (const pattern of [`Link to "${other}" heard nothing`, `Link from "${other}" sent nothing`]) {
+          await waitFor(async () => (await herd.log(name)).includes(pattern), {
+            timeoutMs: 10_000,
+            what: `${name}'s log to say ${pattern}`,
+          });
+        }
+      }
+    },
+  );
+  const line = await iamat(herd, "A", "dark-a");
+  await waitHolds(herd, "B", line, 2_000);
+  await herd.nft("bridge", "delete table bridge herd_cut\n");
+  await t.step(
+    "after the heal the links come back, records flow both ways, and the one from during the cut arrives",
+    async () => {
+      await waitFlowing(herd, "A", "C", 15_000);
+      await waitFlowing(herd, "C", "A", 15_000);
+      await waitHolds(herd, "C", line, CATCH_UP_TIMEOUT_MS);
+    },
+  );
 });
