@@ -209,8 +209,11 @@ Deno.test({
     for (const id of ["🥝kiwi", "José-Müller", "a\u00a0b", "line\u2028sep", "雪"]) {
       const reply = await exchange(herd.port("Jaquez"), `IAMAT ${id} +1.5-2.5 1700000001\n`);
       assert.match(reply, new RegExp(`^AT Jaquez \\S+ ${id} \\+1\\.5-2\\.5 1700000001\\n$`));
-      const answer = parseWhatsat(await exchange(herd.port("Campbell"), `WHATSAT ${id} 5 1\n`));
-      assert.equal(answer.atLine, reply.trimEnd());
+      // Singleton, Jaquez's neighbour, acknowledged the record before the reply; Campbell is two hops away.
+      const near = parseWhatsat(await exchange(herd.port("Singleton"), `WHATSAT ${id} 5 1\n`));
+      assert.equal(near.atLine, reply.trimEnd());
+      const far = parseWhatsat(await exchangeUntilKnown(herd.port("Campbell"), `WHATSAT ${id} 5 1\n`));
+      assert.equal(far.atLine, reply.trimEnd());
     }
   });
 
@@ -219,7 +222,8 @@ Deno.test({
     const older = await exchange(herd.port("Smith"), "IAMAT mover +20+20 1700000050\n");
     assert.match(older, /^AT Smith \S+ mover \+20\+20 1700000050\n$/);
     for (const name of herd.names) {
-      const answer = parseWhatsat(await exchange(herd.port(name), "WHATSAT mover 1 0\n"));
+      // Campbell and Singleton are two hops from Hill: the newer record reaches them shortly after its reply.
+      const answer = parseWhatsat(await exchangeUntilKnown(herd.port(name), "WHATSAT mover 1 0\n"));
       assert.equal(answer.atLine, newer.trimEnd(), `${name} keeps the newer record`);
     }
   });
