@@ -38,14 +38,15 @@ function lineHerd(peers: TestHerdOptions["peers"]): Promise<TestHerd> {
   });
 }
 
-/** The default five servers, dialling each other directly; WHATSAT answers offline. */
-function defaultHerd(peers: TestHerdOptions["peers"], admin = false): Promise<TestHerd> {
+/** The default five servers, dialling each other directly or through a fault proxy per link; WHATSAT answers offline. */
+function defaultHerd(peers: TestHerdOptions["peers"], admin = false, faultProxies = false): Promise<TestHerd> {
   return TestHerd.create({
     tls: MODE.tls,
     placesUrl: "http://127.0.0.1:9/unused",
     places: { provider: "offline" },
     peers,
     admin,
+    faultProxies,
   });
 }
 
@@ -110,6 +111,13 @@ async function assertHolds(herd: TestHerd, name: string, id: string, line: strin
 /** Polls until `name` holds exactly `line` for `id`. */
 async function waitHolds(herd: TestHerd, name: string, id: string, line: string, timeoutMs: number) {
   await waitFor(async () => await recordAt(herd, name, id) === line, { timeoutMs, what: `${name} to hold ${line}` });
+}
+
+/** An IAMAT at `from` for a new client (`prefix`-random), then waits until each of `names` holds it (2 s each). */
+async function reachesAll(herd: TestHerd, from: string, prefix: string, names: string[]): Promise<void> {
+  const id = `${prefix}-${crypto.randomUUID().slice(0, 8)}`;
+  const { line } = await iamat(herd, from, id);
+  for (const name of names) await waitHolds(herd, name, id, line, 2000);
 }
 
 /** Watches `names` for `ABSENT_MS` and fails if any of them ever learns of `id`. */
@@ -382,14 +390,11 @@ Deno.test({
 }, async () => {
   // Reconciliation out of the way: only a tree that leaves Smith out brings Hill's record to Campbell, which hangs
   // below Smith in Hill's tree while Smith is counted on.
-  await using herd = await TestHerd.create({
-    tls: MODE.tls,
-    placesUrl: "http://127.0.0.1:9/unused",
-    places: { provider: "offline" },
-    peers: { broadcast: "tree", reconcileIntervalMs: 600_000, ...FAST_HEARTBEATS },
-    faultProxies: true,
-    admin: true,
-  });
+  await using herd = await defaultHerd(
+    { broadcast: "tree", reconcileIntervalMs: 600_000, ...FAST_HEARTBEATS },
+    true,
+    true,
+  );
   await herd.startAll();
   await herd.waitLinksInUse();
   await herd.waitTreesSettled();
@@ -410,10 +415,7 @@ Deno.test({
     return true;
   }, { timeoutMs: 10_000, what: "every link to and from Smith closed for its silence" });
   await herd.waitTreesSettled();
-  const id = `dark-${crypto.randomUUID().slice(0, 8)}`;
-  const { line } = await iamat(herd, "Hill", id);
-  await waitHolds(herd, "Campbell", id, line, 2000);
-  await waitHolds(herd, "Singleton", id, line, 2000);
+  await reachesAll(herd, "Hill", "dark", ["Campbell", "Singleton"]);
 });
 
 Deno.test({
@@ -495,13 +497,7 @@ Deno.test({
   name: "an idle herd keeps its links: heartbeats close none of them" + MODE.suffix,
   permissions: HERD_TEST_PERMISSIONS,
 }, async () => {
-  await using herd = await TestHerd.create({
-    tls: MODE.tls,
-    placesUrl: "http://127.0.0.1:9/unused",
-    places: { provider: "offline" },
-    peers: FAST_HEARTBEATS,
-    admin: true,
-  });
+  await using herd = await defaultHerd(FAST_HEARTBEATS, true);
   await herd.startAll();
   await herd.waitLinksInUse();
   // Four timeouts with nothing to send: the PINGs and PONGs alone keep every link, both ways.
@@ -545,10 +541,7 @@ Deno.test({
   for (const name of marks.keys()) await logLine(herd, name, /Link to "Smith" is down/, marks);
   // Past the second of flooding that follows a change of link state: the record goes down the new trees.
   await herd.waitTreesSettled();
-  const id = `orphan-${crypto.randomUUID().slice(0, 8)}`;
-  const { line } = await iamat(herd, "Hill", id);
-  await waitHolds(herd, "Singleton", id, line, 2000);
-  await waitHolds(herd, "Campbell", id, line, 2000);
+  await reachesAll(herd, "Hill", "orphan", ["Singleton", "Campbell"]);
 });
 
 Deno.test({
@@ -708,8 +701,5 @@ Deno.test({
   herd.linkProxy("D", "B").setAll(CUT);
   for (const name of marks.keys()) await logLine(herd, name, /Link from "D" is down/, marks);
   await herd.waitTreesSettled();
-  const id = `undialling-${crypto.randomUUID().slice(0, 8)}`;
-  const { line } = await iamat(herd, "A", id);
-  await waitHolds(herd, "B", id, line, 2000);
-  await waitHolds(herd, "D", id, line, 2000);
+  await reachesAll(herd, "A", "undialling", ["B", "D"]);
 });

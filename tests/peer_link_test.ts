@@ -1,6 +1,8 @@
 import assert from "node:assert/strict";
 import type { PeerHost } from "../lib/peer/host.ts";
+import { TextLineSplitter } from "../lib/net/line_stream.ts";
 import { Heartbeat } from "../lib/peer/heartbeat.ts";
+import { PEER_MAX_LINE_BYTES } from "../lib/peer/wire.ts";
 import { PeerLink, type PeerLinkOptions } from "../lib/peer/outbound.ts";
 import { Reconciler } from "../lib/peer/reconcile.ts";
 import { PeerTransport } from "../lib/peer/transport.ts";
@@ -102,14 +104,12 @@ function heartbeatNeighbour(answer: boolean) {
       state.closedAt.push(undefined);
       (async () => {
         const buffer = new Uint8Array(65536);
-        const decoder = new TextDecoder();
-        let partial = "";
+        const splitter = new TextLineSplitter(PEER_MAX_LINE_BYTES);
         try {
           while (true) {
             const n = await conn.read(buffer);
             if (n === null) break;
-            const lines = (partial + decoder.decode(buffer.subarray(0, n), { stream: true })).split("\n");
-            partial = lines.pop()!;
+            const { lines } = splitter.push(buffer.subarray(0, n));
             state.received.push(...lines);
             const pings = lines.filter((line) => line === "PING").length;
             if (state.answer && pings > 0) await conn.write(new TextEncoder().encode("PONG\n".repeat(pings)));
