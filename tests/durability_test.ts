@@ -24,16 +24,18 @@ Deno.test({
 }, async () => {
   await using herd = await TestHerd.create({ tls: MODE.tls, placesUrl: NOWHERE, names: ["Solo"], links: [] });
   await herd.start("Solo");
+  // Every other client ID holds a NUL (PROTOCOL.md: anything but whitespace), which the database must give back whole.
+  const ids = Array.from({ length: 20 }, (_, i) => i % 2 === 0 ? `durable-${i}` : `durable\u0000${i}`);
   const replies: string[] = [];
-  for (let i = 0; i < 20; i++) {
-    replies.push(await exchange(herd.port("Solo"), `IAMAT durable-${i} +1+1 ${1_700_000_000 + i}\n`));
+  for (const [i, id] of ids.entries()) {
+    replies.push(await exchange(herd.port("Solo"), `IAMAT ${id} +1+1 ${1_700_000_000 + i}\n`));
   }
   // No pause: the reply itself is the promise that the record is on disk.
   await herd.stop("Solo", "SIGKILL");
   await herd.start("Solo");
-  for (let i = 0; i < 20; i++) {
-    const answer = await exchange(herd.port("Solo"), `WHATSAT durable-${i} 1 0\n`);
-    assert.equal(answer.split("\n")[0] + "\n", replies[i], `durable-${i}`);
+  for (const [i, id] of ids.entries()) {
+    const answer = await exchange(herd.port("Solo"), `WHATSAT ${id} 1 0\n`);
+    assert.equal(answer.split("\n")[0] + "\n", replies[i], JSON.stringify(id));
   }
 });
 

@@ -43,6 +43,29 @@ Deno.test({
   }));
 
 Deno.test({
+  name: "RecordLog keeps client IDs with a NUL in them whole, across a reopen and a compaction",
+  permissions: PERMISSIONS,
+}, () =>
+  withDir(async (dir) => {
+    // Two clients alike up to their NUL, and one with a NUL last: node:sqlite reads text cut at its first NUL.
+    const ids = ["nul\u0000one", "nul\u0000two", "trailing\u0000"];
+    const path = `${dir}/A.db`;
+    const { log } = RecordLog.open(path);
+    for (let time = 1; time <= 600; time++) {
+      for (const id of ids) assert.equal(await log.append(record(id, String(time))), true);
+    }
+    await waitFor(() => log.compactIfWorthIt(ids.length), { what: "the worker to take a compaction" });
+    assert.equal((await log.compacted())?.deleted, 1797);
+    log.close();
+    const reopened = RecordLog.open(path);
+    assert.deepEqual(
+      new Map(reopened.records.map((r) => [r.clientId, r.line])),
+      new Map(ids.map((id) => [id, record(id, "600").line])),
+    );
+    reopened.log.close();
+  }));
+
+Deno.test({
   name: "RecordLog.append() resolves only once the record is committed",
   permissions: PERMISSIONS,
 }, () =>

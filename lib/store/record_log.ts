@@ -39,6 +39,16 @@ const _TURN_WAIT_MS = 100;
 /** Rows deleted per compaction transaction: few, so a commit waiting on one waits little (docs/PERFORMANCE.md). */
 const _COMPACT_BATCH = 2000;
 
+/**
+ * The `line` column as the server reads it: as text, but as the bytes of
+ * the text when it holds a NUL. A client ID may hold one (PROTOCOL.md:
+ * anything but whitespace), SQLite stores it, and `node:sqlite` in Deno cuts
+ * a text value read back at its first NUL, which would leave a row that is
+ * no AT record (the server would not start on it) or the wrong client's.
+ * Bytes come back whole and are decoded; the test costs no measurable time.
+ */
+const LINE_COLUMN = "CASE WHEN instr(CAST(line AS BLOB), x'00') > 0 THEN CAST(line AS BLOB) ELSE line END";
+
 /** A message from the worker. */
 type _WorkerMessage =
   | { kind: "ready" }
@@ -56,7 +66,8 @@ type _WorkerMessage =
  * appended in increasing order: a record is written only when it beats the
  * one held) unless that row is expired, and deletes the rest in small
  * transactions, yielding between them so the server's commits interleave.
- * Self-contained on purpose: nothing from outside the function exists there.
+ * Self-contained on purpose: nothing from outside the function exists there
+ * but {@linkcode LINE_COLUMN}, defined ahead of it in the worker's source.
  */
 function _storeWorker(): void {
   const scope = self as unknown as Worker;
@@ -86,10 +97,12 @@ function _storeWorker(): void {
     // Read a page at a time, each read finished before the next step, so that no read snapshot of this connection
     // is held across the delete transactions. Rows only ever get greater rowids, so paging by rowid sees each once.
     // Rows as arrays, and the fields found with indexOf: half the scan's time of objects and split().
-    const scan = db.prepare("SELECT rowid, line FROM records WHERE rowid > ? ORDER BY rowid LIMIT 5000");
+    const scan = db.prepare(`SELECT rowid, ${LINE_COLUMN} FROM records WHERE rowid > ? ORDER BY rowid LIMIT 5000`);
     scan.setReturnArrays(true);
+    const decoder = new TextDecoder();
     for (let page = scan.all(0); page.length > 0; page = scan.all(maxRowid)) {
-      for (const [rowid, line] of page as [number, string][]) {
+      for (const [rowid, column] of page as [number, string | Uint8Array][]) {
+        const line = typeof column === "string" ? column : decoder.decode(column);
         rows++;
         maxRowid = rowid;
         // AT <server> <skew> <client> <location> <time>: the client is the fourth field, the time the sixth.
@@ -204,7 +217,7 @@ function _storeWorker(): void {
 }
 
 const _WORKER_URL = URL.createObjectURL(
-  new Blob([`(${_storeWorker.toString()})();`], {
+  new Blob([`const LINE_COLUMN = ${JSON.stringify(LINE_COLUMN)};\n(${_storeWorker.toString()})();`], {
     type: "text/javascript",
   }),
 );
@@ -375,8 +388,20 @@ export class RecordLog {
   #load(): LocationRecord[] {
     const latest = new Map<string, LocationRecord>();
     let row = 0;
-    for (const { line } of this.#db.prepare("SELECT line FROM records").iterate() as Iterable<{ line: unknown }>) {
+    const decoder = new TextDecoder("utf-8", { fatal: true });
+    const rows = this.#db.prepare(`SELECT ${LINE_COLUMN} AS line FROM records`).iterate() as Iterable<
+      { line: unknown }
+    >;
+    for (const { line: column } of rows) {
       row++;
+      let line = column;
+      if (column instanceof Uint8Array) {
+        try {
+          line = decoder.decode(column);
+        } catch {
+          line = undefined;
+        }
+      }
       const record = typeof line === "string" ? parseRecordFields(splitFields(line)) : null;
       if (record === null) {
         throw new CorruptDatabaseError(`The database ${this.path} holds a row that is not an AT record (row ${row})`);
