@@ -419,6 +419,34 @@ Deno.test({
 });
 
 Deno.test({
+  name: "records that went into a black hole before anybody could tell reach the servers below it once the broadcast " +
+    "trees go around it" + MODE.suffix,
+  permissions: HERD_TEST_PERMISSIONS,
+}, async () => {
+  // Reconciliation on its timer out of the way: what brings the records is the repair a change of the trees starts.
+  await using herd = await defaultHerd(
+    { broadcast: "tree", reconcileIntervalMs: 600_000, ...FAST_HEARTBEATS },
+    true,
+    true,
+  );
+  await herd.startAll();
+  await herd.waitLinksInUse();
+  await herd.waitTreesSettled();
+  for (const other of ["Hill", "Campbell", "Singleton"]) herd.link("Smith", other, DROP);
+  // At once, before an acknowledgement is missed or a link falls silent: Hill's record goes to Smith, below which
+  // Campbell hangs in Hill's tree (Singleton, below Jaquez, gets it), and Campbell's to Smith, below which Hill hangs in
+  // Campbell's tree. Each is then held two hops away from the server that needs it, by a server that tree did not
+  // send it through.
+  const fromHill = `dark-hill-${crypto.randomUUID().slice(0, 8)}`;
+  const fromCampbell = `dark-campbell-${crypto.randomUUID().slice(0, 8)}`;
+  const [hill, campbell] = await Promise.all([iamat(herd, "Hill", fromHill), iamat(herd, "Campbell", fromCampbell)]);
+  await waitHolds(herd, "Singleton", fromHill, hill.line, CATCH_UP_TIMEOUT_MS);
+  await waitHolds(herd, "Jaquez", fromCampbell, campbell.line, CATCH_UP_TIMEOUT_MS);
+  await waitHolds(herd, "Campbell", fromHill, hill.line, CATCH_UP_TIMEOUT_MS);
+  await waitHolds(herd, "Hill", fromCampbell, campbell.line, CATCH_UP_TIMEOUT_MS);
+});
+
+Deno.test({
   name: "a neighbour's link that says HELLO and then nothing is closed after peers.heartbeatTimeoutMs; one that " +
     "PINGs is answered PONG and kept" + MODE.suffix,
   permissions: HERD_TEST_PERMISSIONS,

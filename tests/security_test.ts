@@ -14,6 +14,7 @@ import { certFiles, parseConfig } from "../lib/config/config.ts";
 import { LineSocket } from "../lib/net/line_socket.ts";
 import { PeerTransport } from "../lib/peer/transport.ts";
 import { exchange, HERD_TEST_PERMISSIONS, TestHerd } from "./testing/herd.ts";
+import { PeerProbe } from "./testing/peer_probe.ts";
 import { inspectProcess } from "./testing/process_stats.ts";
 import { waitFor } from "./testing/wait.ts";
 
@@ -314,6 +315,48 @@ Deno.test({
     await child.status;
     await child.stdout.cancel().catch(() => {});
   }
+});
+
+Deno.test({
+  name: "a link gets three full reconciliations in a row at least half a second apart (repairs), then one per interval",
+  permissions: HERD_TEST_PERMISSIONS,
+}, async () => {
+  // An interval no test waits out: past the three, every exchange is refused.
+  await using herd = await TestHerd.create({
+    placesUrl: NOWHERE,
+    names: ["A", "B", "C", "D"],
+    links: [["A", "B"], ["B", "C"], ["B", "D"]],
+    places: { provider: "offline" },
+    peers: { reconcileIntervalMs: 600_000 },
+  });
+  await herd.start("B");
+  assert.match(await exchange(herd.port("B"), "IAMAT held.one +1+1 1700000000\n"), /^AT B /);
+  await using probe = await PeerProbe.connect({
+    server: "B",
+    port: herd.peerPort("B"),
+    as: "D",
+    files: herd.tlsFiles("D"),
+  });
+  /** Asks for a full exchange from an empty store: how many records B answers with before its digest. */
+  const exchangeRecords = async () => {
+    probe.send(`${ZERO_DIGEST}\n`);
+    let records = 0;
+    for (let line = await probe.nextLine(); !line.startsWith("DIGEST "); line = await probe.nextLine()) {
+      assert.match(line, /^AT B \S+ held\.one /);
+      records++;
+    }
+    return records;
+  };
+  // What is limited is time between requests: the gaps are the behaviour under test, not a wait for an event.
+  const gaps = [0, 600, 600, 600, 0];
+  const answers: number[] = [];
+  for (const gapMs of gaps) {
+    if (gapMs > 0) await new Promise((resolve) => setTimeout(resolve, gapMs));
+    answers.push(await exchangeRecords());
+  }
+  // Three answered in full; the fourth is past the three (the interval is ten minutes), the fifth too soon after it.
+  assert.deepEqual(answers, [1, 1, 1, 0, 0], `records per exchange after gaps of ${gaps.join(", ")} ms`);
+  await logLine(herd, "B", /"D" asks to reconcile again too soon; answering with our digest alone/);
 });
 
 Deno.test({

@@ -53,7 +53,11 @@ const _forwarded = registry.add(
   new Counter("herd_records_forwarded_total", "Records written to neighbours' links (one per link).", ["kind"]),
 );
 const _reconciliations = registry.add(
-  new Counter("herd_reconciliations_total", "Reconciliations, started by us or answered, or refused.", ["role"]),
+  new Counter(
+    "herd_reconciliations_total",
+    "Reconciliations, started by us or answered, or refused; repairs, started by us as a neighbour came below us in a broadcast tree (counted in started too).",
+    ["role"],
+  ),
 );
 const _reconciliationRecords = registry.add(
   new Counter("herd_reconciliation_records_total", "Records sent and received while reconciling.", ["direction"]),
@@ -111,6 +115,7 @@ export const metrics = {
   reconciliationsStarted: _reconciliations.labels("started"),
   reconciliationsAnswered: _reconciliations.labels("answered"),
   reconciliationsRefused: _reconciliations.labels("refused"),
+  reconciliationRepairs: _reconciliations.labels("repair"),
   linkReportsOwn: _linkReports.labels("own"),
   linkReportsNew: _linkReports.labels("received_new"),
   linkReportsOld: _linkReports.labels("received_old"),

@@ -39,6 +39,14 @@ const _LIVE_AFTER_MS = 1000;
 const _MAX_INVALID_LINES = 16;
 /** Bytes of replies a neighbour may leave unread before its link is closed: it does not read. */
 const _MAX_UNREAD_BYTES = 4 * 1024 * 1024;
+/**
+ * Full exchanges a link may start in a row (a repair after the broadcast
+ * trees changed, peer/links.ts, on top of the regular one per interval):
+ * one more is allowed per `minExchangeIntervalMs` after them.
+ */
+const _EXCHANGE_BURST = 3;
+/** The least time between two exchanges on a link, in milliseconds (or `minExchangeIntervalMs`, if less). */
+const _EXCHANGE_GAP_MS = 500;
 /** Size of one write of a reconciliation answer. */
 const _ANSWER_CHUNK_BYTES = 64 * 1024;
 
@@ -66,6 +74,9 @@ class InboundLink {
   /** A reconciliation answer being written, and when the last full one began. */
   #answering: Promise<void> | undefined;
   #lastExchange = -Infinity;
+  /** Exchanges the link may start now (see {@linkcode _EXCHANGE_BURST}), as of `#allowanceAt`. */
+  #allowance = _EXCHANGE_BURST;
+  #allowanceAt = 0;
   #refusedExchanges = 0;
   #invalid = 0;
   /** Reconciliation records received in this read, and how many of them were new. */
@@ -245,13 +256,23 @@ class InboundLink {
   }
 
   /**
-   * A full reconciliation asked for. At most one per link per interval, one
-   * at a time: another is answered with our digest alone (the neighbour
-   * then sends what we lack, and gets what it lacks next time).
+   * A full reconciliation asked for. One at a time, at least half a second
+   * apart, at most {@linkcode _EXCHANGE_BURST} in a row and then one per
+   * interval: another is answered with our digest alone (the neighbour then
+   * sends what we lack, and gets what it lacks next time).
    */
   #exchange(digest: Uint32Array): void {
     const now = performance.now();
-    if (this.#answering !== undefined || now - this.#lastExchange < this.#options.minExchangeIntervalMs) {
+    const { minExchangeIntervalMs } = this.#options;
+    this.#allowance = Math.min(
+      _EXCHANGE_BURST,
+      this.#allowance + (now - this.#allowanceAt) / minExchangeIntervalMs,
+    );
+    this.#allowanceAt = now;
+    if (
+      this.#answering !== undefined || this.#allowance < 1 ||
+      now - this.#lastExchange < Math.min(_EXCHANGE_GAP_MS, minExchangeIntervalMs)
+    ) {
       metrics.reconciliationsRefused.inc();
       if (this.#refusedExchanges++ === 0) {
         log.peer.warning("{neighbour} asks to reconcile again too soon; answering with our digest alone", {
@@ -262,6 +283,7 @@ class InboundLink {
       return;
     }
     this.#lastExchange = now;
+    this.#allowance--;
     this.#answering = this.#writeAnswer(digest).finally(() => this.#answering = undefined);
   }
 

@@ -34,6 +34,14 @@ const _MAX_VERSION_AHEAD_MS = 60 * 60 * 1000;
  */
 const _SETTLE_MS = 1000;
 
+/**
+ * How long after a link's last reconciliation a repair may start on it, in
+ * milliseconds: twice the least gap an acceptor keeps between two exchanges
+ * on a link (peer/inbound.ts), so a repair is not refused for a request of
+ * ours that reached the neighbour late.
+ */
+const _REPAIR_GAP_MS = 1000;
+
 /** Links up to which a flood's log text is cached, keyed by a bit per link (in a 32-bit integer). */
 const _MAX_KEYED_LINKS = 30;
 
@@ -66,6 +74,14 @@ export class PeerLinks {
   #targetCache = new Map<string, Map<string, readonly string[] | undefined>>();
   /** Until when (`performance.now()`) records are flooded, the link state having changed; 0 once past. */
   #floodUntil = 0;
+  /** The herd's servers: the roots of the trees. */
+  #roots: string[];
+  /** Our children in each root's tree as the trees were last worked out (see {@linkcode PeerLinks.#treesChanged}). */
+  #children = new Map<string, readonly string[]>();
+  /** The servers each root's tree reached when the trees were last worked out. */
+  #reached = new Map<string, Set<string>>();
+  /** Our links that were in use when the trees were last worked out. */
+  #wasInUse = new Set<string>();
 
   /** Makes a link to each neighbour of `host` in `config`, over `transport`; none dials until {@linkcode PeerLinks.start}. */
   constructor(host: PeerHost, config: HerdConfig, transport: PeerTransport) {
@@ -73,6 +89,12 @@ export class PeerLinks {
     this.#ackTimeoutMs = ackTimeoutMs;
     this.#self = host.name;
     this.#trees = config.peers.broadcast === "tree" ? new BroadcastTrees(config) : undefined;
+    this.#roots = [...config.servers.keys()];
+    // What the trees start from: every link taken to be in use, until reports say otherwise.
+    for (const root of this.#trees === undefined ? [] : this.#roots) {
+      this.#children.set(root, this.#trees!.children(root, this.#self));
+      this.#reached.set(root, this.#reachedIn(root));
+    }
     for (const neighbour of neighboursOf(config, host.name)) {
       const peer = serverNamed(config, neighbour);
       this.#places.set(neighbour, this.#links.size + 1);
@@ -141,6 +163,7 @@ export class PeerLinks {
     trees.apply(report);
     this.#floodUntil = performance.now() + _SETTLE_MS;
     this.#sendLinks(report, undefined);
+    this.#treesChanged();
   }
 
   /** Whether a link `name` dialled into us has lasted a second and is open: part of our link state. */
@@ -185,9 +208,48 @@ export class PeerLinks {
       this.#floodUntil = performance.now() + _SETTLE_MS;
       metrics.linkReportsNew.inc();
       this.#sendLinks(report, from);
+      this.#treesChanged();
     } else {
       metrics.linkReportsOld.inc();
     }
+  }
+
+  /**
+   * The trees were worked out again: a neighbour that now hangs below us in
+   * some server's tree, and did not, is reconciled with (a repair, over our
+   * link to it, at most once a {@linkcode _REPAIR_GAP_MS}) if our link to it
+   * was already in use. Records of that tree sent before the change went to
+   * it some other way, and that way may have lost them: through a server
+   * whose packets were black-holed while nobody could tell yet (its links
+   * stay open until they fall silent), or past a server that saw the change
+   * late. The exchange brings it what it lacks (an exchange it refuses still
+   * does: we then send what its digest says it lacks), and it passes on what
+   * was new to it, so the servers below it get them too; without the repair
+   * they waited for the next reconciliation. A link not in use before got
+   * every record we passed on since it came up (see
+   * {@linkcode PeerLinks.#targetsOf}), and the exchange it came up with
+   * covers the rest: coming into use is not a reason.
+   */
+  #treesChanged(): void {
+    const trees = this.#trees!;
+    const due = new Set<string>();
+    for (const root of this.#roots) {
+      const children = trees.children(root, this.#self);
+      const before = this.#children.get(root) ?? [];
+      const reachedBefore = this.#reached.get(root);
+      this.#children.set(root, children);
+      this.#reached.set(root, this.#reachedIn(root));
+      for (const child of children) {
+        if (!before.includes(child) && this.#wasInUse.has(child) && reachedBefore?.has(child)) due.add(child);
+      }
+    }
+    this.#wasInUse = new Set([...this.#links].filter(([, link]) => link.inUse).map(([name]) => name));
+    for (const name of due) this.#links.get(name)?.repair(_REPAIR_GAP_MS);
+  }
+
+  /** The servers `root`'s tree reaches, `root` among them. */
+  #reachedIn(root: string): Set<string> {
+    return new Set(this.#roots.filter((name) => name === root || this.#trees!.parent(root, name) !== undefined));
   }
 
   /** Sends a link state report to every neighbour but `from`. */

@@ -110,6 +110,9 @@ export class PeerLink {
   /** When this link last started a reconciliation (`performance.now()`, and wall-clock ms for status). */
   #reconciledAt = -Infinity;
   #lastReconciliation: number | undefined;
+  /** A repair waiting for {@linkcode PeerLink.repair}'s gap, and when it was asked for (`performance.now()`). */
+  #repairTimer: ReturnType<typeof setTimeout> | undefined;
+  #repairAskedAt = 0;
   #closed = false;
   /** Whether this session has lasted {@linkcode _PROVEN_MS}, and the timer that says so. */
   #proven = false;
@@ -206,6 +209,31 @@ export class PeerLink {
     if (this.#conn === undefined) return;
     this.#digestDue = true;
     this.#wake?.();
+  }
+
+  /**
+   * Starts a reconciliation to repair what the neighbour may lack, once
+   * `gapMs` have passed since this link's last one (at once if they have):
+   * asked for when the neighbour came to hang below us in a broadcast tree
+   * (peer/links.ts). Repairs asked for while one waits are the same one, and
+   * one is dropped when an exchange began on the link after it was asked for
+   * (that one compared the stores since). Nothing without a session.
+   */
+  repair(gapMs: number): void {
+    if (this.#conn === undefined || this.#repairTimer !== undefined) return;
+    this.#repairAskedAt = performance.now();
+    const start = () => {
+      this.#repairTimer = undefined;
+      if (this.#reconciledAt >= this.#repairAskedAt || this.#conn === undefined) return;
+      metrics.reconciliationRepairs.inc();
+      log.peer.info("Reconciling with {neighbour}: it hangs below us in a broadcast tree it did not before", {
+        neighbour: this.neighbour,
+      });
+      this.reconcile();
+    };
+    const wait = gapMs - this.sinceReconciled;
+    if (wait <= 0) start();
+    else this.#repairTimer = setTimeout(start, wait);
   }
 
   /**
@@ -406,6 +434,9 @@ export class PeerLink {
     }
     this.#conn = undefined;
     clearTimeout(this.#provenTimer);
+    // A repair dies with its session: the next one reconciles as it comes up.
+    clearTimeout(this.#repairTimer);
+    this.#repairTimer = undefined;
     this.#proven = false;
     this.#provenWhenHeard = false;
     this.#control.clear();

@@ -25,12 +25,14 @@
  * floods it instead. And for a second after its link state last changed a
  * server floods every record (peer/links.ts `_SETTLE_MS`): a record handled
  * by two servers under two views of one change could otherwise miss a
- * third. A change that takes longer than that to reach a server can still
- * leave a record to the next reconciliation; flooding (`peers.broadcast`
- * `flood`) does not. A server whose packets are dropped rather than refused
- * keeps its connections open, so nobody reports them gone until they fall
- * silent for `peers.heartbeatTimeoutMs` (peer/heartbeat.ts); records passed
- * on through it until then wait for the next reconciliation too. A record also goes to every neighbour whose link is up
+ * third. A server whose packets are dropped rather than refused keeps its
+ * connections open, so nobody reports them gone until they fall silent for
+ * `peers.heartbeatTimeoutMs` (peer/heartbeat.ts). Records lost that way, or
+ * left out by a server that got a change over a second late, are repaired
+ * when the trees change: a server reconciles at once with a neighbour that
+ * comes to hang below it (peer/links.ts `#treesChanged`), where they waited
+ * for the next periodic reconciliation before (flooding, `peers.broadcast`
+ * `flood`, never leaves them). A record also goes to every neighbour whose link is up
  * that the tree does not reach at all (peer/links.ts), so a stale report
  * of a server that can send none cannot cut it off.
  */
