@@ -70,7 +70,7 @@ export class LineSocket {
     return this.#error;
   }
 
-  /** Whether the socket has closed. */
+  /** Whether the socket has closed, or is closing: {@linkcode LineSocket.destroy} was called. */
   get isClosed(): boolean {
     return this.#isClosed;
   }
@@ -108,8 +108,14 @@ export class LineSocket {
     if (!this.#isClosed) this.#socket.end();
   }
 
-  /** Closes the socket now. */
+  /**
+   * Closes the socket now. It counts as closed at once: the rest of the
+   * lines being handled (the read that made us close it) are not, no later
+   * chunk is, and nothing more is written; {@linkcode LineSocket.closed}
+   * settles when the socket's close comes.
+   */
   destroy(): void {
+    this.#isClosed = true;
     this.#socket.destroy();
   }
 
