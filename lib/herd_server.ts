@@ -18,7 +18,7 @@ import { cutForLog, log, logFile, quote } from "./logging.ts";
 import { acceptLoop } from "./net/acceptor.ts";
 import type { PeerHost } from "./peer/host.ts";
 import type { LinkReport } from "./peer/tree.ts";
-import { type InboundPeer, servePeer } from "./peer/inbound.ts";
+import { type InboundPeer, refusePeer, servePeer } from "./peer/inbound.ts";
 import { PeerLinks } from "./peer/links.ts";
 import { Reconciler } from "./peer/reconcile.ts";
 import { PeerTransport } from "./peer/transport.ts";
@@ -169,9 +169,8 @@ export class HerdServer implements PeerHost {
         this.#peers.add(inbound);
         inbound.done.finally(() => this.#peers.delete(inbound));
       },
-      onRefused: (address, reason) => {
-        log.peer.warning("Refused a peer connection from {address}: {reason}", { address, reason });
-      },
+      onRefused: (address, reason) =>
+        refusePeer("Refused a peer connection from {address}: {reason}", { address, reason }),
     });
     this.#clientListener = Deno.listen({ hostname: self.host, port: self.port });
     log.server.info("{name} listening for clients on {host}:{port} and peers on {host}:{peerPort} ({security})", {

@@ -382,3 +382,52 @@ Deno.test("BroadcastTrees leave out a link its dialler reports out or its other 
   assert.deepEqual([held?.up, held?.inbound], [["Singleton", "Smith"], ["Singleton"]]);
   assert.equal(trees.apply(report("Nobody", 14, [], [])), false);
 });
+
+Deno.test({
+  name: "PeerLink takes one digest back for each of its own, and closes a link that sends it 16 lines it should not",
+  permissions: { net: ["127.0.0.1"] },
+}, async () => {
+  // A neighbour that answers our digest with seventeen of its own: one answers, sixteen more would each have us walk
+  // the store and send what they say it lacks.
+  const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  let closedByDialer = false;
+  const zero = `DIGEST ${"0".repeat(16384)}\n`;
+  const serving = (async () => {
+    const conn = await listener.accept();
+    const buffer = new Uint8Array(65536);
+    const splitter = new TextLineSplitter(PEER_MAX_LINE_BYTES);
+    let answered = false;
+    try {
+      while (true) {
+        const n = await conn.read(buffer);
+        if (n === null) break;
+        const { lines } = splitter.push(buffer.subarray(0, n));
+        if (!answered && lines.some((line) => line.startsWith("DIGEST "))) {
+          answered = true;
+          await conn.write(new TextEncoder().encode(zero.repeat(17)));
+        }
+      }
+      closedByDialer = true;
+    } catch {
+      closedByDialer = true; // reset by the dialer
+    }
+    conn.close();
+  })();
+  const link = new PeerLink({
+    host: HOST,
+    transport: new PeerTransport({ files: null, handshakeTimeoutMs: 1000 }),
+    neighbour: "Frozen",
+    dialHost: "127.0.0.1",
+    dialPort: listener.addr.port,
+    reconnectMinMs: 60_000,
+    reconnectMaxMs: 60_000,
+    ackTimeoutMs: 200,
+    heartbeatMs: 60_000,
+    heartbeatTimeoutMs: 120_000,
+  });
+  link.start();
+  await waitFor(() => closedByDialer, { what: "the dialer to close the link" });
+  await link.close();
+  listener.close();
+  await serving;
+});

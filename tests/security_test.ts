@@ -25,7 +25,7 @@ const FORGED = "AT A +0.000000001 forged.client +1+1 99999999999.0";
 const decoder = new TextDecoder();
 
 /** A line herd A–B–C (and D, configured and linked to B, never started: its certificate is an insider's). */
-function lineHerd(options: { tls?: boolean; faultProxies?: boolean; captureBytes?: number } = {}) {
+function lineHerd(options: { tls?: boolean; faultProxies?: boolean; captureBytes?: number; admin?: boolean } = {}) {
   return TestHerd.create({
     placesUrl: NOWHERE,
     names: ["A", "B", "C", "D"],
@@ -127,6 +127,21 @@ Deno.test({
   const forgedRead = await readAll(forged);
   assert.equal(forgedRead.text.includes("victim"), false);
   await logLine(herd, "B", /Refused a peer connection from .*: "the TLS handshake failed \(a certificate not from/);
+
+  // 4. The herd's own credentials, but no more than TLS 1.2: links are TLS 1.3 only.
+  const old = tls.connect({
+    host: "127.0.0.1",
+    port: herd.peerPort("B"),
+    servername: "B",
+    ca: await Deno.readTextFile(files.ca),
+    cert: await Deno.readTextFile(files.cert),
+    key: await Deno.readTextFile(files.key),
+    maxVersion: "TLSv1.2",
+  });
+  old.on("secureConnect", () => old.write(FORGERY));
+  const oldRead = await readAll(old);
+  assert.equal(oldRead.text, "", "nothing comes back over TLS 1.2");
+  await logLine(herd, "B", /Refused a peer connection from .*: "the TLS handshake failed: .*(version|protocol)/i);
 
   for (const name of ["A", "B", "C"]) {
     assert.equal(await holds(herd, name, "forged.client"), false, `${name} stored nothing of the forger's`);
@@ -250,6 +265,93 @@ Deno.test({
   }
 });
 
+/** Opens `count` TCP connections to `port` that never say anything; counts those the server closes. */
+async function idleConnections(port: number, count: number) {
+  const sockets = await Promise.all(Array.from({ length: count }, () =>
+    new Promise<net.Socket>((resolve, reject) => {
+      const socket = net.connect({ host: "127.0.0.1", port }, () => resolve(socket));
+      socket.once("error", reject);
+    })));
+  let closed = 0;
+  for (const socket of sockets) {
+    socket.on("error", () => {});
+    socket.once("close", () => closed++);
+  }
+  return { closed: () => closed, [Symbol.dispose]: () => sockets.forEach((socket) => socket.destroy()) };
+}
+
+Deno.test({
+  name: "connections that never prove who they are cannot lock a neighbour out of the peer port",
+  permissions: HERD_TEST_PERMISSIONS,
+}, async (t) => {
+  await t.step(
+    "one address holds at most 16 unproven connections: a new one takes the oldest one's place",
+    async () => {
+      await using herd = await lineHerd({ admin: true });
+      await herd.start("B");
+      using idle = await idleConnections(herd.peerPort("B"), 40);
+      await waitFor(() => idle.closed() === 24, { what: "B to close the 24 oldest, over the 16 of one address" });
+      await using probe = await PeerProbe.connect({
+        server: "B",
+        port: herd.peerPort("B"),
+        as: "A",
+        files: herd.tlsFiles("A"),
+      });
+      // From the same address: the neighbour's connection takes the place of the oldest of the 16.
+      assert.match(await probe.digest(), /^[0-9a-f]+$/, "a neighbour's link is served meanwhile");
+      await waitFor(() => idle.closed() === 25, { what: "the oldest idle one to make room for the neighbour's" });
+      assert.ok(await herd.metricSum("herd_peer_connections_refused_total", ["B"]) >= 24);
+    },
+  );
+  await t.step(
+    "with limits.maxPeerConnections full of them, a new connection takes the oldest one's place",
+    async () => {
+      await using herd = await TestHerd.create({
+        placesUrl: NOWHERE,
+        names: ["A", "B"],
+        links: [["A", "B"]],
+        places: { provider: "offline" },
+        admin: true,
+        extra: { limits: { maxPeerConnections: 8 } },
+      });
+      await herd.start("B");
+      using idle = await idleConnections(herd.peerPort("B"), 8);
+      await using probe = await PeerProbe.connect({
+        server: "B",
+        port: herd.peerPort("B"),
+        as: "A",
+        files: herd.tlsFiles("A"),
+      });
+      assert.match(await probe.digest(), /^[0-9a-f]+$/, "the neighbour's link is served");
+      await waitFor(() => idle.closed() === 1, { what: "the oldest unproven connection to be dropped" });
+      await logLine(herd, "B", /dropped for a new connection: 8 are open \(limits\.maxPeerConnections\)/);
+    },
+  );
+});
+
+Deno.test({
+  name: "a link closed for its bad lines handles nothing more of the read that closed it, and logs its close once",
+  permissions: HERD_TEST_PERMISSIONS,
+}, async () => {
+  await using herd = await lineHerd();
+  await herd.start("B");
+  const { conn } = await insider(herd, "B", "A");
+  try {
+    // All in one write: the sixteenth bad line closes the link, and the record and junk after it must not count.
+    const junk = (count: number) => "AT A +0.1 junk +1+1 1 1 0\n".repeat(count);
+    conn.write(junk(16) + "AT A +0.263873386 after.close +34-118 1700000004 9 0\n" + junk(2000));
+    await waitFor(() => conn.isClosed, { what: "B to close the link" });
+    await logLine(herd, "B", /Link from "A" is down/);
+    const log = await herd.log("B");
+    assert.equal(log.match(/Closing the link from "A"/g)?.length, 1, "the close is logged once");
+    assert.equal(log.match(/Dropped a line from "A"/g)?.length, 16, "the lines after the close are not looked at");
+    assert.equal(await holds(herd, "B", "after.close"), false, "a record after the close is not stored");
+  } finally {
+    conn.destroy();
+    await conn.closed;
+  }
+});
+
 Deno.test({
   name: "a DIGEST storm from an authenticated neighbour that never reads leaves memory bounded and clients served",
   permissions: HERD_TEST_PERMISSIONS,
@@ -261,8 +363,9 @@ Deno.test({
   const replies = await exchange(herd.port("B"), lines.join("\n") + "\n");
   assert.equal(replies.split("\n").filter((line) => line.startsWith("AT ")).length, lines.length);
   const before = await inspectProcess(herd.pid("B"));
-  // The neighbour: a child process with A's certificate that sends 2,000 requests for everything (32 MB of
-  // requests, 3 GB of answers if each were answered in full), then stops itself, so it reads nothing more.
+  // The neighbour: a child process with A's certificate that asks for B's digest alone 40,000 times (280 KB of
+  // requests, 640 MB of answers if each were answered) and then for everything 2,000 times (32 MB of requests, 3 GB of
+  // answers if each were answered in full), then stops itself, so it reads nothing more.
   const files = herd.tlsFiles("A")!;
   const script = `
     import tls from "node:tls";
@@ -272,7 +375,7 @@ Deno.test({
       cert: Deno.readTextFileSync(${JSON.stringify(files.cert)}),
       key: Deno.readTextFileSync(${JSON.stringify(files.key)}),
     }, () => {
-      socket.write("HELLO A\\n" + ${
+      socket.write("HELLO A\\n" + "DIGEST\\n".repeat(40000) + ${
     JSON.stringify(`${ZERO_DIGEST}
 `)
   }.repeat(2000), () => {
@@ -303,7 +406,9 @@ Deno.test({
       assert.ok(performance.now() - served < 5000, "a client is served during the storm");
     }
     await logLine(herd, "B", /"A" asks to reconcile again too soon; answering with our digest alone/);
-    await logLine(herd, "B", /Closing the link from "A": it leaves what we send unread/);
+    // Closed for what it leaves unread, or (answers to repeated asks being sent once a turn, they may stay under the
+    // unread bound) for its silence, the dialler being stopped.
+    await logLine(herd, "B", /Closing the link from "A": it leaves what we send unread|Link from "A" sent nothing/);
     const after = await inspectProcess(herd.pid("B"));
     assert.ok(
       after.rssKb - before.rssKb < 200 * 1024,

@@ -42,6 +42,12 @@ const _replySeconds = registry.add(
 const _clientConnections = registry.add(
   new Counter("herd_client_connections_total", "Client connections, accepted or refused.", ["outcome"]),
 );
+const _peerRefused = registry.add(
+  new Counter(
+    "herd_peer_connections_refused_total",
+    "Peer connections refused or dropped before they proved who they are (handshake, HELLO, limits).",
+  ),
+);
 const _peerRecords = registry.add(
   new Counter(
     "herd_peer_records_total",
@@ -104,6 +110,7 @@ export const metrics = {
   replySeconds: [_replySeconds.labels("other"), _replySeconds.labels("IAMAT"), _replySeconds.labels("WHATSAT")],
   clientsAccepted: _clientConnections.labels("accepted"),
   clientsRefused: _clientConnections.labels("refused"),
+  peerConnectionsRefused: _peerRefused.labels(),
   peerReceived: _peerRecords.labels("received"),
   peerStored: _peerRecords.labels("stored"),
   peerNotNewer: _peerRecords.labels("dropped_not_newer"),

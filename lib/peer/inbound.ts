@@ -12,6 +12,7 @@
 import { setImmediate } from "node:timers";
 import { metrics } from "../admin/metrics.ts";
 import { cutForLog, log, quote } from "../logging.ts";
+import { LogBudget } from "../log_budget.ts";
 import { traffic } from "../traffic_log.ts";
 import { LineSocket } from "../net/line_socket.ts";
 import type { LocationRecord } from "../protocol.ts";
@@ -50,6 +51,22 @@ const _EXCHANGE_GAP_MS = 500;
 /** Size of one write of a reconciliation answer. */
 const _ANSWER_CHUNK_BYTES = 64 * 1024;
 
+/** Warnings of peer connections refused before they proved who they are: anyone can cause them, so 10 a second. */
+const _refusals = new LogBudget(10, (count) => {
+  log.peer.warning("Refused {count} more peer connections in the last second (past 10 a second they are counted)", {
+    count,
+  });
+});
+
+/**
+ * Counts a peer connection refused before it proved who it is, and logs
+ * `message` with `values` unless ten were logged this second already.
+ */
+export function refusePeer(message: string, values: Record<string, unknown>): void {
+  metrics.peerConnectionsRefused.inc();
+  if (_refusals.take()) log.peer.warning(message, values);
+}
+
 /** A neighbour's link to us, being served. */
 class InboundLink {
   #peer: AcceptedPeer;
@@ -69,6 +86,9 @@ class InboundLink {
   /** Acknowledgements and short answers gathered this turn, written together at its end. */
   #out: (string | number)[] = [];
   #flushScheduled = false;
+  /** Whether this turn's write carries a `PONG`, and our digest (each once, however often asked for). */
+  #pongDue = false;
+  #digestDue = false;
   /** Acknowledgements waiting on records being passed on (`ackScope` herd). */
   #handling = new Set<Promise<void>>();
   /** A reconciliation answer being written, and when the last full one began. */
@@ -94,11 +114,13 @@ class InboundLink {
       maxLineBytes: PEER_MAX_LINE_BYTES,
       onLines: (lines) => this.#handleLines(lines),
       onOverflow: () => {
-        log.peer.warning("Peer {neighbour} sent an over-long line; closing its link", { neighbour: this.#who });
+        if (this.#name !== undefined) {
+          log.peer.warning("Peer {neighbour} sent an over-long line; closing its link", { neighbour: this.#name });
+        } else refusePeer("Refused a peer connection from {address}: an over-long line", { address: peer.address });
       },
     });
     this.#helloTimer = setTimeout(() => {
-      log.peer.warning("Refused a peer connection from {address}: no HELLO within {ms} ms", {
+      refusePeer("Refused a peer connection from {address}: no HELLO within {ms} ms", {
         address: peer.address,
         ms: options.helloTimeoutMs,
       });
@@ -152,7 +174,7 @@ class InboundLink {
     const name = this.#name;
     switch (message.kind) {
       case "DIGEST?":
-        this.#send(this.#host.reconciler.request());
+        this.#answerDigest();
         return;
       case "DIGEST":
         this.#exchange(message.digest);
@@ -161,7 +183,7 @@ class InboundLink {
         this.#host.linkState(message.report, name);
         return;
       case "PING":
-        this.#send(PONG_LINE);
+        this.#answerPong();
         return;
       case "HELD":
         this.#liveRecord(undefined, line, message.seq, message.waitMs);
@@ -189,7 +211,7 @@ class InboundLink {
       refusal = `it said HELLO ${cutForLog(message.name, 64)} but its certificate names ${provenName}`;
     }
     if (refusal !== undefined || message.kind !== "HELLO") {
-      log.peer.warning("Refused a peer connection from {address}: {reason}; its first line: {line}", {
+      refusePeer("Refused a peer connection from {address}: {reason}; its first line: {line}", {
         address,
         reason: refusal,
         line: cutForLog(line),
@@ -198,6 +220,7 @@ class InboundLink {
       return;
     }
     clearTimeout(this.#helloTimer);
+    this.#peer.prove();
     this.#name = message.name;
     log.peer.info("Link from {neighbour} is up", { neighbour: message.name });
     this.#host.dialledBy(message.name);
@@ -208,7 +231,7 @@ class InboundLink {
       // A PONG of our own when we have been quiet, not only in answer to a PING: a dialer whose PING waits behind a
       // long backlog (a catch-up over a slow network) hears from us meanwhile that we are there and reading.
       onTick: () => {
-        if (performance.now() - this.#lastWrite >= heartbeatMs / 2) this.#send(PONG_LINE);
+        if (performance.now() - this.#lastWrite >= heartbeatMs / 2) this.#answerPong();
       },
       onSilent: (silentMs) => {
         metrics.silentLinksFrom.inc();
@@ -279,7 +302,7 @@ class InboundLink {
           neighbour: this.#name,
         });
       }
-      this.#send(this.#host.reconciler.request());
+      this.#answerDigest();
       return;
     }
     this.#lastExchange = now;
@@ -327,9 +350,20 @@ class InboundLink {
     this.#scheduleFlush();
   }
 
-  /** Adds `text` to this turn's write. */
-  #send(text: string): void {
-    this.#out.push(text);
+  /**
+   * Adds our digest to this turn's write, once however often it is asked
+   * for in the turn: a digest is 16 KiB of hex for a `DIGEST` line of 7
+   * bytes, and a neighbour sending thousands in one read would otherwise have
+   * us make a string of them all before the unread check below could see it.
+   */
+  #answerDigest(): void {
+    this.#digestDue = true;
+    this.#scheduleFlush();
+  }
+
+  /** Adds `PONG` to this turn's write, once however many `PING`s came in the turn. */
+  #answerPong(): void {
+    this.#pongDue = true;
     this.#scheduleFlush();
   }
 
@@ -339,6 +373,9 @@ class InboundLink {
     this.#flushScheduled = true;
     setImmediate(() => {
       this.#flushScheduled = false;
+      if (this.#pongDue) this.#out.push(PONG_LINE);
+      if (this.#digestDue) this.#out.push(this.#host.reconciler.request());
+      this.#pongDue = this.#digestDue = false;
       if (this.#out.length === 0 || this.#conn.isClosed) return;
       // Joined once: one flat string for the write, not a string per acknowledgement and a rope of them.
       this.#lastWrite = performance.now();

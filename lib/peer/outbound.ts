@@ -107,6 +107,8 @@ export class PeerLink {
   /** Link state for the next write, ahead of its records: the latest report of each server, as its line. */
   #control = new Map<string, string>();
   #digestDue = false;
+  /** Our digests sent this session whose answer (the neighbour's `DIGEST <hex>`) has not come yet. */
+  #digestsAwaited = 0;
   /** When this link last started a reconciliation (`performance.now()`, and wall-clock ms for status). */
   #reconciledAt = -Infinity;
   #lastReconciliation: number | undefined;
@@ -369,8 +371,9 @@ export class PeerLink {
   }
 
   async #session(socket: Awaited<ReturnType<PeerTransport["dial"]>>): Promise<void> {
-    const replies = new _Replies(this, this.#host);
+    const replies = new _Replies(this, this.#host, () => conn.destroy());
     this.#heard = false;
+    this.#digestsAwaited = 0;
     const { heartbeatMs, heartbeatTimeoutMs } = this.#options;
     const heartbeat = new Heartbeat({
       intervalMs: heartbeatMs,
@@ -463,6 +466,7 @@ export class PeerLink {
         this.#reconciledAt = performance.now();
         this.#lastReconciliation = Date.now();
         metrics.reconciliationsStarted.inc();
+        this.#digestsAwaited++;
         parts.push(this.#host.reconciler.request());
       }
       const now = performance.now();
@@ -499,6 +503,13 @@ export class PeerLink {
     }
   }
 
+  /** Whether a digest of the neighbour's answers one of ours (taking it off those awaited), or comes unasked. */
+  takeAwaitedDigest(): boolean {
+    if (this.#digestsAwaited === 0) return false;
+    this.#digestsAwaited--;
+    return true;
+  }
+
   /** A neighbour's acknowledgement. */
   acknowledged(seq: number): void {
     this.#acks.acknowledged(seq);
@@ -516,41 +527,59 @@ export class PeerLink {
   }
 }
 
+/** Unexpected lines a neighbour may send back on our link before we close it (as inbound.ts's bad lines). */
+const _MAX_UNEXPECTED_LINES = 16;
+
 /**
  * What the neighbour sends back on our link: acknowledgements, and its side
- * of a reconciliation (its records, then its digest). Anything else is
- * logged, quoted and cut, and dropped.
+ * of a reconciliation (its records, then its digest, once for each digest of
+ * ours). Anything else is logged, quoted and cut, and dropped, and a link
+ * that keeps sending it is closed: a digest nobody asked for would have us
+ * walk the store and send what it lacks, as often as the neighbour likes.
  */
 class _Replies {
   #link: PeerLink;
   #host: PeerHost;
+  #close: () => void;
   #received = 0;
   #stored = 0;
+  #unexpected = 0;
 
-  constructor(link: PeerLink, host: PeerHost) {
+  constructor(link: PeerLink, host: PeerHost, close: () => void) {
     this.#link = link;
     this.#host = host;
+    this.#close = close;
   }
 
   handle(lines: string[]): void {
     const link = this.#link;
     const host = this.#host;
     for (const line of lines) {
+      if (this.#unexpected >= _MAX_UNEXPECTED_LINES) return;
       const message = parsePeerMessage(line, host.recordRules);
       if (message.kind === "ACK") link.acknowledged(message.seq);
       else if (message.kind === "PONG") continue; // heard: that is all a heartbeat asks
       else if (message.kind === "RECORD" && message.seq === undefined) {
         this.#received++;
         if (host.catchUp(message.record, link.neighbour)) this.#stored++;
-      } else if (message.kind === "DIGEST") {
+      } else if (message.kind === "DIGEST" && link.takeAwaitedDigest()) {
         const records = host.reconciler.finish(link.neighbour, message.digest, this.#received, this.#stored);
         for (const record of records) link.sendUnacknowledged(record);
         this.#received = this.#stored = 0;
       } else if (message.kind !== "empty") {
+        this.#unexpected++;
         log.peer.warning("Unexpected line from {neighbour} on our link: {line}", {
           neighbour: link.neighbour,
           line: cutForLog(line),
         });
+        if (this.#unexpected === _MAX_UNEXPECTED_LINES) {
+          log.peer.warning("Closing our link to {neighbour}: {count} lines it should not have sent", {
+            neighbour: link.neighbour,
+            count: this.#unexpected,
+          });
+          this.#close();
+          return;
+        }
       }
     }
   }

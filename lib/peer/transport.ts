@@ -43,6 +43,13 @@ export interface AcceptedPeer {
   provenName: string | undefined;
   /** Where it came from, `host:port`, for the log. */
   address: string;
+  /**
+   * Says the connection has proven who it is (its `HELLO` was taken): from
+   * then on it is no longer counted among the connections of its address
+   * that have not, nor dropped to make room for a new one (see
+   * {@linkcode PeerTransport.listen}).
+   */
+  prove(): void;
 }
 
 /** Options for {@linkcode PeerTransport.listen}. */
@@ -51,13 +58,26 @@ export interface PeerListenOptions {
   host: string;
   /** Port to listen on. */
   port: number;
-  /** Most connections open at once, handshakes included; one more is closed at once (and reported refused). */
+  /**
+   * Most connections open at once, handshakes included. One more makes
+   * room by closing the oldest connection that has not proven who it is
+   * yet; when all have, it is closed at once. Either is reported refused.
+   */
   maxConnections: number;
   /** Each connection whose handshake succeeded. */
   onPeer(peer: AcceptedPeer): void;
   /** Each connection refused during the handshake (no certificate, wrong CA, timeout), with the reason. */
   onRefused(address: string, reason: string): void;
 }
+
+/**
+ * Connections from one address that have not proven who they are (TLS
+ * handshake and `HELLO` not done) that the peer port holds at once; one
+ * more closes the oldest of them. One address, whoever holds it, cannot
+ * fill `limits.maxPeerConnections` with connections that never finish, and
+ * a neighbour has one link dialled to us at a time.
+ */
+export const MAX_UNPROVEN_PER_ADDRESS = 16;
 
 interface _Credentials {
   ca: string;
@@ -140,23 +160,72 @@ export class PeerTransport {
 
   /** Listens for peers; resolves once listening. */
   listen(options: PeerListenOptions): Promise<net.Server> {
+    // Counted on the TCP connection, before any handshake: a flood of half-open handshakes is bounded too. Keyed by
+    // `host:port`, which the TLS socket handed over later has too; in the order they came (the oldest first).
+    const open = new Map<string, { socket: net.Socket; host: string; proven: boolean }>();
+    /** Connections not proven yet, by host. */
+    const unproven = new Map<string, number>();
+    const countOut = (host: string) => {
+      const count = unproven.get(host)! - 1;
+      if (count === 0) unproven.delete(host);
+      else unproven.set(host, count);
+    };
+    const prove = (address: string) => {
+      const entry = open.get(address);
+      if (entry === undefined || entry.proven) return;
+      entry.proven = true;
+      countOut(entry.host);
+    };
+    const accepted = (socket: net.Socket, provenName: string | undefined) => {
+      const address = _address(socket);
+      options.onPeer({ socket, provenName, address, prove: () => prove(address) });
+    };
     const server = this.#credentials === undefined
-      ? net.createServer({ noDelay: true }, (socket) => {
-        options.onPeer({ socket, provenName: undefined, address: _address(socket) });
-      })
-      : this.#tlsServer(this.#credentials, options);
+      ? net.createServer({ noDelay: true }, (socket) => accepted(socket, undefined))
+      : this.#tlsServer(this.#credentials, options, accepted);
     this.#servers.add(server);
     server.on("close", () => this.#servers.delete(server));
-    // Counted on the TCP connection, before any handshake: a flood of half-open handshakes is bounded too.
-    let open = 0;
+    /** Closes an unproven connection to make room for a new one; says why. */
+    const drop = (entry: { socket: net.Socket; host: string }, why: string) => {
+      const address = _address(entry.socket);
+      options.onRefused(
+        address,
+        `dropped for a new connection: ${why}, and this one, the oldest, had not proven who it is`,
+      );
+      entry.socket.destroy();
+      // Its close comes later: counted out now, so the new one has its place.
+      open.delete(address);
+      countOut(entry.host);
+    };
     server.on("connection", (socket: net.Socket) => {
-      if (open >= options.maxConnections) {
-        options.onRefused(_address(socket), `${open} peer connections are open, limits.maxPeerConnections`);
-        socket.destroy();
-        return;
+      const address = _address(socket);
+      const host = socket.remoteAddress ?? "?";
+      // The newest connection is kept, the oldest unproven one goes: a neighbour dialling from an address someone
+      // fills with handshakes that never finish still gets in (its handshake takes milliseconds, theirs never ends).
+      const fromHost = unproven.get(host) ?? 0;
+      if (fromHost >= MAX_UNPROVEN_PER_ADDRESS) {
+        drop(
+          [...open.values()].find((entry) => !entry.proven && entry.host === host)!,
+          `${fromHost} connections from ${host} have not proven who they are`,
+        );
       }
-      open++;
-      socket.once("close", () => open--);
+      if (open.size >= options.maxConnections) {
+        const oldest = [...open.values()].find((entry) => !entry.proven);
+        if (oldest === undefined) {
+          options.onRefused(address, `${open.size} peer connections are open, limits.maxPeerConnections`);
+          socket.destroy();
+          return;
+        }
+        drop(oldest, `${open.size} are open (limits.maxPeerConnections)`);
+      }
+      const entry = { socket, host, proven: false };
+      open.set(address, entry);
+      unproven.set(host, (unproven.get(host) ?? 0) + 1);
+      socket.once("close", () => {
+        if (open.get(address) !== entry) return;
+        open.delete(address);
+        if (!entry.proven) countOut(host);
+      });
     });
     return new Promise((resolve, reject) => {
       server.once("error", reject);
@@ -167,11 +236,17 @@ export class PeerTransport {
     });
   }
 
-  #tlsServer(credentials: _Credentials, options: PeerListenOptions): tls.Server {
+  #tlsServer(
+    credentials: _Credentials,
+    options: PeerListenOptions,
+    accepted: (socket: net.Socket, provenName: string) => void,
+  ): tls.Server {
     const server = tls.createServer({
       ...credentials,
       requestCert: true,
       rejectUnauthorized: true,
+      // What the docs promise: TLS 1.3 only (a dialler offering no more than 1.2 fails the handshake).
+      minVersion: "TLSv1.3",
       noDelay: true,
       handshakeTimeout: this.#handshakeTimeoutMs,
     } as tls.TlsOptions, (socket) => {
@@ -182,7 +257,7 @@ export class PeerTransport {
         socket.destroy();
         return;
       }
-      options.onPeer({ socket, provenName, address: _address(socket) });
+      accepted(socket, provenName);
     });
     server.on("tlsClientError", (error, socket) => {
       options.onRefused(_address(socket), _handshakeError(error));
@@ -221,6 +296,7 @@ export class PeerTransport {
           port,
           servername: neighbour,
           ...credentials,
+          minVersion: "TLSv1.3",
           noDelay: true,
           checkServerIdentity: (_name: string, cert: tls.PeerCertificate) => {
             const named = certificateName(cert);
