@@ -84,6 +84,8 @@ export class HerdServer implements PeerHost {
   #peerServer: { close(): void } | undefined;
   #clients = new Set<ClientConnection>();
   #peers = new Set<InboundPeer>();
+  /** The current link from each neighbour (peer/inbound.ts closes the one before when a neighbour dials again). */
+  #inboundByName = new Map<string, { close(): void }>();
   #accepting: Promise<void> | undefined;
   #recordLog: RecordLog | undefined;
   #timers: ReturnType<typeof setInterval>[] = [];
@@ -165,6 +167,7 @@ export class HerdServer implements PeerHost {
           minExchangeIntervalMs: this.#config.peers.reconcileIntervalMs * 0.9,
           heartbeatMs: this.#config.peers.heartbeatMs,
           heartbeatTimeoutMs: this.#config.peers.heartbeatTimeoutMs,
+          current: this.#inboundByName,
         });
         this.#peers.add(inbound);
         inbound.done.finally(() => this.#peers.delete(inbound));

@@ -330,6 +330,23 @@ Deno.test({
 });
 
 Deno.test({
+  name: "a neighbour's certificate holds one link at a time: a new one's HELLO closes the one before",
+  permissions: HERD_TEST_PERMISSIONS,
+}, async () => {
+  await using herd = await lineHerd();
+  await herd.start("B");
+  const connect = () =>
+    PeerProbe.connect({ server: "B", port: herd.peerPort("B"), as: "A", files: herd.tlsFiles("A") });
+  await using first = await connect();
+  assert.match(await first.digest(), /^[0-9a-f]+$/);
+  await using second = await connect();
+  assert.match(await second.digest(), /^[0-9a-f]+$/);
+  await first.closed;
+  await logLine(herd, "B", /Closing the older link from "A": it dialled us again/);
+  assert.match(await second.digest(), /^[0-9a-f]+$/, "the newer link is kept");
+});
+
+Deno.test({
   name: "a link closed for its bad lines handles nothing more of the read that closed it, and logs its close once",
   permissions: HERD_TEST_PERMISSIONS,
 }, async () => {

@@ -31,6 +31,13 @@ export interface InboundOptions {
   heartbeatMs: number;
   /** A link that sends nothing this long once introduced is closed, in milliseconds: `peers.heartbeatTimeoutMs`. */
   heartbeatTimeoutMs: number;
+  /**
+   * The server's links from each neighbour, one per neighbour, shared by all
+   * its inbound links: a neighbour has one link dialled to us at a time, so
+   * a new one's `HELLO` closes the one before (gone on its side, or not
+   * theirs). One certificate cannot hold more links than that.
+   */
+  current: Map<string, { close(): void }>;
 }
 
 /** How long a link dialled to us must last before our link state counts it, in milliseconds (as outbound.ts's). */
@@ -140,6 +147,9 @@ class InboundLink {
     clearTimeout(this.#liveTimer);
     this.#heartbeat?.stop();
     if (this.#announced) this.#host.dialledByClosed(this.#name!);
+    if (this.#name !== undefined && this.#options.current.get(this.#name) === this) {
+      this.#options.current.delete(this.#name);
+    }
     await Promise.all(this.#handling);
     await this.#answering;
     const error = this.#conn.error;
@@ -223,6 +233,12 @@ class InboundLink {
     this.#peer.prove();
     this.#name = message.name;
     log.peer.info("Link from {neighbour} is up", { neighbour: message.name });
+    const older = this.#options.current.get(message.name);
+    this.#options.current.set(message.name, this);
+    if (older !== undefined) {
+      log.peer.info("Closing the older link from {neighbour}: it dialled us again", { neighbour: message.name });
+      older.close();
+    }
     this.#host.dialledBy(message.name);
     const { heartbeatMs, heartbeatTimeoutMs } = this.#options;
     this.#heartbeat = new Heartbeat({
