@@ -8,7 +8,9 @@ import assert from "node:assert/strict";
 import { answerAdmin, isLoopback, serveAdmin } from "../lib/admin/server.ts";
 import { Counter, Gauge, Histogram, Registry } from "../lib/admin/prometheus.ts";
 import { MAIN_MODULE } from "../lib/cli/launcher.ts";
+import { hostHeaderAllowed } from "../lib/net/host_header.ts";
 import { exchange, HERD_TEST_PERMISSIONS, TestHerd } from "./testing/herd.ts";
+import { rawGet } from "./testing/http.ts";
 import { waitFor } from "./testing/wait.ts";
 
 const NOWHERE = "http://127.0.0.1:9/unused";
@@ -155,6 +157,9 @@ Deno.test({
   assert.ok(density.cells.some(([row, column, count]: number[]) => row === 62 && column === 30 && count >= 1));
   assert.ok(!JSON.stringify(density).includes("34.068930"), "no client location, only counts");
   assert.equal((await herd.admin("A", "/nowhere")).status, 404);
+  // A page that rebound its name to the server's address is refused; fetch by address (above) was answered.
+  const adminPort = herd.adminPort("A");
+  assert.match(await rawGet(adminPort, "/status", `attacker.example:${adminPort}`), /^HTTP\/1\.1 403 /);
   await herd.stop("B", "SIGKILL");
   await waitFor(async () => JSON.parse((await herd.admin("A", "/status")).body).links[0].state === "down", {
     what: "A to report its link to B down",
@@ -174,8 +179,10 @@ Deno.test("the admin endpoint needs a bearer token off loopback, and refuses to 
   );
   const ask = (authorization?: string) =>
     answerAdmin(
-      new Request("http://x/healthz", { headers: authorization === undefined ? {} : { authorization } }),
-      { token: "s3cret", source },
+      new Request("http://x/healthz", {
+        headers: { host: "10.0.0.2:12200", ...authorization === undefined ? {} : { authorization } },
+      }),
+      { host: "10.0.0.2", token: "s3cret", source },
     );
   for (const response of [ask(), ask("Bearer wrong!"), ask("Basic s3cret"), ask("Bearer s3cre")]) {
     assert.equal(response.status, 401);
@@ -184,6 +191,68 @@ Deno.test("the admin endpoint needs a bearer token off loopback, and refuses to 
   const allowed = ask("Bearer s3cret");
   assert.equal(allowed.status, 200);
   assert.equal(await allowed.text(), "ok\n");
+});
+
+Deno.test("the admin endpoint answers only a Host naming it by address, localhost or its configured host", async () => {
+  for (
+    const [host, listen, allowed] of [
+      ["127.0.0.1:12200", "127.0.0.1", true],
+      ["localhost:12200", "127.0.0.1", true],
+      ["LOCALHOST", "127.0.0.1", true],
+      ["[::1]:12200", "::1", true],
+      ["10.0.0.2:9100", "0.0.0.0", true], // scraped by address through a port mapping
+      ["herd1.internal:12200", "herd1.internal", true],
+      ["Herd1.Internal", "herd1.internal", true],
+      ["attacker.example:12200", "127.0.0.1", false],
+      ["attacker.example", "herd1.internal", false],
+      ["127.0.0.1.attacker.example:12200", "127.0.0.1", false],
+      ["127.0.0.1.:12200", "127.0.0.1", false],
+      ["256.0.0.1:12200", "0.0.0.0", false],
+      ["localhost.attacker.example", "127.0.0.1", false],
+      ["127.0.0.1:12200:1", "127.0.0.1", false],
+      ["", "127.0.0.1", false],
+      [null, "127.0.0.1", false],
+    ] as const
+  ) {
+    assert.equal(hostHeaderAllowed(host, listen), allowed, `Host ${JSON.stringify(host)} on ${listen}`);
+  }
+  // Off loopback the Host check comes first: the right token from a rebound page does not get it in.
+  const source = { health: () => ({ ok: true, reason: "ok" }), status: () => ({}), density: () => ({} as never) };
+  const rebound = answerAdmin(
+    new Request("http://x/healthz", { headers: { host: "attacker.example:12200", authorization: "Bearer s3cret" } }),
+    { host: "10.0.0.2", token: "s3cret", source },
+  );
+  assert.equal(rebound.status, 403);
+  assert.match(await rebound.text(), /^The admin endpoint answers only a request whose Host header names it as an IP /);
+});
+
+Deno.test({
+  name: "an admin endpoint refuses a page that rebound its name to it (DNS rebinding), on every path",
+  permissions: { net: ["127.0.0.1"] },
+}, async () => {
+  const source = {
+    health: () => ({ ok: true, reason: "ok" }),
+    status: () => ({ name: "Hill" }),
+    density: () => ({ cellDegrees: 2, records: 0, cells: [], computedAt: null }),
+  };
+  const server = serveAdmin({ host: "127.0.0.1", port: 0, token: undefined, source });
+  try {
+    const { port } = server.addr as Deno.NetAddr;
+    for (const path of ["/metrics", "/healthz", "/status", "/density"]) {
+      const refused = await rawGet(port, path, `attacker.example:${port}`);
+      assert.match(refused, /^HTTP\/1\.1 403 /, path);
+      assert.match(
+        refused,
+        /The admin endpoint answers only a request whose Host header names it as an IP address or localhost/,
+      );
+      assert.doesNotMatch(refused, /Hill/);
+      for (const host of [`127.0.0.1:${port}`, `localhost:${port}`]) {
+        assert.match(await rawGet(port, path, host), /^HTTP\/1\.1 200 /, `${path} as ${host}`);
+      }
+    }
+  } finally {
+    await server.shutdown();
+  }
 });
 
 /** Runs `main.ts status` for `herd` the way `deno task status` does: exit code and output. */

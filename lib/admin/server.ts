@@ -3,13 +3,16 @@
  * served with `Deno.serve`: `GET /metrics` (Prometheus text), `GET /healthz`
  * (200 while the server accepts clients and can commit, 503 with the reason
  * otherwise), `GET /status` (JSON) and `GET /density` (where clients are, as
- * counts per grid cell). On a host other than loopback every request needs
- * `Authorization: Bearer <HERD_ADMIN_TOKEN>`, and without a token set the
- * endpoint does not start.
+ * counts per grid cell). A request whose `Host` names another site is
+ * refused (403), as the dashboard refuses it (DNS rebinding,
+ * `lib/net/host_header.ts`). On a host other than loopback every request
+ * needs `Authorization: Bearer <HERD_ADMIN_TOKEN>`, and without a token set
+ * the endpoint does not start.
  */
 
 import { timingSafeEqual } from "node:crypto";
 import { ADMIN_TOKEN_VARIABLE } from "../config/config.ts";
+import { foreignHostMessage, hostHeaderAllowed } from "../net/host_header.ts";
 import type { DensityReport } from "./density.ts";
 import { registry } from "./metrics.ts";
 
@@ -67,7 +70,14 @@ function _json(value: unknown, status = 200): Response {
 }
 
 /** Answers one admin request. */
-export function answerAdmin(request: Request, options: Pick<AdminOptions, "token" | "source">): Response {
+export function answerAdmin(request: Request, options: Pick<AdminOptions, "host" | "token" | "source">): Response {
+  // A page from elsewhere reaching us through a name it rebound to our address sends its own name here.
+  if (!hostHeaderAllowed(request.headers.get("host"), options.host)) {
+    return new Response(foreignHostMessage("The admin endpoint", options.host), {
+      status: 403,
+      headers: { "content-type": "text/plain; charset=utf-8" },
+    });
+  }
   if (!_authorized(request, options.token)) {
     return new Response("A bearer token is required (HERD_ADMIN_TOKEN)\n", {
       status: 401,
@@ -115,6 +125,6 @@ export function serveAdmin(options: AdminOptions): Deno.HttpServer {
   const token = options.token === "" ? undefined : options.token;
   return Deno.serve(
     { hostname: options.host, port: options.port, onListen() {} },
-    (request) => answerAdmin(request, { token, source: options.source }),
+    (request) => answerAdmin(request, { host: options.host, token, source: options.source }),
   );
 }

@@ -12,6 +12,7 @@ import { isLoopback } from "../admin/server.ts";
 import { ADMIN_TOKEN_VARIABLE, type HerdConfig } from "../config/config.ts";
 import { DASHBOARD_HOST } from "./address.ts";
 import { drawWorld } from "./map.ts";
+import { foreignHostMessage, hostHeaderAllowed } from "../net/host_header.ts";
 import { dashboardPage, FAVICON_SVG } from "./page.ts";
 import { HerdPoller, type HerdPollerOptions } from "./poller.ts";
 import { PAGE_CSS } from "./page_style.ts";
@@ -60,7 +61,6 @@ export class Dashboard implements AsyncDisposable {
   #server: Deno.HttpServer<Deno.NetAddr>;
   #poller: HerdPoller;
   #page: string;
-  #hosts: Set<string>;
   #clients = new Set<ReadableStreamDefaultController<Uint8Array>>();
 
   private constructor(options: DashboardOptions) {
@@ -76,9 +76,7 @@ export class Dashboard implements AsyncDisposable {
       { hostname: DASHBOARD_HOST, port: options.port ?? options.config.dashboard.port, onListen() {} },
       (request) => this.#answer(request),
     );
-    const port = this.#server.addr.port;
-    this.#hosts = new Set([`${DASHBOARD_HOST}:${port}`, `localhost:${port}`]);
-    this.url = `http://${DASHBOARD_HOST}:${port}/`;
+    this.url = `http://${DASHBOARD_HOST}:${this.#server.addr.port}/`;
     this.#poller.start();
   }
 
@@ -89,8 +87,8 @@ export class Dashboard implements AsyncDisposable {
 
   #answer(request: Request): Response {
     // A page from elsewhere reaching us through a name it rebound to 127.0.0.1 sends its own name here.
-    if (!this.#hosts.has(request.headers.get("host") ?? "")) {
-      return _response(`The dashboard answers only as ${[...this.#hosts].join(" or ")}\n`, 403, "text/plain");
+    if (!hostHeaderAllowed(request.headers.get("host"), DASHBOARD_HOST)) {
+      return _response(foreignHostMessage("The dashboard", DASHBOARD_HOST), 403, "text/plain");
     }
     if (request.method !== "GET") return _response("Only GET\n", 405, "text/plain");
     switch (new URL(request.url).pathname) {

@@ -1,0 +1,49 @@
+/**
+ * The `Host` check of the herd's HTTP servers (the dashboard and each
+ * server's admin endpoint), against DNS rebinding: a page of another site
+ * whose name it rebinds to one of our addresses can send requests to us as
+ * its own origin, and read the answers. Its requests name its own site in
+ * `Host`. A request is answered only when its `Host` names us by an IP
+ * address, as `localhost`, or by the host the server was configured with:
+ * names a page from elsewhere cannot rebind. The port is not checked: a
+ * rebound page keeps the port it reaches us on, and a proxy or a port
+ * mapping may change it.
+ */
+
+/** An IPv4 address in dotted decimal, each part 0-255 without leading zeros (as browsers write it). */
+const _IPV4 = /^(?:(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)\.){3}(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)$/;
+/** An IPv6 address in brackets, as it stands in a `Host` header. */
+const _IPV6 = /^\[[0-9a-f.]*:[0-9a-f:.]*\]$/;
+
+/** `host` as it stands in a `Host` header: lower case, an IPv6 address in brackets. */
+function _asHostName(host: string): string {
+  const lower = host.toLowerCase();
+  return lower.includes(":") && !lower.startsWith("[") ? `[${lower}]` : lower;
+}
+
+/** The name in a `Host` header (`name`, `name:port`, `[v6]` or `[v6]:port`), lower case; undefined when malformed. */
+function _headerName(header: string): string | undefined {
+  const match = /^(\[[^\]]*\]|[^:\[\]]+)(?::\d{1,5})?$/.exec(header);
+  return match === null ? undefined : match[1].toLowerCase();
+}
+
+/**
+ * Whether a request whose `Host` header is `header` (null when it has
+ * none) may be answered by a server configured to listen on `listenHost`:
+ * it names the server by an IP address, as `localhost`, or as `listenHost`.
+ */
+export function hostHeaderAllowed(header: string | null, listenHost: string): boolean {
+  if (header === null) return false;
+  const name = _headerName(header);
+  if (name === undefined) return false;
+  return _IPV4.test(name) || _IPV6.test(name) || name === "localhost" || name === _asHostName(listenHost);
+}
+
+/** The refusal of a request {@linkcode hostHeaderAllowed} refuses, for a 403 answer: what `Host` must be. */
+export function foreignHostMessage(what: string, listenHost: string): string {
+  const own = _asHostName(listenHost);
+  const names = _IPV4.test(own) || _IPV6.test(own) || own === "localhost"
+    ? "an IP address or localhost"
+    : `an IP address, localhost or ${own}`;
+  return `${what} answers only a request whose Host header names it as ${names} (against DNS rebinding)\n`;
+}
