@@ -6,7 +6,8 @@
  * dropped and counted, and a line saying how many were dropped is written
  * once writing works again. Rotation renames `<name>.log` to `<name>.log.1`
  * (and `.1` to `.2`, up to the number of files kept) when the next write
- * would pass the size bound.
+ * would pass the size bound. A file it makes is mode 0600: the log holds
+ * client IDs and locations (private_files.ts).
  *
  * Writes are spaced at least {@linkcode LogFileOptions.intervalMs} apart
  * (10 ms by default) unless a full piece is waiting: an asynchronous file
@@ -15,6 +16,8 @@
  * 13-15 µs, so a write every millisecond or so took 5% of a core per busy
  * server (docs/PERFORMANCE.md, "Second round").
  */
+
+import { PRIVATE_FILE_MODE } from "./private_files.ts";
 
 /** Options for {@linkcode LogFile}. */
 export interface LogFileOptions {
@@ -60,7 +63,7 @@ export class LogFile {
   /** Opens (creating if missing) the log file at `path` for appending. */
   static async open(path: string, options: LogFileOptions): Promise<LogFile> {
     const file = new LogFile(path, options);
-    file.#file = await Deno.open(path, { append: true, create: true });
+    file.#file = await Deno.open(path, { append: true, create: true, mode: PRIVATE_FILE_MODE });
     file.#size = (await file.#file.stat()).size;
     return file;
   }
@@ -251,7 +254,7 @@ export class LogFile {
         await Deno.rename(this.path, `${this.path}.1`);
       }
     } finally {
-      this.#file = await Deno.open(this.path, { append: true, create: true });
+      this.#file = await Deno.open(this.path, { append: true, create: true, mode: PRIVATE_FILE_MODE });
       this.#size = (await this.#file.stat()).size;
     }
   }

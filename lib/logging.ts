@@ -7,14 +7,15 @@
 
 import {
   configure,
-  dispose,
   getConsoleSink,
   getLogger,
   getTextFormatter,
   type LogRecord,
+  reset,
   withFilter,
 } from "@logtape/logtape";
 import { LogFile } from "./log_file.ts";
+import { makePrivateDirectory, openDirectoryWarning } from "./private_files.ts";
 
 /** The category of the traffic log's batches (see traffic_log.ts): written to the file as they are. */
 export const TRAFFIC_CATEGORY = "herd.traffic";
@@ -125,7 +126,7 @@ function _formatFileLine(record: LogRecord): string {
 
 /** Options for {@linkcode setupLogging}. */
 export interface LoggingOptions {
-  /** Directory of the log file; created if missing. */
+  /** Directory of the log file; created if missing, mode 0700 (see private_files.ts). */
   logDir: string;
   /** Server name: the file is `<logDir>/<name>.log`. */
   name: string;
@@ -156,9 +157,12 @@ export function logFile(): LogFile | undefined {
   return _file;
 }
 
-/** Configures LogTape for one server and returns the log file's path. */
+/**
+ * Configures LogTape for one server and returns the log file's path. A log
+ * directory that other users can enter is warned about, once logging works.
+ */
 export async function setupLogging(options: LoggingOptions): Promise<string> {
-  await Deno.mkdir(options.logDir, { recursive: true });
+  const open = makePrivateDirectory(options.logDir);
   const path = `${options.logDir}/${options.name}.log`;
   const file = await LogFile.open(path, { maxBytes: options.maxBytes, files: options.files });
   _file = file;
@@ -192,10 +196,11 @@ export async function setupLogging(options: LoggingOptions): Promise<string> {
       { category: ["logtape", "meta"], sinks: ["consoleWarnings"], lowestLevel: "warning" },
     ],
   });
+  if (open !== undefined) log.server.warning(...openDirectoryWarning(open));
   return path;
 }
 
-/** Flushes and closes every sink. */
+/** Flushes and closes every sink, and drops the configuration: {@linkcode setupLogging} may run again. */
 export async function shutdownLogging(): Promise<void> {
-  await dispose();
+  await reset();
 }

@@ -143,3 +143,48 @@ Deno.test({
     assert.ok(order.every((index) => index >= 0), `all three lines: ${lines.join("\n")}`);
     assert.deepEqual([...order].sort((a, b) => a - b), order, `in the order they were logged: ${lines.join("\n")}`);
   }));
+
+/** The permission bits of `path`. */
+async function mode(path: string): Promise<number> {
+  return (await Deno.stat(path)).mode! & 0o777;
+}
+
+Deno.test({
+  name: "the log directory is made 0700 and its files 0600, rotated ones too: they hold client IDs and locations",
+  permissions: PERMISSIONS,
+}, () =>
+  withDir(async (dir) => {
+    const path = await setupLogging({
+      logDir: `${dir}/new/logs`,
+      name: "Hill",
+      maxBytes: 1000,
+      files: 2,
+      level: "info",
+    });
+    try {
+      for (let i = 0; i < 30; i++) log.server.info("client {id} is at {location}", { id: `c${i}`, location: "+1+1" });
+    } finally {
+      await shutdownLogging();
+    }
+    assert.equal(await mode(`${dir}/new/logs`), 0o700);
+    assert.equal(await mode(`${dir}/new`), 0o700, "a parent it made too");
+    assert.equal(await mode(path), 0o600);
+    assert.equal(await mode(`${path}.1`), 0o600, "the log was rotated: the file made then is 0600 too");
+  }));
+
+Deno.test({
+  name: "a log directory that other users can enter keeps its mode, and the log says so",
+  permissions: PERMISSIONS,
+}, () =>
+  withDir(async (dir) => {
+    const logDir = `${dir}/shared`;
+    await Deno.mkdir(logDir);
+    await Deno.chmod(logDir, 0o755);
+    const path = await setupLogging({ logDir, name: "Hill", maxBytes: 1 << 20, files: 2, level: "info" });
+    await shutdownLogging();
+    assert.equal(await mode(logDir), 0o755, "left as it was");
+    assert.match(
+      await Deno.readTextFile(path),
+      new RegExp(`\\[WRN\\] herd\\.server: The directory "${logDir}" can be entered by other users \\(mode "755"\\)`),
+    );
+  }));

@@ -1,5 +1,6 @@
 import assert from "node:assert/strict";
 import { DatabaseSync } from "node:sqlite";
+import { makePrivateDirectory } from "../lib/private_files.ts";
 import { CorruptDatabaseError, RecordLog } from "../lib/store/record_log.ts";
 import type { LocationRecord } from "../lib/protocol.ts";
 import { inspectProcess } from "./testing/process_stats.ts";
@@ -167,6 +168,48 @@ Deno.test({
       saboteur.close();
       log.close();
     }
+  }));
+
+/** The permission bits of `path`. */
+function mode(path: string): number {
+  return Deno.statSync(path).mode! & 0o777;
+}
+
+Deno.test({
+  name: "RecordLog makes its directory 0700 and the database and its -wal and -shm files 0600",
+  permissions: PERMISSIONS,
+}, () =>
+  withDir(async (dir) => {
+    const path = `${dir}/data/A.db`;
+    const { log } = RecordLog.open(path);
+    try {
+      assert.equal(await log.append(record("a", "1")), true);
+      assert.equal(mode(`${dir}/data`), 0o700);
+      for (const file of [path, `${path}-wal`, `${path}-shm`]) assert.equal(mode(file), 0o600, file);
+    } finally {
+      log.close();
+    }
+  }));
+
+Deno.test({
+  name: "RecordLog leaves the mode of a directory that exists; one other users can enter is reported",
+  permissions: PERMISSIONS,
+}, () =>
+  withDir(async (dir) => {
+    const shared = `${dir}/shared`;
+    Deno.mkdirSync(shared);
+    Deno.chmodSync(shared, 0o755);
+    const { log } = RecordLog.open(`${shared}/A.db`);
+    try {
+      assert.equal(await log.append(record("a", "1")), true);
+      assert.equal(mode(shared), 0o755);
+      assert.equal(mode(`${shared}/A.db`), 0o600);
+    } finally {
+      log.close();
+    }
+    assert.deepEqual(makePrivateDirectory(shared), { path: shared, mode: "755" });
+    Deno.chmodSync(shared, 0o700);
+    assert.equal(makePrivateDirectory(shared), undefined);
   }));
 
 Deno.test({

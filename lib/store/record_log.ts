@@ -16,12 +16,17 @@
  * loop: it checkpoints the WAL into the database (a checkpoint syncs the
  * disk, which would stall the server) and compacts the table (superseded
  * and expired lines deleted in small transactions).
+ *
+ * The database holds every client's location: its directory is made 0700
+ * and the file 0600 (private_files.ts), and SQLite gives the `-wal` and
+ * `-shm` files it makes the database file's mode.
  */
 
 import { DatabaseSync, type StatementSync } from "node:sqlite";
 import { setImmediate } from "node:timers";
 import { metrics } from "../admin/metrics.ts";
 import { log } from "../logging.ts";
+import { makePrivateDirectory, openDirectoryWarning, PRIVATE_FILE_MODE } from "../private_files.ts";
 import { compareRecords, type LocationRecord, parseRecordFields, splitFields } from "../protocol.ts";
 
 /** Longest a record written behind waits for its commit, in milliseconds. */
@@ -358,9 +363,16 @@ export class RecordLog {
    */
   static open(path: string, options: RecordLogOptions = {}): { log: RecordLog; records: LocationRecord[] } {
     const directory = path.slice(0, path.lastIndexOf("/"));
-    if (directory !== "") Deno.mkdirSync(directory, { recursive: true });
+    if (directory !== "") {
+      const open = makePrivateDirectory(directory);
+      if (open !== undefined) log.server.warning(...openDirectoryWarning(open));
+    }
     let db: DatabaseSync | undefined;
     try {
+      // Made here, 0600, when missing: SQLite would make it with the process's umask (0644, as a rule), and it makes
+      // the -wal and -shm files (now, or whenever they are next needed) with the database file's mode. An empty file
+      // is an empty database. A file that exists keeps its mode.
+      Deno.openSync(path, { write: true, create: true, mode: PRIVATE_FILE_MODE }).close();
       db = new DatabaseSync(path);
       // A lock held a moment by the worker (of an earlier open, closing, or compacting) is waited for, not an error.
       db.exec("PRAGMA busy_timeout = 2000; PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL");

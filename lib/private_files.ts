@@ -1,0 +1,49 @@
+/**
+ * The log and data directories hold personal data (every client ID and
+ * location the server saw), so the server makes them for its user alone:
+ * directories 0700, files 0600, whatever the process's umask. A directory
+ * that already exists keeps its mode (an operator may have chosen it); one
+ * other users can enter is reported, for a warning.
+ */
+
+/** Mode of the log and data directories the server makes. */
+export const PRIVATE_DIRECTORY_MODE = 0o700;
+/** Mode of the log files and databases the server makes. */
+export const PRIVATE_FILE_MODE = 0o600;
+
+/** A directory of personal data that other users can enter. */
+export interface OpenDirectory {
+  /** The directory. */
+  path: string;
+  /** Its permission bits, in octal (`"755"`). */
+  mode: string;
+}
+
+/**
+ * Makes the directory `path` (and its missing parents) with mode 0700 if
+ * it is missing. When it exists, leaves it as it is, and returns its
+ * mode if other users (its group, or anyone) have any access to it.
+ */
+export function makePrivateDirectory(path: string): OpenDirectory | undefined {
+  let mode: number | null;
+  try {
+    mode = Deno.statSync(path).mode;
+  } catch (error) {
+    if (!(error instanceof Deno.errors.NotFound)) throw error;
+    // Another server making it at the same moment is no error (recursive), and neither is its mode then.
+    Deno.mkdirSync(path, { recursive: true, mode: PRIVATE_DIRECTORY_MODE });
+    Deno.chmodSync(path, PRIVATE_DIRECTORY_MODE);
+    return undefined;
+  }
+  if (mode === null || (mode & 0o077) === 0) return undefined;
+  return { path, mode: (mode & 0o777).toString(8) };
+}
+
+/** The warning for an {@linkcode OpenDirectory} (a LogTape template and its values). */
+export function openDirectoryWarning(open: OpenDirectory): [string, Record<string, unknown>] {
+  return [
+    "The directory {path} can be entered by other users (mode {mode}) and its files hold client IDs and locations: " +
+    "make it private (chmod 700); the server makes new ones 0700, with files 0600",
+    { path: open.path, mode: open.mode },
+  ];
+}
