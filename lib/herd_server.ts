@@ -130,7 +130,8 @@ export class HerdServer implements PeerHost {
    * Loads the store from disk and the TLS files, listens on the client and
    * peer ports, then starts the links; no network I/O happens before
    * listening. Throws before listening if the database is unusable
-   * (`CorruptDatabaseError`) or a TLS file cannot be read.
+   * (`CorruptDatabaseError`) or cannot be written (`DatabaseNotWritableError`),
+   * or a TLS file cannot be read.
    */
   async start(): Promise<void> {
     const self = serverNamed(this.#config, this.name);

@@ -1,7 +1,7 @@
 import assert from "node:assert/strict";
 import { DatabaseSync } from "node:sqlite";
 import { makePrivateDirectory } from "../lib/private_files.ts";
-import { CorruptDatabaseError, RecordLog } from "../lib/store/record_log.ts";
+import { CorruptDatabaseError, DatabaseNotWritableError, RecordLog } from "../lib/store/record_log.ts";
 import type { LocationRecord } from "../lib/protocol.ts";
 import { inspectProcess } from "./testing/process_stats.ts";
 import { delay, waitFor } from "./testing/wait.ts";
@@ -241,6 +241,97 @@ Deno.test({
     db.close();
     assert.throws(() => RecordLog.open(path), /holds a row that is not an AT record \(row 2\)/);
   }));
+
+/**
+ * How a test makes a directory read-only here: mode 0500, or, where that does not stop this process (root), a
+ * tmpfs mounted there and remounted read-only; a string says why neither can be done.
+ */
+const READ_ONLY_BY: "mode" | "mount" | string = await (async () => {
+  const dir = await Deno.makeTempDir({ dir: "/tmp", prefix: "herd-readonly-probe-" });
+  try {
+    await Deno.chmod(dir, 0o500);
+    try {
+      await Deno.writeTextFile(`${dir}/probe`, "");
+    } catch {
+      return "mode";
+    }
+    await Deno.chmod(dir, 0o700);
+    await Deno.remove(`${dir}/probe`);
+    const mounted = await new Deno.Command("mount", { args: ["-t", "tmpfs", "-o", "size=1m", "tmpfs", dir] }).output();
+    if (!mounted.success) {
+      return `mode 0500 does not stop us and mount failed: ${new TextDecoder().decode(mounted.stderr)}`;
+    }
+    await new Deno.Command("umount", { args: [dir] }).output();
+    return "mount";
+  } catch (error) {
+    return `mode 0500 does not stop us and mount cannot be run: ${(error as Error).message}`;
+  } finally {
+    await Deno.chmod(dir, 0o700);
+    await Deno.remove(dir, { recursive: true });
+  }
+})();
+
+/** Runs `fn` on a directory made read-only (see {@linkcode READ_ONLY_BY}) once `prepare` has written in it. */
+function withReadOnlyDir(prepare: (dir: string) => Promise<void> | void, fn: (dir: string) => void): Promise<void> {
+  return withDir(async (base) => {
+    const dir = `${base}/data`;
+    await Deno.mkdir(dir);
+    const mount = (...args: string[]) => new Deno.Command("mount", { args: [...args, "tmpfs", dir] }).output();
+    if (READ_ONLY_BY === "mount") assert.ok((await mount("-t", "tmpfs", "-o", "size=1m")).success);
+    try {
+      await prepare(dir);
+      if (READ_ONLY_BY === "mount") assert.ok((await mount("-o", "remount,ro")).success);
+      else await Deno.chmod(dir, 0o500);
+      fn(dir);
+    } finally {
+      if (READ_ONLY_BY === "mount") await new Deno.Command("umount", { args: [dir] }).output();
+      else await Deno.chmod(dir, 0o700);
+    }
+  });
+}
+
+/** Asserts that opening `path` fails saying the directory is not writable, not that the database is damaged. */
+function assertNotWritable(path: string, said: RegExp): void {
+  assert.throws(() => RecordLog.open(path), (error: unknown) => {
+    assert.ok(error instanceof DatabaseNotWritableError, String(error));
+    assert.match(error.message, said);
+    assert.doesNotMatch(error.message, /move the file aside|restore it from a backup|corrupt|damaged/);
+    return true;
+  });
+}
+
+Deno.test({
+  name: "RecordLog in a read-only directory says the directory is not writable, not that the database is damaged",
+  permissions: { read: ["/tmp"], write: ["/tmp"], run: ["mount", "umount"] },
+  ignore: READ_ONLY_BY !== "mode" && READ_ONLY_BY !== "mount",
+}, async () => {
+  if (READ_ONLY_BY !== "mode" && READ_ONLY_BY !== "mount") return;
+  // No database yet.
+  await withReadOnlyDir(() => {}, (dir) => {
+    const path = `${dir}/Goloman.db`;
+    assertNotWritable(path, new RegExp(`^Cannot use the database ${path}: the directory ${dir} is not writable \\(`));
+    assert.deepEqual([...Deno.readDirSync(dir)], [], "nothing made");
+  });
+  // A good database, closed (so without its -wal and -shm files, which SQLite must then make).
+  let bytes: Uint8Array | undefined;
+  await withReadOnlyDir(async (dir) => {
+    const { log } = RecordLog.open(`${dir}/Goloman.db`);
+    assert.equal(await log.append(record("kept", "1")), true);
+    log.close();
+    bytes = Deno.readFileSync(`${dir}/Goloman.db`);
+  }, (dir) => {
+    const path = `${dir}/Goloman.db`;
+    assertNotWritable(path, new RegExp(`: the directory ${dir} is not writable .*-wal and -shm files beside it`));
+    assert.deepEqual(Deno.readFileSync(path), bytes, "the database is left as it was");
+  });
+  // The data directory missing, its parent read-only.
+  await withReadOnlyDir(() => {}, (dir) => {
+    assertNotWritable(`${dir}/data/Goloman.db`, /: its directory cannot be made \(/);
+  });
+  console.log(
+    `(the directories were made read-only by ${READ_ONLY_BY === "mode" ? "mode 0500" : "a read-only mount"})`,
+  );
+});
 
 Deno.test({
   name: "RecordLog's checkpointer thread copies the WAL into the database while the commits do not",

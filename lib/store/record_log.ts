@@ -26,7 +26,7 @@ import { DatabaseSync, type StatementSync } from "node:sqlite";
 import { setImmediate } from "node:timers";
 import { metrics } from "../admin/metrics.ts";
 import { log } from "../logging.ts";
-import { makePrivateDirectory, openDirectoryWarning, PRIVATE_FILE_MODE } from "../private_files.ts";
+import { makePrivateDirectory, type OpenDirectory, openDirectoryWarning, PRIVATE_FILE_MODE } from "../private_files.ts";
 import { compareRecords, type LocationRecord, parseRecordFields, splitFields } from "../protocol.ts";
 
 /** Longest a record written behind waits for its commit, in milliseconds. */
@@ -233,6 +233,50 @@ export class CorruptDatabaseError extends Error {
   override name = "CorruptDatabaseError";
 }
 
+/**
+ * A database the server cannot write: its directory or the file is not
+ * writable (permissions, a read-only file system). Nothing is wrong with the
+ * file: the server must not start until it can write it.
+ */
+export class DatabaseNotWritableError extends Error {
+  /** The error's name. */
+  override name = "DatabaseNotWritableError";
+}
+
+/** Whether `error` says the process may not write there: permissions, a read-only file system, Deno's permissions. */
+function _refusedWrite(error: unknown): boolean {
+  const code = (error as { code?: unknown })?.code;
+  return error instanceof Deno.errors.PermissionDenied || error instanceof Deno.errors.NotCapable ||
+    code === "EROFS" || code === "EACCES" || code === "EPERM";
+}
+
+/**
+ * Why the database at `path` cannot be written, if it cannot: its
+ * directory (where SQLite makes the `-wal` and `-shm` files) or the file
+ * is not writable. Undefined when both are: the trouble is in the file.
+ */
+function _notWritable(path: string): string | undefined {
+  const slash = path.lastIndexOf("/");
+  const directory = slash < 0 ? "." : path.slice(0, slash) || "/";
+  // Tried, not worked out from modes: a read-only mount, root, ACLs and Deno's permissions all have their say.
+  const probe = `${directory}/.${path.slice(slash + 1)}.${Deno.pid}.writable`;
+  try {
+    Deno.openSync(probe, { write: true, createNew: true }).close();
+    Deno.removeSync(probe);
+  } catch (error) {
+    if (_refusedWrite(error)) {
+      return `the directory ${directory} is not writable (${(error as Error).message}); the server writes the ` +
+        "database there, and the -wal and -shm files beside it";
+    }
+  }
+  try {
+    Deno.openSync(path, { write: true }).close();
+  } catch (error) {
+    if (_refusedWrite(error)) return `the file is not writable (${(error as Error).message})`;
+  }
+  return undefined;
+}
+
 /** Options for {@linkcode RecordLog.open}. */
 export interface RecordLogOptions {
   /** Whether a record with this client time has expired: such records are not loaded, and are compacted away. */
@@ -358,13 +402,22 @@ export class RecordLog {
   /**
    * Opens (creating if missing) the database at `path` and reads every
    * record in it, greatest per client, expired ones left out. Throws a
+   * {@linkcode DatabaseNotWritableError} naming the directory or the file
+   * when the server may not write them, else a
    * {@linkcode CorruptDatabaseError} naming the file when it cannot be
    * opened, checked or read.
    */
   static open(path: string, options: RecordLogOptions = {}): { log: RecordLog; records: LocationRecord[] } {
     const directory = path.slice(0, path.lastIndexOf("/"));
     if (directory !== "") {
-      const open = makePrivateDirectory(directory);
+      let open: OpenDirectory | undefined;
+      try {
+        open = makePrivateDirectory(directory);
+      } catch (error) {
+        throw new DatabaseNotWritableError(
+          `Cannot use the database ${path}: its directory cannot be made (${(error as Error).message})`,
+        );
+      }
       if (open !== undefined) log.server.warning(...openDirectoryWarning(open));
     }
     let db: DatabaseSync | undefined;
@@ -389,6 +442,13 @@ export class RecordLog {
         db?.close();
       } catch { /* already failed */ }
       if (error instanceof CorruptDatabaseError) throw error;
+      const notWritable = _notWritable(path);
+      if (notWritable !== undefined) {
+        throw new DatabaseNotWritableError(
+          `Cannot use the database ${path}: ${notWritable}. Let the user the server runs as write there, or point ` +
+            "dataDir in the config elsewhere; the database file is left as it is.",
+        );
+      }
       throw new CorruptDatabaseError(
         `Cannot use the database ${path}: ${(error as Error).message}. The server will not start on it, ` +
           "so nothing is silently lost: move the file aside to start empty (neighbours fill the store back in), " +
