@@ -233,12 +233,13 @@ export class HerdServer implements PeerHost {
     try {
       this.#admin = serveAdmin({ host, port, token: this.#adminToken, source: this });
       _registerGaugesOnce(this);
-      log.server.info("{name} admin endpoint on http://{host}:{port}/ (/metrics, /healthz, /status){auth}", {
-        name: this.name,
-        host,
-        port,
-        auth: this.#adminToken ? ", bearer token required" : "",
-      });
+      // The address as one value: the log file quotes each value, and a URL quoted in pieces cannot be copied.
+      const url = `http://${host.includes(":") && !host.startsWith("[") ? `[${host}]` : host}:${port}/`;
+      const paths = "(/metrics, /healthz, /status, /density)";
+      log.server.info(
+        `{name} admin endpoint on {url} ${paths}${this.#adminToken ? ", bearer token required" : ""}`,
+        { name: this.name, url },
+      );
     } catch (error) {
       log.server.error("{name} did not start its admin endpoint: {error}", {
         name: this.name,
