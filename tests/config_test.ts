@@ -428,3 +428,23 @@ Deno.test("herd.config.schema.json accepts the default config and refuses a typo
   assert.equal(validate(config), false);
   assert.equal(validate.errors[0].params.additionalProperty, "provder");
 });
+
+Deno.test("parseConfig() refuses a server named like the CA, in any case: its files would be the CA's", () => {
+  for (const name of ["ca", "CA", "Ca"]) {
+    const raw = sample();
+    raw.servers[name] = { host: "127.0.0.1", port: 13005, peerPort: 13105 };
+    assertRefused(
+      raw,
+      new RegExp(`server name "${name}" is taken by the herd's CA, whose files in certDir are ca\\.crt and ca\\.key`),
+    );
+  }
+  const raw = sample();
+  raw.servers.cab = { host: "127.0.0.1", port: 13005, peerPort: 13105 };
+  assert.ok(parse(raw).servers.has("cab"));
+});
+
+Deno.test("parseConfig() refuses two server names that differ only in case: their files would clash", () => {
+  const raw = sample();
+  raw.servers.a = { host: "127.0.0.1", port: 13005, peerPort: 13105 };
+  assertRefused(raw, /server names "A" and "a" differ only in case/);
+});

@@ -477,6 +477,38 @@ function _checkAddresses(servers: Map<string, ServerConfig>): void {
   }
 }
 
+/** The base name of the CA's files in `certDir` (`ca.crt`, `ca.key`): no server may be named so. */
+const _CA_BASENAME = "ca";
+
+/**
+ * Refuses server names whose files would clash: a server named `ca` (in any
+ * case) would share the CA's `ca.crt` and `ca.key` in `certDir` (so renewing
+ * its certificate would replace the herd's CA, and its permission flags would
+ * grant reading the CA's key), and two names that differ only in case share
+ * their certificate, key, log and database files on a case-insensitive
+ * filesystem (macOS, Windows), so they are refused on every filesystem.
+ */
+function _checkNames(servers: Map<string, ServerConfig>): void {
+  const seen = new Map<string, string>();
+  for (const name of servers.keys()) {
+    const folded = name.toLowerCase();
+    if (folded === _CA_BASENAME) {
+      throw new ConfigValueError(
+        `server name "${name}" is taken by the herd's CA, whose files in certDir are ${_CA_BASENAME}.crt and ` +
+          `${_CA_BASENAME}.key: choose another name`,
+      );
+    }
+    const other = seen.get(folded);
+    if (other !== undefined) {
+      throw new ConfigValueError(
+        `server names "${other}" and "${name}" differ only in case: their files (certificates, keys, logs, ` +
+          "databases) would be the same on a case-insensitive filesystem",
+      );
+    }
+    seen.set(folded, name);
+  }
+}
+
 /** Refuses links naming unknown servers, linking a server to itself, or given twice. */
 function _checkLinks(links: [string, string][], servers: Map<string, ServerConfig>): void {
   const known = [...servers.keys()].join(", ");
@@ -511,6 +543,7 @@ export function parseConfig(text: string, path: string): HerdConfig {
     const servers = new Map<string, ServerConfig>();
     for (const [name, server] of raw.servers) servers.set(name, _serverConfig(name, server));
     if (servers.size === 0) throw new ConfigValueError("servers must name at least one server");
+    _checkNames(servers);
     _checkAddresses(servers);
     _checkLinks(raw.links, servers);
     if (raw.peers.reconnectMaxMs < raw.peers.reconnectMinMs) {
@@ -599,8 +632,8 @@ export interface CertFiles {
 export function certFiles(config: HerdConfig): CertFiles {
   const dir = config.certDir;
   return {
-    ca: `${dir}/ca.crt`,
-    caKey: `${dir}/ca.key`,
+    ca: `${dir}/${_CA_BASENAME}.crt`,
+    caKey: `${dir}/${_CA_BASENAME}.key`,
     cert: (name) => `${dir}/${name}.crt`,
     key: (name) => `${dir}/${name}.key`,
   };
