@@ -18,7 +18,7 @@ function configIn(dir: string): HerdConfig {
     JSON.stringify({
       servers: {
         A: { host: "127.0.0.1", port: 1, peerPort: 2 },
-        B: { host: "b.example", port: 3, peerPort: 4, peerAddress: "10.0.0.2:9004" },
+        B: { host: "10.0.0.2", port: 3, peerPort: 4, peerAddress: "b.example:9004" },
         C: { host: "127.0.0.1", port: 5, peerPort: 6 },
       },
       links: [["A", "B"], ["B", "C"]],

@@ -1,7 +1,11 @@
 /** The command line as a user meets it: the deno.json tasks and main.ts's refusals. */
 
 import assert from "node:assert/strict";
-import { HERD_TEST_PERMISSIONS, TestHerd } from "./testing/herd.ts";
+import { freePorts, HERD_TEST_PERMISSIONS, TestHerd } from "./testing/herd.ts";
+import { waitFor } from "./testing/wait.ts";
+import { loadConfig } from "../lib/config/config.ts";
+import { makeCertificates } from "../lib/cli/certs.ts";
+import { serverRunArgs } from "../lib/cli/launcher.ts";
 
 const _decoder = new TextDecoder();
 
@@ -118,5 +122,60 @@ Deno.test({
     }
   } finally {
     await Deno.remove(out, { recursive: true });
+  }
+});
+
+Deno.test({
+  name: "two servers on ::1 (one written [::1]) listen and link up over TLS: their flags bracket IPv6",
+  permissions: HERD_TEST_PERMISSIONS,
+}, async () => {
+  const dir = await Deno.makeTempDir({ dir: "/tmp", prefix: "herd-ipv6-" });
+  const [aPort, aPeer, bPort, bPeer] = freePorts(4);
+  await Deno.writeTextFile(
+    `${dir}/herd.config.json`,
+    JSON.stringify({
+      servers: {
+        A: { host: "::1", port: aPort, peerPort: aPeer },
+        B: { host: "[::1]", port: bPort, peerPort: bPeer },
+      },
+      links: [["A", "B"]],
+      places: { provider: "offline", url: "http://127.0.0.1:9/nearby" },
+      logDir: "logs",
+    }),
+  );
+  const config = await loadConfig(`${dir}/herd.config.json`);
+  await makeCertificates(config);
+  const children = ["A", "B"].map((name) => {
+    const child = new Deno.Command("deno", {
+      args: serverRunArgs(config, name, { keyPresent: false }),
+      stdin: "null",
+      stdout: "null",
+      stderr: "piped",
+    }).spawn();
+    const stderr = new Response(child.stderr).text();
+    let exited = false;
+    const status = child.status.then((status) => {
+      exited = true;
+      return status;
+    });
+    return { child, stderr, status, exited: () => exited };
+  });
+  const logOf = (name: string) => Deno.readTextFile(`${dir}/logs/${name}.log`).catch(() => "");
+  try {
+    await waitFor(async () => {
+      if (children.some((child) => child.exited())) return true;
+      return /Link to "B" is up/.test(await logOf("A")) && /Link to "A" is up/.test(await logOf("B"));
+    }, { what: "a link between A and B on ::1" });
+    for (const [index, child] of children.entries()) {
+      assert.equal(child.exited(), false, `${"AB"[index]} exited: ${child.exited() ? await child.stderr : ""}`);
+    }
+  } finally {
+    for (const { child } of children) {
+      try {
+        child.kill("SIGTERM");
+      } catch { /* already gone */ }
+    }
+    await Promise.all(children.map(async (child) => [await child.status, await child.stderr]));
+    await Deno.remove(dir, { recursive: true });
   }
 });

@@ -448,3 +448,40 @@ Deno.test("parseConfig() refuses two server names that differ only in case: thei
   raw.servers.a = { host: "127.0.0.1", port: 13005, peerPort: 13105 };
   assertRefused(raw, /server names "A" and "a" differ only in case/);
 });
+
+Deno.test("parseConfig() refuses a host that is a name, localhost with the address to use instead", () => {
+  for (const host of ["localhost", "LOCALHOST", "db.localhost"]) {
+    const raw = sample();
+    raw.servers.A.host = host;
+    assertRefused(raw, /servers\.A\.host must be an IP address, got .*: use 127\.0\.0\.1 \(or ::1\)/);
+  }
+  for (const host of ["hill.example.com", "127.1", "256.0.0.1", "[127.0.0.1]", "::1:"]) {
+    const raw = sample();
+    raw.servers.A.host = host;
+    assertRefused(raw, /servers\.A\.host must be the IP address the server listens on .* goes in peerAddress/);
+  }
+});
+
+Deno.test("parseConfig() takes an IPv6 host with or without brackets, in canonical form, and a bracketed IPv6 peerAddress", () => {
+  const raw = sample();
+  raw.servers.A.host = "::1";
+  raw.servers.B.host = "[0:0::1]";
+  raw.servers.C.peerAddress = "[::1]:13200";
+  const config = parse(raw);
+  assert.equal(config.servers.get("A")!.host, "::1");
+  assert.equal(config.servers.get("B")!.host, "::1");
+  assert.equal(config.servers.get("B")!.peerDialHost, "::1");
+  assert.equal(config.servers.get("C")!.peerDialHost, "::1");
+  assert.equal(config.servers.get("C")!.peerDialPort, 13200);
+  raw.servers.B.port = 13000;
+  assertRefused(raw, /duplicate address \[::1\]:13000: used by servers\.A\.port and servers\.B\.port/);
+  raw.servers.B.port = 13001;
+  raw.servers.C.peerAddress = "::1:13200";
+  assertRefused(raw, /servers\.C\.peerAddress must be "host:port", an IPv6 host in brackets/);
+});
+
+Deno.test("parseConfig() lets neighbours dial a server by name through peerAddress", () => {
+  const raw = sample();
+  raw.servers.A.peerAddress = "hill.example.com:13100";
+  assert.equal(parse(raw).servers.get("A")!.peerDialHost, "hill.example.com");
+});

@@ -8,6 +8,7 @@ import {
   serverRunArgs,
 } from "../lib/cli/launcher.ts";
 import { serverNetAddresses, serverPermissionFlags, urlAddress } from "../lib/cli/permissions.ts";
+import { adminAddresses } from "../lib/cli/status.ts";
 
 const DEFAULT_PATH = new URL("../herd.config.json", import.meta.url).pathname;
 const DEFAULT_DIR = DEFAULT_PATH.slice(0, DEFAULT_PATH.lastIndexOf("/"));
@@ -38,7 +39,7 @@ function httpHerd(): HerdConfig {
     JSON.stringify({
       servers: {
         A: { host: "127.0.0.1", port: 13000, peerPort: 13100 },
-        B: { host: "localhost", port: 13001, peerPort: 13101 },
+        B: { host: "::1", port: 13001, peerPort: 13101 },
       },
       links: [["A", "B"]],
       places: { provider: "google-legacy", url: "http://127.0.0.1:8080/maps/api/place/nearbysearch/json" },
@@ -101,16 +102,16 @@ Deno.test("serverNetAddresses() never includes a neighbour's client port", async
   }
 });
 
-Deno.test("serverNetAddresses() uses an http Places URL with its explicit port", () => {
+Deno.test("serverNetAddresses() uses an http Places URL with its explicit port, and brackets IPv6 hosts", () => {
   const config = httpHerd();
   assert.deepEqual(serverNetAddresses(config, "A", NO_KEY), [
     "127.0.0.1:13000",
     "127.0.0.1:13100",
-    "localhost:13101",
+    "[::1]:13101",
     "127.0.0.1:8080",
   ]);
   assert.deepEqual(serverPermissionFlags(config, "B", NO_KEY), [
-    "--allow-net=localhost:13001,localhost:13101,127.0.0.1:13100,127.0.0.1:8080",
+    "--allow-net=[::1]:13001,[::1]:13101,127.0.0.1:13100,127.0.0.1:8080",
     "--allow-read=/tmp/x/herd.config.json,/tmp/x/data,/tmp/x/logs,/tmp/x/certs/ca.crt,/tmp/x/certs/B.crt,/tmp/x/certs/B.key",
     "--allow-write=/tmp/x/logs,/tmp/x/data",
     "--allow-env=GOOGLE_PLACES_API_KEY",
@@ -198,4 +199,17 @@ Deno.test("certificateRunArgs() lets make-certs read the config and read and wri
     `--allow-write=${DEFAULT_DIR}/certs`,
   ]);
   assert.deepEqual(args.slice(4), [MAIN_MODULE, "make-certs", "Hill", "--renew", "--config", DEFAULT_PATH]);
+});
+
+Deno.test("adminAddresses() (deno task status's --allow-net) brackets an IPv6 host", () => {
+  const config = parseConfig(
+    JSON.stringify({
+      servers: { A: { host: "::1", port: 13000, peerPort: 13100, adminPort: 13200 } },
+      links: [],
+      places: { url: "http://127.0.0.1:8080/nearby" },
+      logDir: "/tmp/x/logs",
+    }),
+    "/tmp/x/herd.config.json",
+  );
+  assert.deepEqual(adminAddresses(config), ["[::1]:13200"]);
 });

@@ -13,6 +13,7 @@ import {
   certFiles,
   type HerdConfig,
   neighboursOf,
+  netAddress,
   PLACES_KEY_VARIABLE,
   serverNamed,
 } from "../config/config.ts";
@@ -38,11 +39,11 @@ export function urlAddress(url: string): string {
 /** The network addresses server `name` listens on or connects to. */
 export function serverNetAddresses(config: HerdConfig, name: string, options: PermissionOptions): string[] {
   const self = serverNamed(config, name);
-  const addresses = [`${self.host}:${self.port}`, `${self.host}:${self.peerPort}`];
-  if (self.adminPort !== undefined) addresses.push(`${self.host}:${self.adminPort}`);
+  const addresses = [netAddress(self.host, self.port), netAddress(self.host, self.peerPort)];
+  if (self.adminPort !== undefined) addresses.push(netAddress(self.host, self.adminPort));
   for (const neighbour of neighboursOf(config, name)) {
     const peer = serverNamed(config, neighbour);
-    addresses.push(`${peer.peerDialHost}:${peer.peerDialPort}`);
+    addresses.push(netAddress(peer.peerDialHost, peer.peerDialPort));
   }
   const { provider } = chooseProvider(config.places.provider, options.keyPresent);
   const url = providerUrl(config.places, provider);
@@ -70,16 +71,11 @@ export function serverPermissionFlags(config: HerdConfig, name: string, options:
   ];
 }
 
-/** An address for `--allow-net`: IPv6 hosts in brackets. */
-function _netAddress(host: string, port: number): string {
-  return host.includes(":") && !host.startsWith("[") ? `[${host}]:${port}` : `${host}:${port}`;
-}
-
 /** The network addresses the dashboard listens on or connects to: its own port and each server's admin port. */
 export function dashboardNetAddresses(config: HerdConfig): string[] {
-  const addresses = [_netAddress(DASHBOARD_HOST, config.dashboard.port)];
+  const addresses = [netAddress(DASHBOARD_HOST, config.dashboard.port)];
   for (const server of config.servers.values()) {
-    if (server.adminPort !== undefined) addresses.push(_netAddress(server.host, server.adminPort));
+    if (server.adminPort !== undefined) addresses.push(netAddress(server.host, server.adminPort));
   }
   return [...new Set(addresses)];
 }

@@ -8,7 +8,7 @@
  */
 
 import type { StatusReport } from "../admin/status.ts";
-import { type HerdConfig, neighboursOf } from "../config/config.ts";
+import { type HerdConfig, neighboursOf, netAddress } from "../config/config.ts";
 
 /** How long one server has to answer, in milliseconds. */
 const _TIMEOUT_MS = 800;
@@ -22,7 +22,7 @@ export type ServerAnswer =
 export function adminAddresses(config: HerdConfig): string[] {
   const addresses: string[] = [];
   for (const server of config.servers.values()) {
-    if (server.adminPort !== undefined) addresses.push(`${server.host}:${server.adminPort}`);
+    if (server.adminPort !== undefined) addresses.push(netAddress(server.host, server.adminPort));
   }
   return addresses;
 }
@@ -31,9 +31,8 @@ export function adminAddresses(config: HerdConfig): string[] {
 export async function askServers(config: HerdConfig, token: string | undefined): Promise<ServerAnswer[]> {
   return await Promise.all([...config.servers].map(async ([name, server]): Promise<ServerAnswer> => {
     if (server.adminPort === undefined) return { name, error: "no adminPort in the config" };
-    const host = server.host.includes(":") ? `[${server.host}]` : server.host;
     try {
-      const response = await fetch(`http://${host}:${server.adminPort}/status`, {
+      const response = await fetch(`http://${netAddress(server.host, server.adminPort)}/status`, {
         headers: token === undefined ? {} : { authorization: `Bearer ${token}` },
         signal: AbortSignal.timeout(_TIMEOUT_MS),
       });

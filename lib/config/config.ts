@@ -28,7 +28,7 @@ import {
 
 /** One server of the herd. */
 export interface ServerConfig {
-  /** Host the server listens on and peers dial. */
+  /** IP address the server listens on and peers dial (IPv6 without brackets); see {@linkcode netAddress}. */
   host: string;
   /** Client port (IAMAT, WHATSAT). */
   port: number;
@@ -182,6 +182,55 @@ export const ADMIN_TOKEN_VARIABLE = "HERD_ADMIN_TOKEN";
 
 const _NAME = /^[A-Za-z0-9_.-]+$/;
 const _HOST_PORT = /^(.+):([0-9]+)$/;
+const _IPV4 = /^(?:0|[1-9][0-9]{0,2})(?:\.(?:0|[1-9][0-9]{0,2})){3}$/;
+
+/** Whether `host` is a dotted-quad IPv4 address. */
+function _isIpv4(host: string): boolean {
+  return _IPV4.test(host) && host.split(".").every((part) => Number(part) <= 255);
+}
+
+/** `host` as an IPv6 address in its canonical form, without brackets (`0:0::1` is `::1`), or undefined if it is not one. */
+function _ipv6(host: string): string | undefined {
+  const bare = host.startsWith("[") && host.endsWith("]") ? host.slice(1, -1) : host;
+  if (!bare.includes(":") || !/^[0-9A-Fa-f:.]+$/.test(bare)) return undefined;
+  try {
+    return new URL(`http://[${bare}]/`).hostname.slice(1, -1);
+  } catch {
+    return undefined;
+  }
+}
+
+/**
+ * `host:port` as Deno's `--allow-net` and URLs write it: an IPv6 host in
+ * brackets (`[::1]:12000`), any other as it is. Every address the permission
+ * flags name, and every admin URL, is made with this.
+ */
+export function netAddress(host: string, port: number): string {
+  return host.includes(":") && !host.startsWith("[") ? `[${host}]:${port}` : `${host}:${port}`;
+}
+
+/**
+ * Checks a server's `host`, the address it listens on, and returns it as the
+ * servers use it (IPv6 without brackets, in canonical form). It must be an IP
+ * address: the peer listener (node:net) resolves a name before it listens, and
+ * the permission flags, made before the server runs, can name only what is in
+ * the config, so a server with a name there could not listen on its peer port.
+ */
+function _listenHost(value: string, where: string): string {
+  if (_isIpv4(value)) return value;
+  const v6 = _ipv6(value);
+  if (v6 !== undefined) return v6;
+  if (value.toLowerCase() === "localhost" || value.toLowerCase().endsWith(".localhost")) {
+    throw new ConfigValueError(
+      `${where} must be an IP address, got ${JSON.stringify(value)}: use 127.0.0.1 (or ::1)`,
+    );
+  }
+  throw new ConfigValueError(
+    `${where} must be the IP address the server listens on (IPv4, or IPv6 such as ::1), got ${
+      JSON.stringify(value)
+    }: a name neighbours should dial goes in peerAddress ("name:port")`,
+  );
+}
 
 /** A link: a pair of names, each checked against the servers after the schema. */
 /** The config file's contents as the schema gives them, before the checks across keys. */
@@ -228,7 +277,11 @@ const _link: Schema<[string, string]> = {
 };
 
 const _server = object({
-  host: required(string(), "Host the server listens on and its neighbours dial."),
+  host: required(
+    string(),
+    "IP address the server listens on (127.0.0.1, ::1, a machine's address) and its neighbours dial unless " +
+      "peerAddress says otherwise; not a name: localhost is 127.0.0.1 (or ::1).",
+  ),
   port: required(port(), "Client port: IAMAT and WHATSAT."),
   peerPort: required(port(), "Peer port: server-to-server traffic only."),
   peerAddress: optional(
@@ -444,7 +497,8 @@ type _RawServer = ReturnType<typeof _server.parse>;
 
 /** A server's entry with its dial address worked out; refuses a `peerAddress` that is not `host:port`. */
 function _serverConfig(name: string, raw: _RawServer): ServerConfig {
-  let peerDialHost = raw.host;
+  const host = _listenHost(raw.host, `servers.${name}.host`);
+  let peerDialHost = host;
   let peerDialPort = raw.peerPort;
   if (raw.peerAddress !== undefined) {
     const where = `servers.${name}.peerAddress`;
@@ -453,9 +507,20 @@ function _serverConfig(name: string, raw: _RawServer): ServerConfig {
       throw new ConfigValueError(`${where} must be "host:port", got ${JSON.stringify(raw.peerAddress)}`);
     }
     peerDialHost = match[1];
+    if (peerDialHost.includes(":") || peerDialHost.startsWith("[")) {
+      const v6 = peerDialHost.startsWith("[") && peerDialHost.endsWith("]") ? _ipv6(peerDialHost) : undefined;
+      if (v6 === undefined) {
+        throw new ConfigValueError(
+          `${where} must be "host:port", an IPv6 host in brackets ("[::1]:12100"), got ${
+            JSON.stringify(raw.peerAddress)
+          }`,
+        );
+      }
+      peerDialHost = v6;
+    }
     peerDialPort = port().parse(Number(match[2]), where);
   }
-  const server: ServerConfig = { host: raw.host, port: raw.port, peerPort: raw.peerPort, peerDialHost, peerDialPort };
+  const server: ServerConfig = { host, port: raw.port, peerPort: raw.peerPort, peerDialHost, peerDialPort };
   if (raw.adminPort !== undefined) server.adminPort = raw.adminPort;
   return server;
 }
@@ -467,7 +532,7 @@ function _checkAddresses(servers: Map<string, ServerConfig>): void {
     const ports = [["port", server.port], ["peerPort", server.peerPort]] as [string, number][];
     if (server.adminPort !== undefined) ports.push(["adminPort", server.adminPort]);
     for (const [field, port] of ports) {
-      const address = `${server.host}:${port}`;
+      const address = netAddress(server.host, port);
       const owner = addresses.get(address);
       if (owner !== undefined) {
         throw new ConfigValueError(`duplicate address ${address}: used by ${owner} and servers.${name}.${field}`);

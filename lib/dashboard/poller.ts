@@ -8,7 +8,7 @@
 
 import type { DensityReport } from "../admin/density.ts";
 import type { StatusReport } from "../admin/status.ts";
-import type { HerdConfig } from "../config/config.ts";
+import { type HerdConfig, netAddress } from "../config/config.ts";
 import type { WorldDrawing } from "./map.ts";
 import { type DensityView, densityView, type HerdView, herdView, type StatusAnswer } from "./view.ts";
 
@@ -39,7 +39,7 @@ export interface HerdPollerOptions {
 
 /** The URL of `path` on `host`'s admin port. */
 export function adminUrl(host: string, port: number, path: string): string {
-  return `http://${host.includes(":") ? `[${host}]` : host}:${port}${path}`;
+  return `http://${netAddress(host, port)}${path}`;
 }
 
 /** GETs JSON with a timeout; never rejects: the value, or what failed. */
