@@ -179,3 +179,56 @@ Deno.test({
     await Deno.remove(dir, { recursive: true });
   }
 });
+
+Deno.test({
+  name: "deno task herd exits non-zero, dashboard stopped, once every server has failed at start",
+  permissions: HERD_TEST_PERMISSIONS,
+}, async () => {
+  const dir = await Deno.makeTempDir({ dir: "/tmp", prefix: "herd-cli-" });
+  try {
+    const [a, aPeer, aAdmin, b, bPeer, bAdmin, dashboard] = freePorts(7);
+    await Deno.writeTextFile(`${dir}/data`, "a regular file, not a directory\n");
+    await Deno.writeTextFile(
+      `${dir}/herd.config.json`,
+      JSON.stringify({
+        servers: {
+          A: { host: "127.0.0.1", port: a, peerPort: aPeer, adminPort: aAdmin },
+          B: { host: "127.0.0.1", port: b, peerPort: bPeer, adminPort: bAdmin },
+        },
+        links: [["A", "B"]],
+        places: { provider: "offline", url: "http://127.0.0.1:9/nearby" },
+        logDir: "logs",
+        dataDir: "data",
+        dashboard: { port: dashboard },
+        peers: { tls: false },
+      }),
+    );
+    const child = new Deno.Command("deno", {
+      args: [
+        "run",
+        "--no-prompt",
+        `--allow-read=${dir}`,
+        "--allow-run=deno",
+        "main.ts",
+        "herd",
+        "--config",
+        `${dir}/herd.config.json`,
+      ],
+      stdin: "null",
+      stdout: "piped",
+      stderr: "piped",
+    }).spawn();
+    const output = child.output();
+    const guard = setTimeout(() => child.kill("SIGKILL"), 30_000);
+    const { code, stderr } = await output;
+    clearTimeout(guard);
+    const text = _decoder.decode(stderr);
+    assert.notEqual(code, 0, text);
+    assert.notEqual(code, 137, `killed by the test's guard, still running after 30 s: ${text}`);
+    assert.match(text, /A +\| exited with code 1/);
+    assert.match(text, /B +\| exited with code 1/);
+    assert.match(text, /No server is running: stopping the dashboard/);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});

@@ -219,7 +219,10 @@ async function _prefix(stream: ReadableStream<Uint8Array>, prefix: string, out: 
 /**
  * Runs every server of the herd, and the dashboard when a server has an
  * admin port, prefixing their output with their names (the dashboard prints
- * its URL); Ctrl-C stops them all.
+ * its URL); Ctrl-C stops them all. A server that exits is reported and the
+ * others keep running; once no server runs, the dashboard is stopped too.
+ * Resolves to the first non-zero exit code of a server (or the dashboard),
+ * 0 when all exited cleanly.
  */
 export async function serveAll(config: HerdConfig): Promise<number> {
   if (config.peers.tls) {
@@ -235,7 +238,7 @@ export async function serveAll(config: HerdConfig): Promise<number> {
   if (dashboard) children.push(_spawn(dashboardRunArgs(config), true));
   else console.log("No server has an adminPort: the dashboard is not started");
   const stopForwarding = _forwardSignals(children);
-  const codes = await Promise.all(children.map(async (child, index) => {
+  const done = children.map(async (child, index) => {
     const prefix = `${labels[index].padEnd(width)} | `;
     await Promise.all([
       _prefix(child.stdout, prefix, console.log),
@@ -244,9 +247,20 @@ export async function serveAll(config: HerdConfig): Promise<number> {
     const { code } = await child.status;
     if (code !== 0) console.error(`${prefix}exited with code ${code}`);
     return code;
-  }));
+  });
+  const serverCodes = await Promise.all(done.slice(0, names.length));
+  const failed = serverCodes.find((code) => code !== 0);
+  if (dashboard) {
+    // Nothing is left for the dashboard to show: stop it rather than keep a herd of none running.
+    if (failed !== undefined) console.error(`No server is running: stopping the dashboard`);
+    try {
+      children[names.length].kill("SIGTERM");
+    } catch { /* already gone */ }
+  }
+  const dashboardCode = dashboard ? await done[names.length] : 0;
   stopForwarding();
-  return codes.find((code) => code !== 0) ?? 0;
+  // The dashboard stopped by us exits 0 on SIGTERM; a code of its own only counts when every server exited cleanly.
+  return failed ?? (dashboardCode === 0 || dashboardCode === 143 ? 0 : dashboardCode);
 }
 
 /** Compiles one binary per server into `outDir`; explains plainly when Deno's runtime cannot be had. */
