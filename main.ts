@@ -19,6 +19,7 @@
 import { parseArgs } from "node:util";
 import {
   ADMIN_TOKEN_VARIABLE,
+  certFiles,
   configWarnings,
   type HerdConfig,
   herdConfigJsonSchema,
@@ -143,8 +144,12 @@ async function makeCertificatesHere(
 ): Promise<void> {
   try {
     if (flags["if-missing"]) {
-      if (await ensureCertificates(config) === "made") {
+      const { outcome, written } = await ensureCertificates(config, names.length === 0 ? undefined : names);
+      if (outcome !== "made") return;
+      if (written.includes(certFiles(config).ca)) {
         console.log(`Made the herd's certificates in ${config.certDir} (first start)`);
+      } else {
+        console.log(`Made the missing certificates, as \`deno task certs\` would: ${written.join(", ")}`);
       }
       return;
     }

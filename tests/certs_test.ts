@@ -148,3 +148,90 @@ Deno.test({
     what: "B's record to reach A over the link B's new certificate serves",
   });
 });
+
+/** Writes a config for A, B, C in `dir` (certificates in `certDir`, relative to it) and loads it. */
+async function writtenConfig(dir: string, certDir = "certs"): Promise<HerdConfig> {
+  const text = JSON.stringify({
+    servers: {
+      A: { host: "127.0.0.1", port: 1, peerPort: 2 },
+      B: { host: "127.0.0.1", port: 3, peerPort: 4 },
+      C: { host: "127.0.0.1", port: 5, peerPort: 6 },
+    },
+    links: [["A", "B"], ["B", "C"]],
+    places: { url: "http://127.0.0.1:9/unused" },
+    logDir: "logs",
+    certDir,
+  });
+  await Deno.writeTextFile(`${dir}/herd.config.json`, text);
+  return parseConfig(text, `${dir}/herd.config.json`);
+}
+
+/** Runs `main.ts make-certs --if-missing` as `deno task herd` (no names) or `serve NAME` do before starting. */
+async function ensureInChild(config: HerdConfig, names?: string[]) {
+  const started = performance.now();
+  const run = await new Deno.Command("deno", {
+    args: certificateRunArgs(config, { names, ifMissing: true }),
+    stdin: "null",
+    stdout: "piped",
+    stderr: "piped",
+  }).output();
+  const decoder = new TextDecoder();
+  return {
+    code: run.code,
+    stdout: decoder.decode(run.stdout),
+    stderr: decoder.decode(run.stderr),
+    ms: performance.now() - started,
+  };
+}
+
+Deno.test({
+  name: "the first start makes certDir with its missing parents, the directory itself 0700",
+  permissions: HERD_TEST_PERMISSIONS,
+}, async () => {
+  const dir = await temporaryDir();
+  try {
+    const config = await writtenConfig(dir, "deep/er/certs");
+    const run = await ensureInChild(config);
+    assert.equal(run.code, 0, run.stderr);
+    assert.match(run.stdout, /Made the herd's certificates in .*\/deep\/er\/certs \(first start\)/);
+    assert.equal((await Deno.stat(config.certDir)).mode! & 0o777, 0o700);
+    assert.equal((await Deno.stat(`${dir}/deep/er`)).mode! & 0o755, 0o755, "a parent gets the usual mode");
+    for (const name of ["A", "B", "C"]) assert.ok((await Deno.stat(certFiles(config).cert(name))).isFile, name);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test({
+  name:
+    "a start that finds certDir lacking a server's files makes them at once with ca.key, and refuses at once without it",
+  permissions: HERD_TEST_PERMISSIONS,
+}, async () => {
+  const dir = await temporaryDir();
+  try {
+    const config = await writtenConfig(dir);
+    const files = certFiles(config);
+    await makeCertificates(config, { names: ["A", "B"] });
+    // C is new to the herd: with the CA's key at hand, its files are made as `deno task certs` would.
+    const made = await ensureInChild(config);
+    assert.equal(made.code, 0, made.stderr);
+    assert.match(made.stdout, /Made the missing certificates, as `deno task certs` would: .*C\.key, .*C\.crt/);
+    const ca = new x509.X509Certificate(await Deno.readTextFile(files.ca));
+    const c = new x509.X509Certificate(await Deno.readTextFile(files.cert("C")));
+    assert.equal(await c.verify({ publicKey: ca.publicKey, signatureOnly: true }), true);
+    // Another host of the herd: the CA's certificate and its own server's files, no ca.key.
+    await Deno.remove(files.caKey);
+    await Deno.remove(files.cert("C"));
+    await Deno.remove(files.key("C"));
+    const own = await ensureInChild(config, ["A"]);
+    assert.equal(own.code, 0, `serve A needs only A's files: ${own.stderr}`);
+    const refused = await ensureInChild(config);
+    assert.equal(refused.code, 1);
+    assert.match(refused.stderr, /lacks .*C\.crt, .*C\.key, and the CA's key .*ca\.key is not there to make them/);
+    assert.match(refused.stderr, /run `deno task certs` where ca\.key is kept/);
+    assert.ok(refused.ms < 10_000, `refused at once, not after a wait: ${refused.ms} ms`);
+    assert.equal(refused.stderr.trim().split("\n").length, 1, refused.stderr);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});

@@ -145,7 +145,7 @@ export interface MakeCertificatesOptions {
  */
 export async function makeCertificates(config: HerdConfig, options: MakeCertificatesOptions = {}): Promise<string[]> {
   const files = certFiles(config);
-  await Deno.mkdir(config.certDir, { recursive: true, mode: 0o700 });
+  await _makeCertDir(config.certDir);
   const written: string[] = [];
   let ca: _Ca;
   if (await _exists(files.ca)) {
@@ -176,36 +176,123 @@ function _herdLabel(config: HerdConfig): string {
   return [...config.servers.keys()].slice(0, 3).join("-") + (config.servers.size > 3 ? "-..." : "");
 }
 
-/**
- * Makes the certificates on first start, when `certDir` does not exist yet.
- * Safe when several processes start at once: the one that creates the
- * directory makes them, the others wait until their files are there.
- * Returns what happened, for the console.
- */
-export async function ensureCertificates(config: HerdConfig): Promise<"made" | "present" | "waited"> {
-  try {
-    await Deno.mkdir(config.certDir, { mode: 0o700 });
-  } catch (error) {
-    if (!(error instanceof Deno.errors.AlreadyExists)) throw error;
-    return await _waitForCertificates(config) ? "present" : "waited";
-  }
-  await makeCertificates(config);
-  return "made";
+/** What {@linkcode ensureCertificates} did. */
+export interface EnsureResult {
+  /** `present`: nothing was missing; `made`: this process made what was; `waited`: another process made it. */
+  outcome: "present" | "made" | "waited";
+  /** The files this process wrote: the CA's among them on first start. */
+  written: string[];
 }
 
-/** Waits until every server's files exist; true when they already did. Throws after a while, saying what to do. */
-async function _waitForCertificates(config: HerdConfig): Promise<boolean> {
+/** The name of the file that says a process is making certificates in `certDir`; the others wait for it. */
+const _LOCK = ".making.lock";
+
+/**
+ * Creates `certDir`, mode 0700, and any parent it lacks (with the usual
+ * mode, as the log and data directories' parents get).
+ */
+async function _makeCertDir(dir: string): Promise<void> {
+  try {
+    await Deno.mkdir(dir, { mode: 0o700 });
+    return;
+  } catch (error) {
+    if (error instanceof Deno.errors.AlreadyExists) return;
+    if (!(error instanceof Deno.errors.NotFound)) throw error;
+  }
+  // A parent is missing. The permission flags name certDir alone, and a recursive mkdir of it makes its parents too.
+  await Deno.mkdir(dir, { recursive: true });
+  await Deno.chmod(dir, 0o700);
+}
+
+async function _missing(paths: string[]): Promise<string[]> {
+  const missing: string[] = [];
+  for (const path of paths) if (!await _exists(path)) missing.push(path);
+  return missing;
+}
+
+/**
+ * Refuses at once, saying why and what to do, to make certificates where it
+ * cannot be done as `deno task certs` would: a server certificate needs the
+ * CA's key, and a new CA would not have signed the certificates already there.
+ */
+async function _checkCanMake(config: HerdConfig, missing: string[]): Promise<void> {
   const files = certFiles(config);
-  const needed = [files.ca, ...[...config.servers.keys()].flatMap((name) => [files.cert(name), files.key(name)])];
+  const lacks = `The certificate directory ${config.certDir} lacks ${missing.join(", ")}`;
+  const caCert = await _exists(files.ca);
+  const caKey = await _exists(files.caKey);
+  if (caCert && !caKey) {
+    throw new Error(
+      `${lacks}, and the CA's key ${files.caKey} is not there to make them: run \`deno task certs\` where ca.key ` +
+        "is kept and copy the files here",
+    );
+  }
+  if (caCert) return;
+  const others = await _existing(config);
+  if (caKey || others.length > 0) {
+    throw new Error(
+      `${lacks}, and holds ${[...(caKey ? [files.caKey] : []), ...others].join(", ")} without the CA's ` +
+        `certificate ${files.ca}: restore it, or remove the directory to start over`,
+    );
+  }
+}
+
+/** The servers' certificate and key files that are in `certDir`. */
+async function _existing(config: HerdConfig): Promise<string[]> {
+  const files = certFiles(config);
+  const found: string[] = [];
+  for (const name of config.servers.keys()) {
+    for (const path of [files.cert(name), files.key(name)]) if (await _exists(path)) found.push(path);
+  }
+  return found;
+}
+
+/**
+ * Makes what the servers `names` (every server by default) need in
+ * `certDir` and is not there, as `deno task certs` would: on first start the
+ * directory (and its parents), the CA and every server's key and
+ * certificate; later, a missing server's, signed with the CA's key when it is
+ * in `certDir` (refused at once, saying what to do, when it is not). Safe
+ * when several processes start at once: one makes them, the others wait
+ * until their files are there.
+ */
+export async function ensureCertificates(config: HerdConfig, names?: string[]): Promise<EnsureResult> {
+  const files = certFiles(config);
+  const wanted = names ?? [...config.servers.keys()];
+  const needed = [files.ca, ...wanted.flatMap((name) => [files.cert(name), files.key(name)])];
+  await _makeCertDir(config.certDir);
+  if ((await _missing(needed)).length === 0) return { outcome: "present", written: [] };
+  const lock = `${config.certDir}/${_LOCK}`;
+  try {
+    await Deno.writeTextFile(lock, `${Deno.pid}\n`, { createNew: true, mode: 0o600 });
+  } catch (error) {
+    if (!(error instanceof Deno.errors.AlreadyExists)) throw error;
+    await _waitForCertificates(config, needed, lock);
+    return { outcome: "waited", written: [] };
+  }
+  try {
+    const missing = await _missing(needed);
+    if (missing.length === 0) return { outcome: "present", written: [] };
+    await _checkCanMake(config, missing);
+    // With a new CA, every server's: a later start of another server then finds its own.
+    const written = await makeCertificates(config, { names: await _exists(files.ca) ? wanted : undefined });
+    return { outcome: "made", written };
+  } finally {
+    await Deno.remove(lock).catch(() => {});
+  }
+}
+
+/** Waits while another process makes the certificates; throws, saying what to do, if it stops or takes too long. */
+async function _waitForCertificates(config: HerdConfig, needed: string[], lock: string): Promise<void> {
   const deadline = Date.now() + _WAIT_MS;
-  for (let first = true;; first = false) {
-    const missing: string[] = [];
-    for (const path of needed) if (!await _exists(path)) missing.push(path);
-    if (missing.length === 0) return first;
-    if (Date.now() > deadline) {
+  for (;;) {
+    const making = await _exists(lock);
+    const missing = await _missing(needed);
+    if (missing.length === 0) return;
+    if (!making || Date.now() > deadline) {
       throw new Error(
-        `The certificate directory ${config.certDir} exists but lacks ${missing.join(", ")}: ` +
-          "run `deno task certs` to make what is missing (or remove the directory to start over)",
+        `The certificate directory ${config.certDir} lacks ${missing.join(", ")}` +
+          (making ? ` (if no other process is making them, remove ${lock})` : ", and the process making them stopped") +
+          ": run `deno task certs` to make what is missing (or remove the directory to start over)",
       );
     }
     await new Promise((resolve) => setTimeout(resolve, 50));

@@ -156,7 +156,10 @@ export interface CertificateRunOptions {
   names?: string[];
   /** Remake the named servers' keys and certificates (rotation). */
   renew?: boolean;
-  /** Only make them if `certDir` does not exist yet (first start); safe when several processes start at once. */
+  /**
+   * Only make what is missing (first start, or a server new to the herd), and only when the CA's key is in `certDir`;
+   * safe when several processes start at once.
+   */
   ifMissing?: boolean;
 }
 
@@ -196,7 +199,8 @@ export async function makeCertificatesInChild(
 /** Runs server `name` in a child process with its permissions; resolves to its exit code. */
 export async function serveOne(config: HerdConfig, name: string): Promise<number> {
   if (config.peers.tls) {
-    const code = await makeCertificatesInChild(config, { ifMissing: true });
+    // Only this server's: on another host of the herd, certDir holds the CA's certificate and this server's files.
+    const code = await makeCertificatesInChild(config, { names: [name], ifMissing: true });
     if (code !== 0) return code;
   }
   const child = _spawn(
