@@ -485,3 +485,30 @@ Deno.test("parseConfig() lets neighbours dial a server by name through peerAddre
   raw.servers.A.peerAddress = "hill.example.com:13100";
   assert.equal(parse(raw).servers.get("A")!.peerDialHost, "hill.example.com");
 });
+
+Deno.test("parseConfig() refuses a millisecond setting longer than a timer can wait (2147483647), naming it", () => {
+  const settings: [string, string][] = [
+    ["places", "timeoutMs"],
+    ["places", "cacheTtlMs"],
+    ["places", "errorTtlMs"],
+    ["limits", "idleTimeoutMs"],
+    ["peers", "reconnectMinMs"],
+    ["peers", "reconnectMaxMs"],
+    ["peers", "ackTimeoutMs"],
+    ["peers", "reconcileIntervalMs"],
+    ["peers", "heartbeatMs"],
+    ["peers", "heartbeatTimeoutMs"],
+  ];
+  for (const [section, key] of settings) {
+    const raw = sample();
+    raw[section] = { ...raw[section], [key]: 3_000_000_000 };
+    assertRefused(
+      raw,
+      new RegExp(`${section}\\.${key} must be at most 2147483647 milliseconds \\(about 24\\.8 days.*got 3000000000`),
+    );
+  }
+  assertRefused({ ...sample(), shutdownGraceMs: 2 ** 31 }, /shutdownGraceMs must be at most 2147483647 milliseconds/);
+  const raw = sample();
+  raw.places.timeoutMs = 2_147_483_647;
+  assert.equal(parse(raw).places.timeoutMs, 2_147_483_647);
+});

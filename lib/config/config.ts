@@ -14,6 +14,7 @@ import {
   integer,
   type JsonSchema,
   mapOf,
+  milliseconds,
   object,
   oneOf,
   optional,
@@ -307,8 +308,8 @@ const _places = object({
   ),
   url: required(httpUrl(), "Legacy Nearby Search endpoint (google-legacy)."),
   newUrl: withDefault(httpUrl(), GOOGLE_NEW_URL, "Places API (New) searchNearby endpoint (google-new)."),
-  timeoutMs: withDefault(positiveInteger(), 5000, "Upstream timeout, in milliseconds."),
-  cacheTtlMs: withDefault(positiveInteger(), 300_000, "How long an answer is served from the cache, in milliseconds."),
+  timeoutMs: withDefault(milliseconds(), 5000, "Upstream timeout, in milliseconds."),
+  cacheTtlMs: withDefault(milliseconds(), 300_000, "How long an answer is served from the cache, in milliseconds."),
   cacheEntries: withDefault(positiveInteger(), 10_000, "Most answers the cache holds."),
   maxConcurrent: withDefault(positiveInteger(), 16, "Most upstream searches at once; the rest wait their turn."),
   maxQueued: withDefault(
@@ -317,7 +318,7 @@ const _places = object({
     "Most searches waiting for a turn; past it a WHATSAT answers at once with an error.",
   ),
   errorTtlMs: withDefault(
-    positiveInteger(),
+    milliseconds(),
     10_000,
     "How long a failed answer is served from the cache, in milliseconds, so that an error invites no retry storm.",
   ),
@@ -345,7 +346,7 @@ const _limits = object({
     "Most peer connections open at once, handshakes included; one more is closed at once.",
   ),
   idleTimeoutMs: withDefault(
-    positiveInteger(),
+    milliseconds(),
     300_000,
     "How long a client connection may send nothing, with nothing pending, before it is closed, in milliseconds.",
   ),
@@ -376,10 +377,10 @@ const _log = object({
 });
 
 const _peers = object({
-  reconnectMinMs: withDefault(positiveInteger(), 50, "First reconnect delay after a link drops, in milliseconds."),
-  reconnectMaxMs: withDefault(positiveInteger(), 2000, "Longest reconnect delay, in milliseconds."),
+  reconnectMinMs: withDefault(milliseconds(), 50, "First reconnect delay after a link drops, in milliseconds."),
+  reconnectMaxMs: withDefault(milliseconds(), 2000, "Longest reconnect delay, in milliseconds."),
   ackTimeoutMs: withDefault(
-    positiveInteger(),
+    milliseconds(),
     500,
     "How long an IAMAT reply waits for its record's acknowledgements, in milliseconds.",
   ),
@@ -389,18 +390,18 @@ const _peers = object({
     "Who holds a record before its IAMAT is answered: the neighbours, or every server reachable (herd).",
   ),
   reconcileIntervalMs: withDefault(
-    positiveInteger(),
+    milliseconds(),
     5000,
     "How often a server reconciles its store with one neighbour, in milliseconds.",
   ),
   heartbeatMs: withDefault(
-    positiveInteger(),
+    milliseconds(),
     1000,
     "How often each end of a peer link looks at it, in milliseconds: an end that has been quiet for half of this " +
       "says it is there (the dialler PING, answered PONG; the acceptor PONG).",
   ),
   heartbeatTimeoutMs: withDefault(
-    positiveInteger(),
+    milliseconds(),
     5000,
     "How long a peer link may hear nothing from the other end before it is closed, in milliseconds (a pause of the " +
       "server's own, a SIGSTOP say, not counted): a neighbour " +
@@ -451,7 +452,7 @@ export const HERD_CONFIG_SCHEMA: Schema<RawHerdConfig> = object({
     "Longest line accepted, in bytes; a longer one is logged and its connection closed.",
   ),
   shutdownGraceMs: withDefault(
-    positiveInteger(),
+    milliseconds(),
     2000,
     "How long shutdown waits for replies in flight, in milliseconds.",
   ),

@@ -90,6 +90,30 @@ export function positiveInteger(): Schema<number> {
   return integer({ min: 1, expected: "a positive integer" });
 }
 
+/** The longest delay a timer takes: past it `setTimeout` fires at once. */
+export const MAX_TIMER_MS = 2_147_483_647;
+
+/**
+ * A positive number of milliseconds that a timer can wait: at most
+ * {@linkcode MAX_TIMER_MS} (about 24.8 days), since a longer delay would
+ * make `setTimeout` fire at once.
+ */
+export function milliseconds(): Schema<number> {
+  const positive = positiveInteger();
+  return {
+    parse(value, path) {
+      const ms = positive.parse(value, path);
+      if (ms > MAX_TIMER_MS) {
+        throw new ConfigValueError(
+          `${path} must be at most ${MAX_TIMER_MS} milliseconds (about 24.8 days, the longest a timer waits), got ${ms}`,
+        );
+      }
+      return ms;
+    },
+    jsonSchema: () => ({ ...positive.jsonSchema(), maximum: MAX_TIMER_MS }),
+  };
+}
+
 /** A TCP port, 1 to 65535. */
 export function port(): Schema<number> {
   return integer({ min: 1, max: 65535, expected: "an integer port from 1 to 65535" });
