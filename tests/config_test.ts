@@ -512,3 +512,19 @@ Deno.test("parseConfig() refuses a millisecond setting longer than a timer can w
   raw.places.timeoutMs = 2_147_483_647;
   assert.equal(parse(raw).places.timeoutMs, 2_147_483_647);
 });
+
+Deno.test("parseConfig() refuses a comma in a directory, the config's path, a peerAddress or a Places host: the permission flags' lists are comma-separated", () => {
+  const comma = /holds a comma .*which Deno's permission flags cannot name \(their lists are comma-separated\)/;
+  for (const key of ["logDir", "dataDir", "certDir"]) {
+    assertRefused({ ...sample(), [key]: "/tmp/x/logs,y" }, new RegExp(`${key} \\(/tmp/x/logs,y\\) ${comma.source}`));
+  }
+  assertRefused({ ...sample(), dataDir: "a,b/data" }, /dataDir \(\/tmp\/x\/a,b\/data\) holds a comma/);
+  const raw = sample();
+  raw.servers.A.peerAddress = "a,b.example:13100";
+  assertRefused(raw, /servers\.A\.peerAddress holds a comma/);
+  assertRefused({ ...sample(), places: { url: "http://a,b/nearby" } }, /places\.url's host holds a comma/);
+  assert.throws(
+    () => parseConfig(JSON.stringify(sample()), "/tmp/x,y/herd.config.json"),
+    /the path of the config file holds a comma/,
+  );
+});

@@ -575,6 +575,35 @@ function _checkNames(servers: Map<string, ServerConfig>): void {
   }
 }
 
+/**
+ * Refuses a comma in what the permission flags name: `--allow-read`,
+ * `--allow-write` and `--allow-net` take comma-separated lists, so a path or
+ * a host holding one would be cut in two (and the server denied what it
+ * needs, or allowed something else).
+ */
+function _checkFlagValues(
+  path: string,
+  dirs: { logDir: string; dataDir: string; certDir: string },
+  servers: Map<string, ServerConfig>,
+  places: PlacesConfig,
+): void {
+  const refuse = (what: string, value: string) => {
+    throw new ConfigValueError(
+      `${what} holds a comma (${JSON.stringify(value)}), which Deno's permission flags cannot name (their lists ` +
+        "are comma-separated): choose one without",
+    );
+  };
+  // The file's own path is told apart from a key by the word "path": it is in every message already.
+  if (path.includes(",")) refuse("the path of the config file", path);
+  for (const [key, dir] of Object.entries(dirs)) if (dir.includes(",")) refuse(`${key} (${dir})`, dir);
+  for (const [name, server] of servers) {
+    if (server.peerDialHost.includes(",")) refuse(`servers.${name}.peerAddress`, server.peerDialHost);
+  }
+  for (const key of ["url", "newUrl"] as const) {
+    if (new URL(places[key]).hostname.includes(",")) refuse(`places.${key}'s host`, places[key]);
+  }
+}
+
 /** Refuses links naming unknown servers, linking a server to itself, or given twice. */
 function _checkLinks(links: [string, string][], servers: Map<string, ServerConfig>): void {
   const known = [...servers.keys()].join(", ");
@@ -629,13 +658,17 @@ export function parseConfig(text: string, path: string): HerdConfig {
       );
     }
     const base = _dirname(path);
+    const logDir = resolvePath(base, raw.logDir);
+    const dataDir = resolvePath(base, raw.dataDir);
+    const certDir = resolvePath(base, raw.certDir);
+    _checkFlagValues(path, { logDir, dataDir, certDir }, servers, raw.places);
     return {
       servers,
       links: raw.links,
       places: raw.places,
-      logDir: resolvePath(base, raw.logDir),
-      dataDir: resolvePath(base, raw.dataDir),
-      certDir: resolvePath(base, raw.certDir),
+      logDir,
+      dataDir,
+      certDir,
       maxLineBytes: raw.maxLineBytes,
       shutdownGraceMs: raw.shutdownGraceMs,
       peers: { ...raw.peers, broadcast: raw.peers.broadcast ?? (raw.peers.ackScope === "herd" ? "flood" : "tree") },
