@@ -68,6 +68,22 @@ Deno.test({
         { ...VALID, places: { ...VALID.places, timeoutMs: "5000" } },
         /places\.timeoutMs must be a positive integer, got "5000"/,
       ],
+      [
+        "server named like the CA",
+        { ...VALID, servers: { ...VALID.servers, ca: { host: "127.0.0.1", port: 5, peerPort: 6 } } },
+        /server name "ca" is taken by the herd's CA/,
+      ],
+      [
+        "localhost",
+        { ...VALID, servers: { ...VALID.servers, B: { host: "localhost", port: 3, peerPort: 4 } } },
+        /servers\.B\.host must be an IP address, got "localhost": use 127\.0\.0\.1 \(or ::1\)/,
+      ],
+      [
+        "millisecond setting past a timer's longest wait",
+        { ...VALID, places: { ...VALID.places, timeoutMs: 3000000000 } },
+        /places\.timeoutMs must be at most 2147483647 milliseconds/,
+      ],
+      ["comma in a directory", { ...VALID, logDir: "/tmp/x/logs,y" }, /logDir \(\/tmp\/x\/logs,y\) holds a comma/],
     ];
     for (const [what, config, message] of cases) {
       const path = `${dir}/config.json`;
@@ -84,6 +100,7 @@ Deno.test({
       ]);
       assert.equal(code, 1, what);
       assert.match(stderr, message, what);
+      assert.equal(stderr.trim().split("\n").length, 1, `${what}: one line, no stack trace: ${stderr}`);
     }
   } finally {
     await Deno.remove(dir, { recursive: true });
