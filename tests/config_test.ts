@@ -528,3 +528,25 @@ Deno.test("parseConfig() refuses a comma in a directory, the config's path, a pe
     /the path of the config file holds a comma/,
   );
 });
+
+Deno.test("parseConfig() refuses a dashboard port that a server on 127.0.0.1 (or a wildcard) listens on too", () => {
+  for (const field of ["port", "peerPort", "adminPort"]) {
+    const raw = sample();
+    raw.servers.B.adminPort = 13201;
+    raw.servers.B[field] = 12300;
+    assertRefused(
+      raw,
+      new RegExp(`duplicate address 127\\.0\\.0\\.1:12300: used by dashboard\\.port .* and servers\\.B\\.${field}`),
+    );
+  }
+  const wildcard = sample();
+  wildcard.servers.A = { host: "0.0.0.0", port: 13000, peerPort: 13100, adminPort: 14000 };
+  wildcard.dashboard = { port: 13100 };
+  assertRefused(wildcard, /used by dashboard\.port .* and servers\.A\.peerPort \(on 0\.0\.0\.0\)/);
+  const elsewhere = sample();
+  elsewhere.servers.A = { host: "127.0.0.2", port: 12300, peerPort: 13100, adminPort: 14000 };
+  assert.equal(parse(elsewhere).servers.get("A")!.port, 12300, "another address: no clash");
+  const noDashboard = sample();
+  noDashboard.servers.A.port = 12300;
+  assert.equal(parse(noDashboard).servers.get("A")!.port, 12300, "no admin port, no dashboard: no clash");
+});

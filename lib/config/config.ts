@@ -26,6 +26,7 @@ import {
   string,
   withDefault,
 } from "./schema.ts";
+import { DASHBOARD_HOST } from "../dashboard/address.ts";
 
 /** One server of the herd. */
 export interface ServerConfig {
@@ -526,8 +527,26 @@ function _serverConfig(name: string, raw: _RawServer): ServerConfig {
   return server;
 }
 
-/** Refuses two listeners on one `host:port`. */
-function _checkAddresses(servers: Map<string, ServerConfig>): void {
+/** The hosts whose listeners take a port on the dashboard's 127.0.0.1 too: itself and the wildcards. */
+const _DASHBOARD_CLASHES = new Set([DASHBOARD_HOST, "0.0.0.0", "::"]);
+
+/**
+ * Refuses two listeners on one `host:port`, the dashboard's among them when
+ * it runs (some server has an admin port to show): it listens on 127.0.0.1.
+ */
+function _checkAddresses(servers: Map<string, ServerConfig>, dashboard: DashboardConfig): void {
+  if ([...servers.values()].some((server) => server.adminPort !== undefined)) {
+    for (const [name, server] of servers) {
+      if (!_DASHBOARD_CLASHES.has(server.host)) continue;
+      for (const field of ["port", "peerPort", "adminPort"] as const) {
+        if (server[field] !== dashboard.port) continue;
+        throw new ConfigValueError(
+          `duplicate address ${netAddress(DASHBOARD_HOST, dashboard.port)}: used by dashboard.port (the dashboard ` +
+            `listens on ${DASHBOARD_HOST}) and servers.${name}.${field} (on ${server.host})`,
+        );
+      }
+    }
+  }
   const addresses = new Map<string, string>();
   for (const [name, server] of servers) {
     const ports = [["port", server.port], ["peerPort", server.peerPort]] as [string, number][];
@@ -639,7 +658,7 @@ export function parseConfig(text: string, path: string): HerdConfig {
     for (const [name, server] of raw.servers) servers.set(name, _serverConfig(name, server));
     if (servers.size === 0) throw new ConfigValueError("servers must name at least one server");
     _checkNames(servers);
-    _checkAddresses(servers);
+    _checkAddresses(servers, raw.dashboard);
     _checkLinks(raw.links, servers);
     if (raw.peers.reconnectMaxMs < raw.peers.reconnectMinMs) {
       throw new ConfigValueError("peers.reconnectMaxMs must not be less than peers.reconnectMinMs");
