@@ -13,7 +13,8 @@
  *   main.ts dashboard     serve the live dashboard on 127.0.0.1:dashboard.port, in a child with only the
  *                         permissions that takes
  *
- * Options: --config PATH (default herd.config.json), --out DIR (compile only, default dist).
+ * Options: --config PATH (default herd.config.json; the deno.json tasks, which may read herd.config.json only, run
+ * again allowed to read PATH and the .env beside it), --out DIR (compile only, default dist).
  */
 
 import { parseArgs } from "node:util";
@@ -25,6 +26,7 @@ import {
   herdConfigJsonSchema,
   loadConfig,
   PLACES_KEY_VARIABLE,
+  resolvePath,
   serverNamed,
 } from "./lib/config/config.ts";
 import { HerdServer } from "./lib/herd_server.ts";
@@ -33,6 +35,8 @@ import {
   compileAll,
   keyPresentFor,
   makeCertificatesInChild,
+  mayReadConfig,
+  rerunAllowingConfig,
   serveAll,
   serveOne,
   statusInChild,
@@ -53,7 +57,12 @@ const USAGE = `Usage: main.ts <run|serve|herd|status|compile|flags|schema|certs>
   status        ask every server for its status; one table; exit 0 when all are up and agree
   schema        print the JSON Schema of herd.config.json
   dashboard     serve the live dashboard of the herd on 127.0.0.1 (dashboard.port)
-  certs [NAME]  make the herd's CA and the servers' certificates (--renew: remake NAME's)`;
+  certs [NAME]  make the herd's CA and the servers' certificates (--renew: remake NAME's)
+--config PATH   another config than herd.config.json: deno task serve NAME --config PATH (any task but schema) runs
+                again allowed to read PATH and the .env beside it; with deno run, give --allow-read=PATH`;
+
+/** The commands a deno.json task runs, which start children with flags of their own. */
+const LAUNCHERS = new Set(["serve", "herd", "compile", "flags", "status", "certs", "dashboard"]);
 
 function fail(message: string, code = 2): never {
   console.error(message);
@@ -189,9 +198,22 @@ async function main(args: string[]): Promise<void> {
     console.log(JSON.stringify(herdConfigJsonSchema(), null, 2));
     return;
   }
+  const configPath = resolvePath(Deno.cwd(), parsed.values.config);
+  if (!mayReadConfig(configPath)) {
+    // The tasks may read herd.config.json only: a launcher given another config runs again, allowed to read it.
+    if (LAUNCHERS.has(command)) {
+      const code = await rerunAllowingConfig(configPath, args);
+      if (code !== undefined) return Deno.exit(code);
+    }
+    fail(
+      `Cannot read herd config ${configPath}: this process is not allowed to (give deno run ` +
+        `--allow-read=${configPath}; the deno task commands allow the file given with --config by themselves)`,
+      1,
+    );
+  }
   let config: HerdConfig;
   try {
-    config = await loadConfig(parsed.values.config);
+    config = await loadConfig(configPath);
   } catch (error) {
     fail((error as Error).message, 1);
   }

@@ -249,3 +249,31 @@ Deno.test({
     await Deno.remove(dir, { recursive: true });
   }
 });
+
+Deno.test({
+  name: "the deno tasks take --config PATH: they run again allowed to read PATH, and only that config's files",
+  permissions: HERD_TEST_PERMISSIONS,
+}, async () => {
+  const dir = await Deno.makeTempDir({ dir: "/tmp", prefix: "herd-cli-" });
+  try {
+    const path = `${dir}/other.json`;
+    await Deno.writeTextFile(path, JSON.stringify(VALID));
+    const certs = await run(["task", "-q", "certs", "--config", path]);
+    assert.equal(certs.code, 0, certs.stderr);
+    assert.match(certs.stdout, new RegExp(`Wrote ${dir}/certs/ca\\.key`));
+    await Deno.writeTextFile(path, JSON.stringify({ ...VALID, links: [["A", "Zed"]] }));
+    const refused = await run(["task", "-q", "serve", "A", "--config", path]);
+    assert.equal(refused.code, 1);
+    assert.match(refused.stderr, /links\[0\] names unknown server "Zed"/);
+    assert.equal(refused.stderr.trim().split("\n").length, 1, refused.stderr);
+    const bare = await run(["run", "--no-prompt", "main.ts", "flags", "A", "--config", path]);
+    assert.equal(bare.code, 1);
+    assert.equal(
+      bare.stderr.trim(),
+      `Cannot read herd config ${path}: this process is not allowed to (give deno run --allow-read=${path}; the ` +
+        "deno task commands allow the file given with --config by themselves)",
+    );
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});

@@ -311,6 +311,42 @@ export function dashboardRunArgs(config: HerdConfig): string[] {
   ];
 }
 
+/**
+ * Whether this process may read the config at `path` (absolute). The deno.json
+ * tasks allow `herd.config.json` and `.env` only; a config named with
+ * `--config` needs {@linkcode rerunAllowingConfig}.
+ */
+export function mayReadConfig(path: string): boolean {
+  return Deno.permissions.querySync({ name: "read", path }).state === "granted";
+}
+
+/**
+ * Runs `main.ts` again with `args`, in a child allowed to read the config at
+ * `path` (absolute) and the `.env` beside it instead of `herd.config.json`
+ * and `.env`, with this process's other permissions (running `deno`, and the
+ * Places key variable if it has it): how `deno task serve NAME --config
+ * other.json` works with flags that name only what that config needs.
+ * Resolves to the child's exit code; undefined when this process may not run
+ * `deno` either, and cannot do it.
+ */
+export async function rerunAllowingConfig(path: string, args: string[]): Promise<number | undefined> {
+  if (Deno.permissions.querySync({ name: "run", command: DENO }).state !== "granted") return undefined;
+  const env = Deno.permissions.querySync({ name: "env", variable: PLACES_KEY_VARIABLE }).state === "granted";
+  const child = _spawn([
+    "run",
+    "--no-prompt",
+    `--allow-read=${path},${path.replace(/[^/]*$/, ".env")}`,
+    ...(env ? [`--allow-env=${PLACES_KEY_VARIABLE}`] : []),
+    `--allow-run=${DENO}`,
+    MAIN_MODULE,
+    ...args,
+  ], false);
+  const stopForwarding = _forwardSignals([child]);
+  const status = await child.status;
+  stopForwarding();
+  return status.code;
+}
+
 /** Runs the dashboard in a child process with its permissions; resolves to its exit code. */
 export async function serveDashboard(config: HerdConfig): Promise<number> {
   const child = _spawn(dashboardRunArgs(config), false);
