@@ -235,3 +235,25 @@ Deno.test({
     await Deno.remove(dir, { recursive: true });
   }
 });
+
+Deno.test({
+  name: "two servers new to the herd starting at once each get their certificate from the CA in certDir",
+  permissions: HERD_TEST_PERMISSIONS,
+}, async () => {
+  const dir = await temporaryDir();
+  try {
+    const config = await writtenConfig(dir);
+    await makeCertificates(config, { names: ["A"] });
+    const runs = await Promise.all([ensureInChild(config, ["B"]), ensureInChild(config, ["C"])]);
+    for (const run of runs) assert.equal(run.code, 0, run.stderr);
+    const files = certFiles(config);
+    const ca = new x509.X509Certificate(await Deno.readTextFile(files.ca));
+    for (const name of ["B", "C"]) {
+      const cert = new x509.X509Certificate(await Deno.readTextFile(files.cert(name)));
+      assert.equal(await cert.verify({ publicKey: ca.publicKey, signatureOnly: true }), true, name);
+    }
+    await assert.rejects(Deno.stat(`${config.certDir}/.making.lock`), Deno.errors.NotFound);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});

@@ -260,39 +260,39 @@ export async function ensureCertificates(config: HerdConfig, names?: string[]): 
   const wanted = names ?? [...config.servers.keys()];
   const needed = [files.ca, ...wanted.flatMap((name) => [files.cert(name), files.key(name)])];
   await _makeCertDir(config.certDir);
-  if ((await _missing(needed)).length === 0) return { outcome: "present", written: [] };
   const lock = `${config.certDir}/${_LOCK}`;
-  try {
-    await Deno.writeTextFile(lock, `${Deno.pid}\n`, { createNew: true, mode: 0o600 });
-  } catch (error) {
-    if (!(error instanceof Deno.errors.AlreadyExists)) throw error;
-    await _waitForCertificates(config, needed, lock);
-    return { outcome: "waited", written: [] };
-  }
-  try {
-    const missing = await _missing(needed);
-    if (missing.length === 0) return { outcome: "present", written: [] };
-    await _checkCanMake(config, missing);
-    // With a new CA, every server's: a later start of another server then finds its own.
-    const written = await makeCertificates(config, { names: await _exists(files.ca) ? wanted : undefined });
-    return { outcome: "made", written };
-  } finally {
-    await Deno.remove(lock).catch(() => {});
+  const deadline = Date.now() + _WAIT_MS;
+  for (let waited = false;; waited = true) {
+    if ((await _missing(needed)).length === 0) return { outcome: waited ? "waited" : "present", written: [] };
+    try {
+      await Deno.writeTextFile(lock, `${Deno.pid}\n`, { createNew: true, mode: 0o600 });
+    } catch (error) {
+      if (!(error instanceof Deno.errors.AlreadyExists)) throw error;
+      // Another process is making certificates: once it is done, ours are there, or it is our turn.
+      await _waitWhileLocked(config, needed, lock, deadline);
+      continue;
+    }
+    try {
+      const missing = await _missing(needed);
+      if (missing.length === 0) return { outcome: "waited", written: [] };
+      await _checkCanMake(config, missing);
+      // With a new CA, every server's: a later start of another server then finds its own.
+      const written = await makeCertificates(config, { names: await _exists(files.ca) ? wanted : undefined });
+      return { outcome: "made", written };
+    } finally {
+      await Deno.remove(lock).catch(() => {});
+    }
   }
 }
 
-/** Waits while another process makes the certificates; throws, saying what to do, if it stops or takes too long. */
-async function _waitForCertificates(config: HerdConfig, needed: string[], lock: string): Promise<void> {
-  const deadline = Date.now() + _WAIT_MS;
-  for (;;) {
-    const making = await _exists(lock);
-    const missing = await _missing(needed);
-    if (missing.length === 0) return;
-    if (!making || Date.now() > deadline) {
+/** Waits until the lock is gone or `needed` is all there; throws, saying what to do, past the deadline. */
+async function _waitWhileLocked(config: HerdConfig, needed: string[], lock: string, deadline: number): Promise<void> {
+  while (await _exists(lock) && (await _missing(needed)).length > 0) {
+    if (Date.now() > deadline) {
       throw new Error(
-        `The certificate directory ${config.certDir} lacks ${missing.join(", ")}` +
-          (making ? ` (if no other process is making them, remove ${lock})` : ", and the process making them stopped") +
-          ": run `deno task certs` to make what is missing (or remove the directory to start over)",
+        `The certificate directory ${config.certDir} lacks ${(await _missing(needed)).join(", ")}, and another ` +
+          `process has been making certificates there for ${_WAIT_MS / 1000} s: if none is, remove ${lock}, or ` +
+          "run `deno task certs` to make what is missing",
       );
     }
     await new Promise((resolve) => setTimeout(resolve, 50));
