@@ -83,7 +83,7 @@ Deno.test({
         { ...VALID, places: { ...VALID.places, timeoutMs: 3000000000 } },
         /places\.timeoutMs must be at most 2147483647 milliseconds/,
       ],
-      ["comma in a directory", { ...VALID, logDir: "/tmp/x/logs,y" }, /logDir \(\/tmp\/x\/logs,y\) holds a comma/],
+      ["comma in a directory", { ...VALID, logDir: "/tmp/x/logs,y" }, /logDir holds a comma \("\/tmp\/x\/logs,y"\)/],
     ];
     for (const [what, config, message] of cases) {
       const path = `${dir}/config.json`;

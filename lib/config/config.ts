@@ -614,7 +614,7 @@ function _checkFlagValues(
   };
   // The file's own path is told apart from a key by the word "path": it is in every message already.
   if (path.includes(",")) refuse("the path of the config file", path);
-  for (const [key, dir] of Object.entries(dirs)) if (dir.includes(",")) refuse(`${key} (${dir})`, dir);
+  for (const [key, dir] of Object.entries(dirs)) if (dir.includes(",")) refuse(key, dir);
   for (const [name, server] of servers) {
     if (server.peerDialHost.includes(",")) refuse(`servers.${name}.peerAddress`, server.peerDialHost);
   }
