@@ -13,7 +13,7 @@ import { NoReply } from "./client/reply_queue.ts";
 import type { RouterContext } from "./client/router.ts";
 import { nowNs } from "./clock.ts";
 import { nanosecondsText } from "./decimal.ts";
-import { certFiles, type HerdConfig, serverNamed } from "./config/config.ts";
+import { certFiles, type HerdConfig, netAddress, serverNamed } from "./config/config.ts";
 import { cutForLog, log, logFile, quote } from "./logging.ts";
 import { acceptLoop } from "./net/acceptor.ts";
 import type { PeerHost } from "./peer/host.ts";
@@ -234,7 +234,7 @@ export class HerdServer implements PeerHost {
       this.#admin = serveAdmin({ host, port, token: this.#adminToken, source: this });
       _registerGaugesOnce(this);
       // The address as one value: the log file quotes each value, and a URL quoted in pieces cannot be copied.
-      const url = `http://${host.includes(":") && !host.startsWith("[") ? `[${host}]` : host}:${port}/`;
+      const url = `http://${netAddress(host, port)}/`;
       const paths = "(/metrics, /healthz, /status, /density)";
       log.server.info(
         `{name} admin endpoint on {url} ${paths}${this.#adminToken ? ", bearer token required" : ""}`,

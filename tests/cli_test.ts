@@ -147,13 +147,13 @@ Deno.test({
   permissions: HERD_TEST_PERMISSIONS,
 }, async () => {
   const dir = await Deno.makeTempDir({ dir: "/tmp", prefix: "herd-ipv6-" });
-  const [aPort, aPeer, bPort, bPeer] = freePorts(4);
+  const [aPort, aPeer, bPort, bPeer, bAdmin] = freePorts(5);
   await Deno.writeTextFile(
     `${dir}/herd.config.json`,
     JSON.stringify({
       servers: {
         A: { host: "::1", port: aPort, peerPort: aPeer },
-        B: { host: "[::1]", port: bPort, peerPort: bPeer },
+        B: { host: "[::1]", port: bPort, peerPort: bPeer, adminPort: bAdmin },
       },
       links: [["A", "B"]],
       places: { provider: "offline", url: "http://127.0.0.1:9/nearby" },
@@ -186,6 +186,7 @@ Deno.test({
     for (const [index, child] of children.entries()) {
       assert.equal(child.exited(), false, `${"AB"[index]} exited: ${child.exited() ? await child.stderr : ""}`);
     }
+    assert.ok((await logOf("B")).includes(`admin endpoint on "http://[::1]:${bAdmin}/"`), await logOf("B"));
   } finally {
     for (const { child } of children) {
       try {
