@@ -76,6 +76,21 @@ function requireName(config: HerdConfig, name: string | undefined): string {
   return name;
 }
 
+/** The one server name `command` takes: none, or more than one, is refused (a second name was silently left out). */
+function oneName(config: HerdConfig, command: string, names: string[]): string {
+  if (names.length > 1) {
+    fail(`${command} takes one server name, got ${names.length}: to start every server, run deno task herd`);
+  }
+  return requireName(config, names[0]);
+}
+
+/** Refuses server names given to `command`, which works on the whole herd. */
+function noNames(command: string, names: string[]): void {
+  if (names.length > 0) {
+    fail(`${command} works on every server of the config and takes no name, got ${names.join(" ")}`);
+  }
+}
+
 async function runServer(config: HerdConfig, name: string): Promise<void> {
   try {
     await setupLogging({
@@ -219,10 +234,11 @@ async function main(args: string[]): Promise<void> {
   }
   switch (command) {
     case "run":
-      return await runServer(config, requireName(config, names[0]));
+      return await runServer(config, oneName(config, command, names));
     case "serve":
-      return Deno.exit(await serveOne(config, requireName(config, names[0])));
+      return Deno.exit(await serveOne(config, oneName(config, command, names)));
     case "herd":
+      noNames(command, names);
       for (const warning of configWarnings(config)) console.error(`Warning: ${warning}`);
       return Deno.exit(await serveAll(config));
     case "compile":
@@ -234,6 +250,7 @@ async function main(args: string[]): Promise<void> {
         ),
       );
     case "status":
+      noNames(command, names);
       return Deno.exit(await statusInChild(config));
     case "status-run": {
       const { text, whole } = statusTable(
@@ -254,10 +271,11 @@ async function main(args: string[]): Promise<void> {
       return await makeCertificatesHere(config, names.map((n) => requireName(config, n)), parsed.values);
     case "flags":
       console.log(
-        serverPermissionFlags(config, requireName(config, names[0]), { keyPresent: keyPresentFor(config) }).join(" "),
+        serverPermissionFlags(config, oneName(config, command, names), { keyPresent: keyPresentFor(config) }).join(" "),
       );
       return;
     case "dashboard":
+      noNames(command, names);
       return Deno.exit(await serveDashboard(config));
     case "dashboard-run": {
       // Loaded here only: the servers need none of the map and the page.

@@ -312,6 +312,9 @@ Deno.test({
   assert.match(broken.out, /^C +down \(not reachable\)/m);
   assert.match(broken.out, /^B .* 1\/2 /m);
   assert.match(broken.out, /2 of 3 servers up and healthy/);
+  await herd.stop("A", "SIGKILL");
+  await herd.stop("B", "SIGKILL");
+  assert.match((await status(herd)).out, /None of the 3 servers is up and healthy\./);
 });
 
 /** The sum over `herd`'s servers of the sample `series` in their /metrics. */

@@ -34,6 +34,18 @@ Deno.test({
 });
 
 Deno.test({
+  name: "deno task serve refuses a second server name, and deno task herd any name, rather than leaving them out",
+  permissions: HERD_TEST_PERMISSIONS,
+}, async () => {
+  const serve = await run(["task", "-q", "serve", "Hill", "Jaquez"]);
+  assert.equal(serve.code, 2);
+  assert.match(serve.stderr, /^serve takes one server name, got 2: to start every server, run deno task herd\n$/);
+  const herd = await run(["task", "-q", "herd", "Hill"]);
+  assert.equal(herd.code, 2);
+  assert.match(herd.stderr, /^herd works on every server of the config and takes no name, got Hill\n$/);
+});
+
+Deno.test({
   name: "main.ts refuses a bad config at start with a message that names the problem",
   permissions: HERD_TEST_PERMISSIONS,
 }, async () => {

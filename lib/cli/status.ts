@@ -91,6 +91,8 @@ export function statusTable(config: HerdConfig, answers: ServerAnswer[]): { text
   const upCount = answers.filter((answer) => "report" in answer && answer.report.health.ok).length;
   const summary = whole
     ? `All ${answers.length} servers up; their records agree.`
+    : upCount === 0
+    ? `None of the ${answers.length} servers is up and healthy.`
     : `${upCount} of ${answers.length} servers up and healthy; ${
       digests.size <= 1 ? "the digests of those up agree" : `${digests.size} different digests`
     }.`;
