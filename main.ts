@@ -202,6 +202,8 @@ async function main(args: string[]): Promise<void> {
         help: { type: "boolean", short: "h" },
         renew: { type: "boolean", default: false },
         "if-missing": { type: "boolean", default: false },
+        // Set by rerunAllowingConfig() on the process it starts: that one never runs again itself.
+        rerun: { type: "boolean", default: false },
       },
     });
   } catch (error) {
@@ -219,6 +221,9 @@ async function main(args: string[]): Promise<void> {
     if (LAUNCHERS.has(command)) {
       const code = await rerunAllowingConfig(configPath, args);
       if (code !== undefined) return Deno.exit(code);
+    }
+    if (configPath.includes(",")) {
+      fail(`Cannot use herd config ${configPath}: a path with a comma cannot be named in a permission flag`, 1);
     }
     fail(
       `Cannot read herd config ${configPath}: this process is not allowed to (give deno run ` +

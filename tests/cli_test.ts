@@ -286,6 +286,17 @@ Deno.test({
       `Cannot read herd config ${path}: this process is not allowed to (give deno run --allow-read=${path}; the ` +
         "deno task commands allow the file given with --config by themselves)",
     );
+    // A comma splits a permission flag's list: the process run again could not read the path either, and ran again,
+    // and again (150 processes in 6 s). It is refused at once.
+    await Deno.mkdir(`${dir}/a,b`);
+    const comma = `${dir}/a,b/herd.config.json`;
+    await Deno.writeTextFile(comma, JSON.stringify(VALID));
+    const split = await run(["task", "-q", "status", "--config", comma]);
+    assert.equal(split.code, 1);
+    assert.equal(
+      split.stderr.trim(),
+      `Cannot use herd config ${comma}: a path with a comma cannot be named in a permission flag`,
+    );
   } finally {
     await Deno.remove(dir, { recursive: true });
   }

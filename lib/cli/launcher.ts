@@ -327,9 +327,13 @@ export function mayReadConfig(path: string): boolean {
  * Places key variable if it has it): how `deno task serve NAME --config
  * other.json` works with flags that name only what that config needs.
  * Resolves to the child's exit code; undefined when this process may not run
- * `deno` either, and cannot do it.
+ * `deno` either, or `path` cannot be named in a flag (a comma splits the
+ * list: the child could not read it either, and would run again, and again),
+ * and cannot do it. The child is told it was run so (`--rerun`), and does
+ * not run again itself whatever it finds.
  */
 export async function rerunAllowingConfig(path: string, args: string[]): Promise<number | undefined> {
+  if (path.includes(",") || args.includes(RERUN_FLAG)) return undefined;
   if (Deno.permissions.querySync({ name: "run", command: DENO }).state !== "granted") return undefined;
   const env = Deno.permissions.querySync({ name: "env", variable: PLACES_KEY_VARIABLE }).state === "granted";
   const child = _spawn([
@@ -340,12 +344,16 @@ export async function rerunAllowingConfig(path: string, args: string[]): Promise
     `--allow-run=${DENO}`,
     MAIN_MODULE,
     ...args,
+    RERUN_FLAG,
   ], false);
   const stopForwarding = _forwardSignals([child]);
   const status = await child.status;
   stopForwarding();
   return status.code;
 }
+
+/** What {@linkcode rerunAllowingConfig} adds to the arguments of the process it starts. */
+export const RERUN_FLAG = "--rerun";
 
 /** Runs the dashboard in a child process with its permissions; resolves to its exit code. */
 export async function serveDashboard(config: HerdConfig): Promise<number> {
