@@ -198,16 +198,21 @@ export class PeerTransport {
       countOut(entry.host);
     };
     server.on("connection", (socket: net.Socket) => {
+      // Reset before we saw it: it has no address to be counted under (and no key of its own), and nothing to serve.
+      if (socket.remoteAddress === undefined || socket.remotePort === undefined) {
+        socket.destroy();
+        return;
+      }
       const address = _address(socket);
-      const host = socket.remoteAddress ?? "?";
+      const host = socket.remoteAddress;
       // The newest connection is kept, the oldest unproven one goes: a neighbour dialling from an address someone
       // fills with handshakes that never finish still gets in (its handshake takes milliseconds, theirs never ends).
       const fromHost = unproven.get(host) ?? 0;
-      if (fromHost >= MAX_UNPROVEN_PER_ADDRESS) {
-        drop(
-          [...open.values()].find((entry) => !entry.proven && entry.host === host)!,
-          `${fromHost} connections from ${host} have not proven who they are`,
-        );
+      const oldestFromHost = fromHost >= MAX_UNPROVEN_PER_ADDRESS
+        ? [...open.values()].find((entry) => !entry.proven && entry.host === host)
+        : undefined;
+      if (oldestFromHost !== undefined) {
+        drop(oldestFromHost, `${fromHost} connections from ${host} have not proven who they are`);
       }
       if (open.size >= options.maxConnections) {
         const oldest = [...open.values()].find((entry) => !entry.proven);
