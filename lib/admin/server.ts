@@ -71,8 +71,9 @@ function _json(value: unknown, status = 200): Response {
 
 /** Answers one admin request. */
 export function answerAdmin(request: Request, options: Pick<AdminOptions, "host" | "token" | "source">): Response {
-  // A page from elsewhere reaching us through a name it rebound to our address sends its own name here.
-  if (!hostHeaderAllowed(request.headers.get("host"), options.host)) {
+  // A page from elsewhere reaching us through a name it rebound to our address sends its own name here. With a token
+  // (off loopback) the page cannot give it, so any name is answered: Prometheus may scrape a server by a DNS name.
+  if (options.token === undefined && !hostHeaderAllowed(request.headers.get("host"), options.host)) {
     return new Response(foreignHostMessage("The admin endpoint", options.host), {
       status: 403,
       headers: { "content-type": "text/plain; charset=utf-8" },
