@@ -257,3 +257,25 @@ Deno.test({
     await Deno.remove(dir, { recursive: true });
   }
 });
+
+Deno.test({
+  name: "a lock left in certDir by a process that died making certificates is taken over, not waited out",
+  permissions: HERD_TEST_PERMISSIONS,
+}, async () => {
+  const dir = await temporaryDir();
+  try {
+    const config = await writtenConfig(dir);
+    await makeCertificates(config, { names: ["A", "B"] });
+    // As a Ctrl-C during a first start leaves it: a minute old, C's files still to make.
+    const lock = `${config.certDir}/.making.lock`;
+    await Deno.writeTextFile(lock, "12345\n", { mode: 0o600 });
+    const minuteAgo = new Date(Date.now() - 60_000);
+    await Deno.utime(lock, minuteAgo, minuteAgo);
+    const made = await ensureInChild(config);
+    assert.equal(made.code, 0, made.stderr);
+    assert.match(made.stdout, /Made the missing certificates, as `deno task certs` would: .*C\.key, .*C\.crt/);
+    await assert.rejects(Deno.stat(lock), Deno.errors.NotFound);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});

@@ -186,11 +186,14 @@ export interface EnsureResult {
 
 /** The name of the file that says a process is making certificates in `certDir`; the others wait for it. */
 const _LOCK = ".making.lock";
-
 /**
- * Creates `certDir`, mode 0700, and any parent it lacks (with the usual
- * mode, as the log and data directories' parents get).
+ * A lock older than this, in milliseconds, was left by a process that died
+ * while making certificates (Ctrl-C on a first start, say): making them takes
+ * well under a second. It is taken over rather than waited out.
  */
+const _STALE_LOCK_MS = 10_000;
+
+/** Creates `certDir`, mode 0700, and any parent it lacks (with the process's default mode). */
 async function _makeCertDir(dir: string): Promise<void> {
   try {
     await Deno.mkdir(dir, { mode: 0o700 });
@@ -285,9 +288,33 @@ export async function ensureCertificates(config: HerdConfig, names?: string[]): 
   }
 }
 
+/**
+ * Takes a stale lock (see {@linkcode _STALE_LOCK_MS}) away: renamed first, so
+ * of several processes finding it stale one gets it; one that got a fresh
+ * lock (taken again meanwhile) puts it back. Returns whether it was taken.
+ */
+async function _takeStaleLock(lock: string): Promise<boolean> {
+  const stale = (info: Deno.FileInfo) => Date.now() - (info.mtime?.getTime() ?? Date.now()) > _STALE_LOCK_MS;
+  const info = await Deno.stat(lock).catch(() => undefined);
+  if (info === undefined || !stale(info)) return false;
+  const aside = `${lock}.${Deno.pid}`;
+  try {
+    await Deno.rename(lock, aside);
+  } catch {
+    return false; // another process took it first
+  }
+  if (stale(await Deno.stat(aside))) {
+    await Deno.remove(aside).catch(() => {});
+    return true;
+  }
+  await Deno.rename(aside, lock).catch(() => {});
+  return false;
+}
+
 /** Waits until the lock is gone or `needed` is all there; throws, saying what to do, past the deadline. */
 async function _waitWhileLocked(config: HerdConfig, needed: string[], lock: string, deadline: number): Promise<void> {
   while (await _exists(lock) && (await _missing(needed)).length > 0) {
+    if (await _takeStaleLock(lock)) return;
     if (Date.now() > deadline) {
       throw new Error(
         `The certificate directory ${config.certDir} lacks ${(await _missing(needed)).join(", ")}, and another ` +
