@@ -431,3 +431,50 @@ Deno.test({
   listener.close();
   await serving;
 });
+
+Deno.test({
+  name: "PeerLink drops records of the neighbour's that its rules refuse, logging a few, and keeps the link",
+  permissions: { net: ["127.0.0.1"] },
+}, async () => {
+  // A neighbour whose store holds records of a server since taken out of the config: it answers our digest with 20 of
+  // them, then one we take, then its digest. Each exchange would bring them again: they are no reason to close.
+  const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const answer = "AT Mallory +0.000000001 gone +1+1 5\n".repeat(20) + "AT A +0.000000001 kept +1+1 5\n" +
+    `DIGEST ${"0".repeat(16384)}\n`;
+  const serving = (async () => {
+    const conn = await listener.accept();
+    const buffer = new Uint8Array(65536);
+    const splitter = new TextLineSplitter(PEER_MAX_LINE_BYTES);
+    try {
+      while (true) {
+        const n = await conn.read(buffer);
+        if (n === null) break;
+        if (splitter.push(buffer.subarray(0, n)).lines.some((line) => line.startsWith("DIGEST "))) {
+          await conn.write(new TextEncoder().encode(answer));
+        }
+      }
+    } catch {
+      // closed by the test's end
+    }
+    conn.close();
+  })();
+  const caughtUp: string[] = [];
+  const link = new PeerLink({
+    host: { ...HOST, catchUp: (record) => caughtUp.push(record.clientId) < 0 },
+    transport: new PeerTransport({ files: null, handshakeTimeoutMs: 1000 }),
+    neighbour: "Frozen",
+    dialHost: "127.0.0.1",
+    dialPort: listener.addr.port,
+    reconnectMinMs: 60_000,
+    reconnectMaxMs: 60_000,
+    ackTimeoutMs: 200,
+    heartbeatMs: 60_000,
+    heartbeatTimeoutMs: 120_000,
+  });
+  link.start();
+  await waitFor(() => caughtUp.includes("kept"), { what: "the record after the refused ones to be taken" });
+  assert.equal(link.up, true, "the link is kept");
+  await link.close();
+  listener.close();
+  await serving;
+});

@@ -544,6 +544,8 @@ class _Replies {
   #received = 0;
   #stored = 0;
   #unexpected = 0;
+  /** Records our rules refuse, this session: logged up to {@linkcode _MAX_UNEXPECTED_LINES}, never a reason to close. */
+  #refusedRecords = 0;
 
   constructor(link: PeerLink, host: PeerHost, close: () => void) {
     this.#link = link;
@@ -566,6 +568,16 @@ class _Replies {
         const records = host.reconciler.finish(link.neighbour, message.digest, this.#received, this.#stored);
         for (const record of records) link.sendUnacknowledged(record);
         this.#received = this.#stored = 0;
+      } else if (message.kind === "invalid" && line.startsWith("AT ")) {
+        // A record of the neighbour's store that our rules refuse (a server since taken out of the config, an ID over a
+        // lowered limit): dropped, as the acceptor does, but not a reason to close: it would come back at each exchange.
+        if (++this.#refusedRecords > _MAX_UNEXPECTED_LINES) continue;
+        log.peer.warning("Dropped a record from {neighbour} on our link ({reason}){more}: {line}", {
+          neighbour: link.neighbour,
+          reason: message.reason,
+          more: this.#refusedRecords === _MAX_UNEXPECTED_LINES ? "; further ones this session are not logged" : "",
+          line: cutForLog(line),
+        });
       } else if (message.kind !== "empty") {
         this.#unexpected++;
         log.peer.warning("Unexpected line from {neighbour} on our link: {line}", {
