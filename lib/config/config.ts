@@ -89,7 +89,10 @@ export interface LimitsConfig {
   maxClientIdBytes: number;
   /** Most client connections open at once; one more is closed at once. */
   maxConnections: number;
-  /** Most peer connections open at once (handshakes included); one more is closed at once. */
+  /**
+   * Most peer connections open at once (handshakes included); one more takes the place of the oldest that has not
+   * proven who it is (TLS handshake and HELLO), or is closed at once when all have.
+   */
   maxPeerConnections: number;
   /** How long a client connection may send nothing with nothing pending before it is closed, in milliseconds. */
   idleTimeoutMs: number;
@@ -344,7 +347,8 @@ const _limits = object({
   maxPeerConnections: withDefault(
     positiveInteger(),
     64,
-    "Most peer connections open at once, handshakes included; one more is closed at once.",
+    "Most peer connections open at once, handshakes included; one more takes the place of the oldest that has not " +
+      "proven who it is (TLS handshake and HELLO), or is closed at once when all have.",
   ),
   idleTimeoutMs: withDefault(
     milliseconds(),
