@@ -572,12 +572,15 @@ class _Replies {
         // A record of the neighbour's store that our rules refuse (a server since taken out of the config, an ID over a
         // lowered limit): dropped, as the acceptor does, but not a reason to close: it would come back at each exchange.
         if (++this.#refusedRecords > _MAX_UNEXPECTED_LINES) continue;
-        log.peer.warning("Dropped a record from {neighbour} on our link ({reason}){more}: {line}", {
-          neighbour: link.neighbour,
-          reason: message.reason,
-          more: this.#refusedRecords === _MAX_UNEXPECTED_LINES ? "; further ones this session are not logged" : "",
-          line: cutForLog(line),
-        });
+        const values = { neighbour: link.neighbour, reason: message.reason, line: cutForLog(line) };
+        if (this.#refusedRecords < _MAX_UNEXPECTED_LINES) {
+          log.peer.warning("Dropped a record from {neighbour} on our link ({reason}): {line}", values);
+        } else {
+          log.peer.warning(
+            "Dropped a record from {neighbour} on our link ({reason}), and will not log the others this link sends: {line}",
+            values,
+          );
+        }
       } else if (message.kind !== "empty") {
         this.#unexpected++;
         log.peer.warning("Unexpected line from {neighbour} on our link: {line}", {
