@@ -148,7 +148,18 @@ Deno.test({
       assert.ok(stderr.includes(`${out}/Hill`), `compiles to the --out directory: ${stderr}`);
       assert.match(stderr, /deno compile needs Deno's `denort` runtime/);
       assert.match(stderr, /DENORT_BIN/);
+      assert.doesNotMatch(stderr, /Stack backtrace/, "Deno's Rust backtrace is left out");
     }
+    // DENORT_BIN naming a file that is not there is said so, not taken for a network failure.
+    const named = await new Deno.Command("deno", {
+      args: ["task", "-q", "compile", "--out", out, "Hill"],
+      env: { DENORT_BIN: `${out}/no-denort` },
+      stdin: "null",
+    }).output();
+    const namedErr = _decoder.decode(named.stderr);
+    assert.notEqual(named.code, 0);
+    assert.match(namedErr, new RegExp(`DENORT_BIN names ${out}/no-denort, which is not there`));
+    assert.doesNotMatch(namedErr, /cannot be reached/);
   } finally {
     await Deno.remove(out, { recursive: true });
   }

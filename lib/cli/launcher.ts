@@ -279,8 +279,15 @@ export async function compileAll(config: HerdConfig, outDir: string, names: stri
       console.log(`Built ${outDir}/${name}`);
       continue;
     }
-    console.error(text.trimEnd());
-    if (/denort|dns error|failed to lookup|download/i.test(text)) {
+    // Deno's own words, without the backtrace of its Rust code (a frame of `<unknown>` that tells a user nothing).
+    console.error(text.replace(/\n*Stack backtrace:[\s\S]*$/, "").trimEnd());
+    const missing = /Could not find denort at '([^']*)'/.exec(text);
+    if (missing !== null) {
+      console.error(
+        `\nDENORT_BIN names ${missing[1]}, which is not there: point it at a denort binary of Deno ` +
+          `${Deno.version.deno} for this platform.`,
+      );
+    } else if (/denort|dns error|failed to lookup|download/i.test(text)) {
       console.error(
         "\ndeno compile needs Deno's `denort` runtime for this platform, which it downloads from Deno's servers," +
           " and they cannot be reached from here. Copy a denort binary of the same Deno version onto this" +
