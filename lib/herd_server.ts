@@ -84,6 +84,8 @@ export class HerdServer implements PeerHost {
   #peerServer: { close(): void } | undefined;
   #clients = new Set<ClientConnection>();
   #peers = new Set<InboundPeer>();
+  /** Our own clients' records on their way (committing, waiting on the neighbours), by client: see #heldSettled. */
+  #publishing = new Map<string, { promise?: Promise<void> }>();
   /** The current link from each neighbour (peer/inbound.ts closes the one before when a neighbour dials again). */
   #inboundByName = new Map<string, { close(): void }>();
   #accepting: Promise<void> | undefined;
@@ -203,6 +205,7 @@ export class HerdServer implements PeerHost {
         maxRecords: this.#config.records.max,
       },
       canCommit: () => this.#recordLog?.healthy ?? false,
+      heldSettled: (clientId) => this.#heldSettled(clientId),
     };
     this.#accepting = acceptLoop(this.#clientListener, "clients", (conn) => {
       if (this.#clients.size >= limits.maxConnections) {
@@ -448,12 +451,17 @@ export class HerdServer implements PeerHost {
    * ran out of `waitMs`).
    */
   #publish(record: LocationRecord, waitMs: number): Promise<void> {
-    // One promise, counted down by the neighbours' acknowledgements and the commit: not one per neighbour.
-    return new Promise<void>((resolve, reject) => {
+    const { clientId } = record;
+    // One promise, counted down by the neighbours' acknowledgements and the commit: not one per neighbour. Kept by
+    // client while on its way, for an older IAMAT of the same client to wait on (#heldSettled).
+    const entry: { promise?: Promise<void> } = {};
+    this.#publishing.set(clientId, entry);
+    entry.promise = new Promise<void>((resolve, reject) => {
       let waits = 1;
       let committed = false;
       const release = () => {
         if (--waits > 0) return;
+        if (this.#publishing.get(clientId) === entry) this.#publishing.delete(clientId);
         if (committed) resolve();
         else reject(new NoReply("the record could not be committed"));
       };
@@ -465,6 +473,24 @@ export class HerdServer implements PeerHost {
         release();
       });
     });
+    return entry.promise;
+  }
+
+  /**
+   * When the record held for `clientId` is not yet what an IAMAT reply
+   * promises (RouterContext.heldSettled): one of our own clients' on its way
+   * (its publish), or one from a neighbour written behind and not committed
+   * yet (its commit, brought forward).
+   */
+  #heldSettled(clientId: string): Promise<void> | undefined {
+    const publishing = this.#publishing.get(clientId)?.promise;
+    // The line waiting for its commit is the one held, whoever sent it (a neighbour's newer one may have replaced
+    // ours while ours was on its way): both are waited for.
+    const commit = this.#recordLog?.pendingFor(clientId)?.then((ok) => {
+      if (!ok) throw new NoReply("the record held for the client could not be committed");
+    });
+    if (publishing === undefined || commit === undefined) return publishing ?? commit;
+    return Promise.all([publishing, commit]).then(() => {});
   }
 
   /** Stops accepting, finishes replies in flight (bounded by `shutdownGraceMs`), closes links. */

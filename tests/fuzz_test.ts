@@ -520,6 +520,7 @@ function fakeServer(): FakeServer {
     publish: hook,
     limits: { maxClientIdBytes: MAX_ID_BYTES, maxClockSkewS: 3600, maxRecords: 10_000_000 },
     canCommit: () => true,
+    heldSettled: () => undefined,
   };
   return { context: fake, published, searches };
 }

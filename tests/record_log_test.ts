@@ -415,3 +415,20 @@ Deno.test({
     assert.equal(tableLines(path).length, 1 + committed);
     log.close();
   }));
+
+Deno.test({
+  name: "RecordLog.pendingFor() brings a client's written-behind line's commit forward and resolves once it is in",
+  permissions: PERMISSIONS,
+}, () =>
+  withDir(async (dir) => {
+    const path = `${dir}/A.db`;
+    const { log } = RecordLog.open(path);
+    log.writeBehind(record("peer", "5"));
+    assert.equal(log.pendingFor("other"), undefined, "nothing of another client waits");
+    const committed = log.pendingFor("peer");
+    assert.ok(committed !== undefined, "the written-behind line waits for its commit");
+    assert.equal(await committed, true);
+    assert.deepEqual(tableLines(path), [record("peer", "5").line]);
+    assert.equal(log.pendingFor("peer"), undefined, "once committed, nothing waits");
+    log.close();
+  }));

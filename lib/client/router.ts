@@ -30,6 +30,15 @@ export interface RouterContext {
   limits: CommandLimits;
   /** Whether records can be committed now: while they cannot, IAMATs are refused without a reply. */
   canCommit(): boolean;
+  /**
+   * When the record held for `clientId` is not yet what an IAMAT reply
+   * promises (committed here; for one of our own clients' still on its way,
+   * also held by the neighbours), a promise that settles once it is, and
+   * rejects with {@linkcode NoReply} when it cannot be; undefined when it
+   * already is. An IAMAT that is not newer is answered only then: its reply
+   * says the herd holds a record at least as great.
+   */
+  heldSettled(clientId: string): Promise<void> | undefined;
 }
 
 /** Bounds a command keeps to, beyond its syntax (`limits` and `records` in the config). */
@@ -141,8 +150,19 @@ export function route(
             "DBG",
           );
         }
-        counts.iamatOk.inc();
-        return reply;
+        // Answered once the record that beats it is safe: a kill -9 meanwhile must not leave neither on disk.
+        const held = context.heldSettled(command.clientId);
+        if (held === undefined) {
+          counts.iamatOk.inc();
+          return reply;
+        }
+        return held.then(() => {
+          counts.iamatOk.inc();
+          return reply;
+        }, (error) => {
+          counts.iamatRefused.inc();
+          throw error;
+        });
       }
       return context.publish(record).then(() => {
         counts.iamatOk.inc();

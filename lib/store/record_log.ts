@@ -523,6 +523,21 @@ export class RecordLog {
   }
 
   /**
+   * When `clientId`'s latest line is still waiting for its commit (an
+   * append's, or written behind), a promise of that commit, brought forward
+   * to the end of this turn: true once it is in the database, false if the
+   * commit failed. Undefined when nothing of the client's is waiting.
+   */
+  pendingFor(clientId: string): Promise<boolean> | undefined {
+    if (this.#closed || !this.#pending.has(clientId)) return undefined;
+    if (this.#committed === undefined) {
+      this.#committed = new Promise<boolean>((resolve) => this.#release = resolve);
+      setImmediate(() => this.commit());
+    }
+    return this.#committed;
+  }
+
+  /**
    * Queues `record` for a commit within {@linkcode WRITE_BEHIND_MS}, or with
    * the next awaited append, whichever comes first: for records nobody is
    * waiting on (those from peers), so a busy server commits far less often.
