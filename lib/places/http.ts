@@ -39,6 +39,39 @@ export function scrubKey(text: string, key: string): string {
   return text.replaceAll(key, "<key>").replaceAll(encodeURIComponent(key), "<key>");
 }
 
+/**
+ * The most bytes of a Places answer read, after decompression (fetch
+ * decompresses): a real answer is tens of KB, and a body past this one is
+ * cancelled unread rather than held, so an endless or huge answer cannot
+ * grow the server.
+ */
+export const MAX_PLACES_BODY_BYTES = 4 * 1024 * 1024;
+
+/** The body as text, or undefined (the stream cancelled) once it is past `cap` bytes. */
+async function _readCapped(response: Response, cap: number): Promise<string | undefined> {
+  if (response.body === null) return "";
+  const reader = response.body.getReader();
+  const chunks: Uint8Array[] = [];
+  let total = 0;
+  for (;;) {
+    const { done, value } = await reader.read();
+    if (done) break;
+    total += value.length;
+    if (total > cap) {
+      await reader.cancel().catch(() => {});
+      return undefined;
+    }
+    chunks.push(value);
+  }
+  const bytes = new Uint8Array(total);
+  let at = 0;
+  for (const chunk of chunks) {
+    bytes.set(chunk, at);
+    at += chunk.length;
+  }
+  return new TextDecoder().decode(bytes);
+}
+
 /** Fetches `url` and parses its JSON body, whatever the HTTP status. */
 export async function fetchPlacesJson(
   url: string,
@@ -51,15 +84,18 @@ export async function fetchPlacesJson(
   });
   const signal = AbortSignal.timeout(options.timeoutMs);
   let response: Response;
-  let text: string;
+  let text: string | undefined;
   try {
     response = await fetch(url, { ...init, signal });
-    text = await response.text();
+    text = await _readCapped(response, MAX_PLACES_BODY_BYTES);
   } catch (error) {
     if (error instanceof DOMException && error.name === "TimeoutError") {
       return fail(`The Places service did not answer within ${options.timeoutMs} ms`);
     }
     return fail(`The Places service cannot be reached: ${String(error)}`);
+  }
+  if (text === undefined) {
+    return fail(`The Places service's answer was over ${MAX_PLACES_BODY_BYTES} bytes (HTTP ${response.status})`);
   }
   try {
     return { ok: true, response, body: JSON.parse(text) };

@@ -52,6 +52,11 @@ export interface FakePlaces extends AsyncDisposable {
   inFlight: number;
   /** The most requests it was answering at once. */
   maxInFlight: number;
+  /**
+   * When set, answers every request (after recording it, before the mode and
+   * the key are looked at): for answers no mode makes, such as a huge body.
+   */
+  answerWith: ((api: "legacy" | "new") => Response | Promise<Response>) | undefined;
   /** Answers the requests held so far (`hang`), leaving the mode as it is. */
   release(): void;
   /** Resolves with the first request recorded, before or after the call, that `match` accepts; rejects after `timeoutMs` (5 s). */
@@ -117,6 +122,7 @@ export function startFakePlaces(options: FakePlacesOptions): FakePlaces {
     mode: "ok",
     inFlight: 0,
     maxInFlight: 0,
+    answerWith: undefined,
     release() {
       for (const release of hanging) release();
       hanging.clear();
@@ -134,6 +140,7 @@ export function startFakePlaces(options: FakePlacesOptions): FakePlaces {
   };
 
   async function failure(api: "legacy" | "new"): Promise<Response | undefined> {
+    if (fake.answerWith !== undefined) return await fake.answerWith(api);
     switch (fake.mode) {
       case "ok":
         return undefined;

@@ -1,0 +1,102 @@
+/**
+ * The Google providers against upstream answers that are wrong in ways a
+ * real service or a hostile one can be: huge or endless bodies, statuses
+ * and bodies that disagree, malformed fields. Each answer must still be the
+ * documented Places shape, and never show the key.
+ */
+
+import assert from "node:assert/strict";
+import { GoogleNewPlaces } from "../lib/places/google_new.ts";
+import { GoogleLegacyPlaces } from "../lib/places/google_legacy.ts";
+import { MAX_PLACES_BODY_BYTES } from "../lib/places/http.ts";
+import type { PlacesProvider } from "../lib/places/provider.ts";
+import { type FakePlaces, startFakePlaces } from "./testing/fake_places.ts";
+
+const KEY = "http-key/5e+7=a&b c";
+const UCLA = { latitude: "+34.068930", longitude: "-118.445127", radiusMetres: "1500" };
+const NET: Deno.PermissionOptionsObject = { net: ["127.0.0.1"] };
+
+function providers(fake: FakePlaces, timeoutMs = 5_000): PlacesProvider[] {
+  return [
+    new GoogleLegacyPlaces({ url: fake.url, key: KEY, timeoutMs }),
+    new GoogleNewPlaces({ url: fake.newUrl, key: KEY, timeoutMs }),
+  ];
+}
+
+/** A JSON body of a valid answer padded past `bytes` bytes. */
+function paddedBody(api: "legacy" | "new", bytes: number): string {
+  const pad = " ".repeat(bytes);
+  return api === "legacy" ? `{"html_attributions":[],"results":[],${pad}"status":"ZERO_RESULTS"}` : `{${pad}}`;
+}
+
+Deno.test({
+  name: "an answer body past MAX_PLACES_BODY_BYTES is an UNKNOWN_ERROR that says so",
+  permissions: NET,
+}, async () => {
+  await using fake = startFakePlaces({ key: KEY });
+  fake.answerWith = (api) =>
+    new Response(paddedBody(api, MAX_PLACES_BODY_BYTES + 1), { headers: { "content-type": "application/json" } });
+  for (const places of providers(fake)) {
+    const answer = await places.search(UCLA);
+    assert.equal(answer.status, "UNKNOWN_ERROR", places.name);
+    assert.deepEqual(answer.results, []);
+    assert.match(String(answer.error_message), new RegExp(`answer was over ${MAX_PLACES_BODY_BYTES} bytes`));
+  }
+  // Just under the cap is read and parsed as usual.
+  fake.answerWith = (api) =>
+    new Response(paddedBody(api, MAX_PLACES_BODY_BYTES - 100), { headers: { "content-type": "application/json" } });
+  for (const places of providers(fake)) assert.equal((await places.search(UCLA)).status, "ZERO_RESULTS", places.name);
+});
+
+Deno.test({
+  name: "an endless answer body is cancelled once past the cap, well before the timeout",
+  permissions: NET,
+}, async () => {
+  await using fake = startFakePlaces({ key: KEY });
+  const chunk = new Uint8Array(64 * 1024).fill(0x20);
+  for (const places of providers(fake, 60_000)) {
+    let sent = 0;
+    const { promise: cancelled, resolve } = Promise.withResolvers<void>();
+    fake.answerWith = () =>
+      new Response(
+        new ReadableStream<Uint8Array>({
+          pull(controller) {
+            sent += chunk.length;
+            controller.enqueue(chunk);
+          },
+          cancel() {
+            resolve();
+          },
+        }),
+        { headers: { "content-type": "application/json" } },
+      );
+    const answer = await places.search(UCLA);
+    assert.equal(answer.status, "UNKNOWN_ERROR", places.name);
+    assert.match(String(answer.error_message), /answer was over \d+ bytes/);
+    await cancelled; // the fake sees its stream cancelled: the herd stopped reading
+    assert.ok(sent < MAX_PLACES_BODY_BYTES + 32 * 1024 * 1024, `${sent} bytes sent`);
+  }
+});
+
+Deno.test({
+  name: "the cap counts decompressed bytes: a small gzip answer that inflates past it is refused",
+  permissions: NET,
+}, async () => {
+  await using fake = startFakePlaces({ key: KEY });
+  const gzipped = async (text: string) =>
+    new Uint8Array(
+      await new Response(new Blob([text]).stream().pipeThrough(new CompressionStream("gzip"))).arrayBuffer(),
+    );
+  const bodies = {
+    legacy: await gzipped(paddedBody("legacy", 2 * MAX_PLACES_BODY_BYTES)),
+    new: await gzipped(paddedBody("new", 2 * MAX_PLACES_BODY_BYTES)),
+  };
+  assert.ok(bodies.legacy.length < MAX_PLACES_BODY_BYTES / 100);
+  fake.answerWith = (api) =>
+    new Response(bodies[api], { headers: { "content-type": "application/json", "content-encoding": "gzip" } });
+  for (const places of providers(fake)) {
+    const answer = await places.search(UCLA);
+    assert.equal(answer.status, "UNKNOWN_ERROR", places.name);
+    assert.match(String(answer.error_message), /answer was over \d+ bytes/);
+  }
+});
