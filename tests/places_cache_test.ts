@@ -8,17 +8,30 @@ import {
 } from "../lib/places/provider.ts";
 import { CachedPlaces, PlacesResult } from "../lib/places/cache.ts";
 import { formatGoogleJson, whatsatBody } from "../lib/places/google_json.ts";
+import { GoogleNewPlaces } from "../lib/places/google_new.ts";
+import { startFakePlaces } from "./testing/fake_places.ts";
+
+/** `promise`, or a rejection naming `what` if it has not settled within `ms`: a guard, not a pause. */
+function within<T>(promise: Promise<T>, ms: number, what: string): Promise<T> {
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  const late = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => reject(new Error(`${what} did not settle within ${ms} ms`)), ms);
+  });
+  return Promise.race([promise, late]).finally(() => clearTimeout(timer));
+}
 
 /** A provider that counts its calls and answers when told to. */
 class CountingPlaces implements PlacesProvider {
   readonly name = "counting";
   calls: PlacesQuery[] = [];
+  signals: (AbortSignal | undefined)[] = [];
   status = "OK";
   #release: (() => void)[] = [];
   held = false;
 
-  search(query: PlacesQuery): Promise<PlacesAnswer> {
+  search(query: PlacesQuery, signal?: AbortSignal): Promise<PlacesAnswer> {
     this.calls.push(query);
+    this.signals.push(signal);
     const answer = this.status === "OK"
       ? { html_attributions: [], results: [1, 2, 3], status: "OK" }
       : placesError(this.status, "upstream says no");
@@ -172,4 +185,60 @@ Deno.test("CachedPlaces turns a provider that rejects into an UNKNOWN_ERROR answ
   const answer = await cache.search(HERE);
   assert.equal(answer.status, "UNKNOWN_ERROR");
   assert.ok(!JSON.stringify(answer).includes("secret"));
+});
+
+Deno.test("CachedPlaces bounds the whole wait of a search, queue and upstream call, by timeoutMs", async () => {
+  const inner = new CountingPlaces();
+  inner.held = true; // upstream hangs
+  const cache = new CachedPlaces(inner, { ttlMs: 1000, maxEntries: 10, maxConcurrent: 1, timeoutMs: 200 });
+  const at = (radiusMetres: string) => ({ ...HERE, radiusMetres });
+  const started = performance.now();
+  const running = cache.search(at("1"));
+  const queued = [cache.search(at("2")), cache.search(at("3"))];
+  const joined = cache.search(at("3"));
+  const answers = await within(Promise.all([running, ...queued, joined]), 2000, "the searches");
+  const elapsed = performance.now() - started;
+  assert.ok(elapsed < 1000, `all answered by the deadline, not one after another (${Math.round(elapsed)} ms)`);
+  for (const answer of answers) {
+    assert.equal(answer.status, "UNKNOWN_ERROR");
+    assert.deepEqual(answer.results, []);
+    assert.match(String(answer.error_message), /did not answer within 200 ms/);
+  }
+  assert.match(String(answers[1].error_message), /waiting behind other searches/);
+  assert.equal(inner.calls.length, 1, "the queued searches never reached the provider");
+  assert.equal(inner.signals[0]?.aborted, true, "the provider is told the answer is no longer wanted");
+  assert.equal(cache.running, 1, "the turn is held until the provider is done");
+  inner.releaseAll();
+  await within(
+    (async () => {
+      while (cache.running > 0) await Promise.resolve();
+    })(),
+    1000,
+    "the turn to be freed",
+  );
+  inner.held = false;
+  assert.equal((await cache.search(at("2"))).status, "OK", "a queue timeout is not cached");
+});
+
+Deno.test({
+  name: "behind the cache, a hung Places service answers every queued WHATSAT within timeoutMs",
+  permissions: { net: ["127.0.0.1"] },
+}, async () => {
+  await using fake = startFakePlaces({ key: "k" });
+  fake.mode = "hang";
+  const cache = new CachedPlaces(new GoogleNewPlaces({ url: fake.newUrl, key: "k", timeoutMs: 300 }), {
+    ttlMs: 1000,
+    maxEntries: 10,
+    maxConcurrent: 1,
+    timeoutMs: 300,
+  });
+  const started = performance.now();
+  const answers = await within(
+    Promise.all(["1", "2", "3", "4"].map((radiusMetres) => cache.search({ ...HERE, radiusMetres }))),
+    3000,
+    "the searches",
+  );
+  const elapsed = performance.now() - started;
+  assert.deepEqual(answers.map((answer) => answer.status), Array(4).fill("UNKNOWN_ERROR"));
+  assert.ok(elapsed < 900, `answered at the deadline, not after four timeouts in turn (${Math.round(elapsed)} ms)`);
 });

@@ -6,7 +6,9 @@
  * (an error invites no retry storm, and Google bills every call);
  * concurrent identical searches share one upstream call, and at most
  * `maxConcurrent` upstream calls run at once, the rest waiting in a bounded
- * queue. The WHATSAT bound is applied after the cache: each entry keeps one
+ * queue. `timeoutMs` bounds the whole wait of a search, its time in the
+ * queue and its upstream call together (a search joined to one in flight
+ * waits at most what is left of that one's). The WHATSAT bound is applied after the cache: each entry keeps one
  * encoded reply body, and the body for a lower bound is cut out of it.
  */
 
@@ -108,6 +110,12 @@ export interface CachedPlacesOptions {
   maxConcurrent?: number;
   /** Most searches waiting for one of those; past it a search answers at once with an error. */
   maxQueued?: number;
+  /**
+   * Longest a search waits for its answer, in the queue and upstream
+   * together, in milliseconds; past it the search answers `UNKNOWN_ERROR`
+   * and its upstream call is abandoned. Unbounded by default.
+   */
+  timeoutMs?: number;
   /** Clock in milliseconds; tests pass their own. */
   now?: () => number;
 }
@@ -138,6 +146,7 @@ export class CachedPlaces implements PlacesProvider, PlacesService {
   #maxEntries: number;
   #maxConcurrent: number;
   #maxQueued: number;
+  #timeoutMs: number;
   #now: () => number;
   #entries = new Map<string, { result: PlacesResult; expires: number }>();
   #inflight = new Map<string, Promise<PlacesResult>>();
@@ -153,6 +162,7 @@ export class CachedPlaces implements PlacesProvider, PlacesService {
     this.#maxEntries = options.maxEntries;
     this.#maxConcurrent = options.maxConcurrent ?? Infinity;
     this.#maxQueued = options.maxQueued ?? Infinity;
+    this.#timeoutMs = options.timeoutMs ?? Infinity;
     this.#now = options.now ?? (() => performance.now());
   }
 
@@ -197,13 +207,14 @@ export class CachedPlaces implements PlacesProvider, PlacesService {
       );
     }
     this.stats.misses++;
+    const started = performance.now();
     let search: Promise<PlacesResult>;
     if (this.#running < this.#maxConcurrent) {
       this.#running++;
-      search = this.#ask(key, query); // upstream at once, in this turn
+      search = this.#ask(key, query, started); // upstream at once, in this turn
     } else {
       this.stats.queued++;
-      search = new Promise<void>((resolve) => this.#waiting.push(resolve)).then(() => this.#ask(key, query));
+      search = this.#queue(key, query, started);
     }
     this.#inflight.set(key, search);
     return search;
@@ -216,30 +227,89 @@ export class CachedPlaces implements PlacesProvider, PlacesService {
     else this.#running--;
   }
 
-  async #ask(key: string, query: PlacesQuery): Promise<PlacesResult> {
-    const started = performance.now();
-    let answer: PlacesAnswer;
+  /** The answer of a search that ran out of `timeoutMs`, `queuedMs` of it waiting for a turn. */
+  #timedOut(queuedMs: number): PlacesAnswer {
+    const waited = queuedMs > 0 ? `, ${Math.round(queuedMs)} ms of it waiting behind other searches` : "";
+    return placesError(
+      "UNKNOWN_ERROR",
+      `The Places service did not answer within ${this.#timeoutMs} ms (places.timeoutMs${waited})`,
+    );
+  }
+
+  /** Waits for an upstream turn, then asks; answers a timeout error, unasked, if no turn comes within `timeoutMs`. */
+  async #queue(key: string, query: PlacesQuery, started: number): Promise<PlacesResult> {
+    const turn = await new Promise<boolean>((resolve) => {
+      let timer: ReturnType<typeof setTimeout> | undefined;
+      const waiter = () => {
+        clearTimeout(timer);
+        resolve(true);
+      };
+      if (Number.isFinite(this.#timeoutMs)) {
+        timer = setTimeout(() => {
+          const at = this.#waiting.indexOf(waiter);
+          if (at >= 0) this.#waiting.splice(at, 1);
+          resolve(false);
+        }, this.#timeoutMs);
+      }
+      this.#waiting.push(waiter);
+    });
+    if (turn) return this.#ask(key, query, started);
+    this.#inflight.delete(key);
+    const answer = this.#timedOut(performance.now() - started);
+    log.places.info("No upstream turn for {provider} around {latitude}{longitude} radius {radius} m within {ms} ms", {
+      provider: this.#inner.name,
+      latitude: query.latitude,
+      longitude: query.longitude,
+      radius: query.radiusMetres,
+      ms: this.#timeoutMs,
+    });
+    // Not cached: the search never reached the provider, so its answer says nothing about this place.
+    return new PlacesResult(answer);
+  }
+
+  async #ask(key: string, query: PlacesQuery, started: number): Promise<PlacesResult> {
+    const called = performance.now();
+    const queuedMs = called - started;
+    const abort = new AbortController();
+    let asked: Promise<PlacesAnswer>;
     try {
-      answer = await this.#inner.search(query);
+      asked = this.#inner.search(query, abort.signal);
     } catch (error) {
+      asked = Promise.reject(error);
+    }
+    const call = asked.catch((error) => {
       // Providers never reject; if one does, its error text is not trusted to be free of the key.
       log.places.error("Provider {provider} failed unexpectedly: {name}", {
         provider: this.#inner.name,
         name: (error as Error)?.name,
       });
-      answer = placesError("UNKNOWN_ERROR", "The Places provider failed unexpectedly");
-    } finally {
-      this.#release();
+      return placesError("UNKNOWN_ERROR", "The Places provider failed unexpectedly");
+    });
+    // The turn is held until the provider is done, even when the search is answered at its deadline before that.
+    call.finally(() => this.#release());
+    let answer: PlacesAnswer;
+    if (!Number.isFinite(this.#timeoutMs)) {
+      answer = await call;
+    } else {
+      let timer: ReturnType<typeof setTimeout> | undefined;
+      const deadline = new Promise<PlacesAnswer>((resolve) => {
+        timer = setTimeout(() => {
+          abort.abort(new DOMException("places.timeoutMs passed", "TimeoutError"));
+          resolve(this.#timedOut(queuedMs));
+        }, Math.max(0, this.#timeoutMs - queuedMs));
+      });
+      answer = await Promise.race([call, deadline]);
+      clearTimeout(timer);
     }
     this.#inflight.delete(key);
-    metrics.placesRequest(this.#inner.name, answer.status, (performance.now() - started) / 1000);
+    metrics.placesRequest(this.#inner.name, answer.status, (performance.now() - called) / 1000);
     log.places.info("Upstream {provider} around {latitude}{longitude} radius {radius} m: {status} in {ms} ms", {
       provider: this.#inner.name,
       latitude: query.latitude,
       longitude: query.longitude,
       radius: query.radiusMetres,
       status: answer.status,
-      ms: Math.round(performance.now() - started),
+      ms: Math.round(performance.now() - called),
     });
     const result = new PlacesResult(answer);
     const good = answer.status === "OK" || answer.status === "ZERO_RESULTS";

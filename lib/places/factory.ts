@@ -44,6 +44,7 @@ export function createPlaces(places: PlacesConfig, key: string | undefined): Pla
     maxEntries: places.cacheEntries,
     maxConcurrent: places.maxConcurrent,
     maxQueued: places.maxQueued,
+    timeoutMs: places.timeoutMs,
   });
   return { places: cached, provider, reason, warm };
 }

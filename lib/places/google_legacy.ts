@@ -22,12 +22,12 @@ export class GoogleLegacyPlaces implements PlacesProvider {
     this.#timeoutMs = options.timeoutMs;
   }
 
-  async search(query: PlacesQuery): Promise<PlacesAnswer> {
+  async search(query: PlacesQuery, signal?: AbortSignal): Promise<PlacesAnswer> {
     if (this.#key === "") return missingKeyAnswer();
     const separator = this.#url.includes("?") ? "&" : "?";
     const url = `${this.#url}${separator}location=${unsignedDegrees(query.latitude)},` +
       `${unsignedDegrees(query.longitude)}&radius=${query.radiusMetres}&key=${encodeURIComponent(this.#key)}`;
-    const result = await fetchPlacesJson(url, {}, { timeoutMs: this.#timeoutMs, key: this.#key });
+    const result = await fetchPlacesJson(url, {}, { timeoutMs: this.#timeoutMs, key: this.#key, signal });
     if (!result.ok) return result.answer;
     const { body, response } = result;
     if (typeof body !== "object" || body === null || Array.isArray(body)) {

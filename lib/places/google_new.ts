@@ -81,7 +81,7 @@ export class GoogleNewPlaces implements PlacesProvider {
     this.#timeoutMs = options.timeoutMs;
   }
 
-  async search(query: PlacesQuery): Promise<PlacesAnswer> {
+  async search(query: PlacesQuery, signal?: AbortSignal): Promise<PlacesAnswer> {
     if (this.#key === "") return missingKeyAnswer();
     const body = {
       locationRestriction: {
@@ -100,7 +100,7 @@ export class GoogleNewPlaces implements PlacesProvider {
         "X-Goog-FieldMask": GOOGLE_NEW_FIELD_MASK,
       },
       body: JSON.stringify(body),
-    }, { timeoutMs: this.#timeoutMs, key: this.#key });
+    }, { timeoutMs: this.#timeoutMs, key: this.#key, signal });
     if (!result.ok) return result.answer;
     if (result.response.ok) return translateNearbyResponse(result.body);
     const message = _object(_object(result.body)?.error)?.message;

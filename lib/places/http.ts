@@ -26,6 +26,8 @@ export interface PlacesHttpOptions {
   timeoutMs: number;
   /** The API key, to scrub from anything that might echo it. */
   key: string;
+  /** Aborts the call early (the caller no longer wants the answer). */
+  signal?: AbortSignal;
 }
 
 /** A parsed JSON answer, or the error answer that replaces it. */
@@ -82,7 +84,8 @@ export async function fetchPlacesJson(
     ok: false,
     answer: placesError("UNKNOWN_ERROR", scrubKey(message, options.key)),
   });
-  const signal = AbortSignal.timeout(options.timeoutMs);
+  const timeout = AbortSignal.timeout(options.timeoutMs);
+  const signal = options.signal === undefined ? timeout : AbortSignal.any([timeout, options.signal]);
   let response: Response;
   let text: string | undefined;
   try {

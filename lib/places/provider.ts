@@ -24,8 +24,12 @@ export type PlacesAnswer = Record<string, unknown> & { results: unknown[]; statu
 export interface PlacesProvider {
   /** Short name for logs, e.g. `google-legacy`. */
   readonly name: string;
-  /** Searches around a point. Never rejects: failures are answers with an error status. */
-  search(query: PlacesQuery): Promise<PlacesAnswer>;
+  /**
+   * Searches around a point. Never rejects: failures are answers with an
+   * error status. Once `signal` aborts, the answer is no longer wanted, and a
+   * provider that calls out abandons the call.
+   */
+  search(query: PlacesQuery, signal?: AbortSignal): Promise<PlacesAnswer>;
 }
 
 /** A provider that actually answers (what `auto` resolves to). */
