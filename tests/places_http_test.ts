@@ -100,3 +100,27 @@ Deno.test({
     assert.match(String(answer.error_message), /answer was over \d+ bytes/);
   }
 });
+
+Deno.test({
+  name: "google-new maps an HTTP error whose body is not JSON (HTML, empty) by its status",
+  permissions: NET,
+}, async () => {
+  await using fake = startFakePlaces({ key: KEY });
+  const places = new GoogleNewPlaces({ url: fake.newUrl, key: KEY, timeoutMs: 5_000 });
+  for (
+    const [status, body, expected] of [
+      [403, "<html><body>403 Forbidden</body></html>", "REQUEST_DENIED"],
+      [401, "", "REQUEST_DENIED"],
+      [429, "", "OVER_QUERY_LIMIT"],
+      [400, "Bad Request", "INVALID_REQUEST"],
+      [404, "<html>Not Found</html>", "INVALID_REQUEST"],
+      [502, "<html>Bad Gateway</html>", "UNKNOWN_ERROR"],
+    ] as const
+  ) {
+    fake.answerWith = () => new Response(body, { status, headers: { "content-type": "text/html" } });
+    const answer = await places.search(UCLA);
+    assert.equal(answer.status, expected, `HTTP ${status}`);
+    assert.deepEqual(answer.results, []);
+    assert.match(String(answer.error_message), new RegExp(`answered HTTP ${status}`));
+  }
+});

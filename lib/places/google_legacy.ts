@@ -1,7 +1,7 @@
 /** Google's legacy Nearby Search: `GET url?location=LAT,LNG&radius=METRES&key=KEY`. */
 
 import { type PlacesAnswer, placesError, type PlacesProvider, type PlacesQuery } from "./provider.ts";
-import { fetchPlacesJson, type GooglePlacesOptions, missingKeyAnswer, scrubKey } from "./http.ts";
+import { fetchPlacesJson, type GooglePlacesOptions, httpStatusText, missingKeyAnswer, scrubKey } from "./http.ts";
 
 /** A decimal degree as Google wants it: no `+`. */
 export function unsignedDegrees(degrees: string): string {
@@ -30,6 +30,9 @@ export class GoogleLegacyPlaces implements PlacesProvider {
     const result = await fetchPlacesJson(url, {}, { timeoutMs: this.#timeoutMs, key: this.#key, signal });
     if (!result.ok) return result.answer;
     const { body, response } = result;
+    if (body === undefined) {
+      return placesError("UNKNOWN_ERROR", `The Places service answered ${httpStatusText(response)}`);
+    }
     if (typeof body !== "object" || body === null || Array.isArray(body)) {
       return placesError("UNKNOWN_ERROR", "The Places service answered with JSON that is not an object");
     }

@@ -4,7 +4,7 @@
  */
 
 import { type PlacesAnswer, placesError, type PlacesProvider, type PlacesQuery } from "./provider.ts";
-import { fetchPlacesJson, type GooglePlacesOptions, missingKeyAnswer, scrubKey } from "./http.ts";
+import { fetchPlacesJson, type GooglePlacesOptions, httpStatusText, missingKeyAnswer, scrubKey } from "./http.ts";
 
 /** Only the fields the legacy shape carries: Google bills by the fields asked for. */
 export const GOOGLE_NEW_FIELD_MASK: string = [
@@ -108,7 +108,7 @@ export class GoogleNewPlaces implements PlacesProvider {
       legacyStatusForHttp(result.response.status),
       typeof message === "string"
         ? scrubKey(message, this.#key)
-        : `The Places service answered HTTP ${result.response.status}`,
+        : `The Places service answered ${httpStatusText(result.response)}`,
     );
   }
 }

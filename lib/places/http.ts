@@ -30,7 +30,11 @@ export interface PlacesHttpOptions {
   signal?: AbortSignal;
 }
 
-/** A parsed JSON answer, or the error answer that replaces it. */
+/**
+ * A parsed JSON answer, or the error answer that replaces it. The body of an
+ * HTTP error (not 2xx) that is not JSON (an HTML page, nothing) is
+ * `undefined`, so the provider still maps the HTTP status.
+ */
 export type PlacesHttpResult =
   | { ok: true; response: Response; body: unknown }
   | { ok: false; answer: PlacesAnswer };
@@ -74,6 +78,11 @@ async function _readCapped(response: Response, cap: number): Promise<string | un
   return new TextDecoder().decode(bytes);
 }
 
+/** `HTTP 403 Forbidden`: the status of `response` in words. */
+export function httpStatusText(response: Response): string {
+  return `HTTP ${response.status} ${response.statusText}`.trim();
+}
+
 /** Fetches `url` and parses its JSON body, whatever the HTTP status. */
 export async function fetchPlacesJson(
   url: string,
@@ -103,7 +112,7 @@ export async function fetchPlacesJson(
   try {
     return { ok: true, response, body: JSON.parse(text) };
   } catch {
-    const what = response.ok ? "malformed JSON" : `HTTP ${response.status} ${response.statusText}`.trim();
-    return fail(`The Places service answered with ${what}`);
+    if (!response.ok) return { ok: true, response, body: undefined };
+    return fail("The Places service answered with malformed JSON");
   }
 }
