@@ -8,7 +8,7 @@
 import assert from "node:assert/strict";
 import { GoogleNewPlaces } from "../lib/places/google_new.ts";
 import { GoogleLegacyPlaces } from "../lib/places/google_legacy.ts";
-import { MAX_PLACES_BODY_BYTES } from "../lib/places/http.ts";
+import { MAX_ECHOED_CHARS, MAX_PLACES_BODY_BYTES, scrubKey } from "../lib/places/http.ts";
 import type { PlacesProvider } from "../lib/places/provider.ts";
 import { type FakePlaces, startFakePlaces } from "./testing/fake_places.ts";
 
@@ -122,5 +122,105 @@ Deno.test({
     assert.equal(answer.status, expected, `HTTP ${status}`);
     assert.deepEqual(answer.results, []);
     assert.match(String(answer.error_message), new RegExp(`answered HTTP ${status}`));
+  }
+});
+
+Deno.test({
+  name: "google-legacy: a status without an error_message is not said to be missing, and HTTP errors are errors",
+  permissions: NET,
+}, async () => {
+  await using fake = startFakePlaces({ key: KEY });
+  const places = new GoogleLegacyPlaces({ url: fake.url, key: KEY, timeoutMs: 5_000 });
+  const cases: [number, Record<string, unknown>, string, RegExp][] = [
+    [
+      200,
+      { html_attributions: [], results: [], status: "REQUEST_DENIED" },
+      "REQUEST_DENIED",
+      /answered REQUEST_DENIED/,
+    ],
+    [200, { html_attributions: [], results: [] }, "UNKNOWN_ERROR", /without a status/],
+    [500, { html_attributions: [], results: [{ name: "x" }], status: "OK" }, "UNKNOWN_ERROR", /HTTP 500.*status OK/],
+    [503, { html_attributions: [], results: [], status: "ZERO_RESULTS" }, "UNKNOWN_ERROR", /HTTP 503/],
+    [
+      403,
+      { error_message: "Denied here", results: [], status: "REQUEST_DENIED" },
+      "REQUEST_DENIED",
+      /^Denied here \(HTTP 403/,
+    ],
+    [502, { results: [] }, "UNKNOWN_ERROR", /answered HTTP 502/],
+  ];
+  for (const [status, body, expected, message] of cases) {
+    fake.answerWith = () => Response.json(body, { status });
+    const answer = await places.search(UCLA);
+    assert.equal(answer.status, expected, `HTTP ${status} ${JSON.stringify(body)}`);
+    assert.deepEqual(answer.results, []);
+    assert.match(String(answer.error_message), message);
+    if (expected !== "UNKNOWN_ERROR" || !("status" in body)) continue;
+    assert.doesNotMatch(String(answer.error_message), /without a status/);
+  }
+});
+
+Deno.test({
+  name: "google-legacy answers a status Google does not document as UNKNOWN_ERROR, the original cut and key-free",
+  permissions: NET,
+}, async () => {
+  await using fake = startFakePlaces({ key: KEY });
+  const places = new GoogleLegacyPlaces({ url: fake.url, key: KEY, timeoutMs: 5_000 });
+  fake.answerWith = () =>
+    Response.json({ results: [], status: `NEW_STATUS_${KEY}`, error_message: "try later" }, { status: 200 });
+  const answer = await places.search(UCLA);
+  assert.equal(answer.status, "UNKNOWN_ERROR");
+  assert.match(String(answer.error_message), /unknown status "NEW_STATUS_<key>": try later/);
+  assert.ok(!JSON.stringify(answer).includes(KEY));
+  fake.answerWith = () => Response.json({ results: [], status: "X".repeat(100_000) });
+  const long = await places.search(UCLA);
+  assert.equal(long.status, "UNKNOWN_ERROR");
+  assert.ok(String(long.error_message).length < MAX_ECHOED_CHARS + 100, "the original is cut");
+  for (const status of ["OK_BUT_NOT", "ok", ""]) {
+    fake.answerWith = () => Response.json({ results: [], status });
+    assert.equal((await places.search(UCLA)).status, "UNKNOWN_ERROR", JSON.stringify(status));
+  }
+});
+
+Deno.test("scrubKey() scrubs the key in every form a URL carries it", () => {
+  const forms = [
+    KEY,
+    encodeURIComponent(KEY),
+    new URLSearchParams({ key: KEY }).toString().slice(4),
+    new URL(`http://example.com/?key=${KEY}`).search.slice(5),
+    encodeURIComponent(KEY).toLowerCase(),
+  ];
+  for (const form of forms) assert.equal(scrubKey(`before ${form} after`, KEY), "before <key> after", form);
+});
+
+Deno.test({
+  name: "an upstream that echoes the key, in any URL form, anywhere in its answer, never shows it in the answer",
+  permissions: NET,
+}, async () => {
+  await using fake = startFakePlaces({ key: KEY });
+  const plusForm = new URLSearchParams({ key: KEY }).toString().slice(4);
+  const lower = encodeURIComponent(KEY).toLowerCase();
+  for (const places of providers(fake)) {
+    fake.answerWith = (api) =>
+      api === "legacy"
+        ? Response.json({
+          error_message: `bad url ?key=${plusForm}&k=${lower}`,
+          results: [],
+          status: "INVALID_REQUEST",
+        })
+        : Response.json({ error: { message: `bad key ${plusForm} ${lower}` } }, { status: 400 });
+    const failed = await places.search(UCLA);
+    assert.equal(failed.status, "INVALID_REQUEST");
+    assert.match(String(failed.error_message), /<key>.*<key>/);
+    fake.answerWith = (api) =>
+      api === "legacy"
+        ? Response.json({ results: [{ name: `echo ${KEY}`, vicinity: plusForm }], status: "OK" })
+        : Response.json({
+          places: [{ displayName: { text: `echo ${KEY}` }, location: { latitude: 1, longitude: 2 } }],
+        });
+    const echoed = await places.search(UCLA);
+    assert.equal(echoed.status, "OK");
+    const text = JSON.stringify(echoed);
+    assert.ok(!text.includes(KEY) && !text.includes(plusForm) && !text.includes(lower), text);
   }
 });

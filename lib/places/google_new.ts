@@ -4,7 +4,7 @@
  */
 
 import { type PlacesAnswer, placesError, type PlacesProvider, type PlacesQuery } from "./provider.ts";
-import { fetchPlacesJson, type GooglePlacesOptions, httpStatusText, missingKeyAnswer, scrubKey } from "./http.ts";
+import { cutEcho, fetchPlacesJson, type GooglePlacesOptions, httpStatusText, missingKeyAnswer } from "./http.ts";
 
 /** Only the fields the legacy shape carries: Google bills by the fields asked for. */
 export const GOOGLE_NEW_FIELD_MASK: string = [
@@ -107,7 +107,7 @@ export class GoogleNewPlaces implements PlacesProvider {
     return placesError(
       legacyStatusForHttp(result.response.status),
       typeof message === "string"
-        ? scrubKey(message, this.#key)
+        ? cutEcho(message) // the body comes back with the key scrubbed
         : `The Places service answered ${httpStatusText(result.response)}`,
     );
   }

@@ -39,10 +39,61 @@ export type PlacesHttpResult =
   | { ok: true; response: Response; body: unknown }
   | { ok: false; answer: PlacesAnswer };
 
-/** `text` with every occurrence of the key (plain or URL-encoded) replaced. */
+/**
+ * The ways the key can be written in a URL or an echo of one: plain, as
+ * `encodeURIComponent` and `encodeURI` write it, as `URLSearchParams` writes
+ * it (`+` for a space), as the URL parser writes it in a query, each
+ * percent-encoded form with lower-case hex too; longest first.
+ */
+function _keyForms(key: string): string[] {
+  const forms = new Set([
+    key,
+    encodeURIComponent(key),
+    encodeURI(key),
+    new URLSearchParams({ k: key }).toString().slice(2),
+    new URL(`http://h/?${key}`).search.slice(1),
+  ]);
+  for (const form of [...forms]) forms.add(form.replace(/%[0-9A-F]{2}/g, (escape) => escape.toLowerCase()));
+  forms.delete("");
+  return [...forms].sort((a, b) => b.length - a.length);
+}
+
+/** `text` with every occurrence of the key (plain or in any of its URL-encoded forms) replaced. */
 export function scrubKey(text: string, key: string): string {
-  if (key === "") return text;
-  return text.replaceAll(key, "<key>").replaceAll(encodeURIComponent(key), "<key>");
+  return key === "" ? text : _scrub(text, _keyForms(key));
+}
+
+function _scrub(text: string, forms: string[]): string {
+  for (const form of forms) if (text.includes(form)) text = text.replaceAll(form, "<key>");
+  return text;
+}
+
+/** `value` (parsed JSON) with the key scrubbed from every string in it, keys of objects included. */
+export function scrubKeyDeep(value: unknown, key: string): unknown {
+  return key === "" ? value : _scrubDeep(value, _keyForms(key));
+}
+
+function _scrubDeep(value: unknown, forms: string[]): unknown {
+  if (typeof value === "string") return _scrub(value, forms);
+  if (Array.isArray(value)) return value.map((item) => _scrubDeep(item, forms));
+  if (typeof value === "object" && value !== null) {
+    const out: Record<string, unknown> = {};
+    for (const [name, item] of Object.entries(value)) out[_scrub(name, forms)] = _scrubDeep(item, forms);
+    return out;
+  }
+  return value;
+}
+
+/** The most characters of an upstream text (a status, a message) put in an `error_message`. */
+export const MAX_ECHOED_CHARS = 300;
+
+/** `text` cut to {@linkcode MAX_ECHOED_CHARS}, saying so when it is cut. */
+export function cutEcho(text: string): string {
+  if (text.length <= MAX_ECHOED_CHARS) return text;
+  let end = MAX_ECHOED_CHARS;
+  const last = text.charCodeAt(end - 1);
+  if (last >= 0xd800 && last <= 0xdbff) end--; // not half a surrogate pair
+  return `${text.slice(0, end)}… (${text.length} characters)`;
 }
 
 /**
@@ -110,7 +161,8 @@ export async function fetchPlacesJson(
     return fail(`The Places service's answer was over ${MAX_PLACES_BODY_BYTES} bytes (HTTP ${response.status})`);
   }
   try {
-    return { ok: true, response, body: JSON.parse(text) };
+    // Whatever the service echoes reaches replies and logs: not the key, however it was written.
+    return { ok: true, response, body: scrubKeyDeep(JSON.parse(text), options.key) };
   } catch {
     if (!response.ok) return { ok: true, response, body: undefined };
     return fail("The Places service answered with malformed JSON");
