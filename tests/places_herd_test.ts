@@ -145,3 +145,47 @@ Deno.test({
     },
   );
 });
+
+Deno.test({
+  name: "a failed search is warned about once per upstream call, not once per reply, and at most 10 a second",
+  permissions: HERD_TEST_PERMISSIONS,
+}, async () => {
+  await using fake = startFakePlaces({ key: KEY });
+  fake.mode = "http-500";
+  await using herd = await TestHerd.create({
+    placesUrl: fake.url,
+    key: KEY,
+    names: ["Solo"],
+    links: [],
+    places: { errorTtlMs: 600_000 },
+  });
+  await herd.start("Solo");
+  const port = herd.port("Solo");
+  await exchange(port, UCLA);
+  // 250 pipelined WHATSATs for one search: one upstream call, the rest shared or from the cache.
+  const same = await exchange(port, "WHATSAT kiwi.cs.ucla.edu 10 5\n".repeat(250));
+  assert.equal(same.match(/"status" : "UNKNOWN_ERROR"/g)?.length, 250);
+  assert.equal(fake.requests.length, 1);
+  // 100 distinct failing searches: 100 upstream calls, warned about 10 a second and then counted.
+  const distinct = Array.from({ length: 100 }, (_, i) => `WHATSAT kiwi.cs.ucla.edu ${(11 + i / 10).toFixed(1)} 5\n`)
+    .join("");
+  const replies = await exchange(port, distinct);
+  assert.equal(replies.match(/"status" : "UNKNOWN_ERROR"/g)?.length, 100);
+  assert.equal(fake.requests.length, 101);
+  // The count of those not logged is said once their second is over.
+  await waitFor(async () => /more failed Places searches were not logged one by one/.test(await herd.log("Solo")), {
+    what: "the count of warnings not logged",
+  });
+  await herd.stop("Solo", "SIGTERM");
+  const log = await herd.log("Solo");
+  const warnings = log.split("\n").filter((line) => line.includes("[WRN]"));
+  const upstream = warnings.filter((line) => /Fake INTERNAL error/.test(line));
+  assert.ok(upstream.length >= 1 && upstream.length <= 20, `${upstream.length} warnings:\n${warnings.join("\n")}`);
+  assert.equal(
+    upstream.filter((line) => /"\+34\.068930-118\.445127" radius "10000" m/.test(line)).length,
+    1,
+    "one for the 250 replies",
+  );
+  assert.match(log, /more failed Places searches were not logged one by one/);
+  assert.equal((log.match(/\[INF\] .*Places "google-new" .*radius 10000 m: "UNKNOWN_ERROR"/g) ?? []).length, 250);
+});

@@ -198,26 +198,13 @@ async function _whatsat(
   const answer = result.answer;
   const provider = context.places.name;
   const ms = Math.round(performance.now() - started);
-  if (answer.error_message === undefined) {
-    // One per WHATSAT, so through the traffic log's cheap path rather than a LogTape call each.
-    traffic.event(
-      "places",
-      `Places ${quote(provider)} around ${quote(record.location)} radius ${radiusMetres} m: ${
-        quote(answer.status)
-      } in ${ms} ms`,
-    );
-  } else {
-    log.places.warning(
-      "Places {provider} around {location} radius {radius} m: {status} in {ms} ms: {error}",
-      {
-        provider,
-        location: record.location,
-        radius: radiusMetres,
-        status: answer.status,
-        ms,
-        error: answer.error_message,
-      },
-    );
-  }
+  // One per WHATSAT, so through the traffic log's cheap path rather than a LogTape call each, errors too: a failed
+  // search is warned about once, where it failed (lib/places/cache.ts), not once per reply that serves it again.
+  traffic.event(
+    "places",
+    `Places ${quote(provider)} around ${quote(record.location)} radius ${radiusMetres} m: ${
+      quote(answer.status)
+    } in ${ms} ms${answer.error_message === undefined ? "" : `: ${quote(String(answer.error_message))}`}`,
+  );
   return result.replyParts(record.line, bound);
 }

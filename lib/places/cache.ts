@@ -14,6 +14,7 @@
 
 import { metrics } from "../admin/metrics.ts";
 import { log } from "../logging.ts";
+import { LogBudget } from "../log_budget.ts";
 import { concatBytes, type Part } from "../net/write.ts";
 import { formatGoogleJsonWithLayout, whatsatBody } from "./google_json.ts";
 import { type PlacesAnswer, placesError, type PlacesProvider, type PlacesQuery } from "./provider.ts";
@@ -89,6 +90,16 @@ export class PlacesResult {
 }
 
 const _EMPTY_ARRAY = _encoder.encode("[]");
+
+/**
+ * Warnings about failed searches: one per upstream call (not per reply: the
+ * replies served from the cache or shared say nothing new), and of those at
+ * most 10 a second, the rest counted, as distinct searches failing fast would
+ * otherwise make one line each.
+ */
+const _warnings = new LogBudget(10, (count) => {
+  log.places.warning("{count} more failed Places searches were not logged one by one", { count });
+});
 
 /** What the router asks for a WHATSAT: a search's result, with its reply body. */
 export interface PlacesService {
@@ -200,6 +211,12 @@ export class CachedPlaces implements PlacesProvider, PlacesService {
     }
     if (this.#running >= this.#maxConcurrent && this.#waiting.length >= this.#maxQueued) {
       this.stats.refused++;
+      if (_warnings.take()) {
+        log.places.warning("A Places search was refused: {queued} searches are waiting for {running} upstream turns", {
+          queued: this.#waiting.length,
+          running: this.#running,
+        });
+      }
       return Promise.resolve(
         new PlacesResult(
           placesError("OVER_QUERY_LIMIT", "This server has too many Places searches waiting; try again later"),
@@ -256,13 +273,17 @@ export class CachedPlaces implements PlacesProvider, PlacesService {
     if (turn) return this.#ask(key, query, started);
     this.#inflight.delete(key);
     const answer = this.#timedOut(performance.now() - started);
-    log.places.info("No upstream turn for {provider} around {latitude}{longitude} radius {radius} m within {ms} ms", {
-      provider: this.#inner.name,
-      latitude: query.latitude,
-      longitude: query.longitude,
-      radius: query.radiusMetres,
-      ms: this.#timeoutMs,
-    });
+    if (_warnings.take()) {
+      log.places.warning(
+        "No upstream turn for {provider} around {location} radius {radius} m within {ms} ms",
+        {
+          provider: this.#inner.name,
+          location: `${query.latitude}${query.longitude}`,
+          radius: query.radiusMetres,
+          ms: this.#timeoutMs,
+        },
+      );
+    }
     // Not cached: the search never reached the provider, so its answer says nothing about this place.
     return new PlacesResult(answer);
   }
@@ -303,14 +324,24 @@ export class CachedPlaces implements PlacesProvider, PlacesService {
     }
     this.#inflight.delete(key);
     metrics.placesRequest(this.#inner.name, answer.status, (performance.now() - called) / 1000);
-    log.places.info("Upstream {provider} around {latitude}{longitude} radius {radius} m: {status} in {ms} ms", {
+    const properties = {
       provider: this.#inner.name,
-      latitude: query.latitude,
-      longitude: query.longitude,
+      location: `${query.latitude}${query.longitude}`,
       radius: query.radiusMetres,
       status: answer.status,
       ms: Math.round(performance.now() - called),
-    });
+    };
+    if (answer.error_message === undefined) {
+      log.places.info(
+        "Upstream {provider} around {location} radius {radius} m: {status} in {ms} ms",
+        properties,
+      );
+    } else if (_warnings.take()) {
+      log.places.warning(
+        "Upstream {provider} around {location} radius {radius} m: {status} in {ms} ms: {error}",
+        { ...properties, error: answer.error_message },
+      );
+    }
     const result = new PlacesResult(answer);
     const good = answer.status === "OK" || answer.status === "ZERO_RESULTS";
     const ttl = good ? this.#ttlMs : this.#errorTtlMs;
