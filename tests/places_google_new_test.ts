@@ -70,6 +70,38 @@ Deno.test("translateNearbyResponse() refuses shapes it cannot read", () => {
   assert.equal(translateNearbyResponse({ places: "x" }).status, "UNKNOWN_ERROR");
 });
 
+Deno.test("translateNearbyResponse() drops fields of the wrong type, and places without a numeric location", () => {
+  const malformed = {
+    places: [{ location: { latitude: "x" }, displayName: { text: 5 }, types: "notarray" }, 3, null, {}],
+  };
+  const none = translateNearbyResponse(malformed);
+  assert.equal(none.status, "UNKNOWN_ERROR", "four places, none usable: not a result, not ZERO_RESULTS");
+  assert.deepEqual(none.results, []);
+  assert.match(String(none.error_message), /4 places, none with a numeric latitude and longitude/);
+  const mixed = translateNearbyResponse({
+    places: [
+      ...malformed.places,
+      { location: { latitude: 34, longitude: "-118" } },
+      { location: { latitude: 91, longitude: 0 } },
+      {
+        id: 7,
+        location: { latitude: 34.07, longitude: -118.44 },
+        displayName: { text: ["x"] },
+        types: ["cafe", 3, null, "food"],
+        rating: "4.5",
+        userRatingCount: 1.5,
+        businessStatus: {},
+        shortFormattedAddress: "1 Street",
+      },
+    ],
+  });
+  assert.deepEqual(mixed, {
+    html_attributions: [],
+    results: [{ geometry: { location: { lat: 34.07, lng: -118.44 } }, types: ["cafe", "food"], vicinity: "1 Street" }],
+    status: "OK",
+  });
+});
+
 Deno.test("legacyStatusForHttp() maps HTTP errors to legacy statuses", () => {
   assert.equal(legacyStatusForHttp(400), "INVALID_REQUEST");
   assert.equal(legacyStatusForHttp(403), "REQUEST_DENIED");

@@ -27,19 +27,35 @@ function _object(value: unknown): Record<string, unknown> | undefined {
     : undefined;
 }
 
-/** One Places API (New) place as a legacy result, keys in Google's (alphabetical) order, fields only where present. */
-function _legacyResult(place: Record<string, unknown>): Record<string, unknown> {
+function _number(value: unknown, min: number, max: number): number | undefined {
+  return typeof value === "number" && value >= min && value <= max ? value : undefined;
+}
+
+function _string(value: unknown): string | undefined {
+  return typeof value === "string" ? value : undefined;
+}
+
+/**
+ * One Places API (New) place as a legacy result, keys in Google's
+ * (alphabetical) order, fields only where present and of the right type;
+ * undefined for a place without a numeric latitude and longitude.
+ */
+function _legacyResult(place: Record<string, unknown>): Record<string, unknown> | undefined {
   const location = _object(place.location);
-  const name = _object(place.displayName)?.text;
+  const lat = _number(location?.latitude, -90, 90);
+  const lng = _number(location?.longitude, -180, 180);
+  if (lat === undefined || lng === undefined) return undefined;
+  const types = Array.isArray(place.types) ? place.types.filter((type) => typeof type === "string") : undefined;
+  const count = place.userRatingCount;
   const result: Record<string, unknown> = {
-    business_status: typeof place.businessStatus === "string" ? place.businessStatus : undefined,
-    geometry: location === undefined ? undefined : { location: { lat: location.latitude, lng: location.longitude } },
-    name: typeof name === "string" ? name : undefined,
-    place_id: typeof place.id === "string" ? place.id : undefined,
-    rating: typeof place.rating === "number" ? place.rating : undefined,
-    types: Array.isArray(place.types) ? place.types : undefined,
-    user_ratings_total: typeof place.userRatingCount === "number" ? place.userRatingCount : undefined,
-    vicinity: typeof place.shortFormattedAddress === "string" ? place.shortFormattedAddress : undefined,
+    business_status: _string(place.businessStatus),
+    geometry: { location: { lat, lng } },
+    name: _string(_object(place.displayName)?.text),
+    place_id: _string(place.id),
+    rating: _number(place.rating, 0, 5),
+    types,
+    user_ratings_total: Number.isSafeInteger(count) && (count as number) >= 0 ? count : undefined,
+    vicinity: _string(place.shortFormattedAddress),
   };
   for (const key of Object.keys(result)) if (result[key] === undefined) delete result[key];
   return result;
@@ -55,7 +71,14 @@ export function translateNearbyResponse(body: unknown): PlacesAnswer {
   if (!Array.isArray(places)) {
     return placesError("UNKNOWN_ERROR", "The Places service answered with a places field that is not a list");
   }
-  const results = places.map(_object).filter((place) => place !== undefined).map(_legacyResult);
+  const results = places.map(_object).map((place) => place === undefined ? undefined : _legacyResult(place))
+    .filter((result) => result !== undefined);
+  if (results.length === 0 && places.length > 0) {
+    return placesError(
+      "UNKNOWN_ERROR",
+      `The Places service answered ${places.length} places, none with a numeric latitude and longitude`,
+    );
+  }
   return { html_attributions: [], results, status: results.length === 0 ? "ZERO_RESULTS" : "OK" };
 }
 
