@@ -242,3 +242,35 @@ Deno.test({
   assert.deepEqual(answers.map((answer) => answer.status), Array(4).fill("UNKNOWN_ERROR"));
   assert.ok(elapsed < 900, `answered at the deadline, not after four timeouts in turn (${Math.round(elapsed)} ms)`);
 });
+
+Deno.test("CachedPlaces holds at most maxBytes of reply bodies, dropping the least recently used", async () => {
+  /** A provider whose answers have one result of 1,000 characters (10,000 for a radius of 9000). */
+  const sized: PlacesProvider = {
+    name: "sized",
+    search: (query) =>
+      Promise.resolve({
+        html_attributions: [],
+        results: ["x".repeat(query.radiusMetres === "9000" ? 10_000 : 1000)],
+        status: "OK",
+      }),
+  };
+  const at = (radiusMetres: string) => ({ ...HERE, radiusMetres });
+  const bytes = (await new CachedPlaces(sized, { ttlMs: 1, maxEntries: 1 }).result(at("1000"))).encode();
+  const cache = new CachedPlaces(sized, { ttlMs: 60_000, maxEntries: 100, maxBytes: 3 * bytes });
+  for (const radius of ["1000", "1001", "1002"]) await cache.search(at(radius));
+  assert.equal(cache.size, 3);
+  assert.equal(cache.bytes, 3 * bytes);
+  await cache.search(at("1000")); // 1000 is now the most recently used
+  await cache.search(at("1003")); // past maxBytes: 1001 goes
+  assert.ok(cache.bytes <= 3 * bytes, `${cache.bytes} bytes held, at most ${3 * bytes}`);
+  assert.equal(cache.size, 3);
+  const misses = cache.stats.misses;
+  await cache.search(at("1000"));
+  assert.equal(cache.stats.misses, misses, "1000 stayed");
+  await cache.search(at("1001"));
+  assert.equal(cache.stats.misses, misses + 1, "1001 was dropped");
+  await cache.search(at("9000")); // larger alone than maxBytes: answered, not kept
+  assert.ok(cache.bytes <= 3 * bytes);
+  await cache.search(at("9000"));
+  assert.equal(cache.stats.misses, misses + 3, "an answer larger than maxBytes is not kept");
+});

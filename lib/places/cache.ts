@@ -1,7 +1,8 @@
 /**
  * A per-server cache in front of any Places provider: keyed by provider,
  * location and radius (in whole metres: the router rounds it), bounded in
- * entries (least recently used go first). Good answers (`OK`,
+ * entries and in the bytes of their reply bodies (least recently used go
+ * first). Good answers (`OK`,
  * `ZERO_RESULTS`) are served for `cacheTtlMs`, failed ones for `errorTtlMs`
  * (an error invites no retry storm, and Google bills every call);
  * concurrent identical searches share one upstream call, and at most
@@ -43,6 +44,11 @@ export class PlacesResult {
   /** Bytes the encoded body holds, once made (0 before). */
   get bytes(): number {
     return this.#body?.length ?? 0;
+  }
+
+  /** Makes the encoded body now (it is made once either way) and says how many bytes it holds. */
+  encode(): number {
+    return this.#make().length;
   }
 
   #make(): Uint8Array {
@@ -91,16 +97,6 @@ export class PlacesResult {
 
 const _EMPTY_ARRAY = _encoder.encode("[]");
 
-/**
- * Warnings about failed searches: one per upstream call (not per reply: the
- * replies served from the cache or shared say nothing new), and of those at
- * most 10 a second, the rest counted, as distinct searches failing fast would
- * otherwise make one line each.
- */
-const _warnings = new LogBudget(10, (count) => {
-  log.places.warning("{count} more failed Places searches were not logged one by one", { count });
-});
-
 /** What the router asks for a WHATSAT: a search's result, with its reply body. */
 export interface PlacesService {
   /** The provider's short name, for logs. */
@@ -108,6 +104,12 @@ export interface PlacesService {
   /** Searches around a point (from the cache when it can). Never rejects. */
   result(query: PlacesQuery): Promise<PlacesResult>;
 }
+
+/**
+ * The most bytes of reply bodies a cache holds, whatever `maxEntries` allows:
+ * 10,000 entries of 45 KB answers would be 450 MB.
+ */
+export const MAX_CACHE_BYTES = 64 * 1024 * 1024;
 
 /** Options for {@linkcode CachedPlaces}. */
 export interface CachedPlacesOptions {
@@ -117,6 +119,8 @@ export interface CachedPlacesOptions {
   errorTtlMs?: number;
   /** Most answers kept. */
   maxEntries: number;
+  /** Most bytes of reply bodies kept ({@linkcode MAX_CACHE_BYTES} by default); an answer larger alone is not kept. */
+  maxBytes?: number;
   /** Most upstream searches at once; unbounded by default. */
   maxConcurrent?: number;
   /** Most searches waiting for one of those; past it a search answers at once with an error. */
@@ -159,10 +163,21 @@ export class CachedPlaces implements PlacesProvider, PlacesService {
   #maxQueued: number;
   #timeoutMs: number;
   #now: () => number;
-  #entries = new Map<string, { result: PlacesResult; expires: number }>();
+  #maxBytes: number;
+  #bytes = 0;
+  #entries = new Map<string, { result: PlacesResult; expires: number; bytes: number }>();
   #inflight = new Map<string, Promise<PlacesResult>>();
   #running = 0;
   #waiting: (() => void)[] = [];
+  /**
+   * Warnings about failed searches: one per upstream call (not per reply: the
+   * replies served from the cache or shared say nothing new), and of those at
+   * most 10 a second, the rest counted, as distinct searches failing fast
+   * would otherwise make one line each.
+   */
+  #warnings = new LogBudget(10, (count) => {
+    log.places.warning("{count} more failed Places searches were not logged one by one", { count });
+  });
 
   /** A cache in front of `inner`. */
   constructor(inner: PlacesProvider, options: CachedPlacesOptions) {
@@ -171,6 +186,7 @@ export class CachedPlaces implements PlacesProvider, PlacesService {
     this.#ttlMs = options.ttlMs;
     this.#errorTtlMs = options.errorTtlMs ?? 0;
     this.#maxEntries = options.maxEntries;
+    this.#maxBytes = options.maxBytes ?? MAX_CACHE_BYTES;
     this.#maxConcurrent = options.maxConcurrent ?? Infinity;
     this.#maxQueued = options.maxQueued ?? Infinity;
     this.#timeoutMs = options.timeoutMs ?? Infinity;
@@ -180,6 +196,11 @@ export class CachedPlaces implements PlacesProvider, PlacesService {
   /** Answers held. */
   get size(): number {
     return this.#entries.size;
+  }
+
+  /** Bytes of the reply bodies held. */
+  get bytes(): number {
+    return this.#bytes;
   }
 
   /** Upstream searches running now. */
@@ -203,6 +224,7 @@ export class CachedPlaces implements PlacesProvider, PlacesService {
         this.stats.hits++;
         return Promise.resolve(entry.result);
       }
+      this.#bytes -= entry.bytes;
     }
     const pending = this.#inflight.get(key);
     if (pending !== undefined) {
@@ -211,7 +233,7 @@ export class CachedPlaces implements PlacesProvider, PlacesService {
     }
     if (this.#running >= this.#maxConcurrent && this.#waiting.length >= this.#maxQueued) {
       this.stats.refused++;
-      if (_warnings.take()) {
+      if (this.#warnings.take()) {
         log.places.warning("A Places search was refused: {queued} searches are waiting for {running} upstream turns", {
           queued: this.#waiting.length,
           running: this.#running,
@@ -273,7 +295,7 @@ export class CachedPlaces implements PlacesProvider, PlacesService {
     if (turn) return this.#ask(key, query, started);
     this.#inflight.delete(key);
     const answer = this.#timedOut(performance.now() - started);
-    if (_warnings.take()) {
+    if (this.#warnings.take()) {
       log.places.warning(
         "No upstream turn for {provider} around {location} radius {radius} m within {ms} ms",
         {
@@ -286,6 +308,24 @@ export class CachedPlaces implements PlacesProvider, PlacesService {
     }
     // Not cached: the search never reached the provider, so its answer says nothing about this place.
     return new PlacesResult(answer);
+  }
+
+  /** Keeps `result` for `ttl` ms, then drops the least recently used entries past `maxEntries` or `maxBytes`. */
+  #keep(key: string, result: PlacesResult, ttl: number): void {
+    const bytes = result.encode();
+    if (bytes > this.#maxBytes) return;
+    const previous = this.#entries.get(key);
+    if (previous !== undefined) {
+      this.#entries.delete(key);
+      this.#bytes -= previous.bytes;
+    }
+    this.#entries.set(key, { result, expires: this.#now() + ttl, bytes });
+    this.#bytes += bytes;
+    for (const [oldest, entry] of this.#entries) {
+      if (this.#entries.size <= this.#maxEntries && this.#bytes <= this.#maxBytes) break;
+      this.#entries.delete(oldest);
+      this.#bytes -= entry.bytes;
+    }
   }
 
   async #ask(key: string, query: PlacesQuery, started: number): Promise<PlacesResult> {
@@ -336,7 +376,7 @@ export class CachedPlaces implements PlacesProvider, PlacesService {
         "Upstream {provider} around {location} radius {radius} m: {status} in {ms} ms",
         properties,
       );
-    } else if (_warnings.take()) {
+    } else if (this.#warnings.take()) {
       log.places.warning(
         "Upstream {provider} around {location} radius {radius} m: {status} in {ms} ms: {error}",
         { ...properties, error: answer.error_message },
@@ -345,13 +385,7 @@ export class CachedPlaces implements PlacesProvider, PlacesService {
     const result = new PlacesResult(answer);
     const good = answer.status === "OK" || answer.status === "ZERO_RESULTS";
     const ttl = good ? this.#ttlMs : this.#errorTtlMs;
-    if (ttl > 0) {
-      this.#entries.set(key, { result, expires: this.#now() + ttl });
-      for (const oldest of this.#entries.keys()) {
-        if (this.#entries.size <= this.#maxEntries) break;
-        this.#entries.delete(oldest);
-      }
-    }
+    if (ttl > 0) this.#keep(key, result, ttl);
     return result;
   }
 }
