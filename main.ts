@@ -42,7 +42,7 @@ import {
   statusInChild,
 } from "./lib/cli/launcher.ts";
 import { askServers, statusTable } from "./lib/cli/status.ts";
-import { log, setupLogging, shutdownLogging } from "./lib/logging.ts";
+import { log, setupLogging, shutdownLogging, WholeText } from "./lib/logging.ts";
 import { traffic } from "./lib/traffic_log.ts";
 import { serverPermissionFlags } from "./lib/cli/permissions.ts";
 import { createPlaces } from "./lib/places/factory.ts";
@@ -149,7 +149,8 @@ async function runServer(config: HerdConfig, name: string): Promise<void> {
   try {
     await server.start();
   } catch (error) {
-    log.server.error("{name} cannot start: {error}", { name, error: (error as Error).message });
+    // Whole: the message says what to do, after the cause (an integrity check's report can be long).
+    log.server.error("{name} cannot start: {error}", { name, error: new WholeText((error as Error).message) });
     await shutdownLogging();
     Deno.exit(1);
   }

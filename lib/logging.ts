@@ -75,13 +75,27 @@ export function cutForLog(value: string, max: number = LOGGED_VALUE_MAX): string
   return `${value.slice(0, max)}... (${new TextEncoder().encode(value).length} bytes in all)`;
 }
 
+/**
+ * A text of the server's own for the log, written whole (quoted and with
+ * control characters escaped as any text, but not cut): why a server cannot
+ * start, with what to do, is worth every character.
+ */
+export class WholeText {
+  /** The text. */
+  readonly text: string;
+  /** Wraps `text`. */
+  constructor(text: string) {
+    this.text = text;
+  }
+}
+
 // C0 and C1 controls and DEL: a value shown on a terminal must not move its cursor or change its colours.
 // deno-lint-ignore no-control-regex
 const _CONTROLS = /[\u0000-\u001f\u007f-\u009f]/g;
 
 /** A text value for the console: cut, with control characters written as `\u001b` escapes. */
-function _consoleText(value: string): string {
-  return cutForLog(value).replace(_CONTROLS, (c) => `\\u${c.charCodeAt(0).toString(16).padStart(4, "0")}`);
+function _consoleText(value: string, max?: number): string {
+  return cutForLog(value, max).replace(_CONTROLS, (c) => `\\u${c.charCodeAt(0).toString(16).padStart(4, "0")}`);
 }
 
 const _LEVELS: Record<string, string> = {
@@ -102,6 +116,7 @@ function _fileValue(value: unknown): string {
     case "boolean":
       return String(value);
     default:
+      if (value instanceof WholeText) return JSON.stringify(value.text);
       return value instanceof Error ? JSON.stringify(cutForLog(value.message)) : JSON.stringify(value) ?? String(value);
   }
 }
@@ -177,7 +192,12 @@ export async function setupLogging(options: LoggingOptions): Promise<string> {
   const consoleFormatter = getTextFormatter({
     timestamp: "time",
     category: ".",
-    value: (value, inspect) => typeof value === "string" ? _consoleText(value) : inspect(value),
+    value: (value, inspect) =>
+      typeof value === "string"
+        ? _consoleText(value)
+        : value instanceof WholeText
+        ? _consoleText(value.text, Infinity)
+        : inspect(value),
   });
   await configure({
     sinks: {

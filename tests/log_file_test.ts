@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import { LogFile } from "../lib/log_file.ts";
-import { log, setupLogging, shutdownLogging } from "../lib/logging.ts";
+import { log, setupLogging, shutdownLogging, WholeText } from "../lib/logging.ts";
 import { traffic } from "../lib/traffic_log.ts";
 
 const PERMISSIONS: Deno.PermissionOptionsObject = { read: ["/tmp"], write: ["/tmp"] };
@@ -187,4 +187,22 @@ Deno.test({
       await Deno.readTextFile(path),
       new RegExp(`\\[WRN\\] herd\\.server: The directory "${logDir}" can be entered by other users \\(mode "755"\\)`),
     );
+  }));
+
+Deno.test({
+  name: "a WholeText value is logged whole, where a long value from outside is cut",
+  permissions: PERMISSIONS,
+}, () =>
+  withDir(async (dir) => {
+    const path = await setupLogging({ logDir: dir, name: "Whole", maxBytes: 1 << 20, files: 2, level: "info" });
+    const advice = `${"integrity check says x. ".repeat(30)}Move the file aside to start empty.`;
+    try {
+      log.server.error("cannot start: {error}", { error: new WholeText(advice) });
+      log.server.error("a client sent {line}", { line: "y".repeat(1000) });
+    } finally {
+      await shutdownLogging();
+    }
+    const text = await Deno.readTextFile(path);
+    assert.ok(text.includes(`cannot start: ${JSON.stringify(advice)}`), "the server's own message, whole");
+    assert.match(text, /a client sent "y{300}\.\.\. \(1000 bytes in all\)"/);
   }));

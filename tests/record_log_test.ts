@@ -432,3 +432,21 @@ Deno.test({
     assert.equal(log.pendingFor("peer"), undefined, "once committed, nothing waits");
     log.close();
   }));
+
+Deno.test({
+  name: "RecordLog refuses a write-ahead log whose database was moved away, and leaves it as it is",
+  permissions: PERMISSIONS,
+}, () =>
+  withDir(async (dir) => {
+    // What a kill -9 leaves (commits in the -wal, not yet in the database), then only the .db moved aside.
+    const path = `${dir}/A.db`;
+    const wal = new Uint8Array([1, 2, 3, 4]);
+    await Deno.writeFile(`${path}-wal`, wal);
+    assert.throws(() => RecordLog.open(path), (error: Error) => {
+      assert.ok(error instanceof CorruptDatabaseError);
+      assert.match(error.message, /A\.db is missing but its write-ahead log .*A\.db-wal is there/);
+      return true;
+    });
+    assert.deepEqual(await Deno.readFile(`${path}-wal`), wal, "the write-ahead log is left as it was");
+    await assert.rejects(Deno.stat(path), Deno.errors.NotFound);
+  }));

@@ -227,6 +227,17 @@ const _WORKER_URL = URL.createObjectURL(
   }),
 );
 
+/** Whether `path` exists (whatever it is). */
+function _existsSync(path: string): boolean {
+  try {
+    Deno.lstatSync(path);
+    return true;
+  } catch (error) {
+    if (error instanceof Deno.errors.NotFound) return false;
+    throw error;
+  }
+}
+
 /** A database that cannot be opened or read: the server must not start on it. */
 export class CorruptDatabaseError extends Error {
   /** The error's name. */
@@ -419,6 +430,16 @@ export class RecordLog {
         );
       }
       if (open !== undefined) log.server.warning(...openDirectoryWarning(open));
+    }
+    // A write-ahead log with no database beside it is records committed and not yet copied into a database file that
+    // was moved away (half of "move the file aside"): SQLite would delete it and start empty, silently.
+    const walOnly = !_existsSync(path) && _existsSync(`${path}-wal`);
+    if (walOnly) {
+      throw new CorruptDatabaseError(
+        `The database ${path} is missing but its write-ahead log ${path}-wal is there, holding commits not yet in it: ` +
+          "put the database back beside it, or move the -wal and -shm files aside too to start empty (neighbours " +
+          "fill the store back in).",
+      );
     }
     let db: DatabaseSync | undefined;
     try {
