@@ -67,7 +67,7 @@ export interface PlacesConfig {
   url: string;
   /** Places API (New) `searchNearby` endpoint (`google-new`). */
   newUrl: string;
-  /** Upstream timeout in milliseconds. */
+  /** How long a WHATSAT waits for its Places search, queue and upstream call together, in milliseconds. */
   timeoutMs: number;
   /** How long an answer is served from the cache, in milliseconds. */
   cacheTtlMs: number;
@@ -312,7 +312,11 @@ const _places = object({
   ),
   url: required(httpUrl(), "Legacy Nearby Search endpoint (google-legacy)."),
   newUrl: withDefault(httpUrl(), GOOGLE_NEW_URL, "Places API (New) searchNearby endpoint (google-new)."),
-  timeoutMs: withDefault(milliseconds(), 5000, "Upstream timeout, in milliseconds."),
+  timeoutMs: withDefault(
+    milliseconds(),
+    5000,
+    "How long a WHATSAT waits for its Places search, queue and upstream call together, in milliseconds.",
+  ),
   cacheTtlMs: withDefault(milliseconds(), 300_000, "How long an answer is served from the cache, in milliseconds."),
   cacheEntries: withDefault(positiveInteger(), 10_000, "Most answers the cache holds."),
   maxConcurrent: withDefault(positiveInteger(), 16, "Most upstream searches at once; the rest wait their turn."),
