@@ -450,3 +450,46 @@ Deno.test({
     assert.deepEqual(await Deno.readFile(`${path}-wal`), wal, "the write-ahead log is left as it was");
     await assert.rejects(Deno.stat(path), Deno.errors.NotFound);
   }));
+
+Deno.test({
+  name:
+    "RecordLog on a full disk says the disk is full, not that the database is damaged, and starts once there is room",
+  permissions: { read: ["/tmp"], write: ["/tmp"], run: ["mount", "umount"] },
+  // A disk that fills needs a small file system of the test's own: a tmpfs, mounted as root.
+  ignore: READ_ONLY_BY !== "mount",
+}, async () => {
+  const dir = await Deno.makeTempDir({ dir: "/tmp", prefix: "herd-full-" });
+  assert.ok(
+    (await new Deno.Command("mount", { args: ["-t", "tmpfs", "-o", "size=1m", "tmpfs", dir] }).output()).success,
+  );
+  try {
+    const path = `${dir}/A.db`;
+    const first = RecordLog.open(path);
+    await first.log.append(record("kept", "5"));
+    first.log.close();
+    const before = await Deno.readFile(path);
+    // Fill what is left.
+    const filler = await Deno.open(`${dir}/filler`, { write: true, create: true });
+    try {
+      while (true) await filler.write(new Uint8Array(16 * 1024));
+    } catch (error) {
+      assert.match(String(error), /No space left on device/);
+    } finally {
+      filler.close();
+    }
+    assert.throws(() => RecordLog.open(path), (error: Error) => {
+      assert.ok(error instanceof DatabaseNotWritableError, `${error.name}: ${error.message}`);
+      assert.match(error.message, new RegExp(`^Cannot use the database ${path}: the disk holding ${dir} is full`));
+      assert.doesNotMatch(error.message, /move the file aside/);
+      return true;
+    });
+    assert.deepEqual(await Deno.readFile(path), before, "the database is left as it was");
+    await Deno.remove(`${dir}/filler`);
+    const again = RecordLog.open(path);
+    assert.deepEqual(again.records.map((r) => r.line), [record("kept", "5").line]);
+    again.log.close();
+  } finally {
+    await new Deno.Command("umount", { args: [dir] }).output();
+    await Deno.remove(dir, { recursive: true });
+  }
+});

@@ -261,6 +261,14 @@ function _refusedWrite(error: unknown): boolean {
     code === "EROFS" || code === "EACCES" || code === "EPERM";
 }
 
+/** What the start's write probe writes: a few pages, as SQLite's first writes would be. */
+const _PROBE_BYTES = 64 * 1024;
+
+/** Whether `error` says the disk is full. */
+function _diskFull(error: unknown): boolean {
+  return (error as { code?: unknown })?.code === "ENOSPC" || /No space left on device/i.test(String(error));
+}
+
 /**
  * Why the database at `path` cannot be written, if it cannot: its
  * directory (where SQLite makes the `-wal` and `-shm` files) or the file
@@ -269,15 +277,33 @@ function _refusedWrite(error: unknown): boolean {
 function _notWritable(path: string): string | undefined {
   const slash = path.lastIndexOf("/");
   const directory = slash < 0 ? "." : path.slice(0, slash) || "/";
-  // Tried, not worked out from modes: a read-only mount, root, ACLs and Deno's permissions all have their say.
+  // Tried, not worked out from modes: a read-only mount, root, ACLs and Deno's permissions all have their say. A few
+  // pages are written, as SQLite would to start: an empty file can still be made on a full disk.
   const probe = `${directory}/.${path.slice(slash + 1)}.${Deno.pid}.writable`;
+  let made = false;
   try {
-    Deno.openSync(probe, { write: true, createNew: true }).close();
-    Deno.removeSync(probe);
+    const file = Deno.openSync(probe, { write: true, createNew: true });
+    made = true;
+    try {
+      file.writeSync(new Uint8Array(_PROBE_BYTES));
+      file.syncSync();
+    } finally {
+      file.close();
+    }
   } catch (error) {
     if (_refusedWrite(error)) {
       return `the directory ${directory} is not writable (${(error as Error).message}); the server writes the ` +
         "database there, and the -wal and -shm files beside it";
+    }
+    if (_diskFull(error)) {
+      return `the disk holding ${directory} is full (${(error as Error).message}): free space there and start ` +
+        "again; nothing says the database is damaged";
+    }
+  } finally {
+    if (made) {
+      try {
+        Deno.removeSync(probe);
+      } catch { /* gone already */ }
     }
   }
   try {
@@ -466,8 +492,10 @@ export class RecordLog {
       const notWritable = _notWritable(path);
       if (notWritable !== undefined) {
         throw new DatabaseNotWritableError(
-          `Cannot use the database ${path}: ${notWritable}. Let the user the server runs as write there, or point ` +
-            "dataDir in the config elsewhere; the database file is left as it is.",
+          notWritable.startsWith("the disk holding")
+            ? `Cannot use the database ${path}: ${notWritable}; the database file is left as it is.`
+            : `Cannot use the database ${path}: ${notWritable}. Let the user the server runs as write there, or ` +
+              "point dataDir in the config elsewhere; the database file is left as it is.",
         );
       }
       throw new CorruptDatabaseError(
