@@ -525,7 +525,11 @@ export class RecordLog {
       }
       const record = typeof line === "string" ? parseRecordFields(splitFields(line)) : null;
       if (record === null) {
-        throw new CorruptDatabaseError(`The database ${this.path} holds a row that is not an AT record (row ${row})`);
+        throw new CorruptDatabaseError(
+          `The database ${this.path} holds a row that is not an AT record (row ${row}). The server will not start ` +
+            "on it, so nothing is silently lost: move the file (and its -wal and -shm) aside to start empty (neighbours " +
+            "fill the store back in), or restore it from a backup.",
+        );
       }
       const current = latest.get(record.clientId);
       if (current === undefined || compareRecords(record, current) > 0) latest.set(record.clientId, record);
