@@ -7,7 +7,15 @@
  */
 
 import assert from "node:assert/strict";
-import { DEFAULT_LINKS, DEFAULT_NAMES, exchange, HERD_TEST_PERMISSIONS, suiteMode, TestHerd } from "./testing/herd.ts";
+import {
+  DEFAULT_LINKS,
+  DEFAULT_NAMES,
+  exchange,
+  HERD_TEST_PERMISSIONS,
+  suiteMode,
+  TestHerd,
+  type TestHerdOptions,
+} from "./testing/herd.ts";
 import { CUT, delay as faultDelay, DROP, PASS } from "./testing/fault_proxy.ts";
 import { delay, waitFor } from "./testing/wait.ts";
 
@@ -22,17 +30,32 @@ function pick<T>(items: readonly T[]): T {
   return items[Math.floor(Math.random() * items.length)];
 }
 
-Deno.test({
-  name: "kill -9 of random servers under load loses no acknowledged record" + MODE.suffix,
-  permissions: HERD_TEST_PERMISSIONS,
-}, async () => {
-  await using herd = await TestHerd.create({
+/** The default herd, and a never-started "Probe" linked to each server to ask its digest. */
+function probedHerd(options: Partial<TestHerdOptions> = {}): Promise<TestHerd> {
+  return TestHerd.create({
     tls: MODE.tls,
     placesUrl: "http://127.0.0.1:9/unused",
     names: [...DEFAULT_NAMES, "Probe"],
     links: [...DEFAULT_LINKS, ...DEFAULT_NAMES.map((name) => [name, "Probe"] as [string, string])],
-    peers: { reconcileIntervalMs: 1000 },
+    ...options,
   });
+}
+
+/** Waits (bounded) until the default servers hold identical stores; the milliseconds that took. */
+async function msUntilIdentical(herd: TestHerd, when: string): Promise<number> {
+  const started = performance.now();
+  await waitFor(async () => {
+    const digests = await Promise.all(DEFAULT_NAMES.map((name) => herd.digestOf(name)));
+    return digests.every((digest) => digest === digests[0]);
+  }, { timeoutMs: 60_000, stepMs: 100, what: `the herd to converge ${when}` });
+  return Math.round(performance.now() - started);
+}
+
+Deno.test({
+  name: "kill -9 of random servers under load loses no acknowledged record" + MODE.suffix,
+  permissions: HERD_TEST_PERMISSIONS,
+}, async () => {
+  await using herd = await probedHerd({ peers: { reconcileIntervalMs: 1000 } });
   for (const name of DEFAULT_NAMES) await herd.start(name);
   await herd.waitConverged(DEFAULT_NAMES);
 
@@ -86,12 +109,7 @@ Deno.test({
   stop = true;
   await Promise.all(load);
 
-  const restarted = performance.now();
-  await waitFor(async () => {
-    const digests = await Promise.all(DEFAULT_NAMES.map((name) => herd.digestOf(name)));
-    return digests.every((digest) => digest === digests[0]);
-  }, { timeoutMs: 60_000, stepMs: 100, what: "the herd to converge after the last restart" });
-  const convergedMs = Math.round(performance.now() - restarted);
+  const convergedMs = await msUntilIdentical(herd, "after the last restart");
   for (const [client, time] of acknowledged) {
     for (const name of DEFAULT_NAMES) {
       const line = (await exchange(herd.port(name), `WHATSAT ${client} 1 0\n`)).split("\n")[0];
@@ -114,11 +132,7 @@ Deno.test({
 }, async () => {
   // Every server dials each neighbour through a fault proxy of its own; records go down the broadcast trees (the
   // default), so a fault on a link the trees count on is what the heartbeats, the link state and the repairs are for.
-  await using herd = await TestHerd.create({
-    tls: MODE.tls,
-    placesUrl: "http://127.0.0.1:9/unused",
-    names: [...DEFAULT_NAMES, "Probe"],
-    links: [...DEFAULT_LINKS, ...DEFAULT_NAMES.map((name) => [name, "Probe"] as [string, string])],
+  await using herd = await probedHerd({
     peers: { reconcileIntervalMs: 1000, heartbeatMs: 200, heartbeatTimeoutMs: 1000 },
     faultProxies: true,
   });
@@ -167,12 +181,7 @@ Deno.test({
   stop = true;
   await Promise.all(load);
 
-  const healed = performance.now();
-  await waitFor(async () => {
-    const digests = await Promise.all(DEFAULT_NAMES.map((name) => herd.digestOf(name)));
-    return digests.every((digest) => digest === digests[0]);
-  }, { timeoutMs: 60_000, stepMs: 100, what: "the herd to converge once every link healed" });
-  const convergedMs = Math.round(performance.now() - healed);
+  const convergedMs = await msUntilIdentical(herd, "once every link healed");
   // The stores are identical, so a record is everywhere or nowhere: 400 of them, at random, are looked for everywhere.
   const sample = acknowledged.toSorted(() => Math.random() - 0.5).slice(0, 400);
   for (const line of sample) {

@@ -383,24 +383,33 @@ Deno.test({
 /** Heartbeats fast enough for a test: a link silent for half a second is closed. */
 const FAST_HEARTBEATS = { heartbeatMs: 100, heartbeatTimeoutMs: 500 };
 
+/**
+ * The default herd on trees, settled, with reconciliation on its timer out of the way and fast heartbeats; then
+ * Smith's network goes dark: every byte to and from it vanishes and its connections stay open.
+ */
+async function herdWithSmithBlackHoled(): Promise<TestHerd> {
+  const herd = await defaultHerd({ broadcast: "tree", reconcileIntervalMs: 600_000, ...FAST_HEARTBEATS }, true, true);
+  try {
+    await herd.startAll();
+    await herd.waitLinksInUse();
+    await herd.waitTreesSettled();
+  } catch (error) {
+    await herd[Symbol.asyncDispose]();
+    throw error;
+  }
+  for (const other of ["Hill", "Campbell", "Singleton"]) herd.link("Smith", other, DROP);
+  return herd;
+}
+
 Deno.test({
   name: "a black-holed server's silent links are closed at both ends, and the broadcast trees go around it" +
     MODE.suffix,
   permissions: HERD_TEST_PERMISSIONS,
 }, async () => {
   // Reconciliation out of the way: only a tree that leaves Smith out brings Hill's record to Campbell, which hangs
-  // below Smith in Hill's tree while Smith is counted on.
-  await using herd = await defaultHerd(
-    { broadcast: "tree", reconcileIntervalMs: 600_000, ...FAST_HEARTBEATS },
-    true,
-    true,
-  );
-  await herd.startAll();
-  await herd.waitLinksInUse();
-  await herd.waitTreesSettled();
-  // Smith's network goes dark: every byte to and from it vanishes and its connections stay open. Nothing is sent, so
-  // no acknowledgement is missed: only the heartbeats can tell.
-  for (const other of ["Hill", "Campbell", "Singleton"]) herd.link("Smith", other, DROP);
+  // below Smith in Hill's tree while Smith is counted on. Nothing is sent into the dark, so no acknowledgement is
+  // missed: only the heartbeats can tell.
+  await using herd = await herdWithSmithBlackHoled();
   // Nothing but the heartbeats closes them: all six connections between Smith and its neighbours, at one end or both
   // (either end may give up first; the proxy passes the close on to the other). With plain text the neighbours' redials
   // are accepted by the proxies and closed the same way, silent, never counted on. (Waited for on the metrics: a
@@ -424,15 +433,7 @@ Deno.test({
   permissions: HERD_TEST_PERMISSIONS,
 }, async () => {
   // Reconciliation on its timer out of the way: what brings the records is the repair a change of the trees starts.
-  await using herd = await defaultHerd(
-    { broadcast: "tree", reconcileIntervalMs: 600_000, ...FAST_HEARTBEATS },
-    true,
-    true,
-  );
-  await herd.startAll();
-  await herd.waitLinksInUse();
-  await herd.waitTreesSettled();
-  for (const other of ["Hill", "Campbell", "Singleton"]) herd.link("Smith", other, DROP);
+  await using herd = await herdWithSmithBlackHoled();
   // At once, before an acknowledgement is missed or a link falls silent: Hill's record goes to Smith, below which
   // Campbell hangs in Hill's tree (Singleton, below Jaquez, gets it), and Campbell's to Smith, below which Hill hangs in
   // Campbell's tree. Each is then held two hops away from the server that needs it, by a server that tree did not

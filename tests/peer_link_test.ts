@@ -383,15 +383,14 @@ Deno.test("BroadcastTrees leave out a link its dialler reports out or its other 
   assert.equal(trees.apply(report("Nobody", 14, [], [])), false);
 });
 
-Deno.test({
-  name: "PeerLink takes one digest back for each of its own, and closes a link that sends it 16 lines it should not",
-  permissions: { net: ["127.0.0.1"] },
-}, async () => {
-  // A neighbour that answers our digest with seventeen of its own: one answers, sixteen more would each have us walk
-  // the store and send what they say it lacks.
+/**
+ * A neighbour's peer port on 127.0.0.1 that takes one connection and
+ * answers the first digest it reads with `answer`; `closedByDialer` says
+ * whether the dialler closed it.
+ */
+function digestAnswerer(answer: string) {
   const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
   let closedByDialer = false;
-  const zero = `DIGEST ${"0".repeat(16384)}\n`;
   const serving = (async () => {
     const conn = await listener.accept();
     const buffer = new Uint8Array(65536);
@@ -401,35 +400,58 @@ Deno.test({
       while (true) {
         const n = await conn.read(buffer);
         if (n === null) break;
-        const { lines } = splitter.push(buffer.subarray(0, n));
-        if (!answered && lines.some((line) => line.startsWith("DIGEST "))) {
+        if (!answered && splitter.push(buffer.subarray(0, n)).lines.some((line) => line.startsWith("DIGEST "))) {
           answered = true;
-          await conn.write(new TextEncoder().encode(zero.repeat(17)));
+          await conn.write(new TextEncoder().encode(answer));
         }
       }
       closedByDialer = true;
     } catch {
-      closedByDialer = true; // reset by the dialer
+      closedByDialer = true; // reset by the dialler
     }
     conn.close();
   })();
-  const link = new PeerLink({
-    host: HOST,
+  return {
+    port: listener.addr.port,
+    closedByDialer: () => closedByDialer,
+    /** Stops listening and waits for the connection to end (close the link first). */
+    async close() {
+      listener.close();
+      await serving;
+    },
+  };
+}
+
+/** A link to `port` that dials once in the test's time, with heartbeats too slow to fire. */
+function oneSessionLink(port: number, host: PeerHost = HOST): PeerLink {
+  return new PeerLink({
+    host,
     transport: new PeerTransport({ files: null, handshakeTimeoutMs: 1000 }),
     neighbour: "Frozen",
     dialHost: "127.0.0.1",
-    dialPort: listener.addr.port,
+    dialPort: port,
     reconnectMinMs: 60_000,
     reconnectMaxMs: 60_000,
     ackTimeoutMs: 200,
     heartbeatMs: 60_000,
     heartbeatTimeoutMs: 120_000,
   });
+}
+
+const ZERO_DIGEST_LINE = `DIGEST ${"0".repeat(16384)}\n`;
+
+Deno.test({
+  name: "PeerLink takes one digest back for each of its own, and closes a link that sends it 16 lines it should not",
+  permissions: { net: ["127.0.0.1"] },
+}, async () => {
+  // A neighbour that answers our digest with seventeen of its own: one answers, sixteen more would each have us walk
+  // the store and send what they say it lacks.
+  const neighbour = digestAnswerer(ZERO_DIGEST_LINE.repeat(17));
+  const link = oneSessionLink(neighbour.port);
   link.start();
-  await waitFor(() => closedByDialer, { what: "the dialer to close the link" });
+  await waitFor(() => neighbour.closedByDialer(), { what: "the dialer to close the link" });
   await link.close();
-  listener.close();
-  await serving;
+  await neighbour.close();
 });
 
 Deno.test({
@@ -438,43 +460,15 @@ Deno.test({
 }, async () => {
   // A neighbour whose store holds records of a server since taken out of the config: it answers our digest with 20 of
   // them, then one we take, then its digest. Each exchange would bring them again: they are no reason to close.
-  const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
-  const answer = "AT Mallory +0.000000001 gone +1+1 5\n".repeat(20) + "AT A +0.000000001 kept +1+1 5\n" +
-    `DIGEST ${"0".repeat(16384)}\n`;
-  const serving = (async () => {
-    const conn = await listener.accept();
-    const buffer = new Uint8Array(65536);
-    const splitter = new TextLineSplitter(PEER_MAX_LINE_BYTES);
-    try {
-      while (true) {
-        const n = await conn.read(buffer);
-        if (n === null) break;
-        if (splitter.push(buffer.subarray(0, n)).lines.some((line) => line.startsWith("DIGEST "))) {
-          await conn.write(new TextEncoder().encode(answer));
-        }
-      }
-    } catch {
-      // closed by the test's end
-    }
-    conn.close();
-  })();
+  const neighbour = digestAnswerer(
+    "AT Mallory +0.000000001 gone +1+1 5\n".repeat(20) + "AT A +0.000000001 kept +1+1 5\n" + ZERO_DIGEST_LINE,
+  );
   const caughtUp: string[] = [];
-  const link = new PeerLink({
-    host: { ...HOST, catchUp: (record) => caughtUp.push(record.clientId) < 0 },
-    transport: new PeerTransport({ files: null, handshakeTimeoutMs: 1000 }),
-    neighbour: "Frozen",
-    dialHost: "127.0.0.1",
-    dialPort: listener.addr.port,
-    reconnectMinMs: 60_000,
-    reconnectMaxMs: 60_000,
-    ackTimeoutMs: 200,
-    heartbeatMs: 60_000,
-    heartbeatTimeoutMs: 120_000,
-  });
+  const link = oneSessionLink(neighbour.port, { ...HOST, catchUp: (record) => caughtUp.push(record.clientId) < 0 });
   link.start();
   await waitFor(() => caughtUp.includes("kept"), { what: "the record after the refused ones to be taken" });
   assert.equal(link.up, true, "the link is kept");
+  assert.equal(neighbour.closedByDialer(), false);
   await link.close();
-  listener.close();
-  await serving;
+  await neighbour.close();
 });

@@ -13,7 +13,7 @@ import { makeCertificates } from "../lib/cli/certs.ts";
 import { certFiles, parseConfig } from "../lib/config/config.ts";
 import { LineSocket } from "../lib/net/line_socket.ts";
 import { PeerTransport } from "../lib/peer/transport.ts";
-import { exchange, HERD_TEST_PERMISSIONS, TestHerd } from "./testing/herd.ts";
+import { exchange, HERD_TEST_PERMISSIONS, TestHerd, type TestHerdOptions } from "./testing/herd.ts";
 import { PeerProbe } from "./testing/peer_probe.ts";
 import { inspectProcess } from "./testing/process_stats.ts";
 import { waitFor } from "./testing/wait.ts";
@@ -25,15 +25,23 @@ const FORGED = "AT A +0.000000001 forged.client +1+1 99999999999.0";
 const decoder = new TextDecoder();
 
 /** A line herd A–B–C (and D, configured and linked to B, never started: its certificate is an insider's). */
-function lineHerd(options: { tls?: boolean; faultProxies?: boolean; captureBytes?: number; admin?: boolean } = {}) {
+function lineHerd(
+  options: { tls?: boolean; faultProxies?: boolean; captureBytes?: number; admin?: boolean } = {},
+  peers: TestHerdOptions["peers"] = {},
+) {
   return TestHerd.create({
     placesUrl: NOWHERE,
     names: ["A", "B", "C", "D"],
     links: [["A", "B"], ["B", "C"], ["B", "D"]],
     places: { provider: "offline" },
-    peers: { ackTimeoutMs: 300, reconcileIntervalMs: 1000 },
+    peers: { ackTimeoutMs: 300, reconcileIntervalMs: 1000, ...peers },
     ...options,
   });
+}
+
+/** A probe's link to `server`'s peer port, introduced (and, with TLS, proven) as its neighbour `as`. */
+function probeAs(herd: TestHerd, as: string, server = "B"): Promise<PeerProbe> {
+  return PeerProbe.connect({ server, port: herd.peerPort(server), as, files: herd.tlsFiles(as) });
 }
 
 /** Whether `name` holds any record for `id` (a WHATSAT answered with an AT line). */
@@ -291,12 +299,7 @@ Deno.test({
       await herd.start("B");
       using idle = await idleConnections(herd.peerPort("B"), 40);
       await waitFor(() => idle.closed() >= 24, { what: "B to close the 24 oldest, over the 16 of one address" });
-      await using probe = await PeerProbe.connect({
-        server: "B",
-        port: herd.peerPort("B"),
-        as: "A",
-        files: herd.tlsFiles("A"),
-      });
+      await using probe = await probeAs(herd, "A");
       // From the same address: the neighbour's connection takes the place of the oldest of the 16.
       assert.match(await probe.digest(), /^[0-9a-f]+$/, "a neighbour's link is served meanwhile");
       await waitFor(() => idle.closed() >= 25, { what: "the oldest idle one to make room for the neighbour's" });
@@ -316,12 +319,7 @@ Deno.test({
       });
       await herd.start("B");
       using idle = await idleConnections(herd.peerPort("B"), 8);
-      await using probe = await PeerProbe.connect({
-        server: "B",
-        port: herd.peerPort("B"),
-        as: "A",
-        files: herd.tlsFiles("A"),
-      });
+      await using probe = await probeAs(herd, "A");
       assert.match(await probe.digest(), /^[0-9a-f]+$/, "the neighbour's link is served");
       await waitFor(() => idle.closed() >= 1, { what: "the oldest unproven connection to be dropped" });
       await logLine(herd, "B", /dropped for a new connection: 8 are open \(limits\.maxPeerConnections\)/);
@@ -335,11 +333,9 @@ Deno.test({
 }, async () => {
   await using herd = await lineHerd();
   await herd.start("B");
-  const connect = () =>
-    PeerProbe.connect({ server: "B", port: herd.peerPort("B"), as: "A", files: herd.tlsFiles("A") });
-  await using first = await connect();
+  await using first = await probeAs(herd, "A");
   assert.match(await first.digest(), /^[0-9a-f]+$/);
-  await using second = await connect();
+  await using second = await probeAs(herd, "A");
   assert.match(await second.digest(), /^[0-9a-f]+$/);
   await first.closed;
   await logLine(herd, "B", /Closing the older link from "A": it dialled us again/);
@@ -444,21 +440,10 @@ Deno.test({
   permissions: HERD_TEST_PERMISSIONS,
 }, async () => {
   // An interval no test waits out: past the three, every exchange is refused.
-  await using herd = await TestHerd.create({
-    placesUrl: NOWHERE,
-    names: ["A", "B", "C", "D"],
-    links: [["A", "B"], ["B", "C"], ["B", "D"]],
-    places: { provider: "offline" },
-    peers: { reconcileIntervalMs: 600_000 },
-  });
+  await using herd = await lineHerd({}, { reconcileIntervalMs: 600_000 });
   await herd.start("B");
   assert.match(await exchange(herd.port("B"), "IAMAT held.one +1+1 1700000000\n"), /^AT B /);
-  await using probe = await PeerProbe.connect({
-    server: "B",
-    port: herd.peerPort("B"),
-    as: "D",
-    files: herd.tlsFiles("D"),
-  });
+  await using probe = await probeAs(herd, "D");
   /** Asks for a full exchange from an empty store: how many records B answers with before its digest. */
   const exchangeRecords = async () => {
     probe.send(`${ZERO_DIGEST}\n`);
