@@ -132,7 +132,8 @@ export class HerdServer implements PeerHost {
    * Loads the store from disk and the TLS files, listens on the client and
    * peer ports, then starts the links; no network I/O happens before
    * listening. Throws before listening if the database is unusable
-   * (`CorruptDatabaseError`) or cannot be written (`DatabaseNotWritableError`),
+   * (`CorruptDatabaseError`), cannot be written (`DatabaseNotWritableError`) or
+   * is in use by another process (`DatabaseInUseError`),
    * or a TLS file cannot be read.
    */
   async start(): Promise<void> {
@@ -158,27 +159,36 @@ export class HerdServer implements PeerHost {
       path: this.databasePath,
       ms: Math.round(performance.now() - started),
     });
-    // The peer port first: once the client port accepts, the whole server is up.
-    this.#peerServer = await this.#transport.listen({
-      host: self.host,
-      port: self.peerPort,
-      maxConnections: this.#config.limits.maxPeerConnections,
-      onPeer: (peer) => {
-        const inbound = servePeer(peer, this, {
-          helloTimeoutMs: _PEER_HANDSHAKE_MS,
-          // Our neighbours keep to one exchange per interval; 10% slack for their timers and the network.
-          minExchangeIntervalMs: this.#config.peers.reconcileIntervalMs * 0.9,
-          heartbeatMs: this.#config.peers.heartbeatMs,
-          heartbeatTimeoutMs: this.#config.peers.heartbeatTimeoutMs,
-          current: this.#inboundByName,
-        });
-        this.#peers.add(inbound);
-        inbound.done.finally(() => this.#peers.delete(inbound));
-      },
-      onRefused: (address, reason) =>
-        refusePeer("Refused a peer connection from {address}: {reason}", { address, reason }),
-    });
-    this.#clientListener = Deno.listen({ hostname: self.host, port: self.port });
+    try {
+      // The peer port first: once the client port accepts, the whole server is up.
+      this.#peerServer = await this.#transport.listen({
+        host: self.host,
+        port: self.peerPort,
+        maxConnections: this.#config.limits.maxPeerConnections,
+        onPeer: (peer) => {
+          const inbound = servePeer(peer, this, {
+            helloTimeoutMs: _PEER_HANDSHAKE_MS,
+            // Our neighbours keep to one exchange per interval; 10% slack for their timers and the network.
+            minExchangeIntervalMs: this.#config.peers.reconcileIntervalMs * 0.9,
+            heartbeatMs: this.#config.peers.heartbeatMs,
+            heartbeatTimeoutMs: this.#config.peers.heartbeatTimeoutMs,
+            current: this.#inboundByName,
+          });
+          this.#peers.add(inbound);
+          inbound.done.finally(() => this.#peers.delete(inbound));
+        },
+        onRefused: (address, reason) =>
+          refusePeer("Refused a peer connection from {address}: {reason}", { address, reason }),
+      });
+      this.#clientListener = Deno.listen({ hostname: self.host, port: self.port });
+    } catch (error) {
+      // A port taken: the database (and its lock) and the peer port are let go, so the server can be started again.
+      this.#peerServer?.close();
+      this.#peerServer = undefined;
+      recordLog.close();
+      this.#recordLog = undefined;
+      throw error;
+    }
     log.server.info("{name} listening for clients on {host}:{port} and peers on {host}:{peerPort} ({security})", {
       name: this.name,
       host: self.host,

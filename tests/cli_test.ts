@@ -1,11 +1,13 @@
 /** The command line as a user meets it: the deno.json tasks and main.ts's refusals. */
 
 import assert from "node:assert/strict";
-import { freePorts, HERD_TEST_PERMISSIONS, TestHerd } from "./testing/herd.ts";
+import { exchange, freePorts, HERD_TEST_PERMISSIONS, TestHerd } from "./testing/herd.ts";
 import { waitFor } from "./testing/wait.ts";
 import { loadConfig } from "../lib/config/config.ts";
 import { makeCertificates } from "../lib/cli/certs.ts";
 import { serverRunArgs } from "../lib/cli/launcher.ts";
+import { HerdServer } from "../lib/herd_server.ts";
+import { CachedPlaces } from "../lib/places/cache.ts";
 
 const _decoder = new TextDecoder();
 
@@ -309,6 +311,129 @@ Deno.test({
       `Cannot use herd config ${comma}: a path with a comma cannot be named in a permission flag`,
     );
   } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test({
+  name: "a second server on the same database (another config, same name and dataDir) is refused while the first runs",
+  permissions: HERD_TEST_PERMISSIONS,
+}, async () => {
+  const dir = await Deno.makeTempDir({ dir: "/tmp", prefix: "herd-shared-data-" });
+  const ports = freePorts(8);
+  // Two configs in one directory, so "data" is one directory for both; their own ports and logs.
+  const configs = await Promise.all([0, 1].map(async (index) => {
+    const [a, aPeer, b, bPeer] = ports.slice(index * 4, index * 4 + 4);
+    const path = `${dir}/herd${index}.config.json`;
+    await Deno.writeTextFile(
+      path,
+      JSON.stringify({
+        servers: {
+          A: { host: "127.0.0.1", port: a, peerPort: aPeer },
+          B: { host: "127.0.0.1", port: b, peerPort: bPeer },
+        },
+        links: [["A", "B"]],
+        places: { provider: "offline", url: "http://127.0.0.1:9/nearby" },
+        logDir: `logs${index}`,
+        dataDir: "data",
+        peers: { tls: false },
+      }),
+    );
+    return await loadConfig(path);
+  }));
+  const start = (index: number) =>
+    new Deno.Command("deno", {
+      args: serverRunArgs(configs[index], "A", { keyPresent: false }),
+      stdin: "null",
+      stdout: "null",
+      stderr: "piped",
+    }).spawn();
+  const logOf = (index: number) => Deno.readTextFile(`${dir}/logs${index}/A.log`).catch(() => "");
+  const first = start(0);
+  const firstStderr = new Response(first.stderr).text();
+  let firstExited = false;
+  const firstStatus = first.status.then((status) => (firstExited = true, status));
+  try {
+    await waitFor(async () => firstExited || /loaded 0 records/.test(await logOf(0)), { what: "the first A" });
+    assert.equal(firstExited, false, firstExited ? `the first A exited: ${await firstStderr}` : "");
+    const second = start(1);
+    const guard = setTimeout(() => second.kill("SIGKILL"), 30_000);
+    const { code, stderr } = await second.output();
+    clearTimeout(guard);
+    const text = _decoder.decode(stderr);
+    assert.equal(code, 1, text);
+    assert.match(
+      text,
+      new RegExp(
+        `cannot start: Cannot use the database .*/data/A\\.db: another process \\(pid ${first.pid}\\) ` +
+          "is using it .*give this server its own dataDir",
+      ),
+    );
+    assert.equal(firstExited, false, "the first A runs on");
+    // Released with the process: the second starts once the first has gone.
+    first.kill("SIGTERM");
+    assert.equal((await firstStatus).code, 0);
+    const again = start(1);
+    const againStderr = new Response(again.stderr).text();
+    let againExited = false;
+    const againStatus = again.status.then((status) => (againExited = true, status));
+    await waitFor(async () => againExited || /loaded 0 records/.test(await logOf(1)), { what: "the second A" });
+    assert.equal(againExited, false, againExited ? `the second A exited: ${await againStderr}` : "");
+    again.kill("SIGTERM");
+    assert.equal((await againStatus).code, 0);
+    await againStderr;
+  } finally {
+    try {
+      first.kill("SIGKILL");
+    } catch { /* already gone */ }
+    await firstStatus;
+    await firstStderr;
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test({
+  name:
+    "a server whose client port is taken lets its database go, and starts in the same process once the port is free",
+  permissions: HERD_TEST_PERMISSIONS,
+}, async () => {
+  const dir = await Deno.makeTempDir({ dir: "/tmp", prefix: "herd-port-taken-" });
+  const [a, aPeer, b, bPeer] = freePorts(4);
+  await Deno.writeTextFile(
+    `${dir}/herd.config.json`,
+    JSON.stringify({
+      servers: {
+        A: { host: "127.0.0.1", port: a, peerPort: aPeer },
+        B: { host: "127.0.0.1", port: b, peerPort: bPeer },
+      },
+      links: [["A", "B"]],
+      places: { provider: "offline", url: "http://127.0.0.1:9/nearby" },
+      logDir: "logs",
+      dataDir: "data",
+      peers: { tls: false },
+    }),
+  );
+  const config = await loadConfig(`${dir}/herd.config.json`);
+  const places = new CachedPlaces({
+    name: "none",
+    search: () => Promise.resolve({ status: "ZERO_RESULTS", results: [], html_attributions: [] }),
+  }, { ttlMs: 1000, maxEntries: 1 });
+  const taken = Deno.listen({ hostname: "127.0.0.1", port: a });
+  try {
+    const first = new HerdServer({ config, name: "A", places });
+    await assert.rejects(first.start(), Deno.errors.AddrInUse);
+    taken.close();
+    const second = new HerdServer({ config, name: "A", places });
+    await second.start();
+    try {
+      assert.match(await exchange(a, "IAMAT kiwi +1+1 1\n"), /^AT A \+\d+\.\d+ kiwi \+1\+1 1\n$/);
+    } finally {
+      await second.shutdown();
+    }
+  } finally {
+    try {
+      taken.close();
+    } catch { /* closed above */ }
     await Deno.remove(dir, { recursive: true });
   }
 });

@@ -1,7 +1,12 @@
 import assert from "node:assert/strict";
 import { DatabaseSync } from "node:sqlite";
 import { makePrivateDirectory } from "../lib/private_files.ts";
-import { CorruptDatabaseError, DatabaseNotWritableError, RecordLog } from "../lib/store/record_log.ts";
+import {
+  CorruptDatabaseError,
+  DatabaseInUseError,
+  DatabaseNotWritableError,
+  RecordLog,
+} from "../lib/store/record_log.ts";
 import type { LocationRecord } from "../lib/protocol.ts";
 import { inspectProcess } from "./testing/process_stats.ts";
 import { delay, waitFor } from "./testing/wait.ts";
@@ -496,3 +501,80 @@ Deno.test({
     await Deno.remove(dir, { recursive: true });
   }
 });
+
+Deno.test({
+  name:
+    "RecordLog refuses a database another RecordLog holds open, naming the holder, and opens it once that one closed",
+  permissions: PERMISSIONS,
+}, () =>
+  withDir(async (dir) => {
+    const path = `${dir}/A.db`;
+    const first = RecordLog.open(path);
+    try {
+      assert.equal(await first.log.append(record("a", "1")), true);
+      assert.throws(() => RecordLog.open(path), (error: Error) => {
+        assert.ok(error instanceof DatabaseInUseError, `${error.name}: ${error.message}`);
+        assert.equal(
+          error.message,
+          `Cannot use the database ${path}: another process (pid ${Deno.pid}) is using it (it holds ${path}.lock). ` +
+            "Two servers writing one database would mix their records: stop the other one, or give this server its " +
+            "own dataDir in the config.",
+        );
+        return true;
+      });
+      assert.equal(await first.log.append(record("a", "2")), true, "the holder writes on");
+    } finally {
+      first.log.close();
+    }
+    const second = RecordLog.open(path);
+    assert.deepEqual(second.records.map((r) => r.line), [record("a", "2").line]);
+    second.log.close();
+  }));
+
+/** A copy of `path` and its -wal taken while `log` has commits not yet checkpointed: what a kill -9 leaves. */
+function crashCopy(path: string, to: string): void {
+  Deno.copyFileSync(path, to);
+  Deno.copyFileSync(`${path}-wal`, `${to}-wal`);
+}
+
+Deno.test({
+  name: "RecordLog refusing a database leaves it and its -wal byte for byte as they were (nothing checkpointed in)",
+  permissions: PERMISSIONS,
+}, () =>
+  withDir(async (dir) => {
+    // Commits in the -wal, one of them a row that is not an AT record, as a kill -9 leaves them.
+    const db = new DatabaseSync(`${dir}/live.db`);
+    db.exec("PRAGMA journal_mode = WAL; PRAGMA wal_autocheckpoint = 0; CREATE TABLE records (line TEXT NOT NULL)");
+    db.exec("INSERT INTO records VALUES ('AT Hill +0.1 a +1+1 1'), ('garbage')");
+    const path = `${dir}/A.db`;
+    crashCopy(`${dir}/live.db`, path);
+    db.close();
+    const before = [await Deno.readFile(path), await Deno.readFile(`${path}-wal`)];
+    assert.ok(before[1].length > 0, "the commits are in the -wal");
+    assert.throws(() => RecordLog.open(path), /holds a row that is not an AT record \(row 2\)/);
+    assert.deepEqual([await Deno.readFile(path), await Deno.readFile(`${path}-wal`)], before);
+  }));
+
+Deno.test({
+  name: "RecordLog refuses an empty database file that a server has used before, and opens a new empty one",
+  permissions: PERMISSIONS,
+}, () =>
+  withDir(async (dir) => {
+    const path = `${dir}/A.db`;
+    const first = RecordLog.open(path);
+    assert.equal(await first.log.append(record("a", "1")), true);
+    first.log.close();
+    await Deno.truncate(path, 0);
+    assert.throws(() => RecordLog.open(path), (error: Error) => {
+      assert.ok(error instanceof CorruptDatabaseError, `${error.name}: ${error.message}`);
+      assert.match(error.message, new RegExp(`^The database ${path} is empty \\(0 bytes\\), but a server has used it`));
+      return true;
+    });
+    assert.equal((await Deno.stat(path)).size, 0, "left as it was");
+    // An empty file that no server has used (made by hand, or by a start killed before SQLite wrote to it) is new.
+    await Deno.remove(`${path}.lock`);
+    const again = RecordLog.open(path);
+    assert.deepEqual(again.records, []);
+    assert.equal(await again.log.append(record("b", "1")), true);
+    again.log.close();
+  }));

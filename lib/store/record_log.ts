@@ -245,6 +245,17 @@ export class CorruptDatabaseError extends Error {
 }
 
 /**
+ * A database another process is using: it holds the lock file beside it
+ * (`<database>.lock`). Two servers writing one database would interleave
+ * their rows, and a compaction could keep the older of two acknowledged
+ * records.
+ */
+export class DatabaseInUseError extends Error {
+  /** The error's name. */
+  override name = "DatabaseInUseError";
+}
+
+/**
  * A database the server cannot write: its directory or the file is not
  * writable (permissions, a read-only file system). Nothing is wrong with the
  * file: the server must not start until it can write it.
@@ -314,6 +325,67 @@ function _notWritable(path: string): string | undefined {
   return undefined;
 }
 
+/** " (pid N)" from a held lock file, when its holder has written it; else nothing. */
+function _lockHolder(lock: Deno.FsFile): string {
+  try {
+    const bytes = new Uint8Array(32);
+    lock.seekSync(0, Deno.SeekMode.Start);
+    const read = lock.readSync(bytes) ?? 0;
+    const pid = new TextDecoder().decode(bytes.subarray(0, read)).trim();
+    return /^[0-9]{1,10}$/.test(pid) ? ` (pid ${pid})` : "";
+  } catch {
+    return "";
+  }
+}
+
+/**
+ * Checks the database at `path` and reads every record in it, greatest
+ * per client, expired ones left out, on a read-only connection: closing it
+ * writes nothing, so a file it refuses is left as it was. Throws a
+ * {@linkcode CorruptDatabaseError} for a row that is not an AT record,
+ * and SQLite's error for a file it cannot open or check.
+ */
+function _checkAndLoad(path: string, options: RecordLogOptions): { records: LocationRecord[]; rows: number } {
+  const db = new DatabaseSync(path, { readOnly: true });
+  try {
+    db.exec("PRAGMA busy_timeout = 2000");
+    const check = db.prepare("PRAGMA quick_check").get() as { quick_check: string } | undefined;
+    if (check?.quick_check !== "ok") throw new Error(`integrity check says ${JSON.stringify(check?.quick_check)}`);
+    const table = db.prepare("SELECT 1 FROM sqlite_schema WHERE type = 'table' AND name = 'records'").get();
+    if (table === undefined) return { records: [], rows: 0 };
+    const latest = new Map<string, LocationRecord>();
+    let row = 0;
+    const decoder = new TextDecoder("utf-8", { fatal: true });
+    const lines = db.prepare(`SELECT ${LINE_COLUMN} AS line FROM records`).iterate() as Iterable<{ line: unknown }>;
+    for (const { line: column } of lines) {
+      row++;
+      let line = column;
+      if (column instanceof Uint8Array) {
+        try {
+          line = decoder.decode(column);
+        } catch {
+          line = undefined;
+        }
+      }
+      const record = typeof line === "string" ? parseRecordFields(splitFields(line)) : null;
+      if (record === null) {
+        throw new CorruptDatabaseError(
+          `The database ${path} holds a row that is not an AT record (row ${row}). The server will not start on it, ` +
+            "so nothing is silently lost: move the file (and its -wal and -shm) aside to start empty (neighbours " +
+            "fill the store back in), or restore it from a backup.",
+        );
+      }
+      const current = latest.get(record.clientId);
+      if (current === undefined || compareRecords(record, current) > 0) latest.set(record.clientId, record);
+    }
+    const isExpired = options.isExpired;
+    const records = [...latest.values()];
+    return { records: isExpired === undefined ? records : records.filter((r) => !isExpired(r.clientTime)), rows: row };
+  } finally {
+    db.close();
+  }
+}
+
 /** Options for {@linkcode RecordLog.open}. */
 export interface RecordLogOptions {
   /** Whether a record with this client time has expired: such records are not loaded, and are compacted away. */
@@ -339,6 +411,8 @@ export class RecordLog {
   /** The database file. */
   readonly path: string;
   #db: DatabaseSync;
+  /** The lock file, held (flock, exclusive) from open to close. */
+  #lock: Deno.FsFile;
   #append: StatementSync;
   #options: RecordLogOptions;
   #pending = new Map<string, string>();
@@ -366,9 +440,10 @@ export class RecordLog {
    */
   #turn = new Int32Array(new SharedArrayBuffer(4));
 
-  private constructor(path: string, db: DatabaseSync, options: RecordLogOptions) {
+  private constructor(path: string, db: DatabaseSync, lock: Deno.FsFile, options: RecordLogOptions) {
     this.path = path;
     this.#db = db;
+    this.#lock = lock;
     this.#options = options;
     this.#append = db.prepare("INSERT INTO records (line) SELECT value FROM json_each(?)");
   }
@@ -457,30 +532,54 @@ export class RecordLog {
       }
       if (open !== undefined) log.server.warning(...openDirectoryWarning(open));
     }
-    // A write-ahead log with no database beside it is records committed and not yet copied into a database file that
-    // was moved away (half of "move the file aside"): SQLite would delete it and start empty, silently.
-    const walOnly = !_existsSync(path) && _existsSync(`${path}-wal`);
-    if (walOnly) {
-      throw new CorruptDatabaseError(
-        `The database ${path} is missing but its write-ahead log ${path}-wal is there, holding commits not yet in it: ` +
-          "put the database back beside it, or move the -wal and -shm files aside too to start empty (neighbours " +
-          "fill the store back in).",
-      );
-    }
+    let lock: Deno.FsFile | undefined;
     let db: DatabaseSync | undefined;
     try {
+      // Held until close: a second server (another config, the same name and dataDir) is refused, not let in to
+      // interleave its rows with ours. flock, so it goes with the process however that ends.
+      lock = Deno.openSync(`${path}.lock`, { read: true, write: true, create: true, mode: PRIVATE_FILE_MODE });
+      if (!lock.tryLockSync(true)) {
+        const holder = _lockHolder(lock);
+        throw new DatabaseInUseError(
+          `Cannot use the database ${path}: another process${holder} is using it (it holds ${path}.lock). ` +
+            "Two servers writing one database would mix their records: stop the other one, or give this server " +
+            "its own dataDir in the config.",
+        );
+      }
+      // A write-ahead log with no database beside it is records committed and not yet copied into a database file
+      // that was moved away (half of "move the file aside"): SQLite would delete it and start empty, silently.
+      const exists = _existsSync(path);
+      if (!exists && _existsSync(`${path}-wal`)) {
+        throw new CorruptDatabaseError(
+          `The database ${path} is missing but its write-ahead log ${path}-wal is there, holding commits not yet in ` +
+            "it: put the database back beside it, or move the -wal and -shm files aside too to start empty " +
+            "(neighbours fill the store back in).",
+        );
+      }
+      // The lock file holds the pid of the last server that opened the database, written once SQLite had written the
+      // file's first page: an empty database file beside it was truncated or replaced, not new.
+      if (exists && Deno.statSync(path).size === 0 && lock.statSync().size > 0) {
+        throw new CorruptDatabaseError(
+          `The database ${path} is empty (0 bytes), but a server has used it before (${path}.lock says so): it was ` +
+            "truncated or replaced. The server will not start on it, so nothing is silently lost: restore it from a " +
+            "backup, or remove it and its .lock file to start empty (neighbours fill the store back in).",
+        );
+      }
       // Made here, 0600, when missing: SQLite would make it with the process's umask (0644, as a rule), and it makes
       // the -wal and -shm files (now, or whenever they are next needed) with the database file's mode. An empty file
       // is an empty database. A file that exists keeps its mode.
-      Deno.openSync(path, { write: true, create: true, mode: PRIVATE_FILE_MODE }).close();
+      if (!exists) Deno.openSync(path, { write: true, create: true, mode: PRIVATE_FILE_MODE }).close();
+      // Checked and read on a read-only connection, which leaves the file and its -wal byte for byte as they were
+      // when it refuses them: a read-write connection's close copies the -wal into the file.
+      const { records, rows } = _checkAndLoad(path, options);
       db = new DatabaseSync(path);
       // A lock held a moment by the worker (of an earlier open, closing, or compacting) is waited for, not an error.
       db.exec("PRAGMA busy_timeout = 2000; PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL");
-      const check = db.prepare("PRAGMA quick_check").get() as { quick_check: string } | undefined;
-      if (check?.quick_check !== "ok") throw new Error(`integrity check says ${JSON.stringify(check?.quick_check)}`);
       db.exec("CREATE TABLE IF NOT EXISTS records (line TEXT NOT NULL)");
-      const recordLog = new RecordLog(path, db, options);
-      const records = recordLog.#load();
+      lock.truncateSync(0);
+      lock.writeSync(new TextEncoder().encode(`${Deno.pid}\n`));
+      const recordLog = new RecordLog(path, db, lock, options);
+      recordLog.#rows = rows;
       // Started once the caller is done starting (listening, for a server): a thread is not free on two cores.
       recordLog.#workerDue = setTimeout(() => recordLog.#startWorker(), 0);
       return { log: recordLog, records };
@@ -488,7 +587,8 @@ export class RecordLog {
       try {
         db?.close();
       } catch { /* already failed */ }
-      if (error instanceof CorruptDatabaseError) throw error;
+      lock?.close();
+      if (error instanceof CorruptDatabaseError || error instanceof DatabaseInUseError) throw error;
       const notWritable = _notWritable(path);
       if (notWritable !== undefined) {
         throw new DatabaseNotWritableError(
@@ -504,40 +604,6 @@ export class RecordLog {
           "or restore it from a backup.",
       );
     }
-  }
-
-  #load(): LocationRecord[] {
-    const latest = new Map<string, LocationRecord>();
-    let row = 0;
-    const decoder = new TextDecoder("utf-8", { fatal: true });
-    const rows = this.#db.prepare(`SELECT ${LINE_COLUMN} AS line FROM records`).iterate() as Iterable<
-      { line: unknown }
-    >;
-    for (const { line: column } of rows) {
-      row++;
-      let line = column;
-      if (column instanceof Uint8Array) {
-        try {
-          line = decoder.decode(column);
-        } catch {
-          line = undefined;
-        }
-      }
-      const record = typeof line === "string" ? parseRecordFields(splitFields(line)) : null;
-      if (record === null) {
-        throw new CorruptDatabaseError(
-          `The database ${this.path} holds a row that is not an AT record (row ${row}). The server will not start ` +
-            "on it, so nothing is silently lost: move the file (and its -wal and -shm) aside to start empty (neighbours " +
-            "fill the store back in), or restore it from a backup.",
-        );
-      }
-      const current = latest.get(record.clientId);
-      if (current === undefined || compareRecords(record, current) > 0) latest.set(record.clientId, record);
-    }
-    this.#rows = row;
-    const isExpired = this.#options.isExpired;
-    const records = [...latest.values()];
-    return isExpired === undefined ? records : records.filter((record) => !isExpired(record.clientTime));
   }
 
   /** Lines in the table, superseded ones included. */
@@ -711,5 +777,6 @@ export class RecordLog {
     Atomics.store(this.#turn, 0, 0);
     this.#compacted(undefined);
     this.#db.close();
+    this.#lock.close();
   }
 }
