@@ -143,8 +143,12 @@ export class HerdServer implements PeerHost {
     const started = performance.now();
     this.#transport.load();
     const { ttlS } = this.#config.records;
-    const { log: recordLog, records } = RecordLog.open(this.databasePath, {
+    const { log: recordLog, records, leftOut } = RecordLog.open(this.databasePath, {
       isExpired: (clientTime) => this.store.isExpired(clientTime),
+      // A record taken by a server since removed from the config is left out: the neighbours refuse such records
+      // ("names a server the herd does not have"), so a store holding it would never agree with theirs, and each
+      // reconciliation would resend everything.
+      isKnownServer: (server) => this.recordRules.servers.has(server),
       expiryCutoff: () => {
         if (ttlS === 0) return null;
         const cutoff = nanosecondsText(nowNs() - BigInt(ttlS) * 1_000_000_000n);
@@ -153,6 +157,18 @@ export class HerdServer implements PeerHost {
     });
     this.#recordLog = recordLog;
     for (const record of records) this.store.offer(record);
+    if (leftOut.size > 0) {
+      log.server.warning(
+        "{name} left out {count} rows of {path} taken by servers no longer in the config ({servers}): the herd " +
+          "refuses records naming them. The rows stay in the file until newer reports of their clients replace them.",
+        {
+          name: this.name,
+          count: [...leftOut.values()].reduce((a, b) => a + b, 0),
+          path: this.databasePath,
+          servers: [...leftOut].map(([server, count]) => `${server}: ${count}`).join(", "),
+        },
+      );
+    }
     log.server.info("{name} loaded {count} records from {path} in {ms} ms", {
       name: this.name,
       count: records.length,

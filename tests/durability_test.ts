@@ -1,6 +1,7 @@
 /** The store survives its server: kill -9, restarts, whole-herd restarts, and corrupt files. */
 
 import assert from "node:assert/strict";
+import { DatabaseSync } from "node:sqlite";
 import { exchange, HERD_TEST_PERMISSIONS, suiteMode, TestHerd } from "./testing/herd.ts";
 import { waitFor } from "./testing/wait.ts";
 
@@ -117,4 +118,46 @@ Deno.test({
   await assert.rejects(herd.start("Solo"), /exited with code 1 before listening/);
   assert.deepEqual(await Deno.readFile(path), garbage);
   assert.match(await herd.log("Solo"), /Cannot use the database .*Solo\.db/);
+});
+
+Deno.test({
+  name: "records of a server removed from the config are left out at load, and the herd still agrees" + MODE.suffix,
+  permissions: HERD_TEST_PERMISSIONS,
+}, async () => {
+  await using herd = await TestHerd.create({
+    tls: MODE.tls,
+    placesUrl: NOWHERE,
+    names: ["A", "B", "Probe"],
+    links: [["A", "B"], ["A", "Probe"], ["B", "Probe"]],
+  });
+  // A's database from a herd that had a server "Gone": c1's newest record is Gone's, its older one A's own.
+  await Deno.mkdir(`${herd.dir}/data`, { recursive: true });
+  const db = new DatabaseSync(`${herd.dir}/data/A.db`);
+  db.exec("CREATE TABLE records (line TEXT NOT NULL)");
+  const ownOlder = "AT A +0.100000000 c1 +1+1 1700000050";
+  db.prepare("INSERT INTO records VALUES (?), (?), (?), (?)").run(
+    ownOlder,
+    "AT Gone +0.100000000 c1 +2+2 1700000100",
+    "AT Gone +0.100000000 c3 +3+3 1700000100",
+    "AT B +0.100000000 c2 +1+1 1700000010",
+  );
+  db.close();
+  await herd.start("A");
+  await herd.start("B");
+  await waitFor(
+    async () => /left out 2 rows of .*A\.db.* no longer in the config \("?Gone: 2"?\)/.test(await herd.log("A")),
+    {
+      what: "A's warning about Gone's rows",
+    },
+  );
+  // B refuses records naming Gone: A's store must not hold them, or the two never agree.
+  await waitFor(async () => await herd.digestOf("A") === await herd.digestOf("B"), {
+    timeoutMs: 10_000,
+    stepMs: 50,
+    what: "A and B to agree",
+  });
+  for (const name of ["A", "B"]) {
+    assert.equal((await exchange(herd.port(name), "WHATSAT c1 1 0\n")).split("\n")[0], ownOlder, `c1 at ${name}`);
+    assert.equal(await exchange(herd.port(name), "WHATSAT c3 1 0\n"), "? WHATSAT c3 1 0\n", `c3 at ${name}`);
+  }
 });

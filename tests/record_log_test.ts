@@ -578,3 +578,32 @@ Deno.test({
     assert.equal(await again.log.append(record("b", "1")), true);
     again.log.close();
   }));
+
+Deno.test({
+  name: "RecordLog leaves out the records of servers it is told are unknown before choosing each client's greatest",
+  permissions: PERMISSIONS,
+}, () =>
+  withDir((dir) => {
+    const path = `${dir}/A.db`;
+    const db = new DatabaseSync(path);
+    db.exec("CREATE TABLE records (line TEXT NOT NULL)");
+    const older = record("c1", "50").line;
+    const insert = db.prepare("INSERT INTO records VALUES (?)");
+    for (const line of [older, record("c1", "100", "Gone").line, record("c2", "7", "Gone").line]) insert.run(line);
+    db.close();
+    const { log, records, leftOut } = RecordLog.open(path, { isKnownServer: (server) => server !== "Gone" });
+    try {
+      assert.deepEqual(records.map((r) => r.line), [older]);
+      assert.deepEqual([...leftOut], [["Gone", 2]]);
+      assert.equal(log.rows, 3, "the rows stay in the file");
+    } finally {
+      log.close();
+    }
+    const all = RecordLog.open(path);
+    assert.deepEqual(all.records.map((r) => r.line).sort(), [
+      record("c1", "100", "Gone").line,
+      record("c2", "7", "Gone").line,
+    ]);
+    assert.equal(all.leftOut.size, 0);
+    all.log.close();
+  }));

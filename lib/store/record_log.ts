@@ -345,15 +345,20 @@ function _lockHolder(lock: Deno.FsFile): string {
  * {@linkcode CorruptDatabaseError} for a row that is not an AT record,
  * and SQLite's error for a file it cannot open or check.
  */
-function _checkAndLoad(path: string, options: RecordLogOptions): { records: LocationRecord[]; rows: number } {
+function _checkAndLoad(
+  path: string,
+  options: RecordLogOptions,
+): { records: LocationRecord[]; rows: number; leftOut: Map<string, number> } {
   const db = new DatabaseSync(path, { readOnly: true });
   try {
     db.exec("PRAGMA busy_timeout = 2000");
     const check = db.prepare("PRAGMA quick_check").get() as { quick_check: string } | undefined;
     if (check?.quick_check !== "ok") throw new Error(`integrity check says ${JSON.stringify(check?.quick_check)}`);
     const table = db.prepare("SELECT 1 FROM sqlite_schema WHERE type = 'table' AND name = 'records'").get();
-    if (table === undefined) return { records: [], rows: 0 };
+    const leftOut = new Map<string, number>();
+    if (table === undefined) return { records: [], rows: 0, leftOut };
     const latest = new Map<string, LocationRecord>();
+    const isKnownServer = options.isKnownServer;
     let row = 0;
     const decoder = new TextDecoder("utf-8", { fatal: true });
     const lines = db.prepare(`SELECT ${LINE_COLUMN} AS line FROM records`).iterate() as Iterable<{ line: unknown }>;
@@ -375,12 +380,24 @@ function _checkAndLoad(path: string, options: RecordLogOptions): { records: Loca
             "fill the store back in), or restore it from a backup.",
         );
       }
+      if (isKnownServer !== undefined) {
+        // Before the greatest is chosen: a removed server's newer record must not hide a known server's older one.
+        const server = record.line.slice(3, record.line.indexOf(" ", 3));
+        if (!isKnownServer(server)) {
+          leftOut.set(server, (leftOut.get(server) ?? 0) + 1);
+          continue;
+        }
+      }
       const current = latest.get(record.clientId);
       if (current === undefined || compareRecords(record, current) > 0) latest.set(record.clientId, record);
     }
     const isExpired = options.isExpired;
     const records = [...latest.values()];
-    return { records: isExpired === undefined ? records : records.filter((r) => !isExpired(r.clientTime)), rows: row };
+    return {
+      records: isExpired === undefined ? records : records.filter((r) => !isExpired(r.clientTime)),
+      rows: row,
+      leftOut,
+    };
   } finally {
     db.close();
   }
@@ -392,6 +409,12 @@ export interface RecordLogOptions {
   isExpired?(clientTime: string): boolean;
   /** The decimal client time before which records have expired, for the worker's compaction; none without a TTL. */
   expiryCutoff?(): string | null;
+  /**
+   * Whether records taken by this server are loaded: those of a server
+   * since removed from the config are not (the herd refuses them), and
+   * are counted in {@linkcode RecordLog.open}'s `leftOut`. All are, without it.
+   */
+  isKnownServer?(server: string): boolean;
 }
 
 /** What a compaction did, as the worker reported it. */
@@ -519,7 +542,10 @@ export class RecordLog {
    * {@linkcode CorruptDatabaseError} naming the file when it cannot be
    * opened, checked or read.
    */
-  static open(path: string, options: RecordLogOptions = {}): { log: RecordLog; records: LocationRecord[] } {
+  static open(
+    path: string,
+    options: RecordLogOptions = {},
+  ): { log: RecordLog; records: LocationRecord[]; leftOut: Map<string, number> } {
     const directory = path.slice(0, path.lastIndexOf("/"));
     if (directory !== "") {
       let open: OpenDirectory | undefined;
@@ -571,7 +597,7 @@ export class RecordLog {
       if (!exists) Deno.openSync(path, { write: true, create: true, mode: PRIVATE_FILE_MODE }).close();
       // Checked and read on a read-only connection, which leaves the file and its -wal byte for byte as they were
       // when it refuses them: a read-write connection's close copies the -wal into the file.
-      const { records, rows } = _checkAndLoad(path, options);
+      const { records, rows, leftOut } = _checkAndLoad(path, options);
       db = new DatabaseSync(path);
       // A lock held a moment by the worker (of an earlier open, closing, or compacting) is waited for, not an error.
       db.exec("PRAGMA busy_timeout = 2000; PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL");
@@ -582,7 +608,7 @@ export class RecordLog {
       recordLog.#rows = rows;
       // Started once the caller is done starting (listening, for a server): a thread is not free on two cores.
       recordLog.#workerDue = setTimeout(() => recordLog.#startWorker(), 0);
-      return { log: recordLog, records };
+      return { log: recordLog, records, leftOut };
     } catch (error) {
       try {
         db?.close();
