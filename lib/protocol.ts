@@ -203,9 +203,10 @@ export interface HerdRecordRules {
    * reports it without checking it again (flooding brings most records to a
    * server twice); it is dropped either way. Such a line was checked when it
    * was stored, unless it was loaded from the database at start-up, where a
-   * line written under another config (a server since renamed, a longer
-   * client ID) is kept as it is: a copy of it from a peer is then dropped as
-   * not newer, and acknowledged, instead of refused as invalid.
+   * line written under another config (a longer client ID; not one of a
+   * server since removed, which is left out at load) is kept as it is: a
+   * copy of it from a peer is then dropped as not newer, and acknowledged,
+   * instead of refused as invalid.
    */
   holds?: (clientId: string, line: string, end: number) => boolean;
 }

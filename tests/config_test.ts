@@ -2,6 +2,7 @@ import assert from "node:assert/strict";
 import Ajv2020 from "ajv/dist/2020.js";
 import {
   configWarnings,
+  duplicateJsonKey,
   type HerdConfig,
   herdConfigJsonSchema,
   neighboursOf,
@@ -552,4 +553,20 @@ Deno.test("parseConfig() refuses a dashboard port that a server on 127.0.0.1 (or
   const noDashboard = sample();
   noDashboard.servers.A.port = 12300;
   assert.equal(parse(noDashboard).servers.get("A")!.port, 12300, "no admin port, no dashboard: no clash");
+});
+
+Deno.test("parseConfig() refuses a key given twice in one object, naming its path, wherever it is", () => {
+  const text = JSON.stringify(sample(), null, 2);
+  assert.doesNotThrow(() => parseConfig(text, "/tmp/herd.config.json"));
+  // JSON.parse would keep the second value of each silently.
+  assertRefused(text.replace('"logDir":', '"logDir": "elsewhere", "logDir":'), /logDir is given twice: keep one/);
+  assertRefused(
+    text.replace(/"peerPort": (\d+)/, '"peerPort": $1, "peerPort": 9'),
+    /servers\.A\.peerPort is given twice: keep one/,
+  );
+  assertRefused(text.replace('"servers": {', '"servers": { "B": {}, '), /servers\.B is given twice/);
+  // Equal keys in different objects, equal strings as values, escapes and brackets inside strings are fine.
+  assert.equal(duplicateJsonKey('{"a": {"x": 1}, "b": {"x": "a"}, "c": ["a", "a"], "d": "\\"}"}'), undefined);
+  assert.equal(duplicateJsonKey('{"a": [{"x": 1, "y": 2}, {"x": 1, "x": 2}]}'), "a.1.x");
+  assert.equal(duplicateJsonKey('{"a\\u0062": 1, "ab": 2}'), "ab", "keys compared as JSON reads them");
 });

@@ -649,6 +649,51 @@ function _checkLinks(links: [string, string][], servers: Map<string, ServerConfi
 }
 
 /**
+ * The path (`servers.Hill.port`, `links.0`) of the first key that appears
+ * twice in one object of `text`, which must be valid JSON; undefined when
+ * there is none.
+ */
+export function duplicateJsonKey(text: string): string | undefined {
+  interface Frame {
+    path: string[];
+    keys?: Set<string>;
+    index: number;
+    key?: string;
+    awaitingKey: boolean;
+  }
+  const stack: Frame[] = [];
+  const childPath = (): string[] => {
+    const top = stack.at(-1);
+    if (top === undefined) return [];
+    return [...top.path, top.keys === undefined ? String(top.index) : top.key ?? ""];
+  };
+  for (let i = 0; i < text.length; i++) {
+    const c = text[i];
+    if (c === "{") stack.push({ path: childPath(), keys: new Set(), index: 0, awaitingKey: true });
+    else if (c === "[") stack.push({ path: childPath(), index: 0, awaitingKey: false });
+    else if (c === "}" || c === "]") stack.pop();
+    else if (c === ",") {
+      const top = stack.at(-1);
+      if (top?.keys !== undefined) top.awaitingKey = true;
+      else if (top !== undefined) top.index++;
+    } else if (c === '"') {
+      let end = i + 1;
+      while (text[end] !== '"') end += text[end] === "\\" ? 2 : 1;
+      const top = stack.at(-1);
+      if (top?.keys !== undefined && top.awaitingKey) {
+        const key = JSON.parse(text.slice(i, end + 1)) as string;
+        if (top.keys.has(key)) return [...top.path, key].join(".");
+        top.keys.add(key);
+        top.key = key;
+        top.awaitingKey = false;
+      }
+      i = end;
+    }
+  }
+  return undefined;
+}
+
+/**
  * Parses and validates config text. `path` must be absolute: relative
  * directories in the file are resolved against its folder. Throws a
  * SyntaxError that names the file and the problem.
@@ -660,6 +705,9 @@ export function parseConfig(text: string, path: string): HerdConfig {
   } catch (error) {
     _fail(path, `not JSON (${(error as Error).message})`);
   }
+  // JSON.parse keeps the last of two equal keys: one of the two values would be dropped without a word.
+  const duplicate = duplicateJsonKey(text);
+  if (duplicate !== undefined) _fail(path, `${duplicate} is given twice: keep one`);
   try {
     const raw = HERD_CONFIG_SCHEMA.parse(json, "");
     const servers = new Map<string, ServerConfig>();
