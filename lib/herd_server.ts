@@ -24,7 +24,7 @@ import { Reconciler } from "./peer/reconcile.ts";
 import { PeerTransport } from "./peer/transport.ts";
 import type { CachedPlaces } from "./places/cache.ts";
 import type { HerdRecordRules, LocationRecord } from "./protocol.ts";
-import { RecordLog } from "./store/record_log.ts";
+import { DatabaseInUseError, RecordLog, type RecordLogOptions } from "./store/record_log.ts";
 import { LocationStore } from "./store/store.ts";
 import { traffic } from "./traffic_log.ts";
 
@@ -39,6 +39,10 @@ function _registerGaugesOnce(server: HerdServer): void {
 
 /** How long a peer has for the TLS handshake, and then for its `HELLO`, in milliseconds. */
 const _PEER_HANDSHAKE_MS = 5000;
+/** How long past `shutdownGraceMs` a start waits for a database another process holds (one shutting down). */
+const _LOCK_WAIT_EXTRA_MS = 3000;
+/** How often that wait tries the lock again. */
+const _LOCK_POLL_MS = 50;
 /** How often the TLS files are looked at for a rotated certificate, in milliseconds (SIGHUP: at once). */
 const _CERT_CHECK_MS = 60_000;
 /** How long compaction waits between checks, in milliseconds. */
@@ -143,7 +147,7 @@ export class HerdServer implements PeerHost {
     const started = performance.now();
     this.#transport.load();
     const { ttlS } = this.#config.records;
-    const { log: recordLog, records, leftOut } = RecordLog.open(this.databasePath, {
+    const { log: recordLog, records, leftOut } = await this.#openRecordLog({
       isExpired: (clientTime) => this.store.isExpired(clientTime),
       // A record taken by a server since removed from the config is left out: the neighbours refuse such records
       // ("names a server the herd does not have"), so a store holding it would never agree with theirs, and each
@@ -255,6 +259,32 @@ export class HerdServer implements PeerHost {
     if (this.#transport.secure) this.#timers.push(setInterval(() => this.reloadCertificates(), _CERT_CHECK_MS));
     this.#rates.start();
     this.#phase = "running";
+  }
+
+  /**
+   * Opens the database. One held by another process is waited for, up to
+   * `shutdownGraceMs` and 3 s more: a server restarted at once (SIGTERM,
+   * then start) finds the one before still finishing its replies and closing
+   * its links, after it let go of its ports. Then it is refused.
+   */
+  async #openRecordLog(options: RecordLogOptions): Promise<ReturnType<typeof RecordLog.open>> {
+    const waitMs = this.#config.shutdownGraceMs + _LOCK_WAIT_EXTRA_MS;
+    const deadline = performance.now() + waitMs;
+    for (let said = false;; said = true) {
+      try {
+        return RecordLog.open(this.databasePath, options);
+      } catch (error) {
+        if (!(error instanceof DatabaseInUseError) || performance.now() >= deadline) throw error;
+        if (!said) {
+          log.server.warning(
+            "{path} is held by another process: waiting up to {ms} ms for it to let go (a server still shutting " +
+              "down does once its replies are done)",
+            { path: this.databasePath, ms: waitMs },
+          );
+        }
+      }
+      await new Promise((resolve) => setTimeout(resolve, _LOCK_POLL_MS));
+    }
   }
 
   /** Starts the admin endpoint; one that cannot start (no token off loopback, port taken) is logged, not fatal. */

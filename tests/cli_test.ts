@@ -316,7 +316,9 @@ Deno.test({
 });
 
 Deno.test({
-  name: "a second server on the same database (another config, same name and dataDir) is refused while the first runs",
+  name:
+    "a second server on the same database (another config, same name and dataDir) is refused while the first runs, " +
+    "and waits a while for one shutting down",
   permissions: HERD_TEST_PERMISSIONS,
 }, async () => {
   const dir = await Deno.makeTempDir({ dir: "/tmp", prefix: "herd-shared-data-" });
@@ -369,14 +371,18 @@ Deno.test({
           "is using it .*give this server its own dataDir",
       ),
     );
+    assert.match(text, /is held by another process: waiting up to 5000 ms for it to let go/, "it waited first");
     assert.equal(firstExited, false, "the first A runs on");
-    // Released with the process: the second starts once the first has gone.
-    first.kill("SIGTERM");
-    assert.equal((await firstStatus).code, 0);
+    // A restart at once (SIGTERM, then start, as a supervisor does) waits for the server before to let go, then starts.
     const again = start(1);
     const againStderr = new Response(again.stderr).text();
     let againExited = false;
     const againStatus = again.status.then((status) => (againExited = true, status));
+    await waitFor(async () => againExited || /is held by another process: waiting/.test(await logOf(1)), {
+      what: "the second A to wait for the lock",
+    });
+    first.kill("SIGTERM");
+    assert.equal((await firstStatus).code, 0);
     await waitFor(async () => againExited || /loaded 0 records/.test(await logOf(1)), { what: "the second A" });
     assert.equal(againExited, false, againExited ? `the second A exited: ${await againStderr}` : "");
     again.kill("SIGTERM");
