@@ -164,7 +164,7 @@ export class HerdServer implements PeerHost {
     if (leftOut.size > 0) {
       log.server.warning(
         "{name} left out {count} rows of {path} taken by servers no longer in the config ({servers}): the herd " +
-          "refuses records naming them. The rows stay in the file until newer reports of their clients replace them.",
+          "refuses records naming them. The next compaction deletes them: copy the file aside first to keep them.",
         {
           name: this.name,
           count: [...leftOut.values()].reduce((a, b) => a + b, 0),

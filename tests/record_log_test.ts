@@ -595,7 +595,7 @@ Deno.test({
     try {
       assert.deepEqual(records.map((r) => r.line), [older]);
       assert.deepEqual([...leftOut], [["Gone", 2]]);
-      assert.equal(log.rows, 3, "the rows stay in the file");
+      assert.equal(log.rows, 3, "the rows stay in the file until a compaction");
     } finally {
       log.close();
     }
@@ -606,4 +606,65 @@ Deno.test({
     ]);
     assert.equal(all.leftOut.size, 0);
     all.log.close();
+  }));
+
+Deno.test({
+  name: "RecordLog's compaction keeps the known server's record that the load chose over a left-out server's newer one",
+  permissions: PERMISSIONS,
+}, () =>
+  withDir(async (dir) => {
+    const path = `${dir}/A.db`;
+    const known = (server: string) => server !== "Gone";
+    const first = RecordLog.open(path);
+    await first.log.append(record("c", "1"));
+    await first.log.append(record("c", "2", "Gone"));
+    first.log.close();
+    const second = RecordLog.open(path, { isKnownServer: known });
+    assert.deepEqual(second.records.map((r) => r.line), [record("c", "1").line]);
+    await waitFor(() => second.log.compact(), { what: "the worker to take a compaction" });
+    assert.equal((await second.log.compacted())?.deleted, 1, "the left-out row deleted, not the known one");
+    second.log.close();
+    const third = RecordLog.open(path, { isKnownServer: known });
+    assert.deepEqual(third.records.map((r) => r.line), [record("c", "1").line]);
+    assert.equal(third.leftOut.size, 0);
+    third.log.close();
+  }));
+
+Deno.test({
+  name: "RecordLog opens a database with a hot rollback journal, rolled back, as SQLite would",
+  permissions: PERMISSIONS,
+}, () =>
+  withDir((dir) => {
+    const source = `${dir}/source.db`;
+    const db = new DatabaseSync(source);
+    db.exec("PRAGMA journal_mode = DELETE; CREATE TABLE records (line TEXT NOT NULL)");
+    db.prepare("INSERT INTO records VALUES (?)").run(record("c", "1").line);
+    // A transaction that spills pages into the file, copied with its journal while open: a crash mid-commit.
+    db.exec("PRAGMA cache_size = 1; BEGIN");
+    const insert = db.prepare("INSERT INTO records VALUES (?)");
+    for (let i = 0; i < 2000; i++) insert.run(record(`x${i}`, "2").line);
+    Deno.copyFileSync(source, `${dir}/A.db`);
+    Deno.copyFileSync(`${source}-journal`, `${dir}/A.db-journal`);
+    db.exec("ROLLBACK");
+    db.close();
+    const { log, records } = RecordLog.open(`${dir}/A.db`);
+    assert.deepEqual(records.map((r) => r.line), [record("c", "1").line]);
+    log.close();
+  }));
+
+Deno.test({
+  name: "RecordLog refuses an empty database file beside a write-ahead log, with no lock file, leaving the log",
+  permissions: PERMISSIONS,
+}, () =>
+  withDir((dir) => {
+    const source = `${dir}/source.db`;
+    const db = new DatabaseSync(source);
+    db.exec("PRAGMA journal_mode = WAL; PRAGMA wal_autocheckpoint = 0; CREATE TABLE records (line TEXT NOT NULL)");
+    db.prepare("INSERT INTO records VALUES (?)").run(record("c", "1").line);
+    Deno.copyFileSync(`${source}-wal`, `${dir}/A.db-wal`);
+    db.close();
+    Deno.writeFileSync(`${dir}/A.db`, new Uint8Array());
+    const wal = Deno.readFileSync(`${dir}/A.db-wal`);
+    assert.throws(() => RecordLog.open(`${dir}/A.db`), CorruptDatabaseError);
+    assert.deepEqual(Deno.readFileSync(`${dir}/A.db-wal`), wal);
   }));

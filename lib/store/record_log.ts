@@ -91,7 +91,10 @@ function _storeWorker(): void {
     const width = Math.max(af.length, bf.length);
     return af.padEnd(width, "0") < bf.padEnd(width, "0");
   };
-  const compact = async (cutoff: string | null, batchRows: number) => {
+  const compact = async (cutoff: string | null, batchRows: number, leftOutServers: string[]) => {
+    // Rows of servers left out at load (no longer in the config): deleted, and never a client's last row, or a
+    // known server's older row, the one the server holds, would be deleted as superseded by them.
+    const leftOut = new Set(leftOutServers);
     const started = performance.now();
     // Each client's last row so far; negated when that row has expired.
     const last = new Map<string, number>();
@@ -112,6 +115,10 @@ function _storeWorker(): void {
         maxRowid = rowid;
         // AT <server> <skew> <client> <location> <time>: the client is the fourth field, the time the sixth.
         const server = line.indexOf(" ", 3);
+        if (leftOut.size > 0 && leftOut.has(line.slice(3, server))) {
+          remove.push(rowid);
+          continue;
+        }
         const skew = line.indexOf(" ", server + 1);
         const client = line.indexOf(" ", skew + 1);
         const id = line.slice(skew + 1, client);
@@ -195,6 +202,7 @@ function _storeWorker(): void {
       kind: "compact";
       cutoff: string | null;
       batchRows: number;
+      leftOutServers: string[];
     };
     if (message.kind === "open") {
       turn = message.turn;
@@ -209,7 +217,7 @@ function _storeWorker(): void {
     }
     compacting = true;
     try {
-      await compact(message.cutoff, message.batchRows);
+      await compact(message.cutoff, message.batchRows, message.leftOutServers);
     } catch (error) {
       try {
         db.exec("ROLLBACK");
@@ -438,6 +446,8 @@ export class RecordLog {
   #lock: Deno.FsFile;
   #append: StatementSync;
   #options: RecordLogOptions;
+  /** Servers whose rows were left out at load: compaction deletes them, as it would superseded rows. */
+  #leftOutServers: string[] = [];
   #pending = new Map<string, string>();
   #committed: Promise<boolean> | undefined;
   #release: ((ok: boolean) => void) | undefined;
@@ -591,13 +601,40 @@ export class RecordLog {
             "backup, or remove it and its .lock file to start empty (neighbours fill the store back in).",
         );
       }
+      // An empty file beside a write-ahead log (whatever the lock file says: one from before the lock existed is
+      // missing): SQLite deletes the log of a 0-byte database on open, and the commits in it with it.
+      if (
+        exists && Deno.statSync(path).size === 0 && _existsSync(`${path}-wal`) && Deno.statSync(`${path}-wal`).size > 0
+      ) {
+        throw new CorruptDatabaseError(
+          `The database ${path} is empty (0 bytes) but its write-ahead log ${path}-wal is there, holding commits not ` +
+            "in it: restore the database beside it, or move the -wal and -shm files aside too to start empty " +
+            "(neighbours fill the store back in).",
+        );
+      }
       // Made here, 0600, when missing: SQLite would make it with the process's umask (0644, as a rule), and it makes
       // the -wal and -shm files (now, or whenever they are next needed) with the database file's mode. An empty file
       // is an empty database. A file that exists keeps its mode.
       if (!exists) Deno.openSync(path, { write: true, create: true, mode: PRIVATE_FILE_MODE }).close();
       // Checked and read on a read-only connection, which leaves the file and its -wal byte for byte as they were
       // when it refuses them: a read-write connection's close copies the -wal into the file.
-      const { records, rows, leftOut } = _checkAndLoad(path, options);
+      let loaded;
+      try {
+        loaded = _checkAndLoad(path, options);
+      } catch (error) {
+        // SQLITE_READONLY_ROLLBACK: a hot rollback journal (a transaction cut short in rollback-journal mode), which
+        // only a read-write connection may roll back. Rolling it back is SQLite's own recovery: nothing committed
+        // is lost. There is no -wal in that mode for the read-write connection's close to copy in.
+        if ((error as { errcode?: unknown })?.errcode !== 776) throw error;
+        const recovering = new DatabaseSync(path);
+        try {
+          recovering.exec("PRAGMA busy_timeout = 2000; SELECT count(*) FROM sqlite_schema");
+        } finally {
+          recovering.close();
+        }
+        loaded = _checkAndLoad(path, options);
+      }
+      const { records, rows, leftOut } = loaded;
       db = new DatabaseSync(path);
       // A lock held a moment by the worker (of an earlier open, closing, or compacting) is waited for, not an error.
       db.exec("PRAGMA busy_timeout = 2000; PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL");
@@ -606,6 +643,7 @@ export class RecordLog {
       lock.writeSync(new TextEncoder().encode(`${Deno.pid}\n`));
       const recordLog = new RecordLog(path, db, lock, options);
       recordLog.#rows = rows;
+      recordLog.#leftOutServers = [...leftOut.keys()];
       // Started once the caller is done starting (listening, for a server): a thread is not free on two cores.
       recordLog.#workerDue = setTimeout(() => recordLog.#startWorker(), 0);
       return { log: recordLog, records, leftOut };
@@ -775,6 +813,7 @@ export class RecordLog {
       kind: "compact",
       cutoff: this.#options.expiryCutoff?.() ?? null,
       batchRows: _COMPACT_BATCH,
+      leftOutServers: this.#leftOutServers,
     });
     return true;
   }
