@@ -13,7 +13,7 @@ import { NoReply } from "./client/reply_queue.ts";
 import type { RouterContext } from "./client/router.ts";
 import { nowNs } from "./clock.ts";
 import { nanosecondsText } from "./decimal.ts";
-import { certFiles, type HerdConfig, netAddress, serverNamed } from "./config/config.ts";
+import { certFiles, type HerdConfig, neighboursOf, netAddress, serverNamed } from "./config/config.ts";
 import { cutForLog, log, logFile, quote } from "./logging.ts";
 import { acceptLoop } from "./net/acceptor.ts";
 import type { PeerHost } from "./peer/host.ts";
@@ -185,6 +185,9 @@ export class HerdServer implements PeerHost {
         host: self.host,
         port: self.peerPort,
         maxConnections: this.#config.limits.maxPeerConnections,
+        neighbourHosts: new Set(
+          neighboursOf(this.#config, this.name).map((name) => serverNamed(this.#config, name).host),
+        ),
         onPeer: (peer) => {
           const inbound = servePeer(peer, this, {
             helloTimeoutMs: _PEER_HANDSHAKE_MS,

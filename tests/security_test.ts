@@ -273,11 +273,14 @@ Deno.test({
   }
 });
 
-/** Opens `count` TCP connections to `port` that never say anything; counts those the server closes. */
-async function idleConnections(port: number, count: number) {
+/**
+ * Opens `count` TCP connections to `port` that never say anything, from `localAddress` (127.0.0.1 unless given);
+ * counts those the server closes.
+ */
+async function idleConnections(port: number, count: number, localAddress?: string) {
   const sockets = await Promise.all(Array.from({ length: count }, () =>
     new Promise<net.Socket>((resolve, reject) => {
-      const socket = net.connect({ host: "127.0.0.1", port }, () => resolve(socket));
+      const socket = net.connect({ host: "127.0.0.1", port, localAddress }, () => resolve(socket));
       socket.once("error", reject);
     })));
   let closed = 0;
@@ -325,6 +328,35 @@ Deno.test({
       await logLine(herd, "B", /dropped for a new connection: 8 are open \(limits\.maxPeerConnections\)/);
     },
   );
+});
+
+Deno.test({
+  name: "connections from other addresses cannot cut short a handshake from a neighbour's address, however many",
+  // 127.0.0.2 stands for the rest of the network; A, B's neighbour, is on 127.0.0.1.
+  permissions: { ...HERD_TEST_PERMISSIONS, net: ["127.0.0.1", "127.0.0.2"] },
+}, async () => {
+  await using herd = await TestHerd.create({
+    placesUrl: NOWHERE,
+    names: ["A", "B"],
+    links: [["A", "B"]],
+    places: { provider: "offline" },
+    admin: true,
+    extra: { limits: { maxPeerConnections: 8 } },
+  });
+  await herd.start("B");
+  // A handshake from A's address that has not finished (the oldest connection), then a flood from elsewhere.
+  using neighbour = await idleConnections(herd.peerPort("B"), 1);
+  using flood = await idleConnections(herd.peerPort("B"), 20, "127.0.0.2");
+  await waitFor(() => flood.closed() >= 13, { what: "B to close 13 of the 20 others, keeping 7 and A's" });
+  await logLine(herd, "B", /dropped for a new connection: 8 are open \(limits\.maxPeerConnections\)/);
+  assert.equal(neighbour.closed(), 0, "the handshake from the neighbour's address is kept");
+  // With every place held by handshakes from neighbours' addresses, one from elsewhere is turned away at once.
+  using more = await idleConnections(herd.peerPort("B"), 7);
+  await waitFor(() => flood.closed() >= 20, { what: "the 7 others left to make room for the neighbour's address" });
+  using late = await idleConnections(herd.peerPort("B"), 1, "127.0.0.2");
+  // Well before the 5 s a handshake has: turned away, not timed out (its log line may be over the log's budget).
+  await waitFor(() => late.closed() === 1, { timeoutMs: 3000, what: "a connection from elsewhere to be turned away" });
+  assert.equal(neighbour.closed() + more.closed(), 0, "the handshakes from the neighbour's address are kept");
 });
 
 Deno.test({

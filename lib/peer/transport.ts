@@ -61,9 +61,18 @@ export interface PeerListenOptions {
   /**
    * Most connections open at once, handshakes included. One more makes
    * room by closing the oldest connection that has not proven who it is
-   * yet; when all have, it is closed at once. Either is reported refused.
+   * yet, one from an address in `neighbourHosts` only for another from
+   * such an address; when there is none to close, it is closed at once.
+   * Either is reported refused.
    */
   maxConnections: number;
+  /**
+   * The addresses the neighbours listen on, from which they dial as a rule:
+   * a handshake from one of them is not cut short to make room for a
+   * connection from anywhere else, so that connections from many other
+   * addresses that never finish a handshake cannot keep a neighbour out.
+   */
+  neighbourHosts?: ReadonlySet<string>;
   /** Each connection whose handshake succeeded. */
   onPeer(peer: AcceptedPeer): void;
   /** Each connection refused during the handshake (no certificate, wrong CA, timeout), with the reason. */
@@ -78,6 +87,12 @@ export interface PeerListenOptions {
  * a neighbour has one link dialled to us at a time.
  */
 export const MAX_UNPROVEN_PER_ADDRESS = 16;
+
+/** An address as compared: an IPv4 address mapped into IPv6 (`::ffff:127.0.0.1`, on a dual-stack listener) as IPv4. */
+function _plainAddress(host: string): string {
+  const bare = host.startsWith("[") && host.endsWith("]") ? host.slice(1, -1) : host;
+  return bare.toLowerCase().startsWith("::ffff:") && bare.includes(".") ? bare.slice(7) : bare.toLowerCase();
+}
 
 interface _Credentials {
   ca: string;
@@ -185,6 +200,20 @@ export class PeerTransport {
       : this.#tlsServer(this.#credentials, options, accepted);
     this.#servers.add(server);
     server.on("close", () => this.#servers.delete(server));
+    const neighbourHosts = new Set([...options.neighbourHosts ?? []].map(_plainAddress));
+    /**
+     * The oldest connection not proven yet from an address no neighbour listens on; failing that, when `mayTakeNeighbours`
+     * (the new connection comes from a neighbour's address), the oldest not proven yet.
+     */
+    const oldestUnproven = (mayTakeNeighbours: boolean) => {
+      let fallback: { socket: net.Socket; host: string; proven: boolean } | undefined;
+      for (const entry of open.values()) {
+        if (entry.proven) continue;
+        if (!neighbourHosts.has(_plainAddress(entry.host))) return entry;
+        fallback ??= entry;
+      }
+      return mayTakeNeighbours ? fallback : undefined;
+    };
     /** Closes an unproven connection to make room for a new one; says why. */
     const drop = (entry: { socket: net.Socket; host: string }, why: string) => {
       const address = _address(entry.socket);
@@ -215,9 +244,12 @@ export class PeerTransport {
         drop(oldestFromHost, `${fromHost} connections from ${host} have not proven who they are`);
       }
       if (open.size >= options.maxConnections) {
-        const oldest = [...open.values()].find((entry) => !entry.proven);
+        const oldest = oldestUnproven(neighbourHosts.has(_plainAddress(host)));
         if (oldest === undefined) {
-          options.onRefused(address, `${open.size} peer connections are open, limits.maxPeerConnections`);
+          options.onRefused(
+            address,
+            `${open.size} peer connections are open, limits.maxPeerConnections, none of them one it may replace`,
+          );
           socket.destroy();
           return;
         }
