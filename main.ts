@@ -29,7 +29,7 @@ import {
   resolvePath,
   serverNamed,
 } from "./lib/config/config.ts";
-import { HerdServer } from "./lib/herd_server.ts";
+import { HerdServer, StartCancelledError } from "./lib/herd_server.ts";
 import { ensureCertificates, makeCertificates } from "./lib/cli/certs.ts";
 import {
   compileAll,
@@ -130,6 +130,8 @@ async function runServer(config: HerdConfig, name: string): Promise<void> {
   const stop = (signal: string) => {
     if (!started) {
       signalledEarly ??= signal;
+      // A start waiting for a database another process holds (up to shutdownGraceMs + 3 s) gives up now.
+      server.cancelStart();
       return;
     }
     stopping ??= (async () => {
@@ -149,6 +151,14 @@ async function runServer(config: HerdConfig, name: string): Promise<void> {
   try {
     await server.start();
   } catch (error) {
+    if (error instanceof StartCancelledError) {
+      log.server.info("{name} received {signal} while waiting for its database: not started", {
+        name,
+        signal: signalledEarly,
+      });
+      await shutdownLogging();
+      Deno.exit(0);
+    }
     // Whole: the message says what to do, after the cause (an integrity check's report can be long).
     log.server.error("{name} cannot start: {error}", { name, error: new WholeText((error as Error).message) });
     await shutdownLogging();

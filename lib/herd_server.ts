@@ -39,6 +39,9 @@ function _registerGaugesOnce(server: HerdServer): void {
 
 /** How long a peer has for the TLS handshake, and then for its `HELLO`, in milliseconds. */
 const _PEER_HANDSHAKE_MS = 5000;
+/** A start given up on by {@linkcode HerdServer.cancelStart} (a signal while it waited for its database). */
+export class StartCancelledError extends Error {}
+
 /** How long past `shutdownGraceMs` a start waits for a database another process holds (one shutting down). */
 const _LOCK_WAIT_EXTRA_MS = 3000;
 /** How often that wait tries the lock again. */
@@ -98,6 +101,10 @@ export class HerdServer implements PeerHost {
   #stopping = false;
   /** Client connections refused at `limits.maxConnections` since the last warning, and when that was. */
   #refusedClients = 0;
+  /** Set by {@linkcode HerdServer.cancelStart}. */
+  #startCancelled = false;
+  /** Whether the admin endpoint's start failed for its port being taken (tried again once the database is ours). */
+  #adminPortTaken = false;
   #refusedWarnedAt = -Infinity;
 
   /** A server named in the config; nothing happens until {@linkcode HerdServer.start}. */
@@ -160,6 +167,11 @@ export class HerdServer implements PeerHost {
       },
     });
     this.#recordLog = recordLog;
+    // A server restarted at once found the one before still holding the admin port too (it lets it go before the
+    // database): now that the database is ours, the port is free.
+    if (self.adminPort !== undefined && this.#admin === undefined && this.#adminPortTaken) {
+      this.#startAdmin(self.host, self.adminPort);
+    }
     for (const record of records) this.store.offer(record);
     if (leftOut.size > 0) {
       log.server.warning(
@@ -277,7 +289,9 @@ export class HerdServer implements PeerHost {
       try {
         return RecordLog.open(this.databasePath, options);
       } catch (error) {
-        if (!(error instanceof DatabaseInUseError) || performance.now() >= deadline) throw error;
+        if (!(error instanceof DatabaseInUseError) || performance.now() >= deadline || this.#startCancelled) {
+          throw error;
+        }
         if (!said) {
           log.server.warning(
             "{path} is held by another process: waiting up to {ms} ms for it to let go (a server still shutting " +
@@ -287,7 +301,15 @@ export class HerdServer implements PeerHost {
         }
       }
       await new Promise((resolve) => setTimeout(resolve, _LOCK_POLL_MS));
+      if (this.#startCancelled) {
+        throw new StartCancelledError(`${this.name} was stopped while it waited for its database`);
+      }
     }
+  }
+
+  /** Stops a start still waiting for its database (a signal meanwhile): start() rejects with StartCancelledError. */
+  cancelStart(): void {
+    this.#startCancelled = true;
   }
 
   /** Starts the admin endpoint; one that cannot start (no token off loopback, port taken) is logged, not fatal. */
@@ -303,6 +325,7 @@ export class HerdServer implements PeerHost {
         { name: this.name, url },
       );
     } catch (error) {
+      this.#adminPortTaken = error instanceof Deno.errors.AddrInUse;
       log.server.error("{name} did not start its admin endpoint: {error}", {
         name: this.name,
         error: (error as Error).message,
@@ -583,9 +606,9 @@ export class HerdServer implements PeerHost {
     const peers = [...this.#peers];
     for (const peer of peers) peer.close();
     await Promise.all(peers.map((peer) => peer.done));
-    this.#recordLog?.close();
     this.#rates.stop();
     await this.#admin?.shutdown();
+    this.#recordLog?.close();
     traffic.flush(); // so the traffic of the last turn comes before the last line
     log.server.info("{name} stopped", { name: this.name });
   }

@@ -317,13 +317,15 @@ Deno.test({
 
 Deno.test({
   name:
-    "a second server on the same database (another config, same name and dataDir) is refused while the first runs, " +
-    "and waits a while for one shutting down",
+    "a second server on the same database (another config, same name and dataDir) is refused while the first runs; " +
+    "one restarted at once waits for it, with its admin endpoint; a signal while it waits stops it",
   permissions: HERD_TEST_PERMISSIONS,
 }, async () => {
   const dir = await Deno.makeTempDir({ dir: "/tmp", prefix: "herd-shared-data-" });
-  const ports = freePorts(8);
-  // Two configs in one directory, so "data" is one directory for both; their own ports and logs.
+  const ports = freePorts(9);
+  const admin = ports[8];
+  // Two configs in one directory, so "data" is one directory for both; their own ports and logs, one admin port (as
+  // the same server restarted would have).
   const configs = await Promise.all([0, 1].map(async (index) => {
     const [a, aPeer, b, bPeer] = ports.slice(index * 4, index * 4 + 4);
     const path = `${dir}/herd${index}.config.json`;
@@ -331,7 +333,7 @@ Deno.test({
       path,
       JSON.stringify({
         servers: {
-          A: { host: "127.0.0.1", port: a, peerPort: aPeer },
+          A: { host: "127.0.0.1", port: a, peerPort: aPeer, adminPort: admin },
           B: { host: "127.0.0.1", port: b, peerPort: bPeer },
         },
         links: [["A", "B"]],
@@ -351,6 +353,8 @@ Deno.test({
       stderr: "piped",
     }).spawn();
   const logOf = (index: number) => Deno.readTextFile(`${dir}/logs${index}/A.log`).catch(() => "");
+  /** How many times the second config's A has said it waits for the lock: its processes share one log. */
+  const waits = async () => (await logOf(1)).match(/is held by another process: waiting/g)?.length ?? 0;
   const first = start(0);
   const firstStderr = new Response(first.stderr).text();
   let firstExited = false;
@@ -372,19 +376,33 @@ Deno.test({
       ),
     );
     assert.match(text, /is held by another process: waiting up to 5000 ms for it to let go/, "it waited first");
+    assert.equal(await waits(), 1);
     assert.equal(firstExited, false, "the first A runs on");
-    // A restart at once (SIGTERM, then start, as a supervisor does) waits for the server before to let go, then starts.
+    // A signal while it waits (Ctrl-C under deno task herd): it stops at once, exit 0, having opened nothing.
+    const waiter = start(1);
+    const waiterOutput = waiter.output();
+    await waitFor(async () => await waits() === 2, { what: "the next A to wait for the lock" });
+    const signalled = performance.now();
+    waiter.kill("SIGTERM");
+    const waited = await waiterOutput;
+    assert.equal(waited.code, 0, _decoder.decode(waited.stderr));
+    assert.ok(performance.now() - signalled < 3000, "it stopped well before its wait was over");
+    assert.match(await logOf(1), /received "?SIGTERM"? while waiting for its database: not started/);
+    // A restart at once (SIGTERM, then start, as a supervisor does) waits for the server before to let go, then starts,
+    // its admin endpoint too (the server before held that port as well).
     const again = start(1);
     const againStderr = new Response(again.stderr).text();
     let againExited = false;
     const againStatus = again.status.then((status) => (againExited = true, status));
-    await waitFor(async () => againExited || /is held by another process: waiting/.test(await logOf(1)), {
-      what: "the second A to wait for the lock",
-    });
+    await waitFor(async () => againExited || await waits() === 3, { what: "the restarted A to wait for the lock" });
     first.kill("SIGTERM");
     assert.equal((await firstStatus).code, 0);
-    await waitFor(async () => againExited || /loaded 0 records/.test(await logOf(1)), { what: "the second A" });
-    assert.equal(againExited, false, againExited ? `the second A exited: ${await againStderr}` : "");
+    await waitFor(async () => againExited || /loaded 0 records/.test(await logOf(1)), { what: "the restarted A" });
+    assert.equal(againExited, false, againExited ? `the restarted A exited: ${await againStderr}` : "");
+    await waitFor(async () => (await fetch(`http://127.0.0.1:${admin}/healthz`).then(async (response) => {
+      await response.body?.cancel();
+      return response.status === 200;
+    }).catch(() => false)), { what: "the restarted A's admin endpoint" });
     again.kill("SIGTERM");
     assert.equal((await againStatus).code, 0);
     await againStderr;

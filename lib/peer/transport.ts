@@ -88,6 +88,9 @@ export interface PeerListenOptions {
  */
 export const MAX_UNPROVEN_PER_ADDRESS = 16;
 
+/** Unproven connections from one neighbour's address kept from being replaced by a connection from elsewhere. */
+const _PROTECTED_PER_NEIGHBOUR_ADDRESS = 2;
+
 /** An address as compared: an IPv4 address mapped into IPv6 (`::ffff:127.0.0.1`, on a dual-stack listener) as IPv4. */
 function _plainAddress(host: string): string {
   const bare = host.startsWith("[") && host.endsWith("]") ? host.slice(1, -1) : host;
@@ -207,9 +210,15 @@ export class PeerTransport {
      */
     const oldestUnproven = (mayTakeNeighbours: boolean) => {
       let fallback: { socket: net.Socket; host: string; proven: boolean } | undefined;
+      // Only the newest few from each neighbour's address are kept from strangers (a neighbour dials one link at a
+      // time): someone else on that address cannot hold the whole port that way.
+      const seen = new Map<string, number>();
       for (const entry of open.values()) {
         if (entry.proven) continue;
         if (!neighbourHosts.has(_plainAddress(entry.host))) return entry;
+        const older = seen.get(entry.host) ?? 0;
+        seen.set(entry.host, older + 1);
+        if ((unproven.get(entry.host) ?? 0) - older > _PROTECTED_PER_NEIGHBOUR_ADDRESS) return entry;
         fallback ??= entry;
       }
       return mayTakeNeighbours ? fallback : undefined;

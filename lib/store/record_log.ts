@@ -333,6 +333,9 @@ function _notWritable(path: string): string | undefined {
   return undefined;
 }
 
+/** Data directories already warned about as open (this process). */
+const _warnedOpen = new Set<string>();
+
 /** " (pid N)" from a held lock file, when its holder has written it; else nothing. */
 function _lockHolder(lock: Deno.FsFile): string {
   try {
@@ -566,7 +569,11 @@ export class RecordLog {
           `Cannot use the database ${path}: its directory cannot be made (${(error as Error).message})`,
         );
       }
-      if (open !== undefined) log.server.warning(...openDirectoryWarning(open));
+      // Once per directory: a start waiting for a database another process holds opens it every 50 ms.
+      if (open !== undefined && !_warnedOpen.has(directory)) {
+        _warnedOpen.add(directory);
+        log.server.warning(...openDirectoryWarning(open));
+      }
     }
     let lock: Deno.FsFile | undefined;
     let db: DatabaseSync | undefined;
