@@ -289,9 +289,11 @@ export class HerdServer implements PeerHost {
       try {
         return RecordLog.open(this.databasePath, options);
       } catch (error) {
-        if (!(error instanceof DatabaseInUseError) || performance.now() >= deadline || this.#startCancelled) {
-          throw error;
+        if (!(error instanceof DatabaseInUseError)) throw error;
+        if (this.#startCancelled) {
+          throw new StartCancelledError(`${this.name} was stopped while it waited for its database`);
         }
+        if (performance.now() >= deadline) throw error;
         if (!said) {
           log.server.warning(
             "{path} is held by another process: waiting up to {ms} ms for it to let go (a server still shutting " +

@@ -61,16 +61,18 @@ export interface PeerListenOptions {
   /**
    * Most connections open at once, handshakes included. One more makes
    * room by closing the oldest connection that has not proven who it is
-   * yet, one from an address in `neighbourHosts` only for another from
-   * such an address; when there is none to close, it is closed at once.
-   * Either is reported refused.
+   * yet, but one of the two newest from an address in `neighbourHosts`
+   * only for another from such an address; when there is none to close, it
+   * is closed at once. Either is reported refused.
    */
   maxConnections: number;
   /**
    * The addresses the neighbours listen on, from which they dial as a rule:
-   * a handshake from one of them is not cut short to make room for a
-   * connection from anywhere else, so that connections from many other
-   * addresses that never finish a handshake cannot keep a neighbour out.
+   * the two newest handshakes from each are not cut short to make room for
+   * a connection from anywhere else, so that connections from many other
+   * addresses that never finish a handshake cannot keep a neighbour out
+   * (and only two, so that someone sharing such an address cannot hold the
+   * port against a neighbour dialling from another).
    */
   neighbourHosts?: ReadonlySet<string>;
   /** Each connection whose handshake succeeded. */
@@ -205,8 +207,9 @@ export class PeerTransport {
     server.on("close", () => this.#servers.delete(server));
     const neighbourHosts = new Set([...options.neighbourHosts ?? []].map(_plainAddress));
     /**
-     * The oldest connection not proven yet from an address no neighbour listens on; failing that, when `mayTakeNeighbours`
-     * (the new connection comes from a neighbour's address), the oldest not proven yet.
+     * The oldest connection not proven yet from an address no neighbour listens on, or older than the two newest from a
+     * neighbour's address; failing that, when `mayTakeNeighbours` (the new connection comes from a neighbour's
+     * address), the oldest not proven yet.
      */
     const oldestUnproven = (mayTakeNeighbours: boolean) => {
       let fallback: { socket: net.Socket; host: string; proven: boolean } | undefined;
