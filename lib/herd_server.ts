@@ -4,6 +4,7 @@
  * service, wired together, with an orderly shutdown.
  */
 
+import { isIP } from "node:net";
 import { ClientConnection } from "./client/connection.ts";
 import { DensityMap, type DensityReport } from "./admin/density.ts";
 import { metrics, registerGauges } from "./admin/metrics.ts";
@@ -197,8 +198,13 @@ export class HerdServer implements PeerHost {
         host: self.host,
         port: self.peerPort,
         maxConnections: this.#config.limits.maxPeerConnections,
+        // Where each neighbour listens, and where it is dialled when that is another address (NAT): where it dials
+        // from, as a rule. A name is no address to compare with, and is left out.
         neighbourHosts: new Set(
-          neighboursOf(this.#config, this.name).map((name) => serverNamed(this.#config, name).host),
+          neighboursOf(this.#config, this.name).flatMap((name) => {
+            const neighbour = serverNamed(this.#config, name);
+            return [neighbour.host, neighbour.peerDialHost].filter((host) => isIP(host.replace(/^\[(.*)\]$/, "$1")) !== 0);
+          }),
         ),
         onPeer: (peer) => {
           const inbound = servePeer(peer, this, {

@@ -330,34 +330,49 @@ Deno.test({
   );
 });
 
-Deno.test({
-  name: "connections from other addresses cannot cut short a handshake from a neighbour's address, however many",
-  // 127.0.0.2 stands for the rest of the network; A, B's neighbour, is on 127.0.0.1.
-  permissions: { ...HERD_TEST_PERMISSIONS, net: ["127.0.0.1", "127.0.0.2"] },
-}, async () => {
-  await using herd = await TestHerd.create({
-    placesUrl: NOWHERE,
-    names: ["A", "B"],
-    links: [["A", "B"]],
-    places: { provider: "offline" },
-    admin: true,
-    extra: { limits: { maxPeerConnections: 8 } },
+for (const behindNat of [false, true]) {
+  Deno.test({
+    name: "connections from other addresses cannot cut short a handshake from a neighbour's address, however many" +
+      (behindNat ? " (the neighbour listening on another address than it is dialled at, as behind NAT)" : ""),
+    // 127.0.0.2 stands for the rest of the network; A, B's neighbour, dials from 127.0.0.1.
+    permissions: { ...HERD_TEST_PERMISSIONS, net: ["127.0.0.1", "127.0.0.2"] },
+  }, async () => {
+    await using herd = await TestHerd.create({
+      placesUrl: NOWHERE,
+      names: ["A", "B"],
+      links: [["A", "B"]],
+      places: { provider: "offline" },
+      admin: true,
+      extra: { limits: { maxPeerConnections: 8 } },
+    });
+    if (behindNat) {
+      // A listens on 127.0.0.3 and is dialled at 127.0.0.1: B knows 127.0.0.1 only from A's peerAddress.
+      const config = JSON.parse(await Deno.readTextFile(herd.configPath));
+      const a = config.servers.A;
+      config.servers.A = { ...a, host: "127.0.0.3", peerAddress: `127.0.0.1:${a.peerPort}` };
+      await Deno.writeTextFile(herd.configPath, JSON.stringify(config));
+    }
+    await herd.start("B");
+    // A handshake from A's address that has not finished (the oldest connection), then a flood from elsewhere.
+    using neighbour = await idleConnections(herd.peerPort("B"), 1);
+    using flood = await idleConnections(herd.peerPort("B"), 20, "127.0.0.2");
+    await waitFor(() => flood.closed() >= 13, { what: "B to close 13 of the 20 others, keeping 7 and A's" });
+    await logLine(herd, "B", /dropped for a new connection: 8 are open \(limits\.maxPeerConnections\)/);
+    assert.equal(neighbour.closed(), 0, "the handshake from the neighbour's address is kept");
+    if (behindNat) return;
+    // Every place held by handshakes from a neighbour's address: only its newest two are kept from a connection from
+    // elsewhere (a neighbour dials one link at a time), so someone else on that address cannot hold the whole port.
+    using more = await idleConnections(herd.peerPort("B"), 7);
+    await waitFor(() => flood.closed() >= 20, { what: "the 7 others left to make room for the neighbour's address" });
+    using late = await idleConnections(herd.peerPort("B"), 1, "127.0.0.2");
+    await waitFor(() => neighbour.closed() === 1, { timeoutMs: 3000, what: "the oldest from the neighbour's address" });
+    assert.equal(
+      late.closed() + more.closed(),
+      0,
+      "the newest from the neighbour's address and the one from elsewhere",
+    );
   });
-  await herd.start("B");
-  // A handshake from A's address that has not finished (the oldest connection), then a flood from elsewhere.
-  using neighbour = await idleConnections(herd.peerPort("B"), 1);
-  using flood = await idleConnections(herd.peerPort("B"), 20, "127.0.0.2");
-  await waitFor(() => flood.closed() >= 13, { what: "B to close 13 of the 20 others, keeping 7 and A's" });
-  await logLine(herd, "B", /dropped for a new connection: 8 are open \(limits\.maxPeerConnections\)/);
-  assert.equal(neighbour.closed(), 0, "the handshake from the neighbour's address is kept");
-  // Every place held by handshakes from a neighbour's address: only its newest two are kept from a connection from
-  // elsewhere (a neighbour dials one link at a time), so someone else on that address cannot hold the whole port.
-  using more = await idleConnections(herd.peerPort("B"), 7);
-  await waitFor(() => flood.closed() >= 20, { what: "the 7 others left to make room for the neighbour's address" });
-  using late = await idleConnections(herd.peerPort("B"), 1, "127.0.0.2");
-  await waitFor(() => neighbour.closed() === 1, { timeoutMs: 3000, what: "the oldest from the neighbour's address" });
-  assert.equal(late.closed() + more.closed(), 0, "the newest from the neighbour's address and the one from elsewhere");
-});
+}
 
 Deno.test({
   name: "a neighbour's certificate holds one link at a time: a new one's HELLO closes the one before",

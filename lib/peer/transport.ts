@@ -207,24 +207,26 @@ export class PeerTransport {
     server.on("close", () => this.#servers.delete(server));
     const neighbourHosts = new Set([...options.neighbourHosts ?? []].map(_plainAddress));
     /**
-     * The oldest connection not proven yet from an address no neighbour listens on, or older than the two newest from a
-     * neighbour's address; failing that, when `mayTakeNeighbours` (the new connection comes from a neighbour's
-     * address), the oldest not proven yet.
+     * The oldest connection not proven yet from an address no neighbour listens on; failing that, the oldest from a
+     * neighbour's address older than the two newest from it; failing that, when `mayTakeNeighbours` (the new
+     * connection comes from a neighbour's address), the oldest not proven yet.
      */
     const oldestUnproven = (mayTakeNeighbours: boolean) => {
-      let fallback: { socket: net.Socket; host: string; proven: boolean } | undefined;
+      type Entry = { socket: net.Socket; host: string; proven: boolean };
+      let beyondNewest: Entry | undefined;
+      let fallback: Entry | undefined;
       // Only the newest few from each neighbour's address are kept from strangers (a neighbour dials one link at a
-      // time): someone else on that address cannot hold the whole port that way.
+      // time): someone else on that address cannot hold the whole port that way. A stranger's goes first, though.
       const seen = new Map<string, number>();
       for (const entry of open.values()) {
         if (entry.proven) continue;
         if (!neighbourHosts.has(_plainAddress(entry.host))) return entry;
         const older = seen.get(entry.host) ?? 0;
         seen.set(entry.host, older + 1);
-        if ((unproven.get(entry.host) ?? 0) - older > _PROTECTED_PER_NEIGHBOUR_ADDRESS) return entry;
+        if ((unproven.get(entry.host) ?? 0) - older > _PROTECTED_PER_NEIGHBOUR_ADDRESS) beyondNewest ??= entry;
         fallback ??= entry;
       }
-      return mayTakeNeighbours ? fallback : undefined;
+      return beyondNewest ?? (mayTakeNeighbours ? fallback : undefined);
     };
     /** Closes an unproven connection to make room for a new one; says why. */
     const drop = (entry: { socket: net.Socket; host: string }, why: string) => {
