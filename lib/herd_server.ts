@@ -203,7 +203,9 @@ export class HerdServer implements PeerHost {
         neighbourHosts: new Set(
           neighboursOf(this.#config, this.name).flatMap((name) => {
             const neighbour = serverNamed(this.#config, name);
-            return [neighbour.host, neighbour.peerDialHost].filter((host) => isIP(host.replace(/^\[(.*)\]$/, "$1")) !== 0);
+            return [neighbour.host, neighbour.peerDialHost].filter((host) =>
+              isIP(host.replace(/^\[(.*)\]$/, "$1")) !== 0
+            );
           }),
         ),
         onPeer: (peer) => {
