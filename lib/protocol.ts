@@ -211,6 +211,18 @@ export interface HerdRecordRules {
   holds?: (clientId: string, line: string, end: number) => boolean;
 }
 
+const _UNKNOWN_SERVER = "names a server the herd does not have";
+const _CLIENT_ID_TOO_LONG = "its client ID is too long";
+const _LINE_TOO_LONG = "it is longer than a line may be";
+
+/**
+ * The reasons {@linkcode parseHerdRecord} gives that depend on the config,
+ * not on the record's form: a neighbour whose config differs (a server it
+ * still has, a longer client ID or line it allows) may hold such a record,
+ * and send it again at each reconciliation.
+ */
+export const CONFIG_REFUSALS: ReadonlySet<string> = new Set([_UNKNOWN_SERVER, _CLIENT_ID_TOO_LONG, _LINE_TOO_LONG]);
+
 /**
  * Parses the six fields of an AT record from a peer, to the letter of what
  * the herd produces: a configured server, a difference with a sign and
@@ -242,12 +254,12 @@ function _checkHerdRecord(
   clientTime: string,
   rules: HerdRecordRules,
 ): LocationRecord | string {
-  if (!rules.servers.has(server)) return "names a server the herd does not have";
+  if (!rules.servers.has(server)) return _UNKNOWN_SERVER;
   if (!HERD_DIFFERENCE.test(difference)) return "its time difference is not a sign, seconds and nine decimals";
-  if (!fitsBytes(clientId, rules.maxClientIdBytes)) return "its client ID is too long";
+  if (!fitsBytes(clientId, rules.maxClientIdBytes)) return _CLIENT_ID_TOO_LONG;
   if (parseLocation(location) === null) return "its location is not valid ISO 6709 within range";
   if (!isClientTime(clientTime)) return "its client time is not POSIX seconds";
-  if (!fitsBytes(line, rules.maxLineBytes)) return "it is longer than a line may be";
+  if (!fitsBytes(line, rules.maxLineBytes)) return _LINE_TOO_LONG;
   return { line, clientId, clientTime, location };
 }
 

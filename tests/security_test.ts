@@ -273,6 +273,31 @@ Deno.test({
   }
 });
 
+Deno.test({
+  name: "records a neighbour's store holds that our config refuses (a server taken out) are dropped without closing " +
+    "the link: they would come back at each reconciliation",
+  permissions: HERD_TEST_PERMISSIONS,
+}, async () => {
+  await using herd = await lineHerd();
+  await herd.start("B");
+  const { conn } = await insider(herd, "B", "A");
+  try {
+    // What a neighbour still configured with a server "Gone" sends after a digest exchange: its records, no sequence.
+    const gone = Array.from({ length: 40 }, (_, i) => `AT Gone +0.263873386 gone-${i} +34-118 ${1700000000 + i}`);
+    conn.write(gone.join("\n") + "\nAT A +0.263873386 after.gone +34-118 1700000005\n");
+    await waitFor(() => holds(herd, "B", "after.gone"), { what: "the record after them to be stored" });
+    await logLine(herd, "B", /Dropped a record from "A" \("names a server the herd does not have"\), and will not log/);
+    assert.equal(conn.isClosed, false, "the link stays up");
+    assert.equal(await holds(herd, "B", "gone-0"), false);
+    // The same from a live record (with its sequence number) is a line no neighbour could have sent: counted as ever.
+    for (let i = 0; i < 16 && !conn.isClosed; i++) conn.write(`AT Gone +0.263873386 live-${i} +34-118 1 ${i + 1} 0\n`);
+    await waitFor(() => conn.isClosed, { what: "B to close the link after 16 live records it refuses" });
+  } finally {
+    conn.destroy();
+    await conn.closed;
+  }
+});
+
 /**
  * Opens `count` TCP connections to `port` that never say anything, from `localAddress` (127.0.0.1 unless given);
  * counts those the server closes.

@@ -15,7 +15,7 @@ import { cutForLog, log, quote } from "../logging.ts";
 import { LogBudget } from "../log_budget.ts";
 import { traffic } from "../traffic_log.ts";
 import { LineSocket } from "../net/line_socket.ts";
-import type { LocationRecord } from "../protocol.ts";
+import { CONFIG_REFUSALS, type LocationRecord } from "../protocol.ts";
 import type { PeerHost } from "./host.ts";
 import type { AcceptedPeer } from "./transport.ts";
 import { Heartbeat } from "./heartbeat.ts";
@@ -45,6 +45,14 @@ const _LIVE_AFTER_MS = 1000;
 
 /** Invalid lines a link may send before it is closed. */
 const _MAX_INVALID_LINES = 16;
+
+/** Whether `line` has the shape of a record sent after a digest exchange: `AT` and five fields, no sequence number. */
+function _isCatchUpRecord(line: string): boolean {
+  if (!line.startsWith("AT ")) return false;
+  let spaces = 0;
+  for (let i = 0; i < line.length; i++) if (line.charCodeAt(i) === 32 && ++spaces > 5) return false;
+  return spaces === 5;
+}
 /** Bytes of replies a neighbour may leave unread before its link is closed: it does not read. */
 const _MAX_UNREAD_BYTES = 4 * 1024 * 1024;
 /**
@@ -106,6 +114,8 @@ class InboundLink {
   #allowanceAt = 0;
   #refusedExchanges = 0;
   #invalid = 0;
+  /** Records sent after a digest exchange that our config refuses (see `#refuseCatchUp`). */
+  #refusedRecords = 0;
   /** Reconciliation records received in this read, and how many of them were new. */
   #caughtUp = 0;
   #stored = 0;
@@ -207,8 +217,32 @@ class InboundLink {
         }
         return;
       default:
-        this.#refuseLine(message.kind === "invalid" ? message.reason : "a HELLO once introduced", line);
+        if (message.kind === "invalid" && CONFIG_REFUSALS.has(message.reason) && _isCatchUpRecord(line)) {
+          this.#refuseCatchUp(message.reason, line);
+        } else {
+          this.#refuseLine(message.kind === "invalid" ? message.reason : "a HELLO once introduced", line);
+        }
     }
+  }
+
+  /**
+   * Drops a record of the neighbour's store, sent after a digest exchange,
+   * that our config refuses (a server since taken out of it, an ID over a
+   * lowered limit): logged, the first 16 on the link, but not a reason to
+   * close it, as our own link's reader does: the neighbour (with the config
+   * before, while a change is rolled out) would send it again at each
+   * exchange, and the link would be closed and dialled again over and over.
+   */
+  #refuseCatchUp(reason: string, line: string): void {
+    metrics.peerInvalid.inc();
+    if (++this.#refusedRecords > _MAX_INVALID_LINES) return;
+    const last = this.#refusedRecords === _MAX_INVALID_LINES;
+    log.peer.warning(
+      last
+        ? "Dropped a record from {neighbour} ({reason}), and will not log the others this link sends: {line}"
+        : "Dropped a record from {neighbour} ({reason}): {line}",
+      { neighbour: this.#who, reason, line: cutForLog(line) },
+    );
   }
 
   /** The first line: `HELLO <name>` from a neighbour, the one its certificate names, or the link closes. */
