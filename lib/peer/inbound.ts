@@ -53,6 +53,7 @@ function _isCatchUpRecord(line: string): boolean {
   for (let i = 0; i < line.length; i++) if (line.charCodeAt(i) === 32 && ++spaces > 5) return false;
   return spaces === 5;
 }
+
 /** Bytes of replies a neighbour may leave unread before its link is closed: it does not read. */
 const _MAX_UNREAD_BYTES = 4 * 1024 * 1024;
 /**
