@@ -50,7 +50,12 @@ const _MAX_INVALID_LINES = 16;
 function _isCatchUpRecord(line: string): boolean {
   if (!line.startsWith("AT ")) return false;
   let spaces = 0;
-  for (let i = 0; i < line.length; i++) if (line.charCodeAt(i) === 32 && ++spaces > 5) return false;
+  for (let i = 0; i < line.length; i++) {
+    const code = line.charCodeAt(i);
+    // Any other whitespace separates fields too (splitFields): a live record could hide its sequence number behind a tab.
+    if (code >= 9 && code <= 13) return false;
+    if (code === 32 && ++spaces > 5) return false;
+  }
   return spaces === 5;
 }
 

@@ -211,10 +211,19 @@ export class PeerTransport {
      * neighbour's address older than the two newest from it; failing that, when `mayTakeNeighbours` (the new
      * connection comes from a neighbour's address), the oldest not proven yet.
      */
-    const oldestUnproven = (mayTakeNeighbours: boolean) => {
+    const oldestUnproven = (mayTakeNeighbours: boolean, newHost: string) => {
       type Entry = { socket: net.Socket; host: string; proven: boolean };
       let beyondNewest: Entry | undefined;
       let fallback: Entry | undefined;
+      // A connection from a neighbour's address first takes the place of that address's own beyond its newest two:
+      // someone sharing the address must not push out a neighbour dialling from an address not listed (a stranger's).
+      if (mayTakeNeighbours) {
+        const own = unproven.get(newHost) ?? 0;
+        if (own > _PROTECTED_PER_NEIGHBOUR_ADDRESS) {
+          const first = [...open.values()].find((entry) => !entry.proven && entry.host === newHost);
+          if (first !== undefined) return first;
+        }
+      }
       // Only the newest few from each neighbour's address are kept from strangers (a neighbour dials one link at a
       // time): someone else on that address cannot hold the whole port that way. A stranger's goes first, though.
       const seen = new Map<string, number>();
@@ -258,7 +267,7 @@ export class PeerTransport {
         drop(oldestFromHost, `${fromHost} connections from ${host} have not proven who they are`);
       }
       if (open.size >= options.maxConnections) {
-        const oldest = oldestUnproven(neighbourHosts.has(_plainAddress(host)));
+        const oldest = oldestUnproven(neighbourHosts.has(_plainAddress(host)), host);
         if (oldest === undefined) {
           options.onRefused(
             address,
