@@ -203,9 +203,7 @@ export class HerdServer implements PeerHost {
         neighbourHosts: new Set(
           neighboursOf(this.#config, this.name).flatMap((name) => {
             const neighbour = serverNamed(this.#config, name);
-            return [neighbour.host, neighbour.peerDialHost].filter((host) =>
-              isIP(host.replace(/^\[(.*)\]$/, "$1")) !== 0
-            );
+            return [neighbour.host, neighbour.peerDialHost].filter((host) => isIP(host) !== 0);
           }),
         ),
         onPeer: (peer) => {
@@ -295,7 +293,8 @@ export class HerdServer implements PeerHost {
     const deadline = performance.now() + waitMs;
     for (let said = false;; said = true) {
       try {
-        return RecordLog.open(this.databasePath, options);
+        // The open-directory warning once: a wait tries again every 50 ms.
+        return RecordLog.open(this.databasePath, said ? { ...options, warnOpenDirectory: false } : options);
       } catch (error) {
         if (!(error instanceof DatabaseInUseError)) throw error;
         if (this.#startCancelled) {

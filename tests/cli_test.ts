@@ -353,6 +353,9 @@ Deno.test({
       stderr: "piped",
     }).spawn();
   const logOf = (index: number) => Deno.readTextFile(`${dir}/logs${index}/A.log`).catch(() => "");
+  // A data directory other users can enter: each start warns of it once, not once per try of the lock.
+  await Deno.mkdir(`${dir}/data`, { mode: 0o755 });
+  await Deno.chmod(`${dir}/data`, 0o755);
   /** How many times the second config's A has said it waits for the lock: its processes share one log. */
   const waits = async () => (await logOf(1)).match(/is held by another process: waiting/g)?.length ?? 0;
   const first = start(0);
@@ -406,6 +409,8 @@ Deno.test({
     again.kill("SIGTERM");
     assert.equal((await againStatus).code, 0);
     await againStderr;
+    const warnings = (await logOf(1)).match(/can be entered by other users/g)?.length;
+    assert.equal(warnings, 3, "the open data directory, once by each of the three starts");
   } finally {
     try {
       first.kill("SIGKILL");

@@ -10,6 +10,16 @@ const MODE = suiteMode(import.meta.url);
 
 const NOWHERE = "http://127.0.0.1:9/unused";
 
+/** A and B linked, and the digest probe linked to both; in this suite's mode. */
+function pairWithProbe(): Promise<TestHerd> {
+  return TestHerd.create({
+    tls: MODE.tls,
+    placesUrl: NOWHERE,
+    names: ["A", "B", "Probe"],
+    links: [["A", "B"], ["A", "Probe"], ["B", "Probe"]],
+  });
+}
+
 /** Polls until `name`'s digest is `expected`; bounded. */
 async function waitForDigest(herd: TestHerd, name: string, expected: string, timeoutMs = 30_000): Promise<void> {
   await waitFor(async () => await herd.digestOf(name) === expected, {
@@ -81,12 +91,7 @@ Deno.test({
   name: "a server restarted after missing updates catches up with its neighbour" + MODE.suffix,
   permissions: HERD_TEST_PERMISSIONS,
 }, async () => {
-  await using herd = await TestHerd.create({
-    tls: MODE.tls,
-    placesUrl: NOWHERE,
-    names: ["A", "B", "Probe"],
-    links: [["A", "B"], ["A", "Probe"], ["B", "Probe"]],
-  });
+  await using herd = await pairWithProbe();
   await herd.start("A");
   await herd.start("B");
   await herd.waitConverged(["A", "B"]);
@@ -124,12 +129,7 @@ Deno.test({
   name: "records of a server removed from the config are left out at load, and the herd still agrees" + MODE.suffix,
   permissions: HERD_TEST_PERMISSIONS,
 }, async () => {
-  await using herd = await TestHerd.create({
-    tls: MODE.tls,
-    placesUrl: NOWHERE,
-    names: ["A", "B", "Probe"],
-    links: [["A", "B"], ["A", "Probe"], ["B", "Probe"]],
-  });
+  await using herd = await pairWithProbe();
   // A's database from a herd that had a server "Gone": c1's newest record is Gone's, its older one A's own.
   await Deno.mkdir(`${herd.dir}/data`, { recursive: true });
   const db = new DatabaseSync(`${herd.dir}/data/A.db`);

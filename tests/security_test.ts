@@ -39,6 +39,18 @@ function lineHerd(
   });
 }
 
+/** A and B, B's peer port holding 8 connections at most (`limits.maxPeerConnections`), with admin endpoints. */
+function smallPeerPortHerd(): Promise<TestHerd> {
+  return TestHerd.create({
+    placesUrl: NOWHERE,
+    names: ["A", "B"],
+    links: [["A", "B"]],
+    places: { provider: "offline" },
+    admin: true,
+    extra: { limits: { maxPeerConnections: 8 } },
+  });
+}
+
 /** A probe's link to `server`'s peer port, introduced (and, with TLS, proven) as its neighbour `as`. */
 function probeAs(herd: TestHerd, as: string, server = "B"): Promise<PeerProbe> {
   return PeerProbe.connect({ server, port: herd.peerPort(server), as, files: herd.tlsFiles(as) });
@@ -341,14 +353,7 @@ Deno.test({
   await t.step(
     "with limits.maxPeerConnections full of them, a new connection takes the oldest one's place",
     async () => {
-      await using herd = await TestHerd.create({
-        placesUrl: NOWHERE,
-        names: ["A", "B"],
-        links: [["A", "B"]],
-        places: { provider: "offline" },
-        admin: true,
-        extra: { limits: { maxPeerConnections: 8 } },
-      });
+      await using herd = await smallPeerPortHerd();
       await herd.start("B");
       using idle = await idleConnections(herd.peerPort("B"), 8);
       await using probe = await probeAs(herd, "A");
@@ -366,14 +371,7 @@ for (const behindNat of [false, true]) {
     // 127.0.0.2 stands for the rest of the network; A, B's neighbour, dials from 127.0.0.1.
     permissions: { ...HERD_TEST_PERMISSIONS, net: ["127.0.0.1", "127.0.0.2"] },
   }, async () => {
-    await using herd = await TestHerd.create({
-      placesUrl: NOWHERE,
-      names: ["A", "B"],
-      links: [["A", "B"]],
-      places: { provider: "offline" },
-      admin: true,
-      extra: { limits: { maxPeerConnections: 8 } },
-    });
+    await using herd = await smallPeerPortHerd();
     if (behindNat) {
       // A listens on 127.0.0.3 and is dialled at 127.0.0.1: B knows 127.0.0.1 only from A's peerAddress.
       const config = JSON.parse(await Deno.readTextFile(herd.configPath));
@@ -397,14 +395,7 @@ Deno.test({
   // neighbour dialling from an address the config does not give (listening on 0.0.0.0, say).
   permissions: { ...HERD_TEST_PERMISSIONS, net: ["127.0.0.1", "127.0.0.2"] },
 }, async () => {
-  await using herd = await TestHerd.create({
-    placesUrl: NOWHERE,
-    names: ["A", "B"],
-    links: [["A", "B"]],
-    places: { provider: "offline" },
-    admin: true,
-    extra: { limits: { maxPeerConnections: 8 } },
-  });
+  await using herd = await smallPeerPortHerd();
   await herd.start("B");
   using shared = await idleConnections(herd.peerPort("B"), 8);
   // Only the newest two from a neighbour's address are kept from a connection from elsewhere (a neighbour dials one

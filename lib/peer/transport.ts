@@ -95,8 +95,8 @@ const _PROTECTED_PER_NEIGHBOUR_ADDRESS = 2;
 
 /** An address as compared: an IPv4 address mapped into IPv6 (`::ffff:127.0.0.1`, on a dual-stack listener) as IPv4. */
 function _plainAddress(host: string): string {
-  const bare = host.startsWith("[") && host.endsWith("]") ? host.slice(1, -1) : host;
-  return bare.toLowerCase().startsWith("::ffff:") && bare.includes(".") ? bare.slice(7) : bare.toLowerCase();
+  const lower = host.toLowerCase();
+  return lower.startsWith("::ffff:") && lower.includes(".") ? lower.slice(7) : lower;
 }
 
 interface _Credentials {

@@ -333,9 +333,6 @@ function _notWritable(path: string): string | undefined {
   return undefined;
 }
 
-/** Data directories already warned about as open (this process). */
-const _warnedOpen = new Set<string>();
-
 /** " (pid N)" from a held lock file, when its holder has written it; else nothing. */
 function _lockHolder(lock: Deno.FsFile): string {
   try {
@@ -426,6 +423,8 @@ export interface RecordLogOptions {
    * are counted in {@linkcode RecordLog.open}'s `leftOut`. All are, without it.
    */
   isKnownServer?(server: string): boolean;
+  /** Whether a data directory other users can enter is warned about (yes unless false: a retry has said so). */
+  warnOpenDirectory?: boolean;
 }
 
 /** What a compaction did, as the worker reported it. */
@@ -569,11 +568,7 @@ export class RecordLog {
           `Cannot use the database ${path}: its directory cannot be made (${(error as Error).message})`,
         );
       }
-      // Once per directory: a start waiting for a database another process holds opens it every 50 ms.
-      if (open !== undefined && !_warnedOpen.has(directory)) {
-        _warnedOpen.add(directory);
-        log.server.warning(...openDirectoryWarning(open));
-      }
+      if (open !== undefined && options.warnOpenDirectory !== false) log.server.warning(...openDirectoryWarning(open));
     }
     let lock: Deno.FsFile | undefined;
     let db: DatabaseSync | undefined;
@@ -599,9 +594,10 @@ export class RecordLog {
             "(neighbours fill the store back in).",
         );
       }
+      const empty = exists && Deno.statSync(path).size === 0;
       // The lock file holds the pid of the last server that opened the database, written once SQLite had written the
       // file's first page: an empty database file beside it was truncated or replaced, not new.
-      if (exists && Deno.statSync(path).size === 0 && lock.statSync().size > 0) {
+      if (empty && lock.statSync().size > 0) {
         throw new CorruptDatabaseError(
           `The database ${path} is empty (0 bytes), but a server has used it before (${path}.lock says so): it was ` +
             "truncated or replaced. The server will not start on it, so nothing is silently lost: restore it from a " +
@@ -610,9 +606,7 @@ export class RecordLog {
       }
       // An empty file beside a write-ahead log (whatever the lock file says: one from before the lock existed is
       // missing): SQLite deletes the log of a 0-byte database on open, and the commits in it with it.
-      if (
-        exists && Deno.statSync(path).size === 0 && _existsSync(`${path}-wal`) && Deno.statSync(`${path}-wal`).size > 0
-      ) {
+      if (empty && _existsSync(`${path}-wal`) && Deno.statSync(`${path}-wal`).size > 0) {
         throw new CorruptDatabaseError(
           `The database ${path} is empty (0 bytes) but its write-ahead log ${path}-wal is there, holding commits not ` +
             "in it: restore the database beside it, or move the -wal and -shm files aside too to start empty " +
