@@ -516,7 +516,7 @@ Deno.test({
         assert.ok(error instanceof DatabaseInUseError, `${error.name}: ${error.message}`);
         assert.equal(
           error.message,
-          `Cannot use the database ${path}: another process (pid ${Deno.pid}) is using it (it holds ${path}.lock). ` +
+          `Cannot use the database ${path}: this process (pid ${Deno.pid}) is already using it (it holds ${path}.lock). ` +
             "Two servers writing one database would mix their records: stop the other one, or give this server its " +
             "own dataDir in the config.",
         );

@@ -578,8 +578,12 @@ export class RecordLog {
       lock = Deno.openSync(`${path}.lock`, { read: true, write: true, create: true, mode: PRIVATE_FILE_MODE });
       if (!lock.tryLockSync(true)) {
         const holder = _lockHolder(lock);
+        // flock is per open file, so this process may hold it too (a second RecordLog on one path).
+        const who = holder === ` (pid ${Deno.pid})`
+          ? `this process${holder} is already using it`
+          : `another process${holder} is using it`;
         throw new DatabaseInUseError(
-          `Cannot use the database ${path}: another process${holder} is using it (it holds ${path}.lock). ` +
+          `Cannot use the database ${path}: ${who} (it holds ${path}.lock). ` +
             "Two servers writing one database would mix their records: stop the other one, or give this server " +
             "its own dataDir in the config.",
         );
