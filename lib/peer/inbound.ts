@@ -19,6 +19,7 @@ import { CONFIG_REFUSALS, type LocationRecord } from "../protocol.ts";
 import type { PeerHost } from "./host.ts";
 import type { AcceptedPeer } from "./transport.ts";
 import { Heartbeat } from "./heartbeat.ts";
+import { RefusedRecords } from "./refused_records.ts";
 import { parsePeerMessage, PEER_MAX_LINE_BYTES, type PeerMessage, PONG_LINE, pushAck } from "./wire.ts";
 
 /** Options for {@linkcode servePeer}. */
@@ -120,8 +121,8 @@ class InboundLink {
   #allowanceAt = 0;
   #refusedExchanges = 0;
   #invalid = 0;
-  /** Records sent after a digest exchange that our config refuses (see `#refuseCatchUp`). */
-  #refusedRecords = 0;
+  /** Records sent after a digest exchange that our config refuses: dropped, not a reason to close the link. */
+  #refusedRecords = new RefusedRecords(() => this.#who, "");
   /** Reconciliation records received in this read, and how many of them were new. */
   #caughtUp = 0;
   #stored = 0;
@@ -224,31 +225,11 @@ class InboundLink {
         return;
       default:
         if (message.kind === "invalid" && CONFIG_REFUSALS.has(message.reason) && _isCatchUpRecord(line)) {
-          this.#refuseCatchUp(message.reason, line);
+          this.#refusedRecords.drop(message.reason, line);
         } else {
           this.#refuseLine(message.kind === "invalid" ? message.reason : "a HELLO once introduced", line);
         }
     }
-  }
-
-  /**
-   * Drops a record of the neighbour's store, sent after a digest exchange,
-   * that our config refuses (a server since taken out of it, an ID over a
-   * lowered limit): logged, the first 16 on the link, but not a reason to
-   * close it, as our own link's reader does: the neighbour (with the config
-   * before, while a change is rolled out) would send it again at each
-   * exchange, and the link would be closed and dialled again over and over.
-   */
-  #refuseCatchUp(reason: string, line: string): void {
-    metrics.peerInvalid.inc();
-    if (++this.#refusedRecords > _MAX_INVALID_LINES) return;
-    const last = this.#refusedRecords === _MAX_INVALID_LINES;
-    log.peer.warning(
-      last
-        ? "Dropped a record from {neighbour} ({reason}), and will not log the others this link sends: {line}"
-        : "Dropped a record from {neighbour} ({reason}): {line}",
-      { neighbour: this.#who, reason, line: cutForLog(line) },
-    );
   }
 
   /** The first line: `HELLO <name>` from a neighbour, the one its certificate names, or the link closes. */

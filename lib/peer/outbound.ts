@@ -20,6 +20,7 @@ import { type AckTicket, AckTracker } from "./acks.ts";
 import type { PeerHost } from "./host.ts";
 import type { PeerTransport } from "./transport.ts";
 import { Heartbeat } from "./heartbeat.ts";
+import { RefusedRecords } from "./refused_records.ts";
 import { formatHello, parsePeerMessage, PEER_MAX_LINE_BYTES, PING_LINE, pushRecord } from "./wire.ts";
 
 /** Options for {@linkcode PeerLink}. */
@@ -544,13 +545,14 @@ class _Replies {
   #received = 0;
   #stored = 0;
   #unexpected = 0;
-  /** Records our rules refuse, this session: logged up to {@linkcode _MAX_UNEXPECTED_LINES}, never a reason to close. */
-  #refusedRecords = 0;
+  /** Records our rules refuse: never a reason to close. */
+  #refusedRecords: RefusedRecords;
 
   constructor(link: PeerLink, host: PeerHost, close: () => void) {
     this.#link = link;
     this.#host = host;
     this.#close = close;
+    this.#refusedRecords = new RefusedRecords(() => link.neighbour, " on our link");
   }
 
   handle(lines: string[]): void {
@@ -569,18 +571,9 @@ class _Replies {
         for (const record of records) link.sendUnacknowledged(record);
         this.#received = this.#stored = 0;
       } else if (message.kind === "invalid" && line.startsWith("AT ")) {
-        // A record of the neighbour's store that our rules refuse (a server since taken out of the config, an ID over a
-        // lowered limit): dropped, as the acceptor does, but not a reason to close: it would come back at each exchange.
-        if (++this.#refusedRecords > _MAX_UNEXPECTED_LINES) continue;
-        const values = { neighbour: link.neighbour, reason: message.reason, line: cutForLog(line) };
-        if (this.#refusedRecords < _MAX_UNEXPECTED_LINES) {
-          log.peer.warning("Dropped a record from {neighbour} on our link ({reason}): {line}", values);
-        } else {
-          log.peer.warning(
-            "Dropped a record from {neighbour} on our link ({reason}), and will not log the others this link sends: {line}",
-            values,
-          );
-        }
+        // A record of the neighbour's store that our rules refuse: dropped, as the acceptor does, but not a reason to
+        // close: it would come back at each exchange (peer/refused_records.ts).
+        this.#refusedRecords.drop(message.reason, line);
       } else if (message.kind !== "empty") {
         this.#unexpected++;
         log.peer.warning("Unexpected line from {neighbour} on our link: {line}", {

@@ -1,0 +1,51 @@
+/**
+ * Records of a neighbour's store that our config refuses, sent after a
+ * digest exchange: a server since taken out of the config, a client ID or a
+ * line over a lowered limit. A neighbour whose config differs (a change
+ * being rolled out one server at a time) holds such records and sends them
+ * again at each exchange, so they are dropped without counting toward
+ * closing the link; each is counted (`herd_peer_records_total{event=
+ * "dropped_invalid"}`) and logged, 16 a second per link, the rest said in
+ * one line once their second is over.
+ */
+
+import { metrics } from "../admin/metrics.ts";
+import { LogBudget } from "../log_budget.ts";
+import { cutForLog, log } from "../logging.ts";
+
+/** Records logged one by one per link each second. */
+const _LOGGED_PER_SECOND = 16;
+
+/** The refused records of one link, in one direction. */
+export class RefusedRecords {
+  #neighbour: () => string;
+  #where: string;
+  #budget: LogBudget;
+
+  /**
+   * `neighbour` names the sender; `where` follows it in the log lines: ""
+   * on a link it dialled to us, " on our link" on ours to it.
+   */
+  constructor(neighbour: () => string, where: string) {
+    this.#neighbour = neighbour;
+    this.#where = where;
+    this.#budget = new LogBudget(_LOGGED_PER_SECOND, (count) => {
+      log.peer.warning(
+        "Dropped {count} more records from {neighbour}" + where +
+          " in the last second that our config refuses (past {perSecond} a second they are counted)",
+        { count, neighbour: this.#neighbour(), perSecond: _LOGGED_PER_SECOND },
+      );
+    });
+  }
+
+  /** Drops `line`, refused for `reason`. */
+  drop(reason: string, line: string): void {
+    metrics.peerInvalid.inc();
+    if (!this.#budget.take()) return;
+    log.peer.warning("Dropped a record from {neighbour}" + this.#where + " ({reason}): {line}", {
+      neighbour: this.#neighbour(),
+      reason,
+      line: cutForLog(line),
+    });
+  }
+}
