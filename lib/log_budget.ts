@@ -24,7 +24,7 @@ export class LogBudget {
   take(): boolean {
     const now = performance.now();
     if (now - this.#windowStart >= 1000) {
-      this.#flush();
+      this.flush();
       this.#windowStart = now;
       this.#used = 0;
     }
@@ -33,15 +33,15 @@ export class LogBudget {
       return true;
     }
     if (this.#suppressed++ === 0) {
-      this.#timer = setTimeout(() => this.#flush(), 1000 - (now - this.#windowStart));
+      this.#timer = setTimeout(() => this.flush(), 1000 - (now - this.#windowStart));
       // A summary still due does not keep a stopping process alive.
       Deno.unrefTimer(this.#timer);
     }
     return false;
   }
 
-  /** Says how many were not written, if any, now. */
-  #flush(): void {
+  /** Says how many were not written, if any, now (when what they came from is gone, say). */
+  flush(): void {
     clearTimeout(this.#timer);
     this.#timer = undefined;
     if (this.#suppressed === 0) return;

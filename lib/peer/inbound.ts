@@ -160,6 +160,7 @@ class InboundLink {
   /** Serves the link until it closes. */
   async serve(): Promise<void> {
     await this.#conn.closed;
+    this.#refusedRecords.close();
     clearTimeout(this.#helloTimer);
     clearTimeout(this.#liveTimer);
     this.#heartbeat?.stop();

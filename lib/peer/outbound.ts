@@ -430,6 +430,7 @@ export class PeerLink {
     heartbeat.stop();
     conn.destroy();
     await conn.closed;
+    replies.close();
     if (conn.error !== undefined && !this.#closed) {
       log.peer.warning("Link to {neighbour} failed: {error}", {
         neighbour: this.neighbour,
@@ -553,6 +554,11 @@ class _Replies {
     this.#host = host;
     this.#close = close;
     this.#refusedRecords = new RefusedRecords(() => link.neighbour, " on our link");
+  }
+
+  /** The link is closed. */
+  close(): void {
+    this.#refusedRecords.close();
   }
 
   handle(lines: string[]): void {

@@ -32,10 +32,15 @@ export class RefusedRecords {
     this.#budget = new LogBudget(_LOGGED_PER_SECOND, (count) => {
       log.peer.warning(
         "Dropped {count} more records from {neighbour}" + where +
-          " in the last second that our config refuses (past {perSecond} a second they are counted)",
+          " that our config refuses (past {perSecond} a second they are counted)",
         { count, neighbour: this.#neighbour(), perSecond: _LOGGED_PER_SECOND },
       );
     });
+  }
+
+  /** Says how many were not logged one by one, if any, now: the link is closed. */
+  close(): void {
+    this.#budget.flush();
   }
 
   /** Drops `line`, refused for `reason`. */
