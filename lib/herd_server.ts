@@ -155,12 +155,14 @@ export class HerdServer implements PeerHost {
     const started = performance.now();
     this.#transport.load();
     const { ttlS } = this.#config.records;
-    const { log: recordLog, records, leftOut } = await this.#openRecordLog({
+    const { log: recordLog, records, leftOut, overLimits } = await this.#openRecordLog({
       isExpired: (clientTime) => this.store.isExpired(clientTime),
       // A record taken by a server since removed from the config is left out: the neighbours refuse such records
       // ("names a server the herd does not have"), so a store holding it would never agree with theirs, and each
       // reconciliation would resend everything.
       isKnownServer: (server) => this.recordRules.servers.has(server),
+      // Likewise a record over the limits, written before the config lowered one.
+      limits: { maxClientIdBytes: this.recordRules.maxClientIdBytes, maxLineBytes: this.recordRules.maxLineBytes },
       expiryCutoff: () => {
         if (ttlS === 0) return null;
         const cutoff = nanosecondsText(nowNs() - BigInt(ttlS) * 1_000_000_000n);
@@ -183,6 +185,20 @@ export class HerdServer implements PeerHost {
           count: [...leftOut.values()].reduce((a, b) => a + b, 0),
           path: this.databasePath,
           servers: [...leftOut].map(([server, count]) => `${server}: ${count}`).join(", "),
+        },
+      );
+    }
+    if (overLimits > 0) {
+      log.server.warning(
+        "{name} left out {count} rows of {path} whose client ID or line is longer than the config allows " +
+          "(limits.maxClientIdBytes {maxClientIdBytes}, maxLineBytes {maxLineBytes}): the herd refuses such records. " +
+          "The next compaction deletes them: copy the file aside first to keep them.",
+        {
+          name: this.name,
+          count: overLimits,
+          path: this.databasePath,
+          maxClientIdBytes: this.#config.limits.maxClientIdBytes,
+          maxLineBytes: this.#config.maxLineBytes,
         },
       );
     }

@@ -202,11 +202,9 @@ export interface HerdRecordRules {
    * first `end` characters of `line`: a record that is the held line is not newer, so {@linkcode parseHerdRecordLine}
    * reports it without checking it again (flooding brings most records to a
    * server twice); it is dropped either way. Such a line was checked when it
-   * was stored, unless it was loaded from the database at start-up, where a
-   * line written under another config (a longer client ID; not one of a
-   * server since removed, which is left out at load) is kept as it is: a
-   * copy of it from a peer is then dropped as not newer, and acknowledged,
-   * instead of refused as invalid.
+   * was stored, or when it was loaded from the database at start-up: rows
+   * the config now refuses (a server since removed, a client ID or line over
+   * a lowered limit) are left out at load (store/record_log.ts).
    */
   holds?: (clientId: string, line: string, end: number) => boolean;
 }

@@ -11,12 +11,13 @@ const MODE = suiteMode(import.meta.url);
 const NOWHERE = "http://127.0.0.1:9/unused";
 
 /** A and B linked, and the digest probe linked to both; in this suite's mode. */
-function pairWithProbe(): Promise<TestHerd> {
+function pairWithProbe(extra?: Record<string, unknown>): Promise<TestHerd> {
   return TestHerd.create({
     tls: MODE.tls,
     placesUrl: NOWHERE,
     names: ["A", "B", "Probe"],
     links: [["A", "B"], ["A", "Probe"], ["B", "Probe"]],
+    extra,
   });
 }
 
@@ -123,6 +124,41 @@ Deno.test({
   await assert.rejects(herd.start("Solo"), /exited with code 1 before listening/);
   assert.deepEqual(await Deno.readFile(path), garbage);
   assert.match(await herd.log("Solo"), /Cannot use the database .*Solo\.db/);
+});
+
+Deno.test({
+  name: "records over a limit the config lowered are left out at load, and the herd still agrees" + MODE.suffix,
+  permissions: HERD_TEST_PERMISSIONS,
+}, async () => {
+  await using herd = await pairWithProbe({ limits: { maxClientIdBytes: 16 } });
+  // A's database from before limits.maxClientIdBytes went down to 16: one client's ID is 24 bytes.
+  await Deno.mkdir(`${herd.dir}/data`, { recursive: true });
+  const db = new DatabaseSync(`${herd.dir}/data/A.db`);
+  db.exec("CREATE TABLE records (line TEXT NOT NULL)");
+  const kept = "AT A +0.100000000 c1 +1+1 1700000050";
+  db.prepare("INSERT INTO records VALUES (?), (?), (?)").run(
+    kept,
+    "AT A +0.100000000 an-id-of-24-bytes-long.. +2+2 1700000100",
+    "AT A +0.100000000 an-id-of-24-bytes-long.. +2+2 1700000101",
+  );
+  db.close();
+  await herd.start("A");
+  await herd.start("B");
+  await waitFor(
+    async () =>
+      /left out 2 rows of .*A\.db.* whose client ID or line is longer than the config allows \(limits\.maxClientIdBytes 16,/
+        .test(await herd.log("A")),
+    { what: "A's warning about the rows over the limit" },
+  );
+  // B refuses records with such IDs: A's store must not hold them, or the two never agree.
+  await waitFor(async () => await herd.digestOf("A") === await herd.digestOf("B"), {
+    timeoutMs: 10_000,
+    stepMs: 50,
+    what: "A and B to agree",
+  });
+  for (const name of ["A", "B"]) {
+    assert.equal((await exchange(herd.port(name), "WHATSAT c1 1 0\n")).split("\n")[0], kept, `c1 at ${name}`);
+  }
 });
 
 Deno.test({

@@ -631,6 +631,33 @@ Deno.test({
   }));
 
 Deno.test({
+  name: "RecordLog leaves out rows over the limits it is given before choosing each client's greatest, and its " +
+    "compaction deletes them and nothing else",
+  permissions: PERMISSIONS,
+}, () =>
+  withDir(async (dir) => {
+    const path = `${dir}/A.db`;
+    // "AT Hill +0.000000001 c +1+1 " is 28 bytes: a time of 13 digits makes a 41-byte line.
+    const limits = { maxClientIdBytes: 8, maxLineBytes: 40 };
+    const first = RecordLog.open(path);
+    await first.log.append(record("long-id-é", "1")); // 10 bytes in UTF-8, 9 characters
+    await first.log.append(record("c", "2"));
+    await first.log.append(record("c", "1234567890123")); // c's newest, one byte too long a line
+    await first.log.append(record("d", "5"));
+    first.log.close();
+    const second = RecordLog.open(path, { limits });
+    assert.deepEqual(second.records.map((r) => r.line).sort(), [record("c", "2").line, record("d", "5").line]);
+    assert.equal(second.overLimits, 2);
+    await waitFor(() => second.log.compact(), { what: "the worker to take a compaction" });
+    assert.equal((await second.log.compacted())?.deleted, 2, "the two rows over the limits, not c's older one");
+    second.log.close();
+    const third = RecordLog.open(path);
+    assert.deepEqual(third.records.map((r) => r.line).sort(), [record("c", "2").line, record("d", "5").line]);
+    assert.equal(third.overLimits, 0);
+    third.log.close();
+  }));
+
+Deno.test({
   name: "RecordLog opens a database with a hot rollback journal, rolled back, as SQLite would",
   permissions: PERMISSIONS,
 }, () =>

@@ -27,7 +27,7 @@ import { setImmediate } from "node:timers";
 import { metrics } from "../admin/metrics.ts";
 import { log } from "../logging.ts";
 import { makePrivateDirectory, type OpenDirectory, openDirectoryWarning, PRIVATE_FILE_MODE } from "../private_files.ts";
-import { compareRecords, type LocationRecord, parseRecordFields, splitFields } from "../protocol.ts";
+import { compareRecords, fitsBytes, type LocationRecord, parseRecordFields, splitFields } from "../protocol.ts";
 
 /** Longest a record written behind waits for its commit, in milliseconds. */
 export const WRITE_BEHIND_MS = 20;
@@ -91,9 +91,18 @@ function _storeWorker(): void {
     const width = Math.max(af.length, bf.length);
     return af.padEnd(width, "0") < bf.padEnd(width, "0");
   };
-  const compact = async (cutoff: string | null, batchRows: number, leftOutServers: string[]) => {
-    // Rows of servers left out at load (no longer in the config): deleted, and never a client's last row, or a
-    // known server's older row, the one the server holds, would be deleted as superseded by them.
+  const encoder = new TextEncoder();
+  /** Whether `text` is at most `maxBytes` long in UTF-8 (protocol.ts's fitsBytes). */
+  const fits = (text: string, maxBytes: number): boolean =>
+    text.length * 3 <= maxBytes || (text.length <= maxBytes && encoder.encode(text).length <= maxBytes);
+  const compact = async (
+    cutoff: string | null,
+    batchRows: number,
+    leftOutServers: string[],
+    limits: { maxClientIdBytes: number; maxLineBytes: number } | null,
+  ) => {
+    // Rows left out at load (of servers no longer in the config, or over its limits): deleted, and never a client's
+    // last row, or a kept row, the one the server holds, would be deleted as superseded by them.
     const leftOut = new Set(leftOutServers);
     const started = performance.now();
     // Each client's last row so far; negated when that row has expired.
@@ -122,6 +131,10 @@ function _storeWorker(): void {
         const skew = line.indexOf(" ", server + 1);
         const client = line.indexOf(" ", skew + 1);
         const id = line.slice(skew + 1, client);
+        if (limits !== null && (!fits(id, limits.maxClientIdBytes) || !fits(line, limits.maxLineBytes))) {
+          remove.push(rowid);
+          continue;
+        }
         const previous = last.get(id);
         if (previous !== undefined) remove.push(Math.abs(previous));
         let expired = false;
@@ -203,6 +216,7 @@ function _storeWorker(): void {
       cutoff: string | null;
       batchRows: number;
       leftOutServers: string[];
+      limits: { maxClientIdBytes: number; maxLineBytes: number } | null;
     };
     if (message.kind === "open") {
       turn = message.turn;
@@ -217,7 +231,7 @@ function _storeWorker(): void {
     }
     compacting = true;
     try {
-      await compact(message.cutoff, message.batchRows, message.leftOutServers);
+      await compact(message.cutoff, message.batchRows, message.leftOutServers, message.limits);
     } catch (error) {
       try {
         db.exec("ROLLBACK");
@@ -356,7 +370,7 @@ function _lockHolder(lock: Deno.FsFile): string {
 function _checkAndLoad(
   path: string,
   options: RecordLogOptions,
-): { records: LocationRecord[]; rows: number; leftOut: Map<string, number> } {
+): { records: LocationRecord[]; rows: number; leftOut: Map<string, number>; overLimits: number } {
   const db = new DatabaseSync(path, { readOnly: true });
   try {
     db.exec("PRAGMA busy_timeout = 2000");
@@ -364,9 +378,10 @@ function _checkAndLoad(
     if (check?.quick_check !== "ok") throw new Error(`integrity check says ${JSON.stringify(check?.quick_check)}`);
     const table = db.prepare("SELECT 1 FROM sqlite_schema WHERE type = 'table' AND name = 'records'").get();
     const leftOut = new Map<string, number>();
-    if (table === undefined) return { records: [], rows: 0, leftOut };
+    if (table === undefined) return { records: [], rows: 0, leftOut, overLimits: 0 };
     const latest = new Map<string, LocationRecord>();
-    const isKnownServer = options.isKnownServer;
+    const { isKnownServer, limits } = options;
+    let overLimits = 0;
     let row = 0;
     const decoder = new TextDecoder("utf-8", { fatal: true });
     const lines = db.prepare(`SELECT ${LINE_COLUMN} AS line FROM records`).iterate() as Iterable<{ line: unknown }>;
@@ -396,6 +411,13 @@ function _checkAndLoad(
           continue;
         }
       }
+      if (
+        limits !== undefined &&
+        (!fitsBytes(record.clientId, limits.maxClientIdBytes) || !fitsBytes(record.line, limits.maxLineBytes))
+      ) {
+        overLimits++;
+        continue;
+      }
       const current = latest.get(record.clientId);
       if (current === undefined || compareRecords(record, current) > 0) latest.set(record.clientId, record);
     }
@@ -405,6 +427,7 @@ function _checkAndLoad(
       records: isExpired === undefined ? records : records.filter((r) => !isExpired(r.clientTime)),
       rows: row,
       leftOut,
+      overLimits,
     };
   } finally {
     db.close();
@@ -423,6 +446,13 @@ export interface RecordLogOptions {
    * are counted in {@linkcode RecordLog.open}'s `leftOut`. All are, without it.
    */
   isKnownServer?(server: string): boolean;
+  /**
+   * The longest client ID and AT line, in UTF-8 bytes, of the records
+   * loaded: rows over them (written before the config lowered a limit) are
+   * not, as the herd refuses such records, and are counted in
+   * {@linkcode RecordLog.open}'s `overLimits`. All are, without it.
+   */
+  limits?: { maxClientIdBytes: number; maxLineBytes: number };
   /** Whether a data directory other users can enter is warned about (yes unless false: a retry has said so). */
   warnOpenDirectory?: boolean;
 }
@@ -450,6 +480,8 @@ export class RecordLog {
   #options: RecordLogOptions;
   /** Servers whose rows were left out at load: compaction deletes them, as it would superseded rows. */
   #leftOutServers: string[] = [];
+  /** Whether rows over the limits were left out at load: compaction deletes them too. */
+  #overLimits = false;
   #pending = new Map<string, string>();
   #committed: Promise<boolean> | undefined;
   #release: ((ok: boolean) => void) | undefined;
@@ -557,7 +589,7 @@ export class RecordLog {
   static open(
     path: string,
     options: RecordLogOptions = {},
-  ): { log: RecordLog; records: LocationRecord[]; leftOut: Map<string, number> } {
+  ): { log: RecordLog; records: LocationRecord[]; leftOut: Map<string, number>; overLimits: number } {
     const directory = path.slice(0, path.lastIndexOf("/"));
     if (directory !== "") {
       let open: OpenDirectory | undefined;
@@ -639,7 +671,7 @@ export class RecordLog {
         }
         loaded = _checkAndLoad(path, options);
       }
-      const { records, rows, leftOut } = loaded;
+      const { records, rows, leftOut, overLimits } = loaded;
       db = new DatabaseSync(path);
       // A lock held a moment by the worker (of an earlier open, closing, or compacting) is waited for, not an error.
       db.exec("PRAGMA busy_timeout = 2000; PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL");
@@ -649,9 +681,10 @@ export class RecordLog {
       const recordLog = new RecordLog(path, db, lock, options);
       recordLog.#rows = rows;
       recordLog.#leftOutServers = [...leftOut.keys()];
+      recordLog.#overLimits = overLimits > 0;
       // Started once the caller is done starting (listening, for a server): a thread is not free on two cores.
       recordLog.#workerDue = setTimeout(() => recordLog.#startWorker(), 0);
-      return { log: recordLog, records, leftOut };
+      return { log: recordLog, records, leftOut, overLimits };
     } catch (error) {
       try {
         db?.close();
@@ -819,6 +852,8 @@ export class RecordLog {
       cutoff: this.#options.expiryCutoff?.() ?? null,
       batchRows: _COMPACT_BATCH,
       leftOutServers: this.#leftOutServers,
+      // Only when there are such rows: every other row was checked against the limits when it was stored.
+      limits: this.#overLimits ? this.#options.limits ?? null : null,
     });
     return true;
   }
