@@ -418,3 +418,44 @@ Deno.test({
     });
   }
 });
+
+Deno.test({
+  name: "a server added to the herd before every config has it: the servers not yet told of it drop its records and " +
+    "reports without closing their links" + MODE.suffix,
+  permissions: HERD_TEST_PERMISSIONS,
+}, async () => {
+  await using herd = await TestHerd.create({
+    tls: MODE.tls,
+    placesUrl: "http://127.0.0.1:9/unused",
+    names: ["A", "B", "F"],
+    links: [["A", "B"], ["A", "F"]],
+  });
+  // F is new: A's config has it, B's not yet (the config before the change: no F, no A-F link).
+  await herd.configureOnly("B", (config) => {
+    delete (config.servers as Record<string, unknown>).F;
+    config.links = (config.links as string[][]).filter((link) => !link.includes("F"));
+  });
+  for (const name of ["B", "A", "F"]) await herd.start(name);
+  // Forty of F's clients report: A stores each and passes it on to B, which refuses them all.
+  const iamats = Array.from({ length: 40 }, (_, i) => `IAMAT f${i} +1+1 ${1700000000 + i}.5\n`).join("");
+  const replies = (await exchange(herd.port("F"), iamats)).trimEnd().split("\n");
+  assert.equal(replies.length, 40);
+  for (const reply of replies) assert.match(reply, /^AT F \+/);
+  await waitFor(
+    async () =>
+      ((await herd.log("B")).match(
+        /Dropped a record from "A"( on our link)? \("names a server the herd does not have"\)/g,
+      )
+        ?.length ?? 0) >= 16,
+    { timeoutMs: 10_000, what: "B to drop F's records" },
+  );
+  // The link stays up, and carries what B can take.
+  const after = (await exchange(herd.port("A"), "IAMAT after.f +2+2 1700000100.5\n")).trimEnd();
+  await waitFor(async () => (await exchange(herd.port("B"), "WHATSAT after.f 1 0\n")).startsWith(after), {
+    timeoutMs: 10_000,
+    what: "B to get A's record after F's",
+  });
+  assert.doesNotMatch(await herd.log("B"), /Closing the link from "A"|Dropped a line from "A"/);
+  assert.doesNotMatch(await herd.log("A"), /Link to "B" is down/);
+  assert.equal(await exchange(herd.port("B"), "WHATSAT f0 1 0\n"), "? WHATSAT f0 1 0\n");
+});

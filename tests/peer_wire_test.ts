@@ -79,18 +79,22 @@ Deno.test("pushRecord() and pushAck() give a batch the same text as formatRecord
   assert.equal(parts.join(""), "DIGEST\n" + formatRecord(RECORD, 7, 500) + formatRecord(RECORD, 8, 0) + formatAck(12));
 });
 
-Deno.test("formatLinks() and parsePeerMessage() carry a server's link state, and refuse unknown servers", () => {
+Deno.test("formatLinks() and parsePeerMessage() carry a server's link state, names our config does not have included", () => {
   const report = { server: "Smith", version: 1_796_000_000_123, up: ["Hill", "Campbell"], inbound: ["Singleton"] };
   assert.equal(formatLinks(report), "LINKS Smith 1796000000123 Hill,Campbell Singleton\n");
   assert.deepEqual(parsePeerMessage(formatLinks(report).trimEnd(), RULES), { kind: "LINKS", report });
   const none = { server: "Hill", version: 7, up: [], inbound: [] };
   assert.equal(formatLinks(none), "LINKS Hill 7 - -\n");
   assert.deepEqual(parsePeerMessage("LINKS Hill 7 - -", RULES), { kind: "LINKS", report: none });
+  // Another server's config may have them (a change rolled out one server at a time): the link state sorts them out.
+  assert.deepEqual(parsePeerMessage("LINKS Nobody 7 Hill,New -", RULES), {
+    kind: "LINKS",
+    report: { server: "Nobody", version: 7, up: ["Hill", "New"], inbound: [] },
+  });
   for (
     const line of [
-      "LINKS Nobody 7 - -",
-      "LINKS Hill 7 Hill,Nobody -",
-      "LINKS Hill 7 - Nobody",
+      "LINKS Hill 7 Hill,,Smith -",
+      "LINKS Hill 7 - ,",
       "LINKS Hill x - -",
       "LINKS Hill 7 -",
       "LINKS Hill 7 - - x",

@@ -286,8 +286,8 @@ Deno.test({
 });
 
 Deno.test({
-  name: "records a neighbour's store holds that our config refuses (a server taken out) are dropped without closing " +
-    "the link: they would come back at each reconciliation",
+  name: "records a neighbour's config allows and ours refuses (a server taken out) are dropped without closing the " +
+    "link, live or after a digest exchange: they would come back at each reconciliation",
   permissions: HERD_TEST_PERMISSIONS,
 }, async () => {
   await using herd = await lineHerd();
@@ -306,8 +306,13 @@ Deno.test({
     assert.equal(logged?.length, 16);
     assert.equal(conn.isClosed, false, "the link stays up");
     assert.equal(await holds(herd, "B", "gone-0"), false);
-    // The same from a live record (with its sequence number) is a line no neighbour could have sent: counted as ever,
-    // its fields split by tabs too (a live record must not pass for one with six fields).
+    // Passed on live (a sequence number and a wait) by a neighbour that has Gone, or a new server ours does not have
+    // yet: the same.
+    const live = Array.from({ length: 20 }, (_, i) => `AT Gone +0.263873386 live-gone-${i} +34-118 1 ${i + 1} 0`);
+    conn.write(live.join("\n") + "\nAT A +0.263873386 after.live +34-118 1700000006 21 0\n");
+    await waitFor(() => holds(herd, "B", "after.live"), { what: "the live record after them to be stored" });
+    assert.equal(conn.isClosed, false, "the link stays up");
+    // Fields split by tabs are no line the herd writes: counted toward closing the link, as any such line.
     for (let i = 0; i < 16 && !conn.isClosed; i++) {
       conn.write(`AT Gone +0.263873386 live-${i} +34-118 1\t${i + 1}\t0\n`);
     }

@@ -47,17 +47,21 @@ const _LIVE_AFTER_MS = 1000;
 /** Invalid lines a link may send before it is closed. */
 const _MAX_INVALID_LINES = 16;
 
-/** Whether `line` has the shape of a record sent after a digest exchange: `AT` and five fields, no sequence number. */
-function _isCatchUpRecord(line: string): boolean {
+/**
+ * Whether `line` has the shape of a record as the herd writes it: `AT` and
+ * five fields (sent after a digest exchange, or passed on with no wait), or
+ * seven (a sequence number and a wait), each after one space.
+ */
+function _isRecordShape(line: string): boolean {
   if (!line.startsWith("AT ")) return false;
   let spaces = 0;
   for (let i = 0; i < line.length; i++) {
     const code = line.charCodeAt(i);
-    // Any other whitespace separates fields too (splitFields): a live record could hide its sequence number behind a tab.
+    // Any other whitespace separates fields too (splitFields), and the herd never writes it.
     if (code >= 9 && code <= 13) return false;
-    if (code === 32 && ++spaces > 5) return false;
+    if (code === 32 && ++spaces > 7) return false;
   }
-  return spaces === 5;
+  return spaces === 5 || spaces === 7;
 }
 
 /** Bytes of replies a neighbour may leave unread before its link is closed: it does not read. */
@@ -225,7 +229,7 @@ class InboundLink {
         }
         return;
       default:
-        if (message.kind === "invalid" && CONFIG_REFUSALS.has(message.reason) && _isCatchUpRecord(line)) {
+        if (message.kind === "invalid" && CONFIG_REFUSALS.has(message.reason) && _isRecordShape(line)) {
           this.#refusedRecords.drop(message.reason, line);
         } else {
           this.#refuseLine(message.kind === "invalid" ? message.reason : "a HELLO once introduced", line);

@@ -185,6 +185,11 @@ export class PeerLinks {
   linkState(report: LinkReport, from: string): void {
     const trees = this.#trees;
     if (trees === undefined) return;
+    if (!trees.knows(report.server)) {
+      // A server our config does not have (yet, or any more): a config change being rolled out, not a bad line.
+      metrics.linkReportsRefused.inc();
+      return;
+    }
     if (report.version > Date.now() + _MAX_VERSION_AHEAD_MS) {
       metrics.linkReportsRefused.inc();
       log.peer.warning("Dropped a link state report of {server} from {neighbour}: its version is from the future", {

@@ -1,12 +1,15 @@
 /**
- * Records of a neighbour's store that our config refuses, sent after a
- * digest exchange: a server since taken out of the config, a client ID or a
- * line over a lowered limit. A neighbour whose config differs (a change
- * being rolled out one server at a time) holds such records and sends them
- * again at each exchange, so they are dropped without counting toward
- * closing the link; each is counted (`herd_peer_records_total{event=
+ * Records a neighbour sends that our config refuses and its config allows:
+ * of a server since taken out of the config or not yet in ours, a client ID
+ * or a line over a limit lower than its. A neighbour whose config differs
+ * (a change being rolled out one server at a time) passes such records on
+ * as they come and sends them again at each digest exchange, so they are
+ * dropped without counting toward closing the link, which would only be
+ * dialled again; each is counted (`herd_peer_records_total{event=
  * "dropped_invalid"}`) and logged, 16 a second per link, the rest said in
- * one line once their second is over.
+ * one line once their second is over. One sent with a wait is not
+ * acknowledged: we do not hold it (the sender's wait runs out, and it takes
+ * us for lagging until we acknowledge in time again).
  */
 
 import { metrics } from "../admin/metrics.ts";

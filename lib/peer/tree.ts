@@ -84,10 +84,17 @@ export class BroadcastTrees {
     return this.#tree(root).children.get(server) ?? [];
   }
 
+  /** Whether `server` is one of the config's. */
+  knows(server: string): boolean {
+    return this.#neighbours.has(server);
+  }
+
   /**
    * Takes `report` if it is later than the one held for its server (names
-   * that are not its neighbours are left out); returns whether it did, and
-   * so whether it is news to pass on.
+   * that are not its neighbours in our config are left out of the trees,
+   * but not of the report held, which is passed on as it came: another
+   * server's config may have them); returns whether it did, and so whether
+   * it is news to pass on.
    */
   apply(report: LinkReport): boolean {
     const neighbours = this.#neighbours.get(report.server);
@@ -96,7 +103,7 @@ export class BroadcastTrees {
     if (held !== undefined && held.report.version >= report.version) return false;
     const up = new Set(report.up.filter((name) => neighbours.includes(name)));
     const inbound = new Set(report.inbound.filter((name) => neighbours.includes(name)));
-    this.#reports.set(report.server, { report: { ...report, up: [...up], inbound: [...inbound] }, up, inbound });
+    this.#reports.set(report.server, { report, up, inbound });
     this.#trees.clear();
     return true;
   }

@@ -220,6 +220,19 @@ export class TestHerd implements AsyncDisposable {
     return this.#configPaths.get(name) ?? this.configPath;
   }
 
+  /**
+   * Gives `name` a config of its own from now on: the herd's file as JSON,
+   * changed by `edit` (a server not told of a change yet, as when a change
+   * is rolled out one server at a time).
+   */
+  async configureOnly(name: string, edit: (config: Record<string, unknown>) => void): Promise<void> {
+    const config = JSON.parse(await Deno.readTextFile(this.configPathOf(name)));
+    edit(config);
+    const path = `${this.dir}/herd.config.${name}.json`;
+    await Deno.writeTextFile(path, JSON.stringify(config, null, 2));
+    this.#configPaths.set(name, path);
+  }
+
   /** The herd's config, as the servers read it. */
   get config(): HerdConfig {
     return this.#config!;
