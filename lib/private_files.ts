@@ -20,8 +20,23 @@ export interface OpenDirectory {
 }
 
 /**
+ * Keeps what a directory the server made out of version control: a
+ * `.gitignore` of `*` in it (0600), as Python's venv and others do. The
+ * default directories are git-ignored by the repository; one the config
+ * moves elsewhere in a checkout would show up in `git status`, client
+ * locations, logs and private keys ready to be committed.
+ */
+export function ignoreInGit(directory: string): void {
+  Deno.writeTextFileSync(
+    `${directory}/.gitignore`,
+    "# Made by herd: this directory holds client locations, logs or keys, never for a repository.\n*\n",
+    { mode: PRIVATE_FILE_MODE },
+  );
+}
+
+/**
  * Makes the directory `path` (and its missing parents) with mode 0700 if
- * it is missing. When it exists, leaves it as it is, and returns its
+ * it is missing, with a `.gitignore` of `*` ({@linkcode ignoreInGit}). When it exists, leaves it as it is, and returns its
  * mode if other users (its group, or anyone) have any access to it.
  */
 export function makePrivateDirectory(path: string): OpenDirectory | undefined {
@@ -33,6 +48,7 @@ export function makePrivateDirectory(path: string): OpenDirectory | undefined {
     // Another server making it at the same moment is no error (recursive), and neither is its mode then.
     Deno.mkdirSync(path, { recursive: true, mode: PRIVATE_DIRECTORY_MODE });
     Deno.chmodSync(path, PRIVATE_DIRECTORY_MODE);
+    ignoreInGit(path);
     return undefined;
   }
   if (mode === null || (mode & 0o077) === 0) return undefined;

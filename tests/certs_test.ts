@@ -51,6 +51,9 @@ Deno.test({
     assert.equal(written.length, 2 + 2 * 3);
     for (const path of written) assert.equal((await Deno.stat(path)).mode! & 0o777, 0o600, path);
     assert.equal((await Deno.stat(config.certDir)).mode! & 0o777, 0o700);
+    // Private keys: kept out of git wherever the config puts them.
+    assert.ok((await Deno.readTextFile(`${config.certDir}/.gitignore`)).split("\n").includes("*"));
+    assert.equal((await Deno.stat(`${config.certDir}/.gitignore`)).mode! & 0o777, 0o600);
     const ca = new x509.X509Certificate(await Deno.readTextFile(files.ca));
     assert.equal(await ca.verify({ signatureOnly: true }), true, "the CA signs itself");
     const b = new x509.X509Certificate(await Deno.readTextFile(files.cert("B")));
@@ -195,6 +198,7 @@ Deno.test({
     assert.equal(run.code, 0, run.stderr);
     assert.match(run.stdout, /Made the herd's certificates in .*\/deep\/er\/certs \(first start\)/);
     assert.equal((await Deno.stat(config.certDir)).mode! & 0o777, 0o700);
+    assert.ok((await Deno.readTextFile(`${config.certDir}/.gitignore`)).split("\n").includes("*"), "kept out of git");
     assert.equal((await Deno.stat(`${dir}/deep/er`)).mode! & 0o755, 0o755, "a parent gets the usual mode");
     for (const name of ["A", "B", "C"]) assert.ok((await Deno.stat(certFiles(config).cert(name))).isFile, name);
   } finally {

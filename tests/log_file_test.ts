@@ -168,6 +168,9 @@ Deno.test({
     }
     assert.equal(await mode(`${dir}/new/logs`), 0o700);
     assert.equal(await mode(`${dir}/new`), 0o700, "a parent it made too");
+    // Kept out of git wherever the config puts it: everything in it ignored.
+    assert.ok((await Deno.readTextFile(`${dir}/new/logs/.gitignore`)).split("\n").includes("*"));
+    assert.equal(await mode(`${dir}/new/logs/.gitignore`), 0o600);
     assert.equal(await mode(path), 0o600);
     assert.equal(await mode(`${path}.1`), 0o600, "the log was rotated: the file made then is 0600 too");
   }));
@@ -183,6 +186,7 @@ Deno.test({
     const path = await setupLogging({ logDir, name: "Hill", maxBytes: 1 << 20, files: 2, level: "info" });
     await shutdownLogging();
     assert.equal(await mode(logDir), 0o755, "left as it was");
+    await assert.rejects(Deno.stat(`${logDir}/.gitignore`), Deno.errors.NotFound, "nothing added to it");
     assert.match(
       await Deno.readTextFile(path),
       new RegExp(`\\[WRN\\] herd\\.server: The directory "${logDir}" can be entered by other users \\(mode "755"\\)`),

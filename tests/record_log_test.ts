@@ -190,6 +190,8 @@ Deno.test({
     try {
       assert.equal(await log.append(record("a", "1")), true);
       assert.equal(mode(`${dir}/data`), 0o700);
+      assert.ok(Deno.readTextFileSync(`${dir}/data/.gitignore`).split("\n").includes("*"), "kept out of git");
+      assert.equal(mode(`${dir}/data/.gitignore`), 0o600);
       for (const file of [path, `${path}-wal`, `${path}-shm`]) assert.equal(mode(file), 0o600, file);
     } finally {
       log.close();

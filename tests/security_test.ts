@@ -270,8 +270,13 @@ Deno.test({
     conn.write(malformed.join("\n") + "\nAT A +0.263873386 good +34-118 1700000004 9 0\n");
     await waitFor(() => holds(herd, "B", "good"), { what: "the well-formed record to be stored" });
     // The log is written behind (log_file.ts): each line is awaited, not read at once.
-    for (const reason of [/server the herd does not have/, /nine decimals/, /client ID is too long/, /location/]) {
+    for (const reason of [/nine decimals/, /location/]) {
       await logLine(herd, "B", new RegExp(`Dropped a line from "A" \\("[^"]*${reason.source}`));
+    }
+    // Refused only for what our config says: a neighbour whose config differs could send them (the next test), so they
+    // are logged as records, and not counted toward closing the link.
+    for (const reason of [/server the herd does not have/, /client ID is too long/]) {
+      await logLine(herd, "B", new RegExp(`Dropped a record from "A" \\("[^"]*${reason.source}`));
     }
     assert.ok(!/mmmmmmmmmm{400}/.test(await herd.log("B")), "a dropped line is cut in the log");
     for (const id of ["m1", "m2", "m3", "m5", "m6", "m7", "m8"]) assert.equal(await holds(herd, "B", id), false, id);

@@ -8,6 +8,7 @@
  */
 
 import { type CertFiles, certFiles, type HerdConfig, type ServerConfig } from "../config/config.ts";
+import { ignoreInGit } from "../private_files.ts";
 
 /** How long the herd's CA is valid, in days. */
 const _CA_DAYS = 3650;
@@ -193,18 +194,21 @@ const _LOCK = ".making.lock";
  */
 const _STALE_LOCK_MS = 10_000;
 
-/** Creates `certDir`, mode 0700, and any parent it lacks (with the process's default mode). */
+/**
+ * Creates `certDir`, mode 0700, and any parent it lacks (with the process's
+ * default mode), with a `.gitignore` of `*` (it holds private keys).
+ */
 async function _makeCertDir(dir: string): Promise<void> {
   try {
     await Deno.mkdir(dir, { mode: 0o700 });
-    return;
   } catch (error) {
     if (error instanceof Deno.errors.AlreadyExists) return;
     if (!(error instanceof Deno.errors.NotFound)) throw error;
+    // A parent is missing. The permission flags name certDir alone, and a recursive mkdir of it makes its parents too.
+    await Deno.mkdir(dir, { recursive: true });
+    await Deno.chmod(dir, 0o700);
   }
-  // A parent is missing. The permission flags name certDir alone, and a recursive mkdir of it makes its parents too.
-  await Deno.mkdir(dir, { recursive: true });
-  await Deno.chmod(dir, 0o700);
+  ignoreInGit(dir);
 }
 
 async function _missing(paths: string[]): Promise<string[]> {
