@@ -582,6 +582,41 @@ Deno.test({
   }));
 
 Deno.test({
+  name: "RecordLog refused because another process took the database this process used before does not call that " +
+    "process this one, nor give it our pid",
+  permissions: { ...PERMISSIONS, run: ["deno"] },
+}, () =>
+  withDir(async (dir) => {
+    const path = `${dir}/A.db`;
+    RecordLog.open(path).log.close();
+    assert.equal(Deno.readTextFileSync(`${path}.lock`).trim(), String(Deno.pid), "the lock file says our pid");
+    // Another process takes the lock, as a server does at open, and has not written its pid yet (it loads first).
+    const child = new Deno.Command("deno", {
+      args: [
+        "eval",
+        `const f = Deno.openSync(${JSON.stringify(`${path}.lock`)}, { read: true, write: true }); f.lockSync(true); ` +
+        `console.log("locked"); await new Promise((r) => setTimeout(r, 30_000));`,
+      ],
+      stdout: "piped",
+      stderr: "null",
+    }).spawn();
+    const reader = child.stdout.getReader();
+    try {
+      await reader.read();
+      assert.throws(() => RecordLog.open(path), (error: Error) => {
+        assert.ok(error instanceof DatabaseInUseError, `${error.name}: ${error.message}`);
+        assert.match(error.message, /: another process is using it \(it holds /);
+        return true;
+      });
+    } finally {
+      child.kill();
+      reader.releaseLock();
+      await child.stdout.cancel();
+      await child.status;
+    }
+  }));
+
+Deno.test({
   name: "RecordLog leaves out the records of servers it is told are unknown before choosing each client's greatest",
   permissions: PERMISSIONS,
 }, () =>

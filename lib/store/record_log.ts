@@ -347,6 +347,20 @@ function _notWritable(path: string): string | undefined {
   return undefined;
 }
 
+/**
+ * The lock files this process holds (device and inode), to tell "this
+ * process" from another in a refusal: flock is per open file, and the pid
+ * in a lock file is written only once its holder has loaded the database
+ * (the one there before may be this process's, or, across PID namespaces,
+ * anybody's).
+ */
+const _heldHere = new Set<string>();
+
+function _identity(file: Deno.FsFile): string {
+  const { dev, ino } = file.statSync();
+  return `${dev}:${ino}`;
+}
+
 /** " (pid N)" from a held lock file, when its holder has written it; else nothing. */
 function _lockHolder(lock: Deno.FsFile): string {
   try {
@@ -354,7 +368,8 @@ function _lockHolder(lock: Deno.FsFile): string {
     lock.seekSync(0, Deno.SeekMode.Start);
     const read = lock.readSync(bytes) ?? 0;
     const pid = new TextDecoder().decode(bytes.subarray(0, read)).trim();
-    return /^[0-9]{1,10}$/.test(pid) ? ` (pid ${pid})` : "";
+    // Ours is what this process wrote when it held the file before: the new holder has not written its own yet.
+    return /^[0-9]{1,10}$/.test(pid) && pid !== String(Deno.pid) ? ` (pid ${pid})` : "";
   } catch {
     return "";
   }
@@ -476,6 +491,8 @@ export class RecordLog {
   #db: DatabaseSync;
   /** The lock file, held (flock, exclusive) from open to close. */
   #lock: Deno.FsFile;
+  /** The lock file's identity in {@linkcode _heldHere}. */
+  #held: string;
   #append: StatementSync;
   #options: RecordLogOptions;
   /** Servers whose rows were left out at load: compaction deletes them, as it would superseded rows. */
@@ -507,10 +524,11 @@ export class RecordLog {
    */
   #turn = new Int32Array(new SharedArrayBuffer(4));
 
-  private constructor(path: string, db: DatabaseSync, lock: Deno.FsFile, options: RecordLogOptions) {
+  private constructor(path: string, db: DatabaseSync, lock: Deno.FsFile, held: string, options: RecordLogOptions) {
     this.path = path;
     this.#db = db;
     this.#lock = lock;
+    this.#held = held;
     this.#options = options;
     this.#append = db.prepare("INSERT INTO records (line) SELECT value FROM json_each(?)");
   }
@@ -603,23 +621,25 @@ export class RecordLog {
       if (open !== undefined && options.warnOpenDirectory !== false) log.server.warning(...openDirectoryWarning(open));
     }
     let lock: Deno.FsFile | undefined;
+    let held: string | undefined;
     let db: DatabaseSync | undefined;
     try {
       // Held until close: a second server (another config, the same name and dataDir) is refused, not let in to
       // interleave its rows with ours. flock, so it goes with the process however that ends.
       lock = Deno.openSync(`${path}.lock`, { read: true, write: true, create: true, mode: PRIVATE_FILE_MODE });
       if (!lock.tryLockSync(true)) {
-        const holder = _lockHolder(lock);
         // flock is per open file, so this process may hold it too (a second RecordLog on one path).
-        const who = holder === ` (pid ${Deno.pid})`
-          ? `this process${holder} is already using it`
-          : `another process${holder} is using it`;
+        const who = _heldHere.has(_identity(lock))
+          ? `this process (pid ${Deno.pid}) is already using it`
+          : `another process${_lockHolder(lock)} is using it`;
         throw new DatabaseInUseError(
           `Cannot use the database ${path}: ${who} (it holds ${path}.lock). ` +
             "Two servers writing one database would mix their records: stop the other one, or give this server " +
             "its own dataDir in the config.",
         );
       }
+      held = _identity(lock);
+      _heldHere.add(held);
       // A write-ahead log with no database beside it is records committed and not yet copied into a database file
       // that was moved away (half of "move the file aside"): SQLite would delete it and start empty, silently.
       const exists = _existsSync(path);
@@ -678,7 +698,7 @@ export class RecordLog {
       db.exec("CREATE TABLE IF NOT EXISTS records (line TEXT NOT NULL)");
       lock.truncateSync(0);
       lock.writeSync(new TextEncoder().encode(`${Deno.pid}\n`));
-      const recordLog = new RecordLog(path, db, lock, options);
+      const recordLog = new RecordLog(path, db, lock, held, options);
       recordLog.#rows = rows;
       recordLog.#leftOutServers = [...leftOut.keys()];
       recordLog.#overLimits = overLimits > 0;
@@ -689,6 +709,7 @@ export class RecordLog {
       try {
         db?.close();
       } catch { /* already failed */ }
+      if (held !== undefined) _heldHere.delete(held);
       lock?.close();
       if (error instanceof CorruptDatabaseError || error instanceof DatabaseInUseError) throw error;
       const notWritable = _notWritable(path);
@@ -882,6 +903,7 @@ export class RecordLog {
     Atomics.store(this.#turn, 0, 0);
     this.#compacted(undefined);
     this.#db.close();
+    _heldHere.delete(this.#held);
     this.#lock.close();
   }
 }
