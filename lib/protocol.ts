@@ -215,9 +215,10 @@ const _LINE_TOO_LONG = "it is longer than a line may be";
 
 /**
  * The reasons {@linkcode parseHerdRecord} gives that depend on the config,
- * not on the record's form: a neighbour whose config differs (a server it
- * still has, a longer client ID or line it allows) may hold such a record,
- * and send it again at each reconciliation.
+ * not on the record's form (given only for a record of the herd's form): a
+ * neighbour whose config differs (a server it has and we do not, a longer
+ * client ID or line it allows) may hold such a record, pass it on, and send
+ * it again at each reconciliation.
  */
 export const CONFIG_REFUSALS: ReadonlySet<string> = new Set([_UNKNOWN_SERVER, _CLIENT_ID_TOO_LONG, _LINE_TOO_LONG]);
 
@@ -252,11 +253,12 @@ function _checkHerdRecord(
   clientTime: string,
   rules: HerdRecordRules,
 ): LocationRecord | string {
-  if (!rules.servers.has(server)) return _UNKNOWN_SERVER;
+  // The form first: a record refused for what the config says (CONFIG_REFUSALS) is otherwise one the herd writes.
   if (!HERD_DIFFERENCE.test(difference)) return "its time difference is not a sign, seconds and nine decimals";
-  if (!fitsBytes(clientId, rules.maxClientIdBytes)) return _CLIENT_ID_TOO_LONG;
   if (parseLocation(location) === null) return "its location is not valid ISO 6709 within range";
   if (!isClientTime(clientTime)) return "its client time is not POSIX seconds";
+  if (!rules.servers.has(server)) return _UNKNOWN_SERVER;
+  if (!fitsBytes(clientId, rules.maxClientIdBytes)) return _CLIENT_ID_TOO_LONG;
   if (!fitsBytes(line, rules.maxLineBytes)) return _LINE_TOO_LONG;
   return { line, clientId, clientTime, location };
 }

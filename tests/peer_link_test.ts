@@ -456,6 +456,22 @@ Deno.test({
 });
 
 Deno.test({
+  name:
+    "PeerLink closes a link that sends back 16 AT lines of no form the herd writes: only config refusals are let off",
+  permissions: { net: ["127.0.0.1"] },
+}, async () => {
+  // Not nine decimals, and a server we do not have: refused for its form first, so it counts.
+  const neighbour = digestAnswerer("AT Mallory +0.1 junk +1+1 5\n".repeat(16));
+  const caughtUp: string[] = [];
+  const link = oneSessionLink(neighbour.port, { ...HOST, catchUp: (record) => caughtUp.push(record.clientId) < 0 });
+  link.start();
+  await waitFor(() => neighbour.closedByDialer(), { what: "the dialer to close the link" });
+  assert.deepEqual(caughtUp, []);
+  await link.close();
+  await neighbour.close();
+});
+
+Deno.test({
   name: "PeerLink drops records of the neighbour's that its rules refuse, logging a few, and keeps the link",
   permissions: { net: ["127.0.0.1"] },
 }, async () => {

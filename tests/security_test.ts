@@ -266,6 +266,7 @@ Deno.test({
       "AT A +0.263873386 m6 +34-118 1e9 6 0", // not POSIX seconds
       "AT A +0.263873386 m7 +34-118", // five fields
       "WHATSAT m8 10 5", // a client command
+      "AT Mallory +0.263873386 m9 +91-118 1 9 0", // a server the herd does not have, and no form it writes
     ];
     conn.write(malformed.join("\n") + "\nAT A +0.263873386 good +34-118 1700000004 9 0\n");
     await waitFor(() => holds(herd, "B", "good"), { what: "the well-formed record to be stored" });
@@ -273,13 +274,17 @@ Deno.test({
     for (const reason of [/nine decimals/, /location/]) {
       await logLine(herd, "B", new RegExp(`Dropped a line from "A" \\("[^"]*${reason.source}`));
     }
+    // Its form is looked at first: a line naming an unknown server is let off only when it is a record the herd writes.
+    await logLine(herd, "B", /Dropped a line from "A" \("its location[^"]*"\): "AT Mallory \+0\.263873386 m9/);
     // Refused only for what our config says: a neighbour whose config differs could send them (the next test), so they
     // are logged as records, and not counted toward closing the link.
     for (const reason of [/server the herd does not have/, /client ID is too long/]) {
       await logLine(herd, "B", new RegExp(`Dropped a record from "A" \\("[^"]*${reason.source}`));
     }
     assert.ok(!/mmmmmmmmmm{400}/.test(await herd.log("B")), "a dropped line is cut in the log");
-    for (const id of ["m1", "m2", "m3", "m5", "m6", "m7", "m8"]) assert.equal(await holds(herd, "B", id), false, id);
+    for (const id of ["m1", "m2", "m3", "m5", "m6", "m7", "m8", "m9"]) {
+      assert.equal(await holds(herd, "B", id), false, id);
+    }
     // More of them: the link is closed.
     for (let i = 0; i < 16 && !conn.isClosed; i++) conn.write("AT A +0.1 junk +1+1 1 1 0\n");
     await logLine(herd, "B", /Closing the link from "A": \d+ lines it could not have sent/);

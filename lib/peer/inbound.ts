@@ -15,11 +15,11 @@ import { cutForLog, log, quote } from "../logging.ts";
 import { LogBudget } from "../log_budget.ts";
 import { traffic } from "../traffic_log.ts";
 import { LineSocket } from "../net/line_socket.ts";
-import { CONFIG_REFUSALS, type LocationRecord } from "../protocol.ts";
+import type { LocationRecord } from "../protocol.ts";
 import type { PeerHost } from "./host.ts";
 import type { AcceptedPeer } from "./transport.ts";
 import { Heartbeat } from "./heartbeat.ts";
-import { RefusedRecords } from "./refused_records.ts";
+import { configRefusal, RefusedRecords } from "./refused_records.ts";
 import { parsePeerMessage, PEER_MAX_LINE_BYTES, type PeerMessage, PONG_LINE, pushAck } from "./wire.ts";
 
 /** Options for {@linkcode servePeer}. */
@@ -46,23 +46,6 @@ const _LIVE_AFTER_MS = 1000;
 
 /** Invalid lines a link may send before it is closed. */
 const _MAX_INVALID_LINES = 16;
-
-/**
- * Whether `line` has the shape of a record as the herd writes it: `AT` and
- * five fields (sent after a digest exchange, or passed on with no wait), or
- * seven (a sequence number and a wait), each after one space.
- */
-function _isRecordShape(line: string): boolean {
-  if (!line.startsWith("AT ")) return false;
-  let spaces = 0;
-  for (let i = 0; i < line.length; i++) {
-    const code = line.charCodeAt(i);
-    // Any other whitespace separates fields too (splitFields), and the herd never writes it.
-    if (code >= 9 && code <= 13) return false;
-    if (code === 32 && ++spaces > 7) return false;
-  }
-  return spaces === 5 || spaces === 7;
-}
 
 /** Bytes of replies a neighbour may leave unread before its link is closed: it does not read. */
 const _MAX_UNREAD_BYTES = 4 * 1024 * 1024;
@@ -229,8 +212,9 @@ class InboundLink {
         }
         return;
       default:
-        if (message.kind === "invalid" && CONFIG_REFUSALS.has(message.reason) && _isRecordShape(line)) {
-          this.#refusedRecords.drop(message.reason, line);
+        const refusal = configRefusal(message, line);
+        if (refusal !== undefined) {
+          this.#refusedRecords.drop(refusal, line);
         } else {
           this.#refuseLine(message.kind === "invalid" ? message.reason : "a HELLO once introduced", line);
         }

@@ -20,7 +20,7 @@ import { type AckTicket, AckTracker } from "./acks.ts";
 import type { PeerHost } from "./host.ts";
 import type { PeerTransport } from "./transport.ts";
 import { Heartbeat } from "./heartbeat.ts";
-import { RefusedRecords } from "./refused_records.ts";
+import { configRefusal, RefusedRecords } from "./refused_records.ts";
 import { formatHello, parsePeerMessage, PEER_MAX_LINE_BYTES, PING_LINE, pushRecord } from "./wire.ts";
 
 /** Options for {@linkcode PeerLink}. */
@@ -564,6 +564,7 @@ class _Replies {
   handle(lines: string[]): void {
     const link = this.#link;
     const host = this.#host;
+    let refusal: string | undefined;
     for (const line of lines) {
       if (this.#unexpected >= _MAX_UNEXPECTED_LINES) return;
       const message = parsePeerMessage(line, host.recordRules);
@@ -576,11 +577,13 @@ class _Replies {
         const records = host.reconciler.finish(link.neighbour, message.digest, this.#received, this.#stored);
         for (const record of records) link.sendUnacknowledged(record);
         this.#received = this.#stored = 0;
-      } else if (message.kind === "invalid" && line.startsWith("AT ")) {
-        // A record of the neighbour's store that our rules refuse: dropped, as the acceptor does, but not a reason to
+      } else if (message.kind === "empty") {
+        continue;
+      } else if ((refusal = configRefusal(message, line)) !== undefined) {
+        // A record of the neighbour's store that our config refuses: dropped, as the acceptor does, but not a reason to
         // close: it would come back at each exchange (peer/refused_records.ts).
-        this.#refusedRecords.drop(message.reason, line);
-      } else if (message.kind !== "empty") {
+        this.#refusedRecords.drop(refusal, line);
+      } else {
         this.#unexpected++;
         log.peer.warning("Unexpected line from {neighbour} on our link: {line}", {
           neighbour: link.neighbour,

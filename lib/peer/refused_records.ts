@@ -15,6 +15,36 @@
 import { metrics } from "../admin/metrics.ts";
 import { LogBudget } from "../log_budget.ts";
 import { cutForLog, log } from "../logging.ts";
+import { CONFIG_REFUSALS } from "../protocol.ts";
+import type { PeerMessage } from "./wire.ts";
+
+/**
+ * Whether `line` has the shape of a record as the herd writes it: `AT` and
+ * five fields (sent after a digest exchange, or passed on with no wait), or
+ * seven (a sequence number and a wait), each after one space.
+ */
+function _isRecordShape(line: string): boolean {
+  if (!line.startsWith("AT ")) return false;
+  let spaces = 0;
+  for (let i = 0; i < line.length; i++) {
+    const code = line.charCodeAt(i);
+    // Any other whitespace separates fields too (splitFields), and the herd never writes it.
+    if (code >= 9 && code <= 13) return false;
+    if (code === 32 && ++spaces > 7) return false;
+  }
+  return spaces === 5 || spaces === 7;
+}
+
+/**
+ * Why `message`, parsed from `line`, was refused, when it is a record of
+ * the herd's form refused only for what our config says (dropped with
+ * {@linkcode RefusedRecords.drop}, not counted toward closing the link);
+ * otherwise undefined.
+ */
+export function configRefusal(message: PeerMessage, line: string): string | undefined {
+  if (message.kind !== "invalid" || !CONFIG_REFUSALS.has(message.reason) || !_isRecordShape(line)) return undefined;
+  return message.reason;
+}
 
 /** Records logged one by one per link each second. */
 const _LOGGED_PER_SECOND = 16;
