@@ -178,8 +178,8 @@ export class HerdServer implements PeerHost {
     for (const record of records) this.store.offer(record);
     if (leftOut.size > 0) {
       log.server.warning(
-        "{name} left out {count} rows of {path} taken by servers no longer in the config ({servers}): the herd " +
-          "refuses records naming them. The next compaction deletes them: copy the file aside first to keep them.",
+        "{name} deleted {count} rows of {path} taken by servers no longer in the config ({servers}): the herd " +
+          "refuses records naming them, and a store holding them would never agree with its neighbours'.",
         {
           name: this.name,
           count: [...leftOut.values()].reduce((a, b) => a + b, 0),
@@ -190,9 +190,9 @@ export class HerdServer implements PeerHost {
     }
     if (overLimits > 0) {
       log.server.warning(
-        "{name} left out {count} rows of {path} whose client ID or line is longer than the config allows " +
-          "(limits.maxClientIdBytes {maxClientIdBytes}, maxLineBytes {maxLineBytes}): the herd refuses such records. " +
-          "The next compaction deletes them: copy the file aside first to keep them.",
+        "{name} deleted {count} rows of {path} whose client ID or line is longer than the config allows " +
+          "(limits.maxClientIdBytes {maxClientIdBytes}, maxLineBytes {maxLineBytes}): the herd refuses such records, " +
+          "and a store holding them would never agree with its neighbours'.",
         {
           name: this.name,
           count: overLimits,

@@ -127,7 +127,7 @@ Deno.test({
 });
 
 Deno.test({
-  name: "records over a limit the config lowered are left out at load, and the herd still agrees" + MODE.suffix,
+  name: "records over a limit the config lowered are deleted at load, and the herd still agrees" + MODE.suffix,
   permissions: HERD_TEST_PERMISSIONS,
 }, async () => {
   await using herd = await pairWithProbe({ limits: { maxClientIdBytes: 16 } });
@@ -146,7 +146,7 @@ Deno.test({
   await herd.start("B");
   await waitFor(
     async () =>
-      /left out 2 rows of .*A\.db.* whose client ID or line is longer than the config allows \(limits\.maxClientIdBytes 16,/
+      /deleted 2 rows of .*A\.db.* whose client ID or line is longer than the config allows \(limits\.maxClientIdBytes 16,/
         .test(await herd.log("A")),
     { what: "A's warning about the rows over the limit" },
   );
@@ -162,7 +162,7 @@ Deno.test({
 });
 
 Deno.test({
-  name: "records of a server removed from the config are left out at load, and the herd still agrees" + MODE.suffix,
+  name: "records of a server removed from the config are deleted at load, and the herd still agrees" + MODE.suffix,
   permissions: HERD_TEST_PERMISSIONS,
 }, async () => {
   await using herd = await pairWithProbe();
@@ -181,7 +181,7 @@ Deno.test({
   await herd.start("A");
   await herd.start("B");
   await waitFor(
-    async () => /left out 2 rows of .*A\.db.* no longer in the config \("?Gone: 2"?\)/.test(await herd.log("A")),
+    async () => /deleted 2 rows of .*A\.db.* no longer in the config \("?Gone: 2"?\)/.test(await herd.log("A")),
     {
       what: "A's warning about Gone's rows",
     },

@@ -617,7 +617,8 @@ Deno.test({
   }));
 
 Deno.test({
-  name: "RecordLog leaves out the records of servers it is told are unknown before choosing each client's greatest",
+  name: "RecordLog leaves out the records of servers it is told are unknown before choosing each client's greatest, " +
+    "and deletes them at open",
   permissions: PERMISSIONS,
 }, () =>
   withDir((dir) => {
@@ -632,44 +633,53 @@ Deno.test({
     try {
       assert.deepEqual(records.map((r) => r.line), [older]);
       assert.deepEqual([...leftOut], [["Gone", 2]]);
-      assert.equal(log.rows, 3, "the rows stay in the file until a compaction");
+      assert.equal(log.rows, 1);
     } finally {
       log.close();
     }
     const all = RecordLog.open(path);
-    assert.deepEqual(all.records.map((r) => r.line).sort(), [
-      record("c1", "100", "Gone").line,
-      record("c2", "7", "Gone").line,
-    ]);
-    assert.equal(all.leftOut.size, 0);
+    assert.deepEqual(all.records.map((r) => r.line), [older], "deleted from the file");
+    assert.equal(all.log.rows, 1);
     all.log.close();
   }));
 
 Deno.test({
-  name: "RecordLog's compaction keeps the known server's record that the load chose over a left-out server's newer one",
+  name: "RecordLog rows left out at open are gone for good: a config changed back does not bring one back over the " +
+    "greater row appended since, nor does a compaction then delete the row held",
   permissions: PERMISSIONS,
 }, () =>
   withDir(async (dir) => {
     const path = `${dir}/A.db`;
-    const known = (server: string) => server !== "Gone";
+    // c's greatest row is one a lowered limit refuses (a 41-byte line), then one of a server taken out.
     const first = RecordLog.open(path);
     await first.log.append(record("c", "1"));
-    await first.log.append(record("c", "2", "Gone"));
+    await first.log.append(record("c", "1234567890123"));
+    await first.log.append(record("c", "1234567890124", "Gone"));
     first.log.close();
-    const second = RecordLog.open(path, { isKnownServer: known });
-    assert.deepEqual(second.records.map((r) => r.line), [record("c", "1").line]);
-    await waitFor(() => second.log.compact(), { what: "the worker to take a compaction" });
-    assert.equal((await second.log.compacted())?.deleted, 1, "the left-out row deleted, not the known one");
-    second.log.close();
-    const third = RecordLog.open(path, { isKnownServer: known });
-    assert.deepEqual(third.records.map((r) => r.line), [record("c", "1").line]);
-    assert.equal(third.leftOut.size, 0);
-    third.log.close();
+    const lowered = RecordLog.open(path, {
+      limits: { maxClientIdBytes: 8, maxLineBytes: 40 },
+      isKnownServer: (server) => server !== "Gone",
+    });
+    assert.deepEqual(lowered.records.map((r) => r.line), [record("c", "1").line]);
+    assert.deepEqual([lowered.overLimits, [...lowered.leftOut]], [1, [["Gone", 1]]]);
+    // A record greater than the one held, smaller than the left-out ones, is stored.
+    assert.equal(await lowered.log.append(record("c", "2")), true);
+    lowered.log.close();
+    // The config changes back: what is held is the row stored last, and a compaction keeps it.
+    const back = RecordLog.open(path);
+    assert.deepEqual(back.records.map((r) => r.line), [record("c", "2").line]);
+    await waitFor(() => back.log.compact(), { what: "the worker to take a compaction" });
+    assert.equal((await back.log.compacted())?.deleted, 1, "c's row before it");
+    back.log.close();
+    const again = RecordLog.open(path);
+    assert.deepEqual(again.records.map((r) => r.line), [record("c", "2").line]);
+    assert.equal(again.log.rows, 1);
+    again.log.close();
   }));
 
 Deno.test({
-  name: "RecordLog leaves out rows over the limits it is given before choosing each client's greatest, and its " +
-    "compaction deletes them and nothing else",
+  name: "RecordLog leaves out rows over the limits it is given before choosing each client's greatest, and deletes " +
+    "them and nothing else",
   permissions: PERMISSIONS,
 }, () =>
   withDir(async (dir) => {
@@ -685,12 +695,11 @@ Deno.test({
     const second = RecordLog.open(path, { limits });
     assert.deepEqual(second.records.map((r) => r.line).sort(), [record("c", "2").line, record("d", "5").line]);
     assert.equal(second.overLimits, 2);
-    await waitFor(() => second.log.compact(), { what: "the worker to take a compaction" });
-    assert.equal((await second.log.compacted())?.deleted, 2, "the two rows over the limits, not c's older one");
+    assert.equal(second.log.rows, 2);
     second.log.close();
     const third = RecordLog.open(path);
     assert.deepEqual(third.records.map((r) => r.line).sort(), [record("c", "2").line, record("d", "5").line]);
-    assert.equal(third.overLimits, 0);
+    assert.equal(third.log.rows, 2, "c's older row kept, the two over the limits deleted");
     third.log.close();
   }));
 

@@ -91,19 +91,7 @@ function _storeWorker(): void {
     const width = Math.max(af.length, bf.length);
     return af.padEnd(width, "0") < bf.padEnd(width, "0");
   };
-  const encoder = new TextEncoder();
-  /** Whether `text` is at most `maxBytes` long in UTF-8 (protocol.ts's fitsBytes). */
-  const fits = (text: string, maxBytes: number): boolean =>
-    text.length * 3 <= maxBytes || (text.length <= maxBytes && encoder.encode(text).length <= maxBytes);
-  const compact = async (
-    cutoff: string | null,
-    batchRows: number,
-    leftOutServers: string[],
-    limits: { maxClientIdBytes: number; maxLineBytes: number } | null,
-  ) => {
-    // Rows left out at load (of servers no longer in the config, or over its limits): deleted, and never a client's
-    // last row, or a kept row, the one the server holds, would be deleted as superseded by them.
-    const leftOut = new Set(leftOutServers);
+  const compact = async (cutoff: string | null, batchRows: number) => {
     const started = performance.now();
     // Each client's last row so far; negated when that row has expired.
     const last = new Map<string, number>();
@@ -124,17 +112,9 @@ function _storeWorker(): void {
         maxRowid = rowid;
         // AT <server> <skew> <client> <location> <time>: the client is the fourth field, the time the sixth.
         const server = line.indexOf(" ", 3);
-        if (leftOut.size > 0 && leftOut.has(line.slice(3, server))) {
-          remove.push(rowid);
-          continue;
-        }
         const skew = line.indexOf(" ", server + 1);
         const client = line.indexOf(" ", skew + 1);
         const id = line.slice(skew + 1, client);
-        if (limits !== null && (!fits(id, limits.maxClientIdBytes) || !fits(line, limits.maxLineBytes))) {
-          remove.push(rowid);
-          continue;
-        }
         const previous = last.get(id);
         if (previous !== undefined) remove.push(Math.abs(previous));
         let expired = false;
@@ -215,8 +195,6 @@ function _storeWorker(): void {
       kind: "compact";
       cutoff: string | null;
       batchRows: number;
-      leftOutServers: string[];
-      limits: { maxClientIdBytes: number; maxLineBytes: number } | null;
     };
     if (message.kind === "open") {
       turn = message.turn;
@@ -231,7 +209,7 @@ function _storeWorker(): void {
     }
     compacting = true;
     try {
-      await compact(message.cutoff, message.batchRows, message.leftOutServers, message.limits);
+      await compact(message.cutoff, message.batchRows);
     } catch (error) {
       try {
         db.exec("ROLLBACK");
@@ -375,6 +353,46 @@ function _lockHolder(lock: Deno.FsFile): string {
   }
 }
 
+/** The server of `record` when `options` leave out its rows (a server no longer in the config); else undefined. */
+function _leftOutServer(record: LocationRecord, options: RecordLogOptions): string | undefined {
+  if (options.isKnownServer === undefined) return undefined;
+  const server = record.line.slice(3, record.line.indexOf(" ", 3));
+  return options.isKnownServer(server) ? undefined : server;
+}
+
+/** Whether `record`'s client ID or line is over the limits `options` give. */
+function _overLimits(record: LocationRecord, options: RecordLogOptions): boolean {
+  const limits = options.limits;
+  return limits !== undefined &&
+    (!fitsBytes(record.clientId, limits.maxClientIdBytes) || !fitsBytes(record.line, limits.maxLineBytes));
+}
+
+/**
+ * Deletes the rows the load left out ({@linkcode RecordLogOptions}
+ * `isKnownServer` and `limits`), in one transaction; returns how many.
+ */
+function _deleteLeftOut(db: DatabaseSync, options: RecordLogOptions): number {
+  const decoder = new TextDecoder();
+  const scan = db.prepare(`SELECT rowid AS id, ${LINE_COLUMN} AS line FROM records`);
+  const doomed: number[] = [];
+  for (const { id, line: column } of scan.iterate() as Iterable<{ id: number; line: string | Uint8Array }>) {
+    const line = typeof column === "string" ? column : decoder.decode(column);
+    // Every row was read as a record by the load, on the same file under our lock.
+    const record = parseRecordFields(splitFields(line))!;
+    if (_leftOutServer(record, options) !== undefined || _overLimits(record, options)) doomed.push(id);
+  }
+  const remove = db.prepare("DELETE FROM records WHERE rowid = ?");
+  db.exec("BEGIN IMMEDIATE");
+  try {
+    for (const id of doomed) remove.run(id);
+    db.exec("COMMIT");
+  } catch (error) {
+    db.exec("ROLLBACK");
+    throw error;
+  }
+  return doomed.length;
+}
+
 /**
  * Checks the database at `path` and reads every record in it, greatest
  * per client, expired ones left out, on a read-only connection: closing it
@@ -395,7 +413,6 @@ function _checkAndLoad(
     const leftOut = new Map<string, number>();
     if (table === undefined) return { records: [], rows: 0, leftOut, overLimits: 0 };
     const latest = new Map<string, LocationRecord>();
-    const { isKnownServer, limits } = options;
     let overLimits = 0;
     let row = 0;
     const decoder = new TextDecoder("utf-8", { fatal: true });
@@ -418,18 +435,13 @@ function _checkAndLoad(
             "fill the store back in), or restore it from a backup.",
         );
       }
-      if (isKnownServer !== undefined) {
-        // Before the greatest is chosen: a removed server's newer record must not hide a known server's older one.
-        const server = record.line.slice(3, record.line.indexOf(" ", 3));
-        if (!isKnownServer(server)) {
-          leftOut.set(server, (leftOut.get(server) ?? 0) + 1);
-          continue;
-        }
+      // Before the greatest is chosen: a left-out newer record must not hide a kept older one.
+      const server = _leftOutServer(record, options);
+      if (server !== undefined) {
+        leftOut.set(server, (leftOut.get(server) ?? 0) + 1);
+        continue;
       }
-      if (
-        limits !== undefined &&
-        (!fitsBytes(record.clientId, limits.maxClientIdBytes) || !fitsBytes(record.line, limits.maxLineBytes))
-      ) {
+      if (_overLimits(record, options)) {
         overLimits++;
         continue;
       }
@@ -456,16 +468,18 @@ export interface RecordLogOptions {
   /** The decimal client time before which records have expired, for the worker's compaction; none without a TTL. */
   expiryCutoff?(): string | null;
   /**
-   * Whether records taken by this server are loaded: those of a server
-   * since removed from the config are not (the herd refuses them), and
-   * are counted in {@linkcode RecordLog.open}'s `leftOut`. All are, without it.
+   * Whether records taken by this server are loaded: the rows of a server
+   * since removed from the config are not (the herd refuses them); they are
+   * deleted at open and counted in {@linkcode RecordLog.open}'s `leftOut`.
+   * All are loaded, without it.
    */
   isKnownServer?(server: string): boolean;
   /**
    * The longest client ID and AT line, in UTF-8 bytes, of the records
    * loaded: rows over them (written before the config lowered a limit) are
-   * not, as the herd refuses such records, and are counted in
-   * {@linkcode RecordLog.open}'s `overLimits`. All are, without it.
+   * not, as the herd refuses such records; they are deleted at open and
+   * counted in {@linkcode RecordLog.open}'s `overLimits`. All are loaded,
+   * without it.
    */
   limits?: { maxClientIdBytes: number; maxLineBytes: number };
   /** Whether a data directory other users can enter is warned about (yes unless false: a retry has said so). */
@@ -495,10 +509,6 @@ export class RecordLog {
   #held: string;
   #append: StatementSync;
   #options: RecordLogOptions;
-  /** Servers whose rows were left out at load: compaction deletes them, as it would superseded rows. */
-  #leftOutServers: string[] = [];
-  /** Whether rows over the limits were left out at load: compaction deletes them too. */
-  #overLimits = false;
   #pending = new Map<string, string>();
   #committed: Promise<boolean> | undefined;
   #release: ((ok: boolean) => void) | undefined;
@@ -696,12 +706,14 @@ export class RecordLog {
       // A lock held a moment by the worker (of an earlier open, closing, or compacting) is waited for, not an error.
       db.exec("PRAGMA busy_timeout = 2000; PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL");
       db.exec("CREATE TABLE IF NOT EXISTS records (line TEXT NOT NULL)");
+      // Rows left out are deleted now, before a record is appended: compaction keeps each client's last row, which
+      // is its greatest only as long as every row in the table may be loaded (rows are appended in increasing order).
+      // A left-out row kept a while could be loaded again (the config changed back) and lost to one appended since.
+      const deleted = leftOut.size > 0 || overLimits > 0 ? _deleteLeftOut(db, options) : 0;
       lock.truncateSync(0);
       lock.writeSync(new TextEncoder().encode(`${Deno.pid}\n`));
       const recordLog = new RecordLog(path, db, lock, held, options);
-      recordLog.#rows = rows;
-      recordLog.#leftOutServers = [...leftOut.keys()];
-      recordLog.#overLimits = overLimits > 0;
+      recordLog.#rows = rows - deleted;
       // Started once the caller is done starting (listening, for a server): a thread is not free on two cores.
       recordLog.#workerDue = setTimeout(() => recordLog.#startWorker(), 0);
       return { log: recordLog, records, leftOut, overLimits };
@@ -872,9 +884,6 @@ export class RecordLog {
       kind: "compact",
       cutoff: this.#options.expiryCutoff?.() ?? null,
       batchRows: _COMPACT_BATCH,
-      leftOutServers: this.#leftOutServers,
-      // Only when there are such rows: every other row was checked against the limits when it was stored.
-      limits: this.#overLimits ? this.#options.limits ?? null : null,
     });
     return true;
   }
