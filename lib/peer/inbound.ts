@@ -211,13 +211,14 @@ class InboundLink {
           this.#liveRecord(message.record, line, message.seq, message.waitMs);
         }
         return;
-      default:
+      default: {
         const refusal = configRefusal(message, line);
         if (refusal !== undefined) {
           this.#refusedRecords.drop(refusal, line);
         } else {
           this.#refuseLine(message.kind === "invalid" ? message.reason : "a HELLO once introduced", line);
         }
+      }
     }
   }
 
