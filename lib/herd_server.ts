@@ -255,8 +255,8 @@ export class HerdServer implements PeerHost {
     });
     if (!this.#transport.secure) {
       log.server.warning(
-        'Peer links are plain text ("peers": { "tls": false }): the peer port {host}:{peerPort} accepts anyone ' +
-          "who connects and says HELLO with a neighbour's name, and locations cross the network readable",
+        "Peer links are plain text (peers.tls is false in the config): the peer port {host}:{peerPort} accepts " +
+          "anyone who connects and says HELLO with a neighbour's name, and locations cross the network readable",
         { host: self.host, peerPort: self.peerPort },
       );
     }

@@ -603,5 +603,6 @@ Deno.test({
   await herd.start("B");
   await waitFor(() => herd.stderr("B").includes("Peer links are plain text"), { what: "B's warning" });
   assert.equal(herd.stderr("B").split("Peer links are plain text").length - 1, 1, "once");
+  assert.match(herd.stderr("B"), /Peer links are plain text \(peers\.tls is false in the config\): the peer port /);
   assert.match(herd.stderr("B"), /accepts anyone who connects/);
 });
