@@ -8,7 +8,8 @@ import { Reconciler } from "../lib/peer/reconcile.ts";
 import { PeerTransport } from "../lib/peer/transport.ts";
 import { BroadcastTrees } from "../lib/peer/tree.ts";
 import { parseConfig } from "../lib/config/config.ts";
-import type { LocationRecord } from "../lib/protocol.ts";
+import { type LocationRecord, recordOfLine } from "../lib/protocol.ts";
+import { parseDigestHex } from "../lib/store/digest.ts";
 import { LocationStore } from "../lib/store/store.ts";
 import { traffic } from "../lib/traffic_log.ts";
 import { checkThroughout, delay, waitFor } from "./testing/wait.ts";
@@ -489,3 +490,44 @@ Deno.test({
   await link.close();
   await neighbour.close();
 });
+
+Deno.test(
+  "Reconciler shows a neighbour the records of its that our config refused in its digest, so that an exchange " +
+    "sends neither side that bucket again, until ours is the greater one",
+  () => {
+    const at = (server: string, client: string, time: number) =>
+      recordOfLine(`AT ${server} +0.000000001 ${client} +1+1 ${time}`);
+    // B's config has New, ours not: B holds New's record of c1, we hold an older one of A's; both hold c2 (same bucket
+    // or not, it must not matter).
+    const ours = new LocationStore({ servers: ["A", "B"] });
+    const theirs = new LocationStore({ servers: ["A", "B", "New"] });
+    for (const store of [ours, theirs]) store.offer(at("A", "c2", 7));
+    ours.offer(at("A", "c1", 5));
+    theirs.offer(at("New", "c1", 6));
+    const reconciler = new Reconciler(ours);
+    const sent = () =>
+      [...reconciler.answer("B", theirs.digest.words)].filter((line) => line.startsWith("AT ")).map((line) =>
+        line.trimEnd()
+      );
+    const shown = () => parseDigestHex(reconciler.request("B").trimEnd().slice("DIGEST ".length));
+    assert.deepEqual(sent(), [at("A", "c1", 5).line], "before we know: c1's bucket differs, and we send ours");
+    reconciler.refused("B", `${at("New", "c1", 6).line} 12 0`); // as it came live: a sequence number and a wait
+    assert.deepEqual(sent(), [], "the bucket agrees now");
+    assert.deepEqual(shown(), theirs.digest.words, "the digest B is shown is its own");
+    assert.deepEqual(reconciler.finish("B", theirs.digest.words, 0, 0), []);
+    assert.notDeepEqual(shown(), ours.digest.words, "only B is shown it");
+    assert.deepEqual(parseDigestHex(reconciler.request("C").trimEnd().slice(7)), ours.digest.words);
+    // A record of ours greater than New's: B takes it, so it is sent, and the refused one forgotten.
+    ours.offer(at("A", "c1", 8));
+    assert.deepEqual(sent(), [at("A", "c1", 8).line]);
+    theirs.offer(at("A", "c1", 8));
+    assert.deepEqual(sent(), []);
+    assert.deepEqual(shown(), ours.digest.words);
+    // A link with B came up again: what B holds may have changed.
+    theirs.offer(at("New", "c3", 9));
+    reconciler.refused("B", at("New", "c3", 9).line);
+    assert.deepEqual(sent(), []);
+    reconciler.forget("B");
+    assert.deepEqual(shown(), ours.digest.words);
+  },
+);

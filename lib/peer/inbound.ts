@@ -109,7 +109,11 @@ class InboundLink {
   #refusedExchanges = 0;
   #invalid = 0;
   /** Records sent after a digest exchange that our config refuses: dropped, not a reason to close the link. */
-  #refusedRecords = new RefusedRecords(() => this.#who, "");
+  #refusedRecords = new RefusedRecords(
+    () => this.#who,
+    "",
+    (line) => this.#host.reconciler.refused(this.#name!, line),
+  );
   /** Reconciliation records received in this read, and how many of them were new. */
   #caughtUp = 0;
   #stored = 0;
@@ -243,6 +247,7 @@ class InboundLink {
     clearTimeout(this.#helloTimer);
     this.#peer.prove();
     this.#name = message.name;
+    this.#host.reconciler.forget(message.name);
     log.peer.info("Link from {neighbour} is up", { neighbour: message.name });
     const older = this.#options.current.get(message.name);
     this.#options.current.set(message.name, this);
@@ -401,7 +406,7 @@ class InboundLink {
     setImmediate(() => {
       this.#flushScheduled = false;
       if (this.#pongDue) this.#out.push(PONG_LINE);
-      if (this.#digestDue) this.#out.push(this.#host.reconciler.request());
+      if (this.#digestDue) this.#out.push(this.#host.reconciler.request(this.#name!));
       this.#pongDue = this.#digestDue = false;
       if (this.#out.length === 0 || this.#conn.isClosed) return;
       // Joined once: one flat string for the write, not a string per acknowledgement and a rope of them.

@@ -416,6 +416,7 @@ export class PeerLink {
     });
     this.#conn = conn;
     this.#control.clear();
+    this.#host.reconciler.forget(this.neighbour);
     this.#digestDue = this.#host.reconciler.shouldStart(this.neighbour);
     log.peer.info("Link to {neighbour} is up", { neighbour: this.neighbour });
     conn.closed.then(() => this.#wake?.());
@@ -469,7 +470,7 @@ export class PeerLink {
         this.#lastReconciliation = Date.now();
         metrics.reconciliationsStarted.inc();
         this.#digestsAwaited++;
-        parts.push(this.#host.reconciler.request());
+        parts.push(this.#host.reconciler.request(this.neighbour));
       }
       const now = performance.now();
       let live = 0;
@@ -553,7 +554,11 @@ class _Replies {
     this.#link = link;
     this.#host = host;
     this.#close = close;
-    this.#refusedRecords = new RefusedRecords(() => link.neighbour, " on our link");
+    this.#refusedRecords = new RefusedRecords(
+      () => link.neighbour,
+      " on our link",
+      (line) => host.reconciler.refused(link.neighbour, line),
+    );
   }
 
   /** The link is closed. */

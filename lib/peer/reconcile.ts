@@ -6,12 +6,19 @@
  * `DIGEST <hex>`; the dialler then sends its records of the buckets that
  * still differ. Each side keeps the greater record per client, so after one
  * exchange both hold the same records, whatever was lost in flight.
+ *
+ * Two neighbours whose configs differ (a change being rolled out) never
+ * agree: one holds records the other refuses (peer/refused_records.ts), and
+ * each exchange would send the whole of every bucket holding one, both
+ * ways. So each server remembers, per neighbour, the records it refused from
+ * it, and the digest it shows that neighbour and compares with its own is
+ * its store's as if it held those in place of its own older ones.
  */
 
 import { metrics } from "../admin/metrics.ts";
 import { log } from "../logging.ts";
-import type { LocationRecord } from "../protocol.ts";
-import { differingBuckets, type StoreDigest } from "../store/digest.ts";
+import { clientTimeOfLine, compareToLine, type LocationRecord, recordOfLine } from "../protocol.ts";
+import { differingBuckets, StoreDigest } from "../store/digest.ts";
 import { formatDigest } from "./wire.ts";
 
 /** What reconciliation reads of the store. */
@@ -22,7 +29,12 @@ export interface ReconcileStore {
   inBuckets(buckets: ReadonlySet<number>): LocationRecord[];
   /** The stored AT lines of some digest buckets, one at a time. */
   linesInBuckets(buckets: ReadonlySet<number>): Iterable<string>;
+  /** The line stored for a client, if any. */
+  lineOf(clientId: string): string | undefined;
 }
+
+/** Refused records remembered per neighbour, at most (memory: a removed server's clients can be many). */
+const _MAX_REFUSED = 100_000;
 
 /**
  * How long after a neighbour started an exchange with us our own link to
@@ -36,15 +48,60 @@ export class Reconciler {
   #store: ReconcileStore;
   /** When each neighbour last started an exchange with us. */
   #startedBy = new Map<string, number>();
+  /** The records each neighbour holds that our config refuses: their lines, by client. */
+  #refused = new Map<string, Map<string, string>>();
 
   /** Reconciles `store` with the neighbours. */
   constructor(store: ReconcileStore) {
     this.#store = store;
   }
 
-  /** The line that starts an exchange (the dialler's side). */
-  request(): string {
-    return formatDigest(this.#store.digest.toHex());
+  /** The line that starts an exchange with `neighbour` (the dialler's side), or answers a `DIGEST` alone. */
+  request(neighbour: string): string {
+    return formatDigest(this.#digestFor(neighbour).toHex());
+  }
+
+  /**
+   * `neighbour` sent `line`, a record as the herd writes it (six fields, or
+   * eight: the first six are the record) that our config refuses: it holds
+   * it, and will show it in its digest.
+   */
+  refused(neighbour: string, line: string): void {
+    const fields = line.split(" ");
+    let held = this.#refused.get(neighbour);
+    if (held === undefined) this.#refused.set(neighbour, held = new Map());
+    if (held.size >= _MAX_REFUSED && !held.has(fields[3])) return;
+    held.set(fields[3], fields.length === 6 ? line : fields.slice(0, 6).join(" "));
+  }
+
+  /** A link with `neighbour` came up: what it holds, and what it may send, may have changed (a restart, a config). */
+  forget(neighbour: string): void {
+    this.#refused.delete(neighbour);
+  }
+
+  /**
+   * Our digest as `neighbour` holds it, were it not for our config: our
+   * store's, with each record it holds that we refused in place of our
+   * line for that client. A refused record older than ours is forgotten:
+   * the neighbour takes ours.
+   */
+  #digestFor(neighbour: string): StoreDigest {
+    const refused = this.#refused.get(neighbour);
+    if (refused === undefined || refused.size === 0) return this.#store.digest;
+    const digest = new StoreDigest();
+    digest.words.set(this.#store.digest.words);
+    for (const [clientId, line] of refused) {
+      const ours = this.#store.lineOf(clientId);
+      if (ours !== undefined) {
+        if (compareToLine(recordOfLine(ours), line, clientTimeOfLine(line)) >= 0) {
+          refused.delete(clientId);
+          continue;
+        }
+        digest.toggle(clientId, ours);
+      }
+      digest.toggle(clientId, line);
+    }
+    return digest;
   }
 
   /** Whether our link to `neighbour`, just up, should start an exchange: not if the neighbour just started one. */
@@ -61,12 +118,12 @@ export class Reconciler {
     this.#startedBy.set(from, performance.now());
     metrics.reconciliationsAnswered.inc();
     let count = 0;
-    for (const line of this.#store.linesInBuckets(differingBuckets(this.#store.digest.words, digest))) {
+    for (const line of this.#store.linesInBuckets(differingBuckets(this.#digestFor(from).words, digest))) {
       count++;
       metrics.reconciliationSent.inc();
       yield line + "\n";
     }
-    yield this.request();
+    yield this.request(from);
     log.peer.info("Reconciling with {neighbour}: sent {count} records", { neighbour: from, count });
   }
 
@@ -76,7 +133,7 @@ export class Reconciler {
    * records of the buckets that still differ, to send back.
    */
   finish(neighbour: string, digest: Uint32Array, received: number, stored: number): LocationRecord[] {
-    const buckets = differingBuckets(this.#store.digest.words, digest);
+    const buckets = differingBuckets(this.#digestFor(neighbour).words, digest);
     const records = this.#store.inBuckets(buckets);
     metrics.reconciliationReceived.inc(received);
     metrics.reconciliationSent.inc(records.length);

@@ -53,15 +53,19 @@ const _LOGGED_PER_SECOND = 16;
 export class RefusedRecords {
   #neighbour: () => string;
   #where: string;
+  #dropped: (line: string) => void;
   #budget: LogBudget;
 
   /**
    * `neighbour` names the sender; `where` follows it in the log lines: ""
-   * on a link it dialled to us, " on our link" on ours to it.
+   * on a link it dialled to us, " on our link" on ours to it; `dropped` is
+   * told of each line dropped (the neighbour holds that record:
+   * peer/reconcile.ts).
    */
-  constructor(neighbour: () => string, where: string) {
+  constructor(neighbour: () => string, where: string, dropped: (line: string) => void) {
     this.#neighbour = neighbour;
     this.#where = where;
+    this.#dropped = dropped;
     this.#budget = new LogBudget(_LOGGED_PER_SECOND, (count) => {
       log.peer.warning(
         "Dropped {count} more records from {neighbour}" + where +
@@ -79,6 +83,7 @@ export class RefusedRecords {
   /** Drops `line`, refused for `reason`. */
   drop(reason: string, line: string): void {
     metrics.peerInvalid.inc();
+    this.#dropped(line);
     if (!this.#budget.take()) return;
     log.peer.warning("Dropped a record from {neighbour}" + this.#where + " ({reason}): {line}", {
       neighbour: this.#neighbour(),
