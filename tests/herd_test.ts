@@ -6,7 +6,7 @@
 import assert from "node:assert/strict";
 import { startFakePlaces } from "./testing/fake_places.ts";
 import { exchange, exchangeBytes, HERD_TEST_PERMISSIONS, suiteMode, TestHerd } from "./testing/herd.ts";
-import { waitFor } from "./testing/wait.ts";
+import { checkThroughout, waitFor } from "./testing/wait.ts";
 
 /** TLS peer links, or plain text when run from plaintext_test.ts. */
 const MODE = suiteMode(import.meta.url);
@@ -471,4 +471,39 @@ Deno.test({
     timeoutMs: 10_000,
     what: "an exchange of A and B that sends nothing, each way",
   });
+});
+
+Deno.test({
+  name: "a link one config has and the other not yet is refused with a reason and dialled again after a long wait, " +
+    "not every reconnectMaxMs, and at once when the other side gets it" + MODE.suffix,
+  permissions: HERD_TEST_PERMISSIONS,
+}, async () => {
+  await using herd = await TestHerd.create({
+    tls: MODE.tls,
+    placesUrl: "http://127.0.0.1:9/unused",
+    names: ["A", "B"],
+    links: [["A", "B"]],
+  });
+  // The link is new: A's config has it, B's not yet.
+  await herd.configureOnly("B", (config) => config.links = []);
+  await herd.start("B");
+  await herd.start("A");
+  const ups = async () => (await herd.log("A")).match(/Link to "B" is up/g)?.length ?? 0;
+  await waitFor(async () => /"B" refused our link \("not-a-neighbour"\)/.test(await herd.log("A")), {
+    what: "A to say why B refused its link",
+  });
+  assert.equal(await ups(), 1);
+  // The test's reconnectMaxMs is 200 ms: without the reason, A dialled B again every 200 ms at most.
+  await checkThroughout(async () => assert.equal(await ups(), 1, "A dialled B again"), { durationMs: 2000 });
+  // B gets the link: it dials A, and A dials B back at once, not after its wait of 30 s.
+  await herd.stop("B");
+  await herd.configureOnly("B", (config) => config.links = [["A", "B"]]);
+  await herd.start("B");
+  await waitFor(async () => await ups() === 2, { timeoutMs: 10_000, what: "A's link to B to come up" });
+  const reply = (await exchange(herd.port("A"), "IAMAT linked +1+1 1700000000.5\n")).trimEnd();
+  await waitFor(async () => (await exchange(herd.port("B"), "WHATSAT linked 1 0\n")).startsWith(reply), {
+    what: "B to get A's record",
+  });
+  assert.equal((await herd.log("A")).match(/refused our link/g)?.length, 1, "said once");
+  assert.doesNotMatch(await herd.log("B"), /did not start with HELLO/, "nothing after the refused HELLO is read");
 });

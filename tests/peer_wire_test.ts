@@ -4,6 +4,7 @@ import {
   formatHello,
   formatLinks,
   formatRecord,
+  NOT_A_NEIGHBOUR_LINE,
   parsePeerMessage,
   PING_LINE,
   PONG_LINE,
@@ -103,6 +104,11 @@ Deno.test("formatLinks() and parsePeerMessage() carry a server's link state, nam
   ) {
     assert.equal(parsePeerMessage(line, RULES).kind, "invalid", line);
   }
+});
+
+Deno.test("parsePeerMessage() reads REFUSED and its reason, and refuses it without one or with more", () => {
+  assert.deepEqual(reparse(NOT_A_NEIGHBOUR_LINE), { kind: "REFUSED", reason: "not-a-neighbour" });
+  for (const line of ["REFUSED", "REFUSED a b"]) assert.equal(parsePeerMessage(line, RULES).kind, "invalid", line);
 });
 
 Deno.test("parsePeerMessage() reads back a HELLO", () => {

@@ -20,7 +20,14 @@ import type { PeerHost } from "./host.ts";
 import type { AcceptedPeer } from "./transport.ts";
 import { Heartbeat } from "./heartbeat.ts";
 import { configRefusal, RefusedRecords } from "./refused_records.ts";
-import { parsePeerMessage, PEER_MAX_LINE_BYTES, type PeerMessage, PONG_LINE, pushAck } from "./wire.ts";
+import {
+  NOT_A_NEIGHBOUR_LINE,
+  parsePeerMessage,
+  PEER_MAX_LINE_BYTES,
+  type PeerMessage,
+  PONG_LINE,
+  pushAck,
+} from "./wire.ts";
 
 /** Options for {@linkcode servePeer}. */
 export interface InboundOptions {
@@ -43,6 +50,9 @@ export interface InboundOptions {
 
 /** How long a link dialled to us must last before our link state counts it, in milliseconds (as outbound.ts's). */
 const _LIVE_AFTER_MS = 1000;
+
+/** How long a dialer told it is not a neighbour has to close its end before we close ours, in milliseconds. */
+const _REFUSED_LINGER_MS = 1000;
 
 /** Invalid lines a link may send before it is closed. */
 const _MAX_INVALID_LINES = 16;
@@ -85,6 +95,9 @@ class InboundLink {
   /** The neighbour, once it said `HELLO`. */
   #name: string | undefined;
   #helloTimer: ReturnType<typeof setTimeout> | undefined;
+  /** Whether the dialer was told it is not a neighbour, and the timer that closes the link if it does not. */
+  #refused = false;
+  #endTimer: ReturnType<typeof setTimeout> | undefined;
   /** Whether the link has been said to be live (it lasted a second after `HELLO`), and the timer that says so. */
   #announced = false;
   #liveTimer: ReturnType<typeof setTimeout> | undefined;
@@ -153,6 +166,7 @@ class InboundLink {
     await this.#conn.closed;
     this.#refusedRecords.close();
     clearTimeout(this.#helloTimer);
+    clearTimeout(this.#endTimer);
     clearTimeout(this.#liveTimer);
     this.#heartbeat?.stop();
     if (this.#announced) this.#host.dialledByClosed(this.#name!);
@@ -174,10 +188,11 @@ class InboundLink {
   }
 
   #handleLines(lines: string[]): void {
+    if (this.#refused) return;
     this.#heartbeat?.heard();
     for (const line of lines) {
-      // Closed by a line of this read: the rest is not handled, but what was is still logged.
-      if (this.#conn.isClosed) break;
+      // Closed (or refused) by a line of this read: the rest is not handled, but what was is still logged.
+      if (this.#conn.isClosed || this.#refused) break;
       this.#handle(parsePeerMessage(line, this.#host.recordRules), line);
     }
     this.#logCatchUp();
@@ -241,7 +256,17 @@ class InboundLink {
         reason: refusal,
         line: cutForLog(line),
       });
-      this.#conn.destroy();
+      if (
+        message.kind === "HELLO" && !this.#host.isNeighbour(message.name) &&
+        (provenName === undefined || provenName === message.name)
+      ) {
+        // A server (with TLS, its certificate says so) whose config has a link ours has not, yet: told, so that it
+        // waits longer before dialling again rather than every reconnectMaxMs while the change is rolled out.
+        this.#refused = true;
+        this.#conn.write(NOT_A_NEIGHBOUR_LINE);
+        this.#conn.end();
+        this.#endTimer = setTimeout(() => this.#conn.destroy(), _REFUSED_LINGER_MS);
+      } else this.#conn.destroy();
       return;
     }
     clearTimeout(this.#helloTimer);

@@ -122,6 +122,8 @@ export class PeerLink {
   #provenTimer: ReturnType<typeof setTimeout> | undefined;
   /** Whether the neighbour has said anything in this session (a connection into a black hole says nothing). */
   #heard = false;
+  /** Why the neighbour refused this session's `HELLO`, if it did. */
+  #refusedFor: string | undefined;
   /** Whether {@linkcode _PROVEN_MS} passed before the neighbour said anything: proven when it does. */
   #provenWhenHeard = false;
   #wake: (() => void) | undefined;
@@ -359,10 +361,27 @@ export class PeerLink {
         socket.destroy();
         break;
       }
-      announced = undefined;
       wasUp = true;
       const began = performance.now();
+      this.#refusedFor = undefined;
       await this.#session(socket);
+      if (this.#refusedFor !== undefined && !this.#closed) {
+        // Its config and ours differ (a link added on our side first): a long wait, not a redial every
+        // reconnectMaxMs; it dials us once its config has the link, and we dial again then (retryNow).
+        const waitMs = Math.max(_REFUSED_RETRY_MS, reconnectMaxMs);
+        const reason = `refused: ${this.#refusedFor}`;
+        if (reason !== announced) {
+          log.peer.warning(
+            "{neighbour} refused our link ({reason}): its config does not have us as a neighbour, ours has it; " +
+              "dialling again every {seconds} s, or when it dials us",
+            { neighbour: this.neighbour, reason: this.#refusedFor, seconds: Math.round(waitMs / 1000) },
+          );
+          announced = reason;
+        }
+        await this.#sleep(waitMs);
+        continue;
+      }
+      announced = undefined;
       // A neighbour that accepts and drops us at once (refusing our HELLO, or cut by a proxy) must not be
       // redialled in a tight loop: only a session that lasted, and in which the neighbour said something, resets the
       // backoff (a plain-text connection into a black hole lasts until the heartbeat gives up on it, silent).
@@ -449,7 +468,13 @@ export class PeerLink {
     this.#queue.clear();
     this.#acks.reset();
     this.#options.onStateChange?.();
+    if (this.#refusedFor !== undefined) return; // said by #run, once
     log.peer[this.#closed ? "info" : "warning"]("Link to {neighbour} is down", { neighbour: this.neighbour });
+  }
+
+  /** The neighbour answered our `HELLO` with `REFUSED <reason>`: its config does not have us as a neighbour. */
+  refusedBy(reason: string): void {
+    this.#refusedFor = reason;
   }
 
   /** Writes what is queued, one write per batch, until the link drops or closes. */
@@ -530,6 +555,9 @@ export class PeerLink {
   }
 }
 
+/** The least wait before dialling a neighbour that refused our `HELLO` again, in milliseconds. */
+const _REFUSED_RETRY_MS = 30_000;
+
 /** Unexpected lines a neighbour may send back on our link before we close it (as inbound.ts's bad lines). */
 const _MAX_UNEXPECTED_LINES = 16;
 
@@ -575,7 +603,11 @@ class _Replies {
       const message = parsePeerMessage(line, host.recordRules);
       if (message.kind === "ACK") link.acknowledged(message.seq);
       else if (message.kind === "PONG") continue; // heard: that is all a heartbeat asks
-      else if (message.kind === "RECORD" && message.seq === undefined) {
+      else if (message.kind === "REFUSED") {
+        link.refusedBy(cutForLog(message.reason, 64));
+        this.#close();
+        return;
+      } else if (message.kind === "RECORD" && message.seq === undefined) {
         this.#received++;
         if (host.catchUp(message.record, link.neighbour)) this.#stored++;
       } else if (message.kind === "DIGEST" && link.takeAwaitedDigest()) {

@@ -7,6 +7,11 @@
  * or found it old; with `peers.ackScope` "herd", passed it on and had it
  * acknowledged in turn). Records sent with a wait of 0 are not answered.
  *
+ * An acceptor whose config does not have the dialer as a neighbour (one
+ * config has a link the other has not yet: a change being rolled out)
+ * answers its `HELLO` with `REFUSED not-a-neighbour` and closes; the dialer
+ * then waits longer before it dials again (peer/outbound.ts).
+ *
  * Anti-entropy (peer/reconcile.ts): `DIGEST <hex>` starts an exchange,
  * answered by plain six-field AT lines (not acknowledged) and the other
  * side's `DIGEST <hex>`. A bare `DIGEST` asks for the acceptor's digest
@@ -48,6 +53,7 @@ export type PeerMessage =
   | { kind: "LINKS"; report: LinkReport }
   | { kind: "PING" }
   | { kind: "PONG" }
+  | { kind: "REFUSED"; reason: string }
   | { kind: "empty" }
   | { kind: "invalid"; reason: string };
 
@@ -84,6 +90,9 @@ export function formatLinks(report: LinkReport): string {
 
 /** A dialer's heartbeat. */
 export const PING_LINE = "PING\n";
+
+/** The acceptor's answer to a `HELLO` from a server its config does not have as a neighbour. */
+export const NOT_A_NEIGHBOUR_LINE = "REFUSED not-a-neighbour\n";
 
 /** The acceptor's answer to a heartbeat. */
 export const PONG_LINE = "PONG\n";
@@ -124,6 +133,8 @@ export function parsePeerMessage(line: string, rules: HerdRecordRules): PeerMess
     case "PING":
     case "PONG":
       return fields.length === 1 ? { kind: fields[0] } : _INVALID(`a ${fields[0]} takes nothing`);
+    case "REFUSED":
+      return fields.length === 2 ? { kind: "REFUSED", reason: fields[1] } : _INVALID("a REFUSED takes one reason");
     case "LINKS": {
       if (fields.length !== 5 || !_COUNT.test(fields[2])) {
         return _INVALID("a LINKS takes a server, a version and two lists of names");
