@@ -531,3 +531,14 @@ Deno.test(
     assert.deepEqual(shown(), ours.digest.words);
   },
 );
+
+Deno.test("Reconciler forgets a refused record once it has expired: the neighbour's store drops it too", () => {
+  let nowNs = 1_700_000_100n * 1_000_000_000n;
+  const ours = new LocationStore({ servers: ["A"], ttlS: 60, nowNs: () => nowNs });
+  const reconciler = new Reconciler(ours);
+  reconciler.refused("B", "AT New +0.000000001 c1 +1+1 1700000090");
+  const shown = () => parseDigestHex(reconciler.request("B").trimEnd().slice("DIGEST ".length));
+  assert.notDeepEqual(shown(), ours.digest.words, "shown while it lives");
+  nowNs += 60n * 1_000_000_000n;
+  assert.deepEqual(shown(), ours.digest.words);
+});

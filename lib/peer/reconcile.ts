@@ -31,6 +31,8 @@ export interface ReconcileStore {
   linesInBuckets(buckets: ReadonlySet<number>): Iterable<string>;
   /** The line stored for a client, if any. */
   lineOf(clientId: string): string | undefined;
+  /** Whether a record of this client time has expired (`records.ttlS`): the neighbour's store drops it too. */
+  isExpired(clientTime: string): boolean;
 }
 
 /** Refused records remembered per neighbour, at most (memory: a removed server's clients can be many). */
@@ -83,7 +85,7 @@ export class Reconciler {
    * Our digest as `neighbour` holds it, were it not for our config: our
    * store's, with each record it holds that we refused in place of our
    * line for that client. A refused record older than ours is forgotten:
-   * the neighbour takes ours.
+   * the neighbour takes ours; so is an expired one: the neighbour drops it.
    */
   #digestFor(neighbour: string): StoreDigest {
     const refused = this.#refused.get(neighbour);
@@ -91,9 +93,14 @@ export class Reconciler {
     const digest = new StoreDigest();
     digest.words.set(this.#store.digest.words);
     for (const [clientId, line] of refused) {
+      const clientTime = clientTimeOfLine(line);
+      if (this.#store.isExpired(clientTime)) {
+        refused.delete(clientId);
+        continue;
+      }
       const ours = this.#store.lineOf(clientId);
       if (ours !== undefined) {
-        if (compareToLine(recordOfLine(ours), line, clientTimeOfLine(line)) >= 0) {
+        if (compareToLine(recordOfLine(ours), line, clientTime) >= 0) {
           refused.delete(clientId);
           continue;
         }
