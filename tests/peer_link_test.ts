@@ -513,6 +513,9 @@ Deno.test(
     assert.deepEqual(sent(), [at("A", "c1", 5).line], "before we know: c1's bucket differs, and we send ours");
     reconciler.refused("B", `${at("New", "c1", 6).line} 12 0`); // as it came live: a sequence number and a wait
     assert.deepEqual(sent(), [], "the bucket agrees now");
+    // An older one of B's, come late over its other link: the greater is kept.
+    reconciler.refused("B", at("New", "c1", 5).line.replace("+0.000000001", "+0.000000002"));
+    assert.deepEqual(sent(), []);
     assert.deepEqual(shown(), theirs.digest.words, "the digest B is shown is its own");
     assert.deepEqual(reconciler.finish("B", theirs.digest.words, 0, 0), []);
     assert.notDeepEqual(shown(), ours.digest.words, "only B is shown it");

@@ -17,7 +17,7 @@
 
 import { metrics } from "../admin/metrics.ts";
 import { log } from "../logging.ts";
-import { clientTimeOfLine, compareToLine, type LocationRecord, recordOfLine } from "../protocol.ts";
+import { clientTimeOfLine, compareToLine, type LocationRecord, ownCopy, recordOfLine } from "../protocol.ts";
 import { differingBuckets, StoreDigest } from "../store/digest.ts";
 import { formatDigest } from "./wire.ts";
 
@@ -35,8 +35,13 @@ export interface ReconcileStore {
   isExpired(clientTime: string): boolean;
 }
 
-/** Refused records remembered per neighbour, at most (memory: a removed server's clients can be many). */
-const _MAX_REFUSED = 100_000;
+/**
+ * Characters of refused records (line and client ID) remembered per
+ * neighbour, at most: 16 Mi, 150,000 records of a usual length. Past it,
+ * the rest is not remembered, and the buckets holding them are sent at each
+ * exchange, as before.
+ */
+const _MAX_REFUSED_CHARS = 16 * 1024 * 1024;
 
 /**
  * How long after a neighbour started an exchange with us our own link to
@@ -50,8 +55,8 @@ export class Reconciler {
   #store: ReconcileStore;
   /** When each neighbour last started an exchange with us. */
   #startedBy = new Map<string, number>();
-  /** The records each neighbour holds that our config refuses: their lines, by client. */
-  #refused = new Map<string, Map<string, string>>();
+  /** The records each neighbour holds that our config refuses: their lines, by client, and their size in all. */
+  #refused = new Map<string, { lines: Map<string, string>; chars: number; full: boolean }>();
 
   /** Reconciles `store` with the neighbours. */
   constructor(store: ReconcileStore) {
@@ -71,9 +76,27 @@ export class Reconciler {
   refused(neighbour: string, line: string): void {
     const fields = line.split(" ");
     let held = this.#refused.get(neighbour);
-    if (held === undefined) this.#refused.set(neighbour, held = new Map());
-    if (held.size >= _MAX_REFUSED && !held.has(fields[3])) return;
-    held.set(fields[3], fields.length === 6 ? line : fields.slice(0, 6).join(" "));
+    if (held === undefined) this.#refused.set(neighbour, held = { lines: new Map(), chars: 0, full: false });
+    const clientId = fields[3];
+    const before = held.lines.get(clientId);
+    // Copies, not slices of the read the line came in: a slice would keep the whole read alive (protocol.ts ownCopy).
+    const record = ownCopy(fields.length === 6 ? line : fields.slice(0, 6).join(" "));
+    // The greater one: the two links with a neighbour may bring its records out of order.
+    if (before !== undefined && compareToLine(recordOfLine(record), before, clientTimeOfLine(before)) <= 0) return;
+    const chars = record.length + (before === undefined ? clientId.length : -before.length);
+    if (held.chars + chars > _MAX_REFUSED_CHARS) {
+      if (!held.full) {
+        held.full = true;
+        log.peer.warning(
+          "Remembering no more of the records {neighbour} holds that our config refuses ({count}, {mb} MB): " +
+            "reconciliations with it resend the buckets holding the others until its config and ours agree",
+          { neighbour, count: held.lines.size, mb: Math.round(held.chars / (1024 * 1024)) },
+        );
+      }
+      return;
+    }
+    held.lines.set(before === undefined ? ownCopy(clientId) : clientId, record);
+    held.chars += chars;
   }
 
   /** A link with `neighbour` came up: what it holds, and what it may send, may have changed (a restart, a config). */
@@ -89,19 +112,23 @@ export class Reconciler {
    */
   #digestFor(neighbour: string): StoreDigest {
     const refused = this.#refused.get(neighbour);
-    if (refused === undefined || refused.size === 0) return this.#store.digest;
+    if (refused === undefined || refused.lines.size === 0) return this.#store.digest;
     const digest = new StoreDigest();
     digest.words.set(this.#store.digest.words);
-    for (const [clientId, line] of refused) {
+    const forget = (clientId: string, line: string) => {
+      refused.lines.delete(clientId);
+      refused.chars -= clientId.length + line.length;
+    };
+    for (const [clientId, line] of refused.lines) {
       const clientTime = clientTimeOfLine(line);
       if (this.#store.isExpired(clientTime)) {
-        refused.delete(clientId);
+        forget(clientId, line);
         continue;
       }
       const ours = this.#store.lineOf(clientId);
       if (ours !== undefined) {
         if (compareToLine(recordOfLine(ours), line, clientTime) >= 0) {
-          refused.delete(clientId);
+          forget(clientId, line);
           continue;
         }
         digest.toggle(clientId, ours);
