@@ -122,8 +122,11 @@ export class PeerLink {
   #provenTimer: ReturnType<typeof setTimeout> | undefined;
   /** Whether the neighbour has said anything in this session (a connection into a black hole says nothing). */
   #heard = false;
-  /** Why the neighbour refused this session's `HELLO`, if it did. */
+  /** Why the neighbour refused this session's `HELLO`, if it did; whether it refused the last one. */
   #refusedFor: string | undefined;
+  #refusedBefore = false;
+  /** Whether this session's "is up" waits for the neighbour's first answer (see {@linkcode PeerLink.#session}). */
+  #upUnsaid = false;
   /** Whether {@linkcode _PROVEN_MS} passed before the neighbour said anything: proven when it does. */
   #provenWhenHeard = false;
   #wake: (() => void) | undefined;
@@ -365,6 +368,7 @@ export class PeerLink {
       const began = performance.now();
       this.#refusedFor = undefined;
       await this.#session(socket);
+      this.#refusedBefore = this.#refusedFor !== undefined;
       if (this.#refusedFor !== undefined && !this.#closed) {
         // Its config and ours differ (a link added on our side first): a long wait, not a redial every
         // reconnectMaxMs; it dials us once its config has the link, and we dial again then (retryNow).
@@ -420,6 +424,10 @@ export class PeerLink {
       onLines: (lines) => {
         heartbeat.heard();
         this.#heard = true;
+        if (this.#upUnsaid && !lines[0].startsWith("REFUSED")) {
+          this.#upUnsaid = false;
+          log.peer.info("Link to {neighbour} is up", { neighbour: this.neighbour });
+        }
         if (this.#provenWhenHeard) {
           this.#provenWhenHeard = false;
           this.#proven = true;
@@ -437,7 +445,9 @@ export class PeerLink {
     this.#control.clear();
     this.#host.reconciler.forget(this.neighbour);
     this.#digestDue = this.#host.reconciler.shouldStart(this.neighbour);
-    log.peer.info("Link to {neighbour} is up", { neighbour: this.neighbour });
+    // After a refusal, said once the neighbour answers otherwise: a link it refuses again is not "up" every 30 s.
+    this.#upUnsaid = this.#refusedBefore;
+    if (!this.#upUnsaid) log.peer.info("Link to {neighbour} is up", { neighbour: this.neighbour });
     conn.closed.then(() => this.#wake?.());
     this.#options.onStateChange?.();
     this.#prove();
@@ -468,7 +478,7 @@ export class PeerLink {
     this.#queue.clear();
     this.#acks.reset();
     this.#options.onStateChange?.();
-    if (this.#refusedFor !== undefined) return; // said by #run, once
+    if (this.#refusedFor !== undefined || this.#upUnsaid) return; // said by #run, once; or never said to be up
     log.peer[this.#closed ? "info" : "warning"]("Link to {neighbour} is down", { neighbour: this.neighbour });
   }
 
