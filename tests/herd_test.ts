@@ -507,3 +507,33 @@ Deno.test({
   assert.equal((await herd.log("A")).match(/refused our link/g)?.length, 1, "said once");
   assert.doesNotMatch(await herd.log("B"), /did not start with HELLO/, "nothing after the refused HELLO is read");
 });
+
+Deno.test({
+  name: "a record a neighbour's config refuses (a limit raised on our side first) is answered SKIP: the reply does " +
+    "not wait out peers.ackTimeoutMs, and the neighbour is not taken for lagging" + MODE.suffix,
+  permissions: HERD_TEST_PERMISSIONS,
+}, async () => {
+  await using herd = await TestHerd.create({
+    tls: MODE.tls,
+    placesUrl: "http://127.0.0.1:9/unused",
+    names: ["A", "B"],
+    links: [["A", "B"]],
+    peers: { ackTimeoutMs: 30_000 },
+    extra: { limits: { maxClientIdBytes: 512 } },
+  });
+  // B is not told of the raised limit yet.
+  await herd.configureOnly("B", (config) => delete config.limits);
+  await herd.start("B");
+  await herd.start("A");
+  await waitFor(async () => /Link to "B" is up/.test(await herd.log("A")), { what: "A's link to B" });
+  const id = "l".repeat(300);
+  // Without SKIP this reply came only once the 30 s of peers.ackTimeoutMs had run out, and A took B for lagging.
+  const reply = (await exchange(herd.port("A"), `IAMAT ${id} +1+1 1700000000.5\n`)).trimEnd();
+  assert.match(reply, new RegExp(`^AT A \\+\\S+ ${id} \\+1\\+1 1700000000\\.5$`));
+  await waitFor(async () => /Dropped a record from "A" \("its client ID is too long"\)/.test(await herd.log("B")), {
+    what: "B to drop it",
+  });
+  // A record B takes is acknowledged as ever.
+  assert.match(await exchange(herd.port("A"), "IAMAT short +1+1 1700000001.5\n"), /^AT A /);
+  assert.doesNotMatch(await herd.log("A"), /is lagging/);
+});

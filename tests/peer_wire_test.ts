@@ -106,6 +106,13 @@ Deno.test("formatLinks() and parsePeerMessage() carry a server's link state, nam
   }
 });
 
+Deno.test("parsePeerMessage() reads SKIP and its sequence number", () => {
+  assert.deepEqual(parsePeerMessage("SKIP 42", RULES), { kind: "SKIP", seq: 42 });
+  for (const line of ["SKIP", "SKIP x", "SKIP 1 2", "SKIP 1234567890123456"]) {
+    assert.equal(parsePeerMessage(line, RULES).kind, "invalid", line);
+  }
+});
+
 Deno.test("parsePeerMessage() reads REFUSED and its reason, and refuses it without one or with more", () => {
   assert.deepEqual(reparse(NOT_A_NEIGHBOUR_LINE), { kind: "REFUSED", reason: "not-a-neighbour" });
   for (const line of ["REFUSED", "REFUSED a b"]) assert.equal(parsePeerMessage(line, RULES).kind, "invalid", line);

@@ -234,6 +234,7 @@ class InboundLink {
         const refusal = configRefusal(message, line);
         if (refusal !== undefined) {
           this.#refusedRecords.drop(refusal, line);
+          this.#skip(line);
         } else {
           this.#refuseLine(message.kind === "invalid" ? message.reason : "a HELLO once introduced", line);
         }
@@ -404,6 +405,19 @@ class InboundLink {
   /** Adds `ACK <seq>` to this turn's write. */
   #acknowledge(seq: number): void {
     pushAck(this.#out, seq);
+    this.#scheduleFlush();
+  }
+
+  /**
+   * Answers a live record our config refuses with `SKIP <seq>` when the
+   * neighbour waits on it (its last two fields: a sequence number and a wait
+   * above 0): we will not hold it, and its wait need not run out.
+   */
+  #skip(line: string): void {
+    // A record of the herd's form (configRefusal): eight fields when live, the last two counts.
+    const fields = line.split(" ");
+    if (fields.length !== 8 || Number(fields[7]) === 0) return;
+    this.#out.push(`SKIP ${fields[6]}\n`);
     this.#scheduleFlush();
   }
 

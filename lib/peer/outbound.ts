@@ -611,7 +611,8 @@ class _Replies {
     for (const line of lines) {
       if (this.#unexpected >= _MAX_UNEXPECTED_LINES) return;
       const message = parsePeerMessage(line, host.recordRules);
-      if (message.kind === "ACK") link.acknowledged(message.seq);
+      // SKIP: the neighbour will not hold that record (its config refuses it); the wait on it ends as on an ACK.
+      if (message.kind === "ACK" || message.kind === "SKIP") link.acknowledged(message.seq);
       else if (message.kind === "PONG") continue; // heard: that is all a heartbeat asks
       else if (message.kind === "REFUSED") {
         link.refusedBy(cutForLog(message.reason, 64));

@@ -7,9 +7,9 @@
  * dropped without counting toward closing the link, which would only be
  * dialled again; each is counted (`herd_peer_records_total{event=
  * "dropped_invalid"}`) and logged, 16 a second per link, the rest said in
- * one line once their second is over. One sent with a wait is not
- * acknowledged: we do not hold it (the sender's wait runs out, and it takes
- * us for lagging until we acknowledge in time again).
+ * one line once their second is over. One sent with a wait is answered
+ * `SKIP <seq>`, not `ACK` (inbound.ts): we do not hold it, and the sender's
+ * wait need not run out.
  */
 
 import { metrics } from "../admin/metrics.ts";

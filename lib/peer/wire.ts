@@ -5,7 +5,11 @@
  * acknowledgement in milliseconds. The acceptor answers each record sent
  * with a wait above 0 with `ACK <seq>` once it has handled it (stored it,
  * or found it old; with `peers.ackScope` "herd", passed it on and had it
- * acknowledged in turn). Records sent with a wait of 0 are not answered.
+ * acknowledged in turn), or with `SKIP <seq>` when it will not hold it:
+ * its config refuses what the sender's allows (a change being rolled out;
+ * peer/refused_records.ts). The sender's wait on it ends then, as on an
+ * `ACK`, rather than running out and taking the link for lagging. Records
+ * sent with a wait of 0 are not answered.
  *
  * An acceptor whose config does not have the dialer as a neighbour (one
  * config has a link the other has not yet: a change being rolled out)
@@ -48,6 +52,7 @@ export type PeerMessage =
   /** A live record that is, to the byte, the line held for its client (`rules.holds`): not newer, not checked again. */
   | { kind: "HELD"; seq: number; waitMs: number }
   | { kind: "ACK"; seq: number }
+  | { kind: "SKIP"; seq: number }
   | { kind: "DIGEST"; digest: Uint32Array }
   | { kind: "DIGEST?" }
   | { kind: "LINKS"; report: LinkReport }
@@ -130,6 +135,10 @@ export function parsePeerMessage(line: string, rules: HerdRecordRules): PeerMess
       return fields.length === 2 && _COUNT.test(fields[1])
         ? { kind: "ACK", seq: Number(fields[1]) }
         : _INVALID("an ACK takes one sequence number");
+    case "SKIP":
+      return fields.length === 2 && _COUNT.test(fields[1])
+        ? { kind: "SKIP", seq: Number(fields[1]) }
+        : _INVALID("a SKIP takes one sequence number");
     case "PING":
     case "PONG":
       return fields.length === 1 ? { kind: fields[0] } : _INVALID(`a ${fields[0]} takes nothing`);
