@@ -121,7 +121,7 @@ class InboundLink {
   #allowanceAt = 0;
   #refusedExchanges = 0;
   #invalid = 0;
-  /** Records sent after a digest exchange that our config refuses: dropped, not a reason to close the link. */
+  /** Records our config refuses and the neighbour's allows: dropped, not a reason to close the link (refused_records.ts). */
   #refusedRecords = new RefusedRecords(
     () => this.#who,
     "",
@@ -236,7 +236,14 @@ class InboundLink {
           this.#refusedRecords.drop(refusal, line);
           this.#skip(line);
         } else {
-          this.#refuseLine(message.kind === "invalid" ? message.reason : "a HELLO once introduced", line);
+          this.#refuseLine(
+            message.kind === "invalid"
+              ? message.reason
+              : message.kind === "HELLO"
+              ? "a HELLO once introduced"
+              : `${message.kind} is not for the dialler to send`,
+            line,
+          );
         }
       }
     }
