@@ -21,6 +21,27 @@ function pairWithProbe(extra?: Record<string, unknown>): Promise<TestHerd> {
   });
 }
 
+/**
+ * Writes A's database with `lines` (from a herd whose config differs), starts A and B, and waits for A's warning
+ * (`warning`) and for the two to agree: B refuses what A's config now refuses, so A's store must not hold it either.
+ */
+async function startWithOldRowsAtA(herd: TestHerd, lines: string[], warning: RegExp): Promise<void> {
+  await Deno.mkdir(`${herd.dir}/data`, { recursive: true });
+  const db = new DatabaseSync(`${herd.dir}/data/A.db`);
+  db.exec("CREATE TABLE records (line TEXT NOT NULL)");
+  const insert = db.prepare("INSERT INTO records VALUES (?)");
+  for (const line of lines) insert.run(line);
+  db.close();
+  await herd.start("A");
+  await herd.start("B");
+  await waitFor(async () => warning.test(await herd.log("A")), { what: `A's warning ${warning}` });
+  await waitFor(async () => await herd.digestOf("A") === await herd.digestOf("B"), {
+    timeoutMs: 10_000,
+    stepMs: 50,
+    what: "A and B to agree",
+  });
+}
+
 /** Polls until `name`'s digest is `expected`; bounded. */
 async function waitForDigest(herd: TestHerd, name: string, expected: string, timeoutMs = 30_000): Promise<void> {
   await waitFor(async () => await herd.digestOf(name) === expected, {
@@ -132,30 +153,16 @@ Deno.test({
 }, async () => {
   await using herd = await pairWithProbe({ limits: { maxClientIdBytes: 16 } });
   // A's database from before limits.maxClientIdBytes went down to 16: one client's ID is 24 bytes.
-  await Deno.mkdir(`${herd.dir}/data`, { recursive: true });
-  const db = new DatabaseSync(`${herd.dir}/data/A.db`);
-  db.exec("CREATE TABLE records (line TEXT NOT NULL)");
   const kept = "AT A +0.100000000 c1 +1+1 1700000050";
-  db.prepare("INSERT INTO records VALUES (?), (?), (?)").run(
-    kept,
-    "AT A +0.100000000 an-id-of-24-bytes-long.. +2+2 1700000100",
-    "AT A +0.100000000 an-id-of-24-bytes-long.. +2+2 1700000101",
+  await startWithOldRowsAtA(
+    herd,
+    [
+      kept,
+      "AT A +0.100000000 an-id-of-24-bytes-long.. +2+2 1700000100",
+      "AT A +0.100000000 an-id-of-24-bytes-long.. +2+2 1700000101",
+    ],
+    /deleted 2 rows of .*A\.db.* whose client ID or line is longer than the config allows \(limits\.maxClientIdBytes 16,/,
   );
-  db.close();
-  await herd.start("A");
-  await herd.start("B");
-  await waitFor(
-    async () =>
-      /deleted 2 rows of .*A\.db.* whose client ID or line is longer than the config allows \(limits\.maxClientIdBytes 16,/
-        .test(await herd.log("A")),
-    { what: "A's warning about the rows over the limit" },
-  );
-  // B refuses records with such IDs: A's store must not hold them, or the two never agree.
-  await waitFor(async () => await herd.digestOf("A") === await herd.digestOf("B"), {
-    timeoutMs: 10_000,
-    stepMs: 50,
-    what: "A and B to agree",
-  });
   for (const name of ["A", "B"]) {
     assert.equal((await exchange(herd.port(name), "WHATSAT c1 1 0\n")).split("\n")[0], kept, `c1 at ${name}`);
   }
@@ -167,31 +174,17 @@ Deno.test({
 }, async () => {
   await using herd = await pairWithProbe();
   // A's database from a herd that had a server "Gone": c1's newest record is Gone's, its older one A's own.
-  await Deno.mkdir(`${herd.dir}/data`, { recursive: true });
-  const db = new DatabaseSync(`${herd.dir}/data/A.db`);
-  db.exec("CREATE TABLE records (line TEXT NOT NULL)");
   const ownOlder = "AT A +0.100000000 c1 +1+1 1700000050";
-  db.prepare("INSERT INTO records VALUES (?), (?), (?), (?)").run(
-    ownOlder,
-    "AT Gone +0.100000000 c1 +2+2 1700000100",
-    "AT Gone +0.100000000 c3 +3+3 1700000100",
-    "AT B +0.100000000 c2 +1+1 1700000010",
+  await startWithOldRowsAtA(
+    herd,
+    [
+      ownOlder,
+      "AT Gone +0.100000000 c1 +2+2 1700000100",
+      "AT Gone +0.100000000 c3 +3+3 1700000100",
+      "AT B +0.100000000 c2 +1+1 1700000010",
+    ],
+    /deleted 2 rows of .*A\.db.* no longer in the config \("?Gone: 2"?\)/,
   );
-  db.close();
-  await herd.start("A");
-  await herd.start("B");
-  await waitFor(
-    async () => /deleted 2 rows of .*A\.db.* no longer in the config \("?Gone: 2"?\)/.test(await herd.log("A")),
-    {
-      what: "A's warning about Gone's rows",
-    },
-  );
-  // B refuses records naming Gone: A's store must not hold them, or the two never agree.
-  await waitFor(async () => await herd.digestOf("A") === await herd.digestOf("B"), {
-    timeoutMs: 10_000,
-    stepMs: 50,
-    what: "A and B to agree",
-  });
   for (const name of ["A", "B"]) {
     assert.equal((await exchange(herd.port(name), "WHATSAT c1 1 0\n")).split("\n")[0], ownOlder, `c1 at ${name}`);
     assert.equal(await exchange(herd.port(name), "WHATSAT c3 1 0\n"), "? WHATSAT c3 1 0\n", `c3 at ${name}`);

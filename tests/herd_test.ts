@@ -420,24 +420,46 @@ Deno.test({
   }
 });
 
+/**
+ * A herd in the middle of a config change: `behind` runs the config from before it (the herd's, changed by `before`),
+ * the others the new one; `behind` starts first, then the others in order.
+ */
+async function herdMidChange(
+  options: {
+    names: string[];
+    links: [string, string][];
+    peers?: Record<string, number>;
+    extra?: Record<string, unknown>;
+  },
+  behind: string,
+  before: (config: Record<string, unknown>) => void,
+): Promise<TestHerd> {
+  const herd = await TestHerd.create({ tls: MODE.tls, placesUrl: "http://127.0.0.1:9/unused", ...options });
+  try {
+    await herd.configureOnly(behind, before);
+    await herd.start(behind);
+    for (const name of options.names) if (name !== behind) await herd.start(name);
+    return herd;
+  } catch (error) {
+    await herd[Symbol.asyncDispose]();
+    throw error;
+  }
+}
+
 Deno.test({
   name: "a server added to the herd before every config has it: the servers not yet told of it drop its records and " +
     "reports without closing their links" + MODE.suffix,
   permissions: HERD_TEST_PERMISSIONS,
 }, async () => {
-  await using herd = await TestHerd.create({
-    tls: MODE.tls,
-    placesUrl: "http://127.0.0.1:9/unused",
-    names: ["A", "B", "F"],
-    links: [["A", "B"], ["A", "F"]],
-    peers: { reconcileIntervalMs: 500 },
-  });
   // F is new: A's config has it, B's not yet (the config before the change: no F, no A-F link).
-  await herd.configureOnly("B", (config) => {
-    delete (config.servers as Record<string, unknown>).F;
-    config.links = (config.links as string[][]).filter((link) => !link.includes("F"));
-  });
-  for (const name of ["B", "A", "F"]) await herd.start(name);
+  await using herd = await herdMidChange(
+    { names: ["A", "B", "F"], links: [["A", "B"], ["A", "F"]], peers: { reconcileIntervalMs: 500 } },
+    "B",
+    (config) => {
+      delete (config.servers as Record<string, unknown>).F;
+      config.links = (config.links as string[][]).filter((link) => !link.includes("F"));
+    },
+  );
   // Forty of F's clients report: A stores each and passes it on to B, which refuses them all.
   const iamats = Array.from({ length: 40 }, (_, i) => `IAMAT f${i} +1+1 ${1700000000 + i}.5\n`).join("");
   const replies = (await exchange(herd.port("F"), iamats)).trimEnd().split("\n");
@@ -478,16 +500,12 @@ Deno.test({
     "not every reconnectMaxMs, and at once when the other side gets it" + MODE.suffix,
   permissions: HERD_TEST_PERMISSIONS,
 }, async () => {
-  await using herd = await TestHerd.create({
-    tls: MODE.tls,
-    placesUrl: "http://127.0.0.1:9/unused",
-    names: ["A", "B"],
-    links: [["A", "B"]],
-  });
   // The link is new: A's config has it, B's not yet.
-  await herd.configureOnly("B", (config) => config.links = []);
-  await herd.start("B");
-  await herd.start("A");
+  await using herd = await herdMidChange(
+    { names: ["A", "B"], links: [["A", "B"]] },
+    "B",
+    (config) => config.links = [],
+  );
   const ups = async () => (await herd.log("A")).match(/Link to "B" is up/g)?.length ?? 0;
   await waitFor(async () => /"B" refused our link \("not-a-neighbour"\)/.test(await herd.log("A")), {
     what: "A to say why B refused its link",
@@ -513,18 +531,17 @@ Deno.test({
     "not wait out peers.ackTimeoutMs, and the neighbour is not taken for lagging" + MODE.suffix,
   permissions: HERD_TEST_PERMISSIONS,
 }, async () => {
-  await using herd = await TestHerd.create({
-    tls: MODE.tls,
-    placesUrl: "http://127.0.0.1:9/unused",
-    names: ["A", "B"],
-    links: [["A", "B"]],
-    peers: { ackTimeoutMs: 30_000 },
-    extra: { limits: { maxClientIdBytes: 512 } },
-  });
   // B is not told of the raised limit yet.
-  await herd.configureOnly("B", (config) => delete config.limits);
-  await herd.start("B");
-  await herd.start("A");
+  await using herd = await herdMidChange(
+    {
+      names: ["A", "B"],
+      links: [["A", "B"]],
+      peers: { ackTimeoutMs: 30_000 },
+      extra: { limits: { maxClientIdBytes: 512 } },
+    },
+    "B",
+    (config) => delete config.limits,
+  );
   await waitFor(async () => /Link to "B" is up/.test(await herd.log("A")), { what: "A's link to B" });
   const id = "l".repeat(300);
   // Without SKIP this reply came only once the 30 s of peers.ackTimeoutMs had run out, and A took B for lagging.
