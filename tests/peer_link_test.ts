@@ -12,6 +12,7 @@ import { type LocationRecord, recordOfLine } from "../lib/protocol.ts";
 import { parseDigestHex } from "../lib/store/digest.ts";
 import { LocationStore } from "../lib/store/store.ts";
 import { traffic } from "../lib/traffic_log.ts";
+import { captureLogs } from "./testing/logs.ts";
 import { checkThroughout, delay, waitFor } from "./testing/wait.ts";
 
 /** A server with an empty store that never gets anything from the neighbour. */
@@ -544,4 +545,108 @@ Deno.test("Reconciler forgets a refused record once it has expired: the neighbou
   assert.notDeepEqual(shown(), ours.digest.words, "shown while it lives");
   nowNs += 60n * 1_000_000_000n;
   assert.deepEqual(shown(), ours.digest.words);
+});
+
+Deno.test(
+  "Reconciler remembers a neighbour's refused records up to its cap, says once that it is full, and takes more once " +
+    "some are forgotten",
+  async () => {
+    await using logs = await captureLogs();
+    const newRecord = (client: string) => `AT New +0.000000001 ${client} +1+1 5`;
+    const ours = new LocationStore({ servers: ["A", "B"] });
+    // Three records and their client IDs fit (32 characters each), not a fourth.
+    const reconciler = new Reconciler(ours, 100);
+    const shown = () => parseDigestHex(reconciler.request("B").trimEnd().slice("DIGEST ".length));
+    /** The digest of a store holding `lines`: what B is shown when we remember exactly those. */
+    const digestOf = (...lines: string[]) => {
+      const store = new LocationStore({ servers: ["A", "B", "New"] });
+      for (const line of lines) store.offer(recordOfLine(line));
+      return store.digest.words;
+    };
+    const full = /^warning Remembering no more of the records B holds that our config refuses \(3, 0 MB\)/;
+    for (const client of ["c1", "c2", "c3", "c4", "c5"]) reconciler.refused("B", newRecord(client));
+    assert.deepEqual(shown(), digestOf(newRecord("c1"), newRecord("c2"), newRecord("c3")), "c4 and c5 left out");
+    assert.equal(logs.count(full), 1, logs.lines.join("\n"));
+    reconciler.refused("B", newRecord("c6"));
+    assert.equal(logs.count(/Remembering no more/), 1, "said once");
+    // Ours becomes the greater for c1: B takes it, c1's refused record is forgotten, and its room is taken by c4.
+    const oursC1 = "AT A +0.000000001 c1 +1+1 9";
+    ours.offer(recordOfLine(oursC1));
+    assert.deepEqual(shown(), digestOf(oursC1, newRecord("c2"), newRecord("c3")));
+    reconciler.refused("B", newRecord("c4"));
+    assert.deepEqual(shown(), digestOf(oursC1, newRecord("c2"), newRecord("c3"), newRecord("c4")));
+    // A new link with B starts from nothing remembered, and says so again if it fills up.
+    reconciler.forget("B");
+    for (const client of ["c7", "c8", "c9", "c10"]) reconciler.refused("B", newRecord(client));
+    assert.equal(logs.count(/Remembering no more/), 2);
+  },
+);
+
+Deno.test({
+  name: 'PeerLink refused twice in a row says so once and is not "up" in between: it is up again once the ' +
+    "neighbour answers otherwise",
+  permissions: { net: ["127.0.0.1"] },
+}, async () => {
+  await using logs = await captureLogs();
+  const ups = () => logs.count(/^info Link to Frozen is up$/);
+  // Refuses the first two connections' HELLO, then answers PINGs; notes how many "is up" lines there were when the
+  // third connection's HELLO came, before it answered anything.
+  const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  let accepted = 0;
+  let upsAtThirdHello: number | undefined;
+  const conns: Deno.Conn[] = [];
+  const serving = (async () => {
+    for await (const conn of listener) {
+      conns.push(conn);
+      const index = ++accepted;
+      (async () => {
+        const buffer = new Uint8Array(65536);
+        const splitter = new TextLineSplitter(PEER_MAX_LINE_BYTES);
+        try {
+          while (true) {
+            const n = await conn.read(buffer);
+            if (n === null) break;
+            const { lines } = splitter.push(buffer.subarray(0, n));
+            if (index < 3 && lines.includes("HELLO A")) {
+              await conn.write(new TextEncoder().encode("REFUSED not-a-neighbour\n"));
+              conn.close();
+              return;
+            }
+            if (lines.includes("HELLO A")) upsAtThirdHello = ups();
+            const pings = lines.filter((line) => line === "PING").length;
+            if (pings > 0) await conn.write(new TextEncoder().encode("PONG\n".repeat(pings)));
+          }
+        } catch {
+          // closed under us at the end of the test
+        }
+      })();
+    }
+  })();
+  const link = heartbeatLink(listener.addr.port, { count: 0 }, {
+    reconnectMinMs: 20,
+    reconnectMaxMs: 100,
+    heartbeatMs: 60_000,
+    heartbeatTimeoutMs: 120_000,
+  });
+  link.start();
+  await waitFor(() => logs.count(/^warning Frozen refused our link \(not-a-neighbour\)/) === 1, {
+    what: "the link to say it was refused",
+  });
+  // Its wait after a refusal is 30 s: the test cuts each short, as a neighbour dialling us does.
+  await waitFor(() => (link.poke(), accepted === 3), { stepMs: 5, what: "a third connection" });
+  await waitFor(() => link.up, { what: "the link to come up" });
+  assert.equal(upsAtThirdHello, 1, "up once, before the first refusal: not again at the second");
+  assert.equal(ups(), 2, "up again once the neighbour answered");
+  assert.equal(logs.count(/refused our link/), 1, "the refusal said once");
+  assert.equal(logs.count(/Link to Frozen is down/), 0, "a session refused is not said to be down");
+  await link.close();
+  listener.close();
+  await serving;
+  conns.forEach((conn) => {
+    try {
+      conn.close();
+    } catch {
+      // already closed
+    }
+  });
 });

@@ -41,7 +41,7 @@ export interface ReconcileStore {
  * the rest is not remembered, and the buckets holding them are sent at each
  * exchange, as before.
  */
-const _MAX_REFUSED_CHARS = 16 * 1024 * 1024;
+export const MAX_REFUSED_CHARS = 16 * 1024 * 1024;
 
 /**
  * How long after a neighbour started an exchange with us our own link to
@@ -57,10 +57,16 @@ export class Reconciler {
   #startedBy = new Map<string, number>();
   /** The records each neighbour holds that our config refuses: their lines, by client, and their size in all. */
   #refused = new Map<string, { lines: Map<string, string>; chars: number; full: boolean }>();
+  #maxRefusedChars: number;
 
-  /** Reconciles `store` with the neighbours. */
-  constructor(store: ReconcileStore) {
+  /**
+   * Reconciles `store` with the neighbours, remembering at most
+   * `maxRefusedChars` characters of refused records per neighbour
+   * ({@linkcode MAX_REFUSED_CHARS} unless a test says otherwise).
+   */
+  constructor(store: ReconcileStore, maxRefusedChars: number = MAX_REFUSED_CHARS) {
     this.#store = store;
+    this.#maxRefusedChars = maxRefusedChars;
   }
 
   /** The line that starts an exchange with `neighbour` (the dialler's side), or answers a `DIGEST` alone. */
@@ -84,8 +90,9 @@ export class Reconciler {
     // The greater one: the two links with a neighbour may bring its records out of order.
     if (before !== undefined && compareToLine(recordOfLine(record), before, clientTimeOfLine(before)) <= 0) return;
     const chars = record.length + (before === undefined ? clientId.length : -before.length);
-    if (held.chars + chars > _MAX_REFUSED_CHARS) {
+    if (held.chars + chars > this.#maxRefusedChars) {
       if (!held.full) {
+        // Said once per neighbour until its link comes up again (forget()).
         held.full = true;
         log.peer.warning(
           "Remembering no more of the records {neighbour} holds that our config refuses ({count}, {mb} MB): " +
