@@ -42,7 +42,15 @@ import {
   statusInChild,
 } from "./lib/cli/launcher.ts";
 import { askServers, statusTable } from "./lib/cli/status.ts";
-import { log, setupLogging, shutdownLogging, WholeText } from "./lib/logging.ts";
+import {
+  abandonLogFileIfShared,
+  log,
+  releaseLogFile,
+  setupLogging,
+  shutdownLogging,
+  WholeText,
+} from "./lib/logging.ts";
+import { DatabaseInUseError } from "./lib/store/record_log.ts";
 import { traffic } from "./lib/traffic_log.ts";
 import { serverPermissionFlags } from "./lib/cli/permissions.ts";
 import { createPlaces } from "./lib/places/factory.ts";
@@ -91,7 +99,27 @@ function noNames(command: string, names: string[]): void {
   }
 }
 
-async function runServer(config: HerdConfig, name: string): Promise<void> {
+/** What stops a server whose launcher is gone, in place of a signal's name. */
+const _LAUNCHER_GONE = "launcher gone";
+
+/**
+ * Calls `then` once stdin ends: a process started by a launcher (`serve`,
+ * `herd`, `dashboard`) has a pipe from it there, which nobody writes to and
+ * which closes when the launcher is gone, however it went (killed, or its
+ * terminal closed: SIGHUP ends the launcher, which has no use for it, while a
+ * server takes it as "reload the certificates" and would run on, orphaned).
+ */
+function whenLauncherGone(then: () => void): void {
+  (async () => {
+    const buffer = new Uint8Array(256);
+    try {
+      while (await Deno.stdin.read(buffer) !== null) { /* nothing is sent: only the end counts */ }
+    } catch { /* a closed or broken pipe is an end too */ }
+    then();
+  })();
+}
+
+async function runServer(config: HerdConfig, name: string, launched = false): Promise<void> {
   try {
     await setupLogging({
       logDir: config.logDir,
@@ -99,6 +127,8 @@ async function runServer(config: HerdConfig, name: string): Promise<void> {
       maxBytes: config.log.maxBytes,
       files: config.log.files,
       level: config.log.level,
+      // Another server of this name may be running and writing this file: ours wait until we hold the database.
+      holdWhileShared: true,
     });
     traffic.debug = config.log.level === "debug";
   } catch (error) {
@@ -135,7 +165,8 @@ async function runServer(config: HerdConfig, name: string): Promise<void> {
       return;
     }
     stopping ??= (async () => {
-      log.server.info("{name} received {signal}", { name, signal });
+      if (signal === _LAUNCHER_GONE) log.server.info("{name}: the launcher that started it is gone", { name });
+      else log.server.info("{name} received {signal}", { name, signal });
       await server.shutdown();
       traffic.flush();
       await shutdownLogging();
@@ -144,6 +175,7 @@ async function runServer(config: HerdConfig, name: string): Promise<void> {
   };
   Deno.addSignalListener("SIGINT", () => stop("SIGINT"));
   Deno.addSignalListener("SIGTERM", () => stop("SIGTERM"));
+  if (launched) whenLauncherGone(() => stop(_LAUNCHER_GONE));
   // SIGHUP: a rotated certificate is read now rather than within the minute.
   Deno.addSignalListener("SIGHUP", () => {
     if (started) server.reloadCertificates();
@@ -151,11 +183,17 @@ async function runServer(config: HerdConfig, name: string): Promise<void> {
   try {
     await server.start();
   } catch (error) {
+    // Its database held by another process (a server of this name already running): if that one writes this log
+    // file too, it gets nothing of ours; the console has it all.
+    if (error instanceof StartCancelledError || error instanceof DatabaseInUseError) abandonLogFileIfShared();
+    else releaseLogFile();
     if (error instanceof StartCancelledError) {
-      log.server.info("{name} received {signal} while waiting for its database: not started", {
-        name,
-        signal: signalledEarly,
-      });
+      log.server.info(
+        signalledEarly === _LAUNCHER_GONE
+          ? "{name}: the launcher that started it is gone while it waited for its database: not started"
+          : "{name} received {signal} while waiting for its database: not started",
+        { name, signal: signalledEarly },
+      );
       await shutdownLogging();
       Deno.exit(0);
     }
@@ -164,6 +202,7 @@ async function runServer(config: HerdConfig, name: string): Promise<void> {
     await shutdownLogging();
     Deno.exit(1);
   }
+  releaseLogFile();
   started = true;
   if (signalledEarly !== undefined) stop(signalledEarly);
   // After listening, so start-up stays fast, and after the signal handlers: loading the offline index takes a while
@@ -215,6 +254,8 @@ async function main(args: string[]): Promise<void> {
         "if-missing": { type: "boolean", default: false },
         // Set by rerunAllowingConfig() on the process it starts: that one never runs again itself.
         rerun: { type: "boolean", default: false },
+        // Set by the launchers on the servers and the dashboard they start: stop when the launcher's end of stdin closes.
+        launched: { type: "boolean", default: false },
       },
     });
   } catch (error) {
@@ -250,7 +291,7 @@ async function main(args: string[]): Promise<void> {
   }
   switch (command) {
     case "run":
-      return await runServer(config, oneName(config, command, names));
+      return await runServer(config, oneName(config, command, names), parsed.values.launched);
     case "serve":
       return Deno.exit(await serveOne(config, oneName(config, command, names)));
     case "herd":
@@ -296,6 +337,7 @@ async function main(args: string[]): Promise<void> {
     case "dashboard-run": {
       // Loaded here only: the servers need none of the map and the page.
       const { runDashboard } = await import("./lib/dashboard/server.ts");
+      if (parsed.values.launched) whenLauncherGone(() => Deno.exit(0));
       return runDashboard(config);
     }
     default:

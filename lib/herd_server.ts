@@ -237,7 +237,12 @@ export class HerdServer implements PeerHost {
         onRefused: (address, reason) =>
           refusePeer("Refused a peer connection from {address}: {reason}", { address, reason }),
       });
-      this.#clientListener = Deno.listen({ hostname: self.host, port: self.port });
+      try {
+        this.#clientListener = Deno.listen({ hostname: self.host, port: self.port });
+      } catch (error) {
+        // Deno's own message names no address (node's, for the peer port, does): which port it was, for the operator.
+        throw _withAddress(error, "client port", self.host, self.port);
+      }
     } catch (error) {
       // A port taken: the database (and its lock) and the peer port are let go, so the server can be started again.
       this.#peerServer?.close();
@@ -353,7 +358,7 @@ export class HerdServer implements PeerHost {
       this.#adminPortTaken = error instanceof Deno.errors.AddrInUse;
       log.server.error("{name} did not start its admin endpoint: {error}", {
         name: this.name,
-        error: (error as Error).message,
+        error: _withAddress(error, "admin port", host, port).message,
       });
     }
   }
@@ -637,4 +642,18 @@ export class HerdServer implements PeerHost {
     traffic.flush(); // so the traffic of the last turn comes before the last line
     log.server.info("{name} stopped", { name: this.name });
   }
+}
+
+/**
+ * `error` (from listening on `host:port`) with the address in its message,
+ * unless it has one: "Address already in use (os error 98)" tells an operator
+ * nothing about which of a server's ports it was. The same class, so callers
+ * still tell a port taken from other failures.
+ */
+function _withAddress(error: unknown, what: string, host: string, port: number): Error {
+  if (!(error instanceof Error)) return new Error(String(error));
+  const address = netAddress(host, port);
+  if (error.message.includes(address)) return error;
+  error.message = `${what} ${address}: ${error.message}`;
+  return error;
 }

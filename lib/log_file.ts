@@ -29,7 +29,22 @@ export interface LogFileOptions {
   maxQueuedBytes?: number;
   /** Least time between two writes while less than a full write's worth is queued, in ms. */
   intervalMs?: number;
+  /**
+   * When another process holds the file (a server of the same name running
+   * on the same logDir; each holds an flock on its log file while it
+   * writes): queue lines but write none until {@linkcode LogFile.release}
+   * (or {@linkcode LogFile.close}); {@linkcode LogFile.abandonIfShared}
+   * drops them. A server holds its lines back until it holds its database:
+   * a second server started under the same name is refused, and must not
+   * write into the first one's log; one restarted at once writes once the
+   * one before has let go.
+   */
+  holdWhileShared?: boolean;
 }
+
+/** How often a released file held by another process is tried again, and for how long at most, in ms. */
+const _SHARED_RETRY_MS = 50;
+const _SHARED_WAIT_MS = 10_000;
 
 const _encoder = new TextEncoder();
 /** A write of at most this many bytes: the queue is taken in pieces of about this size. */
@@ -54,16 +69,22 @@ export class LogFile {
   #hurried = false;
   /** Where several entries are put together for one write: one buffer for the file's life, not one per write. */
   #joined: Uint8Array | undefined;
+  /** Lines are queued but not written until {@linkcode LogFile.release} (see `holdWhileShared`). */
+  #held = false;
+  /** Whether this process holds the file's lock (another may, when `holdWhileShared` found it so). */
+  #locked = false;
 
   private constructor(path: string, options: LogFileOptions) {
     this.path = path;
-    this.#options = { maxQueuedBytes: 8 * 1024 * 1024, intervalMs: 10, ...options };
+    this.#options = { maxQueuedBytes: 8 * 1024 * 1024, intervalMs: 10, holdWhileShared: false, ...options };
   }
 
   /** Opens (creating if missing) the log file at `path` for appending. */
   static async open(path: string, options: LogFileOptions): Promise<LogFile> {
     const file = new LogFile(path, options);
     file.#file = await Deno.open(path, { append: true, create: true, mode: PRIVATE_FILE_MODE });
+    file.#locked = file.#tryLock();
+    file.#held = !file.#locked && (options.holdWhileShared ?? false);
     file.#size = (await file.#file.stat()).size;
     return file;
   }
@@ -96,7 +117,50 @@ export class LogFile {
     }
     this.#queue.push(bytes);
     this.#queuedBytes += bytes.length;
-    this.#writing ??= this.#drain();
+    if (!this.#held) this.#writing ??= this.#drain();
+  }
+
+  /**
+   * Writes what was held back, and from now on as it comes: once the other
+   * process lets go of the file (a server restarted at once: the one before
+   * writes its last lines after it let go of its database), or after 10 s.
+   */
+  release(): void {
+    if (!this.#held) return;
+    const started = performance.now();
+    const attempt = () => {
+      if (this.#closed || !this.#held) return;
+      this.#locked = this.#tryLock();
+      if (!this.#locked && performance.now() - started < _SHARED_WAIT_MS) {
+        setTimeout(attempt, _SHARED_RETRY_MS);
+        return;
+      }
+      this.#held = false;
+      if (this.#queue.length > 0) this.#writing ??= this.#drain();
+    };
+    attempt();
+  }
+
+  /**
+   * Closes the file without writing what was held back, if another process
+   * holds it (see `holdWhileShared`); else does nothing: the file is ours.
+   */
+  abandonIfShared(): void {
+    if (!this.#held) return;
+    this.#queue = [];
+    this.#queuedBytes = 0;
+    this.#closed = true;
+    this.#file?.close();
+    this.#file = undefined;
+  }
+
+  /** Takes the file's lock if nobody holds it (flock: it goes with the process however that ends). */
+  #tryLock(): boolean {
+    try {
+      return this.#file?.tryLockSync(true) ?? false;
+    } catch {
+      return true; // a file system without locks: nothing to tell two processes apart by
+    }
   }
 
   /** Resolves once everything queued so far is written (or dropped). */
@@ -109,8 +173,10 @@ export class LogFile {
     this.#hurried = false;
   }
 
-  /** Writes what is queued, then closes the file. */
+  /** Writes what is queued (held back too, at once), then closes the file. */
   async close(): Promise<void> {
+    this.#held = false;
+    if (this.#queue.length > 0) this.#writing ??= this.#drain();
     await this.flush();
     this.#closed = true;
     this.#file?.close();
@@ -256,6 +322,7 @@ export class LogFile {
     } finally {
       this.#file = await Deno.open(this.path, { append: true, create: true, mode: PRIVATE_FILE_MODE });
       this.#size = (await this.#file.stat()).size;
+      if (this.#locked) this.#tryLock();
     }
   }
 }

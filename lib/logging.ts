@@ -151,6 +151,11 @@ export interface LoggingOptions {
   files: number;
   /** The lowest level written to the file. */
   level: "info" | "debug";
+  /**
+   * While another process holds the log file, lines are held back from it
+   * until {@linkcode releaseLogFile} (see `LogFileOptions.holdWhileShared`).
+   */
+  holdWhileShared?: boolean;
 }
 
 /** The log file of this process, once {@linkcode setupLogging} opened it. */
@@ -179,7 +184,11 @@ export function logFile(): LogFile | undefined {
 export async function setupLogging(options: LoggingOptions): Promise<string> {
   const open = makePrivateDirectory(options.logDir);
   const path = `${options.logDir}/${options.name}.log`;
-  const file = await LogFile.open(path, { maxBytes: options.maxBytes, files: options.files });
+  const file = await LogFile.open(path, {
+    maxBytes: options.maxBytes,
+    files: options.files,
+    holdWhileShared: options.holdWhileShared,
+  });
   _file = file;
   const fileSink = Object.assign((record: LogRecord) => {
     _beforeFileLine?.();
@@ -218,6 +227,20 @@ export async function setupLogging(options: LoggingOptions): Promise<string> {
   });
   if (open !== undefined) log.server.warning(...openDirectoryWarning(open));
   return path;
+}
+
+/** Writes the lines held back from the log file, and the next ones as they come. */
+export function releaseLogFile(): void {
+  _file?.release();
+}
+
+/**
+ * When another process holds the log file (the server running under this
+ * name), drops the lines held back from it and writes no more to it; the
+ * console still has what it showed. Else does nothing.
+ */
+export function abandonLogFileIfShared(): void {
+  _file?.abandonIfShared();
 }
 
 /** Flushes and closes every sink, and drops the configuration: {@linkcode setupLogging} may run again. */

@@ -2,6 +2,7 @@
 
 import assert from "node:assert/strict";
 import { exchange, freePorts, HERD_TEST_PERMISSIONS, TestHerd } from "./testing/herd.ts";
+import { captureLogs } from "./testing/logs.ts";
 import { waitFor } from "./testing/wait.ts";
 import { loadConfig } from "../lib/config/config.ts";
 import { makeCertificates } from "../lib/cli/certs.ts";
@@ -276,6 +277,151 @@ Deno.test({
   }
 });
 
+for (
+  const [command, signal] of [["herd", "SIGHUP"], ["serve", "SIGKILL"]] as const
+) {
+  Deno.test({
+    name: `the servers ${command} started stop cleanly when it is gone (${signal}: ` +
+      (signal === "SIGHUP" ? "its terminal closed" : "killed") + "), and leave their databases free",
+    permissions: HERD_TEST_PERMISSIONS,
+  }, async () => {
+    const dir = await Deno.makeTempDir({ dir: "/tmp", prefix: "herd-cli-" });
+    try {
+      const [a, aPeer, b, bPeer] = freePorts(4);
+      await Deno.writeTextFile(
+        `${dir}/herd.config.json`,
+        JSON.stringify({
+          servers: {
+            A: { host: "127.0.0.1", port: a, peerPort: aPeer },
+            B: { host: "127.0.0.1", port: b, peerPort: bPeer },
+          },
+          links: [["A", "B"]],
+          places: { provider: "offline", url: "http://127.0.0.1:9/nearby" },
+          logDir: "logs",
+          dataDir: "data",
+          peers: { tls: false },
+        }),
+      );
+      const names = command === "herd" ? ["A", "B"] : ["A"];
+      const launcher = new Deno.Command("deno", {
+        args: [
+          "run",
+          "--no-prompt",
+          `--allow-read=${dir}`,
+          "--allow-run=deno",
+          "main.ts",
+          command,
+          ...(command === "serve" ? ["A"] : []),
+          "--config",
+          `${dir}/herd.config.json`,
+        ],
+        stdin: "null",
+        stdout: "null",
+        stderr: "null",
+      }).spawn();
+      const logOf = (name: string) => Deno.readTextFile(`${dir}/logs/${name}.log`).catch(() => "");
+      for (const name of names) {
+        await waitFor(async () => /listening for clients/.test(await logOf(name)), { what: `${name} to listen` });
+      }
+      launcher.kill(signal);
+      await launcher.status;
+      for (const name of names) {
+        await waitFor(async () => /"[AB]" stopped/.test(await logOf(name)), {
+          what: `${name} to stop once its launcher is gone`,
+        });
+        assert.match(await logOf(name), new RegExp(`"${name}": the launcher that started it is gone`));
+      }
+      // Nothing is left holding a port or a database: the same servers start again at once.
+      await waitFor(async () => {
+        try {
+          (await Deno.connect({ hostname: "127.0.0.1", port: a })).close();
+          return false;
+        } catch {
+          return true;
+        }
+      }, { what: "A's client port to be closed" });
+      const config = await loadConfig(`${dir}/herd.config.json`);
+      const again = new Deno.Command("deno", {
+        args: serverRunArgs(config, "A", { keyPresent: false }),
+        stdin: "null",
+        stdout: "null",
+        stderr: "null",
+      }).spawn();
+      try {
+        await waitFor(async () => (await logOf("A")).match(/listening for clients/g)?.length === 2, {
+          what: "A to start again",
+        });
+      } finally {
+        again.kill("SIGTERM");
+        await again.status;
+      }
+    } finally {
+      await Deno.remove(dir, { recursive: true });
+    }
+  });
+}
+
+Deno.test({
+  name: "deno task herd reports a server that exits while the herd runs, even cleanly (SIGTERM to it alone), and not " +
+    "the servers it stops itself",
+  permissions: HERD_TEST_PERMISSIONS,
+}, async () => {
+  const dir = await Deno.makeTempDir({ dir: "/tmp", prefix: "herd-cli-" });
+  try {
+    const [a, aPeer, b, bPeer] = freePorts(4);
+    await Deno.writeTextFile(
+      `${dir}/herd.config.json`,
+      JSON.stringify({
+        servers: {
+          A: { host: "127.0.0.1", port: a, peerPort: aPeer },
+          B: { host: "127.0.0.1", port: b, peerPort: bPeer },
+        },
+        links: [["A", "B"]],
+        places: { provider: "offline", url: "http://127.0.0.1:9/nearby" },
+        logDir: "logs",
+        dataDir: "data",
+        peers: { tls: false },
+      }),
+    );
+    const launcher = new Deno.Command("deno", {
+      args: [
+        "run",
+        "--no-prompt",
+        `--allow-read=${dir}`,
+        "--allow-run=deno",
+        "main.ts",
+        "herd",
+        "--config",
+        `${dir}/herd.config.json`,
+      ],
+      stdin: "null",
+      stdout: "null",
+      stderr: "piped",
+    }).spawn();
+    let stderr = "";
+    const reading = (async () => {
+      for await (const text of launcher.stderr.pipeThrough(new TextDecoderStream())) stderr += text;
+    })();
+    const logOf = (name: string) => Deno.readTextFile(`${dir}/logs/${name}.log`).catch(() => "");
+    for (const name of ["A", "B"]) {
+      await waitFor(async () => /listening for clients/.test(await logOf(name)), { what: `${name} to listen` });
+    }
+    // A's pid, from the lock file it holds on its database; signalled by a deno of its own (this test may run deno,
+    // not signal any process).
+    const pid = Number((await Deno.readTextFile(`${dir}/data/A.db.lock`)).trim());
+    const kill = await new Deno.Command("deno", { args: ["eval", `Deno.kill(${pid}, "SIGTERM")`] }).output();
+    assert.ok(kill.success, _decoder.decode(kill.stderr));
+    await waitFor(() => /A +\| exited with code 0/.test(stderr), { what: "the launcher to report A's exit" });
+    launcher.kill("SIGINT");
+    assert.equal((await launcher.status).code, 0);
+    await reading;
+    assert.match(await logOf("B"), /"B" stopped/);
+    assert.doesNotMatch(stderr, /B +\| exited/, "B was stopped by the launcher: nothing to report");
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
 Deno.test({
   name: "the deno tasks take --config PATH: they run again allowed to read PATH, and only that config's files",
   permissions: HERD_TEST_PERMISSIONS,
@@ -311,6 +457,56 @@ Deno.test({
       `Cannot use herd config ${comma}: a path with a comma cannot be named in a permission flag`,
     );
   } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test({
+  name: "a second server of the same config is refused, and writes nothing into the running one's log file",
+  permissions: HERD_TEST_PERMISSIONS,
+}, async () => {
+  const dir = await Deno.makeTempDir({ dir: "/tmp", prefix: "herd-same-log-" });
+  const [a, aPeer, aAdmin] = freePorts(3);
+  await Deno.writeTextFile(
+    `${dir}/herd.config.json`,
+    JSON.stringify({
+      servers: { A: { host: "127.0.0.1", port: a, peerPort: aPeer, adminPort: aAdmin } },
+      links: [],
+      places: { provider: "offline", url: "http://127.0.0.1:9/nearby" },
+      logDir: "logs",
+      dataDir: "data",
+      peers: { tls: false },
+      shutdownGraceMs: 100,
+    }),
+  );
+  const config = await loadConfig(`${dir}/herd.config.json`);
+  const start = () =>
+    new Deno.Command("deno", {
+      args: serverRunArgs(config, "A", { keyPresent: false }),
+      stdin: "null",
+      stdout: "null",
+      stderr: "piped",
+    }).spawn();
+  const logOf = () => Deno.readTextFile(`${dir}/logs/A.log`).catch(() => "");
+  const first = start();
+  const firstStderr = new Response(first.stderr).text();
+  try {
+    await waitFor(async () => /listening for clients/.test(await logOf()), { what: "the first A" });
+    const before = await logOf();
+    const { code, stderr } = await start().output();
+    const text = _decoder.decode(stderr);
+    assert.equal(code, 1, text);
+    assert.match(text, /cannot start: Cannot use the database .*another process \(pid \d+\) is using it/);
+    assert.match(text, /did not start its admin endpoint/, "the console has all of it");
+    // The first one's own lines (a reconciliation, say) may have come meanwhile: none of the second's.
+    const after = await logOf();
+    assert.ok(after.startsWith(before));
+    assert.doesNotMatch(after, /cannot start|did not start its admin endpoint|is held by another process/, after);
+    assert.equal(after.match(/starting with config/g)?.length, 1, after);
+  } finally {
+    first.kill("SIGTERM");
+    await first.status;
+    await firstStderr;
     await Deno.remove(dir, { recursive: true });
   }
 });
@@ -422,6 +618,50 @@ Deno.test({
 });
 
 Deno.test({
+  name: "a server whose admin port is taken starts without it, and its log says which port",
+  permissions: HERD_TEST_PERMISSIONS,
+}, async () => {
+  const dir = await Deno.makeTempDir({ dir: "/tmp", prefix: "herd-port-taken-" });
+  const [a, aPeer, aAdmin] = freePorts(3);
+  await Deno.writeTextFile(
+    `${dir}/herd.config.json`,
+    JSON.stringify({
+      servers: { A: { host: "127.0.0.1", port: a, peerPort: aPeer, adminPort: aAdmin } },
+      links: [],
+      places: { provider: "offline", url: "http://127.0.0.1:9/nearby" },
+      logDir: "logs",
+      dataDir: "data",
+      peers: { tls: false },
+    }),
+  );
+  const config = await loadConfig(`${dir}/herd.config.json`);
+  const places = new CachedPlaces({
+    name: "none",
+    search: () => Promise.resolve({ status: "ZERO_RESULTS", results: [], html_attributions: [] }),
+  }, { ttlMs: 1000, maxEntries: 1 });
+  const taken = Deno.listen({ hostname: "127.0.0.1", port: aAdmin });
+  try {
+    await using logs = await captureLogs();
+    const server = new HerdServer({ config, name: "A", places });
+    await server.start();
+    try {
+      // Tried at start, and again once the database is ours (a server restarted at once finds the one before still
+      // holding the port): each says which port.
+      const failures = logs.lines.filter((line) => line.includes("did not start its admin endpoint"));
+      assert.equal(failures.length, 2, logs.lines.join("\n"));
+      for (const line of failures) {
+        assert.match(line, new RegExp(`endpoint: admin port 127\\.0\\.0\\.1:${aAdmin}: Address already in use`));
+      }
+    } finally {
+      await server.shutdown();
+    }
+  } finally {
+    taken.close();
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test({
   name:
     "a server whose client port is taken lets its database go, and starts in the same process once the port is free",
   permissions: HERD_TEST_PERMISSIONS,
@@ -450,7 +690,12 @@ Deno.test({
   const taken = Deno.listen({ hostname: "127.0.0.1", port: a });
   try {
     const first = new HerdServer({ config, name: "A", places });
-    await assert.rejects(first.start(), Deno.errors.AddrInUse);
+    // Which port: Deno's message alone says "Address already in use (os error 98)".
+    await assert.rejects(first.start(), (error) => {
+      assert.ok(error instanceof Deno.errors.AddrInUse);
+      assert.match(error.message, new RegExp(`^client port 127\\.0\\.0\\.1:${a}: Address already in use`));
+      return true;
+    });
     taken.close();
     const second = new HerdServer({ config, name: "A", places });
     await second.start();

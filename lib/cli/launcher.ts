@@ -58,6 +58,12 @@ export function keyPresentFor(config: HerdConfig): boolean {
 export interface RunOptions {
   /** A dotenv file for `--env-file`. */
   envFile?: string;
+  /**
+   * Started by a launcher (`serve`, `herd`) that holds the other end of its
+   * stdin: the server stops when that closes, so that a launcher gone
+   * (killed, or its terminal closed) leaves no server behind.
+   */
+  launched?: boolean;
   /** Whether the server will have a Places key (see {@linkcode serverPermissionFlags}). */
   keyPresent: boolean;
 }
@@ -75,6 +81,7 @@ export function serverRunArgs(config: HerdConfig, name: string, options: RunOpti
     name,
     "--config",
     config.path,
+    ...(options.launched ? ["--launched"] : []),
   ];
 }
 
@@ -99,18 +106,29 @@ export function serverCompileArgs(config: HerdConfig, name: string, outDir: stri
   ];
 }
 
+/**
+ * Starts `deno` with `args`; its output piped to us or shared. A child given
+ * `--launched` gets a pipe for its stdin that we never write to: it ends
+ * when this process does, however it ends, and the child stops then.
+ */
 function _spawn(args: string[], piped: boolean): Deno.ChildProcess {
   return new Deno.Command(DENO, {
     args,
-    stdin: "null",
+    stdin: args.includes("--launched") ? "piped" : "null",
     stdout: piped ? "piped" : "inherit",
     stderr: piped ? "piped" : "inherit",
   }).spawn();
 }
 
-function _forwardSignals(children: Deno.ChildProcess[]): () => void {
+/**
+ * Passes SIGINT and SIGTERM on to `children`; returns what undoes that, and
+ * whether one came.
+ */
+function _forwardSignals(children: Deno.ChildProcess[]): { stop: () => void; signalled: () => boolean } {
+  let signalled = false;
   const handlers = (["SIGINT", "SIGTERM"] as const).map((signal) => {
     const handler = () => {
+      signalled = true;
       for (const child of children) {
         try {
           child.kill(signal);
@@ -120,7 +138,10 @@ function _forwardSignals(children: Deno.ChildProcess[]): () => void {
     Deno.addSignalListener(signal, handler);
     return [signal, handler] as const;
   });
-  return () => handlers.forEach(([signal, handler]) => Deno.removeSignalListener(signal, handler));
+  return {
+    stop: () => handlers.forEach(([signal, handler]) => Deno.removeSignalListener(signal, handler)),
+    signalled: () => signalled,
+  };
 }
 
 /**
@@ -204,12 +225,12 @@ export async function serveOne(config: HerdConfig, name: string): Promise<number
     if (code !== 0) return code;
   }
   const child = _spawn(
-    serverRunArgs(config, name, { envFile: envFileFor(config), keyPresent: keyPresentFor(config) }),
+    serverRunArgs(config, name, { envFile: envFileFor(config), keyPresent: keyPresentFor(config), launched: true }),
     false,
   );
-  const stopForwarding = _forwardSignals([child]);
+  const forwarding = _forwardSignals([child]);
   const status = await child.status;
-  stopForwarding();
+  forwarding.stop();
   return status.code;
 }
 
@@ -237,11 +258,11 @@ export async function serveAll(config: HerdConfig): Promise<number> {
   const dashboard = [...config.servers.values()].some((server) => server.adminPort !== undefined);
   const labels = dashboard ? [...names, "dashboard"] : names;
   const width = Math.max(...labels.map((label) => label.length));
-  const options = { envFile: envFileFor(config), keyPresent: keyPresentFor(config) };
+  const options = { envFile: envFileFor(config), keyPresent: keyPresentFor(config), launched: true };
   const children = names.map((name) => _spawn(serverRunArgs(config, name, options), true));
-  if (dashboard) children.push(_spawn(dashboardRunArgs(config), true));
+  if (dashboard) children.push(_spawn([...dashboardRunArgs(config), "--launched"], true));
   else console.log("No server has an adminPort: the dashboard is not started");
-  const stopForwarding = _forwardSignals(children);
+  const forwarding = _forwardSignals(children);
   const done = children.map(async (child, index) => {
     const prefix = `${labels[index].padEnd(width)} | `;
     await Promise.all([
@@ -249,7 +270,10 @@ export async function serveAll(config: HerdConfig): Promise<number> {
       _prefix(child.stderr, prefix, console.error),
     ]);
     const { code } = await child.status;
-    if (code !== 0) console.error(`${prefix}exited with code ${code}`);
+    // Also a clean exit that we did not ask for (a server stopped on its own, by a signal of an operator's).
+    if (code !== 0 || (index < names.length && !forwarding.signalled())) {
+      console.error(`${prefix}exited with code ${code}`);
+    }
     return code;
   });
   const serverCodes = await Promise.all(done.slice(0, names.length));
@@ -262,7 +286,7 @@ export async function serveAll(config: HerdConfig): Promise<number> {
     } catch { /* already gone */ }
   }
   const dashboardCode = dashboard ? await done[names.length] : 0;
-  stopForwarding();
+  forwarding.stop();
   // The dashboard stopped by us exits 0 on SIGTERM; a code of its own only counts when every server exited cleanly.
   return failed ?? (dashboardCode === 0 || dashboardCode === 143 ? 0 : dashboardCode);
 }
@@ -353,9 +377,9 @@ export async function rerunAllowingConfig(path: string, args: string[]): Promise
     ...args,
     RERUN_FLAG,
   ], false);
-  const stopForwarding = _forwardSignals([child]);
+  const forwarding = _forwardSignals([child]);
   const status = await child.status;
-  stopForwarding();
+  forwarding.stop();
   return status.code;
 }
 
@@ -364,9 +388,9 @@ export const RERUN_FLAG = "--rerun";
 
 /** Runs the dashboard in a child process with its permissions; resolves to its exit code. */
 export async function serveDashboard(config: HerdConfig): Promise<number> {
-  const child = _spawn(dashboardRunArgs(config), false);
-  const stopForwarding = _forwardSignals([child]);
+  const child = _spawn([...dashboardRunArgs(config), "--launched"], false);
+  const forwarding = _forwardSignals([child]);
   const status = await child.status;
-  stopForwarding();
+  forwarding.stop();
   return status.code;
 }
