@@ -11,10 +11,11 @@ import {
   serverNamed,
 } from "../lib/config/config.ts";
 import { nearestKey } from "../lib/config/schema.ts";
+import { DEFAULT_CONFIG_DIR, DEFAULT_CONFIG_PATH, loadDefaultConfig } from "./testing/default_config.ts";
 
 const FAKE_PATH = "/tmp/x/herd.config.json";
-const DEFAULT_PATH = new URL("../herd.config.json", import.meta.url).pathname;
-const DEFAULT_DIR = DEFAULT_PATH.slice(0, DEFAULT_PATH.lastIndexOf("/"));
+/** The project's own config: the user's to edit, so tests may check only that it is valid, not what it says. */
+const ROOT_CONFIG_PATH = new URL("../herd.config.json", import.meta.url).pathname;
 
 // deno-lint-ignore no-explicit-any
 type Raw = Record<string, any>;
@@ -47,12 +48,8 @@ function assertRefused(raw: Raw | string, pattern: RegExp): void {
   });
 }
 
-async function loadDefault(): Promise<HerdConfig> {
-  return parseConfig(await Deno.readTextFile(DEFAULT_PATH), DEFAULT_PATH);
-}
-
-Deno.test("parseConfig() reads the default herd file", async () => {
-  const config = await loadDefault();
+Deno.test("parseConfig() reads the default herd file (the shipped herd.config.json, copied in tests/testing/default)", async () => {
+  const config = await loadDefaultConfig();
   assert.deepEqual([...config.servers.keys()], ["Hill", "Jaquez", "Smith", "Campbell", "Singleton"]);
   assert.equal(config.links.length, 6);
   assert.deepEqual(config.servers.get("Hill"), {
@@ -63,11 +60,20 @@ Deno.test("parseConfig() reads the default herd file", async () => {
     peerDialPort: 12100,
     adminPort: 12200,
   });
-  assert.equal(config.logDir, `${DEFAULT_DIR}/logs`);
-  assert.equal(config.dataDir, `${DEFAULT_DIR}/data`);
+  assert.equal(config.logDir, `${DEFAULT_CONFIG_DIR}/logs`);
+  assert.equal(config.dataDir, `${DEFAULT_CONFIG_DIR}/data`);
   assert.ok(config.logDir.startsWith("/"));
-  assert.equal(config.path, DEFAULT_PATH);
+  assert.equal(config.path, DEFAULT_CONFIG_PATH);
   assert.deepEqual(configWarnings(config), []);
+});
+
+Deno.test("the project's herd.config.json, whatever the user has made of it, is a config parseConfig() and its JSON Schema accept", async () => {
+  const text = await Deno.readTextFile(ROOT_CONFIG_PATH);
+  const config = parseConfig(text, ROOT_CONFIG_PATH);
+  assert.ok(config.servers.size > 0);
+  // deno-lint-ignore no-explicit-any
+  const validate = new (Ajv2020 as any)({ allErrors: true, strict: true }).compile(herdConfigJsonSchema());
+  assert.equal(validate(JSON.parse(text)), true, JSON.stringify(validate.errors));
 });
 
 Deno.test("parseConfig() fills in defaults for optional settings", () => {
@@ -321,7 +327,7 @@ Deno.test("configWarnings() names the servers a disconnected herd cannot reach",
 });
 
 Deno.test("neighboursOf() lists the neighbours of a server in link order", async () => {
-  const config = await loadDefault();
+  const config = await loadDefaultConfig();
   assert.deepEqual(neighboursOf(config, "Hill"), ["Jaquez", "Smith"]);
   assert.deepEqual(neighboursOf(config, "Smith"), ["Hill", "Campbell", "Singleton"]);
   assert.deepEqual(neighboursOf(config, "Singleton"), ["Jaquez", "Smith", "Campbell"]);
@@ -330,7 +336,7 @@ Deno.test("neighboursOf() lists the neighbours of a server in link order", async
 });
 
 Deno.test("serverNamed() returns the named server", async () => {
-  const config = await loadDefault();
+  const config = await loadDefaultConfig();
   assert.deepEqual(serverNamed(config, "Singleton"), {
     host: "127.0.0.1",
     port: 12004,
@@ -342,7 +348,7 @@ Deno.test("serverNamed() returns the named server", async () => {
 });
 
 Deno.test("serverNamed() throws a RangeError listing the valid names", async () => {
-  const config = await loadDefault();
+  const config = await loadDefaultConfig();
   assert.throws(() => serverNamed(config, "Hil"), (error: unknown) => {
     assert.ok(error instanceof RangeError);
     assert.equal(error.message, 'Unknown server "Hil": expected one of Hill, Jaquez, Smith, Campbell, Singleton');
@@ -422,7 +428,7 @@ Deno.test("herd.config.schema.json accepts the default config and refuses a typo
   // deno-lint-ignore no-explicit-any
   const ajv = new (Ajv2020 as any)({ allErrors: true, strict: true });
   const validate = ajv.compile(herdConfigJsonSchema());
-  const config = JSON.parse(await Deno.readTextFile(DEFAULT_PATH));
+  const config = JSON.parse(await Deno.readTextFile(DEFAULT_CONFIG_PATH));
   assert.equal(validate(config), true, JSON.stringify(validate.errors));
   assert.equal(config.$schema, "./herd.config.schema.json");
   config.places.provder = "offline";

@@ -15,14 +15,10 @@ import { Dashboard, dashboardWarnings } from "../lib/dashboard/server.ts";
 import { densityView, herdView, linkState, type StatusAnswer } from "../lib/dashboard/view.ts";
 import { freePorts } from "./testing/herd.ts";
 import { rawGet } from "./testing/http.ts";
+import { DEFAULT_CONFIG_PATH as DEFAULT_PATH, loadDefaultConfig as loadDefault } from "./testing/default_config.ts";
 
-const DEFAULT_PATH = new URL("../herd.config.json", import.meta.url).pathname;
 const AT = new Date("2026-01-02T03:04:05Z");
 const WORLD = drawWorld();
-
-async function loadDefault(): Promise<HerdConfig> {
-  return parseConfig(await Deno.readTextFile(DEFAULT_PATH), DEFAULT_PATH);
-}
 
 /** A three-server herd A–B–C (a line), with admin ports on A and B only unless `adminC`. */
 function lineHerd(options: { adminC?: boolean; adminHost?: string; adminPorts?: number[] } = {}): HerdConfig {

@@ -7,12 +7,12 @@ import { PeerLink, type PeerLinkOptions } from "../lib/peer/outbound.ts";
 import { Reconciler } from "../lib/peer/reconcile.ts";
 import { PeerTransport } from "../lib/peer/transport.ts";
 import { BroadcastTrees } from "../lib/peer/tree.ts";
-import { parseConfig } from "../lib/config/config.ts";
 import { type LocationRecord, recordOfLine } from "../lib/protocol.ts";
 import { parseDigestHex } from "../lib/store/digest.ts";
 import { LocationStore } from "../lib/store/store.ts";
 import { traffic } from "../lib/traffic_log.ts";
 import { captureLogs } from "./testing/logs.ts";
+import { loadDefaultConfig } from "./testing/default_config.ts";
 import { checkThroughout, delay, waitFor } from "./testing/wait.ts";
 
 /** A server with an empty store that never gets anything from the neighbour. */
@@ -302,7 +302,7 @@ Deno.test("Heartbeat still gives up on a silent link when its own timers always 
 });
 
 Deno.test("BroadcastTrees are the breadth-first trees of the graph, one per server, the same on every server", async () => {
-  const config = parseConfig(await Deno.readTextFile(new URL("../herd.config.json", import.meta.url)), "/tmp/h.json");
+  const config = await loadDefaultConfig();
   const trees = new BroadcastTrees(config);
   const childrenOf = (root: string) =>
     Object.fromEntries([...config.servers.keys()].map((name) => [name, [...trees.children(root, name)]]));
@@ -331,7 +331,7 @@ Deno.test("BroadcastTrees are the breadth-first trees of the graph, one per serv
 });
 
 Deno.test("BroadcastTrees leave out a link its dialler reports out or its other end reports not live, and go around a server nobody reaches", async () => {
-  const config = parseConfig(await Deno.readTextFile(new URL("../herd.config.json", import.meta.url)), "/tmp/h.json");
+  const config = await loadDefaultConfig();
   const trees = new BroadcastTrees(config);
   const childrenOf = (root: string) =>
     Object.fromEntries([...config.servers.keys()].map((name) => [name, [...trees.children(root, name)]]));

@@ -9,11 +9,13 @@ import {
 } from "../lib/cli/launcher.ts";
 import { serverNetAddresses, serverPermissionFlags, urlAddress } from "../lib/cli/permissions.ts";
 import { adminAddresses } from "../lib/cli/status.ts";
+import {
+  DEFAULT_CONFIG_DIR as DEFAULT_DIR,
+  DEFAULT_CONFIG_PATH as DEFAULT_PATH,
+  loadDefaultConfig as loadDefault,
+} from "./testing/default_config.ts";
 
-const DEFAULT_PATH = new URL("../herd.config.json", import.meta.url).pathname;
-const DEFAULT_DIR = DEFAULT_PATH.slice(0, DEFAULT_PATH.lastIndexOf("/"));
-
-/** Hill with no key: `auto` is `offline`, so no Places host at all. */
+/** Hill in the default herd (tests/testing/default) with no key: `auto` is `offline`, so no Places host at all. */
 const HILL_FLAGS = [
   "--allow-net=127.0.0.1:12000,127.0.0.1:12100,127.0.0.1:12200,127.0.0.1:12101,127.0.0.1:12102",
   `--allow-read=${DEFAULT_PATH},${DEFAULT_DIR}/data,${DEFAULT_DIR}/logs,${DEFAULT_DIR}/certs/ca.crt,${DEFAULT_DIR}/certs/Hill.crt,${DEFAULT_DIR}/certs/Hill.key`,
@@ -29,10 +31,6 @@ const HILL_FLAGS_KEYED = [
 
 const NO_KEY = { keyPresent: false };
 const KEY = { keyPresent: true };
-
-async function loadDefault(): Promise<HerdConfig> {
-  return parseConfig(await Deno.readTextFile(DEFAULT_PATH), DEFAULT_PATH);
-}
 
 function httpHerd(): HerdConfig {
   return parseConfig(
