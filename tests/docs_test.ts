@@ -1,10 +1,13 @@
 /**
- * The README's Layout section against the tree: every module under lib/ is
- * named there (in its folder's entry, or by its path), and every file the
- * section names exists.
+ * The README against the tree: every module under lib/ is named in the Layout
+ * section (in its folder's entry, or by its path), and every file the section
+ * names exists; the permission flags it shows for the default herd are those
+ * the code computes for the shipped default config (tests/testing/default).
  */
 
 import assert from "node:assert/strict";
+import { dashboardPermissionFlags, serverPermissionFlags } from "../lib/cli/permissions.ts";
+import { DEFAULT_CONFIG_DIR, loadDefaultConfig } from "./testing/default_config.ts";
 
 const ROOT = new URL("../", import.meta.url);
 
@@ -62,4 +65,35 @@ Deno.test({
       assert.fail(`the Layout section names ${path}, which is not there`)
     );
   }
+});
+
+/** The flags in the first code block of the README after `marker`, split on white space. */
+async function flagsShownAfter(marker: string): Promise<string[]> {
+  const readme = await Deno.readTextFile(new URL("README.md", ROOT));
+  const at = readme.indexOf(marker);
+  assert.ok(at >= 0, `README.md says ${marker}`);
+  const block = readme.slice(at).match(/```\n([\s\S]*?)```/);
+  assert.ok(block !== null, `a code block follows ${marker} in README.md`);
+  return block[1].split(/\s+/).filter((flag) => flag !== "");
+}
+
+/** `flags` with the default config's folder written as the README writes it, /path/to. */
+function asShown(flags: string[]): string[] {
+  return flags.map((flag) => flag.replaceAll(`${DEFAULT_CONFIG_DIR}/`, "/path/to/"));
+}
+
+Deno.test({
+  name: "the README's flags for Hill are what serverPermissionFlags() gives Hill in the default herd with a key",
+  permissions: { read: ["."] },
+}, async () => {
+  const computed = serverPermissionFlags(await loadDefaultConfig(), "Hill", { keyPresent: true });
+  assert.deepEqual(await flagsShownAfter("main.ts flags Hill"), asShown(computed));
+});
+
+Deno.test({
+  name: "the README's flags for the dashboard are what dashboardPermissionFlags() gives the default herd",
+  permissions: { read: ["."] },
+}, async () => {
+  const computed = dashboardPermissionFlags(await loadDefaultConfig());
+  assert.deepEqual(await flagsShownAfter("`dashboardPermissionFlags()`"), asShown(computed));
 });
