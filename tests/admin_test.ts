@@ -268,8 +268,11 @@ Deno.test({
   }
 });
 
-/** Runs `main.ts status` for `herd` the way `deno task status` does: exit code and output. */
-async function status(herd: TestHerd): Promise<{ code: number; out: string; ms: number }> {
+/** Runs `main.ts status` for `herd` (or another config of it) the way `deno task status` does: exit code and output. */
+async function status(
+  herd: TestHerd,
+  configPath = herd.configPath,
+): Promise<{ code: number; out: string; ms: number }> {
   const started = performance.now();
   const output = await new Deno.Command("deno", {
     args: [
@@ -280,7 +283,7 @@ async function status(herd: TestHerd): Promise<{ code: number; out: string; ms: 
       MAIN_MODULE,
       "status",
       "--config",
-      herd.configPath,
+      configPath,
     ],
     stdin: "null",
   }).output();
@@ -323,6 +326,39 @@ Deno.test({
   await herd.stop("A", "SIGKILL");
   await herd.stop("B", "SIGKILL");
   assert.match((await status(herd)).out, /None of the 3 servers is up and healthy\./);
+});
+
+Deno.test({
+  name: "deno task status shows a server without an admin port up when its client port accepts, and exits 0 " +
+    "when the others are whole; down when it does not",
+  permissions: HERD_TEST_PERMISSIONS,
+}, async () => {
+  await using herd = await TestHerd.create({
+    placesUrl: NOWHERE,
+    names: ["A", "B", "C"],
+    links: [["A", "B"], ["B", "C"]],
+    places: { provider: "offline" },
+    admin: true,
+  });
+  await herd.startAll();
+  // The same herd as a config that gives C no admin port.
+  const config = JSON.parse(await Deno.readTextFile(herd.configPath));
+  delete config.servers.C.adminPort;
+  const path = `${herd.dir}/no-admin-for-c.json`;
+  await Deno.writeTextFile(path, JSON.stringify(config));
+  const whole = await waitFor(async () => {
+    const result = await status(herd, path);
+    return result.code === 0 ? result : undefined;
+  }, { what: "the status command to find the herd whole" });
+  assert.match(whole.out, /^C +up \(no adminPort: its client port accepts\) +- +- +\?\/1 /m);
+  assert.match(
+    whole.out,
+    /All 3 servers up; the records of the 2 with an admin port agree \(1 has none: only its client/,
+  );
+  await herd.stop("C", "SIGKILL");
+  const broken = await status(herd, path);
+  assert.equal(broken.code, 1, broken.out);
+  assert.match(broken.out, /^C +down \(no adminPort in the config; its client port is not reachable\)/m);
 });
 
 /** The sum over `herd`'s servers of the sample `series` in their /metrics. */

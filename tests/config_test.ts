@@ -185,6 +185,28 @@ Deno.test("parseConfig() refuses two servers on the same address", () => {
   assertRefused(raw, /duplicate address 127\.0\.0\.1:13000/);
 });
 
+Deno.test(
+  "parseConfig() refuses a port taken on every address (0.0.0.0, ::) and also on loopback or another wildcard, " +
+    "and takes the same port on another host",
+  () => {
+    for (const [wildcard, other] of [["0.0.0.0", "127.0.0.1"], ["::", "::1"], ["0.0.0.0", "::"], ["::", "127.0.0.9"]]) {
+      const raw = sample();
+      raw.servers.A.host = wildcard;
+      raw.servers.B.host = other;
+      raw.servers.B.port = 13000;
+      assertRefused(
+        raw,
+        /duplicate address: servers\.A\.port listens on .*:13000, every address of its machine, and servers\.B\.port on /,
+      );
+    }
+    const raw = sample();
+    raw.servers.A.host = "0.0.0.0";
+    raw.servers.B.host = "10.0.0.2";
+    raw.servers.B.port = 13000;
+    assert.doesNotThrow(() => parseConfig(JSON.stringify(raw), FAKE_PATH));
+  },
+);
+
 Deno.test("parseConfig() refuses a client port equal to another server's peer port", () => {
   const raw = sample();
   raw.servers.C.port = 13100;

@@ -5,7 +5,7 @@
  */
 
 import { ADMIN_TOKEN_VARIABLE, type HerdConfig, PLACES_KEY_VARIABLE, serverNamed } from "../config/config.ts";
-import { adminAddresses } from "./status.ts";
+import { adminAddresses, clientAddressesWithoutAdmin } from "./status.ts";
 import { LineStream } from "../net/line_stream.ts";
 import { dashboardPermissionFlags, serverPermissionFlags } from "./permissions.ts";
 
@@ -151,7 +151,8 @@ function _forwardSignals(children: Deno.ChildProcess[]): { stop: () => void; sig
  */
 export function statusRunArgs(config: HerdConfig): string[] {
   const envFile = envFileFor(config);
-  const addresses = adminAddresses(config);
+  // A server without an admin port: its client port, to see whether it is up at all.
+  const addresses = [...adminAddresses(config), ...clientAddressesWithoutAdmin(config)];
   return [
     "run",
     "--no-prompt",

@@ -3,8 +3,10 @@
  * (at once, each with a short timeout) and prints one table: each server up
  * or down, its records, whether its digest equals the others', links up of
  * links configured, commands per second, p99 reply time and Places
- * provider. The exit status is 0 when every server is up and healthy and all
- * digests agree, 1 otherwise, so scripts and CI can use it.
+ * provider. A server without an admin port can only be seen to accept
+ * connections on its client port. The exit status is 0 when every server is
+ * up (and healthy, where it can say) and all digests agree, 1 otherwise, so
+ * scripts and CI can use it.
  */
 
 import type { StatusReport } from "../admin/status.ts";
@@ -13,9 +15,10 @@ import { type HerdConfig, neighboursOf, netAddress } from "../config/config.ts";
 /** How long one server has to answer, in milliseconds. */
 const _TIMEOUT_MS = 800;
 
-/** What one server said, or why it said nothing. */
+/** What one server said, or why it said nothing; one without an admin port, whether its client port accepts. */
 export type ServerAnswer =
   | { name: string; report: StatusReport }
+  | { name: string; clientPortAccepts: true }
   | { name: string; error: string };
 
 /** The admin addresses (`host:adminPort`) of the config's servers that have one. */
@@ -27,10 +30,48 @@ export function adminAddresses(config: HerdConfig): string[] {
   return addresses;
 }
 
+/**
+ * The client addresses (`host:port`) of the config's servers without an
+ * admin port: status can only tell whether those accept connections.
+ */
+export function clientAddressesWithoutAdmin(config: HerdConfig): string[] {
+  const addresses: string[] = [];
+  for (const server of config.servers.values()) {
+    if (server.adminPort === undefined) addresses.push(netAddress(server.host, server.port));
+  }
+  return addresses;
+}
+
+/** Whether `host:port` accepts a connection within the timeout (closed at once, nothing sent). */
+async function _accepts(host: string, port: number): Promise<boolean> {
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  const connecting = Deno.connect({ hostname: host.replace(/^\[(.*)\]$/, "$1"), port });
+  try {
+    const conn = await Promise.race([
+      connecting,
+      new Promise<undefined>((resolve) => timer = setTimeout(() => resolve(undefined), _TIMEOUT_MS)),
+    ]);
+    if (conn === undefined) {
+      connecting.then((late) => late.close(), () => {});
+      return false;
+    }
+    conn.close();
+    return true;
+  } catch {
+    return false;
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
 /** Asks every server for its status; never rejects. */
 export async function askServers(config: HerdConfig, token: string | undefined): Promise<ServerAnswer[]> {
   return await Promise.all([...config.servers].map(async ([name, server]): Promise<ServerAnswer> => {
-    if (server.adminPort === undefined) return { name, error: "no adminPort in the config" };
+    if (server.adminPort === undefined) {
+      return await _accepts(server.host, server.port)
+        ? { name, clientPortAccepts: true }
+        : { name, error: "no adminPort in the config; its client port is not reachable" };
+    }
     try {
       const response = await fetch(`http://${netAddress(server.host, server.adminPort)}/status`, {
         headers: token === undefined ? {} : { authorization: `Bearer ${token}` },
@@ -67,6 +108,20 @@ export function statusTable(config: HerdConfig, answers: ServerAnswer[]): { text
       rows.push([answer.name, `down (${answer.error})`, "-", "-", `-/${configured}`, "-", "-", "-"]);
       continue;
     }
+    if ("clientPortAccepts" in answer) {
+      // Up as far as anyone can tell without an admin port: its records, links and digest are not known.
+      rows.push([
+        answer.name,
+        "up (no adminPort: its client port accepts)",
+        "-",
+        "-",
+        `?/${configured}`,
+        "-",
+        "-",
+        "-",
+      ]);
+      continue;
+    }
     const report = answer.report;
     const up = report.links.filter((link) => link.state !== "down").length;
     const same = report.digest === common;
@@ -88,8 +143,15 @@ export function statusTable(config: HerdConfig, answers: ServerAnswer[]): { text
     row.map((cell, column) => numeric.has(column) ? cell.padStart(widths[column]) : cell.padEnd(widths[column]))
       .join("  ").trimEnd()
   ).join("\n");
-  const upCount = answers.filter((answer) => "report" in answer && answer.report.health.ok).length;
-  const summary = whole
+  const upCount =
+    answers.filter((answer) => "clientPortAccepts" in answer || ("report" in answer && answer.report.health.ok)).length;
+  const unknown = answers.filter((answer) => "clientPortAccepts" in answer).length;
+  const summary = whole && unknown === answers.length
+    ? `All ${answers.length} servers up (none has an admin port: only their client ports checked).`
+    : whole && unknown > 0
+    ? `All ${answers.length} servers up; the records of the ${answers.length - unknown} with an admin port agree ` +
+      `(${unknown} ha${unknown === 1 ? "s" : "ve"} none: only ${unknown === 1 ? "its" : "their"} client port checked).`
+    : whole
     ? `All ${answers.length} servers up; their records agree.`
     : upCount === 0
     ? `None of the ${answers.length} servers is up and healthy.`

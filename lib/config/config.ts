@@ -556,6 +556,8 @@ function _checkAddresses(servers: Map<string, ServerConfig>, dashboard: Dashboar
     }
   }
   const addresses = new Map<string, string>();
+  /** Per port, the listeners certainly on the machine of a wildcard listener (wildcard or loopback hosts). */
+  const local = new Map<number, { owner: string; host: string }[]>();
   for (const [name, server] of servers) {
     const ports = [["port", server.port], ["peerPort", server.peerPort]] as [string, number][];
     if (server.adminPort !== undefined) ports.push(["adminPort", server.adminPort]);
@@ -566,8 +568,31 @@ function _checkAddresses(servers: Map<string, ServerConfig>, dashboard: Dashboar
         throw new ConfigValueError(`duplicate address ${address}: used by ${owner} and servers.${name}.${field}`);
       }
       addresses.set(address, `servers.${name}.${field}`);
+      if (_isWildcard(server.host) || _isLoopback(server.host)) {
+        const listeners = local.get(port) ?? [];
+        local.set(port, [...listeners, { owner: `servers.${name}.${field}`, host: server.host }]);
+      }
     }
   }
+  // 0.0.0.0 or :: takes the port on every address of its machine: a loopback or wildcard listener on the same port is
+  // on that machine (loopback is reached from the machine itself only) and cannot listen beside it.
+  for (const [port, listeners] of local) {
+    const wildcard = listeners.find((listener) => _isWildcard(listener.host));
+    const other = listeners.find((listener) => listener !== wildcard);
+    if (wildcard === undefined || other === undefined) continue;
+    throw new ConfigValueError(
+      `duplicate address: ${wildcard.owner} listens on ${netAddress(wildcard.host, port)}, every address of its ` +
+        `machine, and ${other.owner} on ${netAddress(other.host, port)}, the same port on the same machine`,
+    );
+  }
+}
+
+function _isWildcard(host: string): boolean {
+  return host === "0.0.0.0" || host === "::" || host === "[::]";
+}
+
+function _isLoopback(host: string): boolean {
+  return host === "localhost" || host === "::1" || host === "[::1]" || /^127\.\d+\.\d+\.\d+$/.test(host);
 }
 
 /** The base name of the CA's files in `certDir` (`ca.crt`, `ca.key`): no server may be named so. */
