@@ -130,7 +130,7 @@ export class LogFile {
     const started = performance.now();
     const attempt = () => {
       if (this.#closed || !this.#held) return;
-      this.#locked = this.#tryLock();
+      this.#takeOver();
       if (!this.#locked && performance.now() - started < _SHARED_WAIT_MS) {
         setTimeout(attempt, _SHARED_RETRY_MS);
         return;
@@ -154,6 +154,32 @@ export class LogFile {
     this.#file = undefined;
   }
 
+  /**
+   * Tries to take the file's lock, on the file the path names now: the
+   * other process may have rotated it while we waited (ours is then
+   * `<path>.1`).
+   */
+  #takeOver(): void {
+    this.#locked = this.#tryLock();
+    if (!this.#locked || !this.#rotatedAway()) return;
+    try {
+      const file = Deno.openSync(this.path, { append: true, create: true, mode: PRIVATE_FILE_MODE });
+      this.#file?.close();
+      this.#file = file;
+      this.#size = file.statSync().size;
+      this.#locked = this.#tryLock();
+    } catch { /* the directory is gone: the file we have it is */ }
+  }
+
+  /** Whether the path now names another file than the one we have open (rotated, or removed). */
+  #rotatedAway(): boolean {
+    try {
+      return Deno.statSync(this.path).ino !== this.#file?.statSync().ino;
+    } catch {
+      return true;
+    }
+  }
+
   /** Takes the file's lock if nobody holds it (flock: it goes with the process however that ends). */
   #tryLock(): boolean {
     try {
@@ -175,6 +201,7 @@ export class LogFile {
 
   /** Writes what is queued (held back too, at once), then closes the file. */
   async close(): Promise<void> {
+    if (this.#held) this.#takeOver();
     this.#held = false;
     if (this.#queue.length > 0) this.#writing ??= this.#drain();
     await this.flush();

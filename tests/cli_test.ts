@@ -3,7 +3,7 @@
 import assert from "node:assert/strict";
 import { exchange, freePorts, HERD_TEST_PERMISSIONS, TestHerd } from "./testing/herd.ts";
 import { captureLogs } from "./testing/logs.ts";
-import { waitFor } from "./testing/wait.ts";
+import { checkThroughout, waitFor } from "./testing/wait.ts";
 import { loadConfig } from "../lib/config/config.ts";
 import { makeCertificates } from "../lib/cli/certs.ts";
 import { serverRunArgs } from "../lib/cli/launcher.ts";
@@ -282,10 +282,14 @@ Deno.test({
 });
 
 for (
-  const [command, signal] of [["herd", "SIGHUP"], ["serve", "SIGKILL"]] as const
+  const [command, signal, killed] of [
+    ["herd", "SIGHUP", "the launcher"],
+    ["serve", "SIGKILL", "the launcher"],
+    ["serve", "SIGKILL", "the launcher's parent"],
+  ] as const
 ) {
   Deno.test({
-    name: `the servers ${command} started stop cleanly when it is gone (${signal}: ` +
+    name: `the servers ${command} started stop cleanly when ${killed} is gone (${signal}: ` +
       (signal === "SIGHUP" ? "its terminal closed" : "killed") + "), and leave their databases free",
     permissions: HERD_TEST_PERMISSIONS,
   }, async () => {
@@ -307,18 +311,21 @@ for (
         }),
       );
       const names = command === "herd" ? ["A", "B"] : ["A"];
+      const launcherArgs = [
+        "run",
+        "--no-prompt",
+        `--allow-read=${dir}`,
+        "--allow-run=deno",
+        "main.ts",
+        command,
+        ...(command === "serve" ? ["A"] : []),
+        "--config",
+        `${dir}/herd.config.json`,
+      ];
+      // The launcher's parent, as deno task is: a process that starts it and waits.
+      const parentScript = `await new Deno.Command("deno", { args: ${JSON.stringify(launcherArgs)} }).spawn().status;`;
       const launcher = new Deno.Command("deno", {
-        args: [
-          "run",
-          "--no-prompt",
-          `--allow-read=${dir}`,
-          "--allow-run=deno",
-          "main.ts",
-          command,
-          ...(command === "serve" ? ["A"] : []),
-          "--config",
-          `${dir}/herd.config.json`,
-        ],
+        args: killed === "the launcher" ? launcherArgs : ["eval", parentScript],
         stdin: "null",
         stdout: "null",
         stderr: "null",
@@ -327,13 +334,24 @@ for (
       for (const name of names) {
         await waitFor(async () => /listening for clients/.test(await logOf(name)), { what: `${name} to listen` });
       }
+      // Its launcher's own stdin is /dev/null: the server's is the launcher's pipe, and it serves on.
+      await checkThroughout(async () => assert.match(await exchange(a, "IAMAT kiwi +1+1 1\n"), /^AT A /), {
+        durationMs: 1000,
+        stepMs: 100,
+      });
       launcher.kill(signal);
       await launcher.status;
       for (const name of names) {
         await waitFor(async () => /"[AB]" stopped/.test(await logOf(name)), {
           what: `${name} to stop once its launcher is gone`,
         });
-        assert.match(await logOf(name), new RegExp(`"${name}": the launcher that started it is gone`));
+        // Its launcher gone, the server sees its stdin end; the launcher's parent gone, the launcher sends SIGTERM.
+        assert.match(
+          await logOf(name),
+          killed === "the launcher"
+            ? new RegExp(`"${name}": the launcher that started it is gone`)
+            : new RegExp(`"${name}" received "?SIGTERM"?`),
+        );
       }
       // Nothing is left holding a port or a database: the same servers start again at once.
       await waitFor(async () => {

@@ -199,11 +199,14 @@ Deno.test(
         /duplicate address: servers\.A\.port listens on .*:13000, every address of its machine, and servers\.B\.port on /,
       );
     }
-    const raw = sample();
-    raw.servers.A.host = "0.0.0.0";
-    raw.servers.B.host = "10.0.0.2";
-    raw.servers.B.port = 13000;
-    assert.doesNotThrow(() => parseConfig(JSON.stringify(raw), FAKE_PATH));
+    // Another host; IPv6 loopback beside IPv4's wildcard (0.0.0.0 takes IPv4 addresses only).
+    for (const [wildcard, other] of [["0.0.0.0", "10.0.0.2"], ["0.0.0.0", "::1"], ["::", "10.0.0.2"]]) {
+      const raw = sample();
+      raw.servers.A.host = wildcard;
+      raw.servers.B.host = other;
+      raw.servers.B.port = 13000;
+      assert.doesNotThrow(() => parseConfig(JSON.stringify(raw), FAKE_PATH), `${wildcard} and ${other}`);
+    }
   },
 );
 

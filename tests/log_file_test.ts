@@ -2,6 +2,7 @@ import assert from "node:assert/strict";
 import { LogFile } from "../lib/log_file.ts";
 import { log, setupLogging, shutdownLogging, WholeText } from "../lib/logging.ts";
 import { traffic } from "../lib/traffic_log.ts";
+import { waitFor } from "./testing/wait.ts";
 
 const PERMISSIONS: Deno.PermissionOptionsObject = { read: ["/tmp"], write: ["/tmp"] };
 
@@ -209,4 +210,54 @@ Deno.test({
     const text = await Deno.readTextFile(path);
     assert.ok(text.includes(`cannot start: ${JSON.stringify(advice)}`), "the server's own message, whole");
     assert.match(text, /a client sent "y{300}\.\.\. \(1000 bytes in all\)"/);
+  }));
+
+Deno.test({
+  name: "LogFile of a file another writer holds (holdWhileShared) writes nothing until released; abandoned, nothing " +
+    "at all; released, after the other lets go, in the file the path names then, even rotated meanwhile",
+  permissions: PERMISSIONS,
+}, () =>
+  withDir(async (dir) => {
+    const path = `${dir}/A.log`;
+    // flock is per open file, so two LogFiles of one process stand for two processes.
+    const first = await LogFile.open(path, { maxBytes: 1000, files: 2 });
+    first.write("first 1\n");
+    await first.flush();
+    const refused = await LogFile.open(path, { maxBytes: 1000, files: 2, holdWhileShared: true });
+    refused.write("refused 1\n");
+    refused.abandonIfShared();
+    refused.write("refused 2\n");
+    await refused.close();
+    const restarted = await LogFile.open(path, { maxBytes: 1000, files: 2, holdWhileShared: true });
+    restarted.write("restarted 1\n");
+    restarted.release(); // waits for the first to let go
+    await new Promise((resolve) => setTimeout(resolve, 120)); // two of its tries: nothing may be written meanwhile
+    assert.equal(await Deno.readTextFile(path), "first 1\n");
+    // The first fills its file past the bound: rotated, A.log.1 holds its lines, the held one opened the old A.log.
+    for (let i = 0; i < 20; i++) first.write(`${"x".repeat(59)}\n`);
+    first.write("first last\n");
+    await first.close();
+    await waitFor(async () => (await Deno.readTextFile(path)).includes("restarted 1"), {
+      what: "the held line once the first let go",
+    });
+    restarted.write("restarted 2\n");
+    await restarted.close();
+    const current = await Deno.readTextFile(path);
+    assert.match(current, /first last\nrestarted 1\nrestarted 2\n$/, current);
+    assert.doesNotMatch(await Deno.readTextFile(`${path}.1`), /restarted/);
+    assert.doesNotMatch(current + await Deno.readTextFile(`${path}.1`), /refused/);
+  }));
+
+Deno.test({
+  name: "LogFile of a file nobody else holds writes at once, holdWhileShared or not; abandonIfShared leaves it be",
+  permissions: PERMISSIONS,
+}, () =>
+  withDir(async (dir) => {
+    const path = `${dir}/A.log`;
+    const log = await LogFile.open(path, { maxBytes: 1000, files: 2, holdWhileShared: true });
+    log.write("one\n");
+    log.abandonIfShared();
+    log.write("two\n");
+    await log.close();
+    assert.equal(await Deno.readTextFile(path), "one\ntwo\n");
   }));

@@ -6,9 +6,10 @@ import {
   MAIN_MODULE,
   serverCompileArgs,
   serverRunArgs,
+  statusRunArgs,
 } from "../lib/cli/launcher.ts";
 import { serverNetAddresses, serverPermissionFlags, urlAddress } from "../lib/cli/permissions.ts";
-import { adminAddresses } from "../lib/cli/status.ts";
+import { adminAddresses, clientAddressesWithoutAdmin } from "../lib/cli/status.ts";
 import {
   DEFAULT_CONFIG_DIR as DEFAULT_DIR,
   DEFAULT_CONFIG_PATH as DEFAULT_PATH,
@@ -197,6 +198,28 @@ Deno.test("certificateRunArgs() lets make-certs read the config and read and wri
     `--allow-write=${DEFAULT_DIR}/certs`,
   ]);
   assert.deepEqual(args.slice(4), [MAIN_MODULE, "make-certs", "Hill", "--renew", "--config", DEFAULT_PATH]);
+});
+
+Deno.test("statusRunArgs() reaches the admin ports, and the client port of a server without one, nothing more", () => {
+  const config = parseConfig(
+    JSON.stringify({
+      servers: {
+        A: { host: "127.0.0.1", port: 13000, peerPort: 13100, adminPort: 13200 },
+        B: { host: "::1", port: 13001, peerPort: 13101 },
+      },
+      links: [["A", "B"]],
+      places: { url: "http://127.0.0.1:8080/nearby" },
+      logDir: "/tmp/x/logs",
+    }),
+    "/tmp/x/herd.config.json",
+  );
+  assert.deepEqual(clientAddressesWithoutAdmin(config), ["[::1]:13001"]);
+  const args = statusRunArgs(config);
+  assert.deepEqual(args.filter((arg) => arg.startsWith("--allow-")), [
+    "--allow-read=/tmp/x/herd.config.json",
+    "--allow-net=127.0.0.1:13200,[::1]:13001",
+    "--allow-env=HERD_ADMIN_TOKEN",
+  ]);
 });
 
 Deno.test("adminAddresses() (deno task status's --allow-net) brackets an IPv6 host", () => {

@@ -120,26 +120,42 @@ function _spawn(args: string[], piped: boolean): Deno.ChildProcess {
   }).spawn();
 }
 
+/** How often a launcher looks whether its parent is still there, in milliseconds. */
+const _PARENT_CHECK_MS = 1000;
+
 /**
- * Passes SIGINT and SIGTERM on to `children`; returns what undoes that, and
- * whether one came.
+ * Passes SIGINT and SIGTERM on to `children`, and SIGTERM when this
+ * launcher's parent is gone (`deno task`, or the launcher that started this
+ * one, killed with SIGKILL: nothing else would tell its children; they watch
+ * their stdin for this launcher, see `--launched`); returns what undoes
+ * that, and whether a signal came.
  */
 function _forwardSignals(children: Deno.ChildProcess[]): { stop: () => void; signalled: () => boolean } {
   let signalled = false;
+  const killAll = (signal: Deno.Signal) => {
+    signalled = true;
+    for (const child of children) {
+      try {
+        child.kill(signal);
+      } catch { /* already gone */ }
+    }
+  };
   const handlers = (["SIGINT", "SIGTERM"] as const).map((signal) => {
-    const handler = () => {
-      signalled = true;
-      for (const child of children) {
-        try {
-          child.kill(signal);
-        } catch { /* already gone */ }
-      }
-    };
+    const handler = () => killAll(signal);
     Deno.addSignalListener(signal, handler);
     return [signal, handler] as const;
   });
+  const parent = Deno.ppid;
+  const watch = setInterval(() => {
+    if (Deno.ppid === parent) return;
+    clearInterval(watch);
+    killAll("SIGTERM");
+  }, _PARENT_CHECK_MS);
   return {
-    stop: () => handlers.forEach(([signal, handler]) => Deno.removeSignalListener(signal, handler)),
+    stop: () => {
+      clearInterval(watch);
+      handlers.forEach(([signal, handler]) => Deno.removeSignalListener(signal, handler));
+    },
     signalled: () => signalled,
   };
 }
@@ -147,7 +163,7 @@ function _forwardSignals(children: Deno.ChildProcess[]): { stop: () => void; sig
 /**
  * The `deno run` arguments of `main.ts status-run`: it may read the config
  * (and the `.env` with the admin token) and reach the servers' admin ports,
- * nothing more.
+ * and the client port of a server without one, nothing more.
  */
 export function statusRunArgs(config: HerdConfig): string[] {
   const envFile = envFileFor(config);

@@ -574,17 +574,28 @@ function _checkAddresses(servers: Map<string, ServerConfig>, dashboard: Dashboar
       }
     }
   }
-  // 0.0.0.0 or :: takes the port on every address of its machine: a loopback or wildcard listener on the same port is
-  // on that machine (loopback is reached from the machine itself only) and cannot listen beside it.
+  // 0.0.0.0 takes the port on every IPv4 address of its machine, :: on every address (IPv6, and IPv4 too unless
+  // bindv6only is set): a loopback or wildcard listener of those families on the same port is on that machine
+  // (loopback is reached from the machine itself only) and cannot listen beside it.
   for (const [port, listeners] of local) {
     const wildcard = listeners.find((listener) => _isWildcard(listener.host));
-    const other = listeners.find((listener) => listener !== wildcard);
+    const other = listeners.find((listener) =>
+      listener !== wildcard && (!_isIPv4Wildcard(wildcard?.host) || !_isIPv6Loopback(listener.host))
+    );
     if (wildcard === undefined || other === undefined) continue;
     throw new ConfigValueError(
       `duplicate address: ${wildcard.owner} listens on ${netAddress(wildcard.host, port)}, every address of its ` +
         `machine, and ${other.owner} on ${netAddress(other.host, port)}, the same port on the same machine`,
     );
   }
+}
+
+function _isIPv4Wildcard(host: string | undefined): boolean {
+  return host === "0.0.0.0";
+}
+
+function _isIPv6Loopback(host: string): boolean {
+  return host === "::1" || host === "[::1]";
 }
 
 function _isWildcard(host: string): boolean {
