@@ -60,6 +60,33 @@ Deno.test("CachedPlaces answers a repeated search from the cache until the TTL p
   assert.deepEqual(cache.stats, { hits: 1, misses: 2, shared: 0, queued: 0, refused: 0 });
 });
 
+Deno.test(
+  "CachedPlaces drops expired answers as new ones come, at most once a TTL, not only when full or asked again",
+  async () => {
+    const inner = new CountingPlaces();
+    let now = 0;
+    const cache = new CachedPlaces(inner, { ttlMs: 1000, maxEntries: 100, now: () => now });
+    const at = (radiusMetres: string) => ({ ...HERE, radiusMetres });
+    await cache.search(at("1"));
+    await cache.search(at("2"));
+    const oneBody = cache.bytes / 2;
+    now = 500;
+    await cache.search(at("3"));
+    now = 1001; // 1 and 2 expired at 1000
+    await cache.search(at("4"));
+    assert.equal(cache.size, 2, "3 and 4 are left");
+    assert.equal(cache.bytes, 2 * oneBody);
+    now = 1600; // 3 expired at 1500, but the last pass was 599 ms ago
+    await cache.search(at("5"));
+    assert.equal(cache.size, 3);
+    now = 2001;
+    await cache.search(at("6"));
+    assert.equal(cache.size, 2, "5 and 6 are left");
+    assert.equal(cache.bytes, 2 * oneBody);
+    assert.equal(inner.calls.length, 6);
+  },
+);
+
 Deno.test("CachedPlaces keys by location and radius", async () => {
   const inner = new CountingPlaces();
   const cache = new CachedPlaces(inner, { ttlMs: 1000, maxEntries: 10 });

@@ -22,6 +22,9 @@ import { type PlacesAnswer, placesError, type PlacesProvider, type PlacesQuery }
 
 const _encoder = new TextEncoder();
 
+/** Longest time between two passes that drop expired entries, in milliseconds. */
+const _SWEEP_EVERY_MS = 60_000;
+
 /** Where the results sit in an encoded body, in bytes (see {@linkcode PlacesResult.reply}). */
 interface _ByteLayout {
   open: number;
@@ -166,6 +169,8 @@ export class CachedPlaces implements PlacesProvider, PlacesService {
   #maxBytes: number;
   #bytes = 0;
   #entries = new Map<string, { result: PlacesResult; expires: number; bytes: number }>();
+  /** When expired entries were last dropped (see {@linkcode CachedPlaces.#dropExpired}). */
+  #sweptAt = -Infinity;
   #inflight = new Map<string, Promise<PlacesResult>>();
   #running = 0;
   #waiting: (() => void)[] = [];
@@ -310,10 +315,14 @@ export class CachedPlaces implements PlacesProvider, PlacesService {
     return new PlacesResult(answer);
   }
 
-  /** Keeps `result` for `ttl` ms, then drops the least recently used entries past `maxEntries` or `maxBytes`. */
+  /**
+   * Keeps `result` for `ttl` ms, then drops the least recently used entries
+   * past `maxEntries` or `maxBytes`, and (now and then) the expired ones.
+   */
   #keep(key: string, result: PlacesResult, ttl: number): void {
     const bytes = result.encode();
     if (bytes > this.#maxBytes) return;
+    this.#dropExpired();
     const previous = this.#entries.get(key);
     if (previous !== undefined) {
       this.#entries.delete(key);
@@ -324,6 +333,27 @@ export class CachedPlaces implements PlacesProvider, PlacesService {
     for (const [oldest, entry] of this.#entries) {
       if (this.#entries.size <= this.#maxEntries && this.#bytes <= this.#maxBytes) break;
       this.#entries.delete(oldest);
+      this.#bytes -= entry.bytes;
+    }
+  }
+
+  /**
+   * Drops every expired entry, at most once per {@linkcode _SWEEP_EVERY_MS}:
+   * an entry is otherwise dropped only when its search comes again or the
+   * cache is full, and a stream of distinct searches (a soak test's, 8 a
+   * second) would fill it to its bounds with answers nobody may be served,
+   * held for as long as the server runs (the bound is 10,000 entries and
+   * 64 MiB of bodies, more than a server needs when answers expire first).
+   * Called when an answer is kept: a whole pass over at most `maxEntries`,
+   * so once a minute or a TTL, whichever is sooner.
+   */
+  #dropExpired(): void {
+    const now = this.#now();
+    if (now - this.#sweptAt < Math.min(_SWEEP_EVERY_MS, this.#ttlMs)) return;
+    this.#sweptAt = now;
+    for (const [key, entry] of this.#entries) {
+      if (entry.expires > now) continue;
+      this.#entries.delete(key);
       this.#bytes -= entry.bytes;
     }
   }
