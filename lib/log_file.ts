@@ -168,7 +168,7 @@ export class LogFile {
       this.#file = file;
       this.#size = file.statSync().size;
       this.#locked = this.#tryLock();
-    } catch { /* the directory is gone: the file we have it is */ }
+    } catch { /* the directory is gone: the file we have open is the one left */ }
   }
 
   /** Whether the path now names another file than the one we have open (rotated, or removed). */
