@@ -18,6 +18,45 @@ async function run(args: string[]): Promise<{ code: number; stdout: string; stde
   return { code: output.code, stdout: _decoder.decode(output.stdout), stderr: _decoder.decode(output.stderr) };
 }
 
+/**
+ * Writes `<dir>/herd.config.json` for servers on 127.0.0.1 (each `[port, peerPort]` or `[port, peerPort, adminPort]`),
+ * with plain-text links, the offline Places provider, and logs and data in `dir`; `extra` is added at the top level.
+ */
+async function writeLocalConfig(
+  dir: string,
+  servers: Record<string, number[]>,
+  links: string[][],
+  extra: Record<string, unknown> = {},
+): Promise<string> {
+  const path = `${dir}/herd.config.json`;
+  await Deno.writeTextFile(
+    path,
+    JSON.stringify({
+      servers: Object.fromEntries(
+        Object.entries(servers).map(([name, [port, peerPort, adminPort]]) => [
+          name,
+          { host: "127.0.0.1", port, peerPort, ...(adminPort === undefined ? {} : { adminPort }) },
+        ]),
+      ),
+      links,
+      places: { provider: "offline", url: "http://127.0.0.1:9/nearby" },
+      logDir: "logs",
+      dataDir: "data",
+      peers: { tls: false },
+      ...extra,
+    }),
+  );
+  return path;
+}
+
+/** A Places provider that finds nothing, for servers started in the test's own process. */
+function noPlaces(): CachedPlaces {
+  return new CachedPlaces({
+    name: "none",
+    search: () => Promise.resolve({ status: "ZERO_RESULTS", results: [], html_attributions: [] }),
+  }, { ttlMs: 1000, maxEntries: 1 });
+}
+
 const VALID = {
   servers: {
     A: { host: "127.0.0.1", port: 1, peerPort: 2 },
@@ -296,20 +335,7 @@ for (
     const dir = await Deno.makeTempDir({ dir: "/tmp", prefix: "herd-cli-" });
     try {
       const [a, aPeer, b, bPeer] = freePorts(4);
-      await Deno.writeTextFile(
-        `${dir}/herd.config.json`,
-        JSON.stringify({
-          servers: {
-            A: { host: "127.0.0.1", port: a, peerPort: aPeer },
-            B: { host: "127.0.0.1", port: b, peerPort: bPeer },
-          },
-          links: [["A", "B"]],
-          places: { provider: "offline", url: "http://127.0.0.1:9/nearby" },
-          logDir: "logs",
-          dataDir: "data",
-          peers: { tls: false },
-        }),
-      );
+      await writeLocalConfig(dir, { A: [a, aPeer], B: [b, bPeer] }, [["A", "B"]]);
       const names = command === "herd" ? ["A", "B"] : ["A"];
       const launcherArgs = [
         "run",
@@ -391,20 +417,7 @@ Deno.test({
   const dir = await Deno.makeTempDir({ dir: "/tmp", prefix: "herd-cli-" });
   try {
     const [a, aPeer, b, bPeer] = freePorts(4);
-    await Deno.writeTextFile(
-      `${dir}/herd.config.json`,
-      JSON.stringify({
-        servers: {
-          A: { host: "127.0.0.1", port: a, peerPort: aPeer },
-          B: { host: "127.0.0.1", port: b, peerPort: bPeer },
-        },
-        links: [["A", "B"]],
-        places: { provider: "offline", url: "http://127.0.0.1:9/nearby" },
-        logDir: "logs",
-        dataDir: "data",
-        peers: { tls: false },
-      }),
-    );
+    await writeLocalConfig(dir, { A: [a, aPeer], B: [b, bPeer] }, [["A", "B"]]);
     const launcher = new Deno.Command("deno", {
       args: [
         "run",
@@ -489,18 +502,7 @@ Deno.test({
 }, async () => {
   const dir = await Deno.makeTempDir({ dir: "/tmp", prefix: "herd-same-log-" });
   const [a, aPeer, aAdmin] = freePorts(3);
-  await Deno.writeTextFile(
-    `${dir}/herd.config.json`,
-    JSON.stringify({
-      servers: { A: { host: "127.0.0.1", port: a, peerPort: aPeer, adminPort: aAdmin } },
-      links: [],
-      places: { provider: "offline", url: "http://127.0.0.1:9/nearby" },
-      logDir: "logs",
-      dataDir: "data",
-      peers: { tls: false },
-      shutdownGraceMs: 100,
-    }),
-  );
+  await writeLocalConfig(dir, { A: [a, aPeer, aAdmin] }, [], { shutdownGraceMs: 100 });
   const config = await loadConfig(`${dir}/herd.config.json`);
   const start = () =>
     new Deno.Command("deno", {
@@ -645,22 +647,9 @@ Deno.test({
 }, async () => {
   const dir = await Deno.makeTempDir({ dir: "/tmp", prefix: "herd-port-taken-" });
   const [a, aPeer, aAdmin] = freePorts(3);
-  await Deno.writeTextFile(
-    `${dir}/herd.config.json`,
-    JSON.stringify({
-      servers: { A: { host: "127.0.0.1", port: a, peerPort: aPeer, adminPort: aAdmin } },
-      links: [],
-      places: { provider: "offline", url: "http://127.0.0.1:9/nearby" },
-      logDir: "logs",
-      dataDir: "data",
-      peers: { tls: false },
-    }),
-  );
+  await writeLocalConfig(dir, { A: [a, aPeer, aAdmin] }, []);
   const config = await loadConfig(`${dir}/herd.config.json`);
-  const places = new CachedPlaces({
-    name: "none",
-    search: () => Promise.resolve({ status: "ZERO_RESULTS", results: [], html_attributions: [] }),
-  }, { ttlMs: 1000, maxEntries: 1 });
+  const places = noPlaces();
   const taken = Deno.listen({ hostname: "127.0.0.1", port: aAdmin });
   try {
     await using logs = await captureLogs();
@@ -690,25 +679,9 @@ Deno.test({
 }, async () => {
   const dir = await Deno.makeTempDir({ dir: "/tmp", prefix: "herd-port-taken-" });
   const [a, aPeer, b, bPeer] = freePorts(4);
-  await Deno.writeTextFile(
-    `${dir}/herd.config.json`,
-    JSON.stringify({
-      servers: {
-        A: { host: "127.0.0.1", port: a, peerPort: aPeer },
-        B: { host: "127.0.0.1", port: b, peerPort: bPeer },
-      },
-      links: [["A", "B"]],
-      places: { provider: "offline", url: "http://127.0.0.1:9/nearby" },
-      logDir: "logs",
-      dataDir: "data",
-      peers: { tls: false },
-    }),
-  );
+  await writeLocalConfig(dir, { A: [a, aPeer], B: [b, bPeer] }, [["A", "B"]]);
   const config = await loadConfig(`${dir}/herd.config.json`);
-  const places = new CachedPlaces({
-    name: "none",
-    search: () => Promise.resolve({ status: "ZERO_RESULTS", results: [], html_attributions: [] }),
-  }, { ttlMs: 1000, maxEntries: 1 });
+  const places = noPlaces();
   const taken = Deno.listen({ hostname: "127.0.0.1", port: a });
   try {
     const first = new HerdServer({ config, name: "A", places });
