@@ -294,11 +294,9 @@ async function status(
   };
 }
 
-Deno.test({
-  name: "deno task status exits 0 on a whole herd, and non-zero showing a killed server down",
-  permissions: HERD_TEST_PERMISSIONS,
-}, async () => {
-  await using herd = await TestHerd.create({
+/** A herd A - B - C with admin ports, started. */
+async function lineOfThree(): Promise<TestHerd> {
+  const herd = await TestHerd.create({
     placesUrl: NOWHERE,
     names: ["A", "B", "C"],
     links: [["A", "B"], ["B", "C"]],
@@ -306,12 +304,25 @@ Deno.test({
     admin: true,
   });
   await herd.startAll();
-  await exchange(herd.port("A"), "IAMAT seen +1+1 1700000000\n");
-  // Whole once the record reached C: all digests agree.
-  const whole = await waitFor(async () => {
-    const result = await status(herd);
+  return herd;
+}
+
+/** `status` once it exits 0: the herd is whole. */
+function statusWhole(herd: TestHerd, configPath?: string): Promise<{ code: number; out: string; ms: number }> {
+  return waitFor(async () => {
+    const result = await status(herd, configPath);
     return result.code === 0 ? result : undefined;
   }, { what: "the status command to find the herd whole" });
+}
+
+Deno.test({
+  name: "deno task status exits 0 on a whole herd, and non-zero showing a killed server down",
+  permissions: HERD_TEST_PERMISSIONS,
+}, async () => {
+  await using herd = await lineOfThree();
+  await exchange(herd.port("A"), "IAMAT seen +1+1 1700000000\n");
+  // Whole once the record reached C: all digests agree.
+  const whole = await statusWhole(herd);
   assert.match(whole.out, /^server +state +records +digest +links +cmd\/s +p99 ms +places$/m);
   for (const name of ["A", "B", "C"]) assert.match(whole.out, new RegExp(`^${name} +up +\\d+ +[0-9a-f]{16} = `, "m"));
   assert.match(whole.out, /^B .* 2\/2 /m);
@@ -333,23 +344,13 @@ Deno.test({
     "when the others are whole; down when it does not",
   permissions: HERD_TEST_PERMISSIONS,
 }, async () => {
-  await using herd = await TestHerd.create({
-    placesUrl: NOWHERE,
-    names: ["A", "B", "C"],
-    links: [["A", "B"], ["B", "C"]],
-    places: { provider: "offline" },
-    admin: true,
-  });
-  await herd.startAll();
+  await using herd = await lineOfThree();
   // The same herd as a config that gives C no admin port.
   const config = JSON.parse(await Deno.readTextFile(herd.configPath));
   delete config.servers.C.adminPort;
   const path = `${herd.dir}/no-admin-for-c.json`;
   await Deno.writeTextFile(path, JSON.stringify(config));
-  const whole = await waitFor(async () => {
-    const result = await status(herd, path);
-    return result.code === 0 ? result : undefined;
-  }, { what: "the status command to find the herd whole" });
+  const whole = await statusWhole(herd, path);
   assert.match(whole.out, /^C +up \(no adminPort: its client port accepts\) +- +- +\?\/1 /m);
   assert.match(
     whole.out,
