@@ -86,9 +86,12 @@ Deno.test({
 /**
  * A neighbour's peer port on 127.0.0.1 that reads each connection's lines,
  * and answers `PING` with `PONG` while `answer` is set; it notes when each
- * connection was accepted and when it was closed by the other end.
+ * connection was accepted and when it was closed by the other end. With
+ * `refuseFirst`, it answers the `HELLO` of that many first connections with
+ * `REFUSED not-a-neighbour` and closes them; `onHello` is called at each
+ * other connection's `HELLO`, before anything is answered on it.
  */
-function heartbeatNeighbour(answer: boolean) {
+function heartbeatNeighbour(answer: boolean, options: { refuseFirst?: number; onHello?: () => void } = {}) {
   const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
   const state = {
     answer,
@@ -113,6 +116,14 @@ function heartbeatNeighbour(answer: boolean) {
             if (n === null) break;
             const { lines } = splitter.push(buffer.subarray(0, n));
             state.received.push(...lines);
+            if (lines.some((line) => line.startsWith("HELLO "))) {
+              if (index < (options.refuseFirst ?? 0)) {
+                await conn.write(new TextEncoder().encode("REFUSED not-a-neighbour\n"));
+                conn.close();
+                break;
+              }
+              options.onHello?.();
+            }
             const pings = lines.filter((line) => line === "PING").length;
             if (state.answer && pings > 0) await conn.write(new TextEncoder().encode("PONG\n".repeat(pings)));
           }
@@ -591,38 +602,9 @@ Deno.test({
   const ups = () => logs.count(/^info Link to Frozen is up$/);
   // Refuses the first two connections' HELLO, then answers PINGs; notes how many "is up" lines there were when the
   // third connection's HELLO came, before it answered anything.
-  const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
-  let accepted = 0;
   let upsAtThirdHello: number | undefined;
-  const conns: Deno.Conn[] = [];
-  const serving = (async () => {
-    for await (const conn of listener) {
-      conns.push(conn);
-      const index = ++accepted;
-      (async () => {
-        const buffer = new Uint8Array(65536);
-        const splitter = new TextLineSplitter(PEER_MAX_LINE_BYTES);
-        try {
-          while (true) {
-            const n = await conn.read(buffer);
-            if (n === null) break;
-            const { lines } = splitter.push(buffer.subarray(0, n));
-            if (index < 3 && lines.includes("HELLO A")) {
-              await conn.write(new TextEncoder().encode("REFUSED not-a-neighbour\n"));
-              conn.close();
-              return;
-            }
-            if (lines.includes("HELLO A")) upsAtThirdHello = ups();
-            const pings = lines.filter((line) => line === "PING").length;
-            if (pings > 0) await conn.write(new TextEncoder().encode("PONG\n".repeat(pings)));
-          }
-        } catch {
-          // closed under us at the end of the test
-        }
-      })();
-    }
-  })();
-  const link = heartbeatLink(listener.addr.port, { count: 0 }, {
+  const neighbour = heartbeatNeighbour(true, { refuseFirst: 2, onHello: () => upsAtThirdHello = ups() });
+  const link = heartbeatLink(neighbour.port, { count: 0 }, {
     reconnectMinMs: 20,
     reconnectMaxMs: 100,
     heartbeatMs: 60_000,
@@ -633,20 +615,15 @@ Deno.test({
     what: "the link to say it was refused",
   });
   // Its wait after a refusal is 30 s: the test cuts each short, as a neighbour dialling us does.
-  await waitFor(() => (link.poke(), accepted === 3), { stepMs: 5, what: "a third connection" });
+  await waitFor(() => (link.poke(), neighbour.state.acceptedAt.length === 3), {
+    stepMs: 5,
+    what: "a third connection",
+  });
   await waitFor(() => link.up, { what: "the link to come up" });
   assert.equal(upsAtThirdHello, 1, "up once, before the first refusal: not again at the second");
   assert.equal(ups(), 2, "up again once the neighbour answered");
   assert.equal(logs.count(/refused our link/), 1, "the refusal said once");
   assert.equal(logs.count(/Link to Frozen is down/), 0, "a session refused is not said to be down");
   await link.close();
-  listener.close();
-  await serving;
-  conns.forEach((conn) => {
-    try {
-      conn.close();
-    } catch {
-      // already closed
-    }
-  });
+  await neighbour.close();
 });
