@@ -5,7 +5,8 @@
  */
 
 import assert from "node:assert/strict";
-import { answerAdmin, isLoopback, serveAdmin } from "../lib/admin/server.ts";
+import { answerAdmin, serveAdmin } from "../lib/admin/server.ts";
+import { isLoopback } from "../lib/config/config.ts";
 import { Counter, Gauge, Histogram, Registry } from "../lib/admin/prometheus.ts";
 import { MAIN_MODULE } from "../lib/cli/launcher.ts";
 import { hostHeaderAllowed } from "../lib/net/host_header.ts";

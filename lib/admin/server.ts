@@ -11,15 +11,10 @@
  */
 
 import { timingSafeEqual } from "node:crypto";
-import { ADMIN_TOKEN_VARIABLE } from "../config/config.ts";
+import { ADMIN_TOKEN_VARIABLE, isLoopback } from "../config/config.ts";
 import { foreignHostMessage, hostHeaderAllowed } from "../net/host_header.ts";
 import type { DensityReport } from "./density.ts";
 import { registry } from "./metrics.ts";
-
-/** Whether `host` is a loopback address, where the admin endpoint needs no token. */
-export function isLoopback(host: string): boolean {
-  return /^127\.\d{1,3}\.\d{1,3}\.\d{1,3}$/.test(host) || host === "::1" || host === "[::1]" || host === "localhost";
-}
 
 /** Whether the server is fit for clients, and why not. */
 export interface Health {

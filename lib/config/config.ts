@@ -568,7 +568,7 @@ function _checkAddresses(servers: Map<string, ServerConfig>, dashboard: Dashboar
         throw new ConfigValueError(`duplicate address ${address}: used by ${owner} and servers.${name}.${field}`);
       }
       addresses.set(address, `servers.${name}.${field}`);
-      if (_isWildcard(server.host) || _isLoopback(server.host)) {
+      if (_isWildcard(server.host) || isLoopback(server.host)) {
         const listeners = local.get(port) ?? [];
         local.set(port, [...listeners, { owner: `servers.${name}.${field}`, host: server.host }]);
       }
@@ -602,8 +602,9 @@ function _isWildcard(host: string): boolean {
   return host === "0.0.0.0" || host === "::" || host === "[::]";
 }
 
-function _isLoopback(host: string): boolean {
-  return host === "localhost" || host === "::1" || host === "[::1]" || /^127\.\d+\.\d+\.\d+$/.test(host);
+/** Whether `host` is a loopback address (reached from its own machine only; the admin endpoint needs no token there). */
+export function isLoopback(host: string): boolean {
+  return /^127\.\d{1,3}\.\d{1,3}\.\d{1,3}$/.test(host) || host === "::1" || host === "[::1]" || host === "localhost";
 }
 
 /** The base name of the CA's files in `certDir` (`ca.crt`, `ca.key`): no server may be named so. */

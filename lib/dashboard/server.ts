@@ -8,8 +8,7 @@
  * that way, and a Host check keeps other sites' pages (DNS rebinding) out.
  */
 
-import { isLoopback } from "../admin/server.ts";
-import { ADMIN_TOKEN_VARIABLE, type HerdConfig } from "../config/config.ts";
+import { ADMIN_TOKEN_VARIABLE, type HerdConfig, isLoopback } from "../config/config.ts";
 import { DASHBOARD_HOST } from "./address.ts";
 import { drawWorld } from "./map.ts";
 import { foreignHostMessage, hostHeaderAllowed } from "../net/host_header.ts";
