@@ -45,7 +45,7 @@ export function clientAddressesWithoutAdmin(config: HerdConfig): string[] {
 /** Whether `host:port` accepts a connection within the timeout (closed at once, nothing sent). */
 async function _accepts(host: string, port: number): Promise<boolean> {
   let timer: ReturnType<typeof setTimeout> | undefined;
-  const connecting = Deno.connect({ hostname: host.replace(/^\[(.*)\]$/, "$1"), port });
+  const connecting = Deno.connect({ hostname: host, port }); // the config's hosts: IPv6 without brackets
   try {
     const conn = await Promise.race([
       connecting,

@@ -595,11 +595,11 @@ function _isIPv4Wildcard(host: string | undefined): boolean {
 }
 
 function _isIPv6Loopback(host: string): boolean {
-  return host === "::1" || host === "[::1]";
+  return host === "::1"; // hosts are canonical by now: IPv6 without brackets
 }
 
 function _isWildcard(host: string): boolean {
-  return host === "0.0.0.0" || host === "::" || host === "[::]";
+  return host === "0.0.0.0" || host === "::";
 }
 
 /** Whether `host` is a loopback address (reached from its own machine only; the admin endpoint needs no token there). */
