@@ -75,11 +75,13 @@ async function logLine(herd: TestHerd, name: string, pattern: RegExp): Promise<s
 function readAll(socket: net.Socket, ms = 10_000): Promise<{ text: string; closedByServer: boolean }> {
   return new Promise((resolve) => {
     const chunks: Uint8Array[] = [];
-    const timer = setTimeout(() => socket.destroy(), ms);
     let closedByServer = true;
+    const timer = setTimeout(() => {
+      closedByServer = false;
+      socket.destroy();
+    }, ms);
     socket.on("data", (chunk: Uint8Array) => chunks.push(new Uint8Array(chunk)));
     socket.on("error", () => {});
-    socket.on("timeout", () => closedByServer = false);
     socket.once("close", () => {
       clearTimeout(timer);
       const bytes = new Uint8Array(chunks.reduce((sum, chunk) => sum + chunk.length, 0));
