@@ -545,8 +545,12 @@ Deno.test({
   await waitFor(async () => /Link to "B" is up/.test(await herd.log("A")), { what: "A's link to B" });
   const id = "l".repeat(300);
   // Without SKIP this reply came only once the 30 s of peers.ackTimeoutMs had run out, and A took B for lagging.
+  const started = performance.now();
   const reply = (await exchange(herd.port("A"), `IAMAT ${id} +1+1 1700000000.5\n`)).trimEnd();
+  const ms = performance.now() - started;
   assert.match(reply, new RegExp(`^AT A \\+\\S+ ${id} \\+1\\+1 1700000000\\.5$`));
+  // A bound far from both a prompt answer and the 30 s, for a loaded machine.
+  assert.ok(ms < 10_000, `the reply waited ${ms.toFixed(0)} ms: it must not wait out peers.ackTimeoutMs`);
   await waitFor(async () => /Dropped a record from "A" \("its client ID is too long"\)/.test(await herd.log("B")), {
     what: "B to drop it",
   });
