@@ -493,13 +493,20 @@ Deno.test({
   const neighbour = digestAnswerer(
     "AT Mallory +0.000000001 gone +1+1 5\n".repeat(20) + "AT A +0.000000001 kept +1+1 5\n" + ZERO_DIGEST_LINE,
   );
+  await using logs = await captureLogs();
   const caughtUp: string[] = [];
   const link = oneSessionLink(neighbour.port, { ...HOST, catchUp: (record) => caughtUp.push(record.clientId) < 0 });
   link.start();
   await waitFor(() => caughtUp.includes("kept"), { what: "the record after the refused ones to be taken" });
   assert.equal(link.up, true, "the link is kept");
   assert.equal(neighbour.closedByDialer(), false);
+  // A few logged one by one (16 a second), the rest counted, and said once the link is closed.
+  const dropped =
+    /^warning Dropped a record from Frozen on our link \(names a server the herd does not have\): AT Mallory /;
+  assert.equal(logs.count(dropped), 16, logs.lines.join("\n"));
   await link.close();
+  assert.equal(logs.count(/^warning Dropped 4 more records from Frozen on our link that our config refuses/), 1);
+  assert.equal(logs.count(/Unexpected line/), 0, "none counted toward closing the link");
   await neighbour.close();
 });
 
