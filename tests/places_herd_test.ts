@@ -49,7 +49,7 @@ Deno.test({
     key: KEY,
     names: ["Solo"],
     links: [],
-    places: { errorTtlMs: 1500 },
+    places: { errorTtlMs: 3000 },
   });
   await herd.start("Solo");
   const port = herd.port("Solo");
