@@ -10,6 +10,7 @@ import { CachedPlaces, PlacesResult } from "../lib/places/cache.ts";
 import { formatGoogleJson, whatsatBody } from "../lib/places/google_json.ts";
 import { GoogleNewPlaces } from "../lib/places/google_new.ts";
 import { startFakePlaces } from "./testing/fake_places.ts";
+import { waitFor } from "./testing/wait.ts";
 
 /** `promise`, or a rejection naming `what` if it has not settled within `ms`: a guard, not a pause. */
 function within<T>(promise: Promise<T>, ms: number, what: string): Promise<T> {
@@ -156,10 +157,10 @@ Deno.test("CachedPlaces runs at most maxConcurrent upstream searches, queues max
   assert.equal(cache.running, 3);
   const refused = await Promise.race([searches[5], searches[6], searches[7]]);
   assert.equal(refused.status, "OVER_QUERY_LIMIT", "past the queue, refused at once");
-  while (inner.calls.length < 5) {
+  await waitFor(() => {
     inner.releaseAll();
-    await new Promise((resolve) => setTimeout(resolve, 0));
-  }
+    return inner.calls.length >= 5;
+  }, { what: "the two queued searches to go upstream", stepMs: 0 });
   inner.releaseAll();
   const answers = await Promise.all(searches);
   assert.deepEqual(answers.map((answer) => answer.status), [
