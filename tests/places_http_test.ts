@@ -224,3 +224,25 @@ Deno.test({
     assert.ok(!text.includes(KEY) && !text.includes(plusForm) && !text.includes(lower), text);
   }
 });
+
+Deno.test({
+  name: "an unreachable Places service says what the connection met, not just that fetch failed",
+  permissions: NET,
+}, async () => {
+  const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const port = listener.addr.port;
+  listener.close();
+  for (
+    const places of [
+      new GoogleLegacyPlaces({ url: `http://127.0.0.1:${port}/json`, key: KEY, timeoutMs: 5_000 }),
+      new GoogleNewPlaces({ url: `http://127.0.0.1:${port}/v1`, key: KEY, timeoutMs: 5_000 }),
+    ]
+  ) {
+    const answer = await places.search(UCLA);
+    assert.equal(answer.status, "UNKNOWN_ERROR", places.name);
+    const message = String(answer.error_message);
+    assert.match(message, /^The Places service cannot be reached: .*Connection refused/, places.name);
+    assert.doesNotMatch(message, /fetch failed|error sending request/, places.name);
+    assert.equal(scrubKey(JSON.stringify(answer), KEY), JSON.stringify(answer), places.name);
+  }
+});

@@ -134,6 +134,20 @@ export function httpStatusText(response: Response): string {
   return `HTTP ${response.status} ${response.statusText}`.trim();
 }
 
+/**
+ * What a failed `fetch` met, in words: Deno's fetch rejects with just
+ * `TypeError: fetch failed`, its cause saying what happened ("error sending
+ * request for url (URL): client error (Connect): tcp connect error:
+ * Connection refused (os error 111)"). The cause without its "error sending
+ * request ... (URL): " opening, else the error itself. The caller scrubs the
+ * key: a URL may still be in it.
+ */
+export function unreachableDetail(error: unknown): string {
+  const cause = error instanceof Error ? error.cause : undefined;
+  if (!(cause instanceof Error) || cause.message === "") return String(error);
+  return cause.message.replace(/^error sending request\b.*?\): /s, "");
+}
+
 /** Fetches `url` and parses its JSON body, whatever the HTTP status. */
 export async function fetchPlacesJson(
   url: string,
@@ -155,7 +169,7 @@ export async function fetchPlacesJson(
     if (error instanceof DOMException && error.name === "TimeoutError") {
       return fail(`The Places service did not answer within ${options.timeoutMs} ms`);
     }
-    return fail(`The Places service cannot be reached: ${String(error)}`);
+    return fail(`The Places service cannot be reached: ${unreachableDetail(error)}`);
   }
   if (text === undefined) {
     return fail(`The Places service's answer was over ${MAX_PLACES_BODY_BYTES} bytes (HTTP ${response.status})`);
