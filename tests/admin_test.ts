@@ -269,6 +269,29 @@ Deno.test({
   }
 });
 
+Deno.test({
+  name: "an admin endpoint answers 400, not a 500 with a stack trace, to a Host that makes no URL",
+  permissions: { net: ["127.0.0.1"] },
+}, async () => {
+  const source = {
+    health: () => ({ ok: true, reason: "ok" }),
+    status: () => ({ name: "Hill" }),
+    density: () => ({ cellDegrees: 2, records: 0, cells: [], computedAt: null }),
+  };
+  const server = serveAdmin({ host: "127.0.0.1", port: 0, token: undefined, source });
+  try {
+    const { port } = server.addr as Deno.NetAddr;
+    for (const host of ["127.0.0.1:99999", "[1:2:3:4:5:6:7:8:9]"]) {
+      const answer = await rawGet(port, "/healthz", host);
+      assert.match(answer, /^HTTP\/1\.1 400 /, host);
+      assert.match(answer, /the Host header is not a valid host/, host);
+    }
+    assert.match(await rawGet(port, "/healthz", `127.0.0.1:${port}`), /^HTTP\/1\.1 200 /);
+  } finally {
+    await server.shutdown();
+  }
+});
+
 /** Runs `main.ts status` for `herd` (or another config of it) the way `deno task status` does: exit code and output. */
 async function status(
   herd: TestHerd,

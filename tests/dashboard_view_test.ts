@@ -283,6 +283,20 @@ Deno.test({
 });
 
 Deno.test({
+  name: "Dashboard answers 400, not a 500 with a stack trace, to a Host it lets through that makes no URL",
+  permissions: { net: ["127.0.0.1"] },
+}, async () => {
+  const [dashboardPort, ...adminPorts] = freePorts(4);
+  await using _dashboard = Dashboard.start({ config: lineHerd({ adminC: true, adminPorts }), port: dashboardPort });
+  for (const host of ["127.0.0.1:99999", "[1:2:3:4:5:6:7:8:9]"]) {
+    const answer = await rawGet(dashboardPort, "/state", host);
+    assert.match(answer, /^HTTP\/1\.1 400 /, host);
+    assert.match(answer, /the Host header is not a valid host/, host);
+  }
+  assert.match(await rawGet(dashboardPort, "/state", `127.0.0.1:${dashboardPort}`), /^HTTP\/1\.1 200 /);
+});
+
+Deno.test({
   name: "Dashboard's /events starts with the latest status: servers that do not answer are down",
   permissions: { net: ["127.0.0.1"] },
 }, async () => {

@@ -12,7 +12,7 @@
 
 import { timingSafeEqual } from "node:crypto";
 import { ADMIN_TOKEN_VARIABLE, isLoopback } from "../config/config.ts";
-import { foreignHostMessage, hostHeaderAllowed } from "../net/host_header.ts";
+import { BAD_HOST_MESSAGE, foreignHostMessage, hostHeaderAllowed, requestPath } from "../net/host_header.ts";
 import type { DensityReport } from "./density.ts";
 import { registry } from "./metrics.ts";
 
@@ -83,7 +83,10 @@ export function answerAdmin(request: Request, options: Pick<AdminOptions, "host"
   if (request.method !== "GET" && request.method !== "HEAD") {
     return new Response("Only GET\n", { status: 405, headers: { allow: "GET, HEAD" } });
   }
-  const { pathname } = new URL(request.url);
+  const pathname = requestPath(request);
+  if (pathname === undefined) {
+    return new Response(BAD_HOST_MESSAGE, { status: 400, headers: { "content-type": "text/plain; charset=utf-8" } });
+  }
   const { source } = options;
   switch (pathname) {
     case "/metrics":

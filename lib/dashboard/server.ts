@@ -11,7 +11,7 @@
 import { ADMIN_TOKEN_VARIABLE, type HerdConfig, isLoopback } from "../config/config.ts";
 import { DASHBOARD_HOST } from "./address.ts";
 import { drawWorld } from "./map.ts";
-import { foreignHostMessage, hostHeaderAllowed } from "../net/host_header.ts";
+import { BAD_HOST_MESSAGE, foreignHostMessage, hostHeaderAllowed, requestPath } from "../net/host_header.ts";
 import { dashboardPage, FAVICON_SVG } from "./page.ts";
 import { HerdPoller, type HerdPollerOptions } from "./poller.ts";
 import { PAGE_CSS } from "./page_style.ts";
@@ -90,7 +90,9 @@ export class Dashboard implements AsyncDisposable {
       return _response(foreignHostMessage("The dashboard", DASHBOARD_HOST), 403, "text/plain");
     }
     if (request.method !== "GET") return _response("Only GET\n", 405, "text/plain");
-    switch (new URL(request.url).pathname) {
+    const path = requestPath(request);
+    if (path === undefined) return _response(BAD_HOST_MESSAGE, 400, "text/plain");
+    switch (path) {
       case "/":
         return _response(this.#page, 200, "text/html; charset=utf-8");
       case "/dashboard.css":

@@ -47,3 +47,18 @@ export function foreignHostMessage(what: string, listenHost: string): string {
     : `an IP address, localhost or ${own}`;
   return `${what} answers only a request whose Host header names it as ${names} (against DNS rebinding)\n`;
 }
+
+/**
+ * The path of `request`, or undefined when its URL is not one: Deno builds
+ * `request.url` from the `Host` header, and a header the check above lets
+ * through (a port past 65535, `[1:2:3:4:5:6:7:8:9]`), or any header on an
+ * endpoint that takes a bearer token instead, makes `new URL` throw; the
+ * request is then answered 400 rather than a 500 with a stack trace on the
+ * server's console.
+ */
+export function requestPath(request: Request): string | undefined {
+  return URL.parse(request.url)?.pathname;
+}
+
+/** The answer to a request whose `Host` header makes no URL (see {@linkcode requestPath}). */
+export const BAD_HOST_MESSAGE = "Bad request: the Host header is not a valid host[:port]\n";
