@@ -9,6 +9,7 @@ import * as x509 from "@peculiar/x509";
 import { certificateNames, makeCertificates } from "../lib/cli/certs.ts";
 import { certificateRunArgs } from "../lib/cli/launcher.ts";
 import { certFiles, type HerdConfig, parseConfig } from "../lib/config/config.ts";
+import { PeerTransport } from "../lib/peer/transport.ts";
 import { exchange, HERD_TEST_PERMISSIONS, TestHerd } from "./testing/herd.ts";
 import { waitFor } from "./testing/wait.ts";
 
@@ -77,6 +78,48 @@ Deno.test({
     const renewed = new x509.X509Certificate(await Deno.readTextFile(files.cert("B")));
     assert.equal(await renewed.verify({ publicKey: ca.publicKey, signatureOnly: true }), true);
     assert.notEqual(renewed.serialNumber, b.serialNumber);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test({
+  name: "a garbled certificate or key, or a key that does not go with its certificate, is refused naming the file",
+  permissions: { read: ["/tmp"], write: ["/tmp"] },
+}, async () => {
+  const dir = await temporaryDir();
+  try {
+    const config = configIn(dir);
+    await makeCertificates(config);
+    const files = certFiles(config);
+    const transport = (cert: string, key: string, ca = files.ca) =>
+      new PeerTransport({ files: { ca, cert, key }, handshakeTimeoutMs: 1_000 });
+    transport(files.cert("A"), files.key("A")).load();
+    const garbage = `${dir}/garbage.pem`;
+    await Deno.writeTextFile(garbage, "garbage\n");
+    assert.throws(
+      () => transport(garbage, files.key("A")).load(),
+      new RegExp(`^Error: This server's certificate ${garbage} is not a PEM certificate: .*deno task certs --renew`),
+    );
+    assert.throws(
+      () => transport(files.cert("A"), garbage).load(),
+      new RegExp(`^Error: This server's key ${garbage} is not a PEM private key`),
+    );
+    assert.throws(
+      () => transport(files.cert("A"), files.key("A"), garbage).load(),
+      new RegExp(`^Error: The herd's CA certificate ${garbage} is not a PEM certificate`),
+    );
+    assert.throws(
+      () => transport(files.cert("A"), files.key("B")).load(),
+      new RegExp(`^Error: This server's key ${files.key("B")} does not go with its certificate ${files.cert("A")}`),
+    );
+    // A reload that finds a key of another server keeps the working pair.
+    const key = `${dir}/A-copy.key`;
+    await Deno.copyFile(files.key("A"), key);
+    const running = transport(files.cert("A"), key);
+    running.load();
+    await Deno.copyFile(files.key("B"), key);
+    assert.throws(() => running.reload(), /does not go with its certificate/);
   } finally {
     await Deno.remove(dir, { recursive: true });
   }

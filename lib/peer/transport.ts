@@ -14,6 +14,7 @@
  * before its certificate is verified.
  */
 
+import { createPrivateKey, X509Certificate } from "node:crypto";
 import net from "node:net";
 import tls from "node:tls";
 
@@ -123,6 +124,34 @@ export function certificateName(cert: tls.PeerCertificate): string | undefined {
   return name !== undefined && _dnsNames(cert).includes(name) ? name : undefined;
 }
 
+/**
+ * Throws, naming the file, unless the CA and the certificate are PEM
+ * certificates and the key is a PEM private key that goes with the
+ * certificate. Deno's `tls.createSecureContext` checks none of this: a
+ * server started with a garbled certificate or a mismatched key, said it
+ * listened with TLS, and every handshake then failed ("unsupported
+ * protocol", "no TLS handshake in time") with nothing naming the file.
+ */
+function _checkCredentials(credentials: _Credentials, files: PeerTlsFiles): void {
+  const fix = "(deno task certs --renew NAME remakes a server's key and certificate)";
+  const parse = <T>(make: () => T, what: string): T => {
+    try {
+      return make();
+    } catch (error) {
+      throw new Error(`${what}: ${(error as Error).message} ${fix}`);
+    }
+  };
+  parse(() => new X509Certificate(credentials.ca), `The herd's CA certificate ${files.ca} is not a PEM certificate`);
+  const cert = parse(
+    () => new X509Certificate(credentials.cert),
+    `This server's certificate ${files.cert} is not a PEM certificate`,
+  );
+  const key = parse(() => createPrivateKey(credentials.key), `This server's key ${files.key} is not a PEM private key`);
+  if (!cert.checkPrivateKey(key)) {
+    throw new Error(`This server's key ${files.key} does not go with its certificate ${files.cert} ${fix}`);
+  }
+}
+
 /** Dials and accepts peer connections, with TLS or without. */
 export class PeerTransport {
   #files: PeerTlsFiles | null;
@@ -141,10 +170,12 @@ export class PeerTransport {
     return this.#files !== null;
   }
 
-  /** Reads the TLS files; throws an error naming the one that cannot be read. */
+  /** Reads the TLS files; throws an error naming the one that cannot be read or used. */
   load(): void {
     if (this.#files === null) return;
-    this.#credentials = this.#read(this.#files);
+    const credentials = this.#read(this.#files);
+    _checkCredentials(credentials, this.#files);
+    this.#credentials = credentials;
   }
 
   /**
@@ -157,6 +188,7 @@ export class PeerTransport {
     const old = this.#credentials;
     if (old !== undefined && old.ca === fresh.ca && old.cert === fresh.cert && old.key === fresh.key) return false;
     // Checked before use: a key that does not go with its certificate must not replace a working pair.
+    _checkCredentials(fresh, this.#files);
     tls.createSecureContext(fresh);
     this.#credentials = fresh;
     for (const server of this.#servers) (server as tls.Server).setSecureContext(fresh);
