@@ -6,7 +6,8 @@
 
 import assert from "node:assert/strict";
 import { answerAdmin, serveAdmin } from "../lib/admin/server.ts";
-import { isLoopback } from "../lib/config/config.ts";
+import { isLoopback, parseConfig } from "../lib/config/config.ts";
+import { askServers, statusTable } from "../lib/cli/status.ts";
 import { Counter, Gauge, Histogram, Registry } from "../lib/admin/prometheus.ts";
 import { MAIN_MODULE } from "../lib/cli/launcher.ts";
 import { hostHeaderAllowed } from "../lib/net/host_header.ts";
@@ -427,4 +428,47 @@ Deno.test({
   assert.equal(sends.tree, 20 * 4, "one send per server but the origin, per record");
   // Flooding: each server sends to every neighbour but the one it got the record from, 12 link ends less 4.
   assert.equal(sends.flood, 20 * 8, "flooding sends each record 8 times in the default herd");
+});
+
+Deno.test({
+  name: "deno task status shows a server whose admin port answers no herd status, or wants a token, as unknown, " +
+    "not as a stack trace or as unreachable",
+  permissions: { net: ["127.0.0.1"] },
+}, async () => {
+  const answers: Record<string, () => Response> = {
+    A: () => Response.json({ hello: "another program" }),
+    B: () => new Response("<html>another program</html>"),
+    C: () => new Response("A bearer token is required (HERD_ADMIN_TOKEN)\n", { status: 401 }),
+  };
+  const servers = Object.entries(answers).map(([name, answer]) => ({
+    name,
+    server: Deno.serve({ hostname: "127.0.0.1", port: 0, onListen() {} }, answer),
+  }));
+  try {
+    const config = parseConfig(
+      JSON.stringify({
+        servers: Object.fromEntries(servers.map(({ name, server }, i) => [name, {
+          host: "127.0.0.1",
+          port: 1 + 2 * i,
+          peerPort: 2 + 2 * i,
+          adminPort: server.addr.port,
+        }])),
+        links: [["A", "B"], ["B", "C"]],
+        places: { url: NOWHERE },
+        logDir: "logs",
+      }),
+      "/tmp/herd-status-test/herd.config.json",
+    );
+    const { text, whole } = statusTable(config, await askServers(config, undefined));
+    assert.equal(whole, false);
+    const row = (name: string) => text.split("\n").find((line) => line.startsWith(`${name} `)) ?? "";
+    assert.match(
+      row("A"),
+      /unknown \(its \/status is not a herd server's status: another program on its adminPort\?\)/,
+    );
+    assert.match(row("B"), /unknown \(its \/status is not JSON: another program on its adminPort\?\)/);
+    assert.match(row("C"), /unknown \(HTTP 401: its admin endpoint wants a bearer token; set HERD_ADMIN_TOKEN\)/);
+  } finally {
+    for (const { server } of servers) await server.shutdown();
+  }
 });

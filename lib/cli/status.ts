@@ -10,16 +10,40 @@
  */
 
 import type { StatusReport } from "../admin/status.ts";
-import { type HerdConfig, neighboursOf, netAddress } from "../config/config.ts";
+import { ADMIN_TOKEN_VARIABLE, type HerdConfig, neighboursOf, netAddress } from "../config/config.ts";
 
 /** How long one server has to answer, in milliseconds. */
 const _TIMEOUT_MS = 800;
 
-/** What one server said, or why it said nothing; one without an admin port, whether its client port accepts. */
+/**
+ * What one server said, or why it said nothing; one without an admin port,
+ * whether its client port accepts. An error's `state` is `down` unless
+ * something answered (a refusal, or not a herd server's status): then
+ * `unknown`.
+ */
 export type ServerAnswer =
   | { name: string; report: StatusReport }
   | { name: string; clientPortAccepts: true }
-  | { name: string; error: string };
+  | { name: string; error: string; state?: "down" | "unknown" };
+
+function _object(value: unknown): Record<string, unknown> | undefined {
+  return typeof value === "object" && value !== null && !Array.isArray(value)
+    ? value as Record<string, unknown>
+    : undefined;
+}
+
+/** Whether `value` has the fields of a {@linkcode StatusReport} the table shows, of the right types. */
+function _isStatusReport(value: unknown): value is StatusReport {
+  const report = _object(value);
+  const health = _object(report?.health);
+  const rates = _object(report?.rates);
+  const places = _object(report?.places);
+  return report !== undefined && typeof report.records === "number" && typeof report.digest === "string" &&
+    Array.isArray(report.links) && report.links.every((link) => typeof _object(link)?.state === "string") &&
+    typeof health?.ok === "boolean" && typeof health.reason === "string" &&
+    typeof rates?.commandsPerSecond === "number" &&
+    (rates.replyP99Ms === null || typeof rates.replyP99Ms === "number") && typeof places?.provider === "string";
+}
 
 /** The admin addresses (`host:adminPort`) of the config's servers that have one. */
 export function adminAddresses(config: HerdConfig): string[] {
@@ -79,9 +103,26 @@ export async function askServers(config: HerdConfig, token: string | undefined):
       });
       if (!response.ok) {
         await response.body?.cancel();
+        if (response.status === 401) {
+          const fix = token === undefined
+            ? `set ${ADMIN_TOKEN_VARIABLE}`
+            : `it refused the ${ADMIN_TOKEN_VARIABLE} given`;
+          return { name, error: `HTTP 401: its admin endpoint wants a bearer token; ${fix}`, state: "unknown" };
+        }
         return { name, error: `HTTP ${response.status}` };
       }
-      return { name, report: await response.json() as StatusReport };
+      const text = await response.text();
+      let report: unknown;
+      try {
+        report = JSON.parse(text);
+      } catch {
+        report = undefined;
+      }
+      if (!_isStatusReport(report)) {
+        const what = report === undefined ? "is not JSON" : "is not a herd server's status";
+        return { name, error: `its /status ${what}: another program on its adminPort?`, state: "unknown" };
+      }
+      return { name, report };
     } catch (error) {
       const message = error instanceof DOMException && error.name === "TimeoutError"
         ? `no answer within ${_TIMEOUT_MS} ms`
@@ -105,7 +146,16 @@ export function statusTable(config: HerdConfig, answers: ServerAnswer[]): { text
     const configured = neighboursOf(config, answer.name).length;
     if ("error" in answer) {
       whole = false;
-      rows.push([answer.name, `down (${answer.error})`, "-", "-", `-/${configured}`, "-", "-", "-"]);
+      rows.push([
+        answer.name,
+        `${answer.state ?? "down"} (${answer.error})`,
+        "-",
+        "-",
+        `-/${configured}`,
+        "-",
+        "-",
+        "-",
+      ]);
       continue;
     }
     if ("clientPortAccepts" in answer) {
