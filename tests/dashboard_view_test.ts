@@ -11,10 +11,12 @@ import { dashboardRunArgs, MAIN_MODULE } from "../lib/cli/launcher.ts";
 import { dashboardNetAddresses, dashboardPermissionFlags } from "../lib/cli/permissions.ts";
 import { cellPath, drawWorld } from "../lib/dashboard/map.ts";
 import { dashboardPage, graphLayout } from "../lib/dashboard/page.ts";
+import { HerdPoller } from "../lib/dashboard/poller.ts";
 import { Dashboard, dashboardWarnings } from "../lib/dashboard/server.ts";
 import { densityView, herdView, linkState, type StatusAnswer } from "../lib/dashboard/view.ts";
 import { freePorts } from "./testing/herd.ts";
 import { rawGet } from "./testing/http.ts";
+import { waitFor } from "./testing/wait.ts";
 import { DEFAULT_CONFIG_PATH as DEFAULT_PATH, loadDefaultConfig as loadDefault } from "./testing/default_config.ts";
 
 const AT = new Date("2026-01-02T03:04:05Z");
@@ -316,4 +318,38 @@ Deno.test({
   const status = JSON.parse(/event: status\ndata: (.*)\n\n/.exec(text)![1]);
   assert.deepEqual(status.servers.map((server: { state: string }) => server.state), ["down", "down", "down"]);
   assert.deepEqual(status.links.map((link: { state: string }) => link.state), ["down", "down"]);
+});
+
+Deno.test({
+  name: "HerdPoller shows an admin port that answers no herd status as down, and survives a malformed /density",
+  permissions: { net: ["127.0.0.1"] },
+}, async () => {
+  // A: another program on the admin port. B: a server whose /status is fine and whose /density is not.
+  const other = Deno.serve({ hostname: "127.0.0.1", port: 0, onListen() {} }, () => Response.json({ hello: 1 }));
+  let densityAsked = 0;
+  const b = Deno.serve({ hostname: "127.0.0.1", port: 0, onListen() {} }, (request) => {
+    if (new URL(request.url).pathname === "/density") {
+      densityAsked++;
+      return Response.json({ cellDegrees: 2, records: 1, computedAt: "2026-01-02T03:04:05Z", cells: "not a list" });
+    }
+    return Response.json(report("B", [["A", "down"], ["C", "up"]]));
+  });
+  const views: ReturnType<typeof herdView>[] = [];
+  const poller = new HerdPoller(lineHerd({ adminPorts: [other.addr.port, b.addr.port] }), WORLD, {
+    statusIntervalMs: 20,
+    onStatus: (view) => views.push(view),
+    onDensity: () => assert.fail("a malformed /density was drawn"),
+  });
+  poller.start();
+  try {
+    await waitFor(() => densityAsked >= 2 && views.length >= 2, { what: "two /density requests and two rounds" });
+    const a = views.at(-1)!.servers.find((server) => server.name === "A")!;
+    assert.equal(a.state, "down");
+    assert.match(String(a.reason), /answered JSON that is not a herd server's: another program on the adminPort\?/);
+    assert.equal(views.at(-1)!.servers.find((server) => server.name === "B")!.state, "up");
+  } finally {
+    await poller.stop();
+    await other.shutdown();
+    await b.shutdown();
+  }
 });

@@ -17,6 +17,21 @@ export interface DensityReport {
   computedAt: string | null;
 }
 
+/**
+ * Whether `value` (parsed JSON) is a {@linkcode DensityReport} the dashboard
+ * can draw: an admin port may be answered by another program, or by a server
+ * of another version.
+ */
+export function isDensityReport(value: unknown): value is DensityReport {
+  if (typeof value !== "object" || value === null || Array.isArray(value)) return false;
+  const report = value as Record<string, unknown>;
+  return typeof report.cellDegrees === "number" && report.cellDegrees > 0 && typeof report.records === "number" &&
+    (report.computedAt === null || typeof report.computedAt === "string") && Array.isArray(report.cells) &&
+    report.cells.every((cell) =>
+      Array.isArray(cell) && cell.length === 3 && cell.every((n) => typeof n === "number" && Number.isFinite(n))
+    );
+}
+
 /** Options for {@linkcode DensityMap}. */
 export interface DensityMapOptions {
   /** Cell size in degrees. */

@@ -46,6 +46,31 @@ export interface StatusReport {
   rssBytes: number;
 }
 
+function _object(value: unknown): Record<string, unknown> | undefined {
+  return typeof value === "object" && value !== null && !Array.isArray(value)
+    ? value as Record<string, unknown>
+    : undefined;
+}
+
+/**
+ * Whether `value` (parsed JSON) has the fields of a {@linkcode StatusReport}
+ * that `deno task status` and the dashboard read, of the right types: an
+ * admin port may be answered by another program, or by a server of another
+ * version, and what reads the answer must not crash on it.
+ */
+export function isStatusReport(value: unknown): value is StatusReport {
+  const report = _object(value);
+  const health = _object(report?.health);
+  const rates = _object(report?.rates);
+  const places = _object(report?.places);
+  return report !== undefined && typeof report.records === "number" && typeof report.digest === "string" &&
+    Array.isArray(report.links) &&
+    report.links.every((link) => typeof _object(link)?.state === "string" && typeof link.neighbour === "string") &&
+    typeof health?.ok === "boolean" && typeof health.reason === "string" &&
+    typeof rates?.commandsPerSecond === "number" &&
+    (rates.replyP99Ms === null || typeof rates.replyP99Ms === "number") && typeof places?.provider === "string";
+}
+
 /** How many one-second snapshots the window spans. */
 const _WINDOW_S = 10;
 

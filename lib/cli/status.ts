@@ -9,7 +9,7 @@
  * scripts and CI can use it.
  */
 
-import type { StatusReport } from "../admin/status.ts";
+import { isStatusReport, type StatusReport } from "../admin/status.ts";
 import { ADMIN_TOKEN_VARIABLE, type HerdConfig, neighboursOf, netAddress } from "../config/config.ts";
 
 /** How long one server has to answer, in milliseconds. */
@@ -25,25 +25,6 @@ export type ServerAnswer =
   | { name: string; report: StatusReport }
   | { name: string; clientPortAccepts: true }
   | { name: string; error: string; state?: "down" | "unknown" };
-
-function _object(value: unknown): Record<string, unknown> | undefined {
-  return typeof value === "object" && value !== null && !Array.isArray(value)
-    ? value as Record<string, unknown>
-    : undefined;
-}
-
-/** Whether `value` has the fields of a {@linkcode StatusReport} the table shows, of the right types. */
-function _isStatusReport(value: unknown): value is StatusReport {
-  const report = _object(value);
-  const health = _object(report?.health);
-  const rates = _object(report?.rates);
-  const places = _object(report?.places);
-  return report !== undefined && typeof report.records === "number" && typeof report.digest === "string" &&
-    Array.isArray(report.links) && report.links.every((link) => typeof _object(link)?.state === "string") &&
-    typeof health?.ok === "boolean" && typeof health.reason === "string" &&
-    typeof rates?.commandsPerSecond === "number" &&
-    (rates.replyP99Ms === null || typeof rates.replyP99Ms === "number") && typeof places?.provider === "string";
-}
 
 /** The admin addresses (`host:adminPort`) of the config's servers that have one. */
 export function adminAddresses(config: HerdConfig): string[] {
@@ -118,7 +99,7 @@ export async function askServers(config: HerdConfig, token: string | undefined):
       } catch {
         report = undefined;
       }
-      if (!_isStatusReport(report)) {
+      if (!isStatusReport(report)) {
         const what = report === undefined ? "is not JSON" : "is not a herd server's status";
         return { name, error: `its /status ${what}: another program on its adminPort?`, state: "unknown" };
       }

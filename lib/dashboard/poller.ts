@@ -6,8 +6,8 @@
  * record, so one count is the herd's).
  */
 
-import type { DensityReport } from "../admin/density.ts";
-import type { StatusReport } from "../admin/status.ts";
+import { isDensityReport } from "../admin/density.ts";
+import { isStatusReport } from "../admin/status.ts";
 import { type HerdConfig, netAddress } from "../config/config.ts";
 import type { WorldDrawing } from "./map.ts";
 import { type DensityView, densityView, type HerdView, herdView, type StatusAnswer } from "./view.ts";
@@ -47,6 +47,7 @@ async function _getJson<T>(
   url: string,
   token: string | undefined,
   timeoutMs: number,
+  valid: (value: unknown) => value is T,
 ): Promise<{ value: T } | { error: string }> {
   try {
     const response = await fetch(url, {
@@ -57,7 +58,17 @@ async function _getJson<T>(
       await response.body?.cancel();
       return { error: `${url} answered HTTP ${response.status}` };
     }
-    return { value: await response.json() as T };
+    const text = await response.text();
+    let value: unknown;
+    try {
+      value = JSON.parse(text);
+    } catch {
+      return { error: `${url} answered something that is not JSON: another program on the adminPort?` };
+    }
+    if (!valid(value)) {
+      return { error: `${url} answered JSON that is not a herd server's: another program on the adminPort?` };
+    }
+    return { value };
   } catch (error) {
     if (error instanceof DOMException && error.name === "TimeoutError") {
       return { error: `no answer from ${url} within ${timeoutMs} ms` };
@@ -130,10 +141,11 @@ export class HerdPoller {
       const answers = new Map<string, StatusAnswer>();
       await Promise.all([...this.#config.servers].map(async ([name, server]) => {
         if (server.adminPort === undefined) return;
-        const answer = await _getJson<StatusReport>(
+        const answer = await _getJson(
           adminUrl(server.host, server.adminPort, "/status"),
           this.#options.token,
           timeout,
+          isStatusReport,
         );
         answers.set(name, "value" in answer ? { report: answer.value } : answer);
       }));
@@ -165,10 +177,11 @@ export class HerdPoller {
         continue;
       }
       const server = this.#config.servers.get(name)!;
-      const answer = await _getJson<DensityReport>(
+      const answer = await _getJson(
         adminUrl(server.host, server.adminPort!, "/density"),
         this.#options.token,
         Math.max(interval / 2, 1000),
+        isDensityReport,
       );
       if (this.#stopping.signal.aborted) return;
       if ("error" in answer || answer.value.computedAt === null) {
