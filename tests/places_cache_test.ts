@@ -207,6 +207,41 @@ Deno.test("PlacesResult.reply() is byte for byte the line then the squeezed JSON
   }
 });
 
+Deno.test("PlacesResult encodes an answer of thousands of results once, not once per result (linear work)", () => {
+  // An upstream may answer any number of results within the 4 MiB read: the body's byte offsets must not cost an
+  // encoding of the whole head per result (quadratic: the event loop blocked for hours on a 4 MiB answer).
+  const answer: PlacesAnswer = {
+    html_attributions: [],
+    results: Array.from({ length: 5_000 }, (_, i) => ({ name: i % 7 ? `p${i}` : `Café ${i} 🥝` })),
+    status: "OK",
+  };
+  const encode = TextEncoder.prototype.encode;
+  let encoded = 0;
+  TextEncoder.prototype.encode = function (input?: string) {
+    encoded += input?.length ?? 0;
+    return encode.call(this, input);
+  };
+  let result: PlacesResult;
+  try {
+    result = new PlacesResult(answer);
+    result.encode();
+  } finally {
+    TextEncoder.prototype.encode = encode;
+  }
+  assert.ok(encoded <= 3 * result.bytes, `${encoded} characters encoded for a body of ${result.bytes} bytes`);
+  const line = new TextEncoder().encode("AT Hill +0.263873386 kiwi +34.068930-118.445127 1621464827.959498503");
+  for (const bound of [0, 1, 7, 20]) {
+    assert.deepEqual(
+      result.reply(line, bound),
+      new TextEncoder().encode(
+        "AT Hill +0.263873386 kiwi +34.068930-118.445127 1621464827.959498503" +
+          whatsatBody(formatGoogleJson(boundResults(answer, bound))),
+      ),
+      `bound ${bound}`,
+    );
+  }
+});
+
 Deno.test("CachedPlaces turns a provider that rejects into an UNKNOWN_ERROR answer", async () => {
   const rejecting: PlacesProvider = { name: "broken", search: () => Promise.reject(new Error("key=secret")) };
   const cache = new CachedPlaces(rejecting, { ttlMs: 1000, maxEntries: 10 });
