@@ -30,7 +30,7 @@ import {
   serverNamed,
 } from "./lib/config/config.ts";
 import { HerdServer, StartCancelledError } from "./lib/herd_server.ts";
-import { ensureCertificates, makeCertificates } from "./lib/cli/certs.ts";
+import { certificateProblems, ensureCertificates, makeCertificates } from "./lib/cli/certs.ts";
 import {
   compileAll,
   keyPresentFor,
@@ -232,6 +232,11 @@ async function makeCertificatesHere(
       names: names.length === 0 ? undefined : names,
       renew: flags.renew,
     });
+    const problems = await certificateProblems(config, names.length === 0 ? undefined : names);
+    if (problems.length > 0) {
+      if (written.length > 0) console.log(`Wrote ${written.join(", ")}`);
+      fail(`A server cannot use what is in ${config.certDir}:\n${problems.map((line) => `  ${line}`).join("\n")}`, 1);
+    }
     console.log(
       written.length === 0 ? `Nothing to make: ${config.certDir} is complete` : `Wrote ${written.join(", ")}`,
     );

@@ -129,7 +129,7 @@ export class HerdServer implements PeerHost {
     };
     const files = certFiles(config);
     this.#transport = new PeerTransport({
-      files: config.peers.tls ? { ca: files.ca, cert: files.cert(name), key: files.key(name) } : null,
+      files: config.peers.tls ? { ca: files.ca, cert: files.cert(name), key: files.key(name), name } : null,
       handshakeTimeoutMs: _PEER_HANDSHAKE_MS,
     });
     this.#links = new PeerLinks(this, config, this.#transport);

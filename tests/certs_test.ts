@@ -30,6 +30,21 @@ function configIn(dir: string): HerdConfig {
   );
 }
 
+/** Writes `config` (from {@linkcode configIn}) to its path, for a child process to read. */
+async function writeConfig(config: HerdConfig): Promise<void> {
+  await Deno.writeTextFile(
+    config.path,
+    JSON.stringify({
+      servers: Object.fromEntries(
+        [...config.servers].map(([name, s]) => [name, { host: s.host, port: s.port, peerPort: s.peerPort }]),
+      ),
+      links: config.links,
+      places: { url: config.places.url },
+      logDir: "logs",
+    }),
+  );
+}
+
 async function temporaryDir(): Promise<string> {
   return await Deno.makeTempDir({ dir: "/tmp", prefix: "herd-certs-" });
 }
@@ -99,7 +114,9 @@ Deno.test({
     await Deno.writeTextFile(garbage, "garbage\n");
     assert.throws(
       () => transport(garbage, files.key("A")).load(),
-      new RegExp(`^Error: This server's certificate ${garbage} is not a PEM certificate: .*deno task certs --renew`),
+      new RegExp(
+        `^Error: This server's certificate ${garbage} is not a PEM certificate: .*deno task certs NAME --renew`,
+      ),
     );
     assert.throws(
       () => transport(files.cert("A"), garbage).load(),
@@ -113,6 +130,20 @@ Deno.test({
       () => transport(files.cert("A"), files.key("B")).load(),
       new RegExp(`^Error: This server's key ${files.key("B")} does not go with its certificate ${files.cert("A")}`),
     );
+    // A certificate and key of another herd (another CA) are refused too: the neighbours would refuse them.
+    const other = await temporaryDir();
+    try {
+      const otherFiles = certFiles(configIn(other));
+      await makeCertificates(configIn(other));
+      assert.throws(
+        () => transport(otherFiles.cert("A"), otherFiles.key("A")).load(),
+        new RegExp(
+          `^Error: This server's certificate ${otherFiles.cert("A")} is not signed by the herd's CA ${files.ca}`,
+        ),
+      );
+    } finally {
+      await Deno.remove(other, { recursive: true });
+    }
     // A reload that finds a key of another server keeps the working pair.
     const key = `${dir}/A-copy.key`;
     await Deno.copyFile(files.key("A"), key);
@@ -126,23 +157,67 @@ Deno.test({
 });
 
 Deno.test({
+  name:
+    "deno task certs says which server cannot use its files (garbled, a key of another) and how to remake them, exit 1",
+  permissions: HERD_TEST_PERMISSIONS,
+}, async () => {
+  const dir = await temporaryDir();
+  try {
+    const config = configIn(dir);
+    await writeConfig(config);
+    await makeCertificates(config);
+    const files = certFiles(config);
+    const certs = async (names?: string[]) => {
+      const run = await new Deno.Command("deno", {
+        args: certificateRunArgs(config, { names }),
+        stdin: "null",
+        stdout: "piped",
+        stderr: "piped",
+      }).output();
+      const decoder = new TextDecoder();
+      return { code: run.code, stdout: decoder.decode(run.stdout), stderr: decoder.decode(run.stderr) };
+    };
+    const whole = await certs();
+    assert.equal(whole.code, 0, whole.stderr);
+    assert.equal(whole.stdout, `Nothing to make: ${config.certDir} is complete\n`);
+    await Deno.writeTextFile(files.cert("B"), "garbage\n");
+    await Deno.copyFile(files.key("A"), files.key("C"));
+    const broken = await certs();
+    assert.equal(broken.code, 1);
+    assert.equal(broken.stdout, "");
+    const lines = broken.stderr.trimEnd().split("\n");
+    assert.equal(lines[0], `A server cannot use what is in ${config.certDir}:`);
+    assert.equal(lines.length, 3, broken.stderr);
+    assert.match(
+      lines[1],
+      new RegExp(
+        `^  This server's certificate ${files.cert("B")} is not a PEM certificate: .*deno task certs B --renew`,
+      ),
+    );
+    assert.match(
+      lines[2],
+      new RegExp(
+        `^  This server's key ${files.key("C")} does not go with its certificate ${
+          files.cert("C")
+        } .*deno task certs C --renew`,
+      ),
+    );
+    // Only the servers named are looked at; A's files are sound.
+    const justA = await certs(["A"]);
+    assert.equal(justA.code, 0, justA.stderr);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test({
   name: "five servers starting at once make the certificates once, and each finds its own",
   permissions: HERD_TEST_PERMISSIONS,
 }, async () => {
   const dir = await temporaryDir();
   try {
     const config = configIn(dir);
-    await Deno.writeTextFile(
-      config.path,
-      JSON.stringify({
-        servers: Object.fromEntries(
-          [...config.servers].map(([name, s]) => [name, { host: s.host, port: s.port, peerPort: s.peerPort }]),
-        ),
-        links: config.links,
-        places: { url: config.places.url },
-        logDir: "logs",
-      }),
-    );
+    await writeConfig(config);
     const runs = await Promise.all(Array.from({ length: 5 }, () =>
       new Deno.Command("deno", {
         args: certificateRunArgs(config, { ifMissing: true }),

@@ -8,6 +8,7 @@
  */
 
 import { type CertFiles, certFiles, type HerdConfig, type ServerConfig } from "../config/config.ts";
+import { checkPeerCredentials } from "../peer/transport.ts";
 import { ignoreInGit } from "../private_files.ts";
 
 /** How long the herd's CA is valid, in days. */
@@ -171,6 +172,30 @@ export async function makeCertificates(config: HerdConfig, options: MakeCertific
     written.push(files.key(name), files.cert(name));
   }
   return written;
+}
+
+/**
+ * What is wrong with the certificates in `certDir` of the servers `names`
+ * (every server by default), as a server would find at start: a garbled CA,
+ * certificate or key, a certificate the CA did not sign, or a key that does
+ * not go with its certificate; one message per server, empty when all is
+ * well. Missing files are {@linkcode makeCertificates}'s to make.
+ */
+export async function certificateProblems(config: HerdConfig, names?: string[]): Promise<string[]> {
+  const files = certFiles(config);
+  const problems: string[] = [];
+  for (const name of names ?? [...config.servers.keys()]) {
+    const paths = { ca: files.ca, cert: files.cert(name), key: files.key(name), name };
+    try {
+      const [ca, cert, key] = await Promise.all(
+        [paths.ca, paths.cert, paths.key].map((path) => Deno.readTextFile(path)),
+      );
+      checkPeerCredentials({ ca, cert, key }, paths);
+    } catch (error) {
+      problems.push((error as Error).message);
+    }
+  }
+  return problems;
 }
 
 function _herdLabel(config: HerdConfig): string {

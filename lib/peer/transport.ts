@@ -26,6 +26,18 @@ export interface PeerTlsFiles {
   cert: string;
   /** This server's key (PEM). */
   key: string;
+  /** The server they are for, named in what an error says to do. */
+  name?: string;
+}
+
+/** The contents of {@linkcode PeerTlsFiles}: the CA certificates, the server's certificate and its key, in PEM. */
+export interface PeerTlsPems {
+  /** The CA certificates. */
+  ca: string;
+  /** This server's certificate. */
+  cert: string;
+  /** This server's key. */
+  key: string;
 }
 
 /** Options for {@linkcode PeerTransport}. */
@@ -100,12 +112,6 @@ function _plainAddress(host: string): string {
   return lower.startsWith("::ffff:") && lower.includes(".") ? lower.slice(7) : lower;
 }
 
-interface _Credentials {
-  ca: string;
-  cert: string;
-  key: string;
-}
-
 function _address(socket: net.Socket): string {
   // Deno's node:tls keeps the peer's address on the TCP socket under the TLS one.
   const tcp = socket.remoteAddress === undefined ? (socket as { _parent?: net.Socket })._parent ?? socket : socket;
@@ -124,16 +130,24 @@ export function certificateName(cert: tls.PeerCertificate): string | undefined {
   return name !== undefined && _dnsNames(cert).includes(name) ? name : undefined;
 }
 
+/** The PEM certificate blocks of a file's text, in order. */
+function _pemCertificates(text: string): string[] {
+  return text.match(/-----BEGIN CERTIFICATE-----[\s\S]*?-----END CERTIFICATE-----/g) ?? [];
+}
+
 /**
- * Throws, naming the file, unless the CA and the certificate are PEM
- * certificates and the key is a PEM private key that goes with the
- * certificate. Deno's `tls.createSecureContext` checks none of this: a
- * server started with a garbled certificate or a mismatched key, said it
- * listened with TLS, and every handshake then failed ("unsupported
+ * Throws, naming the file and what remakes it, unless the CA file holds PEM
+ * certificates, the server's certificate is one signed by one of them, and
+ * its key is a PEM private key that goes with the certificate. Deno's
+ * `tls.createSecureContext` checks none of this: a server started with a
+ * garbled certificate, a mismatched key or a certificate of another CA said
+ * it listened with TLS, and every handshake then failed ("unsupported
  * protocol", "no TLS handshake in time") with nothing naming the file.
+ * `files.name`, when given, is the server the files are for.
  */
-function _checkCredentials(credentials: _Credentials, files: PeerTlsFiles): void {
-  const fix = "(deno task certs --renew NAME remakes a server's key and certificate)";
+export function checkPeerCredentials(pems: PeerTlsPems, files: PeerTlsFiles): void {
+  const renew = `deno task certs ${files.name ?? "NAME"} --renew`;
+  const fix = `(\`${renew}\` remakes the server's key and certificate)`;
   const parse = <T>(make: () => T, what: string): T => {
     try {
       return make();
@@ -141,12 +155,26 @@ function _checkCredentials(credentials: _Credentials, files: PeerTlsFiles): void
       throw new Error(`${what}: ${(error as Error).message} ${fix}`);
     }
   };
-  parse(() => new X509Certificate(credentials.ca), `The herd's CA certificate ${files.ca} is not a PEM certificate`);
+  const caBlocks = _pemCertificates(pems.ca);
+  if (caBlocks.length === 0) {
+    throw new Error(
+      `The herd's CA certificate ${files.ca} is not a PEM certificate: restore it from where the CA is kept`,
+    );
+  }
+  const cas = caBlocks.map((block) =>
+    parse(() => new X509Certificate(block), `The herd's CA certificate ${files.ca} is not a PEM certificate`)
+  );
   const cert = parse(
-    () => new X509Certificate(credentials.cert),
+    () => new X509Certificate(pems.cert),
     `This server's certificate ${files.cert} is not a PEM certificate`,
   );
-  const key = parse(() => createPrivateKey(credentials.key), `This server's key ${files.key} is not a PEM private key`);
+  if (!cas.some((ca) => cert.verify(ca.publicKey))) {
+    throw new Error(
+      `This server's certificate ${files.cert} is not signed by the herd's CA ${files.ca}: its neighbours would ` +
+        `refuse it ${fix}`,
+    );
+  }
+  const key = parse(() => createPrivateKey(pems.key), `This server's key ${files.key} is not a PEM private key`);
   if (!cert.checkPrivateKey(key)) {
     throw new Error(`This server's key ${files.key} does not go with its certificate ${files.cert} ${fix}`);
   }
@@ -156,7 +184,7 @@ function _checkCredentials(credentials: _Credentials, files: PeerTlsFiles): void
 export class PeerTransport {
   #files: PeerTlsFiles | null;
   #handshakeTimeoutMs: number;
-  #credentials: _Credentials | undefined;
+  #credentials: PeerTlsPems | undefined;
   #servers = new Set<net.Server>();
 
   /** A transport; with TLS files, {@linkcode PeerTransport.load} reads them. */
@@ -174,7 +202,7 @@ export class PeerTransport {
   load(): void {
     if (this.#files === null) return;
     const credentials = this.#read(this.#files);
-    _checkCredentials(credentials, this.#files);
+    checkPeerCredentials(credentials, this.#files);
     this.#credentials = credentials;
   }
 
@@ -188,14 +216,14 @@ export class PeerTransport {
     const old = this.#credentials;
     if (old !== undefined && old.ca === fresh.ca && old.cert === fresh.cert && old.key === fresh.key) return false;
     // Checked before use: a key that does not go with its certificate must not replace a working pair.
-    _checkCredentials(fresh, this.#files);
+    checkPeerCredentials(fresh, this.#files);
     tls.createSecureContext(fresh);
     this.#credentials = fresh;
     for (const server of this.#servers) (server as tls.Server).setSecureContext(fresh);
     return true;
   }
 
-  #read(files: PeerTlsFiles): _Credentials {
+  #read(files: PeerTlsFiles): PeerTlsPems {
     const read = (path: string, what: string) => {
       try {
         return Deno.readTextFileSync(path);
@@ -329,7 +357,7 @@ export class PeerTransport {
   }
 
   #tlsServer(
-    credentials: _Credentials,
+    credentials: PeerTlsPems,
     options: PeerListenOptions,
     accepted: (socket: net.Socket, provenName: string) => void,
   ): tls.Server {
