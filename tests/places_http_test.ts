@@ -8,7 +8,13 @@
 import assert from "node:assert/strict";
 import { GoogleNewPlaces } from "../lib/places/google_new.ts";
 import { GoogleLegacyPlaces } from "../lib/places/google_legacy.ts";
-import { MAX_ECHOED_CHARS, MAX_PLACES_BODY_BYTES, scrubKey } from "../lib/places/http.ts";
+import {
+  MAX_ECHOED_CHARS,
+  MAX_PLACES_BODY_BYTES,
+  scrubKey,
+  scrubKeyDeep,
+  SHORT_KEY_CHARS,
+} from "../lib/places/http.ts";
 import type { PlacesProvider } from "../lib/places/provider.ts";
 import { type FakePlaces, startFakePlaces } from "./testing/fake_places.ts";
 
@@ -191,6 +197,19 @@ Deno.test("scrubKey() scrubs the key in every form a URL carries it", () => {
     encodeURIComponent(KEY).toLowerCase(),
   ];
   for (const form of forms) assert.equal(scrubKey(`before ${form} after`, KEY), "before <key> after", form);
+});
+
+Deno.test("a short key is scrubbed where it stands apart, not out of the middle of words and field names", () => {
+  assert.ok("test".length < SHORT_KEY_CHARS && KEY.length >= SHORT_KEY_CHARS);
+  assert.equal(scrubKey("https://h/?key=test&radius=10", "test"), "https://h/?key=<key>&radius=10");
+  assert.equal(scrubKey('"test" test, contest testing test', "test"), '"<key>" <key>, contest testing <key>');
+  assert.equal(scrubKey("tests test", "test"), "tests <key>");
+  assert.deepEqual(
+    scrubKeyDeep({ name: "Contest Hall", vicinity: "a test, and test", results: [{ name: "a" }] }, "a"),
+    { name: "Contest Hall", vicinity: "<key> test, and test", results: [{ name: "<key>" }] },
+  );
+  // A long key is scrubbed wherever it is, glued to other text or not.
+  assert.equal(scrubKey(`NEW_STATUS_${KEY}x`, KEY), "NEW_STATUS_<key>x");
 });
 
 Deno.test({

@@ -58,22 +58,64 @@ function _keyForms(key: string): string[] {
   return [...forms].sort((a, b) => b.length - a.length);
 }
 
-/** `text` with every occurrence of the key (plain or in any of its URL-encoded forms) replaced. */
-export function scrubKey(text: string, key: string): string {
-  return key === "" ? text : _scrub(text, _keyForms(key));
+/**
+ * Keys shorter than this are scrubbed only where they stand apart (see
+ * {@linkcode scrubKey}): Google's are 39 characters, and a short key of a
+ * test or a local service ("test", "x") would otherwise be cut out of the
+ * middle of place names and JSON field names.
+ */
+export const SHORT_KEY_CHARS = 16;
+
+/** What a key's form, written with no separator, must not touch on either side to be a short key's echo. */
+const _GLUED = /[A-Za-z0-9]/;
+
+/** The forms of the key to scrub (see {@linkcode _keyForms}), and whether only where they stand apart. */
+interface _KeyForms {
+  forms: string[];
+  apart: boolean;
 }
 
-function _scrub(text: string, forms: string[]): string {
-  for (const form of forms) if (text.includes(form)) text = text.replaceAll(form, "<key>");
+function _scrubbing(key: string): _KeyForms {
+  return { forms: _keyForms(key), apart: key.length < SHORT_KEY_CHARS };
+}
+
+/**
+ * `text` with every occurrence of the key (plain or in any of its URL-encoded
+ * forms) replaced by `<key>`; a key shorter than {@linkcode SHORT_KEY_CHARS}
+ * only where no letter or digit touches it on either side (`key=test&`,
+ * `"test"`, but not `contest`).
+ */
+export function scrubKey(text: string, key: string): string {
+  return key === "" ? text : _scrub(text, _scrubbing(key));
+}
+
+function _scrub(text: string, { forms, apart }: _KeyForms): string {
+  for (const form of forms) {
+    if (!text.includes(form)) continue;
+    if (!apart) {
+      text = text.replaceAll(form, "<key>");
+      continue;
+    }
+    let out = "";
+    let from = 0;
+    for (let at = text.indexOf(form); at >= 0; at = text.indexOf(form, at + 1)) {
+      if (at < from) continue;
+      const end = at + form.length;
+      if (_GLUED.test(text[at - 1] ?? "") || _GLUED.test(text[end] ?? "")) continue;
+      out += text.slice(from, at) + "<key>";
+      from = end;
+    }
+    text = out + text.slice(from);
+  }
   return text;
 }
 
 /** `value` (parsed JSON) with the key scrubbed from every string in it, keys of objects included. */
 export function scrubKeyDeep(value: unknown, key: string): unknown {
-  return key === "" ? value : _scrubDeep(value, _keyForms(key));
+  return key === "" ? value : _scrubDeep(value, _scrubbing(key));
 }
 
-function _scrubDeep(value: unknown, forms: string[]): unknown {
+function _scrubDeep(value: unknown, forms: _KeyForms): unknown {
   if (typeof value === "string") return _scrub(value, forms);
   if (Array.isArray(value)) return value.map((item) => _scrubDeep(item, forms));
   if (typeof value === "object" && value !== null) {
