@@ -210,6 +210,123 @@ Deno.test({
   }
 });
 
+/**
+ * A key and a certificate for `name` (at 127.0.0.1) signed by an intermediate CA that `ca` signed, and that
+ * certificate then the intermediate's, in PEM: a chain as an operator's own PKI may hand out.
+ */
+async function chainedCertificate(
+  files: { ca: string; caKey: string },
+  name: string,
+): Promise<{ chainPem: string; keyPem: string }> {
+  const algorithm = { name: "ECDSA", namedCurve: "P-256", hash: "SHA-256" };
+  const ca = new x509.X509Certificate(await Deno.readTextFile(files.ca));
+  const caKey = await crypto.subtle.importKey(
+    "pkcs8",
+    x509.PemConverter.decodeFirst(await Deno.readTextFile(files.caKey)),
+    algorithm,
+    false,
+    ["sign"],
+  );
+  const now = Date.now();
+  const validity = { notBefore: new Date(now - 60_000), notAfter: new Date(now + 86_400_000) };
+  const interKeys = await crypto.subtle.generateKey(algorithm, true, ["sign", "verify"]) as CryptoKeyPair;
+  const inter = await x509.X509CertificateGenerator.create({
+    serialNumber: "02",
+    subject: "CN=intermediate, O=herd",
+    issuer: ca.subject,
+    ...validity,
+    signingAlgorithm: algorithm,
+    publicKey: interKeys.publicKey,
+    signingKey: caKey,
+    extensions: [
+      new x509.BasicConstraintsExtension(true, 0, true),
+      new x509.KeyUsagesExtension(x509.KeyUsageFlags.keyCertSign, true),
+      await x509.AuthorityKeyIdentifierExtension.create(ca),
+      await x509.SubjectKeyIdentifierExtension.create(interKeys.publicKey),
+    ],
+  });
+  const keys = await crypto.subtle.generateKey(algorithm, true, ["sign", "verify"]) as CryptoKeyPair;
+  const leaf = await x509.X509CertificateGenerator.create({
+    serialNumber: "03",
+    subject: `CN=${name}, O=herd`,
+    issuer: inter.subject,
+    ...validity,
+    signingAlgorithm: algorithm,
+    publicKey: keys.publicKey,
+    signingKey: interKeys.privateKey,
+    extensions: [
+      new x509.BasicConstraintsExtension(false, undefined, true),
+      new x509.KeyUsagesExtension(x509.KeyUsageFlags.digitalSignature, true),
+      new x509.ExtendedKeyUsageExtension([x509.ExtendedKeyUsage.serverAuth, x509.ExtendedKeyUsage.clientAuth]),
+      new x509.SubjectAlternativeNameExtension([{ type: "dns", value: name }, { type: "ip", value: "127.0.0.1" }]),
+      await x509.AuthorityKeyIdentifierExtension.create(inter),
+    ],
+  });
+  return {
+    chainPem: `${leaf.toString("pem")}\n${inter.toString("pem")}\n`,
+    keyPem: x509.PemConverter.encode(await crypto.subtle.exportKey("pkcs8", keys.privateKey), "PRIVATE KEY"),
+  };
+}
+
+Deno.test({
+  name: "a certificate signed by an intermediate CA, its file holding the chain, is taken and links up; " +
+    "a chain from another CA is refused",
+  permissions: { read: ["/tmp"], write: ["/tmp"], net: ["127.0.0.1"] },
+}, async () => {
+  const dir = await temporaryDir();
+  const other = await temporaryDir();
+  const servers: { close(): void }[] = [];
+  try {
+    const config = configIn(dir);
+    await makeCertificates(config);
+    const files = certFiles(config);
+    const { chainPem, keyPem } = await chainedCertificate(files, "A");
+    const chained = { ca: files.ca, cert: `${dir}/A-chain.crt`, key: `${dir}/A-chain.key`, name: "A" };
+    await Deno.writeTextFile(chained.cert, chainPem);
+    await Deno.writeTextFile(chained.key, keyPem);
+    // TLS sends the chain: the neighbours, which hold the herd's CA alone, take it (A and C, both ways).
+    const a = new PeerTransport({ files: chained, handshakeTimeoutMs: 3_000 });
+    a.load();
+    const c = new PeerTransport({
+      files: { ca: files.ca, cert: files.cert("C"), key: files.key("C"), name: "C" },
+      handshakeTimeoutMs: 3_000,
+    });
+    c.load();
+    const proven: string[] = [];
+    const refused: string[] = [];
+    const listen = async (transport: PeerTransport) => {
+      const server = await transport.listen({
+        host: "127.0.0.1",
+        port: 0,
+        maxConnections: 8,
+        onPeer: ({ socket, provenName }) => {
+          proven.push(String(provenName));
+          socket.destroy();
+        },
+        onRefused: (_address, reason) => refused.push(reason),
+      });
+      servers.push(server);
+      return (server.address() as { port: number }).port;
+    };
+    const [aPort, cPort] = [await listen(a), await listen(c)];
+    (await c.dial("127.0.0.1", aPort, "A")).destroy();
+    (await a.dial("127.0.0.1", cPort, "C")).destroy();
+    await waitFor(() => proven.length === 2, { what: "both links' acceptors to prove the dialler" });
+    assert.deepEqual(proven.toSorted(), ["A", "C"], refused.join("; "));
+    // The same chain checked against another herd's CA: refused, naming the file.
+    await makeCertificates(configIn(other));
+    assert.throws(
+      () =>
+        new PeerTransport({ files: { ...chained, ca: certFiles(configIn(other)).ca }, handshakeTimeoutMs: 1 }).load(),
+      new RegExp(`^Error: This server's certificate ${chained.cert} is not signed by the herd's CA`),
+    );
+  } finally {
+    for (const server of servers) server.close();
+    await Deno.remove(dir, { recursive: true });
+    await Deno.remove(other, { recursive: true });
+  }
+});
+
 Deno.test({
   name: "five servers starting at once make the certificates once, and each finds its own",
   permissions: HERD_TEST_PERMISSIONS,

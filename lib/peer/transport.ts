@@ -137,8 +137,9 @@ function _pemCertificates(text: string): string[] {
 
 /**
  * Throws, naming the file and what remakes it, unless the CA file holds PEM
- * certificates, the server's certificate is one signed by one of them, and
- * its key is a PEM private key that goes with the certificate. Deno's
+ * certificates, the server's certificate is one signed by one of them (or by
+ * an intermediate CA the certificate file holds after it, itself signed so),
+ * and its key is a PEM private key that goes with the certificate. Deno's
  * `tls.createSecureContext` checks none of this: a server started with a
  * garbled certificate, a mismatched key or a certificate of another CA said
  * it listened with TLS, and every handshake then failed ("unsupported
@@ -168,7 +169,18 @@ export function checkPeerCredentials(pems: PeerTlsPems, files: PeerTlsFiles): vo
     () => new X509Certificate(pems.cert),
     `This server's certificate ${files.cert} is not a PEM certificate`,
   );
-  if (!cas.some((ca) => cert.verify(ca.publicKey))) {
+  // The certificate file may go on with the chain to the CA (intermediate CAs), which TLS sends along with it: the
+  // certificate is then signed by one of them, signed in turn ... by a CA of ca.crt.
+  const chain = _pemCertificates(pems.cert).slice(1).map((block) =>
+    parse(() => new X509Certificate(block), `The chain in this server's certificate ${files.cert} is not PEM`)
+  );
+  const signedByCa = (certificate: X509Certificate): boolean => {
+    if (cas.some((ca) => certificate.verify(ca.publicKey))) return true;
+    const issuer = chain.findIndex((candidate) => certificate.verify(candidate.publicKey));
+    // Each of the chain at most once: a chain that loops ends.
+    return issuer >= 0 && signedByCa(chain.splice(issuer, 1)[0]);
+  };
+  if (!signedByCa(cert)) {
     throw new Error(
       `This server's certificate ${files.cert} is not signed by the herd's CA ${files.ca}: its neighbours would ` +
         `refuse it ${fix}`,
