@@ -126,6 +126,17 @@ Deno.test({
       () => transport(files.cert("A"), files.key("A"), garbage).load(),
       new RegExp(`^Error: The herd's CA certificate ${garbage} is not a PEM certificate`),
     );
+    // A CA certificate damaged inside its PEM block: renewing a server's certificate would not mend it.
+    const damaged = `${dir}/damaged-ca.crt`;
+    const caText = await Deno.readTextFile(files.ca);
+    const inside = caText.indexOf("\n") + 20;
+    await Deno.writeTextFile(damaged, caText.slice(0, inside) + "!!" + caText.slice(inside + 2));
+    assert.throws(
+      () => transport(files.cert("A"), files.key("A"), damaged).load(),
+      (error: Error) =>
+        error.message.startsWith(`The herd's CA certificate ${damaged} is not a PEM certificate: `) &&
+        error.message.endsWith("(restore it from where the CA is kept)"),
+    );
     assert.throws(
       () => transport(files.cert("A"), files.key("B")).load(),
       new RegExp(`^Error: This server's key ${files.key("B")} does not go with its certificate ${files.cert("A")}`),

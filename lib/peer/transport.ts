@@ -149,13 +149,15 @@ function _pemCertificates(text: string): string[] {
 export function checkPeerCredentials(pems: PeerTlsPems, files: PeerTlsFiles): void {
   const renew = `deno task certs ${files.name ?? "NAME"} --renew`;
   const fix = `(\`${renew}\` remakes the server's key and certificate)`;
-  const parse = <T>(make: () => T, what: string): T => {
+  const parse = <T>(make: () => T, what: string, remedy = fix): T => {
     try {
       return make();
     } catch (error) {
-      throw new Error(`${what}: ${(error as Error).message} ${fix}`);
+      throw new Error(`${what}: ${(error as Error).message} ${remedy}`);
     }
   };
+  // Not remade by renewing a server's certificate: that would sign with the CA key, not mend ca.crt.
+  const restore = "(restore it from where the CA is kept)";
   const caBlocks = _pemCertificates(pems.ca);
   if (caBlocks.length === 0) {
     throw new Error(
@@ -163,7 +165,7 @@ export function checkPeerCredentials(pems: PeerTlsPems, files: PeerTlsFiles): vo
     );
   }
   const cas = caBlocks.map((block) =>
-    parse(() => new X509Certificate(block), `The herd's CA certificate ${files.ca} is not a PEM certificate`)
+    parse(() => new X509Certificate(block), `The herd's CA certificate ${files.ca} is not a PEM certificate`, restore)
   );
   const cert = parse(
     () => new X509Certificate(pems.cert),
