@@ -6,7 +6,7 @@
 
 import assert from "node:assert/strict";
 import * as x509 from "@peculiar/x509";
-import { certificateNames, makeCertificates } from "../lib/cli/certs.ts";
+import { certificateNames, certificateProblems, makeCertificates } from "../lib/cli/certs.ts";
 import { certificateRunArgs } from "../lib/cli/launcher.ts";
 import { certFiles, type HerdConfig, parseConfig } from "../lib/config/config.ts";
 import { PeerTransport } from "../lib/peer/transport.ts";
@@ -333,6 +333,47 @@ Deno.test({
     );
   } finally {
     for (const server of servers) server.close();
+    await Deno.remove(dir, { recursive: true });
+    await Deno.remove(other, { recursive: true });
+  }
+});
+
+Deno.test({
+  name:
+    "renewing signs with the CA certificate in ca.crt that goes with ca.key, and refuses a ca.key that goes with none",
+  permissions: { read: ["/tmp"], write: ["/tmp"] },
+}, async () => {
+  const [dir, other] = [await temporaryDir(), await temporaryDir()];
+  try {
+    const [config, otherConfig] = [configIn(dir), configIn(other)];
+    await makeCertificates(config);
+    await makeCertificates(otherConfig);
+    const [files, otherFiles] = [certFiles(config), certFiles(otherConfig)];
+    const [oldCa, newCa] = [await Deno.readTextFile(files.ca), await Deno.readTextFile(otherFiles.ca)];
+    // Mid-rotation: ca.crt trusts both CAs, the old one first, and ca.key is the new CA's.
+    await Deno.writeTextFile(files.ca, oldCa + newCa);
+    await Deno.copyFile(otherFiles.caKey, files.caKey);
+    await makeCertificates(config, { names: ["A"], renew: true });
+    const renewed = new x509.X509Certificate(await Deno.readTextFile(files.cert("A")));
+    const newRoot = new x509.X509Certificate(newCa);
+    assert.equal(await renewed.verify({ publicKey: newRoot.publicKey, signatureOnly: true }), true);
+    // The CAs have the same name (the same servers'), so it is the key identifier that tells which CA signed it.
+    assert.equal(
+      renewed.getExtension(x509.AuthorityKeyIdentifierExtension)?.keyId,
+      newRoot.getExtension(x509.SubjectKeyIdentifierExtension)?.keyId,
+    );
+    assert.deepEqual(await certificateProblems(config, ["A"]), []);
+    // A ca.key of neither CA in ca.crt (one left from before a rotation, say): nothing is signed with it.
+    const third = configIn(`${dir}/third`);
+    await makeCertificates(third);
+    await Deno.copyFile(certFiles(third).caKey, files.caKey);
+    const before = await Deno.readTextFile(files.cert("A"));
+    await assert.rejects(
+      makeCertificates(config, { names: ["A"], renew: true }),
+      new RegExp(`^Error: The CA's key ${files.caKey} goes with no certificate in ${files.ca}`),
+    );
+    assert.equal(await Deno.readTextFile(files.cert("A")), before, "A's certificate is left as it was");
+  } finally {
     await Deno.remove(dir, { recursive: true });
     await Deno.remove(other, { recursive: true });
   }

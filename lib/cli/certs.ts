@@ -8,7 +8,8 @@
  */
 
 import { type CertFiles, certFiles, type HerdConfig, type ServerConfig } from "../config/config.ts";
-import { checkPeerCredentials } from "../peer/transport.ts";
+import { createPrivateKey, X509Certificate } from "node:crypto";
+import { checkPeerCredentials, pemCertificates } from "../peer/transport.ts";
 import { ignoreInGit } from "../private_files.ts";
 
 /** How long the herd's CA is valid, in days. */
@@ -89,10 +90,36 @@ async function _newCa(herdName: string): Promise<{ ca: _Ca; keyPem: string }> {
   return { ca: { cert, key: keys.privateKey }, keyPem };
 }
 
+/**
+ * The CA to sign with: `ca.key`, and the certificate of `ca.crt` (which may
+ * hold several during a CA rotation) that goes with it. Throws when none
+ * does (a `ca.key` left from before a rotation, say): a certificate signed
+ * with it would be refused by every neighbour.
+ */
 async function _loadCa(files: CertFiles): Promise<_Ca> {
   const x509 = await _x509();
-  const cert = new x509.X509Certificate(await Deno.readTextFile(files.ca));
-  const der = x509.PemConverter.decodeFirst(await Deno.readTextFile(files.caKey));
+  const keyPem = await Deno.readTextFile(files.caKey);
+  let privateKey;
+  try {
+    privateKey = createPrivateKey(keyPem);
+  } catch (error) {
+    throw new Error(`The CA's key ${files.caKey} is not a PEM private key: ${(error as Error).message}`);
+  }
+  const pem = pemCertificates(await Deno.readTextFile(files.ca)).find((block) => {
+    try {
+      return new X509Certificate(block).checkPrivateKey(privateKey);
+    } catch {
+      return false;
+    }
+  });
+  if (pem === undefined) {
+    throw new Error(
+      `The CA's key ${files.caKey} goes with no certificate in ${files.ca}: put the key of a CA ${files.ca} holds ` +
+        "beside it (after a CA rotation, the new CA's ca.key)",
+    );
+  }
+  const cert = new x509.X509Certificate(pem);
+  const der = x509.PemConverter.decodeFirst(keyPem);
   const key = await crypto.subtle.importKey("pkcs8", der, _ALGORITHM, false, ["sign"]);
   return { cert, key };
 }

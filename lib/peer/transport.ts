@@ -131,7 +131,7 @@ export function certificateName(cert: tls.PeerCertificate): string | undefined {
 }
 
 /** The PEM certificate blocks of a file's text, in order. */
-function _pemCertificates(text: string): string[] {
+export function pemCertificates(text: string): string[] {
   return text.match(/-----BEGIN CERTIFICATE-----[\s\S]*?-----END CERTIFICATE-----/g) ?? [];
 }
 
@@ -158,7 +158,7 @@ export function checkPeerCredentials(pems: PeerTlsPems, files: PeerTlsFiles): vo
   };
   // Not remade by renewing a server's certificate: that would sign with the CA key, not mend ca.crt.
   const restore = "(restore it from where the CA is kept)";
-  const caBlocks = _pemCertificates(pems.ca);
+  const caBlocks = pemCertificates(pems.ca);
   if (caBlocks.length === 0) {
     throw new Error(
       `The herd's CA certificate ${files.ca} is not a PEM certificate: restore it from where the CA is kept`,
@@ -173,7 +173,7 @@ export function checkPeerCredentials(pems: PeerTlsPems, files: PeerTlsFiles): vo
   );
   // The certificate file may go on with the chain to the CA (intermediate CAs), which TLS sends along with it: the
   // certificate is then signed by one of them, signed in turn ... by a CA of ca.crt.
-  const chain = _pemCertificates(pems.cert).slice(1).map((block) =>
+  const chain = pemCertificates(pems.cert).slice(1).map((block) =>
     parse(() => new X509Certificate(block), `The chain in this server's certificate ${files.cert} is not PEM`)
   );
   const signedByCa = (certificate: X509Certificate): boolean => {
