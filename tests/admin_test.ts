@@ -8,6 +8,7 @@ import assert from "node:assert/strict";
 import { answerAdmin, serveAdmin } from "../lib/admin/server.ts";
 import { isLoopback, parseConfig } from "../lib/config/config.ts";
 import { askServers, statusTable } from "../lib/cli/status.ts";
+import { isStatusReport, type StatusReport } from "../lib/admin/status.ts";
 import { Counter, Gauge, Histogram, Registry } from "../lib/admin/prometheus.ts";
 import { MAIN_MODULE } from "../lib/cli/launcher.ts";
 import { hostHeaderAllowed } from "../lib/net/host_header.ts";
@@ -471,4 +472,28 @@ Deno.test({
   } finally {
     for (const { server } of servers) await server.shutdown();
   }
+});
+
+Deno.test("isStatusReport() takes a server's /status and refuses one without a field that status or the dashboard reads", () => {
+  const report: StatusReport = {
+    name: "Hill",
+    uptimeS: 12,
+    health: { ok: true, reason: "ok" },
+    records: 3,
+    digest: "ab12",
+    links: [{ neighbour: "Smith", state: "up", queued: 0, ackWaits: 0, lastReconciliation: null }],
+    rates: { commandsPerSecond: 1.5, replyP99Ms: null },
+    places: { provider: "offline", cacheEntries: 0 },
+    clientConnections: 1,
+    rssBytes: 1,
+  };
+  assert.equal(isStatusReport(report), true);
+  assert.equal(isStatusReport({ ...report, rates: { commandsPerSecond: 1, replyP99Ms: 2.5 } }), true);
+  for (const field of ["uptimeS", "health", "records", "digest", "links", "rates", "places", "clientConnections"]) {
+    const { [field as keyof StatusReport]: _, ...without } = report;
+    assert.equal(isStatusReport(without), false, field);
+  }
+  assert.equal(isStatusReport({ ...report, links: [{ neighbour: "Smith" }] }), false, "a link without its state");
+  assert.equal(isStatusReport({ ...report, health: { ok: "yes", reason: "" } }), false, "health.ok not a boolean");
+  for (const other of [null, [], "status", 1, {}]) assert.equal(isStatusReport(other), false, JSON.stringify(other));
 });

@@ -64,6 +64,7 @@ export function isStatusReport(value: unknown): value is StatusReport {
   const rates = _object(report?.rates);
   const places = _object(report?.places);
   return report !== undefined && typeof report.records === "number" && typeof report.digest === "string" &&
+    typeof report.uptimeS === "number" && typeof report.clientConnections === "number" &&
     Array.isArray(report.links) &&
     report.links.every((link) => typeof _object(link)?.state === "string" && typeof link.neighbour === "string") &&
     typeof health?.ok === "boolean" && typeof health.reason === "string" &&
