@@ -118,11 +118,12 @@ Deno.test("CachedPlaces lets concurrent identical searches share one upstream ca
   const inner = new CountingPlaces();
   inner.held = true;
   const cache = new CachedPlaces(inner, { ttlMs: 1000, maxEntries: 10 });
-  const searches = Array.from({ length: 10 }, () => cache.search(HERE));
+  const searches = Array.from({ length: 10 }, () => cache.result(HERE));
   assert.equal(inner.calls.length, 1);
   inner.releaseAll();
-  const answers = await Promise.all(searches);
-  assert.ok(answers.every((answer) => answer === answers[0]));
+  const results = await Promise.all(searches);
+  assert.ok(results.every((result) => result === results[0]), "one result, shared");
+  assert.deepEqual(results[0].answer, { html_attributions: [], results: [1, 2, 3], status: "OK" });
   assert.equal(cache.stats.shared, 9);
 });
 
@@ -204,6 +205,12 @@ Deno.test("PlacesResult.reply() is byte for byte the line then the squeezed JSON
       assert.deepEqual(result.reply(line, bound), expected, `${answer.status} bound ${bound}`);
     }
     assert.ok(result.bytes > 0, "one body, made once");
+    // The answer's objects are let go once the body is made: the answer is parsed from the body again, as the reply
+    // carries it (JSON's: -0 is 0).
+    assert.notStrictEqual(result.answer, answer);
+    assert.deepEqual(result.answer, JSON.parse(JSON.stringify(answer)));
+    assert.equal(result.status, answer.status);
+    assert.equal(result.errorMessage, answer.error_message);
   }
 });
 

@@ -195,7 +195,6 @@ async function _whatsat(
   const radiusMetres = wholeMetres(radiusKm);
   const started = performance.now();
   const result = await context.places.result({ ...location, radiusMetres });
-  const answer = result.answer;
   const provider = context.places.name;
   const ms = Math.round(performance.now() - started);
   // One per WHATSAT, so through the traffic log's cheap path rather than a LogTape call each, errors too: a failed
@@ -203,8 +202,8 @@ async function _whatsat(
   traffic.event(
     "places",
     `Places ${quote(provider)} around ${quote(record.location)} radius ${radiusMetres} m: ${
-      quote(answer.status)
-    } in ${ms} ms${answer.error_message === undefined ? "" : `: ${quote(String(answer.error_message))}`}`,
+      quote(result.status)
+    } in ${ms} ms${result.errorMessage === undefined ? "" : `: ${quote(String(result.errorMessage))}`}`,
   );
   return result.replyParts(record.line, bound);
 }

@@ -21,6 +21,7 @@ import { formatGoogleJsonWithLayout, whatsatBody } from "./google_json.ts";
 import { type PlacesAnswer, placesError, type PlacesProvider, type PlacesQuery } from "./provider.ts";
 
 const _encoder = new TextEncoder();
+const _decoder = new TextDecoder();
 
 /** Longest time between two passes that drop expired entries, in milliseconds. */
 const _SWEEP_EVERY_MS = 60_000;
@@ -48,16 +49,32 @@ function _byteOffsets(text: string, at: number[]): number[] {
   return bytes;
 }
 
-/** An answer and the one encoded WHATSAT reply body made from it, from which every bound's body is cut. */
+/**
+ * An answer and the one encoded WHATSAT reply body made from it, from which
+ * every bound's body is cut. Once the body is made, the answer's objects are
+ * let go (a cached 20-result answer held them beside its body, about as many
+ * bytes again, which the cache's byte bound did not count): only its status
+ * and message stay, and {@linkcode PlacesResult.answer} parses the body again.
+ */
 export class PlacesResult {
-  /** The answer in the legacy shape. */
-  readonly answer: PlacesAnswer;
+  /** The answer's status (`OK`, `ZERO_RESULTS`, `UNKNOWN_ERROR`...). */
+  readonly status: string;
+  /** The answer's `error_message`, if it has one. */
+  readonly errorMessage: unknown;
+  #answer: PlacesAnswer | undefined;
   #body: Uint8Array | undefined;
   #layout: _ByteLayout | undefined;
 
   /** Wraps an answer; its body is made when first asked for. */
   constructor(answer: PlacesAnswer) {
-    this.answer = answer;
+    this.#answer = answer;
+    this.status = answer.status;
+    this.errorMessage = answer.error_message;
+  }
+
+  /** The answer in the legacy shape (parsed from the body again once the body is made). */
+  get answer(): PlacesAnswer {
+    return this.#answer ?? JSON.parse(_decoder.decode(this.#body!)) as PlacesAnswer;
   }
 
   /** Bytes the encoded body holds, once made (0 before). */
@@ -72,9 +89,10 @@ export class PlacesResult {
 
   #make(): Uint8Array {
     if (this.#body !== undefined) return this.#body;
-    const { json, layout } = formatGoogleJsonWithLayout(this.answer);
+    const { json, layout } = formatGoogleJsonWithLayout(this.#answer!);
     const body = whatsatBody(json);
     this.#body = _encoder.encode(body);
+    this.#answer = undefined;
     // The body is a newline, the JSON and two newlines (printed JSON has no runs of newlines to squeeze); offsets
     // in the JSON move by one. Offsets become bytes by encoding what comes before them.
     if (layout !== undefined && body === `\n${json}\n\n`) {
