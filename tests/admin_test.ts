@@ -242,16 +242,21 @@ Deno.test("the admin endpoint answers only a Host naming it by address, localhos
   assert.match(await rebound.text(), /^The admin endpoint answers only a request whose Host header names it as an IP /);
 });
 
-Deno.test({
-  name: "an admin endpoint refuses a page that rebound its name to it (DNS rebinding), on every path",
-  permissions: { net: ["127.0.0.1"] },
-}, async () => {
+/** An admin endpoint on 127.0.0.1 (a free port, no token) of a server "Hill" that holds nothing. */
+function serveHill(): ReturnType<typeof serveAdmin> {
   const source = {
     health: () => ({ ok: true, reason: "ok" }),
     status: () => ({ name: "Hill" }),
     density: () => ({ cellDegrees: 2, records: 0, cells: [], computedAt: null }),
   };
-  const server = serveAdmin({ host: "127.0.0.1", port: 0, token: undefined, source });
+  return serveAdmin({ host: "127.0.0.1", port: 0, token: undefined, source });
+}
+
+Deno.test({
+  name: "an admin endpoint refuses a page that rebound its name to it (DNS rebinding), on every path",
+  permissions: { net: ["127.0.0.1"] },
+}, async () => {
+  const server = serveHill();
   try {
     const { port } = server.addr as Deno.NetAddr;
     for (const path of ["/metrics", "/healthz", "/status", "/density"]) {
@@ -275,12 +280,7 @@ Deno.test({
   name: "an admin endpoint answers 400, not a 500 with a stack trace, to a Host that makes no URL",
   permissions: { net: ["127.0.0.1"] },
 }, async () => {
-  const source = {
-    health: () => ({ ok: true, reason: "ok" }),
-    status: () => ({ name: "Hill" }),
-    density: () => ({ cellDegrees: 2, records: 0, cells: [], computedAt: null }),
-  };
-  const server = serveAdmin({ host: "127.0.0.1", port: 0, token: undefined, source });
+  const server = serveHill();
   try {
     const { port } = server.addr as Deno.NetAddr;
     for (const host of ["127.0.0.1:99999", "[1:2:3:4:5:6:7:8:9]"]) {

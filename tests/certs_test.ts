@@ -7,7 +7,7 @@
 import assert from "node:assert/strict";
 import * as x509 from "@peculiar/x509";
 import { certificateNames, certificateProblems, makeCertificates } from "../lib/cli/certs.ts";
-import { certificateRunArgs } from "../lib/cli/launcher.ts";
+import { certificateRunArgs, type CertificateRunOptions } from "../lib/cli/launcher.ts";
 import { certFiles, type HerdConfig, parseConfig } from "../lib/config/config.ts";
 import { PeerTransport } from "../lib/peer/transport.ts";
 import { exchange, HERD_TEST_PERMISSIONS, TestHerd } from "./testing/herd.ts";
@@ -27,21 +27,6 @@ function configIn(dir: string): HerdConfig {
       logDir: "logs",
     }),
     `${dir}/herd.config.json`,
-  );
-}
-
-/** Writes `config` (from {@linkcode configIn}) to its path, for a child process to read. */
-async function writeConfig(config: HerdConfig): Promise<void> {
-  await Deno.writeTextFile(
-    config.path,
-    JSON.stringify({
-      servers: Object.fromEntries(
-        [...config.servers].map(([name, s]) => [name, { host: s.host, port: s.port, peerPort: s.peerPort }]),
-      ),
-      links: config.links,
-      places: { url: config.places.url },
-      logDir: "logs",
-    }),
   );
 }
 
@@ -174,20 +159,10 @@ Deno.test({
 }, async () => {
   const dir = await temporaryDir();
   try {
-    const config = configIn(dir);
-    await writeConfig(config);
+    const config = await writtenConfig(dir);
     await makeCertificates(config);
     const files = certFiles(config);
-    const certs = async (names?: string[]) => {
-      const run = await new Deno.Command("deno", {
-        args: certificateRunArgs(config, { names }),
-        stdin: "null",
-        stdout: "piped",
-        stderr: "piped",
-      }).output();
-      const decoder = new TextDecoder();
-      return { code: run.code, stdout: decoder.decode(run.stdout), stderr: decoder.decode(run.stderr) };
-    };
+    const certs = (names?: string[]) => certsInChild(config, { names });
     const whole = await certs();
     assert.equal(whole.code, 0, whole.stderr);
     assert.equal(whole.stdout, `Nothing to make: ${config.certDir} is complete\n`);
@@ -385,8 +360,7 @@ Deno.test({
 }, async () => {
   const dir = await temporaryDir();
   try {
-    const config = configIn(dir);
-    await writeConfig(config);
+    const config = await writtenConfig(dir);
     const runs = await Promise.all(Array.from({ length: 5 }, () =>
       new Deno.Command("deno", {
         args: certificateRunArgs(config, { ifMissing: true }),
@@ -457,10 +431,15 @@ async function writtenConfig(dir: string, certDir = "certs"): Promise<HerdConfig
 }
 
 /** Runs `main.ts make-certs --if-missing` as `deno task herd` (no names) or `serve NAME` do before starting. */
-async function ensureInChild(config: HerdConfig, names?: string[]) {
+function ensureInChild(config: HerdConfig, names?: string[]) {
+  return certsInChild(config, { names, ifMissing: true });
+}
+
+/** Runs `main.ts make-certs` (what `deno task certs` runs) with `options`: its exit code, output and time. */
+async function certsInChild(config: HerdConfig, options: CertificateRunOptions) {
   const started = performance.now();
   const run = await new Deno.Command("deno", {
-    args: certificateRunArgs(config, { names, ifMissing: true }),
+    args: certificateRunArgs(config, options),
     stdin: "null",
     stdout: "piped",
     stderr: "piped",
