@@ -18,6 +18,21 @@ async function run(args: string[]): Promise<{ code: number; stdout: string; stde
   return { code: output.code, stdout: _decoder.decode(output.stdout), stderr: _decoder.decode(output.stderr) };
 }
 
+/** `deno run` of `main.ts <command> [names]` with the config in `dir`, with the permissions `deno task herd` has. */
+function launcherArgs(dir: string, command: string, ...names: string[]): string[] {
+  return [
+    "run",
+    "--no-prompt",
+    `--allow-read=${dir}`,
+    "--allow-run=deno",
+    "main.ts",
+    command,
+    ...names,
+    "--config",
+    `${dir}/herd.config.json`,
+  ];
+}
+
 /**
  * Writes `<dir>/herd.config.json` for servers on 127.0.0.1 (each `[port, peerPort]` or `[port, peerPort, adminPort]`),
  * with plain-text links, the offline Places provider, and logs and data in `dir`; `extra` is added at the top level.
@@ -291,16 +306,7 @@ Deno.test({
       }),
     );
     const child = new Deno.Command("deno", {
-      args: [
-        "run",
-        "--no-prompt",
-        `--allow-read=${dir}`,
-        "--allow-run=deno",
-        "main.ts",
-        "herd",
-        "--config",
-        `${dir}/herd.config.json`,
-      ],
+      args: launcherArgs(dir, "herd"),
       stdin: "null",
       stdout: "piped",
       stderr: "piped",
@@ -337,21 +343,11 @@ for (
       const [a, aPeer, b, bPeer] = freePorts(4);
       await writeLocalConfig(dir, { A: [a, aPeer], B: [b, bPeer] }, [["A", "B"]]);
       const names = command === "herd" ? ["A", "B"] : ["A"];
-      const launcherArgs = [
-        "run",
-        "--no-prompt",
-        `--allow-read=${dir}`,
-        "--allow-run=deno",
-        "main.ts",
-        command,
-        ...(command === "serve" ? ["A"] : []),
-        "--config",
-        `${dir}/herd.config.json`,
-      ];
+      const args = launcherArgs(dir, command, ...(command === "serve" ? ["A"] : []));
       // The launcher's parent, as deno task is: a process that starts it and waits.
-      const parentScript = `await new Deno.Command("deno", { args: ${JSON.stringify(launcherArgs)} }).spawn().status;`;
+      const parentScript = `await new Deno.Command("deno", { args: ${JSON.stringify(args)} }).spawn().status;`;
       const launcher = new Deno.Command("deno", {
-        args: killed === "the launcher" ? launcherArgs : ["eval", parentScript],
+        args: killed === "the launcher" ? args : ["eval", parentScript],
         stdin: "null",
         stdout: "null",
         stderr: "null",
@@ -419,16 +415,7 @@ Deno.test({
     const [a, aPeer, b, bPeer] = freePorts(4);
     await writeLocalConfig(dir, { A: [a, aPeer], B: [b, bPeer] }, [["A", "B"]]);
     const launcher = new Deno.Command("deno", {
-      args: [
-        "run",
-        "--no-prompt",
-        `--allow-read=${dir}`,
-        "--allow-run=deno",
-        "main.ts",
-        "herd",
-        "--config",
-        `${dir}/herd.config.json`,
-      ],
+      args: launcherArgs(dir, "herd"),
       stdin: "null",
       stdout: "null",
       stderr: "piped",
