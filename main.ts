@@ -54,6 +54,7 @@ import { DatabaseInUseError } from "./lib/store/record_log.ts";
 import { traffic } from "./lib/traffic_log.ts";
 import { serverPermissionFlags } from "./lib/cli/permissions.ts";
 import { createPlaces } from "./lib/places/factory.ts";
+import { keyProblem } from "./lib/places/http.ts";
 import { serveDashboard } from "./lib/cli/launcher.ts";
 
 const USAGE = `Usage: main.ts <run|serve|herd|status|compile|flags|schema|certs> [NAME] [--config PATH] [--out DIR]
@@ -139,8 +140,13 @@ async function runServer(config: HerdConfig, name: string, launched = false): Pr
   const key = Deno.env.get(PLACES_KEY_VARIABLE);
   const places = createPlaces(config.places, key);
   log.server.info("Places provider: {provider} ({reason})", { provider: places.provider, reason: places.reason });
-  if (!key && places.provider !== "offline") {
-    log.server.warning(`${PLACES_KEY_VARIABLE} is not set: WHATSAT will answer REQUEST_DENIED`);
+  const problem = keyProblem(key);
+  if (problem !== undefined && places.provider !== "offline") {
+    log.server.warning(
+      key
+        ? `${problem}: WHATSAT will answer REQUEST_DENIED`
+        : `${PLACES_KEY_VARIABLE} is not set: WHATSAT will answer REQUEST_DENIED`,
+    );
   }
   const server = new HerdServer({
     config,

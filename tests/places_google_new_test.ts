@@ -171,6 +171,34 @@ Deno.test({
 });
 
 Deno.test({
+  name: "Google providers given a key no request can carry answer REQUEST_DENIED saying so, without calling out",
+  permissions: { net: ["127.0.0.1"] },
+}, async () => {
+  await using fake = startFakePlaces({ key: KEY });
+  for (const [key, code] of [[`${KEY}\n`, "U+000A"], [`${KEY}\r`, "U+000D"], [`k\u00e9y-${KEY}`, "U+00E9"]] as const) {
+    for (
+      const places of [
+        new GoogleNewPlaces({ url: fake.newUrl, key, timeoutMs: 300 }),
+        new GoogleLegacyPlaces({ url: fake.url, key, timeoutMs: 300 }),
+      ]
+    ) {
+      const answer = await places.search(UCLA);
+      assert.equal(answer.status, "REQUEST_DENIED", `${places.name} ${code}`);
+      assert.ok(
+        String(answer.error_message).includes(`GOOGLE_PLACES_API_KEY holds a character no request can carry (${code}`),
+        String(answer.error_message),
+      );
+      assert.ok(!String(answer.error_message).includes(KEY), "the message shows none of the key");
+    }
+  }
+  assert.equal(fake.requests.length, 0);
+  // A key that can be sent is sent: the fake sees it.
+  const sent = await new GoogleNewPlaces({ url: fake.newUrl, key: KEY, timeoutMs: 300 }).search(UCLA);
+  assert.equal(sent.status, "OK");
+  assert.equal(fake.requests.length, 1);
+});
+
+Deno.test({
   name: "an unreachable Places service is an UNKNOWN_ERROR whose message never shows the key",
   permissions: { net: ["127.0.0.1"] },
 }, async () => {

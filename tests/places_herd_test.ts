@@ -40,6 +40,23 @@ Deno.test({
 });
 
 Deno.test({
+  name: "a key no request can carry (a stray line break) is named at start-up, and WHATSAT answers REQUEST_DENIED",
+  permissions: HERD_TEST_PERMISSIONS,
+}, async () => {
+  await using fake = startFakePlaces({ key: KEY });
+  await using herd = await TestHerd.create({ placesUrl: fake.url, key: `${KEY}\n`, names: ["Solo"], links: [] });
+  await herd.start("Solo");
+  const said = "GOOGLE_PLACES_API_KEY holds a character no request can carry (U+000A at offset 14)";
+  const warning = `${said}: a Places API key is letters, digits, '-' and '_': WHATSAT will answer REQUEST_DENIED`;
+  await waitFor(() => herd.stderr("Solo").includes(warning), { what: "Solo's warning about the key" });
+  await exchange(herd.port("Solo"), UCLA);
+  const answer = json(await exchange(herd.port("Solo"), "WHATSAT kiwi.cs.ucla.edu 10 5\n"));
+  assert.equal(answer.status, "REQUEST_DENIED");
+  assert.ok(String(answer.error_message).startsWith(said), String(answer.error_message));
+  assert.equal(fake.requests.length, 0);
+});
+
+Deno.test({
   name: "with a key, the auto provider uses Places API (New) and answers in the legacy shape, through the cache",
   permissions: HERD_TEST_PERMISSIONS,
 }, async (t) => {

@@ -1,7 +1,14 @@
 /** Google's legacy Nearby Search: `GET url?location=LAT,LNG&radius=METRES&key=KEY`. */
 
 import { type PlacesAnswer, placesError, type PlacesProvider, type PlacesQuery } from "./provider.ts";
-import { cutEcho, fetchPlacesJson, type GooglePlacesOptions, httpStatusText, missingKeyAnswer } from "./http.ts";
+import {
+  cutEcho,
+  fetchPlacesJson,
+  type GooglePlacesOptions,
+  httpStatusText,
+  keyProblem,
+  unusableKeyAnswer,
+} from "./http.ts";
 
 /** A decimal degree as Google wants it: no `+`. */
 export function unsignedDegrees(degrees: string): string {
@@ -27,17 +34,19 @@ export class GoogleLegacyPlaces implements PlacesProvider {
   readonly name = "google-legacy";
   #url: string;
   #key: string;
+  #keyProblem: string | undefined;
   #timeoutMs: number;
 
   /** A provider calling `options.url` with `options.key`. */
   constructor(options: GooglePlacesOptions) {
     this.#url = options.url;
     this.#key = options.key ?? "";
+    this.#keyProblem = keyProblem(options.key);
     this.#timeoutMs = options.timeoutMs;
   }
 
   async search(query: PlacesQuery, signal?: AbortSignal): Promise<PlacesAnswer> {
-    if (this.#key === "") return missingKeyAnswer();
+    if (this.#keyProblem !== undefined) return unusableKeyAnswer(this.#keyProblem);
     const separator = this.#url.includes("?") ? "&" : "?";
     const url = `${this.#url}${separator}location=${unsignedDegrees(query.latitude)},` +
       `${unsignedDegrees(query.longitude)}&radius=${query.radiusMetres}&key=${encodeURIComponent(this.#key)}`;

@@ -4,7 +4,14 @@
  */
 
 import { type PlacesAnswer, placesError, type PlacesProvider, type PlacesQuery } from "./provider.ts";
-import { cutEcho, fetchPlacesJson, type GooglePlacesOptions, httpStatusText, missingKeyAnswer } from "./http.ts";
+import {
+  cutEcho,
+  fetchPlacesJson,
+  type GooglePlacesOptions,
+  httpStatusText,
+  keyProblem,
+  unusableKeyAnswer,
+} from "./http.ts";
 
 /** Only the fields the legacy shape carries: Google bills by the fields asked for. */
 export const GOOGLE_NEW_FIELD_MASK: string = [
@@ -95,17 +102,19 @@ export class GoogleNewPlaces implements PlacesProvider {
   readonly name = "google-new";
   #url: string;
   #key: string;
+  #keyProblem: string | undefined;
   #timeoutMs: number;
 
   /** A provider calling `options.url` with `options.key`. */
   constructor(options: GooglePlacesOptions) {
     this.#url = options.url;
     this.#key = options.key ?? "";
+    this.#keyProblem = keyProblem(options.key);
     this.#timeoutMs = options.timeoutMs;
   }
 
   async search(query: PlacesQuery, signal?: AbortSignal): Promise<PlacesAnswer> {
-    if (this.#key === "") return missingKeyAnswer();
+    if (this.#keyProblem !== undefined) return unusableKeyAnswer(this.#keyProblem);
     const body = {
       locationRestriction: {
         circle: {

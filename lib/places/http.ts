@@ -9,15 +9,30 @@ import { type PlacesAnswer, placesError } from "./provider.ts";
 export interface GooglePlacesOptions {
   /** The endpoint. */
   url: string;
-  /** API key; without one every search answers `REQUEST_DENIED`. */
+  /** API key; without one (or with one that cannot be sent: {@linkcode keyProblem}) every search answers `REQUEST_DENIED`. */
   key?: string;
   /** Upstream timeout in milliseconds. */
   timeoutMs: number;
 }
 
-/** The answer of a Google provider that has no key: it does not call out. */
-export function missingKeyAnswer(): PlacesAnswer {
-  return placesError("REQUEST_DENIED", "No Places API key: the server has no GOOGLE_PLACES_API_KEY set");
+/**
+ * Why `key` cannot be sent, or `undefined` when it can: there is none, or it
+ * holds a character no HTTP request carries as written (a line break, a
+ * control character, anything not ASCII). Google's keys are letters, digits,
+ * `-` and `_`; such a key is not sent to be refused as unreachable.
+ */
+export function keyProblem(key: string | undefined): string | undefined {
+  if (key === undefined || key === "") return "No Places API key: the server has no GOOGLE_PLACES_API_KEY set";
+  const bad = /[^\x20-\x7e]/.exec(key);
+  if (bad === null) return undefined;
+  const code = bad[0].codePointAt(0)!.toString(16).toUpperCase().padStart(4, "0");
+  return `GOOGLE_PLACES_API_KEY holds a character no request can carry (U+${code} at offset ${bad.index}): ` +
+    "a Places API key is letters, digits, '-' and '_'";
+}
+
+/** The answer of a Google provider whose key cannot be sent ({@linkcode keyProblem}): it does not call out. */
+export function unusableKeyAnswer(problem: string): PlacesAnswer {
+  return placesError("REQUEST_DENIED", problem);
 }
 
 /** Options for {@linkcode fetchPlacesJson}. */
