@@ -437,6 +437,12 @@ Deno.test({
     assert.equal(log.pendingFor("other"), undefined, "nothing of another client waits");
     const committed = log.pendingFor("peer");
     assert.ok(committed !== undefined, "the written-behind line waits for its commit");
+    // Brought forward: in by the end of this turn of the event loop (the next setImmediate), where written behind alone
+    // it would wait for the write-behind timer (WRITE_BEHIND_MS).
+    let settled = false;
+    committed.then(() => settled = true);
+    await new Promise((resolve) => setImmediate(resolve));
+    assert.ok(settled, "the commit came at the end of the turn, not at the write-behind timer");
     assert.equal(await committed, true);
     assert.deepEqual(tableLines(path), [record("peer", "5").line]);
     assert.equal(log.pendingFor("peer"), undefined, "once committed, nothing waits");
