@@ -648,11 +648,19 @@ Deno.test({
   name: "down a broadcast tree, a neighbour whose link lags still gets the records passed on to it" + MODE.suffix,
   permissions: HERD_TEST_PERMISSIONS,
 }, async () => {
-  await using herd = await lineHerd({ broadcast: "tree", ackTimeoutMs: 200, reconcileIntervalMs: 600_000 });
+  // Heartbeats too slow to send B's lagging link a probe while the test runs (the test after this one is about those):
+  // here records passed on are what make it catch up.
+  await using herd = await lineHerd({
+    broadcast: "tree",
+    ackTimeoutMs: 200,
+    reconcileIntervalMs: 600_000,
+    heartbeatMs: 30_000,
+    heartbeatTimeoutMs: 60_000,
+  });
   await herd.startAll();
   await herd.waitLinksInUse();
   // B's link to C lags (an IAMAT at B waits out its budget), then the link is healthy again: B's link stays lagging
-  // until one of B's own records is acknowledged in time, and meanwhile C is in no tree through B.
+  // until a record it sends is acknowledged in time, and meanwhile C is in no tree through B.
   herd.link("B", "C", delay(300));
   await iamat(herd, "B", `lag-${crypto.randomUUID().slice(0, 8)}`);
   await waitFor(() => /Link to "?C"? is lagging/.test(herd.stderr("B")), { what: "B to mark its link to C lagging" });
@@ -668,6 +676,46 @@ Deno.test({
     await iamat(herd, "A", `${id}-${round++}`);
     return (await herd.metrics("B")).get('herd_peer_link_in_use{neighbour="C"}') === 1;
   }, { what: "B's link to C to be in use again" });
+});
+
+Deno.test({
+  name: "a lagging link catches up at a heartbeat once its neighbour answers in time, with no IAMAT, and replies " +
+    "wait on it again" + MODE.suffix,
+  permissions: HERD_TEST_PERMISSIONS,
+}, async () => {
+  const budget = 400;
+  await using herd = await lineHerd({
+    ackTimeoutMs: budget,
+    heartbeatMs: 300,
+    heartbeatTimeoutMs: 5_000,
+    reconcileIntervalMs: 600_000,
+  });
+  await herd.startAll();
+  await herd.waitLinksInUse();
+  const lagging = async () => (await herd.metrics("B")).get('herd_peer_link_lagging{neighbour="C"}');
+  const probes = async () => (await herd.metrics("B")).get("herd_peer_lagging_probes_total") ?? 0;
+  const iamatsAtB = async () => (await herd.metrics("B")).get('herd_commands_total{command="IAMAT",outcome="ok"}');
+  // A round trip of 600 ms against a 400 ms budget: B's IAMAT waits it out, and B marks its link to C lagging.
+  herd.link("B", "C", delay(300));
+  await iamat(herd, "B", `lag-${crypto.randomUUID().slice(0, 8)}`);
+  await waitFor(() => /Link to "?C"? is lagging/.test(herd.stderr("B")), { what: "B to mark its link to C lagging" });
+  const iamats = await iamatsAtB();
+  // The probes, one a heartbeat, come back late while the link is slow: the link stays lagging.
+  const first = await probes();
+  await waitFor(async () => await probes() >= first + 3, { what: "three probes over the slow link" });
+  assert.equal(await lagging(), 1, "a probe answered late does not make the link catch up");
+  // The link is quick again: the next probe is answered in time, with no IAMAT at B meanwhile.
+  herd.link("B", "C", PASS);
+  await waitFor(async () => await lagging() === 0, { what: "B's link to C to catch up" });
+  assert.equal(await iamatsAtB(), iamats, "no IAMAT made it catch up");
+  assert.match(await herd.log("B"), /Link to "?C"? caught up/);
+  // And an IAMAT at B waits on C again: with a 120 ms round trip (within the budget), its reply takes at least that,
+  // and C holds the record when it comes.
+  herd.link("B", "C", delay(60));
+  const id = `waits-${crypto.randomUUID().slice(0, 8)}`;
+  const { line, ms } = await iamat(herd, "B", id);
+  assert.ok(ms >= 110 && ms < budget, `the reply waited on C's acknowledgement: ${ms.toFixed(0)} ms`);
+  await assertHolds(herd, "C", id, line);
 });
 
 Deno.test({

@@ -82,6 +82,12 @@ const _silentLinks = registry.add(
     ["direction"],
   ),
 );
+const _laggingProbes = registry.add(
+  new Counter(
+    "herd_peer_lagging_probes_total",
+    "Records sent again over a lagging link, one a heartbeat, to see whether the neighbour acknowledges in time again.",
+  ),
+);
 const _places = registry.add(
   new Counter("herd_places_requests_total", "Upstream Places searches, by provider and status.", [
     "provider",
@@ -129,6 +135,7 @@ export const metrics = {
   linkReportsRefused: _linkReports.labels("refused"),
   silentLinksTo: _silentLinks.labels("to"),
   silentLinksFrom: _silentLinks.labels("from"),
+  laggingProbes: _laggingProbes.labels(),
   reconciliationSent: _reconciliationRecords.labels("sent"),
   reconciliationReceived: _reconciliationRecords.labels("received"),
   commitOk: _commits.labels("ok"),

@@ -135,6 +135,8 @@ export class PeerLink {
   #running: Promise<void> | undefined;
   /** When (`performance.now()`) this session last wrote to the neighbour. */
   #lastWrite = 0;
+  /** The last record queued to be acknowledged: what a lagging link sends again to see whether it caught up. */
+  #lastAcknowledged: LocationRecord | undefined;
 
   /** A link that dials once {@linkcode PeerLink.start} is called. */
   constructor(options: PeerLinkOptions) {
@@ -263,10 +265,28 @@ export class PeerLink {
       entry.live = true;
     }
     this.#wakeSoon();
+    if (waitMs > 0) this.#lastAcknowledged = record;
     if (release === undefined || waitMs <= 0 || this.#acks.lagging) return false;
     entry.ticket ??= this.#acks.ticket();
     this.#acks.wait(entry.ticket, waitMs, release);
     return true;
+  }
+
+  /**
+   * At each heartbeat while the link is lagging, with nothing queued: the
+   * last record we had acknowledged, sent again to be acknowledged. The
+   * neighbour holds it (or takes it: it is a record like any other) and
+   * answers at once, so an answer within `ackTimeoutMs` is the link catching
+   * up ({@linkcode AckTracker}'s rule), whether or not our server takes
+   * another IAMAT: until it does, IAMAT replies would not wait on this
+   * neighbour, nor the trees count on the link. One record a heartbeat, and
+   * none while the neighbour keeps up.
+   */
+  #probeIfLagging(): void {
+    const record = this.#lastAcknowledged;
+    if (!this.#acks.lagging || record === undefined || this.#queue.size > 0) return;
+    metrics.laggingProbes.inc();
+    this.sendAcknowledged(record, this.#options.ackTimeoutMs);
   }
 
   /** The link counts for the trees {@linkcode _PROVEN_MS} from now, if the session lasts and keeps up. */
@@ -403,6 +423,7 @@ export class PeerLink {
       intervalMs: heartbeatMs,
       timeoutMs: heartbeatTimeoutMs,
       onTick: (silentMs) => {
+        this.#probeIfLagging();
         // Asked when the neighbour has been quiet, and also when we have: the neighbour judges our silence by what
         // we write (a long reconciliation answer from it is heard here while it hears nothing from us).
         const now = performance.now();

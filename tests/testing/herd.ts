@@ -385,7 +385,8 @@ export class TestHerd implements AsyncDisposable {
    * keeping up; `herd_peer_link_from_live`: the neighbour's link into it up
    * for a second), so that its link state holds still; the herd must be
    * created with `admin`. A server with a lagging link is sent an IAMAT of a
-   * client of its own (`settle-...`) at each look, to let the link catch up.
+   * client of its own (`settle-...`) at each look, to let the link catch up
+   * without waiting for its heartbeat's probe.
    */
   async waitLinksInUse(timeoutMs = 30_000): Promise<void> {
     // A generous limit: a herd just started on a loaded machine takes a while to have every link up for a second.
@@ -401,8 +402,8 @@ export class TestHerd implements AsyncDisposable {
         }
       }
       // A link marked lagging (an acknowledgement of waitConverged()'s probes came late on a loaded machine) catches up
-      // only when one of its server's own records is acknowledged in time: a record of a client of its own gives it
-      // the chance, as a client's next IAMAT would.
+      // when a record it sends is acknowledged in time: the probe at its next heartbeat, or at once a record of a
+      // client of its server's own (for the tests whose heartbeats are too slow to wait for).
       await Promise.all(
         [...lagging].map((name) =>
           exchange(this.port(name), `IAMAT settle-${crypto.randomUUID().slice(0, 8)} +0+0 ${Date.now() / 1000}\n`)
