@@ -323,6 +323,38 @@ Deno.test("parseConfig() refuses a server name with spaces", () => {
   assertRefused(raw, /server name "Hill Top"/);
 });
 
+Deno.test("parseConfig() refuses a server name starting with '-' (an option to the tasks) or over 64 characters", () => {
+  const expected = 'letters, digits, "_", "." or "-", not starting with "-", at most 64 characters';
+  for (const name of ["-rf", "-", "x".repeat(65)]) {
+    const raw = sample();
+    raw.servers[name] = { host: "127.0.0.1", port: 13005, peerPort: 13105 };
+    assertRefused(raw, new RegExp(`server name "${name}" must be ${expected.replaceAll(".", "\\.")}`));
+  }
+  for (const name of ["a-", "_x", ".y", "9", "x".repeat(64)]) {
+    const raw = sample();
+    raw.servers[name] = { host: "127.0.0.1", port: 13005, peerPort: 13105 };
+    assert.ok(parse(raw).servers.has(name), name);
+  }
+});
+
+Deno.test("parseConfig() refuses a NUL character in a directory: no path can hold one", () => {
+  for (const key of ["logDir", "dataDir", "certDir"]) {
+    assertRefused(
+      { ...sample(), [key]: "lo\u0000gs" },
+      new RegExp(`${key} holds a NUL character \\(".*"\\): no path can`),
+    );
+  }
+});
+
+Deno.test("parseConfig() reads a config nested 100,000 deep in linear time, and refuses it by what it is", () => {
+  const depth = 100_000;
+  const text = `{"servers": ${"[".repeat(depth)}${"]".repeat(depth)}}`;
+  assert.throws(() => parseConfig(text, "/tmp/x/herd.config.json"), /servers must be an object/);
+  const duplicate = `{"a": ${'{"b": '.repeat(depth)}{"x": 1, "x": 2}${"}".repeat(depth)}}`;
+  const path = duplicateJsonKey(duplicate);
+  assert.equal(path, ["a", ..."b".repeat(depth), "x"].join("."));
+});
+
 Deno.test("parseConfig() refuses a non-positive maxLineBytes", () => {
   assertRefused({ ...sample(), maxLineBytes: 0 }, /maxLineBytes must be a positive integer/);
 });
@@ -540,6 +572,8 @@ Deno.test("parseConfig() refuses a millisecond setting longer than a timer can w
     );
   }
   assertRefused({ ...sample(), shutdownGraceMs: 2 ** 31 }, /shutdownGraceMs must be at most 2147483647 milliseconds/);
+  // Too large to count exactly is too large for a timer, said so too.
+  assertRefused({ ...sample(), shutdownGraceMs: 1e20 }, /shutdownGraceMs must be at most 2147483647 milliseconds/);
   const raw = sample();
   raw.places.timeoutMs = 2_147_483_647;
   assert.equal(parse(raw).places.timeoutMs, 2_147_483_647);

@@ -185,7 +185,11 @@ export const PLACES_KEY_VARIABLE = "GOOGLE_PLACES_API_KEY";
 /** The environment variable that holds the admin endpoints' bearer token. */
 export const ADMIN_TOKEN_VARIABLE = "HERD_ADMIN_TOKEN";
 
-const _NAME = /^[A-Za-z0-9_.-]+$/;
+/**
+ * A server's name: it is a command-line argument (`deno task serve <Name>`), so it does not start with `-`, and a
+ * certificate's common name (at most 64 characters) and part of file names.
+ */
+const _NAME = /^[A-Za-z0-9_.][A-Za-z0-9_.-]{0,63}$/;
 const _HOST_PORT = /^(.+):([0-9]+)$/;
 const _IPV4 = /^(?:0|[1-9][0-9]{0,2})(?:\.(?:0|[1-9][0-9]{0,2})){3}$/;
 
@@ -439,7 +443,7 @@ export const HERD_CONFIG_SCHEMA: Schema<RawHerdConfig> = object({
     mapOf(_server, {
       keyPattern: _NAME,
       keyName: "server name",
-      keyExpected: 'letters, digits, "_", "." or "-"',
+      keyExpected: 'letters, digits, "_", "." or "-", not starting with "-", at most 64 characters',
     }),
     "The servers of the herd, by name.",
   ),
@@ -659,7 +663,13 @@ function _checkFlagValues(
   };
   // The file's own path is told apart from a key by the word "path": it is in every message already.
   if (path.includes(",")) refuse("the path of the config file", path);
-  for (const [key, dir] of Object.entries(dirs)) if (dir.includes(",")) refuse(key, dir);
+  for (const [key, dir] of Object.entries(dirs)) {
+    if (dir.includes(",")) refuse(key, dir);
+    // Not a flag's matter, but found here with the rest: the system takes no path holding one.
+    if (dir.includes("\0")) {
+      throw new ConfigValueError(`${key} holds a NUL character (${JSON.stringify(dir)}): no path can`);
+    }
+  }
   for (const [name, server] of servers) {
     if (server.peerDialHost.includes(",")) refuse(`servers.${name}.peerAddress`, server.peerDialHost);
   }
@@ -692,22 +702,19 @@ function _checkLinks(links: [string, string][], servers: Map<string, ServerConfi
  */
 export function duplicateJsonKey(text: string): string | undefined {
   interface Frame {
-    path: string[];
     keys?: Set<string>;
     index: number;
     key?: string;
     awaitingKey: boolean;
   }
+  // Each frame holds only its own place; the path is put together only for a duplicate, so however deep the nesting,
+  // the work stays linear in the text.
   const stack: Frame[] = [];
-  const childPath = (): string[] => {
-    const top = stack.at(-1);
-    if (top === undefined) return [];
-    return [...top.path, top.keys === undefined ? String(top.index) : top.key ?? ""];
-  };
+  const label = (frame: Frame): string => frame.keys === undefined ? String(frame.index) : frame.key ?? "";
   for (let i = 0; i < text.length; i++) {
     const c = text[i];
-    if (c === "{") stack.push({ path: childPath(), keys: new Set(), index: 0, awaitingKey: true });
-    else if (c === "[") stack.push({ path: childPath(), index: 0, awaitingKey: false });
+    if (c === "{") stack.push({ keys: new Set(), index: 0, awaitingKey: true });
+    else if (c === "[") stack.push({ index: 0, awaitingKey: false });
     else if (c === "}" || c === "]") stack.pop();
     else if (c === ",") {
       const top = stack.at(-1);
@@ -719,7 +726,7 @@ export function duplicateJsonKey(text: string): string | undefined {
       const top = stack.at(-1);
       if (top?.keys !== undefined && top.awaitingKey) {
         const key = JSON.parse(text.slice(i, end + 1)) as string;
-        if (top.keys.has(key)) return [...top.path, key].join(".");
+        if (top.keys.has(key)) return [...stack.slice(0, -1).map(label), key].join(".");
         top.keys.add(key);
         top.key = key;
         top.awaitingKey = false;

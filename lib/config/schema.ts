@@ -102,7 +102,10 @@ export function milliseconds(): Schema<number> {
   const positive = positiveInteger();
   return {
     parse(value, path) {
-      const ms = positive.parse(value, path);
+      // Too large to count exactly (1e20) is too large for a timer first: said so, not "not a positive integer".
+      const ms = Number.isInteger(value) && (value as number) > MAX_TIMER_MS
+        ? value as number
+        : positive.parse(value, path);
       if (ms > MAX_TIMER_MS) {
         throw new ConfigValueError(
           `${path} must be at most ${MAX_TIMER_MS} milliseconds (about 24.8 days, the longest a timer waits), got ${ms}`,
