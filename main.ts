@@ -57,7 +57,8 @@ import { createPlaces } from "./lib/places/factory.ts";
 import { keyProblem } from "./lib/places/http.ts";
 import { serveDashboard } from "./lib/cli/launcher.ts";
 
-const USAGE = `Usage: main.ts <run|serve|herd|status|compile|flags|schema|dashboard|certs> [NAME] [--config PATH] [--out DIR]
+const USAGE =
+  `Usage: main.ts <run|serve|herd|status|compile|flags|schema|dashboard|certs> [NAME] [--config PATH] [--out DIR]
   run NAME      run server NAME in this process
   serve NAME    run server NAME with exactly the permissions it needs
   herd          run every server of the config
