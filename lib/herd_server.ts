@@ -17,6 +17,7 @@ import { nanosecondsText } from "./decimal.ts";
 import { certFiles, type HerdConfig, neighboursOf, netAddress, serverNamed } from "./config/config.ts";
 import { cutForLog, log, logFile, quote } from "./logging.ts";
 import { acceptLoop } from "./net/acceptor.ts";
+import type { ResilientHttpServer } from "./net/http_server.ts";
 import type { PeerHost } from "./peer/host.ts";
 import type { LinkReport } from "./peer/tree.ts";
 import { type InboundPeer, refusePeer, servePeer } from "./peer/inbound.ts";
@@ -81,7 +82,7 @@ export class HerdServer implements PeerHost {
   #config: HerdConfig;
   #places: CachedPlaces;
   #adminToken: string | undefined;
-  #admin: Deno.HttpServer | undefined;
+  #admin: ResilientHttpServer | undefined;
   #phase: "starting" | "running" | "stopping" = "starting";
   #startedAt = Date.now();
   #rates = new RecentRates();

@@ -260,3 +260,45 @@ Deno.test({
   for (let i = 0; i < 5; i++) assert.equal(await exchange(port, "WHATSAT kiwi 9 1\n"), first);
   assert.equal(fake.requests.length, 42, "one upstream call for six searches");
 });
+
+Deno.test({
+  name: "out of file descriptors, the server lives on: clients and the admin endpoint are served again once some close",
+  permissions: { ...HERD_TEST_PERMISSIONS, run: ["deno", "prlimit"] },
+}, async () => {
+  await using herd = await TestHerd.create({
+    placesUrl: NOWHERE,
+    names: ["Solo"],
+    links: [],
+    places: { provider: "offline" },
+    admin: true,
+  });
+  // 64 open files: the runtime, the database, the log and the listeners take about 40.
+  await herd.start("Solo", { fileLimit: 64 });
+  const held: Deno.Conn[] = [];
+  try {
+    // Idle clients until the server can take no more: it says so.
+    await waitFor(async () => {
+      for (let i = 0; i < 10; i++) held.push(await Deno.connect({ hostname: "127.0.0.1", port: herd.port("Solo") }));
+      return /Accepting clients failed: Too many open files/.test(herd.stderr("Solo"));
+    }, { what: "Solo to run out of file descriptors", stepMs: 50 });
+    // Connections to the admin endpoint now, until one's accept fails too (another file may have come free for a
+    // moment). That ended the process (an unhandled rejection in Deno.serve); now the endpoint is served again once it
+    // can be.
+    await waitFor(async () => {
+      // Refused while the failed endpoint waits to listen again.
+      const conn = await Deno.connect({ hostname: "127.0.0.1", port: herd.adminPort("Solo") }).catch(() => undefined);
+      if (conn !== undefined) held.push(conn);
+      return /The admin endpoint cannot accept connections: Too many open files/.test(herd.stderr("Solo")) ||
+        herd.exitCode("Solo") !== undefined;
+    }, { what: () => `Solo to say its admin endpoint cannot accept; it said: ${herd.stderr("Solo")}`, stepMs: 50 });
+    assert.equal(herd.exitCode("Solo"), undefined, "the server still runs");
+  } finally {
+    for (const conn of held) conn.close();
+  }
+  await waitFor(() => /The admin endpoint accepts again/.test(herd.stderr("Solo")), {
+    what: "the admin endpoint back",
+  });
+  assert.deepEqual(await herd.admin("Solo", "/healthz"), { status: 200, body: "ok\n" });
+  assert.match(await exchange(herd.port("Solo"), "IAMAT after-exhaustion +1+1 1\n"), /^AT Solo /);
+  assert.equal(herd.exitCode("Solo"), undefined);
+});

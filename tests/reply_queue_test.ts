@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { ReplyQueue } from "../lib/client/reply_queue.ts";
+import { MAX_WRITE_BYTES, ReplyQueue } from "../lib/client/reply_queue.ts";
 import { concatBytes, writeParts } from "../lib/net/write.ts";
 import { delay } from "./testing/wait.ts";
 
@@ -77,4 +77,47 @@ Deno.test("ReplyQueue writes replies in command order, the ready ones behind the
   await flushed;
   assert.equal(received(), "first\nsecond\nthird\n");
   assert.equal(writes(), 1);
+});
+
+Deno.test("ReplyQueue gathers at most MAX_WRITE_BYTES a write (or one reply larger alone), in order", async () => {
+  const sizes: number[] = [];
+  const chunks: Uint8Array[] = [];
+  const conn = {
+    write(bytes: Uint8Array): Promise<number> {
+      sizes.push(bytes.length);
+      chunks.push(bytes.slice());
+      return Promise.resolve(bytes.length);
+    },
+  } as unknown as Deno.Conn;
+  const queue = new ReplyQueue(conn);
+  // 256 WHATSAT-like replies of about 7.3 KB, their body shared, as a cached answer's is; one of 100 KB among them.
+  const body = encoder.encode(`\n${"x".repeat(7_300)}\n\n`);
+  const expected: string[] = [];
+  for (let i = 0; i < 256; i++) {
+    const line = `AT Hill +0.1 c${i} +1+1 ${i}`;
+    if (i === 100) {
+      const big = `${line}\n${"y".repeat(100_000)}\n\n`;
+      queue.push(big);
+      expected.push(big);
+    } else {
+      queue.push([line, body]);
+      expected.push(line + decoder.decode(body));
+    }
+  }
+  await queue.flush();
+  assert.equal(decoder.decode(concatBytes(chunks)), expected.join(""));
+  assert.equal(sizes.reduce((a, b) => a + b, 0), expected.join("").length);
+  // Each write stops at the first reply that takes it to MAX_WRITE_BYTES (the replies are ASCII: a byte a character).
+  const writes: number[] = [];
+  let gathered = 0;
+  for (const reply of expected) {
+    gathered += reply.length;
+    if (gathered >= MAX_WRITE_BYTES) {
+      writes.push(gathered);
+      gathered = 0;
+    }
+  }
+  if (gathered > 0) writes.push(gathered);
+  assert.deepEqual(sizes, writes);
+  assert.ok(sizes.length > 25, `${sizes.length} writes`);
 });

@@ -15,6 +15,8 @@ import { ADMIN_TOKEN_VARIABLE, isLoopback } from "../config/config.ts";
 import { BAD_HOST_MESSAGE, foreignHostMessage, hostHeaderAllowed, requestPath } from "../net/host_header.ts";
 import type { DensityReport } from "./density.ts";
 import { registry } from "./metrics.ts";
+import { ResilientHttpServer } from "../net/http_server.ts";
+import { log } from "../logging.ts";
 
 /** Whether the server is fit for clients, and why not. */
 export interface Health {
@@ -114,7 +116,7 @@ export function answerAdmin(request: Request, options: Pick<AdminOptions, "host"
  * not loopback and no token is set: the endpoint shows how busy the herd is
  * and where its clients are, so it is never open to a network by default.
  */
-export function serveAdmin(options: AdminOptions): Deno.HttpServer {
+export function serveAdmin(options: AdminOptions): ResilientHttpServer {
   if (!isLoopback(options.host) && (options.token === undefined || options.token === "")) {
     throw new Error(
       `The admin endpoint on ${options.host}:${options.port} faces the network and needs a bearer token: ` +
@@ -122,8 +124,15 @@ export function serveAdmin(options: AdminOptions): Deno.HttpServer {
     );
   }
   const token = options.token === "" ? undefined : options.token;
-  return Deno.serve(
-    { hostname: options.host, port: options.port, onListen() {} },
-    (request) => answerAdmin(request, { host: options.host, token, source: options.source }),
-  );
+  // Served again if its accepting fails (out of file descriptors): that must not end the server (net/http_server.ts).
+  return new ResilientHttpServer({
+    hostname: options.host,
+    port: options.port,
+    onFailure: (error, retryMs) =>
+      log.server.error("The admin endpoint cannot accept connections: {error}; trying again in {ms} ms", {
+        error: error.message,
+        ms: retryMs,
+      }),
+    onRecovered: () => log.server.warning("The admin endpoint accepts again"),
+  }, (request) => answerAdmin(request, { host: options.host, token, source: options.source }));
 }

@@ -2,7 +2,8 @@
  * Replies to one connection, in command order, in as few writes as
  * possible. A reply may be ready at once or later (a WHATSAT waiting on
  * Places, an IAMAT waiting on its flood); replies that are ready behind the
- * head wait for it, then go out together in one write.
+ * head wait for it, then go out together in one write, of at most
+ * {@linkcode MAX_WRITE_BYTES} or one reply.
  */
 
 import { metrics } from "../admin/metrics.ts";
@@ -28,6 +29,22 @@ export function isParts(reply: Reply | Promise<Reply>): reply is readonly Part[]
 export class NoReply extends Error {
   /** The error's name. */
   override name = "NoReply";
+}
+
+/**
+ * The bytes one write gathers at most (a reply larger alone still goes in
+ * one): a client that stops reading holds one write's buffer pending, and
+ * 256 twenty-result WHATSATs in one write were 1.9 MB a connection; the
+ * replies behind wait as references, a cached body shared by all.
+ */
+export const MAX_WRITE_BYTES = 64 * 1024;
+
+/** About how many bytes `reply` writes (UTF-16 units for text: the exact count is not worth encoding twice). */
+function _size(reply: Reply): number {
+  if (!isParts(reply)) return reply.length;
+  let size = 0;
+  for (const part of reply) size += part.length;
+  return size;
 }
 
 /** A slot that closes the connection instead of holding a reply. */
@@ -104,7 +121,10 @@ export class ReplyQueue {
         const batch: Reply[] = [];
         const written: _Slot[] = [];
         let close = false;
-        while (this.#head < this.#slots.length && this.#slots[this.#head].value !== undefined) {
+        let bytes = 0;
+        while (
+          this.#head < this.#slots.length && this.#slots[this.#head].value !== undefined && bytes < MAX_WRITE_BYTES
+        ) {
           const slot = this.#slots[this.#head];
           this.#head++;
           if (slot.value === _CLOSE) {
@@ -113,6 +133,7 @@ export class ReplyQueue {
           }
           batch.push(slot.value!);
           written.push(slot);
+          bytes += _size(slot.value!);
         }
         if (this.#head === this.#slots.length) {
           this.#slots = [];

@@ -15,6 +15,7 @@ import { BAD_HOST_MESSAGE, foreignHostMessage, hostHeaderAllowed, requestPath } 
 import { dashboardPage, FAVICON_SVG } from "./page.ts";
 import { HerdPoller, type HerdPollerOptions } from "./poller.ts";
 import { PAGE_CSS } from "./page_style.ts";
+import { ResilientHttpServer } from "../net/http_server.ts";
 // Imported as text into the module graph, so serving it needs no read permission.
 import script from "./page_script.js" with { type: "text" };
 
@@ -57,7 +58,7 @@ function _event(name: string, data: unknown): Uint8Array {
 export class Dashboard implements AsyncDisposable {
   /** The page's address. */
   readonly url: string;
-  #server: Deno.HttpServer<Deno.NetAddr>;
+  #server: ResilientHttpServer;
   #poller: HerdPoller;
   #page: string;
   #clients = new Set<ReadableStreamDefaultController<Uint8Array>>();
@@ -71,10 +72,14 @@ export class Dashboard implements AsyncDisposable {
       onStatus: (view) => this.#broadcast(_event("status", view)),
       onDensity: (view) => this.#broadcast(_event("density", view)),
     });
-    this.#server = Deno.serve(
-      { hostname: DASHBOARD_HOST, port: options.port ?? options.config.dashboard.port, onListen() {} },
-      (request) => this.#answer(request),
-    );
+    // Served again if its accepting fails (out of file descriptors): that must not end the dashboard.
+    this.#server = new ResilientHttpServer({
+      hostname: DASHBOARD_HOST,
+      port: options.port ?? options.config.dashboard.port,
+      onFailure: (error, retryMs) =>
+        console.error(`The dashboard cannot accept connections: ${error.message}; trying again in ${retryMs} ms`),
+      onRecovered: () => console.error("The dashboard accepts again"),
+    }, (request) => this.#answer(request));
     this.url = `http://${DASHBOARD_HOST}:${this.#server.addr.port}/`;
     this.#poller.start();
   }

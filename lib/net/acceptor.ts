@@ -4,6 +4,8 @@ import { log } from "../logging.ts";
 
 /** How long a failed accept waits before trying again, in milliseconds. */
 const _RETRY_MS = 100;
+/** How often failed accepts are logged at most, in milliseconds. */
+const _REPORT_MS = 10_000;
 
 /**
  * What a failed accept means: `stop`, the listener is closed; `next`, one
@@ -25,15 +27,17 @@ export function acceptFailure(error: unknown): "stop" | "next" | "pause" {
  * Accepts on `listener` until it closes, handing each connection (Nagle
  * off) to `onConn`. A connection its client reset before it was accepted
  * is passed over; any other failed accept (out of file descriptors, say) is
- * logged once and retried after a pause: it must not stop the server
- * accepting for good. `what` names the connections in the log.
+ * logged (at most once per ten seconds) and retried after a pause: it must
+ * not stop the server accepting for good. `what` names the connections in the log.
  */
 export async function acceptLoop(
   listener: Deno.TcpListener,
   what: string,
   onConn: (conn: Deno.TcpConn) => void,
 ): Promise<void> {
-  let failing = false;
+  /** When the last failure was logged, and how many came since: logged at most once per {@linkcode _REPORT_MS}. */
+  let reportedAt = -Infinity;
+  let unreported = 0;
   while (true) {
     let conn: Deno.TcpConn;
     try {
@@ -43,14 +47,21 @@ export async function acceptLoop(
       if (failure === "stop") return;
       // A client that resets its connection at once must not hold up the clients after it.
       if (failure === "next") continue;
-      if (!failing) {
-        log.server.error("Accepting {what} failed: {error}; retrying", { what, error: (error as Error).message });
-      }
-      failing = true;
+      // Out of descriptors, accepts fail and succeed in turn as connections come and go: one line per failure would
+      // be ten a second.
+      const now = performance.now();
+      if (now - reportedAt >= _REPORT_MS) {
+        const also = unreported > 0 ? ` (${unreported} more failed since the last report)` : "";
+        log.server.error(`Accepting {what} failed: {error}; retrying every ${_RETRY_MS} ms${also}`, {
+          what,
+          error: (error as Error).message,
+        });
+        reportedAt = now;
+        unreported = 0;
+      } else unreported++;
       await new Promise((resolve) => setTimeout(resolve, _RETRY_MS));
       continue;
     }
-    failing = false;
     conn.setNoDelay(true);
     onConn(conn);
   }

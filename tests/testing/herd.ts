@@ -243,11 +243,17 @@ export class TestHerd implements AsyncDisposable {
     return this.#ports.get(name)!.port;
   }
 
-  /** Starts `name` with the same flags `deno task serve` uses and waits until its client port accepts. */
-  async start(name: string): Promise<void> {
+  /**
+   * Starts `name` with the same flags `deno task serve` uses and waits until
+   * its client port accepts; with `fileLimit`, under `prlimit` allowed that
+   * many open files (the test must be allowed to run `prlimit`).
+   */
+  async start(name: string, options: { fileLimit?: number } = {}): Promise<void> {
     const config = await loadConfig(this.configPathOf(name));
-    const child = new Deno.Command("deno", {
-      args: serverRunArgs(config, name, { keyPresent: this.#key !== undefined }),
+    const args = serverRunArgs(config, name, { keyPresent: this.#key !== undefined });
+    const limit = options.fileLimit;
+    const child = new Deno.Command(limit === undefined ? "deno" : "prlimit", {
+      args: limit === undefined ? args : [`--nofile=${limit}:${limit}`, "deno", ...args],
       env: this.#key === undefined ? {} : { GOOGLE_PLACES_API_KEY: this.#key },
       stdin: "null",
       stdout: "null",
@@ -337,6 +343,13 @@ export class TestHerd implements AsyncDisposable {
     const status = await running.child.status;
     await running.reading;
     return { code: status.code, stderr: running.stderr };
+  }
+
+  /** The exit code of `name`, started and not stopped, once it exited by itself; undefined while it runs. */
+  exitCode(name: string): number | undefined {
+    const running = this.#running.get(name);
+    if (running === undefined) throw new Error(`${name} is not running`);
+    return running.exitCode;
   }
 
   /** What `name`, running, has written to stderr so far (its warnings, such as a lagging link). */
