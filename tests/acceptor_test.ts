@@ -44,3 +44,26 @@ Deno.test({
   listener.close();
   await loop;
 });
+
+Deno.test("failed accepts are retried, logged at most once per ten seconds, and the recovery said with their count", async () => {
+  await using logs = await captureLogs();
+  const emfile = () => new Error("Too many open files (os error 24)");
+  const conn = (port: number) => ({ remoteAddr: { port }, setNoDelay: () => {} }) as unknown as Deno.TcpConn;
+  // Three failures, a connection, two failures, a connection, then the listener closes.
+  const script: (Error | Deno.TcpConn)[] = [emfile(), emfile(), emfile(), conn(1), emfile(), emfile(), conn(2)];
+  const listener = {
+    accept: () => {
+      const next = script.shift() ?? new Deno.errors.BadResource("closed");
+      return next instanceof Error ? Promise.reject(next) : Promise.resolve(next);
+    },
+  } as unknown as Deno.TcpListener;
+  const accepted: number[] = [];
+  await acceptLoop(listener, "clients", (conn) => accepted.push(conn.remoteAddr.port));
+  assert.deepEqual(accepted, [1, 2]);
+  // The first failure is said; the rest of both runs of failures, within ten seconds of it, only counted. The recovery
+  // after the first run is said with its count; the second, within ten seconds of that, is not said again.
+  assert.deepEqual(logs.lines.filter((line) => /Accepting clients/.test(line)), [
+    "error Accepting clients failed: Too many open files (os error 24); retrying every 100 ms",
+    "warning Accepting clients again, after 3 failed accepts",
+  ]);
+});

@@ -709,12 +709,12 @@ Deno.test({
   await waitFor(async () => await lagging() === 0, { what: "B's link to C to catch up" });
   assert.equal(await iamatsAtB(), iamats, "no IAMAT made it catch up");
   assert.match(await herd.log("B"), /Link to "?C"? caught up/);
-  // And an IAMAT at B waits on C again: with a 120 ms round trip (within the budget), its reply takes at least that,
-  // and C holds the record when it comes.
+  // And an IAMAT at B waits on C again: with a 120 ms round trip (within the budget), its reply takes at least that
+  // (a lagging link is not waited on: the reply would come at once), and C holds the record when it comes.
   herd.link("B", "C", delay(60));
   const id = `waits-${crypto.randomUUID().slice(0, 8)}`;
   const { line, ms } = await iamat(herd, "B", id);
-  assert.ok(ms >= 110 && ms < budget, `the reply waited on C's acknowledgement: ${ms.toFixed(0)} ms`);
+  assert.ok(ms >= 110, `the reply waited on C's acknowledgement: ${ms.toFixed(0)} ms`);
   await assertHolds(herd, "C", id, line);
 });
 

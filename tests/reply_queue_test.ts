@@ -79,7 +79,7 @@ Deno.test("ReplyQueue writes replies in command order, the ready ones behind the
   assert.equal(writes(), 1);
 });
 
-Deno.test("ReplyQueue gathers at most MAX_WRITE_BYTES a write (or one reply larger alone), in order", async () => {
+Deno.test("ReplyQueue gathers at most MAX_WRITE_BYTES a write (a larger reply alone), in order, whatever the text", async () => {
   const sizes: number[] = [];
   const chunks: Uint8Array[] = [];
   const conn = {
@@ -90,34 +90,50 @@ Deno.test("ReplyQueue gathers at most MAX_WRITE_BYTES a write (or one reply larg
     },
   } as unknown as Deno.Conn;
   const queue = new ReplyQueue(conn);
-  // 256 WHATSAT-like replies of about 7.3 KB, their body shared, as a cached answer's is; one of 100 KB among them.
+  // 256 WHATSAT-like replies of about 7.3 KB, their body shared, as a cached answer's is; then 100 echoes of lines of
+  // 2,700 "日" (8,100 bytes in UTF-8, 2,700 UTF-16 units); a 100 KB reply among the first.
   const body = encoder.encode(`\n${"x".repeat(7_300)}\n\n`);
   const expected: string[] = [];
+  // The most bytes each may take, as the queue reckons it without encoding: text at three bytes a UTF-16 unit.
+  const bounds: number[] = [];
   for (let i = 0; i < 256; i++) {
     const line = `AT Hill +0.1 c${i} +1+1 ${i}`;
     if (i === 100) {
       const big = `${line}\n${"y".repeat(100_000)}\n\n`;
       queue.push(big);
       expected.push(big);
+      bounds.push(big.length * 3);
     } else {
       queue.push([line, body]);
       expected.push(line + decoder.decode(body));
+      bounds.push(line.length * 3 + body.length);
     }
+  }
+  for (let i = 0; i < 100; i++) {
+    const echo = `? ${"日".repeat(2_700)}\n`;
+    queue.push(echo);
+    expected.push(echo);
+    bounds.push(echo.length * 3);
   }
   await queue.flush();
-  assert.equal(decoder.decode(concatBytes(chunks)), expected.join(""));
-  assert.equal(sizes.reduce((a, b) => a + b, 0), expected.join("").length);
-  // Each write stops at the first reply that takes it to MAX_WRITE_BYTES (the replies are ASCII: a byte a character).
-  const writes: number[] = [];
+  const all = expected.join("");
+  assert.equal(decoder.decode(concatBytes(chunks)), all);
+  assert.equal(sizes.reduce((a, b) => a + b, 0), encoder.encode(all).length);
+  for (const size of sizes) {
+    assert.ok(size <= MAX_WRITE_BYTES || size === encoder.encode(expected[100]).length, `a write of ${size} bytes`);
+  }
+  assert.ok(sizes.includes(encoder.encode(expected[100]).length), "the 100 KB reply went in a write of its own");
+  // Gathered while their bounds fit: 8 WHATSAT-like replies a write, 8 echoes (65 KB of UTF-8 against a 202 KB write
+  // when text was counted in UTF-16 units).
+  let writes = 0;
   let gathered = 0;
-  for (const reply of expected) {
-    gathered += reply.length;
-    if (gathered >= MAX_WRITE_BYTES) {
-      writes.push(gathered);
+  for (const bound of bounds) {
+    if (gathered > 0 && gathered + bound > MAX_WRITE_BYTES) {
+      writes++;
       gathered = 0;
     }
+    gathered += bound;
   }
-  if (gathered > 0) writes.push(gathered);
-  assert.deepEqual(sizes, writes);
-  assert.ok(sizes.length > 25, `${sizes.length} writes`);
+  assert.equal(sizes.length, writes + 1);
+  assert.ok(sizes.length > 40, `${sizes.length} writes`);
 });

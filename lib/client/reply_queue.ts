@@ -3,7 +3,7 @@
  * possible. A reply may be ready at once or later (a WHATSAT waiting on
  * Places, an IAMAT waiting on its flood); replies that are ready behind the
  * head wait for it, then go out together in one write, of at most
- * {@linkcode MAX_WRITE_BYTES} or one reply.
+ * {@linkcode MAX_WRITE_BYTES} (or one larger reply alone).
  */
 
 import { metrics } from "../admin/metrics.ts";
@@ -32,18 +32,23 @@ export class NoReply extends Error {
 }
 
 /**
- * The bytes one write gathers at most (a reply larger alone still goes in
- * one): a client that stops reading holds one write's buffer pending, and
- * 256 twenty-result WHATSATs in one write were 1.9 MB a connection; the
+ * The bytes one write gathers at most (a larger reply goes in a write of
+ * its own): a client that stops reading holds one write's buffer pending,
+ * and 256 twenty-result WHATSATs in one write were 1.9 MB a connection; the
  * replies behind wait as references, a cached body shared by all.
  */
 export const MAX_WRITE_BYTES = 64 * 1024;
 
-/** About how many bytes `reply` writes (UTF-16 units for text: the exact count is not worth encoding twice). */
-function _size(reply: Reply): number {
-  if (!isParts(reply)) return reply.length;
+/** The most bytes `part` encodes to: text at three bytes a UTF-16 unit, its UTF-8 worst case (no encoding twice). */
+function _partBound(part: Part): number {
+  return typeof part === "string" ? part.length * 3 : part.length;
+}
+
+/** The most bytes `reply` writes. */
+function _sizeBound(reply: Reply): number {
+  if (!isParts(reply)) return _partBound(reply);
   let size = 0;
-  for (const part of reply) size += part.length;
+  for (const part of reply) size += _partBound(part);
   return size;
 }
 
@@ -122,18 +127,20 @@ export class ReplyQueue {
         const written: _Slot[] = [];
         let close = false;
         let bytes = 0;
-        while (
-          this.#head < this.#slots.length && this.#slots[this.#head].value !== undefined && bytes < MAX_WRITE_BYTES
-        ) {
+        while (this.#head < this.#slots.length && this.#slots[this.#head].value !== undefined) {
           const slot = this.#slots[this.#head];
-          this.#head++;
           if (slot.value === _CLOSE) {
+            this.#head++;
             close = true;
             break;
           }
+          const size = _sizeBound(slot.value!);
+          // The write is full: this reply starts the next (a reply over the bound alone is a write of its own).
+          if (batch.length > 0 && bytes + size > MAX_WRITE_BYTES) break;
+          this.#head++;
           batch.push(slot.value!);
           written.push(slot);
-          bytes += _size(slot.value!);
+          bytes += size;
         }
         if (this.#head === this.#slots.length) {
           this.#slots = [];

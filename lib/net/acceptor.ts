@@ -38,6 +38,9 @@ export async function acceptLoop(
   /** When the last failure was logged, and how many came since: logged at most once per {@linkcode _REPORT_MS}. */
   let reportedAt = -Infinity;
   let unreported = 0;
+  /** Failed accepts not yet said to be over: said, with the count, when one succeeds (at most once per 10 s too). */
+  let failures = 0;
+  let recoveredAt = -Infinity;
   while (true) {
     let conn: Deno.TcpConn;
     try {
@@ -59,8 +62,16 @@ export async function acceptLoop(
         reportedAt = now;
         unreported = 0;
       } else unreported++;
+      failures++;
       await new Promise((resolve) => setTimeout(resolve, _RETRY_MS));
       continue;
+    }
+    if (failures > 0 && performance.now() - recoveredAt >= _REPORT_MS) {
+      log.server.warning(`Accepting {what} again, after ${failures} failed ${failures === 1 ? "accept" : "accepts"}`, {
+        what,
+      });
+      recoveredAt = performance.now();
+      failures = 0;
     }
     conn.setNoDelay(true);
     onConn(conn);
