@@ -6,11 +6,22 @@
 
 import assert from "node:assert/strict";
 import { startFakePlaces } from "./testing/fake_places.ts";
-import { exchange, HERD_TEST_PERMISSIONS, TestHerd } from "./testing/herd.ts";
+import { exchange, HERD_TEST_PERMISSIONS, TestHerd, type TestHerdOptions } from "./testing/herd.ts";
 import { waitFor } from "./testing/wait.ts";
 
 /** No key is given, so WHATSAT answers from offline GeoNames data and this URL is never called. */
 const NOWHERE = "http://127.0.0.1:9/unused";
+
+/** One server, Solo, answering WHATSAT offline, with `options` added (config keys in `extra`, an admin port). */
+function soloHerd(options: Pick<TestHerdOptions, "extra" | "admin"> = {}): Promise<TestHerd> {
+  return TestHerd.create({
+    placesUrl: NOWHERE,
+    names: ["Solo"],
+    links: [],
+    places: { provider: "offline" },
+    ...options,
+  });
+}
 
 /** Now, in whole POSIX seconds, plus `seconds`. */
 function secondsFromNow(seconds: number): number {
@@ -135,13 +146,7 @@ Deno.test({
   name: "connections past limits.maxConnections are closed at once, idle ones time out, and a working client is served",
   permissions: HERD_TEST_PERMISSIONS,
 }, async () => {
-  await using herd = await TestHerd.create({
-    placesUrl: NOWHERE,
-    names: ["Solo"],
-    links: [],
-    places: { provider: "offline" },
-    extra: { limits: { maxConnections: 20, idleTimeoutMs: 1500 } },
-  });
+  await using herd = await soloHerd({ extra: { limits: { maxConnections: 20, idleTimeoutMs: 1500 } } });
   await herd.start("Solo");
   const port = herd.port("Solo");
   // The working client: one persistent connection, one IAMAT and WHATSAT every 200 ms throughout.
@@ -192,13 +197,7 @@ Deno.test({
   name: "the log rotates at log.maxBytes, keeping log.files files, and cuts long client lines",
   permissions: HERD_TEST_PERMISSIONS,
 }, async () => {
-  await using herd = await TestHerd.create({
-    placesUrl: NOWHERE,
-    names: ["Solo"],
-    links: [],
-    places: { provider: "offline" },
-    extra: { log: { maxBytes: 65536, files: 3 } },
-  });
+  await using herd = await soloHerd({ extra: { log: { maxBytes: 65536, files: 3 } } });
   await herd.start("Solo");
   const long = `IAMAT ${"k".repeat(200)} +1+1 1700000000 ${"x".repeat(7000)}`;
   const lines = Array.from({ length: 2000 }, (_, i) => `IAMAT rotating-${i} +1+1 1700000000.${i}`);
@@ -265,13 +264,7 @@ Deno.test({
   name: "out of file descriptors, the server lives on: clients and the admin endpoint are served again once some close",
   permissions: { ...HERD_TEST_PERMISSIONS, run: ["deno", "prlimit"] },
 }, async () => {
-  await using herd = await TestHerd.create({
-    placesUrl: NOWHERE,
-    names: ["Solo"],
-    links: [],
-    places: { provider: "offline" },
-    admin: true,
-  });
+  await using herd = await soloHerd({ admin: true });
   // 64 open files: the runtime, the database, the log and the listeners take about 40.
   await herd.start("Solo", { fileLimit: 64 });
   const held: Deno.Conn[] = [];
