@@ -747,3 +747,23 @@ Deno.test({
     assert.throws(() => RecordLog.open(`${dir}/A.db`), CorruptDatabaseError);
     assert.deepEqual(Deno.readFileSync(`${dir}/A.db-wal`), wal);
   }));
+
+Deno.test({
+  name:
+    "RecordLog.close() leaves every committed line in the database file itself, the worker's connection open or not",
+  permissions: PERMISSIONS,
+}, () =>
+  withDir(async (dir) => {
+    const path = `${dir}/A.db`;
+    const { log } = RecordLog.open(path);
+    for (let time = 1; time <= 3; time++) assert.equal(await log.append(record("kept", String(time))), true);
+    // The worker has its own connection once it takes a compaction; it checkpoints, then sits idle.
+    await waitFor(() => log.compact(), { what: "the worker to take a compaction" });
+    await log.compacted();
+    // Committed after the worker's checkpoint: in the write-ahead log until a checkpoint moves it.
+    assert.equal(await log.append(record("last", "9")), true);
+    log.close();
+    // A copy of the database file alone (a backup taken after a clean stop) holds everything.
+    await Deno.copyFile(path, `${dir}/copy.db`);
+    assert.deepEqual(tableLines(`${dir}/copy.db`), [record("kept", "3").line, record("last", "9").line]);
+  }));

@@ -911,6 +911,13 @@ export class RecordLog {
     this.#worker?.terminate();
     Atomics.store(this.#turn, 0, 0);
     this.#compacted(undefined);
+    // Everything into the database file itself, the write-ahead log emptied: SQLite does so when the last connection
+    // closes, and the worker's, ended with its thread, may not have closed yet. A copy of the file alone after a clean
+    // stop (a backup) then holds every record. Not waited for: a compaction the worker was in when it ended may hold
+    // its lock a while, and then the log stays for the next open to replay, as before.
+    try {
+      this.#db.exec("PRAGMA busy_timeout = 0; PRAGMA wal_checkpoint(TRUNCATE)");
+    } catch { /* the next open replays the log */ }
     this.#db.close();
     _heldHere.delete(this.#held);
     this.#lock.close();
