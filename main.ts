@@ -142,12 +142,9 @@ async function runServer(config: HerdConfig, name: string, launched = false): Pr
   const places = createPlaces(config.places, key);
   log.server.info("Places provider: {provider} ({reason})", { provider: places.provider, reason: places.reason });
   const problem = keyProblem(key);
+  // keyProblem()'s words, no key or one that cannot be sent, are what WHATSAT's error_message says too.
   if (problem !== undefined && places.provider !== "offline") {
-    log.server.warning(
-      key
-        ? `${problem}: WHATSAT will answer REQUEST_DENIED`
-        : `${PLACES_KEY_VARIABLE} is not set: WHATSAT will answer REQUEST_DENIED`,
-    );
+    log.server.warning(`${problem}: WHATSAT will answer REQUEST_DENIED`);
   }
   const server = new HerdServer({
     config,
