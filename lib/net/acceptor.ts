@@ -35,11 +35,10 @@ export async function acceptLoop(
   what: string,
   onConn: (conn: Deno.TcpConn) => void,
 ): Promise<void> {
-  /** When the last failure was logged, and how many came since: logged at most once per {@linkcode _REPORT_MS}. */
-  let reportedAt = -Infinity;
-  let unreported = 0;
-  /** Failed accepts not yet said to be over: said, with the count, when one succeeds (at most once per 10 s too). */
+  // Failed accepts since a recovery was last said, and when a failure and a recovery were last logged: each at most
+  // once per _REPORT_MS, since out of descriptors accepts fail and succeed in turn as connections come and go.
   let failures = 0;
+  let reportedAt = -Infinity;
   let recoveredAt = -Infinity;
   while (true) {
     let conn: Deno.TcpConn;
@@ -50,19 +49,14 @@ export async function acceptLoop(
       if (failure === "stop") return;
       // A client that resets its connection at once must not hold up the clients after it.
       if (failure === "next") continue;
-      // Out of descriptors, accepts fail and succeed in turn as connections come and go: one line per failure would
-      // be ten a second.
-      const now = performance.now();
-      if (now - reportedAt >= _REPORT_MS) {
-        const also = unreported > 0 ? ` (${unreported} more failed since the last report)` : "";
-        log.server.error(`Accepting {what} failed: {error}; retrying every ${_RETRY_MS} ms${also}`, {
+      failures++;
+      if (performance.now() - reportedAt >= _REPORT_MS) {
+        log.server.error(`Accepting {what} failed: {error}; retrying every ${_RETRY_MS} ms`, {
           what,
           error: (error as Error).message,
         });
-        reportedAt = now;
-        unreported = 0;
-      } else unreported++;
-      failures++;
+        reportedAt = performance.now();
+      }
       await new Promise((resolve) => setTimeout(resolve, _RETRY_MS));
       continue;
     }
