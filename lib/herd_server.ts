@@ -427,7 +427,10 @@ export class HerdServer implements PeerHost {
     };
   }
 
-  /** Closes a client connection over `limits.maxConnections` at once; says so at most once a second. */
+  /**
+   * Closes a client connection over `limits.maxConnections` at once; says so at most once a second, on the console
+   * too: the server is full, as when it runs out of files (the acceptor's warning), which its operator should see.
+   */
   #refuseClient(conn: Deno.Conn): void {
     try {
       conn.close();
@@ -435,7 +438,7 @@ export class HerdServer implements PeerHost {
     this.#refusedClients++;
     const now = performance.now();
     if (now - this.#refusedWarnedAt < 1000) return;
-    log.client.warning("Refused {count} client connections: {open} are open, limits.maxConnections", {
+    log.server.warning("Refused {count} client connections: {open} are open, limits.maxConnections", {
       count: this.#refusedClients,
       open: this.#clients.size,
     });

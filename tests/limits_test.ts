@@ -179,6 +179,13 @@ Deno.test({
       async () => /Refused \d+ client connections: 20 are open, limits\.maxConnections/.test(await herd.log("Solo")),
       { what: "the refusal in the log" },
     );
+    // Said on the console too (stderr, where the console sink writes warnings): the server is full.
+    await waitFor(
+      () => /Refused \d+ client connections: 20 are open, limits\.maxConnections/.test(herd.stderr("Solo")),
+      {
+        what: "the refusal on the console",
+      },
+    );
     await waitFor(async () => /disconnected \("idle for 1500 ms"\)/.test(await herd.log("Solo")), {
       what: "the idle connections' close in the log",
     });
