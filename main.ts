@@ -33,6 +33,7 @@ import { HerdServer, StartCancelledError } from "./lib/herd_server.ts";
 import { certificateProblems, ensureCertificates, makeCertificates } from "./lib/cli/certs.ts";
 import {
   compileAll,
+  keyBlindSpots,
   keyPresentFor,
   makeCertificatesInChild,
   mayReadConfig,
@@ -335,11 +336,23 @@ async function main(args: string[]): Promise<void> {
       );
     case "make-certs":
       return await makeCertificatesHere(config, names.map((n) => requireName(config, n)), parsed.values);
-    case "flags":
-      console.log(
-        serverPermissionFlags(config, oneName(config, command, names), { keyPresent: keyPresentFor(config) }).join(" "),
-      );
+    case "flags": {
+      const keyPresent = keyPresentFor(config);
+      // Only with auto does a key change the flags (it picks google-new, whose host is then allowed).
+      const blind = keyPresent || config.places.provider !== "auto" ? [] : keyBlindSpots(config);
+      // Said on stderr, so that stdout stays the flags alone.
+      if (blind.length > 0) {
+        const give = blind.map((spot) =>
+          spot === PLACES_KEY_VARIABLE ? `--allow-env=${spot}` : `--allow-read=${config.path},${spot}`
+        );
+        console.error(
+          `Not allowed to look for a Places key in ${blind.join(" or ")}: these are the flags of a server without ` +
+            `one (run it with ${give.join(" ")} to see a key's)`,
+        );
+      }
+      console.log(serverPermissionFlags(config, oneName(config, command, names), { keyPresent }).join(" "));
       return;
+    }
     case "dashboard":
       noNames(command, names);
       return Deno.exit(await serveDashboard(config));

@@ -445,6 +445,55 @@ Deno.test({
 });
 
 Deno.test({
+  name: "main.ts flags says when it was not allowed to look for the Places key, and gives the key's flags when it was",
+  permissions: HERD_TEST_PERMISSIONS,
+}, async () => {
+  const dir = await Deno.makeTempDir({ dir: "/tmp", prefix: "herd-cli-" });
+  try {
+    const path = `${dir}/herd.config.json`;
+    await Deno.writeTextFile(path, JSON.stringify(VALID));
+    await Deno.writeTextFile(`${dir}/.env`, "GOOGLE_PLACES_API_KEY=k-in-dotenv\n");
+    const blind = await run(["run", "--no-prompt", `--allow-read=${path}`, "main.ts", "flags", "A", "--config", path]);
+    assert.equal(blind.code, 0, blind.stderr);
+    assert.equal(
+      blind.stderr.trim(),
+      `Not allowed to look for a Places key in GOOGLE_PLACES_API_KEY or ${dir}/.env: these are the flags of a server ` +
+        `without one (run it with --allow-env=GOOGLE_PLACES_API_KEY --allow-read=${path},${dir}/.env to see a key's)`,
+    );
+    assert.doesNotMatch(blind.stdout, /places\.googleapis\.com/);
+    const seeing = await run([
+      "run",
+      "--no-prompt",
+      `--allow-read=${path},${dir}/.env`,
+      "--allow-env=GOOGLE_PLACES_API_KEY",
+      "main.ts",
+      "flags",
+      "A",
+      "--config",
+      path,
+    ]);
+    assert.equal(seeing.code, 0, seeing.stderr);
+    assert.equal(seeing.stderr, "");
+    assert.match(seeing.stdout, /--allow-net=\S*places\.googleapis\.com:443/);
+    // A provider the key does not choose: nothing to say.
+    await Deno.writeTextFile(path, JSON.stringify({ ...VALID, places: { ...VALID.places, provider: "offline" } }));
+    const offline = await run([
+      "run",
+      "--no-prompt",
+      `--allow-read=${path}`,
+      "main.ts",
+      "flags",
+      "A",
+      "--config",
+      path,
+    ]);
+    assert.equal(offline.stderr, "");
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test({
   name: "the deno tasks take --config PATH: they run again allowed to read PATH, and only that config's files",
   permissions: HERD_TEST_PERMISSIONS,
 }, async () => {

@@ -17,7 +17,7 @@ export const MAIN_MODULE: string = decodeURIComponent(new URL("../../main.ts", i
 
 /** The `.env` file next to the config, if there is one. */
 export function envFileFor(config: HerdConfig): string | undefined {
-  const path = config.path.replace(/[^/]*$/, ".env");
+  const path = _envPathFor(config);
   try {
     return Deno.statSync(path).isFile ? path : undefined;
   } catch {
@@ -52,6 +52,25 @@ export function keyPresentFor(config: HerdConfig): boolean {
   } catch {
     return false;
   }
+}
+
+/** The `.env` next to the config, whether or not it is there. */
+function _envPathFor(config: HerdConfig): string {
+  return config.path.replace(/[^/]*$/, ".env");
+}
+
+/**
+ * Where {@linkcode keyPresentFor} could not look for a Places key, for want of
+ * a permission: the variable, the `.env` next to the config, both or neither.
+ */
+export function keyBlindSpots(config: HerdConfig): string[] {
+  const spots: string[] = [];
+  if (Deno.permissions.querySync({ name: "env", variable: PLACES_KEY_VARIABLE }).state !== "granted") {
+    spots.push(PLACES_KEY_VARIABLE);
+  }
+  const envPath = _envPathFor(config);
+  if (Deno.permissions.querySync({ name: "read", path: envPath }).state !== "granted") spots.push(envPath);
+  return spots;
 }
 
 /** Options for {@linkcode serverRunArgs}. */
