@@ -9,6 +9,7 @@
  * scripts and CI can use it.
  */
 
+import { adminUrl, askAdminJson } from "../admin/ask.ts";
 import { isStatusReport, type StatusReport } from "../admin/status.ts";
 import { ADMIN_TOKEN_VARIABLE, type HerdConfig, neighboursOf, netAddress } from "../config/config.ts";
 
@@ -77,38 +78,34 @@ export async function askServers(config: HerdConfig, token: string | undefined):
         ? { name, clientPortAccepts: true }
         : { name, error: "no adminPort in the config; its client port is not reachable" };
     }
-    try {
-      const response = await fetch(`http://${netAddress(server.host, server.adminPort)}/status`, {
-        headers: token === undefined ? {} : { authorization: `Bearer ${token}` },
-        signal: AbortSignal.timeout(_TIMEOUT_MS),
-      });
-      if (!response.ok) {
-        await response.body?.cancel();
-        if (response.status === 401) {
+    const answer = await askAdminJson(
+      adminUrl(server.host, server.adminPort, "/status"),
+      token,
+      _TIMEOUT_MS,
+      isStatusReport,
+    );
+    if (answer.ok) return { name, report: answer.value };
+    switch (answer.failure) {
+      case "http":
+        if (answer.status === 401) {
           const fix = token === undefined
             ? `set ${ADMIN_TOKEN_VARIABLE}`
             : `it refused the ${ADMIN_TOKEN_VARIABLE} given`;
           return { name, error: `HTTP 401: its admin endpoint wants a bearer token; ${fix}`, state: "unknown" };
         }
-        return { name, error: `HTTP ${response.status}` };
-      }
-      const text = await response.text();
-      let report: unknown;
-      try {
-        report = JSON.parse(text);
-      } catch {
-        report = undefined;
-      }
-      if (!isStatusReport(report)) {
-        const what = report === undefined ? "is not JSON" : "is not a herd server's status";
-        return { name, error: `its /status ${what}: another program on its adminPort?`, state: "unknown" };
-      }
-      return { name, report };
-    } catch (error) {
-      const message = error instanceof DOMException && error.name === "TimeoutError"
-        ? `no answer within ${_TIMEOUT_MS} ms`
-        : "not reachable";
-      return { name, error: message };
+        return { name, error: `HTTP ${answer.status}` };
+      case "not-json":
+        return { name, error: "its /status is not JSON: another program on its adminPort?", state: "unknown" };
+      case "not-herd":
+        return {
+          name,
+          error: "its /status is not a herd server's status: another program on its adminPort?",
+          state: "unknown",
+        };
+      case "timeout":
+        return { name, error: `no answer within ${_TIMEOUT_MS} ms` };
+      case "unreachable":
+        return { name, error: "not reachable" };
     }
   }));
 }

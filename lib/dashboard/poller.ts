@@ -6,9 +6,10 @@
  * record, so one count is the herd's).
  */
 
+import { adminUrl, askAdminJson } from "../admin/ask.ts";
 import { isDensityReport } from "../admin/density.ts";
 import { isStatusReport } from "../admin/status.ts";
-import { type HerdConfig, netAddress } from "../config/config.ts";
+import type { HerdConfig } from "../config/config.ts";
 import type { WorldDrawing } from "./map.ts";
 import { type DensityView, densityView, type HerdView, herdView, type StatusAnswer } from "./view.ts";
 
@@ -37,46 +38,26 @@ export interface HerdPollerOptions {
   onDensity(view: DensityView): void;
 }
 
-/** The URL of `path` on `host`'s admin port. */
-export function adminUrl(host: string, port: number, path: string): string {
-  return `http://${netAddress(host, port)}${path}`;
-}
-
-/** GETs JSON with a timeout; never rejects: the value, or what failed. */
+/** {@linkcode askAdminJson}, each failure in words that name `url`: the value, or what failed. */
 async function _getJson<T>(
   url: string,
   token: string | undefined,
   timeoutMs: number,
   valid: (value: unknown) => value is T,
 ): Promise<{ value: T } | { error: string }> {
-  try {
-    const response = await fetch(url, {
-      headers: token === undefined ? {} : { authorization: `Bearer ${token}` },
-      signal: AbortSignal.timeout(timeoutMs),
-    });
-    if (!response.ok) {
-      await response.body?.cancel();
-      return { error: `${url} answered HTTP ${response.status}` };
-    }
-    const text = await response.text();
-    let value: unknown;
-    try {
-      value = JSON.parse(text);
-    } catch {
+  const answer = await askAdminJson(url, token, timeoutMs, valid);
+  if (answer.ok) return { value: answer.value };
+  switch (answer.failure) {
+    case "http":
+      return { error: `${url} answered HTTP ${answer.status}` };
+    case "not-json":
       return { error: `${url} answered something that is not JSON: another program on the adminPort?` };
-    }
-    if (!valid(value)) {
+    case "not-herd":
       return { error: `${url} answered JSON that is not a herd server's: another program on the adminPort?` };
-    }
-    return { value };
-  } catch (error) {
-    if (error instanceof DOMException && error.name === "TimeoutError") {
+    case "timeout":
       return { error: `no answer from ${url} within ${timeoutMs} ms` };
-    }
-    // fetch says "fetch failed"; its cause ends with what the socket met ("Connection refused (os error 111)").
-    const cause = (error as Error).cause;
-    const detail = cause instanceof Error ? cause.message.split(": ").at(-1) : (error as Error).message;
-    return { error: `${url} is not reachable: ${detail}` };
+    case "unreachable":
+      return { error: `${url} is not reachable: ${answer.detail}` };
   }
 }
 
