@@ -446,11 +446,16 @@ export class HerdServer implements PeerHost {
     this.#refusedWarnedAt = now;
   }
 
-  /** Closes client connections that sent nothing, with nothing pending, for `limits.idleTimeoutMs`. */
+  /**
+   * Closes client connections that sent nothing, with nothing pending, for `limits.idleTimeoutMs`, and those that
+   * left a reply unread as long: a client that never reads would otherwise hold its replies (up to 256, a write of
+   * 64 KiB among them) for as long as it keeps the connection open.
+   */
   #closeIdleClients(): void {
     const { idleTimeoutMs } = this.#config.limits;
     for (const client of this.#clients) {
       if (client.idleMs >= idleTimeoutMs) client.close(`idle for ${idleTimeoutMs} ms`);
+      else if (client.unreadMs >= idleTimeoutMs) client.close(`left its replies unread for ${idleTimeoutMs} ms`);
     }
   }
 

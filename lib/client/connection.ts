@@ -80,6 +80,11 @@ export class ClientConnection {
     this.#reader?.cancel().catch(() => {});
   }
 
+  /** Milliseconds a reply has been waiting for the client to read it (see {@linkcode ReplyQueue.writeWaitMs}). */
+  get unreadMs(): number {
+    return this.#replies?.writeWaitMs ?? 0;
+  }
+
   /** Milliseconds since the client last sent anything or was last sent a reply; 0 while replies are pending. */
   get idleMs(): number {
     if (this.#replies !== undefined && this.#replies.size > 0) return 0;

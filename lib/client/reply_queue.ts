@@ -71,6 +71,8 @@ export class ReplyQueue {
   #flushing: Promise<void> | undefined;
   #failed: unknown;
   #writing = 0;
+  /** When the write in progress began (`performance.now()`); undefined between writes. */
+  #writeBegan: number | undefined;
   #onSent: (replies: Reply[]) => void;
 
   /** `onSent` sees each batch of replies after it is written (for logging). */
@@ -82,6 +84,15 @@ export class ReplyQueue {
   /** Replies not yet written, counting a batch whose write has not finished. */
   get size(): number {
     return this.#slots.length - this.#head + this.#writing;
+  }
+
+  /**
+   * Milliseconds the write in progress has been waiting for the client to
+   * take it (a write is at most {@linkcode MAX_WRITE_BYTES}, or one reply);
+   * 0 between writes. A client that stops reading leaves it waiting.
+   */
+  get writeWaitMs(): number {
+    return this.#writeBegan === undefined ? 0 : performance.now() - this.#writeBegan;
   }
 
   /** Whether a write to the connection has failed: nothing more will be written. */
@@ -151,7 +162,12 @@ export class ReplyQueue {
         }
         if (batch.length > 0) {
           this.#writing = batch.length;
-          await writeParts(this.#conn, batch.some(isParts) ? batch.flat() : batch as Part[]);
+          this.#writeBegan = performance.now();
+          try {
+            await writeParts(this.#conn, batch.some(isParts) ? batch.flat() : batch as Part[]);
+          } finally {
+            this.#writeBegan = undefined;
+          }
           this.#writing = 0;
           const now = performance.now();
           for (const slot of written) metrics.replySeconds[slot.kind].observe((now - slot.arrivedAt) / 1000);

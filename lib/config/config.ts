@@ -94,7 +94,10 @@ export interface LimitsConfig {
    * proven who it is (TLS handshake and HELLO), or is closed at once when all have.
    */
   maxPeerConnections: number;
-  /** How long a client connection may send nothing with nothing pending before it is closed, in milliseconds. */
+  /**
+   * How long a client connection may send nothing with nothing pending, or leave a reply unread (a write waiting on
+   * it), before it is closed, in milliseconds.
+   */
   idleTimeoutMs: number;
 }
 
@@ -361,7 +364,8 @@ const _limits = object({
   idleTimeoutMs: withDefault(
     milliseconds(),
     300_000,
-    "How long a client connection may send nothing, with nothing pending, before it is closed, in milliseconds.",
+    "How long a client connection may send nothing, with nothing pending, or leave a reply unread, before it is " +
+      "closed, in milliseconds.",
   ),
 });
 
