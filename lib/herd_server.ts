@@ -291,7 +291,8 @@ export class HerdServer implements PeerHost {
       this.#clients.add(client);
       client.done.finally(() => this.#clients.delete(client));
     });
-    this.#timers.push(setInterval(() => this.#closeIdleClients(), Math.min(limits.idleTimeoutMs / 2, 5000)));
+    const closeEvery = Math.min(limits.idleTimeoutMs / 2, limits.sendTimeoutMs / 2, 5000);
+    this.#timers.push(setInterval(() => this.#closeIdleClients(), closeEvery));
     this.#links.start();
     const { reconcileIntervalMs } = this.#config.peers;
     this.#timers.push(setInterval(() => this.#links.reconcileWithOne(reconcileIntervalMs), reconcileIntervalMs));
@@ -447,15 +448,15 @@ export class HerdServer implements PeerHost {
   }
 
   /**
-   * Closes client connections that sent nothing, with nothing pending, for `limits.idleTimeoutMs`, and those that
-   * left a reply unread as long: a client that never reads would otherwise hold its replies (up to 256, a write of
-   * 64 KiB among them) for as long as it keeps the connection open.
+   * Closes client connections that sent nothing, with nothing pending, for `limits.idleTimeoutMs`, and those whose
+   * reply write has waited `limits.sendTimeoutMs` for them to read: a client that never reads would otherwise hold its
+   * replies (up to 256, a write of 64 KiB among them) for as long as it keeps the connection open.
    */
   #closeIdleClients(): void {
-    const { idleTimeoutMs } = this.#config.limits;
+    const { idleTimeoutMs, sendTimeoutMs } = this.#config.limits;
     for (const client of this.#clients) {
       if (client.idleMs >= idleTimeoutMs) client.close(`idle for ${idleTimeoutMs} ms`);
-      else if (client.unreadMs >= idleTimeoutMs) client.close(`left its replies unread for ${idleTimeoutMs} ms`);
+      else if (client.unreadMs >= sendTimeoutMs) client.close(`a reply waited ${sendTimeoutMs} ms for it to read`);
     }
   }
 

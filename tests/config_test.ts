@@ -556,6 +556,7 @@ Deno.test("parseConfig() refuses a millisecond setting longer than a timer can w
     ["places", "cacheTtlMs"],
     ["places", "errorTtlMs"],
     ["limits", "idleTimeoutMs"],
+    ["limits", "sendTimeoutMs"],
     ["peers", "reconnectMinMs"],
     ["peers", "reconnectMaxMs"],
     ["peers", "ackTimeoutMs"],

@@ -202,21 +202,22 @@ Deno.test({
 });
 
 Deno.test({
-  name: "a client that leaves its replies unread is closed after limits.idleTimeoutMs, and others are served meanwhile",
+  name: "a client that does not read its replies is closed after limits.sendTimeoutMs, and the server serves others",
   permissions: HERD_TEST_PERMISSIONS,
 }, async () => {
-  await using herd = await soloHerd({ extra: { limits: { idleTimeoutMs: 1500 } } });
+  await using herd = await soloHerd({ extra: { limits: { sendTimeoutMs: 1500 } } });
   await herd.start("Solo");
   const port = herd.port("Solo");
   assert.match(await exchange(port, `IAMAT unread +34.068930-118.445127 ${secondsFromNow(0)}\n`), /^AT Solo /);
   const conn = await Deno.connect({ hostname: "127.0.0.1", port });
-  // 5,000 twenty-result WHATSATs, 7 KB of JSON each, never read. Loopback's socket buffers take about 540 replies
-  // (Linux's default tcp_wmem allows a send buffer of 4 MB); then a write waits, and with 256 replies outstanding the
-  // server stops reading. With 300, every reply fitted in the buffers, and the connection was closed as idle instead.
-  const writing = writeAll(conn, new TextEncoder().encode("WHATSAT unread 50 20\n".repeat(5000))).catch(() => {});
+  // 20,000 twenty-result WHATSATs, 7 KB of JSON each, never read: 140 MB, more than any socket buffers hold (here
+  // they took about 540 replies: Linux's default tcp_wmem lets a send buffer grow to 4 MB). Then a write waits, and
+  // with 256 replies outstanding the server stops reading, so only what the buffers take is ever computed. With 300,
+  // every reply fitted in the buffers, and the connection was closed as idle instead.
+  const writing = writeAll(conn, new TextEncoder().encode("WHATSAT unread 50 20\n".repeat(20_000))).catch(() => {});
   try {
     await waitFor(
-      async () => /disconnected \("left its replies unread for 1500 ms"\)/.test(await herd.log("Solo")),
+      async () => /disconnected \("a reply waited 1500 ms for it to read"\)/.test(await herd.log("Solo")),
       { what: "the connection that does not read to be closed", timeoutMs: 15_000 },
     );
     assert.match(await exchange(port, `IAMAT other +1+1 ${secondsFromNow(0)}\n`), /^AT Solo /);

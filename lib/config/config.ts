@@ -94,11 +94,13 @@ export interface LimitsConfig {
    * proven who it is (TLS handshake and HELLO), or is closed at once when all have.
    */
   maxPeerConnections: number;
-  /**
-   * How long a client connection may send nothing with nothing pending, or leave a reply unread (a write waiting on
-   * it), before it is closed, in milliseconds.
-   */
+  /** How long a client connection may send nothing with nothing pending before it is closed, in milliseconds. */
   idleTimeoutMs: number;
+  /**
+   * How long a reply write may wait for the client to read before the connection is closed, in milliseconds (nginx's
+   * `send_timeout`).
+   */
+  sendTimeoutMs: number;
 }
 
 /** What the store keeps. */
@@ -364,8 +366,14 @@ const _limits = object({
   idleTimeoutMs: withDefault(
     milliseconds(),
     300_000,
-    "How long a client connection may send nothing, with nothing pending, or leave a reply unread, before it is " +
-      "closed, in milliseconds.",
+    "How long a client connection may send nothing, with nothing pending, before it is closed, in milliseconds.",
+  ),
+  sendTimeoutMs: withDefault(
+    milliseconds(),
+    300_000,
+    "How long a reply write may wait for the client to read before the connection is closed, in milliseconds. The " +
+      "kernel lets a write go on only once the client has read a good part of what the sockets hold (megabytes on " +
+      "Linux), so a client reading very slowly is closed too.",
   ),
 });
 
