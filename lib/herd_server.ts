@@ -455,8 +455,13 @@ export class HerdServer implements PeerHost {
   #closeIdleClients(): void {
     const { idleTimeoutMs, sendTimeoutMs } = this.#config.limits;
     for (const client of this.#clients) {
-      if (client.idleMs >= idleTimeoutMs) client.close(`idle for ${idleTimeoutMs} ms`);
-      else if (client.unreadMs >= sendTimeoutMs) client.close(`a reply waited ${sendTimeoutMs} ms for it to read`);
+      if (client.idleMs >= idleTimeoutMs) {
+        metrics.clientsIdleClosed.inc();
+        client.close(`idle for ${idleTimeoutMs} ms`);
+      } else if (client.unreadMs >= sendTimeoutMs) {
+        metrics.clientsSendTimedOut.inc();
+        client.close(`a reply waited ${sendTimeoutMs} ms for it to read`);
+      }
     }
   }
 

@@ -205,7 +205,7 @@ Deno.test({
   name: "a client that does not read its replies is closed after limits.sendTimeoutMs, and the server serves others",
   permissions: HERD_TEST_PERMISSIONS,
 }, async () => {
-  await using herd = await soloHerd({ extra: { limits: { sendTimeoutMs: 1500 } } });
+  await using herd = await soloHerd({ extra: { limits: { sendTimeoutMs: 1500 } }, admin: true });
   await herd.start("Solo");
   const port = herd.port("Solo");
   assert.match(await exchange(port, `IAMAT unread +34.068930-118.445127 ${secondsFromNow(0)}\n`), /^AT Solo /);
@@ -221,6 +221,9 @@ Deno.test({
       { what: "the connection that does not read to be closed", timeoutMs: 15_000 },
     );
     assert.match(await exchange(port, `IAMAT other +1+1 ${secondsFromNow(0)}\n`), /^AT Solo /);
+    const { body } = await herd.admin("Solo", "/metrics");
+    assert.match(body, /^herd_client_timeouts_total\{kind="send"\} 1$/m);
+    assert.match(body, /^herd_client_timeouts_total\{kind="idle"\} 0$/m);
   } finally {
     conn.close();
     await writing;

@@ -42,6 +42,14 @@ const _replySeconds = registry.add(
 const _clientConnections = registry.add(
   new Counter("herd_client_connections_total", "Client connections, accepted or refused.", ["outcome"]),
 );
+const _clientTimeouts = registry.add(
+  new Counter(
+    "herd_client_timeouts_total",
+    "Client connections closed by a timeout: idle (limits.idleTimeoutMs) or a reply write waiting on the client " +
+      "(limits.sendTimeoutMs).",
+    ["kind"],
+  ),
+);
 const _peerRefused = registry.add(
   new Counter(
     "herd_peer_connections_refused_total",
@@ -116,6 +124,8 @@ export const metrics = {
   replySeconds: [_replySeconds.labels("other"), _replySeconds.labels("IAMAT"), _replySeconds.labels("WHATSAT")],
   clientsAccepted: _clientConnections.labels("accepted"),
   clientsRefused: _clientConnections.labels("refused"),
+  clientsIdleClosed: _clientTimeouts.labels("idle"),
+  clientsSendTimedOut: _clientTimeouts.labels("send"),
   peerConnectionsRefused: _peerRefused.labels(),
   peerReceived: _peerRecords.labels("received"),
   peerStored: _peerRecords.labels("stored"),
