@@ -337,6 +337,7 @@ async function main(args: string[]): Promise<void> {
     case "make-certs":
       return await makeCertificatesHere(config, names.map((n) => requireName(config, n)), parsed.values);
     case "flags": {
+      const name = oneName(config, command, names);
       const keyPresent = keyPresentFor(config);
       // Only with auto does a key change the flags (it picks google-new, whose host is then allowed).
       const blind = keyPresent || config.places.provider !== "auto" ? [] : keyBlindSpots(config);
@@ -350,7 +351,7 @@ async function main(args: string[]): Promise<void> {
             `one (run it with ${give.join(" ")} to see a key's)`,
         );
       }
-      console.log(serverPermissionFlags(config, oneName(config, command, names), { keyPresent }).join(" "));
+      console.log(serverPermissionFlags(config, name, { keyPresent }).join(" "));
       return;
     }
     case "dashboard":
