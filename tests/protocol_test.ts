@@ -81,6 +81,14 @@ Deno.test("parseCommand() rejects a malformed location", () => {
   }
 });
 
+Deno.test("parseCommand() accepts a location with any number of digits, leading zeros too, as it was sent", () => {
+  for (
+    const location of ["+00090.0-0180", "+0000000000000000000000000000000000000012-118", "-0-0", "+90.000+180.000"]
+  ) {
+    assert.deepEqual(parseCommand(`IAMAT kiwi ${location} 1`), iamat("kiwi", location, "1"), location);
+  }
+});
+
 Deno.test("parseCommand() accepts a client time of digits with an optional fraction", () => {
   for (const time of ["0", "1621464827", "1621464827.959498503", "1621464827.9594985031234", "0.5"]) {
     assert.deepEqual(parseCommand(`IAMAT kiwi +34-118 ${time}`), iamat("kiwi", "+34-118", time), time);
