@@ -14,7 +14,7 @@ import { NoReply } from "./client/reply_queue.ts";
 import type { RouterContext } from "./client/router.ts";
 import { nowNs } from "./clock.ts";
 import { nanosecondsText } from "./decimal.ts";
-import { certFiles, type HerdConfig, neighboursOf, netAddress, serverNamed } from "./config/config.ts";
+import { certFiles, type HerdConfig, neighboursOf, netAddress, serverNamed, taskCommand } from "./config/config.ts";
 import { cutForLog, log, logFile, quote } from "./logging.ts";
 import { acceptLoop } from "./net/acceptor.ts";
 import type { ResilientHttpServer } from "./net/http_server.ts";
@@ -130,7 +130,15 @@ export class HerdServer implements PeerHost {
     };
     const files = certFiles(config);
     this.#transport = new PeerTransport({
-      files: config.peers.tls ? { ca: files.ca, cert: files.cert(name), key: files.key(name), name } : null,
+      files: config.peers.tls
+        ? {
+          ca: files.ca,
+          cert: files.cert(name),
+          key: files.key(name),
+          name,
+          renewCommand: taskCommand(config, "certs", `${name} --renew`),
+        }
+        : null,
       handshakeTimeoutMs: _PEER_HANDSHAKE_MS,
     });
     this.#links = new PeerLinks(this, config, this.#transport);
@@ -151,10 +159,11 @@ export class HerdServer implements PeerHost {
    */
   async start(): Promise<void> {
     const self = serverNamed(this.#config, this.name);
-    // First, so that while the server starts /healthz says so.
+    // The TLS files first: a server that cannot use them does not start, and says nothing of an admin endpoint.
+    this.#transport.load();
+    // Then the admin endpoint, so that while the server waits for its database /healthz says it is starting.
     if (self.adminPort !== undefined) this.#startAdmin(self.host, self.adminPort);
     const started = performance.now();
-    this.#transport.load();
     const { ttlS } = this.#config.records;
     const { log: recordLog, records, leftOut, overLimits } = await this.#openRecordLog({
       isExpired: (clientTime) => this.store.isExpired(clientTime),

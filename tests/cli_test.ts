@@ -533,6 +533,37 @@ Deno.test({
 });
 
 Deno.test({
+  name: "a server whose certificate is garbled does not start: it names the file and the command that remakes it for " +
+    "this config, and says nothing of an admin endpoint",
+  permissions: HERD_TEST_PERMISSIONS,
+}, async () => {
+  const dir = await Deno.makeTempDir({ dir: "/tmp", prefix: "herd-bad-cert-" });
+  try {
+    const [a, aPeer, aAdmin] = freePorts(3);
+    await writeLocalConfig(dir, { A: [a, aPeer, aAdmin] }, [], { peers: { tls: true } });
+    const config = await loadConfig(`${dir}/herd.config.json`);
+    await makeCertificates(config);
+    await Deno.writeTextFile(`${config.certDir}/A.crt`, "garbage\n");
+    const { code, stdout, stderr } = await new Deno.Command("deno", {
+      args: serverRunArgs(config, "A", { keyPresent: false }),
+      stdin: "null",
+    }).output();
+    const text = _decoder.decode(stdout) + _decoder.decode(stderr);
+    assert.equal(code, 1, text);
+    assert.ok(
+      text.includes(
+        `A cannot start: This server's certificate ${config.certDir}/A.crt is not a PEM certificate (no -----BEGIN ` +
+          `CERTIFICATE----- block) (\`deno task certs A --renew --config ${config.path}\` remakes`,
+      ),
+      text,
+    );
+    assert.doesNotMatch(text, /admin endpoint/, text);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test({
   name: "a second server of the same config is refused, and writes nothing into the running one's log file",
   permissions: HERD_TEST_PERMISSIONS,
 }, async () => {

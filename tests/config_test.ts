@@ -9,6 +9,7 @@ import {
   parseConfig,
   resolvePath,
   serverNamed,
+  taskCommand,
 } from "../lib/config/config.ts";
 import { nearestKey } from "../lib/config/schema.ts";
 import { DEFAULT_CONFIG_DIR, DEFAULT_CONFIG_PATH, loadDefaultConfig } from "./testing/default_config.ts";
@@ -635,4 +636,21 @@ Deno.test("parseConfig() refuses a key given twice in one object, naming its pat
   assert.equal(duplicateJsonKey('{"a": {"x": 1}, "b": {"x": "a"}, "c": ["a", "a"], "d": "\\"}"}'), undefined);
   assert.equal(duplicateJsonKey('{"a": [{"x": 1, "y": 2}, {"x": 1, "x": 2}]}'), "a.1.x");
   assert.equal(duplicateJsonKey('{"a\\u0062": 1, "ab": 2}'), "ab", "keys compared as JSON reads them");
+});
+
+Deno.test("taskCommand() names the config with --config unless it is the one the tasks read, quoted for a shell", () => {
+  const at = (path: string) => parseConfig(JSON.stringify(sample()), path);
+  assert.equal(
+    taskCommand(at(decodeURIComponent(ROOT_CONFIG_PATH)), "certs", "A --renew"),
+    "deno task certs A --renew",
+  );
+  assert.equal(taskCommand(at(ROOT_CONFIG_PATH), "certs"), "deno task certs");
+  assert.equal(
+    taskCommand(at("/tmp/walk/herd.config.json"), "certs", "A --renew"),
+    "deno task certs A --renew --config /tmp/walk/herd.config.json",
+  );
+  assert.equal(
+    taskCommand(at("/tmp/my herd's/h.json"), "certs"),
+    `deno task certs --config '/tmp/my herd'\\''s/h.json'`,
+  );
 });

@@ -7,7 +7,7 @@
  * serves both ends of a link (server and client authentication).
  */
 
-import { type CertFiles, certFiles, type HerdConfig, type ServerConfig } from "../config/config.ts";
+import { type CertFiles, certFiles, type HerdConfig, type ServerConfig, taskCommand } from "../config/config.ts";
 import { createPrivateKey, X509Certificate } from "node:crypto";
 import { checkPeerCredentials, pemCertificates } from "../peer/transport.ts";
 import { ignoreInGit } from "../private_files.ts";
@@ -212,7 +212,13 @@ export async function certificateProblems(config: HerdConfig, names?: string[]):
   const files = certFiles(config);
   const problems: string[] = [];
   for (const name of names ?? [...config.servers.keys()]) {
-    const paths = { ca: files.ca, cert: files.cert(name), key: files.key(name), name };
+    const paths = {
+      ca: files.ca,
+      cert: files.cert(name),
+      key: files.key(name),
+      name,
+      renewCommand: taskCommand(config, "certs", `${name} --renew`),
+    };
     try {
       const [ca, cert, key] = await Promise.all(
         [paths.ca, paths.cert, paths.key].map((path) => Deno.readTextFile(path)),
@@ -281,8 +287,8 @@ async function _checkCanMake(config: HerdConfig, missing: string[]): Promise<voi
   const caKey = await _exists(files.caKey);
   if (caCert && !caKey) {
     throw new Error(
-      `${lacks}, and the CA's key ${files.caKey} is not there to make them: run \`deno task certs\` where ca.key ` +
-        "is kept and copy the files here",
+      `${lacks}, and the CA's key ${files.caKey} is not there to make them: run \`${taskCommand(config, "certs")}\` ` +
+        "where ca.key is kept and copy the files here",
     );
   }
   if (caCert) return;
@@ -375,7 +381,7 @@ async function _waitWhileLocked(config: HerdConfig, needed: string[], lock: stri
       throw new Error(
         `The certificate directory ${config.certDir} lacks ${(await _missing(needed)).join(", ")}, and another ` +
           `process has been making certificates there for ${_WAIT_MS / 1000} s: if none is, remove ${lock}, or ` +
-          "run `deno task certs` to make what is missing",
+          `run \`${taskCommand(config, "certs")}\` to make what is missing`,
       );
     }
     await new Promise((resolve) => setTimeout(resolve, 50));

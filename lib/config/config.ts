@@ -846,6 +846,25 @@ export function serverNamed(config: HerdConfig, name: string): ServerConfig {
   return server;
 }
 
+/** The config the tasks read when given no `--config`: `herd.config.json` beside `deno.json`, where `deno task` runs. */
+const _TASKS_CONFIG = decodeURIComponent(new URL("../../herd.config.json", import.meta.url).pathname);
+
+/**
+ * The `deno task` command line that runs `task` with `args` on `config`, as
+ * a message tells a user to run it: with `--config PATH` unless the config
+ * is the one the tasks read by default, so that the command acts on this
+ * herd and not on the project's own.
+ */
+export function taskCommand(config: HerdConfig, task: string, args = ""): string {
+  const command = `deno task ${task}${args === "" ? "" : ` ${args}`}`;
+  return config.path === _TASKS_CONFIG ? command : `${command} --config ${_shellWord(config.path)}`;
+}
+
+/** `text` as one word of a POSIX shell command: as it is when that is safe, else in single quotes. */
+function _shellWord(text: string): string {
+  return /^[\w@%+=:,./-]+$/.test(text) ? text : `'${text.replaceAll("'", `'\\''`)}'`;
+}
+
 /** The files of a herd's certificate directory. */
 export interface CertFiles {
   /** The CA's certificate: every server trusts it. */

@@ -28,6 +28,8 @@ export interface PeerTlsFiles {
   key: string;
   /** The server they are for, named in what an error says to do. */
   name?: string;
+  /** The command that remakes the server's key and certificate, as an error says it (`deno task certs NAME --renew`). */
+  renewCommand?: string;
 }
 
 /** The contents of {@linkcode PeerTlsFiles}: the CA certificates, the server's certificate and its key, in PEM. */
@@ -147,34 +149,53 @@ export function pemCertificates(text: string): string[] {
  * `files.name`, when given, is the server the files are for.
  */
 export function checkPeerCredentials(pems: PeerTlsPems, files: PeerTlsFiles): void {
-  const renew = `deno task certs ${files.name ?? "NAME"} --renew`;
+  const renew = files.renewCommand ?? `deno task certs ${files.name ?? "NAME"} --renew`;
   const fix = `(\`${renew}\` remakes the server's key and certificate)`;
-  const parse = <T>(make: () => T, what: string, remedy = fix): T => {
+  // The parser's own words ("nom error: Eof") say nothing a user can act on: a certificate that does not parse is said
+  // to be no certificate; a key's parser names what it found, which may help.
+  const parse = <T>(make: () => T, what: string, remedy = fix, cause = true): T => {
     try {
       return make();
     } catch (error) {
-      throw new Error(`${what}: ${(error as Error).message} ${remedy}`);
+      throw new Error(`${what}${cause ? `: ${(error as Error).message}` : ""} ${remedy}`);
     }
   };
+  const noBlock = "no -----BEGIN CERTIFICATE----- block";
+  const badBlock = "its PEM block does not hold a certificate";
   // Not remade by renewing a server's certificate: that would sign with the CA key, not mend ca.crt.
   const restore = "(restore it from where the CA is kept)";
   const caBlocks = pemCertificates(pems.ca);
   if (caBlocks.length === 0) {
     throw new Error(
-      `The herd's CA certificate ${files.ca} is not a PEM certificate: restore it from where the CA is kept`,
+      `The herd's CA certificate ${files.ca} is not a PEM certificate (${noBlock}): restore it from where the CA is kept`,
     );
   }
   const cas = caBlocks.map((block) =>
-    parse(() => new X509Certificate(block), `The herd's CA certificate ${files.ca} is not a PEM certificate`, restore)
+    parse(
+      () => new X509Certificate(block),
+      `The herd's CA certificate ${files.ca} is not a PEM certificate (${badBlock})`,
+      restore,
+      false,
+    )
   );
+  const certBlocks = pemCertificates(pems.cert);
   const cert = parse(
-    () => new X509Certificate(pems.cert),
-    `This server's certificate ${files.cert} is not a PEM certificate`,
+    () => new X509Certificate(certBlocks[0] ?? pems.cert),
+    `This server's certificate ${files.cert} is not a PEM certificate (${
+      certBlocks.length === 0 ? noBlock : badBlock
+    })`,
+    fix,
+    false,
   );
   // The certificate file may go on with the chain to the CA (intermediate CAs), which TLS sends along with it: the
   // certificate is then signed by one of them, signed in turn ... by a CA of ca.crt.
-  const chain = pemCertificates(pems.cert).slice(1).map((block) =>
-    parse(() => new X509Certificate(block), `The chain in this server's certificate ${files.cert} is not PEM`)
+  const chain = certBlocks.slice(1).map((block) =>
+    parse(
+      () => new X509Certificate(block),
+      `The chain in this server's certificate ${files.cert} is not PEM (${badBlock})`,
+      fix,
+      false,
+    )
   );
   const signedByCa = (certificate: X509Certificate): boolean => {
     if (cas.some((ca) => certificate.verify(ca.publicKey))) return true;
