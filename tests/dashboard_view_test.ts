@@ -250,7 +250,9 @@ Deno.test("dashboardRunArgs() runs main.ts dashboard-run with the dashboard's fl
 
 Deno.test("dashboardWarnings() names servers without an admin port, and admin ports off loopback without a token", () => {
   assert.deepEqual(dashboardWarnings(lineHerd({ adminC: true }), false), []);
-  assert.deepEqual(dashboardWarnings(lineHerd(), false), ["C has no adminPort: shown as unknown"]);
+  assert.deepEqual(dashboardWarnings(lineHerd(), false), [
+    'C has no adminPort: shown as "no admin port", with links as their neighbours report them',
+  ]);
   const remote = lineHerd({ adminC: true, adminHost: "10.0.0.5" });
   assert.deepEqual(dashboardWarnings(remote, true), []);
   assert.match(

@@ -173,7 +173,11 @@ export function dashboardWarnings(config: HerdConfig, tokenSet: boolean): string
   const warnings: string[] = [];
   const unwatched = [...config.servers].filter(([, server]) => server.adminPort === undefined).map(([name]) => name);
   if (unwatched.length > 0) {
-    warnings.push(`${unwatched.join(", ")} ha${unwatched.length === 1 ? "s" : "ve"} no adminPort: shown as unknown`);
+    warnings.push(
+      `${unwatched.join(", ")} ha${
+        unwatched.length === 1 ? "s" : "ve"
+      } no adminPort: shown as "no admin port", with links as their neighbours report them`,
+    );
   }
   const remote = [...config.servers].filter(([, server]) => server.adminPort !== undefined && !isLoopback(server.host))
     .map(([name]) => name);
