@@ -28,6 +28,7 @@ import {
   PLACES_KEY_VARIABLE,
   resolvePath,
   serverNamed,
+  taskCommand,
 } from "./lib/config/config.ts";
 import { HerdServer, StartCancelledError } from "./lib/herd_server.ts";
 import { certificateProblems, ensureCertificates, makeCertificates } from "./lib/cli/certs.ts";
@@ -90,7 +91,11 @@ function requireName(config: HerdConfig, name: string | undefined): string {
 /** The one server name `command` takes: none, or more than one, is refused (a second name was silently left out). */
 function oneName(config: HerdConfig, command: string, names: string[]): string {
   if (names.length > 1) {
-    fail(`${command} takes one server name, got ${names.length}: to start every server, run deno task herd`);
+    fail(
+      `${command} takes one server name, got ${names.length}: to start every server, run ${
+        taskCommand(config, "herd")
+      }`,
+    );
   }
   return requireName(config, names[0]);
 }

@@ -11,6 +11,14 @@ export interface ClockSources {
 }
 
 /**
+ * How fast the two clocks may drift apart, as a fraction (200 ppm): the
+ * window of the offset widens by this much of the time between readings.
+ * Linux disciplines its monotonic clock with the wall clock, so they do not
+ * drift there; other systems' monotonic clocks may run free.
+ */
+const _DRIFT = 200e-6;
+
+/**
  * The wall-clock time in nanoseconds: the monotonic clock's resolution
  * (`performance.now()`, sub-microsecond), kept on the system's wall clock
  * (`Date.now()`, whole milliseconds).
@@ -21,20 +29,25 @@ export interface ClockSources {
  * time for as long as it ran, and judge the skew allowance against it. So
  * each reading also reads `Date.now()`, which says the true offset between
  * the two clocks lies in a window one millisecond wide; the clock keeps the
- * intersection of the windows seen so far, which narrows to microseconds
- * as readings fall at different points of a millisecond. A window outside
- * it means the system clock was set (or the clocks drift apart, where the
- * monotonic clock is not disciplined like the wall clock): the clock starts
- * again from that window, so it is off by at most a millisecond at once and
- * narrows again.
+ * intersection of the windows seen so far (widened as time passes by what
+ * the clocks may drift apart, {@linkcode _DRIFT}), which narrows to
+ * microseconds as readings fall at different points of a millisecond, and
+ * moves the offset into it. A window outside it means the system clock was
+ * set: the clock starts again from that window, so it is off by at most a
+ * millisecond at once and narrows again.
  */
 export class WallClock {
   #sources: ClockSources;
-  /** Whole milliseconds: times are `#base + perfNow() + #offset`, so the sums in floating point stay small. */
+  /**
+   * Whole milliseconds: times are `#base + perfNow() + #offset`, with the
+   * offset kept under a millisecond or so (the base takes the rest), so the
+   * sums in floating point keep their nanoseconds.
+   */
   #base: number;
   #offset: number;
   #low = -Infinity;
   #high = Infinity;
+  #last = 0;
 
   /** A clock on `sources` (the runtime's by default). */
   constructor(sources: ClockSources = _runtime) {
@@ -52,16 +65,26 @@ export class WallClock {
     // in [wall, wall + 1) ms, so the offset is at least wall - after and less than wall + 1 - before.
     const low = wall - after;
     const high = wall + 1 - before;
-    if (low > this.#high || high <= this.#low) {
-      // Disjoint from every window before: the system clock was set.
+    const slack = (after - this.#last) * _DRIFT;
+    this.#last = after;
+    const kept = { low: this.#low - slack, high: this.#high + slack };
+    if (low > kept.high || high < kept.low) {
+      // Disjoint from every window before, drift allowed for: the system clock was set.
       this.#low = low;
       this.#high = high;
       this.#offset = (low + high) / 2;
     } else {
-      this.#low = Math.max(this.#low, low);
-      this.#high = Math.min(this.#high, high);
-      if (this.#offset < this.#low) this.#offset = this.#low;
-      else if (this.#offset >= this.#high) this.#offset = this.#high;
+      this.#low = Math.max(kept.low, low);
+      this.#high = Math.min(kept.high, high);
+      this.#offset = Math.min(Math.max(this.#offset, this.#low), this.#high);
+    }
+    if (this.#offset >= 1 || this.#offset < 0) {
+      // The base takes the whole milliseconds, the window and the offset keep the fraction.
+      const shift = Math.floor(this.#offset);
+      this.#base += shift;
+      this.#low -= shift;
+      this.#high -= shift;
+      this.#offset -= shift;
     }
     const ms = after + this.#offset;
     const whole = Math.floor(ms);

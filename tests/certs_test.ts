@@ -100,9 +100,18 @@ Deno.test({
     assert.throws(
       () => transport(garbage, files.key("A")).load(),
       new RegExp(
-        `^Error: This server's certificate ${garbage} is not a PEM certificate \\(no -----BEGIN CERTIFICATE----- ` +
-          "block\\) \\(`deno task certs NAME --renew` remakes",
+        `^Error: This server's certificate ${garbage} is not a PEM certificate \\(no whole -----BEGIN CERTIFICATE----- ` +
+          "\\.\\.\\. -----END CERTIFICATE----- block\\) \\(`deno task certs NAME --renew` remakes",
       ),
+    );
+    // Cut short (a copy interrupted): its BEGIN line is there, its END line is not.
+    const cut = `${dir}/cut.crt`;
+    const certText = await Deno.readTextFile(files.cert("A"));
+    await Deno.writeTextFile(cut, certText.slice(0, certText.indexOf("-----END")));
+    assert.throws(
+      () => transport(cut, files.key("A")).load(),
+      (error: Error) =>
+        error.message.startsWith(`This server's certificate ${cut} is not a PEM certificate (no whole `),
     );
     assert.throws(
       () => transport(files.cert("A"), garbage).load(),
@@ -180,8 +189,9 @@ Deno.test({
     assert.match(
       lines[1],
       new RegExp(
-        `^  This server's certificate ${files.cert("B")} is not a PEM certificate \\(no -----BEGIN CERTIFICATE----- ` +
-          `block\\) \\(\`deno task certs B --renew --config ${config.path}\` remakes`,
+        `^  This server's certificate ${files.cert("B")} is not a PEM certificate \\(no whole -----BEGIN ` +
+          `CERTIFICATE----- \\.\\.\\. -----END CERTIFICATE----- block\\) \\(\`deno task certs B --renew --config ` +
+          `${config.path}\` remakes`,
       ),
     );
     assert.match(

@@ -102,6 +102,20 @@ Deno.test({
   const herd = await run(["task", "-q", "herd", "Hill"]);
   assert.equal(herd.code, 2);
   assert.match(herd.stderr, /^herd works on every server of the config and takes no name, got Hill\n$/);
+  // With another herd's config, the command it gives names that config.
+  const dir = await Deno.makeTempDir({ dir: "/tmp", prefix: "herd-two-names-" });
+  try {
+    const [a, aPeer, b, bPeer] = freePorts(4);
+    const path = await writeLocalConfig(dir, { A: [a, aPeer], B: [b, bPeer] }, [["A", "B"]]);
+    const other = await run(launcherArgs(dir, "serve", "A", "B"));
+    assert.equal(other.code, 2);
+    assert.equal(
+      other.stderr,
+      `serve takes one server name, got 2: to start every server, run deno task herd --config ${path}\n`,
+    );
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
 });
 
 Deno.test({
@@ -552,8 +566,8 @@ Deno.test({
     assert.equal(code, 1, text);
     assert.ok(
       text.includes(
-        `A cannot start: This server's certificate ${config.certDir}/A.crt is not a PEM certificate (no -----BEGIN ` +
-          `CERTIFICATE----- block) (\`deno task certs A --renew --config ${config.path}\` remakes`,
+        `A cannot start: This server's certificate ${config.certDir}/A.crt is not a PEM certificate (no whole ` +
+          `-----BEGIN CERTIFICATE----- ... -----END CERTIFICATE----- block) (\`deno task certs A --renew --config ${config.path}\` remakes`,
       ),
       text,
     );

@@ -2,32 +2,39 @@ import assert from "node:assert/strict";
 import { type ClockSources, nowNs, WallClock } from "../lib/clock.ts";
 
 /**
- * A machine's clocks, made up: real time `t` (ms since the epoch, fractional) advances as the test says; the
- * monotonic clock reads `t - start` (plus a drift, if any); the wall clock reads `t + set` truncated to whole
- * milliseconds, `set` being what the system clock was set by; each reading advances real time by `stepMs`.
+ * A machine's clocks, made up, exactly: real time is `start` plus `t` ms (`t` kept small, so that floating point keeps
+ * its nanoseconds); the monotonic clock reads `t` (times 1 + a drift, if any); the wall clock reads the real time plus
+ * what the system clock was set by (`whole` ms and a fraction `frac`), truncated to whole milliseconds. Each reading
+ * advances real time by `stepMs`.
  */
 function machine(start: number, stepMs = 0.0003) {
-  let t = start;
-  let set = 0;
+  let whole = Math.floor(start);
+  let frac = start - whole;
+  let t = 0;
   let drift = 0;
   const sources: ClockSources = {
     dateNow: () => {
       t += stepMs;
-      return Math.floor(t + set);
+      return whole + Math.floor(t + frac);
     },
     perfNow: () => {
       t += stepMs;
-      return t - start + drift * (t - start);
+      return t * (1 + drift);
     },
     timeOrigin: start,
   };
   return {
     sources,
     advance: (ms: number) => t += ms,
-    setClock: (ms: number) => set += ms,
+    /** Sets the system clock `ms` later (earlier if negative); the monotonic clock does not notice. */
+    setClock: (ms: number) => {
+      const moved = frac + ms;
+      whole += Math.floor(moved);
+      frac = moved - Math.floor(moved);
+    },
     drift: (rate: number) => drift = rate,
     /** The wall clock's true time now, in ns. */
-    trueNs: () => BigInt(Math.round((t + set) * 1e6)),
+    trueNs: () => BigInt(whole) * 1_000_000n + BigInt(Math.round((t + frac) * 1e6)),
   };
 }
 
@@ -72,14 +79,41 @@ Deno.test("WallClock corrects a timeOrigin that is wrong from the first reading"
   assert.ok(offUs(clock.nowNs(), m.trueNs()) < 1000);
 });
 
-Deno.test("WallClock stays within a millisecond of a wall clock that drifts from the monotonic one", () => {
+Deno.test("WallClock follows a wall clock that drifts from the monotonic one smoothly, within tens of microseconds", () => {
   const m = machine(1_796_000_000_000.5);
   const clock = new WallClock(m.sources);
-  m.drift(50e-6); // 50 ppm: 4.3 s a day
-  for (let i = 0; i < 20_000; i++) {
-    m.advance(7.3);
+  for (let i = 0; i < 2000; i++) m.advance(0.0731), clock.nowNs();
+  for (const rate of [50e-6, -50e-6]) {
+    m.drift(rate); // 4.3 s a day, the monotonic clock ahead, then behind
+    let previous = clock.nowNs();
+    let worst = 0;
+    for (let i = 0; i < 100_000; i++) {
+      m.advance(0.731);
+      const read = clock.nowNs();
+      worst = Math.max(worst, offUs(read, m.trueNs()));
+      // Readings 0.73 ms apart: one that went back, or jumped, is the clock starting again from a new window.
+      const step = Number(read - previous) / 1e6;
+      assert.ok(step > 0.7 && step < 0.76, `a step of ${step} ms at reading ${i}, drift ${rate}`);
+      previous = read;
+    }
+    assert.ok(worst < 20, `off by up to ${worst} µs at a drift of ${rate}`);
+  }
+});
+
+Deno.test("WallClock keeps its microseconds after the clock is set by decades (a machine that booted in 1970)", () => {
+  const m = machine(3_600_000.25, 0.000001); // an hour after the epoch; readings close together, windows that narrow
+  const clock = new WallClock(m.sources);
+  for (let i = 0; i < 100; i++) m.advance(0.13), clock.nowNs();
+  m.setClock(1_796_000_000_000 - 3_600_000); // NTP: 56 years later
+  let previous = clock.nowNs();
+  // Readings at every point of a millisecond narrow the window, then readings 123 ns apart.
+  for (let i = 0; i < 20_000; i++) m.advance(0.0731), previous = clock.nowNs();
+  for (let i = 0; i < 200_000; i++) {
+    m.advance(0.0001234567);
     const read = clock.nowNs();
-    assert.ok(offUs(read, m.trueNs()) < 1000, `off by ${offUs(read, m.trueNs())} µs at reading ${i}`);
+    assert.ok(offUs(read, m.trueNs()) < 2, `off by ${offUs(read, m.trueNs())} µs at reading ${i}`);
+    assert.ok(read > previous, `went back ${previous - read} ns at reading ${i}`);
+    previous = read;
   }
 });
 

@@ -160,7 +160,7 @@ export function checkPeerCredentials(pems: PeerTlsPems, files: PeerTlsFiles): vo
       throw new Error(`${what}${cause ? `: ${(error as Error).message}` : ""} ${remedy}`);
     }
   };
-  const noBlock = "no -----BEGIN CERTIFICATE----- block";
+  const noBlock = "no whole -----BEGIN CERTIFICATE----- ... -----END CERTIFICATE----- block";
   const badBlock = "its PEM block does not hold a certificate";
   // Not remade by renewing a server's certificate: that would sign with the CA key, not mend ca.crt.
   const restore = "(restore it from where the CA is kept)";
@@ -180,7 +180,7 @@ export function checkPeerCredentials(pems: PeerTlsPems, files: PeerTlsFiles): vo
   );
   const certBlocks = pemCertificates(pems.cert);
   const cert = parse(
-    () => new X509Certificate(certBlocks[0] ?? pems.cert),
+    () => new X509Certificate(pems.cert),
     `This server's certificate ${files.cert} is not a PEM certificate (${
       certBlocks.length === 0 ? noBlock : badBlock
     })`,
