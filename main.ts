@@ -251,7 +251,12 @@ async function makeCertificatesHere(
       written.length === 0 ? `Nothing to make: ${config.certDir} is complete` : `Wrote ${written.join(", ")}`,
     );
   } catch (error) {
-    fail(`Cannot make the certificates in ${config.certDir}: ${(error as Error).message}`, 1);
+    const message = (error as Error).message;
+    // Most of certs.ts's refusals name the directory themselves ("The certificate directory ... lacks ..."): once is enough.
+    fail(
+      message.includes(config.certDir) ? message : `Cannot make the certificates in ${config.certDir}: ${message}`,
+      1,
+    );
   }
 }
 

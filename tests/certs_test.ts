@@ -512,6 +512,8 @@ Deno.test({
     const refused = await ensureInChild(config);
     assert.equal(refused.code, 1);
     assert.match(refused.stderr, /lacks .*C\.crt, .*C\.key, and the CA's key .*ca\.key is not there to make them/);
+    // The directory named once, by the message itself.
+    assert.ok(refused.stderr.startsWith(`The certificate directory ${config.certDir} lacks `), refused.stderr);
     // With this herd's config named: the project's own is another herd.
     assert.ok(
       refused.stderr.includes(`run \`deno task certs --config ${config.path}\` where ca.key is kept`),
