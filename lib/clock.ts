@@ -67,15 +67,16 @@ export class WallClock {
     const high = wall + 1 - before;
     const slack = (after - this.#last) * _DRIFT;
     this.#last = after;
-    const kept = { low: this.#low - slack, high: this.#high + slack };
-    if (low > kept.high || high < kept.low) {
+    const keptLow = this.#low - slack;
+    const keptHigh = this.#high + slack;
+    if (low > keptHigh || high < keptLow) {
       // Disjoint from every window before, drift allowed for: the system clock was set.
       this.#low = low;
       this.#high = high;
       this.#offset = (low + high) / 2;
     } else {
-      this.#low = Math.max(kept.low, low);
-      this.#high = Math.min(kept.high, high);
+      this.#low = Math.max(keptLow, low);
+      this.#high = Math.min(keptHigh, high);
       this.#offset = Math.min(Math.max(this.#offset, this.#low), this.#high);
     }
     if (this.#offset >= 1 || this.#offset < 0) {
