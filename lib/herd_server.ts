@@ -10,7 +10,7 @@ import { DensityMap, type DensityReport } from "./admin/density.ts";
 import { metrics, registerGauges } from "./admin/metrics.ts";
 import { type Health, serveAdmin } from "./admin/server.ts";
 import { RecentRates, type StatusReport } from "./admin/status.ts";
-import { NoReply } from "./client/reply_queue.ts";
+import { NoReply, ReplyBudget } from "./client/reply_queue.ts";
 import type { RouterContext } from "./client/router.ts";
 import { nowNs } from "./clock.ts";
 import { nanosecondsText } from "./decimal.ts";
@@ -92,6 +92,11 @@ export class HerdServer implements PeerHost {
   #clientListener: Deno.TcpListener | undefined;
   #peerServer: { close(): void } | undefined;
   #clients = new Set<ClientConnection>();
+  /** Bytes of replies our clients have not read yet (`limits.maxReplyBytes`). */
+  #replyBudget: ReplyBudget;
+  /** Client connections closed for the reply budget since the last warning, and when that was. */
+  #overBudgetClosed = 0;
+  #overBudgetWarnedAt = -Infinity;
   #peers = new Set<InboundPeer>();
   /** Our own clients' records on their way (committing, waiting on the neighbours), by client: see #heldSettled. */
   #publishing = new Map<string, { promise?: Promise<void> }>();
@@ -119,6 +124,7 @@ export class HerdServer implements PeerHost {
     serverNamed(config, name);
     this.store = new LocationStore({ ttlS: config.records.ttlS, servers: config.servers.keys() });
     this.#density = new DensityMap(() => this.store.lines());
+    this.#replyBudget = new ReplyBudget(config.limits.maxReplyBytes, () => this.#closeOverBudget());
     this.reconciler = new Reconciler(this.store);
     const longestName = Math.max(...[...config.servers.keys()].map((server) => server.length));
     this.recordRules = {
@@ -296,7 +302,7 @@ export class HerdServer implements PeerHost {
         return;
       }
       metrics.clientsAccepted.inc();
-      const client = new ClientConnection(conn, context, this.#config.maxLineBytes);
+      const client = new ClientConnection(conn, context, this.#config.maxLineBytes, this.#replyBudget);
       this.#clients.add(client);
       client.done.finally(() => this.#clients.delete(client));
     });
@@ -419,6 +425,7 @@ export class HerdServer implements PeerHost {
     return {
       records: () => this.store.size,
       clientConnections: () => this.#clients.size,
+      clientReplyBytes: () => this.#replyBudget.held,
       links: () =>
         [...this.#links.all.values()].map((link) => ({
           neighbour: link.neighbour,
@@ -470,6 +477,37 @@ export class HerdServer implements PeerHost {
       } else if (client.unreadMs >= sendTimeoutMs) {
         metrics.clientsSendTimedOut.inc();
         client.close(`a reply waited ${sendTimeoutMs} ms for it to read`);
+      }
+    }
+  }
+
+  /**
+   * Closes the client connections holding the most unread reply bytes until all of them hold no more than
+   * `limits.maxReplyBytes` (Redis's client eviction at `maxmemory-clients`): clients that do not read cannot make the
+   * server hold their replies without bound, however many connect. Says so at most once a second, on the console too.
+   */
+  #closeOverBudget(): void {
+    const budget = this.#replyBudget;
+    while (budget.held > budget.limit) {
+      let most: ClientConnection | undefined;
+      for (const client of this.#clients) {
+        if (client.heldReplyBytes > (most?.heldReplyBytes ?? 0)) most = client;
+      }
+      if (most === undefined) return;
+      const bytes = most.heldReplyBytes;
+      metrics.clientsOverReplyBudget.inc();
+      this.#overBudgetClosed++;
+      // Closing takes its replies out of the count at once.
+      most.close(`its unread replies held ${bytes} bytes, the most of any client, past limits.maxReplyBytes`);
+      const now = performance.now();
+      if (now - this.#overBudgetWarnedAt >= 1000) {
+        log.server.warning(
+          "Closed {count} client connections holding the most unread replies (the last {client}, {bytes} bytes): " +
+            "all clients' unread replies held more than limits.maxReplyBytes ({limit} bytes)",
+          { count: this.#overBudgetClosed, client: most.id, bytes, limit: budget.limit },
+        );
+        this.#overBudgetClosed = 0;
+        this.#overBudgetWarnedAt = now;
       }
     }
   }

@@ -231,6 +231,56 @@ Deno.test({
 });
 
 Deno.test({
+  name:
+    "clients that do not read are closed once all clients' unread replies pass limits.maxReplyBytes; readers are not",
+  permissions: HERD_TEST_PERMISSIONS,
+}, async () => {
+  const limit = 1024 * 1024;
+  await using herd = await soloHerd({ extra: { limits: { maxReplyBytes: limit } }, admin: true });
+  await herd.start("Solo");
+  const port = herd.port("Solo");
+  assert.match(await exchange(port, `IAMAT unread +34.068930-118.445127 ${secondsFromNow(0)}\n`), /^AT Solo /);
+  // A client that reads every reply of 2,000 pipelined twenty-result WHATSATs (14 MB, read only once all are sent):
+  // the server holds up to 256 of them at a time, which share one cached body, counted once.
+  const reader = await exchange(port, "WHATSAT unread 50 20\n".repeat(2_000));
+  assert.equal(reader.match(/^AT Solo /gm)?.length, 2_000);
+  // Two clients that never read, each sending 2,000 different lines of 8,000 bytes (16 MB), echoed as invalid: once
+  // the sockets' buffers are full (a few MB), the server holds up to 256 echoes a connection, 2 MB.
+  const conns = [
+    await Deno.connect({ hostname: "127.0.0.1", port }),
+    await Deno.connect({ hostname: "127.0.0.1", port }),
+  ];
+  const writing = conns.map((conn, c) => {
+    const lines = Array.from({ length: 2_000 }, (_, i) => `${c}-${i}-`.padEnd(7_999, "x") + "\n");
+    return writeAll(conn, new TextEncoder().encode(lines.join(""))).catch(() => {});
+  });
+  try {
+    await waitFor(
+      async () => (await herd.log("Solo")).match(/past limits\.maxReplyBytes"\)/g)?.length === 2,
+      { what: "both connections that do not read to be closed", timeoutMs: 15_000 },
+    );
+    const log = await herd.log("Solo");
+    const held = [...log.matchAll(/disconnected \("its unread replies held (\d+) bytes, the most of any client/g)]
+      .map((match) => Number(match[1]));
+    assert.equal(held.length, 2);
+    for (const bytes of held) assert.ok(bytes > 0 && bytes <= limit + 8_002, `${bytes} bytes held`);
+    assert.match(
+      herd.stderr("Solo"),
+      /Closed 1 client connections holding the most unread replies .*: all clients' unread replies held more than limits\.maxReplyBytes \(1048576 bytes\)/,
+    );
+    // Others are served on, and nothing is counted for the closed ones.
+    assert.match(await exchange(port, `IAMAT other +1+1 ${secondsFromNow(0)}\n`), /^AT Solo /);
+    const { body } = await herd.admin("Solo", "/metrics");
+    assert.match(body, /^herd_client_reply_budget_closed_total 2$/m);
+    assert.match(body, /^herd_client_reply_bytes 0$/m);
+    assert.match(body, /^herd_client_timeouts_total\{kind="send"\} 0$/m);
+  } finally {
+    for (const conn of conns) conn.close();
+    await Promise.all(writing);
+  }
+});
+
+Deno.test({
   name: "the log rotates at log.maxBytes, keeping log.files files, and cuts long client lines",
   permissions: HERD_TEST_PERMISSIONS,
 }, async () => {

@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { MAX_WRITE_BYTES, ReplyQueue } from "../lib/client/reply_queue.ts";
+import { MAX_WRITE_BYTES, ReplyBudget, ReplyQueue } from "../lib/client/reply_queue.ts";
 import { concatBytes, writeParts } from "../lib/net/write.ts";
 import { delay } from "./testing/wait.ts";
 
@@ -136,4 +136,71 @@ Deno.test("ReplyQueue gathers at most MAX_WRITE_BYTES a write (a larger reply al
   }
   assert.equal(sizes.length, writes + 1);
   assert.ok(sizes.length > 40, `${sizes.length} writes`);
+});
+
+Deno.test("ReplyBudget counts each queue's replies from ready until written, a shared body once, a released queue's not at all", async () => {
+  // A connection whose writes finish only when the test says so, each taking all its bytes.
+  const finish: (() => void)[] = [];
+  const conn = {
+    write(bytes: Uint8Array): Promise<number> {
+      return new Promise((resolve) => finish.push(() => resolve(bytes.length)));
+    },
+  } as unknown as Deno.Conn;
+  const overs: number[] = [];
+  const budget = new ReplyBudget(40, () => overs.push(budget.held));
+  const a = new ReplyQueue(conn, () => {}, budget);
+  const b = new ReplyQueue(conn, () => {}, budget);
+  a.push("AT one\n"); // 7 characters
+  a.push(encoder.encode("? \xff\n")); // 5 bytes (the "\xff" is two in UTF-8)
+  let resolve!: (reply: string) => void;
+  a.push(new Promise<string>((r) => resolve = r)); // nothing until it is ready
+  assert.equal(a.heldBytes, 12);
+  // Two WHATSAT-like replies sharing one body (a cached answer's): its 9 bytes count once.
+  const body = encoder.encode('\n{"a":1}\n');
+  b.push(["AT two", body]);
+  b.push(["AT three", body.subarray(0, 3), body.subarray(7)]);
+  assert.deepEqual([a.heldBytes, b.heldBytes, budget.held], [12, 6 + 8 + 9, 35]);
+  assert.deepEqual(overs, []);
+  resolve("x".repeat(20)); // 20 more: past 40
+  await Promise.resolve();
+  assert.deepEqual([a.heldBytes, budget.held], [32, 55]);
+  assert.deepEqual(overs, [55]);
+  const flushedA = a.flush();
+  await delay(0);
+  assert.equal(finish.length, 1, "the three ready replies go out in one write");
+  assert.equal(a.heldBytes, 32, "counted until that write is done");
+  finish.shift()!();
+  await flushedA;
+  assert.deepEqual([a.heldBytes, budget.held], [0, 23]);
+  // Another write in flight when the connection closes: out of the count at once, and nothing later counts again.
+  a.push("again\n");
+  const again = a.flush();
+  await delay(0);
+  assert.deepEqual([a.heldBytes, budget.held], [6, 29]);
+  a.release();
+  assert.deepEqual([a.heldBytes, budget.held], [0, 23]);
+  a.push("late\n");
+  assert.deepEqual([a.heldBytes, budget.held], [0, 23]);
+  finish.shift()!();
+  await delay(0);
+  finish.shift()!(); // "late" (the fake connection does not close)
+  await again;
+  assert.deepEqual([a.heldBytes, budget.held], [0, 23]);
+  // The body counts until the last reply holding it is written.
+  const flushedB = b.flush();
+  await delay(0);
+  finish.shift()!();
+  await flushedB;
+  b.push(["AT four", body]);
+  assert.deepEqual([b.heldBytes, budget.held], [7 + 9, 16]);
+  const flushedB2 = b.flush();
+  b.push(["AT five", body]); // behind the write in flight
+  await delay(0);
+  assert.deepEqual([b.heldBytes, budget.held], [7 + 7 + 9, 23]);
+  finish.shift()!();
+  await delay(0);
+  assert.deepEqual([b.heldBytes, budget.held], [7 + 9, 16], "the body is still held by the reply behind");
+  finish.shift()!();
+  await flushedB2;
+  assert.deepEqual([b.heldBytes, budget.held], [0, 0]);
 });

@@ -50,6 +50,13 @@ const _clientTimeouts = registry.add(
     ["kind"],
   ),
 );
+const _clientsOverReplyBudget = registry.add(
+  new Counter(
+    "herd_client_reply_budget_closed_total",
+    "Client connections closed for holding the most unread replies while all clients' unread replies held more " +
+      "than limits.maxReplyBytes.",
+  ),
+);
 const _peerRefused = registry.add(
   new Counter(
     "herd_peer_connections_refused_total",
@@ -126,6 +133,7 @@ export const metrics = {
   clientsRefused: _clientConnections.labels("refused"),
   clientsIdleClosed: _clientTimeouts.labels("idle"),
   clientsSendTimedOut: _clientTimeouts.labels("send"),
+  clientsOverReplyBudget: _clientsOverReplyBudget.labels(),
   peerConnectionsRefused: _peerRefused.labels(),
   peerReceived: _peerRecords.labels("received"),
   peerStored: _peerRecords.labels("stored"),
@@ -175,6 +183,8 @@ export interface GaugeSources {
   records(): number;
   /** Client connections open. */
   clientConnections(): number;
+  /** Bytes of replies waiting for clients to read (`limits.maxReplyBytes`). */
+  clientReplyBytes(): number;
   /** Each neighbour's link. */
   links(): Iterable<
     {
@@ -205,6 +215,14 @@ export function registerGauges(sources: GaugeSources): void {
   registry.add(new Gauge("herd_records", "Records (clients) held.", [], () => one(sources.records())));
   registry.add(
     new Gauge("herd_client_connections", "Client connections open.", [], () => one(sources.clientConnections())),
+  );
+  registry.add(
+    new Gauge(
+      "herd_client_reply_bytes",
+      "Bytes of replies waiting for clients to read, as limits.maxReplyBytes counts them.",
+      [],
+      () => one(sources.clientReplyBytes()),
+    ),
   );
   registry.add(
     new Gauge(

@@ -8,7 +8,7 @@ import { readLines } from "../net/line_stream.ts";
 import { cutForLog, log, quote } from "../logging.ts";
 import { traffic } from "../traffic_log.ts";
 import { commandIndex } from "../admin/metrics.ts";
-import { isParts, NoReply, type Reply, ReplyQueue } from "./reply_queue.ts";
+import { isParts, NoReply, type Reply, type ReplyBudget, ReplyQueue } from "./reply_queue.ts";
 import { decodeLine, route, type RouterContext } from "./router.ts";
 
 /**
@@ -68,11 +68,14 @@ export class ClientConnection {
   #lastActive = performance.now();
   #closeReason: string | undefined;
 
-  /** Starts serving `conn`: lines up to `maxLineBytes` go to the router in `context`. */
-  constructor(conn: Deno.Conn, context: RouterContext, maxLineBytes: number) {
+  /**
+   * Starts serving `conn`: lines up to `maxLineBytes` go to the router in `context`; replies ready and not yet written
+   * count in `budget`, when given.
+   */
+  constructor(conn: Deno.Conn, context: RouterContext, maxLineBytes: number, budget?: ReplyBudget) {
     this.#conn = conn;
     this.id = _address(conn.remoteAddr);
-    this.done = this.#serve(context, maxLineBytes);
+    this.done = this.#serve(context, maxLineBytes, budget);
   }
 
   /** Stops reading commands; replies already owed are still written. */
@@ -91,20 +94,26 @@ export class ClientConnection {
     return performance.now() - this.#lastActive;
   }
 
+  /** Bytes of replies ready and not yet written, as the reply budget counts them. */
+  get heldReplyBytes(): number {
+    return this.#replies?.heldBytes ?? 0;
+  }
+
   /** Closes the socket now, saying why in the log's disconnect line. */
   close(reason: string): void {
     this.#closeReason ??= reason;
     this.abort();
   }
 
-  /** Closes the socket now, replies or not. */
+  /** Closes the socket now, replies or not; its replies no longer count in the budget. */
   abort(): void {
+    this.#replies?.release();
     try {
       this.#conn.close();
     } catch { /* already closed */ }
   }
 
-  async #serve(context: RouterContext, maxLineBytes: number): Promise<void> {
+  async #serve(context: RouterContext, maxLineBytes: number, budget: ReplyBudget | undefined): Promise<void> {
     const client = this.id;
     const quotedClient = quote(client);
     // Through the traffic log, like the lines: a LogTape call per connection was a tenth of a server's time when
@@ -113,7 +122,7 @@ export class ClientConnection {
     const replies = new ReplyQueue(this.#conn, (batch) => {
       this.#lastActive = performance.now();
       for (const reply of batch) traffic.event("client", `${quotedClient} > ${quote(cutForLog(_forLog(reply)))}`);
-    });
+    }, budget);
     this.#replies = replies;
     const reader = readLines(this.#conn, maxLineBytes).getReader();
     this.#reader = reader;

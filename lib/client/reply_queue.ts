@@ -55,8 +55,39 @@ function _sizeBound(reply: Reply): number {
 /** A slot that closes the connection instead of holding a reply. */
 const _CLOSE = Symbol("close");
 
+/**
+ * The bytes of replies that a server's clients have not read yet, across
+ * its connections (`limits.maxReplyBytes`, as Redis's `maxmemory-clients`):
+ * a reply counts from when it is ready until its write is done, text at a
+ * byte a character, bytes at their length, and a WHATSAT's body once for
+ * all the replies of a connection that share it (a cached answer's). Past
+ * the limit, `onOver` is called, to close connections until the count is
+ * back under it.
+ */
+export class ReplyBudget {
+  /** The bytes counted now. */
+  held = 0;
+  /** The most bytes before `onOver` is called. */
+  readonly limit: number;
+  #onOver: () => void;
+
+  /** `onOver` is called whenever a reply takes the count past `limit`. */
+  constructor(limit: number, onOver: () => void) {
+    this.limit = limit;
+    this.#onOver = onOver;
+  }
+
+  /** Counts `bytes` more; past the limit, calls `onOver`. */
+  add(bytes: number): void {
+    this.held += bytes;
+    if (this.held > this.limit) this.#onOver();
+  }
+}
+
 interface _Slot {
   value: Reply | typeof _CLOSE | undefined;
+  /** The bytes the budget counts for `value` itself (its text, bytes or AT line; not a body), once it is ready. */
+  bytes: number;
   pending: Promise<void> | undefined;
   /** Which latency series the reply counts in (`commandIndex()`), and when its line arrived (`performance.now()`). */
   kind: number;
@@ -74,11 +105,84 @@ export class ReplyQueue {
   /** When the write in progress began (`performance.now()`); undefined between writes. */
   #writeBegan: number | undefined;
   #onSent: (replies: Reply[]) => void;
+  #budget: ReplyBudget | undefined;
+  /** Bytes of this queue's ready replies not yet written, counted in `#budget`; undefined once released. */
+  #held: number | undefined = 0;
+  /** How many of the counted replies hold each body (the buffer of a WHATSAT's parts after the first). */
+  #bodies: Map<ArrayBufferLike, number> | undefined;
 
-  /** `onSent` sees each batch of replies after it is written (for logging). */
-  constructor(conn: Deno.Conn, onSent: (replies: Reply[]) => void = () => {}) {
+  /**
+   * `onSent` sees each batch of replies after it is written (for logging); `budget`, when given, counts the replies
+   * from when they are ready until their write is done, or until {@linkcode release}.
+   */
+  constructor(conn: Deno.Conn, onSent: (replies: Reply[]) => void = () => {}, budget?: ReplyBudget) {
     this.#conn = conn;
     this.#onSent = onSent;
+    this.#budget = budget;
+  }
+
+  /** Bytes of replies ready and not yet written (as the budget counts them); 0 once released. */
+  get heldBytes(): number {
+    return this.#held ?? 0;
+  }
+
+  /**
+   * Takes this queue's replies out of the budget, now and for good (the
+   * connection is closing, or closed): replies ready later are not counted.
+   */
+  release(): void {
+    if (this.#held === undefined) return;
+    if (this.#budget !== undefined) this.#budget.held -= this.#held;
+    this.#held = undefined;
+    this.#bodies = undefined;
+  }
+
+  /** Counts a reply now ready (its bodies once for the queue), as long as the queue is not released. */
+  #hold(slot: _Slot, reply: Reply): void {
+    if (this.#held === undefined || this.#budget === undefined) return;
+    let bytes: number;
+    if (isParts(reply)) {
+      slot.bytes = reply[0].length;
+      bytes = slot.bytes;
+      for (let i = 1; i < reply.length; i++) {
+        const part = reply[i];
+        if (typeof part === "string") {
+          slot.bytes += part.length;
+          bytes += part.length;
+          continue;
+        }
+        const bodies = this.#bodies ??= new Map();
+        const holders = bodies.get(part.buffer) ?? 0;
+        if (holders === 0) bytes += part.buffer.byteLength;
+        bodies.set(part.buffer, holders + 1);
+      }
+    } else {
+      slot.bytes = reply.length;
+      bytes = slot.bytes;
+    }
+    this.#held += bytes;
+    this.#budget.add(bytes);
+  }
+
+  /** Takes a written reply out of the count (a body once its last holder is written). */
+  #unhold(slot: _Slot): void {
+    if (this.#held === undefined || this.#budget === undefined) return;
+    let bytes = slot.bytes;
+    const reply = slot.value as Reply;
+    if (isParts(reply)) {
+      for (let i = 1; i < reply.length; i++) {
+        const part = reply[i];
+        if (typeof part === "string") continue;
+        const holders = this.#bodies!.get(part.buffer)!;
+        if (holders > 1) this.#bodies!.set(part.buffer, holders - 1);
+        else {
+          this.#bodies!.delete(part.buffer);
+          bytes += part.buffer.byteLength;
+        }
+      }
+    }
+    this.#held -= bytes;
+    this.#budget.held -= bytes;
   }
 
   /** Replies not yet written, counting a batch whose write has not finished. */
@@ -107,12 +211,15 @@ export class ReplyQueue {
    */
   push(reply: Reply | Promise<Reply>, kind = 0, arrivedAt = performance.now()): void {
     if (typeof reply === "string" || reply instanceof Uint8Array || isParts(reply)) {
-      this.#slots.push({ value: reply, pending: undefined, kind, arrivedAt });
+      const slot: _Slot = { value: reply, bytes: 0, pending: undefined, kind, arrivedAt };
+      this.#slots.push(slot);
+      this.#hold(slot, reply);
       return;
     }
-    const slot: _Slot = { value: undefined, pending: undefined, kind, arrivedAt };
+    const slot: _Slot = { value: undefined, bytes: 0, pending: undefined, kind, arrivedAt };
     slot.pending = reply.then((value) => {
       slot.value = value;
+      this.#hold(slot, value);
     }, (error) => {
       // Handlers answer every command, or refuse one with NoReply; a client must not hang on anything else.
       slot.value = error instanceof NoReply ? _CLOSE : "";
@@ -168,6 +275,7 @@ export class ReplyQueue {
           } finally {
             this.#writeBegan = undefined;
           }
+          for (const slot of written) this.#unhold(slot);
           this.#writing = 0;
           const now = performance.now();
           for (const slot of written) metrics.replySeconds[slot.kind].observe((now - slot.arrivedAt) / 1000);

@@ -101,6 +101,11 @@ export interface LimitsConfig {
    * `send_timeout`).
    */
   sendTimeoutMs: number;
+  /**
+   * Most bytes of replies waiting for their clients to read, across all client connections (Redis's
+   * `maxmemory-clients`); past it, the connection holding the most is closed.
+   */
+  maxReplyBytes: number;
 }
 
 /** What the store keeps. */
@@ -341,6 +346,9 @@ const _places = object({
   ),
 });
 
+/** The least `limits.maxReplyBytes`: below it, one large reply ready behind another could close a client that reads. */
+const _MIN_REPLY_BYTES = 1024 * 1024;
+
 const _limits = object({
   maxClockSkewS: withDefault(
     integer({ min: 0 }),
@@ -374,6 +382,14 @@ const _limits = object({
     "How long a reply write may wait for the client to read before the connection is closed, in milliseconds. The " +
       "kernel lets a write go on only once the client has read a good part of what the sockets hold (megabytes on " +
       "Linux), so a client reading very slowly is closed too.",
+  ),
+  maxReplyBytes: withDefault(
+    integer({ min: _MIN_REPLY_BYTES, expected: `an integer of at least ${_MIN_REPLY_BYTES} (1 MiB)` }),
+    256 * 1024 * 1024,
+    "Most bytes of replies waiting for their clients to read, across all client connections, as Redis's " +
+      "maxmemory-clients: past it, the connection holding the most is closed. A reply counts from when it is ready " +
+      "until the kernel has taken it (text at three bytes a character, a WHATSAT's body once for each reply); at " +
+      "least 1 MiB.",
   ),
 });
 
