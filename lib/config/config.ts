@@ -388,8 +388,8 @@ const _limits = object({
     256 * 1024 * 1024,
     "Most bytes of replies waiting for their clients to read, across all client connections, as Redis's " +
       "maxmemory-clients: past it, the connection holding the most is closed. A reply counts from when it is ready " +
-      "until the kernel has taken it (text at three bytes a character, a WHATSAT's body once for each reply); at " +
-      "least 1 MiB.",
+      "until the kernel has taken it (text at a byte a character, a WHATSAT's body once for all of a connection's " +
+      "replies that share it); at least 1 MiB.",
   ),
 });
 
