@@ -654,3 +654,14 @@ Deno.test("taskCommand() names the config with --config unless it is the one the
     `deno task certs --config '/tmp/my herd'\\''s/h.json'`,
   );
 });
+
+Deno.test("parseConfig() takes limits.maxReplyBytes from 16 MiB up, 256 MiB when left out", () => {
+  assert.equal(parse(sample()).limits.maxReplyBytes, 256 * 1024 * 1024);
+  const raw = sample();
+  raw.limits = { ...raw.limits, maxReplyBytes: 16 * 1024 * 1024 };
+  assert.equal(parse(raw).limits.maxReplyBytes, 16 * 1024 * 1024);
+  raw.limits.maxReplyBytes = 16 * 1024 * 1024 - 1;
+  assertRefused(raw, /limits\.maxReplyBytes must be an integer of at least 16777216 \(16 MiB\), got 16777215/);
+  raw.limits.maxReplyBytes = 1.5e9 + 0.5;
+  assertRefused(raw, /limits\.maxReplyBytes must be an integer of at least 16777216/);
+});

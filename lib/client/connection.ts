@@ -67,6 +67,8 @@ export class ClientConnection {
   #replies: ReplyQueue | undefined;
   #lastActive = performance.now();
   #closeReason: string | undefined;
+  /** Set by {@linkcode abort}: the lines already read are not routed (their IAMATs neither stored nor flooded). */
+  #aborted = false;
 
   /**
    * Starts serving `conn`: lines up to `maxLineBytes` go to the router in `context`; replies ready and not yet written
@@ -107,6 +109,7 @@ export class ClientConnection {
 
   /** Closes the socket now, replies or not; its replies no longer count in the budget. */
   abort(): void {
+    this.#aborted = true;
     this.#replies?.release();
     try {
       this.#conn.close();
@@ -135,8 +138,9 @@ export class ClientConnection {
         this.#lastActive = arrivedAt;
         const arrivedNs = nowNs();
         for (const line of value.lines) {
-          // A client whose socket failed gets nothing more: its remaining commands are not worth computing.
-          if (replies.failed) break;
+          // A client whose socket failed, or that was closed, gets nothing more: its remaining commands are not worth
+          // computing.
+          if (replies.failed || this.#aborted) break;
           // Decoded once, for the log and the router both; a line that is not UTF-8 is logged lossily.
           const text = decodeLine(line);
           traffic.event("client", `${quotedClient} < ${quote(cutForLog(text ?? _lossy.decode(line)))}`);
@@ -153,7 +157,7 @@ export class ClientConnection {
           });
           break;
         }
-        if (replies.failed) break;
+        if (replies.failed || this.#aborted) break;
         // A write that failed, or a command refused without a reply, ends the connection even while it waits to read.
         replies.flush().catch((error) => this.close(_closeReason(error)));
       }

@@ -160,6 +160,7 @@ export class ReplyQueue {
       slot.bytes = reply.length;
       bytes = slot.bytes;
     }
+    // Counted here first: `add` may close this very connection, whose release must take this reply out too.
     this.#held += bytes;
     this.#budget.add(bytes);
   }

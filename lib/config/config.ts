@@ -346,8 +346,11 @@ const _places = object({
   ),
 });
 
-/** The least `limits.maxReplyBytes`: below it, one large reply ready behind another could close a client that reads. */
-const _MIN_REPLY_BYTES = 1024 * 1024;
+/**
+ * The least `limits.maxReplyBytes`: a client that reads may hold 256 replies ready at once (a pipeline of WHATSATs of
+ * different answers, a few MB of twenty results), and a lower limit would close it while nobody else holds anything.
+ */
+const _MIN_REPLY_BYTES = 16 * 1024 * 1024;
 
 const _limits = object({
   maxClockSkewS: withDefault(
@@ -384,12 +387,12 @@ const _limits = object({
       "Linux), so a client reading very slowly is closed too.",
   ),
   maxReplyBytes: withDefault(
-    integer({ min: _MIN_REPLY_BYTES, expected: `an integer of at least ${_MIN_REPLY_BYTES} (1 MiB)` }),
+    integer({ min: _MIN_REPLY_BYTES, expected: `an integer of at least ${_MIN_REPLY_BYTES} (16 MiB)` }),
     256 * 1024 * 1024,
     "Most bytes of replies waiting for their clients to read, across all client connections, as Redis's " +
       "maxmemory-clients: past it, the connection holding the most is closed. A reply counts from when it is ready " +
       "until the kernel has taken it (text at a byte a character, a WHATSAT's body once for all of a connection's " +
-      "replies that share it); at least 1 MiB.",
+      "replies that share it); at least 16 MiB, since one client that reads may hold 256 replies ready at once.",
   ),
 });
 
