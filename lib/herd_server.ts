@@ -15,6 +15,7 @@ import type { RouterContext } from "./client/router.ts";
 import { nowNs } from "./clock.ts";
 import { nanosecondsText } from "./decimal.ts";
 import { certFiles, type HerdConfig, neighboursOf, netAddress, serverNamed, taskCommand } from "./config/config.ts";
+import { LogBudget } from "./log_budget.ts";
 import { cutForLog, log, logFile, quote } from "./logging.ts";
 import { acceptLoop } from "./net/acceptor.ts";
 import type { ResilientHttpServer } from "./net/http_server.ts";
@@ -94,9 +95,14 @@ export class HerdServer implements PeerHost {
   #clients = new Set<ClientConnection>();
   /** Bytes of replies our clients have not read yet (`limits.maxReplyBytes`). */
   #replyBudget: ReplyBudget;
-  /** Client connections closed for the reply budget since the last warning, and when that was. */
-  #overBudgetClosed = 0;
-  #overBudgetWarnedAt = -Infinity;
+  /** Closes for the reply budget: the first in a second said, the others counted and said once the second is over. */
+  #overBudgetWarnings = new LogBudget(1, (count) => {
+    log.server.warning(
+      "Closed {count} more client connections holding the most unread replies in the last second, past " +
+        "limits.maxReplyBytes",
+      { count },
+    );
+  });
   #peers = new Set<InboundPeer>();
   /** Our own clients' records on their way (committing, waiting on the neighbours), by client: see #heldSettled. */
   #publishing = new Map<string, { promise?: Promise<void> }>();
@@ -106,13 +112,17 @@ export class HerdServer implements PeerHost {
   #recordLog: RecordLog | undefined;
   #timers: ReturnType<typeof setInterval>[] = [];
   #stopping = false;
-  /** Client connections refused at `limits.maxConnections` since the last warning, and when that was. */
-  #refusedClients = 0;
+  /** Refusals at `limits.maxConnections`: the first in a second said, the others counted and said after it. */
+  #refusalWarnings = new LogBudget(1, (count) => {
+    log.server.warning("Refused {count} client connections: {open} are open, limits.maxConnections", {
+      count,
+      open: this.#clients.size,
+    });
+  });
   /** Set by {@linkcode HerdServer.cancelStart}. */
   #startCancelled = false;
   /** Whether the admin endpoint's start failed for its port being taken (tried again once the database is ours). */
   #adminPortTaken = false;
-  #refusedWarnedAt = -Infinity;
 
   /** A server named in the config; nothing happens until {@linkcode HerdServer.start}. */
   constructor(options: HerdServerOptions) {
@@ -445,22 +455,20 @@ export class HerdServer implements PeerHost {
   }
 
   /**
-   * Closes a client connection over `limits.maxConnections` at once; says so at most once a second, on the console
-   * too: the server is full, as when it runs out of files (the acceptor's warning), which its operator should see.
+   * Closes a client connection over `limits.maxConnections` at once; says so on the console too, the first refusal of
+   * a second at once and the others counted in one line after it: the server is full, as when it runs out of files
+   * (the acceptor's warning), which its operator should see.
    */
   #refuseClient(conn: Deno.Conn): void {
     try {
       conn.close();
     } catch { /* already closed */ }
-    this.#refusedClients++;
-    const now = performance.now();
-    if (now - this.#refusedWarnedAt < 1000) return;
-    log.server.warning("Refused {count} client connections: {open} are open, limits.maxConnections", {
-      count: this.#refusedClients,
-      open: this.#clients.size,
-    });
-    this.#refusedClients = 0;
-    this.#refusedWarnedAt = now;
+    if (this.#refusalWarnings.take()) {
+      log.server.warning("Refused {count} client connections: {open} are open, limits.maxConnections", {
+        count: 1,
+        open: this.#clients.size,
+      });
+    }
   }
 
   /**
@@ -484,7 +492,8 @@ export class HerdServer implements PeerHost {
   /**
    * Closes the client connections holding the most unread reply bytes until all of them hold no more than
    * `limits.maxReplyBytes` (Redis's client eviction at `maxmemory-clients`): clients that do not read cannot make the
-   * server hold their replies without bound, however many connect. Says so at most once a second, on the console too.
+   * server hold their replies without bound, however many connect. Says so on the console too, the first close of a
+   * second at once and the others counted in one line after it.
    */
   #closeOverBudget(): void {
     const budget = this.#replyBudget;
@@ -496,18 +505,14 @@ export class HerdServer implements PeerHost {
       if (most === undefined) return;
       const bytes = most.heldReplyBytes;
       metrics.clientsOverReplyBudget.inc();
-      this.#overBudgetClosed++;
       // Closing takes its replies out of the count at once.
       most.close(`its unread replies held ${bytes} bytes, the most of any client, past limits.maxReplyBytes`);
-      const now = performance.now();
-      if (now - this.#overBudgetWarnedAt >= 1000) {
+      if (this.#overBudgetWarnings.take()) {
         log.server.warning(
-          "Closed {count} client connections holding the most unread replies (the last {client}, {bytes} bytes): " +
-            "all clients' unread replies held more than limits.maxReplyBytes ({limit} bytes)",
-          { count: this.#overBudgetClosed, client: most.id, bytes, limit: budget.limit },
+          "Closed client {client}, holding the most unread replies ({bytes} bytes): all clients' unread replies held " +
+            "more than limits.maxReplyBytes ({limit} bytes)",
+          { client: most.id, bytes, limit: budget.limit },
         );
-        this.#overBudgetClosed = 0;
-        this.#overBudgetWarnedAt = now;
       }
     }
   }

@@ -292,7 +292,7 @@ Deno.test({
     assert.ok(held > limit / 2 && held <= 256 * reply, `${held} bytes held by the client closed`);
     assert.match(
       herd.stderr("Solo"),
-      /Closed 1 client connections holding the most unread replies .*: all clients' unread replies held more than limits\.maxReplyBytes \(16777216 bytes\)/,
+      /Closed client 127\.0\.0\.1:\d+, holding the most unread replies \(\d+ bytes\): all clients' unread replies held more than limits\.maxReplyBytes \(16777216 bytes\)/,
     );
     assert.match(await exchange(port, `IAMAT other +1+1 ${secondsFromNow(0)}\n`), /^AT Solo /);
     assert.equal(await metric('herd_client_timeouts_total{kind="send"}'), 0);
