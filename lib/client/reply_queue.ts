@@ -140,26 +140,24 @@ export class ReplyQueue {
   /** Counts a reply now ready (its bodies once for the queue), as long as the queue is not released. */
   #hold(slot: _Slot, reply: Reply): void {
     if (this.#held === undefined || this.#budget === undefined) return;
-    let bytes: number;
-    if (isParts(reply)) {
-      slot.bytes = reply[0].length;
-      bytes = slot.bytes;
-      for (let i = 1; i < reply.length; i++) {
+    let own = 0;
+    let bodies = 0;
+    if (!isParts(reply)) own = reply.length;
+    else {
+      // The AT line and any text are the reply's own; a body (bytes after the first part) counts once for the queue.
+      for (let i = 0; i < reply.length; i++) {
         const part = reply[i];
-        if (typeof part === "string") {
-          slot.bytes += part.length;
-          bytes += part.length;
+        if (i === 0 || typeof part === "string") {
+          own += part.length;
           continue;
         }
-        const bodies = this.#bodies ??= new Map();
-        const holders = bodies.get(part.buffer) ?? 0;
-        if (holders === 0) bytes += part.buffer.byteLength;
-        bodies.set(part.buffer, holders + 1);
+        const holders = (this.#bodies ??= new Map()).get(part.buffer) ?? 0;
+        if (holders === 0) bodies += part.buffer.byteLength;
+        this.#bodies.set(part.buffer, holders + 1);
       }
-    } else {
-      slot.bytes = reply.length;
-      bytes = slot.bytes;
     }
+    slot.bytes = own;
+    const bytes = own + bodies;
     // Counted here first: `add` may close this very connection, whose release must take this reply out too.
     this.#held += bytes;
     this.#budget.add(bytes);
