@@ -132,13 +132,15 @@ export class HerdServer implements PeerHost {
     this.#places = options.places;
     this.#adminToken = options.adminToken;
     serverNamed(config, name);
-    this.store = new LocationStore({ ttlS: config.records.ttlS, servers: config.servers.keys() });
+    // The names a record may carry: the servers', and those of servers taken out whose records the herd keeps.
+    const recordServers = [...config.servers.keys(), ...config.retiredServers];
+    this.store = new LocationStore({ ttlS: config.records.ttlS, servers: recordServers });
     this.#density = new DensityMap(() => this.store.lines());
     this.#replyBudget = new ReplyBudget(config.limits.maxReplyBytes, () => this.#closeOverBudget());
     this.reconciler = new Reconciler(this.store);
-    const longestName = Math.max(...[...config.servers.keys()].map((server) => server.length));
+    const longestName = Math.max(...recordServers.map((server) => server.length));
     this.recordRules = {
-      servers: new Set(config.servers.keys()),
+      servers: new Set(recordServers),
       maxClientIdBytes: config.limits.maxClientIdBytes,
       // An AT line is its IAMAT's fields, a server name and a time difference longer.
       maxLineBytes: config.maxLineBytes + longestName + 64,
@@ -183,9 +185,9 @@ export class HerdServer implements PeerHost {
     const { ttlS } = this.#config.records;
     const { log: recordLog, records, leftOut, overLimits } = await this.#openRecordLog({
       isExpired: (clientTime) => this.store.isExpired(clientTime),
-      // A record taken by a server since removed from the config is left out: the neighbours refuse such records
-      // ("names a server the herd does not have"), so a store holding it would never agree with theirs, and each
-      // reconciliation would resend everything.
+      // A record taken by a server since removed from the config, and not listed in retiredServers, is left out: the
+      // neighbours refuse such records ("names a server the herd does not have"), so a store holding it would never
+      // agree with theirs, and each reconciliation would resend everything.
       isKnownServer: (server) => this.recordRules.servers.has(server),
       // Likewise a record over the limits, written before the config lowered one.
       limits: { maxClientIdBytes: this.recordRules.maxClientIdBytes, maxLineBytes: this.recordRules.maxLineBytes },
@@ -205,7 +207,9 @@ export class HerdServer implements PeerHost {
     if (leftOut.size > 0) {
       log.server.warning(
         "{name} deleted {count} rows of {path} taken by servers no longer in the config ({servers}): the herd " +
-          "refuses records naming them, and a store holding them would never agree with its neighbours'.",
+          "refuses records naming them, and a store holding them would never agree with its neighbours'. To keep " +
+          "the records of a server taken out or renamed, list it in retiredServers on every server before " +
+          "restarting the next one.",
         {
           name: this.name,
           count: [...leftOut.values()].reduce((a, b) => a + b, 0),

@@ -244,6 +244,29 @@ Deno.test("parseConfig() refuses a repeated link, in either direction", () => {
   assertRefused(reversed, /links\[2\] repeats the link B-A/);
 });
 
+Deno.test("parseConfig() takes retiredServers (none by default): names of servers taken out, each once, in no link and not a server", () => {
+  assert.deepEqual(parse(sample()).retiredServers, []);
+  const retired = sample();
+  retired.retiredServers = ["Gone", "Hill.old"];
+  assert.deepEqual(parse(retired).retiredServers, ["Gone", "Hill.old"]);
+  const still = sample();
+  still.retiredServers = ["Gone", "B"];
+  assertRefused(still, /retiredServers\[1\] is "B", a server in servers/);
+  const twice = sample();
+  twice.retiredServers = ["Gone", "Gone"];
+  assertRefused(twice, /retiredServers\[1\] repeats "Gone"/);
+  const linked = sample();
+  linked.retiredServers = ["Gone"];
+  linked.links.push(["A", "Gone"]);
+  assertRefused(linked, /links\[2\] names "Gone", a retired server/);
+  const badName = sample();
+  badName.retiredServers = ["-x"];
+  assertRefused(badName, /retiredServers\[0\] must be a server name/);
+  const notArray = sample();
+  notArray.retiredServers = "Gone";
+  assertRefused(notArray, /retiredServers must be an array of server names/);
+});
+
 Deno.test("parseConfig() refuses a link that is not a pair of names", () => {
   for (const link of [["A"], ["A", "B", "C"], ["A", 1], "A-B", null]) {
     const raw = sample();
@@ -447,7 +470,10 @@ Deno.test("parseConfig() refuses an unknown key, naming its path and the nearest
   const raw = sample();
   raw.servers.A.peerprot = 1;
   assertRefused(raw, /Unknown key servers\.A\.peerprot: did you mean servers\.A\.peerPort\?/);
-  assertRefused({ ...sample(), zzzzzzzz: 1 }, /Unknown key zzzzzzzz: expected one of servers, links, places, logDir/);
+  assertRefused(
+    { ...sample(), zzzzzzzz: 1 },
+    /Unknown key zzzzzzzz: expected one of servers, retiredServers, links, places, logDir/,
+  );
 });
 
 Deno.test("parseConfig() names the path and the value of a wrong type or range", () => {

@@ -190,3 +190,37 @@ Deno.test({
     assert.equal(await exchange(herd.port(name), "WHATSAT c3 1 0\n"), "? WHATSAT c3 1 0\n", `c3 at ${name}`);
   }
 });
+
+Deno.test({
+  name: "records of a server listed in retiredServers are kept at load and passed on to neighbours that never had " +
+    "them" + MODE.suffix,
+  permissions: HERD_TEST_PERMISSIONS,
+}, async () => {
+  // The herd of the test above, with "Gone" taken out the way that keeps its records.
+  await using herd = await pairWithProbe({ retiredServers: ["Gone"] });
+  const gones = ["AT Gone +0.100000000 c1 +2+2 1700000100", "AT Gone +0.100000000 c3 +3+3 1700000100"];
+  await Deno.mkdir(`${herd.dir}/data`, { recursive: true });
+  const db = new DatabaseSync(`${herd.dir}/data/A.db`);
+  db.exec("CREATE TABLE records (line TEXT NOT NULL)");
+  const insert = db.prepare("INSERT INTO records VALUES (?)");
+  for (const line of ["AT A +0.100000000 c1 +1+1 1700000050", ...gones]) insert.run(line);
+  db.close();
+  await herd.start("A");
+  await herd.start("B");
+  // B starts empty: it gets Gone's records from A over their link (a reconciliation), and keeps them.
+  for (const name of ["A", "B"]) {
+    for (const line of gones) {
+      const client = line.split(" ")[3];
+      await waitFor(
+        async () => (await exchange(herd.port(name), `WHATSAT ${client} 1 0\n`)).split("\n")[0] === line,
+        { timeoutMs: 10_000, stepMs: 50, what: `${name} to hold ${line}` },
+      );
+    }
+  }
+  assert.equal(await herd.digestOf("A"), await herd.digestOf("B"));
+  // And a newer report of c3, taken at B, replaces Gone's record at A.
+  const newer = await exchange(herd.port("B"), "IAMAT c3 +4+4 1700000200\n");
+  assert.match(newer, /^AT B \S+ c3 \+4\+4 1700000200\n$/);
+  assert.equal((await exchange(herd.port("A"), "WHATSAT c3 1 0\n")).split("\n")[0], newer.trimEnd());
+  assert.doesNotMatch(await herd.log("A"), /deleted \d+ rows/);
+});

@@ -161,6 +161,8 @@ export interface PeerConfig {
 export interface HerdConfig {
   /** Servers by name, in file order. */
   servers: Map<string, ServerConfig>;
+  /** Names of servers taken out of the herd (or renamed) whose records the herd still holds and passes on. */
+  retiredServers: string[];
   /** Undirected links, each once, as given. */
   links: [string, string][];
   /** The Places service. */
@@ -259,6 +261,8 @@ export interface RawHerdConfig {
     string,
     { host: string; port: number; peerPort: number; peerAddress: string | undefined; adminPort: number | undefined }
   >;
+  /** Retired server names as written. */
+  retiredServers: string[];
   /** Links as written. */
   links: [string, string][];
   /** Places settings, defaults filled in. */
@@ -477,6 +481,19 @@ export const HERD_CONFIG_SCHEMA: Schema<RawHerdConfig> = object({
       keyExpected: 'letters, digits, "_", "." or "-", not starting with "-", at most 64 characters',
     }),
     "The servers of the herd, by name.",
+  ),
+  retiredServers: withDefault(
+    arrayOf(
+      string({
+        pattern: _NAME,
+        expected: 'a server name: letters, digits, "_", "." or "-", not starting with "-", at most 64 characters',
+      }),
+      "an array of server names",
+    ),
+    [],
+    "Servers taken out of the herd, or renamed: the records they took are still held and passed on by every server " +
+      "(their clients keep their last location until they report again), though no server by that name runs. " +
+      "Without this, every server deletes such records at its next start. Not a name in servers, nor in links.",
   ),
   links: required(
     arrayOf(_link, "an array of [name, name] pairs"),
@@ -709,12 +726,29 @@ function _checkFlagValues(
   }
 }
 
-/** Refuses links naming unknown servers, linking a server to itself, or given twice. */
-function _checkLinks(links: [string, string][], servers: Map<string, ServerConfig>): void {
+/** Refuses a retired name given twice, or that is also a server's. */
+function _checkRetired(retired: string[], servers: Map<string, ServerConfig>): void {
+  const seen = new Set<string>();
+  for (const [index, name] of retired.entries()) {
+    if (servers.has(name)) {
+      throw new ConfigValueError(
+        `retiredServers[${index}] is "${name}", a server in servers: a server is either in the herd or retired`,
+      );
+    }
+    if (seen.has(name)) throw new ConfigValueError(`retiredServers[${index}] repeats "${name}"`);
+    seen.add(name);
+  }
+}
+
+/** Refuses links naming unknown or retired servers, linking a server to itself, or given twice. */
+function _checkLinks(links: [string, string][], servers: Map<string, ServerConfig>, retired: string[]): void {
   const known = [...servers.keys()].join(", ");
   const seen = new Set<string>();
   for (const [index, [a, b]] of links.entries()) {
     for (const end of [a, b]) {
+      if (retired.includes(end)) {
+        throw new ConfigValueError(`links[${index}] names "${end}", a retired server (in retiredServers)`);
+      }
       if (!servers.has(end)) {
         throw new ConfigValueError(`links[${index}] names unknown server "${end}": expected one of ${known}`);
       }
@@ -790,7 +824,8 @@ export function parseConfig(text: string, path: string): HerdConfig {
     if (servers.size === 0) throw new ConfigValueError("servers must name at least one server");
     _checkNames(servers);
     _checkAddresses(servers, raw.dashboard);
-    _checkLinks(raw.links, servers);
+    _checkRetired(raw.retiredServers, servers);
+    _checkLinks(raw.links, servers, raw.retiredServers);
     if (raw.peers.reconnectMaxMs < raw.peers.reconnectMinMs) {
       throw new ConfigValueError("peers.reconnectMaxMs must not be less than peers.reconnectMinMs");
     }
@@ -814,6 +849,7 @@ export function parseConfig(text: string, path: string): HerdConfig {
     _checkFlagValues(path, { logDir, dataDir, certDir }, servers, raw.places);
     return {
       servers,
+      retiredServers: raw.retiredServers,
       links: raw.links,
       places: raw.places,
       logDir,
