@@ -84,6 +84,9 @@ function fail(message: string, code = 2): never {
 function requireName(config: HerdConfig, name: string | undefined): string {
   const known = [...config.servers.keys()].join(", ");
   if (name === undefined) fail(`Missing server name: expected one of ${known}`);
+  if (config.retiredServers.includes(name)) {
+    fail(`Server "${name}" is retired (in retiredServers of ${config.path}): expected one of ${known}`);
+  }
   if (!config.servers.has(name)) fail(`Unknown server "${name}": expected one of ${known}`);
   return name;
 }

@@ -191,7 +191,7 @@ export function parseRecordFields(fields: readonly string[]): LocationRecord | n
 
 /** What a record from a peer must keep to, to be one the herd could have produced. */
 export interface HerdRecordRules {
-  /** The herd's server names: a record names the server that took its IAMAT. */
+  /** The names a record may carry (the server that took its IAMAT): the herd's servers, and its retired ones. */
   servers: ReadonlySet<string>;
   /** Longest client ID in UTF-8 bytes. */
   maxClientIdBytes: number;

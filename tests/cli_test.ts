@@ -93,6 +93,24 @@ Deno.test({
 });
 
 Deno.test({
+  name: "deno task serve with a retired name says it is retired, names the config, and exits non-zero",
+  permissions: HERD_TEST_PERMISSIONS,
+}, async () => {
+  const dir = await Deno.makeTempDir({ dir: "/tmp", prefix: "herd-retired-name-" });
+  try {
+    const [a, aPeer, b, bPeer] = freePorts(4);
+    const path = await writeLocalConfig(dir, { A: [a, aPeer], B: [b, bPeer] }, [["A", "B"]], {
+      retiredServers: ["Gone"],
+    });
+    const { code, stderr } = await run(launcherArgs(dir, "serve", "Gone"));
+    assert.equal(code, 2);
+    assert.equal(stderr, `Server "Gone" is retired (in retiredServers of ${path}): expected one of A, B\n`);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test({
   name: "deno task serve refuses a second server name, and deno task herd any name, rather than leaving them out",
   permissions: HERD_TEST_PERMISSIONS,
 }, async () => {

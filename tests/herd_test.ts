@@ -6,6 +6,7 @@
 import assert from "node:assert/strict";
 import { startFakePlaces } from "./testing/fake_places.ts";
 import { exchange, exchangeBytes, HERD_TEST_PERMISSIONS, suiteMode, TestHerd } from "./testing/herd.ts";
+import { PeerProbe } from "./testing/peer_probe.ts";
 import { checkThroughout, waitFor } from "./testing/wait.ts";
 
 /** TLS peer links, or plain text when run from plaintext_test.ts. */
@@ -557,4 +558,48 @@ Deno.test({
   // A record B takes is acknowledged as ever.
   assert.match(await exchange(herd.port("A"), "IAMAT short +1+1 1700000001.5\n"), /^AT A /);
   assert.doesNotMatch(await herd.log("A"), /is lagging/);
+});
+
+Deno.test({
+  name: "a live record naming a server in retiredServers is acknowledged, stored and passed on down a chain, " +
+    "not left to reconciliation" + MODE.suffix,
+  permissions: HERD_TEST_PERMISSIONS,
+}, async () => {
+  const chain = ["A", "B", "C", "D"];
+  await using herd = await TestHerd.create({
+    tls: MODE.tls,
+    placesUrl: "http://127.0.0.1:9/unused",
+    names: [...chain, "Probe"],
+    links: [["A", "B"], ["B", "C"], ["C", "D"], ...chain.map((name) => [name, "Probe"] as [string, string])],
+    admin: true,
+    // No reconciliation in the test's time: what reaches B, C and D went live.
+    peers: { reconcileIntervalMs: 600_000 },
+    extra: { retiredServers: ["Gone"] },
+  });
+  for (const name of chain) await herd.start(name);
+  await herd.waitConverged(chain);
+  await herd.waitTreesSettled();
+  const reconciled = await herd.metricSum("herd_reconciliation_records_total");
+  // Gone's records, as a server still on the config before Gone was retired would pass them on to A.
+  await using probe = await PeerProbe.connect({
+    server: "A",
+    port: herd.peerPort("A"),
+    as: "Probe",
+    files: herd.tlsFiles("Probe"),
+  });
+  const lines = Array.from({ length: 10 }, (_, i) => `AT Gone +0.100000000 gone${i} +1+1 1700000100.${i}`);
+  lines.forEach((line, i) => probe.send(`${line} ${i + 1} 2000\n`));
+  for (let i = 0; i < lines.length; i++) assert.equal(await probe.nextLine(), `ACK ${i + 1}`);
+  for (const name of chain) {
+    for (const [i, line] of lines.entries()) {
+      await waitFor(async () => (await exchange(herd.port(name), `WHATSAT gone${i} 1 0\n`)).split("\n")[0] === line, {
+        timeoutMs: 5_000,
+        stepMs: 20,
+        what: `${name} to hold ${line}`,
+      });
+    }
+  }
+  assert.equal(await herd.metricSum("herd_reconciliation_records_total"), reconciled);
+  const digests = await Promise.all(chain.map((name) => herd.digestOf(name)));
+  assert.equal(new Set(digests).size, 1, `digests ${digests.join(" ")}`);
 });

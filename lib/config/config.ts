@@ -849,7 +849,8 @@ export function parseConfig(text: string, path: string): HerdConfig {
     _checkFlagValues(path, { logDir, dataDir, certDir }, servers, raw.places);
     return {
       servers,
-      retiredServers: raw.retiredServers,
+      // A copy: the schema's default is one array, shared by every config that leaves the key out.
+      retiredServers: [...raw.retiredServers],
       links: raw.links,
       places: raw.places,
       logDir,

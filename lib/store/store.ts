@@ -21,8 +21,9 @@ export interface LocationStoreOptions {
   /** The clock, in nanoseconds since the epoch; tests pass their own. */
   nowNs?: () => bigint;
   /**
-   * The herd's server names: the lines of records these servers took are
-   * kept in the short form (see above); others are kept as they are.
+   * The names records may carry (the herd's servers, then its retired
+   * ones): the lines of records these servers took are kept in the short
+   * form (see above); others are kept as they are.
    */
   servers?: Iterable<string>;
 }
