@@ -12,6 +12,7 @@
  *                         the permissions that takes; --renew remakes the named servers' (rotation)
  *   main.ts dashboard     serve the live dashboard on 127.0.0.1:dashboard.port, in a child with only the
  *                         permissions that takes
+ *   main.ts backup [NAME] have each server (or NAME) copy its database into <dataDir>/backups while it serves
  *
  * Options: --config PATH (default herd.config.json; the deno.json tasks, which may read herd.config.json only, run
  * again allowed to read PATH and the .env beside it), --out DIR (compile only, default dist).
@@ -32,7 +33,9 @@ import {
 } from "./lib/config/config.ts";
 import { HerdServer, StartCancelledError } from "./lib/herd_server.ts";
 import { certificateProblems, ensureCertificates, makeCertificates } from "./lib/cli/certs.ts";
+import { askBackup, backupNames } from "./lib/cli/backup.ts";
 import {
+  backupInChild,
   compileAll,
   keyBlindSpots,
   keyPresentFor,
@@ -60,7 +63,7 @@ import { keyProblem } from "./lib/places/http.ts";
 import { serveDashboard } from "./lib/cli/launcher.ts";
 
 const USAGE =
-  `Usage: main.ts <run|serve|herd|status|compile|flags|schema|dashboard|certs> [NAME] [--config PATH] [--out DIR]
+  `Usage: main.ts <run|serve|herd|status|compile|flags|schema|dashboard|certs|backup> [NAME] [--config PATH] [--out DIR]
   run NAME      run server NAME in this process
   serve NAME    run server NAME with exactly the permissions it needs
   herd          run every server of the config
@@ -70,11 +73,12 @@ const USAGE =
   schema        print the JSON Schema of herd.config.json
   dashboard     serve the live dashboard of the herd on 127.0.0.1 (dashboard.port)
   certs [NAME]  make the herd's CA and the servers' certificates (--renew: remake NAME's)
+  backup [NAME] have each server (or the NAMEs given) copy its database into <dataDir>/backups while it serves
 --config PATH   another config than herd.config.json: deno task serve NAME --config PATH (any task but schema) runs
                 again allowed to read PATH and the .env beside it; with deno run, give --allow-read=PATH`;
 
 /** The commands a deno.json task runs, which start children with flags of their own. */
-const LAUNCHERS = new Set(["serve", "herd", "compile", "flags", "status", "certs", "dashboard"]);
+const LAUNCHERS = new Set(["serve", "herd", "compile", "flags", "status", "certs", "dashboard", "backup"]);
 
 function fail(message: string, code = 2): never {
   console.error(message);
@@ -339,6 +343,22 @@ async function main(args: string[]): Promise<void> {
       );
       console.log(text);
       return Deno.exit(whole ? 0 : 1);
+    }
+    case "backup": {
+      const chosen = backupNames(config, names.map((n) => requireName(config, n)));
+      if ("error" in chosen) fail(chosen.error);
+      return Deno.exit(await backupInChild(config, chosen.names));
+    }
+    case "backup-run": {
+      const token = Deno.env.get(ADMIN_TOKEN_VARIABLE) || undefined;
+      let allOk = true;
+      // One after the other: each copy is a read of a whole database on its host's disk.
+      for (const name of names.map((n) => requireName(config, n))) {
+        const { line, ok } = await askBackup(config, name, token);
+        (ok ? console.log : console.error)(line);
+        allOk &&= ok;
+      }
+      return Deno.exit(allOk ? 0 : 1);
     }
     case "certs":
       return Deno.exit(

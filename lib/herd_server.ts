@@ -8,7 +8,7 @@ import { isIP } from "node:net";
 import { ClientConnection } from "./client/connection.ts";
 import { DensityMap, type DensityReport } from "./admin/density.ts";
 import { metrics, registerGauges } from "./admin/metrics.ts";
-import { type Health, serveAdmin } from "./admin/server.ts";
+import { BackupRefused, type BackupResult, type Health, serveAdmin } from "./admin/server.ts";
 import { RecentRates, type StatusReport } from "./admin/status.ts";
 import { NoReply, ReplyBudget } from "./client/reply_queue.ts";
 import type { RouterContext } from "./client/router.ts";
@@ -16,6 +16,7 @@ import { nowNs } from "./clock.ts";
 import { nanosecondsText } from "./decimal.ts";
 import { certFiles, type HerdConfig, neighboursOf, netAddress, serverNamed, taskCommand } from "./config/config.ts";
 import { LogBudget } from "./log_budget.ts";
+import { makePrivateDirectory, openDirectoryWarning, PRIVATE_FILE_MODE } from "./private_files.ts";
 import { cutForLog, log, logFile, quote } from "./logging.ts";
 import { acceptLoop } from "./net/acceptor.ts";
 import type { ResilientHttpServer } from "./net/http_server.ts";
@@ -123,6 +124,8 @@ export class HerdServer implements PeerHost {
   #startCancelled = false;
   /** Whether the admin endpoint's start failed for its port being taken (tried again once the database is ours). */
   #adminPortTaken = false;
+  /** Whether a backup is being taken (one at a time). */
+  #backingUp = false;
 
   /** A server named in the config; nothing happens until {@linkcode HerdServer.start}. */
   constructor(options: HerdServerOptions) {
@@ -380,7 +383,7 @@ export class HerdServer implements PeerHost {
       _registerGaugesOnce(this);
       // The address as one value: the log file quotes each value, and a URL quoted in pieces cannot be copied.
       const url = `http://${netAddress(host, port)}/`;
-      const paths = "(/metrics, /healthz, /status, /density)";
+      const paths = "(/metrics, /healthz, /status, /density, POST /backup)";
       log.server.info(
         `{name} admin endpoint on {url} ${paths}${this.#adminToken ? ", bearer token required" : ""}`,
         { name: this.name, url },
@@ -391,6 +394,62 @@ export class HerdServer implements PeerHost {
         name: this.name,
         error: _withAddress(error, "admin port", host, port).message,
       });
+    }
+  }
+
+  /** Where this server's backups go: `<dataDir>/backups`. */
+  get backupDirectory(): string {
+    return `${this.#config.dataDir}/backups`;
+  }
+
+  /**
+   * Copies this server's database to a new file of its own in
+   * {@linkcode HerdServer.backupDirectory} (`<Name>-<UTC time>.db`, 0600),
+   * while the server serves: the copy holds every record committed up to the
+   * moment it began (every acknowledged one), in one file, checked. The
+   * admin endpoint's `POST /backup`. One at a time; refused (with
+   * {@linkcode BackupRefused}) while the server is not running, or while
+   * another is being taken.
+   */
+  async backup(): Promise<BackupResult> {
+    const recordLog = this.#recordLog;
+    if (this.#phase !== "running" || recordLog === undefined) throw new BackupRefused(`the server is ${this.#phase}`);
+    if (this.#backingUp) throw new BackupRefused("a backup is being taken already");
+    this.#backingUp = true;
+    const directory = this.backupDirectory;
+    const stamp = new Date().toISOString().replaceAll(/[-:]/g, "").replace(".", "");
+    const path = `${directory}/${this.name}-${stamp}.db`;
+    try {
+      const open = makePrivateDirectory(directory);
+      if (open !== undefined) log.server.warning(...openDirectoryWarning(open));
+      // Made here, empty, so that the copy is the server's user's alone whatever the umask: SQLite keeps the mode.
+      Deno.openSync(path, { write: true, createNew: true, mode: PRIVATE_FILE_MODE }).close();
+      let report;
+      try {
+        report = await recordLog.backup(path);
+      } catch (error) {
+        try {
+          Deno.removeSync(path);
+        } catch { /* never made, or gone */ }
+        throw error;
+      }
+      const result = { path, rows: report.rows, bytes: Deno.statSync(path).size, ms: Math.round(report.ms) };
+      log.server.info("{name} backed up {database} to {path}: {rows} rows, {bytes} bytes, in {ms} ms", {
+        name: this.name,
+        database: this.databasePath,
+        ...result,
+      });
+      return result;
+    } catch (error) {
+      log.server.error("{name} could not back up {database} to {path}: {error}", {
+        name: this.name,
+        database: this.databasePath,
+        path,
+        error: (error as Error).message,
+      });
+      throw error;
+    } finally {
+      this.#backingUp = false;
     }
   }
 

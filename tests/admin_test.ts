@@ -5,7 +5,7 @@
  */
 
 import assert from "node:assert/strict";
-import { answerAdmin, serveAdmin } from "../lib/admin/server.ts";
+import { answerAdmin, BackupRefused, type BackupResult, serveAdmin } from "../lib/admin/server.ts";
 import { isLoopback, parseConfig } from "../lib/config/config.ts";
 import { askServers, statusTable } from "../lib/cli/status.ts";
 import { isStatusReport, type StatusReport } from "../lib/admin/status.ts";
@@ -141,7 +141,7 @@ Deno.test({
   // The start-up line gives the address whole, to copy from the log file.
   const started = `"A" admin endpoint on "http://127.0.0.1:${
     herd.adminPort("A")
-  }/" (/metrics, /healthz, /status, /density)\n`;
+  }/" (/metrics, /healthz, /status, /density, POST /backup)\n`;
   await waitFor(async () => (await herd.log("A")).includes(started), { what: `the log line ${started}` });
   await exchange(herd.port("A"), "IAMAT dense +34.068930-118.445127 1700000000\n");
   const status = JSON.parse((await herd.admin("A", "/status")).body);
@@ -180,7 +180,12 @@ Deno.test("the admin endpoint needs a bearer token off loopback, and refuses to 
   assert.equal(isLoopback("::1"), true);
   assert.equal(isLoopback("10.0.0.2"), false);
   assert.equal(isLoopback("0.0.0.0"), false);
-  const source = { health: () => ({ ok: true, reason: "ok" }), status: () => ({}), density: () => ({} as never) };
+  const source = {
+    health: () => ({ ok: true, reason: "ok" }),
+    status: () => ({}),
+    density: () => ({} as never),
+    backup: () => Promise.reject(new Error("not in this test")),
+  };
   assert.throws(
     () => serveAdmin({ host: "0.0.0.0", port: 1, token: undefined, source }),
     /faces the network and needs a bearer token: set HERD_ADMIN_TOKEN/,
@@ -192,11 +197,11 @@ Deno.test("the admin endpoint needs a bearer token off loopback, and refuses to 
       }),
       { host: "10.0.0.2", token: "s3cret", source },
     );
-  for (const response of [ask(), ask("Bearer wrong!"), ask("Basic s3cret"), ask("Bearer s3cre")]) {
+  for (const response of await Promise.all([ask(), ask("Bearer wrong!"), ask("Basic s3cret"), ask("Bearer s3cre")])) {
     assert.equal(response.status, 401);
     await response.body?.cancel();
   }
-  const allowed = ask("Bearer s3cret");
+  const allowed = await ask("Bearer s3cret");
   assert.equal(allowed.status, 200);
   assert.equal(await allowed.text(), "ok\n");
 });
@@ -225,16 +230,21 @@ Deno.test("the admin endpoint answers only a Host naming it by address, localhos
     assert.equal(hostHeaderAllowed(host, listen), allowed, `Host ${JSON.stringify(host)} on ${listen}`);
   }
   // With a token (off loopback) a rebound page cannot give it, so a name is not refused: a scraper may use DNS names.
-  const source = { health: () => ({ ok: true, reason: "ok" }), status: () => ({}), density: () => ({} as never) };
+  const source = {
+    health: () => ({ ok: true, reason: "ok" }),
+    status: () => ({}),
+    density: () => ({} as never),
+    backup: () => Promise.reject(new Error("not in this test")),
+  };
   const byName = (authorization: string) =>
     answerAdmin(
       new Request("http://x/healthz", { headers: { host: "herd1.example:12200", authorization } }),
       { host: "10.0.0.2", token: "s3cret", source },
     );
-  assert.equal(byName("Bearer s3cret").status, 200);
-  assert.equal(byName("Bearer wrong").status, 401);
+  assert.equal((await byName("Bearer s3cret")).status, 200);
+  assert.equal((await byName("Bearer wrong")).status, 401);
   // Without one (loopback), a name other than the server's is refused.
-  const rebound = answerAdmin(
+  const rebound = await answerAdmin(
     new Request("http://x/healthz", { headers: { host: "attacker.example:12200" } }),
     { host: "127.0.0.1", token: undefined, source },
   );
@@ -243,11 +253,12 @@ Deno.test("the admin endpoint answers only a Host naming it by address, localhos
 });
 
 /** An admin endpoint on 127.0.0.1 (a free port, no token) of a server "Hill" that holds nothing. */
-function serveHill(): ReturnType<typeof serveAdmin> {
+function serveHill(backup: () => Promise<BackupResult> = () => Promise.reject(new Error("no backups here"))) {
   const source = {
     health: () => ({ ok: true, reason: "ok" }),
     status: () => ({ name: "Hill" }),
     density: () => ({ cellDegrees: 2, records: 0, cells: [], computedAt: null }),
+    backup,
   };
   return serveAdmin({ host: "127.0.0.1", port: 0, token: undefined, source });
 }
@@ -496,4 +507,43 @@ Deno.test("isStatusReport() takes a server's /status and refuses one without a f
   assert.equal(isStatusReport({ ...report, links: [{ neighbour: "Smith" }] }), false, "a link without its state");
   assert.equal(isStatusReport({ ...report, health: { ok: "yes", reason: "" } }), false, "health.ok not a boolean");
   for (const other of [null, [], "status", 1, {}]) assert.equal(isStatusReport(other), false, JSON.stringify(other));
+});
+
+Deno.test({
+  name: "POST /backup answers the backup as JSON, 409 when refused, 500 on failure; not to a web page (Origin), " +
+    "nor to GET",
+  permissions: { net: ["127.0.0.1"] },
+}, async () => {
+  const answers: (() => Promise<BackupResult>)[] = [
+    () => Promise.resolve({ path: "/data/backups/Hill-1.db", rows: 3, bytes: 8192, ms: 2 }),
+    () => Promise.reject(new BackupRefused("a backup is being taken already")),
+    () => Promise.reject(new Error("No space left on device (os error 28)")),
+  ];
+  let taken = 0;
+  const server = serveHill(() => answers[taken++]());
+  try {
+    const { port } = server.addr as Deno.NetAddr;
+    const post = async (headers: Record<string, string> = {}) => {
+      const response = await fetch(`http://127.0.0.1:${port}/backup`, { method: "POST", headers });
+      return { status: response.status, body: await response.json() };
+    };
+    assert.deepEqual(await post(), {
+      status: 200,
+      body: { path: "/data/backups/Hill-1.db", rows: 3, bytes: 8192, ms: 2 },
+    });
+    assert.deepEqual(await post(), { status: 409, body: { error: "a backup is being taken already" } });
+    assert.deepEqual(await post(), { status: 500, body: { error: "No space left on device (os error 28)" } });
+    // A form on a page posting to 127.0.0.1 gives our own Host, but its Origin says where it comes from.
+    const fromPage = await post({ origin: "https://attacker.example" });
+    assert.equal(fromPage.status, 403);
+    assert.match(fromPage.body.error, /not taken for a web page/);
+    const get = await fetch(`http://127.0.0.1:${port}/backup`);
+    assert.equal(get.status, 405);
+    assert.equal(get.headers.get("allow"), "POST");
+    await get.body?.cancel();
+    assert.match(await rawGet(port, "/backup", `attacker.example:${port}`), /^HTTP\/1\.1 403 /);
+    assert.equal(taken, 3, "the page, GET and the rebound name took no backup");
+  } finally {
+    await server.shutdown();
+  }
 });

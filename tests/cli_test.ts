@@ -1,6 +1,7 @@
 /** The command line as a user meets it: the deno.json tasks and main.ts's refusals. */
 
 import assert from "node:assert/strict";
+import { DatabaseSync } from "node:sqlite";
 import { exchange, freePorts, HERD_TEST_PERMISSIONS, TestHerd } from "./testing/herd.ts";
 import { captureLogs } from "./testing/logs.ts";
 import { checkThroughout, waitFor } from "./testing/wait.ts";
@@ -804,4 +805,48 @@ Deno.test({
     } catch { /* closed above */ }
     await Deno.remove(dir, { recursive: true });
   }
+});
+
+Deno.test({
+  name: "deno task backup has each server with an admin port copy its database, says where, and exits 1 when one " +
+    "could not; a name without an admin port is refused",
+  permissions: HERD_TEST_PERMISSIONS,
+}, async () => {
+  await using herd = await TestHerd.create({
+    placesUrl: "http://127.0.0.1:9/unused",
+    names: ["A", "B"],
+    links: [["A", "B"]],
+    admin: true,
+  });
+  await herd.start("A");
+  await herd.start("B");
+  await herd.waitConverged(["A", "B"]);
+  const reply = await exchange(herd.port("A"), "IAMAT kept +1+1 1700000000\n");
+  await waitFor(async () => (await exchange(herd.port("B"), "WHATSAT kept 1 0\n")).startsWith(reply), {
+    what: "B to hold the record",
+  });
+  const both = await run(launcherArgs(herd.dir, "backup"));
+  assert.equal(both.code, 0, both.stderr);
+  const lines = both.stdout.trimEnd().split("\n");
+  assert.equal(lines.length, 2, both.stdout);
+  for (const [i, name] of ["A", "B"].entries()) {
+    // waitConverged() stored records of its own too.
+    const match = new RegExp(
+      `^${name}: (\\d+) rows, [0-9,]+ bytes, in \\d+ ms: (${herd.dir}/data/backups/${name}-\\S+\\.db)$`,
+    ).exec(lines[i]);
+    assert.ok(match !== null, lines[i]);
+    const db = new DatabaseSync(match[2], { readOnly: true });
+    try {
+      const rows = db.prepare("SELECT line FROM records").all().map((row) => row.line);
+      assert.equal(rows.length, Number(match[1]));
+      assert.ok(rows.includes(reply.trimEnd()), `${name}'s copy holds ${rows.join(", ")}`);
+    } finally {
+      db.close();
+    }
+  }
+  await herd.stop("B");
+  const oneDown = await run(launcherArgs(herd.dir, "backup"));
+  assert.equal(oneDown.code, 1);
+  assert.match(oneDown.stdout, /^A: \d+ rows, /);
+  assert.match(oneDown.stderr, /^B: not reachable \(Connection refused/);
 });

@@ -224,3 +224,51 @@ Deno.test({
   assert.equal((await exchange(herd.port("A"), "WHATSAT c3 1 0\n")).split("\n")[0], newer.trimEnd());
   assert.doesNotMatch(await herd.log("A"), /deleted \d+ rows/);
 });
+
+Deno.test({
+  name: "POST /backup copies a serving server's database: every record acknowledged before it, one private file, " +
+    "from which a server starts with them" + MODE.suffix,
+  permissions: HERD_TEST_PERMISSIONS,
+}, async () => {
+  await using herd = await TestHerd.create({ tls: MODE.tls, placesUrl: NOWHERE, names: ["A"], links: [], admin: true });
+  await herd.start("A");
+  const post = async () => {
+    const response = await fetch(`http://127.0.0.1:${herd.adminPort("A")}/backup`, { method: "POST" });
+    return { status: response.status, body: await response.json() };
+  };
+  const acknowledged: string[] = [];
+  for (let i = 0; i < 200; i++) acknowledged.push(await exchange(herd.port("A"), `IAMAT b${i} +1+1 1700000000.${i}\n`));
+  // IAMATs go on while the backup is taken, and a second backup asked meanwhile is refused, not taken twice.
+  let stop = false;
+  const load = (async () => {
+    for (let i = 0; !stop; i++) await exchange(herd.port("A"), `IAMAT later${i % 50} +2+2 1700000001.${i}\n`);
+  })();
+  const [first, second] = await Promise.all([post(), post()]);
+  stop = true;
+  await load;
+  const [taken, refused] = first.status === 200 ? [first, second] : [second, first];
+  assert.equal(taken.status, 200, JSON.stringify(taken.body));
+  assert.deepEqual(refused, { status: 409, body: { error: "a backup is being taken already" } });
+  const { path, rows, bytes } = taken.body;
+  assert.match(path, new RegExp(`^${herd.dir}/data/backups/A-\\d{8}T\\d{9}Z\\.db$`));
+  assert.ok(rows >= 200, `${rows} rows`);
+  assert.equal((await Deno.stat(path)).size, bytes);
+  assert.equal((await Deno.stat(path)).mode! & 0o777, 0o600);
+  assert.equal((await Deno.stat(`${herd.dir}/data/backups`)).mode! & 0o777, 0o700);
+  // One file: nothing beside it to copy with it.
+  assert.deepEqual(
+    [...Deno.readDirSync(`${herd.dir}/data/backups`)].map((entry) => entry.name).sort(),
+    [".gitignore", path.slice(path.lastIndexOf("/") + 1)],
+  );
+  const logged = new RegExp(`"A" backed up ".*/A\\.db" to "${path}": ${rows} rows, ${bytes} bytes, in \\d+ ms`);
+  await waitFor(async () => logged.test(await herd.log("A")), { what: "A's log line of the backup" });
+
+  // Restored: a server of another herd started on the copy holds every record acknowledged before the backup.
+  await using restored = await TestHerd.create({ tls: MODE.tls, placesUrl: NOWHERE, names: ["A"], links: [] });
+  await Deno.mkdir(`${restored.dir}/data`, { recursive: true });
+  await Deno.copyFile(path, `${restored.dir}/data/A.db`);
+  await restored.start("A");
+  for (const [i, reply] of acknowledged.entries()) {
+    assert.equal((await exchange(restored.port("A"), `WHATSAT b${i} 1 0\n`)).split("\n")[0], reply.trimEnd());
+  }
+});

@@ -767,3 +767,37 @@ Deno.test({
     await Deno.copyFile(path, `${dir}/copy.db`);
     assert.deepEqual(tableLines(`${dir}/copy.db`), [record("kept", "3").line, record("last", "9").line]);
   }));
+
+Deno.test({
+  name:
+    "RecordLog.backup copies the table as of one moment while a compaction runs, one at a time, and not once closed",
+  permissions: PERMISSIONS,
+}, async () => {
+  await withDir(async (dir) => {
+    const path = `${dir}/A.db`;
+    const { log } = RecordLog.open(path);
+    for (let time = 1; time <= 3000; time++) await log.append(record("busy", String(time)));
+    await log.append(record("other", "1"));
+    await waitFor(() => log.compact(), { what: "the worker to take a compaction" });
+    // Asked during the compaction: taken before or after it, never inside one of its transactions.
+    const compaction = log.compacted();
+    const copy = `${dir}/copy.db`;
+    const taking = log.backup(copy);
+    await assert.rejects(log.backup(`${dir}/second.db`), /a backup is being taken already/);
+    const report = await taking;
+    assert.equal((await compaction)?.deleted, 2999);
+    const copied = tableLines(copy);
+    assert.equal(report.rows, copied.length);
+    assert.ok(copied.length === 3001 || copied.length === 2, `${copied.length} rows: before or after the compaction`);
+    assert.deepEqual(copied.slice(-2), [record("busy", "3000").line, record("other", "1").line]);
+    assert.deepEqual([...Deno.readDirSync(dir)].map((entry) => entry.name).filter((name) => name.startsWith("c")), [
+      "copy.db",
+    ]);
+    // Later appends are the next backup's.
+    await log.append(record("after", "1"));
+    await log.backup(`${dir}/copy2.db`);
+    assert.deepEqual(tableLines(`${dir}/copy2.db`).at(-1), record("after", "1").line);
+    log.close();
+    await assert.rejects(log.backup(`${dir}/copy3.db`), /the store's worker is not running/);
+  });
+});

@@ -3,7 +3,11 @@
  * served with `Deno.serve`: `GET /metrics` (Prometheus text), `GET /healthz`
  * (200 while the server accepts clients and can commit, 503 with the reason
  * otherwise), `GET /status` (JSON) and `GET /density` (where clients are, as
- * counts per grid cell). A request whose `Host` names another site is
+ * counts per grid cell), and `POST /backup` (a copy of the server's
+ * database, taken while it serves, into `<dataDir>/backups`; JSON of where
+ * and how big; refused to a request from a web page, one with an `Origin`,
+ * so that a page cannot fill the disk through a visitor's browser). A
+ * request whose `Host` names another site is
  * refused (403), as the dashboard refuses it (DNS rebinding,
  * `lib/net/host_header.ts`). On a host other than loopback every request
  * needs `Authorization: Bearer <HERD_ADMIN_TOKEN>`, and without a token set
@@ -26,8 +30,28 @@ export interface Health {
   reason: string;
 }
 
+/** A backup taken (`POST /backup`). */
+export interface BackupResult {
+  /** The copy's path, absolute. */
+  path: string;
+  /** Rows it holds. */
+  rows: number;
+  /** Its size in bytes. */
+  bytes: number;
+  /** How long it took, in milliseconds. */
+  ms: number;
+}
+
+/** A backup not taken because of the server's state (not running, another one being taken): nothing went wrong. */
+export class BackupRefused extends Error {
+  /** The error's name. */
+  override name = "BackupRefused";
+}
+
 /** What the admin endpoint reads of its server. */
 export interface AdminSource {
+  /** Copies the database into the backup directory (`POST /backup`). */
+  backup(): Promise<BackupResult>;
   /** Health now. */
   health(): Health;
   /** The status report (`GET /status`). */
@@ -66,8 +90,26 @@ function _json(value: unknown, status = 200): Response {
   });
 }
 
+/** Answers `POST /backup`. */
+async function _backup(request: Request, source: AdminSource): Promise<Response> {
+  await request.body?.cancel();
+  // A browser sends Origin with every POST; the CLI and curl do not. A page may not have a visitor's browser take
+  // backups (a form can post to 127.0.0.1 with our own Host), each a copy of the whole database on our disk.
+  if (request.headers.has("origin")) {
+    return _json({ error: "a backup is not taken for a web page (the request has an Origin header)" }, 403);
+  }
+  try {
+    return _json(await source.backup());
+  } catch (error) {
+    return _json({ error: (error as Error).message }, error instanceof BackupRefused ? 409 : 500);
+  }
+}
+
 /** Answers one admin request. */
-export function answerAdmin(request: Request, options: Pick<AdminOptions, "host" | "token" | "source">): Response {
+export function answerAdmin(
+  request: Request,
+  options: Pick<AdminOptions, "host" | "token" | "source">,
+): Response | Promise<Response> {
   // A page from elsewhere reaching us through a name it rebound to our address sends its own name here. With a token
   // (off loopback) the page cannot give it, so any name is answered: Prometheus may scrape a server by a DNS name.
   if (options.token === undefined && !hostHeaderAllowed(request.headers.get("host"), options.host)) {
@@ -82,14 +124,18 @@ export function answerAdmin(request: Request, options: Pick<AdminOptions, "host"
       headers: { "www-authenticate": 'Bearer realm="herd"' },
     });
   }
-  if (request.method !== "GET" && request.method !== "HEAD") {
-    return new Response("Only GET\n", { status: 405, headers: { allow: "GET, HEAD" } });
-  }
   const pathname = requestPath(request);
   if (pathname === undefined) {
     return new Response(BAD_HOST_MESSAGE, { status: 400, headers: { "content-type": "text/plain; charset=utf-8" } });
   }
   const { source } = options;
+  if (pathname === "/backup") {
+    if (request.method === "POST") return _backup(request, source);
+    return new Response("Only POST\n", { status: 405, headers: { allow: "POST" } });
+  }
+  if (request.method !== "GET" && request.method !== "HEAD") {
+    return new Response("Only GET\n", { status: 405, headers: { allow: "GET, HEAD" } });
+  }
   switch (pathname) {
     case "/metrics":
       return new Response(registry.render(), {
@@ -107,7 +153,7 @@ export function answerAdmin(request: Request, options: Pick<AdminOptions, "host"
     case "/density":
       return _json(source.density());
     default:
-      return new Response("Not found: try /metrics, /healthz, /status or /density\n", { status: 404 });
+      return new Response("Not found: try /metrics, /healthz, /status, /density or POST /backup\n", { status: 404 });
   }
 }
 

@@ -6,6 +6,7 @@
 
 import { ADMIN_TOKEN_VARIABLE, type HerdConfig, PLACES_KEY_VARIABLE, serverNamed } from "../config/config.ts";
 import { adminAddresses, clientAddressesWithoutAdmin } from "./status.ts";
+import { backupAddresses } from "./backup.ts";
 import { LineStream } from "../net/line_stream.ts";
 import { dashboardPermissionFlags, serverPermissionFlags } from "./permissions.ts";
 
@@ -205,6 +206,33 @@ export function statusRunArgs(config: HerdConfig): string[] {
 /** Runs `main.ts status-run` in a child with its permissions; resolves to its exit code. */
 export async function statusInChild(config: HerdConfig): Promise<number> {
   return (await _spawn(statusRunArgs(config), false).status).code;
+}
+
+/**
+ * The `deno run` arguments of `main.ts backup-run NAMES`: it may read the
+ * config (and the `.env` with the admin token) and reach those servers'
+ * admin ports, nothing more: the servers make the copies.
+ */
+export function backupRunArgs(config: HerdConfig, names: string[]): string[] {
+  const envFile = envFileFor(config);
+  return [
+    "run",
+    "--no-prompt",
+    `--allow-read=${config.path}`,
+    `--allow-net=${backupAddresses(config, names).join(",")}`,
+    `--allow-env=${ADMIN_TOKEN_VARIABLE}`,
+    ...(envFile === undefined ? [] : [`--env-file=${envFile}`]),
+    MAIN_MODULE,
+    "backup-run",
+    ...names,
+    "--config",
+    config.path,
+  ];
+}
+
+/** Runs `main.ts backup-run` in a child with its permissions; resolves to its exit code. */
+export async function backupInChild(config: HerdConfig, names: string[]): Promise<number> {
+  return (await _spawn(backupRunArgs(config, names), false).status).code;
 }
 
 /** Options for {@linkcode makeCertificatesInChild}. */

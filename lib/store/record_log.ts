@@ -59,7 +59,9 @@ type _WorkerMessage =
   | { kind: "ready" }
   | { kind: "error"; error: string }
   | { kind: "compacted"; rows: number; deleted: number; ms: number; longestBatchMs: number }
-  | { kind: "compactionFailed"; error: string };
+  | { kind: "compactionFailed"; error: string }
+  | { kind: "backedUp"; rows: number; ms: number }
+  | { kind: "backupFailed"; error: string };
 
 /**
  * The store's worker: runs in a thread, made from this function's source (a
@@ -164,6 +166,26 @@ function _storeWorker(): void {
     }
     scope.postMessage({ kind: "compacted", rows, deleted, ms: performance.now() - started, longestBatchMs });
   };
+  /** Copies the database to `path` (an empty file, or none) in one read transaction, then checks the copy. */
+  const backupTo = async (path: string) => {
+    const started = performance.now();
+    const sqlite = await import("node:sqlite");
+    // All pages in one step: one read snapshot, never restarted by the server's commits meanwhile.
+    await sqlite.backup(db, path, { rate: -1 });
+    const copy = new sqlite.DatabaseSync(path);
+    try {
+      const check = (copy.prepare("PRAGMA quick_check").get() as { quick_check: string } | undefined)?.quick_check;
+      if (check !== "ok") throw new Error(`the copy fails its integrity check (${check})`);
+      const rows = (copy.prepare("SELECT count(*) AS n FROM records").get() as { n: number }).n;
+      // One file: no -wal or -shm beside the copy once it is closed.
+      copy.exec("PRAGMA journal_mode = DELETE");
+      scope.postMessage({ kind: "backedUp", rows, ms: performance.now() - started });
+    } finally {
+      copy.close();
+    }
+  };
+  /** The backups and compactions, one after the other (they share the connection). */
+  let work: Promise<void> = Promise.resolve();
   let compacting = false;
   let opened: Promise<void> | undefined;
   const open = async (path: string, intervalMs: number) => {
@@ -195,29 +217,43 @@ function _storeWorker(): void {
       kind: "compact";
       cutoff: string | null;
       batchRows: number;
-    };
+    } | { kind: "backup"; path: string };
     if (message.kind === "open") {
       turn = message.turn;
       opened = open(message.path, message.intervalMs);
       return;
     }
     await opened;
+    if (message.kind === "backup") {
+      work = work.then(async () => {
+        try {
+          if (db === undefined) throw new Error("the worker has no connection to the database");
+          await backupTo(message.path);
+        } catch (error) {
+          scope.postMessage({ kind: "backupFailed", error: (error as Error)?.message ?? String(error) });
+        }
+      });
+      return;
+    }
     if (compacting) return;
     if (db === undefined) {
       scope.postMessage({ kind: "compactionFailed", error: "the worker has no connection to the database" });
       return;
     }
     compacting = true;
-    try {
-      await compact(message.cutoff, message.batchRows);
-    } catch (error) {
+    work = work.then(async () => {
       try {
-        db.exec("ROLLBACK");
-      } catch { /* no transaction left */ }
-      scope.postMessage({ kind: "compactionFailed", error: (error as Error)?.message ?? String(error) });
-    } finally {
-      compacting = false;
-    }
+        await compact(message.cutoff, message.batchRows);
+      } catch (error) {
+        try {
+          db.exec("ROLLBACK");
+        } catch { /* no transaction left */ }
+        scope.postMessage({ kind: "compactionFailed", error: (error as Error)?.message ?? String(error) });
+      } finally {
+        compacting = false;
+      }
+    });
+    await work;
   };
 }
 
@@ -498,8 +534,18 @@ export interface CompactionReport {
   longestBatchMs: number;
 }
 
+/** What a backup ({@linkcode RecordLog.backup}) did. */
+export interface BackupReport {
+  /** Rows the copy holds (superseded ones among them, until a compaction). */
+  rows: number;
+  /** How long the copy and its check took, in milliseconds (on the worker). */
+  ms: number;
+}
+
 /** An append-only, group-committed log of records. */
 export class RecordLog {
+  /** The backup being taken, waiting for the worker's word. */
+  #backup: { resolve(report: BackupReport): void; reject(error: Error): void } | undefined;
   /** The database file. */
   readonly path: string;
   #db: DatabaseSync;
@@ -572,6 +618,10 @@ export class RecordLog {
         case "compactionFailed":
           log.server.error("Compacting {path} failed: {error}", { path: this.path, error: message.error });
           return this.#compacted(undefined);
+        case "backedUp":
+          return this.#backedUp({ rows: message.rows, ms: message.ms });
+        case "backupFailed":
+          return this.#backedUp(new Error(message.error));
       }
     };
     worker.onerror = (event: ErrorEvent) => {
@@ -582,6 +632,7 @@ export class RecordLog {
       Atomics.store(this.#turn, 0, 0);
       failed(event.message);
       this.#compacted(undefined);
+      this.#backedUp(new Error(`the store's worker failed: ${event.message}`));
     };
     worker.postMessage({ kind: "open", path: this.path, intervalMs: CHECKPOINT_INTERVAL_MS, turn: this.#turn });
   }
@@ -888,6 +939,31 @@ export class RecordLog {
     return true;
   }
 
+  /**
+   * Copies the database to `path` (an empty file, or none) on the worker,
+   * in one read transaction, so the copy holds every commit up to one
+   * moment and the server's commits go on meanwhile; checks the copy
+   * (`quick_check`) and leaves it as one file. Rejects when the worker is
+   * not running, a backup is being taken already, or the copy fails.
+   */
+  backup(path: string): Promise<BackupReport> {
+    if (this.#worker === undefined || this.#closed) {
+      return Promise.reject(new Error("the store's worker is not running"));
+    }
+    if (this.#backup !== undefined) return Promise.reject(new Error("a backup is being taken already"));
+    return new Promise((resolve, reject) => {
+      this.#backup = { resolve, reject };
+      this.#worker!.postMessage({ kind: "backup", path });
+    });
+  }
+
+  #backedUp(outcome: BackupReport | Error): void {
+    const waiter = this.#backup;
+    this.#backup = undefined;
+    if (outcome instanceof Error) waiter?.reject(outcome);
+    else waiter?.resolve(outcome);
+  }
+
   /** Resolves with the report of the compaction running now (undefined if it failed, or none is running). */
   compacted(): Promise<CompactionReport | undefined> {
     if (!this.#compacting) return Promise.resolve(undefined);
@@ -911,6 +987,7 @@ export class RecordLog {
     this.#worker?.terminate();
     Atomics.store(this.#turn, 0, 0);
     this.#compacted(undefined);
+    this.#backedUp(new Error("the database was closed"));
     // Everything into the database file itself, the write-ahead log emptied: SQLite does so when the last connection
     // closes, and the worker's, ended with its thread, may not have closed yet. A copy of the file alone after a clean
     // stop (a backup) then holds every record. Not waited for: a compaction the worker was in when it ended may hold
