@@ -4,6 +4,7 @@
  * service, wired together, with an orderly shutdown.
  */
 
+import { statfsSync } from "node:fs";
 import { isIP } from "node:net";
 import { ClientConnection } from "./client/connection.ts";
 import { DensityMap, type DensityReport } from "./admin/density.ts";
@@ -54,6 +55,8 @@ const _LOCK_POLL_MS = 50;
 const _CERT_CHECK_MS = 60_000;
 /** How long compaction waits between checks, in milliseconds. */
 const _COMPACT_CHECK_MS = 10_000;
+/** The least free space a backup leaves on its filesystem beside the copy (or the database's size, if larger). */
+const _BACKUP_FREE_MIN_BYTES = 64 * 1024 * 1024;
 /** How often expired records are looked for (with `records.ttlS`), in milliseconds. */
 const _SWEEP_EVERY_MS = 1000;
 /** Records looked at per turn of a sweep: a few milliseconds' work, so a big store is swept without a stall. */
@@ -416,24 +419,29 @@ export class HerdServer implements PeerHost {
     if (this.#phase !== "running" || recordLog === undefined) throw new BackupRefused(`the server is ${this.#phase}`);
     if (this.#backingUp) throw new BackupRefused("a backup is being taken already");
     this.#backingUp = true;
+    const started = performance.now();
     const directory = this.backupDirectory;
     const stamp = new Date().toISOString().replaceAll(/[-:]/g, "").replace(".", "");
     const path = `${directory}/${this.name}-${stamp}.db`;
     try {
-      const open = makePrivateDirectory(directory);
-      if (open !== undefined) log.server.warning(...openDirectoryWarning(open));
+      this.#prepareBackupDirectory(directory);
       // Made here, empty, so that the copy is the server's user's alone whatever the umask: SQLite keeps the mode.
       Deno.openSync(path, { write: true, createNew: true, mode: PRIVATE_FILE_MODE }).close();
       let report;
       try {
         report = await recordLog.backup(path);
       } catch (error) {
-        try {
-          Deno.removeSync(path);
-        } catch { /* never made, or gone */ }
+        // The copy and SQLite's journal of it (a copy that failed half-way, on a full disk say, leaves one).
+        for (const file of [path, `${path}-journal`, `${path}-wal`, `${path}-shm`]) {
+          try {
+            Deno.removeSync(file);
+          } catch { /* never made, or gone */ }
+        }
         throw error;
       }
-      const result = { path, rows: report.rows, bytes: Deno.statSync(path).size, ms: Math.round(report.ms) };
+      // From the request on: a backup asked during a compaction waits for it on the worker.
+      const ms = Math.round(performance.now() - started);
+      const result = { path, rows: report.rows, bytes: Deno.statSync(path).size, ms };
       log.server.info("{name} backed up {database} to {path}: {rows} rows, {bytes} bytes, in {ms} ms", {
         name: this.name,
         database: this.databasePath,
@@ -450,6 +458,43 @@ export class HerdServer implements PeerHost {
       throw error;
     } finally {
       this.#backingUp = false;
+    }
+  }
+
+  /**
+   * Makes `directory` (0700) if missing; refuses, with a message naming it,
+   * one that is not a directory, and a backup that would leave less free
+   * space on its filesystem than the database's size (at least 64 MiB): a
+   * copy must never fill the disk the server commits to (its IAMATs would
+   * be refused until space is freed).
+   */
+  #prepareBackupDirectory(directory: string): void {
+    let open;
+    try {
+      open = makePrivateDirectory(directory);
+    } catch (error) {
+      throw new Error(`cannot make ${directory}: ${(error as Error).message}`);
+    }
+    if (!Deno.statSync(directory).isDirectory) throw new Error(`${directory} is not a directory`);
+    if (open !== undefined) log.server.warning(...openDirectoryWarning(open));
+    const size = (file: string) => {
+      try {
+        return Deno.statSync(file).size;
+      } catch {
+        return 0;
+      }
+    };
+    // The copy is about the size of the database and its WAL.
+    const needed = size(this.databasePath) + size(`${this.databasePath}-wal`);
+    const { bavail, bsize } = statfsSync(directory);
+    const free = Number(bavail) * Number(bsize);
+    const kept = Math.max(needed, _BACKUP_FREE_MIN_BYTES);
+    if (free < needed + kept) {
+      throw new BackupRefused(
+        `not enough free space in ${directory}: ${free} bytes free, the copy takes about ${needed}, and ${kept} must ` +
+          "stay free for the server's own commits",
+        507,
+      );
     }
   }
 

@@ -122,3 +122,51 @@ Deno.test({
     await new Deno.Command("umount", { args: [data] }).output();
   }
 });
+
+Deno.test({
+  name: `a backup that would leave less free space than the database's size (64 MiB at least) is refused with 507, ` +
+    `and the server goes on committing${skipped === undefined ? "" : ` (skipped: ${skipped})`}`,
+  ignore: skipped !== undefined,
+  permissions: PERMISSIONS,
+}, async () => {
+  await using herd = await TestHerd.create({
+    placesUrl: "http://127.0.0.1:9/unused",
+    names: ["Solo"],
+    links: [],
+    places: { provider: "offline" },
+    admin: true,
+  });
+  const data = `${herd.dir}/data`;
+  await Deno.mkdir(data);
+  const mounted = await new Deno.Command("mount", { args: ["-t", "tmpfs", "-o", "size=80m", "tmpfs", data] }).output();
+  assert.ok(mounted.success, new TextDecoder().decode(mounted.stderr));
+  try {
+    await herd.start("Solo");
+    const port = herd.port("Solo");
+    assert.match(await exchange(port, "IAMAT one +1+1 1700000000\n"), /^AT Solo /);
+    const backup = async () => {
+      const response = await fetch(`http://127.0.0.1:${herd.adminPort("Solo")}/backup`, { method: "POST" });
+      return { status: response.status, body: await response.json() };
+    };
+    // 80 MiB free: a copy of a few pages leaves more than 64 MiB.
+    const taken = await backup();
+    assert.equal(taken.status, 200, JSON.stringify(taken.body));
+    // 20 MiB of something else: the next copy would leave less than 64 MiB.
+    await Deno.writeFile(`${data}/other`, new Uint8Array(20 * 1024 * 1024));
+    const refused = await backup();
+    assert.equal(refused.status, 507);
+    assert.match(
+      refused.body.error,
+      /^not enough free space in .*\/data\/backups: \d+ bytes free, the copy takes about/,
+    );
+    assert.deepEqual(
+      [...Deno.readDirSync(`${data}/backups`)].map((entry) => entry.name).sort(),
+      [".gitignore", taken.body.path.slice(taken.body.path.lastIndexOf("/") + 1)],
+    );
+    assert.match(await exchange(port, "IAMAT two +1+1 1700000001\n"), /^AT Solo /);
+    assert.deepEqual(await herd.admin("Solo", "/healthz"), { status: 200, body: "ok\n" });
+  } finally {
+    await herd.stop("Solo", "SIGKILL").catch(() => {});
+    await new Deno.Command("umount", { args: [data] }).output();
+  }
+});

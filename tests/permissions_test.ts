@@ -21,6 +21,7 @@ const HILL_FLAGS = [
   "--allow-net=127.0.0.1:12000,127.0.0.1:12100,127.0.0.1:12200,127.0.0.1:12101,127.0.0.1:12102",
   `--allow-read=${DEFAULT_PATH},${DEFAULT_DIR}/data,${DEFAULT_DIR}/logs,${DEFAULT_DIR}/certs/ca.crt,${DEFAULT_DIR}/certs/Hill.crt,${DEFAULT_DIR}/certs/Hill.key`,
   `--allow-write=${DEFAULT_DIR}/logs,${DEFAULT_DIR}/data`,
+  "--allow-sys=statfs",
   "--allow-env=GOOGLE_PLACES_API_KEY,HERD_ADMIN_TOKEN",
 ];
 

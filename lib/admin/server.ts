@@ -42,10 +42,21 @@ export interface BackupResult {
   ms: number;
 }
 
-/** A backup not taken because of the server's state (not running, another one being taken): nothing went wrong. */
+/**
+ * A backup not taken because of the server's state: not running, another
+ * one being taken (HTTP 409), or too little free space for it (507).
+ */
 export class BackupRefused extends Error {
   /** The error's name. */
   override name = "BackupRefused";
+  /** The HTTP status that answers it. */
+  readonly status: 409 | 507;
+
+  /** A refusal saying `message`, answered with `status`. */
+  constructor(message: string, status: 409 | 507 = 409) {
+    super(message);
+    this.status = status;
+  }
 }
 
 /** What the admin endpoint reads of its server. */
@@ -101,7 +112,7 @@ async function _backup(request: Request, source: AdminSource): Promise<Response>
   try {
     return _json(await source.backup());
   } catch (error) {
-    return _json({ error: (error as Error).message }, error instanceof BackupRefused ? 409 : 500);
+    return _json({ error: (error as Error).message }, error instanceof BackupRefused ? error.status : 500);
   }
 }
 

@@ -65,6 +65,8 @@ export function serverPermissionFlags(config: HerdConfig, name: string, options:
     // The log directory is read too: rotating a log file renames it, which Deno counts as reading.
     `--allow-read=${[config.path, config.dataDir, config.logDir, ...serverCertificateFiles(config, name)].join(",")}`,
     `--allow-write=${config.logDir},${config.dataDir}`,
+    // With an admin port: the free space of <dataDir>/backups, looked at before a backup (POST /backup) is taken.
+    ...(serverNamed(config, name).adminPort === undefined ? [] : ["--allow-sys=statfs"]),
     `--allow-env=${PLACES_KEY_VARIABLE}${
       serverNamed(config, name).adminPort === undefined ? "" : `,${ADMIN_TOKEN_VARIABLE}`
     }`,
