@@ -4,7 +4,6 @@
  * service, wired together, with an orderly shutdown.
  */
 
-import { statfsSync } from "node:fs";
 import { isIP } from "node:net";
 import { ClientConnection } from "./client/connection.ts";
 import { DensityMap, type DensityReport } from "./admin/density.ts";
@@ -424,7 +423,7 @@ export class HerdServer implements PeerHost {
     const stamp = new Date().toISOString().replaceAll(/[-:]/g, "").replace(".", "");
     const path = `${directory}/${this.name}-${stamp}.db`;
     try {
-      this.#prepareBackupDirectory(directory);
+      await this.#prepareBackupDirectory(directory);
       // Made here, empty, so that the copy is the server's user's alone whatever the umask: SQLite keeps the mode.
       Deno.openSync(path, { write: true, createNew: true, mode: PRIVATE_FILE_MODE }).close();
       let report;
@@ -468,7 +467,7 @@ export class HerdServer implements PeerHost {
    * copy must never fill the disk the server commits to (its IAMATs would
    * be refused until space is freed).
    */
-  #prepareBackupDirectory(directory: string): void {
+  async #prepareBackupDirectory(directory: string): Promise<void> {
     let open;
     try {
       open = makePrivateDirectory(directory);
@@ -486,6 +485,8 @@ export class HerdServer implements PeerHost {
     };
     // The copy is about the size of the database and its WAL.
     const needed = size(this.databasePath) + size(`${this.databasePath}-wal`);
+    // Loaded here, not at start-up: only a backup needs it.
+    const { statfsSync } = await import("node:fs");
     const { bavail, bsize } = statfsSync(directory);
     const free = Number(bavail) * Number(bsize);
     const kept = Math.max(needed, _BACKUP_FREE_MIN_BYTES);
