@@ -13,6 +13,7 @@
  *   main.ts dashboard     serve the live dashboard on 127.0.0.1:dashboard.port, in a child with only the
  *                         permissions that takes
  *   main.ts backup [NAME] have each server (or NAME) copy its database into <dataDir>/backups while it serves
+ *   main.ts restore NAME FILE  put backup FILE in place as stopped server NAME's database (the old one kept)
  *
  * Options: --config PATH (default herd.config.json; the deno.json tasks, which may read herd.config.json only, run
  * again allowed to read PATH and the .env beside it), --out DIR (compile only, default dist).
@@ -34,6 +35,7 @@ import {
 import { HerdServer, StartCancelledError } from "./lib/herd_server.ts";
 import { certificateProblems, ensureCertificates, makeCertificates } from "./lib/cli/certs.ts";
 import { askBackup, backupNames } from "./lib/cli/backup.ts";
+import { RestoreRefused, restoreServer } from "./lib/cli/restore.ts";
 import {
   backupInChild,
   compileAll,
@@ -42,6 +44,7 @@ import {
   makeCertificatesInChild,
   mayReadConfig,
   rerunAllowingConfig,
+  restoreInChild,
   serveAll,
   serveOne,
   statusInChild,
@@ -63,7 +66,8 @@ import { keyProblem } from "./lib/places/http.ts";
 import { serveDashboard } from "./lib/cli/launcher.ts";
 
 const USAGE =
-  `Usage: main.ts <run|serve|herd|status|compile|flags|schema|dashboard|certs|backup> [NAME] [--config PATH] [--out DIR]
+  `Usage: main.ts <run|serve|herd|status|compile|flags|schema|dashboard|certs|backup|restore> [NAME] [--config PATH]
+       [--out DIR]
   run NAME      run server NAME in this process
   serve NAME    run server NAME with exactly the permissions it needs
   herd          run every server of the config
@@ -74,11 +78,12 @@ const USAGE =
   dashboard     serve the live dashboard of the herd on 127.0.0.1 (dashboard.port)
   certs [NAME]  make the herd's CA and the servers' certificates (--renew: remake NAME's)
   backup [NAME] have each server (or the NAMEs given) copy its database into <dataDir>/backups while it serves
+  restore NAME FILE  put the backup FILE in place as server NAME's database, NAME stopped (the old one is kept)
 --config PATH   another config than herd.config.json: deno task serve NAME --config PATH (any task but schema) runs
                 again allowed to read PATH and the .env beside it; with deno run, give --allow-read=PATH`;
 
 /** The commands a deno.json task runs, which start children with flags of their own. */
-const LAUNCHERS = new Set(["serve", "herd", "compile", "flags", "status", "certs", "dashboard", "backup"]);
+const LAUNCHERS = new Set(["serve", "herd", "compile", "flags", "status", "certs", "dashboard", "backup", "restore"]);
 
 function fail(message: string, code = 2): never {
   console.error(message);
@@ -359,6 +364,34 @@ async function main(args: string[]): Promise<void> {
         allOk &&= ok;
       }
       return Deno.exit(allOk ? 0 : 1);
+    }
+    case "restore":
+    case "restore-run": {
+      if (names.length !== 2) fail(`restore takes a server name and a backup file, got ${names.length} arguments`);
+      const name = requireName(config, names[0]);
+      const file = resolvePath(Deno.cwd(), names[1]);
+      if (command === "restore") {
+        if (file.includes(",")) fail(`Cannot use ${file}: a path with a comma cannot be named in a permission flag`);
+        return Deno.exit(await restoreInChild(config, name, file));
+      }
+      try {
+        const { rows, database, kept } = restoreServer(config, name, file);
+        console.log(
+          `Restored ${name} from ${file}: ${rows.toLocaleString("en-US")} ${
+            rows === 1 ? "row" : "rows"
+          } in ${database}` +
+            (kept === undefined ? "" : `; the database it replaced is kept as ${kept}`) +
+            `. Start it with ${taskCommand(config, "serve", name)}`,
+        );
+        return Deno.exit(0);
+      } catch (error) {
+        return fail(
+          error instanceof RestoreRefused
+            ? (error as Error).message
+            : `Cannot restore ${name}: ${(error as Error).message}`,
+          1,
+        );
+      }
     }
     case "certs":
       return Deno.exit(

@@ -850,3 +850,51 @@ Deno.test({
   assert.match(oneDown.stdout, /^A: \d+ rows, /);
   assert.match(oneDown.stderr, /^B: not reachable \(Connection refused/);
 });
+
+Deno.test({
+  name: "deno task restore puts a backup in place as a stopped server's database, keeping the one it replaces; it " +
+    "refuses a running server and a file that is no herd database",
+  permissions: HERD_TEST_PERMISSIONS,
+}, async () => {
+  await using herd = await TestHerd.create({
+    placesUrl: "http://127.0.0.1:9/unused",
+    names: ["A"],
+    links: [],
+    admin: true,
+  });
+  await herd.start("A");
+  const before = (await exchange(herd.port("A"), "IAMAT early +1+1 1700000000\n")).trimEnd();
+  const backedUp = await run(launcherArgs(herd.dir, "backup", "A"));
+  assert.equal(backedUp.code, 0, backedUp.stderr);
+  const backup = backedUp.stdout.trimEnd().split(": ").at(-1)!;
+  // After the backup: gone once the backup is restored.
+  assert.match(await exchange(herd.port("A"), "IAMAT late +1+1 1700000001\n"), /^AT A /);
+
+  const running = await run(launcherArgs(herd.dir, "restore", "A", backup));
+  assert.equal(running.code, 1);
+  assert.match(running.stderr, /^A is running \(it holds .*\/data\/A\.db\.lock\): stop it first, then restore\n$/);
+  const notHerd = `${herd.dir}/not-a-backup.db`;
+  await Deno.writeTextFile(notHerd, "some text");
+  await herd.stop("A");
+  const refused = await run(launcherArgs(herd.dir, "restore", "A", notHerd));
+  assert.equal(refused.code, 1);
+  assert.match(refused.stderr, /^The backup .*not-a-backup\.db (cannot be|is not)/);
+
+  const restored = await run(launcherArgs(herd.dir, "restore", "A", backup));
+  assert.equal(restored.code, 0, restored.stderr);
+  const kept = /the database it replaced is kept as (\S+)\. Start it with/.exec(restored.stdout)?.[1];
+  assert.ok(kept !== undefined, restored.stdout);
+  assert.match(restored.stdout, new RegExp(`^Restored A from ${backup}: \\d+ rows? in ${herd.dir}/data/A\\.db;`));
+  assert.equal((await Deno.stat(`${herd.dir}/data/A.db`)).mode! & 0o777, 0o600);
+  await herd.start("A");
+  assert.equal((await exchange(herd.port("A"), "WHATSAT early 1 0\n")).split("\n")[0], before);
+  assert.equal(await exchange(herd.port("A"), "WHATSAT late 1 0\n"), "? WHATSAT late 1 0\n");
+  // The database it replaced, kept, holds the later record.
+  const old = new DatabaseSync(kept, { readOnly: true });
+  try {
+    const lines = old.prepare("SELECT line FROM records").all().map((row) => String(row.line));
+    assert.ok(lines.some((line) => line.includes(" late ")), lines.join(", "));
+  } finally {
+    old.close();
+  }
+});

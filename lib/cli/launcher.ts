@@ -235,6 +235,31 @@ export async function backupInChild(config: HerdConfig, names: string[]): Promis
   return (await _spawn(backupRunArgs(config, names), false).status).code;
 }
 
+/**
+ * The `deno run` arguments of `main.ts restore-run NAME FILE`: it may read
+ * the config, the backup (and a `-wal` beside it, to refuse a database in
+ * use) and read and write `dataDir`, nothing more.
+ */
+export function restoreRunArgs(config: HerdConfig, name: string, file: string): string[] {
+  return [
+    "run",
+    "--no-prompt",
+    `--allow-read=${config.path},${file},${file}-wal,${config.dataDir}`,
+    `--allow-write=${config.dataDir}`,
+    MAIN_MODULE,
+    "restore-run",
+    name,
+    file,
+    "--config",
+    config.path,
+  ];
+}
+
+/** Runs `main.ts restore-run` in a child with its permissions; resolves to its exit code. */
+export async function restoreInChild(config: HerdConfig, name: string, file: string): Promise<number> {
+  return (await _spawn(restoreRunArgs(config, name, file), false).status).code;
+}
+
 /** Options for {@linkcode makeCertificatesInChild}. */
 export interface CertificateRunOptions {
   /** The servers whose key and certificate to make or renew; every server when empty. */
