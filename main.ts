@@ -367,7 +367,13 @@ async function main(args: string[]): Promise<void> {
     }
     case "restore":
     case "restore-run": {
-      if (names.length !== 2) fail(`restore takes a server name and a backup file, got ${names.length} arguments`);
+      if (names.length !== 2) {
+        fail(
+          `restore takes a server name and a backup file, got ${names.length} ${
+            names.length === 1 ? "argument" : "arguments"
+          }`,
+        );
+      }
       const name = requireName(config, names[0]);
       const file = resolvePath(Deno.cwd(), names[1]);
       if (command === "restore") {
@@ -375,7 +381,15 @@ async function main(args: string[]): Promise<void> {
         return Deno.exit(await restoreInChild(config, name, file));
       }
       try {
-        const { rows, database, kept } = restoreServer(config, name, file);
+        const { rows, database, kept, unknown } = restoreServer(config, name, file);
+        if (unknown.size > 0) {
+          const count = [...unknown.values()].reduce((a, b) => a + b, 0);
+          console.error(
+            `Warning: ${count} ${count === 1 ? "row" : "rows"} of the backup name servers ` +
+              `${config.path} does not have (${[...unknown].map(([server, n]) => `${server}: ${n}`).join(", ")}): ` +
+              `${name} will delete them when it starts, unless they are listed in retiredServers`,
+          );
+        }
         console.log(
           `Restored ${name} from ${file}: ${rows.toLocaleString("en-US")} ${
             rows === 1 ? "row" : "rows"

@@ -880,10 +880,25 @@ Deno.test({
   assert.equal(refused.code, 1);
   assert.match(refused.stderr, /^The backup .*not-a-backup\.db (cannot be|is not)/);
 
+  // A database of a herd that had a server "Gone": restored, with a warning that A will delete its rows.
+  const other = `${herd.dir}/other-herd.db`;
+  const db = new DatabaseSync(other);
+  db.exec("CREATE TABLE records (line TEXT NOT NULL)");
+  db.exec("INSERT INTO records VALUES ('AT Gone +0.100000000 g +1+1 1700000000'), ('AT A +0.100000000 a +1+1 1')");
+  db.close();
+  const foreign = await run(launcherArgs(herd.dir, "restore", "A", other));
+  assert.equal(foreign.code, 0, foreign.stderr);
+  assert.match(
+    foreign.stderr,
+    /^Warning: 1 row of the backup name servers .* does not have \(Gone: 1\): A will delete them when it starts, unless they are listed in retiredServers\n$/,
+  );
+  assert.match(foreign.stdout, /^Restored A from .*other-herd\.db: 2 rows in /);
+
   const restored = await run(launcherArgs(herd.dir, "restore", "A", backup));
   assert.equal(restored.code, 0, restored.stderr);
-  const kept = /the database it replaced is kept as (\S+)\. Start it with/.exec(restored.stdout)?.[1];
-  assert.ok(kept !== undefined, restored.stdout);
+  // The first restore (of the other herd's database) kept A's own, the later record in it.
+  const kept = /the database it replaced is kept as (\S+)\. Start it with/.exec(foreign.stdout)?.[1];
+  assert.ok(kept !== undefined, foreign.stdout);
   assert.match(restored.stdout, new RegExp(`^Restored A from ${backup}: \\d+ rows? in ${herd.dir}/data/A\\.db;`));
   assert.equal((await Deno.stat(`${herd.dir}/data/A.db`)).mode! & 0o777, 0o600);
   await herd.start("A");

@@ -18,6 +18,11 @@ import { makePrivateDirectory, PRIVATE_FILE_MODE } from "../private_files.ts";
 export interface RestoreReport {
   /** Rows the restored database holds. */
   rows: number;
+  /**
+   * Rows naming servers the config has neither in `servers` nor in
+   * `retiredServers`, by server: the server deletes them when it starts.
+   */
+  unknown: Map<string, number>;
   /** The database path it was restored to. */
   database: string;
   /** Where the database it replaced is kept (its `-wal` and `-shm` beside it), if there was one. */
@@ -41,24 +46,14 @@ function _exists(path: string): boolean {
   }
 }
 
-/** The rows of the backup at `file`, once it is found to be a whole herd database; else a {@linkcode RestoreRefused}. */
-function _checkBackup(file: string): number {
-  let info: Deno.FileInfo;
-  try {
-    info = Deno.statSync(file);
-  } catch (error) {
-    throw new RestoreRefused(`Cannot read the backup ${file}: ${(error as Error).message}`);
-  }
-  if (!info.isFile) throw new RestoreRefused(`The backup ${file} is not a file`);
-  if (_exists(`${file}-wal`) && Deno.statSync(`${file}-wal`).size > 0) {
-    throw new RestoreRefused(
-      `The backup ${file} has a write-ahead log beside it (${file}-wal): it is a database in use, not a backup. ` +
-        "Take one with deno task backup",
-    );
-  }
+/**
+ * The rows of `copy` (of the backup `file`), by the server each names, once
+ * it is found to be a whole herd database; else a {@linkcode RestoreRefused}.
+ */
+function _checkBackup(copy: string, file: string): Map<string, number> {
   let db: DatabaseSync;
   try {
-    db = new DatabaseSync(file, { readOnly: true });
+    db = new DatabaseSync(copy);
   } catch (error) {
     throw new RestoreRefused(`The backup ${file} cannot be opened as a database: ${(error as Error).message}`);
   }
@@ -67,7 +62,13 @@ function _checkBackup(file: string): number {
     if (check !== "ok") throw new RestoreRefused(`The backup ${file} is damaged (quick_check: ${check})`);
     const table = db.prepare("SELECT sql FROM sqlite_schema WHERE type = 'table' AND name = 'records'").get();
     if (table === undefined) throw new RestoreRefused(`The backup ${file} is not a herd server's database`);
-    return (db.prepare("SELECT count(*) AS n FROM records").get() as { n: number }).n;
+    const rows = new Map<string, number>();
+    // AT <server> ...: the second field.
+    const counts = db.prepare(
+      "SELECT substr(line, 4, instr(substr(line, 4), ' ') - 1) AS server, count(*) AS n FROM records GROUP BY server",
+    ).all() as { server: string; n: number }[];
+    for (const { server, n } of counts) rows.set(String(server), n);
+    return rows;
   } catch (error) {
     if (error instanceof RestoreRefused) throw error;
     throw new RestoreRefused(`The backup ${file} cannot be read as a database: ${(error as Error).message}`);
@@ -83,34 +84,79 @@ function _checkBackup(file: string): number {
  */
 export function restoreServer(config: HerdConfig, name: string, file: string): RestoreReport {
   const database = `${config.dataDir}/${name}.db`;
-  if (file === database) throw new RestoreRefused(`${file} is ${name}'s own database`);
-  const rows = _checkBackup(file);
+  let source: string;
+  try {
+    source = Deno.realPathSync(file);
+  } catch (error) {
+    if (error instanceof Deno.errors.NotCapable) {
+      throw new RestoreRefused(`Deno lets no program read ${file} without --allow-all: copy it elsewhere first`);
+    }
+    throw new RestoreRefused(`Cannot read the backup ${file}: ${(error as Error).message}`);
+  }
+  // The file itself: SQLite would look for a -wal beside the link's target, not beside the link.
+  if (source !== file) throw new RestoreRefused(`${file} is a link to ${source}: give the path of the file itself`);
+  const same = (a: string, b: string) => {
+    try {
+      const [x, y] = [Deno.statSync(a), Deno.statSync(b)];
+      return x.dev === y.dev && x.ino === y.ino;
+    } catch {
+      return false;
+    }
+  };
+  if (!Deno.statSync(file).isFile) throw new RestoreRefused(`The backup ${file} is not a file`);
+  if (same(file, database)) throw new RestoreRefused(`${file} is ${name}'s own database`);
+  if (_exists(`${source}-wal`) && Deno.statSync(`${source}-wal`).size > 0) {
+    throw new RestoreRefused(
+      `The backup ${file} has a write-ahead log beside it (${source}-wal): it is a database in use, not a backup. ` +
+        "Take one with deno task backup",
+    );
+  }
   makePrivateDirectory(config.dataDir);
   using lock = Deno.openSync(`${database}.lock`, { read: true, write: true, create: true, mode: PRIVATE_FILE_MODE });
   if (!lock.tryLockSync(true)) {
     throw new RestoreRefused(`${name} is running (it holds ${database}.lock): stop it first, then restore`);
   }
+  // Our pid where a server looks for the holder's, for a server started meanwhile to name (record_log.ts).
+  lock.truncateSync(0);
+  lock.writeSync(new TextEncoder().encode(`${Deno.pid}\n`));
+  // Left by a restore stopped half-way (Ctrl-C): under the lock, none is in use.
+  for (const entry of Deno.readDirSync(config.dataDir)) {
+    if (entry.name.startsWith(`${name}.db.restoring-`)) Deno.removeSync(`${config.dataDir}/${entry.name}`);
+  }
   const stamp = new Date().toISOString().replaceAll(/[-:]/g, "").replace(".", "");
   const temporary = `${database}.restoring-${stamp}`;
+  let rows: Map<string, number>;
   try {
-    // Written whole and synced under another name first: a restore cut short leaves the database as it was.
-    Deno.copyFileSync(file, temporary);
-    Deno.chmodSync(temporary, PRIVATE_FILE_MODE);
-    using out = Deno.openSync(temporary, { read: true, write: true });
-    out.syncSync();
+    // 0600 from the start; the bytes checked are the bytes put in place.
+    {
+      using out = Deno.openSync(temporary, { write: true, createNew: true, mode: PRIVATE_FILE_MODE });
+      using input = Deno.openSync(file, { read: true });
+      const buffer = new Uint8Array(1 << 20);
+      for (let n; (n = input.readSync(buffer)) !== null;) {
+        for (let at = 0; at < n;) at += out.writeSync(buffer.subarray(at, n));
+      }
+      out.syncSync();
+    }
+    rows = _checkBackup(temporary, file);
   } catch (error) {
-    try {
-      Deno.removeSync(temporary);
-    } catch { /* never made */ }
+    for (const suffix of ["", "-wal", "-shm"]) {
+      try {
+        Deno.removeSync(`${temporary}${suffix}`);
+      } catch { /* never made */ }
+    }
     throw error;
   }
-  // What was there is kept, never deleted; its -wal with it (after a crash it holds commits of that file alone).
+  // The database first: cut short after it, its -wal left alone makes the server refuse rather than start without it.
   let kept: string | undefined;
-  for (const suffix of ["-wal", "-shm", ""]) {
+  for (const suffix of ["", "-wal", "-shm"]) {
     if (!_exists(`${database}${suffix}`)) continue;
     kept = `${database}.before-restore-${stamp}`;
     Deno.renameSync(`${database}${suffix}`, `${kept}${suffix}`);
   }
   Deno.renameSync(temporary, database);
-  return { rows, database, kept };
+  using directory = Deno.openSync(config.dataDir, { read: true });
+  directory.syncSync();
+  const known = new Set([...config.servers.keys(), ...config.retiredServers]);
+  const unknown = new Map([...rows].filter(([server]) => !known.has(server)));
+  return { rows: [...rows.values()].reduce((a, b) => a + b, 0), unknown, database, kept };
 }
