@@ -16,7 +16,7 @@ import { nowNs } from "./clock.ts";
 import { nanosecondsText } from "./decimal.ts";
 import { certFiles, type HerdConfig, neighboursOf, netAddress, serverNamed, taskCommand } from "./config/config.ts";
 import { LogBudget } from "./log_budget.ts";
-import { makePrivateDirectory, openDirectoryWarning, PRIVATE_FILE_MODE } from "./private_files.ts";
+import { fileTimestamp, makePrivateDirectory, openDirectoryWarning, PRIVATE_FILE_MODE } from "./private_files.ts";
 import { cutForLog, log, logFile, quote } from "./logging.ts";
 import { acceptLoop } from "./net/acceptor.ts";
 import type { ResilientHttpServer } from "./net/http_server.ts";
@@ -420,8 +420,7 @@ export class HerdServer implements PeerHost {
     this.#backingUp = true;
     const started = performance.now();
     const directory = this.backupDirectory;
-    const stamp = new Date().toISOString().replaceAll(/[-:]/g, "").replace(".", "");
-    const path = `${directory}/${this.name}-${stamp}.db`;
+    const path = `${directory}/${this.name}-${fileTimestamp()}.db`;
     try {
       await this.#prepareBackupDirectory(directory);
       // Made here, empty, so that the copy is the server's user's alone whatever the umask: SQLite keeps the mode.

@@ -63,3 +63,19 @@ export function openDirectoryWarning(open: OpenDirectory): [string, Record<strin
     { path: open.path, mode: open.mode },
   ];
 }
+
+/** Whether `path` exists (whatever it is: a dangling link too). */
+export function pathExists(path: string): boolean {
+  try {
+    Deno.lstatSync(path);
+    return true;
+  } catch (error) {
+    if (error instanceof Deno.errors.NotFound) return false;
+    throw error;
+  }
+}
+
+/** The UTC time now, for a file name: `20261204T014315384Z` (no `:`, which some filesystems refuse). */
+export function fileTimestamp(): string {
+  return new Date().toISOString().replaceAll(/[-:]/g, "").replace(".", "");
+}

@@ -33,6 +33,31 @@ const PERMISSIONS: Deno.PermissionOptionsObject = { ...HERD_TEST_PERMISSIONS, ru
 const skipped = await whyNotHere();
 if (skipped !== undefined) console.log(`disk_test.ts: skipped: ${skipped}`);
 
+/**
+ * A herd of one server, "Solo" (offline Places, an admin port), whose data directory is a tmpfs of `size`, for `fn`;
+ * the server killed and the tmpfs unmounted after it, however it ends.
+ */
+async function withSoloOnTmpfs(size: string, fn: (herd: TestHerd, data: string) => Promise<void>): Promise<void> {
+  await using herd = await TestHerd.create({
+    placesUrl: "http://127.0.0.1:9/unused",
+    names: ["Solo"],
+    links: [],
+    places: { provider: "offline" },
+    admin: true,
+  });
+  const data = `${herd.dir}/data`;
+  await Deno.mkdir(data);
+  const mounted = await new Deno.Command("mount", { args: ["-t", "tmpfs", "-o", `size=${size}`, "tmpfs", data] })
+    .output();
+  assert.ok(mounted.success, new TextDecoder().decode(mounted.stderr));
+  try {
+    await fn(herd, data);
+  } finally {
+    await herd.stop("Solo", "SIGKILL").catch(() => {});
+    await new Deno.Command("umount", { args: [data] }).output();
+  }
+}
+
 /** Writes `filler` until the disk says it is full. */
 async function fillDisk(filler: string): Promise<void> {
   using file = await Deno.open(filler, { write: true, create: true });
@@ -50,18 +75,7 @@ Deno.test({
   ignore: skipped !== undefined,
   permissions: PERMISSIONS,
 }, async () => {
-  await using herd = await TestHerd.create({
-    placesUrl: "http://127.0.0.1:9/unused",
-    names: ["Solo"],
-    links: [],
-    places: { provider: "offline" },
-    admin: true,
-  });
-  const data = `${herd.dir}/data`;
-  await Deno.mkdir(data);
-  const mounted = await new Deno.Command("mount", { args: ["-t", "tmpfs", "-o", "size=2m", "tmpfs", data] }).output();
-  assert.ok(mounted.success, new TextDecoder().decode(mounted.stderr));
-  try {
+  await withSoloOnTmpfs("2m", async (herd, data) => {
     await herd.start("Solo");
     const port = herd.port("Solo");
     const acknowledged = new Map<string, string>();
@@ -117,10 +131,7 @@ Deno.test({
       assert.equal(reply, line, `${id} was acknowledged, so it survived`);
     }
     assert.ok(acknowledged.size > 20, `${acknowledged.size} acknowledged records checked`);
-  } finally {
-    await herd.stop("Solo", "SIGKILL").catch(() => {});
-    await new Deno.Command("umount", { args: [data] }).output();
-  }
+  });
 });
 
 Deno.test({
@@ -129,18 +140,7 @@ Deno.test({
   ignore: skipped !== undefined,
   permissions: PERMISSIONS,
 }, async () => {
-  await using herd = await TestHerd.create({
-    placesUrl: "http://127.0.0.1:9/unused",
-    names: ["Solo"],
-    links: [],
-    places: { provider: "offline" },
-    admin: true,
-  });
-  const data = `${herd.dir}/data`;
-  await Deno.mkdir(data);
-  const mounted = await new Deno.Command("mount", { args: ["-t", "tmpfs", "-o", "size=80m", "tmpfs", data] }).output();
-  assert.ok(mounted.success, new TextDecoder().decode(mounted.stderr));
-  try {
+  await withSoloOnTmpfs("80m", async (herd, data) => {
     await herd.start("Solo");
     const port = herd.port("Solo");
     assert.match(await exchange(port, "IAMAT one +1+1 1700000000\n"), /^AT Solo /);
@@ -165,8 +165,5 @@ Deno.test({
     );
     assert.match(await exchange(port, "IAMAT two +1+1 1700000001\n"), /^AT Solo /);
     assert.deepEqual(await herd.admin("Solo", "/healthz"), { status: 200, body: "ok\n" });
-  } finally {
-    await herd.stop("Solo", "SIGKILL").catch(() => {});
-    await new Deno.Command("umount", { args: [data] }).output();
-  }
+  });
 });

@@ -5,7 +5,7 @@
  * failures its own way; what failed is told apart here, once.
  */
 
-import { netAddress } from "../config/config.ts";
+import { ADMIN_TOKEN_VARIABLE, netAddress } from "../config/config.ts";
 
 /** The URL of `path` on `host`'s admin port. */
 export function adminUrl(host: string, port: number, path: string): string {
@@ -23,6 +23,23 @@ export type AdminAnswer<T> =
     /** What the socket met, as the system said it ("Connection refused (os error 111)"). */
     detail: string;
   };
+
+/** What to say of an admin endpoint that answered 401 to a request with `token` (or none). */
+export function unauthorizedMessage(token: string | undefined): string {
+  const fix = token === undefined ? `set ${ADMIN_TOKEN_VARIABLE}` : `it refused the ${ADMIN_TOKEN_VARIABLE} given`;
+  return `HTTP 401: its admin endpoint wants a bearer token; ${fix}`;
+}
+
+/** What a `fetch` that threw met: its deadline, or a socket that could not reach the server. */
+export function fetchFailure(
+  error: unknown,
+): { failure: "timeout" } | { failure: "unreachable"; detail: string } {
+  if (error instanceof DOMException && error.name === "TimeoutError") return { failure: "timeout" };
+  // fetch says "fetch failed"; its cause ends with what the socket met ("Connection refused (os error 111)").
+  const cause = (error as Error).cause;
+  const detail = cause instanceof Error ? cause.message.split(": ").at(-1)! : (error as Error).message;
+  return { failure: "unreachable", detail };
+}
 
 /**
  * GETs `url` with `token` (when given) as a bearer token, waiting at most
@@ -52,10 +69,6 @@ export async function askAdminJson<T>(
     }
     return valid(value) ? { ok: true, value } : { ok: false, failure: "not-herd" };
   } catch (error) {
-    if (error instanceof DOMException && error.name === "TimeoutError") return { ok: false, failure: "timeout" };
-    // fetch says "fetch failed"; its cause ends with what the socket met ("Connection refused (os error 111)").
-    const cause = (error as Error).cause;
-    const detail = cause instanceof Error ? cause.message.split(": ").at(-1)! : (error as Error).message;
-    return { ok: false, failure: "unreachable", detail };
+    return { ok: false, ...fetchFailure(error) };
   }
 }

@@ -6,9 +6,9 @@
  * prints where each copy is. Exits 0 when every copy was made.
  */
 
-import { adminUrl } from "../admin/ask.ts";
+import { adminUrl, fetchFailure, unauthorizedMessage } from "../admin/ask.ts";
 import type { BackupResult } from "../admin/server.ts";
-import { ADMIN_TOKEN_VARIABLE, type HerdConfig, netAddress } from "../config/config.ts";
+import { type HerdConfig, netAddress } from "../config/config.ts";
 
 /** How long one server may take to answer, in milliseconds: a copy of a large database takes seconds. */
 const _TIMEOUT_MS = 120_000;
@@ -62,12 +62,9 @@ export async function askBackup(
       signal: AbortSignal.timeout(_TIMEOUT_MS),
     });
   } catch (error) {
-    if (error instanceof DOMException && error.name === "TimeoutError") {
-      return { line: `${name}: no answer within ${_TIMEOUT_MS / 1000} s`, ok: false };
-    }
-    const cause = (error as Error).cause;
-    const detail = cause instanceof Error ? cause.message.split(": ").at(-1)! : (error as Error).message;
-    return { line: `${name}: not reachable (${detail})`, ok: false };
+    const failed = fetchFailure(error);
+    if (failed.failure === "timeout") return { line: `${name}: no answer within ${_TIMEOUT_MS / 1000} s`, ok: false };
+    return { line: `${name}: not reachable (${failed.detail})`, ok: false };
   }
   const text = await response.text();
   let body: unknown;
@@ -77,8 +74,7 @@ export async function askBackup(
     body = undefined;
   }
   if (response.status === 401) {
-    const fix = token === undefined ? `set ${ADMIN_TOKEN_VARIABLE}` : `it refused the ${ADMIN_TOKEN_VARIABLE} given`;
-    return { line: `${name}: HTTP 401: its admin endpoint wants a bearer token; ${fix}`, ok: false };
+    return { line: `${name}: ${unauthorizedMessage(token)}`, ok: false };
   }
   if (response.ok && _isBackupResult(body)) {
     const { path, rows, bytes, ms } = body;

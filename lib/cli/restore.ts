@@ -12,7 +12,7 @@
 
 import { DatabaseSync } from "node:sqlite";
 import type { HerdConfig } from "../config/config.ts";
-import { makePrivateDirectory, PRIVATE_FILE_MODE } from "../private_files.ts";
+import { fileTimestamp, makePrivateDirectory, pathExists, PRIVATE_FILE_MODE } from "../private_files.ts";
 
 /** What a restore did. */
 export interface RestoreReport {
@@ -33,17 +33,6 @@ export interface RestoreReport {
 export class RestoreRefused extends Error {
   /** The error's name. */
   override name = "RestoreRefused";
-}
-
-/** Whether `path` exists (whatever it is). */
-function _exists(path: string): boolean {
-  try {
-    Deno.lstatSync(path);
-    return true;
-  } catch (error) {
-    if (error instanceof Deno.errors.NotFound) return false;
-    throw error;
-  }
 }
 
 /**
@@ -105,7 +94,7 @@ export function restoreServer(config: HerdConfig, name: string, file: string): R
   };
   if (!Deno.statSync(file).isFile) throw new RestoreRefused(`The backup ${file} is not a file`);
   if (same(file, database)) throw new RestoreRefused(`${file} is ${name}'s own database`);
-  if (_exists(`${source}-wal`) && Deno.statSync(`${source}-wal`).size > 0) {
+  if (pathExists(`${source}-wal`) && Deno.statSync(`${source}-wal`).size > 0) {
     throw new RestoreRefused(
       `The backup ${file} has a write-ahead log beside it (${source}-wal): it is a database in use, not a backup. ` +
         "Take one with deno task backup",
@@ -123,7 +112,7 @@ export function restoreServer(config: HerdConfig, name: string, file: string): R
   for (const entry of Deno.readDirSync(config.dataDir)) {
     if (entry.name.startsWith(`${name}.db.restoring-`)) Deno.removeSync(`${config.dataDir}/${entry.name}`);
   }
-  const stamp = new Date().toISOString().replaceAll(/[-:]/g, "").replace(".", "");
+  const stamp = fileTimestamp();
   const temporary = `${database}.restoring-${stamp}`;
   let rows: Map<string, number>;
   try {
@@ -149,7 +138,7 @@ export function restoreServer(config: HerdConfig, name: string, file: string): R
   // The database first: cut short after it, its -wal left alone makes the server refuse rather than start without it.
   let kept: string | undefined;
   for (const suffix of ["", "-wal", "-shm"]) {
-    if (!_exists(`${database}${suffix}`)) continue;
+    if (!pathExists(`${database}${suffix}`)) continue;
     kept = `${database}.before-restore-${stamp}`;
     Deno.renameSync(`${database}${suffix}`, `${kept}${suffix}`);
   }

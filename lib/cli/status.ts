@@ -9,9 +9,9 @@
  * scripts and CI can use it.
  */
 
-import { adminUrl, askAdminJson } from "../admin/ask.ts";
+import { adminUrl, askAdminJson, unauthorizedMessage } from "../admin/ask.ts";
 import { isStatusReport, type StatusReport } from "../admin/status.ts";
-import { ADMIN_TOKEN_VARIABLE, type HerdConfig, neighboursOf, netAddress } from "../config/config.ts";
+import { type HerdConfig, neighboursOf, netAddress } from "../config/config.ts";
 
 /** How long one server has to answer, in milliseconds. */
 const _TIMEOUT_MS = 800;
@@ -88,10 +88,7 @@ export async function askServers(config: HerdConfig, token: string | undefined):
     switch (answer.failure) {
       case "http":
         if (answer.status === 401) {
-          const fix = token === undefined
-            ? `set ${ADMIN_TOKEN_VARIABLE}`
-            : `it refused the ${ADMIN_TOKEN_VARIABLE} given`;
-          return { name, error: `HTTP 401: its admin endpoint wants a bearer token; ${fix}`, state: "unknown" };
+          return { name, error: unauthorizedMessage(token), state: "unknown" };
         }
         return { name, error: `HTTP ${answer.status}` };
       case "not-json":

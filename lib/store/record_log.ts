@@ -26,7 +26,13 @@ import { DatabaseSync, type StatementSync } from "node:sqlite";
 import { setImmediate } from "node:timers";
 import { metrics } from "../admin/metrics.ts";
 import { log } from "../logging.ts";
-import { makePrivateDirectory, type OpenDirectory, openDirectoryWarning, PRIVATE_FILE_MODE } from "../private_files.ts";
+import {
+  makePrivateDirectory,
+  type OpenDirectory,
+  openDirectoryWarning,
+  pathExists,
+  PRIVATE_FILE_MODE,
+} from "../private_files.ts";
 import { compareRecords, fitsBytes, type LocationRecord, parseRecordFields, splitFields } from "../protocol.ts";
 
 /** Longest a record written behind waits for its commit, in milliseconds. */
@@ -262,17 +268,6 @@ const _WORKER_URL = URL.createObjectURL(
     type: "text/javascript",
   }),
 );
-
-/** Whether `path` exists (whatever it is). */
-function _existsSync(path: string): boolean {
-  try {
-    Deno.lstatSync(path);
-    return true;
-  } catch (error) {
-    if (error instanceof Deno.errors.NotFound) return false;
-    throw error;
-  }
-}
 
 /** A database that cannot be opened or read: the server must not start on it. */
 export class CorruptDatabaseError extends Error {
@@ -703,8 +698,8 @@ export class RecordLog {
       _heldHere.add(held);
       // A write-ahead log with no database beside it is records committed and not yet copied into a database file
       // that was moved away (half of "move the file aside"): SQLite would delete it and start empty, silently.
-      const exists = _existsSync(path);
-      if (!exists && _existsSync(`${path}-wal`)) {
+      const exists = pathExists(path);
+      if (!exists && pathExists(`${path}-wal`)) {
         throw new CorruptDatabaseError(
           `The database ${path} is missing but its write-ahead log ${path}-wal is there, holding commits not yet in ` +
             "it: put the database back beside it, or move the -wal and -shm files aside too to start empty " +
@@ -723,7 +718,7 @@ export class RecordLog {
       }
       // An empty file beside a write-ahead log (whatever the lock file says: one from before the lock existed is
       // missing): SQLite deletes the log of a 0-byte database on open, and the commits in it with it.
-      if (empty && _existsSync(`${path}-wal`) && Deno.statSync(`${path}-wal`).size > 0) {
+      if (empty && pathExists(`${path}-wal`) && Deno.statSync(`${path}-wal`).size > 0) {
         throw new CorruptDatabaseError(
           `The database ${path} is empty (0 bytes) but its write-ahead log ${path}-wal is there, holding commits not ` +
             "in it: restore the database beside it, or move the -wal and -shm files aside too to start empty " +
