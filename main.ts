@@ -16,7 +16,8 @@
  *   main.ts restore NAME FILE  put backup FILE in place as stopped server NAME's database (the old one kept)
  *
  * Options: --config PATH (default herd.config.json; the deno.json tasks, which may read herd.config.json only, run
- * again allowed to read PATH and the .env beside it), --out DIR (compile only, default dist).
+ * again allowed to read PATH and the .env beside it), --out DIR (compile: default dist; backup: fetch the copies
+ * into DIR).
  */
 
 import { parseArgs } from "node:util";
@@ -34,7 +35,7 @@ import {
 } from "./lib/config/config.ts";
 import { HerdServer, StartCancelledError } from "./lib/herd_server.ts";
 import { certificateProblems, ensureCertificates, makeCertificates } from "./lib/cli/certs.ts";
-import { askBackup, backupNames } from "./lib/cli/backup.ts";
+import { askBackup, backupNames, backupOutProblem, fetchBackup, FetchFailed } from "./lib/cli/backup.ts";
 import { RestoreRefused, restoreServer } from "./lib/cli/restore.ts";
 import {
   backupInChild,
@@ -78,6 +79,7 @@ const USAGE =
   dashboard     serve the live dashboard of the herd on 127.0.0.1 (dashboard.port)
   certs [NAME]  make the herd's CA and the servers' certificates (--renew: remake NAME's)
   backup [NAME] have each server (or the NAMEs given) copy its database into <dataDir>/backups while it serves
+                (--out DIR: then fetch each copy into DIR here, check it, and remove it from the server's host)
   restore NAME FILE  put the backup FILE in place as server NAME's database, NAME stopped (the old one is kept)
 --config PATH   another config than herd.config.json: deno task serve NAME --config PATH (any task but schema) runs
                 again allowed to read PATH and the .env beside it; with deno run, give --allow-read=PATH`;
@@ -280,7 +282,7 @@ async function main(args: string[]): Promise<void> {
       allowPositionals: true,
       options: {
         config: { type: "string", default: "herd.config.json" },
-        out: { type: "string", default: "dist" },
+        out: { type: "string" },
         help: { type: "boolean", short: "h" },
         renew: { type: "boolean", default: false },
         "if-missing": { type: "boolean", default: false },
@@ -334,7 +336,7 @@ async function main(args: string[]): Promise<void> {
       return Deno.exit(
         await compileAll(
           config,
-          parsed.values.out,
+          parsed.values.out ?? "dist",
           names.length === 0 ? [...config.servers.keys()] : names.map((n) => requireName(config, n)),
         ),
       );
@@ -352,16 +354,38 @@ async function main(args: string[]): Promise<void> {
     case "backup": {
       const chosen = backupNames(config, names.map((n) => requireName(config, n)));
       if ("error" in chosen) fail(chosen.error);
-      return Deno.exit(await backupInChild(config, chosen.names));
+      const out = parsed.values.out === undefined ? undefined : resolvePath(Deno.cwd(), parsed.values.out);
+      if (out?.includes(",")) fail(`Cannot use ${out}: a path with a comma cannot be named in a permission flag`);
+      return Deno.exit(await backupInChild(config, chosen.names, out));
     }
     case "backup-run": {
       const token = Deno.env.get(ADMIN_TOKEN_VARIABLE) || undefined;
+      const out = parsed.values.out;
+      const problem = out === undefined ? undefined : backupOutProblem(out, token);
+      if (problem !== undefined) fail(problem);
       let allOk = true;
       // One after the other: each copy is a read of a whole database on its host's disk.
       for (const name of names.map((n) => requireName(config, n))) {
-        const { line, ok } = await askBackup(config, name, token);
-        (ok ? console.log : console.error)(line);
-        allOk &&= ok;
+        const { line, ok, result } = await askBackup(config, name, token);
+        if (!ok || result === undefined || out === undefined) {
+          (ok ? console.log : console.error)(line);
+          allOk &&= ok;
+          continue;
+        }
+        try {
+          const fetched = await fetchBackup(config, name, token!, result, out);
+          console.log(
+            line.slice(0, line.length - result.path.length) + fetched.path +
+              ` (fetched and checked in ${fetched.ms} ms; ` +
+              (fetched.notRemoved === undefined
+                ? `removed from ${name}'s host)`
+                : `still on ${name}'s host too, at ${result.path}: removing it failed: ${fetched.notRemoved})`),
+          );
+        } catch (error) {
+          if (!(error instanceof FetchFailed)) throw error;
+          console.error(`${line}, kept there: ${error.message}`);
+          allOk = false;
+        }
       }
       return Deno.exit(allOk ? 0 : 1);
     }

@@ -8,6 +8,7 @@ import { isIP } from "node:net";
 import { ClientConnection } from "./client/connection.ts";
 import { DensityMap, type DensityReport } from "./admin/density.ts";
 import { metrics, registerGauges } from "./admin/metrics.ts";
+import { type BackupFile, BackupFiles, type OpenBackup } from "./admin/backup_files.ts";
 import { BackupRefused, type BackupResult, type Health, serveAdmin } from "./admin/server.ts";
 import { RecentRates, type StatusReport } from "./admin/status.ts";
 import { NoReply, ReplyBudget } from "./client/reply_queue.ts";
@@ -126,8 +127,8 @@ export class HerdServer implements PeerHost {
   #startCancelled = false;
   /** Whether the admin endpoint's start failed for its port being taken (tried again once the database is ours). */
   #adminPortTaken = false;
-  /** Whether a backup is being taken (one at a time). */
-  #backingUp = false;
+  /** The backups' copies; the one being taken in its `inProgress` (one at a time). */
+  #backups: BackupFiles;
 
   /** A server named in the config; nothing happens until {@linkcode HerdServer.start}. */
   constructor(options: HerdServerOptions) {
@@ -137,6 +138,7 @@ export class HerdServer implements PeerHost {
     this.#places = options.places;
     this.#adminToken = options.adminToken;
     serverNamed(config, name);
+    this.#backups = new BackupFiles(`${config.dataDir}/backups`, name);
     // The names a record may carry: the servers', and those of servers taken out whose records the herd keeps.
     const recordServers = [...config.servers.keys(), ...config.retiredServers];
     this.store = new LocationStore({ ttlS: config.records.ttlS, servers: recordServers });
@@ -401,7 +403,7 @@ export class HerdServer implements PeerHost {
 
   /** Where this server's backups go: `<dataDir>/backups`. */
   get backupDirectory(): string {
-    return `${this.#config.dataDir}/backups`;
+    return this.#backups.directory;
   }
 
   /**
@@ -416,11 +418,12 @@ export class HerdServer implements PeerHost {
   async backup(): Promise<BackupResult> {
     const recordLog = this.#recordLog;
     if (this.#phase !== "running" || recordLog === undefined) throw new BackupRefused(`the server is ${this.#phase}`);
-    if (this.#backingUp) throw new BackupRefused("a backup is being taken already");
-    this.#backingUp = true;
+    if (this.#backups.inProgress !== undefined) throw new BackupRefused("a backup is being taken already");
     const started = performance.now();
     const directory = this.backupDirectory;
-    const path = `${directory}/${this.name}-${fileTimestamp()}.db`;
+    const file = `${this.name}-${fileTimestamp()}.db`;
+    const path = `${directory}/${file}`;
+    this.#backups.inProgress = file;
     try {
       await this.#prepareBackupDirectory(directory);
       // Made here, empty, so that the copy is the server's user's alone whatever the umask: SQLite keeps the mode.
@@ -455,8 +458,30 @@ export class HerdServer implements PeerHost {
       });
       throw error;
     } finally {
-      this.#backingUp = false;
+      this.#backups.inProgress = undefined;
     }
+  }
+
+  /** The backups' copies kept in {@linkcode HerdServer.backupDirectory} (the admin endpoint's `GET /backups`). */
+  backups(): BackupFile[] {
+    return this.#backups.list();
+  }
+
+  /** Backup copy `file`, opened to be sent (`GET /backups/<file>`); a {@linkcode BackupRefused} when there is none. */
+  async openBackup(file: string): Promise<OpenBackup> {
+    const opened = await this.#backups.open(file);
+    log.server.info("{name} sends the backup {path}: {bytes} bytes", {
+      name: this.name,
+      path: `${this.backupDirectory}/${file}`,
+      bytes: opened.bytes,
+    });
+    return opened;
+  }
+
+  /** Removes backup copy `file` (`DELETE /backups/<file>`); a {@linkcode BackupRefused} when there is none. */
+  async removeBackup(file: string): Promise<void> {
+    await this.#backups.remove(file);
+    log.server.info("{name} removed the backup {path}", { name: this.name, path: `${this.backupDirectory}/${file}` });
   }
 
   /**

@@ -5,7 +5,8 @@
  */
 
 import assert from "node:assert/strict";
-import { answerAdmin, BackupRefused, type BackupResult, serveAdmin } from "../lib/admin/server.ts";
+import { type AdminSource, answerAdmin, BackupRefused, type BackupResult, serveAdmin } from "../lib/admin/server.ts";
+import { BackupFiles } from "../lib/admin/backup_files.ts";
 import { isLoopback, parseConfig } from "../lib/config/config.ts";
 import { askServers, statusTable } from "../lib/cli/status.ts";
 import { isStatusReport, type StatusReport } from "../lib/admin/status.ts";
@@ -17,6 +18,21 @@ import { rawGet } from "./testing/http.ts";
 import { waitFor } from "./testing/wait.ts";
 
 const NOWHERE = "http://127.0.0.1:9/unused";
+
+/** What an admin endpoint reads of a server "Hill" that holds nothing and has no backups; `parts` replace some. */
+function quietSource(parts: Partial<AdminSource> = {}): AdminSource {
+  const notHere = () => Promise.reject(new Error("not in this test"));
+  return {
+    health: () => ({ ok: true, reason: "ok" }),
+    status: () => ({ name: "Hill" }),
+    density: () => ({ cellDegrees: 2, records: 0, cells: [], computedAt: null }),
+    backup: notHere,
+    backups: () => [],
+    openBackup: notHere,
+    removeBackup: notHere,
+    ...parts,
+  };
+}
 const decoder = new TextDecoder();
 
 /** `promtool check metrics` of `text`: its exit status and what it said; undefined when promtool is not installed. */
@@ -180,12 +196,7 @@ Deno.test("the admin endpoint needs a bearer token off loopback, and refuses to 
   assert.equal(isLoopback("::1"), true);
   assert.equal(isLoopback("10.0.0.2"), false);
   assert.equal(isLoopback("0.0.0.0"), false);
-  const source = {
-    health: () => ({ ok: true, reason: "ok" }),
-    status: () => ({}),
-    density: () => ({} as never),
-    backup: () => Promise.reject(new Error("not in this test")),
-  };
+  const source = quietSource();
   assert.throws(
     () => serveAdmin({ host: "0.0.0.0", port: 1, token: undefined, source }),
     /faces the network and needs a bearer token: set HERD_ADMIN_TOKEN/,
@@ -230,12 +241,7 @@ Deno.test("the admin endpoint answers only a Host naming it by address, localhos
     assert.equal(hostHeaderAllowed(host, listen), allowed, `Host ${JSON.stringify(host)} on ${listen}`);
   }
   // With a token (off loopback) a rebound page cannot give it, so a name is not refused: a scraper may use DNS names.
-  const source = {
-    health: () => ({ ok: true, reason: "ok" }),
-    status: () => ({}),
-    density: () => ({} as never),
-    backup: () => Promise.reject(new Error("not in this test")),
-  };
+  const source = quietSource();
   const byName = (authorization: string) =>
     answerAdmin(
       new Request("http://x/healthz", { headers: { host: "herd1.example:12200", authorization } }),
@@ -254,13 +260,7 @@ Deno.test("the admin endpoint answers only a Host naming it by address, localhos
 
 /** An admin endpoint on 127.0.0.1 (a free port, no token) of a server "Hill" that holds nothing. */
 function serveHill(backup: () => Promise<BackupResult> = () => Promise.reject(new Error("no backups here"))) {
-  const source = {
-    health: () => ({ ok: true, reason: "ok" }),
-    status: () => ({ name: "Hill" }),
-    density: () => ({ cellDegrees: 2, records: 0, cells: [], computedAt: null }),
-    backup,
-  };
-  return serveAdmin({ host: "127.0.0.1", port: 0, token: undefined, source });
+  return serveAdmin({ host: "127.0.0.1", port: 0, token: undefined, source: quietSource({ backup }) });
 }
 
 Deno.test({
@@ -545,5 +545,120 @@ Deno.test({
     assert.equal(taken, 3, "the page, GET and the rebound name took no backup");
   } finally {
     await server.shutdown();
+  }
+});
+
+Deno.test({
+  name: "GET /backups lists the server's copies; GET and DELETE /backups/<file> send and remove one, only with the " +
+    "bearer token, never the copy being written, a name a backup does not give, a link, or to a web page",
+  permissions: { net: ["127.0.0.1"], read: ["/tmp"], write: ["/tmp"], run: ["deno"] },
+}, async () => {
+  const directory = await Deno.makeTempDir({ prefix: "herd-backups-" });
+  const files = new BackupFiles(directory, "Hill");
+  const copy = "Hill-20261204T014315384Z.db";
+  const bytes = new Uint8Array(100_000).map((_, i) => i % 251);
+  await Deno.writeFile(`${directory}/${copy}`, bytes);
+  // Not Hill's copies, or not copies at all: never listed, sent or removed.
+  await Deno.writeTextFile(`${directory}/Jaquez-20261204T014315384Z.db`, "another server's");
+  await Deno.writeTextFile(`${directory}/Hill-notes.db`, "not a backup's name");
+  await Deno.writeTextFile(`${directory}/secret`, "outside");
+  // Deno.symlink() wants unscoped permissions, which the test runs without: a child makes the link.
+  const link = await new Deno.Command("deno", {
+    args: ["eval", `Deno.symlinkSync("${directory}/secret", "${directory}/Hill-20261204T014315385Z.db")`, "-A"],
+  }).output();
+  assert.ok(link.success, decoder.decode(link.stderr));
+  await Deno.mkdir(`${directory}/Hill-20261204T014315387Z.db`);
+  const source = quietSource({
+    backups: () => files.list(),
+    openBackup: (file) => files.open(file),
+    removeBackup: (file) => files.remove(file),
+  });
+  const withToken = serveAdmin({ host: "127.0.0.1", port: 0, token: "s3cret", source });
+  const without = serveAdmin({ host: "127.0.0.1", port: 0, token: undefined, source });
+  try {
+    const base = `http://127.0.0.1:${(withToken.addr as Deno.NetAddr).port}`;
+    const authorization = "Bearer s3cret";
+    const ask = async (path: string, init: RequestInit = {}, url = base) => {
+      const response = await fetch(`${url}${path}`, init);
+      return { status: response.status, headers: response.headers, body: new Uint8Array(await response.arrayBuffer()) };
+    };
+    const json = (body: Uint8Array) => JSON.parse(decoder.decode(body));
+
+    const listed = await ask("/backups", { headers: { authorization } });
+    assert.equal(listed.status, 200);
+    assert.deepEqual(json(listed.body).backups.map((b: { file: string; bytes: number }) => [b.file, b.bytes]), [
+      [copy, bytes.length],
+    ]);
+    assert.equal((await ask(`/backups/${copy}`)).status, 401, "no token");
+
+    const sent = await ask(`/backups/${copy}`, { headers: { authorization } });
+    assert.equal(sent.status, 200);
+    assert.equal(sent.headers.get("content-length"), String(bytes.length));
+    assert.equal(sent.headers.get("content-type"), "application/vnd.sqlite3");
+    assert.deepEqual(sent.body, bytes);
+    const head = await ask(`/backups/${copy}`, { method: "HEAD", headers: { authorization } });
+    assert.equal(head.status, 200);
+    assert.equal(head.headers.get("content-length"), String(bytes.length));
+    assert.equal(head.body.length, 0);
+
+    for (
+      const name of [
+        "Jaquez-20261204T014315384Z.db",
+        "Hill-notes.db",
+        "secret",
+        "..%2Fsecret",
+        "Hill-20261204T014315385Z.db", // the link
+        "Hill-20261204T014315387Z.db", // a directory
+        "Hill-20261204T014315386Z.db", // none by that name
+      ]
+    ) {
+      const refused = await ask(`/backups/${name}`, { headers: { authorization } });
+      assert.equal(refused.status, 404, name);
+      assert.match(json(refused.body).error, /not the name of a backup of Hill|not a file|no backup/, name);
+      assert.equal((await ask(`/backups/${name}`, { method: "DELETE", headers: { authorization } })).status, 404);
+    }
+    const page = await ask(`/backups/${copy}`, { headers: { authorization, origin: "https://attacker.example" } });
+    assert.equal(page.status, 403);
+    assert.match(json(page.body).error, /not sent or removed for a web page/);
+    const put = await ask(`/backups/${copy}`, { method: "PUT", headers: { authorization }, body: "x" });
+    assert.equal(put.status, 405);
+    assert.equal(put.headers.get("allow"), "GET, HEAD, DELETE");
+
+    // A server without a token lists its copies but never sends or removes one, even on loopback.
+    const open = `http://127.0.0.1:${(without.addr as Deno.NetAddr).port}`;
+    assert.equal((await ask("/backups", {}, open)).status, 200);
+    for (const method of ["GET", "DELETE"]) {
+      const refused = await ask(`/backups/${copy}`, { method }, open);
+      assert.equal(refused.status, 403, method);
+      assert.match(
+        json(refused.body).error,
+        /only with a bearer token, and this server has none: set HERD_ADMIN_TOKEN/,
+      );
+    }
+
+    // The copy being written is neither listed nor sent nor removed.
+    files.inProgress = copy;
+    assert.deepEqual(json((await ask("/backups", { headers: { authorization } })).body).backups, []);
+    const writing = await ask(`/backups/${copy}`, { headers: { authorization } });
+    assert.equal(writing.status, 409);
+    assert.match(json(writing.body).error, /is being written/);
+    assert.equal((await ask(`/backups/${copy}`, { method: "DELETE", headers: { authorization } })).status, 409);
+    files.inProgress = undefined;
+
+    const removed = await ask(`/backups/${copy}`, { method: "DELETE", headers: { authorization } });
+    assert.equal(removed.status, 200);
+    assert.deepEqual(json(removed.body), { removed: copy });
+    assert.equal((await ask(`/backups/${copy}`, { headers: { authorization } })).status, 404);
+    assert.deepEqual([...Deno.readDirSync(directory)].map((entry) => entry.name).sort(), [
+      "Hill-20261204T014315385Z.db",
+      "Hill-20261204T014315387Z.db",
+      "Hill-notes.db",
+      "Jaquez-20261204T014315384Z.db",
+      "secret",
+    ]);
+  } finally {
+    await withToken.shutdown();
+    await without.shutdown();
+    await Deno.remove(directory, { recursive: true });
   }
 });

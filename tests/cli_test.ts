@@ -5,7 +5,8 @@ import { DatabaseSync } from "node:sqlite";
 import { exchange, freePorts, HERD_TEST_PERMISSIONS, TestHerd } from "./testing/herd.ts";
 import { captureLogs } from "./testing/logs.ts";
 import { checkThroughout, waitFor } from "./testing/wait.ts";
-import { loadConfig } from "../lib/config/config.ts";
+import { loadConfig, parseConfig } from "../lib/config/config.ts";
+import { fetchBackup, FetchFailed } from "../lib/cli/backup.ts";
 import { makeCertificates } from "../lib/cli/certs.ts";
 import { serverRunArgs } from "../lib/cli/launcher.ts";
 import { HerdServer } from "../lib/herd_server.ts";
@@ -849,6 +850,133 @@ Deno.test({
   assert.equal(oneDown.code, 1);
   assert.match(oneDown.stdout, /^A: \d+ rows, /);
   assert.match(oneDown.stderr, /^B: not reachable \(Connection refused/);
+});
+
+Deno.test({
+  name: "deno task backup --out DIR fetches each copy into DIR (0600), checks it and removes it from the server's " +
+    "host; without the admin token it is refused before a copy is made",
+  permissions: HERD_TEST_PERMISSIONS,
+}, async () => {
+  await using herd = await TestHerd.create({
+    placesUrl: "http://127.0.0.1:9/unused",
+    names: ["A", "B"],
+    links: [["A", "B"]],
+    admin: true,
+  });
+  // The servers and the backup's child read it from the .env beside the config.
+  await Deno.writeTextFile(`${herd.dir}/.env`, "HERD_ADMIN_TOKEN=s3cret-token\n");
+  await herd.start("A");
+  await herd.start("B");
+  const reply = (await exchange(herd.port("A"), "IAMAT offsite +1+1 1700000000\n")).trimEnd();
+  const out = `${herd.dir}/offsite`;
+  const fetched = await run([...launcherArgs(herd.dir, "backup"), "--out", out]);
+  assert.equal(fetched.code, 0, fetched.stderr);
+  const lines = fetched.stdout.trimEnd().split("\n");
+  assert.equal(lines.length, 2, fetched.stdout);
+  assert.equal((await Deno.stat(out)).mode! & 0o777, 0o700);
+  for (const [i, name] of ["A", "B"].entries()) {
+    const match = new RegExp(
+      `^${name}: (\\d+) rows?, [0-9,]+ bytes, in \\d+ ms: (${out}/${name}-\\d{8}T\\d{9}Z\\.db) ` +
+        `\\(fetched and checked in \\d+ ms; removed from ${name}'s host\\)$`,
+    ).exec(lines[i]);
+    assert.ok(match !== null, lines[i]);
+    assert.equal((await Deno.stat(match[2])).mode! & 0o777, 0o600);
+    const db = new DatabaseSync(match[2], { readOnly: true });
+    try {
+      const rows = db.prepare("SELECT line FROM records").all().map((row) => row.line);
+      assert.equal(rows.length, Number(match[1]));
+      assert.ok(rows.includes(reply) || name === "B", `${name}'s copy holds ${rows.join(", ")}`);
+    } finally {
+      db.close();
+    }
+  }
+  assert.deepEqual([...Deno.readDirSync(out)].map((entry) => entry.name).filter((n) => !n.endsWith(".db")), [
+    ".gitignore",
+  ]);
+  // Removed from the servers' hosts (the herd's dataDir is shared by A and B).
+  assert.deepEqual([...Deno.readDirSync(`${herd.dir}/data/backups`)].map((entry) => entry.name), [".gitignore"]);
+
+  // Without the token the servers want, nothing is asked: no copy is left behind on a host.
+  await Deno.remove(`${herd.dir}/.env`);
+  const refused = await run([...launcherArgs(herd.dir, "backup", "A"), "--out", out]);
+  assert.equal(refused.code, 2);
+  assert.match(refused.stderr, /^--out fetches each copy over the admin port, .* set HERD_ADMIN_TOKEN/);
+  assert.deepEqual([...Deno.readDirSync(`${herd.dir}/data/backups`)].map((entry) => entry.name), [".gitignore"]);
+});
+
+Deno.test({
+  name: "a copy fetched short, damaged, of other rows or not at all is not kept in the --out directory and stays on " +
+    "the server's host; a copy whose removal there fails is kept, saying so",
+  permissions: { net: ["127.0.0.1"], read: ["/tmp"], write: ["/tmp"] },
+}, async () => {
+  const dir = await Deno.makeTempDir({ prefix: "herd-fetch-" });
+  // A real copy of one row, as a server's backup makes it.
+  const good = `${dir}/good.db`;
+  const db = new DatabaseSync(good);
+  db.exec("CREATE TABLE records (line TEXT NOT NULL)");
+  db.exec("INSERT INTO records VALUES ('AT A +0.100000000 a +1+1 1')");
+  db.exec("PRAGMA journal_mode = DELETE");
+  db.close();
+  const bytes = await Deno.readFile(good);
+  let answer: (request: Request) => Response = () => new Response("unset", { status: 500 });
+  const asked: string[] = [];
+  const server = Deno.serve({ hostname: "127.0.0.1", port: 0, onListen: () => {} }, (request) => {
+    asked.push(`${request.method} ${new URL(request.url).pathname}`);
+    return answer(request);
+  });
+  try {
+    const config = parseConfig(
+      JSON.stringify({
+        servers: { A: { host: "127.0.0.1", port: 1, peerPort: 2, adminPort: server.addr.port } },
+        links: [],
+        places: { url: "http://127.0.0.1:9/unused" },
+        logDir: "logs",
+      }),
+      `${dir}/herd.config.json`,
+    );
+    const file = "A-20261204T014315384Z.db";
+    const result = { path: `/far/data/backups/${file}`, rows: 1, bytes: bytes.length, ms: 1 };
+    const out = `${dir}/out`;
+    await Deno.mkdir(out);
+    const attempt = async (respond: (request: Request) => Response, expected: RegExp, claimed = result) => {
+      answer = respond;
+      asked.length = 0;
+      await assert.rejects(fetchBackup(config, "A", "t", claimed, out), (error: Error) => {
+        assert.ok(error instanceof FetchFailed, error.message);
+        assert.match(error.message, expected);
+        return true;
+      });
+      assert.deepEqual([...Deno.readDirSync(out)], [], "nothing left in --out");
+      assert.deepEqual(asked, [`GET /backups/${file}`], "no DELETE: the server keeps its copy");
+    };
+    const damaged = bytes.slice();
+    damaged.fill(0x55, 100, 4000);
+    await attempt(() => new Response(bytes.subarray(0, 1000)), /^fetched 1000 bytes where the server made \d+$/);
+    await attempt(() => new Response(damaged), /^the copy fetched is not whole: /);
+    await attempt(() => new Response(bytes), /^the copy fetched has 1 rows where the server's has 2$/, {
+      ...result,
+      rows: 2,
+    });
+    await attempt(
+      () => Response.json({ error: "no backup there" }, { status: 404 }),
+      /^not fetched: HTTP 404: no backup there$/,
+    );
+    await attempt(() => new Response("", { status: 401 }), /^not fetched: HTTP 401: its admin endpoint wants/);
+
+    // Fetched whole, but not removed from the host: kept here, and the line says where the other copy is.
+    answer = (request) =>
+      request.method === "GET" ? new Response(bytes) : Response.json({ error: "disk gone" }, { status: 500 });
+    asked.length = 0;
+    const kept = await fetchBackup(config, "A", "t", result, out);
+    assert.deepEqual(asked, [`GET /backups/${file}`, `DELETE /backups/${file}`]);
+    assert.equal(kept.path, `${out}/${file}`);
+    assert.equal(kept.notRemoved, "HTTP 500: disk gone");
+    assert.deepEqual(await Deno.readFile(kept.path), bytes);
+    await assert.rejects(fetchBackup(config, "A", "t", result, out), /exists already/);
+  } finally {
+    await server.shutdown();
+    await Deno.remove(dir, { recursive: true });
+  }
 });
 
 Deno.test({

@@ -6,7 +6,11 @@
  * counts per grid cell), and `POST /backup` (a copy of the server's
  * database, taken while it serves, into `<dataDir>/backups`; JSON of where
  * and how big; refused to a request from a web page, one with an `Origin`,
- * so that a page cannot fill the disk through a visitor's browser). A
+ * so that a page cannot fill the disk through a visitor's browser);
+ * `GET /backups` lists the copies kept there, and `GET /backups/<file>`
+ * and `DELETE /backups/<file>` send one and remove it, only to a request
+ * with the bearer token (a copy holds every client's location, which the
+ * other endpoints never show), so never on a server without one. A
  * request whose `Host` names another site is
  * refused (403), as the dashboard refuses it (DNS rebinding,
  * `lib/net/host_header.ts`). On a host other than loopback every request
@@ -17,6 +21,7 @@
 import { timingSafeEqual } from "node:crypto";
 import { ADMIN_TOKEN_VARIABLE, isLoopback } from "../config/config.ts";
 import { BAD_HOST_MESSAGE, foreignHostMessage, hostHeaderAllowed, requestPath } from "../net/host_header.ts";
+import type { BackupFile, OpenBackup } from "./backup_files.ts";
 import type { DensityReport } from "./density.ts";
 import { registry } from "./metrics.ts";
 import { ResilientHttpServer } from "../net/http_server.ts";
@@ -44,16 +49,17 @@ export interface BackupResult {
 
 /**
  * A backup not taken because of the server's state: not running, another
- * one being taken (HTTP 409), or too little free space for it (507).
+ * one being taken (HTTP 409), or too little free space for it (507); or a
+ * copy not sent or removed: none by that name (404), or being written (409).
  */
 export class BackupRefused extends Error {
   /** The error's name. */
   override name = "BackupRefused";
   /** The HTTP status that answers it. */
-  readonly status: 409 | 507;
+  readonly status: 404 | 409 | 507;
 
   /** A refusal saying `message`, answered with `status`. */
-  constructor(message: string, status: 409 | 507 = 409) {
+  constructor(message: string, status: 404 | 409 | 507 = 409) {
     super(message);
     this.status = status;
   }
@@ -63,6 +69,12 @@ export class BackupRefused extends Error {
 export interface AdminSource {
   /** Copies the database into the backup directory (`POST /backup`). */
   backup(): Promise<BackupResult>;
+  /** The copies in the backup directory (`GET /backups`). */
+  backups(): BackupFile[];
+  /** One of them, opened to be sent (`GET /backups/<file>`); rejects with a {@linkcode BackupRefused} when none. */
+  openBackup(file: string): Promise<OpenBackup>;
+  /** Removes one of them (`DELETE /backups/<file>`); rejects with a {@linkcode BackupRefused} when none. */
+  removeBackup(file: string): Promise<void>;
   /** Health now. */
   health(): Health;
   /** The status report (`GET /status`). */
@@ -116,6 +128,47 @@ async function _backup(request: Request, source: AdminSource): Promise<Response>
   }
 }
 
+/** Answers a request for one backup copy, `/backups/<file>`: sends it (GET, HEAD) or removes it (DELETE). */
+async function _backupFile(
+  request: Request,
+  file: string,
+  options: Pick<AdminOptions, "token" | "source">,
+): Promise<Response> {
+  await request.body?.cancel();
+  if (request.method !== "GET" && request.method !== "HEAD" && request.method !== "DELETE") {
+    return new Response("Only GET, HEAD or DELETE\n", { status: 405, headers: { allow: "GET, HEAD, DELETE" } });
+  }
+  // A copy is every client's ID and location: never to anybody who can merely reach a loopback port.
+  if (options.token === undefined) {
+    return _json({
+      error:
+        `a backup is sent or removed only with a bearer token, and this server has none: set ${ADMIN_TOKEN_VARIABLE} ` +
+        "for it (a copy holds every client's location)",
+    }, 403);
+  }
+  if (request.headers.has("origin")) {
+    return _json({ error: "a backup is not sent or removed for a web page (the request has an Origin header)" }, 403);
+  }
+  try {
+    if (request.method === "DELETE") {
+      await options.source.removeBackup(file);
+      return _json({ removed: file });
+    }
+    const { body, bytes } = await options.source.openBackup(file);
+    if (request.method === "HEAD") await body.cancel();
+    return new Response(request.method === "HEAD" ? null : body, {
+      headers: {
+        "content-type": "application/vnd.sqlite3",
+        "content-length": String(bytes),
+        "content-disposition": `attachment; filename="${file}"`,
+        "cache-control": "no-store",
+      },
+    });
+  } catch (error) {
+    return _json({ error: (error as Error).message }, error instanceof BackupRefused ? error.status : 500);
+  }
+}
+
 /** Answers one admin request. */
 export function answerAdmin(
   request: Request,
@@ -144,6 +197,7 @@ export function answerAdmin(
     if (request.method === "POST") return _backup(request, source);
     return new Response("Only POST\n", { status: 405, headers: { allow: "POST" } });
   }
+  if (pathname.startsWith("/backups/")) return _backupFile(request, pathname.slice("/backups/".length), options);
   if (request.method !== "GET" && request.method !== "HEAD") {
     return new Response("Only GET\n", { status: 405, headers: { allow: "GET, HEAD" } });
   }
@@ -163,8 +217,12 @@ export function answerAdmin(
       return _json(source.status());
     case "/density":
       return _json(source.density());
+    case "/backups":
+      return _json({ backups: source.backups() });
     default:
-      return new Response("Not found: try /metrics, /healthz, /status, /density or POST /backup\n", { status: 404 });
+      return new Response("Not found: try /metrics, /healthz, /status, /density, /backups or POST /backup\n", {
+        status: 404,
+      });
   }
 }
 

@@ -1,17 +1,25 @@
 /**
- * `deno task backup [NAME ...]`: asks each named server (every server with
- * an admin port when none is named) to copy its database while it serves
- * (`POST /backup` on its admin port; the copy is made by the server, in
- * `<dataDir>/backups` on its own host), one server after the other, and
- * prints where each copy is. Exits 0 when every copy was made.
+ * `deno task backup [NAME ...] [--out DIR]`: asks each named server (every
+ * server with an admin port when none is named) to copy its database while
+ * it serves (`POST /backup` on its admin port; the copy is made by the
+ * server, in `<dataDir>/backups` on its own host), one server after the
+ * other, and prints where each copy is. With `--out DIR`, each copy is then
+ * fetched into `DIR` here (`GET /backups/<file>`, which needs the admin
+ * token), checked (its size, SQLite's `quick_check`, its rows) and only then
+ * renamed into place and removed from the server's host. Exits 0 when every
+ * copy was made (and fetched).
  */
 
 import { adminUrl, fetchFailure, unauthorizedMessage } from "../admin/ask.ts";
 import type { BackupResult } from "../admin/server.ts";
-import { type HerdConfig, netAddress } from "../config/config.ts";
+import { ADMIN_TOKEN_VARIABLE, type HerdConfig, netAddress } from "../config/config.ts";
+import { makePrivateDirectory, pathExists, PRIVATE_FILE_MODE } from "../private_files.ts";
+import { checkBackup } from "./restore.ts";
 
 /** How long one server may take to answer, in milliseconds: a copy of a large database takes seconds. */
 const _TIMEOUT_MS = 120_000;
+/** How long a copy being fetched may send nothing before the fetch is given up, in milliseconds. */
+const _FETCH_IDLE_MS = 30_000;
 
 /** The names `backup` works on: those given (each must have an admin port), or every server that has one. */
 export function backupNames(config: HerdConfig, names: string[]): { names: string[] } | { error: string } {
@@ -47,12 +55,32 @@ function _isBackupResult(value: unknown): value is BackupResult {
     typeof result.rows === "number" && typeof result.bytes === "number" && typeof result.ms === "number";
 }
 
-/** Asks server `name` for a backup; the line to print, and whether the copy was made. */
+/** What asking a server for a backup came to: the line to print, and the copy when it was made. */
+export interface BackupAnswer {
+  /** What to print. */
+  line: string;
+  /** Whether the copy was made. */
+  ok: boolean;
+  /** The copy, when it was made. */
+  result?: BackupResult;
+}
+
+/** The error a herd server's JSON answer gives, if it is one. */
+function _answerError(text: string): string | undefined {
+  try {
+    const error = (JSON.parse(text) as { error?: unknown } | undefined)?.error;
+    return typeof error === "string" ? error : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+/** Asks server `name` for a backup; the line to print, and the copy when it was made. */
 export async function askBackup(
   config: HerdConfig,
   name: string,
   token: string | undefined,
-): Promise<{ line: string; ok: boolean }> {
+): Promise<BackupAnswer> {
   const server = config.servers.get(name)!;
   let response: Response;
   try {
@@ -85,6 +113,7 @@ export async function askBackup(
         } bytes, in ${ms} ms: ` +
         `${path}`,
       ok: true,
+      result: body,
     };
   }
   const error = (body as { error?: unknown } | undefined)?.error;
@@ -93,4 +122,150 @@ export async function askBackup(
     line: `${name}: HTTP ${response.status}: not a herd server's answer (another program on its adminPort?)`,
     ok: false,
   };
+}
+
+/**
+ * Why the copies cannot be fetched into `out`, if they cannot: no admin
+ * token (a server sends a copy only to a request with it), or `out` is not
+ * a directory and cannot be made one (it is made 0700 when missing).
+ */
+export function backupOutProblem(out: string, token: string | undefined): string | undefined {
+  if (token === undefined) {
+    return `--out fetches each copy over the admin port, and a server sends one only with its bearer token: set ` +
+      `${ADMIN_TOKEN_VARIABLE} (in the environment or the .env next to the config) to the servers' token`;
+  }
+  try {
+    makePrivateDirectory(out);
+    if (!Deno.statSync(out).isDirectory) return `Cannot fetch the copies into ${out}: it is not a directory`;
+  } catch (error) {
+    return `Cannot fetch the copies into ${out}: ${(error as Error).message}`;
+  }
+  return undefined;
+}
+
+/** What fetching a copy came to. */
+export interface FetchedBackup {
+  /** Where the copy is now, here. */
+  path: string;
+  /** How long fetching and checking it took, in milliseconds. */
+  ms: number;
+  /** Why it is still on the server's host too, if removing it there failed. */
+  notRemoved?: string;
+}
+
+/** Why a copy could not be fetched; the copy stays on the server's host. */
+export class FetchFailed extends Error {
+  /** The error's name. */
+  override name = "FetchFailed";
+}
+
+/** Writes all of `chunk` to `file`. */
+async function _writeAll(file: Deno.FsFile, chunk: Uint8Array): Promise<void> {
+  for (let at = 0; at < chunk.length;) at += await file.write(chunk.subarray(at));
+}
+
+/**
+ * Fetches the copy `result` that server `name` made into the directory
+ * `out` (which exists): written as `<file>.partial` (0600), synced, its size
+ * and rows compared with what the server reported and checked by SQLite,
+ * then renamed to its own name; then removed from the server's host. A
+ * {@linkcode FetchFailed} saying why when it could not be fetched or was
+ * not whole (nothing is left in `out` then, and the server keeps its copy).
+ */
+export async function fetchBackup(
+  config: HerdConfig,
+  name: string,
+  token: string,
+  result: BackupResult,
+  out: string,
+): Promise<FetchedBackup> {
+  const started = performance.now();
+  const server = config.servers.get(name)!;
+  const file = result.path.slice(result.path.lastIndexOf("/") + 1);
+  const target = `${out}/${file}`;
+  if (pathExists(target)) throw new FetchFailed(`${target} exists already`);
+  const url = adminUrl(server.host, server.adminPort!, `/backups/${encodeURIComponent(file)}`);
+  const headers = { authorization: `Bearer ${token}` };
+  const partial = `${target}.partial`;
+  const idle = new AbortController();
+  let timer = setTimeout(() => idle.abort(), _FETCH_IDLE_MS);
+  const stillGoing = () => {
+    clearTimeout(timer);
+    timer = setTimeout(() => idle.abort(), _FETCH_IDLE_MS);
+  };
+  let made = false;
+  try {
+    let response: Response;
+    try {
+      response = await fetch(url, { headers, signal: idle.signal });
+    } catch (error) {
+      throw new FetchFailed(`not fetched: ${_fetchError(error)}`);
+    }
+    if (!response.ok) {
+      const text = await response.text();
+      if (response.status === 401) throw new FetchFailed(`not fetched: ${unauthorizedMessage(token)}`);
+      throw new FetchFailed(`not fetched: HTTP ${response.status}: ${_answerError(text) ?? text.trim()}`);
+    }
+    let received = 0;
+    {
+      using output = await Deno.open(partial, { write: true, createNew: true, mode: PRIVATE_FILE_MODE });
+      made = true;
+      try {
+        for await (const chunk of response.body!) {
+          stillGoing();
+          received += chunk.length;
+          await _writeAll(output, chunk);
+        }
+      } catch (error) {
+        throw new FetchFailed(`fetch cut short after ${received} of ${result.bytes} bytes: ${_fetchError(error)}`);
+      }
+      if (received !== result.bytes) {
+        throw new FetchFailed(`fetched ${received} bytes where the server made ${result.bytes}`);
+      }
+      await output.sync();
+    }
+    let rows: number;
+    try {
+      rows = [...checkBackup(partial, target).values()].reduce((a, b) => a + b, 0);
+    } catch (error) {
+      throw new FetchFailed(`the copy fetched is not whole: ${(error as Error).message}`);
+    }
+    if (rows !== result.rows) {
+      throw new FetchFailed(`the copy fetched has ${rows} rows where the server's has ${result.rows}`);
+    }
+    await Deno.rename(partial, target);
+    made = false;
+    using directory = await Deno.open(out, { read: true });
+    await directory.sync();
+  } finally {
+    clearTimeout(timer);
+    if (made) {
+      for (const suffix of ["", "-journal"]) {
+        try {
+          await Deno.remove(`${partial}${suffix}`);
+        } catch { /* never made */ }
+      }
+    }
+  }
+  const ms = Math.round(performance.now() - started);
+  // Fetched, whole, synced: the server's copy is no longer needed.
+  try {
+    const response = await fetch(url, { method: "DELETE", headers, signal: AbortSignal.timeout(_TIMEOUT_MS) });
+    const text = await response.text();
+    if (!response.ok) {
+      return { path: target, ms, notRemoved: `HTTP ${response.status}: ${_answerError(text) ?? text.trim()}` };
+    }
+  } catch (error) {
+    return { path: target, ms, notRemoved: _fetchError(error) };
+  }
+  return { path: target, ms };
+}
+
+/** What a fetch that threw met, in words. */
+function _fetchError(error: unknown): string {
+  if (error instanceof DOMException && error.name === "AbortError") {
+    return `nothing came for ${_FETCH_IDLE_MS / 1000} s`;
+  }
+  const failed = fetchFailure(error);
+  return failed.failure === "timeout" ? `no answer within ${_TIMEOUT_MS / 1000} s` : failed.detail;
 }

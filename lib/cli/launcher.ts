@@ -211,28 +211,31 @@ export async function statusInChild(config: HerdConfig): Promise<number> {
 /**
  * The `deno run` arguments of `main.ts backup-run NAMES`: it may read the
  * config (and the `.env` with the admin token) and reach those servers'
- * admin ports, nothing more: the servers make the copies.
+ * admin ports, nothing more: the servers make the copies. With `out` (an
+ * absolute path), it fetches them there, and may read and write `out` too.
  */
-export function backupRunArgs(config: HerdConfig, names: string[]): string[] {
+export function backupRunArgs(config: HerdConfig, names: string[], out?: string): string[] {
   const envFile = envFileFor(config);
   return [
     "run",
     "--no-prompt",
-    `--allow-read=${config.path}`,
+    `--allow-read=${config.path}${out === undefined ? "" : `,${out}`}`,
+    ...(out === undefined ? [] : [`--allow-write=${out}`]),
     `--allow-net=${backupAddresses(config, names).join(",")}`,
     `--allow-env=${ADMIN_TOKEN_VARIABLE}`,
     ...(envFile === undefined ? [] : [`--env-file=${envFile}`]),
     MAIN_MODULE,
     "backup-run",
     ...names,
+    ...(out === undefined ? [] : ["--out", out]),
     "--config",
     config.path,
   ];
 }
 
 /** Runs `main.ts backup-run` in a child with its permissions; resolves to its exit code. */
-export async function backupInChild(config: HerdConfig, names: string[]): Promise<number> {
-  return (await _spawn(backupRunArgs(config, names), false).status).code;
+export async function backupInChild(config: HerdConfig, names: string[], out?: string): Promise<number> {
+  return (await _spawn(backupRunArgs(config, names, out), false).status).code;
 }
 
 /**

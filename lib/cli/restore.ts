@@ -39,7 +39,7 @@ export class RestoreRefused extends Error {
  * The rows of `copy` (of the backup `file`), by the server each names, once
  * it is found to be a whole herd database; else a {@linkcode RestoreRefused}.
  */
-function _checkBackup(copy: string, file: string): Map<string, number> {
+export function checkBackup(copy: string, file: string): Map<string, number> {
   let db: DatabaseSync;
   try {
     db = new DatabaseSync(copy);
@@ -126,7 +126,7 @@ export function restoreServer(config: HerdConfig, name: string, file: string): R
       }
       out.syncSync();
     }
-    rows = _checkBackup(temporary, file);
+    rows = checkBackup(temporary, file);
   } catch (error) {
     for (const suffix of ["", "-wal", "-shm"]) {
       try {

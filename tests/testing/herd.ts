@@ -8,7 +8,7 @@
 
 import { makeCertificates } from "../../lib/cli/certs.ts";
 import { certFiles, type HerdConfig, loadConfig } from "../../lib/config/config.ts";
-import { serverRunArgs } from "../../lib/cli/launcher.ts";
+import { envFileFor, serverRunArgs } from "../../lib/cli/launcher.ts";
 import { concatBytes, writeAll } from "../../lib/net/write.ts";
 import { type Fault, FaultProxy } from "./fault_proxy.ts";
 import { PeerProbe } from "./peer_probe.ts";
@@ -244,13 +244,15 @@ export class TestHerd implements AsyncDisposable {
   }
 
   /**
-   * Starts `name` with the same flags `deno task serve` uses and waits until
+   * Starts `name` with the same flags `deno task serve` uses (a `.env`
+   * beside its config read with `--env-file`) and waits until
    * its client port accepts; with `fileLimit`, under `prlimit` allowed that
    * many open files (the test must be allowed to run `prlimit`).
    */
   async start(name: string, options: { fileLimit?: number } = {}): Promise<void> {
     const config = await loadConfig(this.configPathOf(name));
-    const args = serverRunArgs(config, name, { keyPresent: this.#key !== undefined });
+    // A .env beside the config is read as deno task serve reads it (--env-file).
+    const args = serverRunArgs(config, name, { keyPresent: this.#key !== undefined, envFile: envFileFor(config) });
     const limit = options.fileLimit;
     const child = new Deno.Command(limit === undefined ? "deno" : "prlimit", {
       args: limit === undefined ? args : [`--nofile=${limit}:${limit}`, "deno", ...args],
