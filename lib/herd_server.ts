@@ -417,8 +417,14 @@ export class HerdServer implements PeerHost {
    */
   async backup(): Promise<BackupResult> {
     const recordLog = this.#recordLog;
-    if (this.#phase !== "running" || recordLog === undefined) throw new BackupRefused(`the server is ${this.#phase}`);
-    if (this.#backups.inProgress !== undefined) throw new BackupRefused("a backup is being taken already");
+    if (this.#phase !== "running" || recordLog === undefined) {
+      metrics.backup("refused");
+      throw new BackupRefused(`the server is ${this.#phase}`);
+    }
+    if (this.#backups.inProgress !== undefined) {
+      metrics.backup("refused");
+      throw new BackupRefused("a backup is being taken already");
+    }
     const started = performance.now();
     const directory = this.backupDirectory;
     const file = `${this.name}-${fileTimestamp()}.db`;
@@ -443,6 +449,7 @@ export class HerdServer implements PeerHost {
       // From the request on: a backup asked during a compaction waits for it on the worker.
       const ms = Math.round(performance.now() - started);
       const result = { path, rows: report.rows, bytes: Deno.statSync(path).size, ms };
+      metrics.backup("ok");
       log.server.info("{name} backed up {database} to {path}: {rows} rows, {bytes} bytes, in {ms} ms", {
         name: this.name,
         database: this.databasePath,
@@ -450,6 +457,7 @@ export class HerdServer implements PeerHost {
       });
       return result;
     } catch (error) {
+      metrics.backup(error instanceof BackupRefused ? "refused" : "failed");
       log.server.error("{name} could not back up {database} to {path}: {error}", {
         name: this.name,
         database: this.databasePath,

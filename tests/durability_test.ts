@@ -262,6 +262,12 @@ Deno.test({
   );
   const logged = new RegExp(`"A" backed up ".*/A\\.db" to "${path}": ${rows} rows, ${bytes} bytes, in \\d+ ms`);
   await waitFor(async () => logged.test(await herd.log("A")), { what: "A's log line of the backup" });
+  const metrics = await herd.metrics("A");
+  assert.equal(metrics.get('herd_backups_total{outcome="ok"}'), 1);
+  assert.equal(metrics.get('herd_backups_total{outcome="refused"}'), 1);
+  assert.equal(metrics.get('herd_backups_total{outcome="failed"}'), 0);
+  const finished = metrics.get("herd_backup_last_success_timestamp_seconds")!;
+  assert.ok(Math.abs(finished - (await Deno.stat(path)).mtime!.getTime() / 1000) < 5, `finished at ${finished}`);
 
   // Restored: a server of another herd started on the copy holds every record acknowledged before the backup.
   await using restored = await TestHerd.create({ tls: MODE.tls, placesUrl: NOWHERE, names: ["A"], links: [] });

@@ -116,6 +116,27 @@ const _commitSeconds = registry.add(
   new Histogram("herd_commit_seconds", "Group commits to the record log.", LATENCY_BOUNDS),
 );
 const _commits = registry.add(new Counter("herd_commits_total", "Group commits, by outcome.", ["outcome"]));
+const _backups = registry.add(
+  new Counter(
+    "herd_backups_total",
+    "Backups asked of the server (POST /backup), by outcome: ok, refused (one being taken, the server not running, " +
+      "too little free space) or failed.",
+    ["outcome"],
+  ),
+);
+/** When this process last made a backup, in seconds since the epoch; 0 before its first. */
+let _lastBackupSeconds = 0;
+registry.add(
+  new Gauge(
+    "herd_backup_last_success_timestamp_seconds",
+    "When the last backup this process made was finished, in seconds since the epoch; 0 when it has made none.",
+    [],
+    () => [[[], _lastBackupSeconds]],
+  ),
+);
+const _backupsOk = _backups.labels("ok");
+const _backupsRefused = _backups.labels("refused");
+const _backupsFailed = _backups.labels("failed");
 
 /** The series the hot path counts on. */
 export const metrics = {
@@ -159,6 +180,13 @@ export const metrics = {
   commitOk: _commits.labels("ok"),
   commitFailed: _commits.labels("failed"),
   commitSeconds: _commitSeconds.labels(),
+  /** One backup asked for: made, refused or failed. */
+  backup(outcome: "ok" | "refused" | "failed"): void {
+    if (outcome === "ok") {
+      _backupsOk.inc();
+      _lastBackupSeconds = Date.now() / 1000;
+    } else (outcome === "refused" ? _backupsRefused : _backupsFailed).inc();
+  },
   /** One upstream Places search done. */
   placesRequest(provider: string, status: string, seconds: number): void {
     _places.labels(provider, status).inc();
