@@ -488,7 +488,7 @@ Deno.test({
   const from = { A: (await herd.log("A")).length, B: (await herd.log("B")).length };
   const quiet = async (name: "A" | "B", neighbour: string) =>
     (await herd.log(name)).slice(from[name]).includes(
-      `Reconciled with "${neighbour}": received 0 records, stored 0; sending 0 from 0 buckets`,
+      `Reconciled with "${neighbour}": received 0 records, stored 0; sending the records of 0 buckets`,
     );
   await waitFor(async () => await quiet("B", "A") && await quiet("A", "B"), {
     timeoutMs: 10_000,

@@ -47,13 +47,16 @@ Deno.test("LocationStore's digest matches the digest of its records, whatever th
   assert.deepEqual(b.digest.words, a.digest.words);
 });
 
-Deno.test("LocationStore.inBuckets() returns the records of exactly those buckets", () => {
+Deno.test("LocationStore.linesInBuckets() gives the lines of exactly those buckets", () => {
   const store = new LocationStore();
   for (let i = 0; i < 500; i++) store.offer(record(`client-${i}`, "1"));
-  const all = store.inBuckets(new Set(Array.from({ length: 1024 }, (_, i) => i)));
+  const all = [...store.linesInBuckets(new Set(Array.from({ length: 1024 }, (_, i) => i)))];
   assert.equal(all.length, 500);
-  assert.deepEqual(store.inBuckets(new Set()), []);
-  assert.deepEqual(all.find((r) => r.clientId === "client-7"), record("client-7", "1"));
+  assert.deepEqual([...store.linesInBuckets(new Set())], []);
+  assert.ok(all.includes(record("client-7", "1").line));
+  const some = new Set([bucketOf("client-7"), bucketOf("client-300"), 5]);
+  const expected = Array.from({ length: 500 }, (_, i) => `client-${i}`).filter((id) => some.has(bucketOf(id)));
+  assert.deepEqual([...store.linesInBuckets(some)].sort(), expected.map((id) => record(id, "1").line).sort());
 });
 
 Deno.test("LocationStore with the herd's server names keeps lines short and gives each back to the byte", () => {
@@ -101,7 +104,7 @@ Deno.test("LocationStore with the herd's server names keeps lines short and give
         assert.equal(short.holds(r.clientId, live, r.line.length - 1), false);
       }
       const buckets = new Set(records.map((r) => bucketOf(r.clientId)));
-      assert.deepEqual(short.inBuckets(buckets), plain.inBuckets(buckets));
+      assert.deepEqual([...short.linesInBuckets(buckets)], [...plain.linesInBuckets(buckets)]);
     }),
     { numRuns: 300 },
   );

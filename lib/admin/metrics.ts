@@ -76,7 +76,7 @@ const _forwarded = registry.add(
 const _reconciliations = registry.add(
   new Counter(
     "herd_reconciliations_total",
-    "Reconciliations, started by us or answered, or refused; repairs, started by us as a neighbour came below us in a broadcast tree (counted in started too).",
+    "Reconciliations, started by us or answered, or refused; crossed, a neighbour's started while ours with it was under way (answered with our digest alone); repairs, started by us as a neighbour came below us in a broadcast tree (counted in started too).",
     ["role"],
   ),
 );
@@ -167,6 +167,7 @@ export const metrics = {
   reconciliationsStarted: _reconciliations.labels("started"),
   reconciliationsAnswered: _reconciliations.labels("answered"),
   reconciliationsRefused: _reconciliations.labels("refused"),
+  reconciliationsCrossed: _reconciliations.labels("crossed"),
   reconciliationRepairs: _reconciliations.labels("repair"),
   linkReportsOwn: _linkReports.labels("own"),
   linkReportsNew: _linkReports.labels("received_new"),

@@ -190,11 +190,13 @@ class InboundLink {
   #handleLines(lines: string[]): void {
     if (this.#refused) return;
     this.#heartbeat?.heard();
+    const caughtUp = this.#caughtUp;
     for (const line of lines) {
       // Closed (or refused) by a line of this read: the rest is not handled, but what was is still logged.
       if (this.#conn.isClosed || this.#refused) break;
       this.#handle(parsePeerMessage(line, this.#host.recordRules), line);
     }
+    if (this.#caughtUp > caughtUp) this.#conn.bulk();
     this.#logCatchUp();
     this.#logLive();
   }
@@ -350,6 +352,15 @@ class InboundLink {
    * sends what we lack, and gets what it lacks next time).
    */
   #exchange(digest: Uint32Array): void {
+    if (this.#host.reconciler.underway(this.#name!)) {
+      // Ours and the neighbour's crossed: each side sends what the other lacks once, not twice (reconcile.ts).
+      metrics.reconciliationsCrossed.inc();
+      log.peer.info("{neighbour} and we started exchanges at once; answering its with our digest alone", {
+        neighbour: this.#name,
+      });
+      this.#answerDigest();
+      return;
+    }
     const now = performance.now();
     const { minExchangeIntervalMs } = this.#options;
     this.#allowance = Math.min(

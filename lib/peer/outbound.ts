@@ -68,6 +68,8 @@ interface _Entry {
  * it each time.
  */
 const _PROVEN_MS = 1000;
+/** About how much of a reconciliation's records goes with one write (the acceptor's answer is written in such slices too). */
+const _CATCH_UP_SLICE_BYTES = 64 * 1024;
 
 /** Exponential backoff with jitter: each pause is half to all of a step that doubles up to a ceiling. */
 class _Backoff {
@@ -103,6 +105,12 @@ export class PeerLink {
   #host: PeerHost;
   #conn: LineSocket | undefined;
   #queue = new Map<string, _Entry>();
+  /**
+   * Our side of a reconciliation still to send, as the store is walked: a
+   * slice of it with each write, so that a catch-up of a million records
+   * is never one string, nor one stall of the server.
+   */
+  #catchUp: Iterator<string> | undefined;
   #acks: AckTracker;
   #seq = 0;
   /** Link state for the next write, ahead of its records: the latest report of each server, as its line. */
@@ -331,6 +339,21 @@ export class PeerLink {
   }
 
   /**
+   * Sends `lines` (AT lines, a reconciliation's records) as plain records,
+   * a slice of about {@linkcode _CATCH_UP_SLICE_BYTES} with each write, read
+   * from `lines` only as they are sent; in place of a walk not finished
+   * (the newer covers what the neighbour still lacks). Dropped when the
+   * link is down (the next reconciliation covers it).
+   */
+  sendCatchUp(lines: Iterable<string>): void {
+    this.#catchUp?.return?.();
+    this.#catchUp = undefined;
+    if (this.#conn === undefined) return;
+    this.#catchUp = lines[Symbol.iterator]();
+    this.#wakeSoon();
+  }
+
+  /**
    * Wakes the writer at the end of this turn of the event loop, not at once:
    * every record stored while handling this turn's reads then goes out in
    * the same write. Under load that turns one write per record into one per
@@ -454,7 +477,7 @@ export class PeerLink {
           this.#proven = true;
           this.#options.onStateChange?.();
         }
-        replies.handle(lines);
+        if (replies.handle(lines)) conn.bulk();
       },
       onOverflow: () => {
         log.peer.warning("Link to {neighbour}: the neighbour sent an over-long line; closing", {
@@ -497,6 +520,9 @@ export class PeerLink {
     this.#provenWhenHeard = false;
     this.#control.clear();
     this.#queue.clear();
+    this.#host.reconciler.dropped(this.neighbour);
+    this.#catchUp?.return?.();
+    this.#catchUp = undefined;
     this.#acks.reset();
     this.#options.onStateChange?.();
     if (this.#refusedFor !== undefined || this.#upUnsaid) return; // said by #run, once; or never said to be up
@@ -511,7 +537,9 @@ export class PeerLink {
   /** Writes what is queued, one write per batch, until the link drops or closes. */
   async #writeLoop(conn: LineSocket): Promise<void> {
     while (!this.#closed && !conn.isClosed) {
-      if (this.#queue.size === 0 && !this.#digestDue && this.#control.size === 0) {
+      if (
+        this.#queue.size === 0 && !this.#digestDue && this.#control.size === 0 && this.#catchUp === undefined
+      ) {
         await new Promise<void>((resolve) => this.#wake = resolve);
         this.#wake = undefined;
         continue;
@@ -527,6 +555,7 @@ export class PeerLink {
         metrics.reconciliationsStarted.inc();
         this.#digestsAwaited++;
         parts.push(this.#host.reconciler.request(this.neighbour));
+        this.#host.reconciler.started(this.neighbour);
       }
       const now = performance.now();
       let live = 0;
@@ -544,6 +573,21 @@ export class PeerLink {
         pushRecord(parts, entry.record, seq, entry.waitMs);
       }
       this.#queue.clear();
+      if (this.#catchUp !== undefined) {
+        let bytes = 0;
+        while (bytes < _CATCH_UP_SLICE_BYTES) {
+          const next = this.#catchUp.next();
+          if (next.done) {
+            this.#catchUp = undefined;
+            break;
+          }
+          catchingUp++;
+          bytes += next.value.length + 1;
+          parts.push(next.value, "\n");
+        }
+      }
+      // A walk that found nothing more leaves nothing to write (an empty write may never say it drained).
+      if (parts.length === 0) continue;
       const text = parts.join("");
       // A write is logged as a count when it carries reconciliation records (logged nowhere else); live records are
       // each a line of their own already, with where they went (links.ts), so a write of them alone only at debug.
@@ -559,6 +603,8 @@ export class PeerLink {
       // A neighbour that does not read holds the writer here; the queue meanwhile keeps one record per client.
       this.#lastWrite = performance.now();
       if (!conn.write(text)) await conn.drained();
+      // The next slice in a later turn, whatever the socket took: clients and the other links between slices.
+      else if (this.#catchUp !== undefined) await new Promise((resolve) => setTimeout(resolve, 0));
     }
   }
 
@@ -625,12 +671,14 @@ class _Replies {
     this.#refusedRecords.close();
   }
 
-  handle(lines: string[]): void {
+  /** Handles one read's lines; whether they held records of a reconciliation (bulk work: see LineSocket.bulk()). */
+  handle(lines: string[]): boolean {
     const link = this.#link;
     const host = this.#host;
+    let bulk = false;
     let refusal: string | undefined;
     for (const line of lines) {
-      if (this.#unexpected >= _MAX_UNEXPECTED_LINES) return;
+      if (this.#unexpected >= _MAX_UNEXPECTED_LINES) return false;
       const message = parsePeerMessage(line, host.recordRules);
       // SKIP: the neighbour will not hold that record (its config refuses it); the wait on it ends as on an ACK.
       if (message.kind === "ACK" || message.kind === "SKIP") link.acknowledged(message.seq);
@@ -638,13 +686,13 @@ class _Replies {
       else if (message.kind === "REFUSED") {
         link.refusedBy(cutForLog(message.reason, 64));
         this.#close();
-        return;
+        return false;
       } else if (message.kind === "RECORD" && message.seq === undefined) {
+        bulk = true;
         this.#received++;
         if (host.catchUp(message.record, link.neighbour)) this.#stored++;
       } else if (message.kind === "DIGEST" && link.takeAwaitedDigest()) {
-        const records = host.reconciler.finish(link.neighbour, message.digest, this.#received, this.#stored);
-        for (const record of records) link.sendUnacknowledged(record);
+        link.sendCatchUp(host.reconciler.finish(link.neighbour, message.digest, this.#received, this.#stored));
         this.#received = this.#stored = 0;
       } else if (message.kind === "empty") {
         continue;
@@ -664,9 +712,10 @@ class _Replies {
             count: this.#unexpected,
           });
           this.#close();
-          return;
+          return false;
         }
       }
     }
+    return bulk;
   }
 }

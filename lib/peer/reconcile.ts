@@ -17,7 +17,7 @@
 
 import { metrics } from "../admin/metrics.ts";
 import { log } from "../logging.ts";
-import { clientTimeOfLine, compareToLine, type LocationRecord, ownCopy, recordOfLine } from "../protocol.ts";
+import { clientTimeOfLine, compareToLine, ownCopy, recordOfLine } from "../protocol.ts";
 import { differingBuckets, StoreDigest } from "../store/digest.ts";
 import { formatDigest } from "./wire.ts";
 
@@ -25,8 +25,6 @@ import { formatDigest } from "./wire.ts";
 export interface ReconcileStore {
   /** The store's digest, kept current as records are stored. */
   readonly digest: StoreDigest;
-  /** The stored records of some digest buckets. */
-  inBuckets(buckets: ReadonlySet<number>): LocationRecord[];
   /** The stored AT lines of some digest buckets, one at a time. */
   linesInBuckets(buckets: ReadonlySet<number>): Iterable<string>;
   /** The line stored for a client, if any. */
@@ -55,6 +53,8 @@ export class Reconciler {
   #store: ReconcileStore;
   /** When each neighbour last started an exchange with us. */
   #startedBy = new Map<string, number>();
+  /** Our exchanges with each neighbour whose answer has not come yet: our digest sent, its not back. */
+  #underway = new Map<string, number>();
   /** The records each neighbour holds that our config refuses: their lines, by client, and their size in all. */
   #refused = new Map<string, { lines: Map<string, string>; chars: number; full: boolean }>();
   #maxRefusedChars: number;
@@ -145,6 +145,28 @@ export class Reconciler {
     return digest;
   }
 
+  /** Our link to `neighbour` sent our digest: an exchange of ours is under way until its answer ({@linkcode finish}). */
+  started(neighbour: string): void {
+    this.#underway.set(neighbour, (this.#underway.get(neighbour) ?? 0) + 1);
+  }
+
+  /** Our link to `neighbour` went down: the answers to its digests will not come. */
+  dropped(neighbour: string): void {
+    this.#underway.delete(neighbour);
+  }
+
+  /**
+   * Whether an exchange of ours with `neighbour` is under way, so that one
+   * it starts (the two links came up at once) is answered with our digest
+   * alone: ours sends the neighbour what it lacks once its answer comes, and
+   * the neighbour, given our digest, sends what we lack. Answered in full,
+   * the records we hold and it lacks (a whole store, to a server started
+   * empty) would go twice, once down each link.
+   */
+  underway(neighbour: string): boolean {
+    return (this.#underway.get(neighbour) ?? 0) > 0;
+  }
+
   /** Whether our link to `neighbour`, just up, should start an exchange: not if the neighbour just started one. */
   shouldStart(neighbour: string): boolean {
     return performance.now() - (this.#startedBy.get(neighbour) ?? -Infinity) >= _RECENT_MS;
@@ -171,17 +193,44 @@ export class Reconciler {
   /**
    * The dialler's last step: the acceptor's digest came back after its
    * records (`received`, of which `stored` were new to us); returns our
-   * records of the buckets that still differ, to send back.
+   * AT lines of the buckets that still differ, to send back, read from the
+   * store as they are taken (how many is logged once they all were, or the
+   * walk was given up).
    */
-  finish(neighbour: string, digest: Uint32Array, received: number, stored: number): LocationRecord[] {
+  finish(neighbour: string, digest: Uint32Array, received: number, stored: number): Iterable<string> {
+    const underway = this.#underway.get(neighbour) ?? 0;
+    if (underway <= 1) this.#underway.delete(neighbour);
+    else this.#underway.set(neighbour, underway - 1);
     const buckets = differingBuckets(this.#digestFor(neighbour).words, digest);
-    const records = this.#store.inBuckets(buckets);
     metrics.reconciliationReceived.inc(received);
-    metrics.reconciliationSent.inc(records.length);
     log.peer.info(
-      "Reconciled with {neighbour}: received {received} records, stored {stored}; sending {sent} from {buckets} buckets",
-      { neighbour, received, stored, sent: records.length, buckets: buckets.size },
+      "Reconciled with {neighbour}: received {received} records, stored {stored}; sending the records of {buckets} " +
+        "buckets",
+      { neighbour, received, stored, buckets: buckets.size },
     );
-    return records;
+    return buckets.size === 0 ? [] : this.#sending(neighbour, this.#store.linesInBuckets(buckets));
+  }
+
+  /** `lines`, counted as they are taken; the count logged when they end or are given up. */
+  *#sending(neighbour: string, lines: Iterable<string>): Generator<string, void, undefined> {
+    let count = 0;
+    let whole = false;
+    try {
+      for (const line of lines) {
+        count++;
+        metrics.reconciliationSent.inc();
+        yield line;
+      }
+      whole = true;
+    } finally {
+      if (whole) log.peer.info("Reconciliation with {neighbour}: sent {count} records", { neighbour, count });
+      else {
+        log.peer.info(
+          "Reconciliation with {neighbour}: sent {count} records, then stopped (the link went down, or a newer exchange " +
+            "took over)",
+          { neighbour, count },
+        );
+      }
+    }
   }
 }

@@ -262,9 +262,4 @@ export class LocationStore {
       }
     }
   }
-
-  /** The records of the given digest buckets, expired ones left out. */
-  inBuckets(buckets: ReadonlySet<number>): LocationRecord[] {
-    return [...this.linesInBuckets(buckets)].map(recordOfLine);
-  }
 }
