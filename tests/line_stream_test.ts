@@ -1,6 +1,10 @@
 import assert from "node:assert/strict";
 import fc from "fast-check";
 import { type LineBatch, LineSplitter, LineStream, TextLineSplitter } from "../lib/net/line_stream.ts";
+import { EventEmitter } from "node:events";
+import type { Socket } from "node:net";
+import { LineSocket } from "../lib/net/line_socket.ts";
+import { waitFor } from "./testing/wait.ts";
 
 const encoder = new TextEncoder();
 const decoder = new TextDecoder();
@@ -271,4 +275,40 @@ Deno.test("TextLineSplitter stops at the first line over the cap, after the line
   const splitter = new TextLineSplitter(4);
   assert.deepEqual(splitter.push(bytes("abcd\nabcde\nab\n")), { lines: ["abcd"], overflow: true });
   assert.deepEqual(splitter.push(bytes("ab\n")), { lines: [], overflow: true });
+});
+
+Deno.test("LineSocket.bulk() stops reading for a breath after 50 ms of bulk reads back to back, never for spaced ones", async () => {
+  const calls: string[] = [];
+  const socket = Object.assign(new EventEmitter(), {
+    destroyed: false,
+    pause: () => calls.push("pause"),
+    resume: () => calls.push("resume"),
+  });
+  const conn = new LineSocket(socket as unknown as Socket, { maxLineBytes: 100, onLines: () => {} });
+  const busyFor = (ms: number) => {
+    const until = performance.now() + ms;
+    while (performance.now() < until) { /* a read being handled */ }
+  };
+  // Reads 15 ms apart (a live link, or a slow catch-up): each starts a run of its own.
+  for (let i = 0; i < 8; i++) {
+    conn.bulk();
+    await new Promise((resolve) => setTimeout(resolve, 15));
+  }
+  assert.deepEqual(calls, []);
+  // Back to back, a millisecond each: paused once the run passes 50 ms, and only once however many more come.
+  const started = performance.now();
+  while (performance.now() - started < 80) {
+    busyFor(1);
+    conn.bulk();
+  }
+  assert.deepEqual(calls, ["pause"]);
+  await waitFor(() => Promise.resolve(calls.length === 2), {
+    timeoutMs: 1000,
+    stepMs: 1,
+    what: "the socket to resume",
+  });
+  assert.deepEqual(calls, ["pause", "resume"]);
+  // A new run after the breath: not paused again before another 50 ms.
+  conn.bulk();
+  assert.deepEqual(calls, ["pause", "resume"]);
 });

@@ -23,6 +23,22 @@ export interface LineSocketOptions {
 
 const _encoder = new TextEncoder();
 
+/**
+ * How long reads of bulk work ({@linkcode LineSocket.bulk}) may come back to
+ * back before the socket stops reading for {@linkcode _BREATHER_MS}, in
+ * milliseconds; and the gap between two that ends a run of them.
+ */
+const _BULK_RUN_MS = 50;
+const _BULK_GAP_MS = 10;
+/**
+ * How long such a socket stops reading, in milliseconds. While a socket
+ * always has data waiting, Deno's event loop keeps reading it and looks at
+ * the other sockets only now and then (seconds apart, measured): clients,
+ * the admin port and the other links starve. A pause of a few milliseconds
+ * leaves it nothing to do, so it waits, and in waiting sees them all.
+ */
+const _BREATHER_MS = 5;
+
 /** A socket read as lines and written in batches. */
 export class LineSocket {
   /** Settles once the socket is closed, whoever closed it; never rejects. */
@@ -31,6 +47,10 @@ export class LineSocket {
   #error: Error | undefined;
   #drainWaiters: (() => void)[] = [];
   #isClosed = false;
+  /** When the run of bulk reads began, and when the last one was handled (`performance.now()`). */
+  #bulkSince = 0;
+  #bulkLast = -Infinity;
+  #pausedForBreath = false;
 
   /** Starts reading `socket`. */
   constructor(socket: Socket, options: LineSocketOptions) {
@@ -93,6 +113,27 @@ export class LineSocket {
   write(data: string | Uint8Array): boolean {
     if (this.#isClosed || this.#socket.destroyed) return false;
     return this.#socket.write(typeof data === "string" ? _encoder.encode(data) : data);
+  }
+
+  /**
+   * The lines just handled were bulk work (a reconciliation's records, a
+   * catch-up of thousands): once such reads have come back to back for
+   * {@linkcode _BULK_RUN_MS}, the socket stops reading for
+   * {@linkcode _BREATHER_MS}, so that a catch-up does not starve the
+   * server's clients and its other sockets. Live traffic never calls this.
+   */
+  bulk(): void {
+    const now = performance.now();
+    if (now - this.#bulkLast > _BULK_GAP_MS) this.#bulkSince = now;
+    this.#bulkLast = now;
+    if (this.#pausedForBreath || this.#isClosed || now - this.#bulkSince < _BULK_RUN_MS) return;
+    this.#pausedForBreath = true;
+    this.#socket.pause();
+    setTimeout(() => {
+      this.#pausedForBreath = false;
+      this.#bulkSince = this.#bulkLast = performance.now();
+      if (!this.#isClosed && !this.#socket.destroyed) this.#socket.resume();
+    }, _BREATHER_MS);
   }
 
   /** Resolves once the socket's buffer has drained (or the socket closed). */
