@@ -506,7 +506,7 @@ Deno.test({
     });
     await exchange(herd.port("A"), lines.join(""));
   }
-  // Only A's link reconciles (B's own link to A is cut): A sends B its 10,000 records, about 600 kB, in one write,
+  // Only A's link reconciles (B's own link to A is cut): A sends B its 10,000 records, about 600 kB, in 64 kB writes,
   // over a link that carries 200 kB/s: several seconds, many timeouts, while B's side of A's link has nothing to say
   // but its heartbeats.
   herd.linkProxy("B", "A").setAll(CUT);
@@ -520,6 +520,83 @@ Deno.test({
   // The catch-up went in one go: a link dropped halfway would have made a second reconciliation when it came back.
   const reconciled = (await herd.log("A")).split("\n").filter((line) => /Reconciled with "?B"?/.test(line));
   assert.equal(reconciled.length, 1, reconciled.join("\n"));
+});
+
+/** A's store filled with `count` records (`<prefix>-<n>`), in ten pipelined batches. */
+async function fill(herd: TestHerd, name: string, count: number, prefix: string): Promise<void> {
+  for (let batch = 0; batch < 10; batch++) {
+    const lines = Array.from({ length: count / 10 }, (_, i) => {
+      const n = batch * (count / 10) + i;
+      return `IAMAT ${prefix}-${n} +1.5+2.5 ${1_700_000_000 + n}.5\n`;
+    });
+    await exchange(herd.port(name), lines.join(""));
+  }
+}
+
+Deno.test({
+  name: "a dialler's side of a reconciliation goes in writes of about 64 kB, read from the store as they go" +
+    MODE.suffix,
+  permissions: HERD_TEST_PERMISSIONS,
+}, async () => {
+  await using herd = await TestHerd.create({
+    tls: MODE.tls,
+    placesUrl: "http://127.0.0.1:9/unused",
+    names: ["A", "B"],
+    links: [["A", "B"]],
+    places: { provider: "offline" },
+    peers: { reconcileIntervalMs: 600_000 },
+    faultProxies: true,
+    admin: true,
+  });
+  await herd.start("A");
+  const count = 5_000;
+  await fill(herd, "A", count, "sliced");
+  // Only A's link reconciles: A dials, B (empty) answers with its digest, and A sends what B lacks, its whole store.
+  herd.linkProxy("B", "A").setAll(CUT);
+  await herd.start("B");
+  await waitFor(async () => (await herd.metrics("B")).get("herd_records") === count, {
+    timeoutMs: CATCH_UP_TIMEOUT_MS,
+    what: `B to hold ${count} records`,
+  });
+  await waitFor(async () => (await herd.log("A")).includes(`Reconciliation with "B": sent ${count} records`), {
+    what: "A's count of what it sent",
+  });
+  const writes = [...(await herd.log("A")).matchAll(/To "B": 0 records, (\d+) catching up/g)].map((m) => Number(m[1]));
+  assert.equal(writes.reduce((a, b) => a + b, 0), count, writes.join(", "));
+  // About 50 bytes a line: 64 kB is some 1,300 lines; 5,000 records were one write of 250 kB before.
+  assert.ok(writes.length >= 4 && writes.every((n) => n <= 1_400), writes.join(", "));
+});
+
+Deno.test({
+  name: "two servers whose exchanges cross (both links up at once) send each record across once, not down each link" +
+    MODE.suffix,
+  permissions: HERD_TEST_PERMISSIONS,
+}, async () => {
+  await using herd = await TestHerd.create({
+    tls: MODE.tls,
+    placesUrl: "http://127.0.0.1:9/unused",
+    names: ["A", "B"],
+    links: [["A", "B"]],
+    places: { provider: "offline" },
+    peers: { reconcileIntervalMs: 600_000 },
+    admin: true,
+  });
+  await herd.start("A");
+  const count = 5_000;
+  await fill(herd, "A", count, "crossed");
+  // B's link dials A as B starts, and A's dials B as soon as B's reaches it: each sends its DIGEST as it comes up.
+  await herd.start("B");
+  await waitFor(async () => (await herd.metrics("B")).get("herd_records") === count, {
+    timeoutMs: CATCH_UP_TIMEOUT_MS,
+    what: `B to hold ${count} records`,
+  });
+  await waitFor(async () =>
+    /Reconciliation with "B": sent \d+ records|Reconciling with "B": sent \d+ records/.test(
+      await herd.log("A"),
+    ), { what: "A's count of what it sent" });
+  const crossed = await herd.metricSum('herd_reconciliations_total{role="crossed"}');
+  const received = (await herd.metrics("B")).get('herd_peer_records_total{event="received_reconciling"}');
+  assert.equal(received, count, `B received ${received} records while reconciling (exchanges crossed: ${crossed})`);
 });
 
 Deno.test({
