@@ -387,7 +387,7 @@ export class HerdServer implements PeerHost {
       _registerGaugesOnce(this);
       // The address as one value: the log file quotes each value, and a URL quoted in pieces cannot be copied.
       const url = `http://${netAddress(host, port)}/`;
-      const paths = "(/metrics, /healthz, /status, /density, POST /backup)";
+      const paths = "(/metrics, /healthz, /status, /density, POST /backup, /backups)";
       log.server.info(
         `{name} admin endpoint on {url} ${paths}${this.#adminToken ? ", bearer token required" : ""}`,
         { name: this.name, url },
@@ -845,6 +845,9 @@ export class HerdServer implements PeerHost {
     for (const peer of peers) peer.close();
     await Promise.all(peers.map((peer) => peer.done));
     this.#rates.stop();
+    // A backup copy being sent to a slow (or stalled) reader would hold the shutdown, and the database lock, for as
+    // long as it took.
+    this.#backups.stopSending();
     await this.#admin?.shutdown();
     this.#recordLog?.close();
     traffic.flush(); // so the traffic of the last turn comes before the last line

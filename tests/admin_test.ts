@@ -157,7 +157,7 @@ Deno.test({
   // The start-up line gives the address whole, to copy from the log file.
   const started = `"A" admin endpoint on "http://127.0.0.1:${
     herd.adminPort("A")
-  }/" (/metrics, /healthz, /status, /density, POST /backup)\n`;
+  }/" (/metrics, /healthz, /status, /density, POST /backup, /backups)\n`;
   await waitFor(async () => (await herd.log("A")).includes(started), { what: `the log line ${started}` });
   await exchange(herd.port("A"), "IAMAT dense +34.068930-118.445127 1700000000\n");
   const status = JSON.parse((await herd.admin("A", "/status")).body);

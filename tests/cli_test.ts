@@ -905,6 +905,52 @@ Deno.test({
 });
 
 Deno.test({
+  name: "a server stopping while a client reads a backup copy slowly cuts the copy off and stops, rather than wait " +
+    "for the reader",
+  permissions: HERD_TEST_PERMISSIONS,
+}, async () => {
+  await using herd = await TestHerd.create({
+    placesUrl: "http://127.0.0.1:9/unused",
+    names: ["A"],
+    links: [],
+    admin: true,
+  });
+  await Deno.writeTextFile(`${herd.dir}/.env`, "HERD_ADMIN_TOKEN=s3cret-token\n");
+  // 100,000 rows, some 10 MB: more than the sockets between here and A hold, so the copy cannot be sent whole at once.
+  await Deno.mkdir(`${herd.dir}/data`, { recursive: true });
+  const db = new DatabaseSync(`${herd.dir}/data/A.db`);
+  db.exec("CREATE TABLE records (line TEXT NOT NULL)");
+  db.exec("BEGIN");
+  const insert = db.prepare("INSERT INTO records VALUES (?)");
+  for (let i = 0; i < 100_000; i++) insert.run(`AT A +0.100000000 slow-reader-${i} +1+1 1700000000.${i}`);
+  db.exec("COMMIT");
+  db.close();
+  await herd.start("A");
+  const authorization = "Bearer s3cret-token";
+  const admin = `http://127.0.0.1:${herd.adminPort("A")}`;
+  const made = await (await fetch(`${admin}/backup`, { method: "POST", headers: { authorization } })).json();
+  const file = made.path.slice(made.path.lastIndexOf("/") + 1);
+  const response = await fetch(`${admin}/backups/${file}`, { headers: { authorization } });
+  assert.equal(response.status, 200);
+  const reader = response.body!.getReader();
+  assert.ok(((await reader.read()).value?.length ?? 0) > 0, "the copy starts coming");
+  // The reader stalls; A is asked to stop, and stops.
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  const stopped = await Promise.race([
+    herd.stop("A").then(({ code }) => code),
+    new Promise<string>((resolve) => timer = setTimeout(() => resolve("still running after 20 s"), 20_000)),
+  ]);
+  clearTimeout(timer);
+  assert.equal(stopped, 0);
+  // What was sent before the cut is all the reader gets: the rest fails, not a short copy passed off as whole.
+  let received = 0;
+  await assert.rejects(async () => {
+    for (let chunk; !(chunk = await reader.read()).done;) received += chunk.value.length;
+  });
+  assert.ok(received < made.bytes, `${received} of ${made.bytes} bytes`);
+});
+
+Deno.test({
   name: "a copy fetched short, damaged, of other rows or not at all is not kept in the --out directory and stays on " +
     "the server's host; a copy whose removal there fails is kept, saying so",
   permissions: { net: ["127.0.0.1"], read: ["/tmp"], write: ["/tmp"] },

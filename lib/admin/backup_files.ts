@@ -28,6 +28,9 @@ export interface OpenBackup {
   bytes: number;
 }
 
+/** How much of a copy is read at a time while it is sent. */
+const _READ_BYTES = 256 * 1024;
+
 /** `20261204T014315384Z.db`: the end of a backup's name, after `<Name>-`. */
 const _STAMP = /^\d{8}T\d{9}Z\.db$/;
 
@@ -39,6 +42,8 @@ export class BackupFiles {
   readonly serverName: string;
   /** The file name of the copy being written, if one is: not listed, served or removed. */
   inProgress: string | undefined;
+  /** The copies being sent: each one's stream, to be cut off at shutdown ({@linkcode BackupFiles.stopSending}). */
+  #sending = new Map<ReadableStreamDefaultController<Uint8Array>, () => void>();
 
   /** The copies of server `serverName` in `directory`. */
   constructor(directory: string, serverName: string) {
@@ -104,13 +109,65 @@ export class BackupFiles {
       if (error instanceof Deno.errors.NotFound) throw new BackupRefused(`no backup ${file}`, 404);
       throw error;
     }
+    let size: number;
     try {
-      const { size } = await opened.stat();
-      return { body: opened.readable, bytes: size };
+      size = (await opened.stat()).size;
     } catch (error) {
       opened.close();
       throw error;
     }
+    // Read as the client takes it; closed when done, when the client goes, or at shutdown.
+    const sending = this.#sending;
+    let controller: ReadableStreamDefaultController<Uint8Array>;
+    let closed = false;
+    const close = () => {
+      if (closed) return;
+      closed = true;
+      sending.delete(controller);
+      opened.close();
+    };
+    const body = new ReadableStream<Uint8Array>({
+      start(c) {
+        controller = c;
+        sending.set(c, close);
+      },
+      async pull(c) {
+        const buffer = new Uint8Array(_READ_BYTES);
+        let n: number | null;
+        try {
+          n = closed ? null : await opened.read(buffer);
+        } catch (error) {
+          close();
+          c.error(error);
+          return;
+        }
+        if (n === null) {
+          close();
+          c.close();
+        } else c.enqueue(buffer.subarray(0, n));
+      },
+      cancel: close,
+    });
+    return { body, bytes: size };
+  }
+
+  /**
+   * Cuts off every copy being sent (their clients see the transfer fail):
+   * at shutdown, which would otherwise wait for the slowest reader, however
+   * slow, with the database locked meanwhile.
+   */
+  stopSending(): void {
+    for (const [controller, close] of [...this.#sending]) {
+      close();
+      try {
+        controller.error(new Error("the server is shutting down"));
+      } catch { /* closed meanwhile */ }
+    }
+  }
+
+  /** How many copies are being sent now. */
+  get sending(): number {
+    return this.#sending.size;
   }
 
   /** Removes copy `file`; a {@linkcode BackupRefused} when there is none by that name. */
