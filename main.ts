@@ -356,24 +356,41 @@ async function main(args: string[]): Promise<void> {
       if ("error" in chosen) fail(chosen.error);
       const out = parsed.values.out === undefined ? undefined : resolvePath(Deno.cwd(), parsed.values.out);
       if (out?.includes(",")) fail(`Cannot use ${out}: a path with a comma cannot be named in a permission flag`);
+      // A copy of every client's location does not belong in the checkout itself, nor at the root.
+      if (out !== undefined && (parsed.values.out === "" || out === Deno.cwd() || out === "/")) {
+        fail(
+          `--out ${parsed.values.out === "" ? "''" : parsed.values.out}: give a directory of its own for the copies ` +
+            `(a relative path is taken from ${Deno.cwd()}, where deno task runs)`,
+        );
+      }
       return Deno.exit(await backupInChild(config, chosen.names, out));
     }
     case "backup-run": {
       const token = Deno.env.get(ADMIN_TOKEN_VARIABLE) || undefined;
       const out = parsed.values.out;
-      const problem = out === undefined ? undefined : backupOutProblem(out, token);
+      const problem = out === undefined ? undefined : backupOutProblem(out, token, console.error);
       if (problem !== undefined) fail(problem);
+      // Ctrl-C (or SIGTERM) while a copy is fetched: its part-written file is removed before we exit.
+      const interrupt = new AbortController();
+      if (out !== undefined) {
+        for (const signal of ["SIGINT", "SIGTERM"] as const) {
+          Deno.addSignalListener(signal, () => interrupt.abort());
+        }
+      }
       let allOk = true;
       // One after the other: each copy is a read of a whole database on its host's disk.
       for (const name of names.map((n) => requireName(config, n))) {
+        if (interrupt.signal.aborted) break;
         const { line, ok, result } = await askBackup(config, name, token);
-        if (!ok || result === undefined || out === undefined) {
-          (ok ? console.log : console.error)(line);
+        if (!ok || result === undefined || out === undefined || interrupt.signal.aborted) {
+          (ok && !interrupt.signal.aborted ? console.log : console.error)(
+            ok && out !== undefined ? `${line}, kept there: interrupted` : line,
+          );
           allOk &&= ok;
           continue;
         }
         try {
-          const fetched = await fetchBackup(config, name, token!, result, out);
+          const fetched = await fetchBackup(config, name, token!, result, out, interrupt.signal);
           console.log(
             line.slice(0, line.length - result.path.length) + fetched.path +
               ` (fetched and checked in ${fetched.ms} ms; ` +
@@ -387,7 +404,7 @@ async function main(args: string[]): Promise<void> {
           allOk = false;
         }
       }
-      return Deno.exit(allOk ? 0 : 1);
+      return Deno.exit(interrupt.signal.aborted ? 130 : allOk ? 0 : 1);
     }
     case "restore":
     case "restore-run": {

@@ -6,7 +6,7 @@ import { exchange, freePorts, HERD_TEST_PERMISSIONS, TestHerd } from "./testing/
 import { captureLogs } from "./testing/logs.ts";
 import { checkThroughout, waitFor } from "./testing/wait.ts";
 import { loadConfig, parseConfig } from "../lib/config/config.ts";
-import { fetchBackup, FetchFailed } from "../lib/cli/backup.ts";
+import { backupOutProblem, fetchBackup, FetchFailed } from "../lib/cli/backup.ts";
 import { makeCertificates } from "../lib/cli/certs.ts";
 import { serverRunArgs } from "../lib/cli/launcher.ts";
 import { HerdServer } from "../lib/herd_server.ts";
@@ -896,6 +896,12 @@ Deno.test({
   // Removed from the servers' hosts (the herd's dataDir is shared by A and B).
   assert.deepEqual([...Deno.readDirSync(`${herd.dir}/data/backups`)].map((entry) => entry.name), [".gitignore"]);
 
+  // Not into the checkout itself (where deno task runs), nor an empty path.
+  for (const given of ["", "."]) {
+    const refused = await run([...launcherArgs(herd.dir, "backup", "A"), "--out", given]);
+    assert.equal(refused.code, 2, given);
+    assert.match(refused.stderr, /: give a directory of its own for the copies \(a relative path is taken from /);
+  }
   // Without the token the servers want, nothing is asked: no copy is left behind on a host.
   await Deno.remove(`${herd.dir}/.env`);
   const refused = await run([...launcherArgs(herd.dir, "backup", "A"), "--out", out]);
@@ -948,6 +954,38 @@ Deno.test({
     for (let chunk; !(chunk = await reader.read()).done;) received += chunk.value.length;
   });
   assert.ok(received < made.bytes, `${received} of ${made.bytes} bytes`);
+});
+
+Deno.test({
+  name: "backup --out makes a missing directory 0700 (its parent must exist), refuses a file, warns of one others " +
+    "can enter, and wants the admin token",
+  permissions: { read: ["/tmp"], write: ["/tmp"] },
+}, () => {
+  const dir = Deno.makeTempDirSync({ prefix: "herd-out-" });
+  try {
+    const warnings: string[] = [];
+    const warn = (message: string) => warnings.push(message);
+    assert.match(backupOutProblem(`${dir}/new`, undefined, warn)!, /^--out fetches each copy .* HERD_ADMIN_TOKEN/);
+    assert.equal(backupOutProblem(`${dir}/new`, "t", warn), undefined);
+    assert.equal(Deno.statSync(`${dir}/new`).mode! & 0o777, 0o700);
+    assert.deepEqual([...Deno.readDirSync(`${dir}/new`)].map((entry) => entry.name), [".gitignore"], "probe removed");
+    assert.match(
+      backupOutProblem(`${dir}/no/such`, "t", warn)!,
+      /^Cannot fetch the copies into .*: .*\/no does not exist$/,
+    );
+    Deno.writeTextFileSync(`${dir}/file`, "");
+    assert.match(
+      backupOutProblem(`${dir}/file`, "t", warn)!,
+      /^Cannot fetch the copies into .*file: it is not a directory$/,
+    );
+    Deno.mkdirSync(`${dir}/open`, { mode: 0o755 });
+    Deno.chmodSync(`${dir}/open`, 0o755);
+    assert.equal(backupOutProblem(`${dir}/open`, "t", warn), undefined);
+    assert.equal(warnings.length, 1);
+    assert.match(warnings[0], /open can be entered by other users \(mode 755\)/);
+  } finally {
+    Deno.removeSync(dir, { recursive: true });
+  }
 });
 
 Deno.test({
@@ -1008,6 +1046,32 @@ Deno.test({
       /^not fetched: HTTP 404: no backup there$/,
     );
     await attempt(() => new Response("", { status: 401 }), /^not fetched: HTTP 401: its admin endpoint wants/);
+    // More than the server said it made: not written on until the disk is full.
+    const more = new Uint8Array(bytes.length + 70_000);
+    more.set(bytes);
+    await attempt(() => new Response(more), /^the server sent more than the \d+ bytes it made$/);
+    // Interrupted (Ctrl-C) half-way: the part written is removed.
+    {
+      const stop = new AbortController();
+      answer = () =>
+        new Response(
+          new ReadableStream({
+            start(controller) {
+              controller.enqueue(bytes.subarray(0, 1000));
+              setTimeout(() => stop.abort(), 50); // and nothing more comes
+            },
+          }),
+        );
+      asked.length = 0;
+      await assert.rejects(fetchBackup(config, "A", "t", result, out, stop.signal), /^FetchFailed: .*interrupted$/);
+      assert.deepEqual([...Deno.readDirSync(out)], [], "nothing left in --out");
+    }
+    // A failure here (the directory gone) is said as such, not thrown as a stack trace.
+    answer = () => new Response(bytes);
+    await assert.rejects(
+      fetchBackup(config, "A", "t", result, `${dir}/gone`),
+      (error: Error) => error instanceof FetchFailed && /^cannot write .*gone.*\.partial: /.test(error.message),
+    );
 
     // Fetched whole, but not removed from the host: kept here, and the line says where the other copy is.
     answer = (request) =>

@@ -1,9 +1,11 @@
 import assert from "node:assert/strict";
 import { type HerdConfig, parseConfig } from "../lib/config/config.ts";
 import {
+  backupRunArgs,
   certificateRunArgs,
   envTextSetsKey,
   MAIN_MODULE,
+  restoreRunArgs,
   serverCompileArgs,
   serverRunArgs,
   statusRunArgs,
@@ -220,6 +222,49 @@ Deno.test("statusRunArgs() reaches the admin ports, and the client port of a ser
     "--allow-read=/tmp/x/herd.config.json",
     "--allow-net=127.0.0.1:13200,[::1]:13001",
     "--allow-env=HERD_ADMIN_TOKEN",
+  ]);
+});
+
+Deno.test("backupRunArgs() and restoreRunArgs() grant the admin ports, the backup and the directories named, nothing more", () => {
+  const config = parseConfig(
+    JSON.stringify({
+      servers: {
+        A: { host: "127.0.0.1", port: 13000, peerPort: 13100, adminPort: 13200 },
+        B: { host: "127.0.0.1", port: 13001, peerPort: 13101, adminPort: 13201 },
+      },
+      links: [["A", "B"]],
+      places: { url: "http://127.0.0.1:8080/nearby" },
+      logDir: "/tmp/x/logs",
+      dataDir: "/tmp/x/data",
+    }),
+    "/tmp/x/herd.config.json",
+  );
+  const flags = (args: string[]) => args.filter((arg) => arg.startsWith("--allow-"));
+  assert.deepEqual(flags(backupRunArgs(config, ["A"])), [
+    "--allow-read=/tmp/x/herd.config.json",
+    "--allow-net=127.0.0.1:13200",
+    "--allow-env=HERD_ADMIN_TOKEN",
+  ]);
+  // With --out: that directory (and its parent, where a directory made is synced).
+  const out = backupRunArgs(config, ["A", "B"], "/srv/offsite/herd");
+  assert.deepEqual(flags(out), [
+    "--allow-read=/tmp/x/herd.config.json,/srv/offsite/herd,/srv/offsite",
+    "--allow-write=/srv/offsite/herd",
+    "--allow-net=127.0.0.1:13200,127.0.0.1:13201",
+    "--allow-env=HERD_ADMIN_TOKEN",
+  ]);
+  assert.deepEqual(out.slice(out.indexOf("backup-run")), [
+    "backup-run",
+    "A",
+    "B",
+    "--out",
+    "/srv/offsite/herd",
+    "--config",
+    "/tmp/x/herd.config.json",
+  ]);
+  assert.deepEqual(flags(restoreRunArgs(config, "A", "/srv/b/A-1.db")), [
+    "--allow-read=/tmp/x/herd.config.json,/srv/b/A-1.db,/srv/b/A-1.db-wal,/tmp/x/data",
+    "--allow-write=/tmp/x/data",
   ]);
 });
 

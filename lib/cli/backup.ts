@@ -15,6 +15,7 @@ import type { BackupResult } from "../admin/server.ts";
 import { ADMIN_TOKEN_VARIABLE, type HerdConfig, netAddress } from "../config/config.ts";
 import { makePrivateDirectory, pathExists, PRIVATE_FILE_MODE } from "../private_files.ts";
 import { checkBackup } from "./restore.ts";
+import { dirname } from "node:path";
 
 /** How long one server may take to answer, in milliseconds: a copy of a large database takes seconds. */
 const _TIMEOUT_MS = 120_000;
@@ -126,17 +127,42 @@ export async function askBackup(
 
 /**
  * Why the copies cannot be fetched into `out`, if they cannot: no admin
- * token (a server sends a copy only to a request with it), or `out` is not
- * a directory and cannot be made one (it is made 0700 when missing).
+ * token (a server sends a copy only to a request with it); or `out` (an
+ * absolute path) not a directory we can write, nor one we can make (it is made 0700 when missing, its parent
+ * existing, and its parent synced). `warn` is told of an `out` that other
+ * users can enter.
  */
-export function backupOutProblem(out: string, token: string | undefined): string | undefined {
+export function backupOutProblem(
+  out: string,
+  token: string | undefined,
+  warn: (message: string) => void,
+): string | undefined {
   if (token === undefined) {
     return `--out fetches each copy over the admin port, and a server sends one only with its bearer token: set ` +
       `${ADMIN_TOKEN_VARIABLE} (in the environment or the .env next to the config) to the servers' token`;
   }
   try {
-    makePrivateDirectory(out);
-    if (!Deno.statSync(out).isDirectory) return `Cannot fetch the copies into ${out}: it is not a directory`;
+    if (!pathExists(out)) {
+      const parent = dirname(out);
+      if (!pathExists(parent)) return `Cannot fetch the copies into ${out}: ${parent} does not exist`;
+      makePrivateDirectory(out);
+      // The new directory's entry, before any copy is put in it and removed from its server.
+      using directory = Deno.openSync(parent, { read: true });
+      directory.syncSync();
+    } else {
+      if (!Deno.statSync(out).isDirectory) return `Cannot fetch the copies into ${out}: it is not a directory`;
+      const open = makePrivateDirectory(out);
+      if (open !== undefined) {
+        warn(
+          `Warning: ${out} can be entered by other users (mode ${open.mode}); the copies (0600) hold every client's ` +
+            "location: make it private (chmod 700)",
+        );
+      }
+    }
+    // Written to before any copy is asked for: a read-only or full directory is found now, not after the copy.
+    const probe = `${out}/.herd-write-probe-${Deno.pid}`;
+    Deno.writeFileSync(probe, new Uint8Array(1), { mode: PRIVATE_FILE_MODE });
+    Deno.removeSync(probe);
   } catch (error) {
     return `Cannot fetch the copies into ${out}: ${(error as Error).message}`;
   }
@@ -164,13 +190,24 @@ async function _writeAll(file: Deno.FsFile, chunk: Uint8Array): Promise<void> {
   for (let at = 0; at < chunk.length;) at += await file.write(chunk.subarray(at));
 }
 
+/** Runs `step`, a local file operation of fetching a copy; its failure a {@linkcode FetchFailed} naming `what`. */
+async function _local<T>(what: string, step: () => Promise<T>): Promise<T> {
+  try {
+    return await step();
+  } catch (error) {
+    if (error instanceof FetchFailed) throw error;
+    throw new FetchFailed(`cannot ${what}: ${(error as Error).message}`);
+  }
+}
+
 /**
  * Fetches the copy `result` that server `name` made into the directory
  * `out` (which exists): written as `<file>.partial` (0600), synced, its size
  * and rows compared with what the server reported and checked by SQLite,
  * then renamed to its own name; then removed from the server's host. A
  * {@linkcode FetchFailed} saying why when it could not be fetched or was
- * not whole (nothing is left in `out` then, and the server keeps its copy).
+ * not whole, or `stop` was aborted (Ctrl-C): nothing is left in `out`
+ * then, and the server keeps its copy.
  */
 export async function fetchBackup(
   config: HerdConfig,
@@ -178,6 +215,7 @@ export async function fetchBackup(
   token: string,
   result: BackupResult,
   out: string,
+  stop?: AbortSignal,
 ): Promise<FetchedBackup> {
   const started = performance.now();
   const server = config.servers.get(name)!;
@@ -193,13 +231,15 @@ export async function fetchBackup(
     clearTimeout(timer);
     timer = setTimeout(() => idle.abort(), _FETCH_IDLE_MS);
   };
+  const signal = stop === undefined ? idle.signal : AbortSignal.any([idle.signal, stop]);
+  const failure = (error: unknown) => stop?.aborted ? "interrupted" : _fetchError(error);
   let made = false;
   try {
     let response: Response;
     try {
-      response = await fetch(url, { headers, signal: idle.signal });
+      response = await fetch(url, { headers, signal });
     } catch (error) {
-      throw new FetchFailed(`not fetched: ${_fetchError(error)}`);
+      throw new FetchFailed(`not fetched: ${failure(error)}`);
     }
     if (!response.ok) {
       const text = await response.text();
@@ -207,22 +247,35 @@ export async function fetchBackup(
       throw new FetchFailed(`not fetched: HTTP ${response.status}: ${_answerError(text) ?? text.trim()}`);
     }
     let received = 0;
-    {
-      using output = await Deno.open(partial, { write: true, createNew: true, mode: PRIVATE_FILE_MODE });
+    const reader = response.body!.getReader();
+    try {
+      using output = await _local(
+        `write ${partial}`,
+        () => Deno.open(partial, { write: true, createNew: true, mode: PRIVATE_FILE_MODE }),
+      );
       made = true;
-      try {
-        for await (const chunk of response.body!) {
-          stillGoing();
-          received += chunk.length;
-          await _writeAll(output, chunk);
+      while (true) {
+        let next: ReadableStreamReadResult<Uint8Array>;
+        try {
+          next = await reader.read();
+        } catch (error) {
+          throw new FetchFailed(`fetch cut short after ${received} of ${result.bytes} bytes: ${failure(error)}`);
         }
-      } catch (error) {
-        throw new FetchFailed(`fetch cut short after ${received} of ${result.bytes} bytes: ${_fetchError(error)}`);
+        if (next.done) break;
+        stillGoing();
+        received += next.value.length;
+        // Never more than the server said: a copy is not left to fill the disk here.
+        if (received > result.bytes) {
+          throw new FetchFailed(`the server sent more than the ${result.bytes} bytes it made`);
+        }
+        await _local(`write ${partial}`, () => _writeAll(output, next.value));
       }
       if (received !== result.bytes) {
         throw new FetchFailed(`fetched ${received} bytes where the server made ${result.bytes}`);
       }
-      await output.sync();
+      await _local(`sync ${partial}`, () => output.sync());
+    } finally {
+      await reader.cancel().catch(() => {});
     }
     let rows: number;
     try {
@@ -233,10 +286,13 @@ export async function fetchBackup(
     if (rows !== result.rows) {
       throw new FetchFailed(`the copy fetched has ${rows} rows where the server's has ${result.rows}`);
     }
-    await Deno.rename(partial, target);
+    if (stop?.aborted) throw new FetchFailed("interrupted");
+    await _local(`rename ${partial} to ${target}`, () => Deno.rename(partial, target));
     made = false;
-    using directory = await Deno.open(out, { read: true });
-    await directory.sync();
+    await _local(`sync ${out}`, async () => {
+      using directory = await Deno.open(out, { read: true });
+      await directory.sync();
+    });
   } finally {
     clearTimeout(timer);
     if (made) {

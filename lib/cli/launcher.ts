@@ -8,6 +8,7 @@ import { ADMIN_TOKEN_VARIABLE, type HerdConfig, PLACES_KEY_VARIABLE, serverNamed
 import { adminAddresses, clientAddressesWithoutAdmin } from "./status.ts";
 import { backupAddresses } from "./backup.ts";
 import { LineStream } from "../net/line_stream.ts";
+import { dirname } from "node:path";
 import { dashboardPermissionFlags, serverPermissionFlags } from "./permissions.ts";
 
 /** The Deno executable children run with, by name: `--allow-run=deno` grants exactly this. */
@@ -219,7 +220,8 @@ export function backupRunArgs(config: HerdConfig, names: string[], out?: string)
   return [
     "run",
     "--no-prompt",
-    `--allow-read=${config.path}${out === undefined ? "" : `,${out}`}`,
+    // The parent of `out` too: a directory made there is synced into it.
+    `--allow-read=${config.path}${out === undefined ? "" : `,${out},${dirname(out)}`}`,
     ...(out === undefined ? [] : [`--allow-write=${out}`]),
     `--allow-net=${backupAddresses(config, names).join(",")}`,
     `--allow-env=${ADMIN_TOKEN_VARIABLE}`,
