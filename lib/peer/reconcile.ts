@@ -53,6 +53,8 @@ export class Reconciler {
   #store: ReconcileStore;
   /** When each neighbour last started an exchange with us. */
   #startedBy = new Map<string, number>();
+  /** Our answers to each neighbour's exchanges being written. */
+  #answering = new Map<string, number>();
   /** Our exchanges with each neighbour whose answer has not come yet: our digest sent, its not back. */
   #underway = new Map<string, number>();
   /** The records each neighbour holds that our config refuses: their lines, by client, and their size in all. */
@@ -167,8 +169,14 @@ export class Reconciler {
     return (this.#underway.get(neighbour) ?? 0) > 0;
   }
 
-  /** Whether our link to `neighbour`, just up, should start an exchange: not if the neighbour just started one. */
+  /**
+   * Whether our link to `neighbour`, just up, should start an exchange: not
+   * while we answer one the neighbour started, nor within
+   * {@linkcode _RECENT_MS} of its start or its end (the neighbour's goes
+   * both ways).
+   */
   shouldStart(neighbour: string): boolean {
+    if (this.#answering.has(neighbour)) return false;
     return performance.now() - (this.#startedBy.get(neighbour) ?? -Infinity) >= _RECENT_MS;
   }
 
@@ -179,15 +187,25 @@ export class Reconciler {
    */
   *answer(from: string, digest: Uint32Array): Generator<string, void, undefined> {
     this.#startedBy.set(from, performance.now());
-    metrics.reconciliationsAnswered.inc();
-    let count = 0;
-    for (const line of this.#store.linesInBuckets(differingBuckets(this.#digestFor(from).words, digest))) {
-      count++;
-      metrics.reconciliationSent.inc();
-      yield line + "\n";
+    this.#answering.set(from, (this.#answering.get(from) ?? 0) + 1);
+    try {
+      metrics.reconciliationsAnswered.inc();
+      let count = 0;
+      for (const line of this.#store.linesInBuckets(differingBuckets(this.#digestFor(from).words, digest))) {
+        count++;
+        metrics.reconciliationSent.inc();
+        yield line + "\n";
+      }
+      yield this.request(from);
+      log.peer.info("Reconciling with {neighbour}: sent {count} records", { neighbour: from, count });
+    } finally {
+      // Counted from the end too: an answer of a million records takes seconds, and an exchange of ours starting
+      // during it or just after would have the neighbour send back all it just got (its digest not yet whole).
+      this.#startedBy.set(from, performance.now());
+      const answering = this.#answering.get(from) ?? 1;
+      if (answering <= 1) this.#answering.delete(from);
+      else this.#answering.set(from, answering - 1);
     }
-    yield this.request(from);
-    log.peer.info("Reconciling with {neighbour}: sent {count} records", { neighbour: from, count });
   }
 
   /**
