@@ -561,8 +561,12 @@ Deno.test({
   await waitFor(async () => (await herd.log("A")).includes(`Reconciliation with "B": sent ${count} records`), {
     what: "A's count of what it sent",
   });
-  const writes = [...(await herd.log("A")).matchAll(/To "B": 0 records, (\d+) catching up/g)].map((m) => Number(m[1]));
-  assert.equal(writes.reduce((a, b) => a + b, 0), count, writes.join(", "));
+  // The writes' lines go to the log with the traffic, flushed every 10 ms: until all are there.
+  let writes: number[] = [];
+  await waitFor(async () => {
+    writes = [...(await herd.log("A")).matchAll(/To "B": 0 records, (\d+) catching up/g)].map((m) => Number(m[1]));
+    return writes.reduce((a, b) => a + b, 0) === count;
+  }, { what: `A's log of its writes to B to add up to ${count} records` });
   // About 50 bytes a line: 64 kB is some 1,300 lines; 5,000 records were one write of 250 kB before.
   assert.ok(writes.length >= 4 && writes.every((n) => n <= 1_400), writes.join(", "));
 });
@@ -597,6 +601,45 @@ Deno.test({
   const crossed = await herd.metricSum('herd_reconciliations_total{role="crossed"}');
   const received = (await herd.metrics("B")).get('herd_peer_records_total{event="received_reconciling"}');
   assert.equal(received, count, `B received ${received} records while reconciling (exchanges crossed: ${crossed})`);
+});
+
+Deno.test({
+  name: "an exchange started while the other side still answers ours is answered once that answer is whole: each " +
+    "record goes across once" + MODE.suffix,
+  permissions: HERD_TEST_PERMISSIONS,
+}, async () => {
+  await using herd = await TestHerd.create({
+    tls: MODE.tls,
+    placesUrl: "http://127.0.0.1:9/unused",
+    names: ["A", "B"],
+    links: [["A", "B"]],
+    places: { provider: "offline" },
+    peers: { reconcileIntervalMs: 600_000, reconnectMinMs: 20, reconnectMaxMs: 200 },
+    faultProxies: true,
+    admin: true,
+  });
+  await herd.start("A");
+  const count = 5_000;
+  await fill(herd, "A", count, "answered");
+  // B's link reconciles, and A's answer (some 300 kB) comes back at 60 kB/s; A's own link is held off meanwhile.
+  herd.linkProxy("A", "B").setAll(CUT);
+  herd.linkProxy("B", "A").setAll(throttle(60_000));
+  await herd.start("B");
+  // Half-way through the answer (A wrote it all to its socket long before), A's link is let through: A starts an
+  // exchange of its own while B still receives A's answer to B's.
+  await waitFor(async () => ((await herd.metrics("B")).get("herd_records") ?? 0) >= 2_500, {
+    timeoutMs: CATCH_UP_TIMEOUT_MS,
+    what: "half of A's answer to reach B",
+  });
+  herd.linkProxy("A", "B").setAll(PASS);
+  await waitFor(async () => (await herd.log("A")).includes(`Reconciling with "B": sent ${count} records`), {
+    timeoutMs: CATCH_UP_TIMEOUT_MS,
+    what: "A's answer to end",
+  });
+  await waitFor(async () => (await herd.metrics("B")).get("herd_records") === count, { what: `B to hold ${count}` });
+  assert.match(await herd.log("A"), /Link to "B" is up/);
+  const received = (await herd.metrics("B")).get('herd_peer_records_total{event="received_reconciling"}');
+  assert.equal(received, count, `B received ${received} records while reconciling`);
 });
 
 Deno.test({

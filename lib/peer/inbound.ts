@@ -352,9 +352,18 @@ class InboundLink {
    * sends what we lack, and gets what it lacks next time).
    */
   #exchange(digest: Uint32Array): void {
-    if (this.#host.reconciler.underway(this.#name!)) {
+    const reconciler = this.#host.reconciler;
+    if (reconciler.underway(this.#name!)) {
       // Ours and the neighbour's crossed: each side sends what the other lacks once, not twice (reconcile.ts).
       metrics.reconciliationsCrossed.inc();
+      if (reconciler.beingAnswered(this.#name!)) {
+        log.peer.info(
+          "{neighbour} started an exchange while answering ours; answering its with our digest once its answer is whole",
+          { neighbour: this.#name },
+        );
+        reconciler.afterOurs(this.#name!, () => this.#answerDigest());
+        return;
+      }
       log.peer.info("{neighbour} and we started exchanges at once; answering its with our digest alone", {
         neighbour: this.#name,
       });

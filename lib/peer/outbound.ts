@@ -689,7 +689,7 @@ class _Replies {
         return false;
       } else if (message.kind === "RECORD" && message.seq === undefined) {
         bulk = true;
-        this.#received++;
+        if (this.#received++ === 0) host.reconciler.receiving(link.neighbour);
         if (host.catchUp(message.record, link.neighbour)) this.#stored++;
       } else if (message.kind === "DIGEST" && link.takeAwaitedDigest()) {
         link.sendCatchUp(host.reconciler.finish(link.neighbour, message.digest, this.#received, this.#stored));

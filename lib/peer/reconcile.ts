@@ -57,6 +57,9 @@ export class Reconciler {
   #answering = new Map<string, number>();
   /** Our exchanges with each neighbour whose answer has not come yet: our digest sent, its not back. */
   #underway = new Map<string, number>();
+  /** The neighbours whose answer to our exchange is coming (records of it arrived), and who waits for its end. */
+  #receiving = new Set<string>();
+  #afterOurs = new Map<string, (() => void)[]>();
   /** The records each neighbour holds that our config refuses: their lines, by client, and their size in all. */
   #refused = new Map<string, { lines: Map<string, string>; chars: number; full: boolean }>();
   #maxRefusedChars: number;
@@ -155,6 +158,37 @@ export class Reconciler {
   /** Our link to `neighbour` went down: the answers to its digests will not come. */
   dropped(neighbour: string): void {
     this.#underway.delete(neighbour);
+    this.#ourAnswered(neighbour);
+  }
+
+  /** A record of `neighbour`'s answer to our exchange came: it is answering, in full. */
+  receiving(neighbour: string): void {
+    this.#receiving.add(neighbour);
+  }
+
+  /**
+   * Whether `neighbour` is part-way through answering our exchange (its
+   * records coming): its own exchange, started meanwhile, is then answered
+   * once that answer is whole ({@linkcode Reconciler.afterOurs}), with a
+   * digest that holds all it sent; answered at once, our digest would miss
+   * what is still on its way, and the neighbour would send it all again.
+   */
+  beingAnswered(neighbour: string): boolean {
+    return this.#receiving.has(neighbour) && this.underway(neighbour);
+  }
+
+  /** Calls `then` once our exchange with `neighbour` is answered (or our link to it went down). */
+  afterOurs(neighbour: string, then: () => void): void {
+    const waiting = this.#afterOurs.get(neighbour);
+    if (waiting === undefined) this.#afterOurs.set(neighbour, [then]);
+    else waiting.push(then);
+  }
+
+  #ourAnswered(neighbour: string): void {
+    this.#receiving.delete(neighbour);
+    const waiting = this.#afterOurs.get(neighbour);
+    this.#afterOurs.delete(neighbour);
+    for (const then of waiting ?? []) then();
   }
 
   /**
@@ -219,6 +253,8 @@ export class Reconciler {
     const underway = this.#underway.get(neighbour) ?? 0;
     if (underway <= 1) this.#underway.delete(neighbour);
     else this.#underway.set(neighbour, underway - 1);
+    // Run after this call's records are chosen: a digest answered now is the store's with them all in.
+    queueMicrotask(() => this.#ourAnswered(neighbour));
     const buckets = differingBuckets(this.#digestFor(neighbour).words, digest);
     metrics.reconciliationReceived.inc(received);
     log.peer.info(
