@@ -395,7 +395,7 @@ class InboundLink {
     this.#answering = this.#writeAnswer(digest).finally(() => this.#answering = undefined);
   }
 
-  /** Writes a reconciliation answer in chunks, each once the neighbour has read the one before. */
+  /** Writes a reconciliation answer in chunks, each in a turn of its own, once the socket took the one before. */
   async #writeAnswer(digest: Uint32Array): Promise<void> {
     let chunk = "";
     for (const text of this.#host.reconciler.answer(this.#name!, digest)) {
@@ -403,6 +403,8 @@ class InboundLink {
       if (chunk.length < _ANSWER_CHUNK_BYTES) continue;
       this.#lastWrite = performance.now();
       if (!this.#conn.write(chunk)) await this.#conn.drained();
+      // The next chunk in a later turn, whatever the socket took: a million records are not one stall.
+      else await new Promise((resolve) => setTimeout(resolve, 0));
       chunk = "";
       if (this.#conn.isClosed) return;
     }
