@@ -643,6 +643,45 @@ Deno.test({
 });
 
 Deno.test({
+  name: "a link that comes up while its server answers the neighbour's exchange starts its own once that is over, " +
+    "not never: what the server stored meanwhile reaches the neighbour" + MODE.suffix,
+  permissions: HERD_TEST_PERMISSIONS,
+}, async () => {
+  await using herd = await TestHerd.create({
+    tls: MODE.tls,
+    placesUrl: "http://127.0.0.1:9/unused",
+    names: ["A", "B"],
+    links: [["A", "B"]],
+    places: { provider: "offline" },
+    peers: { reconcileIntervalMs: 600_000, reconnectMinMs: 20, reconnectMaxMs: 200 },
+    faultProxies: true,
+    admin: true,
+  });
+  await herd.start("A");
+  const count = 10_000;
+  await fill(herd, "A", count, "later");
+  // B's exchange: A's answer comes back at 150 kB/s; A's own link is held off.
+  herd.linkProxy("A", "B").setAll(CUT);
+  herd.linkProxy("B", "A").setAll(throttle(150_000));
+  await herd.start("B");
+  await waitFor(async () => ((await herd.metrics("B")).get("herd_records") ?? 0) >= 1_000, {
+    timeoutMs: CATCH_UP_TIMEOUT_MS,
+    what: "A's answer to start reaching B",
+  });
+  // A newer report of a client A's answer has passed already, while A's link to B is down: no link carries it.
+  const newer = await exchange(herd.port("A"), `IAMAT later-0 +9+9 ${1_700_000_000 + count}.5\n`);
+  assert.match(newer, /^AT A /);
+  herd.linkProxy("A", "B").setAll(PASS);
+  // A's link comes up while A answers B's exchange (or just after): its own exchange waits, then runs.
+  await waitFor(
+    async () => (await exchange(herd.port("B"), "WHATSAT later-0 1 0\n")).split("\n")[0] === newer.trimEnd(),
+    { timeoutMs: 30_000, what: "B to hold A's newer report of later-0" },
+  );
+  const digest = async (name: string) => JSON.parse((await herd.admin(name, "/status")).body).digest;
+  await waitFor(async () => await digest("A") === await digest("B"), { what: "A and B to agree" });
+});
+
+Deno.test({
   name: "an idle herd keeps its links: heartbeats close none of them" + MODE.suffix,
   permissions: HERD_TEST_PERMISSIONS,
 }, async () => {

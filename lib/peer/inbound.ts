@@ -111,6 +111,8 @@ class InboundLink {
   /** Whether this turn's write carries a `PONG`, and our digest (each once, however often asked for). */
   #pongDue = false;
   #digestDue = false;
+  /** `DIGEST <hex>` lines of the neighbour's to answer with our digest alone, each with a line of its own. */
+  #digestsOwed = 0;
   /** Acknowledgements waiting on records being passed on (`ackScope` herd). */
   #handling = new Set<Promise<void>>();
   /** A reconciliation answer being written, and when the last full one began. */
@@ -361,13 +363,13 @@ class InboundLink {
           "{neighbour} started an exchange while answering ours; answering its with our digest once its answer is whole",
           { neighbour: this.#name },
         );
-        reconciler.afterOurs(this.#name!, () => this.#answerDigest());
+        reconciler.afterOurs(this.#name!, () => this.#answerExchangeWithDigest());
         return;
       }
       log.peer.info("{neighbour} and we started exchanges at once; answering its with our digest alone", {
         neighbour: this.#name,
       });
-      this.#answerDigest();
+      this.#answerExchangeWithDigest();
       return;
     }
     const now = performance.now();
@@ -387,12 +389,16 @@ class InboundLink {
           neighbour: this.#name,
         });
       }
-      this.#answerDigest();
+      this.#answerExchangeWithDigest();
       return;
     }
     this.#lastExchange = now;
     this.#allowance--;
-    this.#answering = this.#writeAnswer(digest).finally(() => this.#answering = undefined);
+    this.#answering = this.#writeAnswer(digest).finally(() => {
+      this.#answering = undefined;
+      // Digests owed meanwhile go after the answer's own.
+      if (this.#digestsOwed > 0) this.#scheduleFlush();
+    });
   }
 
   /** Writes a reconciliation answer in chunks, each in a turn of its own, once the socket took the one before. */
@@ -461,6 +467,18 @@ class InboundLink {
     this.#scheduleFlush();
   }
 
+  /**
+   * Answers one `DIGEST <hex>` with our digest alone. Each is answered with
+   * a line of its own, as the neighbour counts its exchanges by our
+   * answers (a `DIGEST <hex>` is as long as our answer: nothing is
+   * amplified); and none goes out in the middle of a full answer being
+   * written, which the neighbour would take for that answer's end.
+   */
+  #answerExchangeWithDigest(): void {
+    this.#digestsOwed++;
+    this.#scheduleFlush();
+  }
+
   /** Adds `PONG` to this turn's write, once however many `PING`s came in the turn. */
   #answerPong(): void {
     this.#pongDue = true;
@@ -474,7 +492,13 @@ class InboundLink {
     setImmediate(() => {
       this.#flushScheduled = false;
       if (this.#pongDue) this.#out.push(PONG_LINE);
-      if (this.#digestDue) this.#out.push(this.#host.reconciler.request(this.#name!));
+      const owed = this.#answering === undefined ? this.#digestsOwed : 0;
+      if (this.#digestDue || owed > 0) {
+        const digest = this.#host.reconciler.request(this.#name!);
+        // A bare `DIGEST` is answered by any digest this write carries.
+        for (let i = 0; i < Math.max(owed, 1); i++) this.#out.push(digest);
+      }
+      this.#digestsOwed -= owed;
       this.#pongDue = this.#digestDue = false;
       if (this.#out.length === 0 || this.#conn.isClosed) return;
       // Joined once: one flat string for the write, not a string per acknowledgement and a rope of them.

@@ -68,6 +68,10 @@ interface _Entry {
  * it each time.
  */
 const _PROVEN_MS = 1000;
+/** How often an exchange put off (see {@linkcode PeerLink.reconcile}) is looked at again, in milliseconds. */
+const _RECONCILE_RECHECK_MS = 250;
+/** Past this many queued records, a write takes about {@linkcode _CATCH_UP_SLICE_BYTES} of them, not all. */
+const _QUEUE_SLICE_RECORDS = 1024;
 /** About how much of a reconciliation's records goes with one write (the acceptor's answer is written in such slices too). */
 const _CATCH_UP_SLICE_BYTES = 64 * 1024;
 
@@ -123,6 +127,8 @@ export class PeerLink {
   #lastReconciliation: number | undefined;
   /** A repair waiting for {@linkcode PeerLink.repair}'s gap, and when it was asked for (`performance.now()`). */
   #repairTimer: ReturnType<typeof setTimeout> | undefined;
+  /** An exchange put off by {@linkcode PeerLink.reconcile}, looked at again when this fires. */
+  #reconcileLater: ReturnType<typeof setTimeout> | undefined;
   #repairAskedAt = 0;
   #closed = false;
   /** Whether this session has lasted {@linkcode _PROVEN_MS}, and the timer that says so. */
@@ -222,11 +228,29 @@ export class PeerLink {
     return performance.now() - this.#reconciledAt;
   }
 
-  /** Starts a reconciliation: our digest goes out with the next write. */
+  /**
+   * Starts a reconciliation: our digest goes out with the next write. While
+   * one would only have the neighbour send back what it is being sent (our
+   * side of an exchange still being written, or the neighbour's exchange
+   * being answered or just answered: `Reconciler.shouldStart`), it starts
+   * once that is over, looked at every {@linkcode _RECONCILE_RECHECK_MS}:
+   * put off, never dropped, as what we stored meanwhile is in no exchange
+   * yet. Dropped only when another exchange began on the link meanwhile.
+   */
   reconcile(): void {
     if (this.#conn === undefined) return;
-    this.#digestDue = true;
-    this.#wake?.();
+    if (this.#catchUp === undefined && this.#host.reconciler.shouldStart(this.neighbour)) {
+      this.#digestDue = true;
+      this.#wake?.();
+      return;
+    }
+    if (this.#reconcileLater !== undefined) return;
+    const conn = this.#conn;
+    const askedAt = performance.now();
+    this.#reconcileLater = setTimeout(() => {
+      this.#reconcileLater = undefined;
+      if (this.#conn === conn && this.#reconciledAt < askedAt) this.reconcile();
+    }, _RECONCILE_RECHECK_MS);
   }
 
   /**
@@ -488,7 +512,8 @@ export class PeerLink {
     this.#conn = conn;
     this.#control.clear();
     this.#host.reconciler.forget(this.neighbour);
-    this.#digestDue = this.#host.reconciler.shouldStart(this.neighbour);
+    this.#digestDue = false;
+    this.reconcile();
     // After a refusal, said once the neighbour answers otherwise: a link it refuses again is not "up" every 30 s.
     this.#upUnsaid = this.#refusedBefore;
     if (!this.#upUnsaid) log.peer.info("Link to {neighbour} is up", { neighbour: this.neighbour });
@@ -516,6 +541,8 @@ export class PeerLink {
     // A repair dies with its session: the next one reconciles as it comes up.
     clearTimeout(this.#repairTimer);
     this.#repairTimer = undefined;
+    clearTimeout(this.#reconcileLater);
+    this.#reconcileLater = undefined;
     this.#proven = false;
     this.#provenWhenHeard = false;
     this.#control.clear();
@@ -560,7 +587,16 @@ export class PeerLink {
       const now = performance.now();
       let live = 0;
       let catchingUp = 0;
-      for (const entry of this.#queue.values()) {
+      // A queue grown large (records passed on from a catch-up while the neighbour read slowly) goes in slices, in
+      // order, so that it is never one string; a usual one goes whole, with one clear().
+      const sliced = this.#queue.size > _QUEUE_SLICE_RECORDS;
+      let bytes = 0;
+      for (const [clientId, entry] of this.#queue) {
+        if (sliced) {
+          if (bytes > _CATCH_UP_SLICE_BYTES) break;
+          bytes += entry.record.line.length + 24;
+          this.#queue.delete(clientId);
+        }
         if (!entry.live) {
           catchingUp++;
           parts.push(entry.record.line, "\n");
@@ -572,9 +608,8 @@ export class PeerLink {
         if (entry.waitMs > 0) this.#acks.sent(seq, entry.ticket, now);
         pushRecord(parts, entry.record, seq, entry.waitMs);
       }
-      this.#queue.clear();
+      if (!sliced) this.#queue.clear();
       if (this.#catchUp !== undefined) {
-        let bytes = 0;
         while (bytes < _CATCH_UP_SLICE_BYTES) {
           const next = this.#catchUp.next();
           if (next.done) {
@@ -604,7 +639,7 @@ export class PeerLink {
       this.#lastWrite = performance.now();
       if (!conn.write(text)) await conn.drained();
       // The next slice in a later turn, whatever the socket took: clients and the other links between slices.
-      else if (this.#catchUp !== undefined) await new Promise((resolve) => setTimeout(resolve, 0));
+      else if (this.#catchUp !== undefined || sliced) await new Promise((resolve) => setTimeout(resolve, 0));
     }
   }
 
