@@ -4,6 +4,7 @@ import { TextLineSplitter } from "../lib/net/line_stream.ts";
 import { Heartbeat } from "../lib/peer/heartbeat.ts";
 import { PEER_MAX_LINE_BYTES } from "../lib/peer/wire.ts";
 import { PeerLink, type PeerLinkOptions } from "../lib/peer/outbound.ts";
+import { servePeer } from "../lib/peer/inbound.ts";
 import { Reconciler } from "../lib/peer/reconcile.ts";
 import { PeerTransport } from "../lib/peer/transport.ts";
 import { BroadcastTrees } from "../lib/peer/tree.ts";
@@ -635,4 +636,99 @@ Deno.test({
   assert.equal(logs.count(/Link to Frozen is down/), 0, "a session refused is not said to be down");
   await link.close();
   await neighbour.close();
+});
+
+Deno.test({
+  name: "each exchange a neighbour starts while its answer to ours is coming gets a digest of its own, once that " +
+    "answer is whole",
+  permissions: { net: ["127.0.0.1"] },
+}, async () => {
+  const zero = `DIGEST ${"0".repeat(16384)}\n`;
+  const encoder = new TextEncoder();
+  const store = new LocationStore();
+  const host: PeerHost = {
+    ...HOST,
+    name: "S",
+    reconciler: new Reconciler(store),
+    recordRules: { servers: new Set(["S", "F"]), maxClientIdBytes: 256, maxLineBytes: 8192 },
+    isNeighbour: (name) => name === "F",
+    catchUp: (record) => store.offer(record),
+  };
+  /** Lines read from `conn` into `into`, until it closes. */
+  const read = async (conn: Deno.Conn, into: string[]) => {
+    const buffer = new Uint8Array(65536);
+    const splitter = new TextLineSplitter(PEER_MAX_LINE_BYTES);
+    try {
+      for (let n; (n = await conn.read(buffer)) !== null;) into.push(...splitter.push(buffer.subarray(0, n)).lines);
+    } catch { /* closed */ }
+  };
+  // F, played here: its peer port takes S's link, and it dials S's.
+  const fListener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const onSLink: string[] = [];
+  let sLink: Deno.Conn | undefined;
+  const accepting = (async () => {
+    sLink = await fListener.accept();
+    await read(sLink, onSLink);
+  })();
+  const transport = new PeerTransport({ files: null, handshakeTimeoutMs: 1000 });
+  const inbound: Promise<void>[] = [];
+  const server = await transport.listen({
+    host: "127.0.0.1",
+    port: 0,
+    maxConnections: 10,
+    onPeer: (peer) =>
+      inbound.push(
+        servePeer(peer, host, {
+          helloTimeoutMs: 5000,
+          minExchangeIntervalMs: 100,
+          heartbeatMs: 60_000,
+          heartbeatTimeoutMs: 120_000,
+          current: new Map(),
+        }).done,
+      ),
+    onRefused: () => {},
+  });
+  const link = new PeerLink({
+    host,
+    transport,
+    neighbour: "F",
+    dialHost: "127.0.0.1",
+    dialPort: fListener.addr.port,
+    reconnectMinMs: 60_000,
+    reconnectMaxMs: 60_000,
+    ackTimeoutMs: 200,
+    heartbeatMs: 60_000,
+    heartbeatTimeoutMs: 120_000,
+  });
+  link.start();
+  const fLink = await Deno.connect({ hostname: "127.0.0.1", port: (server.address() as { port: number }).port });
+  const onFLink: string[] = [];
+  const reading = read(fLink, onFLink);
+  const digests = () => onFLink.filter((line) => line.startsWith("DIGEST ")).length;
+  try {
+    await waitFor(() => Promise.resolve(onSLink.some((line) => line.startsWith("DIGEST "))), { what: "S's digest" });
+    // F starts answering S's exchange: a record, its digest not yet.
+    await sLink!.write(encoder.encode("AT F +0.100000000 c1 +1.5+2.5 1700000000.5\n"));
+    await waitFor(() => Promise.resolve(store.lineOf("c1") !== undefined), { what: "c1 at S" });
+    // Two exchanges of F's meanwhile, a read apart: neither answered while F's answer is still coming.
+    await fLink.write(encoder.encode("HELLO F\n" + zero));
+    await waitFor(() => Promise.resolve(host.reconciler.underway("F") && true), { what: "S's exchange under way" });
+    await fLink.write(encoder.encode(zero));
+    await checkThroughout(() => assert.equal(digests(), 0, "answered while F's answer was coming"), {
+      durationMs: 300,
+    });
+    // F's answer ends: each of F's exchanges is answered, with a line of its own.
+    await sLink!.write(encoder.encode(zero));
+    await waitFor(() => Promise.resolve(digests() === 2), { timeoutMs: 2000, what: "two digests back to F" });
+    assert.equal(host.reconciler.underway("F"), false);
+  } finally {
+    fLink.close();
+    await link.close();
+    fListener.close();
+    server.close();
+    await accepting;
+    sLink?.close();
+    await reading;
+    await Promise.all(inbound);
+  }
 });
