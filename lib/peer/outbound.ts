@@ -70,6 +70,8 @@ interface _Entry {
 const _PROVEN_MS = 1000;
 /** How often an exchange put off (see {@linkcode PeerLink.reconcile}) is looked at again, in milliseconds. */
 const _RECONCILE_RECHECK_MS = 250;
+/** How long an exchange of ours may go unanswered before another may start anyway, in milliseconds. */
+const _UNANSWERED_PATIENCE_MS = 30_000;
 /** Past this many queued records, a write takes about {@linkcode _CATCH_UP_SLICE_BYTES} of them, not all. */
 const _QUEUE_SLICE_RECORDS = 1024;
 /** About how much of a reconciliation's records goes with one write (the acceptor's answer is written in such slices too). */
@@ -230,16 +232,20 @@ export class PeerLink {
 
   /**
    * Starts a reconciliation: our digest goes out with the next write. While
-   * one would only have the neighbour send back what it is being sent (our
-   * side of an exchange still being written, or the neighbour's exchange
-   * being answered or just answered: `Reconciler.shouldStart`), it starts
+   * one would only have records sent twice (our side of an exchange still
+   * being written, one of ours still unanswered, or the neighbour's being
+   * answered or just answered: `Reconciler.shouldStart`), it starts
    * once that is over, looked at every {@linkcode _RECONCILE_RECHECK_MS}:
    * put off, never dropped, as what we stored meanwhile is in no exchange
    * yet. Dropped only when another exchange began on the link meanwhile.
    */
   reconcile(): void {
     if (this.#conn === undefined) return;
-    if (this.#catchUp === undefined && this.#host.reconciler.shouldStart(this.neighbour)) {
+    const reconciler = this.#host.reconciler;
+    // One of ours unanswered: a second would have the neighbour send again what the first is bringing (but a
+    // neighbour that never answers does not stop us for good).
+    const ours = reconciler.underway(this.neighbour) && this.sinceReconciled < _UNANSWERED_PATIENCE_MS;
+    if (this.#catchUp === undefined && !ours && reconciler.shouldStart(this.neighbour)) {
       this.#digestDue = true;
       this.#wake?.();
       return;
