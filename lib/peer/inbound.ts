@@ -67,6 +67,8 @@ const _MAX_UNREAD_BYTES = 4 * 1024 * 1024;
 const _EXCHANGE_BURST = 3;
 /** The least time between two exchanges on a link, in milliseconds (or `minExchangeIntervalMs`, if less). */
 const _EXCHANGE_GAP_MS = 500;
+/** How often an exchange put off while the neighbour's catch-up is still coming is looked at again, in ms. */
+const _CATCHING_UP_RECHECK_MS = 250;
 /** Size of one write of a reconciliation answer. */
 const _ANSWER_CHUNK_BYTES = 64 * 1024;
 
@@ -198,7 +200,10 @@ class InboundLink {
       if (this.#conn.isClosed || this.#refused) break;
       this.#handle(parsePeerMessage(line, this.#host.recordRules), line);
     }
-    if (this.#caughtUp > caughtUp) this.#conn.bulk();
+    if (this.#caughtUp > caughtUp) {
+      this.#conn.bulk();
+      if (this.#name !== undefined) this.#host.reconciler.caughtUpFrom(this.#name);
+    }
     this.#logCatchUp();
     this.#logLive();
   }
@@ -355,6 +360,14 @@ class InboundLink {
    */
   #exchange(digest: Uint32Array): void {
     const reconciler = this.#host.reconciler;
+    if (reconciler.catchingUpFrom(this.#name!)) {
+      // Its catch-up is still coming to us: answered now, our answer would send it back the part we have. Answered
+      // once it has stopped coming (looked at every 250 ms).
+      setTimeout(() => {
+        if (!this.#conn.isClosed) this.#exchange(digest);
+      }, _CATCHING_UP_RECHECK_MS);
+      return;
+    }
     if (reconciler.underway(this.#name!)) {
       // Ours and the neighbour's crossed: each side sends what the other lacks once, not twice (reconcile.ts).
       metrics.reconciliationsCrossed.inc();

@@ -507,7 +507,10 @@ export class PeerLink {
           this.#proven = true;
           this.#options.onStateChange?.();
         }
-        if (replies.handle(lines)) conn.bulk();
+        if (replies.handle(lines)) {
+          conn.bulk();
+          this.#host.reconciler.caughtUpFrom(this.neighbour);
+        }
       },
       onOverflow: () => {
         log.peer.warning("Link to {neighbour}: the neighbour sent an over-long line; closing", {

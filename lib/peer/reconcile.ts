@@ -48,11 +48,16 @@ export const MAX_REFUSED_CHARS = 16 * 1024 * 1024;
  */
 const _RECENT_MS = 2000;
 
+/** How long after a neighbour's last reconciliation records its catch-up counts as still coming, in milliseconds. */
+const _CATCHING_UP_MS = 1000;
+
 /** One server's side of reconciling with each of its neighbours. */
 export class Reconciler {
   #store: ReconcileStore;
   /** When each neighbour last started an exchange with us. */
   #startedBy = new Map<string, number>();
+  /** When records of a reconciliation last came from each neighbour (`performance.now()`). */
+  #caughtUpAt = new Map<string, number>();
   /** Our answers to each neighbour's exchanges being written. */
   #answering = new Map<string, number>();
   /** Our exchanges with each neighbour whose answer has not come yet: our digest sent, its not back. */
@@ -210,8 +215,24 @@ export class Reconciler {
    * both ways).
    */
   shouldStart(neighbour: string): boolean {
-    if (this.#answering.has(neighbour)) return false;
+    if (this.#answering.has(neighbour) || this.catchingUpFrom(neighbour)) return false;
     return performance.now() - (this.#startedBy.get(neighbour) ?? -Infinity) >= _RECENT_MS;
+  }
+
+  /** Records of a reconciliation came from `neighbour` just now (a read of them, on either link). */
+  caughtUpFrom(neighbour: string): void {
+    this.#caughtUpAt.set(neighbour, performance.now());
+  }
+
+  /**
+   * Whether records of a reconciliation came from `neighbour` in the last
+   * {@linkcode _CATCHING_UP_MS}: a catch-up is on its way, and a digest of
+   * ours now would not hold what is still coming (an exchange we started,
+   * or answered in full, would have the neighbour send it again, or have us
+   * send it back what we got of it).
+   */
+  catchingUpFrom(neighbour: string): boolean {
+    return performance.now() - (this.#caughtUpAt.get(neighbour) ?? -Infinity) < _CATCHING_UP_MS;
   }
 
   /**
