@@ -209,10 +209,12 @@ export class Reconciler {
   }
 
   /**
-   * Whether our link to `neighbour`, just up, should start an exchange: not
+   * Whether our link to `neighbour` may start an exchange now (at link-up,
+   * periodic, a repair; `PeerLink.reconcile` puts it off until it may): not
    * while we answer one the neighbour started, nor within
    * {@linkcode _RECENT_MS} of its start or its end (the neighbour's goes
-   * both ways).
+   * both ways), nor while its catch-up is still coming
+   * ({@linkcode Reconciler.catchingUpFrom}).
    */
   shouldStart(neighbour: string): boolean {
     if (this.#answering.has(neighbour) || this.catchingUpFrom(neighbour)) return false;
