@@ -115,6 +115,8 @@ class InboundLink {
   #digestDue = false;
   /** `DIGEST <hex>` lines of the neighbour's to answer with our digest alone, each with a line of its own. */
   #digestsOwed = 0;
+  /** The neighbour's exchanges put off while its catch-up comes (a few at most), in the order they came. */
+  #deferred: Uint32Array[] = [];
   /** Acknowledgements waiting on records being passed on (`ackScope` herd). */
   #handling = new Set<Promise<void>>();
   /** A reconciliation answer being written, and when the last full one began. */
@@ -360,12 +362,14 @@ class InboundLink {
    */
   #exchange(digest: Uint32Array): void {
     const reconciler = this.#host.reconciler;
-    if (reconciler.catchingUpFrom(this.#name!)) {
-      // Its catch-up is still coming to us: answered now, our answer would send it back the part we have. Answered
-      // once it has stopped coming (looked at every 250 ms).
-      setTimeout(() => {
-        if (!this.#conn.isClosed) this.#exchange(digest);
-      }, _CATCHING_UP_RECHECK_MS);
+    // (Behind those already put off, too: answers go in the order the exchanges came, as the neighbour counts them.)
+    if (
+      (reconciler.catchingUpFrom(this.#name!) || this.#deferred.length > 0) && this.#deferred.length < _EXCHANGE_BURST
+    ) {
+      // Its catch-up is still coming to us: answered now, our answer would send it back the part we have. Answered,
+      // in the order they came, once it has stopped coming (looked at every 250 ms); past a few, at once, as below.
+      this.#deferred.push(digest);
+      if (this.#deferred.length === 1) this.#answerDeferredWhenQuiet();
       return;
     }
     if (reconciler.underway(this.#name!)) {
@@ -412,6 +416,18 @@ class InboundLink {
       // Digests owed meanwhile go after the answer's own.
       if (this.#digestsOwed > 0) this.#scheduleFlush();
     });
+  }
+
+  /** Answers the exchanges put off while the neighbour's catch-up was coming, once it has stopped. */
+  #answerDeferredWhenQuiet(): void {
+    setTimeout(() => {
+      if (this.#conn.isClosed) return;
+      if (this.#host.reconciler.catchingUpFrom(this.#name!)) return this.#answerDeferredWhenQuiet();
+      const deferred = this.#deferred;
+      this.#deferred = [];
+      for (const digest of deferred) this.#exchange(digest);
+      // (An exchange of these that finds a catch-up coming again is put off again, in order, by #exchange.)
+    }, _CATCHING_UP_RECHECK_MS);
   }
 
   /** Writes a reconciliation answer in chunks, each in a turn of its own, once the socket took the one before. */
