@@ -128,9 +128,9 @@ export async function askBackup(
 /**
  * Why the copies cannot be fetched into `out`, if they cannot: no admin
  * token (a server sends a copy only to a request with it); or `out` (an
- * absolute path) not a directory we can write, nor one we can make (it is made 0700 when missing, its parent
- * existing, and its parent synced). `warn` is told of an `out` that other
- * users can enter.
+ * absolute path) not a directory we can write, nor one we can make (it is
+ * made 0700 when missing, its parent existing, and its parent synced).
+ * `warn` is told of an `out` that other users can enter.
  */
 export function backupOutProblem(
   out: string,
