@@ -35,6 +35,16 @@ function launcherArgs(dir: string, command: string, ...names: string[]): string[
   ];
 }
 
+/** The AT lines a server's database (or a copy of one) at `path` holds. */
+function recordLines(path: string): string[] {
+  const db = new DatabaseSync(path, { readOnly: true });
+  try {
+    return db.prepare("SELECT line FROM records").all().map((row) => String(row.line));
+  } finally {
+    db.close();
+  }
+}
+
 /**
  * Writes `<dir>/herd.config.json` for servers on 127.0.0.1 (each `[port, peerPort]` or `[port, peerPort, adminPort]`),
  * with plain-text links, the offline Places provider, and logs and data in `dir`; `extra` is added at the top level.
@@ -836,14 +846,9 @@ Deno.test({
       `^${name}: (\\d+) rows, [0-9,]+ bytes, in \\d+ ms: (${herd.dir}/data/backups/${name}-\\S+\\.db)$`,
     ).exec(lines[i]);
     assert.ok(match !== null, lines[i]);
-    const db = new DatabaseSync(match[2], { readOnly: true });
-    try {
-      const rows = db.prepare("SELECT line FROM records").all().map((row) => row.line);
-      assert.equal(rows.length, Number(match[1]));
-      assert.ok(rows.includes(reply.trimEnd()), `${name}'s copy holds ${rows.join(", ")}`);
-    } finally {
-      db.close();
-    }
+    const rows = recordLines(match[2]);
+    assert.equal(rows.length, Number(match[1]));
+    assert.ok(rows.includes(reply.trimEnd()), `${name}'s copy holds ${rows.join(", ")}`);
   }
   await herd.stop("B");
   const oneDown = await run(launcherArgs(herd.dir, "backup"));
@@ -868,6 +873,9 @@ Deno.test({
   await herd.start("A");
   await herd.start("B");
   const reply = (await exchange(herd.port("A"), "IAMAT offsite +1+1 1700000000\n")).trimEnd();
+  await waitFor(async () => (await exchange(herd.port("B"), "WHATSAT offsite 1 0\n")).startsWith(reply), {
+    what: "B to hold the record",
+  });
   const out = `${herd.dir}/offsite`;
   const fetched = await run([...launcherArgs(herd.dir, "backup"), "--out", out]);
   assert.equal(fetched.code, 0, fetched.stderr);
@@ -881,14 +889,9 @@ Deno.test({
     ).exec(lines[i]);
     assert.ok(match !== null, lines[i]);
     assert.equal((await Deno.stat(match[2])).mode! & 0o777, 0o600);
-    const db = new DatabaseSync(match[2], { readOnly: true });
-    try {
-      const rows = db.prepare("SELECT line FROM records").all().map((row) => row.line);
-      assert.equal(rows.length, Number(match[1]));
-      assert.ok(rows.includes(reply) || name === "B", `${name}'s copy holds ${rows.join(", ")}`);
-    } finally {
-      db.close();
-    }
+    const rows = recordLines(match[2]);
+    assert.equal(rows.length, Number(match[1]));
+    assert.ok(rows.includes(reply), `${name}'s copy holds ${rows.join(", ")}`);
   }
   assert.deepEqual([...Deno.readDirSync(out)].map((entry) => entry.name).filter((n) => !n.endsWith(".db")), [
     ".gitignore",
@@ -1143,11 +1146,6 @@ Deno.test({
   assert.equal((await exchange(herd.port("A"), "WHATSAT early 1 0\n")).split("\n")[0], before);
   assert.equal(await exchange(herd.port("A"), "WHATSAT late 1 0\n"), "? WHATSAT late 1 0\n");
   // The database it replaced, kept, holds the later record.
-  const old = new DatabaseSync(kept, { readOnly: true });
-  try {
-    const lines = old.prepare("SELECT line FROM records").all().map((row) => String(row.line));
-    assert.ok(lines.some((line) => line.includes(" late ")), lines.join(", "));
-  } finally {
-    old.close();
-  }
+  const lines = recordLines(kept);
+  assert.ok(lines.some((line) => line.includes(" late ")), lines.join(", "));
 });

@@ -312,3 +312,17 @@ Deno.test("LineSocket.bulk() stops reading for a breath after 50 ms of bulk read
   conn.bulk();
   assert.deepEqual(calls, ["pause", "resume"]);
 });
+
+Deno.test("LineSocket.write() of nothing writes nothing and says it was taken (a write to wait on would never drain)", () => {
+  const written: unknown[] = [];
+  const socket = Object.assign(new EventEmitter(), {
+    destroyed: false,
+    write: (data: unknown) => written.push(data) && false,
+  });
+  const conn = new LineSocket(socket as unknown as Socket, { maxLineBytes: 100, onLines: () => {} });
+  assert.equal(conn.write(""), true);
+  assert.equal(conn.write(new Uint8Array(0)), true);
+  assert.deepEqual(written, []);
+  assert.equal(conn.write("x\n"), false, "a real write still says what the socket said");
+  assert.equal(written.length, 1);
+});

@@ -483,29 +483,59 @@ Deno.test({
   assert.equal(await herd.metricSum('herd_peer_links_silent_total{direction="from"}', ["B"]), 1);
 });
 
-Deno.test({
-  name: "a catch-up that takes many heartbeat timeouts over a slow link is not taken for silence" + MODE.suffix,
-  permissions: HERD_TEST_PERMISSIONS,
-}, async () => {
-  await using herd = await TestHerd.create({
+/** `name`'s store filled with `count` records (`<prefix>-<n>`), in ten pipelined batches. */
+async function fill(herd: TestHerd, name: string, count: number, prefix: string): Promise<void> {
+  for (let batch = 0; batch < 10; batch++) {
+    const lines = Array.from({ length: count / 10 }, (_, i) => {
+      const n = batch * (count / 10) + i;
+      return `IAMAT ${prefix}-${n} +1.5+2.5 ${1_700_000_000 + n}.5\n`;
+    });
+    await exchange(herd.port(name), lines.join(""));
+  }
+}
+
+/**
+ * A and B, one link between them (through a fault proxy per direction
+ * unless `faultProxies` is false), with admin ports: A started and holding
+ * `count` records (`<prefix>-<n>`), B not started, for a catch-up.
+ */
+async function pairToCatchUp(
+  count: number,
+  prefix: string,
+  peers: TestHerdOptions["peers"],
+  faultProxies = true,
+): Promise<TestHerd> {
+  const herd = await TestHerd.create({
     tls: MODE.tls,
     placesUrl: "http://127.0.0.1:9/unused",
     names: ["A", "B"],
     links: [["A", "B"]],
     places: { provider: "offline" },
-    peers: { reconcileIntervalMs: 600_000, ...FAST_HEARTBEATS },
-    faultProxies: true,
+    peers,
+    faultProxies,
     admin: true,
   });
-  await herd.start("A");
-  const count = 10_000;
-  for (let batch = 0; batch < 10; batch++) {
-    const lines = Array.from({ length: count / 10 }, (_, i) => {
-      const n = batch * (count / 10) + i;
-      return `IAMAT slow-${n} +1.5+2.5 ${1_700_000_000 + n}.5\n`;
-    });
-    await exchange(herd.port("A"), lines.join(""));
+  try {
+    await herd.start("A");
+    await fill(herd, "A", count, prefix);
+    return herd;
+  } catch (error) {
+    await herd[Symbol.asyncDispose]();
+    throw error;
   }
+}
+
+/** The records of reconciliations `name` received (both links). */
+async function receivedReconciling(herd: TestHerd, name: string): Promise<number | undefined> {
+  return (await herd.metrics(name)).get('herd_peer_records_total{event="received_reconciling"}');
+}
+
+Deno.test({
+  name: "a catch-up that takes many heartbeat timeouts over a slow link is not taken for silence" + MODE.suffix,
+  permissions: HERD_TEST_PERMISSIONS,
+}, async () => {
+  const count = 10_000;
+  await using herd = await pairToCatchUp(count, "slow", { reconcileIntervalMs: 600_000, ...FAST_HEARTBEATS });
   // Only A's link reconciles (B's own link to A is cut): A sends B its 10,000 records, about 600 kB, in 64 kB writes,
   // over a link that carries 200 kB/s: several seconds, many timeouts, while B's side of A's link has nothing to say
   // but its heartbeats.
@@ -522,35 +552,13 @@ Deno.test({
   assert.equal(reconciled.length, 1, reconciled.join("\n"));
 });
 
-/** A's store filled with `count` records (`<prefix>-<n>`), in ten pipelined batches. */
-async function fill(herd: TestHerd, name: string, count: number, prefix: string): Promise<void> {
-  for (let batch = 0; batch < 10; batch++) {
-    const lines = Array.from({ length: count / 10 }, (_, i) => {
-      const n = batch * (count / 10) + i;
-      return `IAMAT ${prefix}-${n} +1.5+2.5 ${1_700_000_000 + n}.5\n`;
-    });
-    await exchange(herd.port(name), lines.join(""));
-  }
-}
-
 Deno.test({
   name: "a dialler's side of a reconciliation goes in writes of about 64 kB, read from the store as they go" +
     MODE.suffix,
   permissions: HERD_TEST_PERMISSIONS,
 }, async () => {
-  await using herd = await TestHerd.create({
-    tls: MODE.tls,
-    placesUrl: "http://127.0.0.1:9/unused",
-    names: ["A", "B"],
-    links: [["A", "B"]],
-    places: { provider: "offline" },
-    peers: { reconcileIntervalMs: 600_000 },
-    faultProxies: true,
-    admin: true,
-  });
-  await herd.start("A");
   const count = 5_000;
-  await fill(herd, "A", count, "sliced");
+  await using herd = await pairToCatchUp(count, "sliced", { reconcileIntervalMs: 600_000 });
   // Only A's link reconciles: A dials, B (empty) answers with its digest, and A sends what B lacks, its whole store.
   herd.linkProxy("B", "A").setAll(CUT);
   await herd.start("B");
@@ -576,18 +584,8 @@ Deno.test({
     MODE.suffix,
   permissions: HERD_TEST_PERMISSIONS,
 }, async () => {
-  await using herd = await TestHerd.create({
-    tls: MODE.tls,
-    placesUrl: "http://127.0.0.1:9/unused",
-    names: ["A", "B"],
-    links: [["A", "B"]],
-    places: { provider: "offline" },
-    peers: { reconcileIntervalMs: 600_000 },
-    admin: true,
-  });
-  await herd.start("A");
   const count = 5_000;
-  await fill(herd, "A", count, "crossed");
+  await using herd = await pairToCatchUp(count, "crossed", { reconcileIntervalMs: 600_000 }, false);
   // B's link dials A as B starts, and A's dials B as soon as B's reaches it: each sends its DIGEST as it comes up.
   await herd.start("B");
   await waitFor(async () => (await herd.metrics("B")).get("herd_records") === count, {
@@ -599,7 +597,7 @@ Deno.test({
       await herd.log("A"),
     ), { what: "A's count of what it sent" });
   const crossed = await herd.metricSum('herd_reconciliations_total{role="crossed"}');
-  const received = (await herd.metrics("B")).get('herd_peer_records_total{event="received_reconciling"}');
+  const received = await receivedReconciling(herd, "B");
   assert.equal(received, count, `B received ${received} records while reconciling (exchanges crossed: ${crossed})`);
 });
 
@@ -608,19 +606,12 @@ Deno.test({
     "record goes across once" + MODE.suffix,
   permissions: HERD_TEST_PERMISSIONS,
 }, async () => {
-  await using herd = await TestHerd.create({
-    tls: MODE.tls,
-    placesUrl: "http://127.0.0.1:9/unused",
-    names: ["A", "B"],
-    links: [["A", "B"]],
-    places: { provider: "offline" },
-    peers: { reconcileIntervalMs: 600_000, reconnectMinMs: 20, reconnectMaxMs: 200 },
-    faultProxies: true,
-    admin: true,
-  });
-  await herd.start("A");
   const count = 5_000;
-  await fill(herd, "A", count, "answered");
+  await using herd = await pairToCatchUp(count, "answered", {
+    reconcileIntervalMs: 600_000,
+    reconnectMinMs: 20,
+    reconnectMaxMs: 200,
+  });
   // B's link reconciles, and A's answer (some 300 kB) comes back at 60 kB/s; A's own link is held off meanwhile.
   herd.linkProxy("A", "B").setAll(CUT);
   herd.linkProxy("B", "A").setAll(throttle(60_000));
@@ -638,7 +629,7 @@ Deno.test({
   });
   await waitFor(async () => (await herd.metrics("B")).get("herd_records") === count, { what: `B to hold ${count}` });
   assert.match(await herd.log("A"), /Link to "B" is up/);
-  const received = (await herd.metrics("B")).get('herd_peer_records_total{event="received_reconciling"}');
+  const received = await receivedReconciling(herd, "B");
   assert.equal(received, count, `B received ${received} records while reconciling`);
 });
 
@@ -647,19 +638,12 @@ Deno.test({
     "not never: what the server stored meanwhile reaches the neighbour" + MODE.suffix,
   permissions: HERD_TEST_PERMISSIONS,
 }, async () => {
-  await using herd = await TestHerd.create({
-    tls: MODE.tls,
-    placesUrl: "http://127.0.0.1:9/unused",
-    names: ["A", "B"],
-    links: [["A", "B"]],
-    places: { provider: "offline" },
-    peers: { reconcileIntervalMs: 600_000, reconnectMinMs: 20, reconnectMaxMs: 200 },
-    faultProxies: true,
-    admin: true,
-  });
-  await herd.start("A");
   const count = 10_000;
-  await fill(herd, "A", count, "later");
+  await using herd = await pairToCatchUp(count, "later", {
+    reconcileIntervalMs: 600_000,
+    reconnectMinMs: 20,
+    reconnectMaxMs: 200,
+  });
   // B's exchange: A's answer comes back at 150 kB/s; A's own link is held off.
   herd.linkProxy("A", "B").setAll(CUT);
   herd.linkProxy("B", "A").setAll(throttle(150_000));

@@ -112,6 +112,8 @@ export class LineSocket {
    */
   write(data: string | Uint8Array): boolean {
     if (this.#isClosed || this.#socket.destroyed) return false;
+    // Nothing to write: written. (An empty write to Deno's node socket may never say it drained.)
+    if (data.length === 0) return true;
     return this.#socket.write(typeof data === "string" ? _encoder.encode(data) : data);
   }
 

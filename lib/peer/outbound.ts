@@ -630,7 +630,7 @@ export class PeerLink {
           parts.push(next.value, "\n");
         }
       }
-      // A walk that found nothing more leaves nothing to write (an empty write may never say it drained).
+      // A walk that found nothing more leaves nothing to write, nor to log.
       if (parts.length === 0) continue;
       const text = parts.join("");
       // A write is logged as a count when it carries reconciliation records (logged nowhere else); live records are
