@@ -1,6 +1,8 @@
 import assert from "node:assert/strict";
 import type { PeerHost } from "../lib/peer/host.ts";
 import { TextLineSplitter } from "../lib/net/line_stream.ts";
+import { startReading, stopReading } from "../lib/net/line_socket.ts";
+import type { Socket } from "node:net";
 import { Heartbeat } from "../lib/peer/heartbeat.ts";
 import { PEER_MAX_LINE_BYTES } from "../lib/peer/wire.ts";
 import { PeerLink, type PeerLinkOptions } from "../lib/peer/outbound.ts";
@@ -15,6 +17,7 @@ import { traffic } from "../lib/traffic_log.ts";
 import { captureLogs } from "./testing/logs.ts";
 import { loadDefaultConfig } from "./testing/default_config.ts";
 import { checkThroughout, delay, waitFor } from "./testing/wait.ts";
+import { HERD_TEST_PERMISSIONS, TestHerd } from "./testing/herd.ts";
 
 /** A server with an empty store that never gets anything from the neighbour. */
 const HOST: PeerHost = {
@@ -732,3 +735,66 @@ Deno.test({
     await Promise.all(inbound);
   }
 });
+
+for (const tls of [true, false]) {
+  Deno.test({
+    name: `stopReading() stops a ${
+      tls ? "TLS" : "plain-text"
+    } peer link's reads at either end, so the other end's writes back up, until startReading()`,
+    permissions: HERD_TEST_PERMISSIONS,
+  }, async () => {
+    // Only the herd's certificates are used: no server is started.
+    await using herd = await TestHerd.create({
+      placesUrl: "http://127.0.0.1:9/unused",
+      names: ["A", "B"],
+      links: [["A", "B"]],
+      places: { provider: "offline" },
+      tls,
+    });
+    const acceptor = new PeerTransport({ files: herd.tlsFiles("B"), handshakeTimeoutMs: 5000 });
+    const dialler = new PeerTransport({ files: herd.tlsFiles("A"), handshakeTimeoutMs: 5000 });
+    acceptor.load();
+    dialler.load();
+    const accepted = Promise.withResolvers<Socket>();
+    const server = await acceptor.listen({
+      host: "127.0.0.1",
+      port: 0,
+      maxConnections: 4,
+      onPeer: (peer) => accepted.resolve(peer.socket),
+      onRefused: (address, reason) => accepted.reject(new Error(`${address} refused: ${reason}`)),
+    });
+    const dialled = await dialler.dial("127.0.0.1", (server.address() as { port: number }).port, "B");
+    const acceptedSocket = await accepted.promise;
+    try {
+      const block = new Uint8Array(65536).fill(65);
+      for (const [reader, writer] of [[acceptedSocket, dialled], [dialled, acceptedSocket]]) {
+        let received = 0;
+        reader.on("data", (chunk: Uint8Array) => received += chunk.byteLength);
+        stopReading(reader);
+        const before = received;
+        // The writer writes for as long as the socket takes its writes. With the reader's reads stopped, the
+        // kernel's buffers between them fill (a few MB on loopback) and the writer's drain stops coming; a reader
+        // still reading into memory takes hundreds of MB a second.
+        let written = 0;
+        while (written < 256 * 2 ** 20) {
+          while (writer.write(block)) written += block.byteLength;
+          written += block.byteLength;
+          const drained = await Promise.race([
+            new Promise<boolean>((resolve) => writer.once("drain", () => resolve(true))),
+            delay(500).then(() => false),
+          ]);
+          if (!drained) break;
+        }
+        assert.ok(written < 64 * 2 ** 20, `the writer got ${written} bytes out while the reader was stopped`);
+        assert.equal(received, before, "no data events while stopped");
+        startReading(reader);
+        await waitFor(() => received - before === written, { what: `all ${written} bytes read after startReading()` });
+        reader.removeAllListeners("data");
+      }
+    } finally {
+      dialled.destroy();
+      acceptedSocket.destroy();
+      await new Promise((resolve) => server.close(resolve));
+    }
+  });
+}

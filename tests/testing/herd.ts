@@ -246,10 +246,11 @@ export class TestHerd implements AsyncDisposable {
   /**
    * Starts `name` with the same flags `deno task serve` uses (a `.env`
    * beside its config read with `--env-file`) and waits until
-   * its client port accepts; with `fileLimit`, under `prlimit` allowed that
-   * many open files (the test must be allowed to run `prlimit`).
+   * its client port accepts (within `timeoutMs`, 10 s by default); with
+   * `fileLimit`, under `prlimit` allowed that many open files (the test must
+   * be allowed to run `prlimit`).
    */
-  async start(name: string, options: { fileLimit?: number } = {}): Promise<void> {
+  async start(name: string, options: { fileLimit?: number; timeoutMs?: number } = {}): Promise<void> {
     const config = await loadConfig(this.configPathOf(name));
     // A .env beside the config is read as deno task serve reads it (--env-file).
     const args = serverRunArgs(config, name, { keyPresent: this.#key !== undefined, envFile: envFileFor(config) });
@@ -271,7 +272,7 @@ export class TestHerd implements AsyncDisposable {
     let listening = false;
     try {
       await waitFor(async () => (listening = await _accepts(this.port(name))) || exited !== undefined, {
-        timeoutMs: 10_000,
+        timeoutMs: options.timeoutMs ?? 10_000,
         stepMs: 20,
         what: `${name} to listen on its client port`,
       });
