@@ -253,6 +253,94 @@ Deno.test({
   }));
 
 /**
+ * Writes a table of `rows` records (`client<i>` at time i, in rowid order 1, 2, ...), then `odd` (if any) in place
+ * of the row with rowid `oddAt`; returns the database's path.
+ */
+function tableOfRows(dir: string, rows: number, odd?: { at: number; value: unknown; nullable?: boolean }): string {
+  const path = `${dir}/A.db`;
+  const db = new DatabaseSync(path);
+  db.exec(`CREATE TABLE records (line TEXT${odd?.nullable ? "" : " NOT NULL"})`);
+  db.exec("BEGIN");
+  const insert = db.prepare("INSERT INTO records (rowid, line) VALUES (?, ?)");
+  for (let i = 1; i <= rows; i++) {
+    insert.run(i, i === odd?.at ? odd.value as string : record(`client${i}`, String(i)).line);
+  }
+  db.exec("COMMIT");
+  db.close();
+  return path;
+}
+
+Deno.test({
+  name: "RecordLog loads a table of many chunks row for row, reading alone the rows a chunk would not give back whole",
+  permissions: PERMISSIONS,
+}, () =>
+  withDir((dir) => {
+    // 25,000 rows and two more: three chunks of the load, of rowids -5 and 1 to 9,999, 10,000 to 19,999, and the
+    // rest with 2^62 + 1. Each chunk holds a row that a chunk joined by newlines would not give back as it is: a NUL
+    // last in the first (node:sqlite reads text cut at a NUL, here the chunk's end), a newline in the second (read
+    // alone, the line split on whitespace is one record), a U+FFFD in the third (which also stands for bytes that
+    // are not UTF-8).
+    const path = tableOfRows(dir, 25_000);
+    const db = new DatabaseSync(path);
+    const insert = db.prepare("INSERT INTO records (rowid, line) VALUES (?, ?)");
+    insert.run(-5n, record("negative", "1").line);
+    insert.run(2n ** 62n + 1n, record("huge", "1").line);
+    const update = db.prepare("UPDATE records SET line = ? WHERE rowid = ?");
+    update.run(record("nul\u0000id", "3").line, 9_999);
+    update.run("AT Hill +0.000000001 newline\n+1+1 4", 12_002);
+    update.run(record("re\uFFFDplaced", "5").line, 22_003);
+    // Other whitespace than single spaces between fields: the same record as split on any whitespace.
+    update.run("AT Hill  +0.000000001 doubled +1+1 6", 12_005);
+    update.run("AT Hill +0.000000001\ttabbed +1+1 7", 12_006);
+    db.close();
+    const expected = new Map<string, string>();
+    for (let i = 1; i <= 25_000; i++) expected.set(`client${i}`, record(`client${i}`, String(i)).line);
+    for (const i of [9_999, 12_002, 12_005, 12_006, 22_003]) expected.delete(`client${i}`);
+    const others = {
+      negative: "1",
+      huge: "1",
+      "nul\u0000id": "3",
+      newline: "4",
+      "re\uFFFDplaced": "5",
+      doubled: "6",
+      tabbed: "7",
+    };
+    for (const [id, time] of Object.entries(others)) expected.set(id, record(id, time).line);
+    const { log, records } = RecordLog.open(path);
+    try {
+      assert.equal(records.length, expected.size);
+      assert.deepEqual(new Map(records.map((r) => [r.clientId, r.line])), expected);
+    } finally {
+      log.close();
+    }
+  }));
+
+Deno.test({
+  name: "RecordLog names the row that is not an AT record in a table of many chunks, whatever it holds",
+  permissions: PERMISSIONS,
+}, async (t) => {
+  // Bytes that are not UTF-8 and whose U+FFFD is as long (F0 90 80: three bytes, one U+FFFD of three); NULL; a
+  // number.
+  const notUtf8 = new Uint8Array([
+    ...new TextEncoder().encode("AT Hill +0.000000001 x"),
+    ...[0xf0, 0x90, 0x80],
+    ...new TextEncoder().encode(" +1+1 1"),
+  ]);
+  const odd: [string, unknown][] = [
+    ["bytes that are not UTF-8", notUtf8],
+    ["NULL", null],
+    ["a number", 42],
+  ];
+  for (const [what, value] of odd) {
+    await t.step(what, () =>
+      withDir((dir) => {
+        const path = tableOfRows(dir, 25_000, { at: 15_003, value, nullable: value === null });
+        assert.throws(() => RecordLog.open(path), /holds a row that is not an AT record \(row 15003\)/);
+      }));
+  }
+});
+
+/**
  * How a test makes a directory read-only here: mode 0500, or, where that does not stop this process (root), a
  * tmpfs mounted there and remounted read-only; a string says why neither can be done.
  */
