@@ -459,9 +459,10 @@ function* _lineColumns(db: DatabaseSync): Generator<unknown> {
   const rows = db.prepare(`SELECT ${LINE_COLUMN} AS line FROM records WHERE rowid BETWEEN ? AND ? ORDER BY rowid`);
   const encoder = new TextEncoder();
   let buffer = new Uint8Array(0);
+  let after: bigint | undefined;
   db.exec("BEGIN");
   try {
-    for (let after: bigint | undefined;;) {
+    while (true) {
       const read = (after === undefined ? firstChunk.get() : nextChunk.get(after)) as {
         first: bigint | null;
         last: bigint | null;
