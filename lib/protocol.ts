@@ -81,6 +81,19 @@ export function splitFields(line: string): string[] {
   return fields;
 }
 
+/**
+ * {@linkcode splitFields}, faster on a line whose fields are joined by
+ * single spaces, as in every line the herd writes (the database's rows at
+ * start-up: half the time): split on them when that gives the same fields.
+ */
+export function splitSpacedFields(line: string): string[] {
+  if (!_OTHER_WHITESPACE.test(line)) {
+    const fields = line.split(" ");
+    if (!fields.includes("")) return fields;
+  }
+  return splitFields(line);
+}
+
 function _inRange(degrees: string, limit: number): boolean {
   const point = degrees.indexOf(".");
   const whole = Number(point < 0 ? degrees : degrees.slice(0, point));
@@ -342,6 +355,38 @@ export function parseLiveRecordLine(line: string, rules: HerdRecordRules): LiveR
     rules,
   );
   return { record, seq, waitMs };
+}
+
+/**
+ * {@linkcode parseHerdRecord} straight from a reconciliation's record line
+ * (`AT` and its six fields, no sequence number: what a catch-up carries, a
+ * million lines at a time), when it is written as the herd writes it, with
+ * single spaces: the fields found by their spaces, with no array and no
+ * second string for the record's line. Returns undefined when the line is
+ * written any other way: the caller then splits it.
+ */
+export function parseCatchUpRecordLine(line: string, rules: HerdRecordRules): LocationRecord | string | undefined {
+  if (!line.startsWith("AT ") || _OTHER_WHITESPACE.test(line)) return undefined;
+  const afterServer = line.indexOf(" ", 3);
+  const afterDifference = afterServer < 0 ? -1 : line.indexOf(" ", afterServer + 1);
+  const afterClient = afterDifference < 0 ? -1 : line.indexOf(" ", afterDifference + 1);
+  const afterLocation = afterClient < 0 ? -1 : line.indexOf(" ", afterClient + 1);
+  if (afterLocation < 0 || line.indexOf(" ", afterLocation + 1) >= 0) return undefined;
+  if (
+    afterServer === 3 || afterDifference === afterServer + 1 || afterClient === afterDifference + 1 ||
+    afterLocation === afterClient + 1 || afterLocation === line.length - 1
+  ) return undefined;
+  // Every field from the copy, none from the line: see ownCopy().
+  const own = ownCopy(line);
+  return _checkHerdRecord(
+    own,
+    own.slice(3, afterServer),
+    own.slice(afterServer + 1, afterDifference),
+    own.slice(afterDifference + 1, afterClient),
+    own.slice(afterClient + 1, afterLocation),
+    own.slice(afterLocation + 1),
+    rules,
+  );
 }
 
 function _compareBytes(a: string, b: string): number {

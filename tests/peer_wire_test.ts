@@ -15,6 +15,7 @@ import fc from "fast-check";
 import {
   type HerdRecordRules,
   type IamatCommand,
+  parseCatchUpRecordLine,
   parseHerdRecord,
   parseLiveRecordLine,
   recordFromIamat,
@@ -283,6 +284,60 @@ Deno.test("parseLiveRecordLine() reads a line as splitting it would, whenever it
       assert.deepEqual(fast.record, parseHerdRecord(fields.slice(0, 6), RULES), line);
       const count = (field: string) => /^[0-9]{1,15}$/.test(field) ? Number(field) : -1;
       assert.deepEqual([fast.seq, fast.waitMs], fields.slice(6).map(count), line);
+    }),
+    { numRuns: 5000 },
+  );
+  // The property says something only if the fast path read lines, and records among them.
+  assert.ok(records > 200, `the fast path read only ${records} records: the property checked too little`);
+  assert.ok(read > 500, `the fast path read only ${read} lines: the property checked too little`);
+});
+
+Deno.test("parseCatchUpRecordLine() reads a reconciliation's line as splitting it would, whenever it reads it at all", () => {
+  // Each field mostly what a record holds there, sometimes anything; mostly joined by one space.
+  const valid = [
+    ["Hill", "Jaquez"],
+    ["+0.263873386", "-3.250000000"],
+    ["kiwi", "🥝a\u00A0b"],
+    ["+34.068930-118.445127", "-1+1"],
+    ["1621464827.959498503", "7"],
+  ];
+  const odd = fc.oneof(
+    fc.constantFrom("Mallory", "+0.1", "+91+1", "1e9", "x", ""),
+    fc.string({ maxLength: 6 }),
+  );
+  const field = (i: number) =>
+    fc.oneof({ arbitrary: fc.constantFrom(...valid[Math.min(i, valid.length - 1)]), weight: 6 }, {
+      arbitrary: odd,
+      weight: 1,
+    });
+  const separator = fc.oneof({ arbitrary: fc.constant(" "), weight: 12 }, fc.constantFrom("  ", "\t", " \r", ""));
+  const line = fc.oneof(fc.constant(5), fc.integer({ min: 1, max: 8 })).chain((count) =>
+    fc.tuple(
+      fc.tuple(...Array.from({ length: count }, (_, i) => fc.tuple(field(i), separator))),
+      fc.oneof({ arbitrary: fc.constant(""), weight: 8 }, fc.constantFrom(" ", "\t")),
+    ).map(([parts, trailing]) =>
+      "AT " + parts.map(([text, sep], i) => i === parts.length - 1 ? text : text + sep).join("") + trailing
+    )
+  );
+  let read = 0;
+  let records = 0;
+  fc.assert(
+    fc.property(line, (line) => {
+      const message = parsePeerMessage(line, RULES);
+      const fast = parseCatchUpRecordLine(line, RULES);
+      if (fast === undefined) return;
+      read++;
+      if (typeof fast !== "string") records++;
+      const fields = splitFields(line);
+      assert.equal(fields.length, 6, line);
+      assert.deepEqual(fast, parseHerdRecord(fields, RULES), line);
+      // What the link makes of it, as before: a record with no sequence, or a refusal saying why.
+      assert.deepEqual(
+        message,
+        typeof fast === "string"
+          ? { kind: "invalid", reason: fast }
+          : { kind: "RECORD", record: fast, seq: undefined, waitMs: 0 },
+      );
     }),
     { numRuns: 5000 },
   );

@@ -1,4 +1,5 @@
 import assert from "node:assert/strict";
+import fc from "fast-check";
 import {
   type Command,
   compareRecords,
@@ -8,6 +9,7 @@ import {
   parseRecordFields,
   recordFromIamat,
   splitFields,
+  splitSpacedFields,
 } from "../lib/protocol.ts";
 
 const INVALID: Command = { kind: "invalid" };
@@ -361,4 +363,23 @@ Deno.test("compareRecords() is a total order that sorts the same whatever the in
   assert.equal(sorted[0], "AT Hill +0.5 kiwi +1+1 99.9999999999");
   assert.equal(sorted.at(-1), "AT Hill +0.5 kiwi +1+1 100.0000000001");
   assert.ok(sorted.indexOf("AT S\uFF61 +0.5 kiwi +1+1 100") < sorted.indexOf("AT S\u{1F600} +0.5 kiwi +1+1 100"));
+});
+
+Deno.test("splitSpacedFields() gives the fields splitFields() gives, for any line", () => {
+  // Mostly fields and single spaces, sometimes every other kind of ASCII whitespace, runs of it, and at either end.
+  const piece = fc.oneof(
+    { arbitrary: fc.constantFrom("AT", "Hill", "+0.1", "kiwi", "🥝", "a\u00A0b"), weight: 6 },
+    { arbitrary: fc.constant(" "), weight: 6 },
+    fc.constantFrom("  ", "\t", "\n", "\v", "\f", "\r", ""),
+    fc.string({ maxLength: 4 }),
+  );
+  let spaced = 0;
+  fc.assert(
+    fc.property(fc.array(piece, { maxLength: 16 }).map((pieces) => pieces.join("")), (line) => {
+      if (!/[\t-\r]|^ | $|  /.test(line)) spaced++;
+      assert.deepEqual(splitSpacedFields(line), splitFields(line), JSON.stringify(line));
+    }),
+    { numRuns: 5000 },
+  );
+  assert.ok(spaced > 500, `only ${spaced} lines of single spaces: the property checked too little`);
 });

@@ -40,6 +40,7 @@ import {
   type HerdRecordRules,
   type LocationRecord,
   ownCopy,
+  parseCatchUpRecordLine,
   parseHerdRecord,
   parseLiveRecordLine,
   splitFields,
@@ -124,6 +125,13 @@ export function parsePeerMessage(line: string, rules: HerdRecordRules): PeerMess
     if (typeof live.record === "string") return _INVALID(live.record);
     if (live.record === null) return { kind: "HELD", seq, waitMs };
     return { kind: "RECORD", record: live.record, seq, waitMs };
+  }
+  // Then a reconciliation's records, written the herd's way.
+  const caughtUp = parseCatchUpRecordLine(line, rules);
+  if (caughtUp !== undefined) {
+    return typeof caughtUp === "string"
+      ? _INVALID(caughtUp)
+      : { kind: "RECORD", record: caughtUp, seq: undefined, waitMs: 0 };
   }
   const fields = splitFields(line);
   switch (fields[0]) {

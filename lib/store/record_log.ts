@@ -33,7 +33,14 @@ import {
   pathExists,
   PRIVATE_FILE_MODE,
 } from "../private_files.ts";
-import { compareRecords, fitsBytes, type LocationRecord, parseRecordFields, splitFields } from "../protocol.ts";
+import {
+  compareRecords,
+  fitsBytes,
+  type LocationRecord,
+  parseRecordFields,
+  splitFields,
+  splitSpacedFields,
+} from "../protocol.ts";
 
 /** Longest a record written behind waits for its commit, in milliseconds. */
 export const WRITE_BEHIND_MS = 20;
@@ -489,22 +496,6 @@ function* _lineColumns(db: DatabaseSync): Generator<unknown> {
   }
 }
 
-/** ASCII whitespace other than a space. */
-const _OTHER_WHITESPACE = /[\t-\r]/;
-
-/**
- * The fields of a row's line, as {@linkcode splitFields} gives them: split
- * on single spaces when that is the same (no other whitespace, no field
- * empty), as in every line the server writes, which is half the time.
- */
-function _rowFields(line: string): string[] {
-  if (!_OTHER_WHITESPACE.test(line)) {
-    const fields = line.split(" ");
-    if (!fields.includes("")) return fields;
-  }
-  return splitFields(line);
-}
-
 /**
  * Checks the database at `path` and reads every record in it, greatest
  * per client, expired ones left out, on a read-only connection: closing it
@@ -538,7 +529,7 @@ function _checkAndLoad(
           line = undefined;
         }
       }
-      const record = typeof line === "string" ? parseRecordFields(_rowFields(line)) : null;
+      const record = typeof line === "string" ? parseRecordFields(splitSpacedFields(line)) : null;
       if (record === null) {
         throw new CorruptDatabaseError(
           `The database ${path} holds a row that is not an AT record (row ${row}). The server will not start on it, ` +
