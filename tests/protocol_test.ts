@@ -376,7 +376,7 @@ Deno.test("splitSpacedFields() gives the fields splitFields() gives, for any lin
   let spaced = 0;
   fc.assert(
     fc.property(fc.array(piece, { maxLength: 16 }).map((pieces) => pieces.join("")), (line) => {
-      if (!/[\t-\r]|^ | $|  /.test(line)) spaced++;
+      if (!/[\t-\r]|^ | $| {2}/.test(line)) spaced++;
       assert.deepEqual(splitSpacedFields(line), splitFields(line), JSON.stringify(line));
     }),
     { numRuns: 5000 },
