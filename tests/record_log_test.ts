@@ -275,27 +275,32 @@ Deno.test({
   permissions: PERMISSIONS,
 }, () =>
   withDir((dir) => {
-    // 25,000 rows and two more: three chunks of the load, of rowids -5 and 1 to 9,999, 10,000 to 19,999, and the
-    // rest with 2^62 + 1. Each chunk holds a row that a chunk joined by newlines would not give back as it is: a NUL
-    // last in the first (node:sqlite reads text cut at a NUL, here the chunk's end), a newline in the second (read
-    // alone, the line split on whitespace is one record), a U+FFFD in the third (which also stands for bytes that
-    // are not UTF-8).
-    const path = tableOfRows(dir, 25_000);
+    // 45,000 rows and two more: five chunks of the load, of rowids -5 and 1 to 9,999, 10,000 to 19,999, and so on,
+    // the last with 2^62 + 1. Each of the first four holds a row that a chunk joined by newlines would not give back
+    // as the row-by-row read does, each found by a check of its own: a NUL last in the first (node:sqlite reads text
+    // cut at a NUL, here the chunk's end), a newline in the second (read alone, the line split on whitespace is one
+    // record), a byte-order mark before the bytes of a line in the third (read alone as bytes, the mark is dropped),
+    // a U+FFFD in the fourth (which also stands for bytes that are not UTF-8). The fifth is split: its lines with
+    // other whitespace than single spaces are split on any.
+    const path = tableOfRows(dir, 45_000);
     const db = new DatabaseSync(path);
     const insert = db.prepare("INSERT INTO records (rowid, line) VALUES (?, ?)");
     insert.run(-5n, record("negative", "1").line);
     insert.run(2n ** 62n + 1n, record("huge", "1").line);
     const update = db.prepare("UPDATE records SET line = ? WHERE rowid = ?");
-    update.run(record("nul\u0000id", "3").line, 9_999);
-    update.run("AT Hill +0.000000001 newline\n+1+1 4", 12_002);
-    update.run(record("re\uFFFDplaced", "5").line, 22_003);
-    // Other whitespace than single spaces between fields: the same record as split on any whitespace.
-    update.run("AT Hill  +0.000000001 doubled +1+1 6", 12_005);
-    update.run("AT Hill +0.000000001\ttabbed +1+1 7", 12_006);
+    const odd: [number, string | Uint8Array][] = [
+      [9_999, record("nul\u0000id", "3").line],
+      [12_002, "AT Hill +0.000000001 newline\n+1+1 4"],
+      [22_007, new Uint8Array([0xef, 0xbb, 0xbf, ...new TextEncoder().encode(record("marked", "8").line)])],
+      [32_003, record("re\uFFFDplaced", "5").line],
+      [42_005, "AT Hill  +0.000000001 doubled +1+1 6"],
+      [42_006, "AT Hill +0.000000001\ttabbed +1+1 7"],
+    ];
+    for (const [rowid, line] of odd) update.run(line, rowid);
     db.close();
     const expected = new Map<string, string>();
-    for (let i = 1; i <= 25_000; i++) expected.set(`client${i}`, record(`client${i}`, String(i)).line);
-    for (const i of [9_999, 12_002, 12_005, 12_006, 22_003]) expected.delete(`client${i}`);
+    for (let i = 1; i <= 45_000; i++) expected.set(`client${i}`, record(`client${i}`, String(i)).line);
+    for (const [rowid] of odd) expected.delete(`client${rowid}`);
     const others = {
       negative: "1",
       huge: "1",
@@ -304,6 +309,7 @@ Deno.test({
       "re\uFFFDplaced": "5",
       doubled: "6",
       tabbed: "7",
+      marked: "8",
     };
     for (const [id, time] of Object.entries(others)) expected.set(id, record(id, time).line);
     const { log, records } = RecordLog.open(path);
@@ -314,6 +320,35 @@ Deno.test({
       log.close();
     }
   }));
+
+Deno.test({
+  name: "RecordLog loads a table made by hand without row IDs to read by: WITHOUT ROWID, or a column named rowid",
+  permissions: PERMISSIONS,
+}, async (t) => {
+  for (
+    const schema of [
+      "CREATE TABLE records (line TEXT PRIMARY KEY) WITHOUT ROWID",
+      "CREATE TABLE records (rowid TEXT, line TEXT NOT NULL)",
+    ]
+  ) {
+    await t.step(schema, () =>
+      withDir((dir) => {
+        const path = `${dir}/A.db`;
+        const db = new DatabaseSync(path);
+        db.exec(schema);
+        // More rows than a chunk of the load.
+        const insert = db.prepare("INSERT INTO records (line) VALUES (?)");
+        db.exec("BEGIN");
+        for (let i = 1; i <= 10_005; i++) insert.run(record(`client${i}`, String(i)).line);
+        db.exec("COMMIT");
+        db.close();
+        const { log, records } = RecordLog.open(path);
+        log.close();
+        assert.equal(records.length, 10_005);
+        assert.equal(new Set(records.map((r) => r.clientId)).size, 10_005);
+      }));
+  }
+});
 
 Deno.test({
   name: "RecordLog names the row that is not an AT record in a table of many chunks, whatever it holds",

@@ -22,6 +22,7 @@
  * `-shm` files it makes the database file's mode.
  */
 
+import { Buffer } from "node:buffer";
 import { DatabaseSync, type StatementSync } from "node:sqlite";
 import { setImmediate } from "node:timers";
 import { metrics } from "../admin/metrics.ts";
@@ -431,65 +432,88 @@ function _deleteLeftOut(db: DatabaseSync, options: RecordLogOptions): number {
   return doomed.length;
 }
 
-/**
- * Rows read at once at start-up ({@linkcode _lineColumns}): about 1 MB of
- * lines, in one string.
- */
+/** Rows read at once at start-up ({@linkcode _lineColumns}). */
 const _LOAD_CHUNK_ROWS = 10_000;
 
 /**
- * Every row's `line` column, in rowid order, as {@linkcode LINE_COLUMN}
+ * Most bytes of lines read at once at start-up: a chunk of more (rows of
+ * long client IDs) is read row by row. A string past V8's longest (about
+ * 537 million characters) made Deno panic in node:sqlite, and SQLite
+ * refuses to join more than a billion bytes.
+ */
+const _LOAD_CHUNK_BYTES = 8 * 2 ** 20;
+
+/**
+ * Every row's `line` column, in row order, as {@linkcode LINE_COLUMN}
  * gives it, in one read transaction. Rows are read a chunk at a time,
  * joined by SQLite into one string with a newline between them and split
  * here: node:sqlite makes an object of each row it returns, which took 2.4 s
- * for a million rows, where the chunks take 0.5 s. A chunk is split only
- * when that gives back every row as it is: as many lines as rows (a newline
- * in a row makes two, a NULL none), as many UTF-8 bytes as SQLite counts in
- * them (a row with a NUL comes back cut short there), and no U+FFFD, which
- * also stands for bytes that are not UTF-8. Any other chunk (none of which
- * the server writes) is read row by row, so the caller sees every row as
- * the row-by-row read gives it.
+ * for a million rows, where the chunks take 0.6 s. A chunk is split only
+ * when that gives back every row as the row-by-row read does: no more than
+ * {@linkcode _LOAD_CHUNK_BYTES}, as many lines as rows (a newline in a row
+ * makes two, a NULL none), as many UTF-8 bytes as SQLite counts in them (a
+ * row with a NUL comes back cut short there), no U+FFFD (which also stands
+ * for bytes that are not UTF-8) and no U+FEFF (a byte-order mark, which the
+ * row-by-row read drops from the start of a BLOB). Any other chunk (none of
+ * which the server writes) is read row by row, and a table that has no row
+ * IDs to read by (a WITHOUT ROWID table, made by hand) is read in one go.
  */
 function* _lineColumns(db: DatabaseSync): Generator<unknown> {
-  const chunk = (where: string) => {
-    const statement = db.prepare(
-      "SELECT min(rowid) AS first, max(rowid) AS last, count(*) AS rows, " +
-        "sum(octet_length(line)) AS bytes, group_concat(line, char(10)) AS joined " +
-        `FROM (SELECT rowid, line FROM records ${where} ORDER BY rowid LIMIT ${_LOAD_CHUNK_ROWS})`,
-    );
-    // Row IDs as they are: a table written by hand may hold any 64-bit one.
-    statement.setReadBigInts(true);
-    return statement;
-  };
-  const firstChunk = chunk("");
-  const nextChunk = chunk("WHERE rowid > ?");
-  const rows = db.prepare(`SELECT ${LINE_COLUMN} AS line FROM records WHERE rowid BETWEEN ? AND ? ORDER BY rowid`);
-  const encoder = new TextEncoder();
-  let buffer = new Uint8Array(0);
+  const statements = (() => {
+    try {
+      const stats = (where: string) => {
+        const statement = db.prepare(
+          "SELECT min(_rowid_) AS first, max(_rowid_) AS last, count(*) AS rows, sum(octet_length(line)) AS bytes " +
+            `FROM (SELECT _rowid_, line FROM records ${where} ORDER BY _rowid_ LIMIT ${_LOAD_CHUNK_ROWS})`,
+        );
+        // Row IDs as they are: a table written by hand may hold any 64-bit one.
+        statement.setReadBigInts(true);
+        return statement;
+      };
+      return {
+        first: stats(""),
+        next: stats("WHERE _rowid_ > ?"),
+        joined: db.prepare(
+          "SELECT group_concat(line, char(10)) AS joined " +
+            "FROM (SELECT line FROM records WHERE _rowid_ BETWEEN ? AND ? ORDER BY _rowid_)",
+        ),
+        rows: db.prepare(`SELECT ${LINE_COLUMN} AS line FROM records WHERE _rowid_ BETWEEN ? AND ? ORDER BY _rowid_`),
+      };
+    } catch {
+      return undefined;
+    }
+  })();
+  if (statements === undefined) {
+    for (const { line } of db.prepare(`SELECT ${LINE_COLUMN} AS line FROM records`).iterate()) yield line;
+    return;
+  }
   let after: bigint | undefined;
   db.exec("BEGIN");
   try {
     while (true) {
-      const read = (after === undefined ? firstChunk.get() : nextChunk.get(after)) as {
+      const chunk = (after === undefined ? statements.first.get() : statements.next.get(after)) as {
         first: bigint | null;
         last: bigint | null;
         rows: bigint;
         bytes: bigint | null;
-        joined: string | null;
       };
-      if (read.first === null || read.last === null) return;
-      after = read.last;
-      const joined = read.joined;
+      if (chunk.first === null || chunk.last === null) return;
+      after = chunk.last;
       let whole: string[] | undefined;
-      if (joined !== null && read.bytes !== null && !joined.includes("\uFFFD")) {
-        // At most 3 UTF-8 bytes per UTF-16 code unit.
-        if (buffer.length < joined.length * 3) buffer = new Uint8Array(joined.length * 3);
-        const split = joined.split("\n");
-        const bytes = encoder.encodeInto(joined, buffer).written;
-        if (BigInt(split.length) === read.rows && BigInt(bytes) === read.bytes + read.rows - 1n) whole = split;
+      if (chunk.bytes !== null && chunk.bytes + chunk.rows <= _LOAD_CHUNK_BYTES) {
+        const { joined } = statements.joined.get(chunk.first, chunk.last) as { joined: string | null };
+        if (joined !== null && !joined.includes("\uFFFD") && !joined.includes("\uFEFF")) {
+          const split = joined.split("\n");
+          const bytes = Buffer.byteLength(joined, "utf8");
+          if (BigInt(split.length) === chunk.rows && BigInt(bytes) === chunk.bytes + chunk.rows - 1n) whole = split;
+        }
       }
       if (whole !== undefined) yield* whole;
-      else for (const { line } of rows.iterate(read.first, read.last) as Iterable<{ line: unknown }>) yield line;
+      else {
+        for (const { line } of statements.rows.iterate(chunk.first, chunk.last) as Iterable<{ line: unknown }>) {
+          yield line;
+        }
+      }
     }
   } finally {
     db.exec("COMMIT");
