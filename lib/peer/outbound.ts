@@ -173,6 +173,14 @@ export class PeerLink {
           // Counted on again only after another second of keeping up: a link whose acknowledgements hover about the
           // deadline would otherwise go in and out of the trees, and its link state round the herd, each time.
           this.#prove();
+          // Our digest may have gone where the acknowledgements went: an exchange it started would stay unanswered
+          // (putting ours off for _UNANSWERED_PATIENCE_MS, and the neighbour's answered with our digest alone).
+          if (this.#host.reconciler.forgetUnanswered(this.neighbour)) {
+            log.peer.info("Reconciling with {neighbour} again: our exchange went unanswered while the link lagged", {
+              neighbour: this.neighbour,
+            });
+            this.reconcile();
+          }
         }
         options.onStateChange?.();
       },

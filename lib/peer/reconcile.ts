@@ -166,6 +166,21 @@ export class Reconciler {
     this.#ourAnswered(neighbour);
   }
 
+  /**
+   * Our link to `neighbour` lagged and caught up (a black hole that healed,
+   * its connection kept): what it sent meanwhile may be lost, our digest
+   * among it. An exchange of ours whose answer has not begun is taken for
+   * lost, so that it holds up neither ours nor the neighbour's (answered
+   * with our digest alone while ours is under way): returns whether one was.
+   * Its answer, should it come after all, is taken as the next one's.
+   */
+  forgetUnanswered(neighbour: string): boolean {
+    if (!this.underway(neighbour) || this.#receiving.has(neighbour)) return false;
+    this.#underway.delete(neighbour);
+    this.#ourAnswered(neighbour);
+    return true;
+  }
+
   /** A record of `neighbour`'s answer to our exchange came: it is answering, in full. */
   receiving(neighbour: string): void {
     this.#receiving.add(neighbour);
