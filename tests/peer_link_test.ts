@@ -874,3 +874,20 @@ Deno.test("Reconciler.forgetUnanswered() forgets an exchange of ours whose answe
   assert.equal(reconciler.forgetUnanswered("F"), false, "its records are coming: it was not lost");
   assert.equal(reconciler.underway("F"), true);
 });
+
+Deno.test("Reconciler takes an exchange of ours for lost once no answer began within 3 s while we sent nothing", async () => {
+  const reconciler = new Reconciler(new LocationStore());
+  await using logs = await captureLogs();
+  {
+    reconciler.started("F");
+    const started = performance.now();
+    assert.equal(reconciler.underway("F"), true);
+    await waitFor(() => !reconciler.underway("F"), { what: "the exchange to be taken for lost" });
+    assert.ok(performance.now() - started >= 2990, `taken for lost after ${performance.now() - started} ms`);
+    assert.equal(logs.count(/^info Our exchange with F is taken for lost/), 1);
+    // One whose answer is coming is not, however long it takes.
+    reconciler.started("F");
+    reconciler.receiving("F");
+    await checkThroughout(() => assert.equal(reconciler.underway("F"), true), { durationMs: 3500, stepMs: 100 });
+  }
+});

@@ -51,6 +51,15 @@ const _RECENT_MS = 2000;
 /** How long after a neighbour's last reconciliation records its catch-up counts as still coming, in milliseconds. */
 const _CATCHING_UP_MS = 1000;
 
+/**
+ * How long the answer to an exchange of ours may take to begin, counted
+ * from the exchange's start or from the last records of a reconciliation we
+ * sent the neighbour (it answers once those stopped coming), before the
+ * exchange is taken for lost, in milliseconds: its digest, or the answer,
+ * went into a black hole that kept the connection open.
+ */
+const _ANSWER_LOST_MS = 3000;
+
 /** One server's side of reconciling with each of its neighbours. */
 export class Reconciler {
   #store: ReconcileStore;
@@ -62,6 +71,12 @@ export class Reconciler {
   #answering = new Map<string, number>();
   /** Our exchanges with each neighbour whose answer has not come yet: our digest sent, its not back. */
   #underway = new Map<string, number>();
+  /** When our last exchange with each neighbour started. */
+  #startedAt = new Map<string, number>();
+  /** Our records of a reconciliation being sent to each neighbour (our side of an exchange of ours). */
+  #walking = new Map<string, number>();
+  /** When we last finished sending records of a reconciliation to each neighbour (an answer, or our side). */
+  #sentAt = new Map<string, number>();
   /** The neighbours whose answer to our exchange is coming (records of it arrived), and who waits for its end. */
   #receiving = new Set<string>();
   #afterOurs = new Map<string, (() => void)[]>();
@@ -158,6 +173,7 @@ export class Reconciler {
   /** Our link to `neighbour` sent our digest: an exchange of ours is under way until its answer ({@linkcode finish}). */
   started(neighbour: string): void {
     this.#underway.set(neighbour, (this.#underway.get(neighbour) ?? 0) + 1);
+    this.#startedAt.set(neighbour, performance.now());
   }
 
   /** Our link to `neighbour` went down: the answers to its digests will not come. */
@@ -220,7 +236,28 @@ export class Reconciler {
    * empty) would go twice, once down each link.
    */
   underway(neighbour: string): boolean {
-    return (this.#underway.get(neighbour) ?? 0) > 0;
+    if ((this.#underway.get(neighbour) ?? 0) === 0) return false;
+    if (!this.#answerLost(neighbour)) return true;
+    log.peer.info(
+      "Our exchange with {neighbour} is taken for lost: no answer began within {ms} ms while we sent it nothing",
+      { neighbour, ms: _ANSWER_LOST_MS },
+    );
+    this.#underway.delete(neighbour);
+    this.#ourAnswered(neighbour);
+    return false;
+  }
+
+  /**
+   * Whether the answer to our exchange with `neighbour` (under way) has not
+   * begun within {@linkcode _ANSWER_LOST_MS} of the later of its start and
+   * the end of the records of a reconciliation we last sent the neighbour,
+   * nor are we sending it any: a neighbour answers an exchange at once, but
+   * once records of a reconciliation from us stopped coming.
+   */
+  #answerLost(neighbour: string): boolean {
+    if (this.#receiving.has(neighbour) || this.#answering.has(neighbour) || this.#walking.has(neighbour)) return false;
+    const since = Math.max(this.#startedAt.get(neighbour) ?? -Infinity, this.#sentAt.get(neighbour) ?? -Infinity);
+    return performance.now() - since >= _ANSWER_LOST_MS;
   }
 
   /**
@@ -274,6 +311,7 @@ export class Reconciler {
       // Counted from the end too: an answer of a million records takes seconds, and an exchange of ours starting
       // during it or just after would have the neighbour send back all it just got (its digest not yet whole).
       this.#startedBy.set(from, performance.now());
+      this.#sentAt.set(from, performance.now());
       const answering = this.#answering.get(from) ?? 1;
       if (answering <= 1) this.#answering.delete(from);
       else this.#answering.set(from, answering - 1);
@@ -307,6 +345,7 @@ export class Reconciler {
   *#sending(neighbour: string, lines: Iterable<string>): Generator<string, void, undefined> {
     let count = 0;
     let whole = false;
+    this.#walking.set(neighbour, (this.#walking.get(neighbour) ?? 0) + 1);
     try {
       for (const line of lines) {
         count++;
@@ -315,6 +354,10 @@ export class Reconciler {
       }
       whole = true;
     } finally {
+      const walking = this.#walking.get(neighbour) ?? 1;
+      if (walking <= 1) this.#walking.delete(neighbour);
+      else this.#walking.set(neighbour, walking - 1);
+      this.#sentAt.set(neighbour, performance.now());
       if (whole) log.peer.info("Reconciliation with {neighbour}: sent {count} records", { neighbour, count });
       else {
         log.peer.info(
