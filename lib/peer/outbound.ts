@@ -652,6 +652,7 @@ export class PeerLink {
           level,
         );
       }
+      if (catchingUp > 0) this.#host.reconciler.sentRecordsTo(this.neighbour);
       // A neighbour that does not read holds the writer here; the queue meanwhile keeps one record per client.
       this.#lastWrite = performance.now();
       if (!conn.write(text)) await conn.drained();

@@ -55,8 +55,8 @@ const _CATCHING_UP_MS = 1000;
  * How long the answer to an exchange of ours may take to begin, counted
  * from the exchange's start or from the last records of a reconciliation we
  * sent the neighbour (it answers once those stopped coming), before the
- * exchange is taken for lost, in milliseconds: its digest, or the answer,
- * went into a black hole that kept the connection open.
+ * exchange is taken for lost, in milliseconds: its digest went into a black
+ * hole that kept the connection open (or the answer's first lines did).
  */
 const _ANSWER_LOST_MS = 3000;
 
@@ -191,10 +191,19 @@ export class Reconciler {
    * Its answer, should it come after all, is taken as the next one's.
    */
   forgetUnanswered(neighbour: string): boolean {
-    if (!this.underway(neighbour) || this.#receiving.has(neighbour)) return false;
+    // The count itself: underway() would forget one 3 s old on its own, and say none was.
+    if ((this.#underway.get(neighbour) ?? 0) === 0 || this.#receiving.has(neighbour)) return false;
     this.#underway.delete(neighbour);
     this.#ourAnswered(neighbour);
     return true;
+  }
+
+  /**
+   * Records of a reconciliation (passed on from a catch-up) were just
+   * written to `neighbour`: it answers our exchange once they stop coming.
+   */
+  sentRecordsTo(neighbour: string): void {
+    this.#sentAt.set(neighbour, performance.now());
   }
 
   /** A record of `neighbour`'s answer to our exchange came: it is answering, in full. */
