@@ -641,13 +641,8 @@ Deno.test({
   await neighbour.close();
 });
 
-Deno.test({
-  name: "each exchange a neighbour starts while its answer to ours is coming gets a digest of its own, once that " +
-    "answer is whole",
-  permissions: { net: ["127.0.0.1"] },
-}, async () => {
-  const zero = `DIGEST ${"0".repeat(16384)}\n`;
-  const encoder = new TextEncoder();
+/** Server S, with a store of its own and one neighbour, F (played by a test). */
+function serverS(): { store: LocationStore; host: PeerHost } {
   const store = new LocationStore();
   const host: PeerHost = {
     ...HOST,
@@ -657,14 +652,26 @@ Deno.test({
     isNeighbour: (name) => name === "F",
     catchUp: (record) => store.offer(record),
   };
-  /** Lines read from `conn` into `into`, until it closes. */
-  const read = async (conn: Deno.Conn, into: string[]) => {
-    const buffer = new Uint8Array(65536);
-    const splitter = new TextLineSplitter(PEER_MAX_LINE_BYTES);
-    try {
-      for (let n; (n = await conn.read(buffer)) !== null;) into.push(...splitter.push(buffer.subarray(0, n)).lines);
-    } catch { /* closed */ }
-  };
+  return { store, host };
+}
+
+/** Lines read from `conn` into `into`, until it closes. */
+async function read(conn: Deno.Conn, into: string[]): Promise<void> {
+  const buffer = new Uint8Array(65536);
+  const splitter = new TextLineSplitter(PEER_MAX_LINE_BYTES);
+  try {
+    for (let n; (n = await conn.read(buffer)) !== null;) into.push(...splitter.push(buffer.subarray(0, n)).lines);
+  } catch { /* closed */ }
+}
+
+Deno.test({
+  name: "each exchange a neighbour starts while its answer to ours is coming gets a digest of its own, once that " +
+    "answer is whole",
+  permissions: { net: ["127.0.0.1"] },
+}, async () => {
+  const zero = `DIGEST ${"0".repeat(16384)}\n`;
+  const encoder = new TextEncoder();
+  const { store, host } = serverS();
   // F, played here: its peer port takes S's link, and it dials S's.
   const fListener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
   const onSLink: string[] = [];
@@ -807,26 +814,14 @@ for (const lagMs of [0, 3200]) {
       `starts at once (the link lagging ${lagMs} ms more)`,
     permissions: { net: ["127.0.0.1"] },
   }, async () => {
-    const store = new LocationStore();
-    const host: PeerHost = {
-      ...HOST,
-      name: "S",
-      reconciler: new Reconciler(store),
-      recordRules: { servers: new Set(["S", "F"]), maxClientIdBytes: 256, maxLineBytes: 8192 },
-      isNeighbour: (name) => name === "F",
-      catchUp: (record) => store.offer(record),
-    };
+    const { host } = serverS();
     // F, played here: its peer port takes S's link; it reads what comes, and answers only what the test says.
     const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
     const lines: string[] = [];
     let conn: Deno.Conn | undefined;
     const reading = (async () => {
       conn = await listener.accept();
-      const buffer = new Uint8Array(65536);
-      const splitter = new TextLineSplitter(PEER_MAX_LINE_BYTES);
-      try {
-        for (let n; (n = await conn.read(buffer)) !== null;) lines.push(...splitter.push(buffer.subarray(0, n)).lines);
-      } catch { /* closed */ }
+      await read(conn, lines);
     })();
     const link = new PeerLink({
       host,

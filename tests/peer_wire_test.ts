@@ -242,17 +242,22 @@ Deno.test("parsePeerMessage() refuses a record the herd could not have produced,
   assert.equal(parse("AT Hill -0.250000000 kiwi +1+1 1").kind, "RECORD", "so is one under a second");
 });
 
-Deno.test("parseLiveRecordLine() reads a line as splitting it would, whenever it reads it at all", () => {
-  // Each field mostly what a record holds there, sometimes anything; mostly joined by one space.
-  const valid = [
-    ["Hill", "Jaquez"],
-    ["+0.263873386", "-3.250000000"],
-    ["kiwi", "🥝a\u00A0b"],
-    ["+34.068930-118.445127", "-1+1"],
-    ["1621464827.959498503", "7"],
-    ["12", "0", "0012", "123456789012345", "1234567890123456"],
-    ["500", "0", "007"],
-  ];
+/** What a record holds in each of its fields after `AT`, a few each. */
+const RECORD_FIELDS = [
+  ["Hill", "Jaquez"],
+  ["+0.263873386", "-3.250000000"],
+  ["kiwi", "🥝a\u00A0b"],
+  ["+34.068930-118.445127", "-1+1"],
+  ["1621464827.959498503", "7"],
+];
+
+/**
+ * Lines of `AT` and fields, each field mostly one of `valid`'s for its place
+ * (the last list for any place after), sometimes anything; mostly joined by
+ * one space, sometimes by other whitespace or none. As many fields as one of
+ * `counts`, or any number from 1 to `max`.
+ */
+function atLines(valid: string[][], counts: number[], max: number): fc.Arbitrary<string> {
   const odd = fc.oneof(
     fc.constantFrom("Mallory", "+0.1", "+91+1", "1e9", "x", ""),
     fc.string({ maxLength: 6 }),
@@ -263,7 +268,7 @@ Deno.test("parseLiveRecordLine() reads a line as splitting it would, whenever it
       weight: 1,
     });
   const separator = fc.oneof({ arbitrary: fc.constant(" "), weight: 12 }, fc.constantFrom("  ", "\t", " \r", ""));
-  const line = fc.oneof(fc.constant(5), fc.constant(7), fc.integer({ min: 1, max: 9 })).chain((count) =>
+  return fc.oneof(...counts.map((count) => fc.constant(count)), fc.integer({ min: 1, max })).chain((count) =>
     fc.tuple(
       fc.tuple(...Array.from({ length: count }, (_, i) => fc.tuple(field(i), separator))),
       fc.oneof({ arbitrary: fc.constant(""), weight: 8 }, fc.constantFrom(" ", "\t")),
@@ -271,6 +276,12 @@ Deno.test("parseLiveRecordLine() reads a line as splitting it would, whenever it
       "AT " + parts.map(([text, sep], i) => i === parts.length - 1 ? text : text + sep).join("") + trailing
     )
   );
+}
+
+Deno.test("parseLiveRecordLine() reads a line as splitting it would, whenever it reads it at all", () => {
+  // Then a sequence number and a wait, each mostly a count.
+  const seq = ["12", "0", "0012", "123456789012345", "1234567890123456"];
+  const line = atLines([...RECORD_FIELDS, seq, ["500", "0", "007"]], [5, 7], 9);
   let read = 0;
   let records = 0;
   fc.assert(
@@ -293,32 +304,7 @@ Deno.test("parseLiveRecordLine() reads a line as splitting it would, whenever it
 });
 
 Deno.test("parseCatchUpRecordLine() reads a reconciliation's line as splitting it would, whenever it reads it at all", () => {
-  // Each field mostly what a record holds there, sometimes anything; mostly joined by one space.
-  const valid = [
-    ["Hill", "Jaquez"],
-    ["+0.263873386", "-3.250000000"],
-    ["kiwi", "🥝a\u00A0b"],
-    ["+34.068930-118.445127", "-1+1"],
-    ["1621464827.959498503", "7"],
-  ];
-  const odd = fc.oneof(
-    fc.constantFrom("Mallory", "+0.1", "+91+1", "1e9", "x", ""),
-    fc.string({ maxLength: 6 }),
-  );
-  const field = (i: number) =>
-    fc.oneof({ arbitrary: fc.constantFrom(...valid[Math.min(i, valid.length - 1)]), weight: 6 }, {
-      arbitrary: odd,
-      weight: 1,
-    });
-  const separator = fc.oneof({ arbitrary: fc.constant(" "), weight: 12 }, fc.constantFrom("  ", "\t", " \r", ""));
-  const line = fc.oneof(fc.constant(5), fc.integer({ min: 1, max: 8 })).chain((count) =>
-    fc.tuple(
-      fc.tuple(...Array.from({ length: count }, (_, i) => fc.tuple(field(i), separator))),
-      fc.oneof({ arbitrary: fc.constant(""), weight: 8 }, fc.constantFrom(" ", "\t")),
-    ).map(([parts, trailing]) =>
-      "AT " + parts.map(([text, sep], i) => i === parts.length - 1 ? text : text + sep).join("") + trailing
-    )
-  );
+  const line = atLines(RECORD_FIELDS, [5], 8);
   let read = 0;
   let records = 0;
   fc.assert(
