@@ -550,6 +550,99 @@ Deno.test({
   }));
 
 Deno.test({
+  name: "RecordLog compaction keeps the write-ahead log small while the server commits all along: it starts over",
+  permissions: PERMISSIONS,
+}, () =>
+  withDir(async (dir) => {
+    const path = `${dir}/A.db`;
+    // Three rows for each of 60,000 clients: 120,000 to delete, in 60 transactions, while the server commits.
+    const clients = 60_000;
+    const db = new DatabaseSync(path);
+    db.exec("PRAGMA journal_mode = WAL; CREATE TABLE records (line TEXT NOT NULL)");
+    const insert = db.prepare("INSERT INTO records (line) VALUES (?)");
+    db.exec("BEGIN");
+    for (let time = 1; time <= 3; time++) {
+      for (let client = 0; client < clients; client++) insert.run(record(`client-${client}`, String(time)).line);
+    }
+    db.exec("COMMIT");
+    db.exec("PRAGMA wal_checkpoint(TRUNCATE)");
+    db.close();
+    const { log, records } = RecordLog.open(path);
+    assert.equal(records.length, clients);
+    await waitFor(() => log.compact(), { what: "the worker to take a compaction" });
+    let done = false;
+    const report = log.compacted().finally(() => done = true);
+    let committed = 0;
+    let largest = 0;
+    while (!done) {
+      // A commit a millisecond, as a busy server's turns make them (back to back, the server's own commits would keep
+      // the log from being wholly copied).
+      assert.equal(await log.append(record(`client-${committed % clients}`, String(4 + committed))), true);
+      committed++;
+      largest = Math.max(largest, Deno.statSync(`${path}-wal`).size);
+      await delay(1);
+    }
+    // Rows committed before the scan reached them are compacted too.
+    const deleted = (await report)?.deleted ?? 0;
+    assert.ok(deleted >= 2 * clients, `the compaction finished, ${deleted} rows deleted`);
+    assert.ok(committed > 10, `the server committed all along (${committed} commits)`);
+    // The file keeps its largest size: every delete transaction's pages written to it without starting over took it
+    // past 9 MB; starting over, each transaction's pages (about 2,000 rows') and the commits meanwhile.
+    assert.ok(largest < 3 * 2 ** 20, `the write-ahead log grew to ${largest} bytes`);
+    assert.equal(tableLines(path).length, 3 * clients + committed - deleted);
+    log.close();
+  }));
+
+Deno.test({
+  name: "RecordLog's write-ahead log starts over while the server commits all the time",
+  permissions: PERMISSIONS,
+}, () =>
+  withDir(async (dir) => {
+    const path = `${dir}/A.db`;
+    const { log } = RecordLog.open(path);
+    // A commit of 200 lines every millisecond or two for 3 s: each checkpoint copies the WAL while commits come.
+    const started = performance.now();
+    let largest = 0;
+    let commits = 0;
+    while (performance.now() - started < 3000) {
+      const appends = [];
+      for (let client = 0; client < 200; client++) appends.push(log.append(record(`c-${client}`, String(commits + 1))));
+      assert.deepEqual(new Set(await Promise.all(appends)), new Set([true]));
+      commits++;
+      largest = Math.max(largest, Deno.statSync(`${path}-wal`).size);
+      await delay(1);
+    }
+    // Never started over, the file grew by every commit: 25 MB in the 3 s.
+    assert.ok(largest < 8 * 2 ** 20, `the write-ahead log grew to ${largest} bytes in ${commits} commits`);
+    assert.equal(tableLines(path).length, 200 * commits);
+    log.close();
+  }));
+
+Deno.test({
+  name:
+    "RecordLog cuts its write-ahead log back to 16 MiB once it starts over: a burst leaves no file of its size behind",
+  permissions: PERMISSIONS,
+}, () =>
+  withDir(async (dir) => {
+    const path = `${dir}/A.db`;
+    const { log } = RecordLog.open(path);
+    // One commit of 600,000 lines: about 30 MB of frames at once.
+    const appends = [];
+    for (let client = 0; client < 600_000; client++) appends.push(log.append(record(`client-${client}`, "1")));
+    assert.deepEqual(new Set(await Promise.all(appends)), new Set([true]));
+    const burst = Deno.statSync(`${path}-wal`).size;
+    assert.ok(burst > 24 * 2 ** 20, `the burst wrote ${burst} bytes to the write-ahead log`);
+    // Copied by the worker's checkpoints, the log starts over at the next commit, which cuts the file back.
+    let time = 1;
+    await waitFor(async () => {
+      assert.equal(await log.append(record("after", String(time++))), true);
+      return Deno.statSync(`${path}-wal`).size <= 16 * 2 ** 20;
+    }, { what: () => `the write-ahead log cut back from ${burst} bytes (${Deno.statSync(`${path}-wal`).size} now)` });
+    assert.equal(tableLines(path).length, 600_000 + time - 1);
+    log.close();
+  }));
+
+Deno.test({
   name: "RecordLog.pendingFor() brings a client's written-behind line's commit forward and resolves once it is in",
   permissions: PERMISSIONS,
 }, () =>
