@@ -70,7 +70,7 @@ const LINE_COLUMN = "CASE WHEN instr(CAST(line AS BLOB), x'00') > 0 THEN CAST(li
 
 /**
  * Frames (pages) the WAL may hold after a checkpoint before the worker holds
- * the server's commits for a moment so that it starts over (4 MB of 4 KiB
+ * the server's commits for a moment so that it starts over (4 MiB of 4 KiB
  * pages): see the worker's `checkpoint`.
  */
 const _RESTART_FRAMES = 1024;
@@ -105,14 +105,17 @@ type _WorkerMessage =
  * blob URL, so it needs no read permission on our code and a compiled binary
  * carries it), with its own connection to the database. Every interval it
  * checkpoints the WAL (PASSIVE: it never waits on the server's commits, nor
- * they on it, but for a moment when the WAL has not started over). Asked to compact, it reads the table (a read does not block
- * the server's commits), keeps each client's last row (rows of a client are
+ * they on it, but for one short copy when they kept the WAL from starting
+ * over). Asked to compact, it reads the table (a read does not block the
+ * server's commits), keeps each client's last row (rows of a client are
  * appended in increasing order: a record is written only when it beats the
  * one held) unless that row is expired, and deletes the rest in small
  * transactions, yielding between them so the server's commits interleave.
  * Self-contained on purpose: nothing from outside the function exists there
- * but {@linkcode LINE_COLUMN} and {@linkcode _RESTART_FRAMES}, defined ahead
- * of it in the worker's source.
+ * but {@linkcode LINE_COLUMN} and the constants of the WAL
+ * ({@linkcode _RESTART_FRAMES}, {@linkcode _HELD_FRAMES},
+ * {@linkcode _CATCH_UP_PASSES}, {@linkcode _WAL_SIZE_LIMIT}), defined ahead of
+ * it in the worker's source.
  */
 function _storeWorker(): void {
   const scope = self as unknown as Worker;
@@ -133,9 +136,10 @@ function _storeWorker(): void {
    * cut. The WAL starts over (its next commit writes from its start) only when a transaction begins with all of it
    * copied, which the server's commits during the copy prevent while they come without a pause: under a steady load
    * the file grew by every commit (447 MB in 30 s of pipelined IAMATs at one server). So when the WAL holds more than
-   * {@linkcode _RESTART_FRAMES} frames after a checkpoint, the server's commits are held (our turn) for a second one,
-   * which copies the few frames written during the first: the next commit then starts the WAL over. A failure is
-   * reported once until one succeeds (the server's commits then checkpoint instead).
+   * {@linkcode _RESTART_FRAMES} frames after a checkpoint, it is copied again, up to {@linkcode _CATCH_UP_PASSES}
+   * times, until at most {@linkcode _HELD_FRAMES} are left; then the server's commits are held (our turn) for one
+   * last copy of those, and the next commit starts the WAL over. A failure is reported once until one succeeds (the
+   * server's commits then checkpoint instead).
    */
   const checkpoint = () => {
     checkpointedAt = performance.now();
@@ -293,6 +297,8 @@ function _storeWorker(): void {
       // No checkpoint inside this connection's commits either: a compaction's transaction that crossed the
       // threshold would copy a whole WAL while holding the write lock, stalling the server's commits.
       db.exec("PRAGMA busy_timeout = 2000; PRAGMA synchronous = NORMAL; PRAGMA wal_autocheckpoint = 0");
+      // Cut back when our own transactions start the WAL over too (a compaction's).
+      db.exec(`PRAGMA journal_size_limit = ${_WAL_SIZE_LIMIT}`);
       scope.postMessage({ kind: "ready" });
     } catch (error) {
       db = undefined;
@@ -352,6 +358,7 @@ const _WORKER_URL = URL.createObjectURL(
   new Blob([
     `const LINE_COLUMN = ${JSON.stringify(LINE_COLUMN)};\nconst _RESTART_FRAMES = ${_RESTART_FRAMES};\n` +
     `const _HELD_FRAMES = ${_HELD_FRAMES};\nconst _CATCH_UP_PASSES = ${_CATCH_UP_PASSES};\n` +
+    `const _WAL_SIZE_LIMIT = ${_WAL_SIZE_LIMIT};\n` +
     `(${_storeWorker.toString()})();`,
   ], {
     type: "text/javascript",
