@@ -555,8 +555,8 @@ Deno.test({
 }, () =>
   withDir(async (dir) => {
     const path = `${dir}/A.db`;
-    // Three rows for each of 60,000 clients: 120,000 to delete, in 60 transactions, while the server commits.
-    const clients = 60_000;
+    // Three rows for each of 120,000 clients: 240,000 to delete, in 120 transactions, while the server commits.
+    const clients = 120_000;
     const db = new DatabaseSync(path);
     db.exec("PRAGMA journal_mode = WAL; CREATE TABLE records (line TEXT NOT NULL)");
     const insert = db.prepare("INSERT INTO records (line) VALUES (?)");
@@ -587,8 +587,9 @@ Deno.test({
     assert.ok(deleted >= 2 * clients, `the compaction finished, ${deleted} rows deleted`);
     assert.ok(committed > 10, `the server committed all along (${committed} commits)`);
     // The file keeps its largest size: every delete transaction's pages written to it without starting over took it
-    // past 9 MB; starting over, each transaction's pages (about 2,000 rows') and the commits meanwhile.
-    assert.ok(largest < 3 * 2 ** 20, `the write-ahead log grew to ${largest} bytes`);
+    // to 15 MB; starting over, it holds each transaction's pages (about 2,000 rows') and the commits meanwhile, up to
+    // the 4 MiB after which the worker has the server's commits start it over.
+    assert.ok(largest < 5.5 * 2 ** 20, `the write-ahead log grew to ${largest} bytes`);
     assert.equal(tableLines(path).length, 3 * clients + committed - deleted);
     log.close();
   }));
@@ -612,8 +613,8 @@ Deno.test({
       largest = Math.max(largest, Deno.statSync(`${path}-wal`).size);
       await delay(1);
     }
-    // Never started over, the file grew by every commit: 25 MB in the 3 s.
-    assert.ok(largest < 8 * 2 ** 20, `the write-ahead log grew to ${largest} bytes in ${commits} commits`);
+    // Never started over, the file grew by every commit: 26 MB in the 3 s; started over, 5-7 MB.
+    assert.ok(largest < 12 * 2 ** 20, `the write-ahead log grew to ${largest} bytes in ${commits} commits`);
     assert.equal(tableLines(path).length, 200 * commits);
     log.close();
   }));

@@ -121,14 +121,25 @@ function _storeWorker(): void {
   const scope = self as unknown as Worker;
   // deno-lint-ignore no-explicit-any
   let db: any;
-  /** Set while a compaction transaction wants or holds the write lock (shared with the server's thread). */
+  /**
+   * Our turn, shared with the server's thread: odd while the server's commits should wait for us (a compaction's
+   * transaction wants or holds the write lock, or a checkpoint's last copy runs), counted up at each start and end so
+   * that a commit that gave up waiting on one hold does not wait on it again.
+   */
   let turn: Int32Array | undefined;
+  const hold = <T>(work: () => T): T => {
+    Atomics.add(turn!, 0, 1);
+    try {
+      return work();
+    } finally {
+      Atomics.add(turn!, 0, 1);
+      Atomics.notify(turn!, 0);
+    }
+  };
   /** How often the WAL is checkpointed, in milliseconds (given at open), and when it last was (`performance.now()`). */
   let checkpointMs = Infinity;
   let checkpointedAt = -Infinity;
   let checkpointFailed = false;
-  /** The database's path (given at open). */
-  let databasePath = "";
   // deno-lint-ignore no-explicit-any
   let checkpointStatement: any;
   /**
@@ -151,24 +162,11 @@ function _storeWorker(): void {
       for (let again = 0; again < _CATCH_UP_PASSES && pass.log - pass.checkpointed > _HELD_FRAMES; again++) {
         pass = checkpointStatement.get() as { log: number; checkpointed: number };
       }
+      // The last pass syncs the WAL, and the database once it has copied everything: the pages the passes before it
+      // wrote too. Those are not synced ahead through a descriptor of our own: closing it would drop this process's
+      // POSIX locks on the file, SQLite's, and let another process take it (and delete the WAL) under the server.
       if (pass.log > _RESTART_FRAMES && pass.log - pass.checkpointed <= _HELD_FRAMES && turn !== undefined) {
-        // The pages the passes wrote into the database, synced before the commits are held: the last pass syncs the
-        // database once it has copied everything, which would otherwise write them all then.
-        try {
-          const file = Deno.openSync(databasePath);
-          try {
-            file.syncDataSync();
-          } finally {
-            file.close();
-          }
-        } catch { /* then the last pass syncs them */ }
-        Atomics.store(turn, 0, 1);
-        try {
-          checkpointStatement.get();
-        } finally {
-          Atomics.store(turn, 0, 0);
-          Atomics.notify(turn, 0);
-        }
+        hold(() => checkpointStatement.get());
       }
       checkpointFailed = false;
     } catch (error) {
@@ -242,19 +240,15 @@ function _storeWorker(): void {
       // the WAL was never wholly copied when a transaction began, never started over, and grew by every batch (47 MB
       // for 600,000 rows deleted, against at most 0.4 MB this way).
       checkpoint();
-      // Our turn: the server's commits wait (Atomics.wait) while this is set, so they cannot take the lock from us
+      // Our turn: the server's commits wait (Atomics.wait) while it is held, so they cannot take the lock from us
       // between its busy retries; at most one delete transaction long.
-      Atomics.store(turn!, 0, 1);
-      try {
+      hold(() => {
         db.exec("BEGIN IMMEDIATE");
         // Held from here: the longest a commit of the server's can wait on it.
         began = performance.now();
         deleteRows.run(JSON.stringify(batch));
         db.exec("COMMIT");
-      } finally {
-        Atomics.store(turn!, 0, 0);
-        Atomics.notify(turn!, 0);
-      }
+      });
       longestBatchMs = Math.max(longestBatchMs, performance.now() - began);
       deleted += batch.length;
       batch = [];
@@ -306,7 +300,6 @@ function _storeWorker(): void {
       return;
     }
     checkpointMs = intervalMs;
-    databasePath = path;
     setInterval(checkpoint, intervalMs);
   };
   scope.onmessage = async (event: MessageEvent) => {
@@ -749,14 +742,18 @@ export class RecordLog {
   #lastCompaction: CompactionReport | undefined;
   #compactionWaiters: ((report: CompactionReport | undefined) => void)[] = [];
   /**
-   * Set by the worker while one of its compaction transactions wants or
-   * holds the write lock: a commit then waits for it (a few milliseconds at
-   * most, the bench's "longest write transaction") rather than take the lock
-   * back between the worker's busy retries. Without it, commits made back to
-   * back under load starved the worker, whose BEGIN IMMEDIATE gave up after
+   * Held by the worker (odd; counted up at each start and end of a hold)
+   * while one of its compaction transactions wants or holds the write lock,
+   * or a checkpoint's last copy runs: a commit then waits for it (a few
+   * milliseconds at most, the bench's "longest write transaction"; at most
+   * {@linkcode _TURN_WAIT_MS}, once per hold) rather than take the lock back
+   * between the worker's busy retries. Without it, commits made back to back
+   * under load starved the worker, whose BEGIN IMMEDIATE gave up after
    * busy_timeout and failed the compaction.
    */
   #turn = new Int32Array(new SharedArrayBuffer(4));
+  /** The hold of the worker's turn a commit last gave up waiting on: later commits do not wait on it again. */
+  #turnGivenUp = -1;
 
   private constructor(path: string, db: DatabaseSync, lock: Deno.FsFile, held: string, options: RecordLogOptions) {
     this.path = path;
@@ -1045,7 +1042,11 @@ export class RecordLog {
       const lines = [...this.#pending.values()];
       const started = performance.now();
       try {
-        if (Atomics.load(this.#turn, 0) !== 0) Atomics.wait(this.#turn, 0, 1, _TURN_WAIT_MS);
+        // Odd: held. A hold that outlasts one wait (a slow disk's sync) then costs one commit the wait, not every one.
+        const held = Atomics.load(this.#turn, 0);
+        if ((held & 1) === 1 && held !== this.#turnGivenUp) {
+          if (Atomics.wait(this.#turn, 0, held, _TURN_WAIT_MS) === "timed-out") this.#turnGivenUp = held;
+        }
         this.#db.exec("BEGIN");
         this.#append.run(JSON.stringify(lines));
         this.#db.exec("COMMIT");
