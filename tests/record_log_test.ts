@@ -575,8 +575,7 @@ Deno.test({
     let committed = 0;
     let largest = 0;
     while (!done) {
-      // A commit a millisecond, as a busy server's turns make them (back to back, the server's own commits would keep
-      // the log from being wholly copied).
+      // A commit every millisecond or two, as a busy server's turns make them.
       assert.equal(await log.append(record(`client-${committed % clients}`, String(4 + committed))), true);
       committed++;
       largest = Math.max(largest, Deno.statSync(`${path}-wal`).size);

@@ -243,8 +243,8 @@ function _storeWorker(): void {
       // A checkpoint first, every few transactions, so that this one finds the WAL wholly copied and starts it over
       // (syncing its header here, not on the server's thread). Left to the interval's checkpoints, while the server
       // committed too, the WAL was never wholly copied when a transaction began, never started over, and grew by every
-      // transaction (47 MB for 600,000 rows deleted). Before each one, it stayed under 0.5 MB, but each added three
-      // syncs, five servers' compactions at once slowing their commits; every few, a few MB.
+      // transaction (47 MB for 600,000 rows deleted). Before each one, it stayed under 0.5 MB, but each transaction
+      // added three syncs (and bench:ab's scenario 3 came out lower while it did); every few, it stays at a few MB.
       if (batches++ % _CHECKPOINT_BATCHES === 0) checkpoint();
       // Our turn: the server's commits wait (Atomics.wait) while it is held, so they cannot take the lock from us
       // between its busy retries; at most one delete transaction long.
