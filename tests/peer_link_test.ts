@@ -440,12 +440,17 @@ function digestAnswerer(answer: string) {
   };
 }
 
-/** A link to `port` that dials once in the test's time, with heartbeats too slow to fire. */
-function oneSessionLink(port: number, host: PeerHost = HOST): PeerLink {
+/** A link to `neighbour` at `port` that dials once in the test's time, with heartbeats too slow to fire. */
+function oneSessionLink(
+  port: number,
+  host: PeerHost = HOST,
+  neighbour = "Frozen",
+  transport = new PeerTransport({ files: null, handshakeTimeoutMs: 1000 }),
+): PeerLink {
   return new PeerLink({
     host,
-    transport: new PeerTransport({ files: null, handshakeTimeoutMs: 1000 }),
-    neighbour: "Frozen",
+    transport,
+    neighbour,
     dialHost: "127.0.0.1",
     dialPort: port,
     reconnectMinMs: 60_000,
@@ -698,18 +703,7 @@ Deno.test({
       ),
     onRefused: () => {},
   });
-  const link = new PeerLink({
-    host,
-    transport,
-    neighbour: "F",
-    dialHost: "127.0.0.1",
-    dialPort: fListener.addr.port,
-    reconnectMinMs: 60_000,
-    reconnectMaxMs: 60_000,
-    ackTimeoutMs: 200,
-    heartbeatMs: 60_000,
-    heartbeatTimeoutMs: 120_000,
-  });
+  const link = oneSessionLink(fListener.addr.port, host, "F", transport);
   link.start();
   const fLink = await Deno.connect({ hostname: "127.0.0.1", port: (server.address() as { port: number }).port });
   const onFLink: string[] = [];
@@ -823,18 +817,7 @@ for (const lagMs of [0, 3200]) {
       conn = await listener.accept();
       await read(conn, lines);
     })();
-    const link = new PeerLink({
-      host,
-      transport: new PeerTransport({ files: null, handshakeTimeoutMs: 1000 }),
-      neighbour: "F",
-      dialHost: "127.0.0.1",
-      dialPort: listener.addr.port,
-      reconnectMinMs: 60_000,
-      reconnectMaxMs: 60_000,
-      ackTimeoutMs: 200,
-      heartbeatMs: 60_000,
-      heartbeatTimeoutMs: 120_000,
-    });
+    const link = oneSessionLink(listener.addr.port, host, "F");
     link.start();
     const digests = () => lines.filter((line) => line.startsWith("DIGEST ")).length;
     try {

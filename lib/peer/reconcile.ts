@@ -60,6 +60,18 @@ const _CATCHING_UP_MS = 1000;
  */
 const _ANSWER_LOST_MS = 3000;
 
+/** One more of something under way with `neighbour`, counted in `counts`. */
+function _countUp(counts: Map<string, number>, neighbour: string): void {
+  counts.set(neighbour, (counts.get(neighbour) ?? 0) + 1);
+}
+
+/** One fewer (none below zero): a neighbour with none is not in `counts`, so `has()` says whether any is. */
+function _countDown(counts: Map<string, number>, neighbour: string): void {
+  const count = counts.get(neighbour) ?? 0;
+  if (count <= 1) counts.delete(neighbour);
+  else counts.set(neighbour, count - 1);
+}
+
 /** One server's side of reconciling with each of its neighbours. */
 export class Reconciler {
   #store: ReconcileStore;
@@ -172,7 +184,7 @@ export class Reconciler {
 
   /** Our link to `neighbour` sent our digest: an exchange of ours is under way until its answer ({@linkcode finish}). */
   started(neighbour: string): void {
-    this.#underway.set(neighbour, (this.#underway.get(neighbour) ?? 0) + 1);
+    _countUp(this.#underway, neighbour);
     this.#startedAt.set(neighbour, performance.now());
   }
 
@@ -305,7 +317,7 @@ export class Reconciler {
    */
   *answer(from: string, digest: Uint32Array): Generator<string, void, undefined> {
     this.#startedBy.set(from, performance.now());
-    this.#answering.set(from, (this.#answering.get(from) ?? 0) + 1);
+    _countUp(this.#answering, from);
     try {
       metrics.reconciliationsAnswered.inc();
       let count = 0;
@@ -321,9 +333,7 @@ export class Reconciler {
       // during it or just after would have the neighbour send back all it just got (its digest not yet whole).
       this.#startedBy.set(from, performance.now());
       this.#sentAt.set(from, performance.now());
-      const answering = this.#answering.get(from) ?? 1;
-      if (answering <= 1) this.#answering.delete(from);
-      else this.#answering.set(from, answering - 1);
+      _countDown(this.#answering, from);
     }
   }
 
@@ -335,9 +345,7 @@ export class Reconciler {
    * walk was given up).
    */
   finish(neighbour: string, digest: Uint32Array, received: number, stored: number): Iterable<string> {
-    const underway = this.#underway.get(neighbour) ?? 0;
-    if (underway <= 1) this.#underway.delete(neighbour);
-    else this.#underway.set(neighbour, underway - 1);
+    _countDown(this.#underway, neighbour);
     // Run after this call's records are chosen: a digest answered now is the store's with them all in.
     queueMicrotask(() => this.#ourAnswered(neighbour));
     const buckets = differingBuckets(this.#digestFor(neighbour).words, digest);
@@ -354,7 +362,7 @@ export class Reconciler {
   *#sending(neighbour: string, lines: Iterable<string>): Generator<string, void, undefined> {
     let count = 0;
     let whole = false;
-    this.#walking.set(neighbour, (this.#walking.get(neighbour) ?? 0) + 1);
+    _countUp(this.#walking, neighbour);
     try {
       for (const line of lines) {
         count++;
@@ -363,9 +371,7 @@ export class Reconciler {
       }
       whole = true;
     } finally {
-      const walking = this.#walking.get(neighbour) ?? 1;
-      if (walking <= 1) this.#walking.delete(neighbour);
-      else this.#walking.set(neighbour, walking - 1);
+      _countDown(this.#walking, neighbour);
       this.#sentAt.set(neighbour, performance.now());
       if (whole) log.peer.info("Reconciliation with {neighbour}: sent {count} records", { neighbour, count });
       else {
