@@ -647,14 +647,14 @@ Deno.test({
 });
 
 /** Server S, with a store of its own and one neighbour, F (played by a test). */
-function serverS(): { store: LocationStore; host: PeerHost } {
+function serverS(neighbour = "F"): { store: LocationStore; host: PeerHost } {
   const store = new LocationStore();
   const host: PeerHost = {
     ...HOST,
     name: "S",
     reconciler: new Reconciler(store),
-    recordRules: { servers: new Set(["S", "F"]), maxClientIdBytes: 256, maxLineBytes: 8192 },
-    isNeighbour: (name) => name === "F",
+    recordRules: { servers: new Set(["S", neighbour]), maxClientIdBytes: 256, maxLineBytes: 8192 },
+    isNeighbour: (name) => name === neighbour,
     catchUp: (record) => store.offer(record),
   };
   return { store, host };
@@ -735,6 +735,138 @@ Deno.test({
     await reading;
     await Promise.all(inbound);
   }
+});
+
+/**
+ * S with one neighbour, `neighbour`, played here: its peer port takes S's
+ * link (`sLink`, and what S sends on it, `onSLink`), and it dials S's
+ * (`nLink`, and what S sends back on it, `onNLink`) once S's digest came, as
+ * two links that come up at once do. S holds one record the neighbour lacks.
+ */
+async function crossedExchanges(neighbour: string) {
+  const { store, host } = serverS(neighbour);
+  const ours = `AT S +0.100000000 ours +1.5+2.5 1700000000.5`;
+  store.offer(recordOfLine(ours));
+  const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const onSLink: string[] = [];
+  const sLink = Promise.withResolvers<Deno.Conn>();
+  const accepting = (async () => {
+    const conn = await listener.accept();
+    sLink.resolve(conn);
+    await read(conn, onSLink);
+  })();
+  const transport = new PeerTransport({ files: null, handshakeTimeoutMs: 1000 });
+  const inbound: Promise<void>[] = [];
+  const server = await transport.listen({
+    host: "127.0.0.1",
+    port: 0,
+    maxConnections: 10,
+    onPeer: (peer) =>
+      inbound.push(
+        servePeer(peer, host, {
+          helloTimeoutMs: 5000,
+          minExchangeIntervalMs: 100,
+          heartbeatMs: 60_000,
+          heartbeatTimeoutMs: 120_000,
+          current: new Map(),
+        }).done,
+      ),
+    onRefused: () => {},
+  });
+  const link = oneSessionLink(listener.addr.port, host, neighbour, transport);
+  link.start();
+  const nLink = await Deno.connect({ hostname: "127.0.0.1", port: (server.address() as { port: number }).port });
+  const onNLink: string[] = [];
+  const reading = read(nLink, onNLink);
+  await waitFor(() => Promise.resolve(onSLink.some((line) => line.startsWith("DIGEST "))), { what: "S's digest" });
+  await nLink.write(new TextEncoder().encode(`HELLO ${neighbour}\n${ZERO_DIGEST_LINE}`));
+  return {
+    ours,
+    host,
+    sLink: await sLink.promise,
+    onSLink,
+    nLink,
+    onNLink,
+    async [Symbol.asyncDispose]() {
+      nLink.close();
+      await link.close();
+      listener.close();
+      server.close();
+      try {
+        (await sLink.promise).close();
+      } catch { /* closed by the test */ }
+      await accepting;
+      await reading;
+      await Promise.all(inbound);
+    },
+  };
+}
+
+Deno.test({
+  name: "when exchanges cross, the server whose name sorts first answers the other's in full at once",
+  permissions: { net: ["127.0.0.1"] },
+}, async () => {
+  await using x = await crossedExchanges("T");
+  await waitFor(() => Promise.resolve(x.onNLink.some((line) => line.startsWith("DIGEST "))), {
+    what: "S's answer to T's exchange",
+  });
+  // S's own exchange is still unanswered: T's answer is not waited on.
+  assert.equal(x.host.reconciler.underway("T"), true);
+  assert.deepEqual(x.onNLink.map((line) => line.split(" ")[0]), ["AT", "DIGEST"]);
+  assert.equal(x.onNLink[0], x.ours);
+});
+
+Deno.test({
+  name: "when exchanges cross, the server whose name sorts second answers the other's with its digest alone once its " +
+    "own is answered, and sends its side down its own link",
+  permissions: { net: ["127.0.0.1"] },
+}, async () => {
+  await using x = await crossedExchanges("F");
+  // Four more of F's, past the three whose digests S keeps while it waits: each still gets an answer of its own.
+  await x.nLink.write(new TextEncoder().encode(ZERO_DIGEST_LINE.repeat(4)));
+  // Not answered while S's own exchange is under way.
+  await checkThroughout(() => assert.deepEqual(x.onNLink, []), { durationMs: 300 });
+  // F answers S's exchange (nothing S lacks, F's empty digest): S sends its record down its link, and answers F's
+  // exchanges with its digest alone.
+  await x.sLink.write(new TextEncoder().encode(ZERO_DIGEST_LINE));
+  await waitFor(() => Promise.resolve(x.onNLink.length === 5 && x.onSLink.includes(x.ours)), {
+    what: "S's side of its exchange and its answers to F's",
+  });
+  assert.deepEqual(x.onNLink.map((line) => line.split(" ")[0]), Array(5).fill("DIGEST"));
+});
+
+Deno.test({
+  name: "when exchanges cross and the link of the server whose name sorts second goes down before the answer to its " +
+    "own came, it answers the other's in full: the other's link may be the only one that works",
+  permissions: { net: ["127.0.0.1"] },
+}, async () => {
+  await using x = await crossedExchanges("F");
+  await checkThroughout(() => assert.deepEqual(x.onNLink, []), { durationMs: 300 });
+  // S's link goes down, its exchange unanswered: with a digest alone, F would never get S's record.
+  x.sLink.close();
+  await waitFor(() => Promise.resolve(x.onNLink.some((line) => line.startsWith("DIGEST "))), {
+    what: "S's answer to F's exchange",
+  });
+  assert.deepEqual(x.onNLink.map((line) => line.split(" ")[0]), ["AT", "DIGEST"]);
+  assert.equal(x.onNLink[0], x.ours);
+});
+
+Deno.test({
+  name: "when exchanges cross and the answer to the own exchange of the server whose name sorts second never begins, " +
+    "it answers the other's in full once it takes its own for lost",
+  permissions: { net: ["127.0.0.1"] },
+}, async () => {
+  await using x = await crossedExchanges("F");
+  // F never answers S's exchange, and keeps S's link open (S's digest went into a black hole): 3 s on, S takes its
+  // exchange for lost, with nothing else asking, and answers F's.
+  const started = performance.now();
+  await waitFor(() => Promise.resolve(x.onNLink.some((line) => line.startsWith("DIGEST "))), {
+    timeoutMs: 6000,
+    what: "S's answer to F's exchange",
+  });
+  assert.ok(performance.now() - started >= 2500, "answered before S's exchange was taken for lost");
+  assert.deepEqual(x.onNLink.map((line) => line.split(" ")[0]), ["AT", "DIGEST"]);
+  assert.equal(x.host.reconciler.underway("F"), false);
 });
 
 for (const tls of [true, false]) {

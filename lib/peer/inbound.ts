@@ -117,6 +117,14 @@ class InboundLink {
   #digestsOwed = 0;
   /** The neighbour's exchanges put off while its catch-up comes (a few at most), in the order they came. */
   #deferred: Uint32Array[] = [];
+  /**
+   * The neighbour's exchanges that crossed ours, answered once ours is over
+   * ({@linkcode InboundLink.#answerAfterOurs}), in the order they came: the
+   * first few, and how many more (answered with our digest alone whatever
+   * happens to ours: a neighbour asking again and again holds no more).
+   */
+  #crossing: Uint32Array[] = [];
+  #crossingMore = 0;
   /** Acknowledgements waiting on records being passed on (`ackScope` herd). */
   #handling = new Set<Promise<void>>();
   /** A reconciliation answer being written, and when the last full one began. */
@@ -377,17 +385,25 @@ class InboundLink {
       metrics.reconciliationsCrossed.inc();
       if (reconciler.beingAnswered(this.#name!)) {
         log.peer.info(
-          "{neighbour} started an exchange while answering ours; answering its with our digest once its answer is whole",
+          "{neighbour} started an exchange while answering ours; answering its once its answer to ours is whole",
           { neighbour: this.#name },
         );
-        reconciler.afterOurs(this.#name!, () => this.#answerExchangeWithDigest());
+        this.#answerAfterOurs(digest);
         return;
       }
-      log.peer.info("{neighbour} and we started exchanges at once; answering its with our digest alone", {
-        neighbour: this.#name,
-      });
-      this.#answerExchangeWithDigest();
-      return;
+      if (this.#host.name > this.#name!) {
+        log.peer.info("{neighbour} and we started exchanges at once; answering its once it answered ours", {
+          neighbour: this.#name,
+        });
+        this.#answerAfterOurs(digest);
+        return;
+      }
+      // Of the two, the server whose name sorts first answers in full at once, and the other waits on that answer.
+      log.peer.info(
+        "{neighbour} and we started exchanges at once; answering its in full, it answers ours with its " +
+          "digest alone",
+        { neighbour: this.#name },
+      );
     }
     const now = performance.now();
     const { minExchangeIntervalMs } = this.#options;
@@ -416,6 +432,41 @@ class InboundLink {
       // Digests owed meanwhile go after the answer's own.
       if (this.#digestsOwed > 0) this.#scheduleFlush();
     });
+  }
+
+  /**
+   * Answers the neighbour's exchange `digest`, which crossed ours, once ours
+   * is over: with our digest alone if ours was answered (the neighbour's
+   * answer brought what we lacked, and our side of ours sends what it lacks;
+   * our digest, now whole, has it send nothing twice); in full if our link
+   * went down or our exchange was lost (no side of ours would come, and the
+   * neighbour's link may be the only one that works: a link of ours cut
+   * once our digest was sent left the neighbour with none of our records).
+   */
+  #answerAfterOurs(digest: Uint32Array): void {
+    if (this.#crossing.length < _EXCHANGE_BURST && this.#crossingMore === 0) this.#crossing.push(digest);
+    else this.#crossingMore++;
+    if (this.#crossing.length + this.#crossingMore > 1) return; // waiting already
+    const reconciler = this.#host.reconciler;
+    // Only underway() takes an exchange for lost: asked now and then while we wait.
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    const look = () => {
+      if (this.#conn.isClosed) return;
+      timer = setTimeout(look, _CATCHING_UP_RECHECK_MS);
+      reconciler.underway(this.#name!);
+    };
+    reconciler.afterOurs(this.#name!, (answered) => {
+      clearTimeout(timer);
+      const crossing = this.#crossing;
+      const more = this.#crossingMore;
+      this.#crossing = [];
+      this.#crossingMore = 0;
+      if (this.#conn.isClosed) return;
+      // (A full answer takes the link's turn: the digests owed after it go once it is written, in order.)
+      for (const digest of crossing) answered ? this.#answerExchangeWithDigest() : this.#exchange(digest);
+      for (let i = 0; i < more; i++) this.#answerExchangeWithDigest();
+    });
+    timer = setTimeout(look, _CATCHING_UP_RECHECK_MS);
   }
 
   /** Answers the exchanges put off while the neighbour's catch-up was coming, once it has stopped. */

@@ -91,7 +91,7 @@ export class Reconciler {
   #sentAt = new Map<string, number>();
   /** The neighbours whose answer to our exchange is coming (records of it arrived), and who waits for its end. */
   #receiving = new Set<string>();
-  #afterOurs = new Map<string, (() => void)[]>();
+  #afterOurs = new Map<string, ((answered: boolean) => void)[]>();
   /** The records each neighbour holds that our config refuses: their lines, by client, and their size in all. */
   #refused = new Map<string, { lines: Map<string, string>; chars: number; full: boolean }>();
   #maxRefusedChars: number;
@@ -191,7 +191,7 @@ export class Reconciler {
   /** Our link to `neighbour` went down: the answers to its digests will not come. */
   dropped(neighbour: string): void {
     this.#underway.delete(neighbour);
-    this.#ourAnswered(neighbour);
+    this.#ourAnswered(neighbour, false);
   }
 
   /**
@@ -206,7 +206,7 @@ export class Reconciler {
     // The count itself: underway() would forget one 3 s old on its own, and say none was.
     if ((this.#underway.get(neighbour) ?? 0) === 0 || this.#receiving.has(neighbour)) return false;
     this.#underway.delete(neighbour);
-    this.#ourAnswered(neighbour);
+    this.#ourAnswered(neighbour, false);
     return true;
   }
 
@@ -234,27 +234,36 @@ export class Reconciler {
     return this.#receiving.has(neighbour) && this.underway(neighbour);
   }
 
-  /** Calls `then` once our exchange with `neighbour` is answered (or our link to it went down). */
-  afterOurs(neighbour: string, then: () => void): void {
+  /**
+   * Calls `then` once our exchange with `neighbour` is over: `answered`
+   * (its digest came back, after its records), or not (our link to it went
+   * down, or the exchange was taken for lost: only {@linkcode underway}
+   * looks, so a caller that waits asks it now and then).
+   */
+  afterOurs(neighbour: string, then: (answered: boolean) => void): void {
     const waiting = this.#afterOurs.get(neighbour);
     if (waiting === undefined) this.#afterOurs.set(neighbour, [then]);
     else waiting.push(then);
   }
 
-  #ourAnswered(neighbour: string): void {
+  #ourAnswered(neighbour: string, answered: boolean): void {
     this.#receiving.delete(neighbour);
     const waiting = this.#afterOurs.get(neighbour);
     this.#afterOurs.delete(neighbour);
-    for (const then of waiting ?? []) then();
+    for (const then of waiting ?? []) then(answered);
   }
 
   /**
    * Whether an exchange of ours with `neighbour` is under way, so that one
-   * it starts (the two links came up at once) is answered with our digest
-   * alone: ours sends the neighbour what it lacks once its answer comes, and
-   * the neighbour, given our digest, sends what we lack. Answered in full,
-   * the records we hold and it lacks (a whole store, to a server started
-   * empty) would go twice, once down each link.
+   * it starts (the two links came up at once) crosses it: one of the two is
+   * answered in full, the other with a digest alone, or the records one
+   * side holds and the other lacks (a whole store, to a server started
+   * empty) would go twice, once down each link. The server whose name sorts
+   * first answers at once, in full; the other answers once that answer came,
+   * with its digest alone (its side of its own exchange sends what the first
+   * lacks), or in full should its own exchange be lost or its link go down
+   * (both answered with digests alone, a link of one cut just after its
+   * digest went left the other with none of its records).
    */
   underway(neighbour: string): boolean {
     if ((this.#underway.get(neighbour) ?? 0) === 0) return false;
@@ -264,7 +273,7 @@ export class Reconciler {
       { neighbour, ms: _ANSWER_LOST_MS },
     );
     this.#underway.delete(neighbour);
-    this.#ourAnswered(neighbour);
+    this.#ourAnswered(neighbour, false);
     return false;
   }
 
@@ -347,7 +356,7 @@ export class Reconciler {
   finish(neighbour: string, digest: Uint32Array, received: number, stored: number): Iterable<string> {
     _countDown(this.#underway, neighbour);
     // Run after this call's records are chosen: a digest answered now is the store's with them all in.
-    queueMicrotask(() => this.#ourAnswered(neighbour));
+    queueMicrotask(() => this.#ourAnswered(neighbour, true));
     const buckets = differingBuckets(this.#digestFor(neighbour).words, digest);
     metrics.reconciliationReceived.inc(received);
     log.peer.info(
