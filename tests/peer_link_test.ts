@@ -11,7 +11,7 @@ import { Reconciler } from "../lib/peer/reconcile.ts";
 import { PeerTransport } from "../lib/peer/transport.ts";
 import { BroadcastTrees } from "../lib/peer/tree.ts";
 import { type LocationRecord, recordOfLine } from "../lib/protocol.ts";
-import { parseDigestHex } from "../lib/store/digest.ts";
+import { bucketOf, parseDigestHex } from "../lib/store/digest.ts";
 import { LocationStore } from "../lib/store/store.ts";
 import { traffic } from "../lib/traffic_log.ts";
 import { captureLogs } from "./testing/logs.ts";
@@ -867,6 +867,80 @@ Deno.test({
   assert.ok(performance.now() - started >= 2500, "answered before S's exchange was taken for lost");
   assert.deepEqual(x.onNLink.map((line) => line.split(" ")[0]), ["AT", "DIGEST"]);
   assert.equal(x.host.reconciler.underway("F"), false);
+});
+
+Deno.test({
+  name: "the records of a few buckets among many clients go out whole, answer and dialler's side alike, through the " +
+    "pauses of the store's walk",
+  permissions: { net: ["127.0.0.1"] },
+}, async () => {
+  const { store, host } = serverS();
+  // S and F hold the same 40,000 clients, none in bucket 5; S holds one more, in bucket 5, at the end of its map:
+  // either walk for bucket 5 passes over 40,000 clients (two pauses) before its one line.
+  const theirs = new LocationStore();
+  const line = (id: string) => `AT S +0.100000000 ${id} +1.5+2.5 1700000000.5`;
+  for (let i = 0, n = 0; n < 40_000; i++) {
+    if (bucketOf(`c${i}`) === 5) continue;
+    store.offer(recordOfLine(line(`c${i}`)));
+    theirs.offer(recordOfLine(line(`c${i}`)));
+    n++;
+  }
+  let x = 0;
+  while (bucketOf(`x${x}`) !== 5) x++;
+  const only = line(`x${x}`);
+  store.offer(recordOfLine(only));
+  const fDigest = new TextEncoder().encode(`DIGEST ${theirs.digest.toHex()}\n`);
+  const transport = new PeerTransport({ files: null, handshakeTimeoutMs: 1000 });
+  const inbound: Promise<void>[] = [];
+  const server = await transport.listen({
+    host: "127.0.0.1",
+    port: 0,
+    maxConnections: 10,
+    onPeer: (peer) =>
+      inbound.push(
+        servePeer(peer, host, {
+          helloTimeoutMs: 5000,
+          minExchangeIntervalMs: 100,
+          heartbeatMs: 60_000,
+          heartbeatTimeoutMs: 120_000,
+          current: new Map(),
+        }).done,
+      ),
+    onRefused: () => {},
+  });
+  const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const link = oneSessionLink(listener.addr.port, host, "F", transport);
+  const fLink = await Deno.connect({ hostname: "127.0.0.1", port: (server.address() as { port: number }).port });
+  const onFLink: string[] = [];
+  const reading = read(fLink, onFLink);
+  const onSLink: string[] = [];
+  let sLink: Deno.Conn | undefined;
+  try {
+    // F's exchange: S answers with its one record, then its digest.
+    await fLink.write(new TextEncoder().encode("HELLO F\n"));
+    await fLink.write(fDigest);
+    await waitFor(() => Promise.resolve(onFLink.some((l) => l.startsWith("DIGEST "))), { what: "S's answer" });
+    assert.deepEqual(onFLink.map((l) => l.startsWith("DIGEST ") ? "DIGEST" : l), [only, "DIGEST"]);
+    // S's exchange: F answers with its digest alone, and S sends its side, the one record.
+    const accepting = listener.accept();
+    link.start();
+    sLink = await accepting;
+    const sReading = read(sLink, onSLink);
+    await waitFor(() => Promise.resolve(onSLink.some((l) => l.startsWith("DIGEST "))), { what: "S's digest" });
+    await sLink.write(fDigest);
+    await waitFor(() => Promise.resolve(onSLink.includes(only)), { what: "S's side of its exchange" });
+    assert.deepEqual(onSLink.filter((l) => l.startsWith("AT ")), [only]);
+    await link.close();
+    await sReading;
+  } finally {
+    fLink.close();
+    await link.close();
+    sLink?.close();
+    listener.close();
+    server.close();
+    await reading;
+    await Promise.all(inbound);
+  }
 });
 
 for (const tls of [true, false]) {

@@ -2,7 +2,7 @@ import assert from "node:assert/strict";
 import fc from "fast-check";
 import { bucketOf, StoreDigest } from "../lib/store/digest.ts";
 import type { LocationRecord } from "../lib/protocol.ts";
-import { LocationStore } from "../lib/store/store.ts";
+import { LocationStore, WALK_PAUSE_CLIENTS } from "../lib/store/store.ts";
 
 function record(client: string, time: string, server = "Hill"): LocationRecord {
   return {
@@ -45,6 +45,24 @@ Deno.test("LocationStore's digest matches the digest of its records, whatever th
   for (const line of a.lines()) expected.toggle(line.split(" ")[3], line);
   assert.deepEqual(a.digest.words, expected.words);
   assert.deepEqual(b.digest.words, a.digest.words);
+});
+
+Deno.test("LocationStore.linesInBuckets() yields an empty string (a pause) after each 16,384 clients walked without a line", () => {
+  const store = new LocationStore();
+  const bucket = 5;
+  // 40,000 clients outside the bucket, then one in it.
+  for (let i = 0, n = 0; n < 40_000; i++) {
+    if (bucketOf(`c${i}`) !== bucket) n += store.offer(record(`c${i}`, "1")) ? 1 : 0;
+  }
+  let inside = 0;
+  while (bucketOf(`x${inside}`) !== bucket) inside++;
+  store.offer(record(`x${inside}`, "1"));
+  assert.equal(WALK_PAUSE_CLIENTS, 16_384);
+  assert.deepEqual([...store.linesInBuckets(new Set([bucket]))], ["", "", record(`x${inside}`, "1").line]);
+  // A walk that finds a line at every client never pauses.
+  const all = [...store.linesInBuckets(new Set(Array.from({ length: 1024 }, (_, i) => i)))];
+  assert.equal(all.length, 40_001);
+  assert.equal(all.includes(""), false);
 });
 
 Deno.test("LocationStore.linesInBuckets() gives the lines of exactly those buckets", () => {

@@ -486,9 +486,10 @@ class InboundLink {
     let chunk = "";
     for (const text of this.#host.reconciler.answer(this.#name!, digest)) {
       chunk += text;
-      if (chunk.length < _ANSWER_CHUNK_BYTES) continue;
+      // (An empty text is a pause of the store's walk, which found no record for a while: a turn, written or not.)
+      if (chunk.length < _ANSWER_CHUNK_BYTES && text !== "") continue;
       this.#lastWrite = performance.now();
-      if (!this.#conn.write(chunk)) await this.#conn.drained();
+      if (chunk !== "" && !this.#conn.write(chunk)) await this.#conn.drained();
       // The next chunk in a later turn, whatever the socket took: a million records are not one stall.
       else await new Promise((resolve) => setTimeout(resolve, 0));
       chunk = "";

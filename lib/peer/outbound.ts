@@ -626,6 +626,7 @@ export class PeerLink {
         pushRecord(parts, entry.record, seq, entry.waitMs);
       }
       if (!sliced) this.#queue.clear();
+      let paused = false;
       if (this.#catchUp !== undefined) {
         while (bytes < _CATCH_UP_SLICE_BYTES) {
           const next = this.#catchUp.next();
@@ -633,13 +634,21 @@ export class PeerLink {
             this.#catchUp = undefined;
             break;
           }
+          // A pause of the store's walk (no record for a while): what we have goes now, the rest in a later turn.
+          if (next.value === "") {
+            paused = true;
+            break;
+          }
           catchingUp++;
           bytes += next.value.length + 1;
           parts.push(next.value, "\n");
         }
       }
-      // A walk that found nothing more leaves nothing to write, nor to log.
-      if (parts.length === 0) continue;
+      if (parts.length === 0) {
+        // A walk that found nothing more leaves nothing to write, nor to log; one that paused goes on in a later turn.
+        if (paused) await new Promise((resolve) => setTimeout(resolve, 0));
+        continue;
+      }
       const text = parts.join("");
       // A write is logged as a count when it carries reconciliation records (logged nowhere else); live records are
       // each a line of their own already, with where they went (links.ts), so a write of them alone only at debug.

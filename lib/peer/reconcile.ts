@@ -25,7 +25,10 @@ import { formatDigest } from "./wire.ts";
 export interface ReconcileStore {
   /** The store's digest, kept current as records are stored. */
   readonly digest: StoreDigest;
-  /** The stored AT lines of some digest buckets, one at a time. */
+  /**
+   * The stored AT lines of some digest buckets, one at a time, with an
+   * empty string now and then where none came for a while (a pause).
+   */
   linesInBuckets(buckets: ReadonlySet<number>): Iterable<string>;
   /** The line stored for a client, if any. */
   lineOf(clientId: string): string | undefined;
@@ -322,7 +325,9 @@ export class Reconciler {
   /**
    * The acceptor's answer to `DIGEST <hex>` from `from`: our records of the
    * buckets that differ, as AT lines, then our digest, made as the caller
-   * takes them (a whole store can differ: nothing is gathered first).
+   * takes them (a whole store can differ: nothing is gathered first); an
+   * empty string among them is a pause of the walk, where the caller should
+   * take a turn before asking for more.
    */
   *answer(from: string, digest: Uint32Array): Generator<string, void, undefined> {
     this.#startedBy.set(from, performance.now());
@@ -331,6 +336,10 @@ export class Reconciler {
       metrics.reconciliationsAnswered.inc();
       let count = 0;
       for (const line of this.#store.linesInBuckets(differingBuckets(this.#digestFor(from).words, digest))) {
+        if (line === "") {
+          yield ""; // a pause of the walk: the caller takes a turn
+          continue;
+        }
         count++;
         metrics.reconciliationSent.inc();
         yield line + "\n";
@@ -351,7 +360,8 @@ export class Reconciler {
    * records (`received`, of which `stored` were new to us); returns our
    * AT lines of the buckets that still differ, to send back, read from the
    * store as they are taken (how many is logged once they all were, or the
-   * walk was given up).
+   * walk was given up), with an empty string where the walk pauses, as in
+   * {@linkcode answer}.
    */
   finish(neighbour: string, digest: Uint32Array, received: number, stored: number): Iterable<string> {
     _countDown(this.#underway, neighbour);
@@ -374,8 +384,11 @@ export class Reconciler {
     _countUp(this.#walking, neighbour);
     try {
       for (const line of lines) {
-        count++;
-        metrics.reconciliationSent.inc();
+        // (An empty string is a pause of the walk, passed on: the caller takes a turn.)
+        if (line !== "") {
+          count++;
+          metrics.reconciliationSent.inc();
+        }
         yield line;
       }
       whole = true;
