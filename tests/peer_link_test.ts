@@ -783,10 +783,13 @@ async function crossedExchanges(neighbour: string) {
   return {
     ours,
     host,
+    store,
     sLink: await sLink.promise,
     onSLink,
     nLink,
     onNLink,
+    /** Settles once S closed F's link (or the test did). */
+    nClosed: reading,
     async [Symbol.asyncDispose]() {
       nLink.close();
       await link.close();
@@ -802,71 +805,76 @@ async function crossedExchanges(neighbour: string) {
   };
 }
 
-Deno.test({
-  name: "when exchanges cross, the server whose name sorts first answers the other's in full at once",
-  permissions: { net: ["127.0.0.1"] },
-}, async () => {
-  await using x = await crossedExchanges("T");
-  await waitFor(() => Promise.resolve(x.onNLink.some((line) => line.startsWith("DIGEST "))), {
-    what: "S's answer to T's exchange",
-  });
-  // S's own exchange is still unanswered: T's answer is not waited on.
-  assert.equal(x.host.reconciler.underway("T"), true);
-  assert.deepEqual(x.onNLink.map((line) => line.split(" ")[0]), ["AT", "DIGEST"]);
-  assert.equal(x.onNLink[0], x.ours);
-});
+/** The first word of each line: `AT`, `DIGEST`. */
+function kinds(lines: string[]): string[] {
+  return lines.map((line) => line.split(" ")[0]);
+}
 
 Deno.test({
-  name: "when exchanges cross, the server whose name sorts second answers the other's with its digest alone once its " +
-    "own is answered, and sends its side down its own link",
+  name: "when exchanges cross, the neighbour's is answered with our digest alone at once; once ours is answered, " +
+    "nothing more goes on its link, and its late side on ours is stored",
   permissions: { net: ["127.0.0.1"] },
 }, async () => {
   await using x = await crossedExchanges("F");
-  // Four more of F's, past the three whose digests S keeps while it waits: each still gets an answer of its own.
-  await x.nLink.write(new TextEncoder().encode(ZERO_DIGEST_LINE.repeat(4)));
-  // Not answered while S's own exchange is under way.
-  await checkThroughout(() => assert.deepEqual(x.onNLink, []), { durationMs: 300 });
-  // F answers S's exchange (nothing S lacks, F's empty digest): S sends its record down its link, and answers F's
-  // exchanges with its digest alone.
+  await waitFor(() => Promise.resolve(x.onNLink.length > 0), { what: "S's answer to F's exchange" });
+  assert.deepEqual(kinds(x.onNLink), ["DIGEST"]);
+  assert.equal(x.host.reconciler.underway("F"), true);
+  // F answers S's exchange (F's empty digest): S sends its record down its own link, and nothing on F's.
   await x.sLink.write(new TextEncoder().encode(ZERO_DIGEST_LINE));
-  await waitFor(() => Promise.resolve(x.onNLink.length === 5 && x.onSLink.includes(x.ours)), {
-    what: "S's side of its exchange and its answers to F's",
-  });
-  assert.deepEqual(x.onNLink.map((line) => line.split(" ")[0]), Array(5).fill("DIGEST"));
+  await waitFor(() => Promise.resolve(x.onSLink.includes(x.ours)), { what: "S's side of its exchange" });
+  await checkThroughout(() => assert.deepEqual(kinds(x.onNLink), ["DIGEST"]), { durationMs: 300 });
+  // F's own side, sent late on S's link (no digest of S's awaits an answer there): stored, not an unexpected line.
+  const late = "AT F +0.100000000 late-c +1.5+2.5 1700000000.5";
+  await x.sLink.write(new TextEncoder().encode(late + "\n"));
+  await waitFor(() => Promise.resolve(x.store.lineOf("late-c") === late), { what: "F's late record at S" });
 });
 
 Deno.test({
-  name: "when exchanges cross and the link of the server whose name sorts second goes down before the answer to its " +
-    "own came, it answers the other's in full: the other's link may be the only one that works",
+  name: "when exchanges cross and our link goes down before ours is answered, our side goes to the neighbour late, " +
+    "on its link: our records, and no digest (the neighbour's link may be the only one that works)",
   permissions: { net: ["127.0.0.1"] },
 }, async () => {
   await using x = await crossedExchanges("F");
-  await checkThroughout(() => assert.deepEqual(x.onNLink, []), { durationMs: 300 });
-  // S's link goes down, its exchange unanswered: with a digest alone, F would never get S's record.
+  await waitFor(() => Promise.resolve(x.onNLink.length > 0), { what: "S's answer to F's exchange" });
+  assert.deepEqual(kinds(x.onNLink), ["DIGEST"]);
+  // S's link goes down, its exchange unanswered: without a late side, F would never get S's record.
   x.sLink.close();
-  await waitFor(() => Promise.resolve(x.onNLink.some((line) => line.startsWith("DIGEST "))), {
-    what: "S's answer to F's exchange",
-  });
-  assert.deepEqual(x.onNLink.map((line) => line.split(" ")[0]), ["AT", "DIGEST"]);
-  assert.equal(x.onNLink[0], x.ours);
+  await waitFor(() => Promise.resolve(x.onNLink.includes(x.ours)), { what: "S's late side" });
+  await checkThroughout(() => assert.deepEqual(kinds(x.onNLink), ["DIGEST", "AT"]), { durationMs: 300 });
 });
 
 Deno.test({
-  name: "when exchanges cross and the answer to the own exchange of the server whose name sorts second never begins, " +
-    "it answers the other's in full once it takes its own for lost",
+  name: "when exchanges cross and the answer to ours never begins, our side goes to the neighbour late, on its link, " +
+    "once ours is taken for lost",
   permissions: { net: ["127.0.0.1"] },
 }, async () => {
   await using x = await crossedExchanges("F");
   // F never answers S's exchange, and keeps S's link open (S's digest went into a black hole): 3 s on, S takes its
-  // exchange for lost, with nothing else asking, and answers F's.
+  // exchange for lost, with nothing else asking, and sends its side on F's link.
   const started = performance.now();
-  await waitFor(() => Promise.resolve(x.onNLink.some((line) => line.startsWith("DIGEST "))), {
-    timeoutMs: 6000,
-    what: "S's answer to F's exchange",
-  });
-  assert.ok(performance.now() - started >= 2500, "answered before S's exchange was taken for lost");
-  assert.deepEqual(x.onNLink.map((line) => line.split(" ")[0]), ["AT", "DIGEST"]);
+  await waitFor(() => Promise.resolve(x.onNLink.includes(x.ours)), { timeoutMs: 6000, what: "S's late side" });
+  assert.ok(performance.now() - started >= 2500, "sent before S's exchange was taken for lost");
+  assert.deepEqual(kinds(x.onNLink), ["DIGEST", "AT"]);
   assert.equal(x.host.reconciler.underway("F"), false);
+});
+
+Deno.test({
+  name: "a neighbour that starts exchange after exchange while none can be answered has its link closed at 16 waiting",
+  permissions: { net: ["127.0.0.1"] },
+}, async () => {
+  await using x = await crossedExchanges("F");
+  await waitFor(() => Promise.resolve(x.onNLink.length > 0), { what: "S's answer to F's first exchange" });
+  // F begins answering S's exchange (a record, no digest yet): F's exchanges now wait for that answer to be whole.
+  await x.sLink.write(new TextEncoder().encode("AT F +0.100000000 c1 +1.5+2.5 1700000000.5\n"));
+  await waitFor(() => Promise.resolve(x.store.lineOf("c1") !== undefined), { what: "c1 at S" });
+  let closed = false;
+  x.nClosed.then(() => closed = true);
+  await x.nLink.write(new TextEncoder().encode(ZERO_DIGEST_LINE.repeat(16)));
+  await checkThroughout(() => assert.equal(closed, false, "closed with 16 waiting"), { durationMs: 300 });
+  await x.nLink.write(new TextEncoder().encode(ZERO_DIGEST_LINE));
+  await waitFor(() => Promise.resolve(closed), { what: "F's link closed" });
+  // None of the 17 was answered meanwhile.
+  assert.deepEqual(kinds(x.onNLink), ["DIGEST"]);
 });
 
 Deno.test({

@@ -69,6 +69,13 @@ const _EXCHANGE_BURST = 3;
 const _EXCHANGE_GAP_MS = 500;
 /** How often an exchange put off while the neighbour's catch-up is still coming is looked at again, in ms. */
 const _CATCHING_UP_RECHECK_MS = 250;
+
+/**
+ * The neighbour's exchanges waiting for an answer (put off, or owed a
+ * digest) past which its link is closed: one that asks again and again
+ * while we cannot answer would have us hold, then write, all of them.
+ */
+const _MAX_EXCHANGES_WAITING = 16;
 /** Size of one write of a reconciliation answer. */
 const _ANSWER_CHUNK_BYTES = 64 * 1024;
 
@@ -118,13 +125,20 @@ class InboundLink {
   /** The neighbour's exchanges put off while its catch-up comes (a few at most), in the order they came. */
   #deferred: Uint32Array[] = [];
   /**
-   * The neighbour's exchanges that crossed ours, answered once ours is over
-   * ({@linkcode InboundLink.#answerAfterOurs}), in the order they came: the
-   * first few, and how many more (answered with our digest alone whatever
-   * happens to ours: a neighbour asking again and again holds no more).
+   * The neighbour's exchanges that crossed ours while its answer to ours was
+   * coming, answered with our digest alone once that answer is whole.
    */
-  #crossing: Uint32Array[] = [];
-  #crossingMore = 0;
+  #afterAnswer = 0;
+  /**
+   * The digest of the neighbour's last exchange that crossed ours, answered
+   * with our digest alone: should ours end unanswered, we send the neighbour
+   * our side of it late, on this link ({@linkcode InboundLink.#owe}).
+   */
+  #owed: Uint32Array | undefined;
+  /** Stops waiting on our exchange's end (the link closed). */
+  #stopWaiting: (() => void)[] = [];
+  /** Timers of {@linkcode InboundLink.#later}, cleared when the link closes. */
+  #timers = new Set<ReturnType<typeof setTimeout>>();
   /** Acknowledgements waiting on records being passed on (`ackScope` herd). */
   #handling = new Set<Promise<void>>();
   /** A reconciliation answer being written, and when the last full one began. */
@@ -178,6 +192,8 @@ class InboundLink {
   /** Serves the link until it closes. */
   async serve(): Promise<void> {
     await this.#conn.closed;
+    for (const stop of [...this.#stopWaiting]) stop();
+    for (const timer of this.#timers) clearTimeout(timer);
     this.#refusedRecords.close();
     clearTimeout(this.#helloTimer);
     clearTimeout(this.#endTimer);
@@ -370,6 +386,15 @@ class InboundLink {
    */
   #exchange(digest: Uint32Array): void {
     const reconciler = this.#host.reconciler;
+    if (this.#afterAnswer + this.#digestsOwed + this.#deferred.length >= _MAX_EXCHANGES_WAITING) {
+      // An honest neighbour waits for the answer to each exchange before it starts another, or takes it for lost.
+      log.peer.warning("Closing the link from {neighbour}: {count} of its exchanges wait for an answer", {
+        neighbour: this.#name,
+        count: _MAX_EXCHANGES_WAITING,
+      });
+      this.#conn.destroy();
+      return;
+    }
     // (Behind those already put off, too: answers go in the order the exchanges came, as the neighbour counts them.)
     if (
       (reconciler.catchingUpFrom(this.#name!) || this.#deferred.length > 0) && this.#deferred.length < _EXCHANGE_BURST
@@ -383,27 +408,24 @@ class InboundLink {
     if (reconciler.underway(this.#name!)) {
       // Ours and the neighbour's crossed: each side sends what the other lacks once, not twice (reconcile.ts).
       metrics.reconciliationsCrossed.inc();
+      this.#owe(digest);
       if (reconciler.beingAnswered(this.#name!)) {
         log.peer.info(
-          "{neighbour} started an exchange while answering ours; answering its once its answer to ours is whole",
+          "{neighbour} started an exchange while answering ours; answering its with our digest once its answer is whole",
           { neighbour: this.#name },
         );
-        this.#answerAfterOurs(digest);
+        if (this.#afterAnswer++ === 0) {
+          this.#whenOursEnds(() => {
+            for (; this.#afterAnswer > 0; this.#afterAnswer--) this.#answerExchangeWithDigest();
+          });
+        }
         return;
       }
-      if (this.#host.name > this.#name!) {
-        log.peer.info("{neighbour} and we started exchanges at once; answering its once it answered ours", {
-          neighbour: this.#name,
-        });
-        this.#answerAfterOurs(digest);
-        return;
-      }
-      // Of the two, the server whose name sorts first answers in full at once, and the other waits on that answer.
-      log.peer.info(
-        "{neighbour} and we started exchanges at once; answering its in full, it answers ours with its " +
-          "digest alone",
-        { neighbour: this.#name },
-      );
+      log.peer.info("{neighbour} and we started exchanges at once; answering its with our digest alone", {
+        neighbour: this.#name,
+      });
+      this.#answerExchangeWithDigest();
+      return;
     }
     const now = performance.now();
     const { minExchangeIntervalMs } = this.#options;
@@ -435,44 +457,86 @@ class InboundLink {
   }
 
   /**
-   * Answers the neighbour's exchange `digest`, which crossed ours, once ours
-   * is over: with our digest alone if ours was answered (the neighbour's
-   * answer brought what we lacked, and our side of ours sends what it lacks;
-   * our digest, now whole, has it send nothing twice); in full if our link
-   * went down or our exchange was lost (no side of ours would come, and the
-   * neighbour's link may be the only one that works: a link of ours cut
-   * once our digest was sent left the neighbour with none of our records).
+   * The neighbour's exchange `digest` crossed ours and is answered with our
+   * digest alone: the neighbour sends what we lack, and ours, once answered,
+   * sends it what it lacks. Should ours end unanswered (our link went down,
+   * or the exchange was taken for lost), no side of ours would come, and
+   * the neighbour's link may be the only one that works (a link of ours cut
+   * just after its digest went): we then send our side on this link, late.
    */
-  #answerAfterOurs(digest: Uint32Array): void {
-    if (this.#crossing.length < _EXCHANGE_BURST && this.#crossingMore === 0) this.#crossing.push(digest);
-    else this.#crossingMore++;
-    if (this.#crossing.length + this.#crossingMore > 1) return; // waiting already
+  #owe(digest: Uint32Array): void {
+    const waiting = this.#owed !== undefined;
+    // The last one's digest is enough: one late side answers them all.
+    this.#owed = digest;
+    if (waiting) return;
+    this.#whenOursEnds((answered) => {
+      const owed = this.#owed!;
+      this.#owed = undefined;
+      if (!answered) this.#sendLateSide(owed);
+    });
+  }
+
+  /**
+   * Calls `then` once our exchange with the neighbour is over, answered or
+   * not, unless this link closed first. Only `Reconciler.underway()` takes
+   * an exchange for lost: it is asked now and then meanwhile.
+   */
+  #whenOursEnds(then: (answered: boolean) => void): void {
     const reconciler = this.#host.reconciler;
-    // Only underway() takes an exchange for lost: asked now and then while we wait.
     let timer: ReturnType<typeof setTimeout> | undefined;
     const look = () => {
-      if (this.#conn.isClosed) return;
       timer = setTimeout(look, _CATCHING_UP_RECHECK_MS);
       reconciler.underway(this.#name!);
     };
-    reconciler.afterOurs(this.#name!, (answered) => {
+    const cancel = reconciler.afterOurs(this.#name!, (answered) => {
       clearTimeout(timer);
-      const crossing = this.#crossing;
-      const more = this.#crossingMore;
-      this.#crossing = [];
-      this.#crossingMore = 0;
-      if (this.#conn.isClosed) return;
-      // (A full answer takes the link's turn: the digests owed after it go once it is written, in order.)
-      for (const digest of crossing) answered ? this.#answerExchangeWithDigest() : this.#exchange(digest);
-      for (let i = 0; i < more; i++) this.#answerExchangeWithDigest();
+      this.#stopWaiting.splice(this.#stopWaiting.indexOf(stop), 1);
+      if (!this.#conn.isClosed) then(answered);
     });
+    const stop = () => {
+      clearTimeout(timer);
+      cancel();
+    };
+    this.#stopWaiting.push(stop);
     timer = setTimeout(look, _CATCHING_UP_RECHECK_MS);
+  }
+
+  /**
+   * Sends the neighbour, on this link, our records of the buckets that
+   * differ from `digest` (its exchange we answered with our digest alone)
+   * and no digest: its exchange is over. Once its own records of a
+   * reconciliation have stopped coming (sent now, our walk would send them
+   * back), and after any answer being written.
+   */
+  #sendLateSide(digest: Uint32Array): void {
+    if (this.#conn.isClosed) return;
+    if (this.#host.reconciler.catchingUpFrom(this.#name!) || this.#answering !== undefined) {
+      this.#later(() => this.#sendLateSide(digest), _CATCHING_UP_RECHECK_MS);
+      return;
+    }
+    log.peer.info(
+      "Our exchange with {neighbour} ended unanswered, and we had answered its own with our digest alone: sending it " +
+        "our side on its link",
+      { neighbour: this.#name },
+    );
+    this.#answering = this.#writeAnswer(digest, true).finally(() => {
+      this.#answering = undefined;
+      if (this.#digestsOwed > 0) this.#scheduleFlush();
+    });
+  }
+
+  /** Calls `then` in `ms`, unless the link closed first. */
+  #later(then: () => void, ms: number): void {
+    const timer = setTimeout(() => {
+      this.#timers.delete(timer);
+      if (!this.#conn.isClosed) then();
+    }, ms);
+    this.#timers.add(timer);
   }
 
   /** Answers the exchanges put off while the neighbour's catch-up was coming, once it has stopped. */
   #answerDeferredWhenQuiet(): void {
-    setTimeout(() => {
-      if (this.#conn.isClosed) return;
+    this.#later(() => {
       if (this.#host.reconciler.catchingUpFrom(this.#name!)) return this.#answerDeferredWhenQuiet();
       const deferred = this.#deferred;
       this.#deferred = [];
@@ -481,10 +545,13 @@ class InboundLink {
     }, _CATCHING_UP_RECHECK_MS);
   }
 
-  /** Writes a reconciliation answer in chunks, each in a turn of its own, once the socket took the one before. */
-  async #writeAnswer(digest: Uint32Array): Promise<void> {
+  /**
+   * Writes a reconciliation answer in chunks, each in a turn of its own, once
+   * the socket took the one before (a late side: its records alone).
+   */
+  async #writeAnswer(digest: Uint32Array, late = false): Promise<void> {
     let chunk = "";
-    for (const text of this.#host.reconciler.answer(this.#name!, digest)) {
+    for (const text of this.#host.reconciler.answer(this.#name!, digest, late)) {
       chunk += text;
       // (An empty text is a pause of the store's walk, which found no record for a while: a turn, written or not.)
       if (chunk.length < _ANSWER_CHUNK_BYTES && text !== "") continue;

@@ -670,6 +670,11 @@ export class PeerLink {
     }
   }
 
+  /** Whether a digest of ours awaits the neighbour's answer. */
+  get awaitingDigest(): boolean {
+    return this.#digestsAwaited > 0;
+  }
+
   /** Whether a digest of the neighbour's answers one of ours (taking it off those awaited), or comes unasked. */
   takeAwaitedDigest(): boolean {
     if (this.#digestsAwaited === 0) return false;
@@ -739,6 +744,8 @@ class _Replies {
     const host = this.#host;
     let bulk = false;
     let refusal: string | undefined;
+    let late = 0;
+    let lateStored = 0;
     for (const line of lines) {
       if (this.#unexpected >= _MAX_UNEXPECTED_LINES) return false;
       const message = parsePeerMessage(line, host.recordRules);
@@ -751,6 +758,12 @@ class _Replies {
         return false;
       } else if (message.kind === "RECORD" && message.seq === undefined) {
         bulk = true;
+        if (!link.awaitingDigest) {
+          // The neighbour's side of an exchange of its own we answered, sent late (inbound.ts, InboundLink.#owe).
+          late++;
+          if (host.catchUp(message.record, link.neighbour)) lateStored++;
+          continue;
+        }
         if (this.#received++ === 0) host.reconciler.receiving(link.neighbour);
         if (host.catchUp(message.record, link.neighbour)) this.#stored++;
       } else if (message.kind === "DIGEST" && link.takeAwaitedDigest()) {
@@ -777,6 +790,17 @@ class _Replies {
           return false;
         }
       }
+    }
+    if (late > 0) {
+      metrics.reconciliationReceived.inc(late);
+      log.peer.info(
+        "From {neighbour} on our link, its side of its exchange, late: received {count} records, stored {stored}",
+        {
+          neighbour: link.neighbour,
+          count: late,
+          stored: lateStored,
+        },
+      );
     }
     return bulk;
   }

@@ -243,10 +243,16 @@ export class Reconciler {
    * down, or the exchange was taken for lost: only {@linkcode underway}
    * looks, so a caller that waits asks it now and then).
    */
-  afterOurs(neighbour: string, then: (answered: boolean) => void): void {
+  afterOurs(neighbour: string, then: (answered: boolean) => void): () => void {
     const waiting = this.#afterOurs.get(neighbour);
     if (waiting === undefined) this.#afterOurs.set(neighbour, [then]);
     else waiting.push(then);
+    // Called off when the caller no longer waits (its link closed): nothing of it is held until ours ends.
+    return () => {
+      const list = this.#afterOurs.get(neighbour);
+      const at = list?.indexOf(then) ?? -1;
+      if (at >= 0) list!.splice(at, 1);
+    };
   }
 
   #ourAnswered(neighbour: string, answered: boolean): void {
@@ -258,15 +264,13 @@ export class Reconciler {
 
   /**
    * Whether an exchange of ours with `neighbour` is under way, so that one
-   * it starts (the two links came up at once) crosses it: one of the two is
-   * answered in full, the other with a digest alone, or the records one
-   * side holds and the other lacks (a whole store, to a server started
-   * empty) would go twice, once down each link. The server whose name sorts
-   * first answers at once, in full; the other answers once that answer came,
-   * with its digest alone (its side of its own exchange sends what the first
-   * lacks), or in full should its own exchange be lost or its link go down
-   * (both answered with digests alone, a link of one cut just after its
-   * digest went left the other with none of its records).
+   * it starts (the two links came up at once) is answered with our digest
+   * alone: ours sends the neighbour what it lacks once its answer comes, and
+   * the neighbour, given our digest, sends what we lack. Answered in full,
+   * the records we hold and it lacks (a whole store, to a server started
+   * empty) would go twice, once down each link. Should ours then end
+   * unanswered, our side goes to the neighbour late, on its link
+   * (inbound.ts).
    */
   underway(neighbour: string): boolean {
     if ((this.#underway.get(neighbour) ?? 0) === 0) return false;
@@ -327,13 +331,15 @@ export class Reconciler {
    * buckets that differ, as AT lines, then our digest, made as the caller
    * takes them (a whole store can differ: nothing is gathered first); an
    * empty string among them is a pause of the walk, where the caller should
-   * take a turn before asking for more.
+   * take a turn before asking for more. `late`: our side of an exchange of
+   * `from`'s we answered with our digest alone, sent once our own exchange
+   * ended unanswered: the records alone, and no start of an exchange.
    */
-  *answer(from: string, digest: Uint32Array): Generator<string, void, undefined> {
-    this.#startedBy.set(from, performance.now());
+  *answer(from: string, digest: Uint32Array, late = false): Generator<string, void, undefined> {
+    if (!late) this.#startedBy.set(from, performance.now());
     _countUp(this.#answering, from);
     try {
-      metrics.reconciliationsAnswered.inc();
+      if (!late) metrics.reconciliationsAnswered.inc();
       let count = 0;
       for (const line of this.#store.linesInBuckets(differingBuckets(this.#digestFor(from).words, digest))) {
         if (line === "") {
@@ -344,12 +350,16 @@ export class Reconciler {
         metrics.reconciliationSent.inc();
         yield line + "\n";
       }
+      if (late) {
+        log.peer.info("Sent {neighbour} our side of its exchange, late: {count} records", { neighbour: from, count });
+        return;
+      }
       yield this.request(from);
       log.peer.info("Reconciling with {neighbour}: sent {count} records", { neighbour: from, count });
     } finally {
       // Counted from the end too: an answer of a million records takes seconds, and an exchange of ours starting
       // during it or just after would have the neighbour send back all it just got (its digest not yet whole).
-      this.#startedBy.set(from, performance.now());
+      if (!late) this.#startedBy.set(from, performance.now());
       this.#sentAt.set(from, performance.now());
       _countDown(this.#answering, from);
     }
