@@ -784,6 +784,7 @@ async function crossedExchanges(neighbour: string) {
     ours,
     host,
     store,
+    link,
     sLink: await sLink.promise,
     onSLink,
     nLink,
@@ -823,10 +824,15 @@ Deno.test({
   await x.sLink.write(new TextEncoder().encode(ZERO_DIGEST_LINE));
   await waitFor(() => Promise.resolve(x.onSLink.includes(x.ours)), { what: "S's side of its exchange" });
   await checkThroughout(() => assert.deepEqual(kinds(x.onNLink), ["DIGEST"]), { durationMs: 300 });
-  // F's own side, sent late on S's link (no digest of S's awaits an answer there): stored, not an unexpected line.
+  // F's own side, sent late on S's link (no digest of S's awaits an answer there): stored, not an unexpected line,
+  // and not the beginning of an answer to S's next exchange.
   const late = "AT F +0.100000000 late-c +1.5+2.5 1700000000.5";
   await x.sLink.write(new TextEncoder().encode(late + "\n"));
   await waitFor(() => Promise.resolve(x.store.lineOf("late-c") === late), { what: "F's late record at S" });
+  const digests = () => x.onSLink.filter((line) => line.startsWith("DIGEST ")).length;
+  x.link.reconcile();
+  await waitFor(() => Promise.resolve(digests() === 2), { what: "S's next exchange" });
+  assert.equal(x.host.reconciler.beingAnswered("F"), false, "F's late side taken for the answer to S's next exchange");
 });
 
 Deno.test({
@@ -859,7 +865,9 @@ Deno.test({
 });
 
 Deno.test({
-  name: "a neighbour that starts exchange after exchange while none can be answered has its link closed at 16 waiting",
+  name:
+    "a neighbour that starts exchange after exchange while none can be answered has its link closed when it starts " +
+    "one more with 16 waiting",
   permissions: { net: ["127.0.0.1"] },
 }, async () => {
   await using x = await crossedExchanges("F");

@@ -47,22 +47,25 @@ Deno.test("LocationStore's digest matches the digest of its records, whatever th
   assert.deepEqual(b.digest.words, a.digest.words);
 });
 
-Deno.test("LocationStore.linesInBuckets() yields an empty string (a pause) after each 16,384 clients walked without a line", () => {
-  const store = new LocationStore();
-  const bucket = 5;
-  // 40,000 clients outside the bucket, then one in it.
-  for (let i = 0, n = 0; n < 40_000; i++) {
-    if (bucketOf(`c${i}`) !== bucket) n += store.offer(record(`c${i}`, "1")) ? 1 : 0;
-  }
-  let inside = 0;
-  while (bucketOf(`x${inside}`) !== bucket) inside++;
-  store.offer(record(`x${inside}`, "1"));
+Deno.test("LocationStore.linesInBuckets() yields an empty string (a pause) after each 16,384 clients walked", () => {
   assert.equal(WALK_PAUSE_CLIENTS, 16_384);
-  assert.deepEqual([...store.linesInBuckets(new Set([bucket]))], ["", "", record(`x${inside}`, "1").line]);
-  // A walk that finds a line at every client never pauses.
+  const store = new LocationStore();
+  const count = 100_000;
+  const ids = Array.from({ length: count }, (_, i) => `c${i}`);
+  for (const id of ids) store.offer(record(id, "1"));
+  // One bucket's clients, spread through the map (about one in 1,024), and the pauses between them, in the map's order.
+  const bucket = bucketOf("c0");
+  const expected: string[] = [];
+  ids.forEach((id, i) => {
+    if (bucketOf(id) === bucket) expected.push(record(id, "1").line);
+    if ((i + 1) % WALK_PAUSE_CLIENTS === 0) expected.push("");
+  });
+  assert.equal(expected.filter((line) => line === "").length, 6);
+  assert.deepEqual([...store.linesInBuckets(new Set([bucket]))], expected);
+  // A walk of every bucket pauses as often.
   const all = [...store.linesInBuckets(new Set(Array.from({ length: 1024 }, (_, i) => i)))];
-  assert.equal(all.length, 40_001);
-  assert.equal(all.includes(""), false);
+  assert.equal(all.length, count + 6);
+  assert.equal(all.filter((line) => line === "").length, 6);
 });
 
 Deno.test("LocationStore.linesInBuckets() gives the lines of exactly those buckets", () => {

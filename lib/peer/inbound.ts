@@ -130,11 +130,13 @@ class InboundLink {
    */
   #afterAnswer = 0;
   /**
-   * The digest of the neighbour's last exchange that crossed ours, answered
-   * with our digest alone: should ours end unanswered, we send the neighbour
-   * our side of it late, on this link ({@linkcode InboundLink.#owe}).
+   * The neighbour's last exchange that crossed ours, answered with our
+   * digest alone: its digest, the buckets that differed, and how many
+   * exchanges with the neighbour had begun or ended. Should ours end
+   * unanswered, we send the neighbour our side of it late, on this link
+   * ({@linkcode InboundLink.#owe}).
    */
-  #owed: Uint32Array | undefined;
+  #owed: { digest: Uint32Array; buckets: Set<number>; exchanges: number } | undefined;
   /** Stops waiting on our exchange's end (the link closed). */
   #stopWaiting: (() => void)[] = [];
   /** Timers of {@linkcode InboundLink.#later}, cleared when the link closes. */
@@ -388,10 +390,13 @@ class InboundLink {
     const reconciler = this.#host.reconciler;
     if (this.#afterAnswer + this.#digestsOwed + this.#deferred.length >= _MAX_EXCHANGES_WAITING) {
       // An honest neighbour waits for the answer to each exchange before it starts another, or takes it for lost.
-      log.peer.warning("Closing the link from {neighbour}: {count} of its exchanges wait for an answer", {
-        neighbour: this.#name,
-        count: _MAX_EXCHANGES_WAITING,
-      });
+      log.peer.warning(
+        "Closing the link from {neighbour}: it started another exchange while {count} wait for an answer",
+        {
+          neighbour: this.#name,
+          count: _MAX_EXCHANGES_WAITING,
+        },
+      );
       this.#conn.destroy();
       return;
     }
@@ -466,8 +471,13 @@ class InboundLink {
    */
   #owe(digest: Uint32Array): void {
     const waiting = this.#owed !== undefined;
+    const reconciler = this.#host.reconciler;
     // The last one's digest is enough: one late side answers them all.
-    this.#owed = digest;
+    this.#owed = {
+      digest,
+      buckets: reconciler.differingFrom(this.#name!, digest),
+      exchanges: reconciler.exchangesWith(this.#name!),
+    };
     if (waiting) return;
     this.#whenOursEnds((answered) => {
       const owed = this.#owed!;
@@ -503,15 +513,24 @@ class InboundLink {
 
   /**
    * Sends the neighbour, on this link, our records of the buckets that
-   * differ from `digest` (its exchange we answered with our digest alone)
+   * differed from its digest when its exchange crossed ours and still do,
    * and no digest: its exchange is over. Once its own records of a
    * reconciliation have stopped coming (sent now, our walk would send them
-   * back), and after any answer being written.
+   * back), and after any answer being written; not at all once another
+   * exchange with the neighbour began or ended meanwhile (ours, started
+   * again or answered after all, or its, answered in full: each sends our
+   * side too).
    */
-  #sendLateSide(digest: Uint32Array): void {
-    if (this.#conn.isClosed) return;
-    if (this.#host.reconciler.catchingUpFrom(this.#name!) || this.#answering !== undefined) {
-      this.#later(() => this.#sendLateSide(digest), _CATCHING_UP_RECHECK_MS);
+  #sendLateSide(owed: { digest: Uint32Array; buckets: Set<number>; exchanges: number }): void {
+    const reconciler = this.#host.reconciler;
+    if (reconciler.exchangesWith(this.#name!) !== owed.exchanges) {
+      log.peer.info("Not sending {neighbour} our side of its exchange late: another exchange with it began meanwhile", {
+        neighbour: this.#name,
+      });
+      return;
+    }
+    if (reconciler.catchingUpFrom(this.#name!) || this.#answering !== undefined) {
+      this.#later(() => this.#sendLateSide(owed), _CATCHING_UP_RECHECK_MS);
       return;
     }
     log.peer.info(
@@ -519,7 +538,7 @@ class InboundLink {
         "our side on its link",
       { neighbour: this.#name },
     );
-    this.#answering = this.#writeAnswer(digest, true).finally(() => {
+    this.#answering = this.#writeAnswer(owed.digest, owed.buckets).finally(() => {
       this.#answering = undefined;
       if (this.#digestsOwed > 0) this.#scheduleFlush();
     });
@@ -549,13 +568,13 @@ class InboundLink {
    * Writes a reconciliation answer in chunks, each in a turn of its own, once
    * the socket took the one before (a late side: its records alone).
    */
-  async #writeAnswer(digest: Uint32Array, late = false): Promise<void> {
+  async #writeAnswer(digest: Uint32Array, late?: ReadonlySet<number>): Promise<void> {
     let chunk = "";
     for (const text of this.#host.reconciler.answer(this.#name!, digest, late)) {
       chunk += text;
-      // (An empty text is a pause of the store's walk, which found no record for a while: a turn, written or not.)
+      // (An empty text is a pause of the store's walk, every 16,384 clients: a turn, written or not.)
       if (chunk.length < _ANSWER_CHUNK_BYTES && text !== "") continue;
-      this.#lastWrite = performance.now();
+      if (chunk !== "") this.#lastWrite = performance.now();
       if (chunk !== "" && !this.#conn.write(chunk)) await this.#conn.drained();
       // The next chunk in a later turn, whatever the socket took: a million records are not one stall.
       else await new Promise((resolve) => setTimeout(resolve, 0));

@@ -251,8 +251,9 @@ export class PeerLink {
     if (this.#conn === undefined) return;
     const reconciler = this.#host.reconciler;
     // One of ours unanswered: a second would have the neighbour send again what the first is bringing (but a
-    // neighbour that never answers does not stop us for good).
-    const ours = reconciler.underway(this.neighbour) && this.sinceReconciled < _UNANSWERED_PATIENCE_MS;
+    // neighbour that never answers does not stop us for good; one whose answer is coming, however slowly, does).
+    const ours = reconciler.underway(this.neighbour) &&
+      (reconciler.beingAnswered(this.neighbour) || this.sinceReconciled < _UNANSWERED_PATIENCE_MS);
     if (this.#catchUp === undefined && !ours && reconciler.shouldStart(this.neighbour)) {
       this.#digestDue = true;
       this.#wake?.();
@@ -634,7 +635,7 @@ export class PeerLink {
             this.#catchUp = undefined;
             break;
           }
-          // A pause of the store's walk (no record for a while): what we have goes now, the rest in a later turn.
+          // A pause of the store's walk (every 16,384 clients walked): what we have goes now, the rest in a later turn.
           if (next.value === "") {
             paused = true;
             break;
@@ -758,8 +759,9 @@ class _Replies {
         return false;
       } else if (message.kind === "RECORD" && message.seq === undefined) {
         bulk = true;
-        if (!link.awaitingDigest) {
-          // The neighbour's side of an exchange of its own we answered, sent late (inbound.ts, InboundLink.#owe).
+        if (!link.awaitingDigest || !host.reconciler.hasUnderway(link.neighbour)) {
+          // The neighbour's side of an exchange of its own we answered, sent late (inbound.ts, InboundLink.#owe); or
+          // records of an answer to an exchange of ours taken for lost, which its digest, should it come, still ends.
           late++;
           if (host.catchUp(message.record, link.neighbour)) lateStored++;
           continue;

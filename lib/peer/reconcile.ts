@@ -27,7 +27,7 @@ export interface ReconcileStore {
   readonly digest: StoreDigest;
   /**
    * The stored AT lines of some digest buckets, one at a time, with an
-   * empty string now and then where none came for a while (a pause).
+   * empty string every so many clients walked (a pause).
    */
   linesInBuckets(buckets: ReadonlySet<number>): Iterable<string>;
   /** The line stored for a client, if any. */
@@ -80,6 +80,8 @@ export class Reconciler {
   #store: ReconcileStore;
   /** When each neighbour last started an exchange with us. */
   #startedBy = new Map<string, number>();
+  /** How many exchanges with each neighbour began or ended ({@linkcode exchangesWith}). */
+  #exchanges = new Map<string, number>();
   /** When records of a reconciliation last came from each neighbour (`performance.now()`). */
   #caughtUpAt = new Map<string, number>();
   /** Our answers to each neighbour's exchanges being written. */
@@ -187,6 +189,7 @@ export class Reconciler {
 
   /** Our link to `neighbour` sent our digest: an exchange of ours is under way until its answer ({@linkcode finish}). */
   started(neighbour: string): void {
+    _countUp(this.#exchanges, neighbour);
     _countUp(this.#underway, neighbour);
     this.#startedAt.set(neighbour, performance.now());
   }
@@ -331,17 +334,24 @@ export class Reconciler {
    * buckets that differ, as AT lines, then our digest, made as the caller
    * takes them (a whole store can differ: nothing is gathered first); an
    * empty string among them is a pause of the walk, where the caller should
-   * take a turn before asking for more. `late`: our side of an exchange of
+   * take a turn before asking for more. `late`: instead, the buckets of
+   * `late` that still differ, and no digest: our side of an exchange of
    * `from`'s we answered with our digest alone, sent once our own exchange
-   * ended unanswered: the records alone, and no start of an exchange.
+   * ended unanswered (`late` being the buckets that differed then: the
+   * others differ now only by live records, which both sides got).
    */
-  *answer(from: string, digest: Uint32Array, late = false): Generator<string, void, undefined> {
-    if (!late) this.#startedBy.set(from, performance.now());
+  *answer(from: string, digest: Uint32Array, late?: ReadonlySet<number>): Generator<string, void, undefined> {
+    if (late === undefined) {
+      this.#startedBy.set(from, performance.now());
+      _countUp(this.#exchanges, from);
+    }
     _countUp(this.#answering, from);
     try {
-      if (!late) metrics.reconciliationsAnswered.inc();
+      if (late === undefined) metrics.reconciliationsAnswered.inc();
+      let buckets = differingBuckets(this.#digestFor(from).words, digest);
+      if (late !== undefined) buckets = new Set([...buckets].filter((bucket) => late.has(bucket)));
       let count = 0;
-      for (const line of this.#store.linesInBuckets(differingBuckets(this.#digestFor(from).words, digest))) {
+      for (const line of this.#store.linesInBuckets(buckets)) {
         if (line === "") {
           yield ""; // a pause of the walk: the caller takes a turn
           continue;
@@ -350,7 +360,7 @@ export class Reconciler {
         metrics.reconciliationSent.inc();
         yield line + "\n";
       }
-      if (late) {
+      if (late !== undefined) {
         log.peer.info("Sent {neighbour} our side of its exchange, late: {count} records", { neighbour: from, count });
         return;
       }
@@ -359,10 +369,33 @@ export class Reconciler {
     } finally {
       // Counted from the end too: an answer of a million records takes seconds, and an exchange of ours starting
       // during it or just after would have the neighbour send back all it just got (its digest not yet whole).
-      if (!late) this.#startedBy.set(from, performance.now());
+      if (late === undefined) this.#startedBy.set(from, performance.now());
       this.#sentAt.set(from, performance.now());
       _countDown(this.#answering, from);
     }
+  }
+
+  /**
+   * The buckets in which our records differ from `digest`, a neighbour's
+   * (whose exchange we answer with our digest alone: what a late side of
+   * ours would send, {@linkcode answer}).
+   */
+  differingFrom(neighbour: string, digest: Uint32Array): Set<number> {
+    return differingBuckets(this.#digestFor(neighbour).words, digest);
+  }
+
+  /**
+   * How many exchanges with `neighbour` have begun or ended so far (ours
+   * started, ours answered, its answered in full): a late side waiting is
+   * not needed once another did (its sides go both ways).
+   */
+  exchangesWith(neighbour: string): number {
+    return this.#exchanges.get(neighbour) ?? 0;
+  }
+
+  /** Whether an exchange of ours with `neighbour` is under way, looked at without taking a late one for lost. */
+  hasUnderway(neighbour: string): boolean {
+    return this.#underway.has(neighbour);
   }
 
   /**
@@ -374,6 +407,7 @@ export class Reconciler {
    * {@linkcode answer}.
    */
   finish(neighbour: string, digest: Uint32Array, received: number, stored: number): Iterable<string> {
+    _countUp(this.#exchanges, neighbour);
     _countDown(this.#underway, neighbour);
     // Run after this call's records are chosen: a digest answered now is the store's with them all in.
     queueMicrotask(() => this.#ourAnswered(neighbour, true));

@@ -62,8 +62,8 @@ function _shortLine(line: string, clientId: string, servers: ReadonlyMap<string,
 const _CUTOFF_MS = 250;
 
 /**
- * Clients {@linkcode LocationStore.linesInBuckets} passes over without a
- * line before it yields an empty string (about 2.5 ms of walking here).
+ * Clients {@linkcode LocationStore.linesInBuckets} walks between two empty
+ * strings (about 2.5 ms of walking here).
  */
 export const WALK_PAUSE_CLIENTS = 16_384;
 
@@ -262,19 +262,20 @@ export class LocationStore {
   /**
    * The AT lines of the given digest buckets, as the map is walked (nothing
    * gathered first), expired ones left out; and an empty string after each
-   * {@linkcode WALK_PAUSE_CLIENTS} clients passed over without a line: a
-   * caller may take a turn there. (The lines of a few buckets are a few
-   * among a million clients: walked in one go, 150 ms of a server's time.)
+   * {@linkcode WALK_PAUSE_CLIENTS} clients walked: a caller may take a turn
+   * there. (The lines of a few buckets are a few among a million clients:
+   * a caller that takes a turn once its write is full walked them in one
+   * go, 150 ms of a server's time.)
    */
   *linesInBuckets(buckets: ReadonlySet<number>): Generator<string, void, undefined> {
     if (buckets.size === 0) return;
-    let passed = 0;
+    let walked = 0;
     for (const [clientId, stored] of this.#lines) {
       if (buckets.has(bucketOf(clientId)) && !this.isExpired(clientTimeOfLine(stored))) {
-        passed = 0;
         yield this.#line(clientId, stored);
-      } else if (++passed === WALK_PAUSE_CLIENTS) {
-        passed = 0;
+      }
+      if (++walked === WALK_PAUSE_CLIENTS) {
+        walked = 0;
         yield "";
       }
     }
