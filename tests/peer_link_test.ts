@@ -850,6 +850,27 @@ Deno.test({
 });
 
 Deno.test({
+  name: "when exchanges cross and our link goes down before ours is answered, our side still goes to the neighbour " +
+    "late once its records stop coming, though our link dialled again meanwhile and started exchanges that failed",
+  permissions: { net: ["127.0.0.1"] },
+}, async () => {
+  await using x = await crossedExchanges("F");
+  await waitFor(() => Promise.resolve(x.onNLink.length > 0), { what: "S's answer to F's exchange" });
+  // F's side of its exchange begins (a record of F's): S's late side waits for it to stop coming (a second).
+  await x.nLink.write(new TextEncoder().encode("AT F +0.100000000 theirs +1.5+2.5 1700000000.5\n"));
+  await waitFor(() => Promise.resolve(x.store.lineOf("theirs") !== undefined), { what: "F's record at S" });
+  x.sLink.close();
+  await waitFor(() => Promise.resolve(!x.link.up), { what: "S's link down" });
+  // Meanwhile S's link dials again twice, says its digest, and goes down: exchanges that send F nothing.
+  for (let i = 0; i < 2; i++) {
+    x.host.reconciler.started("F");
+    x.host.reconciler.dropped("F");
+  }
+  await waitFor(() => Promise.resolve(x.onNLink.includes(x.ours)), { what: "S's late side" });
+  assert.deepEqual(kinds(x.onNLink), ["DIGEST", "AT"]);
+});
+
+Deno.test({
   name: "when exchanges cross and the answer to ours never begins, our side goes to the neighbour late, on its link, " +
     "once ours is taken for lost",
   permissions: { net: ["127.0.0.1"] },

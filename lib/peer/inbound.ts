@@ -132,7 +132,7 @@ class InboundLink {
   /**
    * The neighbour's last exchange that crossed ours, answered with our
    * digest alone: its digest, the buckets that differed, and how many
-   * exchanges with the neighbour had begun or ended. Should ours end
+   * exchanges with the neighbour had sent it our side. Should ours end
    * unanswered, we send the neighbour our side of it late, on this link
    * ({@linkcode InboundLink.#owe}).
    */
@@ -517,14 +517,13 @@ class InboundLink {
    * and no digest: its exchange is over. Once its own records of a
    * reconciliation have stopped coming (sent now, our walk would send them
    * back), and after any answer being written; not at all once another
-   * exchange with the neighbour began or ended meanwhile (ours, started
-   * again or answered after all, or its, answered in full: each sends our
-   * side too).
+   * exchange with the neighbour sent our side meanwhile (ours, answered
+   * after all or started again and answered, or its, answered in full).
    */
   #sendLateSide(owed: { digest: Uint32Array; buckets: Set<number>; exchanges: number }): void {
     const reconciler = this.#host.reconciler;
     if (reconciler.exchangesWith(this.#name!) !== owed.exchanges) {
-      log.peer.info("Not sending {neighbour} our side of its exchange late: another exchange with it began meanwhile", {
+      log.peer.info("Not sending {neighbour} our side of its exchange late: another exchange sent it meanwhile", {
         neighbour: this.#name,
       });
       return;

@@ -80,7 +80,7 @@ export class Reconciler {
   #store: ReconcileStore;
   /** When each neighbour last started an exchange with us. */
   #startedBy = new Map<string, number>();
-  /** How many exchanges with each neighbour began or ended ({@linkcode exchangesWith}). */
+  /** How many exchanges with each neighbour sent it our side ({@linkcode exchangesWith}). */
   #exchanges = new Map<string, number>();
   /** When records of a reconciliation last came from each neighbour (`performance.now()`). */
   #caughtUpAt = new Map<string, number>();
@@ -189,7 +189,6 @@ export class Reconciler {
 
   /** Our link to `neighbour` sent our digest: an exchange of ours is under way until its answer ({@linkcode finish}). */
   started(neighbour: string): void {
-    _countUp(this.#exchanges, neighbour);
     _countUp(this.#underway, neighbour);
     this.#startedAt.set(neighbour, performance.now());
   }
@@ -385,9 +384,10 @@ export class Reconciler {
   }
 
   /**
-   * How many exchanges with `neighbour` have begun or ended so far (ours
-   * started, ours answered, its answered in full): a late side waiting is
-   * not needed once another did (its sides go both ways).
+   * How many exchanges with `neighbour` have sent it our side so far (ours
+   * answered, its answered in full): a late side waiting is not needed once
+   * another did. (Not ours started: a link of ours that keeps failing
+   * starts one at each attempt, and none sends anything.)
    */
   exchangesWith(neighbour: string): number {
     return this.#exchanges.get(neighbour) ?? 0;
