@@ -871,6 +871,25 @@ Deno.test({
 });
 
 Deno.test({
+  name: "a late side waits for an exchange of ours that began again meanwhile, and is not sent once that one is " +
+    "answered (it sent our side)",
+  permissions: { net: ["127.0.0.1"] },
+}, async () => {
+  await using x = await crossedExchanges("F");
+  await waitFor(() => Promise.resolve(x.onNLink.length > 0), { what: "S's answer to F's exchange" });
+  await x.nLink.write(new TextEncoder().encode("AT F +0.100000000 theirs +1.5+2.5 1700000000.5\n"));
+  await waitFor(() => Promise.resolve(x.store.lineOf("theirs") !== undefined), { what: "F's record at S" });
+  x.sLink.close();
+  await waitFor(() => Promise.resolve(!x.link.up), { what: "S's link down" });
+  // S's link comes back and starts an exchange while the late side waits for F's records to stop coming.
+  x.host.reconciler.started("F");
+  await checkThroughout(() => assert.deepEqual(kinds(x.onNLink), ["DIGEST"]), { durationMs: 1500 });
+  // That exchange is answered: S sends its side on its own link, and the late side is called off.
+  assert.deepEqual([...x.host.reconciler.finish("F", x.store.digest.words, 0, 0)], []);
+  await checkThroughout(() => assert.deepEqual(kinds(x.onNLink), ["DIGEST"]), { durationMs: 500 });
+});
+
+Deno.test({
   name: "when exchanges cross and the answer to ours never begins, our side goes to the neighbour late, on its link, " +
     "once ours is taken for lost",
   permissions: { net: ["127.0.0.1"] },

@@ -532,6 +532,16 @@ class InboundLink {
       this.#later(() => this.#sendLateSide(owed), _CATCHING_UP_RECHECK_MS);
       return;
     }
+    if (reconciler.hasUnderway(this.#name!)) {
+      // An exchange of ours began again (our link came back): answered, it sends our side; else this goes after it. A
+      // crossing meanwhile owes a late side of its own, which covers this one.
+      if (this.#owed === undefined) {
+        this.#whenOursEnds((answered) => {
+          if (!answered && this.#owed === undefined) this.#sendLateSide(owed);
+        });
+      }
+      return;
+    }
     log.peer.info(
       "Our exchange with {neighbour} ended unanswered, and we had answered its own with our digest alone: sending it " +
         "our side on its link",

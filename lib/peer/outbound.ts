@@ -251,9 +251,12 @@ export class PeerLink {
     if (this.#conn === undefined) return;
     const reconciler = this.#host.reconciler;
     // One of ours unanswered: a second would have the neighbour send again what the first is bringing (but a
-    // neighbour that never answers does not stop us for good; one whose answer is coming, however slowly, does).
+    // neighbour that never answers does not stop us for good; one whose answer is coming, however slowly, does, until
+    // nothing of it has come for as long).
     const ours = reconciler.underway(this.neighbour) &&
-      (reconciler.beingAnswered(this.neighbour) || this.sinceReconciled < _UNANSWERED_PATIENCE_MS);
+      (this.sinceReconciled < _UNANSWERED_PATIENCE_MS ||
+        (reconciler.beingAnswered(this.neighbour) &&
+          reconciler.heardRecordsWithin(this.neighbour, _UNANSWERED_PATIENCE_MS)));
     if (this.#catchUp === undefined && !ours && reconciler.shouldStart(this.neighbour)) {
       this.#digestDue = true;
       this.#wake?.();

@@ -312,6 +312,11 @@ export class Reconciler {
     return performance.now() - (this.#startedBy.get(neighbour) ?? -Infinity) >= _RECENT_MS;
   }
 
+  /** Whether records of a reconciliation came from `neighbour` in the last `ms` (a slow answer still coming). */
+  heardRecordsWithin(neighbour: string, ms: number): boolean {
+    return performance.now() - (this.#caughtUpAt.get(neighbour) ?? -Infinity) < ms;
+  }
+
   /** Records of a reconciliation came from `neighbour` just now (a read of them, on either link). */
   caughtUpFrom(neighbour: string): void {
     this.#caughtUpAt.set(neighbour, performance.now());
