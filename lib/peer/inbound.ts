@@ -500,7 +500,8 @@ class InboundLink {
     };
     const cancel = reconciler.afterOurs(this.#name!, (answered) => {
       clearTimeout(timer);
-      this.#stopWaiting.splice(this.#stopWaiting.indexOf(stop), 1);
+      const at = this.#stopWaiting.indexOf(stop);
+      if (at >= 0) this.#stopWaiting.splice(at, 1);
       if (!this.#conn.isClosed) then(answered);
     });
     const stop = () => {
