@@ -668,8 +668,8 @@ Deno.test({
   herd.linkProxy("A", "B").setAll(CUT);
   herd.linkProxy("B", "A").setAll(throttle(150_000));
   await herd.start("B");
-  // Failed once in a full run (2026-12-04): A's cut link had sent its digest just before B's reached A, so A answered
-  // B's with its digest alone, and its own exchange was dropped. A now sends its side late (inbound.ts).
+  // Failed once in a full run (2026-12-04), likely so: A's cut link had sent its digest just before B's reached A, so A
+  // answered B's with its digest alone, and its own exchange was dropped. A now sends its side late (inbound.ts).
   await withExchangeLog(herd, () =>
     waitFor(async () => ((await herd.metrics("B")).get("herd_records") ?? 0) >= 1_000, {
       timeoutMs: CATCH_UP_TIMEOUT_MS,
