@@ -660,6 +660,28 @@ function serverS(neighbour = "F"): { store: LocationStore; host: PeerHost } {
   return { store, host };
 }
 
+/** `host`'s peer port on 127.0.0.1, serving each link dialled to it; the links' ends, to await once it is closed. */
+async function peerPortOf(host: PeerHost, transport: PeerTransport) {
+  const inbound: Promise<void>[] = [];
+  const server = await transport.listen({
+    host: "127.0.0.1",
+    port: 0,
+    maxConnections: 10,
+    onPeer: (peer) =>
+      inbound.push(
+        servePeer(peer, host, {
+          helloTimeoutMs: 5000,
+          minExchangeIntervalMs: 100,
+          heartbeatMs: 60_000,
+          heartbeatTimeoutMs: 120_000,
+          current: new Map(),
+        }).done,
+      ),
+    onRefused: () => {},
+  });
+  return { server, inbound };
+}
+
 /** Lines read from `conn` into `into`, until it closes. */
 async function read(conn: Deno.Conn, into: string[]): Promise<void> {
   const buffer = new Uint8Array(65536);
@@ -686,23 +708,7 @@ Deno.test({
     await read(sLink, onSLink);
   })();
   const transport = new PeerTransport({ files: null, handshakeTimeoutMs: 1000 });
-  const inbound: Promise<void>[] = [];
-  const server = await transport.listen({
-    host: "127.0.0.1",
-    port: 0,
-    maxConnections: 10,
-    onPeer: (peer) =>
-      inbound.push(
-        servePeer(peer, host, {
-          helloTimeoutMs: 5000,
-          minExchangeIntervalMs: 100,
-          heartbeatMs: 60_000,
-          heartbeatTimeoutMs: 120_000,
-          current: new Map(),
-        }).done,
-      ),
-    onRefused: () => {},
-  });
+  const { server, inbound } = await peerPortOf(host, transport);
   const link = oneSessionLink(fListener.addr.port, host, "F", transport);
   link.start();
   const fLink = await Deno.connect({ hostname: "127.0.0.1", port: (server.address() as { port: number }).port });
@@ -756,23 +762,7 @@ async function crossedExchanges(neighbour: string) {
     await read(conn, onSLink);
   })();
   const transport = new PeerTransport({ files: null, handshakeTimeoutMs: 1000 });
-  const inbound: Promise<void>[] = [];
-  const server = await transport.listen({
-    host: "127.0.0.1",
-    port: 0,
-    maxConnections: 10,
-    onPeer: (peer) =>
-      inbound.push(
-        servePeer(peer, host, {
-          helloTimeoutMs: 5000,
-          minExchangeIntervalMs: 100,
-          heartbeatMs: 60_000,
-          heartbeatTimeoutMs: 120_000,
-          current: new Map(),
-        }).done,
-      ),
-    onRefused: () => {},
-  });
+  const { server, inbound } = await peerPortOf(host, transport);
   const link = oneSessionLink(listener.addr.port, host, neighbour, transport);
   link.start();
   const nLink = await Deno.connect({ hostname: "127.0.0.1", port: (server.address() as { port: number }).port });
@@ -947,23 +937,7 @@ Deno.test({
   store.offer(recordOfLine(only));
   const fDigest = new TextEncoder().encode(`DIGEST ${theirs.digest.toHex()}\n`);
   const transport = new PeerTransport({ files: null, handshakeTimeoutMs: 1000 });
-  const inbound: Promise<void>[] = [];
-  const server = await transport.listen({
-    host: "127.0.0.1",
-    port: 0,
-    maxConnections: 10,
-    onPeer: (peer) =>
-      inbound.push(
-        servePeer(peer, host, {
-          helloTimeoutMs: 5000,
-          minExchangeIntervalMs: 100,
-          heartbeatMs: 60_000,
-          heartbeatTimeoutMs: 120_000,
-          current: new Map(),
-        }).done,
-      ),
-    onRefused: () => {},
-  });
+  const { server, inbound } = await peerPortOf(host, transport);
   const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
   const link = oneSessionLink(listener.addr.port, host, "F", transport);
   const fLink = await Deno.connect({ hostname: "127.0.0.1", port: (server.address() as { port: number }).port });
