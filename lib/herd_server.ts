@@ -190,8 +190,10 @@ export class HerdServer implements PeerHost {
     if (self.adminPort !== undefined) this.#startAdmin(self.host, self.adminPort);
     const started = performance.now();
     const { ttlS } = this.#config.records;
-    const { log: recordLog, records, leftOut, overLimits } = await this.#openRecordLog({
+    const { log: recordLog, leftOut, overLimits } = await this.#openRecordLog({
       isExpired: (clientTime) => this.store.isExpired(clientTime),
+      // Straight into the store, each client's greatest kept there: no million records held until the load ends.
+      onRecord: (record) => this.store.offer(record),
       // A record taken by a server since removed from the config, and not listed in retiredServers, is left out: the
       // neighbours refuse such records ("names a server the herd does not have"), so a store holding it would never
       // agree with theirs, and each reconciliation would resend everything.
@@ -210,7 +212,6 @@ export class HerdServer implements PeerHost {
     if (self.adminPort !== undefined && this.#admin === undefined && this.#adminPortTaken) {
       this.#startAdmin(self.host, self.adminPort);
     }
-    for (const record of records) this.store.offer(record);
     if (leftOut.size > 0) {
       log.server.warning(
         "{name} deleted {count} rows of {path} taken by servers no longer in the config ({servers}): the herd " +
@@ -241,7 +242,7 @@ export class HerdServer implements PeerHost {
     }
     log.server.info("{name} loaded {count} records from {path} in {ms} ms", {
       name: this.name,
-      count: records.length,
+      count: this.store.size,
       path: this.databasePath,
       ms: Math.round(performance.now() - started),
     });

@@ -8,6 +8,7 @@ import {
   RecordLog,
 } from "../lib/store/record_log.ts";
 import type { LocationRecord } from "../lib/protocol.ts";
+import { LocationStore } from "../lib/store/store.ts";
 import { inspectProcess } from "./testing/process_stats.ts";
 import { delay, waitFor } from "./testing/wait.ts";
 
@@ -863,6 +864,59 @@ Deno.test({
     assert.deepEqual(all.records.map((r) => r.line), [older], "deleted from the file");
     assert.equal(all.log.rows, 1);
     all.log.close();
+  }));
+
+Deno.test({
+  name:
+    "RecordLog hands each row it loads to onRecord as it reads it, in row order, rows left out or over the limits " +
+    "not among them; a store fed so holds what the collected load holds",
+  permissions: PERMISSIONS,
+}, () =>
+  withDir((dir) => {
+    const path = `${dir}/A.db`;
+    const db = new DatabaseSync(path);
+    db.exec("CREATE TABLE records (line TEXT NOT NULL)");
+    // c1's rows out of order (the greatest first, as two servers' floods can leave them), a left-out server's newer
+    // row, a client ID over the limit, and c2 twice, its first row expired.
+    const lines = [
+      record("c1", "9").line,
+      record("c1", "3").line,
+      record("c1", "12", "Gone").line,
+      record("far-too-long-a-client", "1").line,
+      record("c2", "1").line,
+      record("c2", "2").line,
+    ];
+    const insert = db.prepare("INSERT INTO records VALUES (?)");
+    for (const line of lines) insert.run(line);
+    db.close();
+    const options = {
+      isKnownServer: (server: string) => server !== "Gone",
+      limits: { maxClientIdBytes: 8, maxLineBytes: 100 },
+      isExpired: (time: string) => time === "1",
+    };
+    const given: string[] = [];
+    const store = new LocationStore({ servers: ["Hill"] });
+    const streamed = RecordLog.open(path, {
+      ...options,
+      onRecord: (r) => {
+        given.push(r.line);
+        store.offer(r);
+      },
+    });
+    try {
+      assert.deepEqual(given, [lines[0], lines[1], lines[5]]);
+      assert.deepEqual(streamed.records, [], "none collected");
+      assert.deepEqual([streamed.overLimits, [...streamed.leftOut]], [1, [["Gone", 1]]]);
+    } finally {
+      streamed.log.close();
+    }
+    const collected = RecordLog.open(path, options);
+    try {
+      assert.deepEqual([...store.lines()].sort(), collected.records.map((r) => r.line).sort());
+      assert.deepEqual([...store.lines()].sort(), [lines[0], lines[5]]);
+    } finally {
+      collected.log.close();
+    }
   }));
 
 Deno.test({

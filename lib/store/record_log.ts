@@ -627,6 +627,7 @@ function _checkAndLoad(
     const leftOut = new Map<string, number>();
     if (table === undefined) return { records: [], rows: 0, leftOut, overLimits: 0 };
     const latest = new Map<string, LocationRecord>();
+    const onRecord = options.onRecord;
     let overLimits = 0;
     let row = 0;
     const decoder = new TextDecoder("utf-8", { fatal: true });
@@ -656,6 +657,11 @@ function _checkAndLoad(
       }
       if (_overLimits(record, options)) {
         overLimits++;
+        continue;
+      }
+      if (onRecord !== undefined) {
+        // Left out here, not after the greatest is chosen: a client's rows before an expired one are expired too.
+        if (options.isExpired === undefined || !options.isExpired(record.clientTime)) onRecord(record);
         continue;
       }
       const current = latest.get(record.clientId);
@@ -697,6 +703,19 @@ export interface RecordLogOptions {
   limits?: { maxClientIdBytes: number; maxLineBytes: number };
   /** Whether a data directory other users can enter is warned about (yes unless false: a retry has said so). */
   warnOpenDirectory?: boolean;
+  /**
+   * Where the records read go, one by one as they are read, instead of
+   * into {@linkcode RecordLog.open}'s `records` (then empty): every row
+   * loaded and not expired, not only each client's greatest, which the
+   * caller keeps (as the store's `offer` does; it may be given a record
+   * twice). A million records collected first outlived the load for as
+   * long as the process ran: promoted to V8's old space while they were
+   * collected, they were garbage that nothing collected once the server was
+   * idle, 300 MB of them (docs/PERFORMANCE.md, "The session of 2026-12-05
+   * 00:00"). When open throws (a file refused), the records already given
+   * are the caller's to drop.
+   */
+  onRecord?(record: LocationRecord): void;
 }
 
 /** What a compaction did, as the worker reported it. */
