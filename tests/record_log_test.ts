@@ -904,7 +904,7 @@ Deno.test({
       },
     });
     try {
-      assert.deepEqual(given, [lines[0], lines[1], lines[5]]);
+      assert.deepEqual(given, [lines[5], lines[1], lines[0]]);
       assert.deepEqual(streamed.records, [], "none collected");
       assert.deepEqual([streamed.overLimits, [...streamed.leftOut]], [1, [["Gone", 1]]]);
     } finally {

@@ -519,6 +519,11 @@ function _deleteLeftOut(db: DatabaseSync, options: RecordLogOptions): number {
   return doomed.length;
 }
 
+/** Rows in the table. */
+function _rowCount(db: DatabaseSync): number {
+  return Number((db.prepare("SELECT count(*) AS n FROM records").get() as { n: number | bigint }).n);
+}
+
 /** Rows read at once at start-up ({@linkcode _lineColumns}). */
 const _LOAD_CHUNK_ROWS = 10_000;
 
@@ -531,27 +536,31 @@ const _LOAD_CHUNK_ROWS = 10_000;
 const _LOAD_CHUNK_BYTES = 8 * 2 ** 20;
 
 /**
- * Every row's `line` column, in row order, as {@linkcode LINE_COLUMN}
- * gives it, in one read transaction. Rows are read a chunk at a time,
- * joined by SQLite into one string with a newline between them and split
- * here: node:sqlite makes an object of each row it returns, which took 2.4 s
- * for a million rows, where the chunks take 0.6 s. A chunk is split only
- * when that gives back every row as the row-by-row read does: no more than
- * {@linkcode _LOAD_CHUNK_BYTES}, as many lines as rows (a newline in a row
- * makes two, a NULL none), as many UTF-8 bytes as SQLite counts in them (a
- * row with a NUL comes back cut short there), no U+FFFD (which also stands
- * for bytes that are not UTF-8) and no U+FEFF (a byte-order mark, which the
- * row-by-row read drops from the start of a BLOB). Any other chunk (none of
- * which the server writes) is read row by row, and a table that has no row
- * IDs to read by (a WITHOUT ROWID table, made by hand) is read in one go.
+ * Every row's `line` column, as {@linkcode LINE_COLUMN} gives it, in one
+ * read transaction: newest row first, as a rule (then `order.newestFirst`
+ * is set), so that each client's greatest record, its last row as a rule,
+ * comes before the rows it supersedes; a store loaded from them then makes
+ * a line for each client once, not once per row. Rows are read a chunk at
+ * a time, joined by SQLite into one string with a newline between them and
+ * split here: node:sqlite makes an object of each row it returns, which
+ * took 2.4 s for a million rows, where the chunks take 0.6 s. A chunk is
+ * split only when that gives back every row as the row-by-row read does:
+ * no more than {@linkcode _LOAD_CHUNK_BYTES}, as many lines as rows (a
+ * newline in a row makes two, a NULL none), as many UTF-8 bytes as SQLite
+ * counts in them (a row with a NUL comes back cut short there), no U+FFFD
+ * (which also stands for bytes that are not UTF-8) and no U+FEFF (a
+ * byte-order mark, which the row-by-row read drops from the start of a
+ * BLOB). Any other chunk (none of which the server writes) is read row by
+ * row, and a table that has no row IDs to read by (a WITHOUT ROWID table,
+ * made by hand) is read in one go, in its own order.
  */
-function* _lineColumns(db: DatabaseSync): Generator<unknown> {
+function* _lineColumns(db: DatabaseSync, order: { newestFirst: boolean }): Generator<unknown> {
   const statements = (() => {
     try {
       const stats = (where: string) => {
         const statement = db.prepare(
           "SELECT min(_rowid_) AS first, max(_rowid_) AS last, count(*) AS rows, sum(octet_length(line)) AS bytes " +
-            `FROM (SELECT _rowid_, line FROM records ${where} ORDER BY _rowid_ LIMIT ${_LOAD_CHUNK_ROWS})`,
+            `FROM (SELECT _rowid_, line FROM records ${where} ORDER BY _rowid_ DESC LIMIT ${_LOAD_CHUNK_ROWS})`,
         );
         // Row IDs as they are: a table written by hand may hold any 64-bit one.
         statement.setReadBigInts(true);
@@ -559,12 +568,14 @@ function* _lineColumns(db: DatabaseSync): Generator<unknown> {
       };
       return {
         first: stats(""),
-        next: stats("WHERE _rowid_ > ?"),
+        next: stats("WHERE _rowid_ < ?"),
         joined: db.prepare(
           "SELECT group_concat(line, char(10)) AS joined " +
-            "FROM (SELECT line FROM records WHERE _rowid_ BETWEEN ? AND ? ORDER BY _rowid_)",
+            "FROM (SELECT line FROM records WHERE _rowid_ BETWEEN ? AND ? ORDER BY _rowid_ DESC)",
         ),
-        rows: db.prepare(`SELECT ${LINE_COLUMN} AS line FROM records WHERE _rowid_ BETWEEN ? AND ? ORDER BY _rowid_`),
+        rows: db.prepare(
+          `SELECT ${LINE_COLUMN} AS line FROM records WHERE _rowid_ BETWEEN ? AND ? ORDER BY _rowid_ DESC`,
+        ),
       };
     } catch {
       return undefined;
@@ -574,18 +585,19 @@ function* _lineColumns(db: DatabaseSync): Generator<unknown> {
     for (const { line } of db.prepare(`SELECT ${LINE_COLUMN} AS line FROM records`).iterate()) yield line;
     return;
   }
-  let after: bigint | undefined;
+  order.newestFirst = true;
+  let before: bigint | undefined;
   db.exec("BEGIN");
   try {
     while (true) {
-      const chunk = (after === undefined ? statements.first.get() : statements.next.get(after)) as {
+      const chunk = (before === undefined ? statements.first.get() : statements.next.get(before)) as {
         first: bigint | null;
         last: bigint | null;
         rows: bigint;
         bytes: bigint | null;
       };
       if (chunk.first === null || chunk.last === null) return;
-      after = chunk.last;
+      before = chunk.first;
       let whole: string[] | undefined;
       if (chunk.bytes !== null && chunk.bytes + chunk.rows <= _LOAD_CHUNK_BYTES) {
         const { joined } = statements.joined.get(chunk.first, chunk.last) as { joined: string | null };
@@ -631,7 +643,8 @@ function _checkAndLoad(
     let overLimits = 0;
     let row = 0;
     const decoder = new TextDecoder("utf-8", { fatal: true });
-    for (const column of _lineColumns(db)) {
+    const order = { newestFirst: false };
+    for (const column of _lineColumns(db, order)) {
       row++;
       let line = column;
       if (column instanceof Uint8Array) {
@@ -644,7 +657,9 @@ function _checkAndLoad(
       const record = typeof line === "string" ? parseRecordFields(splitSpacedFields(line)) : null;
       if (record === null) {
         throw new CorruptDatabaseError(
-          `The database ${path} holds a row that is not an AT record (row ${row}). The server will not start on it, ` +
+          `The database ${path} holds a row that is not an AT record (row ${
+            // Counted from the first row, as a reader of the table counts, in the load's read transaction.
+            order.newestFirst ? _rowCount(db) - row + 1 : row}). The server will not start on it, ` +
             "so nothing is silently lost: move the file (and its -wal and -shm) aside to start empty (neighbours " +
             "fill the store back in), or restore it from a backup.",
         );
@@ -704,16 +719,17 @@ export interface RecordLogOptions {
   /** Whether a data directory other users can enter is warned about (yes unless false: a retry has said so). */
   warnOpenDirectory?: boolean;
   /**
-   * Where the records read go, one by one as they are read, instead of
-   * into {@linkcode RecordLog.open}'s `records` (then empty): every row
-   * loaded and not expired, not only each client's greatest, which the
-   * caller keeps (as the store's `offer` does; it may be given a record
-   * twice). A million records collected first outlived the load for as
-   * long as the process ran: promoted to V8's old space while they were
-   * collected, they were garbage that nothing collected once the server was
-   * idle, 300 MB of them (docs/PERFORMANCE.md, "The session of 2026-12-05
-   * 00:00"). When open throws (a file refused), the records already given
-   * are the caller's to drop.
+   * Where the records read go, one by one as they are read (newest row
+   * first, as a rule), instead of into {@linkcode RecordLog.open}'s
+   * `records` (then empty): every row loaded and not expired, not only each
+   * client's greatest, which the caller keeps (as the store's `offer` does;
+   * it may be given a record twice). A million records collected first
+   * outlived the load for as long as the process ran: promoted to V8's old
+   * space while they were collected, they were garbage that nothing
+   * collected once the server was idle, 300 MB of them
+   * (docs/PERFORMANCE.md, "The session of 2026-12-05 00:00"). When open
+   * throws (a file refused), the records already given are the caller's to
+   * drop.
    */
   onRecord?(record: LocationRecord): void;
 }
