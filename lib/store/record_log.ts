@@ -727,7 +727,7 @@ export interface RecordLogOptions {
    * outlived the load for as long as the process ran: promoted to V8's old
    * space while they were collected, they were garbage that nothing
    * collected once the server was idle, 300 MB of them
-   * (docs/PERFORMANCE.md, "The session of 2026-12-05 00:00"). When open
+   * (docs/PERFORMANCE.md, "The session of 2026-12-04 23:54"). When open
    * throws (a file refused), the records already given are the caller's to
    * drop.
    */
