@@ -868,8 +868,8 @@ Deno.test({
 
 Deno.test({
   name:
-    "RecordLog hands each row it loads to onRecord as it reads it, in row order, rows left out or over the limits " +
-    "not among them; a store fed so holds what the collected load holds",
+    "RecordLog hands each row it loads to onRecord as it reads it, newest first, rows left out, over the limits or " +
+    "expired not among them; a store fed so holds what the collected load holds",
   permissions: PERMISSIONS,
 }, () =>
   withDir((dir) => {
