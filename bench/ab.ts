@@ -5,7 +5,8 @@
  * only worth comparing when taken in turns). Each revision is checked out
  * into a temporary worktree; each round measures every revision once
  * (bench/ab_one.ts: scenarios 1, 2, 3, 5 warm, 4 and start-up, one run
- * each), for `HERD_AB_ROUNDS` rounds (3). A revision may carry config for
+ * each), in the order given and then in reverse, round after round, for
+ * `HERD_AB_ROUNDS` rounds (3). A revision may carry config for
  * `peers` as JSON after `@`, e.g. `HEAD:flood@{"broadcast":"flood"}`.
  * Prints each run as it ends, then each revision's ranges.
  *
@@ -54,7 +55,9 @@ interface Run {
 const results = new Map<string, Run[]>();
 try {
   for (let round = 1; round <= ROUNDS; round++) {
-    for (const subject of subjects) {
+    // In turns, and in the other order every other round: the herd run second in a round was slower in scenario 1
+    // whichever code it ran (the disk still writing back the first one's database, as a guess), 2026-12-05.
+    for (const subject of round % 2 === 1 ? subjects : [...subjects].reverse()) {
       const out = await new Deno.Command("deno", {
         args: [
           ...denoRunArgs(subject.root, ONE, `deno,${LOADGEN}`),
