@@ -6,7 +6,7 @@
  * into a temporary worktree; each round measures every revision once
  * (bench/ab_one.ts: scenarios 1, 2, 3, 5 warm, 4 and start-up, one run
  * each), in the order given and then in reverse, round after round, for
- * `HERD_AB_ROUNDS` rounds (3). A revision may carry config for
+ * `HERD_AB_ROUNDS` rounds (4). A revision may carry config for
  * `peers` as JSON after `@`, e.g. `HEAD:flood@{"broadcast":"flood"}`.
  * Prints each run as it ends, then each revision's ranges.
  *
@@ -16,7 +16,7 @@
 import { checkOut, denoRunArgs, LOADGEN, requireLoadgen } from "./checkouts.ts";
 
 const ONE = new URL("./ab_one.ts", import.meta.url).pathname;
-const ROUNDS = Number(Deno.env.get("HERD_AB_ROUNDS") ?? 3);
+const ROUNDS = Number(Deno.env.get("HERD_AB_ROUNDS") ?? 4);
 const decoder = new TextDecoder();
 
 interface Subject {
@@ -55,8 +55,8 @@ interface Run {
 const results = new Map<string, Run[]>();
 try {
   for (let round = 1; round <= ROUNDS; round++) {
-    // In turns, and in the other order every other round: the herd run second in a round was slower in scenario 1
-    // whichever code it ran (the disk still writing back the first one's database, as a guess), 2026-12-05.
+    // In turns, and in the other order every other round, so that a bias of the slot falls on each revision alike: in
+    // two runs of three rounds (2026-12-05), the herd run second was slower in scenario 1 whichever code it ran.
     for (const subject of round % 2 === 1 ? subjects : [...subjects].reverse()) {
       const out = await new Deno.Command("deno", {
         args: [
