@@ -621,7 +621,8 @@ function* _lineColumns(db: DatabaseSync, order: { newestFirst: boolean }): Gener
 
 /**
  * Checks the database at `path` and reads every record in it, greatest
- * per client, expired ones left out, on a read-only connection: closing it
+ * per client, expired ones left out (or hands each to `options.onRecord`,
+ * as it is read), on a read-only connection: closing it
  * writes nothing, so a file it refuses is left as it was. Throws a
  * {@linkcode CorruptDatabaseError} for a row that is not an AT record,
  * and SQLite's error for a file it cannot open or check.
@@ -875,7 +876,8 @@ export class RecordLog {
 
   /**
    * Opens (creating if missing) the database at `path` and reads every
-   * record in it, greatest per client, expired ones left out. Throws a
+   * record in it, greatest per client, expired ones left out (with
+   * `options.onRecord`, hands each record to it instead). Throws a
    * {@linkcode DatabaseNotWritableError} naming the directory or the file
    * when the server may not write them, else a
    * {@linkcode CorruptDatabaseError} naming the file when it cannot be
