@@ -358,14 +358,13 @@ export function parseLiveRecordLine(line: string, rules: HerdRecordRules): LiveR
 }
 
 /**
- * {@linkcode parseHerdRecord} straight from a reconciliation's record line
- * (`AT` and its six fields, no sequence number: what a catch-up carries, a
- * million lines at a time), when it is written as the herd writes it, with
- * single spaces: the fields found by their spaces, with no array and no
- * second string for the record's line. Returns undefined when the line is
- * written any other way: the caller then splits it.
+ * Where the first four fields after `AT` of an AT line end (the spaces
+ * after the server, the difference, the client and the location), when
+ * the line is written as the herd writes it: `AT` and its five fields
+ * joined by single spaces, no other whitespace, no empty field, nothing
+ * after the client time. Undefined for a line written any other way.
  */
-export function parseCatchUpRecordLine(line: string, rules: HerdRecordRules): LocationRecord | string | undefined {
+function _atLineFieldEnds(line: string): [number, number, number, number] | undefined {
   if (!line.startsWith("AT ") || _OTHER_WHITESPACE.test(line)) return undefined;
   const afterServer = line.indexOf(" ", 3);
   const afterDifference = afterServer < 0 ? -1 : line.indexOf(" ", afterServer + 1);
@@ -376,6 +375,40 @@ export function parseCatchUpRecordLine(line: string, rules: HerdRecordRules): Lo
     afterServer === 3 || afterDifference === afterServer + 1 || afterClient === afterDifference + 1 ||
     afterLocation === afterClient + 1 || afterLocation === line.length - 1
   ) return undefined;
+  return [afterServer, afterDifference, afterClient, afterLocation];
+}
+
+/**
+ * An AT line as a server's database holds it, parsed as
+ * {@linkcode parseRecordFields} parses its fields (null when it is not a
+ * record): a line written as the herd writes it (see
+ * {@linkcode _atLineFieldEnds}) without an array of its fields or a
+ * second string for its line, any other by splitting it. A database of
+ * a million rows is read at each start-up.
+ */
+export function parseStoredRecordLine(line: string): LocationRecord | null {
+  const ends = _atLineFieldEnds(line);
+  if (ends === undefined) return parseRecordFields(splitSpacedFields(line));
+  const [afterServer, afterDifference, afterClient, afterLocation] = ends;
+  const difference = line.slice(afterServer + 1, afterDifference);
+  const location = line.slice(afterClient + 1, afterLocation);
+  const clientTime = line.slice(afterLocation + 1);
+  if (!SIGNED_DECIMAL.test(difference) || parseLocation(location) === null || !isClientTime(clientTime)) return null;
+  return { line, clientId: line.slice(afterDifference + 1, afterClient), clientTime, location };
+}
+
+/**
+ * {@linkcode parseHerdRecord} straight from a reconciliation's record line
+ * (`AT` and its six fields, no sequence number: what a catch-up carries, a
+ * million lines at a time), when it is written as the herd writes it, with
+ * single spaces: the fields found by their spaces, with no array and no
+ * second string for the record's line. Returns undefined when the line is
+ * written any other way: the caller then splits it.
+ */
+export function parseCatchUpRecordLine(line: string, rules: HerdRecordRules): LocationRecord | string | undefined {
+  const ends = _atLineFieldEnds(line);
+  if (ends === undefined) return undefined;
+  const [afterServer, afterDifference, afterClient, afterLocation] = ends;
   // Every field from the copy, none from the line: see ownCopy().
   const own = ownCopy(line);
   return _checkHerdRecord(

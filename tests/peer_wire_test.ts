@@ -18,8 +18,11 @@ import {
   parseCatchUpRecordLine,
   parseHerdRecord,
   parseLiveRecordLine,
+  parseRecordFields,
+  parseStoredRecordLine,
   recordFromIamat,
   splitFields,
+  splitSpacedFields,
 } from "../lib/protocol.ts";
 
 /** The default herd's names, with the default limits. */
@@ -330,6 +333,25 @@ Deno.test("parseCatchUpRecordLine() reads a reconciliation's line as splitting i
   // The property says something only if the fast path read lines, and records among them.
   assert.ok(records > 200, `the fast path read only ${records} records: the property checked too little`);
   assert.ok(read > 500, `the fast path read only ${read} lines: the property checked too little`);
+});
+
+Deno.test("parseStoredRecordLine() reads a database's line as splitting it does, and reads the herd's own form itself", () => {
+  const line = atLines(RECORD_FIELDS, [5], 8);
+  // Lines in the herd's own form: AT and five fields joined by single spaces, with no other whitespace.
+  const ownForm = /^AT( [^ \t\n\v\f\r]+){5}$/;
+  let ownRecords = 0;
+  fc.assert(
+    fc.property(line, (line) => {
+      const record = parseStoredRecordLine(line);
+      assert.deepEqual(record, parseRecordFields(splitSpacedFields(line)), line);
+      if (record !== null && ownForm.test(line)) {
+        ownRecords++;
+        assert.equal(record.line, line, "a line in the herd's form is its own record's line");
+      }
+    }),
+    { numRuns: 5000 },
+  );
+  assert.ok(ownRecords > 500, `only ${ownRecords} records in the herd's form: the property checked too little`);
 });
 
 Deno.test("parsePeerMessage() reports a live record that is the line held for its client, and checks every other", () => {

@@ -39,8 +39,8 @@ import {
   fitsBytes,
   type LocationRecord,
   parseRecordFields,
+  parseStoredRecordLine,
   splitFields,
-  splitSpacedFields,
 } from "../protocol.ts";
 
 /** Longest a record written behind waits for its commit, in milliseconds. */
@@ -655,7 +655,7 @@ function _checkAndLoad(
           line = undefined;
         }
       }
-      const record = typeof line === "string" ? parseRecordFields(splitSpacedFields(line)) : null;
+      const record = typeof line === "string" ? parseStoredRecordLine(line) : null;
       if (record === null) {
         throw new CorruptDatabaseError(
           `The database ${path} holds a row that is not an AT record (row ${
