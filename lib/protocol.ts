@@ -382,19 +382,22 @@ function _atLineFieldEnds(line: string): [number, number, number, number] | unde
  * An AT line as a server's database holds it, parsed as
  * {@linkcode parseRecordFields} parses its fields (null when it is not a
  * record): a line written as the herd writes it (see
- * {@linkcode _atLineFieldEnds}) without an array of its fields or a
- * second string for its line, any other by splitting it. A database of
- * a million rows is read at each start-up.
+ * {@linkcode _atLineFieldEnds}) without an array of its fields, any
+ * other by splitting it. A database of a million rows is read at each
+ * start-up.
  */
 export function parseStoredRecordLine(line: string): LocationRecord | null {
   const ends = _atLineFieldEnds(line);
   if (ends === undefined) return parseRecordFields(splitSpacedFields(line));
   const [afterServer, afterDifference, afterClient, afterLocation] = ends;
-  const difference = line.slice(afterServer + 1, afterDifference);
-  const location = line.slice(afterClient + 1, afterLocation);
-  const clientTime = line.slice(afterLocation + 1);
+  // Every field from the copy, none from the line, a view of the chunk of thousands of rows it was read in: a line kept
+  // whole (a store without short lines keeps it) kept that chunk too (measured: 41 MB held by 50 lines of 1 MB chunks).
+  const own = ownCopy(line);
+  const difference = own.slice(afterServer + 1, afterDifference);
+  const location = own.slice(afterClient + 1, afterLocation);
+  const clientTime = own.slice(afterLocation + 1);
   if (!SIGNED_DECIMAL.test(difference) || parseLocation(location) === null || !isClientTime(clientTime)) return null;
-  return { line, clientId: line.slice(afterDifference + 1, afterClient), clientTime, location };
+  return { line: own, clientId: own.slice(afterDifference + 1, afterClient), clientTime, location };
 }
 
 /**

@@ -344,10 +344,8 @@ Deno.test("parseStoredRecordLine() reads a database's line as splitting it does,
     fc.property(line, (line) => {
       const record = parseStoredRecordLine(line);
       assert.deepEqual(record, parseRecordFields(splitSpacedFields(line)), line);
-      if (record !== null && ownForm.test(line)) {
-        ownRecords++;
-        assert.equal(record.line, line, "a line in the herd's form is its own record's line");
-      }
+      // The lines the short path reads (it is not observable from outside): enough of them must be records.
+      if (record !== null && ownForm.test(line)) ownRecords++;
     }),
     { numRuns: 5000 },
   );
