@@ -748,6 +748,7 @@ Deno.test({
  * link (`sLink`, and what S sends on it, `onSLink`), and it dials S's
  * (`nLink`, and what S sends back on it, `onNLink`) once S's digest came, as
  * two links that come up at once do. S holds one record the neighbour lacks.
+ * Returns once S answered the neighbour's exchange (with its digest alone).
  */
 async function crossedExchanges(neighbour: string) {
   const { store, host } = serverS(neighbour);
@@ -770,15 +771,26 @@ async function crossedExchanges(neighbour: string) {
   const reading = read(nLink, onNLink);
   await waitFor(() => Promise.resolve(onSLink.some((line) => line.startsWith("DIGEST "))), { what: "S's digest" });
   await nLink.write(new TextEncoder().encode(`HELLO ${neighbour}\n${ZERO_DIGEST_LINE}`));
+  await waitFor(() => Promise.resolve(onNLink.length > 0), { what: "S's answer to the neighbour's exchange" });
+  const conn = await sLink.promise;
   return {
     ours,
     host,
     store,
     link,
-    sLink: await sLink.promise,
+    sLink: conn,
     onSLink,
     nLink,
     onNLink,
+    /** The neighbour's side of its exchange begins (a record, `theirs`, stored at S), then S's link is cut. */
+    async theirSideBeganOursCut(): Promise<void> {
+      await nLink.write(new TextEncoder().encode(`AT ${neighbour} +0.100000000 theirs +1.5+2.5 1700000000.5\n`));
+      await waitFor(() => Promise.resolve(store.lineOf("theirs") !== undefined), {
+        what: "the neighbour's record at S",
+      });
+      conn.close();
+      await waitFor(() => Promise.resolve(!link.up), { what: "S's link down" });
+    },
     /** Settles once S closed F's link (or the test did). */
     nClosed: reading,
     async [Symbol.asyncDispose]() {
@@ -787,7 +799,7 @@ async function crossedExchanges(neighbour: string) {
       listener.close();
       server.close();
       try {
-        (await sLink.promise).close();
+        conn.close();
       } catch { /* closed by the test */ }
       await accepting;
       await reading;
@@ -807,7 +819,6 @@ Deno.test({
   permissions: { net: ["127.0.0.1"] },
 }, async () => {
   await using x = await crossedExchanges("F");
-  await waitFor(() => Promise.resolve(x.onNLink.length > 0), { what: "S's answer to F's exchange" });
   assert.deepEqual(kinds(x.onNLink), ["DIGEST"]);
   assert.equal(x.host.reconciler.underway("F"), true);
   // F answers S's exchange (F's empty digest): S sends its record down its own link, and nothing on F's.
@@ -831,7 +842,6 @@ Deno.test({
   permissions: { net: ["127.0.0.1"] },
 }, async () => {
   await using x = await crossedExchanges("F");
-  await waitFor(() => Promise.resolve(x.onNLink.length > 0), { what: "S's answer to F's exchange" });
   assert.deepEqual(kinds(x.onNLink), ["DIGEST"]);
   // S's link goes down, its exchange unanswered: without a late side, F would never get S's record.
   x.sLink.close();
@@ -845,12 +855,8 @@ Deno.test({
   permissions: { net: ["127.0.0.1"] },
 }, async () => {
   await using x = await crossedExchanges("F");
-  await waitFor(() => Promise.resolve(x.onNLink.length > 0), { what: "S's answer to F's exchange" });
   // F's side of its exchange begins (a record of F's): S's late side waits for it to stop coming (a second).
-  await x.nLink.write(new TextEncoder().encode("AT F +0.100000000 theirs +1.5+2.5 1700000000.5\n"));
-  await waitFor(() => Promise.resolve(x.store.lineOf("theirs") !== undefined), { what: "F's record at S" });
-  x.sLink.close();
-  await waitFor(() => Promise.resolve(!x.link.up), { what: "S's link down" });
+  await x.theirSideBeganOursCut();
   // Meanwhile S's link dials again twice, says its digest, and goes down: exchanges that send F nothing.
   for (let i = 0; i < 2; i++) {
     x.host.reconciler.started("F");
@@ -866,11 +872,7 @@ Deno.test({
   permissions: { net: ["127.0.0.1"] },
 }, async () => {
   await using x = await crossedExchanges("F");
-  await waitFor(() => Promise.resolve(x.onNLink.length > 0), { what: "S's answer to F's exchange" });
-  await x.nLink.write(new TextEncoder().encode("AT F +0.100000000 theirs +1.5+2.5 1700000000.5\n"));
-  await waitFor(() => Promise.resolve(x.store.lineOf("theirs") !== undefined), { what: "F's record at S" });
-  x.sLink.close();
-  await waitFor(() => Promise.resolve(!x.link.up), { what: "S's link down" });
+  await x.theirSideBeganOursCut();
   // S's link comes back and starts an exchange while the late side waits for F's records to stop coming.
   x.host.reconciler.started("F");
   await checkThroughout(() => assert.deepEqual(kinds(x.onNLink), ["DIGEST"]), { durationMs: 1500 });
@@ -901,7 +903,6 @@ Deno.test({
   permissions: { net: ["127.0.0.1"] },
 }, async () => {
   await using x = await crossedExchanges("F");
-  await waitFor(() => Promise.resolve(x.onNLink.length > 0), { what: "S's answer to F's first exchange" });
   // F begins answering S's exchange (a record, no digest yet): F's exchanges now wait for that answer to be whole.
   await x.sLink.write(new TextEncoder().encode("AT F +0.100000000 c1 +1.5+2.5 1700000000.5\n"));
   await waitFor(() => Promise.resolve(x.store.lineOf("c1") !== undefined), { what: "c1 at S" });

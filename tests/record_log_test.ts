@@ -23,6 +23,15 @@ function record(client: string, time: string, server = "Hill"): LocationRecord {
   };
 }
 
+/** A database at `path` whose table holds `lines`, written by hand, one row each, in order. */
+function writeRows(path: string, lines: string[]): void {
+  const db = new DatabaseSync(path);
+  db.exec("CREATE TABLE records (line TEXT NOT NULL)");
+  const insert = db.prepare("INSERT INTO records VALUES (?)");
+  for (const line of lines) insert.run(line);
+  db.close();
+}
+
 async function withDir(fn: (dir: string) => Promise<void> | void): Promise<void> {
   const dir = await Deno.makeTempDir({ dir: "/tmp", prefix: "herd-log-" });
   try {
@@ -846,12 +855,8 @@ Deno.test({
 }, () =>
   withDir((dir) => {
     const path = `${dir}/A.db`;
-    const db = new DatabaseSync(path);
-    db.exec("CREATE TABLE records (line TEXT NOT NULL)");
     const older = record("c1", "50").line;
-    const insert = db.prepare("INSERT INTO records VALUES (?)");
-    for (const line of [older, record("c1", "100", "Gone").line, record("c2", "7", "Gone").line]) insert.run(line);
-    db.close();
+    writeRows(path, [older, record("c1", "100", "Gone").line, record("c2", "7", "Gone").line]);
     const { log, records, leftOut } = RecordLog.open(path, { isKnownServer: (server) => server !== "Gone" });
     try {
       assert.deepEqual(records.map((r) => r.line), [older]);
@@ -874,8 +879,6 @@ Deno.test({
 }, () =>
   withDir((dir) => {
     const path = `${dir}/A.db`;
-    const db = new DatabaseSync(path);
-    db.exec("CREATE TABLE records (line TEXT NOT NULL)");
     // c1's rows out of order (the greatest first, as two servers' floods can leave them), a left-out server's newer
     // row, a client ID over the limit, and c2 twice, its first row expired.
     const lines = [
@@ -886,9 +889,7 @@ Deno.test({
       record("c2", "1").line,
       record("c2", "2").line,
     ];
-    const insert = db.prepare("INSERT INTO records VALUES (?)");
-    for (const line of lines) insert.run(line);
-    db.close();
+    writeRows(path, lines);
     const options = {
       isKnownServer: (server: string) => server !== "Gone",
       limits: { maxClientIdBytes: 8, maxLineBytes: 100 },
