@@ -580,7 +580,11 @@ class InboundLink {
    */
   async #writeAnswer(digest: Uint32Array, late?: ReadonlySet<number>): Promise<void> {
     let chunk = "";
-    for (const text of this.#host.reconciler.answer(this.#name!, digest, late)) {
+    const reconciler = this.#host.reconciler;
+    const texts = late === undefined
+      ? reconciler.answer(this.#name!, digest)
+      : reconciler.lateSide(this.#name!, digest, late);
+    for (const text of texts) {
       chunk += text;
       // (An empty text is a pause of the store's walk, every 16,384 clients: a turn, written or not.)
       if (chunk.length < _ANSWER_CHUNK_BYTES && text !== "") continue;

@@ -338,51 +338,65 @@ export class Reconciler {
    * buckets that differ, as AT lines, then our digest, made as the caller
    * takes them (a whole store can differ: nothing is gathered first); an
    * empty string among them is a pause of the walk, where the caller should
-   * take a turn before asking for more. `late`: instead, the buckets of
-   * `late` that still differ, and no digest: our side of an exchange of
-   * `from`'s we answered with our digest alone, sent once our own exchange
-   * ended unanswered (`late` being the buckets that differed then: the
-   * others differ now only by live records, which both sides got).
+   * take a turn before asking for more.
    */
-  *answer(from: string, digest: Uint32Array, late?: ReadonlySet<number>): Generator<string, void, undefined> {
-    if (late === undefined) {
-      this.#startedBy.set(from, performance.now());
-      _countUp(this.#exchanges, from);
-    }
+  *answer(from: string, digest: Uint32Array): Generator<string, void, undefined> {
+    this.#startedBy.set(from, performance.now());
+    _countUp(this.#exchanges, from);
     _countUp(this.#answering, from);
     try {
-      if (late === undefined) metrics.reconciliationsAnswered.inc();
-      let buckets = differingBuckets(this.#digestFor(from).words, digest);
-      if (late !== undefined) buckets = new Set([...buckets].filter((bucket) => late.has(bucket)));
-      let count = 0;
-      for (const line of this.#store.linesInBuckets(buckets)) {
-        if (line === "") {
-          yield ""; // a pause of the walk: the caller takes a turn
-          continue;
-        }
-        count++;
-        metrics.reconciliationSent.inc();
-        yield line + "\n";
-      }
-      if (late !== undefined) {
-        log.peer.info("Sent {neighbour} our side of its exchange, late: {count} records", { neighbour: from, count });
-        return;
-      }
+      metrics.reconciliationsAnswered.inc();
+      const count = yield* this.#linesOf(differingBuckets(this.#digestFor(from).words, digest));
       yield this.request(from);
       log.peer.info("Reconciling with {neighbour}: sent {count} records", { neighbour: from, count });
     } finally {
       // Counted from the end too: an answer of a million records takes seconds, and an exchange of ours starting
       // during it or just after would have the neighbour send back all it just got (its digest not yet whole).
-      if (late === undefined) this.#startedBy.set(from, performance.now());
+      this.#startedBy.set(from, performance.now());
       this.#sentAt.set(from, performance.now());
       _countDown(this.#answering, from);
     }
   }
 
   /**
+   * Our side of an exchange of `from`'s that we answered with our digest
+   * alone (`digest` being its), sent once our own exchange ended unanswered:
+   * our records of the buckets of `late` that still differ, as
+   * {@linkcode answer} makes them, and no digest (that exchange is over).
+   * `late` holds the buckets that differed then: the others differ now only
+   * by live records, which both sides got.
+   */
+  *lateSide(from: string, digest: Uint32Array, late: ReadonlySet<number>): Generator<string, void, undefined> {
+    const buckets = differingBuckets(this.#digestFor(from).words, digest);
+    _countUp(this.#answering, from);
+    try {
+      const count = yield* this.#linesOf(new Set([...buckets].filter((bucket) => late.has(bucket))));
+      log.peer.info("Sent {neighbour} our side of its exchange, late: {count} records", { neighbour: from, count });
+    } finally {
+      this.#sentAt.set(from, performance.now());
+      _countDown(this.#answering, from);
+    }
+  }
+
+  /** Our records of `buckets`, each a line with its newline, and the walk's pauses (empty); returns how many. */
+  *#linesOf(buckets: ReadonlySet<number>): Generator<string, number, undefined> {
+    let count = 0;
+    for (const line of this.#store.linesInBuckets(buckets)) {
+      if (line === "") {
+        yield ""; // a pause of the walk: the caller takes a turn
+        continue;
+      }
+      count++;
+      metrics.reconciliationSent.inc();
+      yield line + "\n";
+    }
+    return count;
+  }
+
+  /**
    * The buckets in which our records differ from `digest`, a neighbour's
    * (whose exchange we answer with our digest alone: what a late side of
-   * ours would send, {@linkcode answer}).
+   * ours would send, {@linkcode lateSide}).
    */
   differingFrom(neighbour: string, digest: Uint32Array): Set<number> {
     return differingBuckets(this.#digestFor(neighbour).words, digest);
