@@ -76,6 +76,16 @@ const _CATCHING_UP_RECHECK_MS = 250;
  * while we cannot answer would have us hold, then write, all of them.
  */
 const _MAX_EXCHANGES_WAITING = 16;
+/**
+ * A late side owed to the neighbour: its crossing exchange's digest, the
+ * buckets that differed then, and how many exchanges had sent it our side.
+ */
+interface _Owed {
+  digest: Uint32Array;
+  buckets: Set<number>;
+  exchanges: number;
+}
+
 /** Size of one write of a reconciliation answer. */
 const _ANSWER_CHUNK_BYTES = 64 * 1024;
 
@@ -136,7 +146,7 @@ class InboundLink {
    * unanswered, we send the neighbour our side of it late, on this link
    * ({@linkcode InboundLink.#owe}).
    */
-  #owed: { digest: Uint32Array; buckets: Set<number>; exchanges: number } | undefined;
+  #owed: _Owed | undefined;
   /** Stops waiting on our exchange's end (the link closed). */
   #stopWaiting: (() => void)[] = [];
   /** Timers of {@linkcode InboundLink.#later}, cleared when the link closes. */
@@ -454,7 +464,7 @@ class InboundLink {
     }
     this.#lastExchange = now;
     this.#allowance--;
-    this.#answering = this.#writeAnswer(digest).finally(() => {
+    this.#answering = this.#writeAnswer(this.#host.reconciler.answer(this.#name!, digest)).finally(() => {
       this.#answering = undefined;
       // Digests owed meanwhile go after the answer's own.
       if (this.#digestsOwed > 0) this.#scheduleFlush();
@@ -521,7 +531,7 @@ class InboundLink {
    * exchange with the neighbour sent our side meanwhile (ours, answered
    * after all or started again and answered, or its, answered in full).
    */
-  #sendLateSide(owed: { digest: Uint32Array; buckets: Set<number>; exchanges: number }): void {
+  #sendLateSide(owed: _Owed): void {
     const reconciler = this.#host.reconciler;
     if (reconciler.exchangesWith(this.#name!) !== owed.exchanges) {
       log.peer.info("Not sending {neighbour} our side of its exchange late: another exchange sent it meanwhile", {
@@ -548,7 +558,7 @@ class InboundLink {
         "our side on its link",
       { neighbour: this.#name },
     );
-    this.#answering = this.#writeAnswer(owed.digest, owed.buckets).finally(() => {
+    this.#answering = this.#writeAnswer(reconciler.lateSide(this.#name!, owed.digest, owed.buckets)).finally(() => {
       this.#answering = undefined;
       if (this.#digestsOwed > 0) this.#scheduleFlush();
     });
@@ -575,15 +585,11 @@ class InboundLink {
   }
 
   /**
-   * Writes a reconciliation answer in chunks, each in a turn of its own, once
-   * the socket took the one before (a late side: its records alone).
+   * Writes a reconciliation answer (or a late side), as `texts` makes it, in
+   * chunks, each in a turn of its own, once the socket took the one before.
    */
-  async #writeAnswer(digest: Uint32Array, late?: ReadonlySet<number>): Promise<void> {
+  async #writeAnswer(texts: Iterable<string>): Promise<void> {
     let chunk = "";
-    const reconciler = this.#host.reconciler;
-    const texts = late === undefined
-      ? reconciler.answer(this.#name!, digest)
-      : reconciler.lateSide(this.#name!, digest, late);
     for (const text of texts) {
       chunk += text;
       // (An empty text is a pause of the store's walk, every 16,384 clients: a turn, written or not.)
