@@ -3,6 +3,8 @@ import {
   formatAck,
   formatHello,
   formatLinks,
+  formatMark,
+  formatMarked,
   formatRecord,
   NOT_A_NEIGHBOUR_LINE,
   parsePeerMessage,
@@ -132,6 +134,16 @@ Deno.test("parsePeerMessage() reads back a PING and a PONG, and refuses them wit
   assertInvalid("PING 1");
   assertInvalid("PONG x");
   assertInvalid("ping");
+});
+
+Deno.test("parsePeerMessage() reads back a MARK and a MARKED, and refuses them without one count from 1", () => {
+  for (const n of [1, 2, 999_999_999_999_999]) {
+    assert.deepEqual(reparse(formatMark(n)), { kind: "MARK", n });
+    assert.deepEqual(reparse(formatMarked(n)), { kind: "MARKED", n });
+  }
+  for (const line of ["MARK", "MARK 0", "MARK 00", "MARK -1", "MARK 1 2", "MARKED x", "MARKED 1.5", "mark 1"]) {
+    assertInvalid(line);
+  }
 });
 
 Deno.test("parsePeerMessage() reads back an ACK", () => {

@@ -21,6 +21,12 @@
  * side's `DIGEST <hex>`. A bare `DIGEST` asks for the acceptor's digest
  * alone (to watch convergence).
  *
+ * Flow control of those records (peer/bulk_window.ts): whichever end sends
+ * them follows each slice with `MARK <n>`, which the other end answers with
+ * `MARKED <n>` once it has handled every line before it (one answer per
+ * read, for its greatest mark); the sender keeps only a few slices
+ * unanswered.
+ *
  * Heartbeats: a dialer that has heard nothing on its link for
  * `peers.heartbeatMs` sends `PING`, which the acceptor answers with `PONG`;
  * either end closes a link that has heard nothing for
@@ -59,6 +65,8 @@ export type PeerMessage =
   | { kind: "LINKS"; report: LinkReport }
   | { kind: "PING" }
   | { kind: "PONG" }
+  | { kind: "MARK"; n: number }
+  | { kind: "MARKED"; n: number }
   | { kind: "REFUSED"; reason: string }
   | { kind: "empty" }
   | { kind: "invalid"; reason: string };
@@ -102,6 +110,16 @@ export const NOT_A_NEIGHBOUR_LINE = "REFUSED not-a-neighbour\n";
 
 /** The acceptor's answer to a heartbeat. */
 export const PONG_LINE = "PONG\n";
+
+/** A mark after a slice of a reconciliation's records (peer/bulk_window.ts). */
+export function formatMark(n: number): string {
+  return `MARK ${n}\n`;
+}
+
+/** The answer to the greatest `MARK` of a read, once every line before it is handled. */
+export function formatMarked(n: number): string {
+  return `MARKED ${n}\n`;
+}
 
 /** An acknowledgement. */
 export function formatAck(seq: number): string {
@@ -147,6 +165,11 @@ export function parsePeerMessage(line: string, rules: HerdRecordRules): PeerMess
       return fields.length === 2 && _COUNT.test(fields[1])
         ? { kind: "SKIP", seq: Number(fields[1]) }
         : _INVALID("a SKIP takes one sequence number");
+    case "MARK":
+    case "MARKED":
+      return fields.length === 2 && _COUNT.test(fields[1]) && Number(fields[1]) >= 1
+        ? { kind: fields[0], n: Number(fields[1]) }
+        : _INVALID(`a ${fields[0]} takes one count from 1`);
     case "PING":
     case "PONG":
       return fields.length === 1 ? { kind: fields[0] } : _INVALID(`a ${fields[0]} takes nothing`);
