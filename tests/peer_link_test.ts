@@ -1119,3 +1119,168 @@ Deno.test("Reconciler takes an exchange of ours for lost once no answer began wi
     await checkThroughout(() => assert.equal(reconciler.underway("F"), true), { durationMs: 3500, stepMs: 100 });
   }
 });
+
+/** S's store filled with `count` records F lacks, about 55 bytes each: a catch-up of many 64 KiB slices. */
+function fillS(store: LocationStore, count: number): void {
+  for (let i = 0; i < count; i++) store.offer(recordOfLine(`AT S +0.100000000 c${i} +1.5+2.5 1700000000.${i}`));
+}
+
+/** How many of `lines` are reconciliation records (six-field AT lines), and the `MARK`s among them, in order. */
+function catchUpOf(lines: string[]): { records: number; marks: number[] } {
+  let records = 0;
+  const marks: number[] = [];
+  for (const line of lines) {
+    if (line.startsWith("AT ") && line.split(" ").length === 6) records++;
+    else if (line.startsWith("MARK ")) marks.push(Number(line.slice(5)));
+  }
+  return { records, marks };
+}
+
+Deno.test({
+  name: "a server answers a neighbour's MARK with MARKED once the records before it are handled, on either link, " +
+    "once per read for the greatest",
+  permissions: { net: ["127.0.0.1"] },
+}, async () => {
+  const encoder = new TextEncoder();
+  const { store, host } = serverS();
+  const fListener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const onSLink: string[] = [];
+  const sLink = Promise.withResolvers<Deno.Conn>();
+  const accepting = (async () => {
+    const conn = await fListener.accept();
+    sLink.resolve(conn);
+    await read(conn, onSLink);
+  })();
+  const transport = new PeerTransport({ files: null, handshakeTimeoutMs: 1000 });
+  const { server, inbound } = await peerPortOf(host, transport);
+  const link = oneSessionLink(fListener.addr.port, host, "F", transport);
+  link.start();
+  const fLink = await Deno.connect({ hostname: "127.0.0.1", port: (server.address() as { port: number }).port });
+  const onFLink: string[] = [];
+  const reading = read(fLink, onFLink);
+  const marked = (lines: string[]) => lines.filter((line) => line.startsWith("MARKED "));
+  try {
+    // On F's link to S (S accepts): records, then marks.
+    await fLink.write(encoder.encode("HELLO F\nAT F +0.100000000 a1 +1+1 1700000000.1\nMARK 1\n"));
+    await waitFor(() => marked(onFLink).length === 1, { what: "MARKED 1 on F's link" });
+    assert.deepEqual(marked(onFLink), ["MARKED 1"]);
+    assert.equal(store.lineOf("a1"), "AT F +0.100000000 a1 +1+1 1700000000.1", "handled before the answer");
+    await fLink.write(encoder.encode("AT F +0.100000000 a2 +1+1 1700000000.1\nMARK 2\nMARK 3\n"));
+    await waitFor(() => marked(onFLink).length === 2, { what: "MARKED 3 on F's link" });
+    assert.deepEqual(marked(onFLink), ["MARKED 1", "MARKED 3"], "one answer for the read, its greatest mark");
+    assert.notEqual(store.lineOf("a2"), undefined);
+    // On S's link to F (S dials): the same, whatever the exchange's state.
+    const conn = await sLink.promise;
+    await conn.write(encoder.encode("AT F +0.100000000 b1 +1+1 1700000000.1\nMARK 1\n"));
+    await waitFor(() => marked(onSLink).length === 1, { what: "MARKED 1 on S's link" });
+    assert.deepEqual(marked(onSLink), ["MARKED 1"]);
+    assert.equal(store.lineOf("b1"), "AT F +0.100000000 b1 +1+1 1700000000.1");
+  } finally {
+    fLink.close();
+    await link.close();
+    fListener.close();
+    server.close();
+    await accepting;
+    (await sLink.promise).close();
+    await reading;
+    await Promise.all(inbound);
+  }
+});
+
+Deno.test({
+  name: "a server sending its side of an exchange keeps only its window of slices unanswered: a live record written " +
+    "meanwhile goes ahead of the rest, which follows each MARKED, every record once",
+  permissions: { net: ["127.0.0.1"] },
+}, async () => {
+  const encoder = new TextEncoder();
+  const { store, host } = serverS();
+  const count = 20_000;
+  fillS(store, count);
+  const fListener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const onSLink: string[] = [];
+  const sLink = Promise.withResolvers<Deno.Conn>();
+  const accepting = (async () => {
+    const conn = await fListener.accept();
+    sLink.resolve(conn);
+    await read(conn, onSLink);
+  })();
+  const link = oneSessionLink(fListener.addr.port, host, "F");
+  link.start();
+  try {
+    const conn = await sLink.promise;
+    await waitFor(() => onSLink.some((line) => line.startsWith("DIGEST ")), { what: "S's digest" });
+    // F holds nothing: its answer is its digest alone, and S sends its side, every record.
+    await conn.write(encoder.encode(ZERO_DIGEST_LINE));
+    const window = 4; // a new link's (bulk_window.ts)
+    await waitFor(() => catchUpOf(onSLink).marks.length === window, { what: `S's first ${window} marks` });
+    // Unanswered, they hold the rest back: a live record written now comes right after the last mark.
+    link.sendAcknowledged(recordOfLine("AT S +0.100000000 live +1+1 1700000001.5"), 1000, () => {});
+    const live = await waitFor(() => onSLink.findIndex((line) => line.includes(" live ")) + 1);
+    const lastMark = onSLink.indexOf(`MARK ${window}`);
+    assert.equal(live - 1, lastMark + 1, `${live - 2 - lastMark} lines between the last mark and the live record`);
+    const held = catchUpOf(onSLink);
+    assert.ok(held.records < count && held.records > 0, `${held.records} of ${count} records so far`);
+    // F answers each mark as it comes from now on: the rest follows, in slices, each marked.
+    let answered = 0;
+    await waitFor(async () => {
+      const { marks } = catchUpOf(onSLink);
+      if (marks.length > answered) {
+        answered = marks.length;
+        await conn.write(encoder.encode(`MARKED ${marks[marks.length - 1]}\n`));
+      }
+      return catchUpOf(onSLink).records === count;
+    }, { what: "every record at F" });
+    const { marks } = catchUpOf(onSLink);
+    assert.deepEqual(marks, marks.map((_, i) => i + 1), "marks count up from 1");
+    assert.ok(marks.length > 2 * window, `${marks.length} slices`);
+  } finally {
+    await link.close();
+    fListener.close();
+    await accepting;
+    (await sLink.promise).close();
+  }
+});
+
+Deno.test({
+  name: "a server answering an exchange keeps only its window of slices unanswered: an acknowledgement written " +
+    "meanwhile goes ahead of the rest, which follows each MARKED, its digest last",
+  permissions: { net: ["127.0.0.1"] },
+}, async () => {
+  const encoder = new TextEncoder();
+  const { store, host } = serverS();
+  const count = 20_000;
+  fillS(store, count);
+  const transport = new PeerTransport({ files: null, handshakeTimeoutMs: 1000 });
+  const { server, inbound } = await peerPortOf(host, transport);
+  const fLink = await Deno.connect({ hostname: "127.0.0.1", port: (server.address() as { port: number }).port });
+  const onFLink: string[] = [];
+  const reading = read(fLink, onFLink);
+  try {
+    // F holds nothing and asks: S answers with every record, then its digest.
+    await fLink.write(encoder.encode("HELLO F\n" + ZERO_DIGEST_LINE));
+    const window = 4;
+    await waitFor(() => catchUpOf(onFLink).marks.length === window, { what: `S's first ${window} marks` });
+    // A live record of F's, waited on: S's acknowledgement comes right after the last mark.
+    await fLink.write(encoder.encode("AT F +0.100000000 live +1+1 1700000001.5 7 1000\n"));
+    const ack = await waitFor(() => onFLink.indexOf("ACK 7") + 1);
+    const lastMark = onFLink.indexOf(`MARK ${window}`);
+    assert.equal(ack - 1, lastMark + 1, `${ack - 2 - lastMark} lines between the last mark and the acknowledgement`);
+    assert.ok(catchUpOf(onFLink).records < count);
+    let answered = 0;
+    await waitFor(async () => {
+      const { marks } = catchUpOf(onFLink);
+      if (marks.length > answered) {
+        answered = marks.length;
+        await fLink.write(encoder.encode(`MARKED ${marks[marks.length - 1]}\n`));
+      }
+      return onFLink.some((line) => line.startsWith("DIGEST "));
+    }, { what: "S's digest, after its answer" });
+    assert.equal(catchUpOf(onFLink).records, count, "every record before the digest");
+    assert.ok(catchUpOf(onFLink).marks.length > 2 * window);
+  } finally {
+    fLink.close();
+    server.close();
+    await reading;
+    await Promise.all(inbound);
+  }
+});

@@ -18,9 +18,12 @@ import { LineSocket } from "../net/line_socket.ts";
 import type { LocationRecord } from "../protocol.ts";
 import type { PeerHost } from "./host.ts";
 import type { AcceptedPeer } from "./transport.ts";
+import { BulkWindow } from "./bulk_window.ts";
 import { Heartbeat } from "./heartbeat.ts";
 import { configRefusal, RefusedRecords } from "./refused_records.ts";
 import {
+  formatMark,
+  formatMarked,
   NOT_A_NEIGHBOUR_LINE,
   parsePeerMessage,
   PEER_MAX_LINE_BYTES,
@@ -129,6 +132,10 @@ class InboundLink {
   #flushScheduled = false;
   /** Whether this turn's write carries a `PONG`, and our digest (each once, however often asked for). */
   #pongDue = false;
+  /** The greatest `MARK` of the neighbour's handled this turn, answered at its end (0: none). */
+  #markedDue = 0;
+  /** Our answers' and late sides' slices in flight (bulk_window.ts). */
+  #window = new BulkWindow();
   #digestDue = false;
   /** `DIGEST <hex>` lines of the neighbour's to answer with our digest alone, each with a line of its own. */
   #digestsOwed = 0;
@@ -204,6 +211,7 @@ class InboundLink {
   /** Serves the link until it closes. */
   async serve(): Promise<void> {
     await this.#conn.closed;
+    this.#window.close();
     for (const stop of [...this.#stopWaiting]) stop();
     for (const timer of this.#timers) clearTimeout(timer);
     this.#refusedRecords.close();
@@ -265,6 +273,13 @@ class InboundLink {
         return;
       case "PING":
         this.#answerPong();
+        return;
+      case "MARK":
+        this.#markedDue = Math.max(this.#markedDue, message.n);
+        this.#scheduleFlush();
+        return;
+      case "MARKED":
+        if (!this.#window.answered(message.n)) this.#refuseLine("a MARKED of no mark of ours", line);
         return;
       case "HELD":
         this.#liveRecord(undefined, line, message.seq, message.waitMs);
@@ -586,7 +601,8 @@ class InboundLink {
 
   /**
    * Writes a reconciliation answer (or a late side), as `texts` makes it, in
-   * chunks, each in a turn of its own, once the socket took the one before.
+   * chunks, each in a turn of its own, once the socket took the one before
+   * and the neighbour has answered enough of their marks (bulk_window.ts).
    */
   async #writeAnswer(texts: Iterable<string>): Promise<void> {
     let chunk = "";
@@ -594,8 +610,12 @@ class InboundLink {
       chunk += text;
       // (An empty text is a pause of the store's walk, every 16,384 clients: a turn, written or not.)
       if (chunk.length < _ANSWER_CHUNK_BYTES && text !== "") continue;
-      if (chunk !== "") this.#lastWrite = performance.now();
-      if (chunk !== "" && !this.#conn.write(chunk)) await this.#conn.drained();
+      if (chunk !== "") {
+        await this.#window.opened();
+        if (this.#conn.isClosed) return;
+        this.#lastWrite = performance.now();
+      }
+      if (chunk !== "" && !this.#conn.write(chunk + formatMark(this.#window.mark()))) await this.#conn.drained();
       // The next chunk in a later turn, whatever the socket took: a million records are not one stall.
       else await new Promise((resolve) => setTimeout(resolve, 0));
       chunk = "";
@@ -679,6 +699,8 @@ class InboundLink {
     setImmediate(() => {
       this.#flushScheduled = false;
       if (this.#pongDue) this.#out.push(PONG_LINE);
+      if (this.#markedDue > 0) this.#out.push(formatMarked(this.#markedDue));
+      this.#markedDue = 0;
       const owed = this.#answering === undefined ? this.#digestsOwed : 0;
       if (this.#digestDue || owed > 0) {
         const digest = this.#host.reconciler.request(this.#name!);

@@ -19,9 +19,18 @@ import type { LocationRecord } from "../protocol.ts";
 import { type AckTicket, AckTracker } from "./acks.ts";
 import type { PeerHost } from "./host.ts";
 import type { PeerTransport } from "./transport.ts";
+import { BulkWindow } from "./bulk_window.ts";
 import { Heartbeat } from "./heartbeat.ts";
 import { configRefusal, RefusedRecords } from "./refused_records.ts";
-import { formatHello, parsePeerMessage, PEER_MAX_LINE_BYTES, PING_LINE, pushRecord } from "./wire.ts";
+import {
+  formatHello,
+  formatMark,
+  formatMarked,
+  parsePeerMessage,
+  PEER_MAX_LINE_BYTES,
+  PING_LINE,
+  pushRecord,
+} from "./wire.ts";
 
 /** Options for {@linkcode PeerLink}. */
 export interface PeerLinkOptions {
@@ -122,6 +131,10 @@ export class PeerLink {
   /** Link state for the next write, ahead of its records: the latest report of each server, as its line. */
   #control = new Map<string, string>();
   #digestDue = false;
+  /** The greatest `MARK` of the neighbour's handled (its answer's slices), to answer with the next write; 0: none. */
+  #markedDue = 0;
+  /** Our reconciliation records' slices in flight this session (bulk_window.ts). */
+  #window = new BulkWindow();
   /** Our digests sent this session whose answer (the neighbour's `DIGEST <hex>`) has not come yet. */
   #digestsAwaited = 0;
   /** When this link last started a reconciliation (`performance.now()`, and wall-clock ms for status). */
@@ -395,6 +408,19 @@ export class PeerLink {
     this.#wakeSoon();
   }
 
+  /** The neighbour's `MARK <n>`, every line before it handled: answered with the next write. */
+  markHandled(n: number): void {
+    this.#markedDue = Math.max(this.#markedDue, n);
+    this.#wakeSoon();
+  }
+
+  /** The neighbour's `MARKED <n>`; false if no mark of ours this session has that number or is unanswered. */
+  markAnswered(n: number): boolean {
+    if (!this.#window.answered(n)) return false;
+    this.#wakeSoon();
+    return true;
+  }
+
   /**
    * Wakes the writer at the end of this turn of the event loop, not at once:
    * every record stored while handling this turn's reads then goes out in
@@ -534,6 +560,8 @@ export class PeerLink {
     this.#control.clear();
     this.#host.reconciler.forget(this.neighbour);
     this.#digestDue = false;
+    this.#markedDue = 0;
+    this.#window = new BulkWindow();
     this.reconcile();
     // After a refusal, said once the neighbour answers otherwise: a link it refuses again is not "up" every 30 s.
     this.#upUnsaid = this.#refusedBefore;
@@ -547,6 +575,7 @@ export class PeerLink {
     // The greeting has every report we hold, our own new one (queued just now) among them.
     this.#control.clear();
     await this.#writeLoop(conn);
+    this.#window.close();
     heartbeat.stop();
     conn.destroy();
     await conn.closed;
@@ -585,8 +614,13 @@ export class PeerLink {
   /** Writes what is queued, one write per batch, until the link drops or closes. */
   async #writeLoop(conn: LineSocket): Promise<void> {
     while (!this.#closed && !conn.isClosed) {
+      // Reconciliation records (a catch-up, or a queue grown large with records passed on from one) go only while the
+      // neighbour has answered enough of their marks (bulk_window.ts); the rest goes at once.
+      const bulkMay = this.#window.open;
+      const sliced = this.#queue.size > _QUEUE_SLICE_RECORDS;
       if (
-        this.#queue.size === 0 && !this.#digestDue && this.#control.size === 0 && this.#catchUp === undefined
+        this.#control.size === 0 && !this.#digestDue && this.#markedDue === 0 &&
+        (this.#queue.size === 0 || (sliced && !bulkMay)) && (this.#catchUp === undefined || !bulkMay)
       ) {
         await new Promise<void>((resolve) => this.#wake = resolve);
         this.#wake = undefined;
@@ -596,6 +630,10 @@ export class PeerLink {
       // Link state first: a record must not overtake the link state it was routed by (peer/tree.ts).
       const parts: (string | number)[] = [...this.#control.values()];
       this.#control.clear();
+      if (this.#markedDue > 0) {
+        parts.push(formatMarked(this.#markedDue));
+        this.#markedDue = 0;
+      }
       if (this.#digestDue) {
         this.#digestDue = false;
         this.#reconciledAt = performance.now();
@@ -610,9 +648,8 @@ export class PeerLink {
       let catchingUp = 0;
       // A queue grown large (records passed on from a catch-up while the neighbour read slowly) goes in slices, in
       // order, so that it is never one string; a usual one goes whole, with one clear().
-      const sliced = this.#queue.size > _QUEUE_SLICE_RECORDS;
       let bytes = 0;
-      for (const [clientId, entry] of this.#queue) {
+      for (const [clientId, entry] of sliced && !bulkMay ? [] : this.#queue) {
         if (sliced) {
           if (bytes > _CATCH_UP_SLICE_BYTES) break;
           bytes += entry.record.line.length + 24;
@@ -631,7 +668,7 @@ export class PeerLink {
       }
       if (!sliced) this.#queue.clear();
       let paused = false;
-      if (this.#catchUp !== undefined) {
+      if (this.#catchUp !== undefined && bulkMay) {
         while (bytes < _CATCH_UP_SLICE_BYTES) {
           const next = this.#catchUp.next();
           if (next.done) {
@@ -648,6 +685,7 @@ export class PeerLink {
           parts.push(next.value, "\n");
         }
       }
+      if (catchingUp > 0) parts.push(formatMark(this.#window.mark()));
       if (parts.length === 0) {
         // A walk that found nothing more leaves nothing to write, nor to log; one that paused goes on in a later turn.
         if (paused) await new Promise((resolve) => setTimeout(resolve, 0));
@@ -756,6 +794,8 @@ class _Replies {
       // SKIP: the neighbour will not hold that record (its config refuses it); the wait on it ends as on an ACK.
       if (message.kind === "ACK" || message.kind === "SKIP") link.acknowledged(message.seq);
       else if (message.kind === "PONG") continue; // heard: that is all a heartbeat asks
+      else if (message.kind === "MARK") link.markHandled(message.n);
+      else if (message.kind === "MARKED" && link.markAnswered(message.n)) continue;
       else if (message.kind === "REFUSED") {
         link.refusedBy(cutForLog(message.reason, 64));
         this.#close();
