@@ -277,7 +277,7 @@ Deno.test("TextLineSplitter stops at the first line over the cap, after the line
   assert.deepEqual(splitter.push(bytes("ab\n")), { lines: [], overflow: true });
 });
 
-Deno.test("LineSocket.bulk() stops reading for a breath after 50 ms of bulk reads back to back, never for spaced ones", async () => {
+Deno.test("LineSocket.bulk() stops reading for a breath after 10 ms of bulk reads back to back, never for spaced ones", async () => {
   const calls: string[] = [];
   // A TLS socket as Deno's node:tls makes one: its events, and under them the reads of the TCP socket.
   const socket = Object.assign(new EventEmitter(), {
@@ -297,7 +297,7 @@ Deno.test("LineSocket.bulk() stops reading for a breath after 50 ms of bulk read
     await new Promise((resolve) => setTimeout(resolve, 15));
   }
   assert.deepEqual(calls, []);
-  // Back to back, a millisecond each: paused once the run passes 50 ms, and only once however many more come.
+  // Back to back, a millisecond each: paused once the run passes 10 ms, and only once however many more come.
   const started = performance.now();
   while (performance.now() - started < 80) {
     busyFor(1);
@@ -310,7 +310,7 @@ Deno.test("LineSocket.bulk() stops reading for a breath after 50 ms of bulk read
     what: "the socket to resume",
   });
   assert.deepEqual(calls, ["pause", "readStop", "resume", "readStart"]);
-  // A new run after the breath: not paused again before another 50 ms.
+  // A new run after the breath: not paused again before another 10 ms.
   conn.bulk();
   assert.deepEqual(calls, ["pause", "readStop", "resume", "readStart"]);
 });

@@ -26,20 +26,25 @@ const _encoder = new TextEncoder();
 /**
  * How long reads of bulk work ({@linkcode LineSocket.bulk}) may come back to
  * back before the socket stops reading for {@linkcode _BREATHER_MS}, in
- * milliseconds; and the gap between two that ends a run of them.
+ * milliseconds; and the gap between two that ends a run of them. Each run
+ * is as long as the server's clients may wait for a turn while a catch-up
+ * comes in: 50 ms (with a breath of 5) kept them waiting 200-400 ms at a
+ * million records, this 65-140 ms at the 99th percentile, for a catch-up
+ * 10-15% slower (`deno task bench:stall`, docs/PERFORMANCE.md).
  */
-const _BULK_RUN_MS = 50;
+const _BULK_RUN_MS = 10;
 const _BULK_GAP_MS = 10;
 /**
  * How long such a socket stops reading, in milliseconds. While a socket
  * always has data waiting, Deno's event loop keeps reading it and looks at
  * the other sockets only now and then (seconds apart, measured): clients,
- * the admin port and the other links starve. A pause of a few milliseconds
- * leaves it nothing to do, so it waits, and in waiting sees them all; under
- * TLS only if the pause stops the reads of the TCP socket too
- * ({@linkcode stopReading}).
+ * the admin port and the other links starve. A pause leaves it nothing to
+ * do, so it waits, and in waiting sees them all; under TLS only if the
+ * pause stops the reads of the TCP socket too ({@linkcode stopReading}).
+ * The shortest timer does: the wait, not its length, is what lets the
+ * others in.
  */
-const _BREATHER_MS = 5;
+const _BREATHER_MS = 1;
 
 /** What {@linkcode _tcpUnderTls} finds: the reading switch of a TCP handle. */
 interface _TcpReads {
