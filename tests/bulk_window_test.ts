@@ -81,3 +81,43 @@ Deno.test("a bulk window lets a waiter go once an answer opens it", async () => 
   await waiting;
   assert.equal(window.open, true);
 });
+
+Deno.test("a bulk window times an answer by the mark it names: the marks before it go with it, those after stay out", () => {
+  const window = new BulkWindow();
+  // Marks 1-4 sent 10 ms apart; MARKED 3 at 31 ms: mark 3's round trip is 11 ms, the fastest so far, so within target.
+  for (let i = 0; i < 4; i++) window.mark(i * 10);
+  const size = window.size;
+  assert.ok(window.answered(3, 31));
+  assert.equal(window.unanswered, 1, "mark 4 still out");
+  assert.equal(window.size, size + 1, "widened");
+  // Mark 4 (sent at 30) answered at 30 + 11 + the target + 1: later than the target allows over the fastest (11 ms).
+  assert.ok(window.answered(4, 30 + 11 + BULK_TARGET_DELAY_MS + 1));
+  assert.equal(window.unanswered, 0);
+  assert.equal(window.size, size, "narrowed");
+});
+
+Deno.test("a bulk window whose first marks all go unanswered past its patience stops pacing and marking, once", () => {
+  const window = new BulkWindow();
+  const marks = fill(window, 1000);
+  assert.equal(window.open, false);
+  assert.equal(window.giveUpIfUnanswered(1000 + 9_999, 10_000), false, "not yet");
+  assert.equal(window.giveUpIfUnanswered(1000 + 10_000, 10_000), true);
+  assert.equal(window.open, true);
+  assert.equal(window.marking, false);
+  assert.equal(window.giveUpIfUnanswered(1000 + 20_000, 10_000), false, "said once");
+  assert.equal(marks.length, 4);
+});
+
+Deno.test("a bulk window whose receiver answered a mark never stops pacing, however late the next answer", () => {
+  const window = new BulkWindow();
+  fill(window, 0);
+  assert.ok(window.answered(1, 5));
+  fill(window, 5);
+  assert.equal(window.giveUpIfUnanswered(60_000, 10_000), false);
+  assert.equal(window.open, false);
+  assert.equal(window.marking, true);
+});
+
+Deno.test("a bulk window with nothing sent has nothing to give up on", () => {
+  assert.equal(new BulkWindow().giveUpIfUnanswered(60_000, 10_000), false);
+});

@@ -1284,3 +1284,110 @@ Deno.test({
     await Promise.all(inbound);
   }
 });
+
+/** F's peer port, played here: it takes S's link and keeps what S writes on it; `conn` is F's end. */
+function fPort() {
+  const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const lines: string[] = [];
+  const conn = Promise.withResolvers<Deno.Conn>();
+  const accepting = (async () => {
+    const accepted = await listener.accept();
+    conn.resolve(accepted);
+    await read(accepted, lines);
+  })();
+  return {
+    port: listener.addr.port,
+    lines,
+    conn: conn.promise,
+    async close() {
+      listener.close();
+      (await conn.promise).close();
+      await accepting;
+    },
+  };
+}
+
+Deno.test({
+  name: "records passed on from another neighbour's catch-up, a few hundred a turn, keep to the window as our own " +
+    "side does: a live record passes them",
+  permissions: { net: ["127.0.0.1"] },
+}, async () => {
+  const encoder = new TextEncoder();
+  const { host } = serverS();
+  const f = fPort();
+  const link = oneSessionLink(f.port, host, "F");
+  link.start();
+  const count = 20_000;
+  try {
+    await waitFor(() => f.lines.includes("HELLO S"), { what: "S's link up" });
+    const feeding = (async () => {
+      for (let i = 0; i < count; i += 500) {
+        for (let j = i; j < i + 500; j++) {
+          link.sendUnacknowledged(recordOfLine(`AT S +0.100000000 c${j} +1.5+2.5 1700000000.${j}`));
+        }
+        await new Promise((resolve) => setTimeout(resolve, 0));
+      }
+    })();
+    const window = 4;
+    await waitFor(() => catchUpOf(f.lines).marks.length === window, { what: `S's first ${window} marks` });
+    link.sendAcknowledged(recordOfLine("AT S +0.100000000 live +1+1 1700000001.5"), 1000, () => {});
+    const live = await waitFor(() => f.lines.findIndex((line) => line.includes(" live ")) + 1);
+    const lastMark = f.lines.indexOf(`MARK ${window}`);
+    assert.equal(live - 1, lastMark + 1, `${live - 2 - lastMark} lines between the last mark and the live record`);
+    assert.ok(catchUpOf(f.lines).records < count);
+    await feeding;
+    let answered = 0;
+    const conn = await f.conn;
+    await waitFor(async () => {
+      const { marks } = catchUpOf(f.lines);
+      if (marks.length > answered) {
+        answered = marks.length;
+        await conn.write(encoder.encode(`MARKED ${marks[marks.length - 1]}\n`));
+      }
+      return catchUpOf(f.lines).records === count;
+    }, { what: "every record passed on at F" });
+  } finally {
+    await link.close();
+    await f.close();
+  }
+});
+
+Deno.test({
+  name: "a neighbour that answers none of our marks (an older version) gets our side anyway once the patience runs " +
+    "out, with no more marks, and it is logged",
+  permissions: { net: ["127.0.0.1"] },
+}, async () => {
+  await using logs = await captureLogs();
+  const { store, host } = serverS();
+  const count = 20_000;
+  fillS(store, count);
+  const f = fPort();
+  const link = new PeerLink({
+    host,
+    transport: new PeerTransport({ files: null, handshakeTimeoutMs: 1000 }),
+    neighbour: "F",
+    dialHost: "127.0.0.1",
+    dialPort: f.port,
+    reconnectMinMs: 60_000,
+    reconnectMaxMs: 60_000,
+    ackTimeoutMs: 200,
+    heartbeatMs: 50,
+    heartbeatTimeoutMs: 120_000,
+    markPatienceMs: 300,
+  });
+  link.start();
+  try {
+    await waitFor(() => f.lines.some((line) => line.startsWith("DIGEST ")), { what: "S's digest" });
+    await (await f.conn).write(new TextEncoder().encode(ZERO_DIGEST_LINE));
+    await waitFor(() => catchUpOf(f.lines).records === count, { what: "every record at F, no mark answered" });
+    assert.deepEqual(catchUpOf(f.lines).marks, [1, 2, 3, 4], "the first window's marks, then none");
+    assert.equal(
+      logs.count(/^warning F answered none of the marks in our reconciliation records/),
+      1,
+      logs.lines.join("\n"),
+    );
+  } finally {
+    await link.close();
+    await f.close();
+  }
+});

@@ -7,7 +7,8 @@
  *
  * The sender follows each slice of records with `MARK <n>` (`n` counting up
  * from 1 on the connection); the receiver answers `MARKED <n>` once it has
- * handled every line before it (one answer, for the greatest mark, per read).
+ * handled every line before it (at most one answer a read, for its greatest
+ * mark).
  * The sender keeps at most a window of marks unanswered. The window follows
  * the marks' round trips, as LEDBAT (RFC 6817) does for a background
  * transfer: it widens by one slice for each answer that came back within
@@ -15,8 +16,17 @@
  * link, and narrows by one otherwise. A fast link then carries no more than
  * about that much of a queue ahead of a live record, and a long one (a wide
  * area network) still keeps its round trip full.
+ *
+ * A receiver that answers none of a connection's marks for
+ * {@linkcode BULK_MARK_PATIENCE_MS} does not speak them (a server of a
+ * version before them, which drops each `MARK` as a line it does not know,
+ * a few of them below its limit for closing the link): the window then
+ * stays open for good and no more marks are sent, so the catch-up goes as
+ * fast as the sockets take it, as it did before.
  */
 
+/** How long a connection's first marks may all go unanswered before the sender stops waiting on marks, in ms. */
+export const BULK_MARK_PATIENCE_MS = 10_000;
 /** Queueing delay a catch-up may add at the receiver, in milliseconds, over the link's fastest round trip. */
 export const BULK_TARGET_DELAY_MS = 20;
 /** Fewest and most slices in flight (a slice is about 64 KiB). */
@@ -34,10 +44,17 @@ export class BulkWindow {
   #sentAt: number[] = [];
   #waiters: (() => void)[] = [];
   #closed = false;
+  /** The receiver answered none of the marks in time ({@linkcode BulkWindow.giveUpIfUnanswered}). */
+  #unpaced = false;
 
   /** Whether another slice may be sent now. */
   get open(): boolean {
-    return this.#closed || this.#sent - this.#answered < this.#window;
+    return this.#closed || this.#unpaced || this.#sent - this.#answered < this.#window;
+  }
+
+  /** Whether slices are still to be followed by a mark: not once the receiver was found not to answer them. */
+  get marking(): boolean {
+    return !this.#unpaced;
   }
 
   /** Slices that may be in flight at once, now. */
@@ -72,6 +89,19 @@ export class BulkWindow {
       ? Math.min(BULK_WINDOW_MAX, this.#window + 1)
       : Math.max(BULK_WINDOW_MIN, this.#window - 1);
     if (this.open) this.#release();
+    return true;
+  }
+
+  /**
+   * Looked at now and then (each heartbeat): when no mark of this
+   * connection has been answered and the first went `patienceMs` ago or
+   * more, stops pacing for good (see above) and returns true, once.
+   */
+  giveUpIfUnanswered(now = performance.now(), patienceMs = BULK_MARK_PATIENCE_MS): boolean {
+    if (this.#unpaced || this.#closed || this.#answered > 0 || this.#sentAt.length === 0) return false;
+    if (now - this.#sentAt[0] < patienceMs) return false;
+    this.#unpaced = true;
+    this.#release();
     return true;
   }
 

@@ -18,7 +18,7 @@ import { LineSocket } from "../net/line_socket.ts";
 import type { LocationRecord } from "../protocol.ts";
 import type { PeerHost } from "./host.ts";
 import type { AcceptedPeer } from "./transport.ts";
-import { BulkWindow } from "./bulk_window.ts";
+import { BULK_MARK_PATIENCE_MS, BulkWindow } from "./bulk_window.ts";
 import { Heartbeat } from "./heartbeat.ts";
 import { configRefusal, RefusedRecords } from "./refused_records.ts";
 import {
@@ -49,6 +49,8 @@ export interface InboundOptions {
    * theirs). One certificate cannot hold more links than that.
    */
   current: Map<string, { close(): void }>;
+  /** How long a link's first marks may all go unanswered (bulk_window.ts); {@linkcode BULK_MARK_PATIENCE_MS} by default. */
+  markPatienceMs?: number;
 }
 
 /** How long a link dialled to us must last before our link state counts it, in milliseconds (as outbound.ts's). */
@@ -359,6 +361,13 @@ class InboundLink {
       // long backlog (a catch-up over a slow network) hears from us meanwhile that we are there and reading.
       onTick: () => {
         if (performance.now() - this.#lastWrite >= heartbeatMs / 2) this.#answerPong();
+        if (this.#window.giveUpIfUnanswered(performance.now(), this.#options.markPatienceMs)) {
+          log.peer.warning(
+            "{neighbour} answered none of the marks in our reconciliation records on its link (a server of an older " +
+              "version?): sending them on that link without waiting for answers",
+            { neighbour: this.#name },
+          );
+        }
       },
       onSilent: (silentMs) => {
         metrics.silentLinksFrom.inc();
@@ -615,7 +624,8 @@ class InboundLink {
         if (this.#conn.isClosed) return;
         this.#lastWrite = performance.now();
       }
-      if (chunk !== "" && !this.#conn.write(chunk + formatMark(this.#window.mark()))) await this.#conn.drained();
+      const mark = chunk !== "" && this.#window.marking ? formatMark(this.#window.mark()) : "";
+      if (chunk !== "" && !this.#conn.write(chunk + mark)) await this.#conn.drained();
       // The next chunk in a later turn, whatever the socket took: a million records are not one stall.
       else await new Promise((resolve) => setTimeout(resolve, 0));
       chunk = "";

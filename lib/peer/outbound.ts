@@ -19,7 +19,7 @@ import type { LocationRecord } from "../protocol.ts";
 import { type AckTicket, AckTracker } from "./acks.ts";
 import type { PeerHost } from "./host.ts";
 import type { PeerTransport } from "./transport.ts";
-import { BulkWindow } from "./bulk_window.ts";
+import { BULK_MARK_PATIENCE_MS, BulkWindow } from "./bulk_window.ts";
 import { Heartbeat } from "./heartbeat.ts";
 import { configRefusal, RefusedRecords } from "./refused_records.ts";
 import {
@@ -54,6 +54,8 @@ export interface PeerLinkOptions {
   heartbeatMs: number;
   /** A link that hears nothing from the neighbour this long is closed, in milliseconds. */
   heartbeatTimeoutMs: number;
+  /** How long a session's first marks may all go unanswered (bulk_window.ts); {@linkcode BULK_MARK_PATIENCE_MS} by default. */
+  markPatienceMs?: number;
   /** Called when the link comes up, goes down, turns lagging or catches up. */
   onStateChange?: () => void;
   /** Lines written right after `HELLO` on each new session (the link state we hold, peer/tree.ts). */
@@ -63,10 +65,8 @@ export interface PeerLinkOptions {
 interface _Entry {
   record: LocationRecord;
   waitMs: number;
-  /** The waits on this record; only for live records. */
+  /** The waits on this record. */
   ticket: AckTicket | undefined;
-  /** Live records are numbered (and acknowledged when waited on); reconciliation records are plain AT lines. */
-  live: boolean;
 }
 
 /**
@@ -119,7 +119,14 @@ export class PeerLink {
   #options: PeerLinkOptions;
   #host: PeerHost;
   #conn: LineSocket | undefined;
+  /** Live records waiting to go, by client: numbered, and acknowledged when waited on. */
   #queue = new Map<string, _Entry>();
+  /**
+   * Reconciliation records passed on (a catch-up from another neighbour),
+   * by client: plain AT lines, bulk work held back with our side of an
+   * exchange while the neighbour's answers to our marks lag (bulk_window.ts).
+   */
+  #passOn = new Map<string, LocationRecord>();
   /**
    * Our side of a reconciliation still to send, as the store is walked: a
    * slice of it with each write, so that a catch-up of a million records
@@ -207,7 +214,7 @@ export class PeerLink {
 
   /** Records waiting to be written: at most one per client. */
   get queued(): number {
-    return this.#queue.size;
+    return this.#queue.size + this.#passOn.size;
   }
 
   /** Whether the neighbour is connected but has stopped acknowledging in time. */
@@ -318,14 +325,15 @@ export class PeerLink {
    */
   sendAcknowledged(record: LocationRecord, waitMs: number, release?: () => void): boolean {
     if (this.#conn === undefined) return false;
+    // A record passed on for the client is older: this one goes in its place, live.
+    this.#passOn.delete(record.clientId);
     let entry = this.#queue.get(record.clientId);
     if (entry === undefined) {
-      entry = { record, waitMs, ticket: undefined, live: true };
+      entry = { record, waitMs, ticket: undefined };
       this.#queue.set(record.clientId, entry);
     } else {
       entry.record = record;
       entry.waitMs = Math.max(entry.waitMs, waitMs);
-      entry.live = true;
     }
     this.#wakeSoon();
     if (waitMs > 0) this.#lastAcknowledged = record;
@@ -347,7 +355,7 @@ export class PeerLink {
    */
   #probeIfLagging(): void {
     const record = this.#lastAcknowledged;
-    if (!this.#acks.lagging || record === undefined || this.#queue.size > 0) return;
+    if (!this.#acks.lagging || record === undefined || this.queued > 0) return;
     metrics.laggingProbes.inc();
     this.sendAcknowledged(record, this.#options.ackTimeoutMs);
   }
@@ -387,9 +395,10 @@ export class PeerLink {
    */
   sendUnacknowledged(record: LocationRecord): void {
     if (this.#conn === undefined) return;
+    // The store's record: never older than one already queued. A live one waiting keeps its place, and its waits.
     const entry = this.#queue.get(record.clientId);
-    if (entry === undefined) this.#queue.set(record.clientId, { record, waitMs: 0, ticket: undefined, live: false });
-    else entry.record = record; // the store's record: never older than one already queued
+    if (entry === undefined) this.#passOn.set(record.clientId, record);
+    else entry.record = record;
     this.#wakeSoon();
   }
 
@@ -408,13 +417,29 @@ export class PeerLink {
     this.#wakeSoon();
   }
 
-  /** The neighbour's `MARK <n>`, every line before it handled: answered with the next write. */
+  /**
+   * The neighbour's `MARK <n>`, every line before it handled: answered at
+   * the end of this turn, for the greatest mark of the turn, with a write of
+   * its own (not behind our own records, whose writes may wait on the socket).
+   */
   markHandled(n: number): void {
+    const conn = this.#conn;
+    if (conn === undefined) return;
+    const scheduled = this.#markedDue > 0;
     this.#markedDue = Math.max(this.#markedDue, n);
-    this.#wakeSoon();
+    if (scheduled) return;
+    setImmediate(() => {
+      // A session begun since has marks of its own: its own answer goes for them.
+      if (conn !== this.#conn) return;
+      const due = this.#markedDue;
+      this.#markedDue = 0;
+      if (due === 0 || conn.isClosed) return;
+      this.#lastWrite = performance.now();
+      conn.write(formatMarked(due));
+    });
   }
 
-  /** The neighbour's `MARKED <n>`; false if no mark of ours this session has that number or is unanswered. */
+  /** The neighbour's `MARKED <n>`; false if it answers no mark of ours of this session that was still unanswered. */
   markAnswered(n: number): boolean {
     if (!this.#window.answered(n)) return false;
     this.#wakeSoon();
@@ -515,6 +540,14 @@ export class PeerLink {
       timeoutMs: heartbeatTimeoutMs,
       onTick: (silentMs) => {
         this.#probeIfLagging();
+        if (this.#window.giveUpIfUnanswered(performance.now(), this.#options.markPatienceMs)) {
+          log.peer.warning(
+            "{neighbour} answered none of the marks in our reconciliation records on our link (a server of an older " +
+              "version?): sending them on that link without waiting for answers",
+            { neighbour: this.neighbour },
+          );
+          this.#wakeSoon();
+        }
         // Asked when the neighbour has been quiet, and also when we have: the neighbour judges our silence by what
         // we write (a long reconciliation answer from it is heard here while it hears nothing from us).
         const now = performance.now();
@@ -597,6 +630,7 @@ export class PeerLink {
     this.#provenWhenHeard = false;
     this.#control.clear();
     this.#queue.clear();
+    this.#passOn.clear();
     this.#host.reconciler.dropped(this.neighbour);
     this.#catchUp?.return?.();
     this.#catchUp = undefined;
@@ -614,13 +648,12 @@ export class PeerLink {
   /** Writes what is queued, one write per batch, until the link drops or closes. */
   async #writeLoop(conn: LineSocket): Promise<void> {
     while (!this.#closed && !conn.isClosed) {
-      // Reconciliation records (a catch-up, or a queue grown large with records passed on from one) go only while the
-      // neighbour has answered enough of their marks (bulk_window.ts); the rest goes at once.
+      // Reconciliation records (our side of an exchange, records passed on from another's) go only while the
+      // neighbour has answered enough of their marks (bulk_window.ts); live records and the rest go at once.
       const bulkMay = this.#window.open;
-      const sliced = this.#queue.size > _QUEUE_SLICE_RECORDS;
       if (
-        this.#control.size === 0 && !this.#digestDue && this.#markedDue === 0 &&
-        (this.#queue.size === 0 || (sliced && !bulkMay)) && (this.#catchUp === undefined || !bulkMay)
+        this.#control.size === 0 && !this.#digestDue && this.#queue.size === 0 &&
+        (!bulkMay || (this.#passOn.size === 0 && this.#catchUp === undefined))
       ) {
         await new Promise<void>((resolve) => this.#wake = resolve);
         this.#wake = undefined;
@@ -630,10 +663,6 @@ export class PeerLink {
       // Link state first: a record must not overtake the link state it was routed by (peer/tree.ts).
       const parts: (string | number)[] = [...this.#control.values()];
       this.#control.clear();
-      if (this.#markedDue > 0) {
-        parts.push(formatMarked(this.#markedDue));
-        this.#markedDue = 0;
-      }
       if (this.#digestDue) {
         this.#digestDue = false;
         this.#reconciledAt = performance.now();
@@ -646,19 +675,15 @@ export class PeerLink {
       const now = performance.now();
       let live = 0;
       let catchingUp = 0;
-      // A queue grown large (records passed on from a catch-up while the neighbour read slowly) goes in slices, in
-      // order, so that it is never one string; a usual one goes whole, with one clear().
+      // A queue grown large (a neighbour that reads slowly) goes in slices, in order, so that it is never one string;
+      // a usual one goes whole, with one clear(). Bulk work fills the rest of a slice.
+      const sliced = this.#queue.size > _QUEUE_SLICE_RECORDS;
       let bytes = 0;
-      for (const [clientId, entry] of sliced && !bulkMay ? [] : this.#queue) {
+      for (const [clientId, entry] of this.#queue) {
         if (sliced) {
           if (bytes > _CATCH_UP_SLICE_BYTES) break;
           bytes += entry.record.line.length + 24;
           this.#queue.delete(clientId);
-        }
-        if (!entry.live) {
-          catchingUp++;
-          parts.push(entry.record.line, "\n");
-          continue;
         }
         const seq = ++this.#seq;
         live++;
@@ -668,6 +693,15 @@ export class PeerLink {
       }
       if (!sliced) this.#queue.clear();
       let paused = false;
+      if (bulkMay) {
+        for (const [clientId, record] of this.#passOn) {
+          if (bytes > _CATCH_UP_SLICE_BYTES) break;
+          bytes += record.line.length + 1;
+          this.#passOn.delete(clientId);
+          catchingUp++;
+          parts.push(record.line, "\n");
+        }
+      }
       if (this.#catchUp !== undefined && bulkMay) {
         while (bytes < _CATCH_UP_SLICE_BYTES) {
           const next = this.#catchUp.next();
@@ -685,7 +719,7 @@ export class PeerLink {
           parts.push(next.value, "\n");
         }
       }
-      if (catchingUp > 0) parts.push(formatMark(this.#window.mark()));
+      if (catchingUp > 0 && this.#window.marking) parts.push(formatMark(this.#window.mark()));
       if (parts.length === 0) {
         // A walk that found nothing more leaves nothing to write, nor to log; one that paused goes on in a later turn.
         if (paused) await new Promise((resolve) => setTimeout(resolve, 0));
@@ -708,7 +742,9 @@ export class PeerLink {
       this.#lastWrite = performance.now();
       if (!conn.write(text)) await conn.drained();
       // The next slice in a later turn, whatever the socket took: clients and the other links between slices.
-      else if (this.#catchUp !== undefined || sliced) await new Promise((resolve) => setTimeout(resolve, 0));
+      else if (this.#catchUp !== undefined || sliced || this.#passOn.size > 0) {
+        await new Promise((resolve) => setTimeout(resolve, 0));
+      }
     }
   }
 
