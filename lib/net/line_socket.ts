@@ -26,11 +26,12 @@ const _encoder = new TextEncoder();
 /**
  * How long reads of bulk work ({@linkcode LineSocket.bulk}) may come back to
  * back before the socket stops reading for {@linkcode _BREATHER_MS}, in
- * milliseconds; and the gap between two that ends a run of them. Each run
- * is as long as the server's clients may wait for a turn while a catch-up
- * comes in: 50 ms (with a breath of 5) kept them waiting 200-400 ms at a
- * million records, this 65-140 ms at the 99th percentile, for a catch-up
- * 10-15% slower (`deno task bench:stall`, docs/PERFORMANCE.md).
+ * milliseconds; and the gap between two that ends a run of them. A run is
+ * about as long as the server's other sockets wait for a look while a
+ * catch-up comes in: during one of a million records (its sender keeping
+ * to its window, peer/bulk_window.ts), 50 ms with a breath of 5 left the
+ * clients waiting 108-377 ms at the 99th percentile, this 65-138 ms, for a
+ * catch-up about 10% longer (`deno task bench:stall`, docs/PERFORMANCE.md).
  */
 const _BULK_RUN_MS = 10;
 const _BULK_GAP_MS = 10;

@@ -29,8 +29,9 @@
 export const BULK_MARK_PATIENCE_MS = 10_000;
 /** Queueing delay a catch-up may add at the receiver, in milliseconds, over the link's fastest round trip. */
 export const BULK_TARGET_DELAY_MS = 20;
-/** Fewest and most slices in flight (a slice is about 64 KiB). */
+/** Fewest slices in flight (a slice is about 64 KiB): a window never narrows below it. */
 export const BULK_WINDOW_MIN = 2;
+/** Most slices in flight: 4 MiB, about what the sockets' buffers held before the window. */
 export const BULK_WINDOW_MAX = 64;
 
 /** The sender's side: marks sent, answers received, and whether another slice may go. */

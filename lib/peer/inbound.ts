@@ -18,7 +18,7 @@ import { LineSocket } from "../net/line_socket.ts";
 import type { LocationRecord } from "../protocol.ts";
 import type { PeerHost } from "./host.ts";
 import type { AcceptedPeer } from "./transport.ts";
-import { BULK_MARK_PATIENCE_MS, BulkWindow } from "./bulk_window.ts";
+import { BulkWindow } from "./bulk_window.ts";
 import { Heartbeat } from "./heartbeat.ts";
 import { configRefusal, RefusedRecords } from "./refused_records.ts";
 import {
@@ -49,7 +49,7 @@ export interface InboundOptions {
    * theirs). One certificate cannot hold more links than that.
    */
   current: Map<string, { close(): void }>;
-  /** How long a link's first marks may all go unanswered (bulk_window.ts); {@linkcode BULK_MARK_PATIENCE_MS} by default. */
+  /** How long a link's first marks may all go unanswered (bulk_window.ts); `BULK_MARK_PATIENCE_MS` by default. */
   markPatienceMs?: number;
 }
 

@@ -19,7 +19,7 @@ import type { LocationRecord } from "../protocol.ts";
 import { type AckTicket, AckTracker } from "./acks.ts";
 import type { PeerHost } from "./host.ts";
 import type { PeerTransport } from "./transport.ts";
-import { BULK_MARK_PATIENCE_MS, BulkWindow } from "./bulk_window.ts";
+import { BulkWindow } from "./bulk_window.ts";
 import { Heartbeat } from "./heartbeat.ts";
 import { configRefusal, RefusedRecords } from "./refused_records.ts";
 import {
@@ -54,7 +54,7 @@ export interface PeerLinkOptions {
   heartbeatMs: number;
   /** A link that hears nothing from the neighbour this long is closed, in milliseconds. */
   heartbeatTimeoutMs: number;
-  /** How long a session's first marks may all go unanswered (bulk_window.ts); {@linkcode BULK_MARK_PATIENCE_MS} by default. */
+  /** How long a session's first marks may all go unanswered (bulk_window.ts); `BULK_MARK_PATIENCE_MS` by default. */
   markPatienceMs?: number;
   /** Called when the link comes up, goes down, turns lagging or catches up. */
   onStateChange?: () => void;
