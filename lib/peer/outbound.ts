@@ -138,7 +138,7 @@ export class PeerLink {
   /** Link state for the next write, ahead of its records: the latest report of each server, as its line. */
   #control = new Map<string, string>();
   #digestDue = false;
-  /** The greatest `MARK` of the neighbour's handled (its answer's slices), to answer with the next write; 0: none. */
+  /** The greatest `MARK` of the neighbour's handled this turn (its answer's slices), answered at its end; 0: none. */
   #markedDue = 0;
   /** Our reconciliation records' slices in flight this session (bulk_window.ts). */
   #window = new BulkWindow();
