@@ -96,16 +96,30 @@ Deno.test("a bulk window times an answer by the mark it names: the marks before 
   assert.equal(window.size, size, "narrowed");
 });
 
-Deno.test("a bulk window whose first marks all go unanswered past its patience stops pacing and marking, once", () => {
+Deno.test("a bulk window whose first marks all go unanswered past its patience, two looks in a row, stops pacing and marking, once", () => {
   const window = new BulkWindow();
   const marks = fill(window, 1000);
   assert.equal(window.open, false);
   assert.equal(window.giveUpIfUnanswered(1000 + 9_999, 10_000), false, "not yet");
-  assert.equal(window.giveUpIfUnanswered(1000 + 10_000, 10_000), true);
+  assert.equal(window.giveUpIfUnanswered(1000 + 10_000, 10_000), false, "one look past it (it may have come late)");
+  assert.equal(window.open, false);
+  assert.equal(window.giveUpIfUnanswered(1000 + 11_000, 10_000), true, "the next look");
   assert.equal(window.open, true);
   assert.equal(window.marking, false);
   assert.equal(window.giveUpIfUnanswered(1000 + 20_000, 10_000), false, "said once");
   assert.equal(marks.length, 4);
+});
+
+Deno.test("a bulk window that gave up paces again once an answer comes after all", () => {
+  const window = new BulkWindow();
+  const marks = fill(window, 0);
+  window.giveUpIfUnanswered(10_000, 10_000);
+  assert.equal(window.giveUpIfUnanswered(11_000, 10_000), true);
+  assert.ok(window.answered(marks[marks.length - 1], 11_001), "an answer that waited unread");
+  assert.equal(window.marking, true);
+  assert.equal(window.unanswered, 0);
+  fill(window, 11_001);
+  assert.equal(window.open, false, "paced again");
 });
 
 Deno.test("a bulk window whose receiver answered a mark never stops pacing, however late the next answer", () => {

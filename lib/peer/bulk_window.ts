@@ -7,8 +7,8 @@
  *
  * The sender follows each slice of records with `MARK <n>` (`n` counting up
  * from 1 on the connection); the receiver answers `MARKED <n>` once it has
- * handled every line before it (at most one answer a read, for its greatest
- * mark).
+ * handled every line before it (one answer a turn of its event loop, for
+ * the turn's greatest mark).
  * The sender keeps at most a window of marks unanswered. The window follows
  * the marks' round trips, as LEDBAT (RFC 6817) does for a background
  * transfer: it widens by one slice for each answer that came back within
@@ -18,7 +18,8 @@
  * area network) still keeps its round trip full.
  *
  * A receiver that answers none of a connection's marks for
- * {@linkcode BULK_MARK_PATIENCE_MS} does not speak them (a server of a
+ * {@linkcode BULK_MARK_PATIENCE_MS} or more (looked at each heartbeat, two
+ * looks in a row) does not speak them (a server of a
  * version before them, which drops each `MARK` as a line it does not know,
  * a few of them below its limit for closing the link): the window then
  * stays open for good and no more marks are sent, so the catch-up goes as
@@ -47,6 +48,8 @@ export class BulkWindow {
   #closed = false;
   /** The receiver answered none of the marks in time ({@linkcode BulkWindow.giveUpIfUnanswered}). */
   #unpaced = false;
+  /** The last look found the first mark past its patience, unanswered: the next one decides. */
+  #doubted = false;
 
   /** Whether another slice may be sent now. */
   get open(): boolean {
@@ -84,6 +87,8 @@ export class BulkWindow {
     const sentAt = this.#sentAt[n - this.#answered - 1];
     this.#sentAt.splice(0, n - this.#answered);
     this.#answered = n;
+    // An answer after giving up (one that waited unread through a pause of ours): paced again from here on.
+    this.#unpaced = false;
     const roundTripMs = now - sentAt;
     this.#baseMs = Math.min(this.#baseMs, roundTripMs);
     this.#window = roundTripMs - this.#baseMs <= BULK_TARGET_DELAY_MS
@@ -96,11 +101,18 @@ export class BulkWindow {
   /**
    * Looked at now and then (each heartbeat): when no mark of this
    * connection has been answered and the first went `patienceMs` ago or
-   * more, stops pacing for good (see above) and returns true, once.
+   * more, at two looks in a row, stops pacing (see above) and returns true,
+   * once. Two looks: a look that comes late (a pause of this process) may
+   * come before the answer waiting unread in the socket; by the next look it
+   * has been read. An answer that comes after all makes the window pace again.
    */
   giveUpIfUnanswered(now = performance.now(), patienceMs = BULK_MARK_PATIENCE_MS): boolean {
     if (this.#unpaced || this.#closed || this.#answered > 0 || this.#sentAt.length === 0) return false;
     if (now - this.#sentAt[0] < patienceMs) return false;
+    if (!this.#doubted) {
+      this.#doubted = true;
+      return false;
+    }
     this.#unpaced = true;
     this.#release();
     return true;

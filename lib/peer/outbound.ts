@@ -355,7 +355,11 @@ export class PeerLink {
    */
   #probeIfLagging(): void {
     const record = this.#lastAcknowledged;
-    if (!this.#acks.lagging || record === undefined || this.queued > 0) return;
+    // Records passed on wait for no acknowledgement and may be held (the window): they are no reason not to probe, but
+    // a newer one of the same client must not be replaced by the older probe.
+    if (!this.#acks.lagging || record === undefined || this.#queue.size > 0 || this.#passOn.has(record.clientId)) {
+      return;
+    }
     metrics.laggingProbes.inc();
     this.sendAcknowledged(record, this.#options.ackTimeoutMs);
   }
@@ -420,7 +424,8 @@ export class PeerLink {
   /**
    * The neighbour's `MARK <n>`, every line before it handled: answered at
    * the end of this turn, for the greatest mark of the turn, with a write of
-   * its own (not behind our own records, whose writes may wait on the socket).
+   * its own (not behind records still queued, nor after a wait for the
+   * socket to drain).
    */
   markHandled(n: number): void {
     const conn = this.#conn;
@@ -676,7 +681,7 @@ export class PeerLink {
       let live = 0;
       let catchingUp = 0;
       // A queue grown large (a neighbour that reads slowly) goes in slices, in order, so that it is never one string;
-      // a usual one goes whole, with one clear(). Bulk work fills the rest of a slice.
+      // a usual one goes whole, with one clear(). Bulk work then takes a slice's worth (what a sliced queue left of it).
       const sliced = this.#queue.size > _QUEUE_SLICE_RECORDS;
       let bytes = 0;
       for (const [clientId, entry] of this.#queue) {
@@ -742,7 +747,7 @@ export class PeerLink {
       this.#lastWrite = performance.now();
       if (!conn.write(text)) await conn.drained();
       // The next slice in a later turn, whatever the socket took: clients and the other links between slices.
-      else if (this.#catchUp !== undefined || sliced || this.#passOn.size > 0) {
+      else if (this.#catchUp !== undefined || sliced || (this.#passOn.size > 0 && this.#window.open)) {
         await new Promise((resolve) => setTimeout(resolve, 0));
       }
     }

