@@ -19,11 +19,11 @@
  *
  * A receiver that answers none of a connection's marks for
  * {@linkcode BULK_MARK_PATIENCE_MS} or more (looked at each heartbeat, two
- * looks in a row) does not speak them (a server of a
- * version before them, which drops each `MARK` as a line it does not know,
- * a few of them below its limit for closing the link): the window then
- * stays open for good and no more marks are sent, so the catch-up goes as
- * fast as the sockets take it, as it did before.
+ * looks in a row) does not speak them (a server of a version before them,
+ * which drops each `MARK` as a line it does not know, a few of them below
+ * its limit for closing the link): the window then stays open and no more
+ * marks are sent, so the catch-up goes as fast as the sockets take it, as
+ * it did before; unless an answer comes after all, which paces it again.
  */
 
 /** How long a connection's first marks may all go unanswered before the sender stops waiting on marks, in ms. */
