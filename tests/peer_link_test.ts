@@ -1391,3 +1391,42 @@ Deno.test({
     await f.close();
   }
 });
+
+Deno.test({
+  name: "a lagging link still sends its probe while records passed on are held by the window",
+  permissions: { net: ["127.0.0.1"] },
+}, async () => {
+  const { host } = serverS();
+  const f = fPort();
+  const link = new PeerLink({
+    host,
+    transport: new PeerTransport({ files: null, handshakeTimeoutMs: 1000 }),
+    neighbour: "F",
+    dialHost: "127.0.0.1",
+    dialPort: f.port,
+    reconnectMinMs: 60_000,
+    reconnectMaxMs: 60_000,
+    ackTimeoutMs: 200,
+    heartbeatMs: 50,
+    heartbeatTimeoutMs: 120_000,
+  });
+  link.start();
+  const probed = "AT S +0.100000000 probed +1+1 1700000001.5";
+  const copies = () => f.lines.filter((line) => line.startsWith(probed + " ")).length;
+  try {
+    await waitFor(() => f.lines.includes("HELLO S"), { what: "S's link up" });
+    // F acknowledges nothing and answers no mark: the link lags, and the records passed on stop at the window.
+    link.sendAcknowledged(recordOfLine(probed), 200, () => {});
+    await waitFor(() => link.lagging, { what: "the link to lag" });
+    for (let i = 0; i < 20_000; i++) {
+      link.sendUnacknowledged(recordOfLine(`AT S +0.100000000 c${i} +1.5+2.5 1700000000.${i}`));
+    }
+    await waitFor(() => catchUpOf(f.lines).marks.length === 4, { what: "the window's marks" });
+    assert.ok(link.queued > 0, "records passed on are held");
+    // The next heartbeat sends the last record waited on again, to see whether the link caught up.
+    await waitFor(() => copies() === 2, { what: "the probe" });
+  } finally {
+    await link.close();
+    await f.close();
+  }
+});
