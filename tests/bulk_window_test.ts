@@ -1,5 +1,11 @@
 import assert from "node:assert/strict";
-import { BULK_TARGET_DELAY_MS, BULK_WINDOW_MAX, BULK_WINDOW_MIN, BulkWindow } from "../lib/peer/bulk_window.ts";
+import {
+  BULK_TARGET_DELAY_MS,
+  BULK_WINDOW_MAX,
+  BULK_WINDOW_MIN,
+  BULK_WINDOW_START,
+  BulkWindow,
+} from "../lib/peer/bulk_window.ts";
 
 /** Sends marks until the window is closed; their numbers. */
 function fill(window: BulkWindow, now: number): number[] {
@@ -107,7 +113,7 @@ Deno.test("a bulk window whose first marks all go unanswered past its patience, 
   assert.equal(window.open, true);
   assert.equal(window.marking, false);
   assert.equal(window.giveUpIfUnanswered(1000 + 20_000, 10_000), false, "said once");
-  assert.equal(marks.length, 4);
+  assert.equal(marks.length, BULK_WINDOW_START);
 });
 
 Deno.test("a bulk window that gave up paces again once an answer comes after all", () => {

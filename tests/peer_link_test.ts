@@ -5,6 +5,7 @@ import { startReading, stopReading } from "../lib/net/line_socket.ts";
 import type { Socket } from "node:net";
 import { Heartbeat } from "../lib/peer/heartbeat.ts";
 import { PEER_MAX_LINE_BYTES } from "../lib/peer/wire.ts";
+import { BULK_WINDOW_START } from "../lib/peer/bulk_window.ts";
 import { PeerLink, type PeerLinkOptions } from "../lib/peer/outbound.ts";
 import { servePeer } from "../lib/peer/inbound.ts";
 import { Reconciler } from "../lib/peer/reconcile.ts";
@@ -446,6 +447,7 @@ function oneSessionLink(
   host: PeerHost = HOST,
   neighbour = "Frozen",
   transport = new PeerTransport({ files: null, handshakeTimeoutMs: 1000 }),
+  options: Partial<PeerLinkOptions> = {},
 ): PeerLink {
   return new PeerLink({
     host,
@@ -458,6 +460,7 @@ function oneSessionLink(
     ackTimeoutMs: 200,
     heartbeatMs: 60_000,
     heartbeatTimeoutMs: 120_000,
+    ...options,
   });
 }
 
@@ -1120,6 +1123,50 @@ Deno.test("Reconciler takes an exchange of ours for lost once no answer began wi
   }
 });
 
+/** F's peer port, played here: it takes S's link and keeps what S writes on it; `conn` is F's end. */
+function fPort() {
+  const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const lines: string[] = [];
+  const conn = Promise.withResolvers<Deno.Conn>();
+  const accepting = (async () => {
+    const accepted = await listener.accept();
+    conn.resolve(accepted);
+    await read(accepted, lines);
+  })();
+  return {
+    port: listener.addr.port,
+    lines,
+    conn: conn.promise,
+    async close() {
+      listener.close();
+      (await conn.promise).close();
+      await accepting;
+    },
+  };
+}
+
+/**
+ * A `waitFor` step that plays a receiver: it answers, on `conn`, the last
+ * of the marks in `lines` not answered yet, and is done once `done()`.
+ */
+function answeringMarks(conn: Deno.Conn, lines: string[], done: () => boolean): () => Promise<boolean> {
+  let answered = 0;
+  return async () => {
+    const { marks } = catchUpOf(lines);
+    if (marks.length > answered) {
+      answered = marks.length;
+      await conn.write(new TextEncoder().encode(`MARKED ${marks[marks.length - 1]}\n`));
+    }
+    return done();
+  };
+}
+
+/** Asserts that `lines[at]` comes right after the last mark of a new connection's window: nothing of the catch-up between. */
+function assertRightAfterWindow(lines: string[], at: number, what: string): void {
+  const lastMark = lines.indexOf(`MARK ${BULK_WINDOW_START}`);
+  assert.equal(at, lastMark + 1, `${at - 1 - lastMark} lines between the last mark and ${what}`);
+}
+
 /** S's store filled with `count` records F lacks, about 55 bytes each: a catch-up of many 64 KiB slices. */
 function fillS(store: LocationStore, count: number): void {
   for (let i = 0; i < count; i++) store.offer(recordOfLine(`AT S +0.100000000 c${i} +1.5+2.5 1700000000.${i}`));
@@ -1143,17 +1190,11 @@ Deno.test({
 }, async () => {
   const encoder = new TextEncoder();
   const { store, host } = serverS();
-  const fListener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
-  const onSLink: string[] = [];
-  const sLink = Promise.withResolvers<Deno.Conn>();
-  const accepting = (async () => {
-    const conn = await fListener.accept();
-    sLink.resolve(conn);
-    await read(conn, onSLink);
-  })();
+  const f = fPort();
+  const onSLink = f.lines;
   const transport = new PeerTransport({ files: null, handshakeTimeoutMs: 1000 });
   const { server, inbound } = await peerPortOf(host, transport);
-  const link = oneSessionLink(fListener.addr.port, host, "F", transport);
+  const link = oneSessionLink(f.port, host, "F", transport);
   link.start();
   const fLink = await Deno.connect({ hostname: "127.0.0.1", port: (server.address() as { port: number }).port });
   const onFLink: string[] = [];
@@ -1170,18 +1211,15 @@ Deno.test({
     assert.deepEqual(marked(onFLink), ["MARKED 1", "MARKED 3"], "one answer for the read, its greatest mark");
     assert.notEqual(store.lineOf("a2"), undefined);
     // On S's link to F (S dials): the same, whatever the exchange's state.
-    const conn = await sLink.promise;
-    await conn.write(encoder.encode("AT F +0.100000000 b1 +1+1 1700000000.1\nMARK 1\n"));
+    await (await f.conn).write(encoder.encode("AT F +0.100000000 b1 +1+1 1700000000.1\nMARK 1\n"));
     await waitFor(() => marked(onSLink).length === 1, { what: "MARKED 1 on S's link" });
     assert.deepEqual(marked(onSLink), ["MARKED 1"]);
     assert.equal(store.lineOf("b1"), "AT F +0.100000000 b1 +1+1 1700000000.1");
   } finally {
     fLink.close();
     await link.close();
-    fListener.close();
+    await f.close();
     server.close();
-    await accepting;
-    (await sLink.promise).close();
     await reading;
     await Promise.all(inbound);
   }
@@ -1196,48 +1234,32 @@ Deno.test({
   const { store, host } = serverS();
   const count = 20_000;
   fillS(store, count);
-  const fListener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
-  const onSLink: string[] = [];
-  const sLink = Promise.withResolvers<Deno.Conn>();
-  const accepting = (async () => {
-    const conn = await fListener.accept();
-    sLink.resolve(conn);
-    await read(conn, onSLink);
-  })();
-  const link = oneSessionLink(fListener.addr.port, host, "F");
+  const f = fPort();
+  const onSLink = f.lines;
+  const link = oneSessionLink(f.port, host, "F");
   link.start();
   try {
-    const conn = await sLink.promise;
+    const conn = await f.conn;
     await waitFor(() => onSLink.some((line) => line.startsWith("DIGEST ")), { what: "S's digest" });
     // F holds nothing: its answer is its digest alone, and S sends its side, every record.
     await conn.write(encoder.encode(ZERO_DIGEST_LINE));
-    const window = 4; // a new link's (bulk_window.ts)
-    await waitFor(() => catchUpOf(onSLink).marks.length === window, { what: `S's first ${window} marks` });
+    await waitFor(() => catchUpOf(onSLink).marks.length === BULK_WINDOW_START, { what: "S's first window of marks" });
     // Unanswered, they hold the rest back: a live record written now comes right after the last mark.
     link.sendAcknowledged(recordOfLine("AT S +0.100000000 live +1+1 1700000001.5"), 1000, () => {});
     const live = await waitFor(() => onSLink.findIndex((line) => line.includes(" live ")) + 1);
-    const lastMark = onSLink.indexOf(`MARK ${window}`);
-    assert.equal(live - 1, lastMark + 1, `${live - 2 - lastMark} lines between the last mark and the live record`);
+    assertRightAfterWindow(onSLink, live - 1, "the live record");
     const held = catchUpOf(onSLink);
     assert.ok(held.records < count && held.records > 0, `${held.records} of ${count} records so far`);
     // F answers each mark as it comes from now on: the rest follows, in slices, each marked.
-    let answered = 0;
-    await waitFor(async () => {
-      const { marks } = catchUpOf(onSLink);
-      if (marks.length > answered) {
-        answered = marks.length;
-        await conn.write(encoder.encode(`MARKED ${marks[marks.length - 1]}\n`));
-      }
-      return catchUpOf(onSLink).records === count;
-    }, { what: "every record at F" });
+    await waitFor(answeringMarks(conn, onSLink, () => catchUpOf(onSLink).records === count), {
+      what: "every record at F",
+    });
     const { marks } = catchUpOf(onSLink);
     assert.deepEqual(marks, marks.map((_, i) => i + 1), "marks count up from 1");
-    assert.ok(marks.length > 2 * window, `${marks.length} slices`);
+    assert.ok(marks.length > 2 * BULK_WINDOW_START, `${marks.length} slices`);
   } finally {
     await link.close();
-    fListener.close();
-    await accepting;
-    (await sLink.promise).close();
+    await f.close();
   }
 });
 
@@ -1258,25 +1280,17 @@ Deno.test({
   try {
     // F holds nothing and asks: S answers with every record, then its digest.
     await fLink.write(encoder.encode("HELLO F\n" + ZERO_DIGEST_LINE));
-    const window = 4;
-    await waitFor(() => catchUpOf(onFLink).marks.length === window, { what: `S's first ${window} marks` });
+    await waitFor(() => catchUpOf(onFLink).marks.length === BULK_WINDOW_START, { what: "S's first window of marks" });
     // A live record of F's, waited on: S's acknowledgement comes right after the last mark.
     await fLink.write(encoder.encode("AT F +0.100000000 live +1+1 1700000001.5 7 1000\n"));
     const ack = await waitFor(() => onFLink.indexOf("ACK 7") + 1);
-    const lastMark = onFLink.indexOf(`MARK ${window}`);
-    assert.equal(ack - 1, lastMark + 1, `${ack - 2 - lastMark} lines between the last mark and the acknowledgement`);
+    assertRightAfterWindow(onFLink, ack - 1, "the acknowledgement");
     assert.ok(catchUpOf(onFLink).records < count);
-    let answered = 0;
-    await waitFor(async () => {
-      const { marks } = catchUpOf(onFLink);
-      if (marks.length > answered) {
-        answered = marks.length;
-        await fLink.write(encoder.encode(`MARKED ${marks[marks.length - 1]}\n`));
-      }
-      return onFLink.some((line) => line.startsWith("DIGEST "));
-    }, { what: "S's digest, after its answer" });
+    await waitFor(answeringMarks(fLink, onFLink, () => onFLink.some((line) => line.startsWith("DIGEST "))), {
+      what: "S's digest, after its answer",
+    });
     assert.equal(catchUpOf(onFLink).records, count, "every record before the digest");
-    assert.ok(catchUpOf(onFLink).marks.length > 2 * window);
+    assert.ok(catchUpOf(onFLink).marks.length > 2 * BULK_WINDOW_START);
   } finally {
     fLink.close();
     server.close();
@@ -1285,34 +1299,11 @@ Deno.test({
   }
 });
 
-/** F's peer port, played here: it takes S's link and keeps what S writes on it; `conn` is F's end. */
-function fPort() {
-  const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
-  const lines: string[] = [];
-  const conn = Promise.withResolvers<Deno.Conn>();
-  const accepting = (async () => {
-    const accepted = await listener.accept();
-    conn.resolve(accepted);
-    await read(accepted, lines);
-  })();
-  return {
-    port: listener.addr.port,
-    lines,
-    conn: conn.promise,
-    async close() {
-      listener.close();
-      (await conn.promise).close();
-      await accepting;
-    },
-  };
-}
-
 Deno.test({
   name: "records passed on from another neighbour's catch-up, a few hundred a turn, keep to the window as our own " +
     "side does: a live record passes them",
   permissions: { net: ["127.0.0.1"] },
 }, async () => {
-  const encoder = new TextEncoder();
   const { host } = serverS();
   const f = fPort();
   const link = oneSessionLink(f.port, host, "F");
@@ -1328,24 +1319,15 @@ Deno.test({
         await new Promise((resolve) => setTimeout(resolve, 0));
       }
     })();
-    const window = 4;
-    await waitFor(() => catchUpOf(f.lines).marks.length === window, { what: `S's first ${window} marks` });
+    await waitFor(() => catchUpOf(f.lines).marks.length === BULK_WINDOW_START, { what: "S's first window of marks" });
     link.sendAcknowledged(recordOfLine("AT S +0.100000000 live +1+1 1700000001.5"), 1000, () => {});
     const live = await waitFor(() => f.lines.findIndex((line) => line.includes(" live ")) + 1);
-    const lastMark = f.lines.indexOf(`MARK ${window}`);
-    assert.equal(live - 1, lastMark + 1, `${live - 2 - lastMark} lines between the last mark and the live record`);
+    assertRightAfterWindow(f.lines, live - 1, "the live record");
     assert.ok(catchUpOf(f.lines).records < count);
     await feeding;
-    let answered = 0;
-    const conn = await f.conn;
-    await waitFor(async () => {
-      const { marks } = catchUpOf(f.lines);
-      if (marks.length > answered) {
-        answered = marks.length;
-        await conn.write(encoder.encode(`MARKED ${marks[marks.length - 1]}\n`));
-      }
-      return catchUpOf(f.lines).records === count;
-    }, { what: "every record passed on at F" });
+    await waitFor(answeringMarks(await f.conn, f.lines, () => catchUpOf(f.lines).records === count), {
+      what: "every record passed on at F",
+    });
   } finally {
     await link.close();
     await f.close();
@@ -1362,25 +1344,17 @@ Deno.test({
   const count = 20_000;
   fillS(store, count);
   const f = fPort();
-  const link = new PeerLink({
-    host,
-    transport: new PeerTransport({ files: null, handshakeTimeoutMs: 1000 }),
-    neighbour: "F",
-    dialHost: "127.0.0.1",
-    dialPort: f.port,
-    reconnectMinMs: 60_000,
-    reconnectMaxMs: 60_000,
-    ackTimeoutMs: 200,
-    heartbeatMs: 50,
-    heartbeatTimeoutMs: 120_000,
-    markPatienceMs: 300,
-  });
+  const link = oneSessionLink(f.port, host, "F", undefined, { heartbeatMs: 50, markPatienceMs: 300 });
   link.start();
   try {
     await waitFor(() => f.lines.some((line) => line.startsWith("DIGEST ")), { what: "S's digest" });
     await (await f.conn).write(new TextEncoder().encode(ZERO_DIGEST_LINE));
     await waitFor(() => catchUpOf(f.lines).records === count, { what: "every record at F, no mark answered" });
-    assert.deepEqual(catchUpOf(f.lines).marks, [1, 2, 3, 4], "the first window's marks, then none");
+    assert.deepEqual(
+      catchUpOf(f.lines).marks,
+      Array.from({ length: BULK_WINDOW_START }, (_, i) => i + 1),
+      "the first window's marks, then none",
+    );
     assert.equal(
       logs.count(/^warning F answered none of the marks in our reconciliation records/),
       1,
@@ -1398,18 +1372,7 @@ Deno.test({
 }, async () => {
   const { host } = serverS();
   const f = fPort();
-  const link = new PeerLink({
-    host,
-    transport: new PeerTransport({ files: null, handshakeTimeoutMs: 1000 }),
-    neighbour: "F",
-    dialHost: "127.0.0.1",
-    dialPort: f.port,
-    reconnectMinMs: 60_000,
-    reconnectMaxMs: 60_000,
-    ackTimeoutMs: 200,
-    heartbeatMs: 50,
-    heartbeatTimeoutMs: 120_000,
-  });
+  const link = oneSessionLink(f.port, host, "F", undefined, { heartbeatMs: 50 });
   link.start();
   const probed = "AT S +0.100000000 probed +1+1 1700000001.5";
   const copies = () => f.lines.filter((line) => line.startsWith(probed + " ")).length;
@@ -1421,7 +1384,7 @@ Deno.test({
     for (let i = 0; i < 20_000; i++) {
       link.sendUnacknowledged(recordOfLine(`AT S +0.100000000 c${i} +1.5+2.5 1700000000.${i}`));
     }
-    await waitFor(() => catchUpOf(f.lines).marks.length === 4, { what: "the window's marks" });
+    await waitFor(() => catchUpOf(f.lines).marks.length === BULK_WINDOW_START, { what: "the window's marks" });
     assert.ok(link.queued > 0, "records passed on are held");
     // The next heartbeat sends the last record waited on again, to see whether the link caught up.
     await waitFor(() => copies() === 2, { what: "the probe" });

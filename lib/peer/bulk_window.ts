@@ -30,6 +30,8 @@
 export const BULK_MARK_PATIENCE_MS = 10_000;
 /** Queueing delay a catch-up may add at the receiver, in milliseconds, over the link's fastest round trip. */
 export const BULK_TARGET_DELAY_MS = 20;
+/** Slices a connection's window starts with. */
+export const BULK_WINDOW_START = 4;
 /** Fewest slices in flight (a slice is about 64 KiB): a window never narrows below it. */
 export const BULK_WINDOW_MIN = 2;
 /** Most slices in flight: 4 MiB, about what the sockets' buffers held before the window. */
@@ -39,7 +41,7 @@ export const BULK_WINDOW_MAX = 64;
 export class BulkWindow {
   #sent = 0;
   #answered = 0;
-  #window = 4;
+  #window = BULK_WINDOW_START;
   /** The fastest round trip of a mark on this connection, in ms. */
   #baseMs = Infinity;
   /** When each unanswered mark was sent (`performance.now()`), oldest first; index 0 is mark `#answered + 1`. */
