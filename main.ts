@@ -65,6 +65,7 @@ import { serverPermissionFlags } from "./lib/cli/permissions.ts";
 import { createPlaces } from "./lib/places/factory.ts";
 import { keyProblem } from "./lib/places/http.ts";
 import { serveDashboard } from "./lib/cli/launcher.ts";
+import { warmCrypto } from "./lib/net/warm_crypto.ts";
 
 const USAGE =
   `Usage: main.ts <run|serve|herd|status|compile|flags|schema|dashboard|certs|backup|restore> [NAME] [--config PATH]
@@ -142,6 +143,8 @@ function whenLauncherGone(then: () => void): void {
 }
 
 async function runServer(config: HerdConfig, name: string, launched = false): Promise<void> {
+  // Not awaited: Deno's crypto set-up (40 ms of CPU) runs on another thread while this one starts the server.
+  warmCrypto();
   try {
     await setupLogging({
       logDir: config.logDir,
