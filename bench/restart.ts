@@ -7,7 +7,10 @@
  * and from its CPU profile the main thread's time in the natives that set a
  * TLS connection up (`start`, `initServerTls`, `initClientTls`: Deno's crypto
  * set-up, once per process, lands in the first of them) and in creating the
- * store's worker (`op_create_worker`), both of which hold the event loop.
+ * store's worker (`op_create_worker`), both of which hold the event loop;
+ * and, of `/healthz` asked every 2 ms from the spawn on (each a new
+ * connection), the slowest answer asked for in its first second of
+ * listening: how long the event loop kept it waiting at most.
  *
  *   deno task bench:restart [ROUNDS]
  */
@@ -51,10 +54,27 @@ async function accepting(port: number): Promise<void> {
   throw new Error(`nothing accepts on port ${port}`);
 }
 
-await using herd = await TestHerd.create({ placesUrl: "http://127.0.0.1:9/places" });
+/** `/healthz` of `port` every 2 ms until `stop()`: when each answer was asked for (`performance.now()`), how long it took. */
+async function health(port: number, stop: () => boolean): Promise<[number, number][]> {
+  const waits: [number, number][] = [];
+  while (!stop()) {
+    const asked = performance.now();
+    try {
+      const response = await fetch(`http://127.0.0.1:${port}/healthz`, { headers: { connection: "close" } });
+      await response.body?.cancel();
+      waits.push([asked, performance.now() - asked]);
+    } catch {
+      // Not listening yet.
+    }
+    await new Promise((resolve) => setTimeout(resolve, 2));
+  }
+  return waits;
+}
+
+await using herd = await TestHerd.create({ placesUrl: "http://127.0.0.1:9/places", admin: true });
 await herd.startAll();
 const profiles = await Deno.makeTempDir({ prefix: "herd-restart-" });
-const rows: { listeningMs: number; tlsMs: number; workerMs: number }[] = [];
+const rows: { listeningMs: number; tlsMs: number; workerMs: number; slowestMs: number }[] = [];
 try {
   for (let round = 0; round < ROUNDS; round++) {
     await herd.stop("Hill", "SIGTERM");
@@ -64,17 +84,23 @@ try {
     args.splice(1, 0, "--cpu-prof", `--cpu-prof-dir=${dir}`);
     const spawnedAt = performance.now();
     const child = new Deno.Command("deno", { args, stdin: "null", stdout: "null", stderr: "null" }).spawn();
+    let done = false;
+    const answers = health(herd.adminPort("Hill"), () => done);
     await accepting(herd.port("Hill"));
-    const listeningMs = performance.now() - spawnedAt;
+    const listening = performance.now();
     await herd.waitConverged(herd.names);
-    await new Promise((resolve) => setTimeout(resolve, 500));
+    // At least the first second after listening.
+    await new Promise((resolve) => setTimeout(resolve, Math.max(500, listening + 1000 - performance.now())));
+    done = true;
+    const firstSecond = (await answers).filter(([asked]) => asked >= listening && asked < listening + 1000);
     child.kill("SIGTERM");
     await child.status;
     const file = [...Deno.readDirSync(dir)].map((entry) => entry.name).find((name) => !name.includes("worker"));
     if (file === undefined) throw new Error(`no CPU profile of the main thread in ${dir}`);
     const profile = JSON.parse(await Deno.readTextFile(`${dir}/${file}`)) as CpuProfile;
     rows.push({
-      listeningMs,
+      listeningMs: listening - spawnedAt,
+      slowestMs: Math.max(...firstSecond.map(([, took]) => took)),
       tlsMs: nativeMs(profile, TLS_SETUP),
       workerMs: nativeMs(profile, new Set(["op_create_worker"])),
     });
@@ -89,3 +115,4 @@ console.log(`Hill restarted into a running herd ${ROUNDS} times (ms):`);
 console.log(`  spawn to its client port accepting: ${list((row) => row.listeningMs)}`);
 console.log(`  main thread setting TLS connections up: ${list((row) => row.tlsMs)}`);
 console.log(`  main thread creating the store's worker: ${list((row) => row.workerMs)}`);
+console.log(`  slowest /healthz asked for in its first second of listening: ${list((row) => row.slowestMs)}`);
