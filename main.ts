@@ -64,6 +64,7 @@ import { traffic } from "./lib/traffic_log.ts";
 import { serverPermissionFlags } from "./lib/cli/permissions.ts";
 import { createPlaces } from "./lib/places/factory.ts";
 import { keyProblem } from "./lib/places/http.ts";
+import { chooseProvider, providerUrl } from "./lib/places/provider.ts";
 import { serveDashboard } from "./lib/cli/launcher.ts";
 import { warmCrypto } from "./lib/net/warm_crypto.ts";
 
@@ -142,9 +143,20 @@ function whenLauncherGone(then: () => void): void {
   })();
 }
 
+/**
+ * Whether a server of `config` will make TLS connections: its peer links, or
+ * HTTPS requests to the Places provider it will use (none for `offline`).
+ */
+function makesTlsConnections(config: HerdConfig, key: string | undefined): boolean {
+  const { provider } = chooseProvider(config.places.provider, Boolean(key));
+  return config.peers.tls || providerUrl(config.places, provider)?.startsWith("https:") === true;
+}
+
 async function runServer(config: HerdConfig, name: string, launched = false): Promise<void> {
-  // Not awaited: Deno's crypto set-up (40 ms of CPU) runs on another thread while this one starts the server.
-  warmCrypto();
+  const key = Deno.env.get(PLACES_KEY_VARIABLE);
+  // Not awaited: Deno's crypto set-up (40 ms of CPU) runs on another thread while this one starts the server. Not at
+  // all for a server that makes no TLS connection: it would only spend the CPU.
+  if (makesTlsConnections(config, key)) warmCrypto();
   try {
     await setupLogging({
       logDir: config.logDir,
@@ -161,7 +173,6 @@ async function runServer(config: HerdConfig, name: string, launched = false): Pr
   }
   log.server.info("{name} starting with config {path}", { name, path: config.path });
   for (const warning of configWarnings(config)) log.server.warning(warning);
-  const key = Deno.env.get(PLACES_KEY_VARIABLE);
   const places = createPlaces(config.places, key);
   log.server.info("Places provider: {provider} ({reason})", { provider: places.provider, reason: places.reason });
   const problem = keyProblem(key);
