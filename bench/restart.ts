@@ -86,15 +86,21 @@ try {
     const child = new Deno.Command("deno", { args, stdin: "null", stdout: "null", stderr: "null" }).spawn();
     let done = false;
     const answers = health(herd.adminPort("Hill"), () => done);
-    await accepting(herd.port("Hill"));
-    const listening = performance.now();
-    await herd.waitConverged(herd.names);
-    // At least the first second after listening.
-    await new Promise((resolve) => setTimeout(resolve, Math.max(500, listening + 1000 - performance.now())));
-    done = true;
+    let listening: number;
+    try {
+      await accepting(herd.port("Hill"));
+      listening = performance.now();
+      await herd.waitConverged(herd.names);
+      // At least the first second after listening.
+      await new Promise((resolve) => setTimeout(resolve, Math.max(500, listening + 1000 - performance.now())));
+    } finally {
+      // Whatever happened, this Hill goes (it holds the port and the database), and so does the prober.
+      done = true;
+      child.kill("SIGTERM");
+      await child.status;
+    }
     const firstSecond = (await answers).filter(([asked]) => asked >= listening && asked < listening + 1000);
-    child.kill("SIGTERM");
-    await child.status;
+    if (firstSecond.length === 0) throw new Error("no /healthz was answered in Hill's first second of listening");
     const file = [...Deno.readDirSync(dir)].map((entry) => entry.name).find((name) => !name.includes("worker"));
     if (file === undefined) throw new Error(`no CPU profile of the main thread in ${dir}`);
     const profile = JSON.parse(await Deno.readTextFile(`${dir}/${file}`)) as CpuProfile;
