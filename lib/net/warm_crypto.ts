@@ -4,7 +4,7 @@
  * this machine (Deno 2.9.6) that set-up is about 40 ms of CPU, done once per
  * process on whichever thread asks first. Asked by a server's first peer
  * link or first HTTPS request to Places, it ran on the event loop's thread,
- * which answered nobody meanwhile: 40-45 ms when one server restarts into a
+ * which answered nobody meanwhile: 38-50 ms when one server restarts into a
  * running herd, 117-199 ms when the five servers of a herd start at once on
  * two cores (docs/PERFORMANCE.md, the session of 2026-12-05 04:48).
  *

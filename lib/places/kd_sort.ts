@@ -2,8 +2,9 @@
  * KDBush's `finish()` in slices. `finish()` kd-sorts the index's arrays in
  * one go: for the 135k cities of the offline index, one turn of 43-60 ms
  * (the select and swaps of kdbush 4.1.0) after a starting server listened,
- * its longest (`deno task bench:restart`'s profiles). {@linkcode kdSortInSlices}
- * does the same sort, node by node, and pauses between nodes.
+ * its longest (CPU profiles of a server restarted into a running herd).
+ * {@linkcode kdSortInSlices} does the same sort, node by node, and pauses
+ * between nodes.
  *
  * The sort is kdbush's own (its `sort` and Floyd-Rivest `select`, written
  * again here since the package does not export them), step for step, so the
