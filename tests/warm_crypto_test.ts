@@ -23,6 +23,7 @@ const MATTERS_MS = 10;
 
 Deno.test("warmCrypto sets Deno's crypto up off the event loop: the call returns at once, and the loop keeps turning", async () => {
   const seen: string[] = [];
+  let mattered = false;
   for (let attempt = 0; attempt < ATTEMPTS; attempt++) {
     const { syncMs, tookMs, longestGapMs } = await probe(["warm"]);
     assert.ok(Number.isFinite(syncMs) && Number.isFinite(tookMs) && Number.isFinite(longestGapMs));
@@ -30,9 +31,10 @@ Deno.test("warmCrypto sets Deno's crypto up off the event loop: the call returns
       `took ${tookMs.toFixed(1)} ms, returned after ${syncMs.toFixed(1)}, longest gap ${longestGapMs.toFixed(1)}`,
     );
     if (tookMs < MATTERS_MS) continue;
+    mattered = true;
     if (syncMs < tookMs / 2 && longestGapMs < tookMs / 2) return;
   }
-  if (seen.every((line) => Number(line.split(" ")[1]) < MATTERS_MS)) {
+  if (!mattered) {
     console.log(`the set-up takes under ${MATTERS_MS} ms here: nothing to tell apart (${seen.join("; ")})`);
     return;
   }
@@ -49,14 +51,16 @@ Deno.test({
   const paths = [files.ca, files.cert, files.key];
   const permissions = [`--allow-read=${paths.join(",")}`, "--allow-net=127.0.0.1"];
   const seen: string[] = [];
+  let mattered = false;
   for (let attempt = 0; attempt < ATTEMPTS; attempt++) {
     const cold = (await probe(["tls", "cold", ...paths], permissions)).longestGapMs;
     const warm = (await probe(["tls", "warm", ...paths], permissions)).longestGapMs;
     seen.push(`cold ${cold.toFixed(1)} ms, warmed ${warm.toFixed(1)} ms`);
     if (cold < MATTERS_MS) continue;
+    mattered = true;
     if (warm < cold / 2) return;
   }
-  if (seen.every((line) => Number(line.split(" ")[1]) < MATTERS_MS)) {
+  if (!mattered) {
     console.log(`a first TLS connection costs under ${MATTERS_MS} ms here: nothing to tell apart (${seen.join("; ")})`);
     return;
   }
