@@ -663,8 +663,13 @@ function serverS(neighbour = "F"): { store: LocationStore; host: PeerHost } {
   return { store, host };
 }
 
-/** `host`'s peer port on 127.0.0.1, serving each link dialled to it; the links' ends, to await once it is closed. */
-async function peerPortOf(host: PeerHost, transport: PeerTransport) {
+/**
+ * `host`'s peer port on 127.0.0.1, serving each link dialled to it, and a
+ * neighbour's link dialled into it, played here: the connection, the lines
+ * read from it (until it closes: `reading`), and `close()`, which closes the
+ * connection and the port and settles once the served links have ended.
+ */
+async function dialledPeerPort(host: PeerHost, transport: PeerTransport) {
   const inbound: Promise<void>[] = [];
   const server = await transport.listen({
     host: "127.0.0.1",
@@ -682,7 +687,22 @@ async function peerPortOf(host: PeerHost, transport: PeerTransport) {
       ),
     onRefused: () => {},
   });
-  return { server, inbound };
+  const conn = await Deno.connect({ hostname: "127.0.0.1", port: (server.address() as { port: number }).port });
+  const lines: string[] = [];
+  const reading = read(conn, lines);
+  return {
+    conn,
+    lines,
+    reading,
+    async close(): Promise<void> {
+      try {
+        conn.close();
+      } catch { /* closed already */ }
+      server.close();
+      await reading;
+      await Promise.all(inbound);
+    },
+  };
 }
 
 /** Lines read from `conn` into `into`, until it closes. */
@@ -711,12 +731,10 @@ Deno.test({
     await read(sLink, onSLink);
   })();
   const transport = new PeerTransport({ files: null, handshakeTimeoutMs: 1000 });
-  const { server, inbound } = await peerPortOf(host, transport);
+  const sPort = await dialledPeerPort(host, transport);
+  const { conn: fLink, lines: onFLink } = sPort;
   const link = oneSessionLink(fListener.addr.port, host, "F", transport);
   link.start();
-  const fLink = await Deno.connect({ hostname: "127.0.0.1", port: (server.address() as { port: number }).port });
-  const onFLink: string[] = [];
-  const reading = read(fLink, onFLink);
   const digests = () => onFLink.filter((line) => line.startsWith("DIGEST ")).length;
   try {
     await waitFor(() => Promise.resolve(onSLink.some((line) => line.startsWith("DIGEST "))), { what: "S's digest" });
@@ -735,14 +753,11 @@ Deno.test({
     await waitFor(() => Promise.resolve(digests() === 2), { timeoutMs: 2000, what: "two digests back to F" });
     assert.equal(host.reconciler.underway("F"), false);
   } finally {
-    fLink.close();
     await link.close();
     fListener.close();
-    server.close();
     await accepting;
     sLink?.close();
-    await reading;
-    await Promise.all(inbound);
+    await sPort.close();
   }
 });
 
@@ -766,12 +781,10 @@ async function crossedExchanges(neighbour: string) {
     await read(conn, onSLink);
   })();
   const transport = new PeerTransport({ files: null, handshakeTimeoutMs: 1000 });
-  const { server, inbound } = await peerPortOf(host, transport);
+  const sPort = await dialledPeerPort(host, transport);
+  const { conn: nLink, lines: onNLink } = sPort;
   const link = oneSessionLink(listener.addr.port, host, neighbour, transport);
   link.start();
-  const nLink = await Deno.connect({ hostname: "127.0.0.1", port: (server.address() as { port: number }).port });
-  const onNLink: string[] = [];
-  const reading = read(nLink, onNLink);
   await waitFor(() => Promise.resolve(onSLink.some((line) => line.startsWith("DIGEST "))), { what: "S's digest" });
   await nLink.write(new TextEncoder().encode(`HELLO ${neighbour}\n${ZERO_DIGEST_LINE}`));
   await waitFor(() => Promise.resolve(onNLink.length > 0), { what: "S's answer to the neighbour's exchange" });
@@ -795,18 +808,15 @@ async function crossedExchanges(neighbour: string) {
       await waitFor(() => Promise.resolve(!link.up), { what: "S's link down" });
     },
     /** Settles once S closed F's link (or the test did). */
-    nClosed: reading,
+    nClosed: sPort.reading,
     async [Symbol.asyncDispose]() {
-      nLink.close();
       await link.close();
       listener.close();
-      server.close();
       try {
         conn.close();
       } catch { /* closed by the test */ }
       await accepting;
-      await reading;
-      await Promise.all(inbound);
+      await sPort.close();
     },
   };
 }
@@ -941,12 +951,10 @@ Deno.test({
   store.offer(recordOfLine(only));
   const fDigest = new TextEncoder().encode(`DIGEST ${theirs.digest.toHex()}\n`);
   const transport = new PeerTransport({ files: null, handshakeTimeoutMs: 1000 });
-  const { server, inbound } = await peerPortOf(host, transport);
+  const sPort = await dialledPeerPort(host, transport);
+  const { conn: fLink, lines: onFLink } = sPort;
   const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
   const link = oneSessionLink(listener.addr.port, host, "F", transport);
-  const fLink = await Deno.connect({ hostname: "127.0.0.1", port: (server.address() as { port: number }).port });
-  const onFLink: string[] = [];
-  const reading = read(fLink, onFLink);
   const onSLink: string[] = [];
   let sLink: Deno.Conn | undefined;
   try {
@@ -967,13 +975,10 @@ Deno.test({
     await link.close();
     await sReading;
   } finally {
-    fLink.close();
     await link.close();
     sLink?.close();
     listener.close();
-    server.close();
-    await reading;
-    await Promise.all(inbound);
+    await sPort.close();
   }
 });
 
@@ -1167,9 +1172,14 @@ function assertRightAfterWindow(lines: string[], at: number, what: string): void
   assert.equal(at, lastMark + 1, `${at - 1 - lastMark} lines between the last mark and ${what}`);
 }
 
-/** S's store filled with `count` records F lacks, about 55 bytes each: a catch-up of many 64 KiB slices. */
-function fillS(store: LocationStore, count: number): void {
-  for (let i = 0; i < count; i++) store.offer(recordOfLine(`AT S +0.100000000 c${i} +1.5+2.5 1700000000.${i}`));
+/** Records in the catch-ups of the flow-control tests: many 64 KiB slices, at about 55 bytes each. */
+const CATCH_UP_RECORDS = 20_000;
+
+/** {@linkcode serverS} with `count` records F lacks in its store. */
+function sHolding(count: number): { store: LocationStore; host: PeerHost } {
+  const s = serverS();
+  for (let i = 0; i < count; i++) s.store.offer(recordOfLine(`AT S +0.100000000 c${i} +1.5+2.5 1700000000.${i}`));
+  return s;
 }
 
 /** How many of `lines` are reconciliation records (six-field AT lines), and the `MARK`s among them, in order. */
@@ -1193,12 +1203,10 @@ Deno.test({
   const f = fPort();
   const onSLink = f.lines;
   const transport = new PeerTransport({ files: null, handshakeTimeoutMs: 1000 });
-  const { server, inbound } = await peerPortOf(host, transport);
+  const sPort = await dialledPeerPort(host, transport);
+  const { conn: fLink, lines: onFLink } = sPort;
   const link = oneSessionLink(f.port, host, "F", transport);
   link.start();
-  const fLink = await Deno.connect({ hostname: "127.0.0.1", port: (server.address() as { port: number }).port });
-  const onFLink: string[] = [];
-  const reading = read(fLink, onFLink);
   const marked = (lines: string[]) => lines.filter((line) => line.startsWith("MARKED "));
   try {
     // On F's link to S (S accepts): records, then marks.
@@ -1216,12 +1224,9 @@ Deno.test({
     assert.deepEqual(marked(onSLink), ["MARKED 1"]);
     assert.equal(store.lineOf("b1"), "AT F +0.100000000 b1 +1+1 1700000000.1");
   } finally {
-    fLink.close();
     await link.close();
     await f.close();
-    server.close();
-    await reading;
-    await Promise.all(inbound);
+    await sPort.close();
   }
 });
 
@@ -1231,9 +1236,8 @@ Deno.test({
   permissions: { net: ["127.0.0.1"] },
 }, async () => {
   const encoder = new TextEncoder();
-  const { store, host } = serverS();
-  const count = 20_000;
-  fillS(store, count);
+  const count = CATCH_UP_RECORDS;
+  const { host } = sHolding(count);
   const f = fPort();
   const onSLink = f.lines;
   const link = oneSessionLink(f.port, host, "F");
@@ -1269,14 +1273,11 @@ Deno.test({
   permissions: { net: ["127.0.0.1"] },
 }, async () => {
   const encoder = new TextEncoder();
-  const { store, host } = serverS();
-  const count = 20_000;
-  fillS(store, count);
+  const count = CATCH_UP_RECORDS;
+  const { host } = sHolding(count);
   const transport = new PeerTransport({ files: null, handshakeTimeoutMs: 1000 });
-  const { server, inbound } = await peerPortOf(host, transport);
-  const fLink = await Deno.connect({ hostname: "127.0.0.1", port: (server.address() as { port: number }).port });
-  const onFLink: string[] = [];
-  const reading = read(fLink, onFLink);
+  const sPort = await dialledPeerPort(host, transport);
+  const { conn: fLink, lines: onFLink } = sPort;
   try {
     // F holds nothing and asks: S answers with every record, then its digest.
     await fLink.write(encoder.encode("HELLO F\n" + ZERO_DIGEST_LINE));
@@ -1292,10 +1293,7 @@ Deno.test({
     assert.equal(catchUpOf(onFLink).records, count, "every record before the digest");
     assert.ok(catchUpOf(onFLink).marks.length > 2 * BULK_WINDOW_START);
   } finally {
-    fLink.close();
-    server.close();
-    await reading;
-    await Promise.all(inbound);
+    await sPort.close();
   }
 });
 
@@ -1308,7 +1306,7 @@ Deno.test({
   const f = fPort();
   const link = oneSessionLink(f.port, host, "F");
   link.start();
-  const count = 20_000;
+  const count = CATCH_UP_RECORDS;
   try {
     await waitFor(() => f.lines.includes("HELLO S"), { what: "S's link up" });
     const feeding = (async () => {
@@ -1340,9 +1338,8 @@ Deno.test({
   permissions: { net: ["127.0.0.1"] },
 }, async () => {
   await using logs = await captureLogs();
-  const { store, host } = serverS();
-  const count = 20_000;
-  fillS(store, count);
+  const count = CATCH_UP_RECORDS;
+  const { host } = sHolding(count);
   const f = fPort();
   const link = oneSessionLink(f.port, host, "F", undefined, { heartbeatMs: 50, markPatienceMs: 300 });
   link.start();
