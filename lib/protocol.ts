@@ -391,7 +391,7 @@ export function parseStoredRecordLine(line: string): LocationRecord | null {
   if (ends === undefined) return parseRecordFields(splitSpacedFields(line));
   const [afterServer, afterDifference, afterClient, afterLocation] = ends;
   // Every field from the copy, none from the line, a view of the chunk of thousands of rows it was read in: a line kept
-  // whole (a store without short lines keeps it) kept that chunk too (measured: 41 MB held by 50 lines of 1 MB chunks).
+  // whole (a store without packed lines keeps it) kept that chunk too (measured: 41 MB held by 50 lines of 1 MB chunks).
   const own = ownCopy(line);
   const difference = own.slice(afterServer + 1, afterDifference);
   const location = own.slice(afterClient + 1, afterLocation);

@@ -80,52 +80,65 @@ Deno.test("LocationStore.linesInBuckets() gives the lines of exactly those bucke
   assert.deepEqual([...store.linesInBuckets(some)].sort(), expected.map((id) => record(id, "1").line).sort());
 });
 
-Deno.test("LocationStore with the herd's server names keeps lines short and gives each back to the byte", () => {
+Deno.test("LocationStore with the herd's server names keeps lines packed and gives each back to the byte", () => {
   // Lines of every shape a store may hold: the herd's servers and others (a record loaded from a database written
-  // under another config), IDs that look like the other fields, Unicode, times that tie with different lines.
+  // under another config), IDs that look like the other fields, Unicode, times that tie with different lines; fields
+  // of odd and even lengths (a packed line's last character may hold one of them or two), and fields of characters
+  // a packed line has no code for (such a line is kept whole).
   const server = fc.constantFrom("Hill", "Jaquez", "Singleton", "Gone", "Hill2", "H");
-  const id = fc.oneof(fc.constantFrom("kiwi", "AT", "+1-2", "5", "Hill", "🥝", "é"), fc.string({ minLength: 1 }))
+  const id = fc.oneof(fc.constantFrom("kiwi", "AT", "+1-2", "5", "Hill", "🥝", "é", "0"), fc.string({ minLength: 1 }))
     .filter((text) => !/\s/.test(text));
-  const time = fc.constantFrom("5", "5.0", "5.000000001", "6", "1764680000.123456789");
-  const difference = fc.constantFrom("+0.000000001", "-3.250000000", "+12.000000000");
-  const offer = fc.tuple(server, difference, id, time).map(([s, d, c, t]) => ({
-    line: ["AT", s, d, c, "+1-2", t].join(" "),
-    clientId: c,
-    clientTime: t,
-    location: "+1-2",
-  }));
-  // Five servers, or seventy: the 32nd's character in a short line is a space, and past the 64th lines are kept whole.
-  const many = Array.from({ length: 70 }, (_, i) => `S${i}`);
-  const herds = fc.constantFrom(["Hill", "Jaquez", "Smith", "Campbell", "Singleton"], [...many, "Hill", "Jaquez"]);
-  const manyOffer = fc.tuple(fc.constantFrom("S30", "S31", "S32", "S63", "S64", "S69"), difference, id, time)
-    .map(([s, d, c, t]) => ({
-      line: ["AT", s, d, c, "+1-2", t].join(" "),
+  const time = fc.oneof(
+    fc.constantFrom("5", "5.0", "5.000000001", "6", "1764680000.123456789", "56", "5.00"),
+    fc.stringMatching(/^[0-9]{1,12}(\.[0-9]{1,10})?$/),
+  );
+  const difference = fc.oneof(
+    fc.constantFrom("+0.000000001", "-3.250000000", "+12.000000000", "-0.5"),
+    fc.stringMatching(/^[+-][0-9]{1,4}\.[0-9]{1,9}$/),
+  );
+  const location = fc.oneof(
+    fc.constantFrom("+1-2", "+34.068930-118.445127", "-0+0", "+1-2.5"),
+    fc.stringMatching(/^[+-][0-9]{1,3}(\.[0-9]{1,7})?[+-][0-9]{1,3}(\.[0-9]{1,7})?$/),
+    fc.constantFrom("+1x-2", "+1-2é", "+1-2🥝"),
+  );
+  const offerOf = (servers: fc.Arbitrary<string>) =>
+    fc.tuple(servers, difference, id, location, time).map(([s, d, c, l, t]) => ({
+      line: ["AT", s, d, c, l, t].join(" "),
       clientId: c,
       clientTime: t,
-      location: "+1-2",
+      location: l,
     }));
+  const offer = offerOf(server);
+  // Five servers, or 130: past the 128th, lines are kept whole.
+  const many = Array.from({ length: 130 }, (_, i) => `S${i}`);
+  const herds = fc.constantFrom(["Hill", "Jaquez", "Smith", "Campbell", "Singleton"], [...many, "Hill", "Jaquez"]);
+  const manyOffer = offerOf(fc.constantFrom("S0", "S31", "S32", "S127", "S128", "S129"));
   fc.assert(
     fc.property(herds, fc.array(fc.oneof(offer, manyOffer), { maxLength: 60 }), (servers, records) => {
       const plain = new LocationStore({ ttlS: 0 });
-      const short = new LocationStore({ servers });
-      for (const r of records) assert.equal(short.offer(r), plain.offer(r), r.line);
-      assert.deepEqual([...short.lines()], [...plain.lines()]);
-      assert.deepEqual(short.digest.words, plain.digest.words);
+      const packed = new LocationStore({ servers });
+      for (const r of records) assert.equal(packed.offer(r), plain.offer(r), r.line);
+      assert.deepEqual([...packed.lines()], [...plain.lines()]);
+      assert.deepEqual(packed.digest.words, plain.digest.words);
       for (const r of records) {
-        assert.equal(short.lineOf(r.clientId), plain.lineOf(r.clientId));
-        assert.deepEqual(short.get(r.clientId), plain.get(r.clientId));
+        assert.equal(packed.lineOf(r.clientId), plain.lineOf(r.clientId));
+        assert.deepEqual(packed.get(r.clientId), plain.get(r.clientId));
         // A live record's line (seq and wait after it), and the same with each character changed in turn.
         const held = plain.lineOf(r.clientId);
         const live = `${r.line} 7 500`;
-        assert.equal(short.holds(r.clientId, live, r.line.length), held === r.line, live);
+        assert.equal(packed.holds(r.clientId, live, r.line.length), held === r.line, live);
         for (let i = 0; i < r.line.length; i++) {
-          const changed = live.slice(0, i) + (live[i] === "x" ? "y" : "x") + live.slice(i + 1);
-          assert.equal(short.holds(r.clientId, changed, r.line.length), held === changed.slice(0, r.line.length));
+          // Each character changed for one a packed line has no code for, and for one it has.
+          for (const other of [live[i] === "x" ? "y" : "x", live[i] === "7" ? "8" : "7"]) {
+            const changed = live.slice(0, i) + other + live.slice(i + 1);
+            assert.equal(packed.holds(r.clientId, changed, r.line.length), held === changed.slice(0, r.line.length));
+          }
         }
-        assert.equal(short.holds(r.clientId, live, r.line.length - 1), false);
+        assert.equal(packed.holds(r.clientId, live, r.line.length - 1), false);
+        assert.equal(packed.holds(r.clientId, `${r.line}7 500`, r.line.length + 1), false);
       }
       const buckets = new Set(records.map((r) => bucketOf(r.clientId)));
-      assert.deepEqual([...short.linesInBuckets(buckets)], [...plain.linesInBuckets(buckets)]);
+      assert.deepEqual([...packed.linesInBuckets(buckets)], [...plain.linesInBuckets(buckets)]);
     }),
     { numRuns: 300 },
   );

@@ -68,6 +68,18 @@ export class StoreDigest {
     this.#high = high;
   }
 
+  /** {@linkcode add} of text given as its character codes, `units[from]` up to `units[to]`. */
+  addUnits(units: Uint8Array, from: number, to: number): void {
+    let low = this.#low;
+    let high = this.#high;
+    for (let i = from; i < to; i++) {
+      low = Math.imul(low ^ units[i], 0x01000193);
+      high = Math.imul(high ^ units[i], 0x01000193);
+    }
+    this.#low = low;
+    this.#high = high;
+  }
+
   /** Toggles the line hashed since {@linkcode StoreDigest.begin} in `bucket`. */
   end(bucket: number): void {
     this.words[2 * bucket] ^= this.#low >>> 0;

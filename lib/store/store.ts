@@ -4,9 +4,10 @@
  * line is kept, one flat string per client (the cheapest `Map` layout
  * measured: docs/PERFORMANCE.md, scenario 6); the other fields are read
  * back from it on demand. With the herd's server names given, a line is
- * kept shorter still: without the `AT `, the client ID (the key already
- * holds it) and the server's name (one character for it), and made whole
- * again, to the byte, when it is read.
+ * kept packed: without the `AT `, the client ID (the key already holds it)
+ * and the server's name (one character for it), its other fields two
+ * characters to a character, and made whole again, to the byte, when it is
+ * read.
  */
 
 import { nowNs } from "../clock.ts";
@@ -22,31 +23,46 @@ export interface LocationStoreOptions {
   nowNs?: () => bigint;
   /**
    * The names records may carry (the herd's servers, then its retired
-   * ones): the lines of records these servers took are kept in the short
-   * form (see above); others are kept as they are.
+   * ones): the lines of records these servers took are kept packed (see
+   * above); others are kept as they are.
    */
   servers?: Iterable<string>;
 }
 
 /**
- * Servers a short line can name: one character each, below `A` (a whole
- * line's first character). The 32nd server's is a space: a short line's
- * fields are therefore looked for from its second character on.
+ * Servers a packed line can name: one character each, `\x80` and on (a
+ * whole line's first character is the `A` of its `AT`: every record's line
+ * starts so, from a client, a neighbour or the database).
  */
-const _MAX_SHORT_SERVERS = 64;
+const _MAX_PACKED_SERVERS = 128;
+const _FIRST_MARK = 0x80;
+
+/** The characters a packed line's fields are made of, by their four-bit code; 15 pads an odd count. */
+const _SYMBOLS = "0123456789+-. ";
+const _SPACE = 13;
+const _PAD = 15;
+/** Each character's four-bit code, by character code (below 128); -1 for a character that has none. */
+const _CODES = new Int8Array(128).fill(-1);
+for (let code = 0; code < _SYMBOLS.length; code++) _CODES[_SYMBOLS.charCodeAt(code)] = code;
+/** Each four-bit code's character code. */
+const _SYMBOL_CODES = Uint8Array.from(_SYMBOLS, (symbol) => symbol.charCodeAt(0));
+/** A packed line's fields as character codes, for the digest (reused; grown for a longer line). */
+let _units = new Uint8Array(128);
 
 /**
- * A stored line in its short form, or the line itself when it has no short
- * form: `<server's character><time difference> <location> <client time>`,
- * the server's character being its index in `servers` plus one. Made only
- * from a line of the herd's own form (`AT`, server, difference, client,
- * location, time, joined by single spaces); the client must be `clientId`.
+ * A stored line in its packed form, or the line itself when it has none:
+ * `<server's character><difference> <location> <client time>`, two
+ * characters of those fields to each character after the first (the
+ * digits, signs, points and spaces they are made of have four-bit codes).
+ * Made only from a line of the herd's own form (`AT`, server, difference,
+ * client, location, time, joined by single spaces) whose fields after the
+ * client have codes; the client must be `clientId`.
  */
-function _shortLine(line: string, clientId: string, servers: ReadonlyMap<string, string>): string {
+function _packedLine(line: string, clientId: string, marks: ReadonlyMap<string, number>): string {
   if (!line.startsWith("AT ")) return line;
   const afterServer = line.indexOf(" ", 3);
   if (afterServer < 0) return line;
-  const mark = servers.get(line.slice(3, afterServer));
+  const mark = marks.get(line.slice(3, afterServer));
   if (mark === undefined) return line;
   const afterDifference = line.indexOf(" ", afterServer + 1);
   const afterClient = afterDifference + 1 + clientId.length;
@@ -54,8 +70,92 @@ function _shortLine(line: string, clientId: string, servers: ReadonlyMap<string,
     afterDifference < 0 || line.charCodeAt(afterClient) !== 32 ||
     !line.startsWith(clientId, afterDifference + 1)
   ) return line;
-  // join() makes one flat string: a concatenation would keep a rope of the pieces, and the line with them.
-  return [mark + line.slice(afterServer + 1, afterDifference), line.slice(afterClient + 1)].join(" ");
+  // The difference and the space after it, then what follows the client. (An array of its final size, filled, is
+  // the quickest way to one string measured here: a reused one, emptied each time, took twice as long.)
+  const length = afterDifference - afterServer + line.length - afterClient - 1;
+  const gathered = new Array<number>(1 + (length + 1 >> 1));
+  gathered[0] = mark;
+  let code = 0;
+  for (let at = afterServer + 1; at < line.length; at = at === afterDifference ? afterClient + 1 : at + 1) {
+    const character = line.charCodeAt(at);
+    const symbol = character < 128 ? _CODES[character] : -1;
+    if (symbol < 0) return line;
+    if ((code & 1) === 0) gathered[1 + (code >> 1)] = symbol << 4 | _PAD;
+    else gathered[1 + (code >> 1)] ^= _PAD ^ symbol;
+    code++;
+  }
+  // One flat string of one byte a character.
+  return String.fromCharCode.apply(null, gathered);
+}
+
+/** How many characters a packed line's fields are (its `<difference> <location> <client time>`). */
+function _packedLength(stored: string): number {
+  return 2 * (stored.length - 1) - ((stored.charCodeAt(stored.length - 1) & 15) === _PAD ? 1 : 0);
+}
+
+/** The whole AT line of `server`'s packed line of `clientId`, made in one go. */
+function _unpackedLine(server: string, clientId: string, stored: string): string {
+  const length = _packedLength(stored);
+  const gathered = new Array<number>(5 + server.length + clientId.length + length);
+  gathered[0] = 65; // AT
+  gathered[1] = 84;
+  gathered[2] = 32;
+  let at = 3;
+  for (let i = 0; i < server.length; i++) gathered[at++] = server.charCodeAt(i);
+  gathered[at++] = 32;
+  let client = true;
+  for (let code = 0; code < length; code++) {
+    const symbol = _symbolAt(stored, code);
+    gathered[at++] = _SYMBOL_CODES[symbol];
+    // The client's ID comes after the first space, and a space after it.
+    if (symbol === _SPACE && client) {
+      for (let i = 0; i < clientId.length; i++) gathered[at++] = clientId.charCodeAt(i);
+      gathered[at++] = 32;
+      client = false;
+    }
+  }
+  return String.fromCharCode.apply(null, gathered);
+}
+
+/** Where a packed line's client time (its last field) starts, in four-bit codes. */
+function _packedTimeStart(stored: string, length: number): number {
+  let start = length;
+  while (start > 0 && _symbolAt(stored, start - 1) !== _SPACE) start--;
+  return start;
+}
+
+/** A packed line's client time (its last field), as text. */
+function _packedTime(stored: string): string {
+  const length = _packedLength(stored);
+  const start = _packedTimeStart(stored, length);
+  const gathered = new Array<number>(length - start);
+  for (let code = start; code < length; code++) gathered[code - start] = _SYMBOL_CODES[_symbolAt(stored, code)];
+  return String.fromCharCode.apply(null, gathered);
+}
+
+/**
+ * {@linkcode compareDecimal} of a client time with a packed line's, read
+ * where it lies when both are written alike (as long, the point at the same
+ * place: the usual case), else unpacked.
+ */
+function _compareToPackedTime(time: string, stored: string): number {
+  const length = _packedLength(stored);
+  const start = _packedTimeStart(stored, length);
+  if (length - start !== time.length) return compareDecimal(time, _packedTime(stored));
+  let byText = 0;
+  for (let at = 0; at < time.length; at++) {
+    const ours = time.charCodeAt(at);
+    const theirs = _SYMBOL_CODES[_symbolAt(stored, start + at)];
+    if ((ours === 46) !== (theirs === 46)) return compareDecimal(time, _packedTime(stored));
+    if (byText === 0 && ours !== theirs) byText = ours < theirs ? -1 : 1;
+  }
+  return byText;
+}
+
+/** The four-bit code at `code` in a packed line's fields. */
+function _symbolAt(stored: string, code: number): number {
+  const pair = stored.charCodeAt(1 + (code >> 1));
+  return (code & 1) === 0 ? pair >> 4 : pair & 15;
 }
 
 /** How long one expiry cutoff is used before the clock is read again, in milliseconds. */
@@ -79,8 +179,8 @@ export class LocationStore {
   #cutoff: { whole: string; nanos: string } | undefined;
   #cutoffAt = -Infinity;
   #sweep: Iterator<[string, string]> | undefined;
-  /** Each server's character in a short line, and the servers by character code less one. */
-  #marks = new Map<string, string>();
+  /** Each server's character code in a packed line, and the servers by that code less {@linkcode _FIRST_MARK}. */
+  #marks = new Map<string, number>();
   #servers: string[] = [];
 
   /** An empty store; with `ttlS`, records expire by their client time. */
@@ -89,31 +189,38 @@ export class LocationStore {
     this.#nowNs = options.nowNs ?? nowNs;
     this.#cutoffMs = options.nowNs === undefined ? _CUTOFF_MS : 0;
     for (const server of options.servers ?? []) {
-      if (this.#servers.length === _MAX_SHORT_SERVERS || this.#marks.has(server)) continue;
-      this.#marks.set(server, String.fromCharCode(this.#servers.length + 1));
+      if (this.#servers.length === _MAX_PACKED_SERVERS || this.#marks.has(server)) continue;
+      this.#marks.set(server, _FIRST_MARK + this.#servers.length);
       this.#servers.push(server);
     }
   }
 
-  /** The server a short line names, or undefined for a line kept whole. */
+  /** The server a packed line names, or undefined for a line kept whole. */
   #serverOf(stored: string): string | undefined {
-    const mark = stored.charCodeAt(0);
-    return mark >= 1 && mark <= _MAX_SHORT_SERVERS ? this.#servers[mark - 1] : undefined;
+    return stored.charCodeAt(0) >= _FIRST_MARK ? this.#servers[stored.charCodeAt(0) - _FIRST_MARK] : undefined;
   }
 
-  /** The whole AT line of a stored value (short or not) of `clientId`. */
+  /** The whole AT line of a stored value (packed or not) of `clientId`. */
   #line(clientId: string, stored: string): string {
     const server = this.#serverOf(stored);
-    if (server === undefined) return stored;
-    const afterDifference = stored.indexOf(" ", 1);
-    return [
-      "AT",
-      server,
-      stored.slice(1, afterDifference),
-      clientId,
-      stored.slice(afterDifference + 1),
-    ]
-      .join(" ");
+    return server === undefined ? stored : _unpackedLine(server, clientId, stored);
+  }
+
+  /** {@linkcode compareDecimal} of a client time with a stored value's (packed or not). */
+  #compareTime(time: string, stored: string): number {
+    return this.#serverOf(stored) === undefined
+      ? compareDecimal(time, clientTimeOfLine(stored))
+      : _compareToPackedTime(time, stored);
+  }
+
+  /** The client time of a stored value (packed or not). */
+  #timeOf(stored: string): string {
+    return this.#serverOf(stored) === undefined ? clientTimeOfLine(stored) : _packedTime(stored);
+  }
+
+  /** Whether a stored value (packed or not) has expired (never, without a TTL: its time is not unpacked then). */
+  #expired(stored: string): boolean {
+    return this.#ttlNs !== 0n && this.isExpired(this.#timeOf(stored));
   }
 
   /** Number of clients known (records that expired but were not swept yet included). */
@@ -143,43 +250,57 @@ export class LocationStore {
     return stored === undefined ? undefined : this.#line(clientId, stored);
   }
 
-  /** Takes a stored value's line (short or not) in or out of the digest, without making the whole line. */
+  /** Takes a stored value's line (packed or not) in or out of the digest, without joining the whole line. */
   #toggle(bucket: number, clientId: string, stored: string): void {
     const server = this.#serverOf(stored);
     if (server === undefined) return this.digest.toggleIn(bucket, stored);
+    // The fields' character codes, unpacked into a buffer kept for this (no string made).
+    const length = _packedLength(stored);
+    if (_units.length < length) _units = new Uint8Array(2 * length);
+    const units = _units;
+    let afterDifference = -1;
+    for (let code = 0; code < length; code++) {
+      const symbol = _symbolAt(stored, code);
+      units[code] = _SYMBOL_CODES[symbol];
+      if (symbol === _SPACE && afterDifference < 0) afterDifference = code;
+    }
     const digest = this.digest;
-    const afterDifference = stored.indexOf(" ", 1);
     digest.begin();
     digest.add("AT ", 0, 3);
     digest.add(server, 0, server.length);
     digest.add(" ", 0, 1);
-    digest.add(stored, 1, afterDifference + 1);
+    digest.addUnits(units, 0, afterDifference + 1);
     digest.add(clientId, 0, clientId.length);
-    digest.add(stored, afterDifference, stored.length);
+    digest.addUnits(units, afterDifference, length);
     digest.end(bucket);
   }
 
   /**
    * Whether the line held for `clientId` (expired or not) is, to the byte,
    * the first `end` characters of `line`: compared where it lies, without
-   * making the whole line of a short one (this runs for every record a
-   * neighbour sends, and flooding brings most of them twice).
+   * unpacking a packed one (this runs for every record a neighbour sends,
+   * and flooding brings most of them twice).
    */
   holds(clientId: string, line: string, end: number): boolean {
     const stored = this.#lines.get(clientId);
     if (stored === undefined) return false;
     const server = this.#serverOf(stored);
     if (server === undefined) return stored.length === end && line.startsWith(stored);
-    // AT <server> <difference> <client> <location> <time>, stored as <mark><difference> <location> <time>.
-    if (end !== stored.length + server.length + clientId.length + 4 || !line.startsWith("AT ")) return false;
+    // AT <server> <difference> <client> <location> <time>, packed as <mark><difference> <location> <time>.
+    const length = _packedLength(stored);
+    if (end !== length + server.length + clientId.length + 5 || !line.startsWith("AT ")) return false;
     if (!line.startsWith(server, 3) || line.charCodeAt(3 + server.length) !== 32) return false;
-    const afterDifference = stored.indexOf(" ", 1);
     let at = 4 + server.length;
-    for (let i = 1; i < afterDifference; i++) if (line.charCodeAt(at++) !== stored.charCodeAt(i)) return false;
-    if (line.charCodeAt(at++) !== 32 || !line.startsWith(clientId, at)) return false;
-    at += clientId.length;
-    for (let i = afterDifference; i < stored.length; i++) {
-      if (line.charCodeAt(at++) !== stored.charCodeAt(i)) return false;
+    let client = true;
+    for (let code = 0; code < length; code++) {
+      const symbol = _symbolAt(stored, code);
+      if (line.charCodeAt(at++) !== _SYMBOL_CODES[symbol]) return false;
+      // The client's ID comes after the first space, and a space after it.
+      if (symbol === _SPACE && client) {
+        if (!line.startsWith(clientId, at) || line.charCodeAt(at + clientId.length) !== 32) return false;
+        at += clientId.length + 1;
+        client = false;
+      }
     }
     return true;
   }
@@ -192,13 +313,17 @@ export class LocationStore {
       const record = recordOfLine(stored);
       return this.isExpired(record.clientTime) ? undefined : record;
     }
-    // A WHATSAT asks this: the fields are read from the short line where they lie, not split out of the whole one.
-    const afterDifference = stored.indexOf(" ", 1);
-    const afterLocation = stored.indexOf(" ", afterDifference + 1);
-    const clientTime = stored.slice(afterLocation + 1);
-    if (this.isExpired(clientTime)) return undefined;
-    const location = stored.slice(afterDifference + 1, afterLocation);
-    return { line: this.#line(clientId, stored), clientId, location, clientTime };
+    // A WHATSAT asks this: the fields are sliced where the whole line has them, not split out of it.
+    if (this.#expired(stored)) return undefined;
+    const line = this.#line(clientId, stored);
+    const afterClient = line.indexOf(" ", 4 + this.#serverOf(stored)!.length) + 1 + clientId.length;
+    const afterLocation = line.indexOf(" ", afterClient + 1);
+    return {
+      line,
+      clientId,
+      location: line.slice(afterClient + 1, afterLocation),
+      clientTime: line.slice(afterLocation + 1),
+    };
   }
 
   /**
@@ -208,9 +333,9 @@ export class LocationStore {
   offer(record: LocationRecord): boolean {
     const { clientId } = record;
     const stored = this.#lines.get(clientId);
-    // The time first, from the stored value as it is (a short line ends with it too); the whole line only for a tie.
+    // The time first (a packed line's unpacked alone); the whole line only for a tie.
     if (stored !== undefined) {
-      const byTime = compareDecimal(record.clientTime, clientTimeOfLine(stored));
+      const byTime = this.#compareTime(record.clientTime, stored);
       if (byTime < 0) return false;
       if (byTime === 0 && compareToLine(record, this.#line(clientId, stored), record.clientTime) <= 0) return false;
     }
@@ -218,7 +343,7 @@ export class LocationStore {
     // Hashed once the record is known to be stored: most floods arrive more than once, and the repeats stop above.
     const bucket = bucketOf(clientId);
     if (stored !== undefined) this.#toggle(bucket, clientId, stored);
-    this.#lines.set(clientId, this.#marks.size === 0 ? record.line : _shortLine(record.line, clientId, this.#marks));
+    this.#lines.set(clientId, this.#marks.size === 0 ? record.line : _packedLine(record.line, clientId, this.#marks));
     this.digest.toggleIn(bucket, record.line);
     return true;
   }
@@ -239,7 +364,7 @@ export class LocationStore {
         break;
       }
       const [clientId, stored] = next.value;
-      if (!this.isExpired(clientTimeOfLine(stored))) continue;
+      if (!this.#expired(stored)) continue;
       this.#lines.delete(clientId);
       this.#toggle(bucketOf(clientId), clientId, stored);
       removed++;
@@ -255,7 +380,7 @@ export class LocationStore {
   /** Every stored AT line, expired ones left out. */
   *lines(): Generator<string, void, undefined> {
     for (const [clientId, stored] of this.#lines) {
-      if (!this.isExpired(clientTimeOfLine(stored))) yield this.#line(clientId, stored);
+      if (!this.#expired(stored)) yield this.#line(clientId, stored);
     }
   }
 
@@ -271,7 +396,7 @@ export class LocationStore {
     if (buckets.size === 0) return;
     let walked = 0;
     for (const [clientId, stored] of this.#lines) {
-      if (buckets.has(bucketOf(clientId)) && !this.isExpired(clientTimeOfLine(stored))) {
+      if (buckets.has(bucketOf(clientId)) && !this.#expired(stored)) {
         yield this.#line(clientId, stored);
       }
       if (++walked === WALK_PAUSE_CLIENTS) {
