@@ -61,6 +61,13 @@ const _BACKUP_FREE_MIN_BYTES = 64 * 1024 * 1024;
 const _SWEEP_EVERY_MS = 1000;
 /** Records looked at per turn of a sweep: a few milliseconds' work, so a big store is swept without a stall. */
 const _SWEEP_SLICE = 20_000;
+/**
+ * How often the store's lines stored since the last pass are packed, in
+ * milliseconds: a client's line replaced sooner is never packed.
+ */
+const _PACK_EVERY_MS = 1000;
+/** Lines packed per turn of a pass: about 6 ms of work here. */
+const _PACK_SLICE = 8192;
 
 /** Options for {@linkcode HerdServer}. */
 export interface HerdServerOptions {
@@ -335,6 +342,7 @@ export class HerdServer implements PeerHost {
     this.#timers.push(setInterval(() => this.#links.reconcileWithOne(reconcileIntervalMs), reconcileIntervalMs));
     this.#timers.push(setInterval(() => this.#recordLog?.compactIfWorthIt(this.store.size), _COMPACT_CHECK_MS));
     if (ttlS > 0) this.#timers.push(setInterval(() => this.#sweepExpired(), _SWEEP_EVERY_MS));
+    this.#timers.push(setInterval(() => this.#packStore(), _PACK_EVERY_MS));
     // Right after start-up, not during it: a table left long by an earlier run is compacted on the worker.
     setTimeout(() => this.#recordLog?.compactIfWorthIt(this.store.size), 0);
     if (this.#transport.secure) this.#timers.push(setInterval(() => this.reloadCertificates(), _CERT_CHECK_MS));
@@ -669,6 +677,15 @@ export class HerdServer implements PeerHost {
       else if (removed > 0) {
         log.server.info("Removed {count} expired records (records.ttlS)", { count: removed });
       }
+    };
+    slice();
+  }
+
+  /** Packs the lines stored since the last pass (LocationStore.pack), a slice per turn of the event loop. */
+  #packStore(): void {
+    if (!this.store.startPacking()) return;
+    const slice = () => {
+      if (this.store.pack(_PACK_SLICE) && !this.#stopping) setTimeout(slice, 0);
     };
     slice();
   }

@@ -819,6 +819,35 @@ Deno.test({
 });
 
 Deno.test({
+  name: "a server packs the lines it stores a pass later (each second), taken from a client or loaded at start alike",
+  permissions: HERD_TEST_PERMISSIONS,
+}, async () => {
+  const dir = await Deno.makeTempDir({ dir: "/tmp", prefix: "herd-packs-" });
+  const [a, aPeer, b, bPeer] = freePorts(4);
+  await writeLocalConfig(dir, { A: [a, aPeer], B: [b, bPeer] }, [["A", "B"]]);
+  const config = await loadConfig(`${dir}/herd.config.json`);
+  const places = noPlaces();
+  try {
+    let line = "";
+    for (const start of ["from a client", "loaded at start"]) {
+      const server = new HerdServer({ config, name: "A", places });
+      await server.start();
+      try {
+        if (line === "") line = (await exchange(a, "IAMAT kiwi +34.068930-118.445127 1621464827.959498503\n")).trim();
+        assert.match(line, /^AT A \+\d+\.\d+ kiwi \+34\.068930-118\.445127 1621464827\.959498503$/);
+        await waitFor(() => Promise.resolve(server.store.isPacked("kiwi")), { what: `kiwi's line packed, ${start}` });
+        assert.equal(server.store.lineOf("kiwi"), line);
+        assert.equal(server.store.get("kiwi")?.location, "+34.068930-118.445127");
+      } finally {
+        await server.shutdown();
+      }
+    }
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test({
   name: "deno task backup has each server with an admin port copy its database, says where, and exits 1 when one " +
     "could not; a name without an admin port is refused",
   permissions: HERD_TEST_PERMISSIONS,

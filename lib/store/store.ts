@@ -4,10 +4,11 @@
  * line is kept, one flat string per client (the cheapest `Map` layout
  * measured: docs/PERFORMANCE.md, scenario 6); the other fields are read
  * back from it on demand. With the herd's server names given, a line is
- * kept packed: without the `AT `, the client ID (the key already holds it)
- * and the server's name (one character for it), its other fields two
- * characters to a character, and made whole again, to the byte, when it is
- * read.
+ * packed a while after it is stored (by {@linkcode LocationStore.pack}:
+ * a client's line replaced in the meantime is never packed at all): without
+ * the `AT `, the client ID (the key already holds it) and the server's name
+ * (one character for it), its other fields two characters to a character,
+ * and made whole again, to the byte, when it is read.
  */
 
 import { nowNs } from "../clock.ts";
@@ -23,7 +24,7 @@ export interface LocationStoreOptions {
   nowNs?: () => bigint;
   /**
    * The names records may carry (the herd's servers, then its retired
-   * ones): the lines of records these servers took are kept packed (see
+   * ones): the lines of records these servers took are packed (see
    * above); others are kept as they are.
    */
   servers?: Iterable<string>;
@@ -182,6 +183,9 @@ export class LocationStore {
   /** Each server's character code in a packed line, and the servers by that code less {@linkcode _FIRST_MARK}. */
   #marks = new Map<string, number>();
   #servers: string[] = [];
+  /** Clients stored since the last {@linkcode startPacking} (some twice), and those of the pass under way. */
+  #toPack: string[] = [];
+  #packing: string[] = [];
 
   /** An empty store; with `ttlS`, records expire by their client time. */
   constructor(options: LocationStoreOptions = {}) {
@@ -343,9 +347,47 @@ export class LocationStore {
     // Hashed once the record is known to be stored: most floods arrive more than once, and the repeats stop above.
     const bucket = bucketOf(clientId);
     if (stored !== undefined) this.#toggle(bucket, clientId, stored);
-    this.#lines.set(clientId, this.#marks.size === 0 ? record.line : _packedLine(record.line, clientId, this.#marks));
+    // Kept whole for now, and packed by a later pass if it is still the client's line then.
+    this.#lines.set(clientId, record.line);
+    if (this.#marks.size > 0) this.#toPack.push(clientId);
     this.digest.toggleIn(bucket, record.line);
     return true;
+  }
+
+  /** Whether the line held for `clientId` is packed (for tests: the stored values are private). */
+  isPacked(clientId: string): boolean {
+    const stored = this.#lines.get(clientId);
+    return stored !== undefined && this.#serverOf(stored) !== undefined;
+  }
+
+  /**
+   * Starts a packing pass over the clients stored since the last one began
+   * (records stored from now on wait for the next), unless one is under
+   * way; returns whether one started. The caller then calls
+   * {@linkcode pack} until it returns false.
+   */
+  startPacking(): boolean {
+    if (this.#packing.length > 0) return false;
+    this.#packing = this.#toPack;
+    this.#toPack = [];
+    return this.#packing.length > 0;
+  }
+
+  /**
+   * Packs the lines of up to `budget` of the pass's clients (those still
+   * whole and of the herd's servers); returns whether the pass has more.
+   * A pass of a million lines is so done in slices, never in one stall.
+   */
+  pack(budget: number): boolean {
+    const clients = this.#packing;
+    for (; budget > 0 && clients.length > 0; budget--) {
+      const clientId = clients.pop()!;
+      const stored = this.#lines.get(clientId);
+      if (stored === undefined || this.#serverOf(stored) !== undefined) continue;
+      const packed = _packedLine(stored, clientId, this.#marks);
+      if (packed !== stored) this.#lines.set(clientId, packed);
+    }
+    return clients.length > 0;
   }
 
   /**
