@@ -819,7 +819,7 @@ Deno.test({
 });
 
 Deno.test({
-  name: "a server packs the lines it stores a pass later (each second), taken from a client or loaded at start alike",
+  name: "a server packs a client's replaced line by its next pass (each second), and the lines it loads at start",
   permissions: HERD_TEST_PERMISSIONS,
 }, async () => {
   const dir = await Deno.makeTempDir({ dir: "/tmp", prefix: "herd-packs-" });
@@ -829,12 +829,15 @@ Deno.test({
   const places = noPlaces();
   try {
     let line = "";
-    for (const start of ["from a client", "loaded at start"]) {
+    for (const start of ["replaced", "loaded at start"]) {
       const server = new HerdServer({ config, name: "A", places });
       await server.start();
       try {
-        if (line === "") line = (await exchange(a, "IAMAT kiwi +34.068930-118.445127 1621464827.959498503\n")).trim();
-        assert.match(line, /^AT A \+\d+\.\d+ kiwi \+34\.068930-118\.445127 1621464827\.959498503$/);
+        if (start === "replaced") {
+          await exchange(a, "IAMAT kiwi +34.068930-118.445127 1621464827.959498503\n");
+          line = (await exchange(a, "IAMAT kiwi +34.068930-118.445127 1621464828.959498503\n")).trim();
+          assert.match(line, /^AT A \+\d+\.\d+ kiwi \+34\.068930-118\.445127 1621464828\.959498503$/);
+        }
         await waitFor(() => Promise.resolve(server.store.isPacked("kiwi")), { what: `kiwi's line packed, ${start}` });
         assert.equal(server.store.lineOf("kiwi"), line);
         assert.equal(server.store.get("kiwi")?.location, "+34.068930-118.445127");

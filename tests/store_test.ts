@@ -173,36 +173,44 @@ function alike(plain: LocationStore, packed: LocationStore, records: LocationRec
   assert.deepEqual([...packed.linesInBuckets(buckets)], [...plain.linesInBuckets(buckets)]);
 }
 
-Deno.test("LocationStore packs the lines stored before a pass began, in slices, and gives them back whole", () => {
+Deno.test("LocationStore packs a new client's line at once, a replaced one by the next pass, in slices; whole when read", () => {
   const store = new LocationStore({ servers: ["Hill", "Jaquez"] });
   const line = "AT Jaquez +0.263873386 kiwi.cs.ucla.edu +34.068930-118.445127 1621464827.959498503";
-  store.offer({
+  const kiwi = {
     line,
     clientId: "kiwi.cs.ucla.edu",
     clientTime: "1621464827.959498503",
     location: "+34.068930-118.445127",
-  });
+  };
+  store.offer(kiwi);
   for (let i = 0; i < 5; i++) store.offer(record(`client-${i}`, "1"));
+  assert.equal(store.isPacked("kiwi.cs.ucla.edu"), true, "a new client's line: packed at once");
+  assert.equal(store.isPacked("client-4"), true);
+  assert.equal(store.lineOf("kiwi.cs.ucla.edu"), line);
+  assert.equal(store.startPacking(), false, "nothing replaced: no pass");
+  for (let i = 0; i < 5; i++) store.offer(record(`client-${i}`, "2"));
+  store.offer({ ...kiwi, line: line.replace("827.959", "828.959"), clientTime: "1621464828.959498503" });
+  assert.equal(store.isPacked("client-0"), false, "a replaced line: whole until a pass");
   assert.equal(store.pack(10), false, "no pass begun: nothing to pack");
-  assert.equal(store.isPacked("kiwi.cs.ucla.edu"), false);
+  assert.equal(store.isPacked("client-0"), false);
   assert.equal(store.startPacking(), true);
   assert.equal(store.startPacking(), false, "a pass under way is not begun again");
-  // Stored during the pass: left for the next one.
+  // Replaced during the pass: a client the pass has is packed in its newest line, another waits for the next pass.
+  store.offer(record("client-0", "3"));
   store.offer(record("client-5", "1"));
-  store.offer(record("client-0", "2"));
+  store.offer(record("client-5", "2"));
   assert.equal(store.pack(3), true, "three of six packed, three left");
   assert.equal(store.pack(3), false);
+  for (let i = 0; i < 5; i++) assert.equal(store.isPacked(`client-${i}`), true);
   assert.equal(store.isPacked("kiwi.cs.ucla.edu"), true);
-  for (let i = 1; i < 5; i++) assert.equal(store.isPacked(`client-${i}`), true);
   assert.equal(store.isPacked("client-5"), false);
-  assert.equal(store.isPacked("client-0"), true, "replaced during the pass, which had it: its new line packed");
-  assert.equal(store.lineOf("kiwi.cs.ucla.edu"), line);
-  assert.equal(store.get("kiwi.cs.ucla.edu")?.line, line);
-  assert.deepEqual(store.get("client-3"), record("client-3", "1"));
+  assert.equal(store.lineOf("client-0"), record("client-0", "3").line);
+  assert.equal(store.get("kiwi.cs.ucla.edu")?.line, line.replace("827.959", "828.959"));
+  assert.deepEqual(store.get("client-3"), record("client-3", "2"));
   assert.equal(store.startPacking(), true);
   assert.equal(store.pack(10), false);
   assert.equal(store.isPacked("client-5"), true);
-  assert.equal(store.lineOf("client-0"), record("client-0", "2").line);
+  assert.deepEqual(store.get("client-5"), record("client-5", "2"));
   assert.equal(store.startPacking(), false, "nothing stored since: no pass");
 });
 

@@ -361,11 +361,18 @@ export class LocationStore {
     if (this.isExpired(record.clientTime)) return false;
     // Hashed once the record is known to be stored: most floods arrive more than once, and the repeats stop above.
     const bucket = bucketOf(clientId);
-    if (stored !== undefined) this.#toggle(bucket, clientId, stored);
-    // Kept whole for now, and packed by a later pass if it is still the client's line then. (A key the map has
-    // already is kept, whatever string set() is given.)
-    this.#lines.set(stored === undefined ? _ownKey(clientId) : clientId, record.line);
-    if (this.#marks.size > 0) this.#toPack.push(clientId);
+    if (stored === undefined) {
+      // A new client's line is packed at once: a start-up's load, or a million new clients, would otherwise leave as
+      // many whole lines to outlive the young generation and die in the old one, and the heap large.
+      const line = this.#marks.size === 0 ? record.line : _packedLine(record.line, clientId, this.#marks);
+      this.#lines.set(_ownKey(clientId), line);
+    } else {
+      this.#toggle(bucket, clientId, stored);
+      // Kept whole for now, and packed by a later pass if it is still the client's line then (a client's line
+      // replaced within the pass's second is never packed). The map keeps its key, whatever string set() is given.
+      this.#lines.set(clientId, record.line);
+      if (this.#marks.size > 0) this.#toPack.push(clientId);
+    }
     this.digest.toggleIn(bucket, record.line);
     return true;
   }
