@@ -62,8 +62,9 @@ const _SWEEP_EVERY_MS = 1000;
 /** Records looked at per turn of a sweep: a few milliseconds' work, so a big store is swept without a stall. */
 const _SWEEP_SLICE = 20_000;
 /**
- * How often the store's lines stored since the last pass are packed, in
- * milliseconds: a client's line replaced sooner is never packed.
+ * How often the store's lines that replaced others since the last pass are
+ * packed, in milliseconds: a client's line replaced again sooner is never
+ * packed.
  */
 const _PACK_EVERY_MS = 1000;
 /** Lines packed per turn of a pass: about 6 ms of work here. */
@@ -681,7 +682,7 @@ export class HerdServer implements PeerHost {
     slice();
   }
 
-  /** Packs the lines stored since the last pass (LocationStore.pack), a slice per turn of the event loop. */
+  /** Packs the lines that replaced others since the last pass (LocationStore.pack), a slice per turn of the loop. */
   #packStore(): void {
     if (!this.store.startPacking()) return;
     const slice = () => {

@@ -232,3 +232,93 @@ Deno.test("LocationStore with the herd's server names sweeps expired lines, pack
   assert.equal(store.sweepExpired(10), 1);
   assert.deepEqual([...store.digest.words], empty);
 });
+
+Deno.test("LocationStore with the herd's server names gives back lines of long fields and long or non-ASCII IDs", () => {
+  const servers = ["Hill", "Hill", "Jaquez"]; // a name twice: one character for it
+  const plain = new LocationStore({ ttlS: 0 });
+  const packed = new LocationStore({ servers });
+  const records: LocationRecord[] = [];
+  const at = (server: string, client: string, location: string, time: string): LocationRecord => ({
+    line: ["AT", server, "+0.000000001", client, location, time].join(" "),
+    clientId: client,
+    clientTime: time,
+    location,
+  });
+  const ids = ["é".repeat(12), "é".repeat(13), "🥝".repeat(7), "x".repeat(14), "é".repeat(1025), "k".repeat(3000)];
+  // Fields of hundreds of characters (packed: more codes than the digest's first buffer), and lines too long to pack.
+  const locations = ["+1-2", `+1.${"3".repeat(300)}-2.${"4".repeat(301)}`, `+1.${"5".repeat(2000)}-2`];
+  for (const [i, id] of ids.entries()) {
+    for (const [j, location] of locations.entries()) {
+      for (const time of ["5", `5.${"0".repeat(j * 150)}1`, `1${"0".repeat(300_000 * (j === 2 ? 1 : 0))}`]) {
+        const r = at(i % 2 === 0 ? "Jaquez" : "Hill", id, location, time);
+        records.push(r);
+        assert.equal(packed.offer(r), plain.offer(r), r.line.slice(0, 80));
+        packed.startPacking();
+        while (packed.pack(2));
+      }
+    }
+    assert.equal(packed.lineOf(id), plain.lineOf(id));
+  }
+  // What alike() checks, but holds() only for the line itself and one change (these lines are long).
+  assert.deepEqual([...packed.lines()], [...plain.lines()]);
+  assert.deepEqual(packed.digest.words, plain.digest.words);
+  for (const id of ids) {
+    assert.deepEqual(packed.get(id), plain.get(id));
+    const held = plain.lineOf(id)!;
+    assert.equal(packed.holds(id, `${held} 7 500`, held.length), true);
+    const changed = held.slice(0, held.length - 2) + (held.endsWith("1") ? "2" : "1") + held.slice(-1);
+    assert.equal(packed.holds(id, changed, held.length), false);
+  }
+  assert.deepEqual([...packed.linesInBuckets(new Set(ids.map(bucketOf)))], [
+    ...plain.linesInBuckets(new Set(ids.map(bucketOf))),
+  ]);
+  // Lines of seven fields and of five (none the herd makes) are kept whole, and read as a whole-line store reads them.
+  for (const line of ["AT Hill +0.1 seven +1-2 5 6", "AT Hill +0.1 five +1-2"]) {
+    const [, , , clientId, location, clientTime] = line.split(" ");
+    const r = { line, clientId, location, clientTime };
+    assert.equal(packed.offer(r), plain.offer(r));
+    assert.equal(packed.isPacked(clientId), false);
+    assert.deepEqual(packed.get(clientId), plain.get(clientId));
+  }
+  assert.equal(packed.isPacked("é".repeat(12)), false, "a line of 300,000 digits is kept whole");
+  assert.equal(packed.isPacked("k".repeat(3000)), false);
+});
+
+Deno.test("LocationStore compares a client time with a packed one written otherwise (the point elsewhere) as numbers", () => {
+  const cases = [["100", "9.0", false, false], ["9.0", "100", true, false], ["5.0", "05", false, true]] as const;
+  for (const [held, offered, stored, later] of cases) {
+    for (const servers of [[], ["Hill"]]) {
+      const store = new LocationStore({ servers });
+      store.offer(record("kiwi", held));
+      assert.equal(store.offer(record("kiwi", offered)), stored, `${offered} after ${held}`);
+      assert.equal(store.offer(record("kiwi", "10.5")), later, `10.5 after ${held}, ${offered}`);
+    }
+  }
+});
+
+Deno.test("LocationStore with a TTL and the herd's server names leaves expired packed lines out of every read", () => {
+  let now = 100n * 1_000_000_000n;
+  const store = new LocationStore({ ttlS: 10, nowNs: () => now, servers: ["Hill"] });
+  store.offer(record("kiwi", "95"));
+  store.offer(record("apple", "97"));
+  store.offer(record("apple", "98")); // replaced: whole until a pass
+  assert.equal(store.isPacked("kiwi") && !store.isPacked("apple"), true);
+  now += 6_000_000_000n; // kiwi's 95 is 11 s old, apple's 98 8 s
+  assert.equal(store.get("kiwi"), undefined);
+  assert.deepEqual(store.get("apple"), record("apple", "98"));
+  assert.deepEqual([...store.lines()], [record("apple", "98").line]);
+  assert.deepEqual(
+    [...store.linesInBuckets(new Set([bucketOf("kiwi"), bucketOf("apple")]))],
+    [record("apple", "98").line],
+  );
+  // A sweep in the middle of a pass: the pass skips the client it took out.
+  store.offer(record("kiwi", "105"));
+  store.offer(record("kiwi", "96")); // older: refused
+  store.offer(record("pear", "99"));
+  store.offer(record("pear", "99.5"));
+  assert.equal(store.startPacking(), true);
+  now += 4_000_000_000n; // apple's 98 and pear's 99.5 now 12 and 10.5 s old
+  assert.equal(store.sweepExpired(10), 2);
+  assert.equal(store.pack(10), false);
+  assert.deepEqual([...store.lines()], [record("kiwi", "105").line]);
+});

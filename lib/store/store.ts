@@ -4,11 +4,12 @@
  * line is kept, one flat string per client (the cheapest `Map` layout
  * measured: docs/PERFORMANCE.md, scenario 6); the other fields are read
  * back from it on demand. With the herd's server names given, a line is
- * packed a while after it is stored (by {@linkcode LocationStore.pack}:
- * a client's line replaced in the meantime is never packed at all): without
- * the `AT `, the client ID (the key already holds it) and the server's name
- * (one character for it), its other fields two characters to a character,
- * and made whole again, to the byte, when it is read.
+ * packed: without the `AT `, the client ID (the key already holds it) and
+ * the server's name (one character for it), its other fields two
+ * characters to a character, and made whole again, to the byte, when it is
+ * read. A new client's line is packed as it is stored; a line that replaces
+ * another is packed by the next pass ({@linkcode LocationStore.pack}), if
+ * it is still the client's then.
  */
 
 import { nowNs } from "../clock.ts";
@@ -47,8 +48,14 @@ const _CODES = new Int8Array(128).fill(-1);
 for (let code = 0; code < _SYMBOLS.length; code++) _CODES[_SYMBOLS.charCodeAt(code)] = code;
 /** Each four-bit code's character code. */
 const _SYMBOL_CODES = Uint8Array.from(_SYMBOLS, (symbol) => symbol.charCodeAt(0));
-/** A packed line's fields as character codes, for the digest (reused; grown for a longer line). */
-let _units = new Uint8Array(128);
+/**
+ * The longest line packed, in characters: a longer one is kept whole
+ * (a packed line is made whole in one `String.fromCharCode.apply()`, whose
+ * arguments are bounded, and such lines are not the herd's).
+ */
+const _MAX_PACKED_LINE = 1024;
+/** A packed line's fields as character codes, for the digest (reused). */
+const _units = new Uint8Array(_MAX_PACKED_LINE);
 
 /**
  * A stored line in its packed form, or the line itself when it has none:
@@ -56,11 +63,12 @@ let _units = new Uint8Array(128);
  * characters of those fields to each character after the first (the
  * digits, signs, points and spaces they are made of have four-bit codes).
  * Made only from a line of the herd's own form (`AT`, server, difference,
- * client, location, time, joined by single spaces) whose fields after the
- * client have codes; the client must be `clientId`.
+ * client, location, time, joined by single spaces, {@linkcode _MAX_PACKED_LINE}
+ * characters at most) whose fields after the client have codes; the client
+ * must be `clientId`.
  */
 function _packedLine(line: string, clientId: string, marks: ReadonlyMap<string, number>): string {
-  if (!line.startsWith("AT ")) return line;
+  if (line.length > _MAX_PACKED_LINE || !line.startsWith("AT ")) return line;
   const afterServer = line.indexOf(" ", 3);
   if (afterServer < 0) return line;
   const mark = marks.get(line.slice(3, afterServer));
@@ -77,14 +85,19 @@ function _packedLine(line: string, clientId: string, marks: ReadonlyMap<string, 
   const gathered = new Array<number>(1 + (length + 1 >> 1));
   gathered[0] = mark;
   let code = 0;
+  let spaces = 0;
   for (let at = afterServer + 1; at < line.length; at = at === afterDifference ? afterClient + 1 : at + 1) {
     const character = line.charCodeAt(at);
     const symbol = character < 128 ? _CODES[character] : -1;
     if (symbol < 0) return line;
+    if (symbol === _SPACE) spaces++;
     if ((code & 1) === 0) gathered[1 + (code >> 1)] = symbol << 4 | _PAD;
     else gathered[1 + (code >> 1)] ^= _PAD ^ symbol;
     code++;
   }
+  // Six fields, no more and no fewer: the difference, the location and the time, with a space after each of the first
+  // two (the reads of a packed line take its fields so).
+  if (spaces !== 2) return line;
   // One flat string of one byte a character.
   return String.fromCharCode.apply(null, gathered);
 }
@@ -198,7 +211,11 @@ export class LocationStore {
   /** Each server's character code in a packed line, and the servers by that code less {@linkcode _FIRST_MARK}. */
   #marks = new Map<string, number>();
   #servers: string[] = [];
-  /** Clients stored since the last {@linkcode startPacking} (some twice), and those of the pass under way. */
+  /**
+   * Clients whose line was replaced since the last {@linkcode startPacking}
+   * (some twice), and those of the pass under way: the records' own IDs,
+   * each a slice of its record's line at most, kept until its pass.
+   */
   #toPack: string[] = [];
   #packing: string[] = [];
 
@@ -275,7 +292,6 @@ export class LocationStore {
     if (server === undefined) return this.digest.toggleIn(bucket, stored);
     // The fields' character codes, unpacked into a buffer kept for this (no string made).
     const length = _packedLength(stored);
-    if (_units.length < length) _units = new Uint8Array(2 * length);
     const units = _units;
     let afterDifference = -1;
     for (let code = 0; code < length; code++) {
@@ -352,7 +368,7 @@ export class LocationStore {
   offer(record: LocationRecord): boolean {
     const { clientId } = record;
     const stored = this.#lines.get(clientId);
-    // The time first (a packed line's unpacked alone); the whole line only for a tie.
+    // The time first (compared where it lies in a packed line); the whole line only for a tie.
     if (stored !== undefined) {
       const byTime = this.#compareTime(record.clientTime, stored);
       if (byTime < 0) return false;
@@ -384,10 +400,10 @@ export class LocationStore {
   }
 
   /**
-   * Starts a packing pass over the clients stored since the last one began
-   * (records stored from now on wait for the next), unless one is under
-   * way; returns whether one started. The caller then calls
-   * {@linkcode pack} until it returns false.
+   * Starts a packing pass over the clients whose line was replaced since
+   * the last one began (lines replaced from now on wait for the next),
+   * unless one is under way; returns whether one started. The caller then
+   * calls {@linkcode pack} until it returns false.
    */
   startPacking(): boolean {
     if (this.#packing.length > 0) return false;
