@@ -105,9 +105,10 @@ function _packedLine(line: string, clientId: string, marks: ReadonlyMap<string, 
 /**
  * A new client's ID as a string of its own, to be a key of the map: V8
  * makes a slice of 13 characters or more a view of the string it was cut
- * from (a client's whole read, or a peer's line), and a key kept that for
- * as long as its client was held (measured: 48 KiB a client, one new
- * client in each read of 600 IAMATs). Shorter slices are copies already.
+ * from (the line it came in: a client's, or the copy of a neighbour's), and
+ * a key kept that line for as long as its client was held (a million
+ * clients of 23-character IDs: 182 B a client, 167 B with the copy).
+ * Shorter slices are copies already.
  */
 function _ownKey(clientId: string): string {
   if (clientId.length < 13) return clientId;
