@@ -79,13 +79,12 @@ async function writeLocalConfig(
 /**
  * Removes the directory of a server run in the test's own process. Once,
  * in `.ci/run`, the removal right after such a server's shutdown failed
- * with "Directory not empty": something of the server's wrote there while
- * the directory was being removed. Not seen in ten rounds of a script
- * watching the directory after shutdown, on a quiet machine and a loaded
- * one; the cause is not known (`RecordLog.close()` terminates the store's
- * worker without waiting for its thread to end, one candidate). Tried again
- * for up to a second, saying which entries were left, so that the next
- * time shows where.
+ * with "Directory not empty". Its shutdown returns before the store's
+ * worker thread has ended its SQLite connection (`RecordLog.close()`
+ * terminates the worker without waiting): a server stopped 1-2 ms after it
+ * started still had its `-wal` and `-shm` files when `shutdown()` returned,
+ * gone 4 ms later (a throwaway script watching the directory). Tried again
+ * for up to a second, saying which entries were left.
  */
 async function removeServerDir(dir: string): Promise<void> {
   for (let attempt = 0;; attempt++) {
