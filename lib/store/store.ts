@@ -108,7 +108,8 @@ function _packedLine(line: string, clientId: string, marks: ReadonlyMap<string, 
  * from (the line it came in: a client's, or the copy of a neighbour's), and
  * a key kept that line for as long as its client was held (a million
  * clients of 23-character IDs: 182 B a client, 167 B with the copy).
- * Shorter slices are copies already.
+ * Shorter slices are copies already. Not `ownCopy()` (protocol.ts): its
+ * copy is handed out as a slice of it: a second string object a key.
  */
 function _ownKey(clientId: string): string {
   if (clientId.length < 13) return clientId;
