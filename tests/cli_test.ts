@@ -4,7 +4,7 @@ import assert from "node:assert/strict";
 import { DatabaseSync } from "node:sqlite";
 import { exchange, freePorts, HERD_TEST_PERMISSIONS, TestHerd } from "./testing/herd.ts";
 import { captureLogs } from "./testing/logs.ts";
-import { checkThroughout, delay, waitFor } from "./testing/wait.ts";
+import { checkThroughout, waitFor } from "./testing/wait.ts";
 import { loadConfig, parseConfig } from "../lib/config/config.ts";
 import { backupOutProblem, fetchBackup, FetchFailed } from "../lib/cli/backup.ts";
 import { makeCertificates } from "../lib/cli/certs.ts";
@@ -74,36 +74,6 @@ async function writeLocalConfig(
     }),
   );
   return path;
-}
-
-/**
- * Removes the directory of a server run in the test's own process. Once,
- * in `.ci/run`, the removal right after such a server's shutdown failed
- * with "Directory not empty". Its shutdown returns before the store's
- * worker thread has ended its SQLite connection (`RecordLog.close()`
- * terminates the worker without waiting): a server stopped 1-2 ms after it
- * started still had its `-wal` and `-shm` files when `shutdown()` returned,
- * gone 4 ms later (a throwaway script watching the directory). Tried again
- * for up to a second, saying which entries were left.
- */
-async function removeServerDir(dir: string): Promise<void> {
-  for (let attempt = 0;; attempt++) {
-    try {
-      return await Deno.remove(dir, { recursive: true });
-    } catch (error) {
-      if (attempt === 20 || !(error instanceof Error) || !error.message.includes("Directory not empty")) throw error;
-      if (attempt === 0) console.error(`${dir} not empty after its removal: ${[...entriesUnder(dir)].join(", ")}`);
-      await delay(50);
-    }
-  }
-}
-
-/** The paths under `dir`, as they are now. */
-function* entriesUnder(dir: string): Generator<string> {
-  for (const entry of Deno.readDirSync(dir)) {
-    yield `${dir}/${entry.name}`;
-    if (entry.isDirectory) yield* entriesUnder(`${dir}/${entry.name}`);
-  }
 }
 
 /** A Places provider that finds nothing, for servers started in the test's own process. */
@@ -809,7 +779,7 @@ Deno.test({
     }
   } finally {
     taken.close();
-    await removeServerDir(dir);
+    await Deno.remove(dir, { recursive: true });
   }
 });
 
@@ -844,7 +814,7 @@ Deno.test({
     try {
       taken.close();
     } catch { /* closed above */ }
-    await removeServerDir(dir);
+    await Deno.remove(dir, { recursive: true });
   }
 });
 
@@ -876,7 +846,7 @@ Deno.test({
       }
     }
   } finally {
-    await removeServerDir(dir);
+    await Deno.remove(dir, { recursive: true });
   }
 });
 
