@@ -1,6 +1,13 @@
 import assert from "node:assert/strict";
 import fc from "fast-check";
-import { type LineBatch, LineSplitter, LineStream, TextLineSplitter } from "../lib/net/line_stream.ts";
+import {
+  type ByteReader,
+  type LineBatch,
+  LineReader,
+  LineSplitter,
+  LineStream,
+  TextLineSplitter,
+} from "../lib/net/line_stream.ts";
 import { EventEmitter } from "node:events";
 import type { Socket } from "node:net";
 import { LineSocket } from "../lib/net/line_socket.ts";
@@ -224,6 +231,134 @@ Deno.test("LineStream is safe when the writer reuses its buffer", async () => {
   await writer.close();
   const batches = await reading;
   assert.deepEqual(batches.flatMap((batch) => texts(batch.lines)), ["one", "two", "three"]);
+});
+
+// LineReader
+
+/**
+ * A socket for {@linkcode LineReader}: each read takes what is left of the
+ * next chunk, as much as the buffer holds (the rest stays for the next
+ * read); then the end, or `error`. Records each read's buffer size.
+ */
+class FakeSocket implements ByteReader {
+  readonly bufferSizes: number[] = [];
+  /** Reads that have come back. */
+  answered = 0;
+  #chunks: Uint8Array[];
+  #error: Error | undefined;
+  /** Resolves the read waiting, when `hold` keeps reads waiting until `release()`. */
+  #held: (() => void) | undefined;
+  hold = false;
+
+  constructor(chunks: (string | Uint8Array)[], error?: Error) {
+    this.#chunks = chunks.map((chunk) => typeof chunk === "string" ? bytes(chunk) : chunk);
+    this.#error = error;
+  }
+
+  get reads(): number {
+    return this.bufferSizes.length;
+  }
+
+  async read(buffer: Uint8Array): Promise<number | null> {
+    this.bufferSizes.push(buffer.length);
+    if (this.hold) await new Promise<void>((resolve) => this.#held = resolve);
+    this.answered++;
+    const chunk = this.#chunks.shift();
+    if (chunk === undefined) {
+      if (this.#error !== undefined) throw this.#error;
+      return null;
+    }
+    const n = Math.min(chunk.length, buffer.length);
+    buffer.set(chunk.subarray(0, n));
+    if (n < chunk.length) this.#chunks.unshift(chunk.subarray(n));
+    return n;
+  }
+
+  release(): void {
+    this.#held?.();
+  }
+}
+
+/** Every batch `reader` gives until it ends. */
+async function readAll(reader: LineReader): Promise<LineBatch[]> {
+  const batches: LineBatch[] = [];
+  for (let batch = await reader.read(); batch !== null; batch = await reader.read()) batches.push(batch);
+  return batches;
+}
+
+Deno.test("LineReader gives the lines of each read that completes one, and a last line without its newline", async () => {
+  const socket = new FakeSocket(["IAMAT kiwi +34-118 1\nWHAT", "SAT kiwi 10 5\n", "ab", "cd", "\n\n", "last"]);
+  const reader = new LineReader(socket, 100);
+  const batches = await readAll(reader);
+  assert.deepEqual(batches.map((batch) => texts(batch.lines)), [
+    ["IAMAT kiwi +34-118 1"],
+    ["WHATSAT kiwi 10 5"],
+    ["abcd", ""],
+    ["last"],
+  ]);
+  assert.ok(batches.every((batch) => !batch.overflow));
+  assert.equal(socket.reads, 7, "one read per chunk, and the one that found the end");
+  assert.equal(await reader.read(), null, "and null again after the end");
+  assert.equal(socket.reads, 7);
+});
+
+Deno.test("LineReader reads the socket only when asked for a batch", async () => {
+  const socket = new FakeSocket(["one\ntwo\n", "three\n"]);
+  const reader = new LineReader(socket, 100);
+  assert.equal(socket.reads, 0);
+  assert.deepEqual(texts((await reader.read())!.lines), ["one", "two"]);
+  assert.equal(socket.reads, 1);
+  assert.deepEqual(texts((await reader.read())!.lines), ["three"]);
+  assert.equal(socket.reads, 2);
+});
+
+Deno.test("LineReader reads into 1 KiB until a read fills it, then into the whole buffer, and cuts lines alike", async () => {
+  // A one-command client's line, then pipelined lines of 3 KB, cut at every buffer's end.
+  const long = Array.from({ length: 40 }, (_, i) => `IAMAT client-${i} +34.068930-118.445127 ${"7".repeat(i * 60)}`);
+  const socket = new FakeSocket(["IAMAT kiwi +34-118 1\n", long.join("\n") + "\n"]);
+  const batches = await readAll(new LineReader(socket, 4096, 4096));
+  assert.deepEqual(batches.flatMap((batch) => texts(batch.lines)), ["IAMAT kiwi +34-118 1", ...long]);
+  assert.deepEqual(socket.bufferSizes.slice(0, 3), [1024, 1024, 4096], "grown once the second read filled 1 KiB");
+  assert.ok(socket.bufferSizes.slice(2).every((size) => size === 4096), `buffers: ${socket.bufferSizes}`);
+  // A buffer asked for under 1 KiB is never grown past it.
+  const small = new FakeSocket(["x".repeat(100) + "\n"]);
+  assert.deepEqual((await readAll(new LineReader(small, 200, 64))).flatMap((batch) => texts(batch.lines)), [
+    "x".repeat(100),
+  ]);
+  assert.ok(small.bufferSizes.every((size) => size === 64), `buffers: ${small.bufferSizes}`);
+});
+
+Deno.test("LineReader ends with an overflow batch when a line passes the cap, and reads no more", async () => {
+  const socket = new FakeSocket(["ok\n1234", "56789", "\nnever\n"]);
+  const reader = new LineReader(socket, 8);
+  const batches = await readAll(reader);
+  assert.deepEqual(batches.map((batch) => [texts(batch.lines), batch.overflow === true]), [[["ok"], false], [[], true]]);
+  assert.equal(socket.reads, 2);
+});
+
+Deno.test("LineReader.cancel() gives null to the read waiting on the socket, and to every read after", async () => {
+  const socket = new FakeSocket(["on", "e\n"]);
+  const reader = new LineReader(socket, 100);
+  socket.hold = true;
+  const waiting = reader.read();
+  await waitFor(() => socket.reads === 1, { what: "the socket read" });
+  await assert.rejects(reader.read(), /a read is already waiting/);
+  reader.cancel();
+  assert.equal(await waiting, null);
+  // The socket's read comes back after: what it read is given to no one, and the socket is not read again.
+  socket.hold = false;
+  socket.release();
+  await waitFor(() => socket.answered === 1, { what: "the socket read to come back" });
+  assert.equal(await reader.read(), null);
+  assert.equal(socket.reads, 1);
+});
+
+Deno.test("LineReader rejects the read waiting when the socket's read fails, then gives null", async () => {
+  const reset = new Deno.errors.ConnectionReset("Connection reset by peer (os error 104)");
+  const reader = new LineReader(new FakeSocket(["one\n", "tw"], reset), 100);
+  assert.deepEqual(texts((await reader.read())!.lines), ["one"]);
+  await assert.rejects(reader.read(), reset);
+  assert.equal(await reader.read(), null);
 });
 
 // TextLineSplitter

@@ -4,7 +4,7 @@
  */
 
 import { nowNs } from "../clock.ts";
-import { readLines } from "../net/line_stream.ts";
+import { LineReader } from "../net/line_stream.ts";
 import { cutForLog, log, quote } from "../logging.ts";
 import { traffic } from "../traffic_log.ts";
 import { commandIndex } from "../admin/metrics.ts";
@@ -63,7 +63,7 @@ export class ClientConnection {
   /** Settles once the connection is closed. */
   readonly done: Promise<void>;
   #conn: Deno.Conn;
-  #reader: ReadableStreamDefaultReader | undefined;
+  #reader: LineReader | undefined;
   #replies: ReplyQueue | undefined;
   #lastActive = performance.now();
   #closeReason: string | undefined;
@@ -82,7 +82,7 @@ export class ClientConnection {
 
   /** Stops reading commands; replies already owed are still written. */
   stop(): void {
-    this.#reader?.cancel().catch(() => {});
+    this.#reader?.cancel();
   }
 
   /** Milliseconds a reply has been waiting for the client to read it (see {@linkcode ReplyQueue.writeWaitMs}). */
@@ -127,13 +127,13 @@ export class ClientConnection {
       for (const reply of batch) traffic.event("client", `${quotedClient} > ${quote(cutForLog(_forLog(reply)))}`);
     }, budget);
     this.#replies = replies;
-    const reader = readLines(this.#conn, maxLineBytes).getReader();
+    const reader = new LineReader(this.#conn, maxLineBytes);
     this.#reader = reader;
     let reason = "closed its side";
     try {
       while (true) {
-        const { value, done } = await reader.read();
-        if (done) break;
+        const value = await reader.read();
+        if (value === null) break;
         const arrivedAt = performance.now();
         this.#lastActive = arrivedAt;
         const arrivedNs = nowNs();
@@ -165,7 +165,7 @@ export class ClientConnection {
     } catch (error) {
       reason = _closeReason(error);
     } finally {
-      reader.cancel().catch(() => {});
+      reader.cancel();
       this.abort();
     }
     traffic.event("client", `Client ${quotedClient} disconnected (${quote(this.#closeReason ?? reason)})`);
