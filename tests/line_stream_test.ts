@@ -332,7 +332,10 @@ Deno.test("LineReader ends with an overflow batch when a line passes the cap, an
   const socket = new FakeSocket(["ok\n1234", "56789", "\nnever\n"]);
   const reader = new LineReader(socket, 8);
   const batches = await readAll(reader);
-  assert.deepEqual(batches.map((batch) => [texts(batch.lines), batch.overflow === true]), [[["ok"], false], [[], true]]);
+  assert.deepEqual(batches.map((batch) => [texts(batch.lines), batch.overflow === true]), [[["ok"], false], [
+    [],
+    true,
+  ]]);
   assert.equal(socket.reads, 2);
 });
 
