@@ -6,7 +6,7 @@
  * replicating along a spanning tree of the same graph over mutually
  * authenticated TLS, with AOF; `redis_herd.ts`), a plain Redis
  * (persistence off), a bare Deno line echo, a single server for memory
- * and start-up, and the fake Places server; runs the seven scenarios of
+ * and start-up, and the fake Places server; runs the scenarios of
  * docs/PERFORMANCE.md; writes bench/results/latest.json, latest.md and two
  * SVG charts. Bounded to a few minutes.
  *
@@ -303,6 +303,48 @@ function medianOf(runs: Json[], metric: (run: Json) => number | undefined | null
 }
 
 const KEY = "bench-key";
+
+/** Client connections held open, idle, for scenario 9. */
+const IDLE_CONNECTIONS = 4000;
+
+/** Reads `conn` until a newline has come; throws if it closes first. */
+async function readLine(conn: Deno.Conn): Promise<void> {
+  const buffer = new Uint8Array(4096);
+  while (true) {
+    const n = await conn.read(buffer);
+    if (n === null) throw new Error("the connection closed before a line came back");
+    if (buffer.subarray(0, n).includes(10)) return;
+  }
+}
+
+/**
+ * Scenario 9: the resident memory an idle client connection costs the
+ * server `pid` on `port`. {@linkcode IDLE_CONNECTIONS} connections are
+ * opened and left idle, then `probe` is sent on the last and its answer
+ * read: a server accepts in order, so it has taken them all. The RSS before
+ * and after, over the connections.
+ */
+export async function idleConnections(port: number, pid: number, probe: string): Promise<Json> {
+  const conns: Deno.Conn[] = [];
+  try {
+    const before = await rssBytes(pid);
+    for (let i = 0; i < IDLE_CONNECTIONS; i++) conns.push(await Deno.connect({ hostname: "127.0.0.1", port }));
+    const last = conns.at(-1)!;
+    await last.write(new TextEncoder().encode(probe));
+    await readLine(last);
+    const after = await rssBytes(pid);
+    return {
+      connections: conns.length,
+      rss_before: before,
+      rss_after: after,
+      bytes_per_connection: (after - before) / conns.length,
+    };
+  } catch (error) {
+    return { error: `after ${conns.length} connections: ${(error as Error).message}` };
+  } finally {
+    for (const conn of conns) conn.close();
+  }
+}
 
 async function herdRr(ports: number[], connections: number, depth: number, extra: string[] = []): Promise<Json> {
   return await loadgen([
@@ -685,6 +727,25 @@ async function main(): Promise<void> {
   const startups = await measureStartups(solo, "Solo", loadgen);
   result.scenarios.startup = { runs_ms: startups, median_ms: median(startups) };
 
+  log(`scenario 9: ${IDLE_CONNECTIONS} idle client connections`);
+  await solo.start("Solo");
+  // Warmed as a server in use is: its connection path compiled, its heap grown.
+  for (let i = 0; i < 200; i++) await exchange(solo.port("Solo"), `IAMAT idle-warm-${i} +1+1 1\n`);
+  result.scenarios.idle = await idleConnections(solo.port("Solo"), solo.pid("Solo"), "IAMAT idle +1+1 1\n");
+  await solo.stop("Solo", "SIGTERM");
+  try {
+    const echo = await startEcho();
+    try {
+      for (let i = 0; i < 200; i++) await exchange(echo.port, "warm\n");
+      result.echo.idle = await idleConnections(echo.port, echo.pid, "idle\n");
+    } finally {
+      await echo.stop();
+    }
+  } catch (error) {
+    result.echo.idle = { error: (error as Error).message };
+  }
+  if (redis) result.redis.idle = await idleConnections(redis.port, redis.pid, "PING\r\n");
+
   log("scenario 6: memory with 1,000,000 clients");
   await Deno.remove(`${solo.dir}/data`, { recursive: true }).catch(() => {});
   await solo.start("Solo");
@@ -909,6 +970,12 @@ function barResults(result: Json): BarResult[] {
   ];
 }
 
+/** Scenario 9's figure for one server, or why there is none. */
+function idleText(idle: Json | undefined): string {
+  if (idle === undefined) return "not measured";
+  return idle.error === undefined ? fmt(idle.bytes_per_connection) : `not measured (${idle.error})`;
+}
+
 async function report(result: Json): Promise<void> {
   result.bars = barResults(result);
   const s = result.scenarios;
@@ -1048,6 +1115,11 @@ async function report(result: Json): Promise<void> {
     `7. Start-up: median ${fmt(s.startup.median_ms)} ms from process start to an accepting client port (${
       s.startup.runs_ms.map((v: number) => fmt(v)).join(", ")
     }).`,
+    `9. Idle client connections: ${idleText(s.idle)} resident bytes per connection of one server holding ${
+      fmt(s.idle?.connections ?? IDLE_CONNECTIONS)
+    } idle ones; the Deno echo (1 KiB read buffer) ${idleText(e.idle)}${
+      r.error ? "" : `, plain Redis ${idleText(r.idle)}`
+    }.`,
     ...(s.compaction
       ? [
         `Compaction at 1,000,000 clients (${fmt(s.compaction.rows)} rows, ${fmt(s.compaction.deleted)} deleted): ${
