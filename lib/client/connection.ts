@@ -1,5 +1,5 @@
 /**
- * One client connection: lines from the socket go through the line stream
+ * One client connection: lines from the socket go through the line reader
  * to the router, and replies go back in order through the reply queue.
  */
 

@@ -292,14 +292,20 @@ export class LineReader {
   #onRead = (n: number | null): void => {
     // Cancelled meanwhile: the read waiting has been given null.
     if (this.#resolve === undefined) return;
-    if (n === null) {
-      this.#ended = true;
-      const last = this.#splitter.end();
-      return this.#settle(last === null ? null : { lines: [last] });
+    let batch: LineBatch;
+    try {
+      if (n === null) {
+        this.#ended = true;
+        const last = this.#splitter.end();
+        return this.#settle(last === null ? null : { lines: [last] });
+      }
+      batch = this.#splitter.push(this.#buffer.subarray(0, n));
+      // Split (copied out) before the buffer is read into again, or replaced.
+      if (n === this.#buffer.length && n < this.#bufferBytes) this.#buffer = new Uint8Array(this.#bufferBytes);
+    } catch (error) {
+      // Out of memory, say: the read waiting fails, as a failed socket read would, rather than the promise chain.
+      return this.#onError(error);
     }
-    const batch = this.#splitter.push(this.#buffer.subarray(0, n));
-    // Split (copied out) before the buffer is read into again, or replaced.
-    if (n === this.#buffer.length && n < this.#bufferBytes) this.#buffer = new Uint8Array(this.#bufferBytes);
     if (batch.overflow) this.#ended = true;
     if (batch.lines.length > 0 || batch.overflow) return this.#settle(batch);
     this.#readSocket();
