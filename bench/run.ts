@@ -307,13 +307,15 @@ const KEY = "bench-key";
 /** Client connections held open, idle, for scenario 9. */
 const IDLE_CONNECTIONS = 4000;
 
-/** Reads `conn` until a newline has come; throws if it closes first. */
-async function readLine(conn: Deno.Conn): Promise<void> {
+/** Reads `conn` until a newline has come, and returns what came; throws if it closes first. */
+async function readLine(conn: Deno.Conn): Promise<string> {
   const buffer = new Uint8Array(4096);
+  let text = "";
   while (true) {
     const n = await conn.read(buffer);
     if (n === null) throw new Error("the connection closed before a line came back");
-    if (buffer.subarray(0, n).includes(10)) return;
+    text += decoder.decode(buffer.subarray(0, n));
+    if (text.includes("\n")) return text;
   }
 }
 
@@ -321,17 +323,19 @@ async function readLine(conn: Deno.Conn): Promise<void> {
  * Scenario 9: the resident memory an idle client connection costs the
  * server `pid` on `port`. {@linkcode IDLE_CONNECTIONS} connections are
  * opened and left idle, then `probe` is sent on the last and its answer
- * read: a server accepts in order, so it has taken them all. The RSS before
- * and after, over the connections.
+ * read, which must start with `answer` (a server past its limit of clients
+ * says so instead): a server accepts in order, so it has taken them all.
+ * The RSS before and after, over the connections.
  */
-export async function idleConnections(port: number, pid: number, probe: string): Promise<Json> {
+export async function idleConnections(port: number, pid: number, probe: string, answer: string): Promise<Json> {
   const conns: Deno.Conn[] = [];
   try {
     const before = await rssBytes(pid);
     for (let i = 0; i < IDLE_CONNECTIONS; i++) conns.push(await Deno.connect({ hostname: "127.0.0.1", port }));
     const last = conns.at(-1)!;
     await last.write(new TextEncoder().encode(probe));
-    await readLine(last);
+    const said = await readLine(last);
+    if (!said.startsWith(answer)) throw new Error(`the last one was answered ${JSON.stringify(said.slice(0, 100))}`);
     const after = await rssBytes(pid);
     return {
       connections: conns.length,
@@ -731,20 +735,20 @@ async function main(): Promise<void> {
   await solo.start("Solo");
   // Warmed as a server in use is: its connection path compiled, its heap grown.
   for (let i = 0; i < 200; i++) await exchange(solo.port("Solo"), `IAMAT idle-warm-${i} +1+1 1\n`);
-  result.scenarios.idle = await idleConnections(solo.port("Solo"), solo.pid("Solo"), "IAMAT idle +1+1 1\n");
+  result.scenarios.idle = await idleConnections(solo.port("Solo"), solo.pid("Solo"), "IAMAT idle +1+1 1\n", "AT Solo ");
   await solo.stop("Solo", "SIGTERM");
   try {
     const echo = await startEcho();
     try {
       for (let i = 0; i < 200; i++) await exchange(echo.port, "warm\n");
-      result.echo.idle = await idleConnections(echo.port, echo.pid, "idle\n");
+      result.echo.idle = await idleConnections(echo.port, echo.pid, "idle\n", "idle\n");
     } finally {
       await echo.stop();
     }
   } catch (error) {
     result.echo.idle = { error: (error as Error).message };
   }
-  if (redis) result.redis.idle = await idleConnections(redis.port, redis.pid, "PING\r\n");
+  if (redis) result.redis.idle = await idleConnections(redis.port, redis.pid, "PING\r\n", "+PONG");
 
   log("scenario 6: memory with 1,000,000 clients");
   await Deno.remove(`${solo.dir}/data`, { recursive: true }).catch(() => {});
