@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import { DatabaseSync } from "node:sqlite";
-import { makePrivateDirectory } from "../lib/private_files.ts";
+import { makePrivateDirectory, pathExists } from "../lib/private_files.ts";
 import {
   CorruptDatabaseError,
   DatabaseInUseError,
@@ -23,12 +23,13 @@ function record(client: string, time: string, server = "Hill"): LocationRecord {
   };
 }
 
-/** A database at `path` whose table holds `lines`, written by hand, one row each, in order. */
+/** A database at `path` whose table holds `lines`, written by hand, one row each, in order, in one transaction. */
 function writeRows(path: string, lines: string[]): void {
   const db = new DatabaseSync(path);
-  db.exec("CREATE TABLE records (line TEXT NOT NULL)");
+  db.exec("CREATE TABLE records (line TEXT NOT NULL); BEGIN");
   const insert = db.prepare("INSERT INTO records VALUES (?)");
   for (const line of lines) insert.run(line);
+  db.exec("COMMIT");
   db.close();
 }
 
@@ -96,17 +97,6 @@ Deno.test({
     assert.deepEqual(rows.map((row) => row.line), [record("x", "7").line]);
     log.close();
   }));
-
-/** Whether a file is at `path`. */
-function existsSync(path: string): boolean {
-  try {
-    Deno.statSync(path);
-    return true;
-  } catch (error) {
-    if (error instanceof Deno.errors.NotFound) return false;
-    throw error;
-  }
-}
 
 /** The lines the table holds, read over a connection of the test's own. */
 function tableLines(path: string): string[] {
@@ -533,7 +523,7 @@ Deno.test({
       for (let round = 0; round < 5; round++) {
         // A new database each time: the worker's first checkpoint makes it grow.
         const path = `${dir}/${wait ?? "at-once"}-${round}.db`;
-        const leftBeside = () => [`${path}-wal`, `${path}-shm`].filter((file) => existsSync(file));
+        const leftBeside = () => [`${path}-wal`, `${path}-shm`].filter((file) => pathExists(file));
         const { log } = RecordLog.open(path);
         const created = Deno.statSync(path).size;
         if (wait === "tick") await delay(0);
@@ -555,20 +545,9 @@ Deno.test({
   permissions: PERMISSIONS,
 }, () =>
   withDir(async (dir) => {
-    const path = `${dir}/A.db`;
     const clients = 60_000;
     const greatest = (time: number) => Array.from({ length: clients }, (_, c) => record(`client-${c}`, String(time)));
-    /** Three rows a client, the table emptied first. */
-    const fill = () => {
-      const db = new DatabaseSync(path);
-      db.exec("PRAGMA journal_mode = WAL; CREATE TABLE IF NOT EXISTS records (line TEXT NOT NULL)");
-      const insert = db.prepare("INSERT INTO records (line) VALUES (?)");
-      db.exec("BEGIN; DELETE FROM records");
-      for (let time = 1; time <= 3; time++) for (const { line } of greatest(time)) insert.run(line);
-      db.exec("COMMIT");
-      db.close();
-    };
-    const rowCount = () => {
+    const rowCount = (path: string) => {
       const reader = new DatabaseSync(path, { readOnly: true });
       try {
         return (reader.prepare("SELECT count(*) AS n FROM records").get() as { n: number }).n;
@@ -578,16 +557,18 @@ Deno.test({
     };
     // In its scan (the close asked before it has read a page), then in its deletes (the first transaction done).
     for (const when of ["scan", "deletes"] as const) {
-      fill();
+      // Three rows a client.
+      const path = `${dir}/${when}.db`;
+      writeRows(path, [1, 2, 3].flatMap((time) => greatest(time).map((r) => r.line)));
       const { log } = RecordLog.open(path);
       await waitFor(() => log.compact(), { what: "the worker to take a compaction" });
       if (when === "deletes") {
-        await waitFor(() => rowCount() < 3 * clients, { stepMs: 2, what: "the compaction's first delete" });
+        await waitFor(() => rowCount(path) < 3 * clients, { stepMs: 2, what: "the compaction's first delete" });
       }
       log.close();
       // Before the count's read-only connection, which leaves a -wal and -shm of its own.
-      assert.equal(existsSync(`${path}-wal`), false);
-      const rows = rowCount();
+      assert.equal(pathExists(`${path}-wal`), false);
+      const rows = rowCount(path);
       if (when === "scan") assert.equal(rows, 3 * clients, "nothing deleted");
       else assert.ok(rows > clients && rows < 3 * clients, `stopped part-way: ${rows} rows left`);
       const reopened = RecordLog.open(path);
@@ -603,12 +584,7 @@ Deno.test({
   withDir(async (dir) => {
     const path = `${dir}/A.db`;
     const clients = 100_000;
-    const db = new DatabaseSync(path);
-    db.exec("CREATE TABLE records (line TEXT NOT NULL); BEGIN");
-    const insert = db.prepare("INSERT INTO records (line) VALUES (?)");
-    for (let c = 0; c < clients; c++) insert.run(record(`client-${c}`, "1").line);
-    db.exec("COMMIT");
-    db.close();
+    writeRows(path, Array.from({ length: clients }, (_, c) => record(`client-${c}`, "1").line));
     const { log } = RecordLog.open(path);
     // The worker is made on a 0 ms timer; it takes the backup once its connection is open.
     await log.append(record("last", "1"));
@@ -616,7 +592,7 @@ Deno.test({
     const taking = log.backup(`${dir}/copy.db`);
     log.close();
     await assert.rejects(taking, /the database was closed/);
-    assert.equal(existsSync(`${path}-wal`), false);
+    assert.equal(pathExists(`${path}-wal`), false);
     const reopened = RecordLog.open(path);
     reopened.log.close();
     assert.equal(reopened.records.length, clients + 1);
