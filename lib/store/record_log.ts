@@ -59,8 +59,9 @@ const _TURN_WAIT_MS = 100;
  * How long {@linkcode RecordLog.close} waits for the store's worker to close
  * its connection, in milliseconds. The whole close took 1.3-2.3 ms with the
  * worker idle, 6 ms in a compaction's scan of 180,000 rows (it stops at its
- * next page or batch). A backup being taken runs to its end first (the
- * connection cannot be closed under it: 0.2 s for 51 MB, 0.8 s for 260 MB)
+ * next page or batch). A backup being taken runs to its end first (closing
+ * the connection under it is not known to be safe; a backup took 0.2 s for
+ * 51 MB, 0.8 s for 260 MB)
  * and is then reported failed, its outcome said after the close; a server
  * never closes with one under way, as it stops its admin port, which takes
  * the backups, first. Past the wait, the worker is ended without it, as a
@@ -344,7 +345,7 @@ function _storeWorker(): void {
   };
   /**
    * Closes our connection once the work in hand is over (a compaction stops at its next page or batch; a backup runs
-   * to its end, as closing the connection under it is not safe) and tells the server's thread, which waits for it.
+   * to its end: closing the connection under it is not known to be safe) and tells the server's thread, which waits for it.
    */
   const close = async () => {
     clearInterval(interval);
