@@ -555,7 +555,7 @@ Deno.test({
         reader.close();
       }
     };
-    // In its scan (the close asked before it has read a page), then in its deletes (the first transaction done).
+    // In its scan (the close asked as it starts to read), then in its deletes (once the first transaction is done).
     for (const when of ["scan", "deletes"] as const) {
       // Three rows a client.
       const path = `${dir}/${when}.db`;
