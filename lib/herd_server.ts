@@ -668,27 +668,33 @@ export class HerdServer implements PeerHost {
     }
   }
 
+  /**
+   * Runs `slice` now, and again a turn of the event loop later for as long
+   * as it says there is more and the server is not stopping; then `done`.
+   */
+  #slicePerTurn(slice: () => boolean, done?: () => void): void {
+    const turn = () => {
+      if (slice() && !this.#stopping) setTimeout(turn, 0);
+      else done?.();
+    };
+    turn();
+  }
+
   /** Sweeps expired records out of the store, a slice per turn of the event loop, until the store is done. */
   #sweepExpired(): void {
     if (this.store.sweeping) return;
     let removed = 0;
-    const slice = () => {
+    this.#slicePerTurn(() => {
       removed += this.store.sweepExpired(_SWEEP_SLICE);
-      if (this.store.sweeping && !this.#stopping) setTimeout(slice, 0);
-      else if (removed > 0) {
-        log.server.info("Removed {count} expired records (records.ttlS)", { count: removed });
-      }
-    };
-    slice();
+      return this.store.sweeping;
+    }, () => {
+      if (removed > 0) log.server.info("Removed {count} expired records (records.ttlS)", { count: removed });
+    });
   }
 
   /** Packs the lines that replaced others since the last pass (LocationStore.pack), a slice per turn of the loop. */
   #packStore(): void {
-    if (!this.store.startPacking()) return;
-    const slice = () => {
-      if (this.store.pack(_PACK_SLICE) && !this.#stopping) setTimeout(slice, 0);
-    };
-    slice();
+    if (this.store.startPacking()) this.#slicePerTurn(() => this.store.pack(_PACK_SLICE));
   }
 
   /**
