@@ -99,8 +99,8 @@ const _CATCH_UP_PASSES = 3;
 
 /**
  * The fewest consecutive rowids a compaction deletes as one range rather than
- * one by one: 35-45% less time for the deletes where most rows are
- * superseded (docs/PERFORMANCE.md), the same where they are scattered.
+ * one by one: about 40% less time in the deletes where most rows are
+ * superseded, the same where they are scattered (docs/PERFORMANCE.md).
  */
 const _RANGE_ROWS = 8;
 
