@@ -8,7 +8,7 @@ import assert from "node:assert/strict";
 import { startFakePlaces } from "./testing/fake_places.ts";
 import { exchange, HERD_TEST_PERMISSIONS, TestHerd, type TestHerdOptions } from "./testing/herd.ts";
 import { writeAll } from "../lib/net/write.ts";
-import { waitFor } from "./testing/wait.ts";
+import { delay, waitFor } from "./testing/wait.ts";
 
 /** No key is given, so WHATSAT answers from offline GeoNames data and this URL is never called. */
 const NOWHERE = "http://127.0.0.1:9/unused";
@@ -202,6 +202,26 @@ Deno.test({
     await work;
     worker.close();
   }
+});
+
+Deno.test({
+  name: "a client sending one line a byte at a time for longer than limits.idleTimeoutMs is answered, not closed as idle",
+  permissions: HERD_TEST_PERMISSIONS,
+}, async () => {
+  await using herd = await soloHerd({ extra: { limits: { idleTimeoutMs: 1000 } } });
+  await herd.start("Solo");
+  using conn = await Deno.connect({ hostname: "127.0.0.1", port: herd.port("Solo") });
+  const line = new TextEncoder().encode("IAMAT trickle +1+1 1700000000\n");
+  // 30 bytes, one every 100 ms: three idle timeouts in all, and never one without a byte. A write to a connection the
+  // server closed fails, and so does the read below.
+  for (const byte of line) {
+    await conn.write(Uint8Array.of(byte));
+    await delay(100);
+  }
+  const buffer = new Uint8Array(1024);
+  const n = await conn.read(buffer);
+  assert.match(new TextDecoder().decode(buffer.subarray(0, n ?? 0)), /^AT Solo \S+ trickle \+1\+1 1700000000\n$/);
+  assert.doesNotMatch(await herd.log("Solo"), /idle for 1000 ms/);
 });
 
 Deno.test({

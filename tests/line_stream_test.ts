@@ -288,7 +288,8 @@ async function readAll(reader: LineReader): Promise<LineBatch[]> {
 
 Deno.test("LineReader gives the lines of each read that completes one, and a last line without its newline", async () => {
   const socket = new FakeSocket(["IAMAT kiwi +34-118 1\nWHAT", "SAT kiwi 10 5\n", "ab", "cd", "\n\n", "last"]);
-  const reader = new LineReader(socket, 100);
+  let partial = 0;
+  const reader = new LineReader(socket, 100, undefined, () => partial++);
   const batches = await readAll(reader);
   assert.deepEqual(batches.map((batch) => texts(batch.lines)), [
     ["IAMAT kiwi +34-118 1"],
@@ -298,6 +299,7 @@ Deno.test("LineReader gives the lines of each read that completes one, and a las
   ]);
   assert.ok(batches.every((batch) => !batch.overflow));
   assert.equal(socket.reads, 7, "one read per chunk, and the one that found the end");
+  assert.equal(partial, 3, "reads of bytes that complete no line are told: ab, cd and last");
   assert.equal(await reader.read(), null, "and null again after the end");
   assert.equal(socket.reads, 7);
 });

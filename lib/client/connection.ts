@@ -127,7 +127,9 @@ export class ClientConnection {
       for (const reply of batch) traffic.event("client", `${quotedClient} > ${quote(cutForLog(_forLog(reply)))}`);
     }, budget);
     this.#replies = replies;
-    const reader = new LineReader(this.#conn, maxLineBytes);
+    // Bytes of a line still coming count as activity too, as any bytes read do for Redis's `timeout`: a client that
+    // sends a long line slowly is not idle.
+    const reader = new LineReader(this.#conn, maxLineBytes, undefined, () => this.#lastActive = performance.now());
     this.#reader = reader;
     let reason = "closed its side";
     try {

@@ -250,17 +250,23 @@ export class LineReader {
   #splitter: LineSplitter;
   #buffer: Uint8Array;
   #bufferBytes: number;
+  /** Told of each read that completes no line (bytes of a line still coming: the client is not idle). */
+  #onPartial: (() => void) | undefined;
   /** Set at the end of the input, an overflow, a failed read, or {@linkcode cancel}: every read then gives null. */
   #ended = false;
   /** The read waiting for a batch, settled once. */
   #resolve: ((batch: LineBatch | null) => void) | undefined;
   #reject: ((error: unknown) => void) | undefined;
 
-  /** Lines longer than `maxLineBytes` (without `\n`) end the input with an overflowing batch. */
-  constructor(conn: ByteReader, maxLineBytes: number, bufferBytes = 16 * 1024) {
+  /**
+   * Lines longer than `maxLineBytes` (without `\n`) end the input with an overflowing batch. `onPartial` is called
+   * for each read that brings bytes but completes no line.
+   */
+  constructor(conn: ByteReader, maxLineBytes: number, bufferBytes = 16 * 1024, onPartial?: () => void) {
     this.#conn = conn;
     this.#splitter = new LineSplitter(maxLineBytes);
     this.#bufferBytes = bufferBytes;
+    this.#onPartial = onPartial;
     this.#buffer = new Uint8Array(Math.min(_FIRST_BUFFER_BYTES, bufferBytes));
   }
 
@@ -308,6 +314,7 @@ export class LineReader {
     }
     if (batch.overflow) this.#ended = true;
     if (batch.lines.length > 0 || batch.overflow) return this.#settle(batch);
+    if (n > 0) this.#onPartial?.();
     this.#readSocket();
   };
 
