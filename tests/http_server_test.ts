@@ -1,34 +1,241 @@
-/** ResilientHttpServer: Deno.serve served again after its accepting fails, with a doubling pause, until shut down. */
+/**
+ * ResilientHttpServer, the admin port's and the dashboard's HTTP endpoint: its connection cap, request deadline, head
+ * and body limits, answers written whole, and its accept loop that lives on after a failed accept.
+ */
 
 import assert from "node:assert/strict";
-import { FIRST_RETRY_MS, ResilientHttpServer } from "../lib/net/http_server.ts";
+import { FIRST_RETRY_MS, type HttpLimits, ResilientHttpServer } from "../lib/net/http_server.ts";
 import { waitFor } from "./testing/wait.ts";
 
-/** A stand-in for Deno.serve: each server's accepting can be failed by hand; `refusals` serves throw first. */
-function fakeServe(refusals: number) {
-  const servers: { fail: (error: Error) => void; finished: Promise<void>; shutdowns: number }[] = [];
-  let calls = 0;
-  const serve = (options: Deno.ServeTcpOptions): Deno.HttpServer<Deno.NetAddr> => {
-    calls++;
-    if (calls > 1 && refusals-- > 0) throw new Error("Too many open files (os error 24)");
-    let fail!: (error: Error) => void;
-    const finished = new Promise<void>((_, reject) => fail = reject);
-    const entry = { fail, finished, shutdowns: 0 };
-    servers.push(entry);
-    return {
-      addr: { transport: "tcp", hostname: options.hostname!, port: options.port === 0 ? 4321 : options.port! },
-      finished,
-      shutdown: () => {
-        entry.shutdowns++;
-        return Promise.resolve();
-      },
-    } as unknown as Deno.HttpServer<Deno.NetAddr>;
-  };
-  return { serve, servers, calls: () => calls };
+const PERMISSIONS: Deno.PermissionOptionsObject = { net: ["127.0.0.1"] };
+const encoder = new TextEncoder();
+const decoder = new TextDecoder();
+
+function start(
+  handler: (request: Request) => Response | Promise<Response> = () => new Response("ok\n"),
+  limits: Partial<HttpLimits> = {},
+): ResilientHttpServer {
+  return new ResilientHttpServer({
+    hostname: "127.0.0.1",
+    port: 0,
+    onFailure: (error) => assert.fail(`a failure reported: ${error.message}`),
+    onRecovered: () => assert.fail("recovered without a failure"),
+    limits,
+  }, handler);
 }
 
-Deno.test("ResilientHttpServer serves again on the same address after its accepting fails, pausing longer each time", async () => {
-  const fake = fakeServe(2);
+/** Everything the server sends on `conn` until it closes it. */
+async function readToEnd(conn: Deno.Conn): Promise<string> {
+  const chunks: string[] = [];
+  const buffer = new Uint8Array(64 * 1024);
+  try {
+    for (let n = await conn.read(buffer); n !== null; n = await conn.read(buffer)) {
+      chunks.push(decoder.decode(buffer.subarray(0, n), { stream: true }));
+    }
+  } catch { /* reset */ }
+  return chunks.join("");
+}
+
+async function raw(port: number, request: string): Promise<string> {
+  using conn = await Deno.connect({ hostname: "127.0.0.1", port });
+  await conn.write(encoder.encode(request));
+  return await readToEnd(conn);
+}
+
+Deno.test({
+  name: "ResilientHttpServer answers one request per connection with its length, and closes it",
+  permissions: PERMISSIONS,
+}, async () => {
+  const seen: { method: string; url: string; body: string }[] = [];
+  const server = start(async (request) => {
+    seen.push({ method: request.method, url: request.url, body: await request.text() });
+    return new Response("héllo\n", { status: 201, headers: { "x-one": "1" } });
+  });
+  try {
+    const answer = await raw(
+      server.addr.port,
+      "POST /path?q=1 HTTP/1.1\r\nHost: example.test:99\r\nContent-Length: 5\r\n\r\nabcde",
+    );
+    assert.equal(
+      answer,
+      "HTTP/1.1 201 Created\r\ncontent-type: text/plain;charset=UTF-8\r\nx-one: 1\r\nconnection: close\r\n" +
+        "content-length: 7\r\n\r\nhéllo\n",
+    );
+    // The URL from the Host header as sent, as Deno.serve makes it.
+    assert.deepEqual(seen, [{ method: "POST", url: "http://example.test:99/path?q=1", body: "abcde" }]);
+    // fetch() too, twice: nothing is kept alive to be reused.
+    for (let i = 0; i < 2; i++) {
+      const response = await fetch(`http://127.0.0.1:${server.addr.port}/again`);
+      assert.equal(await response.text(), "héllo\n");
+    }
+    const head = await raw(server.addr.port, "HEAD / HTTP/1.1\r\nHost: x\r\n\r\n");
+    assert.match(head, /^HTTP\/1\.1 201 Created\r\n[^]*content-length: 7\r\n\r\n$/);
+  } finally {
+    await server.shutdown();
+  }
+});
+
+Deno.test({
+  name: "ResilientHttpServer streams a body of a given length, and an event stream until it ends",
+  permissions: PERMISSIONS,
+}, async () => {
+  let events!: ReadableStreamDefaultController<Uint8Array>;
+  const server = start((request) => {
+    if (request.url.endsWith("/file")) {
+      const body = ReadableStream.from([encoder.encode("ab"), encoder.encode("cd")]);
+      return new Response(body, { headers: { "content-length": "4" } });
+    }
+    return new Response(new ReadableStream({ start: (controller) => events = controller }), {
+      headers: { "content-type": "text/event-stream" },
+    });
+  });
+  try {
+    assert.match(
+      await raw(server.addr.port, "GET /file HTTP/1.1\r\nHost: x\r\n\r\n"),
+      /content-length: 4\r\n\r\nabcd$/,
+    );
+    const conn = await Deno.connect({ hostname: "127.0.0.1", port: server.addr.port });
+    await conn.write(encoder.encode("GET /events HTTP/1.1\r\nHost: x\r\n\r\n"));
+    const all = readToEnd(conn);
+    await waitFor(() => events !== undefined, { what: "the event stream to start" });
+    events.enqueue(encoder.encode("data: 1\n\n"));
+    events.enqueue(encoder.encode("data: 2\n\n"));
+    events.close();
+    const answer = await all;
+    conn.close();
+    assert.doesNotMatch(answer, /content-length/);
+    assert.match(answer, /\r\n\r\ndata: 1\n\ndata: 2\n\n$/);
+  } finally {
+    await server.shutdown();
+  }
+});
+
+Deno.test({
+  name: "ResilientHttpServer past maxConnections closes the oldest connection whose request is still being read, " +
+    "and answers 503 when every one is being answered",
+  permissions: PERMISSIONS,
+}, async () => {
+  const waiting: (() => void)[] = [];
+  const server = start(async (request) => {
+    if (request.url.endsWith("/slow")) await new Promise<void>((resolve) => waiting.push(resolve));
+    return new Response("ok\n");
+  }, { maxConnections: 3 });
+  const held: Deno.Conn[] = [];
+  try {
+    for (let i = 0; i < 3; i++) {
+      const conn = await Deno.connect({ hostname: "127.0.0.1", port: server.addr.port });
+      await conn.write(encoder.encode("GET / HTTP/1.1\r\n")); // half a head
+      held.push(conn);
+    }
+    await waitFor(() => server.connections === 3, { what: "three connections open" });
+    const oldest = readToEnd(held[0]);
+    assert.match(await raw(server.addr.port, "GET / HTTP/1.1\r\nHost: x\r\n\r\n"), /^HTTP\/1\.1 200 OK\r\n[^]*ok\n$/);
+    assert.equal(await oldest, "", "the oldest half-sent request gave way, unanswered");
+    for (const conn of held) conn.close();
+    held.length = 0;
+    await waitFor(() => server.connections === 0, { what: "the closed ones to leave" });
+    // Three requests being answered: a fourth is refused, and served once one of them is done.
+    const slow = [0, 1, 2].map(() => raw(server.addr.port, "GET /slow HTTP/1.1\r\n\r\n"));
+    await waitFor(() => waiting.length === 3, { what: "three requests in the handler" });
+    assert.match(await raw(server.addr.port, "GET / HTTP/1.1\r\n\r\n"), /^HTTP\/1\.1 503 Service Unavailable\r\n/);
+    waiting.shift()!();
+    await waitFor(() => server.connections === 2, { what: "the answered one to leave" });
+    assert.match(await raw(server.addr.port, "GET / HTTP/1.1\r\n\r\n"), /^HTTP\/1\.1 200 /);
+    for (const release of waiting) release();
+    await Promise.all(slow);
+  } finally {
+    for (const conn of held) conn.close();
+    await server.shutdown();
+  }
+});
+
+Deno.test({
+  name: "ResilientHttpServer closes a connection whose request has not come whole within requestTimeoutMs",
+  permissions: PERMISSIONS,
+}, async () => {
+  const server = start(undefined, { requestTimeoutMs: 300 });
+  try {
+    for (const partial of ["", "GET / HTTP/1.1\r\nHost: x\r\n", "POST / HTTP/1.1\r\nContent-Length: 9\r\n\r\nabc"]) {
+      const conn = await Deno.connect({ hostname: "127.0.0.1", port: server.addr.port });
+      const started = performance.now();
+      if (partial !== "") await conn.write(encoder.encode(partial));
+      assert.equal(await readToEnd(conn), "", "closed with no answer");
+      const ms = performance.now() - started;
+      conn.close();
+      assert.ok(ms >= 250 && ms < 5_000, `closed after ${Math.round(ms)} ms`);
+    }
+    await waitFor(() => server.connections === 0, { what: "no connection left open" });
+  } finally {
+    await server.shutdown();
+  }
+});
+
+Deno.test({
+  name: "ResilientHttpServer refuses a head over maxHeadBytes (431), a body over maxBodyBytes (413), a chunked one " +
+    "(411) and a bad request line (400), without asking the handler",
+  permissions: PERMISSIONS,
+}, async () => {
+  let asked = 0;
+  const server = start(() => {
+    asked++;
+    return new Response("ok\n");
+  }, { maxHeadBytes: 1024, maxBodyBytes: 10 });
+  try {
+    const port = server.addr.port;
+    assert.match(await raw(port, `GET / HTTP/1.1\r\nX-Big: ${"a".repeat(2000)}\r\n\r\n`), /^HTTP\/1\.1 431 /);
+    assert.match(await raw(port, "POST / HTTP/1.1\r\nContent-Length: 11\r\n\r\n"), /^HTTP\/1\.1 413 /);
+    assert.match(await raw(port, "POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n"), /^HTTP\/1\.1 411 /);
+    assert.match(await raw(port, "GET /  HTTP/1.1\r\n\r\n"), /^HTTP\/1\.1 400 /);
+    assert.match(await raw(port, "GET http://elsewhere/ HTTP/1.1\r\n\r\n"), /^HTTP\/1\.1 400 /);
+    assert.match(await raw(port, "GET / HTTP/1.1\r\nbad header\r\n\r\n"), /^HTTP\/1\.1 400 /);
+    assert.match(await raw(port, "GET / HTTP/1.1\r\nContent-Length: -1\r\n\r\n"), /^HTTP\/1\.1 400 /);
+    assert.equal(asked, 0);
+    // Within the limits, answered.
+    assert.match(await raw(port, "POST / HTTP/1.1\r\nContent-Length: 10\r\n\r\n0123456789"), /^HTTP\/1\.1 200 /);
+    assert.equal(asked, 1);
+  } finally {
+    await server.shutdown();
+  }
+});
+
+Deno.test({
+  name: "ResilientHttpServer answers 500 when its handler throws, and serves on",
+  permissions: PERMISSIONS,
+}, async () => {
+  const server = start((request) => {
+    if (request.url.endsWith("/throw")) throw new Error("boom");
+    return new Response("ok\n");
+  });
+  try {
+    assert.match(await raw(server.addr.port, "GET /throw HTTP/1.1\r\n\r\n"), /^HTTP\/1\.1 500 /);
+    assert.match(await raw(server.addr.port, "GET / HTTP/1.1\r\n\r\n"), /^HTTP\/1\.1 200 /);
+  } finally {
+    await server.shutdown();
+  }
+});
+
+/** A listener whose accepts fail `failures` times (out of file descriptors), then are the real one's. */
+function failingListen(failures: number) {
+  let accepts = 0;
+  const listen = (options: Deno.TcpListenOptions & { transport: "tcp" }): Deno.Listener => {
+    const real = Deno.listen(options);
+    return {
+      addr: real.addr,
+      accept: () => {
+        accepts++;
+        return failures-- > 0 ? Promise.reject(new Error("Too many open files (os error 24)")) : real.accept();
+      },
+      close: () => real.close(),
+    } as unknown as Deno.Listener;
+  };
+  return { listen, accepts: () => accepts };
+}
+
+Deno.test({
+  name: "ResilientHttpServer accepts again after its accepts fail, pausing twice as long after each failure",
+  permissions: PERMISSIONS,
+}, async () => {
+  const fake = failingListen(3);
   const failures: [string, number][] = [];
   let recovered = 0;
   const server = new ResilientHttpServer({
@@ -36,53 +243,56 @@ Deno.test("ResilientHttpServer serves again on the same address after its accept
     port: 0,
     onFailure: (error, retryMs) => failures.push([error.message, retryMs]),
     onRecovered: () => recovered++,
-    serve: fake.serve,
-  }, () => new Response("ok"));
-  assert.deepEqual(server.addr, { transport: "tcp", hostname: "127.0.0.1", port: 4321 });
-  fake.servers[0].fail(new Error("Too many open files (os error 24)"));
-  await waitFor(() => recovered === 1, { what: "the endpoint served again" });
-  // The first failure, then two serves refused, each pausing twice as long.
-  assert.deepEqual(failures, [
-    ["Too many open files (os error 24)", FIRST_RETRY_MS],
-    ["Too many open files (os error 24)", FIRST_RETRY_MS * 2],
-    ["Too many open files (os error 24)", FIRST_RETRY_MS * 4],
-  ]);
-  assert.equal(fake.calls(), 4);
-  assert.equal(fake.servers.length, 2);
-  await server.shutdown();
-  assert.equal(fake.servers[1].shutdowns, 1, "the serving one is shut down");
-  assert.equal(fake.servers[0].shutdowns, 0);
+    listen: fake.listen,
+  }, () => new Response("ok\n"));
+  try {
+    assert.match(await raw(server.addr.port, "GET / HTTP/1.1\r\n\r\n"), /^HTTP\/1\.1 200 /);
+    assert.deepEqual(failures, [
+      ["Too many open files (os error 24)", FIRST_RETRY_MS],
+      ["Too many open files (os error 24)", FIRST_RETRY_MS * 2],
+      ["Too many open files (os error 24)", FIRST_RETRY_MS * 4],
+    ]);
+    assert.equal(recovered, 1);
+  } finally {
+    await server.shutdown();
+  }
 });
 
-Deno.test("ResilientHttpServer shut down while it waits to serve again serves no more", async () => {
-  const fake = fakeServe(0);
+Deno.test({
+  name: "ResilientHttpServer shut down while it pauses after a failed accept accepts no more, at once",
+  permissions: PERMISSIONS,
+}, async () => {
+  const fake = failingListen(1);
   const failures: number[] = [];
   const server = new ResilientHttpServer({
     hostname: "127.0.0.1",
-    port: 8080,
+    port: 0,
     onFailure: (_, retryMs) => failures.push(retryMs),
-    onRecovered: () => assert.fail("served again after shutdown"),
-    serve: fake.serve,
-  }, () => new Response("ok"));
-  fake.servers[0].fail(new Error("Too many open files (os error 24)"));
+    onRecovered: () => assert.fail("accepted again after the shutdown"),
+    listen: fake.listen,
+  }, () => new Response("ok\n"));
   await waitFor(() => failures.length === 1, { what: "the failure reported" });
+  const started = performance.now();
   await server.shutdown();
-  // The retry's timer is cleared: the test's sanitizer fails it if a timer is left, and no second serve is made.
-  assert.equal(fake.calls(), 1);
+  assert.ok(performance.now() - started < FIRST_RETRY_MS, "the pause is cut short");
+  // The pause's timer is cleared (the sanitizer fails the test if one is left), and no accept follows.
+  assert.equal(fake.accepts(), 1);
+  await assert.rejects(Deno.connect({ hostname: "127.0.0.1", port: server.addr.port }));
 });
 
-Deno.test("ResilientHttpServer: a clean shutdown of the server is no failure", async () => {
-  const fake = fakeServe(0);
-  const server = new ResilientHttpServer({
-    hostname: "127.0.0.1",
-    port: 8080,
-    onFailure: () => assert.fail("a failure reported"),
-    onRecovered: () => assert.fail("served again"),
-    serve: fake.serve,
-  }, () => new Response("ok"));
-  await server.shutdown();
-  fake.servers[0].fail(new Error("closed"));
-  // Handlers run in the order they were added: the server's own, added first, has run once ours has.
-  await fake.servers[0].finished.catch(() => {});
-  assert.equal(fake.calls(), 1);
+Deno.test({
+  name: "ResilientHttpServer's shutdown lets the answer being written finish",
+  permissions: PERMISSIONS,
+}, async () => {
+  let release!: () => void;
+  const server = start(async () => {
+    await new Promise<void>((resolve) => release = resolve);
+    return new Response("late\n");
+  });
+  const answer = raw(server.addr.port, "GET / HTTP/1.1\r\n\r\n");
+  await waitFor(() => release !== undefined, { what: "the request in the handler" });
+  const stopped = server.shutdown();
+  release();
+  await stopped;
+  assert.match(await answer, /\r\n\r\nlate\n$/);
 });

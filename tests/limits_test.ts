@@ -8,6 +8,7 @@ import assert from "node:assert/strict";
 import { startFakePlaces } from "./testing/fake_places.ts";
 import { exchange, HERD_TEST_PERMISSIONS, TestHerd, type TestHerdOptions } from "./testing/herd.ts";
 import { writeAll } from "../lib/net/write.ts";
+import { inspectProcess } from "./testing/process_stats.ts";
 import { delay, waitFor } from "./testing/wait.ts";
 
 /** No key is given, so WHATSAT answers from offline GeoNames data and this URL is never called. */
@@ -205,7 +206,8 @@ Deno.test({
 });
 
 Deno.test({
-  name: "a client sending one line a byte at a time for longer than limits.idleTimeoutMs is answered, not closed as idle",
+  name:
+    "a client sending one line a byte at a time for longer than limits.idleTimeoutMs is answered, not closed as idle",
   permissions: HERD_TEST_PERMISSIONS,
 }, async () => {
   await using herd = await soloHerd({ extra: { limits: { idleTimeoutMs: 1000 } } });
@@ -222,6 +224,34 @@ Deno.test({
   const n = await conn.read(buffer);
   assert.match(new TextDecoder().decode(buffer.subarray(0, n ?? 0)), /^AT Solo \S+ trickle \+1\+1 1700000000\n$/);
   assert.doesNotMatch(await herd.log("Solo"), /idle for 1000 ms/);
+});
+
+Deno.test({
+  name: "connections holding half a request on the admin port take no more than 64 descriptors, and give way to " +
+    "whole requests; clients are served meanwhile",
+  permissions: HERD_TEST_PERMISSIONS,
+}, async () => {
+  await using herd = await soloHerd({ admin: true });
+  await herd.start("Solo");
+  const before = await inspectProcess(herd.pid("Solo"));
+  const held: Deno.Conn[] = [];
+  try {
+    // With Deno.serve, each of these stayed open as long as its caller kept it (20,000 starved the client port).
+    for (let i = 0; i < 300; i++) {
+      const conn = await Deno.connect({ hostname: "127.0.0.1", port: herd.adminPort("Solo") });
+      await conn.write(new TextEncoder().encode("GET /status HTTP/1.1\r\nHost: 127.0.0.1\r\n"));
+      held.push(conn);
+    }
+    assert.deepEqual(await herd.admin("Solo", "/healthz"), { status: 200, body: "ok\n" });
+    assert.match(await exchange(herd.port("Solo"), "IAMAT beside-the-flood +1+1 1\n"), /^AT Solo /);
+    const during = await inspectProcess(herd.pid("Solo"));
+    assert.ok(
+      during.openFiles <= before.openFiles + 64 + 8,
+      `descriptors: ${before.openFiles} before, ${during.openFiles} with 300 half-sent requests`,
+    );
+  } finally {
+    for (const conn of held) conn.close();
+  }
 });
 
 Deno.test({
