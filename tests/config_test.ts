@@ -370,6 +370,28 @@ Deno.test("parseConfig() refuses a NUL character in a directory: no path can hol
   }
 });
 
+Deno.test("parseConfig() refuses a dataDir or logDir that shares certDir or holds the config file", () => {
+  // certDir is "certs" by default; the config is /tmp/x/herd.config.json.
+  const overlaps: [Record<string, string>, RegExp][] = [
+    [{ dataDir: "certs" }, /dataDir \(\/tmp\/x\/certs\) and certDir \(\/tmp\/x\/certs\) overlap/],
+    [{ logDir: "certs/logs" }, /logDir \(\/tmp\/x\/certs\/logs\) and certDir \(\/tmp\/x\/certs\) overlap/],
+    [{ certDir: "data/certs" }, /dataDir \(\/tmp\/x\/data\) and certDir \(\/tmp\/x\/data\/certs\) overlap/],
+    [{ dataDir: "/" }, /dataDir \(\/\) and certDir \(\/tmp\/x\/certs\) overlap/],
+    [{ logDir: "/tmp/./x/../x/certs/" }, /logDir .* and certDir \(\/tmp\/x\/certs\) overlap/],
+    [
+      { dataDir: ".", certDir: "/etc/herd-certs" },
+      /dataDir \(\/tmp\/x\) holds the config file \(\/tmp\/x\/herd\.config\.json\)/,
+    ],
+    [{ logDir: "/tmp", certDir: "/etc/herd-certs" }, /logDir \(\/tmp\) holds the config file/],
+  ];
+  for (const [dirs, pattern] of overlaps) assertRefused({ ...sample(), ...dirs }, pattern);
+  // Apart, or the data and logs together, or a name that only starts like another: taken.
+  for (const dirs of [{}, { dataDir: "state", logDir: "state" }, { dataDir: "certs-data" }, { dataDir: "/var/herd" }]) {
+    const config = parse({ ...sample(), ...dirs });
+    assert.ok(config.dataDir.startsWith("/"), JSON.stringify(dirs));
+  }
+});
+
 Deno.test("parseConfig() reads a config nested 100,000 deep in linear time, and refuses it by what it is", () => {
   const depth = 100_000;
   const text = `{"servers": ${"[".repeat(depth)}${"]".repeat(depth)}}`;

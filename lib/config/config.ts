@@ -726,6 +726,37 @@ function _checkFlagValues(
   }
 }
 
+/**
+ * Refuses a `dataDir` or `logDir` that is `certDir`, holds it or lies in it,
+ * or that holds the config file. A server may read and write its data and
+ * log directories (its permission flags name them whole); apart from them it
+ * may read only its own certificate and key and the CA certificate, and not
+ * write its config. Sharing a directory would give it every server's key,
+ * the CA's key, or its own config to rewrite. (Links are not followed.)
+ */
+function _checkDirsApart(configFile: string, dirs: { logDir: string; dataDir: string; certDir: string }): void {
+  const normal = (path: string) => resolvePath("/", "." + path);
+  const within = (inner: string, outer: string) => {
+    const [a, b] = [normal(inner), normal(outer)];
+    return a === b || a.startsWith(b === "/" ? "/" : `${b}/`);
+  };
+  for (const key of ["dataDir", "logDir"] as const) {
+    const dir = dirs[key];
+    if (within(dir, dirs.certDir) || within(dirs.certDir, dir)) {
+      throw new ConfigValueError(
+        `${key} (${dir}) and certDir (${dirs.certDir}) overlap: a server may read and write all of its ${key}, ` +
+          "which would let it read every server's key: give each its own directory",
+      );
+    }
+    if (within(configFile, dir)) {
+      throw new ConfigValueError(
+        `${key} (${dir}) holds the config file (${configFile}): a server may write all of its ${key}, which would ` +
+          'let it rewrite its config: give it a directory of its own ("data" and "logs" next to the config, say)',
+      );
+    }
+  }
+}
+
 /** Refuses a retired name given twice, or that is also a server's. */
 function _checkRetired(retired: string[], servers: Map<string, ServerConfig>): void {
   const seen = new Set<string>();
@@ -847,6 +878,7 @@ export function parseConfig(text: string, path: string): HerdConfig {
     const dataDir = resolvePath(base, raw.dataDir);
     const certDir = resolvePath(base, raw.certDir);
     _checkFlagValues(path, { logDir, dataDir, certDir }, servers, raw.places);
+    _checkDirsApart(resolvePath(base, path.slice(path.lastIndexOf("/") + 1)), { logDir, dataDir, certDir });
     return {
       servers,
       // A copy: the schema's default is one array, shared by every config that leaves the key out.
