@@ -465,6 +465,9 @@ export class HerdServer implements PeerHost {
         database: this.databasePath,
         ...result,
       });
+      // Done: listed with the others from here, so that the pruning counts it.
+      this.#backups.inProgress = undefined;
+      await this.#pruneBackups();
       return result;
     } catch (error) {
       metrics.backup(error instanceof BackupRefused ? "refused" : "failed");
@@ -477,6 +480,42 @@ export class HerdServer implements PeerHost {
       throw error;
     } finally {
       this.#backups.inProgress = undefined;
+    }
+  }
+
+  /**
+   * Removes the oldest copies past `limits.maxBackups` (0: none), once a new one is made: copies asked for again and
+   * again (by anyone reaching the admin port, on loopback without a token) do not pile up until the disk is all but
+   * full. A removal that fails is logged, and the backup still answered.
+   */
+  async #pruneBackups(): Promise<void> {
+    const keep = this.#config.limits.maxBackups;
+    if (keep === 0) return;
+    let copies: BackupFile[];
+    try {
+      copies = this.#backups.list();
+    } catch (error) {
+      log.server.warning("{name} could not list its backups to remove the oldest: {error}", {
+        name: this.name,
+        error: (error as Error).message,
+      });
+      return;
+    }
+    for (const { file } of copies.slice(0, Math.max(0, copies.length - keep))) {
+      try {
+        await this.#backups.remove(file);
+        log.server.info("{name} removed the backup {path}: limits.maxBackups keeps the newest {keep}", {
+          name: this.name,
+          path: `${this.backupDirectory}/${file}`,
+          keep,
+        });
+      } catch (error) {
+        log.server.warning("{name} could not remove the old backup {path}: {error}", {
+          name: this.name,
+          path: `${this.backupDirectory}/${file}`,
+          error: (error as Error).message,
+        });
+      }
     }
   }
 

@@ -255,6 +255,31 @@ Deno.test({
 });
 
 Deno.test({
+  name: "limits.maxBackups: a new backup removes the oldest copies past it, and says so",
+  permissions: HERD_TEST_PERMISSIONS,
+}, async () => {
+  await using herd = await soloHerd({ extra: { limits: { maxBackups: 2 } }, admin: true });
+  await herd.start("Solo");
+  assert.match(await exchange(herd.port("Solo"), "IAMAT kept +1+1 1\n"), /^AT Solo /);
+  const made: string[] = [];
+  for (let i = 0; i < 4; i++) {
+    const response = await fetch(`http://127.0.0.1:${herd.adminPort("Solo")}/backup`, { method: "POST" });
+    const body = await response.json();
+    assert.equal(response.status, 200, JSON.stringify(body));
+    made.push(body.path.slice(body.path.lastIndexOf("/") + 1));
+  }
+  assert.equal(new Set(made).size, 4, `four copies of their own: ${made}`);
+  const left = [...Deno.readDirSync(`${herd.dir}/data/backups`)].map((entry) => entry.name).filter((name) =>
+    name.endsWith(".db")
+  ).sort();
+  assert.deepEqual(left, made.slice(2), "the newest two are kept");
+  const log = await herd.log("Solo");
+  for (const file of made.slice(0, 2)) {
+    assert.match(log, new RegExp(`removed the backup ".*/${file}": limits\\.maxBackups keeps the newest 2`));
+  }
+});
+
+Deno.test({
   name: "a client that does not read its replies is closed after limits.sendTimeoutMs, and the server serves others",
   permissions: HERD_TEST_PERMISSIONS,
 }, async () => {

@@ -106,6 +106,11 @@ export interface LimitsConfig {
    * `maxmemory-clients`); past it, the connection holding the most is closed.
    */
   maxReplyBytes: number;
+  /**
+   * Backup copies (`POST /backup`) a server keeps in `<dataDir>/backups`: a new one removes the oldest past this many;
+   * 0 keeps them all.
+   */
+  maxBackups: number;
 }
 
 /** What the store keeps. */
@@ -397,6 +402,13 @@ const _limits = object({
       "maxmemory-clients: past it, the connection holding the most is closed. A reply counts from when it is ready " +
       "until the kernel has taken it (text at a byte a character, a WHATSAT's body once for all of a connection's " +
       "replies that share it); at least 16 MiB, since one client that reads may hold 256 replies ready at once.",
+  ),
+  maxBackups: withDefault(
+    integer({ min: 0 }),
+    5,
+    "Backup copies (POST /backup) a server keeps in <dataDir>/backups, as etcd's max-snapshots: once a new one is " +
+      "made, the oldest past this many are removed; 0 keeps them all (a copy that would leave too little free space " +
+      "is still refused).",
   ),
 });
 
