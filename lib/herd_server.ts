@@ -465,8 +465,7 @@ export class HerdServer implements PeerHost {
         database: this.databasePath,
         ...result,
       });
-      // Done: listed with the others from here, so that the pruning counts it.
-      this.#backups.inProgress = undefined;
+      // Still in progress (not listed) while the older ones are pruned: a backup asked meanwhile is refused (409).
       await this.#pruneBackups();
       return result;
     } catch (error) {
@@ -484,9 +483,10 @@ export class HerdServer implements PeerHost {
   }
 
   /**
-   * Removes the oldest copies past `limits.maxBackups` (0: none), once a new one is made: copies asked for again and
-   * again (by anyone reaching the admin port, on loopback without a token) do not pile up until the disk is all but
-   * full. A removal that fails is logged, and the backup still answered.
+   * Removes the oldest copies past `limits.maxBackups` (0: none), the new one counted (in progress still, so not
+   * listed), once it is made: copies asked for again and again (by anyone reaching the admin port, on loopback
+   * without a token) do not pile up until the disk is all but full. A removal that fails is logged, and the backup
+   * still answered.
    */
   async #pruneBackups(): Promise<void> {
     const keep = this.#config.limits.maxBackups;
@@ -501,7 +501,7 @@ export class HerdServer implements PeerHost {
       });
       return;
     }
-    for (const { file } of copies.slice(0, Math.max(0, copies.length - keep))) {
+    for (const { file } of copies.slice(0, Math.max(0, copies.length - (keep - 1)))) {
       try {
         await this.#backups.remove(file);
         log.server.info("{name} removed the backup {path}: limits.maxBackups keeps the newest {keep}", {

@@ -273,10 +273,22 @@ Deno.test({
     name.endsWith(".db")
   ).sort();
   assert.deepEqual(left, made.slice(2), "the newest two are kept");
-  const log = await herd.log("Solo");
   for (const file of made.slice(0, 2)) {
-    assert.match(log, new RegExp(`removed the backup ".*/${file}": limits\\.maxBackups keeps the newest 2`));
+    const said = new RegExp(`removed the backup ".*/${file}": limits\\.maxBackups keeps the newest 2`);
+    await waitFor(async () => said.test(await herd.log("Solo")), { what: `the removal of ${file} in the log` });
   }
+  // Asked by three callers at once, over and over: each backup is taken or refused (409) while another is being
+  // taken, its removals of older copies included; never two at once (a 500, or two copies of one name).
+  const statuses = new Map<number, number>();
+  await Promise.all([0, 1, 2].map(async () => {
+    for (let i = 0; i < 15; i++) {
+      const response = await fetch(`http://127.0.0.1:${herd.adminPort("Solo")}/backup`, { method: "POST" });
+      await response.body?.cancel();
+      statuses.set(response.status, (statuses.get(response.status) ?? 0) + 1);
+    }
+  }));
+  assert.deepEqual([...statuses.keys()].sort(), [200, 409], JSON.stringify([...statuses]));
+  assert.equal([...Deno.readDirSync(`${herd.dir}/data/backups`)].filter((e) => e.name.endsWith(".db")).length, 2);
 });
 
 Deno.test({
@@ -479,10 +491,10 @@ Deno.test({
       return /Accepting clients failed: Too many open files/.test(herd.stderr("Solo"));
     }, { what: "Solo to run out of file descriptors", stepMs: 50 });
     // Connections to the admin endpoint now, until one's accept fails too (another file may have come free for a
-    // moment). That ended the process (an unhandled rejection in Deno.serve); now the endpoint is served again once it
-    // can be.
+    // moment). That ended the process (an unhandled rejection in Deno.serve); now the endpoint accepts again once it
+    // can.
     await waitFor(async () => {
-      // Refused while the failed endpoint waits to listen again.
+      // Refused (or left in the kernel's queue) while the endpoint cannot accept.
       const conn = await Deno.connect({ hostname: "127.0.0.1", port: herd.adminPort("Solo") }).catch(() => undefined);
       if (conn !== undefined) held.push(conn);
       return /The admin endpoint cannot accept connections: Too many open files/.test(herd.stderr("Solo")) ||

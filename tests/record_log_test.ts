@@ -130,6 +130,27 @@ Deno.test({
   }));
 
 Deno.test({
+  name: "RecordLog compaction deletes a run of superseded rows as one range, and not the kept rows on either side",
+  permissions: PERMISSIONS,
+}, () =>
+  withDir(async (dir) => {
+    const path = `${dir}/A.db`;
+    const { log } = RecordLog.open(path);
+    // One commit each, so rowids 1 (kept), 2-10 (superseded: a run of nine), 11 and 12 (kept).
+    assert.equal(await log.append(record("before", "1")), true);
+    for (let time = 1; time <= 10; time++) assert.equal(await log.append(record("run", String(time))), true);
+    assert.equal(await log.append(record("after", "1")), true);
+    await waitFor(() => log.compact(), { what: "the worker to take a compaction" });
+    assert.equal((await log.compacted())?.deleted, 9);
+    assert.deepEqual(tableLines(path), [
+      record("before", "1").line,
+      record("run", "10").line,
+      record("after", "1").line,
+    ]);
+    log.close();
+  }));
+
+Deno.test({
   name: "RecordLog compaction deletes expired lines, and commits made while it runs are kept",
   permissions: PERMISSIONS,
 }, () =>

@@ -239,7 +239,7 @@ export function serveAdmin(options: AdminOptions): ResilientHttpServer {
     );
   }
   const token = options.token === "" ? undefined : options.token;
-  // Served again if its accepting fails (out of file descriptors): that must not end the server (net/http_server.ts).
+  // Accepting again after a failed accept (out of file descriptors): that must not end the server (net/http_server.ts).
   return new ResilientHttpServer({
     hostname: options.host,
     port: options.port,

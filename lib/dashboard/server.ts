@@ -72,7 +72,7 @@ export class Dashboard implements AsyncDisposable {
       onStatus: (view) => this.#broadcast(_event("status", view)),
       onDensity: (view) => this.#broadcast(_event("density", view)),
     });
-    // Served again if its accepting fails (out of file descriptors): that must not end the dashboard.
+    // Accepting again after a failed accept (out of file descriptors): that must not end the dashboard.
     this.#server = new ResilientHttpServer({
       hostname: DASHBOARD_HOST,
       port: options.port ?? options.config.dashboard.port,

@@ -23,17 +23,34 @@ export function acceptFailure(error: unknown): "stop" | "next" | "pause" {
   return "pause";
 }
 
+/** Says that accepting failed, and that it works again; at most once per ten seconds each. */
+export interface AcceptReporter {
+  /** Accepting failed with `error`; it is tried again every `retryMs`. */
+  failed(error: Error, retryMs: number): void;
+  /** An accept succeeded after `failures` failed ones. */
+  recovered(failures: number): void;
+}
+
+/** Closes `conn`, which may be closed already. */
+export function closeQuietly(conn: Deno.Conn): void {
+  try {
+    conn.close();
+  } catch { /* closed already */ }
+}
+
 /**
  * Accepts on `listener` until it closes, handing each connection (Nagle
  * off) to `onConn`. A connection its client reset before it was accepted
  * is passed over; any other failed accept (out of file descriptors, say) is
- * logged (at most once per ten seconds) and retried after a pause: it must
- * not stop the server accepting for good. `what` names the connections in the log.
+ * reported (at most once per ten seconds: to the server's log, or to
+ * `reporter`) and retried after a pause: it must not stop the server
+ * accepting for good. `what` names the connections in the log.
  */
 export async function acceptLoop(
   listener: Deno.TcpListener,
   what: string,
   onConn: (conn: Deno.TcpConn) => void,
+  reporter?: AcceptReporter,
 ): Promise<void> {
   // Failed accepts since a recovery was last said, and when a failure and a recovery were last logged: each at most
   // once per _REPORT_MS, since out of descriptors accepts fail and succeed in turn as connections come and go.
@@ -51,19 +68,26 @@ export async function acceptLoop(
       if (failure === "next") continue;
       failures++;
       if (performance.now() - reportedAt >= _REPORT_MS) {
-        log.server.error(`Accepting {what} failed: {error}; retrying every ${_RETRY_MS} ms`, {
-          what,
-          error: (error as Error).message,
-        });
+        if (reporter !== undefined) reporter.failed(error as Error, _RETRY_MS);
+        else {
+          log.server.error(`Accepting {what} failed: {error}; retrying every ${_RETRY_MS} ms`, {
+            what,
+            error: (error as Error).message,
+          });
+        }
         reportedAt = performance.now();
       }
       await new Promise((resolve) => setTimeout(resolve, _RETRY_MS));
       continue;
     }
     if (failures > 0 && performance.now() - recoveredAt >= _REPORT_MS) {
-      log.server.warning(`Accepting {what} again, after ${failures} failed ${failures === 1 ? "accept" : "accepts"}`, {
-        what,
-      });
+      if (reporter !== undefined) reporter.recovered(failures);
+      else {
+        log.server.warning(
+          `Accepting {what} again, after ${failures} failed ${failures === 1 ? "accept" : "accepts"}`,
+          { what },
+        );
+      }
       recoveredAt = performance.now();
       failures = 0;
     }

@@ -9,20 +9,20 @@
  *   process (with `Deno.serve`, 20,000 connections sending half a request
  *   each starved the server's client and peer ports: `Too many open
  *   files`). One more takes the place of the oldest whose request is still
- *   being read, or, when every one is being answered, is answered 503 and
- *   closed;
+ *   coming in, else of the oldest event stream (`text/event-stream`, which
+ *   its page opens again by itself), else is answered 503 and closed;
  * - a request whose head and body have not come within
  *   {@linkcode HttpLimits.requestTimeoutMs} of the connection is closed
  *   (`Deno.serve` kept such a connection for as long as its client did);
  * - a head over {@linkcode HttpLimits.maxHeadBytes} is answered 431, a body
- *   over {@linkcode HttpLimits.maxBodyBytes} 413, a chunked one 411;
+ *   over {@linkcode HttpLimits.maxBodyBytes} 413, a chunked one 411, a
+ *   request that makes no `Request` 400;
  * - a write of the answer that waits {@linkcode HttpLimits.writeTimeoutMs}
  *   for the client to read closes the connection.
  *
- * An accept that fails (out of file descriptors: EMFILE) is reported and
- * tried again after a pause, doubled at each failure up to
- * {@linkcode MAX_RETRY_MS}; the endpoint lives on (`Deno.serve` stopped
- * accepting at the first, and its rejected `finished` ended the process).
+ * Accepting is `acceptLoop`'s, as the client port's: a connection reset
+ * before it was accepted is passed over, any other failed accept (out of
+ * file descriptors) reported and tried again after a pause.
  *
  * The handler gets a `Request` as `Deno.serve` makes it, `url` built from
  * the `Host` header as sent (a header that makes no URL is left for the
@@ -31,16 +31,15 @@
  * read whole, or, for `text/event-stream`, the stream until it ends.
  */
 
-import { writeAll } from "./write.ts";
-
-/** The first pause before accepting again after a failed accept, in milliseconds. */
-export const FIRST_RETRY_MS = 100;
-/** The longest pause before accepting again, in milliseconds. */
-export const MAX_RETRY_MS = 5_000;
+import { acceptLoop, type AcceptReporter, closeQuietly } from "./acceptor.ts";
+import { concatBytes, writeAll } from "./write.ts";
 
 /** What one endpoint allows its callers. */
 export interface HttpLimits {
-  /** Connections open at once; one more is answered 503 and closed. */
+  /**
+   * Connections open at once; one more takes the place of the oldest whose request is still coming in, else of the
+   * oldest event stream, else is answered 503 and closed.
+   */
   maxConnections: number;
   /** From the connection's accept to its request read whole (head and body), in milliseconds. */
   requestTimeoutMs: number;
@@ -73,21 +72,23 @@ export interface ResilientHttpOptions {
   hostname: string;
   /** 0 for any free port. */
   port: number;
-  /** An accept failed (`error`); it tries again in `retryMs`. */
+  /** Accepting failed (out of file descriptors, say); it is tried again every `retryMs`. At most once per 10 s. */
   onFailure(error: Error, retryMs: number): void;
-  /** An accept succeeded after a failure. */
+  /** Accepting works again after a failure. At most once per 10 s. */
   onRecovered(): void;
   /** {@linkcode HTTP_LIMITS} unless given. */
   limits?: Partial<HttpLimits>;
   /** `Deno.listen`, or a stand-in for tests. */
-  listen?: (options: Deno.TcpListenOptions & { transport: "tcp" }) => Deno.Listener;
+  listen?: (options: Deno.TcpListenOptions & { transport: "tcp" }) => Deno.TcpListener;
 }
 
 const _REASONS: Record<number, string> = {
+  100: "Continue",
   200: "OK",
   201: "Created",
   202: "Accepted",
   204: "No Content",
+  304: "Not Modified",
   400: "Bad Request",
   401: "Unauthorized",
   403: "Forbidden",
@@ -107,8 +108,10 @@ const _REASONS: Record<number, string> = {
 
 const _encoder = new TextEncoder();
 const _decoder = new TextDecoder();
-/** A header field's name (RFC 9110's token). */
+/** A method or a header field's name (RFC 9110's token). */
 const _TOKEN = /^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$/;
+/** A request target in origin form: a path and perhaps a query, no spaces or controls. */
+const _ORIGIN_FORM = /^\/[\x21-\x7e]*$/;
 
 /** A request refused before the handler, with the status to answer it (none: the connection is just closed). */
 class _Refused extends Error {
@@ -117,30 +120,48 @@ class _Refused extends Error {
   }
 }
 
+/** One open connection: where it is, and whether it was closed to make room. */
+interface _Entry {
+  served: Promise<void>;
+  state: "reading" | "answering" | "streaming";
+  evicted: boolean;
+  /** Ends the answer's body (an event stream waits for its next event, not for the socket): set while it is read. */
+  stop?: () => void;
+}
+
+/** The bytes of a whole answer with a short text body. */
+function _plainAnswer(status: number, text: string): Uint8Array {
+  const body = _encoder.encode(text);
+  return concatBytes([
+    _encoder.encode(
+      `HTTP/1.1 ${status} ${_REASONS[status] ?? "Status"}\r\ndate: ${new Date().toUTCString()}\r\n` +
+        `content-type: text/plain; charset=utf-8\r\nconnection: close\r\ncontent-length: ${body.length}\r\n\r\n`,
+    ),
+    body,
+  ]);
+}
+
 /** An HTTP/1.1 endpoint on one address, one request per connection, within {@linkcode HttpLimits}. */
 export class ResilientHttpServer {
   /** Where it listens (the port it got, for port 0). */
   readonly addr: Deno.NetAddr;
-  #options: ResilientHttpOptions;
   #limits: HttpLimits;
   #handler: HttpHandler;
-  #listener: Deno.Listener;
-  /** The open connections, oldest first: each one's serving, and whether its request is still being read. */
-  #open = new Map<Deno.Conn, { served: Promise<void>; reading: boolean }>();
+  #listener: Deno.TcpListener;
+  /** The open connections, oldest first. */
+  #open = new Map<Deno.Conn, _Entry>();
   #stopped = false;
   #accepting: Promise<void>;
-  /** Ends the pause after a failed accept, at a shutdown. */
-  #wake: (() => void) | undefined;
 
   /** Serves `handler` on `options.hostname`:`options.port`; throws when the address cannot be had. */
   constructor(options: ResilientHttpOptions, handler: HttpHandler) {
-    this.#options = options;
     this.#limits = { ...HTTP_LIMITS, ...options.limits };
     this.#handler = handler;
     const listen = options.listen ?? Deno.listen;
     this.#listener = listen({ hostname: options.hostname, port: options.port, transport: "tcp" });
-    this.addr = this.#listener.addr as Deno.NetAddr;
-    this.#accepting = this.#accept();
+    this.addr = this.#listener.addr;
+    const reporter: AcceptReporter = { failed: options.onFailure, recovered: () => options.onRecovered() };
+    this.#accepting = acceptLoop(this.#listener, "HTTP", (conn) => this.#take(conn), reporter);
   }
 
   /** Connections open now. */
@@ -148,104 +169,66 @@ export class ResilientHttpServer {
     return this.#open.size;
   }
 
-  async #accept(): Promise<void> {
-    let retryMs = FIRST_RETRY_MS;
-    let failing = false;
-    while (!this.#stopped) {
-      let conn: Deno.Conn;
-      try {
-        conn = await this.#listener.accept();
-      } catch (error) {
-        if (this.#stopped) return;
-        this.#options.onFailure(error as Error, retryMs);
-        failing = true;
-        await new Promise<void>((resolve) => {
-          const timer = setTimeout(resolve, retryMs);
-          this.#wake = () => {
-            clearTimeout(timer);
-            resolve();
-          };
-        });
-        this.#wake = undefined;
-        retryMs = Math.min(retryMs * 2, MAX_RETRY_MS);
-        continue;
-      }
-      if (failing) {
-        failing = false;
-        retryMs = FIRST_RETRY_MS;
-        this.#options.onRecovered();
-      }
-      if (this.#stopped || (this.#open.size >= this.#limits.maxConnections && !this.#closeOldestReading())) {
-        this.#refuseAtOnce(conn);
-        continue;
-      }
-      const entry = { served: Promise.resolve(), reading: true };
-      this.#open.set(conn, entry);
-      entry.served = this.#serve(conn, entry).finally(() => {
-        this.#open.delete(conn);
-        try {
-          conn.close();
-        } catch { /* closed already */ }
-      });
+  #take(conn: Deno.Conn): void {
+    if (this.#stopped || (this.#open.size >= this.#limits.maxConnections && !this.#makeRoom())) {
+      // One too many: a 503 if its send buffer takes it at once (it is empty), and the close.
+      conn.write(_plainAnswer(503, "Too many connections; try again\n")).catch(() => {}).finally(() =>
+        closeQuietly(conn)
+      );
+      return;
     }
+    const entry: _Entry = { served: Promise.resolve(), state: "reading", evicted: false };
+    this.#open.set(conn, entry);
+    entry.served = this.#serve(conn, entry).finally(() => {
+      this.#open.delete(conn);
+      closeQuietly(conn);
+    });
   }
 
   /**
    * Makes room for a new connection, as the peer port does for a handshake: closes the oldest one whose request is
-   * still being read (a request takes milliseconds; one that trickles in, or never comes, gives way). False when every
-   * one is being answered.
+   * still coming in (a request takes milliseconds; one that trickles in, or never comes, gives way), else the oldest
+   * event stream (its page opens it again). False when every one is an answer being written.
    */
-  #closeOldestReading(): boolean {
-    for (const [conn, entry] of this.#open) {
-      if (!entry.reading) continue;
-      this.#open.delete(conn);
-      try {
-        conn.close();
-      } catch { /* closed already */ }
-      return true;
+  #makeRoom(): boolean {
+    for (const state of ["reading", "streaming"] as const) {
+      for (const [conn, entry] of this.#open) {
+        if (entry.state !== state) continue;
+        this.#open.delete(conn);
+        entry.evicted = true;
+        _end(conn, entry);
+        return true;
+      }
     }
     return false;
   }
 
-  /** One connection too many: a 503 if its send buffer takes it at once (it is empty), and the close. */
-  #refuseAtOnce(conn: Deno.Conn): void {
-    const answer = _encoder.encode(
-      "HTTP/1.1 503 Service Unavailable\r\nconnection: close\r\ncontent-type: text/plain\r\ncontent-length: 32\r\n\r\n" +
-        "Too many connections; try again\n",
-    );
-    conn.write(answer).catch(() => {}).finally(() => {
-      try {
-        conn.close();
-      } catch { /* closed already */ }
-    });
-  }
-
-  async #serve(conn: Deno.Conn, entry: { reading: boolean }): Promise<void> {
+  async #serve(conn: Deno.Conn, entry: _Entry): Promise<void> {
     // The whole request within the deadline, or the connection is closed (the pending read then fails).
-    const deadline = setTimeout(() => {
-      try {
-        conn.close();
-      } catch { /* closed already */ }
-    }, this.#limits.requestTimeoutMs);
+    const deadline = setTimeout(() => closeQuietly(conn), this.#limits.requestTimeoutMs);
     let request: Request;
     try {
       request = await this.#read(conn);
     } catch (error) {
-      clearTimeout(deadline);
-      if (error instanceof _Refused && error.status !== undefined) {
-        await this.#write(conn, new Response(error.message + "\n", { status: error.status }), "GET").catch(() => {});
+      entry.state = "answering";
+      if (error instanceof _Refused && error.status !== undefined && !entry.evicted) {
+        await this.#writeWithin(conn, _plainAnswer(error.status, error.message + "\n")).catch(() => {});
       }
       return;
+    } finally {
+      clearTimeout(deadline);
     }
-    clearTimeout(deadline);
-    entry.reading = false;
+    // Closed to make room as its last bytes came: not answered.
+    if (entry.evicted) return;
+    entry.state = "answering";
     let response: Response;
     try {
       response = await this.#handler(request);
     } catch {
       response = new Response("Internal Server Error\n", { status: 500 });
     }
-    await this.#write(conn, response, request.method).catch(() => {});
+    if (response.headers.get("content-type")?.startsWith("text/event-stream") === true) entry.state = "streaming";
+    await this.#write(conn, response, request.method, entry).catch(() => {});
   }
 
   /** Reads one request: its head up to the blank line, then a body of its `content-length`. */
@@ -273,7 +256,7 @@ export class ResilientHttpServer {
     if (extra.length > 0 || !_TOKEN.test(method ?? "") || !/^HTTP\/1\.[01]$/.test(version ?? "")) {
       throw new _Refused(400, "Bad request line");
     }
-    if (!target.startsWith("/")) throw new _Refused(400, "Bad request target");
+    if (!_ORIGIN_FORM.test(target)) throw new _Refused(400, "Bad request target: a path is expected");
     const headers = new Headers();
     for (const line of lines.slice(1)) {
       const colon = line.indexOf(":");
@@ -294,66 +277,77 @@ export class ResilientHttpServer {
     const body = new Uint8Array(bodyBytes);
     let got = Math.min(length - start, bodyBytes);
     body.set(buffer.subarray(start, start + got));
+    if (got < bodyBytes && headers.get("expect")?.toLowerCase() === "100-continue") {
+      await writeAll(conn, _encoder.encode("HTTP/1.1 100 Continue\r\n\r\n"));
+    }
     while (got < bodyBytes) {
       const n = await conn.read(body.subarray(got));
       if (n === null) throw new _Refused(undefined, "closed before its body");
       got += n;
     }
-    // Built on a URL that always parses; `url` is then the one Deno.serve gives, from the Host header as sent.
-    const request = new Request(new URL(target, "http://localhost"), {
-      method,
-      headers,
-      body: bodyBytes > 0 && method !== "GET" && method !== "HEAD" ? body : null,
+    // Built on a URL of our own; `url` is then the one Deno.serve gives: from the Host header as sent.
+    let request: Request;
+    try {
+      const upper = method.toUpperCase();
+      request = new Request(`http://localhost${target}`, {
+        method,
+        headers,
+        body: bodyBytes > 0 && upper !== "GET" && upper !== "HEAD" ? body : null,
+      });
+    } catch (error) {
+      // A method a Request cannot have (CONNECT, TRACE), say.
+      throw new _Refused(400, `Bad request: ${(error as Error).message}`);
+    }
+    Object.defineProperty(request, "url", {
+      value: `http://${headers.get("host") ?? `localhost:${this.addr.port}`}${target}`,
     });
-    Object.defineProperty(request, "url", { value: `http://${headers.get("host") ?? this.addr.hostname}${target}` });
     return request;
   }
 
-  /** Writes `response` and its body (none for HEAD), each write within the write timeout. */
-  async #write(conn: Deno.Conn, response: Response, method: string): Promise<void> {
-    let head = `HTTP/1.1 ${response.status} ${response.statusText || _REASONS[response.status] || "Status"}\r\n`;
-    for (const [name, value] of response.headers) {
-      if (name !== "connection" && name !== "content-length" && name !== "transfer-encoding") {
-        head += `${name}: ${value}\r\n`;
-      }
-    }
-    head += "connection: close\r\n";
-    const given = response.headers.get("content-length");
-    const streamed = given !== null || response.headers.get("content-type")?.startsWith("text/event-stream") === true;
-    if (response.body === null || !streamed || method === "HEAD") {
-      // Read whole when not streamed, for its length (HEAD's too: the length GET would be sent).
-      let bytes = response.body === null || streamed ? new Uint8Array(0) : new Uint8Array(await response.arrayBuffer());
-      if (streamed) await response.body?.cancel();
-      if (given !== null) head += `content-length: ${given}\r\n`;
-      else if (!streamed) head += `content-length: ${bytes.length}\r\n`;
-      if (method === "HEAD") bytes = new Uint8Array(0);
-      const headBytes = _encoder.encode(head + "\r\n");
-      const whole = new Uint8Array(headBytes.length + bytes.length);
-      whole.set(headBytes);
-      whole.set(bytes, headBytes.length);
-      return this.#writeWithin(conn, whole);
-    }
-    if (given !== null) head += `content-length: ${given}\r\n`;
-    await this.#writeWithin(conn, _encoder.encode(head + "\r\n"));
-    const reader = response.body.getReader();
+  /** Writes `response` and its body (none for HEAD, 204 or 304), each write within the write timeout. */
+  async #write(conn: Deno.Conn, response: Response, method: string, entry: _Entry): Promise<void> {
+    // Read from here on, so that it is cancelled (a file closed, an event stream left) whatever fails, the head too.
+    const reader = response.body?.getReader();
+    entry.stop = () => reader?.cancel().catch(() => {});
     try {
+      const status = response.status;
+      let head = `HTTP/1.1 ${status} ${response.statusText || _REASONS[status] || "Status"}\r\n` +
+        `date: ${new Date().toUTCString()}\r\n`;
+      for (const [name, value] of response.headers) {
+        if (name !== "connection" && name !== "content-length" && name !== "transfer-encoding" && name !== "date") {
+          head += `${name}: ${value}\r\n`;
+        }
+      }
+      head += "connection: close\r\n";
+      const given = response.headers.get("content-length");
+      const streamed = given !== null || response.headers.get("content-type")?.startsWith("text/event-stream") === true;
+      const bodiless = method === "HEAD" || status === 204 || status === 304;
+      if (!streamed || reader === undefined || bodiless) {
+        // Read whole when not streamed, for its length (HEAD's too: the length GET would be sent).
+        const bytes = reader === undefined || streamed ? new Uint8Array(0) : await _readWhole(reader);
+        if (status !== 204 && status !== 304) {
+          if (given !== null) head += `content-length: ${given}\r\n`;
+          else if (!streamed) head += `content-length: ${bytes.length}\r\n`;
+        }
+        const headBytes = _encoder.encode(head + "\r\n");
+        return await this.#writeWithin(conn, bodiless ? headBytes : concatBytes([headBytes, bytes]));
+      }
+      if (given !== null) head += `content-length: ${given}\r\n`;
+      await this.#writeWithin(conn, _encoder.encode(head + "\r\n"));
       while (true) {
         const { done, value } = await reader.read();
         if (done) return;
         await this.#writeWithin(conn, value);
       }
     } finally {
-      reader.cancel().catch(() => {});
+      entry.stop = undefined;
+      reader?.cancel().catch(() => {});
     }
   }
 
   /** Writes all of `bytes`; a write the client does not read within the write timeout closes the connection. */
   async #writeWithin(conn: Deno.Conn, bytes: Uint8Array): Promise<void> {
-    const timer = setTimeout(() => {
-      try {
-        conn.close();
-      } catch { /* closed already */ }
-    }, this.#limits.writeTimeoutMs);
+    const timer = setTimeout(() => closeQuietly(conn), this.#limits.writeTimeoutMs);
     try {
       await writeAll(conn, bytes);
     } finally {
@@ -361,26 +355,39 @@ export class ResilientHttpServer {
     }
   }
 
-  /** Stops accepting; the answers being written are finished, for up to 5 s, then their connections closed. */
+  /**
+   * Stops accepting, and closes at once the connections whose request is still coming in and the event streams; the
+   * answers being written are finished, for up to 5 s, then their connections closed.
+   */
   async shutdown(): Promise<void> {
     if (this.#stopped) return;
     this.#stopped = true;
-    this.#wake?.();
     try {
       this.#listener.close();
     } catch { /* closed already */ }
     await this.#accepting;
+    const served = () => [...this.#open.values()].map((entry) => entry.served);
+    for (const [conn, entry] of this.#open) if (entry.state !== "answering") _end(conn, entry);
     let timer: ReturnType<typeof setTimeout> | undefined;
     const grace = new Promise<void>((resolve) => timer = setTimeout(resolve, _SHUTDOWN_GRACE_MS));
-    await Promise.race([Promise.all([...this.#open.values()].map((entry) => entry.served)), grace]);
+    await Promise.race([Promise.all(served()), grace]);
     clearTimeout(timer);
-    for (const conn of this.#open.keys()) {
-      try {
-        conn.close();
-      } catch { /* closed already */ }
-    }
-    await Promise.all([...this.#open.values()].map((entry) => entry.served));
+    for (const [conn, entry] of this.#open) _end(conn, entry);
+    await Promise.all(served());
   }
+}
+
+/** Closes `conn` and ends the body being sent on it, if any. */
+function _end(conn: Deno.Conn, entry: _Entry): void {
+  closeQuietly(conn);
+  entry.stop?.();
+}
+
+/** A body read whole. */
+async function _readWhole(reader: ReadableStreamDefaultReader<Uint8Array>): Promise<Uint8Array> {
+  const chunks: Uint8Array[] = [];
+  for (let read = await reader.read(); !read.done; read = await reader.read()) chunks.push(read.value);
+  return concatBytes(chunks);
 }
 
 /** Where the head in `buffer` ends (the index of its `\r\n\r\n`), searching from `from` up to `length`; -1 if not yet. */
