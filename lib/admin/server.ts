@@ -1,6 +1,7 @@
 /**
  * A server's admin endpoint, on its own port (`servers.<Name>.adminPort`),
- * served by `net/http_server.ts` (a connection cap and deadlines): `GET /metrics` (Prometheus text), `GET /healthz`
+ * served by `net/http_server.ts` (a connection cap and deadlines):
+ * `GET /metrics` (Prometheus text), `GET /healthz`
  * (200 while the server accepts clients and can commit, 503 with the reason
  * otherwise), `GET /status` (JSON) and `GET /density` (where clients are, as
  * counts per grid cell), and `POST /backup` (a copy of the server's
