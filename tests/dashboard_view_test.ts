@@ -287,6 +287,39 @@ Deno.test({
 });
 
 Deno.test({
+  name: "Dashboard with an admin token shows the herd only with its key, kept in a cookie once its address is opened",
+  permissions: { net: ["127.0.0.1"] },
+}, async () => {
+  const [dashboardPort, ...adminPorts] = freePorts(4);
+  await using dashboard = Dashboard.start({
+    config: lineHerd({ adminC: true, adminPorts }),
+    port: dashboardPort,
+    token: "admin-token",
+  });
+  const key = /^http:\/\/127\.0\.0\.1:\d+\/\?key=([0-9a-f]{32})$/.exec(dashboard.url)?.[1];
+  assert.ok(key !== undefined, dashboard.url);
+  const get = async (path: string, cookie?: string) => {
+    const response = await fetch(new URL(path, dashboard.url), {
+      redirect: "manual",
+      headers: cookie === undefined ? {} : { cookie },
+    });
+    await response.body?.cancel();
+    return response;
+  };
+  // Without it, or with another: nothing of the herd (the admin ports would ask for the token).
+  for (const path of ["/", "/state", "/events", "/dashboard.js"]) assert.equal((await get(path)).status, 401, path);
+  assert.equal((await get("/?key=0123")).status, 401);
+  assert.equal((await get("/state", `herd_dashboard_key=${"0".repeat(32)}`)).status, 401);
+  // Its address: the key goes into a cookie, and the page is shown without it in the address.
+  const opened = await get(dashboard.url);
+  assert.equal(opened.status, 303);
+  assert.equal(opened.headers.get("location"), "/");
+  assert.equal(opened.headers.get("set-cookie"), `herd_dashboard_key=${key}; HttpOnly; SameSite=Strict; Path=/`);
+  const cookie = `other=1; herd_dashboard_key=${key}`;
+  for (const path of ["/", "/state", "/dashboard.js"]) assert.equal((await get(path, cookie)).status, 200, path);
+});
+
+Deno.test({
   name: "Dashboard answers 400, not a 500 with a stack trace, to a Host it lets through that makes no URL",
   permissions: { net: ["127.0.0.1"] },
 }, async () => {

@@ -49,6 +49,26 @@ function _response(body: string | null, status: number, type?: string): Response
   return new Response(body, { status, headers });
 }
 
+/** The cookie that carries the dashboard's key, once its address with `?key=` has been opened. */
+const _KEY_COOKIE = "herd_dashboard_key";
+
+/** Whether `given` is `key`, compared in constant time (for strings of one length). */
+function _sameKey(given: string, key: string): boolean {
+  if (given.length !== key.length) return false;
+  let differ = 0;
+  for (let i = 0; i < key.length; i++) differ |= given.charCodeAt(i) ^ key.charCodeAt(i);
+  return differ === 0;
+}
+
+/** The dashboard's key in the `Cookie` header, if any. */
+function _keyCookie(header: string | null): string | undefined {
+  for (const part of (header ?? "").split(";")) {
+    const [name, ...value] = part.trim().split("=");
+    if (name === _KEY_COOKIE) return value.join("=");
+  }
+  return undefined;
+}
+
 /** One server-sent event. */
 function _event(name: string, data: unknown): Uint8Array {
   return _encoder.encode(`event: ${name}\ndata: ${JSON.stringify(data)}\n\n`);
@@ -56,8 +76,14 @@ function _event(name: string, data: unknown): Uint8Array {
 
 /** The dashboard: a poller of the herd and the HTTP server of its page. */
 export class Dashboard implements AsyncDisposable {
-  /** The page's address. */
+  /** The page's address (with `?key=` when the dashboard has a key). */
   readonly url: string;
+  /**
+   * With an admin token set, a key of the dashboard's own, made at start: every request must carry it (a cookie set
+   * by opening the address with `?key=`), so that what the token keeps from other local users on the admin ports,
+   * the dashboard does not show them. Without one, the admin ports on loopback answer anyone, and so does the page.
+   */
+  #key: string | undefined;
   #server: ResilientHttpServer;
   #poller: HerdPoller;
   #page: string;
@@ -80,7 +106,12 @@ export class Dashboard implements AsyncDisposable {
         console.error(`The dashboard cannot accept connections: ${error.message}; trying again in ${retryMs} ms`),
       onRecovered: () => console.error("The dashboard accepts again"),
     }, (request) => this.#answer(request));
-    this.url = `http://${DASHBOARD_HOST}:${this.#server.addr.port}/`;
+    this.#key = options.token === undefined
+      ? undefined
+      : Array.from(crypto.getRandomValues(new Uint8Array(16)), (byte) => byte.toString(16).padStart(2, "0")).join("");
+    this.url = `http://${DASHBOARD_HOST}:${this.#server.addr.port}/${
+      this.#key === undefined ? "" : `?key=${this.#key}`
+    }`;
     this.#poller.start();
   }
 
@@ -97,6 +128,31 @@ export class Dashboard implements AsyncDisposable {
     if (request.method !== "GET") return _response("Only GET\n", 405, "text/plain");
     const path = requestPath(request);
     if (path === undefined) return _response(BAD_HOST_MESSAGE, 400, "text/plain");
+    const key = this.#key;
+    if (key !== undefined) {
+      const given = path === "/" ? URL.parse(request.url)?.searchParams.get("key") : null;
+      if (given !== null && given !== undefined && _sameKey(given, key)) {
+        // Kept in a cookie, and the address without it in the address bar (and out of the history's later pages).
+        return new Response(null, {
+          status: 303,
+          headers: {
+            ..._SECURITY_HEADERS,
+            "cache-control": "no-store",
+            location: "/",
+            "set-cookie": `${_KEY_COOKIE}=${key}; HttpOnly; SameSite=Strict; Path=/`,
+          },
+        });
+      }
+      const cookie = _keyCookie(request.headers.get("cookie"));
+      if (cookie === undefined || !_sameKey(cookie, key)) {
+        return _response(
+          "The dashboard shows the herd only with its key, since the admin ports ask for a token: open the address " +
+            "it printed when it started (with ?key=)\n",
+          401,
+          "text/plain",
+        );
+      }
+    }
     switch (path) {
       case "/":
         return _response(this.#page, 200, "text/html; charset=utf-8");
