@@ -309,14 +309,29 @@ Deno.test({
   // Without it, or with another: nothing of the herd (the admin ports would ask for the token).
   for (const path of ["/", "/state", "/events", "/dashboard.js"]) assert.equal((await get(path)).status, 401, path);
   assert.equal((await get("/?key=0123")).status, 401);
-  assert.equal((await get("/state", `herd_dashboard_key=${"0".repeat(32)}`)).status, 401);
+  assert.equal((await get("/state", `herd_dashboard_key_${dashboardPort}=${"0".repeat(32)}`)).status, 401);
+  // Another port's cookie is another dashboard's.
+  assert.equal((await get("/state", `herd_dashboard_key_1=${key}`)).status, 401);
   // Its address: the key goes into a cookie, and the page is shown without it in the address.
   const opened = await get(dashboard.url);
   assert.equal(opened.status, 303);
   assert.equal(opened.headers.get("location"), "/");
-  assert.equal(opened.headers.get("set-cookie"), `herd_dashboard_key=${key}; HttpOnly; SameSite=Strict; Path=/`);
-  const cookie = `other=1; herd_dashboard_key=${key}`;
+  assert.equal(
+    opened.headers.get("set-cookie"),
+    `herd_dashboard_key_${dashboardPort}=${key}; HttpOnly; SameSite=Lax; Path=/`,
+  );
+  const cookie = `other=1; herd_dashboard_key_${dashboardPort}=stale; herd_dashboard_key_${dashboardPort}=${key}`;
   for (const path of ["/", "/state", "/dashboard.js"]) assert.equal((await get(path, cookie)).status, 200, path);
+  // The same key after a restart (an open page's event stream comes back by itself), another with another token.
+  const [otherPort] = freePorts(1);
+  await using again = Dashboard.start({
+    config: lineHerd({ adminC: true, adminPorts }),
+    port: otherPort,
+    token: "admin-token",
+  });
+  assert.ok(again.url.endsWith(`?key=${key}`), again.url);
+  await using other = Dashboard.start({ config: lineHerd({ adminC: true, adminPorts }), port: 0, token: "another" });
+  assert.ok(!other.url.endsWith(`?key=${key}`), other.url);
 });
 
 Deno.test({

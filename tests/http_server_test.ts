@@ -215,6 +215,40 @@ Deno.test({
   }
 });
 
+Deno.test({
+  name: "ResilientHttpServer sends no length with a 204, answers Expect: 100-continue (HTTP/1.1 only), and makes a " +
+    "URL of its own address when there is no Host, as Deno.serve",
+  permissions: PERMISSIONS,
+}, async () => {
+  const urls: string[] = [];
+  const server = start(async (request) => {
+    urls.push(request.url);
+    const body = await request.text();
+    return body === "" ? new Response(null, { status: 204 }) : new Response(`got ${body}\n`);
+  });
+  try {
+    const port = server.addr.port;
+    const empty = await raw(port, "GET /nohost HTTP/1.1\r\n\r\n");
+    assert.match(empty, /^HTTP\/1\.1 204 No Content\r\n/);
+    assert.doesNotMatch(empty, /content-length/);
+    assert.deepEqual(urls, [`http://localhost:${port}/nohost`]);
+    // The client waits for 100 Continue before its body: it gets it, sends the body, and is answered.
+    using conn = await Deno.connect({ hostname: "127.0.0.1", port });
+    await conn.write(encoder.encode("POST / HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\nContent-Length: 3\r\n\r\n"));
+    const buffer = new Uint8Array(1024);
+    const n = await conn.read(buffer);
+    assert.equal(decoder.decode(buffer.subarray(0, n ?? 0)), "HTTP/1.1 100 Continue\r\n\r\n");
+    await conn.write(encoder.encode("abc"));
+    assert.match(await readToEnd(conn), /^HTTP\/1\.1 200 OK\r\n[^]*\r\n\r\ngot abc\n$/);
+    // HTTP/1.0: the expectation is ignored; the body comes unasked.
+    const old = await raw(port, "POST / HTTP/1.0\r\nExpect: 100-continue\r\nContent-Length: 3\r\n\r\nxyz");
+    assert.match(old, /^HTTP\/1\.1 200 OK\r\n[^]*got xyz\n$/);
+    assert.doesNotMatch(old, /100 Continue/);
+  } finally {
+    await server.shutdown();
+  }
+});
+
 /** A listener whose accepts fail with `error()` `failures` times, then are the real one's. */
 function failingListen(failures: number, error: () => Error) {
   let accepts = 0;
@@ -317,8 +351,10 @@ Deno.test({
   permissions: PERMISSIONS,
 }, async () => {
   let asked = 0;
-  const server = start(() => {
+  const seen: string[] = [];
+  const server = start(async (request) => {
     asked++;
+    seen.push(`${request.method} ${new URL(request.url).pathname} ${JSON.stringify(await request.text())}`);
     return new Response("ok\n");
   });
   try {
@@ -333,12 +369,14 @@ Deno.test({
       assert.match(await raw(server.addr.port, request), /^HTTP\/1\.1 400 Bad Request\r\n/, JSON.stringify(request));
     }
     assert.equal(asked, 0);
-    // A lowercase method is a method of its own; its body is kept.
+    // A lowercase method of the standard ones is made upper case by Request, as by Deno.serve (a GET's body is left).
     assert.match(await raw(server.addr.port, "get / HTTP/1.1\r\nContent-Length: 2\r\n\r\nab"), /^HTTP\/1\.1 200 /);
     // And a path that starts with two slashes is a path, not a host.
     assert.match(await raw(server.addr.port, "GET //a:99999/ HTTP/1.1\r\n\r\n"), /^HTTP\/1\.1 200 /);
     assert.match(await raw(server.addr.port, "GET //[ HTTP/1.1\r\n\r\n"), /^HTTP\/1\.1 200 /);
-    assert.equal(asked, 3);
+    assert.match(await raw(server.addr.port, "Post / HTTP/1.1\r\nContent-Length: 2\r\n\r\nab"), /^HTTP\/1\.1 200 /);
+    assert.equal(asked, 4);
+    assert.deepEqual(seen, ['GET / ""', 'GET //a:99999/ ""', 'GET //[ ""', 'POST / "ab"']);
   } finally {
     await server.shutdown();
   }

@@ -140,7 +140,11 @@ events.addEventListener("open", () => {
 });
 events.addEventListener("error", () => {
   connection.dataset.state = "lost";
-  connection.textContent = "dashboard server not reachable: retrying";
+  // Closed for good: the dashboard refused the stream (401: this page came without its key, or the admin token
+  // changed); an EventSource does not try again after such an answer.
+  connection.textContent = events.readyState === EventSource.CLOSED
+    ? "refused by the dashboard: open the address it printed when it started"
+    : "dashboard server not reachable: retrying";
 });
 events.addEventListener("status", (event) => showStatus(JSON.parse(event.data)));
 events.addEventListener("density", (event) => showDensity(JSON.parse(event.data)));

@@ -8,6 +8,7 @@
  * that way, and a Host check keeps other sites' pages (DNS rebinding) out.
  */
 
+import { createHmac } from "node:crypto";
 import { ADMIN_TOKEN_VARIABLE, type HerdConfig, isLoopback } from "../config/config.ts";
 import { DASHBOARD_HOST } from "./address.ts";
 import { drawWorld } from "./map.ts";
@@ -49,8 +50,21 @@ function _response(body: string | null, status: number, type?: string): Response
   return new Response(body, { status, headers });
 }
 
-/** The cookie that carries the dashboard's key, once its address with `?key=` has been opened. */
-const _KEY_COOKIE = "herd_dashboard_key";
+/**
+ * The cookie that carries the dashboard's key, once its address with `?key=` has been opened: named by the port, as a
+ * browser keeps one set of cookies for every port of 127.0.0.1 (two dashboards would otherwise replace each other's).
+ */
+function _keyCookieName(port: number): string {
+  return `herd_dashboard_key_${port}`;
+}
+
+/**
+ * The dashboard's key: an HMAC of the admin token, so that it stays the same across restarts (an open page's event
+ * stream comes back by itself) and shows nothing of the token; whoever has the token can open the dashboard anyway.
+ */
+function _dashboardKey(token: string): string {
+  return createHmac("sha256", token).update("herd dashboard key").digest("hex").slice(0, 32);
+}
 
 /** Whether `given` is `key`, compared in constant time (for strings of one length). */
 function _sameKey(given: string, key: string): boolean {
@@ -60,13 +74,14 @@ function _sameKey(given: string, key: string): boolean {
   return differ === 0;
 }
 
-/** The dashboard's key in the `Cookie` header, if any. */
-function _keyCookie(header: string | null): string | undefined {
+/** Whether the `Cookie` header holds a cookie `name` whose value is `key` (any of several of that name). */
+function _hasKeyCookie(header: string | null, name: string, key: string): boolean {
+  let found = false;
   for (const part of (header ?? "").split(";")) {
-    const [name, ...value] = part.trim().split("=");
-    if (name === _KEY_COOKIE) return value.join("=");
+    const [cookie, ...value] = part.trim().split("=");
+    if (cookie === name && _sameKey(value.join("="), key)) found = true;
   }
-  return undefined;
+  return found;
 }
 
 /** One server-sent event. */
@@ -79,9 +94,10 @@ export class Dashboard implements AsyncDisposable {
   /** The page's address (with `?key=` when the dashboard has a key). */
   readonly url: string;
   /**
-   * With an admin token set, a key of the dashboard's own, made at start: every request must carry it (a cookie set
-   * by opening the address with `?key=`), so that what the token keeps from other local users on the admin ports,
-   * the dashboard does not show them. Without one, the admin ports on loopback answer anyone, and so does the page.
+   * With an admin token set, a key of the dashboard's own ({@linkcode _dashboardKey}): every request must carry it (a
+   * cookie set by opening the address with `?key=`), so that what the token keeps from other local users on the
+   * admin ports, the dashboard does not show them. Without one, the admin ports on loopback answer anyone, and so
+   * does the page.
    */
   #key: string | undefined;
   #server: ResilientHttpServer;
@@ -106,9 +122,7 @@ export class Dashboard implements AsyncDisposable {
         console.error(`The dashboard cannot accept connections: ${error.message}; trying again in ${retryMs} ms`),
       onRecovered: () => console.error("The dashboard accepts again"),
     }, (request) => this.#answer(request));
-    this.#key = options.token === undefined
-      ? undefined
-      : Array.from(crypto.getRandomValues(new Uint8Array(16)), (byte) => byte.toString(16).padStart(2, "0")).join("");
+    this.#key = options.token === undefined ? undefined : _dashboardKey(options.token);
     this.url = `http://${DASHBOARD_HOST}:${this.#server.addr.port}/${
       this.#key === undefined ? "" : `?key=${this.#key}`
     }`;
@@ -139,12 +153,13 @@ export class Dashboard implements AsyncDisposable {
             ..._SECURITY_HEADERS,
             "cache-control": "no-store",
             location: "/",
-            "set-cookie": `${_KEY_COOKIE}=${key}; HttpOnly; SameSite=Strict; Path=/`,
+            // Lax, not Strict: a link to this address followed from another site's page must bring the page (every
+            // answer here is a GET that changes nothing, behind the Host check).
+            "set-cookie": `${_keyCookieName(this.#server.addr.port)}=${key}; HttpOnly; SameSite=Lax; Path=/`,
           },
         });
       }
-      const cookie = _keyCookie(request.headers.get("cookie"));
-      if (cookie === undefined || !_sameKey(cookie, key)) {
+      if (!_hasKeyCookie(request.headers.get("cookie"), _keyCookieName(this.#server.addr.port), key)) {
         return _response(
           "The dashboard shows the herd only with its key, since the admin ports ask for a token: open the address " +
             "it printed when it started (with ?key=)\n",

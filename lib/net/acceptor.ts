@@ -91,7 +91,13 @@ export async function acceptLoop(
       recoveredAt = performance.now();
       failures = 0;
     }
-    conn.setNoDelay(true);
+    try {
+      conn.setNoDelay(true);
+    } catch {
+      // Reset before it could be set (EINVAL on some systems): passed over, as one reset before its accept is.
+      closeQuietly(conn);
+      continue;
+    }
     onConn(conn);
   }
 }

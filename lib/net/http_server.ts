@@ -204,12 +204,17 @@ export class ResilientHttpServer {
   }
 
   async #serve(conn: Deno.Conn, entry: _Entry): Promise<void> {
-    // The whole request within the deadline, or the connection is closed (the pending read then fails).
-    const deadline = setTimeout(() => closeQuietly(conn), this.#limits.requestTimeoutMs);
+    // The whole request within the deadline, or the connection is closed (the pending read then fails, or a request
+    // read just before is not answered).
+    const deadline = setTimeout(() => {
+      entry.evicted = true;
+      closeQuietly(conn);
+    }, this.#limits.requestTimeoutMs);
     let request: Request;
     try {
       request = await this.#read(conn);
     } catch (error) {
+      clearTimeout(deadline);
       entry.state = "answering";
       if (error instanceof _Refused && error.status !== undefined && !entry.evicted) {
         await this.#writeWithin(conn, _plainAnswer(error.status, error.message + "\n")).catch(() => {});
@@ -218,7 +223,7 @@ export class ResilientHttpServer {
     } finally {
       clearTimeout(deadline);
     }
-    // Closed to make room as its last bytes came: not answered.
+    // Closed to make room, at the deadline or by a shutdown as its last bytes came: not answered.
     if (entry.evicted) return;
     entry.state = "answering";
     let response: Response;
@@ -277,7 +282,8 @@ export class ResilientHttpServer {
     const body = new Uint8Array(bodyBytes);
     let got = Math.min(length - start, bodyBytes);
     body.set(buffer.subarray(start, start + got));
-    if (got < bodyBytes && headers.get("expect")?.toLowerCase() === "100-continue") {
+    // HTTP/1.0 clients' expectations are ignored (RFC 9110, 10.1.1).
+    if (got < bodyBytes && version === "HTTP/1.1" && headers.get("expect")?.toLowerCase() === "100-continue") {
       await writeAll(conn, _encoder.encode("HTTP/1.1 100 Continue\r\n\r\n"));
     }
     while (got < bodyBytes) {
@@ -357,7 +363,8 @@ export class ResilientHttpServer {
 
   /**
    * Stops accepting, and closes at once the connections whose request is still coming in and the event streams; the
-   * answers being written are finished, for up to 5 s, then their connections closed.
+   * answers being written are finished, for up to 5 s, then their connections closed. A handler still running then
+   * (a backup being taken, say) is waited for, as `Deno.serve`'s shutdown waits: what it does is not cut off.
    */
   async shutdown(): Promise<void> {
     if (this.#stopped) return;
@@ -367,7 +374,11 @@ export class ResilientHttpServer {
     } catch { /* closed already */ }
     await this.#accepting;
     const served = () => [...this.#open.values()].map((entry) => entry.served);
-    for (const [conn, entry] of this.#open) if (entry.state !== "answering") _end(conn, entry);
+    for (const [conn, entry] of this.#open) {
+      if (entry.state === "answering") continue;
+      entry.evicted = true;
+      _end(conn, entry);
+    }
     let timer: ReturnType<typeof setTimeout> | undefined;
     const grace = new Promise<void>((resolve) => timer = setTimeout(resolve, _SHUTDOWN_GRACE_MS));
     await Promise.race([Promise.all(served()), grace]);
