@@ -315,6 +315,7 @@ Deno.test({
   // Its address: the key goes into a cookie, and the page is shown without it in the address.
   const opened = await get(dashboard.url);
   assert.equal(opened.status, 303);
+  assert.equal(opened.statusText, "See Other");
   assert.equal(opened.headers.get("location"), "/");
   assert.equal(
     opened.headers.get("set-cookie"),
