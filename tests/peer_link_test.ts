@@ -1383,8 +1383,9 @@ Deno.test({
     }
     await waitFor(() => catchUpOf(f.lines).marks.length === BULK_WINDOW_START, { what: "the window's marks" });
     assert.ok(link.queued > 0, "records passed on are held");
-    // The next heartbeat sends the last record waited on again, to see whether the link caught up.
-    await waitFor(() => copies() === 2, { what: "the probe" });
+    // The next heartbeat sends the last record waited on again, to see whether the link caught up (and the ones after
+    // it too: on a busy machine more than one may come between two looks).
+    await waitFor(() => copies() >= 2, { what: "the probe" });
   } finally {
     await link.close();
     await f.close();
