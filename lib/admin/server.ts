@@ -19,9 +19,14 @@
  * the endpoint does not start.
  */
 
-import { timingSafeEqual } from "node:crypto";
 import { ADMIN_TOKEN_VARIABLE, isLoopback } from "../config/config.ts";
-import { BAD_HOST_MESSAGE, foreignHostMessage, hostHeaderAllowed, requestPath } from "../net/host_header.ts";
+import {
+  BAD_HOST_MESSAGE,
+  foreignHostMessage,
+  hostHeaderAllowed,
+  requestPath,
+  sameSecret,
+} from "../net/host_header.ts";
 import type { BackupFile, OpenBackup } from "./backup_files.ts";
 import type { DensityReport } from "./density.ts";
 import { registry } from "./metrics.ts";
@@ -96,15 +101,11 @@ export interface AdminOptions {
   source: AdminSource;
 }
 
-const _encoder = new TextEncoder();
-
 /** Whether `request` carries the bearer token (compared in constant time). */
 function _authorized(request: Request, token: string | undefined): boolean {
   if (token === undefined) return true;
   const header = request.headers.get("authorization") ?? "";
-  const given = _encoder.encode(header.startsWith("Bearer ") ? header.slice(7) : "");
-  const expected = _encoder.encode(token);
-  return given.length === expected.length && timingSafeEqual(given, expected);
+  return sameSecret(header.startsWith("Bearer ") ? header.slice(7) : "", token);
 }
 
 function _json(value: unknown, status = 200): Response {

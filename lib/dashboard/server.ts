@@ -12,7 +12,13 @@ import { createHmac } from "node:crypto";
 import { ADMIN_TOKEN_VARIABLE, type HerdConfig, isLoopback } from "../config/config.ts";
 import { DASHBOARD_HOST } from "./address.ts";
 import { drawWorld } from "./map.ts";
-import { BAD_HOST_MESSAGE, foreignHostMessage, hostHeaderAllowed, requestPath } from "../net/host_header.ts";
+import {
+  BAD_HOST_MESSAGE,
+  foreignHostMessage,
+  hostHeaderAllowed,
+  requestPath,
+  sameSecret,
+} from "../net/host_header.ts";
 import { dashboardPage, FAVICON_SVG } from "./page.ts";
 import { HerdPoller, type HerdPollerOptions } from "./poller.ts";
 import { PAGE_CSS } from "./page_style.ts";
@@ -66,20 +72,12 @@ function _dashboardKey(token: string): string {
   return createHmac("sha256", token).update("herd dashboard key").digest("hex").slice(0, 32);
 }
 
-/** Whether `given` is `key`, compared in constant time (for strings of one length). */
-function _sameKey(given: string, key: string): boolean {
-  if (given.length !== key.length) return false;
-  let differ = 0;
-  for (let i = 0; i < key.length; i++) differ |= given.charCodeAt(i) ^ key.charCodeAt(i);
-  return differ === 0;
-}
-
 /** Whether the `Cookie` header holds a cookie `name` whose value is `key` (any of several of that name). */
 function _hasKeyCookie(header: string | null, name: string, key: string): boolean {
   let found = false;
   for (const part of (header ?? "").split(";")) {
     const [cookie, ...value] = part.trim().split("=");
-    if (cookie === name && _sameKey(value.join("="), key)) found = true;
+    if (cookie === name && sameSecret(value.join("="), key)) found = true;
   }
   return found;
 }
@@ -145,7 +143,7 @@ export class Dashboard implements AsyncDisposable {
     const key = this.#key;
     if (key !== undefined) {
       const given = path === "/" ? URL.parse(request.url)?.searchParams.get("key") : null;
-      if (given !== null && given !== undefined && _sameKey(given, key)) {
+      if (given !== null && given !== undefined && sameSecret(given, key)) {
         // Kept in a cookie, and the address without it in the address bar (and out of the history's later pages).
         return new Response(null, {
           status: 303,

@@ -7,8 +7,11 @@
  * address, as `localhost`, or by the host the server was configured with:
  * names a page from elsewhere cannot rebind. The port is not checked: a
  * rebound page keeps the port it reaches us on, and a proxy or a port
- * mapping may change it.
+ * mapping may change it. Also here, for both: {@linkcode sameSecret}, how
+ * they compare a token or key a request carries.
  */
+
+import { timingSafeEqual } from "node:crypto";
 
 /** An IPv4 address in dotted decimal, each part 0-255 without leading zeros (as browsers write it). */
 const _IPV4 = /^(?:(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)\.){3}(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)$/;
@@ -62,3 +65,12 @@ export function requestPath(request: Request): string | undefined {
 
 /** The answer to a request whose `Host` header makes no URL (see {@linkcode requestPath}). */
 export const BAD_HOST_MESSAGE = "Bad request: the Host header is not a valid host[:port]\n";
+
+const _secretEncoder = new TextEncoder();
+
+/** Whether `given` is `secret` (a bearer token, the dashboard's key), compared in constant time. */
+export function sameSecret(given: string, secret: string): boolean {
+  const a = _secretEncoder.encode(given);
+  const b = _secretEncoder.encode(secret);
+  return a.length === b.length && timingSafeEqual(a, b);
+}
