@@ -19,7 +19,7 @@ import { certFiles, type HerdConfig, neighboursOf, netAddress, serverNamed, task
 import { LogBudget } from "./log_budget.ts";
 import { fileTimestamp, makePrivateDirectory, openDirectoryWarning, PRIVATE_FILE_MODE } from "./private_files.ts";
 import { cutForLog, log, logFile, quote } from "./logging.ts";
-import { acceptLoop } from "./net/acceptor.ts";
+import { acceptLoop, closeQuietly } from "./net/acceptor.ts";
 import type { ResilientHttpServer } from "./net/http_server.ts";
 import type { PeerHost } from "./peer/host.ts";
 import type { LinkReport } from "./peer/tree.ts";
@@ -650,9 +650,7 @@ export class HerdServer implements PeerHost {
    * (the acceptor's warning), which its operator should see.
    */
   #refuseClient(conn: Deno.Conn): void {
-    try {
-      conn.close();
-    } catch { /* already closed */ }
+    closeQuietly(conn);
     if (this.#refusalWarnings.take()) {
       log.server.warning("Refused {count} client connections: {open} are open, limits.maxConnections", {
         count: 1,
@@ -883,9 +881,7 @@ export class HerdServer implements PeerHost {
     this.#stopping = true;
     this.#phase = "stopping";
     log.server.info("{name} shutting down", { name: this.name });
-    try {
-      this.#clientListener?.close();
-    } catch { /* already closed */ }
+    closeQuietly(this.#clientListener);
     this.#peerServer?.close();
     await this.#accepting;
     const clients = [...this.#clients];

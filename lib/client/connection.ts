@@ -4,6 +4,7 @@
  */
 
 import { nowNs } from "../clock.ts";
+import { closeQuietly } from "../net/acceptor.ts";
 import { LineReader } from "../net/line_stream.ts";
 import { cutForLog, log, quote } from "../logging.ts";
 import { traffic } from "../traffic_log.ts";
@@ -111,9 +112,7 @@ export class ClientConnection {
   abort(): void {
     this.#aborted = true;
     this.#replies?.release();
-    try {
-      this.#conn.close();
-    } catch { /* already closed */ }
+    closeQuietly(this.#conn);
   }
 
   async #serve(context: RouterContext, maxLineBytes: number, budget: ReplyBudget | undefined): Promise<void> {

@@ -31,10 +31,10 @@ export interface AcceptReporter {
   recovered(failures: number): void;
 }
 
-/** Closes `conn`, which may be closed already. */
-export function closeQuietly(conn: Deno.Conn): void {
+/** Closes a socket or listener, which may be closed already (or not there at all). */
+export function closeQuietly(resource: { close(): void } | undefined): void {
   try {
-    conn.close();
+    resource?.close();
   } catch { /* closed already */ }
 }
 

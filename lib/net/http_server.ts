@@ -374,9 +374,7 @@ export class ResilientHttpServer {
   async shutdown(): Promise<void> {
     if (this.#stopped) return;
     this.#stopped = true;
-    try {
-      this.#listener.close();
-    } catch { /* closed already */ }
+    closeQuietly(this.#listener);
     await this.#accepting;
     const served = () => [...this.#open.values()].map((entry) => entry.served);
     for (const [conn, entry] of this.#open) {
