@@ -57,6 +57,9 @@ export interface WhatsatCommand {
   bound: number;
 }
 
+/** The most results a WHATSAT may ask for (PROTOCOL.md). */
+export const MAX_WHATSAT_BOUND = 20;
+
 /** What a client line is. `empty` lines are ignored; `invalid` ones get `? `. */
 export type Command = IamatCommand | WhatsatCommand | { kind: "empty" } | { kind: "invalid" };
 
@@ -146,7 +149,7 @@ export function parseCommand(line: string, maxClientIdBytes: number = DEFAULT_MA
   if (verb === "WHATSAT") {
     if (!isRadius(a) || !INTEGER.test(b)) return { kind: "invalid" };
     const bound = Number(b);
-    if (bound > 20) return { kind: "invalid" };
+    if (bound > MAX_WHATSAT_BOUND) return { kind: "invalid" };
     return { kind: "WHATSAT", clientId, radiusKm: a, bound };
   }
   return { kind: "invalid" };

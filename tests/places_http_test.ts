@@ -11,12 +11,14 @@ import { GoogleLegacyPlaces } from "../lib/places/google_legacy.ts";
 import {
   MAX_ECHOED_CHARS,
   MAX_PLACES_BODY_BYTES,
+  MAX_PLACES_DEPTH,
+  MAX_PLACES_VALUES,
   scrubKey,
   scrubKeyDeep,
   SHORT_KEY_CHARS,
 } from "../lib/places/http.ts";
 import type { PlacesProvider } from "../lib/places/provider.ts";
-import { type FakePlaces, startFakePlaces } from "./testing/fake_places.ts";
+import { fakeNewPlace, type FakePlaces, fakeResult, startFakePlaces } from "./testing/fake_places.ts";
 
 const KEY = "http-key/5e+7=a&b c";
 const UCLA = { latitude: "+34.068930", longitude: "-118.445127", radiusMetres: "1500" };
@@ -52,6 +54,71 @@ Deno.test({
   fake.answerWith = (api) =>
     new Response(paddedBody(api, MAX_PLACES_BODY_BYTES - 100), { headers: { "content-type": "application/json" } });
   for (const places of providers(fake)) assert.equal((await places.search(UCLA)).status, "ZERO_RESULTS", places.name);
+});
+
+/** A JSON value nested `depth` deep (the outermost object counts as 1), an empty object innermost. */
+function nested(depth: number): string {
+  return '{"a":'.repeat(depth - 1) + "{}" + "}".repeat(depth - 1);
+}
+
+Deno.test({
+  name: "an answer nested deeper than MAX_PLACES_DEPTH, or holding more than MAX_PLACES_VALUES values, is refused",
+  permissions: NET,
+}, async () => {
+  await using fake = startFakePlaces({ key: KEY });
+  const json = { headers: { "content-type": "application/json" } };
+  // Each answer holds one result, which holds `extra`: legacy `results[0].extra`, new `places[0].extra` (3 levels in).
+  const place = (api: "legacy" | "new", extra: string) =>
+    JSON.stringify(api === "legacy" ? fakeResult(0, 34, -118) : fakeNewPlace(0, 34, -118)).slice(0, -1) +
+    `,"extra":${extra}}`;
+  const answer = (api: "legacy" | "new", extra: string) =>
+    api === "legacy" ? `{"results":[${place(api, extra)}],"status":"OK"}` : `{"places":[${place(api, extra)}]}`;
+  for (
+    const [extra, refusal] of [
+      [nested(MAX_PLACES_DEPTH - 3), undefined], // the deepest allowed: the answer, its list, the result, then these
+      [nested(MAX_PLACES_DEPTH - 2), `nested over ${MAX_PLACES_DEPTH} levels deep`],
+      [nested(3000), `nested over ${MAX_PLACES_DEPTH} levels deep`], // an audit's: no reply at all, nothing logged
+      [`[${"0,".repeat(MAX_PLACES_VALUES - 100)}0]`, undefined], // with the rest of the answer, just under
+      [`[${"0,".repeat(MAX_PLACES_VALUES)}0]`, `held over ${MAX_PLACES_VALUES} values`],
+    ] as const
+  ) {
+    fake.answerWith = (api) => new Response(answer(api, extra), json);
+    for (const places of providers(fake)) {
+      const got = await places.search(UCLA);
+      const what = `${places.name}, ${extra.length} bytes of extra`;
+      if (refusal === undefined) {
+        assert.equal(got.status, "OK", what);
+        assert.equal(got.results.length, 1, what);
+        continue;
+      }
+      assert.equal(got.status, "UNKNOWN_ERROR", what);
+      assert.deepEqual(got.results, [], what);
+      assert.equal(got.error_message, `The Places service's answer ${refusal} (HTTP 200)`, what);
+    }
+  }
+});
+
+Deno.test({
+  name: "an answer's list of places is cut to the 20 a WHATSAT can ask for, before anything else reads it",
+  permissions: NET,
+}, async () => {
+  await using fake = startFakePlaces({ key: KEY });
+  // Two million tiny results (4 MiB): an audit's answer, which blocked a server 3-4 s while every result was printed.
+  // The new API's places are translated one by one, so its answer is 80,000 of the smallest places it keeps.
+  const place = '{"location":{"latitude":34,"longitude":-118}}';
+  const bodies = {
+    legacy: `{"results":[${"0,".repeat(2_000_000)}0],"status":"OK"}`,
+    new: `{"places":[${`${place},`.repeat(80_000)}${place}]}`,
+  };
+  assert.ok(bodies.new.length < MAX_PLACES_BODY_BYTES);
+  fake.answerWith = (api) => new Response(bodies[api], { headers: { "content-type": "application/json" } });
+  const [legacy, latest] = providers(fake);
+  const legacyAnswer = await legacy.search(UCLA);
+  assert.equal(legacyAnswer.status, "OK");
+  assert.deepEqual(legacyAnswer.results, new Array(20).fill(0));
+  const latestAnswer = await latest.search(UCLA);
+  assert.equal(latestAnswer.status, "OK");
+  assert.equal(latestAnswer.results.length, 20);
 });
 
 Deno.test({

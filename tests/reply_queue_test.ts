@@ -1,6 +1,7 @@
 import assert from "node:assert/strict";
 import { MAX_WRITE_BYTES, ReplyBudget, ReplyQueue } from "../lib/client/reply_queue.ts";
 import { concatBytes, writeParts } from "../lib/net/write.ts";
+import { captureLogs } from "./testing/logs.ts";
 import { delay } from "./testing/wait.ts";
 
 const encoder = new TextEncoder();
@@ -77,6 +78,21 @@ Deno.test("ReplyQueue writes replies in command order, the ready ones behind the
   await flushed;
   assert.equal(received(), "first\nsecond\nthird\n");
   assert.equal(writes(), 1);
+});
+
+Deno.test("ReplyQueue: a handler that fails is logged as an error, and the replies behind it still go out", async () => {
+  await using logs = await captureLogs();
+  const { conn, received } = slowConn();
+  const queue = new ReplyQueue(conn);
+  queue.push("first\n");
+  queue.push(Promise.reject(new RangeError("Invalid string length")));
+  queue.push("third\n");
+  await queue.flush();
+  assert.equal(received(), "first\nthird\n");
+  assert.equal(
+    logs.count(/^error A command's handler failed, and its client gets no reply: RangeError: Invalid string length/),
+    1,
+  );
 });
 
 Deno.test("ReplyQueue gathers at most MAX_WRITE_BYTES a write (a larger reply alone), in order, whatever the text", async () => {

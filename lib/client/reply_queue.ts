@@ -7,6 +7,7 @@
  */
 
 import { metrics } from "../admin/metrics.ts";
+import { cutForLog, log } from "../logging.ts";
 import { type Part, writeParts } from "../net/write.ts";
 
 /**
@@ -221,7 +222,14 @@ export class ReplyQueue {
       this.#hold(slot, value);
     }, (error) => {
       // Handlers answer every command, or refuse one with NoReply; a client must not hang on anything else.
-      slot.value = error instanceof NoReply ? _CLOSE : "";
+      if (error instanceof NoReply) {
+        slot.value = _CLOSE;
+        return;
+      }
+      slot.value = "";
+      log.client.error("A command's handler failed, and its client gets no reply: {error}", {
+        error: cutForLog(String((error as Error)?.stack ?? error)),
+      });
     });
     this.#slots.push(slot);
   }

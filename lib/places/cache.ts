@@ -26,6 +26,12 @@ const _decoder = new TextDecoder();
 /** Longest time between two passes that drop expired entries, in milliseconds. */
 const _SWEEP_EVERY_MS = 60_000;
 
+/**
+ * The least time a queued search must have left (of `places.timeoutMs`, or a
+ * quarter of it when that is shorter) to be sent upstream when its turn comes.
+ */
+const _LEAST_CALL_MS = 100;
+
 /** Where the results sit in an encoded body, in bytes (see {@linkcode PlacesResult.reply}). */
 interface _ByteLayout {
   open: number;
@@ -333,7 +339,13 @@ export class CachedPlaces implements PlacesProvider, PlacesService {
       }
       this.#waiting.push(waiter);
     });
-    if (turn) return this.#ask(key, query, started);
+    if (turn) {
+      // A turn that comes with almost none of the search's time left is passed on: its call could not be answered
+      // in time, and is billed all the same (an audit's 300 searches behind a silent upstream made 51 calls, not 16).
+      const left = this.#timeoutMs - (performance.now() - started);
+      if (left >= Math.min(_LEAST_CALL_MS, this.#timeoutMs / 4)) return this.#ask(key, query, started);
+      this.#release();
+    }
     this.#inflight.delete(key);
     const answer = this.#timedOut(performance.now() - started);
     if (this.#warnings.take()) {
@@ -394,6 +406,25 @@ export class CachedPlaces implements PlacesProvider, PlacesService {
     }
   }
 
+  /**
+   * The answer as a result whose reply body is made now, or an error result
+   * when it cannot be printed: a failure here would otherwise reject every
+   * WHATSAT sharing the search, whose clients get no reply at all.
+   */
+  #printed(answer: PlacesAnswer, properties: Record<string, unknown>): PlacesResult {
+    const result = new PlacesResult(answer);
+    try {
+      result.encode();
+      return result;
+    } catch (error) {
+      log.places.error("The answer of {provider} around {location} radius {radius} m cannot be printed: {name}", {
+        ...properties,
+        name: (error as Error)?.name,
+      });
+      return new PlacesResult(placesError("UNKNOWN_ERROR", "The Places service's answer cannot be printed"));
+    }
+  }
+
   async #ask(key: string, query: PlacesQuery, started: number): Promise<PlacesResult> {
     const called = performance.now();
     const queuedMs = called - started;
@@ -448,8 +479,8 @@ export class CachedPlaces implements PlacesProvider, PlacesService {
         { ...properties, error: answer.error_message },
       );
     }
-    const result = new PlacesResult(answer);
-    const good = answer.status === "OK" || answer.status === "ZERO_RESULTS";
+    const result = this.#printed(answer, properties);
+    const good = result.status === "OK" || result.status === "ZERO_RESULTS";
     const ttl = good ? this.#ttlMs : this.#errorTtlMs;
     if (ttl > 0) this.#keep(key, result, ttl);
     return result;

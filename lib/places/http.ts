@@ -3,6 +3,7 @@
  * can fail turned into a Places-shaped error that never shows the key.
  */
 
+import { MAX_WHATSAT_BOUND } from "../protocol.ts";
 import { type PlacesAnswer, placesError } from "./provider.ts";
 
 /** Options of the Google providers. */
@@ -231,11 +232,62 @@ export async function fetchPlacesJson(
   if (text === undefined) {
     return fail(`The Places service's answer was over ${MAX_PLACES_BODY_BYTES} bytes (HTTP ${response.status})`);
   }
+  let body: unknown;
   try {
-    // Whatever the service echoes reaches replies and logs: not the key, however it was written.
-    return { ok: true, response, body: scrubKeyDeep(JSON.parse(text), options.key) };
+    body = JSON.parse(text);
   } catch {
     if (!response.ok) return { ok: true, response, body: undefined };
     return fail("The Places service answered with malformed JSON");
   }
+  _cutLists(body);
+  const problem = shapeProblem(body);
+  if (problem !== undefined) return fail(`The Places service's answer ${problem} (HTTP ${response.status})`);
+  // Whatever the service echoes reaches replies and logs: not the key, however it was written.
+  return { ok: true, response, body: scrubKeyDeep(body, options.key) };
+}
+
+/** The deepest a Places answer may nest (Google's nest 6 deep: `results[0].geometry.viewport.northeast.lat`). */
+export const MAX_PLACES_DEPTH = 16;
+
+/** The most values (objects, arrays, strings, numbers...) a Places answer may hold, its lists cut to 20 results. */
+export const MAX_PLACES_VALUES = 50_000;
+
+/**
+ * Cuts an answer's list of places (`results` in the legacy shape, `places`
+ * in the new one) to the most a WHATSAT can ask for: the rest is never
+ * served, and each result kept is printed, laid out and held in the cache
+ * (an audit's 4 MiB answer of two million results blocked a server 3-4 s).
+ */
+function _cutLists(body: unknown): void {
+  if (typeof body !== "object" || body === null || Array.isArray(body)) return;
+  const answer = body as Record<string, unknown>;
+  for (const name of ["results", "places"]) {
+    const list = answer[name];
+    if (Array.isArray(list) && list.length > MAX_WHATSAT_BOUND) list.length = MAX_WHATSAT_BOUND;
+  }
+}
+
+/**
+ * Why parsed JSON is not an answer the server will print, or undefined: it
+ * nests deeper than {@linkcode MAX_PLACES_DEPTH} or holds more than
+ * {@linkcode MAX_PLACES_VALUES} values. The reply prints each level three
+ * spaces further in, so 4 MiB nested thousands deep printed as hundreds of
+ * megabytes, or overflowed the printer's stack (an audit's). Walked with a
+ * stack of its own, not by recursion.
+ */
+export function shapeProblem(body: unknown): string | undefined {
+  if (typeof body !== "object" || body === null) return undefined;
+  const pending: { value: object; depth: number }[] = [{ value: body, depth: 1 }];
+  let values = 1;
+  while (pending.length > 0) {
+    const { value, depth } = pending.pop()!;
+    if (depth > MAX_PLACES_DEPTH) return `nested over ${MAX_PLACES_DEPTH} levels deep`;
+    const items: unknown[] = Array.isArray(value) ? value : Object.values(value);
+    values += items.length;
+    if (values > MAX_PLACES_VALUES) return `held over ${MAX_PLACES_VALUES} values`;
+    for (const item of items) {
+      if (typeof item === "object" && item !== null) pending.push({ value: item, depth: depth + 1 });
+    }
+  }
+  return undefined;
 }
