@@ -34,7 +34,7 @@ import {
   taskCommand,
 } from "./lib/config/config.ts";
 import { HerdServer, StartCancelledError } from "./lib/herd_server.ts";
-import { certificateProblems, ensureCertificates, makeCertificates } from "./lib/cli/certs.ts";
+import { checkCertificates, ensureCertificates, makeCertificates } from "./lib/cli/certs.ts";
 import { askBackup, backupNames, backupOutProblem, fetchBackup, FetchFailed } from "./lib/cli/backup.ts";
 import { RestoreRefused, restoreServer } from "./lib/cli/restore.ts";
 import {
@@ -270,7 +270,8 @@ async function makeCertificatesHere(
       names: names.length === 0 ? undefined : names,
       renew: flags.renew,
     });
-    const problems = await certificateProblems(config, names.length === 0 ? undefined : names);
+    const { problems, notes } = await checkCertificates(config, names.length === 0 ? undefined : names);
+    for (const note of notes) console.log(note);
     if (problems.length > 0) {
       if (written.length > 0) console.log(`Wrote ${written.join(", ")}`);
       fail(`A server cannot use what is in ${config.certDir}:\n${problems.map((line) => `  ${line}`).join("\n")}`, 1);

@@ -26,7 +26,7 @@ import type { LinkReport } from "./peer/tree.ts";
 import { type InboundPeer, refusePeer, servePeer } from "./peer/inbound.ts";
 import { PeerLinks } from "./peer/links.ts";
 import { Reconciler } from "./peer/reconcile.ts";
-import { PeerTransport } from "./peer/transport.ts";
+import { CERT_WARN_DAYS, PeerTransport } from "./peer/transport.ts";
 import type { CachedPlaces } from "./places/cache.ts";
 import type { HerdRecordRules, LocationRecord } from "./protocol.ts";
 import { DatabaseInUseError, RecordLog, type RecordLogOptions } from "./store/record_log.ts";
@@ -53,6 +53,9 @@ const _LOCK_WAIT_EXTRA_MS = 3000;
 const _LOCK_POLL_MS = 50;
 /** How often the TLS files are looked at for a rotated certificate, in milliseconds (SIGHUP: at once). */
 const _CERT_CHECK_MS = 60_000;
+
+/** A day in milliseconds. */
+const _DAY_MS = 86_400_000;
 /** How long compaction waits between checks, in milliseconds. */
 const _COMPACT_CHECK_MS = 10_000;
 /** The least free space a backup leaves on its filesystem beside the copy (or the database's size, if larger). */
@@ -125,6 +128,8 @@ export class HerdServer implements PeerHost {
   #timers: ReturnType<typeof setInterval>[] = [];
   #stopping = false;
   /** Refusals at `limits.maxConnections`: the first in a second said, the others counted and said after it. */
+  /** When {@linkcode HerdServer.#warnOfExpiry} last warned (epoch ms). */
+  #expiryWarnedAt = -Infinity;
   #refusalWarnings = new LogBudget(1, (count) => {
     log.server.warning("Refused {count} client connections: {open} are open, limits.maxConnections", {
       count,
@@ -194,6 +199,7 @@ export class HerdServer implements PeerHost {
     const self = serverNamed(this.#config, this.name);
     // The TLS files first: a server that cannot use them does not start, and says nothing of an admin endpoint.
     this.#transport.load();
+    this.#warnOfExpiry();
     // Then the admin endpoint, so that while the server waits for its database /healthz says it is starting.
     if (self.adminPort !== undefined) this.#startAdmin(self.host, self.adminPort);
     const started = performance.now();
@@ -742,12 +748,41 @@ export class HerdServer implements PeerHost {
    */
   reloadCertificates(): void {
     try {
-      if (this.#transport.reload()) log.server.info("{name} reloaded its TLS certificates", { name: this.name });
+      if (this.#transport.reload()) {
+        log.server.info("{name} reloaded its TLS certificates", { name: this.name });
+        this.#expiryWarnedAt = -Infinity;
+      }
     } catch (error) {
       log.server.error("{name} kept its TLS certificates: {error}", {
         name: this.name,
         error: (error as Error).message,
       });
+    }
+    this.#warnOfExpiry();
+  }
+
+  /**
+   * Warns at start, then once a day (the files are looked at every minute),
+   * while the certificate in use or its CA expires within
+   * {@linkcode CERT_WARN_DAYS}; an error once it has: neighbours then refuse
+   * new links with this server.
+   */
+  #warnOfExpiry(now = Date.now()): void {
+    const expiry = this.#transport.expiry;
+    if (expiry === undefined) return;
+    const left = expiry.notAfter.getTime() - now;
+    if (left > CERT_WARN_DAYS * _DAY_MS || now - this.#expiryWarnedAt < _DAY_MS) return;
+    this.#expiryWarnedAt = now;
+    const properties = {
+      expiring: expiry.expiring,
+      at: expiry.notAfter.toISOString(),
+      days: Math.floor(left / _DAY_MS),
+      remedy: expiry.remedy,
+    };
+    if (left <= 0) {
+      log.server.error("{expiring} expired at {at}: neighbours refuse new links with it; {remedy}", properties);
+    } else {
+      log.server.warning("{expiring} expires at {at}, in {days} days: {remedy}", properties);
     }
   }
 

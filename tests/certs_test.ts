@@ -6,7 +6,7 @@
 
 import assert from "node:assert/strict";
 import * as x509 from "@peculiar/x509";
-import { certificateNames, certificateProblems, makeCertificates } from "../lib/cli/certs.ts";
+import { certificateNames, certificateProblems, checkCertificates, makeCertificates } from "../lib/cli/certs.ts";
 import { certificateRunArgs, type CertificateRunOptions } from "../lib/cli/launcher.ts";
 import { certFiles, type HerdConfig, parseConfig } from "../lib/config/config.ts";
 import { PeerTransport } from "../lib/peer/transport.ts";
@@ -328,6 +328,87 @@ Deno.test({
 });
 
 Deno.test({
+  name: "a certificate of another server, an expired one, one not yet valid, or one an expired CA signed is refused",
+  permissions: { read: ["/tmp"], write: ["/tmp"] },
+}, async () => {
+  const dir = await temporaryDir();
+  try {
+    const config = configIn(dir);
+    const files = certFiles(config);
+    const day = 86_400_000;
+    const transport = (name: string, cert = files.cert(name), key = files.key(name)) =>
+      new PeerTransport({ files: { ca: files.ca, cert, key, name }, handshakeTimeoutMs: 1_000 });
+    await makeCertificates(config);
+    transport("A").load();
+    assert.deepEqual(await checkCertificates(config), { problems: [], notes: [] });
+    // B's certificate and key put in A's place (an audit's: A started, and no neighbour would link to it).
+    assert.throws(
+      () => transport("A", files.cert("B"), files.key("B")).load(),
+      new RegExp(`^Error: This server's certificate ${files.cert("B")} is "B"'s, not "A"'s: its neighbours would`),
+    );
+    // Made 826 days ago: it expired yesterday (server certificates last 825 days).
+    await makeCertificates(config, { names: ["A"], renew: true, now: Date.now() - 826 * day });
+    assert.throws(
+      () => transport("A").load(),
+      new RegExp(`^Error: This server's certificate ${files.cert("A")} expired on `),
+    );
+    const { problems } = await checkCertificates(config);
+    assert.equal(problems.length, 1);
+    assert.match(problems[0], /expired on .* \(`deno task certs A --renew --config .*` remakes/);
+    // Made tomorrow (this host's clock behind the one that made it).
+    await makeCertificates(config, { names: ["A"], renew: true, now: Date.now() + day });
+    assert.throws(() => transport("A").load(), /is not valid before .* \(this host's clock says .*: is it right\?\)$/);
+    // Made 810 days ago: usable, and both the server and the certificates task say it expires within 30 days.
+    await makeCertificates(config, { names: ["A"], renew: true, now: Date.now() - 810 * day });
+    const check = transport("A");
+    check.load();
+    const left = (check.expiry!.notAfter.getTime() - Date.now()) / day;
+    assert.ok(left > 14 && left < 16, `${left} days left`);
+    const { notes } = await checkCertificates(config);
+    assert.equal(notes.length, 1);
+    assert.match(notes[0], new RegExp(`^This server's certificate ${files.cert("A")} expires at .*, in 14 days: `));
+    // The CA itself made 3,700 days ago (CAs last 3,650): every certificate it signed is refused, whatever its own dates.
+    const old = configIn(`${dir}/old`);
+    await makeCertificates(old, { now: Date.now() - 3_700 * day });
+    await makeCertificates(old, { names: ["A"], renew: true });
+    const oldFiles = certFiles(old);
+    assert.throws(
+      () =>
+        new PeerTransport({
+          files: { ca: oldFiles.ca, cert: oldFiles.cert("A"), key: oldFiles.key("A"), name: "A" },
+          handshakeTimeoutMs: 1_000,
+        }).load(),
+      new RegExp(`^Error: The herd's CA certificate ${oldFiles.ca} that signed this server's certificate expired on `),
+    );
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test({
+  name: "a host that holds its certificates but not the CA's key checks them, and says where to make missing ones",
+  permissions: { read: ["/tmp"], write: ["/tmp"] },
+}, async () => {
+  const dir = await temporaryDir();
+  try {
+    const config = configIn(dir);
+    const files = certFiles(config);
+    await makeCertificates(config);
+    // As the README says to set up another host: ca.crt and the server's own files, no ca.key.
+    await Deno.remove(files.caKey);
+    assert.deepEqual(await makeCertificates(config), [], "nothing to make, and no CA key read");
+    assert.deepEqual(await makeCertificates(config, { names: ["A"] }), []);
+    await Deno.remove(files.cert("C"));
+    await assert.rejects(
+      makeCertificates(config),
+      new RegExp(`^Error: Cannot make C's certificate: the CA's key ${files.caKey} is not on this host`),
+    );
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test({
   name:
     "renewing signs with the CA certificate in ca.crt that goes with ca.key, and refuses a ca.key that goes with none",
   permissions: { read: ["/tmp"], write: ["/tmp"] },
@@ -411,12 +492,20 @@ Deno.test({
   await herd.startAll();
   const files = certFiles(herd.config);
   const before = await Deno.readTextFile(files.cert("B"));
-  await makeCertificates(herd.config, { names: ["B"], renew: true });
+  // Made as if 815 days ago: 10 days left of its 825, which B warns of once it has taken it.
+  await makeCertificates(herd.config, { names: ["B"], renew: true, now: Date.now() - 815 * 86_400_000 });
   assert.notEqual(await Deno.readTextFile(files.cert("B")), before);
+  assert.doesNotMatch(await herd.log("B"), /expires at/, "the certificate B started with has years left");
   herd.signal("B", "SIGHUP");
   await waitFor(async () => /"B" reloaded its TLS certificates/.test(await herd.log("B")), {
     what: "B to reload its certificates",
   });
+  await waitFor(
+    async () => /\[WRN\] .*This server's certificate .*B\.crt" expires at ".*", in 9 days: /.test(await herd.log("B")),
+    {
+      what: "B to warn that its certificate expires soon",
+    },
+  );
   // B kept running; A starts again and dials B, whose new certificate it checks against the same CA.
   await herd.stop("A", "SIGKILL");
   await herd.start("A");

@@ -9,7 +9,7 @@
 
 import { type CertFiles, certFiles, type HerdConfig, type ServerConfig, taskCommand } from "../config/config.ts";
 import { createPrivateKey, X509Certificate } from "node:crypto";
-import { checkPeerCredentials, pemCertificates } from "../peer/transport.ts";
+import { CERT_WARN_DAYS, checkPeerCredentials, pemCertificates } from "../peer/transport.ts";
 import { ignoreInGit } from "../private_files.ts";
 
 /** How long the herd's CA is valid, in days. */
@@ -69,10 +69,9 @@ async function _x509() {
   return await import("@peculiar/x509");
 }
 
-async function _newCa(herdName: string): Promise<{ ca: _Ca; keyPem: string }> {
+async function _newCa(herdName: string, now: number): Promise<{ ca: _Ca; keyPem: string }> {
   const x509 = await _x509();
   const keys = await crypto.subtle.generateKey(_ALGORITHM, true, ["sign", "verify"]) as CryptoKeyPair;
-  const now = Date.now();
   const cert = await x509.X509CertificateGenerator.createSelfSigned({
     serialNumber: _serial(),
     name: `CN=${herdName} CA, O=herd`,
@@ -128,11 +127,11 @@ async function _serverCertificate(
   ca: _Ca,
   name: string,
   server: ServerConfig,
+  now: number,
 ): Promise<{ certPem: string; keyPem: string }> {
   const x509 = await _x509();
   const keys = await crypto.subtle.generateKey(_ALGORITHM, true, ["sign", "verify"]) as CryptoKeyPair;
   const { dns, ip } = certificateNames(name, server);
-  const now = Date.now();
   const cert = await x509.X509CertificateGenerator.create({
     serialNumber: _serial(),
     subject: `CN=${name}, O=herd`,
@@ -165,6 +164,8 @@ export interface MakeCertificatesOptions {
   names?: string[];
   /** Remake the servers' keys and certificates even where they exist (rotation); the CA is kept. */
   renew?: boolean;
+  /** The time (epoch ms) the certificates are made valid from, less a minute; now by default. Tests make old ones. */
+  now?: number;
 }
 
 /**
@@ -174,25 +175,37 @@ export interface MakeCertificatesOptions {
  */
 export async function makeCertificates(config: HerdConfig, options: MakeCertificatesOptions = {}): Promise<string[]> {
   const files = certFiles(config);
+  const now = options.now ?? Date.now();
   await _makeCertDir(config.certDir);
   const written: string[] = [];
-  let ca: _Ca;
-  if (await _exists(files.ca)) {
-    ca = await _loadCa(files);
-  } else {
-    const made = await _newCa(_herdLabel(config));
-    await _writePrivate(files.caKey, made.keyPem);
-    await _writePrivate(files.ca, made.ca.cert.toString("pem") + "\n");
-    written.push(files.caKey, files.ca);
-    ca = made.ca;
-  }
+  const wanted: [string, ServerConfig][] = [];
   for (const name of options.names ?? [...config.servers.keys()]) {
     const server = config.servers.get(name);
     if (server === undefined) {
       throw new RangeError(`Unknown server "${name}": expected one of ${[...config.servers.keys()].join(", ")}`);
     }
     if (!options.renew && await _exists(files.cert(name)) && await _exists(files.key(name))) continue;
-    const { certPem, keyPem } = await _serverCertificate(ca, name, server);
+    wanted.push([name, server]);
+  }
+  let ca: _Ca | undefined;
+  if (!await _exists(files.ca)) {
+    const made = await _newCa(_herdLabel(config), now);
+    await _writePrivate(files.caKey, made.keyPem);
+    await _writePrivate(files.ca, made.ca.cert.toString("pem") + "\n");
+    written.push(files.caKey, files.ca);
+    ca = made.ca;
+  } else if (wanted.length > 0) {
+    // Only to sign: a host that holds every certificate it needs has no CA key, and needs none (README).
+    if (!await _exists(files.caKey)) {
+      throw new Error(
+        `Cannot make ${wanted.map(([name]) => `${name}'s`).join(", ")} certificate: the CA's key ${files.caKey} is ` +
+          "not on this host (it stays on the machine that made the certificates: make them there, and copy them here)",
+      );
+    }
+    ca = await _loadCa(files);
+  }
+  for (const [name, server] of wanted) {
+    const { certPem, keyPem } = await _serverCertificate(ca!, name, server, now);
     // The key first: a server that reads a new certificate then finds the key that goes with it.
     await _writePrivate(files.key(name), keyPem);
     await _writePrivate(files.cert(name), certPem);
@@ -209,8 +222,22 @@ export async function makeCertificates(config: HerdConfig, options: MakeCertific
  * well. Missing files are {@linkcode makeCertificates}'s to make.
  */
 export async function certificateProblems(config: HerdConfig, names?: string[]): Promise<string[]> {
+  return (await checkCertificates(config, names)).problems;
+}
+
+/**
+ * {@linkcode certificateProblems}, and a note for each server whose
+ * certificate (or the CA that signed it) expires within
+ * {@linkcode CERT_WARN_DAYS} of `now`.
+ */
+export async function checkCertificates(
+  config: HerdConfig,
+  names?: string[],
+  now: Date = new Date(),
+): Promise<{ problems: string[]; notes: string[] }> {
   const files = certFiles(config);
   const problems: string[] = [];
+  const notes: string[] = [];
   for (const name of names ?? [...config.servers.keys()]) {
     const paths = {
       ca: files.ca,
@@ -223,12 +250,16 @@ export async function certificateProblems(config: HerdConfig, names?: string[]):
       const [ca, cert, key] = await Promise.all(
         [paths.ca, paths.cert, paths.key].map((path) => Deno.readTextFile(path)),
       );
-      checkPeerCredentials({ ca, cert, key }, paths);
+      const { notAfter, expiring, remedy } = checkPeerCredentials({ ca, cert, key }, paths, now);
+      const days = Math.floor((notAfter.getTime() - now.getTime()) / 86_400_000);
+      if (days < CERT_WARN_DAYS) {
+        notes.push(`${expiring} expires at ${notAfter.toISOString()}, in ${days} days: ${remedy}`);
+      }
     } catch (error) {
       problems.push((error as Error).message);
     }
   }
-  return problems;
+  return { problems, notes };
 }
 
 function _herdLabel(config: HerdConfig): string {

@@ -42,6 +42,19 @@ export interface PeerTlsPems {
   key: string;
 }
 
+/** What {@linkcode checkPeerCredentials} found of usable files: when the first of them stops being usable. */
+export interface PeerCredentialsCheck {
+  /** When the server's certificate, or the CA that signed it if that is sooner, expires. */
+  notAfter: Date;
+  /** Which of the two that is, in words with its file. */
+  expiring: string;
+  /** What renews it, in words. */
+  remedy: string;
+}
+
+/** How many days before its certificate (or its CA) expires a server starts to warn. */
+export const CERT_WARN_DAYS = 30;
+
 /** Options for {@linkcode PeerTransport}. */
 export interface PeerTransportOptions {
   /** The TLS files, or null for plain text links. */
@@ -146,9 +159,17 @@ export function pemCertificates(text: string): string[] {
  * garbled certificate, a mismatched key or a certificate of another CA said
  * it listened with TLS, and every handshake then failed ("unsupported
  * protocol", "no TLS handshake in time") with nothing naming the file.
- * `files.name`, when given, is the server the files are for.
+ * `files.name`, when given, is the server the files are for: the
+ * certificate must name it, as its neighbours check. Nor may the
+ * certificate, or the CA that signed it, be out of its dates at `now` (an
+ * audit's expired certificate passed every check; the server started and
+ * no neighbour would link to it). Returns when the first of the two expires.
  */
-export function checkPeerCredentials(pems: PeerTlsPems, files: PeerTlsFiles): void {
+export function checkPeerCredentials(
+  pems: PeerTlsPems,
+  files: PeerTlsFiles,
+  now: Date = new Date(),
+): PeerCredentialsCheck {
   const renew = files.renewCommand ?? `deno task certs ${files.name ?? "NAME"} --renew`;
   const fix = `(\`${renew}\` remakes the server's key and certificate)`;
   // The parser's own words ("nom error: Eof") say nothing a user can act on: a certificate that does not parse is said
@@ -197,13 +218,16 @@ export function checkPeerCredentials(pems: PeerTlsPems, files: PeerTlsFiles): vo
       false,
     )
   );
-  const signedByCa = (certificate: X509Certificate): boolean => {
-    if (cas.some((ca) => certificate.verify(ca.publicKey))) return true;
+  // The CA of ca.crt at the chain's end.
+  const signingCa = (certificate: X509Certificate): X509Certificate | undefined => {
+    const ca = cas.find((ca) => certificate.verify(ca.publicKey));
+    if (ca !== undefined) return ca;
     const issuer = chain.findIndex((candidate) => certificate.verify(candidate.publicKey));
     // Each of the chain at most once: a chain that loops ends.
-    return issuer >= 0 && signedByCa(chain.splice(issuer, 1)[0]);
+    return issuer >= 0 ? signingCa(chain.splice(issuer, 1)[0]) : undefined;
   };
-  if (!signedByCa(cert)) {
+  const ca = signingCa(cert);
+  if (ca === undefined) {
     throw new Error(
       `This server's certificate ${files.cert} is not signed by the herd's CA ${files.ca}: its neighbours would ` +
         `refuse it ${fix}`,
@@ -213,6 +237,58 @@ export function checkPeerCredentials(pems: PeerTlsPems, files: PeerTlsFiles): vo
   if (!cert.checkPrivateKey(key)) {
     throw new Error(`This server's key ${files.key} does not go with its certificate ${files.cert} ${fix}`);
   }
+  if (files.name !== undefined) {
+    const named = ownCertificateName(cert);
+    if (named !== files.name) {
+      throw new Error(
+        `This server's certificate ${files.cert} ${
+          named === undefined ? "names no server" : `is ${JSON.stringify(named)}'s`
+        }, not ${JSON.stringify(files.name)}'s: its neighbours would refuse it ${fix}`,
+      );
+    }
+  }
+  const day = (date: Date) => date.toISOString().slice(0, 16).replace("T", " ") + " UTC";
+  const clock = `(this host's clock says ${day(now)}: is it right?)`;
+  if (now < cert.validFromDate) {
+    throw new Error(`This server's certificate ${files.cert} is not valid before ${day(cert.validFromDate)} ${clock}`);
+  }
+  if (now > cert.validToDate) {
+    throw new Error(`This server's certificate ${files.cert} expired on ${day(cert.validToDate)} ${fix}`);
+  }
+  if (now > ca.validToDate) {
+    throw new Error(
+      `The herd's CA certificate ${files.ca} that signed this server's certificate expired on ${
+        day(ca.validToDate)
+      }: make a new CA and move the herd to it (docs/SECURITY.md, "Certificates")`,
+    );
+  }
+  if (now < ca.validFromDate) {
+    throw new Error(
+      `The herd's CA certificate ${files.ca} that signed this server's certificate is not valid before ${
+        day(ca.validFromDate)
+      } ${clock}`,
+    );
+  }
+  return ca.validToDate < cert.validToDate
+    ? {
+      notAfter: ca.validToDate,
+      expiring: `The herd's CA certificate ${files.ca}`,
+      remedy: `make a new CA and move the herd to it (docs/SECURITY.md, "Certificates")`,
+    }
+    : {
+      notAfter: cert.validToDate,
+      expiring: `This server's certificate ${files.cert}`,
+      remedy: `\`${renew}\` remakes it; then SIGHUP the server, or wait a minute`,
+    };
+}
+
+/** The server a certificate names as its neighbours see it ({@linkcode certificateName}): its CN, also a DNS name. */
+export function ownCertificateName(cert: X509Certificate): string | undefined {
+  const cns = cert.subject.split("\n").filter((part) => part.startsWith("CN=")).map((part) => part.slice(3));
+  const dns = (cert.subjectAltName ?? "").split(", ").filter((name) => name.startsWith("DNS:")).map((name) =>
+    name.slice(4)
+  );
+  return cns.length === 1 && dns.includes(cns[0]) ? cns[0] : undefined;
 }
 
 /** Dials and accepts peer connections, with TLS or without. */
@@ -220,6 +296,7 @@ export class PeerTransport {
   #files: PeerTlsFiles | null;
   #handshakeTimeoutMs: number;
   #credentials: PeerTlsPems | undefined;
+  #expiry: PeerCredentialsCheck | undefined;
   #servers = new Set<net.Server>();
 
   /** A transport; with TLS files, {@linkcode PeerTransport.load} reads them. */
@@ -237,8 +314,13 @@ export class PeerTransport {
   load(): void {
     if (this.#files === null) return;
     const credentials = this.#read(this.#files);
-    checkPeerCredentials(credentials, this.#files);
+    this.#expiry = checkPeerCredentials(credentials, this.#files);
     this.#credentials = credentials;
+  }
+
+  /** When the files in use stop being usable (the certificate's or its CA's end), once loaded with TLS. */
+  get expiry(): PeerCredentialsCheck | undefined {
+    return this.#expiry;
   }
 
   /**
@@ -251,9 +333,10 @@ export class PeerTransport {
     const old = this.#credentials;
     if (old !== undefined && old.ca === fresh.ca && old.cert === fresh.cert && old.key === fresh.key) return false;
     // Checked before use: a key that does not go with its certificate must not replace a working pair.
-    checkPeerCredentials(fresh, this.#files);
+    const expiry = checkPeerCredentials(fresh, this.#files);
     tls.createSecureContext(fresh);
     this.#credentials = fresh;
+    this.#expiry = expiry;
     for (const server of this.#servers) (server as tls.Server).setSecureContext(fresh);
     return true;
   }
