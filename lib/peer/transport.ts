@@ -549,13 +549,19 @@ export class PeerTransport {
   }
 }
 
-/** A handshake failure in words: node:tls reports a wrong CA or an expired certificate as a reset. */
+/**
+ * A handshake failure in words. node:tls reports a wrong CA or an expired
+ * certificate as a reset, as it does a dialler that closed mid-handshake (a
+ * neighbour killed, a link cut: a fault audit's campaigns logged dozens a run
+ * as certificate failures), so a reset says both.
+ */
 function _handshakeError(error: Error): string {
   const code = (error as { code?: string }).code;
   if (code === "ERR_SSL_PEER_DID_NOT_RETURN_A_CERTIFICATE") return "it sent no certificate";
   if (/handshake timeout/i.test(error.message)) return "no TLS handshake in time";
   if (code === "ECONNRESET" || /hang up|reset/i.test(error.message)) {
-    return "the TLS handshake failed (a certificate not from the herd's CA, expired, or not for a client)";
+    return "the TLS handshake failed: closed or reset by the dialler (it went away, or its certificate is not from " +
+      "the herd's CA, is expired, or is not for a client)";
   }
   return `the TLS handshake failed: ${error.message}`;
 }
