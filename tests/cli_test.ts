@@ -450,6 +450,51 @@ for (
 }
 
 Deno.test({
+  name: "deno task serve starts a server whose dataDir and logDir are links (its flags name where they lead too), " +
+    "and one whose dataDir is not made yet under a link",
+  permissions: HERD_TEST_PERMISSIONS,
+}, async () => {
+  const dir = await Deno.makeTempDir({ dir: "/tmp", prefix: "herd-cli-" });
+  try {
+    const [a, aPeer, b, bPeer] = freePorts(4);
+    await Deno.mkdir(`${dir}/real/data`, { recursive: true, mode: 0o700 });
+    await Deno.mkdir(`${dir}/real/logs`, { mode: 0o700 });
+    // Deno.symlink() wants unscoped permissions, which the test runs without: a child makes the links.
+    const links = [["real/data", "data"], ["real/logs", "logs"], ["real", "elsewhere"]]
+      .map(([target, link]) => `Deno.symlinkSync("${dir}/${target}", "${dir}/${link}");`).join(" ");
+    assert.ok((await new Deno.Command("deno", { args: ["eval", links] }).output()).success);
+    await writeLocalConfig(dir, { A: [a, aPeer], B: [b, bPeer] }, [["A", "B"]]);
+    for (const [name, port, dataDir] of [["A", a, "data"], ["B", b, "elsewhere/new-data"]] as const) {
+      const path = `${dir}/${name}.json`;
+      const config = JSON.parse(await Deno.readTextFile(`${dir}/herd.config.json`));
+      await Deno.writeTextFile(path, JSON.stringify({ ...config, dataDir }));
+      const launcher = new Deno.Command("deno", {
+        args: [...launcherArgs(dir, "serve", name).slice(0, -1), path],
+        stdin: "null",
+        stdout: "piped",
+        stderr: "piped",
+      }).spawn();
+      const output = launcher.output();
+      let exited = false;
+      output.finally(() => exited = true);
+      const logOf = () => Deno.readTextFile(`${dir}/real/logs/${name}.log`).catch(() => "");
+      await waitFor(async () => exited || /listening for clients/.test(await logOf()), { what: `${name} to listen` });
+      const started = !exited;
+      if (started) {
+        assert.match(await exchange(port, "IAMAT kiwi +1+1 1\n"), new RegExp(`^AT ${name} `));
+        launcher.kill("SIGINT");
+      }
+      const { code, stderr } = await output;
+      assert.ok(started, `${name} did not start: ${_decoder.decode(stderr)}`);
+      assert.equal(code, 0, _decoder.decode(stderr));
+      assert.ok((await Deno.stat(`${dir}/real/${dataDir.replace("elsewhere/", "")}/${name}.db`)).isFile);
+    }
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test({
   name: "deno task herd reports a server that exits while the herd runs, even cleanly (SIGTERM to it alone), and not " +
     "the servers it stops itself",
   permissions: HERD_TEST_PERMISSIONS,

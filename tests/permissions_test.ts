@@ -11,6 +11,7 @@ import {
   statusRunArgs,
 } from "../lib/cli/launcher.ts";
 import { serverNetAddresses, serverPermissionFlags, urlAddress } from "../lib/cli/permissions.ts";
+import { pathAndParents, realDirectory } from "../lib/cli/real_directories.ts";
 import { adminAddresses, clientAddressesWithoutAdmin } from "../lib/cli/status.ts";
 import {
   DEFAULT_CONFIG_DIR as DEFAULT_DIR,
@@ -279,4 +280,20 @@ Deno.test("adminAddresses() (deno task status's --allow-net) brackets an IPv6 ho
     "/tmp/x/herd.config.json",
   );
   assert.deepEqual(adminAddresses(config), ["[::1]:13200"]);
+});
+
+Deno.test("serverPermissionFlags() lets Hill read and write the real paths of its directories, when they differ", async () => {
+  const flags = serverPermissionFlags(await loadDefault(), "Hill", {
+    keyPresent: false,
+    realDirectories: ["/tmp/real/data", `${DEFAULT_DIR}/logs`],
+  });
+  assert.ok(flags.includes(`--allow-write=${DEFAULT_DIR}/logs,${DEFAULT_DIR}/data,/tmp/real/data`), flags.join(" "));
+  assert.ok(flags.some((flag) => flag.startsWith("--allow-read=") && flag.includes(`/logs,/tmp/real/data,`)));
+});
+
+Deno.test("realDirectory() resolves a path through a link, and a missing one from its nearest existing parent", () => {
+  const real = Deno.realPathSync("/tmp");
+  assert.equal(realDirectory("/tmp"), real);
+  assert.equal(realDirectory("/tmp/herd-no-such-dir/a/b"), `${real}/herd-no-such-dir/a/b`);
+  assert.deepEqual(pathAndParents("/tmp/a/b"), ["/tmp/a/b", "/tmp/a", "/tmp", "/"]);
 });

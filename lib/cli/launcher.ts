@@ -10,6 +10,7 @@ import { backupAddresses } from "./backup.ts";
 import { LineStream } from "../net/line_stream.ts";
 import { dirname } from "node:path";
 import { dashboardPermissionFlags, serverPermissionFlags } from "./permissions.ts";
+import { pathAndParents } from "./real_directories.ts";
 
 /** The Deno executable children run with, by name: `--allow-run=deno` grants exactly this. */
 const DENO = "deno";
@@ -87,6 +88,8 @@ export interface RunOptions {
   launched?: boolean;
   /** Whether the server will have a Places key (see {@linkcode serverPermissionFlags}). */
   keyPresent: boolean;
+  /** The real paths of `dataDir` and `logDir`, from {@linkcode realDirectoriesInChild}. */
+  realDirectories?: string[];
 }
 
 /** The `deno run` arguments that start server `name` with its own permissions. */
@@ -95,7 +98,10 @@ export function serverRunArgs(config: HerdConfig, name: string, options: RunOpti
   return [
     "run",
     "--no-prompt",
-    ...serverPermissionFlags(config, name, { keyPresent: options.keyPresent }),
+    ...serverPermissionFlags(config, name, {
+      keyPresent: options.keyPresent,
+      realDirectories: options.realDirectories,
+    }),
     ...(options.envFile === undefined ? [] : [`--env-file=${options.envFile}`]),
     MAIN_MODULE,
     "run",
@@ -311,6 +317,37 @@ export async function makeCertificatesInChild(
   return (await child.status).code;
 }
 
+/** The module {@linkcode realDirectoriesInChild} runs. */
+const _REAL_DIRECTORIES_MODULE = decodeURIComponent(new URL("./real_directories.ts", import.meta.url).pathname);
+
+/**
+ * The real paths of `dataDir` and `logDir` (links followed; for one not made
+ * yet, where it will be) that differ from the config's, learnt in a child
+ * allowed to read them and their parents (this process may not): a server
+ * whose `dataDir` or `logDir` is a link needs them in its flags. None when
+ * the child fails: the flags are then as they were.
+ */
+export async function realDirectoriesInChild(config: HerdConfig): Promise<string[]> {
+  const directories = [config.dataDir, config.logDir];
+  const output = await new Deno.Command(DENO, {
+    args: [
+      "run",
+      "--no-prompt",
+      `--allow-read=${[...new Set(directories.flatMap(pathAndParents))].join(",")}`,
+      _REAL_DIRECTORIES_MODULE,
+      ...directories,
+    ],
+    stdin: "null",
+    stderr: "inherit",
+  }).output();
+  if (!output.success) return [];
+  const real = new TextDecoder().decode(output.stdout).split("\n").slice(0, directories.length);
+  // A path with a comma cannot be named in a flag (it splits the list).
+  return [...new Set(real)].filter((path) =>
+    path.startsWith("/") && !path.includes(",") && !directories.includes(path)
+  );
+}
+
 /** Runs server `name` in a child process with its permissions; resolves to its exit code. */
 export async function serveOne(config: HerdConfig, name: string): Promise<number> {
   if (config.peers.tls) {
@@ -319,7 +356,12 @@ export async function serveOne(config: HerdConfig, name: string): Promise<number
     if (code !== 0) return code;
   }
   const child = _spawn(
-    serverRunArgs(config, name, { envFile: envFileFor(config), keyPresent: keyPresentFor(config), launched: true }),
+    serverRunArgs(config, name, {
+      envFile: envFileFor(config),
+      keyPresent: keyPresentFor(config),
+      realDirectories: await realDirectoriesInChild(config),
+      launched: true,
+    }),
     false,
   );
   const forwarding = _forwardSignals([child]);
@@ -352,7 +394,12 @@ export async function serveAll(config: HerdConfig): Promise<number> {
   const dashboard = [...config.servers.values()].some((server) => server.adminPort !== undefined);
   const labels = dashboard ? [...names, "dashboard"] : names;
   const width = Math.max(...labels.map((label) => label.length));
-  const options = { envFile: envFileFor(config), keyPresent: keyPresentFor(config), launched: true };
+  const options = {
+    envFile: envFileFor(config),
+    keyPresent: keyPresentFor(config),
+    realDirectories: await realDirectoriesInChild(config),
+    launched: true,
+  };
   const children = names.map((name) => _spawn(serverRunArgs(config, name, options), true));
   if (dashboard) children.push(_spawn([...dashboardRunArgs(config), "--launched"], true));
   else console.log("No server has an adminPort: the dashboard is not started");

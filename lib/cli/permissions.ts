@@ -27,6 +27,12 @@ export interface PermissionOptions {
    * `google-new` (its host is allowed) or `offline` (no host at all).
    */
   keyPresent: boolean;
+  /**
+   * The real paths of `dataDir` and `logDir` where they differ from the
+   * config's (a link, or under one; see `real_directories.ts`): Deno checks
+   * a `stat` of an open file against its real path, so both are allowed.
+   */
+  realDirectories?: string[];
 }
 
 /** `host:port` of a URL, with the scheme's default port made explicit. */
@@ -60,11 +66,15 @@ export function serverCertificateFiles(config: HerdConfig, name: string): string
 
 /** The permission flags for running server `name` of `config`, and nothing more. */
 export function serverPermissionFlags(config: HerdConfig, name: string, options: PermissionOptions): string[] {
+  const directories = [config.logDir, config.dataDir];
+  const real = (options.realDirectories ?? []).filter((path) => !directories.includes(path));
   return [
     `--allow-net=${serverNetAddresses(config, name, options).join(",")}`,
     // The log directory is read too: rotating a log file renames it, which Deno counts as reading.
-    `--allow-read=${[config.path, config.dataDir, config.logDir, ...serverCertificateFiles(config, name)].join(",")}`,
-    `--allow-write=${config.logDir},${config.dataDir}`,
+    `--allow-read=${
+      [config.path, config.dataDir, config.logDir, ...real, ...serverCertificateFiles(config, name)].join(",")
+    }`,
+    `--allow-write=${[...directories, ...real].join(",")}`,
     // With an admin port: the free space of <dataDir>/backups, looked at before a backup (POST /backup) is taken.
     ...(serverNamed(config, name).adminPort === undefined ? [] : ["--allow-sys=statfs"]),
     `--allow-env=${PLACES_KEY_VARIABLE}${
