@@ -564,6 +564,15 @@ Deno.test({
     assert.equal(seeing.code, 0, seeing.stderr);
     assert.equal(seeing.stderr, "");
     assert.match(seeing.stdout, /--allow-net=\S*places\.googleapis\.com:443/);
+    // The variable exported empty wins over the .env, as in the server (Deno's --env-file overrides no variable).
+    const emptied = await new Deno.Command("deno", {
+      args: ["run", "--no-prompt", `--allow-read=${path},${dir}/.env`, "--allow-env=GOOGLE_PLACES_API_KEY", "main.ts"]
+        .concat(["flags", "A", "--config", path]),
+      env: { GOOGLE_PLACES_API_KEY: "" },
+      stdin: "null",
+    }).output();
+    assert.equal(emptied.code, 0, _decoder.decode(emptied.stderr));
+    assert.doesNotMatch(_decoder.decode(emptied.stdout), /places\.googleapis\.com/);
     // A provider the key does not choose: nothing to say.
     await Deno.writeTextFile(path, JSON.stringify({ ...VALID, places: { ...VALID.places, provider: "offline" } }));
     const offline = await run([

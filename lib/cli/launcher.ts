@@ -43,10 +43,15 @@ export function envTextSetsKey(text: string): boolean {
   return false;
 }
 
-/** Whether the servers will have a Places key: from the environment, or from the `.env` next to the config. */
+/**
+ * Whether the servers will have a Places key, as they will see it: the
+ * variable when it is exported, even empty (Deno's `--env-file` overrides no
+ * variable, so the `.env` is not read then), else the `.env` next to the config.
+ */
 export function keyPresentFor(config: HerdConfig): boolean {
   try {
-    if (Deno.env.get(PLACES_KEY_VARIABLE)) return true;
+    const value = Deno.env.get(PLACES_KEY_VARIABLE);
+    if (value !== undefined) return value !== "";
   } catch { /* no env permission: only the .env file can tell */ }
   const envFile = envFileFor(config);
   if (envFile === undefined) return false;
