@@ -402,7 +402,7 @@ Deno.test("parseConfig() reads a config nested 100,000 deep in linear time, and 
 });
 
 Deno.test("parseConfig() refuses a non-positive maxLineBytes", () => {
-  assertRefused({ ...sample(), maxLineBytes: 0 }, /maxLineBytes must be a positive integer/);
+  assertRefused({ ...sample(), maxLineBytes: 0 }, /maxLineBytes must be an integer of at least 256/);
 });
 
 Deno.test("configWarnings() is empty for a connected herd", () => {
@@ -712,4 +712,13 @@ Deno.test("parseConfig() takes limits.maxReplyBytes from 16 MiB up, 256 MiB when
   assertRefused(raw, /limits\.maxReplyBytes must be an integer of at least 16777216 \(16 MiB\), got 16777215/);
   raw.limits.maxReplyBytes = 1.5e9 + 0.5;
   assertRefused(raw, /limits\.maxReplyBytes must be an integer of at least 16777216/);
+});
+
+Deno.test("parseConfig() refuses a maxLineBytes too short for a command (below 256), naming it", () => {
+  assert.throws(
+    () => parse({ ...sample(), maxLineBytes: 1 }),
+    /maxLineBytes must be an integer of at least 256, got 1/,
+  );
+  assert.throws(() => parse({ ...sample(), maxLineBytes: 255 }), /maxLineBytes must be an integer of at least 256/);
+  assert.equal(parse({ ...sample(), maxLineBytes: 256 }).maxLineBytes, 256);
 });

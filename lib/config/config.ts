@@ -196,6 +196,16 @@ export interface HerdConfig {
   path: string;
 }
 
+/**
+ * The least `maxLineBytes` a config may set. A line longer than the limit
+ * closes its connection, so `1` closed every client's on its first command.
+ * 256 bytes hold an ordinary command (an IAMAT with a 30-byte ID and
+ * full-precision coordinates is about 100); not the longest valid one at the
+ * default `maxClientIdBytes` (256), which a limit this low refuses, as any
+ * limit the operator sets below what commands need does.
+ */
+export const MIN_LINE_BYTES = 256;
+
 /** The environment variable that holds the Places API key. */
 export const PLACES_KEY_VARIABLE = "GOOGLE_PLACES_API_KEY";
 
@@ -520,7 +530,7 @@ export const HERD_CONFIG_SCHEMA: Schema<RawHerdConfig> = object({
     "Directory of the herd's CA and each server's certificate and key (made on first start), relative to this file.",
   ),
   maxLineBytes: withDefault(
-    positiveInteger(),
+    integer({ min: MIN_LINE_BYTES }),
     8192,
     "Longest line accepted, in bytes; a longer one is logged and its connection closed.",
   ),
