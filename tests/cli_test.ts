@@ -495,6 +495,41 @@ Deno.test({
 });
 
 Deno.test({
+  name: "deno task herd interrupted at once (its servers not yet listening for signals) exits 0 and reports no server",
+  permissions: HERD_TEST_PERMISSIONS,
+}, async () => {
+  const dir = await Deno.makeTempDir({ dir: "/tmp", prefix: "herd-cli-" });
+  try {
+    const [a, aPeer, b, bPeer] = freePorts(4);
+    await writeLocalConfig(dir, { A: [a, aPeer], B: [b, bPeer] }, [["A", "B"]]);
+    const launcher = new Deno.Command("deno", {
+      args: launcherArgs(dir, "herd"),
+      stdin: "null",
+      stdout: "piped",
+      stderr: "piped",
+    }).spawn();
+    const stderr = new Response(launcher.stderr).text();
+    // Printed once the servers are started and the launcher passes signals on, in one synchronous step.
+    const { promise: started, resolve } = Promise.withResolvers<void>();
+    const reading = (async () => {
+      for await (const text of launcher.stdout.pipeThrough(new TextDecoderStream())) {
+        if (/the dashboard is not started/.test(text)) resolve();
+      }
+      resolve();
+    })();
+    await started;
+    launcher.kill("SIGINT");
+    const status = await launcher.status;
+    await reading;
+    const text = await stderr;
+    assert.doesNotMatch(text, /exited with code/);
+    assert.equal(status.code, 0, `${text} ${JSON.stringify(status)}`);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test({
   name: "deno task herd reports a server that exits while the herd runs, even cleanly (SIGTERM to it alone), and not " +
     "the servers it stops itself",
   permissions: HERD_TEST_PERMISSIONS,

@@ -160,12 +160,22 @@ const _PARENT_CHECK_MS = 1000;
  * launcher's parent is gone (`deno task`, or the launcher that started this
  * one, killed with SIGKILL: nothing else would tell its children; they watch
  * their stdin for this launcher, see `--launched`); returns what undoes
- * that, and whether a signal came.
+ * that, whether a signal came, and a child's exit code counting its end by a
+ * signal passed on as a clean exit. Set up before the children are started
+ * (see `add`): Deno's listener takes a moment to be in place, and a signal
+ * before that would end the launcher, not reach them.
  */
-function _forwardSignals(children: Deno.ChildProcess[]): { stop: () => void; signalled: () => boolean } {
-  let signalled = false;
+function _forwardSignals(children: Deno.ChildProcess[]): {
+  add: (child: Deno.ChildProcess) => Deno.ChildProcess;
+  stop: () => void;
+  signalled: () => boolean;
+  exitCode: (status: Deno.CommandStatus) => number;
+} {
+  const passedOn = new Set<Deno.Signal>();
+  let last: Deno.Signal | undefined;
   const killAll = (signal: Deno.Signal) => {
-    signalled = true;
+    passedOn.add(signal);
+    last = signal;
     for (const child of children) {
       try {
         child.kill(signal);
@@ -184,11 +194,19 @@ function _forwardSignals(children: Deno.ChildProcess[]): { stop: () => void; sig
     killAll("SIGTERM");
   }, _PARENT_CHECK_MS);
   return {
+    // A child started after a signal came gets it at once.
+    add: (child) => {
+      children.push(child);
+      if (last !== undefined) killAll(last);
+      return child;
+    },
     stop: () => {
       clearInterval(watch);
       handlers.forEach(([signal, handler]) => Deno.removeSignalListener(signal, handler));
     },
-    signalled: () => signalled,
+    signalled: () => passedOn.size > 0,
+    // A child that a signal we passed on ended before it listened for it (Ctrl-C in its first moments) did as asked.
+    exitCode: (status) => status.signal !== null && passedOn.has(status.signal) ? 0 : status.code,
   };
 }
 
@@ -360,7 +378,8 @@ export async function serveOne(config: HerdConfig, name: string): Promise<number
     const code = await makeCertificatesInChild(config, { names: [name], ifMissing: true });
     if (code !== 0) return code;
   }
-  const child = _spawn(
+  const forwarding = _forwardSignals([]);
+  const child = forwarding.add(_spawn(
     serverRunArgs(config, name, {
       envFile: envFileFor(config),
       keyPresent: keyPresentFor(config),
@@ -368,11 +387,10 @@ export async function serveOne(config: HerdConfig, name: string): Promise<number
       launched: true,
     }),
     false,
-  );
-  const forwarding = _forwardSignals([child]);
+  ));
   const status = await child.status;
   forwarding.stop();
-  return status.code;
+  return forwarding.exitCode(status);
 }
 
 async function _prefix(stream: ReadableStream<Uint8Array>, prefix: string, out: (line: string) => void) {
@@ -399,23 +417,23 @@ export async function serveAll(config: HerdConfig): Promise<number> {
   const dashboard = [...config.servers.values()].some((server) => server.adminPort !== undefined);
   const labels = dashboard ? [...names, "dashboard"] : names;
   const width = Math.max(...labels.map((label) => label.length));
+  const forwarding = _forwardSignals([]);
   const options = {
     envFile: envFileFor(config),
     keyPresent: keyPresentFor(config),
     realDirectories: await realDirectoriesInChild(config),
     launched: true,
   };
-  const children = names.map((name) => _spawn(serverRunArgs(config, name, options), true));
-  if (dashboard) children.push(_spawn([...dashboardRunArgs(config), "--launched"], true));
+  const children = names.map((name) => forwarding.add(_spawn(serverRunArgs(config, name, options), true)));
+  if (dashboard) children.push(forwarding.add(_spawn([...dashboardRunArgs(config), "--launched"], true)));
   else console.log("No server has an adminPort: the dashboard is not started");
-  const forwarding = _forwardSignals(children);
   const done = children.map(async (child, index) => {
     const prefix = `${labels[index].padEnd(width)} | `;
     await Promise.all([
       _prefix(child.stdout, prefix, console.log),
       _prefix(child.stderr, prefix, console.error),
     ]);
-    const { code } = await child.status;
+    const code = forwarding.exitCode(await child.status);
     // Also a clean exit that we did not ask for (a server stopped on its own, by a signal of an operator's).
     if (code !== 0 || (index < names.length && !forwarding.signalled())) {
       console.error(`${prefix}exited with code ${code}`);
