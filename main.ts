@@ -35,7 +35,14 @@ import {
 } from "./lib/config/config.ts";
 import { HerdServer, StartCancelledError } from "./lib/herd_server.ts";
 import { checkCertificates, ensureCertificates, makeCertificates } from "./lib/cli/certs.ts";
-import { askBackup, backupNames, backupOutProblem, fetchBackup, FetchFailed } from "./lib/cli/backup.ts";
+import {
+  askBackup,
+  backupNames,
+  backupOutDirectory,
+  backupOutProblem,
+  fetchBackup,
+  FetchFailed,
+} from "./lib/cli/backup.ts";
 import { RestoreRefused, restoreServer } from "./lib/cli/restore.ts";
 import {
   backupInChild,
@@ -369,15 +376,13 @@ async function main(args: string[]): Promise<void> {
     case "backup": {
       const chosen = backupNames(config, names.map((n) => requireName(config, n)));
       if ("error" in chosen) fail(chosen.error);
-      const out = parsed.values.out === undefined ? undefined : resolvePath(Deno.cwd(), parsed.values.out);
-      if (out?.includes(",")) fail(`Cannot use ${out}: a path with a comma cannot be named in a permission flag`);
-      // A copy of every client's location does not belong in the checkout itself, nor at the root.
-      if (out !== undefined && (parsed.values.out === "" || out === Deno.cwd() || out === "/")) {
-        fail(
-          `--out ${parsed.values.out === "" ? "''" : parsed.values.out}: give a directory of its own for the copies ` +
-            `(a relative path is taken from ${Deno.cwd()}, where deno task runs)`,
-        );
+      let out: string | undefined;
+      if (parsed.values.out !== undefined) {
+        const directory = backupOutDirectory(parsed.values.out, Deno.cwd());
+        if ("error" in directory) fail(directory.error);
+        out = directory.path;
       }
+      if (out?.includes(",")) fail(`Cannot use ${out}: a path with a comma cannot be named in a permission flag`);
       return Deno.exit(await backupInChild(config, chosen.names, out));
     }
     case "backup-run": {

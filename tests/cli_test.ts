@@ -1020,18 +1020,52 @@ Deno.test({
   // Removed from the servers' hosts (the herd's dataDir is shared by A and B).
   assert.deepEqual([...Deno.readDirSync(`${herd.dir}/data/backups`)].map((entry) => entry.name), [".gitignore"]);
 
-  // Not into the checkout itself (where deno task runs), nor an empty path.
-  for (const given of ["", "."]) {
-    const refused = await run([...launcherArgs(herd.dir, "backup", "A"), "--out", given]);
-    assert.equal(refused.code, 2, given);
-    assert.match(refused.stderr, /: give a directory of its own for the copies \(a relative path is taken from /);
-  }
   // Without the token the servers want, nothing is asked: no copy is left behind on a host.
   await Deno.remove(`${herd.dir}/.env`);
   const refused = await run([...launcherArgs(herd.dir, "backup", "A"), "--out", out]);
   assert.equal(refused.code, 2);
   assert.match(refused.stderr, /^--out fetches each copy over the admin port, .* set HERD_ADMIN_TOKEN/);
   assert.deepEqual([...Deno.readDirSync(`${herd.dir}/data/backups`)].map((entry) => entry.name), [".gitignore"]);
+});
+
+Deno.test({
+  name: "deno task backup --out refuses an empty path, and the project's directory and the root however they are " +
+    "written, saying why",
+  permissions: HERD_TEST_PERMISSIONS,
+}, async () => {
+  const dir = await Deno.makeTempDir({ dir: "/tmp", prefix: "herd-backup-out-" });
+  try {
+    const [a, aPeer, aAdmin] = freePorts(3);
+    // No server runs and there is no token: a refusal missed here would write nothing (the child refuses at once).
+    await writeLocalConfig(dir, { A: [a, aPeer, aAdmin] }, []);
+    const backup = (given: string) => run([...launcherArgs(dir, "backup", "A"), "--out", given]);
+    const empty = await backup("");
+    assert.equal(empty.code, 2);
+    assert.equal(empty.stderr, "--out '': give a directory of its own for the copies\n");
+    // Where deno task runs: the checkout, however it is written.
+    const cwd = Deno.cwd();
+    for (const given of [".", "./", `${cwd}/`, `${cwd}/.`, `${cwd}//lib/..`]) {
+      const checkout = await backup(given);
+      assert.equal(checkout.code, 2, given);
+      assert.equal(
+        checkout.stderr,
+        `--out ${given} is the project's directory (${cwd}, where deno task runs): give a directory of its own for ` +
+          "the copies (each holds every client's location, which does not belong in the checkout; a relative path " +
+          "is taken from there)\n",
+      );
+    }
+    for (const given of ["/", "//", "/tmp/..", "///."]) {
+      const root = await backup(given);
+      assert.equal(root.code, 2, given);
+      assert.equal(
+        root.stderr,
+        `--out ${given} is the root directory: give a directory of its own for the copies (each holds every ` +
+          "client's location)\n",
+      );
+    }
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
 });
 
 Deno.test({

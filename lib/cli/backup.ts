@@ -15,7 +15,7 @@ import type { BackupResult } from "../admin/server.ts";
 import { ADMIN_TOKEN_VARIABLE, type HerdConfig, netAddress } from "../config/config.ts";
 import { makePrivateDirectory, pathExists, PRIVATE_FILE_MODE } from "../private_files.ts";
 import { checkBackup } from "./restore.ts";
-import { dirname } from "node:path";
+import { dirname, resolve } from "node:path";
 
 /** How long one server may take to answer, in milliseconds: a copy of a large database takes seconds. */
 const _TIMEOUT_MS = 120_000;
@@ -123,6 +123,33 @@ export async function askBackup(
     line: `${name}: HTTP ${response.status}: not a herd server's answer (another program on its adminPort?)`,
     ok: false,
   };
+}
+
+/**
+ * The directory `--out` names (`given`, relative to `cwd`: where `deno task`
+ * runs, the project's directory), normalised; or why it is refused: empty,
+ * the project's directory itself or the root, however it is written
+ * (`./`, `/path/to/project/.`, `//`). A copy of every client's location does
+ * not belong in the checkout, nor at the top of the filesystem.
+ */
+export function backupOutDirectory(given: string, cwd: string): { path: string } | { error: string } {
+  const shown = given === "" ? "''" : given;
+  if (given === "") return { error: `--out '': give a directory of its own for the copies` };
+  const path = resolve(cwd, given);
+  if (path === "/") {
+    return {
+      error: `--out ${shown} is the root directory: give a directory of its own for the copies ` +
+        "(each holds every client's location)",
+    };
+  }
+  if (path === resolve(cwd)) {
+    return {
+      error: `--out ${shown} is the project's directory (${path}, where deno task runs): give a directory of its own ` +
+        "for the copies (each holds every client's location, which does not belong in the checkout; a relative " +
+        "path is taken from there)",
+    };
+  }
+  return { path };
 }
 
 /**
