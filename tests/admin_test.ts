@@ -443,14 +443,16 @@ Deno.test({
 });
 
 Deno.test({
-  name: "deno task status shows a server whose admin port answers no herd status, or wants a token, as unknown, " +
-    "not as a stack trace or as unreachable",
+  name: "deno task status shows a server whose admin port answers no herd status, an HTTP error, or wants a token, " +
+    "as unknown, not as a stack trace or as unreachable",
   permissions: { net: ["127.0.0.1"] },
 }, async () => {
   const answers: Record<string, () => Response> = {
     A: () => Response.json({ hello: "another program" }),
     B: () => new Response("<html>another program</html>"),
     C: () => new Response("A bearer token is required (HERD_ADMIN_TOKEN)\n", { status: 401 }),
+    D: () => new Response("Not Found\n", { status: 404 }),
+    E: () => new Response("Service Unavailable\n", { status: 503 }),
   };
   const servers = Object.entries(answers).map(([name, answer]) => ({
     name,
@@ -465,7 +467,7 @@ Deno.test({
           peerPort: 2 + 2 * i,
           adminPort: server.addr.port,
         }])),
-        links: [["A", "B"], ["B", "C"]],
+        links: [["A", "B"], ["B", "C"], ["C", "D"], ["D", "E"]],
         places: { url: NOWHERE },
         logDir: "logs",
       }),
@@ -480,6 +482,9 @@ Deno.test({
     );
     assert.match(row("B"), /unknown \(its \/status is not JSON: another program on its adminPort\?\)/);
     assert.match(row("C"), /unknown \(HTTP 401: its admin endpoint wants a bearer token; set HERD_ADMIN_TOKEN\)/);
+    // Something answered, if not a herd server: not down.
+    assert.match(row("D"), /unknown \(HTTP 404: it has no \/status: another program on its adminPort\?\)/);
+    assert.match(row("E"), /unknown \(HTTP 503\)/);
   } finally {
     for (const { server } of servers) await server.shutdown();
   }

@@ -90,7 +90,12 @@ export async function askServers(config: HerdConfig, token: string | undefined):
         if (answer.status === 401) {
           return { name, error: unauthorizedMessage(token), state: "unknown" };
         }
-        return { name, error: `HTTP ${answer.status}` };
+        // Something answered: not down, whatever it is (a herd server's own errors, 503 when it holds 64
+        // connections, say, are rare).
+        if (answer.status === 404) {
+          return { name, error: "HTTP 404: it has no /status: another program on its adminPort?", state: "unknown" };
+        }
+        return { name, error: `HTTP ${answer.status}`, state: "unknown" };
       case "not-json":
         return { name, error: "its /status is not JSON: another program on its adminPort?", state: "unknown" };
       case "not-herd":
