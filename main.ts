@@ -16,8 +16,8 @@
  *   main.ts restore NAME FILE  put backup FILE in place as stopped server NAME's database (the old one kept)
  *
  * Options: --config PATH (default herd.config.json; the deno.json tasks, which may read herd.config.json only, run
- * again allowed to read PATH and the .env beside it), --out DIR (compile: default dist; backup: fetch the copies
- * into DIR).
+ * again allowed to read PATH and the .env beside it; every command but schema), --out DIR (compile: default dist;
+ * backup: fetch the copies into DIR), --renew (certs). A command refuses another's option.
  */
 
 import { parseArgs } from "node:util";
@@ -77,11 +77,11 @@ import { warmCrypto } from "./lib/net/warm_crypto.ts";
 
 const USAGE =
   `Usage: main.ts <run|serve|herd|status|compile|flags|schema|dashboard|certs|backup|restore> [NAME] [--config PATH]
-       [--out DIR]
+       [the command's own options: compile --out DIR, certs --renew, backup --out DIR; no other command takes them]
   run NAME      run server NAME in this process
   serve NAME    run server NAME with exactly the permissions it needs
   herd          run every server of the config
-  compile       build dist/NAME for each server (or only the NAMEs given)
+  compile       build dist/NAME for each server (or only the NAMEs given; --out DIR: in DIR/NAME)
   flags NAME    print the permission flags of server NAME
   status        ask every server for its status; one table; exit 0 when all are up and agree
   schema        print the JSON Schema of herd.config.json
@@ -95,6 +95,46 @@ const USAGE =
 
 /** The commands a deno.json task runs, which start children with flags of their own. */
 const LAUNCHERS = new Set(["serve", "herd", "compile", "flags", "status", "certs", "dashboard", "backup", "restore"]);
+
+/**
+ * The options each command takes besides `--help` (and `--rerun`, which a launcher run again is given): the commands a
+ * task runs, and those the launchers run in their children. One command's option given to another is refused, where
+ * it was taken and did nothing (`certs --out DIR`, `status --renew`).
+ */
+const COMMAND_OPTIONS: Record<string, string[]> = {
+  run: ["config", "launched"],
+  serve: ["config"],
+  herd: ["config"],
+  compile: ["config", "out"],
+  flags: ["config"],
+  status: ["config"],
+  "status-run": ["config"],
+  schema: [],
+  dashboard: ["config"],
+  "dashboard-run": ["config", "launched"],
+  certs: ["config", "renew"],
+  "make-certs": ["config", "renew", "if-missing"],
+  backup: ["config", "out"],
+  "backup-run": ["config", "out"],
+  restore: ["config"],
+  "restore-run": ["config"],
+};
+
+/** How the options a user gives are written in a refusal; `--launched` and `--rerun` are the launchers' own. */
+const OPTION_USAGE: Record<string, string> = {
+  config: "--config PATH",
+  out: "--out DIR",
+  renew: "--renew",
+  "if-missing": "--if-missing",
+};
+
+/** Why `command` does not take option `option` (given as `--option`), naming the options it takes. */
+function optionRefusal(command: string, option: string): string {
+  const takes = COMMAND_OPTIONS[command].filter((name) => name in OPTION_USAGE).map((name) => OPTION_USAGE[name]);
+  return `--${option} is not an option of ${command}: ${
+    takes.length === 0 ? `${command} takes none` : `${command} takes ${takes.join(", ")}`
+  }`;
+}
 
 function fail(message: string, code = 2): never {
   console.error(message);
@@ -313,12 +353,19 @@ async function main(args: string[]): Promise<void> {
         // Set by the launchers on the servers and the dashboard they start: stop when the launcher's end of stdin closes.
         launched: { type: "boolean", default: false },
       },
+      tokens: true,
     });
   } catch (error) {
     fail(`${(error as Error).message}\n${USAGE}`);
   }
   const [command, ...names] = parsed.positionals;
   if (parsed.values.help || command === undefined) fail(USAGE, parsed.values.help ? 0 : 2);
+  if (!Object.hasOwn(COMMAND_OPTIONS, command)) fail(`Unknown command "${command}"\n${USAGE}`);
+  for (const token of parsed.tokens) {
+    if (token.kind !== "option" || token.name === "help") continue;
+    if (token.name === "rerun" && LAUNCHERS.has(command)) continue;
+    if (!COMMAND_OPTIONS[command].includes(token.name)) fail(optionRefusal(command, token.name));
+  }
   if (command === "schema") {
     console.log(JSON.stringify(herdConfigJsonSchema(), null, 2));
     return;

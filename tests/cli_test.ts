@@ -149,6 +149,44 @@ Deno.test({
 });
 
 Deno.test({
+  name: "each command takes only its own options: another command's is refused (exit 2), naming the command and the " +
+    "options it takes, rather than taken and ignored",
+  permissions: HERD_TEST_PERMISSIONS,
+}, async () => {
+  const dir = await Deno.makeTempDir({ dir: "/tmp", prefix: "herd-own-options-" });
+  try {
+    const [a, aPeer, aAdmin] = freePorts(3);
+    // No server runs: an option taken and ignored would do no harm here.
+    await writeLocalConfig(dir, { A: [a, aPeer, aAdmin] }, []);
+    await Deno.writeTextFile(`${dir}/A.db`, "");
+    const cases: [string[], string][] = [
+      [["certs", "A", "--out", `${dir}/x`], "--out is not an option of certs: certs takes --config PATH, --renew"],
+      [["status", "--out", `${dir}/x`], "--out is not an option of status: status takes --config PATH"],
+      [["status", "--renew"], "--renew is not an option of status: status takes --config PATH"],
+      [["backup", "--renew"], "--renew is not an option of backup: backup takes --config PATH, --out DIR"],
+      [
+        ["restore", "A", `${dir}/A.db`, "--out", `${dir}/x`],
+        "--out is not an option of restore: restore takes --config PATH",
+      ],
+      [["serve", "A", "--launched"], "--launched is not an option of serve: serve takes --config PATH"],
+      [["compile", "--renew"], "--renew is not an option of compile: compile takes --config PATH, --out DIR"],
+    ];
+    for (const [[command, ...rest], refusal] of cases) {
+      const { code, stdout, stderr } = await run(launcherArgs(dir, command, ...rest));
+      assert.equal(code, 2, `${command} ${rest.join(" ")}: ${stdout}`);
+      assert.equal(stderr, `${refusal}\n`);
+    }
+    // The schema is the same for every config: it takes none.
+    const schema = await run(["run", "--no-prompt", "main.ts", "schema", "--config", `${dir}/herd.config.json`]);
+    assert.equal(schema.code, 2);
+    assert.equal(schema.stderr, "--config is not an option of schema: schema takes none\n");
+    assert.deepEqual([...Deno.readDirSync(dir)].map((entry) => entry.name).sort(), ["A.db", "herd.config.json"]);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test({
   name: "main.ts refuses a bad config at start with a message that names the problem",
   permissions: HERD_TEST_PERMISSIONS,
 }, async () => {
