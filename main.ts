@@ -6,7 +6,7 @@
  *   main.ts herd          run every server of the config, output prefixed by name
  *   main.ts compile       build dist/NAME for every server, permissions baked in
  *   main.ts flags NAME    print the permission flags server NAME runs with
- *   main.ts schema        print the JSON Schema of herd.config.json
+ *   main.ts schema [FILE] print the JSON Schema of herd.config.json (or write it to FILE, as `deno task schema` does)
  *   main.ts status        ask every server for its status and print one table (exit 0 when the herd is whole)
  *   main.ts certs [NAME]  make the herd's CA and each server's certificate (or NAME's), in a child with only
  *                         the permissions that takes; --renew remakes the named servers' (rotation)
@@ -84,7 +84,7 @@ const USAGE =
   compile       build dist/NAME for each server (or only the NAMEs given; --out DIR: in DIR/NAME)
   flags NAME    print the permission flags of server NAME
   status        ask every server for its status; one table; exit 0 when all are up and agree
-  schema        print the JSON Schema of herd.config.json
+  schema [FILE] print the JSON Schema of herd.config.json (or write it to FILE)
   dashboard     serve the live dashboard of the herd on 127.0.0.1 (dashboard.port)
   certs [NAME]  make the herd's CA and the servers' certificates (--renew: remake NAME's)
   backup [NAME] have each server (or the NAMEs given) copy its database into <dataDir>/backups while it serves
@@ -367,7 +367,21 @@ async function main(args: string[]): Promise<void> {
     if (!COMMAND_OPTIONS[command].includes(token.name)) fail(optionRefusal(command, token.name));
   }
   if (command === "schema") {
-    console.log(JSON.stringify(herdConfigJsonSchema(), null, 2));
+    // As deno fmt writes it. The task names the file here, not in a redirect followed by `deno fmt`: what is given
+    // after `deno task schema` is added to the task's last command, which then refuses it, the file untouched.
+    const json = JSON.stringify(herdConfigJsonSchema(), null, 2);
+    if (names.length > 1) {
+      fail(`schema takes one file to write the schema to, or none to print it: got ${names.join(" ")}`);
+    }
+    if (names.length === 0) {
+      console.log(json);
+      return;
+    }
+    try {
+      Deno.writeTextFileSync(names[0], `${json}\n`);
+    } catch (error) {
+      fail(`Cannot write the schema to ${names[0]}: ${(error as Error).message}`, 1);
+    }
     return;
   }
   const configPath = resolvePath(Deno.cwd(), parsed.values.config);

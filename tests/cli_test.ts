@@ -187,6 +187,53 @@ Deno.test({
 });
 
 Deno.test({
+  name: "deno task schema writes herd.config.schema.json as shipped, and refuses what is given after it, the file " +
+    "left as it was",
+  permissions: HERD_TEST_PERMISSIONS,
+}, async () => {
+  const dir = await Deno.makeTempDir({ dir: "/tmp", prefix: "herd-schema-task-" });
+  try {
+    // The project's schema task, run in a directory of its own (a test writes in /tmp only): main.ts named by its path.
+    const project = JSON.parse(await Deno.readTextFile("deno.json"));
+    const task = String(project.tasks.schema);
+    assert.ok(task.includes(" main.ts "), task);
+    await Deno.writeTextFile(
+      `${dir}/deno.json`,
+      JSON.stringify({ ...project, tasks: { schema: task.replaceAll(" main.ts ", ` ${Deno.cwd()}/main.ts `) } }),
+    );
+    await Deno.copyFile("deno.lock", `${dir}/deno.lock`);
+    const schemaTask = async (...args: string[]) => {
+      const output = await new Deno.Command("deno", {
+        args: ["task", "-q", "schema", ...args],
+        cwd: dir,
+        stdin: "null",
+      })
+        .output();
+      return { code: output.code, stderr: _decoder.decode(output.stderr) };
+    };
+    const made = await schemaTask();
+    assert.equal(made.code, 0, made.stderr);
+    assert.equal(
+      await Deno.readTextFile(`${dir}/herd.config.schema.json`),
+      await Deno.readTextFile("herd.config.schema.json"),
+    );
+    await Deno.writeTextFile(`${dir}/herd.config.schema.json`, "as it was\n");
+    const withConfig = await schemaTask("--config", `${dir}/other.json`);
+    assert.equal(withConfig.code, 2);
+    assert.equal(withConfig.stderr, "--config is not an option of schema: schema takes none\n");
+    const withFile = await schemaTask("other.json");
+    assert.equal(withFile.code, 2);
+    assert.equal(
+      withFile.stderr,
+      "schema takes one file to write the schema to, or none to print it: got herd.config.schema.json other.json\n",
+    );
+    assert.equal(await Deno.readTextFile(`${dir}/herd.config.schema.json`), "as it was\n");
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test({
   name: "main.ts refuses a bad config at start with a message that names the problem",
   permissions: HERD_TEST_PERMISSIONS,
 }, async () => {
