@@ -93,6 +93,58 @@ const USAGE =
 --config PATH   another config than herd.config.json: deno task serve NAME --config PATH (any task but schema) runs
                 again allowed to read PATH and the .env beside it; with deno run, give --allow-read=PATH`;
 
+/** The options of every command, for parseArgs(); {@linkcode COMMAND_OPTIONS} says which command takes which. */
+const _OPTIONS = {
+  config: { type: "string", default: "herd.config.json" },
+  out: { type: "string" },
+  help: { type: "boolean", short: "h" },
+  renew: { type: "boolean", default: false },
+  "if-missing": { type: "boolean", default: false },
+  // Set by rerunAllowingConfig() on the process it starts: that one never runs again itself.
+  rerun: { type: "boolean", default: false },
+  // Set by the launchers on the servers and the dashboard they start: stop when the launcher's end of stdin closes.
+  launched: { type: "boolean", default: false },
+} as const;
+
+/** The command `args` name, if any (read loosely: for a refusal's words). */
+function _commandOf(args: string[]): string | undefined {
+  return parseArgs({ args, allowPositionals: true, options: _OPTIONS, strict: false }).positionals[0];
+}
+
+/** The deno.json task that runs `command`: its own, or the launcher's that starts it in a child (flags has none). */
+const _TASK_OF: Record<string, string> = {
+  serve: "serve",
+  herd: "herd",
+  compile: "compile",
+  status: "status",
+  schema: "schema",
+  dashboard: "dashboard",
+  certs: "certs",
+  backup: "backup",
+  restore: "restore",
+  run: "serve",
+  "status-run": "status",
+  "backup-run": "backup",
+  "restore-run": "restore",
+  "make-certs": "certs",
+  "dashboard-run": "dashboard",
+};
+
+/**
+ * What to say when `command` met a permission this process was not given (`deno run` with flags of one's own, not
+ * the task's): which permission, and the task that grants it; one line, not a stack trace.
+ */
+function _notAllowed(command: string | undefined, error: Deno.errors.NotCapable): string {
+  // Deno's words: Requires env access to "GOOGLE_PLACES_API_KEY", run again with the --allow-env flag
+  const match = /^Requires (.+?), run again with the (--allow-[a-z-]+) flag/.exec(error.message);
+  const needs = match === null ? error.message : `needs ${match[1]} (${match[2]})`;
+  const task = command === undefined || !Object.hasOwn(_TASK_OF, command) ? undefined : _TASK_OF[command];
+  return `main.ts${command === undefined ? "" : ` ${command}`} ${needs}, which this process was not given: ` +
+    (task === undefined
+      ? "the tasks in deno.json grant each command what it needs"
+      : `the task in deno.json grants it (deno task ${task})`);
+}
+
 /** The commands a deno.json task runs, which start children with flags of their own. */
 const LAUNCHERS = new Set(["serve", "herd", "compile", "flags", "status", "certs", "dashboard", "backup", "restore"]);
 
@@ -339,22 +391,7 @@ async function makeCertificatesHere(
 async function main(args: string[]): Promise<void> {
   let parsed;
   try {
-    parsed = parseArgs({
-      args,
-      allowPositionals: true,
-      options: {
-        config: { type: "string", default: "herd.config.json" },
-        out: { type: "string" },
-        help: { type: "boolean", short: "h" },
-        renew: { type: "boolean", default: false },
-        "if-missing": { type: "boolean", default: false },
-        // Set by rerunAllowingConfig() on the process it starts: that one never runs again itself.
-        rerun: { type: "boolean", default: false },
-        // Set by the launchers on the servers and the dashboard they start: stop when the launcher's end of stdin closes.
-        launched: { type: "boolean", default: false },
-      },
-      tokens: true,
-    });
+    parsed = parseArgs({ args, allowPositionals: true, options: _OPTIONS, tokens: true });
   } catch (error) {
     fail(`${(error as Error).message}\n${USAGE}`);
   }
@@ -570,4 +607,11 @@ async function main(args: string[]): Promise<void> {
   }
 }
 
-if (import.meta.main) await main(Deno.args);
+if (import.meta.main) {
+  try {
+    await main(Deno.args);
+  } catch (error) {
+    if (!(error instanceof Deno.errors.NotCapable)) throw error;
+    fail(_notAllowed(_commandOf(Deno.args), error), 1);
+  }
+}

@@ -234,6 +234,46 @@ Deno.test({
 });
 
 Deno.test({
+  name:
+    "a command run with a permission missing says which, and the task that grants it, in one line (exit 1), not a " +
+    "stack trace",
+  permissions: HERD_TEST_PERMISSIONS,
+}, async () => {
+  const dir = await Deno.makeTempDir({ dir: "/tmp", prefix: "herd-not-allowed-" });
+  try {
+    const [a, aPeer, aAdmin] = freePorts(3);
+    const path = await writeLocalConfig(dir, { A: [a, aPeer, aAdmin] }, []);
+    // Allowed to read the config, nothing more: not to run deno, nor to read the Places key.
+    const cases: [string[], string][] = [
+      [["run", "A"], 'run needs env access to "GOOGLE_PLACES_API_KEY" (--allow-env)'],
+      [["serve", "A"], 'serve needs run access to "deno" (--allow-run)'],
+      [["status"], 'status needs run access to "deno" (--allow-run)'],
+      [["backup"], 'backup needs run access to "deno" (--allow-run)'],
+    ];
+    for (const [[command, ...names], needs] of cases) {
+      const { code, stderr } = await run([
+        "run",
+        "--no-prompt",
+        `--allow-read=${path}`,
+        "main.ts",
+        command,
+        ...names,
+        "--config",
+        path,
+      ]);
+      assert.equal(code, 1, command);
+      const task = command === "run" ? "serve" : command;
+      assert.equal(
+        stderr,
+        `main.ts ${needs}, which this process was not given: the task in deno.json grants it (deno task ${task})\n`,
+      );
+    }
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test({
   name: "main.ts refuses a bad config at start with a message that names the problem",
   permissions: HERD_TEST_PERMISSIONS,
 }, async () => {
