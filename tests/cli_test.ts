@@ -1415,6 +1415,27 @@ Deno.test({
   );
   assert.match(foreign.stdout, /^Restored A from .*other-herd\.db: 2 rows in /);
 
+  // A herd table holding a row the server would refuse at start (an operator audit's: restored, then A would not
+  // start): refused, A's database left as it was.
+  const garbled = `${herd.dir}/garbled.db`;
+  const bad = new DatabaseSync(garbled);
+  bad.exec("CREATE TABLE records (line TEXT NOT NULL)");
+  bad.exec("INSERT INTO records VALUES ('AT A +0.100000000 a +1+1 1'), ('hello world')");
+  bad.close();
+  const databaseBefore = await Deno.readFile(`${herd.dir}/data/A.db`);
+  const garbledRestore = await run(launcherArgs(herd.dir, "restore", "A", garbled));
+  assert.equal(garbledRestore.code, 1, garbledRestore.stdout);
+  assert.match(
+    garbledRestore.stderr,
+    /^The backup .*garbled\.db holds a row that is not an AT record \(after \d that are\): the server would refuse to start on it\n$/,
+  );
+  assert.deepEqual(await Deno.readFile(`${herd.dir}/data/A.db`), databaseBefore);
+  assert.deepEqual(
+    [...Deno.readDirSync(`${herd.dir}/data`)].filter((entry) => entry.name.includes(".restoring-")),
+    [],
+    "the refused copy is removed",
+  );
+
   const restored = await run(launcherArgs(herd.dir, "restore", "A", backup));
   assert.equal(restored.code, 0, restored.stderr);
   // The first restore (of the other herd's database) kept A's own, the later record in it.
@@ -1422,7 +1443,12 @@ Deno.test({
   assert.ok(kept !== undefined, foreign.stdout);
   assert.match(restored.stdout, new RegExp(`^Restored A from ${backup}: \\d+ rows? in ${herd.dir}/data/A\\.db;`));
   assert.equal((await Deno.stat(`${herd.dir}/data/A.db`)).mode! & 0o777, 0o600);
+  // What a restore killed half-way (Ctrl-C) leaves: the server removes it at start, and says so.
+  const stopped = `${herd.dir}/data/A.db.restoring-20261205-000000`;
+  await Deno.writeTextFile(stopped, "half a copy");
   await herd.start("A");
+  await assert.rejects(Deno.stat(stopped), Deno.errors.NotFound);
+  assert.match(await herd.log("A"), /Removed ".*A\.db\.restoring-20261205-000000", left by a restore stopped before/);
   assert.equal((await exchange(herd.port("A"), "WHATSAT early 1 0\n")).split("\n")[0], before);
   assert.equal(await exchange(herd.port("A"), "WHATSAT late 1 0\n"), "? WHATSAT late 1 0\n");
   // The database it replaced, kept, holds the later record.

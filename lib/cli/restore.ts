@@ -13,6 +13,7 @@
 import { DatabaseSync } from "node:sqlite";
 import type { HerdConfig } from "../config/config.ts";
 import { fileTimestamp, makePrivateDirectory, pathExists, PRIVATE_FILE_MODE } from "../private_files.ts";
+import { rowsByServer } from "../store/record_log.ts";
 
 /** What a restore did. */
 export interface RestoreReport {
@@ -51,13 +52,13 @@ export function checkBackup(copy: string, file: string): Map<string, number> {
     if (check !== "ok") throw new RestoreRefused(`The backup ${file} is damaged (quick_check: ${check})`);
     const table = db.prepare("SELECT sql FROM sqlite_schema WHERE type = 'table' AND name = 'records'").get();
     if (table === undefined) throw new RestoreRefused(`The backup ${file} is not a herd server's database`);
-    const rows = new Map<string, number>();
-    // AT <server> ...: the second field.
-    const counts = db.prepare(
-      "SELECT substr(line, 4, instr(substr(line, 4), ' ') - 1) AS server, count(*) AS n FROM records GROUP BY server",
-    ).all() as { server: string; n: number }[];
-    for (const { server, n } of counts) rows.set(String(server), n);
-    return rows;
+    try {
+      // Every row read as the server reads them at start: a copy it would refuse is not put in place.
+      return rowsByServer(db);
+    } catch (error) {
+      if (!(error instanceof RangeError)) throw error;
+      throw new RestoreRefused(`The backup ${file} holds ${error.message}: the server would refuse to start on it`);
+    }
   } catch (error) {
     if (error instanceof RestoreRefused) throw error;
     throw new RestoreRefused(`The backup ${file} cannot be read as a database: ${(error as Error).message}`);

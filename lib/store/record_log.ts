@@ -24,6 +24,7 @@
 
 import { Buffer } from "node:buffer";
 import { DatabaseSync, type StatementSync } from "node:sqlite";
+import { basename, dirname } from "node:path";
 import { setImmediate } from "node:timers";
 import { metrics } from "../admin/metrics.ts";
 import { log } from "../logging.ts";
@@ -706,6 +707,63 @@ function* _lineColumns(db: DatabaseSync, order: { newestFirst: boolean }): Gener
 }
 
 /**
+ * Removes the copies a `deno task restore` stopped half-way left beside the
+ * database (`<database>.restoring-<time>`: it is killed outright by Ctrl-C,
+ * before its database is touched), saying so. Under the database's lock,
+ * which a restore holds throughout: none is in use.
+ */
+function _removeStoppedRestores(path: string): void {
+  const directory = dirname(path);
+  const prefix = `${basename(path)}.restoring-`;
+  for (const entry of Deno.readDirSync(directory)) {
+    if (!entry.name.startsWith(prefix)) continue;
+    const copy = `${directory}/${entry.name}`;
+    try {
+      Deno.removeSync(copy);
+      log.server.warning("Removed {copy}, left by a restore stopped before it put the copy in place", { copy });
+    } catch (error) {
+      log.server.warning("Cannot remove {copy}, left by a stopped restore: {error}", {
+        copy,
+        error: (error as Error).message,
+      });
+    }
+  }
+}
+
+/** A row's line column (text, or bytes when it holds a NUL) as the record it is, or null when it is none. */
+function _storedRecord(column: unknown, decoder: TextDecoder): LocationRecord | null {
+  let line = column;
+  if (column instanceof Uint8Array) {
+    try {
+      line = decoder.decode(column);
+    } catch {
+      return null;
+    }
+  }
+  return typeof line === "string" ? parseStoredRecordLine(line) : null;
+}
+
+/**
+ * The server each row of `db`'s records table names, as a server reads the
+ * rows at start; throws naming the count of rows before it when a row is no
+ * AT record (a server would refuse the database). For a copy about to be put
+ * in place (`deno task restore`), which must not be one the server refuses.
+ */
+export function rowsByServer(db: DatabaseSync): Map<string, number> {
+  const rows = new Map<string, number>();
+  const decoder = new TextDecoder("utf-8", { fatal: true });
+  let read = 0;
+  for (const column of _lineColumns(db, { newestFirst: false })) {
+    const record = _storedRecord(column, decoder);
+    if (record === null) throw new RangeError(`a row that is not an AT record (after ${read} that are)`);
+    read++;
+    const server = record.line.slice(3, record.line.indexOf(" ", 3));
+    rows.set(server, (rows.get(server) ?? 0) + 1);
+  }
+  return rows;
+}
+
+/**
  * Checks the database at `path` and reads every record in it, greatest
  * per client, expired ones left out (or hands each to `options.onRecord`,
  * as it is read), on a read-only connection: closing it
@@ -733,15 +791,7 @@ function _checkAndLoad(
     const order = { newestFirst: false };
     for (const column of _lineColumns(db, order)) {
       row++;
-      let line = column;
-      if (column instanceof Uint8Array) {
-        try {
-          line = decoder.decode(column);
-        } catch {
-          line = undefined;
-        }
-      }
-      const record = typeof line === "string" ? parseStoredRecordLine(line) : null;
+      const record = _storedRecord(column, decoder);
       if (record === null) {
         throw new CorruptDatabaseError(
           `The database ${path} holds a row that is not an AT record (row ${
@@ -1015,6 +1065,7 @@ export class RecordLog {
       }
       held = _identity(lock);
       _heldHere.add(held);
+      _removeStoppedRestores(path);
       // A write-ahead log with no database beside it is records committed and not yet copied into a database file
       // that was moved away (half of "move the file aside"): SQLite would delete it and start empty, silently.
       const exists = pathExists(path);
