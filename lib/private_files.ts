@@ -27,30 +27,58 @@ export interface OpenDirectory {
  * locations, logs and private keys ready to be committed.
  */
 export function ignoreInGit(directory: string): void {
-  Deno.writeTextFileSync(
-    `${directory}/.gitignore`,
-    "# Made by herd: this directory holds client locations, logs or keys, never for a repository.\n*\n",
-    { mode: PRIVATE_FILE_MODE },
-  );
+  // Whole or not at all: a disk that fills mid-write must not leave an empty one, which ignores nothing.
+  const temporary = `${directory}/.gitignore.${Deno.pid}-${fileTimestamp()}`;
+  try {
+    Deno.writeTextFileSync(
+      temporary,
+      "# Made by herd: this directory holds client locations, logs or keys, never for a repository.\n*\n",
+      { mode: PRIVATE_FILE_MODE },
+    );
+    Deno.renameSync(temporary, `${directory}/.gitignore`);
+  } catch (error) {
+    try {
+      Deno.removeSync(temporary);
+    } catch { /* never made */ }
+    throw error;
+  }
 }
 
 /**
  * Makes the directory `path` (and its missing parents) with mode 0700 if
  * it is missing, with a `.gitignore` of `*` ({@linkcode ignoreInGit}). When it exists, leaves it as it is, and returns its
- * mode if other users (its group, or anyone) have any access to it.
+ * mode if other users (its group, or anyone) have any access to it. Throws an error whose message says what is wrong
+ * with the directory, naming it: it cannot be made, its `.gitignore` cannot be written (it is then taken back, so the
+ * next start makes both), or it is not a directory.
  */
 export function makePrivateDirectory(path: string): OpenDirectory | undefined {
-  let mode: number | null;
+  let info: Deno.FileInfo;
   try {
-    mode = Deno.statSync(path).mode;
+    info = Deno.statSync(path);
   } catch (error) {
     if (!(error instanceof Deno.errors.NotFound)) throw error;
     // Another server making it at the same moment is no error (recursive), and neither is its mode then.
-    Deno.mkdirSync(path, { recursive: true, mode: PRIVATE_DIRECTORY_MODE });
-    Deno.chmodSync(path, PRIVATE_DIRECTORY_MODE);
-    ignoreInGit(path);
+    try {
+      Deno.mkdirSync(path, { recursive: true, mode: PRIVATE_DIRECTORY_MODE });
+      Deno.chmodSync(path, PRIVATE_DIRECTORY_MODE);
+    } catch (error) {
+      throw new Error(`the directory ${path} cannot be made (${(error as Error).message})`);
+    }
+    try {
+      ignoreInGit(path);
+    } catch (error) {
+      // Taken back while empty, so the next start makes it again with its .gitignore (one found existing gets none).
+      try {
+        Deno.removeSync(path);
+      } catch { /* not empty: another server's files */ }
+      throw new Error(
+        `the directory ${path} was made, but its .gitignore cannot be written (${(error as Error).message})`,
+      );
+    }
     return undefined;
   }
+  if (!info.isDirectory) throw new Error(`${path} is not a directory`);
+  const mode = info.mode;
   if (mode === null || (mode & 0o077) === 0) return undefined;
   return { path, mode: (mode & 0o777).toString(8) };
 }

@@ -9,6 +9,7 @@
  */
 
 import assert from "node:assert/strict";
+import { makePrivateDirectory, pathExists } from "../lib/private_files.ts";
 import { exchange, HERD_TEST_PERMISSIONS, TestHerd } from "./testing/herd.ts";
 import { waitFor } from "./testing/wait.ts";
 
@@ -57,6 +58,32 @@ async function withSoloOnTmpfs(size: string, fn: (herd: TestHerd, data: string) 
     await new Deno.Command("umount", { args: [data] }).output();
   }
 }
+
+Deno.test({
+  name: "a data directory made on a full disk, whose .gitignore cannot be written, is taken back and made whole later",
+  permissions: PERMISSIONS,
+  ignore: skipped !== undefined,
+}, async () => {
+  const dir = await Deno.makeTempDir({ dir: "/tmp", prefix: "herd-disk-dir-" });
+  const mounted = await new Deno.Command("mount", { args: ["-t", "tmpfs", "-o", "size=1m", "tmpfs", dir] }).output();
+  assert.ok(mounted.success, new TextDecoder().decode(mounted.stderr));
+  try {
+    await fillDisk(`${dir}/filler`);
+    // An operator audit's first start on a full disk: the directory was made, its .gitignore left empty for good.
+    assert.throws(
+      () => makePrivateDirectory(`${dir}/data`),
+      new RegExp(`^Error: the directory ${dir}/data was made, but its \\.gitignore cannot be written \\(`),
+    );
+    assert.equal(pathExists(`${dir}/data`), false, "taken back, so the next start makes it again");
+    await Deno.remove(`${dir}/filler`);
+    assert.equal(makePrivateDirectory(`${dir}/data`), undefined);
+    assert.match(await Deno.readTextFile(`${dir}/data/.gitignore`), /^\*$/m);
+    assert.deepEqual([...Deno.readDirSync(`${dir}/data`)].map((entry) => entry.name), [".gitignore"]);
+  } finally {
+    await new Deno.Command("umount", { args: [dir] }).output();
+    await Deno.remove(dir, { recursive: true });
+  }
+});
 
 /** Writes `filler` until the disk says it is full. */
 async function fillDisk(filler: string): Promise<void> {

@@ -252,6 +252,23 @@ Deno.test({
   }));
 
 Deno.test({
+  name: "RecordLog refuses a data directory that is a file, saying so (not that the database is damaged)",
+  permissions: PERMISSIONS,
+}, () =>
+  withDir((dir) => {
+    // An operator audit's dataDir: a regular file, which was reported as a damaged database to move aside.
+    const file = `${dir}/data`;
+    Deno.writeTextFileSync(file, "somebody's notes");
+    assert.throws(
+      () => RecordLog.open(`${file}/A.db`),
+      (error: Error) =>
+        error instanceof DatabaseNotWritableError &&
+        error.message === `Cannot use the database ${file}/A.db: ${file} is not a directory`,
+    );
+    assert.equal(Deno.readTextFileSync(file), "somebody's notes");
+  }));
+
+Deno.test({
   name: "RecordLog refuses a file that is not a database, naming it, and leaves it untouched",
   permissions: PERMISSIONS,
 }, () =>
@@ -491,7 +508,7 @@ Deno.test({
   });
   // The data directory missing, its parent read-only.
   await withReadOnlyDir(() => {}, (dir) => {
-    assertNotWritable(`${dir}/data/Goloman.db`, /: its directory cannot be made \(/);
+    assertNotWritable(`${dir}/data/Goloman.db`, new RegExp(`: the directory ${dir}/data cannot be made \\(`));
   });
   console.log(
     `(the directories were made read-only by ${READ_ONLY_BY === "mode" ? "mode 0500" : "a read-only mount"})`,

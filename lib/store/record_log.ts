@@ -1040,7 +1040,7 @@ export class RecordLog {
         open = makePrivateDirectory(directory);
       } catch (error) {
         throw new DatabaseNotWritableError(
-          `Cannot use the database ${path}: its directory cannot be made (${(error as Error).message})`,
+          `Cannot use the database ${path}: ${(error as Error).message}`,
         );
       }
       if (open !== undefined && options.warnOpenDirectory !== false) log.server.warning(...openDirectoryWarning(open));
