@@ -555,13 +555,8 @@ export class HerdServer implements PeerHost {
    * be refused until space is freed).
    */
   async #prepareBackupDirectory(directory: string): Promise<void> {
-    let open;
-    try {
-      open = makePrivateDirectory(directory);
-    } catch (error) {
-      throw new Error(`cannot make ${directory}: ${(error as Error).message}`);
-    }
-    if (!Deno.statSync(directory).isDirectory) throw new Error(`${directory} is not a directory`);
+    // Its message names the directory and what is wrong with it (it cannot be made, or is no directory).
+    const open = makePrivateDirectory(directory);
     if (open !== undefined) log.server.warning(...openDirectoryWarning(open));
     const size = (file: string) => {
       try {
