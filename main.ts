@@ -139,9 +139,12 @@ function _notAllowed(command: string | undefined, error: Deno.errors.NotCapable)
   const match = /^Requires (.+?), run again with the (--allow-[a-z-]+) flag/.exec(error.message);
   const needs = match === null ? error.message : `needs ${match[1]} (${match[2]})`;
   const task = command === undefined || !Object.hasOwn(_TASK_OF, command) ? undefined : _TASK_OF[command];
+  const child = command !== undefined && !LAUNCHERS.has(command) && command !== "schema";
   return `main.ts${command === undefined ? "" : ` ${command}`} ${needs}, which this process was not given: ` +
-    (task === undefined
-      ? "the tasks in deno.json grant each command what it needs"
+    (task === undefined ? "the tasks in deno.json grant each command what it needs" : child
+      // A launcher's child: its flags come from the config, so the task may be what started it.
+      ? `deno task ${task} starts it with the flags its config needs; if that is how it started, what it opened ` +
+        "lies outside them (through a link, say)"
       : `the task in deno.json grants it (deno task ${task})`);
 }
 

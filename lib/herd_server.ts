@@ -127,9 +127,9 @@ export class HerdServer implements PeerHost {
   #recordLog: RecordLog | undefined;
   #timers: ReturnType<typeof setInterval>[] = [];
   #stopping = false;
-  /** Refusals at `limits.maxConnections`: the first in a second said, the others counted and said after it. */
   /** When {@linkcode HerdServer.#warnOfExpiry} last warned (epoch ms). */
   #expiryWarnedAt = -Infinity;
+  /** Refusals at `limits.maxConnections`: the first in a second said, the others counted and said after it. */
   #refusalWarnings = new LogBudget(1, (count) => {
     log.server.warning("Refused {count} client connections: {open} are open, limits.maxConnections", {
       count,

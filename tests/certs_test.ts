@@ -372,14 +372,38 @@ Deno.test({
     await makeCertificates(old, { now: Date.now() - 3_700 * day });
     await makeCertificates(old, { names: ["A"], renew: true });
     const oldFiles = certFiles(old);
+    const oldTransport = () =>
+      new PeerTransport({
+        files: { ca: oldFiles.ca, cert: oldFiles.cert("A"), key: oldFiles.key("A"), name: "A" },
+        handshakeTimeoutMs: 1_000,
+      });
     assert.throws(
-      () =>
-        new PeerTransport({
-          files: { ca: oldFiles.ca, cert: oldFiles.cert("A"), key: oldFiles.key("A"), name: "A" },
-          handshakeTimeoutMs: 1_000,
-        }).load(),
+      () => oldTransport().load(),
       new RegExp(`^Error: The herd's CA certificate ${oldFiles.ca} that signed this server's certificate expired on `),
     );
+    // The CA renewed with its own key, after the expired one in ca.crt: the certificate is taken through the renewed.
+    const algorithm = { name: "ECDSA", namedCurve: "P-256", hash: "SHA-256" };
+    const expiredCa = new x509.X509Certificate(await Deno.readTextFile(oldFiles.ca));
+    const privateKey = await crypto.subtle.importKey(
+      "pkcs8",
+      x509.PemConverter.decodeFirst(await Deno.readTextFile(oldFiles.caKey)),
+      algorithm,
+      false,
+      ["sign"],
+    );
+    const renewedCa = await x509.X509CertificateGenerator.createSelfSigned({
+      serialNumber: "0102",
+      name: expiredCa.subject,
+      notBefore: new Date(Date.now() - 60_000),
+      notAfter: new Date(Date.now() + 365 * day),
+      signingAlgorithm: algorithm,
+      keys: { privateKey, publicKey: await expiredCa.publicKey.export(algorithm, ["verify"]) },
+      extensions: [new x509.BasicConstraintsExtension(true, 0, true)],
+    });
+    await Deno.writeTextFile(oldFiles.ca, expiredCa.toString("pem") + "\n" + renewedCa.toString("pem") + "\n");
+    const renewed = oldTransport();
+    renewed.load();
+    assert.equal(renewed.expiry!.notAfter.getTime(), renewedCa.notAfter.getTime());
   } finally {
     await Deno.remove(dir, { recursive: true });
   }

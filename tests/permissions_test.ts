@@ -11,7 +11,7 @@ import {
   statusRunArgs,
 } from "../lib/cli/launcher.ts";
 import { serverNetAddresses, serverPermissionFlags, urlAddress } from "../lib/cli/permissions.ts";
-import { pathAndParents, realDirectory } from "../lib/cli/real_directories.ts";
+import { realDirectoriesInChild } from "../lib/cli/launcher.ts";
 import { adminAddresses, clientAddressesWithoutAdmin } from "../lib/cli/status.ts";
 import {
   DEFAULT_CONFIG_DIR as DEFAULT_DIR,
@@ -291,9 +291,37 @@ Deno.test("serverPermissionFlags() lets Hill read and write the real paths of it
   assert.ok(flags.some((flag) => flag.startsWith("--allow-read=") && flag.includes(`/logs,/tmp/real/data,`)));
 });
 
-Deno.test("realDirectory() resolves a path through a link, and a missing one from its nearest existing parent", () => {
-  const real = Deno.realPathSync("/tmp");
-  assert.equal(realDirectory("/tmp"), real);
-  assert.equal(realDirectory("/tmp/herd-no-such-dir/a/b"), `${real}/herd-no-such-dir/a/b`);
-  assert.deepEqual(pathAndParents("/tmp/a/b"), ["/tmp/a/b", "/tmp/a", "/tmp", "/"]);
+Deno.test({
+  name: "realDirectoriesInChild() makes dataDir and logDir as a server would and says where they lead, links followed",
+  permissions: { read: ["/tmp"], write: ["/tmp"], run: ["deno"] },
+}, async () => {
+  const dir = Deno.realPathSync(await Deno.makeTempDir({ dir: "/tmp", prefix: "herd-real-dirs-" }));
+  try {
+    Deno.mkdirSync(`${dir}/disk`);
+    // Deno.symlink() wants unscoped permissions, which the test runs without: a child makes the link.
+    const link = `Deno.symlinkSync(${JSON.stringify(`${dir}/disk`)}, ${JSON.stringify(`${dir}/link`)});`;
+    assert.ok((await new Deno.Command("deno", { args: ["eval", link] }).output()).success);
+    const config = parseConfig(
+      JSON.stringify({
+        servers: { A: { host: "127.0.0.1", port: 1, peerPort: 2 } },
+        links: [],
+        places: { url: "http://127.0.0.1:9/unused" },
+        dataDir: `${dir}/link/data`, // under a link, not made yet
+        logDir: `${dir}/logs`, // no link
+      }),
+      `${dir}/herd.config.json`,
+    );
+    assert.deepEqual(await realDirectoriesInChild(config), [`${dir}/disk/data`, `${dir}/logs`]);
+    // Made as the server makes them: 0700, with a .gitignore.
+    assert.equal(Deno.statSync(`${dir}/disk/data`).mode! & 0o777, 0o700);
+    assert.ok(Deno.statSync(`${dir}/disk/data/.gitignore`).isFile);
+    // The flags name both the config's path and where it leads; the logs' own path once.
+    const flags = serverPermissionFlags(config, "A", {
+      keyPresent: false,
+      realDirectories: await realDirectoriesInChild(config),
+    });
+    assert.ok(flags.includes(`--allow-write=${dir}/logs,${dir}/link/data,${dir}/disk/data`), flags.join(" "));
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
 });

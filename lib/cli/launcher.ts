@@ -10,7 +10,6 @@ import { backupAddresses } from "./backup.ts";
 import { LineStream } from "../net/line_stream.ts";
 import { dirname } from "node:path";
 import { dashboardPermissionFlags, serverPermissionFlags } from "./permissions.ts";
-import { pathAndParents } from "./real_directories.ts";
 
 /** The Deno executable children run with, by name: `--allow-run=deno` grants exactly this. */
 const DENO = "deno";
@@ -344,19 +343,21 @@ export async function makeCertificatesInChild(
 const _REAL_DIRECTORIES_MODULE = decodeURIComponent(new URL("./real_directories.ts", import.meta.url).pathname);
 
 /**
- * The real paths of `dataDir` and `logDir` (links followed; for one not made
- * yet, where it will be) that differ from the config's, learnt in a child
- * allowed to read them and their parents (this process may not): a server
- * whose `dataDir` or `logDir` is a link needs them in its flags. None when
+ * The real paths of `dataDir` and `logDir` (links followed), learnt in a
+ * child allowed to read and write those two directories, as the server is,
+ * and nothing else (this process may not even read them), which makes them
+ * first when missing, as the server would: a server whose `dataDir` or
+ * `logDir` is a link, or lies under one, needs them in its flags. None when
  * the child fails: the flags are then as they were.
  */
 export async function realDirectoriesInChild(config: HerdConfig): Promise<string[]> {
-  const directories = [config.dataDir, config.logDir];
+  const directories = [...new Set([config.dataDir, config.logDir])];
   const output = await new Deno.Command(DENO, {
     args: [
       "run",
       "--no-prompt",
-      `--allow-read=${[...new Set(directories.flatMap(pathAndParents))].join(",")}`,
+      `--allow-read=${directories.join(",")}`,
+      `--allow-write=${directories.join(",")}`,
       _REAL_DIRECTORIES_MODULE,
       ...directories,
     ],
@@ -364,10 +365,23 @@ export async function realDirectoriesInChild(config: HerdConfig): Promise<string
     stderr: "inherit",
   }).output();
   if (!output.success) return [];
-  const real = new TextDecoder().decode(output.stdout).split("\n").slice(0, directories.length);
-  // A path with a comma cannot be named in a flag (it splits the list).
-  return [...new Set(real)].filter((path) =>
-    path.startsWith("/") && !path.includes(",") && !directories.includes(path)
+  let real: unknown;
+  try {
+    real = JSON.parse(new TextDecoder().decode(output.stdout));
+  } catch {
+    return [];
+  }
+  if (!Array.isArray(real)) return [];
+  return [...new Set(real.filter((path): path is string => typeof path === "string" && path.startsWith("/")))].filter(
+    (path) => {
+      if (!path.includes(",")) return true;
+      // A flag's list is split at commas: the server will be refused its files there, and says which.
+      console.error(
+        `Warning: a data or log directory of ${config.path} leads to ${path}, which no permission flag ` +
+          "can name (a comma): its server cannot use it; move it, or point the config at a path without a comma",
+      );
+      return false;
+    },
   );
 }
 
@@ -531,7 +545,9 @@ export async function rerunAllowingConfig(path: string, args: string[]): Promise
   if (path.includes(",") || args.includes(RERUN_FLAG)) return undefined;
   if (Deno.permissions.querySync({ name: "run", command: DENO }).state !== "granted") return undefined;
   const env = Deno.permissions.querySync({ name: "env", variable: PLACES_KEY_VARIABLE }).state === "granted";
-  const child = _spawn([
+  // Listening before the child starts, as serveOne does: a Ctrl-C in its first moments is passed on, not fatal here.
+  const forwarding = _forwardSignals([]);
+  const child = forwarding.add(_spawn([
     "run",
     "--no-prompt",
     `--allow-read=${path},${path.replace(/[^/]*$/, ".env")}`,
@@ -540,11 +556,10 @@ export async function rerunAllowingConfig(path: string, args: string[]): Promise
     MAIN_MODULE,
     ...args,
     RERUN_FLAG,
-  ], false);
-  const forwarding = _forwardSignals([child]);
+  ], false));
   const status = await child.status;
   forwarding.stop();
-  return status.code;
+  return forwarding.exitCode(status);
 }
 
 /** What {@linkcode rerunAllowingConfig} adds to the arguments of the process it starts. */
@@ -552,9 +567,9 @@ export const RERUN_FLAG = "--rerun";
 
 /** Runs the dashboard in a child process with its permissions; resolves to its exit code. */
 export async function serveDashboard(config: HerdConfig): Promise<number> {
-  const child = _spawn([...dashboardRunArgs(config), "--launched"], false);
-  const forwarding = _forwardSignals([child]);
+  const forwarding = _forwardSignals([]);
+  const child = forwarding.add(_spawn([...dashboardRunArgs(config), "--launched"], false));
   const status = await child.status;
   forwarding.stop();
-  return status.code;
+  return forwarding.exitCode(status);
 }

@@ -13,7 +13,7 @@
 import { DatabaseSync } from "node:sqlite";
 import type { HerdConfig } from "../config/config.ts";
 import { fileTimestamp, makePrivateDirectory, pathExists, PRIVATE_FILE_MODE } from "../private_files.ts";
-import { rowsByServer } from "../store/record_log.ts";
+import { removeStoppedRestores, rowsByServer } from "../store/record_log.ts";
 
 /** What a restore did. */
 export interface RestoreReport {
@@ -110,9 +110,7 @@ export function restoreServer(config: HerdConfig, name: string, file: string): R
   lock.truncateSync(0);
   lock.writeSync(new TextEncoder().encode(`${Deno.pid}\n`));
   // Left by a restore stopped half-way (Ctrl-C): under the lock, none is in use.
-  for (const entry of Deno.readDirSync(config.dataDir)) {
-    if (entry.name.startsWith(`${name}.db.restoring-`)) Deno.removeSync(`${config.dataDir}/${entry.name}`);
-  }
+  removeStoppedRestores(database);
   const stamp = fileTimestamp();
   const temporary = `${database}.restoring-${stamp}`;
   let rows: Map<string, number>;

@@ -7,8 +7,14 @@
  */
 
 import { metrics } from "../admin/metrics.ts";
+import { LogBudget } from "../log_budget.ts";
 import { cutForLog, log } from "../logging.ts";
 import { type Part, writeParts } from "../net/write.ts";
+
+/** Handlers that failed: a client that can make one fail must not fill the log with it. */
+const _handlerFailures = new LogBudget(10, (count) => {
+  log.client.error("{count} more commands' handlers failed, and their clients got no reply", { count });
+});
 
 /**
  * A reply: text, raw bytes (an echo of a line that was not UTF-8), or parts
@@ -227,9 +233,11 @@ export class ReplyQueue {
         return;
       }
       slot.value = "";
-      log.client.error("A command's handler failed, and its client gets no reply: {error}", {
-        error: cutForLog(String((error as Error)?.stack ?? error)),
-      });
+      if (_handlerFailures.take()) {
+        log.client.error("A command's handler failed, and its client gets no reply: {error}", {
+          error: cutForLog(String((error as Error)?.stack ?? error)),
+        });
+      }
     });
     this.#slots.push(slot);
   }

@@ -133,16 +133,16 @@ function _address(socket: net.Socket): string {
   return `${tcp.remoteAddress ?? "?"}:${tcp.remotePort ?? "?"}`;
 }
 
-/** The DNS names a certificate's subjectAltName lists. */
-function _dnsNames(cert: tls.PeerCertificate): string[] {
-  return (cert.subjectaltname ?? "").split(", ").filter((name) => name.startsWith("DNS:")).map((name) => name.slice(4));
-}
-
 /** The server a verified certificate names: its subject CN, when the certificate also lists it as a DNS name. */
 export function certificateName(cert: tls.PeerCertificate): string | undefined {
   const cn = cert.subject?.CN;
-  const name = Array.isArray(cn) ? undefined : cn;
-  return name !== undefined && _dnsNames(cert).includes(name) ? name : undefined;
+  return _serverNamed(Array.isArray(cn) ? cn : cn === undefined ? [] : [cn], cert.subjectaltname);
+}
+
+/** The one CN of `cns`, when the subjectAltName text `altNames` lists it as a DNS name too. */
+function _serverNamed(cns: string[], altNames: string | undefined): string | undefined {
+  const dns = (altNames ?? "").split(", ").filter((name) => name.startsWith("DNS:")).map((name) => name.slice(4));
+  return cns.length === 1 && dns.includes(cns[0]) ? cns[0] : undefined;
 }
 
 /** The PEM certificate blocks of a file's text, in order. */
@@ -218,9 +218,13 @@ export function checkPeerCredentials(
       false,
     )
   );
-  // The CA of ca.crt at the chain's end.
+  // The CA of ca.crt at the chain's end: of several with the signing key (a CA renewed with its key), one valid now,
+  // the one that lasts longest, as TLS would find a path through it.
   const signingCa = (certificate: X509Certificate): X509Certificate | undefined => {
-    const ca = cas.find((ca) => certificate.verify(ca.publicKey));
+    const signers = cas.filter((ca) => certificate.verify(ca.publicKey));
+    const valid = signers.filter((ca) => ca.validFromDate <= now && now <= ca.validToDate);
+    const ca =
+      (valid.length > 0 ? valid : signers).sort((a, b) => b.validToDate.getTime() - a.validToDate.getTime())[0];
     if (ca !== undefined) return ca;
     const issuer = chain.findIndex((candidate) => certificate.verify(candidate.publicKey));
     // Each of the chain at most once: a chain that loops ends.
@@ -285,10 +289,7 @@ export function checkPeerCredentials(
 /** The server a certificate names as its neighbours see it ({@linkcode certificateName}): its CN, also a DNS name. */
 export function ownCertificateName(cert: X509Certificate): string | undefined {
   const cns = cert.subject.split("\n").filter((part) => part.startsWith("CN=")).map((part) => part.slice(3));
-  const dns = (cert.subjectAltName ?? "").split(", ").filter((name) => name.startsWith("DNS:")).map((name) =>
-    name.slice(4)
-  );
-  return cns.length === 1 && dns.includes(cns[0]) ? cns[0] : undefined;
+  return _serverNamed(cns, cert.subjectAltName);
 }
 
 /** Dials and accepts peer connections, with TLS or without. */

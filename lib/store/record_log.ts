@@ -712,7 +712,7 @@ function* _lineColumns(db: DatabaseSync, order: { newestFirst: boolean }): Gener
  * before its database is touched), saying so. Under the database's lock,
  * which a restore holds throughout: none is in use.
  */
-function _removeStoppedRestores(path: string): void {
+export function removeStoppedRestores(path: string): void {
   const directory = dirname(path);
   const prefix = `${basename(path)}.restoring-`;
   for (const entry of Deno.readDirSync(directory)) {
@@ -1065,7 +1065,7 @@ export class RecordLog {
       }
       held = _identity(lock);
       _heldHere.add(held);
-      _removeStoppedRestores(path);
+      removeStoppedRestores(path);
       // A write-ahead log with no database beside it is records committed and not yet copied into a database file
       // that was moved away (half of "move the file aside"): SQLite would delete it and start empty, silently.
       const exists = pathExists(path);
