@@ -781,6 +781,11 @@ export class HerdServer implements PeerHost {
     }
   }
 
+  /** Whether this server is shutting down (PeerHost). */
+  get stopping(): boolean {
+    return this.#stopping;
+  }
+
   /** Whether `name` is one of our neighbours (PeerHost). */
   isNeighbour(name: string): boolean {
     return this.#links.has(name);

@@ -341,6 +341,40 @@ Deno.test({
 });
 
 Deno.test({
+  name: "a neighbour going away while a server shuts down is said at info, not as a warning" + MODE.suffix,
+  permissions: HERD_TEST_PERMISSIONS,
+}, async () => {
+  await using herd = await TestHerd.create({
+    tls: MODE.tls,
+    placesUrl: "http://127.0.0.1:9/unused",
+    names: ["A", "B"],
+    links: [["A", "B"]],
+    places: { provider: "offline" },
+    // A's IAMAT below waits for B's acknowledgement that long, holding A's shutdown open (shutdownGraceMs).
+    peers: { ackTimeoutMs: 20_000 },
+    extra: { shutdownGraceMs: 20_000 },
+  });
+  await herd.startAll();
+  await herd.waitConverged(["A", "B"]);
+  herd.signal("B", "SIGSTOP");
+  using conn = await Deno.connect({ hostname: "127.0.0.1", port: herd.port("A") });
+  await conn.write(new TextEncoder().encode("IAMAT held +1+1 1700000000\n"));
+  await waitFor(async () => (await herd.log("A")).includes("IAMAT held"), { what: "A to read the IAMAT" });
+  herd.signal("A", "SIGTERM");
+  await waitFor(async () => /"A" shutting down/.test(await herd.log("A")), { what: "A to start shutting down" });
+  // B goes away (as a whole herd stopped at once does) while A waits for its reply to go out.
+  await herd.stop("B", "SIGKILL");
+  await waitFor(async () => /Link to "B"( at \S+)? is down/.test(await herd.log("A")), {
+    what: "A to see its link to B go down",
+  });
+  const lines = (await herd.log("A")).split("\n").filter((line) => line.includes('Link to "B"'));
+  assert.ok(lines.length > 0);
+  for (const line of lines) assert.match(line, /\[INF\]/, line);
+  conn.close();
+  assert.equal((await herd.stop("A")).code, 0);
+});
+
+Deno.test({
   name: "SIGINT then SIGTERM finish replies in flight and leave a complete log" + MODE.suffix,
   permissions: HERD_TEST_PERMISSIONS,
 }, async () => {

@@ -12,6 +12,11 @@ export interface PeerHost {
   readonly reconciler: Reconciler;
   /** What a record from a neighbour must keep to. */
   readonly recordRules: HerdRecordRules;
+  /**
+   * Whether this server is shutting down: its links serve the replies still pending, and a neighbour going away
+   * meanwhile (stopped with it, as a whole herd's Ctrl-C does) is no warning.
+   */
+  readonly stopping?: boolean;
   /** Whether `name` is a configured neighbour, so may link to us. */
   isNeighbour(name: string): boolean;
   /**

@@ -495,7 +495,7 @@ export class PeerLink {
         if (reason !== announced) {
           // Neighbours starting after us is normal; a link that was up and cannot come back, or a neighbour that
           // cannot prove who it is, is worth a warning.
-          log.peer[wasUp || announced !== undefined ? "warning" : "info"](
+          log.peer[(wasUp || announced !== undefined) && this.#host.stopping !== true ? "warning" : "info"](
             "Link to {neighbour} at {host}:{port} is down: {error}; retrying with backoff",
             { neighbour: this.neighbour, host: dialHost, port: dialPort, error: reason },
           );
@@ -645,7 +645,9 @@ export class PeerLink {
     this.#acks.reset();
     this.#options.onStateChange?.();
     if (this.#refusedFor !== undefined || this.#upUnsaid) return; // said by #run, once; or never said to be up
-    log.peer[this.#closed ? "info" : "warning"]("Link to {neighbour} is down", { neighbour: this.neighbour });
+    log.peer[this.#closed || this.#host.stopping === true ? "info" : "warning"]("Link to {neighbour} is down", {
+      neighbour: this.neighbour,
+    });
   }
 
   /** The neighbour answered our `HELLO` with `REFUSED <reason>`: its config does not have us as a neighbour. */
