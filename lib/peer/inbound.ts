@@ -229,7 +229,10 @@ class InboundLink {
     await this.#answering;
     const error = this.#conn.error;
     if (error !== undefined) {
-      log.peer.warning("Link from {neighbour} failed: {error}", { neighbour: this.#who, error: error.message });
+      log.peer[this.#host.stopping === true ? "info" : "warning"]("Link from {neighbour} failed: {error}", {
+        neighbour: this.#who,
+        error: error.message,
+      });
     }
     if (this.#name !== undefined) log.peer.info("Link from {neighbour} is down", { neighbour: this.#name });
   }

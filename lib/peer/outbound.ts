@@ -622,7 +622,7 @@ export class PeerLink {
     await conn.closed;
     replies.close();
     if (conn.error !== undefined && !this.#closed) {
-      log.peer.warning("Link to {neighbour} failed: {error}", {
+      log.peer[this.#host.stopping === true ? "info" : "warning"]("Link to {neighbour} failed: {error}", {
         neighbour: this.neighbour,
         error: conn.error.message,
       });
