@@ -217,6 +217,7 @@ Deno.test({
 async function chainedCertificate(
   files: { ca: string; caKey: string },
   name: string,
+  interValidity?: { notBefore: Date; notAfter: Date },
 ): Promise<{ chainPem: string; keyPem: string }> {
   const algorithm = { name: "ECDSA", namedCurve: "P-256", hash: "SHA-256" };
   const ca = new x509.X509Certificate(await Deno.readTextFile(files.ca));
@@ -234,7 +235,7 @@ async function chainedCertificate(
     serialNumber: "02",
     subject: "CN=intermediate, O=herd",
     issuer: ca.subject,
-    ...validity,
+    ...(interValidity ?? validity),
     signingAlgorithm: algorithm,
     publicKey: interKeys.publicKey,
     signingKey: caKey,
@@ -313,6 +314,21 @@ Deno.test({
     (await a.dial("127.0.0.1", cPort, "C")).destroy();
     await waitFor(() => proven.length === 2, { what: "both links' acceptors to prove the dialler" });
     assert.deepEqual(proven.toSorted(), ["A", "C"], refused.join("; "));
+    // The intermediate CA out of its dates (TLS would refuse the chain): refused at load, naming it and the file.
+    const expired = await chainedCertificate(files, "A", {
+      notBefore: new Date(Date.now() - 10 * 86_400_000),
+      notAfter: new Date(Date.now() - 86_400_000),
+    });
+    const expiredFiles = { ...chained, cert: `${dir}/A-expired-chain.crt`, key: `${dir}/A-expired-chain.key` };
+    await Deno.writeTextFile(expiredFiles.cert, expired.chainPem);
+    await Deno.writeTextFile(expiredFiles.key, expired.keyPem);
+    assert.throws(
+      () => new PeerTransport({ files: expiredFiles, handshakeTimeoutMs: 1 }).load(),
+      new RegExp(
+        `^Error: The intermediate CA certificate "CN=intermediate, O=herd" in this server's certificate file ` +
+          `${expiredFiles.cert} expired on .*: its neighbours would refuse the chain`,
+      ),
+    );
     // The same chain checked against another herd's CA: refused, naming the file.
     await makeCertificates(configIn(other));
     assert.throws(

@@ -219,7 +219,8 @@ export function checkPeerCredentials(
     )
   );
   // The CA of ca.crt at the chain's end: of several with the signing key (a CA renewed with its key), one valid now,
-  // the one that lasts longest, as TLS would find a path through it.
+  // the one that lasts longest, as TLS would find a path through it. The intermediate CAs on the way, in order.
+  const intermediates: X509Certificate[] = [];
   const signingCa = (certificate: X509Certificate): X509Certificate | undefined => {
     const signers = cas.filter((ca) => certificate.verify(ca.publicKey));
     const valid = signers.filter((ca) => ca.validFromDate <= now && now <= ca.validToDate);
@@ -227,8 +228,11 @@ export function checkPeerCredentials(
       (valid.length > 0 ? valid : signers).sort((a, b) => b.validToDate.getTime() - a.validToDate.getTime())[0];
     if (ca !== undefined) return ca;
     const issuer = chain.findIndex((candidate) => certificate.verify(candidate.publicKey));
+    if (issuer < 0) return undefined;
     // Each of the chain at most once: a chain that loops ends.
-    return issuer >= 0 ? signingCa(chain.splice(issuer, 1)[0]) : undefined;
+    const intermediate = chain.splice(issuer, 1)[0];
+    intermediates.push(intermediate);
+    return signingCa(intermediate);
   };
   const ca = signingCa(cert);
   if (ca === undefined) {
@@ -273,17 +277,37 @@ export function checkPeerCredentials(
       } ${clock}`,
     );
   }
-  return ca.validToDate < cert.validToDate
-    ? {
-      notAfter: ca.validToDate,
-      expiring: `The herd's CA certificate ${files.ca}`,
-      remedy: `make a new CA and move the herd to it (docs/SECURITY.md, "Certificates")`,
+  const ends: PeerCredentialsCheck[] = [{
+    notAfter: cert.validToDate,
+    expiring: `This server's certificate ${files.cert}`,
+    remedy: `\`${renew}\` remakes it; then SIGHUP the server, or wait a minute`,
+  }];
+  for (const intermediate of intermediates) {
+    const which = `The intermediate CA certificate ${JSON.stringify(intermediate.subject.replaceAll("\n", ", "))} in ` +
+      `this server's certificate file ${files.cert}`;
+    // TLS checks every certificate of the chain it sends: one out of its dates makes the neighbours refuse the chain.
+    if (now > intermediate.validToDate || now < intermediate.validFromDate) {
+      throw new Error(
+        `${which} ${
+          now > intermediate.validToDate
+            ? `expired on ${day(intermediate.validToDate)}`
+            : `is not valid before ${day(intermediate.validFromDate)} ${clock}`
+        }: its neighbours would refuse the chain (renew it where it was made, and the chain in the file)`,
+      );
     }
-    : {
-      notAfter: cert.validToDate,
-      expiring: `This server's certificate ${files.cert}`,
-      remedy: `\`${renew}\` remakes it; then SIGHUP the server, or wait a minute`,
-    };
+    ends.push({
+      notAfter: intermediate.validToDate,
+      expiring: which,
+      remedy: "renew it where it was made, and the chain in the file",
+    });
+  }
+  ends.push({
+    notAfter: ca.validToDate,
+    expiring: `The herd's CA certificate ${files.ca}`,
+    remedy: `make a new CA and move the herd to it (docs/SECURITY.md, "Certificates")`,
+  });
+  // The first to end; of equal ends, the server's own certificate (its remedy is the herd's own task).
+  return ends.reduce((first, end) => end.notAfter < first.notAfter ? end : first);
 }
 
 /** The server a certificate names as its neighbours see it ({@linkcode certificateName}): its CN, also a DNS name. */
