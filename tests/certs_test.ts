@@ -426,6 +426,25 @@ Deno.test({
 });
 
 Deno.test({
+  name: "a certDir that is a file is said to be no directory",
+  permissions: { read: ["/tmp"], write: ["/tmp"] },
+}, async () => {
+  const dir = await temporaryDir();
+  try {
+    const config = configIn(dir);
+    // An operator audit's: the OS's words about a path under it ("Not a directory (os error 20): stat '.../ca.crt'").
+    await Deno.writeTextFile(config.certDir, "not a directory");
+    await assert.rejects(
+      makeCertificates(config),
+      (error: Error) => error.message === `The certificate directory ${config.certDir} is not a directory`,
+    );
+    assert.equal(await Deno.readTextFile(config.certDir), "not a directory");
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test({
   name: "a host that holds its certificates but not the CA's key checks them, and says where to make missing ones",
   permissions: { read: ["/tmp"], write: ["/tmp"] },
 }, async () => {

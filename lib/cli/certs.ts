@@ -291,7 +291,10 @@ async function _makeCertDir(dir: string): Promise<void> {
   try {
     await Deno.mkdir(dir, { mode: 0o700 });
   } catch (error) {
-    if (error instanceof Deno.errors.AlreadyExists) return;
+    if (error instanceof Deno.errors.AlreadyExists) {
+      if (!(await Deno.stat(dir)).isDirectory) throw new Error(`The certificate directory ${dir} is not a directory`);
+      return;
+    }
     if (!(error instanceof Deno.errors.NotFound)) throw error;
     // A parent is missing. The permission flags name certDir alone, and a recursive mkdir of it makes its parents too.
     await Deno.mkdir(dir, { recursive: true });
