@@ -257,55 +257,44 @@ export function checkPeerCredentials(
   }
   const day = (date: Date) => date.toISOString().slice(0, 16).replace("T", " ") + " UTC";
   const clock = `(this host's clock says ${day(now)}: is it right?)`;
-  if (now < cert.validFromDate) {
-    throw new Error(`This server's certificate ${files.cert} is not valid before ${day(cert.validFromDate)} ${clock}`);
-  }
-  if (now > cert.validToDate) {
-    throw new Error(`This server's certificate ${files.cert} expired on ${day(cert.validToDate)} ${fix}`);
-  }
-  if (now > ca.validToDate) {
-    throw new Error(
-      `The herd's CA certificate ${files.ca} that signed this server's certificate expired on ${
-        day(ca.validToDate)
-      }: make a new CA and move the herd to it (docs/SECURITY.md, "Certificates")`,
-    );
-  }
-  if (now < ca.validFromDate) {
-    throw new Error(
-      `The herd's CA certificate ${files.ca} that signed this server's certificate is not valid before ${
-        day(ca.validFromDate)
-      } ${clock}`,
-    );
-  }
-  const ends: PeerCredentialsCheck[] = [{
-    notAfter: cert.validToDate,
-    expiring: `This server's certificate ${files.cert}`,
-    remedy: `\`${renew}\` remakes it; then SIGHUP the server, or wait a minute`,
-  }];
-  for (const intermediate of intermediates) {
-    const which = `The intermediate CA certificate ${JSON.stringify(intermediate.subject.replaceAll("\n", ", "))} in ` +
-      `this server's certificate file ${files.cert}`;
-    // TLS checks every certificate of the chain it sends: one out of its dates makes the neighbours refuse the chain.
-    if (now > intermediate.validToDate || now < intermediate.validFromDate) {
-      throw new Error(
-        `${which} ${
-          now > intermediate.validToDate
-            ? `expired on ${day(intermediate.validToDate)}`
-            : `is not valid before ${day(intermediate.validFromDate)} ${clock}`
-        }: its neighbours would refuse the chain (renew it where it was made, and the chain in the file)`,
-      );
+  const caRemedy = `make a new CA and move the herd to it (docs/SECURITY.md, "Certificates")`;
+  const chainRemedy = "renew it where it was made, and the chain in the file";
+  // Every certificate of the chain TLS sends, and the CA it ends at: one out of its dates makes the neighbours refuse
+  // it. `named` opens a refusal, `expired` ends one; `expiring` and `remedy` are for the warning of its end.
+  const links = [
+    {
+      certificate: cert,
+      named: `This server's certificate ${files.cert}`,
+      expired: ` ${fix}`,
+      expiring: `This server's certificate ${files.cert}`,
+      remedy: `\`${renew}\` remakes it; then SIGHUP the server, or wait a minute`,
+    },
+    ...intermediates.map((intermediate) => {
+      const which = `The intermediate CA certificate ${
+        JSON.stringify(intermediate.subject.replaceAll("\n", ", "))
+      } in this server's certificate file ${files.cert}`;
+      const expired = `: its neighbours would refuse the chain (${chainRemedy})`;
+      return { certificate: intermediate, named: which, expired, expiring: which, remedy: chainRemedy };
+    }),
+    {
+      certificate: ca,
+      named: `The herd's CA certificate ${files.ca} that signed this server's certificate`,
+      expired: `: ${caRemedy}`,
+      expiring: `The herd's CA certificate ${files.ca}`,
+      remedy: caRemedy,
+    },
+  ];
+  for (const { certificate, named, expired } of links) {
+    if (now < certificate.validFromDate) {
+      throw new Error(`${named} is not valid before ${day(certificate.validFromDate)} ${clock}`);
     }
-    ends.push({
-      notAfter: intermediate.validToDate,
-      expiring: which,
-      remedy: "renew it where it was made, and the chain in the file",
-    });
+    if (now > certificate.validToDate) throw new Error(`${named} expired on ${day(certificate.validToDate)}${expired}`);
   }
-  ends.push({
-    notAfter: ca.validToDate,
-    expiring: `The herd's CA certificate ${files.ca}`,
-    remedy: `make a new CA and move the herd to it (docs/SECURITY.md, "Certificates")`,
-  });
+  const ends: PeerCredentialsCheck[] = links.map(({ certificate, expiring, remedy }) => ({
+    notAfter: certificate.validToDate,
+    expiring,
+    remedy,
+  }));
   // The first to end; of equal ends, the server's own certificate (its remedy is the herd's own task).
   return ends.reduce((first, end) => end.notAfter < first.notAfter ? end : first);
 }
