@@ -566,10 +566,15 @@ function _lockHolder(lock: Deno.FsFile): string {
   }
 }
 
+/** The server a record names: its line's second field (`AT <server> ...`). */
+function _serverOf(record: LocationRecord): string {
+  return record.line.slice(3, record.line.indexOf(" ", 3));
+}
+
 /** The server of `record` when `options` leave out its rows (a server no longer in the config); else undefined. */
 function _leftOutServer(record: LocationRecord, options: RecordLogOptions): string | undefined {
   if (options.isKnownServer === undefined) return undefined;
-  const server = record.line.slice(3, record.line.indexOf(" ", 3));
+  const server = _serverOf(record);
   return options.isKnownServer(server) ? undefined : server;
 }
 
@@ -757,7 +762,7 @@ export function rowsByServer(db: DatabaseSync): Map<string, number> {
     const record = _storedRecord(column, decoder);
     if (record === null) throw new RangeError(`a row that is not an AT record (after ${read} that are)`);
     read++;
-    const server = record.line.slice(3, record.line.indexOf(" ", 3));
+    const server = _serverOf(record);
     rows.set(server, (rows.get(server) ?? 0) + 1);
   }
   return rows;
